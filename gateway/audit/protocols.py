@@ -1,0 +1,147 @@
+"""The interfaces of the audit core. Each has a Python twin (`gateway.audit.*`) and a Rust
+twin (`gateway._native.*`) that return byte-identical results. Formats: DESIGN.md
+"Audit formats" (the one source of truth); test vectors: ../shared/vectors/mmr_v2.json.
+
+Errors (both twins raise the same classes from `gateway.errors`):
+  InvalidInput     non-bytes payload, wrong argument types/values
+  AuditIndexError  leaf index / old count out of range
+  ProofError       malformed proof (missing keys, bad hex, wrong lengths, inconsistent counts)
+  WalCorruptError  bad frame followed by valid frames; message says "offset N"
+  WalLockedError   second writer on the same WAL
+  NativePanic      a Rust panic (Rust twin only)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+ProofJSON = Mapping[str, Any]
+
+
+@runtime_checkable
+class MerkleMountainRange(Protocol):
+    """MMR v2 over SHA-256: leaf = H(00||payload), node = H(01||l||r),
+    root = H(02||peaks left-to-right), empty root = 64 hex zeros.
+
+    Construct with no arguments.
+    """
+
+    def append(self, payload: bytes) -> int:
+        """Append one payload (bytes-like only); returns its leaf index."""
+
+    def append_many(self, payloads: Sequence[bytes]) -> int:
+        """Append many payloads in order; returns the new leaf count. The Rust twin hashes
+        with the GIL released. All-or-nothing on bad input (nothing appended)."""
+
+    @property
+    def leaf_count(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def root(self) -> str:
+        """Lowercase hex root."""
+
+    def peaks(self) -> list[str]:
+        """Peak hashes, left (tallest) to right."""
+
+    def leaf_hash(self, index: int) -> str: ...
+
+    def inclusion_proof(self, index: int) -> dict:
+        """{"leaf_index","leaf_count","leaf_hash","siblings"(bottom-up),"peaks","root"}."""
+
+    def consistency_proof(self, old_count: int) -> dict:
+        """{"old_count","new_count","old_peaks","new_peaks","paths","old_root","new_root"}
+        where paths[j] lifts old peak j to the new peak containing it. 0 <= old_count <= leaf_count."""
+
+    @staticmethod
+    def verify_inclusion(proof: ProofJSON | str, payload: bytes | None = None) -> bool:
+        """True iff the proof is internally consistent (leaf_hash + siblings reach its peak,
+        peaks hash to root) and, when `payload` is given, leaf_hash == H(00||payload).
+        Accepts a dict or a JSON string. Tampered -> False; malformed -> ProofError."""
+
+    @staticmethod
+    def verify_consistency(proof: ProofJSON | str) -> bool:
+        """True iff old_peaks hash to old_root, new_peaks to new_root, and each old peak
+        lifted by its path equals the new peak that contains it. Tampered -> False;
+        malformed -> ProofError."""
+
+
+@runtime_checkable
+class WriteAheadLog(Protocol):
+    """WAL v1: magic b"GLWAL\\x00\\x01\\n", then frames `u32le len | u32le crc32(payload) | payload`.
+
+    Constructor: WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256)
+      - creates the file (with magic) if missing, else runs recovery;
+      - takes an exclusive non-blocking flock on the file itself: a second writer (any
+        process, any twin, or a second object in the same process) gets WalLockedError;
+      - fsync policies: "always" (fsync per append), "group" (writes go to the file at once,
+        one fsync per batch: when group_max_records are pending or group_delay_ms after the
+        first pending record; append_many is one batch), "none" (never fsyncs; flush() still
+        writes). Any other policy -> InvalidInput.
+
+    Recovery (identical in both twins; `recovery` attribute after open):
+      - a file shorter than 8 bytes that is a prefix of the magic (incl. empty) is completed
+        to the magic; any other bad header -> WalCorruptError("... offset 0 ...").
+      - scan frames from offset 8. A frame is valid iff its 8-byte header is complete,
+        len <= MAX_FRAME (64 MiB), the payload fits before EOF, and its CRC matches.
+      - at the first invalid frame at offset o: if some offset p in (o, EOF) starts a chain
+        of valid frames that ends exactly at EOF, that is corruption ->
+        WalCorruptError naming "offset o" (nothing is modified). Otherwise the tail is torn:
+        the file is truncated to o and `recovery == {"records": n, "truncated_bytes": EOF - o}`.
+    """
+
+    recovery: dict  # {"records": int, "truncated_bytes": int}
+
+    def append(self, payload: bytes) -> int:
+        """Append one record; returns its index (0-based)."""
+
+    def append_many(self, payloads: Sequence[bytes]) -> int:
+        """Append a batch (one fsync under "group"/"always"... "always" still fsyncs once per
+        record); returns the new record count."""
+
+    def flush(self) -> None:
+        """Make every appended record durable now (fsync unless policy "none")."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def durable_count(self) -> int:
+        """Records known to be fsynced (== count after flush(); always == count under "always")."""
+
+    def close(self) -> None:
+        """Flush, fsync (unless "none"), release the lock. Idempotent."""
+
+    def __enter__(self): ...
+
+    def __exit__(self, *exc) -> None: ...
+
+    @staticmethod
+    def replay(path: str) -> list[bytes]:
+        """Read every record's payload without taking the lock and without modifying the
+        file (a torn tail is ignored; corruption raises WalCorruptError)."""
+
+
+# Hashing / record / entropy (functions; both twins):
+#
+# sha256_hex(data: bytes) -> str           lowercase hex; non-bytes -> InvalidInput
+#
+# encode_record(record: Mapping[str, int | str]) -> bytes
+#     canonical JSON exactly as json.dumps(record, sort_keys=True, separators=(",", ":"),
+#     ensure_ascii=True).encode(): keys must be str, values int (not bool) or str; integers
+#     must fit in i64... anything else -> InvalidInput. Sorting is by code point as Python sorts str.
+#
+# entropy_millibits(body: bytes) -> int
+#     `body` is an OpenAI chat-completion JSON response (bytes). Shannon entropy in bits:
+#       - if choices[0].logprobs.content is a non-empty list whose entries carry non-empty
+#         `top_logprobs`: per position, p_i = exp(logprob_i) normalised over that position's
+#         top_logprobs, H_pos = -sum(p_i * log2(p_i)) in list order; H = mean of H_pos in order;
+#       - else: tokens = choices[0].message.content split on ASCII whitespace
+#         (b" \t\n\r\x0b\x0c", empty pieces dropped); counts per distinct token; with n tokens,
+#         H = -sum((c/n) * log2(c/n)) over distinct tokens in order of first appearance;
+#         no tokens (or no content) -> 0.
+#     millibits = floor(H * 1000 + 0.5). Invalid JSON -> InvalidInput.
+# text_entropy_millibits(text: str) -> int   the text branch alone (used for streams).
+
+
+AuditRecord = Mapping[str, int | str]
+Payloads = Iterable[bytes]

@@ -1,0 +1,1 @@
+"""IPython extension for gatewaylab notebooks: `%load_ext lab_ext`."""

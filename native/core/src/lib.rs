@@ -1,0 +1,2 @@
+//! gatewaylab-core: the Rust twins' logic, free of PyO3 so that `cargo test` needs no interpreter.
+//! Every format here is defined once in DESIGN.md ("Audit formats").

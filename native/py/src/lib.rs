@@ -1,0 +1,27 @@
+//! gateway._native — the Rust twins, one binding file per core module (mirrors gatewaylab-core).
+//! Each module file exposes `register(m)`; this file only wires them together.
+use pyo3::prelude::*;
+
+pub mod errors;
+pub mod gil;
+
+#[cfg(debug_assertions)]
+const BUILD_PROFILE: &str = "debug";
+#[cfg(not(debug_assertions))]
+const BUILD_PROFILE: &str = "release";
+
+/// Panics on purpose, to prove panics surface as `gateway.errors.NativePanic`.
+#[pyfunction]
+fn _debug_panic(msg: &str) -> PyResult<()> {
+    let _c = entry!("_debug_panic");
+    errors::guard(|| panic!("{}", msg.to_string()))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("build_profile", BUILD_PROFILE)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(gil::gil_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    Ok(())
+}

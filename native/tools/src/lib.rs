@@ -1,0 +1,1 @@
+//! gatewaylab-tools: the native mock upstream and load generator.
