@@ -35,8 +35,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "auth": ("gateway.stages.auth:ApiKeyAuth", "gateway._native:ApiKeyAuth"),
     "waf": ("gateway.stages.waf:Waf", "gateway._native:Waf"),
     "ratelimit": ("gateway.stages.ratelimit:RateLimiter", "gateway._native:RateLimiter"),
-    "adapter": ("gateway.stages.adapter:Adapter", "gateway.stages.adapter:RustAdapter"),
-    "forwarder": ("gateway.stages.forwarder:HttpxForwarder", "gateway.stages.forwarder:RustForwarder"),
+    "adapter": ("gateway.stages.adapter:Adapter", "gateway._native:Adapter"),
+    "forwarder": ("gateway.stages.forwarder:Forwarder", "gateway.stages.rust_forwarder:RustForwarder"),
 }
 COMPONENTS = tuple(REGISTRY)
 

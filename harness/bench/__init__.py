@@ -1,0 +1,1 @@
+"""Microbenchmarks, one module per `gatewaylab bench NAME`."""
