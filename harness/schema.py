@@ -1,0 +1,194 @@
+"""The results schema: the one documented source of truth for every sweep table.
+
+A sweep run folder holds these tidy Parquet tables (one row per measurement):
+
+- ``cells.parquet``     one row per sweep cell (mode x switches x shell x concurrency) and repeat
+- ``baseline.parquet``  one row per concurrency and repeat: load generator -> mock directly
+- ``capacity.parquet``  the load generator's capacity against the mock (so it is never the
+                        bottleneck unnoticed), reported beside every sweep
+- ``gil_threads.parquet`` GIL view 1 (sampled): one row per cell, repeat and thread
+- ``gil_entries.parquet`` GIL view 2 (exact): one row per cell, repeat and Rust entry point
+
+Units are in the column names (``_us`` microseconds, ``_s`` seconds, ``_mb`` MiB). Every
+GIL/loop column belongs to a view whose label (exact or sampled) is in ``LABELS``. A probe
+that could not run leaves its columns null and says why in ``probes_missing``
+("probe: reason; ..."), never silently empty. Version: ``SCHEMA_VERSION``.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+
+_PCTS = ("p50", "p90", "p99", "p999", "max")
+
+# name -> (pandas dtype, description)
+CELLS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "cell": ("string", "cell key: mode|switches|shell|c=N"),
+    "mode": ("string", "py or py+rs"),
+    "switches": ("string", "label of the per-component overrides on top of the mode ('' = none)"),
+    "impl": ("string", "resolved component=python|rust list, comma-separated"),
+    "shell": ("string", "ASGI shell: asgi or fastapi"),
+    "server": ("string", "ASGI server: uvicorn or granian"),
+    "concurrency": ("int64", "closed-loop concurrency c"),
+    "repeat": ("int64", "repeat index, 0-based"),
+    "status": ("string", "ok | failed | interrupted"),
+    "error": ("string", "error message of a failed cell ('' when ok)"),
+    "loop": ("string", "closed (fixed concurrency) or open (fixed rate)"),
+    "duration_s": ("float64", "measured window length (warm-up excluded)"),
+    "requests": ("int64", "completed 2xx responses in the window"),
+    "errors": ("int64", "failed requests in the window"),
+    "rps": ("float64", "throughput: completed 2xx responses per second"),
+    **{f"lat_{p}_us": ("float64", f"gateway latency {p} (HDR)") for p in _PCTS},
+    **{f"base_{p}_us": ("float64", f"direct-to-mock latency {p}, same concurrency, same run") for p in _PCTS},
+    **{f"ovh_{p}_us": ("float64", f"overhead {p}: gateway {p} - direct {p}") for p in _PCTS if p != "max"},
+    "base_rps": ("float64", "direct-to-mock throughput at the same concurrency"),
+    "cpu_user_s": ("float64", "gateway process tree user CPU seconds in the window (/proc)"),
+    "cpu_sys_s": ("float64", "gateway process tree system CPU seconds in the window (/proc)"),
+    "cpu_cores": ("float64", "gateway CPU: (user+sys) seconds per second"),
+    "cpu_us_per_req": ("float64", "gateway CPU microseconds per completed request"),
+    "rss_peak_mb": ("float64", "peak RSS of the gateway process tree during the window (sampled 20 Hz)"),
+    "rss_hwm_mb": ("float64", "gateway main process VmHWM, reset at window start (exact)"),
+    "gil_wait_count": ("float64", "GIL view 3 (exact): acquisitions timed by the probe thread"),
+    "gil_wait_p50_us": ("float64", "GIL view 3 (exact): deadline-to-GIL latency p50"),
+    "gil_wait_p99_us": ("float64", "GIL view 3 (exact): p99"),
+    "gil_wait_max_us": ("float64", "GIL view 3 (exact): max"),
+    "gil_wait_cal_p50_us": ("float64", "GIL view 3: idle calibration p50 (OS wake-up + uncontended acquire)"),
+    "loop_lag_p50_us": ("float64", "GIL view 4 (exact): event-loop call_later lateness p50"),
+    "loop_lag_p99_us": ("float64", "GIL view 4 (exact): p99"),
+    "loop_lag_max_us": ("float64", "GIL view 4 (exact): max"),
+    "native_calls": ("float64", "GIL view 2 (exact): Rust entry-point calls in the window"),
+    "native_hold_s": ("float64", "GIL view 2 (exact): seconds Rust entry points held the GIL"),
+    "native_detached_s": ("float64", "GIL view 2 (exact): seconds Rust entry points ran detached"),
+    "native_wait_s": ("float64", "GIL view 2 (exact): seconds waiting to re-acquire the GIL"),
+    "native_max_wait_us": ("float64", "GIL view 2 (exact): longest re-acquire wait"),
+    "pyspy_samples": ("float64", "GIL view 1 (sampled): py-spy samples in the window"),
+    "gil_held_share": ("float64", "GIL view 1 (sampled): share of samples in which any thread held the GIL"),
+    "gil_main_share": ("float64", "GIL view 1 (sampled): share held by the event-loop (main) thread"),
+    "gil_other_share": ("float64", "GIL view 1 (sampled): share held by all other threads"),
+    "probes_missing": ("string", "'probe: reason; ...' for every probe that could not run"),
+    "flamegraph_svg": ("string", "relative path of the py-spy --native flamegraph (on request)"),
+    "speedscope_json": ("string", "relative path of the speedscope profile (on request)"),
+    "scalene_json": ("string", "relative path of the scalene profile (on request)"),
+    "gateway_pid": ("float64", "gateway process id"),
+    "started_at": ("string", "UTC ISO time the cell's window started"),
+}
+
+BASELINE: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "concurrency": ("int64", "closed-loop concurrency c"),
+    "repeat": ("int64", "repeat index"),
+    "status": ("string", "ok | failed"),
+    "error": ("string", "error message ('' when ok)"),
+    "duration_s": ("float64", "measured window"),
+    "requests": ("int64", "completed responses"),
+    "errors": ("int64", "failed requests"),
+    "rps": ("float64", "throughput load -> mock"),
+    **{f"lat_{p}_us": ("float64", f"direct latency {p}") for p in _PCTS},
+}
+
+CAPACITY: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "concurrency": ("int64", "concurrency used to saturate the mock"),
+    "status": ("string", "ok | failed"),
+    "error": ("string", "error message"),
+    "rps": ("float64", "load generator -> mock throughput (capacity)"),
+    "lat_p50_us": ("float64", "latency p50"),
+    "lat_p99_us": ("float64", "latency p99"),
+    "max_gateway_rps": ("float64", "highest gateway throughput in the sweep"),
+    "headroom": ("float64", "capacity / max gateway rps (>> 1: the load generator is not the bottleneck)"),
+}
+
+GIL_THREADS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "cell": ("string", "cell key"),
+    "mode": ("string", "mode"),
+    "switches": ("string", "switches label"),
+    "shell": ("string", "shell"),
+    "concurrency": ("int64", "concurrency"),
+    "repeat": ("int64", "repeat"),
+    "thread": ("string", "thread name (tid) as py-spy reports it"),
+    "is_main": ("bool", "the event-loop thread (the process's main thread)"),
+    "samples": ("int64", "samples in which this thread held the GIL"),
+    "share": ("float64", "samples / all samples (sampled ownership share)"),
+}
+
+GIL_ENTRIES: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "cell": ("string", "cell key"),
+    "mode": ("string", "mode"),
+    "switches": ("string", "switches label"),
+    "shell": ("string", "shell"),
+    "concurrency": ("int64", "concurrency"),
+    "repeat": ("int64", "repeat"),
+    "entry": ("string", "Rust entry point"),
+    "calls": ("int64", "calls in the window"),
+    "hold_us": ("float64", "microseconds holding the GIL"),
+    "detached_us": ("float64", "microseconds detached"),
+    "reacquire_wait_us": ("float64", "microseconds waiting to re-acquire"),
+    "max_reacquire_wait_us": ("float64", "longest re-acquire wait (since the previous reset)"),
+}
+
+TABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "cells": CELLS,
+    "baseline": BASELINE,
+    "capacity": CAPACITY,
+    "gil_threads": GIL_THREADS,
+    "gil_entries": GIL_ENTRIES,
+}
+
+# Which measurement label each view carries (DESIGN.md "GIL, four views").
+LABELS: dict[str, str] = {
+    "gil_ownership (py-spy --gil --idle)": "sampled",
+    "native entry points (gil_stats)": "exact",
+    "gil acquisition latency (probe thread)": "exact",
+    "event-loop lag (call_later)": "exact",
+    "cpu (/proc)": "exact",
+    "rss_peak (20 Hz sampling)": "sampled",
+    "latency (HDR, load generator)": "exact",
+}
+
+# Key of one cell (repeats share it).
+CELL_KEY = ("mode", "switches", "shell", "concurrency")
+
+
+def frame(table: str, rows: Iterable[dict[str, Any]]):
+    """Rows -> a DataFrame with exactly the table's columns, in order, with their dtypes."""
+    import pandas as pd
+
+    cols = TABLES[table]
+    df = pd.DataFrame(list(rows))
+    for name, (dtype, _) in cols.items():
+        if name not in df.columns:
+            df[name] = pd.Series([None] * len(df), dtype="object")
+    df = df[list(cols)]
+    for name, (dtype, _) in cols.items():
+        if dtype == "string":
+            df[name] = df[name].astype("string").fillna("")
+        elif dtype == "int64":
+            df[name] = pd.to_numeric(df[name], errors="coerce").fillna(0).astype("int64")
+        elif dtype == "bool":
+            df[name] = df[name].astype("bool")
+        else:
+            df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+    return df
+
+
+def validate(table: str, df) -> list[str]:
+    """Problems with a loaded table (missing columns, wrong dtypes); empty when it conforms."""
+    problems = []
+    for name, (dtype, _) in TABLES[table].items():
+        if name not in df.columns:
+            problems.append(f"{table}: missing column {name}")
+        elif str(df[name].dtype) not in (dtype, {"string": "str"}.get(dtype, dtype)) and not (
+                dtype == "string" and str(df[name].dtype).startswith("string")):
+            problems.append(f"{table}.{name}: dtype {df[name].dtype}, expected {dtype}")
+    return problems
+
+
+def describe(table: str = "cells") -> str:
+    """Markdown documentation of a table."""
+    lines = [f"| column | dtype | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | {t} | {d} |" for k, (t, d) in TABLES[table].items()]
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""Statistics for repeated measurements and asv-style comparisons.
+
+- ``summarize(values)``: median / min / max / n of the repeats of one cell.
+- ``mann_whitney(a, b)``: two-sided Mann-Whitney U p-value (exact by enumeration for small
+  samples, normal approximation with tie correction otherwise).
+- ``bootstrap_ci(x)``: percentile bootstrap CI of a statistic (seeded: reproducible).
+- ``compare_tables(a, b)``: per metric and cell, whether B differs from A **significantly
+  and beyond a factor** (asv: significance and a factor, never one without the other).
+
+How a comparison decides (per metric):
+1. Per cell (mode x switches x shell x concurrency): ratio = median(B) / median(A) over the
+   repeats, and a Mann-Whitney p-value when both sides have >= 2 repeats.
+2. Across cells: the mean log-ratio with a bootstrap 95% CI (resampling cells). The metric
+   changed if that CI excludes 0 (significant) and the geometric-mean factor is beyond
+   ``factor`` (default 1.10). A run compared with itself gives ratios of exactly 1: nothing
+   is flagged.
+A per-cell flag additionally requires that cell's own p-value < alpha, so cells with one
+repeat are never flagged on their own ("n/a: 1 repeat").
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+# metric -> True when higher is better. The metrics `compare` looks at by default.
+METRICS: dict[str, bool] = {
+    "rps": True,
+    "lat_p50_us": False,
+    "lat_p99_us": False,
+    "ovh_p50_us": False,
+    "ovh_p99_us": False,
+    "cpu_us_per_req": False,
+    "rss_peak_mb": False,
+    "gil_wait_p99_us": False,
+    "loop_lag_p99_us": False,
+}
+
+
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    v = np.asarray([x for x in values if x is not None and not _isnan(x)], dtype=float)
+    if v.size == 0:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def _isnan(x: Any) -> bool:
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return True
+
+
+def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U test p-value (exact when the enumeration is small)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n1, n2 = a.size, b.size
+    if n1 == 0 or n2 == 0:
+        return math.nan
+    pooled = np.concatenate([a, b])
+    ranks = _rankdata(pooled)
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    mu = n1 * n2 / 2
+    if math.comb(n1 + n2, n1) <= 20000:
+        # Exact: the distribution of U over every assignment of the pooled ranks.
+        obs = abs(u1 - mu)
+        hits = total = 0
+        for idx in itertools.combinations(range(n1 + n2), n1):
+            u = ranks[list(idx)].sum() - n1 * (n1 + 1) / 2
+            total += 1
+            if abs(u - mu) >= obs - 1e-9:
+                hits += 1
+        return hits / total
+    _, counts = np.unique(pooled, return_counts=True)
+    n = n1 + n2
+    tie = (counts ** 3 - counts).sum() / (n * (n - 1))
+    sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie))
+    if sigma == 0:
+        return 1.0
+    z = (abs(u1 - mu) - 0.5) / sigma
+    return math.erfc(max(z, 0) / math.sqrt(2))
+
+
+def _rankdata(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(x.size, float)
+    sx = x[order]
+    i = 0
+    while i < x.size:
+        j = i
+        while j + 1 < x.size and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def bootstrap_ci(x: Sequence[float], stat: Callable[[np.ndarray], float] = np.mean, n: int = 4000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    x = np.asarray(x, float)
+    if x.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n, x.size))
+    stats = np.apply_along_axis(stat, 1, x[idx])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+@dataclass
+class MetricVerdict:
+    metric: str
+    higher_is_better: bool
+    factor: float          # geometric mean of B/A across cells
+    ci_low: float          # bootstrap CI of the factor
+    ci_high: float
+    cells: int
+    significant: bool
+    beyond_factor: bool
+    verdict: str           # "same" | "better" | "worse" | "n/a"
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict in ("better", "worse")
+
+
+def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float = 1.10,
+                   alpha: float = 0.05, key: Sequence[str] = ("mode", "switches", "shell", "concurrency")):
+    """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame)."""
+    import pandas as pd
+
+    metrics = metrics or METRICS
+    a = a[a["status"] == "ok"]
+    b = b[b["status"] == "ok"]
+    key = [k for k in key if k in a.columns and k in b.columns]
+    rows, verdicts = [], []
+    for metric, hib in metrics.items():
+        if metric not in a.columns or metric not in b.columns:
+            continue
+        logs = []
+        for k, ga in a.groupby(key, dropna=False):
+            k = k if isinstance(k, tuple) else (k,)
+            mask = np.ones(len(b), bool)
+            for col, val in zip(key, k):
+                mask &= (b[col] == val).to_numpy()
+            gb = b[mask]
+            va = ga[metric].dropna().to_numpy(float)
+            vb = gb[metric].dropna().to_numpy(float)
+            if va.size == 0 or vb.size == 0:
+                continue
+            ma, mb = float(np.median(va)), float(np.median(vb))
+            ratio = _ratio(ma, mb)
+            if ratio is None:
+                continue
+            logs.append(math.log(ratio))
+            p = mann_whitney(va, vb) if va.size >= 2 and vb.size >= 2 else math.nan
+            beyond = ratio >= factor or ratio <= 1 / factor
+            sig = (not math.isnan(p)) and p < alpha
+            worse = (ratio < 1) if hib else (ratio > 1)
+            rows.append({**dict(zip(key, k)), "metric": metric, "a_median": ma, "b_median": mb,
+                         "a_min": float(va.min()), "a_max": float(va.max()), "b_min": float(vb.min()),
+                         "b_max": float(vb.max()), "ratio": ratio, "p_value": p,
+                         "flag": ("worse" if worse else "better") if (sig and beyond) else
+                         ("n/a: <2 repeats" if math.isnan(p) else "same")})
+        if not logs:
+            verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a"))
+            continue
+        mean = float(np.mean(logs))
+        lo, hi = bootstrap_ci(logs)
+        sig = not (lo <= 0 <= hi) and not (lo == hi == 0)
+        g = math.exp(mean)
+        beyond = g >= factor or g <= 1 / factor
+        worse = (g < 1) if hib else (g > 1)
+        verdict = ("worse" if worse else "better") if (sig and beyond) else "same"
+        verdicts.append(MetricVerdict(metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict))
+    return verdicts, pd.DataFrame(rows)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    """b / a for positive figures; overheads can be ~0 or negative, so shift tiny values."""
+    if math.isnan(a) or math.isnan(b):
+        return None
+    if a == b:
+        return 1.0
+    if a <= 0 or b <= 0:
+        # Overheads near zero: compare on a floor of 1 (us / MiB / rps) to keep ratios finite.
+        a, b = max(a, 1.0), max(b, 1.0)
+    return b / a
