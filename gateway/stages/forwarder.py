@@ -1,0 +1,99 @@
+"""Forwarder stage, Python twin: a pooled aiohttp client to the upstream, with timeouts.
+
+Failures raise `UpstreamError` subclasses, which the gateway maps to HTTP statuses
+(`.http_status`): refused / reset / closed early -> UpstreamUnavailable (502), timeout ->
+UpstreamTimeout (504), a 5xx or non-2xx status on a stream -> UpstreamStatusError (502, or
+the upstream's own 4xx), unparseable body -> UpstreamMalformed (502, raised by the gateway
+when the adapter cannot read the body). The Rust twin (gateway/stages/rust_forwarder.py)
+raises these same classes.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Sequence
+
+import aiohttp
+
+from gateway.errors import GatewayLabError
+
+
+class UpstreamError(GatewayLabError):
+    """The upstream could not give a usable answer."""
+
+    http_status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connection refused, reset, or closed before a full response."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    http_status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamMalformed(UpstreamError):
+    code = "upstream_malformed"
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-2xx status where a stream was expected (send() returns statuses instead)."""
+
+    code = "upstream_status"
+
+    def __init__(self, status: int, body: bytes = b""):
+        super().__init__(f"upstream answered HTTP {status}")
+        self.status = status
+        self.body = body
+        self.http_status = status if 400 <= status < 500 else 502
+
+
+class Forwarder:
+    """Forwarder(timeout_s=30.0, pool=256, connect_timeout_s=5.0). The session is created
+    lazily on first use so that it binds to the running loop."""
+
+    def __init__(self, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0):
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
+        self._total = timeout_s
+        self._pool = pool
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        s = self._session
+        if s is None:
+            conn = aiohttp.TCPConnector(limit=self._pool, limit_per_host=self._pool, ttl_dns_cache=300,
+                                        enable_cleanup_closed=False)
+            s = self._session = aiohttp.ClientSession(
+                connector=conn, timeout=self._timeout, auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
+        return s
+
+    async def send(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
+        try:
+            async with asyncio.timeout(self._total):
+                async with self._client().post(url, data=body, headers=headers) as r:
+                    return r.status, await r.read()
+        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise UpstreamTimeout(f"upstream timed out after {self._total:g}s") from e
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as e:
+            raise UpstreamUnavailable(f"upstream connection failed: {type(e).__name__}: {e}") from e
+
+    async def stream(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
+        try:
+            async with self._client().post(url, data=body, headers=headers) as r:
+                if not 200 <= r.status < 300:
+                    raise UpstreamStatusError(r.status, await r.read())
+                async for chunk in r.content.iter_any():
+                    yield chunk
+        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise UpstreamTimeout(f"upstream stream timed out (no data for {self._total:g}s)") from e
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as e:
+            raise UpstreamUnavailable(f"upstream connection failed: {type(e).__name__}: {e}") from e
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
