@@ -1,2 +1,7 @@
 //! gatewaylab-core: the Rust twins' logic, free of PyO3 so that `cargo test` needs no interpreter.
 //! Every format here is defined once in DESIGN.md ("Audit formats").
+pub mod entropy;
+pub mod hash;
+pub mod mmr;
+pub mod record;
+pub mod wal;

@@ -1,0 +1,124 @@
+//! SHA-256 helpers and the MMR v2 domain-separated hashes (DESIGN.md "Audit formats"):
+//! `leaf = H(0x00‖payload)`, `node = H(0x01‖left‖right)`, `root = H(0x02‖peaks…)`,
+//! empty root = 32 zero bytes. Hex is lowercase.
+use sha2::{Digest, Sha256};
+
+pub type Hash = [u8; 32];
+
+pub const LEAF_TAG: u8 = 0x00;
+pub const NODE_TAG: u8 = 0x01;
+pub const ROOT_TAG: u8 = 0x02;
+pub const EMPTY_ROOT: Hash = [0u8; 32];
+
+/// Plain SHA-256 of `data`.
+#[inline]
+pub fn sha256(data: &[u8]) -> Hash {
+    Sha256::digest(data).into()
+}
+
+/// Lowercase hex SHA-256 of `data` (the hashing twin of `hashlib.sha256(data).hexdigest()`).
+pub fn sha256_hex(data: &[u8]) -> String {
+    to_hex(&sha256(data))
+}
+
+/// `H(0x00‖payload)`.
+#[inline]
+pub fn leaf_hash(payload: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([LEAF_TAG]);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// `H(0x01‖left‖right)`: one 65-byte message, hashed from a stack buffer.
+#[inline]
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut buf = [0u8; 65];
+    buf[0] = NODE_TAG;
+    buf[1..33].copy_from_slice(left);
+    buf[33..].copy_from_slice(right);
+    Sha256::digest(buf).into()
+}
+
+/// `H(0x02‖peak_0‖…‖peak_k)`, or 32 zero bytes when there are no peaks.
+pub fn root_of_peaks<'a>(peaks: impl IntoIterator<Item = &'a Hash>) -> Hash {
+    let mut it = peaks.into_iter().peekable();
+    if it.peek().is_none() {
+        return EMPTY_ROOT;
+    }
+    let mut h = Sha256::new();
+    h.update([ROOT_TAG]);
+    for p in it {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex of a 32-byte hash.
+pub fn to_hex(h: &Hash) -> String {
+    let mut s = String::with_capacity(64);
+    for b in h {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parse exactly 64 lowercase hex digits (the only form the formats allow) into a hash.
+pub fn from_hex(s: &str) -> Option<Hash> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(b[2 * i])? << 4) | nibble(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_sha256() {
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn domain_separation() {
+        let mut tagged = vec![0u8];
+        tagged.extend_from_slice(b"x");
+        assert_eq!(leaf_hash(b"x"), sha256(&tagged));
+        let (l, r) = (sha256(b"l"), sha256(b"r"));
+        let mut m = vec![1u8];
+        m.extend_from_slice(&l);
+        m.extend_from_slice(&r);
+        assert_eq!(node_hash(&l, &r), sha256(&m));
+        assert_eq!(root_of_peaks([]), EMPTY_ROOT);
+        let mut m = vec![2u8];
+        m.extend_from_slice(&l);
+        assert_eq!(root_of_peaks([&l]), sha256(&m));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let h = sha256(b"abc");
+        assert_eq!(from_hex(&to_hex(&h)), Some(h));
+        assert_eq!(from_hex(&to_hex(&h).to_uppercase()), None);
+        assert_eq!(from_hex("00"), None);
+        assert_eq!(from_hex(&"g".repeat(64)), None);
+    }
+}
