@@ -1,0 +1,142 @@
+"""Run metadata: what DESIGN.md says is stored with every result.
+
+API (small on purpose; everything returns plain JSON-able values):
+
+    collect(*, parameters=None, switches=None, shell=None, hardware_profile=None,
+            profile_satisfied=None, cores_used=None, start_time=None, extra=None) -> dict
+        git sha and dirty flag, build profile of gateway._native, Python and rustc versions,
+        CPU model, cores available/used, CPU affinity, hardware profile, mode and
+        per-component switches, shell, parameters, start time (UTC, ISO 8601), host.
+        `switches` is a gateway.twins.Switches (default: Switches.resolve(), i.e. the
+        environment). Expensive probes (git, rustc) are cached per process.
+    describe(meta) -> str
+        one line for reports: "AMD EPYC ... · 2/2 cores · release build · py · CPython 3.11.7 · rustc 1.xx · abc1234+dirty"
+    build_profile() -> str | None      "release" / "debug", None when the extension is missing
+    git_info(root=REPO) -> {"git_sha", "git_dirty"}
+
+Missing facts are None, never guessed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def git_info(root: Path = REPO) -> dict[str, Any]:
+    sha = _run(["git", "rev-parse", "HEAD"], cwd=root)
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=None)
+def rustc_version() -> str | None:
+    return _run(["rustc", "--version"])
+
+
+def build_profile() -> str | None:
+    try:
+        from gateway import _native
+    except ImportError:
+        return None
+    return str(getattr(_native, "build_profile", None) or "unknown")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def cpu_affinity() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def collect(
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    switches=None,
+    shell: str | None = None,
+    hardware_profile: str | None = None,
+    profile_satisfied: bool | None = None,
+    cores_used: int | None = None,
+    start_time: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything DESIGN.md asks to store with a result (see module docstring)."""
+    from gateway.twins import Switches
+
+    sw = switches if switches is not None else Switches.resolve()
+    affinity = cpu_affinity()
+    meta: dict[str, Any] = {
+        **git_info(),
+        "build_profile": build_profile(),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "rustc_version": rustc_version(),
+        "cpu_model": cpu_model(),
+        "cores_total": os.cpu_count(),
+        "cores_available": len(affinity),
+        "cores_used": cores_used if cores_used is not None else len(affinity),
+        "cpu_affinity": affinity,
+        "hardware_profile": hardware_profile,
+        "profile_satisfied": profile_satisfied,
+        "mode": sw.mode,
+        "switches": sw.as_dict(),
+        "switches_label": sw.label(),
+        "shell": shell,
+        "parameters": dict(parameters or {}),
+        "start_time": start_time or utc_now(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def describe(meta: Mapping[str, Any]) -> str:
+    """One line describing the machine, build and switches, for report headers."""
+    parts = [meta.get("cpu_model") or "unknown CPU"]
+    parts.append(f"{meta.get('cores_used')}/{meta.get('cores_available')} cores (of {meta.get('cores_total')})")
+    if meta.get("hardware_profile"):
+        sat = meta.get("profile_satisfied")
+        parts.append(f"profile {meta['hardware_profile']}" + ("" if sat in (None, True) else " (clamped)"))
+    parts.append(f"{meta.get('build_profile') or 'no'} build")
+    parts.append(f"mode {meta.get('switches_label') or meta.get('mode')}")
+    parts.append(f"{meta.get('python_implementation', 'Python')} {meta.get('python_version')}")
+    if meta.get("rustc_version"):
+        parts.append(meta["rustc_version"].split(" (")[0])
+    sha = (meta.get("git_sha") or "nogit")[:10]
+    parts.append(sha + ("+dirty" if meta.get("git_dirty") else ""))
+    return " · ".join(str(p) for p in parts)
