@@ -1,0 +1,385 @@
+"""IPython magics: `%gateway`, `%sweep`, `%bench`, `%%profile`.
+
+    %gateway up --mode py+rs --impl mmr=python --shell asgi --latency-ms 5
+    %gateway status
+    %gateway down
+    r = %sweep --modes py py+rs --concurrency 1 4 16 --duration 3
+    df = %bench mmr --quick
+    %%profile --tool py-spy --native
+    <cell>
+
+The gateway and its native mock upstream run as child processes on 127.0.0.1 (through
+`harness.native_procs.start_mock` and `gateway.launch.start_gateway`); they are stopped by
+`%gateway down`, when the extension is unloaded, and at interpreter exit.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import inspect
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_API_KEY = "sk-lab-local"
+
+
+class MagicUsageError(ValueError):
+    """Bad arguments to a magic: argparse's message instead of SystemExit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would sys.exit(); a notebook wants an exception
+        raise MagicUsageError(f"{self.prog}: {message}")
+
+    def exit(self, status=0, message=None):
+        if message:
+            print(message, end="")
+        raise MagicUsageError(f"{self.prog}: exited ({status})")
+
+
+def _call_filtered(fn: Callable, *args, **kwargs):
+    """Call `fn` with only the keyword arguments it accepts (None values dropped), so the
+    magics keep working while the harness APIs grow options."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kw = {k: v for k, v in kwargs.items() if v is not None and (takes_kwargs or k in params)}
+    return fn(*args, **kw)
+
+
+def _stop(proc: Any) -> None:
+    if proc is None:
+        return
+    for name in ("stop", "close", "terminate"):
+        fn = getattr(proc, name, None)
+        if callable(fn):
+            fn()
+            return
+
+
+# --- the gateway session -------------------------------------------------------------------
+
+@dataclass
+class GatewaySession:
+    """A native mock upstream plus a gateway in front of it, both on loopback."""
+
+    mock: Any = None
+    gateway: Any = None
+    api_key: str = DEFAULT_API_KEY
+    mode: str = "py"
+    impl: dict[str, str] = field(default_factory=dict)
+    shell: str | None = None
+    started_at: float | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.gateway is not None
+
+    def start(self, mode: str = "py", impl: dict[str, str] | None = None, shell: str | None = None,
+              latency_ms: float | None = None, api_key: str | None = None, **gateway_opts) -> "GatewaySession":
+        from gateway.twins import Switches
+
+        sw = Switches.resolve(mode=mode, impl=impl or {}, env={})  # validates before anything starts
+        if self.up:
+            self.stop()
+        from harness.native_procs import start_mock
+        from gateway.launch import start_gateway
+
+        self.api_key = api_key or self.api_key
+        self.mock = _call_filtered(start_mock, latency_ms=latency_ms)
+        try:
+            self.gateway = _call_filtered(start_gateway, self.mock.url, self.api_key, mode=sw.mode,
+                                          impl=dict(sw.overrides) or None, shell=shell, **gateway_opts)
+        except BaseException:
+            _stop(self.mock)
+            self.mock = None
+            raise
+        self.mode, self.impl, self.shell, self.started_at = sw.mode, dict(sw.overrides), shell, time.time()
+        return self
+
+    def stop(self) -> None:
+        gw, mock = self.gateway, self.mock
+        self.gateway = self.mock = None
+        try:
+            _stop(gw)
+        finally:
+            _stop(mock)
+
+    def health(self, timeout: float = 2.0) -> str:
+        if not self.up:
+            return "down"
+        try:
+            with urllib.request.urlopen(f"{self.gateway.url}/health", timeout=timeout) as r:
+                return f"{r.status} {r.read(200).decode('utf-8', 'replace').strip()}"
+        except Exception as e:  # noqa: BLE001 - status must report, not raise
+            return f"unreachable ({e})"
+
+    def status(self) -> dict[str, Any]:
+        if not self.up:
+            return {"state": "down"}
+        from gateway.twins import Switches
+
+        return {
+            "state": "up",
+            "url": self.gateway.url,
+            "pid": getattr(self.gateway, "pid", None),
+            "mock_url": self.mock.url,
+            "mock_pid": getattr(self.mock, "pid", None),
+            "mode": self.mode,
+            "switches": Switches(self.mode, self.impl).label(),
+            "shell": self.shell or "default",
+            "api_key": self.api_key,
+            "uptime_s": round(time.time() - (self.started_at or time.time()), 1),
+            "health": self.health(),
+        }
+
+
+_SESSION = GatewaySession()
+atexit.register(_SESSION.stop)
+
+
+def session() -> GatewaySession:
+    """The notebook's gateway session (one per kernel)."""
+    return _SESSION
+
+
+# --- benchmarks ----------------------------------------------------------------------------
+
+def run_bench(name: str, args: list[str] | None = None, json_out: str | Path | None = None,
+              quiet: bool = False, timeout_s: float = 1800) -> dict:
+    """Run `gatewaylab bench NAME ARGS --json OUT` in a child process (pyperf spawns its own
+    workers, which a kernel cannot host) and return the parsed JSON."""
+    args = list(args or [])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(json_out) if json_out else Path(tmp) / f"{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "harness.cli", "bench", name, *args, "--json", str(out)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        if not quiet and proc.stdout.strip():
+            print(proc.stdout.rstrip())
+        if proc.returncode != 0:
+            raise RuntimeError(f"`gatewaylab bench {name} {' '.join(args)}` failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr.strip()[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def bench_frame(name: str, data: dict):
+    """The benchmark's rows as a DataFrame (the full JSON stays in `df.attrs['raw']`)."""
+    import pandas as pd
+
+    rows = data.get("rows") if isinstance(data, dict) else None
+    df = pd.DataFrame(rows) if isinstance(rows, list) else pd.json_normalize(data)
+    df.attrs["raw"] = data
+    df.attrs["bench"] = name
+    return df
+
+
+# --- sweeps --------------------------------------------------------------------------------
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """The CLI's own `gatewaylab sweep` options (one definition), plus `--no-panel`."""
+    p = _Parser(prog="%sweep", add_help=True)
+    from harness.commands import sweep as sweep_cmd
+
+    sweep_cmd.add_arguments(p)
+    p.add_argument("--no-panel", action="store_true", help="do not show the live sweep panel")
+    return p
+
+
+def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Map parsed CLI options onto `run_sweep` keywords: the sweep command's own mapping
+    when it has one, else every option whose name `run_sweep` accepts."""
+    from harness import sweep as sweep_mod
+    from harness.commands import sweep as sweep_cmd
+
+    for helper in ("sweep_kwargs", "kwargs_from_args", "run_sweep_kwargs"):
+        fn = getattr(sweep_cmd, helper, None)
+        if callable(fn):
+            return dict(fn(args))
+    params = inspect.signature(sweep_mod.run_sweep).parameters
+    return {k: v for k, v in vars(args).items() if k in params and v is not None}
+
+
+def run_sweep_with_panel(panel=None, **kwargs):
+    """`harness.sweep.run_sweep(**kwargs)` with a live panel fed through `on_cell`."""
+    from harness.sweep import run_sweep
+
+    if panel is not None:
+        user_cb = kwargs.pop("on_cell", None)
+
+        def on_cell(cell):
+            panel.on_cell(cell)
+            if user_cb:
+                user_cb(cell)
+
+        kwargs["on_cell"] = on_cell
+        kwargs.setdefault("progress", False)
+    result = run_sweep(**kwargs)
+    if panel is not None:
+        panel.done(result)
+    return result
+
+
+# --- the magics ----------------------------------------------------------------------------
+
+@magics_class
+class LabMagics(Magics):
+
+    # %gateway up|down|status
+    @line_magic
+    def gateway(self, line: str):
+        p = _Parser(prog="%gateway")
+        p.add_argument("action", choices=["up", "down", "status"])
+        p.add_argument("--mode", choices=["py", "py+rs"], default="py")
+        p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust")
+        p.add_argument("--shell", choices=["fastapi", "asgi"], default=None)
+        p.add_argument("--latency-ms", type=float, default=None, help="mock upstream latency")
+        p.add_argument("--api-key", default=None)
+        p.add_argument("--quiet", action="store_true")
+        a = p.parse_args(shlex.split(line))
+        s = session()
+        if a.action == "up":
+            from gateway.twins import parse_impl
+
+            s.start(mode=a.mode, impl=parse_impl(a.impl), shell=a.shell, latency_ms=a.latency_ms, api_key=a.api_key)
+            if not a.quiet:
+                print(f"gateway up at {s.gateway.url} (mode {s.mode}, switches {s.status()['switches']}) "
+                      f"-> mock {s.mock.url}; API key {s.api_key}")
+            return None
+        if a.action == "down":
+            was = s.up
+            s.stop()
+            if not a.quiet:
+                print("gateway stopped" if was else "gateway was not running")
+            return None
+        st = s.status()
+        if not a.quiet:
+            width = max(map(len, st))
+            print("\n".join(f"{k:<{width}}  {v}" for k, v in st.items()))
+        return None
+
+    # %sweep (the CLI's options)
+    @line_magic
+    def sweep(self, line: str):
+        p = sweep_parser()
+        a = p.parse_args(shlex.split(line))
+        kwargs = sweep_kwargs(a)
+        panel = None
+        if not a.no_panel:
+            from lab_ext.widgets import SweepPanel
+            from IPython.display import display
+
+            panel = SweepPanel.for_sweep(kwargs)
+            display(panel.widget)
+        return run_sweep_with_panel(panel, **kwargs)
+
+    # %bench mmr|spawn|wal [options]
+    @line_magic
+    def bench(self, line: str):
+        argv = shlex.split(line)
+        if not argv or argv[0] in ("-h", "--help"):
+            print("usage: %bench mmr|spawn|wal [benchmark options, e.g. --quick]")
+            return None
+        name, rest = argv[0], argv[1:]
+        if name not in ("mmr", "spawn", "wal", "hash", "entropy", "stages"):
+            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected mmr|spawn|wal")
+        return bench_frame(name, run_bench(name, rest))
+
+    # %%profile [--tool py-spy|scalene]
+    @cell_magic
+    def profile(self, line: str, cell: str):
+        p = _Parser(prog="%%profile")
+        p.add_argument("--tool", choices=["py-spy", "scalene"], default="py-spy")
+        p.add_argument("--out", default=None, help="folder for the profile (default: a temp folder kept for the session)")
+        p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+        p.add_argument("--native", action="store_true", help="py-spy: include native (Rust/C) frames")
+        p.add_argument("--format", choices=["flamegraph", "speedscope"], default="flamegraph")
+        a = p.parse_args(shlex.split(line))
+        out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="lab-profile-"))
+        out.mkdir(parents=True, exist_ok=True)
+        if a.tool == "py-spy":
+            return profile_with_pyspy(self.shell, cell, out, rate=a.rate, native=a.native, fmt=a.format)
+        return profile_with_scalene(cell, out)
+
+
+def _exe(name: str) -> str:
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+def profile_with_pyspy(shell, cell: str, out: Path, rate: int = 250, native: bool = False,
+                       fmt: str = "flamegraph") -> Path:
+    """Attach py-spy to this kernel while the cell runs; the flamegraph is shown inline."""
+    ext = "svg" if fmt == "flamegraph" else "speedscope.json"
+    path = out / f"profile-{time.strftime('%H%M%S')}.{ext}"
+    cmd = [_exe("py-spy"), "record", "--pid", str(os.getpid()), "--rate", str(rate), "--format", fmt,
+           "--output", str(path)]
+    # native frames need py-spy to pause the process per sample; without them, do not pause
+    cmd.append("--native" if native else "--nonblocking")
+    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # let py-spy attach before the cell starts
+        if spy.poll() is not None:
+            raise RuntimeError(f"py-spy could not attach: {spy.stderr.read().strip()}")
+        shell.run_cell(cell)
+    finally:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            _, err = spy.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+    if not path.exists():
+        raise RuntimeError(f"py-spy wrote no profile: {err.strip()[-1000:]}")
+    from IPython.display import SVG, display
+
+    if fmt == "flamegraph":
+        display(SVG(filename=str(path)))
+    print(f"py-spy profile: {path}")
+    return path
+
+
+def profile_with_scalene(cell: str, out: Path) -> Path:
+    """Scalene cannot attach to a running kernel: the cell runs as a script in a child
+    process under `scalene run` (so it must be self-contained), and the top lines by
+    CPU time are shown."""
+    script = out / "cell.py"
+    script.write_text(cell)
+    path = out / "scalene-profile.json"
+    proc = subprocess.run([_exe("scalene"), "run", "--cpu-only", "-o", str(path), str(script)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not path.exists():
+        raise RuntimeError(f"scalene failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    import pandas as pd
+    from IPython.display import display
+
+    data = json.loads(path.read_text())
+    rows = []
+    for fname, f in data.get("files", {}).items():
+        for ln in f.get("lines", []):
+            py, nat, sys_ = (ln.get(k, 0.0) for k in ("n_cpu_percent_python", "n_cpu_percent_c", "n_sys_percent"))
+            if py + nat + sys_ > 0:
+                rows.append({"line": ln.get("lineno"), "code": ln.get("line", "").rstrip(), "python %": py,
+                             "native %": nat, "system %": sys_})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["total %"] = df["python %"] + df["native %"] + df["system %"]
+        display(df.sort_values("total %", ascending=False).head(15))
+    print(f"scalene profile: {path} (elapsed {data.get('elapsed_time_sec', data.get('elapsed_time_seconds', '?'))} s)")
+    return path

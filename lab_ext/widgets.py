@@ -1,0 +1,176 @@
+"""Widgets (ipywidgets + plotly FigureWidget; no npm build).
+
+- `SweepPanel`: progress of a sweep and two charts, throughput and a GIL view against
+  concurrency, one line per mode/switch label, updated as each cell finishes
+  (`run_sweep(..., on_cell=panel.on_cell)`; `%sweep` wires it for you).
+- `SwitchPanel`: mode, ASGI shell and a per-component choice (follow the mode, python,
+  rust) for every component in `gateway.twins.COMPONENTS`; "apply" restarts the
+  `%gateway` session (or calls your own `on_apply(switches, shell)`).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+# Names a sweep cell may use for the same quantity, first match wins. The sweep API
+# (harness.sweep) owns the result schema; these keep the panel tolerant of its growth.
+_LABEL = ("label", "switches_label", "switches", "mode")
+_CONC = ("concurrency", "c")
+_TPUT = ("throughput_rps", "throughput", "rps", "req_per_s")
+_GIL = (  # the GIL view plotted, in order of preference, with its axis title
+    ("gil_wait_p99_us", "GIL acquisition wait p99 (µs, exact probe)"),
+    ("gil_probe_wait_p99_us", "GIL acquisition wait p99 (µs, exact probe)"),
+    ("gil_wait_p50_us", "GIL acquisition wait p50 (µs, exact probe)"),
+    ("gil_held_share", "GIL held share (sampled, py-spy)"),
+    ("gil_sampled_held", "GIL held share (sampled, py-spy)"),
+    ("loop_lag_p99_ms", "event-loop lag p99 (ms)"),
+)
+
+
+def _as_mapping(cell: Any) -> Mapping:
+    if isinstance(cell, Mapping):
+        return cell
+    if hasattr(cell, "to_dict"):  # pandas Series / one-row frame
+        d = cell.to_dict()
+        return {k: (list(v.values())[0] if isinstance(v, dict) and len(v) == 1 else v) for k, v in d.items()}
+    if hasattr(cell, "__dict__"):
+        return vars(cell)
+    return {}
+
+
+def _pick(cell: Mapping, keys) -> Any:
+    for k in keys:
+        if k in cell and cell[k] is not None:
+            return cell[k]
+    return None
+
+
+class SweepPanel:
+    """Live view of a running sweep."""
+
+    def __init__(self, total: int | None = None, title: str = "sweep"):
+        self.total = total
+        self.n = 0
+        self.title = title
+        self.progress = W.IntProgress(min=0, max=max(total or 1, 1), description="cells", bar_style="info")
+        self.status = W.HTML(f"<b>{title}</b>: waiting for the first cell")
+        layout = dict(height=320, margin=dict(l=50, r=10, t=40, b=40), xaxis=dict(title="concurrency", type="log"))
+        self.throughput = go.FigureWidget(layout=dict(layout, title="throughput (2xx/s)", yaxis=dict(title="req/s")))
+        self.gil = go.FigureWidget(layout=dict(layout, title="GIL", yaxis=dict(title="")))
+        self.widget = W.VBox([W.HBox([self.progress, self.status]), W.HBox([self.throughput, self.gil])])
+        self.cells: list[dict] = []
+
+    @classmethod
+    def for_sweep(cls, kwargs: Mapping[str, Any]) -> "SweepPanel":
+        """A panel sized from run_sweep's keywords (cells = labels x concurrencies x repeats)."""
+        def n(key, default=1):
+            v = kwargs.get(key)
+            return len(v) if isinstance(v, (list, tuple)) else default
+
+        labels = max(n("modes") * n("shells"), n("switches", 0)) or 1
+        total = labels * n("concurrency") * int(kwargs.get("repeat") or 1)
+        return cls(total=total, title=kwargs.get("profile") or "sweep")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _add_point(self, fig: go.FigureWidget, label: str, x: float, y: float) -> None:
+        for tr in fig.data:
+            if tr.name == label:
+                pts = sorted(zip(list(tr.x) + [x], list(tr.y) + [y]))
+                with fig.batch_update():
+                    tr.x, tr.y = [p[0] for p in pts], [p[1] for p in pts]
+                return
+        fig.add_scatter(x=[x], y=[y], name=label, mode="lines+markers")
+
+    def on_cell(self, cell: Any) -> None:
+        """Feed one finished sweep cell (a mapping, a Series or a dataclass)."""
+        c = _as_mapping(cell)
+        self.cells.append(dict(c))
+        self.n += 1
+        if self.total is None or self.n > self.total:
+            self.progress.max = self.n
+        self.progress.value = self.n
+        label = _pick(c, _LABEL)
+        label = str(label if not isinstance(label, Mapping) else ",".join(f"{k}={v}" for k, v in label.items()))
+        conc, tput = _pick(c, _CONC), _pick(c, _TPUT)
+        if conc is not None and tput is not None:
+            self._add_point(self.throughput, label, float(conc), float(tput))
+        for key, title in _GIL:
+            if c.get(key) is not None and conc is not None:
+                self._add_point(self.gil, label, float(conc), float(c[key]))
+                if self.gil.layout.yaxis.title.text != title:
+                    self.gil.layout.yaxis.title.text = title
+                break
+        tp = f"{float(tput):,.0f} req/s" if tput is not None else "?"
+        self.status.value = f"<b>{self.title}</b>: cell {self.n}/{self.total or '?'}: {label} c={conc} → {tp}"
+
+    def done(self, result: Any = None) -> None:
+        self.progress.bar_style = "success"
+        where = getattr(result, "dir", None)
+        self.status.value = f"<b>{self.title}</b>: done, {self.n} cells" + (f" → <code>{where}</code>" if where else "")
+
+
+class SwitchPanel:
+    """Mode, shell and per-component twins; "apply" restarts the gateway session."""
+
+    FOLLOW = "mode"
+
+    def __init__(self, on_apply: Callable[[Any, str | None], Any] | None = None, mode: str = "py",
+                 shell: str | None = None):
+        from gateway.twins import COMPONENTS, MODES
+
+        self.mode = W.ToggleButtons(options=list(MODES), value=mode, description="mode")
+        self.shell = W.Dropdown(options=["default", "fastapi", "asgi"], value=shell or "default", description="shell")
+        self.components = {
+            c: W.ToggleButtons(options=[self.FOLLOW, "python", "rust"], value=self.FOLLOW, description=c,
+                               style={"button_width": "70px"})
+            for c in COMPONENTS
+        }
+        self.label = W.HTML()
+        self.apply = W.Button(description="apply (restart gateway)", button_style="primary")
+        self.output = W.Output()
+        self._on_apply = on_apply
+        for w in [self.mode, *self.components.values()]:
+            w.observe(lambda _change: self._refresh(), names="value")
+        self.apply.on_click(lambda _b: self._apply())
+        self.widget = W.VBox([self.mode, self.shell, W.VBox(list(self.components.values())),
+                              W.HBox([self.apply, self.label]), self.output])
+        self._refresh()
+
+    @property
+    def switches(self):
+        from gateway.twins import Switches
+
+        ov = {c: w.value for c, w in self.components.items() if w.value != self.FOLLOW}
+        return Switches(self.mode.value, ov)
+
+    @property
+    def shell_value(self) -> str | None:
+        return None if self.shell.value == "default" else self.shell.value
+
+    def _refresh(self) -> None:
+        self.label.value = f"switches: <code>{self.switches.label()}</code>"
+
+    def _apply(self):
+        with self.output:
+            self.output.clear_output()
+            sw = self.switches
+            if self._on_apply is not None:
+                return self._on_apply(sw, self.shell_value)
+            from lab_ext.magics import session
+
+            s = session()
+            s.start(mode=sw.mode, impl=dict(sw.overrides), shell=self.shell_value)
+            print(f"gateway restarted at {s.gateway.url} with {sw.label()}")
+            return s
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
