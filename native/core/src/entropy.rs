@@ -41,12 +41,12 @@ pub fn text_entropy_bits(text: &str) -> f64 {
         return 0.0;
     }
     let nf = n as f64;
-    let mut s = 0.0f64;
+    let mut h = 0.0f64;
     for &c in &counts {
         let p = c as f64 / nf;
-        s += p * p.log2();
+        h -= p * p.log2();
     }
-    -s
+    h
 }
 
 pub fn text_entropy_millibits(text: &str) -> i64 {
@@ -75,36 +75,72 @@ fn top_logprobs(doc: &Value) -> Option<Vec<Vec<f64>>> {
     Some(out)
 }
 
-/// Entropy in bits of one position: p_i = exp(lp_i) normalised over the position;
-/// zero-probability terms contribute nothing.
-fn position_entropy(lps: &[f64]) -> f64 {
-    let es: Vec<f64> = lps.iter().map(|lp| lp.exp()).collect();
-    let mut total = 0.0f64;
-    for e in &es {
-        total += e;
-    }
-    if total <= 0.0 || !total.is_finite() {
-        return 0.0;
-    }
-    let mut s = 0.0f64;
-    for e in &es {
-        let p = e / total;
-        if p > 0.0 {
-            s += p * p.log2();
+/// How Python's built-in `sum()` adds floats: plain left-to-right before 3.12, Neumaier
+/// compensated summation from 3.12 on. The Python twin normalises with `sum()`, so the
+/// binding passes the running interpreter's mode to stay bit-identical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PySum {
+    Plain,
+    Neumaier,
+}
+
+/// `sum(xs)` as CPython computes it for a non-empty list of floats (start = int 0).
+pub fn py_sum(xs: &[f64], mode: PySum) -> f64 {
+    let Some((&first, rest)) = xs.split_first() else { return 0.0 };
+    // 0 + x0 (int + float) is x0, except that it turns -0.0 into 0.0.
+    let mut f = 0.0 + first;
+    match mode {
+        PySum::Plain => {
+            for &x in rest {
+                f += x;
+            }
+            f
+        }
+        PySum::Neumaier => {
+            let mut c = 0.0f64;
+            for &x in rest {
+                let t = f + x;
+                if f.abs() >= x.abs() {
+                    c += (f - t) + x;
+                } else {
+                    c += (x - t) + f;
+                }
+                f = t;
+            }
+            if c != 0.0 && c.is_finite() {
+                f += c;
+            }
+            f
         }
     }
-    -s
+}
+
+/// Entropy in bits of one position: p_i = exp(lp_i) / sum(exp), H = -Σ p log2 p in list
+/// order, zero (or NaN) probabilities contributing nothing.
+fn position_entropy(lps: &[f64], mode: PySum) -> f64 {
+    let es: Vec<f64> = lps.iter().map(|lp| lp.exp()).collect();
+    let z = py_sum(&es, mode);
+    let mut h = 0.0f64;
+    if z > 0.0 {
+        for e in &es {
+            let p = e / z;
+            if p > 0.0 {
+                h -= p * p.log2();
+            }
+        }
+    }
+    h
 }
 
 /// Entropy in bits of an OpenAI chat-completion JSON response.
-pub fn entropy_bits(body: &[u8]) -> Result<f64, InvalidJson> {
+pub fn entropy_bits(body: &[u8], mode: PySum) -> Result<f64, InvalidJson> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| InvalidJson(e.to_string()))?;
     if let Some(positions) = top_logprobs(&doc) {
-        let mut s = 0.0f64;
+        let mut total = 0.0f64;
         for lps in &positions {
-            s += position_entropy(lps);
+            total += position_entropy(lps, mode);
         }
-        return Ok(s / positions.len() as f64);
+        return Ok(total / positions.len() as f64);
     }
     let text = doc
         .get("choices")
@@ -116,8 +152,8 @@ pub fn entropy_bits(body: &[u8]) -> Result<f64, InvalidJson> {
     Ok(text_entropy_bits(text))
 }
 
-pub fn entropy_millibits(body: &[u8]) -> Result<i64, InvalidJson> {
-    entropy_bits(body).map(to_millibits)
+pub fn entropy_millibits(body: &[u8], mode: PySum) -> Result<i64, InvalidJson> {
+    entropy_bits(body, mode).map(to_millibits)
 }
 
 #[cfg(test)]
@@ -140,7 +176,7 @@ mod tests {
     #[test]
     fn body_text_and_logprobs() {
         let b = br#"{"choices":[{"message":{"role":"assistant","content":"x y z w"}}]}"#;
-        assert_eq!(entropy_millibits(b), Ok(2000));
+        assert_eq!(entropy_millibits(b, PySum::Plain), Ok(2000));
         let half = (0.5f64).ln();
         let b = format!(
             r#"{{"choices":[{{"message":{{"content":"x x"}},"logprobs":{{"content":[
@@ -148,10 +184,19 @@ mod tests {
                 {{"token":"c","logprob":0,"top_logprobs":[{{"token":"c","logprob":0}}]}}]}}}}]}}"#
         );
         // positions: 1 bit and 0 bits -> mean 0.5 bits
-        assert_eq!(entropy_millibits(b.as_bytes()), Ok(500));
-        assert_eq!(entropy_millibits(b"{}"), Ok(0));
-        assert_eq!(entropy_millibits(br#"{"choices":[]}"#), Ok(0));
-        assert!(entropy_millibits(b"not json").is_err());
+        assert_eq!(entropy_millibits(b.as_bytes(), PySum::Neumaier), Ok(500));
+        assert_eq!(entropy_millibits(b"{}", PySum::Plain), Ok(0));
+        assert_eq!(entropy_millibits(br#"{"choices":[]}"#, PySum::Plain), Ok(0));
+        assert!(entropy_millibits(b"not json", PySum::Plain).is_err());
+    }
+
+    #[test]
+    fn python_sum_modes() {
+        // sum([1e16, 1.0, -1e16]): 0.0 plain (1e16 + 1 rounds away), 1.0 with Neumaier (3.12+).
+        assert_eq!(py_sum(&[1e16, 1.0, -1e16], PySum::Plain), 0.0);
+        assert_eq!(py_sum(&[1e16, 1.0, -1e16], PySum::Neumaier), 1.0);
+        assert_eq!(py_sum(&[0.1, 0.2, 0.3], PySum::Plain), 0.1 + 0.2 + 0.3);
+        assert!(py_sum(&[-0.0], PySum::Plain).is_sign_positive());
     }
 
     #[test]

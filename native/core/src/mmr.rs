@@ -306,8 +306,20 @@ impl ConsistencyProof {
             return false;
         }
         let new = peaks_of(self.new_count);
-        for ((op, old_hash), path) in peaks_of(self.old_count).iter().zip(&self.old_peaks).zip(&self.paths) {
+        let old = peaks_of(self.old_count);
+        for ((op, old_hash), path) in old.iter().zip(&self.old_peaks).zip(&self.paths) {
             let Some(k) = new.iter().position(|p| p.contains(op.start)) else { return false };
+            // Where a step needs a left sibling, that sibling is necessarily the old peak of
+            // that height; it must equal it, or the new tree does not extend the old one.
+            for (step, sib) in path.iter().enumerate() {
+                let l = op.height + step as u32;
+                if (op.start >> l) & 1 == 1 {
+                    let Some(i) = old.iter().position(|p| p.height == l) else { return false };
+                    if &self.old_peaks[i] != sib {
+                        return false;
+                    }
+                }
+            }
             if lift(*old_hash, op.start, op.height, path) != self.new_peaks[k] {
                 return false;
             }

@@ -8,6 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -261,7 +262,7 @@ impl WalWriter {
         if group_max_records < 1 {
             return Err(WalError::Invalid(format!("group_max_records must be >= 1, got {group_max_records}")));
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(path)?;
         if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             if e.kind() == io::ErrorKind::WouldBlock {
                 return Err(WalError::Locked(format!("WAL {} is locked by another writer", path.display())));
