@@ -1,0 +1,191 @@
+"""The background audit path: everything about auditing that is not on the hot path.
+
+Hot path: `BackgroundAudit._spawn_background(job)` -- one `create_task`, a tracked set (so
+tasks are never garbage-collected mid-flight and shutdown can wait for them) and a counter.
+The task puts the job on a bounded queue:
+  policy "block" (default): waits for room, losing nothing; when the queue is full the
+      request that spawned it awaits its task before answering (backpressure reaches clients);
+  policy "drop": a full queue drops the job and counts it (`background_dropped`).
+One worker drains the queue in batches: analyzer (entropy) -> audit record (canonical JSON)
+-> ledger append (WAL then MMR, in a thread so file I/O never blocks the loop).
+`drain()` (called from the ASGI lifespan shutdown) waits for every spawned task, lets the
+worker empty the queue and closes the ledger: an accepted request never loses its record.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import orjson
+
+from gateway.audit.ledger import AuditLedger
+from gateway.metrics import Metrics
+from gateway.twins import Switches
+
+_BATCH = 256
+
+
+class AuditJob:
+    """What the hot path hands over: raw material only, nothing computed."""
+
+    __slots__ = ("time_ns", "request_id", "key_id", "model", "status", "request_body", "response",
+                 "stream", "prompt_tokens", "latency_us", "waf", "done_ns")
+
+    def __init__(self, time_ns, request_id, key_id, model, status, request_body, response, stream,
+                 prompt_tokens, latency_us, waf):
+        self.time_ns = time_ns
+        self.request_id = request_id
+        self.key_id = key_id
+        self.model = model
+        self.status = status
+        self.request_body = request_body
+        self.response = response  # bytes, or for streams a list of OpenAI chunk JSONs
+        self.stream = stream
+        self.prompt_tokens = prompt_tokens
+        self.latency_us = latency_us
+        self.waf = waf
+        self.done_ns = time.perf_counter_ns()
+
+
+class BackgroundAudit:
+    def __init__(self, ledger_dir: str, switches: Switches, metrics: Metrics, *, queue_size: int = 10000,
+                 policy: str = "block", fsync: str = "group", group_delay_ms: float = 2.0):
+        self.switches = switches
+        self.metrics = metrics
+        self.policy = policy
+        self.queue_size = queue_size
+        self.ledger = AuditLedger(ledger_dir, fsync=fsync, switches=switches, group_delay_ms=group_delay_ms)
+        self._sha256 = switches.load("hash")
+        self._entropy = switches.load("entropy")
+        self._encode = switches.load("record")
+        from gateway.audit.entropy import text_entropy_millibits  # streams: text branch only
+        native_text = None
+        if switches.impl("entropy") == "rust":
+            from gateway import _native
+            native_text = getattr(_native, "text_entropy_millibits", None)
+        self._text_entropy = native_text or text_entropy_millibits
+        self._tasks: set[asyncio.Task] = set()
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.io_lock = asyncio.Lock()  # readers (audit endpoints) never see a half-applied batch
+        self._delay_s = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0) / 1000.0
+        self.spawned = 0
+        self.dropped = 0
+        self.appended = 0
+        metrics.gauges["background_queue_depth"] = lambda: self._queue.qsize() if self._queue else 0
+        metrics.gauges["background_tasks_in_flight"] = lambda: len(self._tasks)
+        metrics.gauges["audit_records_in_ledger"] = lambda: self.ledger.count
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(self.queue_size)
+        self._worker = self._loop.create_task(self._run())
+
+    async def drain(self) -> None:
+        """Wait for every spawned task, let the worker finish the queue, close the ledger."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._worker is not None:
+            await self._queue.put(None)
+            await self._worker
+            self._worker = None
+        await asyncio.to_thread(self.ledger.close)
+
+    # --- hot path -----------------------------------------------------------------------
+    def _spawn_background(self, job: AuditJob) -> asyncio.Task:
+        task = self._loop.create_task(self._admit(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self.spawned += 1
+        self.metrics.counters["background_spawned"] += 1
+        return task
+
+    @property
+    def saturated(self) -> bool:
+        """True when the queue is full under the lossless policy: callers should await."""
+        return self.policy == "block" and self._queue.full()
+
+    async def _admit(self, job: AuditJob) -> None:
+        if self.policy == "drop":
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                self.dropped += 1
+                self.metrics.counters["background_dropped"] += 1
+        else:
+            await self._queue.put(job)
+
+    # --- worker -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        q = self._queue
+        stop = False
+        while not stop:
+            job = await q.get()
+            batch = []
+            if job is None:
+                stop = True
+            else:
+                batch.append(job)
+            while len(batch) < _BATCH and not q.empty():
+                job = q.get_nowait()
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            if batch:
+                if self._delay_s:
+                    await asyncio.sleep(self._delay_s)
+                try:
+                    payloads = [self._encode(self._record(self.ledger.count + i, j)) for i, j in enumerate(batch)]
+                    async with self.io_lock:
+                        await asyncio.to_thread(self.ledger.append_many, payloads)
+                except Exception as e:  # never let one bad batch stop the worker; say so loudly
+                    import sys
+                    print(f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
+                          file=sys.stderr, flush=True)
+                    self.metrics.counters["audit_failures"] = self.metrics.counters.get("audit_failures", 0) + len(batch)
+                    continue
+                self.appended += len(batch)
+                self.metrics.counters["audit_records"] += len(batch)
+                now = time.perf_counter_ns()
+                for j in batch:
+                    self.metrics.audit_lag.observe_ns(now - j.done_ns)
+
+    def _record(self, seq: int, j: AuditJob) -> dict:
+        completion_tokens = 0
+        prompt_tokens = j.prompt_tokens
+        entropy = 0
+        if j.stream:
+            parts = []
+            for chunk in j.response:
+                try:
+                    obj = orjson.loads(chunk)
+                    delta = obj["choices"][0]["delta"]
+                    text = delta.get("content")
+                except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+                    continue
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    completion_tokens += 1
+            body = b"".join(b"data: " + c + b"\n\n" for c in j.response)
+            entropy = self._text_entropy("".join(parts))
+        else:
+            body = j.response
+            if 200 <= j.status < 300:
+                try:
+                    entropy = self._entropy(body)
+                    usage = orjson.loads(body).get("usage") or {}
+                    completion_tokens = int(usage.get("completion_tokens") or 0)
+                    prompt_tokens = int(usage.get("prompt_tokens") or prompt_tokens)
+                except Exception:  # a body the analyzer cannot read still gets its record
+                    entropy = 0
+        return {
+            "seq": seq, "time_ns": j.time_ns, "request_id": j.request_id, "key_id": j.key_id,
+            "model": j.model, "status": j.status,
+            "request_sha256": self._sha256(j.request_body), "response_sha256": self._sha256(body),
+            "entropy_mbits": entropy, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "latency_us": j.latency_us, "waf": j.waf,
+        }

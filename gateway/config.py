@@ -1,0 +1,268 @@
+"""Gateway configuration: a YAML file in the spirit of LiteLLM's config.yaml, or the
+zero-config default built from `--upstream URL --api-key KEY`.
+
+    model_list:                       # public model name -> upstream
+      - model_name: gpt-4o-mini
+        upstream:
+          kind: openai                # openai | anthropic
+          base_url: http://127.0.0.1:9000/v1   # a bare host gets /v1 appended
+          model: gpt-4o-mini          # upstream model name (default: model_name)
+          api_key_env: OPENAI_API_KEY # upstream key read from this env var (optional)
+    passthrough: false                # unknown model names go to the first entry, unchanged
+    keys:                             # client API keys, stored hashed
+      - id: team-a
+        sha256: <64 hex>              # sha256 of the secret (gateway.stages.auth.hash_key)
+        rpm: 600                      # requests per minute (optional: unlimited)
+        tpm: 200000                   # tokens per minute (optional: unlimited)
+    waf:
+      default_rules: true             # the shipped rule set (gateway.stages.waf.default_rules)
+      rules: []                       # more rules: {id, kind: regex|literal, pattern, case_insensitive}
+    ledger:
+      dir: ./ledger                   # audit.wal lives here
+      fsync: group                    # always | group | none
+      group_delay_ms: 2.0
+    background:
+      queue_size: 10000
+      policy: block                   # block (backpressure, loses nothing) | drop (counted)
+    limits:
+      max_body_bytes: 1048576
+      max_header_bytes: 16384
+      upstream_timeout_s: 30
+      upstream_pool: 256
+    mode: py                          # py | py+rs
+    impl: {}                          # per-component overrides, e.g. {auth: rust}
+    shell: asgi                       # asgi | fastapi
+
+Every error is a ConfigError whose message names the field (`keys[1].sha256: ...`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from gateway.errors import ConfigError
+from gateway.twins import MODES, Switches, parse_impl
+
+SHELLS = ("asgi", "fastapi")
+SERVERS = ("uvicorn", "granian")
+FSYNC = ("always", "group", "none")
+POLICIES = ("block", "drop")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    kind: str
+    base_url: str
+    model: str
+    api_key: str | None
+
+    @property
+    def url(self) -> str:
+        return self.base_url + ("/messages" if self.kind == "anthropic" else "/chat/completions")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    sha256: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    models: Mapping[str, Upstream]
+    passthrough: bool
+    keys: tuple[ApiKey, ...]
+    waf_rules: tuple[Mapping[str, Any], ...]
+    ledger_dir: str
+    fsync: str = "group"
+    group_delay_ms: float = 2.0
+    queue_size: int = 10000
+    queue_policy: str = "block"
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 16384
+    upstream_timeout_s: float = 30.0
+    upstream_pool: int = 256
+    switches: Switches = field(default_factory=Switches)
+    shell: str = "asgi"
+
+    def route(self, model: str) -> tuple[Upstream, str] | None:
+        """Public model name -> (upstream, upstream model name), or None if unknown."""
+        up = self.models.get(model)
+        if up is not None:
+            return up, up.model
+        if self.passthrough and self.models:
+            return next(iter(self.models.values())), model
+        return None
+
+
+def normalise_base_url(url: str, where: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigError(f"{where}: expected a URL string, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL")
+    url = url.rstrip("/")
+    if parts.path in ("", "/"):
+        url += "/v1"
+    return url
+
+
+def _get(m: Mapping, key: str, where: str, types, default=..., check=None):
+    if key not in m or m[key] is None:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: required")
+        return default
+    v = m[key]
+    if types is int and type(v) is bool or not isinstance(v, types):
+        names = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+        raise ConfigError(f"{where}{key}: expected {names}, got {v!r}")
+    if check is not None:
+        msg = check(v)
+        if msg:
+            raise ConfigError(f"{where}{key}: {msg}")
+    return v
+
+
+def _positive(v):
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def _one_of(choices):
+    return lambda v: None if v in choices else f"expected one of {', '.join(choices)}, got {v!r}"
+
+
+_TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server"}
+
+
+def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
+    env = os.environ if env is None else env
+    if not isinstance(d, Mapping):
+        raise ConfigError("config: the top level must be a mapping")
+    unknown = set(d) - _TOP
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown field; known: {', '.join(sorted(_TOP))}")
+
+    models: dict[str, Upstream] = {}
+    ml = _get(d, "model_list", "", list)
+    if not ml:
+        raise ConfigError("model_list: needs at least one model")
+    for i, entry in enumerate(ml):
+        w = f"model_list[{i}]."
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"model_list[{i}]: expected a mapping")
+        name = _get(entry, "model_name", w, str)
+        if name in models:
+            raise ConfigError(f"{w}model_name: duplicate {name!r}")
+        up = _get(entry, "upstream", w, Mapping)
+        w2 = f"{w}upstream."
+        kind = _get(up, "kind", w2, str, "openai", _one_of(("openai", "anthropic")))
+        base = normalise_base_url(_get(up, "base_url", w2, str), f"{w2}base_url")
+        key_env = _get(up, "api_key_env", w2, str, None)
+        api_key = None
+        if key_env is not None:
+            api_key = env.get(key_env)
+            if api_key is None:
+                raise ConfigError(f"{w2}api_key_env: environment variable {key_env} is not set")
+        models[name] = Upstream(kind, base, _get(up, "model", w2, str, name), api_key)
+
+    keys = []
+    for i, k in enumerate(_get(d, "keys", "", list, [])):
+        w = f"keys[{i}]."
+        if not isinstance(k, Mapping):
+            raise ConfigError(f"keys[{i}]: expected a mapping")
+        kid = _get(k, "id", w, str)
+        if any(x.id == kid for x in keys):
+            raise ConfigError(f"{w}id: duplicate {kid!r}")
+        digest = _get(k, "sha256", w, str, check=lambda v: None if _HEX64.fullmatch(v) else "expected 64 lowercase hex digits (sha256 of the key)")
+        rpm = _get(k, "rpm", w, int, None, _positive)
+        tpm = _get(k, "tpm", w, int, None, _positive)
+        if (rpm is None) != (tpm is None):
+            raise ConfigError(f"{w}{'tpm' if tpm is None else 'rpm'}: rpm and tpm go together (set both or neither)")
+        keys.append(ApiKey(kid, digest, rpm, tpm))
+    if not keys:
+        raise ConfigError("keys: needs at least one API key")
+
+    waf = _get(d, "waf", "", Mapping, {})
+    rules: list = []
+    if _get(waf, "default_rules", "waf.", bool, True):
+        from gateway.stages.waf import default_rules
+        rules += default_rules()
+    extra = _get(waf, "rules", "waf.", list, [])
+    from gateway.errors import InvalidInput
+    from gateway.stages.waf import Waf
+    for i, r in enumerate(extra):
+        try:
+            Waf([r])
+        except InvalidInput as e:
+            raise ConfigError(f"waf.rules[{i}]: {e}") from None
+    rules += extra
+    try:
+        Waf(rules)
+    except InvalidInput as e:
+        raise ConfigError(f"waf.rules: {e}") from None
+
+    led = _get(d, "ledger", "", Mapping, {})
+    ledger_dir = _get(led, "dir", "ledger.", str, None)
+    if ledger_dir is None:
+        raise ConfigError("ledger.dir: required")
+    ledger_dir = os.path.join(base_dir, ledger_dir) if not os.path.isabs(ledger_dir) else ledger_dir
+    bg = _get(d, "background", "", Mapping, {})
+    lim = _get(d, "limits", "", Mapping, {})
+    mode = _get(d, "mode", "", str, None, _one_of(tuple(MODES)))
+    impl = _get(d, "impl", "", Mapping, {})
+    try:
+        parse_impl(dict(impl))
+    except ConfigError as e:
+        raise ConfigError(f"impl: {e}") from None
+    return Config(
+        models=models,
+        passthrough=_get(d, "passthrough", "", bool, False),
+        keys=tuple(keys),
+        waf_rules=tuple(rules),
+        ledger_dir=ledger_dir,
+        fsync=_get(led, "fsync", "ledger.", str, "group", _one_of(FSYNC)),
+        group_delay_ms=float(_get(led, "group_delay_ms", "ledger.", (int, float), 2.0, _positive)),
+        queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
+        queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
+        max_body_bytes=_get(lim, "max_body_bytes", "limits.", int, 1 << 20, _positive),
+        max_header_bytes=_get(lim, "max_header_bytes", "limits.", int, 16384, _positive),
+        upstream_timeout_s=float(_get(lim, "upstream_timeout_s", "limits.", (int, float), 30.0, _positive)),
+        upstream_pool=_get(lim, "upstream_pool", "limits.", int, 256, _positive),
+        switches=Switches.resolve(mode=mode, impl=dict(impl)),  # unset -> $GATEWAYLAB_MODE / py
+        shell=_get(d, "shell", "", str, "asgi", _one_of(SHELLS)),
+    )
+
+
+def load(path: str, env: Mapping[str, str] | None = None) -> Config:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML: {e}") from None
+    return from_mapping(data or {}, env, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def embedded(upstream: str, api_key: str, ledger_dir: str, kind: str = "openai",
+             rpm: int | None = None, tpm: int | None = None) -> Config:
+    """The zero-config default: one model `mock` on `upstream` (any other model name is
+    passed through to it), one client key `default` with secret `api_key`."""
+    from gateway.stages.auth import hash_key
+
+    if not api_key:
+        raise ConfigError("--api-key: must not be empty")
+    return from_mapping({
+        "model_list": [{"model_name": "mock", "upstream": {"kind": kind, "base_url": upstream}}],
+        "passthrough": True,
+        "keys": [{"id": "default", "sha256": hash_key(api_key), "rpm": rpm, "tpm": tpm}],
+        "ledger": {"dir": ledger_dir},
+    }, env={})

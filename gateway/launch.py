@@ -1,0 +1,134 @@
+"""Start a gateway as a child process (for tests, sweeps and notebooks).
+
+    with start_gateway("http://127.0.0.1:9000", "sk-test", mode="py", cpus=[0]) as gw:
+        requests.post(gw.url + "/v1/chat/completions", ...)
+    # leaving the block sends SIGTERM: the gateway drains its audit queue and exits
+
+The child listens on 127.0.0.1 on a free port and is pinned to `cpus` (sched_setaffinity,
+inherited by granian's worker). `start_gateway` returns once /health answers; if the child
+dies or does not come up in `ready_timeout` s, it raises with the child's output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Iterable, Mapping
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class GatewayProcess:
+    def __init__(self, proc: subprocess.Popen, url: str, ledger_dir: str | None, log_path: str):
+        self.proc = proc
+        self.url = url
+        self.ledger_dir = ledger_dir
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
+            return json.loads(r.read())
+
+    @property
+    def app_pid(self) -> int:
+        """The pid of the process running the app (granian runs it in a worker child)."""
+        return int(self.health()["pid"])
+
+    def output(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful: the audit queue drains), then SIGKILL after `timeout` s."""
+        p = self.proc
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        return p.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self):  # last resort: never leave a child behind
+        try:
+            self.kill()
+        except Exception:
+            pass
+
+
+def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py",
+                  impl: str | Iterable[str] | Mapping[str, str] | None = None, shell: str = "asgi",
+                  server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
+                  env: Mapping[str, str] | None = None, config: str | None = None,
+                  ready_timeout: float = 30.0) -> GatewayProcess:
+    port = free_port()
+    if ledger_dir is None and config is None:
+        ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
+    args = [sys.executable, "-m", "harness.cli", "serve", "--port", str(port), "--shell", shell, "--server", server]
+    if config is not None:
+        args += ["--config", config]
+    else:
+        args += ["--upstream", upstream_url, "--api-key", api_key]
+    if ledger_dir is not None:
+        args += ["--ledger", ledger_dir]
+    if mode:
+        args += ["--mode", mode]
+    if impl:
+        if isinstance(impl, Mapping):
+            impl = [f"{k}={v}" for k, v in impl.items()]
+        elif isinstance(impl, str):
+            impl = [impl]
+        for i in impl:
+            args += ["--impl", i]
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
+    cpu_set = set(cpus) if cpus is not None else None
+    log = tempfile.NamedTemporaryFile(prefix="gatewaylab-gateway-", suffix=".log", delete=False)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=_ROOT,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpu_set)) if cpu_set else None)
+    log.close()
+    gp = GatewayProcess(proc, f"http://127.0.0.1:{port}", ledger_dir, log.name)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode} before it was ready:\n{gp.output()}")
+        try:
+            gp.health()
+            return gp
+        except OSError:
+            if time.monotonic() > deadline:
+                gp.kill()
+                raise RuntimeError(f"gateway not ready after {ready_timeout}s:\n{gp.output()}") from None
+            time.sleep(0.05)

@@ -1,0 +1,160 @@
+"""Run the gateway under uvicorn (httptools + uvloop) or granian.
+
+`serve(options)` builds the configuration, the gateway and the chosen shell, binds, prints
+`gateway listening on http://HOST:PORT` once it accepts connections, and runs until SIGINT /
+SIGTERM, when the server stops accepting, finishes in-flight requests and runs the ASGI
+lifespan shutdown (which drains the audit queue).
+
+Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
+  config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
+  host, port.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import tempfile
+
+from gateway import config as cfgmod
+from gateway.errors import ConfigError
+from gateway.twins import Switches, parse_impl
+
+ENV = "GATEWAYLAB_SERVE"
+
+
+def build_config(opts: dict) -> cfgmod.Config:
+    if opts.get("config"):
+        if opts.get("upstream") or opts.get("api_key"):
+            raise ConfigError("--config: give either --config or --upstream/--api-key, not both")
+        cfg = cfgmod.load(opts["config"])
+    else:
+        if not opts.get("upstream"):
+            raise ConfigError("--upstream: required without --config")
+        if not opts.get("api_key"):
+            raise ConfigError("--api-key: required without --config")
+        ledger = opts.get("ledger") or tempfile.mkdtemp(prefix="gatewaylab-ledger-")
+        cfg = cfgmod.embedded(opts["upstream"], opts["api_key"], ledger)
+        if opts.get("ledger") is None:
+            opts["ledger"] = ledger
+    if opts.get("ledger") and opts.get("config"):
+        cfg = dataclasses.replace(cfg, ledger_dir=opts["ledger"])
+    sw = cfg.switches
+    mode = opts.get("mode") or sw.mode
+    impl = {**sw.overrides, **parse_impl(opts.get("impl") or None)}
+    shell = opts.get("shell") or cfg.shell
+    if shell not in cfgmod.SHELLS:
+        raise ConfigError(f"--shell: expected one of {', '.join(cfgmod.SHELLS)}, got {shell!r}")
+    return dataclasses.replace(cfg, switches=Switches(mode, impl), shell=shell)
+
+
+def build_app(opts: dict):
+    from gateway.app import Gateway
+
+    cfg = build_config(opts)
+    gw = Gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
+    if cfg.shell == "fastapi":
+        from gateway.shell_fastapi import make_app
+        return make_app(gw)
+    from gateway.shell_asgi import AsgiShell
+    return AsgiShell(gw)
+
+
+def granian_app():
+    """Factory granian's worker calls (options from $GATEWAYLAB_SERVE)."""
+    return build_app(json.loads(os.environ[ENV]))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _announce(host: str, port: int) -> None:
+    print(f"gateway listening on http://{host}:{port}", flush=True)
+
+
+def serve(opts: dict) -> int:
+    server = opts.get("server") or "uvicorn"
+    host = opts.get("host") or "127.0.0.1"
+    port = int(opts.get("port") or 0)
+    if server == "uvicorn":
+        return _serve_uvicorn(opts, host, port)
+    if server == "granian":
+        return _serve_granian(opts, host, port)
+    raise ConfigError(f"--server: expected uvicorn or granian, got {server!r}")
+
+
+def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
+    import asyncio
+
+    import uvicorn
+    import uvloop
+
+    opts = dict(opts, server="uvicorn")
+    app = build_app(opts)  # config errors surface here, before binding
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
+                            access_log=False, server_header=False, date_header=False,
+                            timeout_keep_alive=30, backlog=2048)
+    srv = uvicorn.Server(config)
+
+    async def main():
+        task = asyncio.ensure_future(srv.serve(sockets=[sock]))
+        while not srv.started and not task.done():
+            await asyncio.sleep(0.005)
+        if srv.started:
+            _announce(host, port)
+        await task
+
+    uvloop.run(main())
+    return 0 if srv.started else 1
+
+
+def _openai_400_protocol():
+    """uvicorn's httptools protocol, answering unparseable requests (bad framing the parser
+    itself refuses) with an OpenAI-shaped JSON error instead of plain text."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class OpenAIErrorHttpToolsProtocol(HttpToolsProtocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": {"message": f"malformed HTTP request: {msg}",
+                                         "type": "invalid_request_error", "code": "bad_http_framing"}}).encode()
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+            self.transport.close()
+
+    return OpenAIErrorHttpToolsProtocol
+
+
+def _serve_granian(opts: dict, host: str, port: int) -> int:
+    from granian.constants import Interfaces, Loops
+    from granian.server import Server
+
+    opts = dict(opts, server="granian")
+    build_config(opts)  # fail fast in this process on bad configuration (also fixes the ledger dir)
+    if port == 0:
+        s = _bind(host, 0)
+        port = s.getsockname()[1]
+        s.close()
+    os.environ[ENV] = json.dumps(opts)
+    srv = Server("gateway.server:granian_app", address=host, port=port, interface=Interfaces.ASGI, workers=1,
+                 loop=Loops.uvloop, factory=True, log_enabled=False, log_access=False, backlog=2048)
+    _announce(host, port)
+    srv.serve()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve(json.loads(os.environ[ENV])))

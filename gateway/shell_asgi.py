@@ -1,0 +1,113 @@
+"""The lean shell: a raw ASGI application around `gateway.app.Gateway`, no framework.
+
+Routing is a dict lookup on (method, path); the guard runs on the raw header list and the
+body limit while reading; responses go out as one `http.response.start` and one body
+message (streams: one message per upstream chunk).
+"""
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs
+
+from gateway.app import Gateway, Response, StreamResponse, error
+from gateway.stages.guard import GuardError, check_headers, read_body
+
+_perf = time.perf_counter_ns
+CHAT = "/v1/chat/completions"
+
+
+def _query(scope, name: str) -> str | None:
+    vals = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get(name)
+    return vals[0] if vals else None
+
+
+class AsgiShell:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self._max_header = gateway.config.max_header_bytes
+        self._max_body = gateway.config.max_body_bytes
+        self._count = gateway.metrics.count_request
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == CHAT and scope["method"] == "POST":
+                t0 = _perf()
+                try:
+                    authorization = check_headers(scope["headers"], self._max_header, self._max_body)
+                    body = await read_body(receive, self._max_body)
+                except GuardError as e:
+                    resp = error(e.status, e.message, e.code)
+                else:
+                    resp = await self.gateway.chat(authorization, body, t0)
+                self._count(CHAT, resp.status)
+                await _send(send, resp)
+                return
+            resp = await self._other(scope, receive, path)
+            self._count(path if resp.status != 404 or path.startswith("/audit/") else "other", resp.status)
+            await _send(send, resp)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _other(self, scope, receive, path: str) -> Response:
+        g = self.gateway
+        method = scope["method"]
+        try:
+            check_headers(scope["headers"], self._max_header, self._max_body)
+            await read_body(receive, self._max_body)
+        except GuardError as e:
+            return error(e.status, e.message, e.code)
+        if method == "GET":
+            if path == "/health":
+                return g.health()
+            if path == "/v1/models":
+                return g.models()
+            if path == "/metrics":
+                return g.metrics_text()
+            if path == "/audit/root":
+                return await g.audit_root()
+            if path == "/audit/consistency":
+                return await g.audit_consistency(_query(scope, "old"))
+            if path.startswith("/audit/proof/"):
+                return await g.audit_proof(path[len("/audit/proof/"):])
+            if path == "/debug/probes":
+                return g.debug_probes("reset" in parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                                                          keep_blank_values=True))
+        known = path in ("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", CHAT,
+                         "/debug/probes") or path.startswith("/audit/proof/")
+        if known:
+            return error(405, f"method {method} not allowed on {path}", "method_not_allowed")
+        return error(404, f"no route for {method} {path}", "not_found")
+
+    async def _lifespan(self, receive, send):
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.startup()
+                except Exception as e:  # report, so the server refuses to start
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(e).__name__}: {e}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                try:
+                    await self.gateway.shutdown()
+                except Exception as e:
+                    await send({"type": "lifespan.shutdown.failed", "message": f"{type(e).__name__}: {e}"})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _send(send, resp) -> None:
+    if type(resp) is StreamResponse:
+        await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+        try:
+            async for chunk in resp.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await resp.chunks.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+    await send({"type": "http.response.body", "body": resp.body})

@@ -1,0 +1,88 @@
+"""Smuggling guard: checks the raw request head at the ASGI level, before anything else.
+
+Rejects (status, code):
+  duplicate Content-Length                       400 duplicate_content_length
+  Content-Length together with Transfer-Encoding 400 ambiguous_framing
+  Transfer-Encoding other than exactly `chunked` 400 unsupported_transfer_encoding
+  a Content-Length that is not a decimal integer 400 invalid_content_length
+  header names outside the RFC 9110 token set,
+  or values with control bytes (not HTAB)        400 invalid_header
+  header block larger than max_header_bytes      400 headers_too_large
+  declared body larger than max_body_bytes       413 body_too_large
+The body limit is also enforced while reading (`read_body`), for chunked bodies.
+
+Most HTTP parsers (llhttp, h11) already refuse these; the guard makes the gateway's answer
+the same whichever server runs it, and closes the gaps some servers leave open.
+"""
+from __future__ import annotations
+
+import re
+
+# RFC 9110 token for names (lowercased by the server); field values: VCHAR, obs-text, SP, HTAB.
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+class GuardError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes | None:
+    """Raw ASGI headers (list of (name, value) bytes pairs) -> the Authorization value (or
+    None; found in the same pass so the hot path reads the headers once), or GuardError."""
+    content_length = None
+    authorization = None
+    te = None
+    total = 0
+    for name, value in headers:
+        total += len(name) + len(value) + 4
+        if name == b"content-length":
+            if content_length is not None:
+                raise GuardError(400, "duplicate_content_length", "duplicate Content-Length header")
+            if not value.isdigit() or len(value) > 18:
+                raise GuardError(400, "invalid_content_length", "Content-Length is not a decimal integer")
+            content_length = int(value)
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"transfer-encoding":
+            if te is not None:
+                raise GuardError(400, "unsupported_transfer_encoding", "more than one Transfer-Encoding header")
+            te = value
+        if _BAD_NAME(name) is not None or _BAD_VALUE(value) is not None:
+            raise GuardError(400, "invalid_header", "invalid bytes in a header name or value")
+    if total > max_header_bytes:
+        raise GuardError(400, "headers_too_large", f"request headers exceed {max_header_bytes} bytes")
+    if te is not None:
+        if content_length is not None:
+            raise GuardError(400, "ambiguous_framing", "Content-Length together with Transfer-Encoding")
+        if te.strip().lower() != b"chunked":
+            raise GuardError(400, "unsupported_transfer_encoding", "Transfer-Encoding other than chunked")
+    if content_length is not None and content_length > max_body_bytes:
+        raise GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
+    return authorization
+
+
+async def read_body(receive, max_body_bytes: int) -> bytes:
+    """The whole request body from an ASGI `receive`, failing with 413 as soon as it grows
+    past the limit (never buffering more than the limit plus one chunk)."""
+    msg = await receive()
+    body = msg.get("body", b"")
+    if not msg.get("more_body", False):
+        if len(body) > max_body_bytes:
+            raise GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise GuardError(400, "client_disconnected", "client disconnected while sending the body")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
+        parts.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(parts)

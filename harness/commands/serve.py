@@ -1,0 +1,35 @@
+"""`gatewaylab serve`: run the gateway (DESIGN.md "CLI contract").
+
+    gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
+                     [--mode py|py+rs] [--impl C=python|rust ...] [--shell fastapi|asgi]
+                     [--server uvicorn|granian] [--port P] [--host 127.0.0.1]
+
+Prints `gateway listening on http://HOST:PORT` when it accepts connections; SIGTERM or
+Ctrl-C stops it gracefully (in-flight requests finish, the audit queue drains).
+"""
+from __future__ import annotations
+
+import argparse
+
+from harness.commands._common import add_switch_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML configuration file (see gateway/config.py)")
+    p.add_argument("--upstream", help="zero-config: upstream base URL (model `mock`, other names passed through)")
+    p.add_argument("--api-key", dest="api_key", help="zero-config: the client API key to accept")
+    p.add_argument("--ledger", help="audit ledger directory (default: the config's, or a new temp dir)")
+    add_switch_arguments(p)
+    p.add_argument("--shell", choices=["asgi", "fastapi"], default=None, help="ASGI shell (default: config's, else asgi)")
+    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    opts = {"config": args.config, "upstream": args.upstream, "api_key": args.api_key, "ledger": args.ledger,
+            "mode": args.mode, "impl": args.impl, "shell": args.shell, "server": args.server,
+            "host": args.host, "port": args.port}
+    return serve(opts)
