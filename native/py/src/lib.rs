@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 pub mod errors;
 pub mod gil;
+pub mod tools;
 
 #[cfg(debug_assertions)]
 const BUILD_PROFILE: &str = "debug";
@@ -23,5 +24,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(gil::gil_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    tools::register(m)?;
     Ok(())
 }

@@ -1,0 +1,734 @@
+//! The load generator: HTTP/1.1 keep-alive, closed or open loop, HDR histograms.
+//!
+//! - Closed loop (`concurrency = C`): C workers, one connection each, each sends its next
+//!   request when the previous one is answered. Latency runs from the actual send time, so a
+//!   server stall delays the *next* requests instead of showing in them (coordinated
+//!   omission); that is what closed-loop tools report, and why the open loop exists.
+//! - Open loop (`rate = R`): request `i` is due at `t0 + i/R` (or Poisson arrivals), whatever
+//!   happened before. A pool of connections takes due requests in order; a request sent late
+//!   (all connections busy) is measured from its *intended* send time, so stalls show in the
+//!   percentiles (coordinated omission corrected, as in wrk2).
+//!
+//! A run is bounded by construction: issuing stops at `warmup + duration` (or after `requests`
+//! measured requests, capped at `max_duration_s`), and every request has a timeout.
+//! Requests whose (intended) send time falls in the warm-up are sent but not recorded.
+//!
+//! Result JSON (`LoadResult`): `{"mode", "concurrency", "rate", "duration_s", "requests",
+//! "errors": {kind: n}, "rps", "latency_us": {"p50","p90","p99","p999","max"},
+//! ["ttfb_us": {...} in streaming mode], "series": [...], "meta": {...}}`, where
+//! `requests` counts measured requests that finished (answered or failed), `rps` counts 2xx
+//! answers per second of the measured window, and error kinds are `connect`, `timeout`,
+//! `reset` (connection closed or reset before a full answer), `protocol`, `io`,
+//! `status_4xx`, `status_5xx`, `status_other`.
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+/// Input of one run (JSON from Python / the CLI).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// `http://host:port/path?query`.
+    pub url: String,
+    /// Closed loop with this many workers (one connection each).
+    pub concurrency: Option<usize>,
+    /// Open loop at this many requests per second.
+    pub rate: Option<f64>,
+    /// Open loop: connection pool size (default max(16, 5% of the rate), at most 1024).
+    pub connections: Option<usize>,
+    /// Measured window length in seconds.
+    pub duration_s: Option<f64>,
+    /// Stop after this many measured requests.
+    pub requests: Option<u64>,
+    pub warmup_s: f64,
+    /// Default: POST when a body is given, else GET.
+    pub method: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Record time to first body byte (`ttfb_us`) beside total time.
+    pub stream: bool,
+    pub timeout_s: f64,
+    /// 1 = current-thread runtime (one core); N > 1 = multi-thread runtime.
+    pub threads: usize,
+    pub seed: u64,
+    /// Open loop arrivals: "uniform" (every 1/R s) or "poisson".
+    pub arrival: String,
+    /// Hard cap on the measured window when only `requests` bounds it.
+    pub max_duration_s: f64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            concurrency: None,
+            rate: None,
+            connections: None,
+            duration_s: None,
+            requests: None,
+            warmup_s: 0.0,
+            method: None,
+            headers: Vec::new(),
+            body: None,
+            stream: false,
+            timeout_s: 10.0,
+            threads: 1,
+            seed: 0,
+            arrival: "uniform".into(),
+            max_duration_s: 600.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    Closed { concurrency: usize },
+    Open { rate: f64, connections: usize, poisson: bool },
+}
+
+/// A validated config, ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub cfg: LoadConfig,
+    pub mode: Mode,
+    pub addr: SocketAddr,
+    pub uri: Uri,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub window: Duration,
+    pub warmup: Duration,
+    pub timeout: Duration,
+}
+
+fn secs(name: &str, v: f64, min: f64) -> Result<Duration, String> {
+    if !v.is_finite() || v < min || v > 1e6 {
+        return Err(format!("{name} must be a number in [{min}, 1e6] seconds, got {v}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Plan {
+    pub fn new(cfg: LoadConfig) -> Result<Self, String> {
+        let mode = match (cfg.concurrency, cfg.rate) {
+            (Some(c), None) if (1..=100_000).contains(&c) => Mode::Closed { concurrency: c },
+            (Some(c), None) => return Err(format!("concurrency must be in 1..=100000, got {c}")),
+            (None, Some(r)) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => {
+                let connections = cfg.connections.unwrap_or(((r * 0.05).ceil() as usize).clamp(16, 1024));
+                if !(1..=100_000).contains(&connections) {
+                    return Err(format!("connections must be in 1..=100000, got {connections}"));
+                }
+                let poisson = match cfg.arrival.as_str() {
+                    "uniform" => false,
+                    "poisson" => true,
+                    a => return Err(format!("arrival must be \"uniform\" or \"poisson\", got {a:?}")),
+                };
+                Mode::Open { rate: r, connections, poisson }
+            }
+            (None, Some(r)) => return Err(format!("rate must be a number in (0, 1e7] requests/s, got {r}")),
+            (Some(_), Some(_)) => return Err("give either concurrency (closed loop) or rate (open loop), not both".into()),
+            (None, None) => return Err("give concurrency (closed loop) or rate (open loop)".into()),
+        };
+        let max = secs("max_duration_s", cfg.max_duration_s, 0.001)?;
+        let window = match (cfg.duration_s, cfg.requests) {
+            (Some(d), _) => secs("duration_s", d, 0.001)?.min(max),
+            (None, Some(_)) => max,
+            (None, None) => return Err("give duration_s and/or requests: a run must be bounded".into()),
+        };
+        if cfg.requests == Some(0) {
+            return Err("requests must be >= 1".into());
+        }
+        let warmup = secs("warmup_s", cfg.warmup_s, 0.0)?;
+        let timeout = secs("timeout_s", cfg.timeout_s, 0.001)?;
+        if cfg.threads == 0 || cfg.threads > 256 {
+            return Err(format!("threads must be in 1..=256, got {}", cfg.threads));
+        }
+        let uri: Uri = cfg.url.parse().map_err(|e| format!("url {:?}: {e}", cfg.url))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("url must start with http:// (no TLS), got {:?}", cfg.url));
+        }
+        let host = uri.host().ok_or_else(|| format!("url has no host: {:?}", cfg.url))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let host_plain = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = (host_plain, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path: Uri = if path.is_empty() { Uri::from_static("/") } else { path.parse().map_err(|e| format!("path: {e}"))? };
+        let body = Bytes::from(cfg.body.clone().unwrap_or_default());
+        let method = match &cfg.method {
+            Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| format!("bad method {m:?}"))?,
+            None if cfg.body.is_some() => Method::POST,
+            None => Method::GET,
+        };
+        let mut headers = HeaderMap::new();
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.to_string());
+        headers.insert(HOST, HeaderValue::from_str(&authority).map_err(|e| format!("host header: {e}"))?);
+        if cfg.body.is_some() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
+            let value = HeaderValue::from_str(v.trim()).map_err(|_| format!("bad value for header {k:?}: {v:?}"))?;
+            if name == HOST || name == CONTENT_TYPE {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
+            }
+        }
+        Ok(Self { mode, addr, uri: path, method, headers, body, window, warmup, timeout, cfg })
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(self.body.clone()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+
+    fn workers(&self) -> usize {
+        match self.mode {
+            Mode::Closed { concurrency } => concurrency,
+            Mode::Open { connections, .. } => connections,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording
+
+const HIST_MAX_US: u64 = 3_600_000_000;
+
+fn hist(sigfig: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, sigfig).expect("static bounds are valid")
+}
+
+/// What happened to one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Answer { status: u16, ttfb: Option<Instant>, bytes: u64 },
+    Failed(&'static str),
+}
+
+/// Error kind of an answer status (None for 2xx).
+pub fn status_kind(status: u16) -> Option<&'static str> {
+    match status {
+        200..=299 => None,
+        400..=499 => Some("status_4xx"),
+        500..=599 => Some("status_5xx"),
+        _ => Some("status_other"),
+    }
+}
+
+struct Bucket {
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    hist: Histogram<u64>,
+}
+
+/// One worker's measurements (merged at the end; no sharing on the hot path).
+pub struct Recorder {
+    latency: Histogram<u64>,
+    ttfb: Histogram<u64>,
+    errors: BTreeMap<&'static str, u64>,
+    series: Vec<Bucket>,
+    requests: u64,
+    ok: u64,
+    bytes: u64,
+    sent: u64,
+    late_sends: u64,
+    max_send_lag: Duration,
+    last_done: Option<Instant>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            latency: hist(3),
+            ttfb: hist(3),
+            errors: BTreeMap::new(),
+            series: Vec::new(),
+            requests: 0,
+            ok: 0,
+            bytes: 0,
+            sent: 0,
+            late_sends: 0,
+            max_send_lag: Duration::ZERO,
+            last_done: None,
+        }
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+impl Recorder {
+    /// Record a measured request that was due at `start` (intended or actual send time).
+    pub fn record(&mut self, window_start: Instant, start: Instant, done: Instant, o: &Outcome) {
+        self.requests += 1;
+        self.last_done = Some(self.last_done.map_or(done, |l| l.max(done)));
+        let sec = start.saturating_duration_since(window_start).as_secs() as usize;
+        while self.series.len() <= sec {
+            self.series.push(Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) });
+        }
+        let b = &mut self.series[sec];
+        b.requests += 1;
+        match o {
+            Outcome::Answer { status, ttfb, bytes } => {
+                let lat = us(done.saturating_duration_since(start));
+                self.latency.saturating_record(lat);
+                b.hist.saturating_record(lat);
+                if let Some(t) = ttfb {
+                    self.ttfb.saturating_record(us(t.saturating_duration_since(start)));
+                }
+                self.bytes += bytes;
+                match status_kind(*status) {
+                    None => {
+                        self.ok += 1;
+                        b.ok += 1;
+                    }
+                    Some(k) => {
+                        *self.errors.entry(k).or_insert(0) += 1;
+                        b.errors += 1;
+                    }
+                }
+            }
+            Outcome::Failed(k) => {
+                *self.errors.entry(k).or_insert(0) += 1;
+                b.errors += 1;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, o: Recorder) {
+        let _ = self.latency.add(&o.latency);
+        let _ = self.ttfb.add(&o.ttfb);
+        for (k, n) in o.errors {
+            *self.errors.entry(k).or_insert(0) += n;
+        }
+        for (i, b) in o.series.into_iter().enumerate() {
+            if self.series.len() <= i {
+                self.series.push(Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) });
+            }
+            let s = &mut self.series[i];
+            s.requests += b.requests;
+            s.ok += b.ok;
+            s.errors += b.errors;
+            let _ = s.hist.add(&b.hist);
+        }
+        self.requests += o.requests;
+        self.ok += o.ok;
+        self.bytes += o.bytes;
+        self.sent += o.sent;
+        self.late_sends += o.late_sends;
+        self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
+        self.last_done = match (self.last_done, o.last_done) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Seconds since the start of the measured window.
+    pub t: u64,
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoadResult {
+    pub mode: String,
+    pub concurrency: Option<usize>,
+    pub rate: Option<f64>,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub rps: f64,
+    pub latency_us: Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_us: Option<Percentiles>,
+    pub series: Vec<SeriesPoint>,
+    pub meta: Value,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling
+
+/// Who may send next, and when (shared by all workers).
+pub struct Schedule {
+    t0: Instant,
+    window_start: Instant,
+    window_end: Instant,
+    budget: Option<u64>,
+    measured_issued: AtomicU64,
+    budget_hit: std::sync::atomic::AtomicBool,
+    open: Option<Mutex<Arrivals>>,
+}
+
+/// Open-loop arrival process: offsets from t0 in seconds.
+pub struct Arrivals {
+    i: u64,
+    next_s: f64,
+    rate: f64,
+    poisson: bool,
+    rng: SmallRng,
+}
+
+impl Arrivals {
+    pub fn new(rate: f64, poisson: bool, seed: u64) -> Self {
+        let mut a = Self { i: 0, next_s: 0.0, rate, poisson, rng: SmallRng::seed_from_u64(seed) };
+        if poisson {
+            a.next_s = a.gap();
+        }
+        a
+    }
+    fn gap(&mut self) -> f64 {
+        let u: f64 = self.rng.random();
+        -(1.0 - u).ln() / self.rate
+    }
+    /// The next intended send offset (seconds since t0).
+    pub fn next_offset(&mut self) -> f64 {
+        let t = self.next_s;
+        self.i += 1;
+        // Uniform: i/R, not a running sum, so rounding never drifts.
+        self.next_s = if self.poisson { t + self.gap() } else { self.i as f64 / self.rate };
+        t
+    }
+}
+
+impl Schedule {
+    pub fn new(plan: &Plan, t0: Instant) -> Self {
+        let window_start = t0 + plan.warmup;
+        let open = match plan.mode {
+            Mode::Open { rate, poisson, .. } => Some(Mutex::new(Arrivals::new(rate, poisson, plan.cfg.seed))),
+            Mode::Closed { .. } => None,
+        };
+        Self {
+            t0,
+            window_start,
+            window_end: window_start + plan.window,
+            budget: plan.cfg.requests,
+            measured_issued: AtomicU64::new(0),
+            budget_hit: std::sync::atomic::AtomicBool::new(false),
+            open,
+        }
+    }
+
+    /// Admit a request starting at `at`: None = stop; Some(measured?).
+    fn admit(&self, at: Instant) -> Option<bool> {
+        if at >= self.window_end || self.budget_hit.load(Relaxed) {
+            return None;
+        }
+        let measured = at >= self.window_start;
+        if measured {
+            if let Some(b) = self.budget {
+                let n = self.measured_issued.fetch_add(1, Relaxed);
+                if n >= b {
+                    self.budget_hit.store(true, Relaxed);
+                    return None;
+                }
+                if n + 1 == b {
+                    self.budget_hit.store(true, Relaxed);
+                }
+            }
+        }
+        Some(measured)
+    }
+
+    /// Open loop: the next due request (intended time, measured?), or None when done.
+    fn next_open(&self) -> Option<(Instant, bool)> {
+        let arrivals = self.open.as_ref()?;
+        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        if self.budget_hit.load(Relaxed) {
+            return None;
+        }
+        let at = self.t0 + Duration::from_secs_f64(a.next_offset());
+        drop(a);
+        self.admit(at).map(|m| (at, m))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
+    let stream = TcpStream::connect(addr).await.map_err(|_| "connect")?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| "connect")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Error kind of a transport failure.
+pub fn classify(e: &hyper::Error) -> &'static str {
+    if e.is_timeout() {
+        return "timeout";
+    }
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || e.is_body_write_aborted() {
+        return "reset";
+    }
+    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        return "protocol";
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return match io.kind() {
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => "reset",
+                TimedOut => "timeout",
+                _ => "io",
+            };
+        }
+        src = s.source();
+    }
+    "io"
+}
+
+async fn exchange(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
+    if let Some(c) = conn.as_mut() {
+        if c.ready().await.is_err() {
+            *conn = None; // closed while idle (e.g. `connection: close`): reconnect quietly
+        }
+    }
+    let c = match conn {
+        Some(c) => c,
+        None => match connect(plan.addr).await {
+            Ok(c) => conn.insert(c),
+            Err(k) => return Outcome::Failed(k),
+        },
+    };
+    let resp = match c.send_request(plan.request()).await {
+        Ok(r) => r,
+        Err(e) => {
+            *conn = None;
+            return Outcome::Failed(classify(&e));
+        }
+    };
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let (mut ttfb, mut bytes) = (None, 0u64);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    if ttfb.is_none() && !d.is_empty() {
+                        ttfb = Some(Instant::now());
+                    }
+                    bytes += d.len() as u64;
+                }
+            }
+            Err(e) => {
+                *conn = None;
+                return Outcome::Failed(classify(&e));
+            }
+        }
+    }
+    Outcome::Answer { status, ttfb: if plan.cfg.stream { ttfb } else { None }, bytes }
+}
+
+async fn timed_exchange(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
+    match tokio::time::timeout(plan.timeout, exchange(plan, conn)).await {
+        Ok(o) => o,
+        Err(_) => {
+            *conn = None; // the connection is mid-request: unusable
+            Outcome::Failed("timeout")
+        }
+    }
+}
+
+async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>) -> Recorder {
+    let mut rec = Recorder::default();
+    let lag_tolerance = Duration::from_millis(1);
+    loop {
+        let (start, measured) = match plan.mode {
+            Mode::Closed { .. } => {
+                let now = Instant::now();
+                match sched.admit(now) {
+                    Some(m) => (now, m),
+                    None => break,
+                }
+            }
+            Mode::Open { .. } => {
+                let Some((due, m)) = sched.next_open() else { break };
+                let now = Instant::now();
+                if due > now {
+                    tokio::time::sleep_until(due.into()).await;
+                } else {
+                    let lag = now - due;
+                    if lag > lag_tolerance && m {
+                        rec.late_sends += 1;
+                    }
+                    rec.max_send_lag = rec.max_send_lag.max(lag);
+                }
+                (due, m)
+            }
+        };
+        rec.sent += 1;
+        let o = timed_exchange(&plan, &mut conn).await;
+        if measured {
+            rec.record(sched.window_start, start, Instant::now(), &o);
+        }
+    }
+    rec
+}
+
+/// Run one load test (async; see [`run_blocking`]).
+pub async fn run(plan: Plan) -> LoadResult {
+    let plan = Arc::new(plan);
+    // Connect before t0 so connection setup is not measured (failures retry, counted, later).
+    let mut pre = tokio::task::JoinSet::new();
+    for _ in 0..plan.workers() {
+        let (addr, to) = (plan.addr, plan.timeout);
+        pre.spawn(async move { tokio::time::timeout(to, connect(addr)).await.ok().and_then(Result::ok) });
+    }
+    let mut conns = Vec::with_capacity(plan.workers());
+    while let Some(r) = pre.join_next().await {
+        conns.push(r.ok().flatten());
+    }
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let sched = Arc::new(Schedule::new(&plan, t0));
+    let mut set = tokio::task::JoinSet::new();
+    for c in conns {
+        set.spawn(worker(plan.clone(), sched.clone(), c));
+    }
+    let mut rec = Recorder::default();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            rec.merge(r);
+        }
+    }
+    let finished = Instant::now();
+    finish(&plan, &sched, rec, started_unix, finished)
+}
+
+fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finished: Instant) -> LoadResult {
+    let planned = plan.window.as_secs_f64();
+    // A count-bounded run ends when its last measured request finished.
+    let duration_s = if sched.budget_hit.load(Relaxed) {
+        rec.last_done.map(|d| d.saturating_duration_since(sched.window_start).as_secs_f64()).unwrap_or(planned).min(planned)
+    } else {
+        planned
+    };
+    let duration_s = duration_s.max(1e-9);
+    let series = rec
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let width = (duration_s - i as f64).clamp(1e-9, 1.0);
+            let p = percentiles(&b.hist);
+            SeriesPoint {
+                t: i as u64,
+                requests: b.requests,
+                ok: b.ok,
+                errors: b.errors,
+                rps: b.ok as f64 / width,
+                p50_us: p.p50,
+                p99_us: p.p99,
+                max_us: p.max,
+            }
+        })
+        .collect();
+    let (mode, concurrency, rate, connections) = match plan.mode {
+        Mode::Closed { concurrency } => ("closed", Some(concurrency), None, concurrency),
+        Mode::Open { rate, connections, .. } => ("open", None, Some(rate), connections),
+    };
+    let meta = json!({
+        "url": plan.cfg.url,
+        "method": plan.method.as_str(),
+        "connections": connections,
+        "warmup_s": plan.warmup.as_secs_f64(),
+        "planned_duration_s": planned,
+        "max_requests": plan.cfg.requests,
+        "timeout_s": plan.timeout.as_secs_f64(),
+        "threads": plan.cfg.threads,
+        "seed": plan.cfg.seed,
+        "arrival": if matches!(plan.mode, Mode::Open { poisson: true, .. }) { "poisson" } else if mode == "open" { "uniform" } else { "closed" },
+        "stream": plan.cfg.stream,
+        "ok": rec.ok,
+        "sent": rec.sent,
+        "bytes_received": rec.bytes,
+        "late_sends": rec.late_sends,
+        "max_send_lag_us": rec.max_send_lag.as_micros() as u64,
+        "co_corrected": mode == "open",
+        "started_unix_s": started_unix,
+        "wall_s": finished.saturating_duration_since(sched.t0).as_secs_f64(),
+        "generator": concat!("gatewaylab-tools ", env!("CARGO_PKG_VERSION")),
+    });
+    LoadResult {
+        mode: mode.into(),
+        concurrency,
+        rate,
+        duration_s,
+        requests: rec.requests,
+        errors: rec.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        rps: rec.ok as f64 / duration_s,
+        latency_us: percentiles(&rec.latency),
+        ttfb_us: if plan.cfg.stream { Some(percentiles(&rec.ttfb)) } else { None },
+        series,
+        meta,
+    }
+}
+
+/// Build the runtime the plan asks for and run it to the end. Blocks the calling thread.
+pub fn run_blocking(plan: Plan) -> std::io::Result<LoadResult> {
+    let rt = crate::mock::build_runtime(plan.cfg.threads)?;
+    let r = rt.block_on(run(plan));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(r)
+}
