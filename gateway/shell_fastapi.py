@@ -1,0 +1,134 @@
+"""The FastAPI shell, in the style of the seeds: FastAPI routes, a smuggling-guard middleware
+at the ASGI level, exception handlers for the OpenAI error shape. Same `Gateway` pipeline
+as the lean shell, so the two differ only in what the framework costs.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response as FastResponse
+from fastapi.responses import StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.app import Gateway, Response, StreamResponse, error
+from gateway.stages.guard import GuardError, check_headers
+
+_perf = time.perf_counter_ns
+
+
+class GuardMiddleware:
+    """Raw-header checks before routing; the body limit enforced on every `receive`."""
+
+    def __init__(self, app, max_header_bytes: int, max_body_bytes: int):
+        self.app = app
+        self.max_header = max_header_bytes
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = _perf()
+        try:
+            authorization = check_headers(scope["headers"], self.max_header, self.max_body)
+        except GuardError as e:
+            return await _asgi_send(send, error(e.status, e.message, e.code))
+        scope["gatewaylab.t0"] = t0
+        scope["gatewaylab.authorization"] = authorization
+        seen = 0
+        limit = self.max_body
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise GuardError(413, "body_too_large", f"request body exceeds {limit} bytes")
+            return msg
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _asgi_send(send, resp: Response) -> None:
+    await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+def _to_fastapi(resp):
+    if isinstance(resp, StreamResponse):
+        return StreamingResponse(resp.chunks, status_code=resp.status,
+                                 headers={k.decode(): v.decode() for k, v in resp.headers})
+    return FastResponse(content=resp.body, status_code=resp.status,
+                        headers={k.decode(): v.decode() for k, v in resp.headers})
+
+
+def make_app(gw: Gateway):
+    @asynccontextmanager
+    async def lifespan(app):
+        await gw.startup()
+        try:
+            yield
+        finally:
+            await gw.shutdown()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    count = gw.metrics.count_request
+
+    @app.exception_handler(GuardError)
+    async def guard_error(request: Request, e: GuardError):
+        count(request.url.path, e.status)
+        return _to_fastapi(error(e.status, e.message, e.code))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        count("other", e.status_code)
+        return _to_fastapi(error(e.status_code, f"{e.detail}: {request.method} {request.url.path}", code))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await request.body()
+        resp = await gw.chat(request.scope.get("gatewaylab.authorization"), body,
+                             request.scope.get("gatewaylab.t0") or _perf())
+        count("/v1/chat/completions", resp.status)
+        return _to_fastapi(resp)
+
+    @app.get("/v1/models")
+    async def models():
+        count("/v1/models", 200)
+        return _to_fastapi(gw.models())
+
+    @app.get("/health")
+    async def health():
+        count("/health", 200)
+        return _to_fastapi(gw.health())
+
+    @app.get("/metrics")
+    async def metrics():
+        count("/metrics", 200)
+        return _to_fastapi(gw.metrics_text())
+
+    @app.get("/audit/root")
+    async def audit_root():
+        count("/audit/root", 200)
+        return _to_fastapi(await gw.audit_root())
+
+    @app.get("/audit/proof/{index}")
+    async def audit_proof(index: str):
+        resp = await gw.audit_proof(index)
+        count("/audit/proof", resp.status)
+        return _to_fastapi(resp)
+
+    @app.get("/audit/consistency")
+    async def audit_consistency(request: Request):
+        resp = await gw.audit_consistency(request.query_params.get("old"))
+        count("/audit/consistency", resp.status)
+        return _to_fastapi(resp)
+
+    @app.get("/debug/probes")
+    async def debug_probes(request: Request):
+        return _to_fastapi(gw.debug_probes("reset" in request.query_params))
+
+    return GuardMiddleware(app, gw.config.max_header_bytes, gw.config.max_body_bytes)
