@@ -71,7 +71,9 @@ def run_cases(cases: list[dict], pyperf_json: str | os.PathLike, quick: bool = F
                *(QUICK_ARGS if quick else FULL_ARGS), *pyperf_args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
-            raise GatewayLabError(f"benchmark worker failed (exit {r.returncode}):\n{r.stderr.strip()[-4000:]}")
+            log = out.with_name(out.name + ".stderr.txt")
+            log.write_text(r.stderr)
+            raise GatewayLabError(f"benchmark worker failed (exit {r.returncode}): {_root_cause(r.stderr)} (full log: {log})")
     finally:
         os.unlink(spec)
     suite = pyperf.BenchmarkSuite.load(str(out))
@@ -83,6 +85,15 @@ def run_cases(cases: list[dict], pyperf_json: str | os.PathLike, quick: bool = F
     if missing:
         raise GatewayLabError(f"benchmark worker produced no result for {missing}")
     return res
+
+
+def _root_cause(stderr: str) -> str:
+    """The first exception line of a worker's stderr (pyperf re-raises in its manager, so
+    the last line is only 'worker failed')."""
+    for line in stderr.splitlines():
+        if line and not line[0].isspace() and not line.startswith("Traceback") and ": " in line:
+            return line.strip()
+    return (stderr.strip().splitlines() or ["no output"])[-1]
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
