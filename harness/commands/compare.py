@@ -1,0 +1,59 @@
+"""`gatewaylab compare RUN_A RUN_B`: per metric, is B different from A, significantly AND by
+more than a factor (asv-style; harness.stats.compare_tables). Exit 0 always unless
+`--fail-on-regression` is given and some metric is worse (then 1).
+
+    gatewaylab compare data/runs/A data/runs/B [--factor 1.10] [--alpha 0.05] [--json OUT] [--cells]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", help="baseline run folder")
+    p.add_argument("run_b", help="candidate run folder")
+    p.add_argument("--factor", type=float, default=1.10, help="smallest ratio that counts (default 1.10)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the verdicts as JSON")
+    p.add_argument("--cells", action="store_true", help="print the per-cell table too")
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a metric is worse")
+
+
+def compare_runs(run_a, run_b, factor: float = 1.10, alpha: float = 0.05):
+    """(verdicts, per_cell DataFrame) for two sweep run folders."""
+    from harness.runs import load_table
+    from harness.stats import compare_tables
+
+    return compare_tables(load_table(run_a, "cells"), load_table(run_b, "cells"), factor=factor, alpha=alpha)
+
+
+def _f(x: float, fmt: str = "{:.3f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def run(args: argparse.Namespace) -> int:
+    verdicts, cells = compare_runs(args.run_a, args.run_b, args.factor, args.alpha)
+    print(f"A: {args.run_a}\nB: {args.run_b}\n"
+          f"rule: flagged when the bootstrap 95% CI of the B/A factor excludes 1 AND the factor is beyond "
+          f"{args.factor:g}x (per cell: Mann-Whitney p < {args.alpha:g} with >= 2 repeats)\n")
+    print(f"| metric | B/A factor | 95% CI | cells | significant | beyond {args.factor:g}x | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for v in verdicts:
+        print(f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | "
+              f"{'yes' if v.significant else 'no'} | {'yes' if v.beyond_factor else 'no'} | {v.verdict.upper() if v.flagged else v.verdict} |")
+    flagged = [v for v in verdicts if v.flagged]
+    print(f"\n{len(flagged)} metric(s) flagged" + (": " + ", ".join(f"{v.metric} {v.verdict}" for v in flagged)
+                                                  if flagged else ""))
+    if args.cells and len(cells):
+        print()
+        print(cells.to_markdown(index=False) if hasattr(cells, "to_markdown") else cells.to_string(index=False))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"run_a": str(args.run_a), "run_b": str(args.run_b), "factor": args.factor, "alpha": args.alpha,
+                       "verdicts": [v.__dict__ | {"flagged": v.flagged} for v in verdicts],
+                       "cells": json.loads(cells.to_json(orient="records")) if len(cells) else []}, f, indent=2)
+    if args.fail_on_regression and any(v.verdict == "worse" for v in verdicts):
+        return 1
+    return 0

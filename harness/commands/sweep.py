@@ -1,0 +1,96 @@
+"""`gatewaylab sweep`: a concurrency sweep (DESIGN.md "CLI contract"; engine: harness.sweep).
+
+    gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
+    gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat
+    gatewaylab sweep --impl mmr=python --impl wal=rust --shells asgi,fastapi --flamegraph
+
+Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
+takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
+swept against every mode (`--impl mmr=python,wal=python` is one set of two overrides).
+Prints the run folder and the report path; exits 130 when interrupted (the partial run
+is kept and marked `partial: true`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _csv(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v for item in values for v in item.split(",") if v.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes (default py,py+rs)")
+    p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust[,...]",
+                   help="a per-component switches set swept with every mode (repeatable)")
+    p.add_argument("--shells", nargs="+", default=None, help="comma list: asgi,fastapi (default asgi)")
+    p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
+    p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
+    p.add_argument("--profile", default="xeon-4c",
+                   help="xeon-4c (default), ci-2c, all, or 'gateway=0-3;mock=4;load=5'")
+    p.add_argument("--duration", type=float, default=None, help="measured seconds per cell (default 5; --ci 1.5)")
+    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell (default 1; --ci 0.5)")
+    p.add_argument("--repeat", type=int, default=None, help="repeats per cell (default 3; --ci 1)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gil", dest="gil", action="store_true", default=True,
+                   help="py-spy GIL ownership per cell (default on)")
+    g.add_argument("--no-gil", dest="gil", action="store_false", help="skip py-spy GIL sampling")
+    p.add_argument("--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)")
+    p.add_argument("--scalene", action="store_true", help="a scalene profile per configuration at the top concurrency")
+    p.add_argument("--upstream-latency-ms", type=float, default=0.0, help="mock upstream latency")
+    p.add_argument("--out", default=None, help="folder for the run folder (default data/runs)")
+    p.add_argument("--name", default="sweep", help="run name (folder suffix)")
+    p.add_argument("--ci", action="store_true", help="CI size: c in {1,2,4,8,16}, short cells, 1 repeat")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md/html at the end")
+
+
+def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Parsed options -> `harness.sweep.run_sweep` keywords (also used by lab_ext's %sweep)."""
+    conc = ",".join(args.concurrency) if args.concurrency else None
+    kw: dict[str, Any] = {
+        "modes": tuple(_csv(args.modes) or ("py", "py+rs")),
+        "switches": list(args.impl) or None,
+        "shells": tuple(_csv(args.shells) or ("asgi",)),
+        "profile": args.profile,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "repeat": args.repeat,
+        "gil": args.gil,
+        "flamegraph": args.flamegraph,
+        "scalene": args.scalene,
+        "upstream": {"latency_ms": args.upstream_latency_ms},
+        "out": args.out,
+        "ci": args.ci,
+        "name": args.name,
+        "server": args.server,
+        "progress": not getattr(args, "no_progress", False),
+        "report": not getattr(args, "no_report", False),
+    }
+    if conc:
+        kw["concurrency"] = conc
+    return kw
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.sweep import run_sweep
+
+    res = run_sweep(**sweep_kwargs(args))
+    meta = res.meta
+    ok = int((res.table["status"] == "ok").sum()) if len(res.table) else 0
+    print(f"run: {res.dir}")
+    print(f"cells: {ok} ok, {len(res.table) - ok} not ok; profile {meta.get('hardware_profile')} "
+          f"(profile_satisfied: {str(meta.get('profile_satisfied')).lower()})")
+    if res.report.get("md"):
+        print(f"report: {res.report['md']}")
+        print(f"report: {res.report.get('html')}")
+    elif res.report.get("error"):
+        print(f"report failed: {res.report['error']}", file=sys.stderr)
+    if res.partial:
+        print("sweep interrupted: partial run kept (meta.json partial: true)", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,303 @@
+"""Sweep reports: `report.md` (markdown tables with spread), `report.html` (plotly figures)
+and static images for a blog post (`figures/*.png` via kaleido, SVG fallback).
+
+    write_report(run_dir, formats=("md", "html"), images=True) -> {"md", "html", "images", "notes"}
+    summary(cells) -> DataFrame       median/min/max per line (config) and concurrency
+    peaks(cells) -> DataFrame         where throughput peaks, per line
+
+Every figure is plotted against concurrency with one line per configuration (mode, switches,
+shell); the spread over repeats is the error bar (min..max). Labels (exact / sampled) and the
+loop kind (closed / open) are printed beside the figures.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from harness import schema
+
+# (column, title, unit) — the figures, in order.
+FIGURES: list[tuple[str, str, str]] = [
+    ("rps", "Throughput", "req/s"),
+    ("lat_p50_us", "Latency p50", "µs"),
+    ("lat_p99_us", "Latency p99", "µs"),
+    ("ovh_p50_us", "Overhead p50 (gateway − direct)", "µs"),
+    ("ovh_p99_us", "Overhead p99 (gateway − direct)", "µs"),
+    ("cpu_cores", "Gateway CPU (user+sys s/s)", "cores"),
+    ("cpu_us_per_req", "Gateway CPU per request", "µs"),
+    ("rss_peak_mb", "Peak RSS (process tree)", "MiB"),
+    ("gil_wait_p99_us", "GIL acquisition wait p99 (probe thread, exact)", "µs"),
+    ("gil_wait_p50_us", "GIL acquisition wait p50 (probe thread, exact)", "µs"),
+    ("loop_lag_p99_us", "Event-loop lag p99 (exact)", "µs"),
+    ("gil_held_share", "GIL held share (py-spy, sampled)", "share"),
+    ("native_wait_s", "Rust entry points: GIL re-acquire wait (exact)", "s per window"),
+]
+
+TABLE_COLS = ["rps", "lat_p50_us", "lat_p99_us", "ovh_p50_us", "ovh_p99_us", "cpu_cores", "rss_peak_mb",
+              "gil_wait_p99_us", "loop_lag_p99_us", "gil_held_share", "gil_main_share"]
+
+
+def line_label(row) -> str:
+    lab = row["mode"]
+    if row.get("switches"):
+        lab += f"[{row['switches']}]"
+    return f"{lab} {row['shell']}"
+
+
+def _ok(cells):
+    df = cells[cells["status"] == "ok"].copy()
+    if len(df):
+        df["line"] = df.apply(line_label, axis=1)
+    else:
+        df["line"] = []
+    return df
+
+
+def summary(cells, cols: Sequence[str] = TABLE_COLS):
+    """Median/min/max over repeats per (line, concurrency): columns `<col>_median/_min/_max`, `n`."""
+    import pandas as pd
+
+    df = _ok(cells)
+    if not len(df):
+        return pd.DataFrame()
+    cols = [c for c in cols if c in df.columns]
+    g = df.groupby(["line", "concurrency"])
+    parts = {"n": g.size()}
+    for c in cols:
+        parts[f"{c}_median"] = g[c].median()
+        parts[f"{c}_min"] = g[c].min()
+        parts[f"{c}_max"] = g[c].max()
+    return pd.DataFrame(parts).reset_index()
+
+
+def peaks(cells):
+    """Per line: the concurrency where median throughput peaks, and that throughput."""
+    import pandas as pd
+
+    s = summary(cells, ["rps", "lat_p99_us"])
+    if not len(s):
+        return pd.DataFrame(columns=["line", "peak_concurrency", "peak_rps", "rps_at_c1", "p99_at_peak_us"])
+    out = []
+    for line, g in s.groupby("line"):
+        i = g["rps_median"].idxmax()
+        c1 = g[g["concurrency"] == g["concurrency"].min()]["rps_median"]
+        out.append({"line": line, "peak_concurrency": int(g.loc[i, "concurrency"]), "peak_rps": g.loc[i, "rps_median"],
+                    "rps_at_c1": float(c1.iloc[0]) if len(c1) else math.nan,
+                    "p99_at_peak_us": g.loc[i, "lat_p99_us_median"]})
+    return pd.DataFrame(out)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 1:
+            return f"{v:.{max(digits - 1, 1)}f}".rstrip("0").rstrip(".") if abs(v) < 10 else f"{v:.1f}"
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _spread(med, lo, hi) -> str:
+    if med is None or (isinstance(med, float) and math.isnan(med)):
+        return "–"
+    if lo == hi or lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return _fmt(med)
+    return f"{_fmt(med)} [{_fmt(lo)}–{_fmt(hi)}]"
+
+
+def _md_table(rows: list[list[str]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _load(run_dir: Path):
+    from harness.runs import load_table, open_run
+
+    run = open_run(run_dir)
+    tables = {}
+    for name in ("cells", "baseline", "capacity", "gil_threads", "gil_entries"):
+        try:
+            tables[name] = load_table(run_dir, name)
+        except FileNotFoundError:
+            tables[name] = None
+    return run, tables
+
+
+def _header(meta: dict[str, Any]) -> list[str]:
+    from harness.meta import describe
+
+    prof = meta.get("profile") or {}
+    lines = [f"- machine: {describe(meta)}"]
+    if prof:
+        sat = prof.get("profile_satisfied")
+        lines.append(
+            f"- profile: **{prof.get('name')}** — gateway cpus {prof.get('gateway_cpus')}, mock cpus "
+            f"{prof.get('mock_cpus')}, load cpus {prof.get('load_cpus')} of {prof.get('available_cpus')}; "
+            f"profile_satisfied: **{str(sat).lower()}**" + (f" ({'; '.join(prof.get('notes') or [])})" if not sat else ""))
+    p = meta.get("parameters") or {}
+    lines.append(f"- load: {meta.get('loop', 'closed')} loop (fixed concurrency), {p.get('duration_s')} s cells after "
+                 f"{p.get('warmup_s')} s warm-up, {p.get('repeat')} repeat(s); upstream {p.get('upstream')}; "
+                 f"server {p.get('server')}")
+    if meta.get("partial"):
+        lines.append("- **partial run** (interrupted or failed before the end): tables hold the cells that finished")
+    return lines
+
+
+def write_markdown(run_dir: Path, run, t) -> Path:
+    meta = run.meta
+    cells = t["cells"]
+    md = [f"# Sweep report — {run.name}", ""] + _header(meta) + [""]
+    md += ["Measurement labels: " + "; ".join(f"{k}: **{v}**" for k, v in schema.LABELS.items()), ""]
+    cap = t.get("capacity")
+    if cap is not None and len(cap):
+        md += ["## Load generator capacity vs the mock", ""]
+        md.append(_md_table([[str(r.concurrency), r.status, _fmt(r.rps), _fmt(r.max_gateway_rps), _fmt(r.headroom)]
+                             for r in cap.itertuples()],
+                            ["c", "status", "load→mock req/s", "max gateway req/s", "headroom (×)"]))
+        md.append("")
+    base = t.get("baseline")
+    if base is not None and len(base):
+        from harness.stats import summarize
+        md += ["## Direct baseline (load → mock)", ""]
+        rows = []
+        for c, g in base[base["status"] == "ok"].groupby("concurrency"):
+            s = {k: summarize(g[k]) for k in ("rps", "lat_p50_us", "lat_p99_us")}
+            rows.append([str(c)] + [_spread(s[k]["median"], s[k]["min"], s[k]["max"]) for k in s])
+        md.append(_md_table(rows, ["c", "req/s", "p50 µs", "p99 µs"]))
+        md.append("")
+    if cells is None or not len(cells):
+        md.append("No cells recorded.")
+    else:
+        pk = peaks(cells)
+        if len(pk):
+            md += ["## Where throughput peaks", ""]
+            md.append(_md_table([[r.line, str(r.peak_concurrency), _fmt(r.peak_rps), _fmt(r.rps_at_c1),
+                                  _fmt(r.peak_rps / r.rps_at_c1 if r.rps_at_c1 else math.nan), _fmt(r.p99_at_peak_us)]
+                                 for r in pk.itertuples()],
+                                ["line", "peak c", "peak req/s", "req/s at lowest c", "peak / lowest-c", "p99 at peak µs"]))
+            md.append("")
+        s = summary(cells)
+        md += ["## Cells (median [min–max] over repeats)", ""]
+        titles = {"rps": "req/s", "lat_p50_us": "p50 µs", "lat_p99_us": "p99 µs", "ovh_p50_us": "ovh p50 µs",
+                  "ovh_p99_us": "ovh p99 µs", "cpu_cores": "CPU cores", "rss_peak_mb": "RSS MiB",
+                  "gil_wait_p99_us": "GIL wait p99 µs (exact)", "loop_lag_p99_us": "loop lag p99 µs (exact)",
+                  "gil_held_share": "GIL held (sampled)", "gil_main_share": "GIL main thread (sampled)"}
+        cols = [c for c in TABLE_COLS if f"{c}_median" in s.columns]
+        for line, g in s.groupby("line"):
+            md += [f"### {line}", ""]
+            rows = [[str(r["concurrency"]), str(r["n"])] + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"])
+                                                            for c in cols] for _, r in g.iterrows()]
+            md.append(_md_table(rows, ["c", "n"] + [titles.get(c, c) for c in cols]))
+            md.append("")
+        ent = t.get("gil_entries")
+        if ent is not None and len(ent):
+            md += ["## Rust entry points (exact GIL counters, summed over the sweep)", ""]
+            agg = ent.groupby(["mode", "entry"])[["calls", "hold_us", "detached_us", "reacquire_wait_us"]].sum()
+            agg["max_reacquire_wait_us"] = ent.groupby(["mode", "entry"])["max_reacquire_wait_us"].max()
+            rows = [[m, e, _fmt(float(r.calls)), _fmt(r.hold_us / r.calls if r.calls else math.nan),
+                     _fmt(r.detached_us / r.calls if r.calls else math.nan),
+                     _fmt(r.reacquire_wait_us / r.calls if r.calls else math.nan), _fmt(r.max_reacquire_wait_us)]
+                    for (m, e), r in agg.iterrows()]
+            md.append(_md_table(rows, ["mode", "entry", "calls", "hold µs/call", "detached µs/call",
+                                       "re-acquire wait µs/call", "max wait µs"]))
+            md.append("")
+        bad = cells[cells["status"] != "ok"]
+        if len(bad):
+            md += ["## Failed or interrupted cells", ""]
+            md.append(_md_table([[r.cell, str(r.repeat), r.status, str(r.error)[:200]] for r in bad.itertuples()],
+                                ["cell", "repeat", "status", "error"]))
+            md.append("")
+        miss = sorted({m.strip() for v in cells["probes_missing"].fillna("") for m in str(v).split(";") if m.strip()})
+        if miss:
+            md += ["## Probes that could not run", ""] + [f"- {m}" for m in miss] + [""]
+    p = run_dir / "report.md"
+    p.write_text("\n".join(md) + "\n")
+    return p
+
+
+def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple[str, Any]]:
+    """One plotly figure per metric: value against concurrency, one line per configuration."""
+    import plotly.graph_objects as go
+
+    df = _ok(cells)
+    out = []
+    for col, title, unit in cols:
+        if col not in df.columns or df[col].isna().all():
+            continue
+        fig = go.Figure()
+        for line, g in df.groupby("line"):
+            agg = g.groupby("concurrency")[col].agg(["median", "min", "max"]).reset_index()
+            fig.add_trace(go.Scatter(
+                x=agg["concurrency"], y=agg["median"], mode="lines+markers", name=line,
+                error_y=dict(type="data", symmetric=False, array=agg["max"] - agg["median"],
+                             arrayminus=agg["median"] - agg["min"], thickness=1)))
+        fig.update_layout(title=title, xaxis_title="concurrency (closed loop)", yaxis_title=unit,
+                          template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
+        out.append((col, fig))
+    return out
+
+
+def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[str], list[str]]:
+    import plotly.io as pio
+
+    meta = run.meta
+    figs = figures(t["cells"]) if t["cells"] is not None and len(t["cells"]) else []
+    notes: list[str] = []
+    body = [f"<h1>Sweep report — {run.name}</h1>", "<ul>"]
+    body += [f"<li>{_html_escape(line[2:])}</li>" for line in _header(meta)]
+    body += ["<li>labels: " + "; ".join(f"{k}: <b>{v}</b>" for k, v in schema.LABELS.items()) + "</li>", "</ul>"]
+    first = True
+    for _, fig in figs:
+        body.append(pio.to_html(fig, full_html=False, include_plotlyjs="cdn" if first else False))
+        first = False
+    md = run_dir / "report.md"
+    if md.exists():
+        body.append("<h2>Tables</h2><pre style='white-space:pre-wrap'>" + _html_escape(md.read_text()) + "</pre>")
+    html = ("<!doctype html><html><head><meta charset='utf-8'><title>" + _html_escape(run.name) +
+            "</title></head><body style='font-family:sans-serif;max-width:1100px;margin:auto'>" +
+            "\n".join(body) + "</body></html>")
+    p = run_dir / "report.html"
+    p.write_text(html)
+    imgs: list[str] = []
+    if images and figs:
+        outdir = run_dir / "figures"
+        outdir.mkdir(exist_ok=True)
+        for col, fig in figs:
+            try:
+                path = outdir / f"{col}.png"
+                fig.write_image(str(path), width=900, height=420, scale=1)
+                imgs.append(str(path))
+            except Exception as e:  # noqa: BLE001 - fall back to SVG, then to a note
+                try:
+                    path = outdir / f"{col}.svg"
+                    fig.write_image(str(path), format="svg")
+                    imgs.append(str(path))
+                except Exception:  # noqa: BLE001
+                    notes.append(f"static image for {col} not written: {type(e).__name__}: {e}")
+                    break
+    return p, imgs, notes
+
+
+def _html_escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_report(run_dir, formats: Sequence[str] = ("md", "html"), images: bool = True) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    run, t = _load(run_dir)
+    if t["cells"] is None:
+        raise FileNotFoundError(f"{run_dir} has no cells table: not a sweep run")
+    out: dict[str, Any] = {"md": None, "html": None, "images": [], "notes": []}
+    # the HTML embeds the markdown tables, so md is always written first
+    out["md"] = str(write_markdown(run_dir, run, t))
+    if "html" in formats:
+        p, imgs, notes = write_html(run_dir, run, t, images=images)
+        out.update(html=str(p), images=imgs, notes=notes)
+    run.update_meta(report={"md": "report.md", "html": "report.html" if out["html"] else None,
+                            "images": [str(Path(i).relative_to(run_dir)) for i in out["images"]]})
+    return out

@@ -1,0 +1,621 @@
+"""Concurrency sweeps: profile -> start processes -> drive load -> probe -> store -> report.
+
+    from harness.sweep import run_sweep
+    res = run_sweep(modes=("py", "py+rs"), concurrency=range(1, 17), profile="xeon-4c")
+    res.dir, res.table            # run folder, cells table (pandas; schema: harness.schema.CELLS)
+
+Steps (DESIGN.md "Hardware profiles", "Measurements", "Results and reports"):
+1. resolve the hardware profile (clamped to this machine, recorded in meta.json);
+2. start the native mock, pinned to the mock cores; measure the load generator's capacity
+   against it and the direct baseline (load -> mock) at every concurrency;
+3. for every repeat, for every (mode x switches x shell): start the gateway pinned to the
+   gateway cores (with in-process probes on), warm it up, and for every concurrency measure
+   a closed-loop window while the outside probes run (CPU, RSS, py-spy GIL ownership);
+4. write tidy Parquet tables after every cell (so an interrupted run is consistent and
+   marked `partial: true` in meta.json), raw per-cell JSON artefacts, and the report.
+
+Repeats are the outer loop and configurations alternate inside it, so slow drift of the
+machine spreads over every mode instead of biasing one. A failed cell is recorded with its
+error (status "failed") and the sweep goes on; a dead gateway is restarted for the next
+cell. Every child process is stopped in `finally`, at exit, and on SIGTERM.
+
+`out` is the folder under which the timestamped run folder is created (default data/runs
+or $GATEWAYLAB_RUNS_DIR).
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import signal
+import threading
+import time
+import traceback
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from harness import probes as outside
+from harness import schema
+from harness.profiles import ResolvedProfile, resolve
+
+CI_CONCURRENCY = (1, 2, 4, 8, 16)
+CI_DURATION_S = 1.5
+CI_WARMUP_S = 0.5
+CI_REPEAT = 1
+API_KEY = "sk-gatewaylab-sweep"
+_PCTS = ("p50", "p90", "p99", "p999", "max")
+
+
+@dataclass
+class RunResult:
+    dir: Path
+    table: Any                      # cells DataFrame
+    baseline: Any = None
+    capacity: Any = None
+    partial: bool = False
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.dir / "meta.json").read_text())
+
+    def _repr_markdown_(self) -> str:
+        md = self.dir / "report.md"
+        return md.read_text() if md.exists() else f"run {self.dir}"
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    overrides: tuple[tuple[str, str], ...]
+    shell: str
+
+    @property
+    def switches_label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.overrides)
+
+    def key(self, c: int) -> str:
+        return f"{self.mode}|{self.switches_label}|{self.shell}|c={c}"
+
+
+def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
+    """`"1..16"`, `"1,2,4,8,16"`, `"1..4,8,16"`, an int or an iterable -> sorted unique ints."""
+    from gateway.errors import ConfigError
+
+    if isinstance(spec, int):
+        vals = [spec]
+    elif isinstance(spec, str):
+        vals = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if ".." in part:
+                    a, b = part.split("..", 1)
+                    lo, hi = int(a), int(b)
+                    if hi < lo:
+                        raise ValueError
+                    vals += range(lo, hi + 1)
+                else:
+                    vals.append(int(part))
+            except ValueError:
+                raise ConfigError(f"bad concurrency {spec!r}: expected e.g. 1..16 or 1,2,4,8,16") from None
+    else:
+        vals = [int(v) for v in spec]
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"concurrency {spec!r}: need integers >= 1")
+    return sorted(set(vals))
+
+
+def _configs(modes, switches, shells) -> list[Config]:
+    from gateway.twins import Switches, parse_impl
+
+    sw_list = [None] if not switches else list(switches)
+    out = []
+    for mode in modes:
+        for sw in sw_list:
+            ov = parse_impl(sw) if sw else {}
+            Switches(mode, ov)  # validates
+            for shell in shells:
+                out.append(Config(mode, tuple(sorted(ov.items())), shell))
+    return out
+
+
+def _pct(lat: Mapping[str, Any] | None, p: str) -> float | None:
+    if not lat:
+        return None
+    v = lat.get(p)
+    return None if v is None else float(v)
+
+
+def _get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (127.0.0.1 only)
+        return json.loads(r.read())
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _utc() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Sweep:
+    """One sweep; `run_sweep` is the convenience wrapper. Holds the live processes."""
+
+    def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
+                 flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
+                 capacity, load_opts, report):
+        self.modes = tuple(modes)
+        self.configs = _configs(self.modes, switches, shells)
+        self.concurrency = parse_concurrency(concurrency)
+        self.profile: ResolvedProfile = resolve(profile)
+        self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
+        self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
+        self.upstream = dict(upstream or {})
+        self.out, self.progress, self.on_cell, self.name = out, progress, on_cell, name
+        self.server, self.env = server, dict(env or {})
+        self.pyspy_rate, self.do_capacity = pyspy_rate, capacity
+        self.load_opts = dict(load_opts or {})
+        self.do_report = report
+        self.rows: list[dict] = []
+        self.base_rows: list[dict] = []
+        self.cap_rows: list[dict] = []
+        self.thread_rows: list[dict] = []
+        self.entry_rows: list[dict] = []
+        self.mock = None
+        self.gateway = None
+        self.run = None
+        self.bar = None
+
+    # ------------------------------------------------------------------ params / run folder
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "modes": list(self.modes),
+            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell} for c in self.configs],
+            "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
+            "repeat": self.repeat, "gil": self.gil, "flamegraph": self.flamegraph, "scalene": self.scalene,
+            "upstream": self.upstream, "server": self.server, "pyspy_rate": self.pyspy_rate,
+            "loop": "closed", "env": {k: v for k, v in self.env.items()},
+            "load_opts": self.load_opts,
+        }
+
+    def _open_run(self):
+        from harness.runs import create_run
+
+        p = self.profile
+        self.run = create_run(
+            self.name, parameters=self.parameters(), root=self.out,
+            shell=",".join(sorted({c.shell for c in self.configs})),
+            hardware_profile=p.name, profile_satisfied=p.profile_satisfied,
+            cores_used=len(set(p.gateway_cpus) | set(p.mock_cpus) | set(p.load_cpus)),
+            extra={"kind": "sweep", "partial": True, "profile": p.to_dict(), "schema_version": schema.SCHEMA_VERSION,
+                   "measurement_labels": schema.LABELS, "loop": "closed"},
+        )
+        return self.run
+
+    def _flush(self) -> None:
+        run_id = self.run.name
+        for rows in (self.rows, self.base_rows, self.cap_rows, self.thread_rows, self.entry_rows):
+            for r in rows:
+                r["run_id"] = run_id
+        self.run.write_table("cells", schema.frame("cells", self.rows))
+        self.run.write_table("baseline", schema.frame("baseline", self.base_rows))
+        self.run.write_table("capacity", schema.frame("capacity", self.cap_rows))
+        self.run.write_table("gil_threads", schema.frame("gil_threads", self.thread_rows))
+        self.run.write_table("gil_entries", schema.frame("gil_entries", self.entry_rows))
+
+    # ------------------------------------------------------------------ processes
+    def _load(self, url: str, c: int, duration_s: float, **extra) -> dict[str, Any]:
+        from harness.native_procs import run_load
+
+        opts = {**self.load_opts, **extra}
+        return run_load(url, concurrency=c, duration_s=duration_s, cpus=self.profile.load_cpus, **opts)
+
+    def _start_mock(self):
+        from harness.native_procs import start_mock
+
+        self.mock = start_mock(port=0, cpus=self.profile.mock_cpus, **self.upstream)
+        return self.mock
+
+    def _start_gateway(self, cfg: Config, wrapper: list[str] | None = None):
+        from gateway.launch import start_gateway
+
+        env = {**self.env, "GATEWAYLAB_PROBES": "1"}
+        kw: dict[str, Any] = {}
+        if wrapper:
+            kw["wrapper"] = wrapper
+        ledger = self.run.artefact(f"ledgers/{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}".replace("+", "p"))
+        ledger.mkdir(parents=True, exist_ok=True)
+        self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
+                                     shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
+                                     cpus=self.profile.gateway_cpus, env=env, **kw)
+        return self.gateway
+
+    def _stop_gateway(self) -> None:
+        g, self.gateway = self.gateway, None
+        if g is not None:
+            with contextlib.suppress(Exception):
+                g.stop()
+
+    def cleanup(self) -> None:
+        self._stop_gateway()
+        m, self.mock = self.mock, None
+        if m is not None:
+            with contextlib.suppress(Exception):
+                m.stop()
+        outside.cleanup_all()
+
+    def _gateway_alive(self) -> bool:
+        g = self.gateway
+        if g is None:
+            return False
+        proc = getattr(g, "proc", None) or getattr(g, "process", None)
+        if proc is not None and hasattr(proc, "poll"):
+            return proc.poll() is None
+        try:
+            os.kill(g.pid, 0)
+            return True
+        except OSError:
+            return False
+
+    def _probes(self, reset: bool) -> dict[str, Any]:
+        return _get_json(f"{self.gateway.url}/debug/probes" + ("?reset=1" if reset else ""))
+
+    def _target_pid(self) -> int:
+        g = self.gateway
+        return int(getattr(g, "worker_pid", None) or g.pid)
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, desc: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(desc, refresh=False)
+
+    def _advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def measure_capacity(self) -> None:
+        c = max(64, 4 * max(self.concurrency))
+        row: dict[str, Any] = {"concurrency": c}
+        try:
+            r = self._load(self.mock.url, c, min(max(self.duration_s, 1.0), 3.0))
+            self.run.write_json("raw/capacity.json", r)
+            row.update(status="ok", error="", rps=r.get("rps"), lat_p50_us=_pct(r.get("latency_us"), "p50"),
+                       lat_p99_us=_pct(r.get("latency_us"), "p99"))
+        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+            row.update(status="failed", error=f"{type(e).__name__}: {e}")
+        self.cap_rows.append(row)
+
+    def measure_baseline(self, rep: int, c: int) -> None:
+        self._step(f"direct c={c} r={rep}")
+        row: dict[str, Any] = {"concurrency": c, "repeat": rep}
+        try:
+            if self.warmup_s > 0:
+                self._load(self.mock.url, c, self.warmup_s)
+            r = self._load(self.mock.url, c, self.duration_s)
+            self.run.write_json(f"raw/baseline/c{c:03d}-r{rep}.json", r)
+            row.update(status="ok", error="", duration_s=r.get("duration_s"), requests=r.get("requests"),
+                       errors=r.get("errors"), rps=r.get("rps"),
+                       **{f"lat_{p}_us": _pct(r.get("latency_us"), p) for p in _PCTS})
+        except Exception as e:  # noqa: BLE001
+            row.update(status="failed", error=f"{type(e).__name__}: {e}")
+        self.base_rows.append(row)
+        self._advance()
+
+    def _baseline_for(self, c: int) -> dict[str, float | None]:
+        import statistics
+
+        ok = [r for r in self.base_rows if r["concurrency"] == c and r.get("status") == "ok"]
+        out: dict[str, float | None] = {}
+        for p in _PCTS:
+            vals = [r[f"lat_{p}_us"] for r in ok if r.get(f"lat_{p}_us") is not None]
+            out[p] = statistics.median(vals) if vals else None
+        rps = [r["rps"] for r in ok if r.get("rps") is not None]
+        out["rps"] = statistics.median(rps) if rps else None
+        return out
+
+    def measure_cell(self, cfg: Config, rep: int, c: int) -> dict[str, Any]:
+        key = cfg.key(c)
+        self._step(f"{cfg.mode}{'[' + cfg.switches_label + ']' if cfg.switches_label else ''} {cfg.shell} c={c} r={rep}")
+        from gateway.twins import Switches
+
+        sw = Switches(cfg.mode, dict(cfg.overrides))
+        row: dict[str, Any] = {
+            "cell": key, "mode": cfg.mode, "switches": cfg.switches_label,
+            "impl": ",".join(f"{k}={v}" for k, v in sw.as_dict().items()),
+            "shell": cfg.shell, "server": self.server, "concurrency": c, "repeat": rep, "loop": "closed",
+            "started_at": _utc(),
+        }
+        missing: list[str] = []
+        raw: dict[str, Any] = {"cell": key, "repeat": rep}
+        stem = f"{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}-c{c:03d}-r{rep}".replace("+", "p").replace(
+            "=", "-").replace(",", "_")
+        try:
+            if not self._gateway_alive():
+                raise RuntimeError("gateway is not running")
+            row["gateway_pid"] = self.gateway.pid
+            url = self.gateway.url
+            if self.warmup_s > 0:
+                self._load(url, c, self.warmup_s)
+            pid = self._target_pid()
+            self._probes(reset=True)
+            sampler = outside.TreeSampler(pid).start()
+            spy = None
+            if self.gil:
+                spy = outside.PySpyGil(pid, max(1, int(self.duration_s - 0.3)), self.run.artefact(
+                    f"raw/pyspy/{stem}.txt"), rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
+                    main_tid=pid).start()
+            try:
+                r = self._load(url, c, self.duration_s)
+            finally:
+                cpu = sampler.stop()
+                try:
+                    snap = self._probes(reset=True)
+                except Exception as e:  # noqa: BLE001
+                    snap = {"error": f"{type(e).__name__}: {e}"}
+                spy_res = spy.stop() if spy is not None else None
+            raw.update(load=r, cpu=cpu, probes=snap, pyspy=spy_res)
+            lat = r.get("latency_us") or {}
+            base = self._baseline_for(c)
+            row.update(duration_s=r.get("duration_s"), requests=r.get("requests"), errors=r.get("errors"),
+                       rps=r.get("rps"), base_rps=base.get("rps"))
+            for p in _PCTS:
+                v, b = _pct(lat, p), base.get(p)
+                row[f"lat_{p}_us"] = v
+                row[f"base_{p}_us"] = b
+                if p != "max":
+                    row[f"ovh_{p}_us"] = (v - b) if (v is not None and b is not None) else None
+            row.update(cpu_user_s=cpu["cpu_user_s"], cpu_sys_s=cpu["cpu_sys_s"], cpu_cores=cpu["cpu_cores"],
+                       rss_peak_mb=cpu["rss_peak_mb"], rss_hwm_mb=cpu["rss_hwm_mb"])
+            done = r.get("requests") or 0
+            if done and cpu.get("cpu_user_s") is not None:
+                row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
+            missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
+            self._fill_inside(row, snap, missing, key, cfg, c, rep)
+            self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
+            if self.flamegraph:
+                fg = outside.record_flamegraph(pid, max(1.0, self.duration_s), self.run.path / "flamegraphs", stem,
+                                               rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
+                                               load=lambda: self._load(url, c, max(1.5, self.duration_s + 0.5)))
+                raw["flamegraph"] = fg
+                if fg["svg"]:
+                    row["flamegraph_svg"] = os.path.relpath(fg["svg"], self.run.path)
+                if fg["speedscope"]:
+                    row["speedscope_json"] = os.path.relpath(fg["speedscope"], self.run.path)
+                if fg["missing"]:
+                    missing.append(f"flamegraph: {fg['missing']}")
+            errs = r.get("errors") or 0
+            row["status"] = "ok" if (r.get("requests") or 0) > 0 else "failed"
+            row["error"] = "" if row["status"] == "ok" else f"no successful requests ({errs} errors)"
+        except KeyboardInterrupt:
+            row.update(status="interrupted", error="interrupted by the user")
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
+            row.update(status="failed", error=f"{type(e).__name__}: {e}")
+            raw["traceback"] = traceback.format_exc()
+        finally:
+            row["probes_missing"] = "; ".join(missing)
+            self.rows.append(row)
+            with contextlib.suppress(Exception):
+                self.run.write_json(f"raw/cells/{stem}.json", raw)
+            self._flush()
+            self._advance()
+            if self.on_cell is not None:
+                with contextlib.suppress(Exception):
+                    self.on_cell(dict(row))
+        return row
+
+    def _fill_inside(self, row, snap, missing, key, cfg, c, rep) -> None:
+        if "error" in snap:
+            missing.append(f"in-gateway probes: {snap['error']}")
+            return
+        g = snap.get("gil_wait") or {}
+        if g.get("available"):
+            row.update(gil_wait_count=g.get("count"), gil_wait_p50_us=g.get("p50_us"), gil_wait_p99_us=g.get("p99_us"),
+                       gil_wait_max_us=g.get("max_us"),
+                       gil_wait_cal_p50_us=(g.get("calibration") or {}).get("p50_us"))
+        else:
+            missing.append(f"gil_wait: {g.get('reason') or 'not reported by the gateway'}")
+        lag = snap.get("loop_lag") or {}
+        if lag.get("available"):
+            row.update(loop_lag_p50_us=lag.get("p50_us"), loop_lag_p99_us=lag.get("p99_us"),
+                       loop_lag_max_us=lag.get("max_us"))
+        else:
+            missing.append(f"loop_lag: {lag.get('reason') or 'not reported by the gateway'}")
+        nat = snap.get("native") or {}
+        if nat.get("available"):
+            t = nat.get("totals") or {}
+            row.update(native_calls=t.get("calls"), native_hold_s=t.get("hold_ns", 0) / 1e9,
+                       native_detached_s=t.get("detached_ns", 0) / 1e9,
+                       native_wait_s=t.get("reacquire_wait_ns", 0) / 1e9,
+                       native_max_wait_us=t.get("max_reacquire_wait_ns", 0) / 1e3)
+            for name, e in (nat.get("entries") or {}).items():
+                if not e.get("calls"):
+                    continue
+                self.entry_rows.append({
+                    "cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
+                    "concurrency": c, "repeat": rep, "entry": name, "calls": e.get("calls"),
+                    "hold_us": e.get("hold_ns", 0) / 1e3, "detached_us": e.get("detached_ns", 0) / 1e3,
+                    "reacquire_wait_us": e.get("reacquire_wait_ns", 0) / 1e3,
+                    "max_reacquire_wait_us": e.get("max_reacquire_wait_ns", 0) / 1e3})
+        else:
+            missing.append(f"native_gil: {nat.get('reason') or 'not reported by the gateway'}")
+
+    def _fill_pyspy(self, row, res, missing, key, cfg, c, rep) -> None:
+        if res is None:
+            missing.append("gil_ownership: not requested (gil=False)")
+            return
+        if not res.get("available"):
+            missing.append(f"gil_ownership: {res.get('reason') or 'py-spy produced nothing'}")
+            return
+        row.update(pyspy_samples=res["samples"], gil_held_share=res["held_share"], gil_main_share=res["main_share"],
+                   gil_other_share=res["other_share"])
+        main = set(res.get("main_threads") or [])
+        for thread, n in res["threads"].items():
+            self.thread_rows.append({"cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
+                                     "concurrency": c, "repeat": rep, "thread": thread, "is_main": thread in main,
+                                     "samples": n, "share": n / res["samples"]})
+
+    def _scalene_profiles(self) -> None:
+        """One extra gateway per configuration under scalene, driven at the top concurrency."""
+        c = max(self.concurrency)
+        for cfg in self.configs:
+            stem = f"{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}".replace("+", "p")
+            out_json = self.run.artefact(f"scalene/{stem}.json")
+            wrapper, why = outside.scalene_command(out_json)
+            rel = None
+            err = why
+            if wrapper is not None:
+                try:
+                    self._start_gateway(cfg, wrapper=wrapper)
+                    self._load(self.gateway.url, c, max(2.0, self.duration_s))
+                except Exception as e:  # noqa: BLE001
+                    err = f"{type(e).__name__}: {e}"
+                finally:
+                    self._stop_gateway()
+                if out_json.exists() and out_json.stat().st_size > 0:
+                    rel, err = os.path.relpath(out_json, self.run.path), None
+                elif err is None:
+                    err = "scalene wrote no profile"
+            for row in self.rows:
+                if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
+                        and row["concurrency"] == c:
+                    if rel:
+                        row["scalene_json"] = rel
+                    else:
+                        row["probes_missing"] = "; ".join(filter(None, [row.get("probes_missing"), f"scalene: {err}"]))
+            self._flush()
+
+    # ------------------------------------------------------------------ the sweep
+    def total_steps(self) -> int:
+        return self.repeat * len(self.concurrency) * (1 + len(self.configs))
+
+    def execute(self) -> RunResult:
+        self._open_run()
+        partial, interrupted, error = True, False, None
+        old_aff = os.sched_getaffinity(0)
+        old_term = None
+        if threading.current_thread() is threading.main_thread():
+            def _term(signum, frame):
+                raise KeyboardInterrupt
+            old_term = signal.signal(signal.SIGTERM, _term)
+        atexit.register(self.cleanup)
+        try:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.profile.harness_cpus)  # keep the harness off the gateway's cores
+            if self.progress:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=self.total_steps(), desc=f"sweep {self.run.name}", unit="cell")
+            self._start_mock()
+            self.run.update_meta(mock_url=self.mock.url)
+            if self.do_capacity:
+                self._step("load generator capacity")
+                self.measure_capacity()
+            for rep in range(self.repeat):
+                for c in self.concurrency:
+                    self.measure_baseline(rep, c)
+                self._flush()
+                for cfg in self.configs:
+                    try:
+                        self._start_gateway(cfg)
+                    except Exception as e:  # noqa: BLE001 - every cell of this config fails, recorded
+                        for c in self.concurrency:
+                            self.rows.append({"cell": cfg.key(c), "mode": cfg.mode, "switches": cfg.switches_label,
+                                              "shell": cfg.shell, "server": self.server, "concurrency": c,
+                                              "repeat": rep, "loop": "closed", "status": "failed",
+                                              "error": f"gateway did not start: {type(e).__name__}: {e}",
+                                              "started_at": _utc()})
+                            self._advance()
+                        self._flush()
+                        continue
+                    try:
+                        for c in self.concurrency:
+                            if not self._gateway_alive():
+                                self._stop_gateway()
+                                with contextlib.suppress(Exception):
+                                    self._start_gateway(cfg)
+                            self.measure_cell(cfg, rep, c)
+                    finally:
+                        self._stop_gateway()
+            if self.scalene:
+                self._step("scalene")
+                self._scalene_profiles()
+            partial = False
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as e:  # noqa: BLE001 - keep a consistent partial run, then re-raise
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.cleanup()
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.cleanup)
+            if self.bar is not None:
+                self.bar.close()
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, old_aff)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            self._finish_capacity()
+            self._flush()
+            self.run.update_meta(partial=partial, interrupted=interrupted, error=error, end_time=_utc(),
+                                 cells_ok=sum(r.get("status") == "ok" for r in self.rows),
+                                 cells_failed=sum(r.get("status") == "failed" for r in self.rows))
+        rep_info: dict[str, Any] = {}
+        if self.do_report:
+            try:
+                from harness.report import write_report
+                rep_info = write_report(self.run.path)
+            except Exception as e:  # noqa: BLE001
+                rep_info = {"error": f"{type(e).__name__}: {e}"}
+                self.run.update_meta(report_error=rep_info["error"])
+        import pandas as pd  # noqa: F401
+
+        return RunResult(self.run.path, self.run.read_table("cells"), self.run.read_table("baseline"),
+                         self.run.read_table("capacity"), partial, rep_info)
+
+    def _finish_capacity(self) -> None:
+        ok = [r["rps"] for r in self.rows if r.get("status") == "ok" and r.get("rps")]
+        top = max(ok) if ok else None
+        for row in self.cap_rows:
+            row["max_gateway_rps"] = top
+            if top and row.get("rps"):
+                row["headroom"] = row["rps"] / top
+
+
+def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | Mapping[str, str]] | None = None,
+              shells: Sequence[str] = ("asgi",), concurrency: str | int | Iterable[int] = range(1, 17),
+              profile: str | Mapping[str, Any] = "xeon-4c", duration_s: float | None = None,
+              warmup_s: float | None = None, repeat: int | None = None, gil: bool = True, flamegraph: bool = False,
+              scalene: bool = False, upstream: Mapping[str, Any] | None = None, out: str | os.PathLike | None = None,
+              progress: bool = True, on_cell: Callable[[dict], None] | None = None, ci: bool = False,
+              name: str = "sweep", server: str = "uvicorn", env: Mapping[str, str] | None = None,
+              pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
+              report: bool = True) -> RunResult:
+    """Run a concurrency sweep and return its run folder and cells table (see module docstring).
+
+    `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
+    explicitly as something other than the default), 1.5 s cells, 0.5 s warm-up, 1 repeat.
+    Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats.
+    """
+    if ci:
+        if isinstance(concurrency, range) and concurrency == range(1, 17):
+            concurrency = CI_CONCURRENCY
+        duration_s = CI_DURATION_S if duration_s is None else duration_s
+        warmup_s = CI_WARMUP_S if warmup_s is None else warmup_s
+        repeat = CI_REPEAT if repeat is None else repeat
+    sweep = Sweep(modes=modes, switches=switches, shells=shells, concurrency=concurrency, profile=profile,
+                  duration_s=5.0 if duration_s is None else duration_s, warmup_s=1.0 if warmup_s is None else warmup_s,
+                  repeat=3 if repeat is None else repeat, gil=gil, flamegraph=flamegraph, scalene=scalene,
+                  upstream=dict(latency_ms=0) if upstream is None else upstream, out=out, progress=progress,
+                  on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
+                  load_opts=load_opts, report=report)
+    return sweep.execute()
