@@ -91,7 +91,7 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   impl: str | Iterable[str] | Mapping[str, str] | None = None, shell: str = "asgi",
                   server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
                   env: Mapping[str, str] | None = None, config: str | None = None,
-                  ready_timeout: float = 30.0) -> GatewayProcess:
+                  ready_timeout: float = 30.0, wrapper: Iterable[str] | None = None) -> GatewayProcess:
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
@@ -111,6 +111,8 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
             impl = [impl]
         for i in impl:
             args += ["--impl", i]
+    if wrapper:  # e.g. a profiler that runs a script: [python, -m, scalene, ..., ---] + harness/cli.py serve ...
+        args = [*wrapper, os.path.join(_ROOT, "harness", "cli.py"), *args[3:]]
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
