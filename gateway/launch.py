@@ -111,8 +111,10 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
             impl = [impl]
         for i in impl:
             args += ["--impl", i]
-    if wrapper:  # e.g. a profiler that runs a script: [python, -m, scalene, ..., ---] + harness/cli.py serve ...
-        args = [*wrapper, os.path.join(_ROOT, "harness", "cli.py"), *args[3:]]
+    if wrapper:  # a profiler that runs a script; "{script}" marks where harness/cli.py goes (default: last)
+        script = os.path.join(_ROOT, "harness", "cli.py")
+        w = [script if a == "{script}" else a for a in wrapper]
+        args = [*w, *([] if "{script}" in wrapper else [script]), *args[3:]]
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
