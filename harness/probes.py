@@ -325,8 +325,7 @@ def scalene_command(out_json: Path) -> tuple[list[str] | None, str | None]:
     exe = _venv_bin("scalene")
     if exe is None:
         return None, "scalene not installed"
-    return [sys.executable, "-m", "scalene", "--cli", "--json", "--outfile", str(out_json),
-            "--no-browser", "---"], None
+    return [sys.executable, "-m", "scalene", "run", "--outfile", str(out_json), "{script}", "---"], None
 
 
 # ---------------------------------------------------------------- process hygiene

@@ -14,8 +14,9 @@ How a comparison decides (per metric):
    changed if that CI excludes 0 (significant) and the geometric-mean factor is beyond
    ``factor`` (default 1.10). A run compared with itself gives ratios of exactly 1: nothing
    is flagged.
-A per-cell flag additionally requires that cell's own p-value < alpha, so cells with one
-repeat are never flagged on their own ("n/a: 1 repeat").
+A per-cell flag additionally requires that cell's own evidence: Mann-Whitney p < alpha, or,
+since 3 v 3 repeats cannot reach p < 0.05, the two sides' min..max ranges being disjoint (both
+with >= 2 repeats). Cells with one repeat are never flagged on their own ("n/a: <2 repeats").
 """
 from __future__ import annotations
 
@@ -158,7 +159,9 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float =
             logs.append(math.log(ratio))
             p = mann_whitney(va, vb) if va.size >= 2 and vb.size >= 2 else math.nan
             beyond = ratio >= factor or ratio <= 1 / factor
-            sig = (not math.isnan(p)) and p < alpha
+            # Few repeats cannot reach p < alpha (3 v 3: p >= 0.1), so disjoint ranges also count.
+            disjoint = va.size >= 2 and vb.size >= 2 and (va.max() < vb.min() or vb.max() < va.min())
+            sig = ((not math.isnan(p)) and p < alpha) or disjoint
             worse = (ratio < 1) if hib else (ratio > 1)
             rows.append({**dict(zip(key, k)), "metric": metric, "a_median": ma, "b_median": mb,
                          "a_min": float(va.min()), "a_max": float(va.max()), "b_min": float(vb.min()),

@@ -269,9 +269,13 @@ class Sweep:
     def _probes(self, reset: bool) -> dict[str, Any]:
         return _get_json(f"{self.gateway.url}/debug/probes" + ("?reset=1" if reset else ""))
 
-    def _target_pid(self) -> int:
+    def _app_pid(self) -> int:
+        """The process running the app (granian runs it in a worker child of `gateway.pid`)."""
         g = self.gateway
-        return int(getattr(g, "worker_pid", None) or g.pid)
+        try:
+            return int(g.app_pid)
+        except Exception:  # noqa: BLE001 - older launchers: the server process is the app
+            return int(g.pid)
 
     # ------------------------------------------------------------------ steps
     def _step(self, desc: str) -> None:
@@ -345,9 +349,9 @@ class Sweep:
             url = self.gateway.url
             if self.warmup_s > 0:
                 self._load(url, c, self.warmup_s)
-            pid = self._target_pid()
+            pid = self._app_pid()
             self._probes(reset=True)
-            sampler = outside.TreeSampler(pid).start()
+            sampler = outside.TreeSampler(self.gateway.pid).start()
             spy = None
             if self.gil:
                 spy = outside.PySpyGil(pid, max(1, int(self.duration_s - 0.3)), self.run.artefact(
