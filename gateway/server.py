@@ -109,6 +109,11 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
                             access_log=False, server_header=False, date_header=False,
                             timeout_keep_alive=30, backlog=2048)
     srv = uvicorn.Server(config)
+    # uvicorn re-raises the signal it caught once it has shut down gracefully; with these
+    # no-op handlers in place that ends in a clean exit status 0 instead of death by SIGTERM.
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
     async def main():
         task = asyncio.ensure_future(srv.serve(sockets=[sock]))
