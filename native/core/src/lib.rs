@@ -5,3 +5,7 @@ pub mod hash;
 pub mod mmr;
 pub mod record;
 pub mod wal;
+pub mod auth;
+pub mod waf;
+pub mod ratelimit;
+pub mod adapter;

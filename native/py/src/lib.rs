@@ -4,6 +4,10 @@ use pyo3::prelude::*;
 
 pub mod errors;
 pub mod gil;
+pub mod auth;
+pub mod waf;
+pub mod ratelimit;
+pub mod adapter;
 pub mod tools;
 
 #[cfg(debug_assertions)]
@@ -25,5 +29,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gil::gil_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     tools::register(m)?;
+    auth::register(m)?;
+    waf::register(m)?;
+    ratelimit::register(m)?;
+    adapter::register(m)?;
     Ok(())
 }
