@@ -590,6 +590,18 @@ async fn timed_exchange(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
     }
 }
 
+/// Sleep until `due` with microsecond precision: tokio's timer has 1 ms ticks (and rounds
+/// up), so it sleeps to ~1.5 ms before and yields in a loop for the rest.
+async fn wait_until(due: Instant) {
+    const SPIN: Duration = Duration::from_micros(1500);
+    if due > Instant::now() + SPIN {
+        tokio::time::sleep_until((due - SPIN).into()).await;
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>) -> Recorder {
     let mut rec = Recorder::default();
     let lag_tolerance = Duration::from_millis(1);
@@ -606,7 +618,7 @@ async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>) -
                 let Some((due, m)) = sched.next_open() else { break };
                 let now = Instant::now();
                 if due > now {
-                    tokio::time::sleep_until(due.into()).await;
+                    wait_until(due).await;
                 } else {
                     let lag = now - due;
                     if lag > lag_tolerance && m {
