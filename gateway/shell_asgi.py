@@ -37,7 +37,8 @@ class AsgiShell:
                     authorization = check_headers(scope["headers"], self._max_header, self._max_body)
                     body = await read_body(receive, self._max_body)
                 except GuardError as e:
-                    resp = error(e.status, e.message, e.code)
+                    # the framing cannot be trusted past this point: answer and close
+                    resp = error(e.status, e.message, e.code, [(b"connection", b"close")])
                 else:
                     resp = await self.gateway.chat(authorization, body, t0)
                 self._count(CHAT, resp.status)
@@ -56,7 +57,7 @@ class AsgiShell:
             check_headers(scope["headers"], self._max_header, self._max_body)
             await read_body(receive, self._max_body)
         except GuardError as e:
-            return error(e.status, e.message, e.code)
+            return error(e.status, e.message, e.code, [(b"connection", b"close")])
         if method == "GET":
             if path == "/health":
                 return g.health()
@@ -109,5 +110,7 @@ async def _send(send, resp) -> None:
             await resp.chunks.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
-    await send({"type": "http.response.body", "body": resp.body})
+    body = resp.body
+    await send({"type": "http.response.start", "status": resp.status,
+                "headers": [*resp.headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -33,7 +33,7 @@ class GuardMiddleware:
         try:
             authorization = check_headers(scope["headers"], self.max_header, self.max_body)
         except GuardError as e:
-            return await _asgi_send(send, error(e.status, e.message, e.code))
+            return await _asgi_send(send, error(e.status, e.message, e.code, [(b"connection", b"close")]))
         scope["gatewaylab.t0"] = t0
         scope["gatewaylab.authorization"] = authorization
         seen = 0
@@ -52,7 +52,8 @@ class GuardMiddleware:
 
 
 async def _asgi_send(send, resp: Response) -> None:
-    await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
+    await send({"type": "http.response.start", "status": resp.status,
+                "headers": [*resp.headers, (b"content-length", str(len(resp.body)).encode())]})
     await send({"type": "http.response.body", "body": resp.body})
 
 
@@ -79,7 +80,7 @@ def make_app(gw: Gateway):
     @app.exception_handler(GuardError)
     async def guard_error(request: Request, e: GuardError):
         count(request.url.path, e.status)
-        return _to_fastapi(error(e.status, e.message, e.code))
+        return _to_fastapi(error(e.status, e.message, e.code, [(b"connection", b"close")]))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
