@@ -223,7 +223,7 @@ class PySpyGil:
 
     LABEL = "sampled"
 
-    def __init__(self, pid: int, duration_s: float, out_raw: Path, rate: int = 100,
+    def __init__(self, pid: int, duration_s: int, out_raw: Path, rate: int = 100,
                  cpus: list[int] | None = None, main_tid: int | None = None) -> None:
         self.pid, self.duration_s, self.out_raw, self.rate, self.cpus = pid, duration_s, Path(out_raw), rate, cpus
         self.main_tid = main_tid or pid
@@ -270,16 +270,20 @@ class PySpyGil:
         m = _SAMPLES_RE.search(out or "")
         text = self.out_raw.read_text() if self.out_raw.exists() else ""
         per = parse_pyspy_raw(text)
-        total = int(m.group(1)) if m else 0
-        if total == 0:
-            res["reason"] = f"py-spy reported no samples: {(out or '').strip()[-200:]}"
+        traces = int(m.group(1)) if m else sum(per.values())
+        # py-spy's "Samples" counts kept traces (one per GIL-holding thread per tick), not ticks:
+        # the denominator is the number of ticks, rate x duration.
+        total = int(self.rate * max(1, round(self.duration_s)))
+        if m is None:
+            res["reason"] = f"py-spy printed no sample summary: {(out or '').strip()[-200:]}"
             return res
         main = {k: v for k, v in per.items() if k.endswith(f"({self.main_tid})")
                 or k.endswith(f"({hex(self.main_tid)})")}
         held = sum(per.values())
-        res.update(available=True, reason=None, samples=total, threads=per,
-                   held_share=held / total, main_share=sum(main.values()) / total,
-                   other_share=(held - sum(main.values())) / total, main_threads=sorted(main))
+        res.update(available=True, reason=None, samples=total, traces=traces, threads=per,
+                   held_share=min(held / total, 1.0), main_share=min(sum(main.values()) / total, 1.0),
+                   other_share=min((held - sum(main.values())) / total, 1.0), main_threads=sorted(main),
+                   behind="behind in sampling" in (out or ""))
         return res
 
 

@@ -267,19 +267,18 @@ def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[s
     if images and figs:
         outdir = run_dir / "figures"
         outdir.mkdir(exist_ok=True)
-        for col, fig in figs:
+        paths = [str(outdir / f"{col}.png") for col, _ in figs]
+        try:
+            # one browser session for every figure (kaleido >= 1); one call per figure is ~4 s each
+            pio.write_images(fig=[f for _, f in figs], file=paths, width=900, height=420)
+            imgs = paths
+        except Exception as e:  # noqa: BLE001 - older plotly/kaleido: one by one, SVG as the fallback
             try:
-                path = outdir / f"{col}.png"
-                fig.write_image(str(path), width=900, height=420, scale=1)
-                imgs.append(str(path))
-            except Exception as e:  # noqa: BLE001 - fall back to SVG, then to a note
-                try:
-                    path = outdir / f"{col}.svg"
-                    fig.write_image(str(path), format="svg")
-                    imgs.append(str(path))
-                except Exception:  # noqa: BLE001
-                    notes.append(f"static image for {col} not written: {type(e).__name__}: {e}")
-                    break
+                for (col, fig), path in zip(figs, paths):
+                    fig.write_image(path, width=900, height=420)
+                    imgs.append(path)
+            except Exception:  # noqa: BLE001
+                notes.append(f"static images not written ({type(e).__name__}: {e}); report.html has the figures")
     return p, imgs, notes
 
 

@@ -63,7 +63,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "native_detached_s": ("float64", "GIL view 2 (exact): seconds Rust entry points ran detached"),
     "native_wait_s": ("float64", "GIL view 2 (exact): seconds waiting to re-acquire the GIL"),
     "native_max_wait_us": ("float64", "GIL view 2 (exact): longest re-acquire wait"),
-    "pyspy_samples": ("float64", "GIL view 1 (sampled): py-spy samples in the window"),
+    "pyspy_samples": ("float64", "GIL view 1 (sampled): py-spy sampling ticks in the window (rate x seconds)"),
     "gil_held_share": ("float64", "GIL view 1 (sampled): share of samples in which any thread held the GIL"),
     "gil_main_share": ("float64", "GIL view 1 (sampled): share held by the event-loop (main) thread"),
     "gil_other_share": ("float64", "GIL view 1 (sampled): share held by all other threads"),
@@ -111,7 +111,7 @@ GIL_THREADS: dict[str, tuple[str, str]] = {
     "thread": ("string", "thread name (tid) as py-spy reports it"),
     "is_main": ("bool", "the event-loop thread (the process's main thread)"),
     "samples": ("int64", "samples in which this thread held the GIL"),
-    "share": ("float64", "samples / all samples (sampled ownership share)"),
+    "share": ("float64", "samples / sampling ticks (sampled ownership share)"),
 }
 
 GIL_ENTRIES: dict[str, tuple[str, str]] = {

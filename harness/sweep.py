@@ -48,6 +48,8 @@ CI_DURATION_S = 1.5
 CI_WARMUP_S = 0.5
 CI_REPEAT = 1
 API_KEY = "sk-gatewaylab-sweep"
+CHAT_PATH = "/v1/chat/completions"
+CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
 _PCTS = ("p50", "p90", "p99", "p999", "max")
 
 
@@ -152,7 +154,7 @@ class Sweep:
 
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
-                 capacity, load_opts, report):
+                 capacity, load_opts, report, report_images=True):
         self.modes = tuple(modes)
         self.configs = _configs(self.modes, switches, shells)
         self.concurrency = parse_concurrency(concurrency)
@@ -165,6 +167,7 @@ class Sweep:
         self.pyspy_rate, self.do_capacity = pyspy_rate, capacity
         self.load_opts = dict(load_opts or {})
         self.do_report = report
+        self.report_images = report_images
         self.rows: list[dict] = []
         self.base_rows: list[dict] = []
         self.cap_rows: list[dict] = []
@@ -213,11 +216,19 @@ class Sweep:
         self.run.write_table("gil_entries", schema.frame("gil_entries", self.entry_rows))
 
     # ------------------------------------------------------------------ processes
-    def _load(self, url: str, c: int, duration_s: float, **extra) -> dict[str, Any]:
+    def _load(self, base_url: str, c: int, duration_s: float, **extra) -> dict[str, Any]:
+        """Closed-loop load at concurrency c against base_url + /v1/chat/completions."""
         from harness.native_procs import run_load
 
-        opts = {**self.load_opts, **extra}
-        return run_load(url, concurrency=c, duration_s=duration_s, cpus=self.profile.load_cpus, **opts)
+        opts = {"body": CHAT_BODY, "headers": {"authorization": f"Bearer {API_KEY}",
+                                               "content-type": "application/json"},
+                **self.load_opts, **extra}
+        r = run_load(base_url + CHAT_PATH, concurrency=c, duration_s=duration_s, cpus=self.profile.load_cpus, **opts)
+        errs = r.get("errors")
+        if isinstance(errs, Mapping):
+            r["errors_by_kind"] = dict(errs)
+            r["errors"] = int(sum(errs.values()))
+        return r
 
     def _start_mock(self):
         from harness.native_procs import start_mock
@@ -577,7 +588,7 @@ class Sweep:
         if self.do_report:
             try:
                 from harness.report import write_report
-                rep_info = write_report(self.run.path)
+                rep_info = write_report(self.run.path, images=self.report_images)
             except Exception as e:  # noqa: BLE001
                 rep_info = {"error": f"{type(e).__name__}: {e}"}
                 self.run.update_meta(report_error=rep_info["error"])
@@ -603,7 +614,7 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               progress: bool = True, on_cell: Callable[[dict], None] | None = None, ci: bool = False,
               name: str = "sweep", server: str = "uvicorn", env: Mapping[str, str] | None = None,
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
-              report: bool = True) -> RunResult:
+              report: bool = True, report_images: bool = True) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
@@ -621,5 +632,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   repeat=3 if repeat is None else repeat, gil=gil, flamegraph=flamegraph, scalene=scalene,
                   upstream=dict(latency_ms=0) if upstream is None else upstream, out=out, progress=progress,
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
-                  load_opts=load_opts, report=report)
+                  load_opts=load_opts, report=report, report_images=report_images)
     return sweep.execute()

@@ -744,3 +744,140 @@ pub fn run_blocking(plan: Plan) -> std::io::Result<LoadResult> {
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: Value) -> LoadConfig {
+        serde_json::from_value(v).expect("valid config json")
+    }
+
+    #[test]
+    fn uniform_arrivals_are_exact_multiples() {
+        let mut a = Arrivals::new(400.0, false, 0);
+        let offs: Vec<f64> = (0..1000).map(|_| a.next_offset()).collect();
+        for (i, o) in offs.iter().enumerate() {
+            assert_eq!(*o, i as f64 / 400.0);
+        }
+    }
+
+    #[test]
+    fn poisson_arrivals_are_seeded_with_the_right_mean() {
+        let run = |seed| {
+            let mut a = Arrivals::new(1000.0, true, seed);
+            (0..20_000).map(|_| a.next_offset()).collect::<Vec<_>>()
+        };
+        let (x, y, z) = (run(1), run(1), run(2));
+        assert_eq!(x, y);
+        assert_ne!(x, z);
+        let mean_gap = x[x.len() - 1] / (x.len() - 1) as f64;
+        assert!((mean_gap - 0.001).abs() < 0.00005, "mean gap {mean_gap}");
+        assert!(x.windows(2).all(|w| w[1] >= w[0]));
+    }
+
+    #[test]
+    fn schedule_admits_exactly_the_budget_and_skips_warmup() {
+        let plan = Plan::new(cfg(json!({"url": "http://127.0.0.1:9/", "concurrency": 2, "requests": 5, "warmup_s": 1.0}))).unwrap();
+        let t0 = Instant::now();
+        let s = Schedule::new(&plan, t0);
+        assert_eq!(s.admit(t0), Some(false)); // warm-up: sent, not measured, not counted
+        let after = t0 + Duration::from_secs(2);
+        let admitted: Vec<_> = (0..10).map(|_| s.admit(after)).collect();
+        assert_eq!(admitted.iter().filter(|a| **a == Some(true)).count(), 5);
+        assert!(admitted[5..].iter().all(|a| a.is_none()));
+    }
+
+    #[test]
+    fn schedule_stops_at_window_end() {
+        let plan = Plan::new(cfg(json!({"url": "http://127.0.0.1:9/", "rate": 100.0, "duration_s": 1.0}))).unwrap();
+        let s = Schedule::new(&plan, Instant::now());
+        let mut n = 0;
+        while s.next_open().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 100);
+    }
+
+    #[test]
+    fn recorder_counts_errors_and_percentiles() {
+        let mut r = Recorder::default();
+        let t = Instant::now();
+        for i in 1..=100u64 {
+            let o = Outcome::Answer { status: 200, ttfb: None, bytes: 10 };
+            r.record(t, t, t + Duration::from_micros(i * 100), &o);
+        }
+        r.record(t, t + Duration::from_millis(1500), t + Duration::from_secs(2), &Outcome::Failed("reset"));
+        let mut other = Recorder::default();
+        other.record(t, t, t + Duration::from_micros(50), &Outcome::Answer { status: 503, ttfb: None, bytes: 1 });
+        r.merge(other);
+        assert_eq!(r.requests, 102);
+        assert_eq!(r.ok, 100);
+        assert_eq!(r.errors.get("reset"), Some(&1));
+        assert_eq!(r.errors.get("status_5xx"), Some(&1));
+        let p = percentiles(&r.latency);
+        assert!((4_900..=5_100).contains(&p.p50), "{p:?}");
+        assert!(p.max >= 10_000 && p.max <= 10_010);
+        assert_eq!(r.series.len(), 2);
+        assert_eq!(r.series[0].requests, 101);
+        assert_eq!(r.series[1].errors, 1);
+    }
+
+    #[test]
+    fn status_kinds() {
+        assert_eq!(status_kind(204), None);
+        assert_eq!(status_kind(404), Some("status_4xx"));
+        assert_eq!(status_kind(502), Some("status_5xx"));
+        assert_eq!(status_kind(302), Some("status_other"));
+    }
+
+    #[test]
+    fn plan_rejects_unbounded_and_ambiguous_configs() {
+        let bad = [
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 1}),
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 1, "rate": 3.0, "duration_s": 1.0}),
+            json!({"url": "http://127.0.0.1:9/", "duration_s": 1.0}),
+            json!({"url": "ftp://127.0.0.1:9/", "concurrency": 1, "duration_s": 1.0}),
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 0, "duration_s": 1.0}),
+            json!({"url": "http://127.0.0.1:9/", "rate": f64::MAX, "duration_s": 1.0}),
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 1, "duration_s": -1.0}),
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 1, "duration_s": 1.0, "headers": [["bad header", "v"]]}),
+        ];
+        for b in bad {
+            assert!(Plan::new(cfg(b.clone())).is_err(), "accepted {b}");
+        }
+        let p = Plan::new(cfg(json!({"url": "http://localhost:8080/v1/x?y=1", "concurrency": 1, "requests": 3, "body": "{}"}))).unwrap();
+        assert_eq!(p.method, Method::POST);
+        assert_eq!(p.uri, "/v1/x?y=1");
+        assert_eq!(p.headers[HOST], "localhost:8080");
+        assert_eq!(p.window, Duration::from_secs(600)); // count-bounded runs are capped
+    }
+
+    #[test]
+    fn closed_loop_against_the_mock_counts_exactly() {
+        use crate::mock::{MockConfig, MockHandle};
+        let m = MockHandle::start(MockConfig { drop_rate: 0.1, seed: 11, ..Default::default() }).unwrap();
+        let plan = Plan::new(cfg(json!({"url": format!("{}/v1/chat/completions", m.url()), "concurrency": 3,
+                                         "requests": 200, "duration_s": 30.0, "body": "{}"}))).unwrap();
+        let r = run_blocking(plan).unwrap();
+        assert_eq!(r.requests, 200);
+        let drops = r.errors.get("reset").copied().unwrap_or(0);
+        assert!(drops > 0 && drops < 60, "{:?}", r.errors);
+        assert_eq!(r.meta["ok"].as_u64(), Some(200 - drops));
+    }
+
+    #[test]
+    fn open_loop_measures_from_intended_send_time() {
+        use crate::mock::{MockConfig, MockHandle};
+        // Every request takes >= 20 ms; with one connection at 200/s the generator falls behind,
+        // and the queueing shows in the latency instead of being omitted.
+        let m = MockHandle::start(MockConfig { latency_ms: 20.0, ..Default::default() }).unwrap();
+        let plan = Plan::new(cfg(json!({"url": format!("{}/v1/models", m.url()), "rate": 200.0,
+                                         "connections": 1, "duration_s": 0.5}))).unwrap();
+        let r = run_blocking(plan).unwrap();
+        assert_eq!(r.requests, 100);
+        assert!(r.meta["late_sends"].as_u64().unwrap() > 50);
+        // The last request was due at ~0.5 s and sent after ~100 x 20 ms = 2 s.
+        assert!(r.latency_us.max >= 1_000_000, "{:?}", r.latency_us);
+    }
+}

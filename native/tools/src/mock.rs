@@ -861,3 +861,114 @@ impl Drop for MockHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn headers_override_server_defaults() {
+        let cfg = MockConfig { latency_ms: 5.0, tokens: 8, ..Default::default() };
+        let b = Behaviour::resolve(&cfg, &HeaderMap::new()).unwrap();
+        assert_eq!((b.latency, b.tokens, b.error_rate, b.error_status), (Duration::from_millis(5), 8, 0.0, None));
+        let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-latency-ms", "1.5"), ("x-mock-tokens", "3"), ("x-mock-error-status", "429")])).unwrap();
+        assert_eq!((b.latency, b.tokens, b.error_rate, b.error_status), (Duration::from_micros(1500), 3, 1.0, Some(429)));
+        let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-error-rate", "0.5")])).unwrap();
+        assert_eq!((b.error_rate, b.error_status), (0.5, Some(500)));
+        let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-stall-ms", "7")])).unwrap();
+        assert_eq!(b.stall, Some(Duration::from_millis(7)));
+    }
+
+    #[test]
+    fn bad_headers_are_rejected() {
+        let cfg = MockConfig::default();
+        for (k, v) in [("x-mock-latency-ms", "-1"), ("x-mock-latency-ms", "nan"), ("x-mock-drop-rate", "1.5"),
+                       ("x-mock-error-status", "42"), ("x-mock-tokens", "2.5"), ("x-mock-itl-ms", "soon")] {
+            assert!(Behaviour::resolve(&cfg, &headers(&[(k, v)])).is_err(), "{k}: {v}");
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(MockConfig::default().validate().is_ok());
+        assert!(MockConfig { drop_rate: 2.0, ..Default::default() }.validate().is_err());
+        assert!(MockConfig { latency_ms: -1.0, ..Default::default() }.validate().is_err());
+        assert!(MockConfig { threads: 0, ..Default::default() }.validate().is_err());
+        assert!(MockConfig { host: "localhost".into(), ..Default::default() }.validate().is_err());
+        let parsed: Result<MockConfig, _> = serde_json::from_str(r#"{"latency": 3}"#);
+        assert!(parsed.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn tokens_are_deterministic_and_logprobs_form_a_distribution() {
+        let a = gen_tokens(&mut SmallRng::seed_from_u64(mix(7, 3)), 20, 5);
+        let b = gen_tokens(&mut SmallRng::seed_from_u64(mix(7, 3)), 20, 5);
+        let c = gen_tokens(&mut SmallRng::seed_from_u64(mix(7, 4)), 20, 5);
+        let texts = |t: &[Token]| t.iter().map(|x| x.text.clone()).collect::<Vec<_>>();
+        assert_eq!(texts(&a), texts(&b));
+        assert_ne!(texts(&a), texts(&c));
+        for t in &a {
+            assert_eq!(t.top.len(), 5);
+            assert_eq!(t.top[0].0, t.text);
+            let p: f64 = t.top.iter().map(|(_, l)| l.exp()).sum();
+            assert!(p <= 1.0 + 1e-12 && p > 0.5, "{p}");
+            assert!(t.top.windows(2).all(|w| w[0].1 >= w[1].1));
+        }
+        assert!(!a[0].text.starts_with(' ') && a[1].text.starts_with(' '));
+    }
+
+    #[test]
+    fn chat_stream_is_openai_chunks_ending_with_done() {
+        let toks = gen_tokens(&mut SmallRng::seed_from_u64(1), 3, 0);
+        let chunks = chat_sse(9, "m", &toks, false, 0, 5, Duration::from_millis(10), Duration::from_millis(2));
+        assert_eq!(chunks.first().unwrap().0, Duration::from_millis(10));
+        assert_eq!(&chunks.last().unwrap().1[..], b"data: [DONE]\n\n");
+        let mut content = String::new();
+        for (_, b) in &chunks[..chunks.len() - 1] {
+            let s = std::str::from_utf8(b).unwrap();
+            let v: Value = serde_json::from_str(s.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+            assert_eq!(v["object"], "chat.completion.chunk");
+            content += v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+        }
+        assert_eq!(content, text_of(&toks));
+    }
+
+    #[test]
+    fn messages_stream_has_anthropic_event_order() {
+        let toks = gen_tokens(&mut SmallRng::seed_from_u64(1), 2, 0);
+        let names: Vec<String> = messages_sse(1, "m", &toks, 4, Duration::ZERO, Duration::ZERO)
+            .iter()
+            .map(|(_, b)| std::str::from_utf8(b).unwrap().lines().next().unwrap().trim_start_matches("event: ").to_string())
+            .collect();
+        assert_eq!(names, ["message_start", "content_block_start", "content_block_delta", "content_block_delta",
+                           "content_block_stop", "message_delta", "message_stop"]);
+    }
+
+    #[test]
+    fn stats_count_and_reset() {
+        let s = Stats::default();
+        s.count("GET /health", "200");
+        s.count("GET /health", "200");
+        s.count("POST /v1/messages", "drop");
+        let v = s.snapshot(true);
+        assert_eq!(v["total"], 3);
+        assert_eq!(v["by_route"]["GET /health"]["200"], 2);
+        assert_eq!(v["by_route"]["POST /v1/messages"]["drop"], 1);
+        assert_eq!(s.snapshot(false)["total"], 0);
+    }
+
+    #[test]
+    fn prompt_tokens_grow_with_the_prompt() {
+        let short: ApiRequest = serde_json::from_value(json!({"messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        let long: ApiRequest = serde_json::from_value(json!({"messages": [{"role": "user", "content": "hi ".repeat(100)}]})).unwrap();
+        assert!(prompt_tokens(&long) > prompt_tokens(&short) + 50);
+    }
+}
