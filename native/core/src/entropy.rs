@@ -17,14 +17,21 @@ pub struct InvalidJson(pub String);
 
 /// ASCII whitespace as the protocol defines it: b" \t\n\r\x0b\x0c".
 #[inline]
-fn is_ws(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{0b}' | '\u{0c}')
+fn is_ws(c: &u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
 /// Entropy in bits of the whitespace-token distribution of `text`
 /// (distinct tokens in order of first appearance; no tokens -> 0).
 pub fn text_entropy_bits(text: &str) -> f64 {
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    text_entropy_bits_bytes(text.as_bytes())
+}
+
+/// The same over UTF-8 bytes (or Python's `surrogatepass` encoding of a str with lone
+/// surrogates): ASCII bytes never occur inside a multi-byte sequence, so splitting bytes
+/// and comparing tokens as bytes is exactly splitting and comparing the str.
+pub fn text_entropy_bits_bytes(text: &[u8]) -> f64 {
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
     let mut counts: Vec<u64> = Vec::new();
     let mut n: u64 = 0;
     for tok in text.split(is_ws).filter(|t| !t.is_empty()) {
@@ -51,6 +58,10 @@ pub fn text_entropy_bits(text: &str) -> f64 {
 
 pub fn text_entropy_millibits(text: &str) -> i64 {
     to_millibits(text_entropy_bits(text))
+}
+
+pub fn text_entropy_millibits_bytes(text: &[u8]) -> i64 {
+    to_millibits(text_entropy_bits_bytes(text))
 }
 
 /// The per-position top_logprobs of `choices[0].logprobs.content`, when every entry

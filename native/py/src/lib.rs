@@ -8,6 +8,11 @@ pub mod auth;
 pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
+pub mod hash;
+pub mod record;
+pub mod entropy;
+pub mod mmr;
+pub mod wal;
 pub mod tools;
 
 #[cfg(debug_assertions)]
@@ -28,6 +33,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(gil::gil_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    hash::register(m)?;
+    record::register(m)?;
+    entropy::register(m)?;
+    mmr::register(m)?;
+    wal::register(m)?;
     tools::register(m)?;
     auth::register(m)?;
     waf::register(m)?;
