@@ -14,7 +14,10 @@ Matching semantics (both twins):
     differ slightly between the engines (the default rules use explicit classes).
 
 Speed (Python twin): rules are tried one by one in order, each a precompiled search; the
-ASCII-lowered copy for case-insensitive literals is made once per scan. Python `re` has no
+ASCII-lowered copy of the text is made once per scan. A regex rule whose pattern starts with
+a fixed run of characters (`-----BEGIN `, `[Ii][Gg][Nn]...`) first checks that run in the
+lowered text -- a necessary condition, so skipping the search when it is absent never changes
+the answer. Python `re` has no
 fast path for case-insensitive patterns or leading alternations, so the default rules spell
 their first word with explicit classes (`[Ii][Gg]...`) and fold the rest with `(?i:...)`,
 which both engines read the same way.
@@ -57,8 +60,38 @@ def _compile(rule: Mapping) -> tuple[str, str, object, bool]:
     raise InvalidInput(f"Waf: rule {rid!r}: kind must be 'regex' or 'literal', got {kind!r}")
 
 
+def _required_prefix(pattern: str, flags: int) -> str | None:
+    """The ASCII-lowercased fixed run every match of `pattern` starts with (>= 3 chars), or
+    None. Only exact literals and two-case ASCII letter classes count; case-insensitive
+    patterns get none (Unicode folding could match characters ASCII lowering does not)."""
+    if flags & re.IGNORECASE:
+        return None
+    try:
+        from re import _parser as sre_parse  # Python >= 3.11
+        from re._constants import IN, LITERAL
+    except ImportError:  # pragma: no cover - older Pythons
+        return None
+    try:
+        nodes = sre_parse.parse(pattern, flags)
+    except Exception:  # pragma: no cover - compile already accepted it
+        return None
+    out = []
+    for op, av in nodes:
+        if op is LITERAL:
+            out.append(chr(av).translate(_ASCII_LOWER_STR))
+        elif op is IN and len(av) == 2 and all(o is LITERAL for o, _ in av):
+            a, b = chr(av[0][1]), chr(av[1][1])
+            if a.isascii() and a.isalpha() and a.lower() == b.lower() and a != b:
+                out.append(a.lower())
+            else:
+                break
+        else:
+            break
+    return "".join(out) if len(out) >= 3 else None
+
+
 class Waf:
-    __slots__ = ("_rules", "_has_ci_lit", "ids")
+    __slots__ = ("_rules", "_needs_lower", "ids")
 
     def __init__(self, rules: Sequence[Mapping]):
         compiled = [_compile(r) for r in rules]
@@ -67,11 +100,12 @@ class Waf:
             if rid in seen:
                 raise InvalidInput(f"Waf: duplicate rule id {rid!r}")
             seen.add(rid)
-        # (id, 0=literal/1=literal ci/2=regex, pattern or compiled search)
+        # (id, 0=literal / 1=literal ci / 2=regex, pattern or compiled search, required prefix)
         self._rules = tuple(
-            (rid, 2, rx.search) if kind == "regex" else (rid, 1 if ci else 0, rx)
+            (rid, 2, rx.search, _required_prefix(rx.pattern, rx.flags)) if kind == "regex"
+            else (rid, 1 if ci else 0, rx, None)
             for rid, kind, rx, ci in compiled)
-        self._has_ci_lit = any(k == 1 for _, k, _ in self._rules)
+        self._needs_lower = any(k == 1 or pre for _, k, _, pre in self._rules)
         self.ids = tuple(r[0] for r in compiled)
 
     def scan(self, text: str) -> str | None:
@@ -79,12 +113,12 @@ class Waf:
             if not isinstance(text, str):
                 raise InvalidInput(f"Waf.scan: text must be str, got {type(text).__name__}")
         lowered = None
-        if self._has_ci_lit:
+        if self._needs_lower:
             # str.lower() is ASCII folding exactly when the text is ASCII (isascii is O(1)).
             lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER_STR)
-        for rid, kind, pat in self._rules:
+        for rid, kind, pat, pre in self._rules:
             if kind == 2:
-                if pat(text) is not None:
+                if (pre is None or pre in lowered) and pat(text) is not None:
                     return rid
             elif pat in (lowered if kind == 1 else text):
                 return rid

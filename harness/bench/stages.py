@@ -15,10 +15,12 @@ Cases (one typical request each; the same inputs for both twins):
                     one is wall time per request and includes the loopback round trip)
 
 JSON (`--json OUT`):
-    {"rows": [{"stage", "impl", "us_per_request", "min", "max", "values"}], "pyperf_json", "meta"}
+    {"rows": [{"stage", "impl", "us_per_request", "min", "max", "values"}],
+     "unavailable": [{"component", "impl", "reason"}],   # twins not built: not measured, said so
+     "pyperf_json", "meta"}
 us_per_request is the median over every pyperf value; min/max the fastest/slowest value.
 
-The file is also the pyperf worker script (`python -m harness.bench.stages --worker ...`).
+The file is also the pyperf worker script (`python -m harness.bench.stages --stages-worker ...`).
 """
 from __future__ import annotations
 
@@ -167,10 +169,10 @@ def _worker_main() -> None:
     import pyperf
 
     def add_cmdline_args(cmd, args):
-        cmd.extend(["--worker", "--spec", args.spec])
+        cmd.extend(["--stages-worker", "--spec", args.spec])
 
     runner = pyperf.Runner(add_cmdline_args=add_cmdline_args, program_args=("-m", "harness.bench.stages"))
-    runner.argparser.add_argument("--worker", action="store_true")
+    runner.argparser.add_argument("--stages-worker", action="store_true")
     runner.argparser.add_argument("--spec", required=True)
     args = runner.parse_args()
     with open(args.spec) as fh:
@@ -196,10 +198,21 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
     if "rust" in impls:
         R.require_release()
     stages = list(stages or (PYTHON_ONLY + TWIN_STAGES))
+    from gateway import twins
+    unavailable = []
+    for comp in ("auth", "waf", "ratelimit", "adapter", "forwarder"):
+        for impl in impls:
+            try:
+                twins.load(comp, impl)
+            except ImportError as e:  # RustTwinUnavailable is an ImportError too
+                unavailable.append({"component": comp, "impl": impl, "reason": str(e)})
+    missing = {(u["component"], u["impl"]) for u in unavailable}
+    component = lambda s: {"forward": "forwarder"}.get(s, s.split(".")[0])
     cases = []
     for s in stages:
         for impl in (("python",) if s in PYTHON_ONLY else impls):
-            cases.append({"name": f"stage.{s}.{impl}", "stage": s, "impl": impl})
+            if (component(s), impl) not in missing:
+                cases.append({"name": f"stage.{s}.{impl}", "stage": s, "impl": impl})
     out = Path(pyperf_json or Path(tempfile.gettempdir()) / "gatewaylab-bench-stages.pyperf.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
@@ -215,7 +228,7 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(cases, fh)
             spec = fh.name
-        cmd = [sys.executable, "-m", "harness.bench.stages", "--worker", "--spec", spec, "-o", str(out), "--quiet",
+        cmd = [sys.executable, "-m", "harness.bench.stages", "--stages-worker", "--spec", spec, "-o", str(out), "--quiet",
                *(QUICK_ARGS if quick else FULL_ARGS), *pyperf_args]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         os.unlink(spec)
@@ -235,7 +248,7 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
                      "min": min(vals) * 1e6, "max": max(vals) * 1e6, "values": len(vals)})
     meta = collect(parameters={"bench": "stages", "impls": list(impls), "stages": stages, "quick": quick,
                                "pyperf_args": list(pyperf_args)})
-    return {"rows": rows, "pyperf_json": str(out), "meta": meta}
+    return {"rows": rows, "unavailable": unavailable, "pyperf_json": str(out), "meta": meta}
 
 
 def markdown(result) -> str:
@@ -247,6 +260,8 @@ def markdown(result) -> str:
         ratio = "–" if not (py and rs) else (f"{py['us_per_request'] / rs['us_per_request']:.2f}x "
                                               f"({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})")
         lines.append(f"| {stage} | {cell(py)} | {cell(rs)} | {ratio} |")
+    for u in result.get("unavailable", []):
+        lines.append(f"\nnot measured: {u['component']} ({u['impl']}): {u['reason']}")
     return "\n".join(lines)
 
 
@@ -275,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    if "--worker" in sys.argv:
+    if "--stages-worker" in sys.argv:
         _worker_main()
     else:  # pragma: no cover
         from harness.cli import main
