@@ -151,6 +151,8 @@ class WriteAheadLog:
             truncated = size - valid_end
             os.ftruncate(self._fd, valid_end)
             os.fsync(self._fd)
+        elif payloads and self.fsync_policy != "none":
+            os.fsync(self._fd)  # a crashed writer's records may sit in the page cache only
         self._count = len(payloads)
         self._end = valid_end
         return {"records": len(payloads), "truncated_bytes": truncated}
@@ -236,8 +238,8 @@ class WriteAheadLog:
         """Make every appended record durable now (fsync unless policy "none")."""
         with self._lock:
             self._check_open()
-            if self.fsync_policy != "none":
-                os.fsync(self._fd)
+            if self.fsync_policy != "none" and self._durable < self._count:
+                os.fsync(self._fd)  # nothing pending -> nothing to make durable
             self._durable = self._count
 
     @property
@@ -253,7 +255,7 @@ class WriteAheadLog:
         with self._lock:
             if self._closed:
                 return
-            if self.fsync_policy != "none":
+            if self.fsync_policy != "none" and self._durable < self._count:
                 os.fsync(self._fd)
             self._durable = self._count
             self._closed = True
