@@ -48,10 +48,7 @@ def line_label(row) -> str:
 
 def _ok(cells):
     df = cells[cells["status"] == "ok"].copy()
-    if len(df):
-        df["line"] = df.apply(line_label, axis=1)
-    else:
-        df["line"] = []
+    df["line"] = [line_label(r) for _, r in df.iterrows()]
     return df
 
 

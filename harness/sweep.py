@@ -417,6 +417,8 @@ class Sweep:
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
             raw["traceback"] = traceback.format_exc()
         finally:
+            if row.get("status") != "ok" and not missing:
+                missing.append("all probes: the cell did not complete (see error)")
             row["probes_missing"] = "; ".join(missing)
             self.rows.append(row)
             with contextlib.suppress(Exception):
@@ -547,6 +549,7 @@ class Sweep:
                                               "shell": cfg.shell, "server": self.server, "concurrency": c,
                                               "repeat": rep, "loop": "closed", "status": "failed",
                                               "error": f"gateway did not start: {type(e).__name__}: {e}",
+                                              "probes_missing": "all probes: the gateway did not start",
                                               "started_at": _utc()})
                             self._advance()
                         self._flush()

@@ -1,0 +1,146 @@
+"""The sweep harness end to end, on the real gateway, mock and load generator: a tiny sweep
+(two modes, c in {1, 4}, short cells) produces every column, GIL figures or an explicit
+reason, a report, and leaves no process behind; `compare` of a run with itself flags
+nothing, and a run with an injected slowdown (GATEWAYLAB_INJECT_DELAY_US) is flagged; a
+failing configuration and an interrupted sweep leave consistent run folders."""
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+
+from harness import schema
+from harness.cli import main as cli_main
+from harness.commands.compare import compare_runs
+from harness.profiles import resolve
+from harness.sweep import run_sweep
+
+pytestmark = pytest.mark.slow
+
+TINY = dict(modes=("py", "py+rs"), concurrency=(1, 4), duration_s=1.5, warmup_s=0.3, repeat=1, progress=False,
+            report_images=False)
+
+
+def _children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    before = {p.pid for p in _children()}
+    base = run_sweep(profile="xeon-4c", out=out, name="tiny", **TINY)
+    slow = run_sweep(profile="xeon-4c", out=out, name="slow", gil=False, capacity=False, report=False,
+                     env={"GATEWAYLAB_INJECT_DELAY_US": "3000"}, **TINY)
+    leftovers = [p for p in _children() if p.pid not in before]
+    return {"base": base, "slow": slow, "leftovers": leftovers}
+
+
+def test_tiny_sweep_has_every_column_and_row(runs):
+    r = runs["base"]
+    t = r.table
+    assert list(t.columns) == list(schema.CELLS)
+    assert schema.validate("cells", t) == []
+    assert len(t) == 4
+    assert sorted(set(t["mode"])) == ["py", "py+rs"] and sorted(set(t["concurrency"])) == [1, 4]
+    assert (t["status"] == "ok").all(), t[["cell", "status", "error"]].to_string()
+    for col in ("rps", "lat_p50_us", "lat_p99_us", "ovh_p50_us", "ovh_p99_us", "base_p50_us", "cpu_cores",
+                "rss_peak_mb", "requests"):
+        assert t[col].notna().all() and (t[col].abs() > 0).all(), col
+    assert (t["lat_p99_us"] >= t["lat_p50_us"]).all()
+    assert len(r.baseline) == 2 and (r.baseline["status"] == "ok").all()
+    assert len(r.capacity) == 1 and r.capacity["headroom"].iloc[0] > 0
+    assert not r.partial and r.meta["partial"] is False
+
+
+def test_gil_views_are_figures_or_reasons(runs):
+    t = runs["base"].table
+    views = {
+        "gil_wait": ["gil_wait_p50_us", "gil_wait_p99_us", "gil_wait_count"],
+        "loop_lag": ["loop_lag_p50_us", "loop_lag_p99_us"],
+        "gil_ownership": ["gil_held_share", "gil_main_share", "pyspy_samples"],
+        "native_gil": ["native_calls", "native_hold_s"],
+    }
+    for _, row in t.iterrows():
+        for view, cols in views.items():
+            have = all(row[c] == row[c] for c in cols)  # not NaN
+            assert have or f"{view}:" in row["probes_missing"], (row["cell"], view, row["probes_missing"])
+        assert row["gil_wait_count"] > 0 and row["loop_lag_p99_us"] >= 0
+    # the Rust twins' entry points are counted exactly in py+rs mode
+    rs = t[t["mode"] == "py+rs"]
+    assert (rs["native_calls"] > 0).all()
+    ent = runs["base"].dir / "gil_entries.parquet"
+    assert ent.exists()
+
+
+def test_report_and_clamping_recorded(runs):
+    r = runs["base"]
+    md = (r.dir / "report.md").read_text()
+    html = (r.dir / "report.html").read_text()
+    assert "Where throughput peaks" in md and "py+rs asgi" in md and "profile_satisfied" in md
+    assert "closed loop" in md and "sampled" in md and "exact" in md
+    assert "plotly" in html.lower()
+    want = resolve("xeon-4c")
+    meta = r.meta
+    assert meta["profile_satisfied"] is want.profile_satisfied
+    assert meta["profile"]["gateway_cpus"] == want.gateway_cpus
+    assert meta["cores_used"] == len(set(want.gateway_cpus) | set(want.mock_cpus) | set(want.load_cpus))
+    if not want.profile_satisfied:
+        assert "CLAMPED" in md or "false" in md
+
+
+def test_no_leftover_processes(runs):
+    assert runs["leftovers"] == []
+
+
+def test_compare_aa_flags_nothing_and_flags_the_injected_slowdown(runs, capsys):
+    a, slow = runs["base"].dir, runs["slow"].dir
+    verdicts, _ = compare_runs(a, a)
+    assert [v.metric for v in verdicts if v.flagged] == []
+    verdicts, per_cell = compare_runs(a, slow)
+    by = {v.metric: v for v in verdicts}
+    assert by["rps"].verdict == "worse" and by["rps"].factor < 1 / 1.10, by["rps"]
+    assert by["lat_p50_us"].verdict == "worse", by["lat_p50_us"]
+    assert by["ovh_p50_us"].verdict == "worse", by["ovh_p50_us"]
+    assert cli_main(["compare", str(a), str(a)]) == 0
+    assert "0 metric(s) flagged" in capsys.readouterr().out
+    assert cli_main(["compare", str(a), str(slow), "--fail-on-regression"]) == 1
+    assert "rps worse" in capsys.readouterr().out
+
+
+def test_report_command_rewrites_markdown(runs, capsys):
+    d = runs["slow"].dir
+    assert not (d / "report.md").exists()
+    assert cli_main(["report", str(d), "--format", "md"]) == 0
+    assert (d / "report.md").exists() and "md:" in capsys.readouterr().out
+
+
+def test_failed_config_is_recorded_and_the_sweep_goes_on(tmp_path):
+    r = run_sweep(modes=("py",), switches=["mmr=python"], shells=("asgi", "no-such-shell"), concurrency=(1,),
+                  duration_s=1.0, warmup_s=0, repeat=1, gil=False, capacity=False, progress=False, out=tmp_path,
+                  report_images=False)
+    t = r.table.set_index("shell")
+    assert t.loc["asgi", "status"] == "ok" and t.loc["asgi", "switches"] == "mmr=python"
+    assert t.loc["no-such-shell", "status"] == "failed"
+    assert "gateway did not start" in t.loc["no-such-shell", "error"]
+    assert r.meta["cells_failed"] == 1 and r.meta["partial"] is False
+    assert "Failed or interrupted cells" in (r.dir / "report.md").read_text()
+
+
+def test_interrupted_sweep_is_a_consistent_partial_run(tmp_path):
+    seen = []
+
+    def on_cell(row):
+        seen.append(row)
+        raise KeyboardInterrupt  # what Ctrl-C does mid-sweep
+
+    before = {p.pid for p in _children()}
+    r = run_sweep(modes=("py",), concurrency=(1, 2), duration_s=1.0, warmup_s=0, repeat=1, gil=False,
+                  capacity=False, progress=False, out=tmp_path, on_cell=on_cell, report_images=False)
+    assert r.partial is True
+    meta = json.loads((r.dir / "meta.json").read_text())
+    assert meta["partial"] is True and meta["interrupted"] is True
+    assert len(seen) == 1 and len(r.table) == 1 and r.table["status"].iloc[0] == "ok"
+    assert [p for p in _children() if p.pid not in before] == []
