@@ -86,6 +86,9 @@ class _Recorder:
             h, total = self._h, self.total_ns
             if reset:
                 self._h, self.total_ns = _hist(), 0
+            else:  # the probe keeps recording into the live one: hand out a copy
+                h = _hist()
+                h.add(self._h)
         return h, total
 
 
@@ -146,7 +149,7 @@ class LoopLag:
 
     def stop(self) -> None:
         self._stopped = True
-        if self._handle is not None:
+        if self._handle is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._handle.cancel)
 
 
