@@ -651,6 +651,7 @@ pub async fn run(plan: Plan) -> LoadResult {
     while let Some(r) = pre.join_next().await {
         conns.push(r.ok().flatten());
     }
+    let cpu_start = process_cpu_s();
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let t0 = Instant::now();
     let sched = Arc::new(Schedule::new(&plan, t0));
@@ -665,7 +666,12 @@ pub async fn run(plan: Plan) -> LoadResult {
         }
     }
     let finished = Instant::now();
-    finish(&plan, &sched, rec, started_unix, finished)
+    let cpu_s = process_cpu_s() - cpu_start;
+    let mut r = finish(&plan, &sched, rec, started_unix, finished);
+    let wall = finished.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    r.meta["cpu_s"] = json!(cpu_s);
+    r.meta["cpu_util"] = json!(cpu_s / wall);
+    r
 }
 
 fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finished: Instant) -> LoadResult {
@@ -734,6 +740,19 @@ fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finis
         ttfb_us: if plan.cfg.stream { Some(percentiles(&rec.ttfb)) } else { None },
         series,
         meta,
+    }
+}
+
+/// User + system CPU seconds of this process so far (the generator's own cost).
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return 0.0;
+        }
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
     }
 }
 
