@@ -88,9 +88,47 @@ def step_wal(ctx: Context) -> str:
     ])
 
 
+def step_spawn(ctx: Context) -> str:
+    from harness.bench import spawn
+
+    res = spawn.measure(quick=ctx.quick, pyperf_json=str(ctx.run.artefact("spawn.pyperf.json")))
+    ctx.run.write_json("spawn.json", res)
+    ctx.run.write_table("spawn", res["rows"])
+    ctx.results["spawn"] = res
+    return "\n".join([
+        "Per-call cost of the gateway's real `_spawn_background` (the only audit work on the hot path) beside a "
+        "bare `asyncio.create_task` of a no-op, same loop, alternating rounds; median [per-round min–max].",
+        "", spawn.markdown(res), "", "Artefacts: `spawn.json`, `spawn.pyperf.json`, `spawn.parquet`.",
+    ])
+
+
+def step_sweep(ctx: Context) -> str:
+    from harness.report import peaks
+    from harness.sweep import run_sweep
+
+    kw = dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
+    res = run_sweep(modes=("py", "py+rs"), profile="xeon-4c", out=ctx.run.path / "sweeps", name="py-vs-pyrs",
+                    progress=True, **kw)
+    ctx.results["sweep"] = res
+    pk = peaks(res.table)
+    lines = [f"Closed-loop sweep, `py` vs `py+rs` (asgi shell), profile {res.meta.get('hardware_profile')} "
+             f"(profile_satisfied: {str(res.meta.get('profile_satisfied')).lower()}). Full report: "
+             f"`{res.dir.relative_to(ctx.run.path)}/report.md` and `report.html`.", ""]
+    if len(pk):
+        lines += ["| line | peak c | peak req/s | req/s at c=1 | p99 at peak µs |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r.line} | {r.peak_concurrency} | {r.peak_rps:,.0f} | {r.rps_at_c1:,.0f} | {r.p99_at_peak_us:,.0f} |"
+                  for r in pk.itertuples()]
+    bad = res.table[res.table["status"] != "ok"]
+    if len(bad):
+        lines += ["", f"{len(bad)} cell(s) did not complete; see the sweep report."]
+    return "\n".join(lines)
+
+
 STEPS: list[Step] = [
     Step("mmr", "MMR: Python twin vs Rust twin vs the SHA-256 bound", step_mmr),
     Step("wal", "WAL: records/s per fsync policy and twin", step_wal),
+    Step("spawn", "Spawn cost: _spawn_background vs a bare create_task", step_spawn),
+    Step("sweep", "Concurrency sweep: py vs py+rs", step_sweep),
 ]
 
 
