@@ -54,7 +54,10 @@ fn path_arg(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
 impl PyWriteAheadLog {
     /// WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256)
     #[new]
-    #[pyo3(signature = (path, fsync = None, group_delay_ms = None, group_max_records = None))]
+    #[pyo3(
+        signature = (path, fsync = None, group_delay_ms = None, group_max_records = None),
+        text_signature = "(path, fsync='group', group_delay_ms=2.0, group_max_records=256)"
+    )]
     fn new(
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
@@ -176,8 +179,9 @@ impl PyWriteAheadLog {
         slf
     }
 
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    #[pyo3(signature = (*exc))]
+    fn __exit__(&self, py: Python<'_>, exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        let _ = exc;
         self.close(py)
     }
 

@@ -1,0 +1,120 @@
+"""Type stub of the Rust extension `gateway._native` (hand-written, checked against the
+built module by `python -m mypy.stubtest gateway._native` in tests/audit/test_native_stub.py).
+
+One section per area; each Rust twin mirrors a Python twin whose Protocol is the contract
+(`gateway/audit/protocols.py`, `gateway/stages/protocols.py`). Errors are the shared
+classes of `gateway.errors` (InvalidInput, AuditIndexError, ProofError, WalCorruptError,
+WalLockedError, WalError, NativePanic). Add your component's section here when you expose it.
+"""
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from typing import Any, Final, Self, TypeAlias, final
+
+# ---------------------------------------------------------------------------------------
+# Build and GIL accounting
+# ---------------------------------------------------------------------------------------
+
+__all__: list[str]
+__version__: Final[str]
+build_profile: Final[str]
+"""'release' or 'debug'; benchmarks refuse to report a debug build."""
+
+def gil_stats(reset: bool = False) -> dict[str, dict[str, int]]:
+    """{entry point: {calls, hold_ns, detached_ns, reacquire_wait_ns, max_reacquire_wait_ns}};
+    `reset=True` zeroes the counters after reading them."""
+
+def _debug_panic(msg: str) -> None:
+    """Panics in Rust on purpose: raises gateway.errors.NativePanic."""
+
+# ---------------------------------------------------------------------------------------
+# Audit core: hashing, canonical records, entropy (twins in gateway/audit/*.py)
+# ---------------------------------------------------------------------------------------
+
+_BytesLike: TypeAlias = bytes | bytearray | memoryview
+
+def sha256_hex(data: _BytesLike) -> str:
+    """Lowercase hex SHA-256; non-bytes -> InvalidInput. Large inputs hash detached."""
+
+def sha256_many(payloads: Iterable[_BytesLike], with_nodes: bool = False) -> None:
+    """Benchmark helper (the SHA-256 bound): hash every payload as an MMR leaf H(00||p) with
+    the GIL released and discard the results; with_nodes=True also does the n - popcount(n)
+    65-byte node hashes an MMR of n leaves computes. No tree bookkeeping, no storage."""
+
+def encode_record(record: Mapping[str, int | str]) -> bytes:
+    """json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode();
+    keys str, values int (not bool, within i64) or str, else InvalidInput."""
+
+def entropy_millibits(body: _BytesLike) -> int:
+    """Shannon entropy (millibits) of an OpenAI chat-completion JSON body; not JSON -> InvalidInput."""
+
+def text_entropy_millibits(text: str) -> int:
+    """Entropy (millibits) of the ASCII-whitespace tokens of `text`."""
+
+# ---------------------------------------------------------------------------------------
+# Audit core: Merkle Mountain Range and write-ahead log (Protocols in gateway/audit/protocols.py)
+# ---------------------------------------------------------------------------------------
+
+@final
+class MerkleMountainRange:
+    """MMR v2 over SHA-256 (leaf H(00||p), node H(01||l||r), root H(02||peaks)).
+    append_many hashes with the GIL released."""
+
+    def __new__(cls) -> Self: ...
+    def append(self, payload: _BytesLike) -> int: ...
+    def append_many(self, payloads: Iterable[_BytesLike]) -> int: ...
+    @property
+    def leaf_count(self) -> int: ...
+    def __len__(self) -> int: ...
+    def root(self) -> str: ...
+    def peaks(self) -> list[str]: ...
+    def leaf_hash(self, index: int) -> str: ...
+    def inclusion_proof(self, index: int) -> dict[str, Any]: ...
+    def consistency_proof(self, old_count: int) -> dict[str, Any]: ...
+    @staticmethod
+    def verify_inclusion(proof: Mapping[str, Any] | str | bytes | bytearray, payload: _BytesLike | None = None) -> bool: ...
+    @staticmethod
+    def verify_consistency(proof: Mapping[str, Any] | str | bytes | bytearray) -> bool: ...
+
+@final
+class WriteAheadLog:
+    """WAL v1 writer (flock on the file; fsync policies always/group/none; recovery at open).
+    All file I/O runs with the GIL released."""
+
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        group_max_records: int = 256,
+    ) -> Self: ...
+    @property
+    def recovery(self) -> dict[str, int]:
+        """{"records": int, "truncated_bytes": int}"""
+    @property
+    def path(self) -> str: ...
+    @property
+    def fsync_policy(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def durable_count(self) -> int: ...
+    def append(self, payload: _BytesLike) -> int: ...
+    def append_many(self, payloads: Iterable[_BytesLike]) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+    @staticmethod
+    def replay(path: str | PathLike[str]) -> list[bytes]: ...
+
+# ---------------------------------------------------------------------------------------
+# Measuring tools: mock upstream and load generator (native/py/src/tools.rs)
+# ---------------------------------------------------------------------------------------
+
+def run_mock(config_json: str = "{}") -> None:
+    """Serve the mock upstream (MockConfig fields as JSON) until SIGTERM/SIGINT, GIL released;
+    prints `listening on http://HOST:PORT` once bound. Bad config -> InvalidInput."""
+
+def run_load(config_json: str) -> str:
+    """One bounded load-generator run (LoadConfig fields as JSON), GIL released; returns the
+    result JSON. Bad config -> InvalidInput."""
