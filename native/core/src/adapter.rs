@@ -21,8 +21,9 @@ pub enum Json {
     Obj(Vec<(String, Json)>),
 }
 
-/// orjson's nesting limit: 1024 levels parse, 1025 do not.
+/// orjson's nesting limits: 1024 levels parse, 1025 do not; 254 levels are written, 255 not.
 const MAX_DEPTH: usize = 1024;
+const MAX_WRITE_DEPTH: usize = 254;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -79,13 +80,16 @@ impl Json {
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Compact JSON; `None` when containers nest deeper than orjson writes (`MAX_WRITE_DEPTH`).
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(128);
-        self.write(&mut out);
-        out
+        self.write(&mut out, 0).then_some(out)
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>, depth: usize) -> bool {
+        if matches!(self, Json::Arr(_) | Json::Obj(_)) && depth >= MAX_WRITE_DEPTH {
+            return false;
+        }
         match self {
             Json::Null => out.extend_from_slice(b"null"),
             Json::Bool(true) => out.extend_from_slice(b"true"),
@@ -100,7 +104,9 @@ impl Json {
                     if i > 0 {
                         out.push(b',');
                     }
-                    v.write(out);
+                    if !v.write(out, depth + 1) {
+                        return false;
+                    }
                 }
                 out.push(b']');
             }
@@ -112,11 +118,14 @@ impl Json {
                     }
                     write_str(out, k);
                     out.push(b':');
-                    v.write(out);
+                    if !v.write(out, depth + 1) {
+                        return false;
+                    }
                 }
                 out.push(b'}');
             }
         }
+        true
     }
 }
 
@@ -320,6 +329,13 @@ fn finish(reason: Option<&Json>) -> Result<Json, AdapterError> {
     })
 }
 
+fn dump(v: Json) -> Result<Vec<u8>, AdapterError> {
+    match v.to_bytes() {
+        Some(b) => Ok(b),
+        None => err("adapter: JSON nested too deeply to write (orjson: recursion limit reached)"),
+    }
+}
+
 fn chunk(public_model: &str, delta: Json, finish: Json) -> Vec<u8> {
     Json::Obj(vec![
         ("id".into(), Json::Str("chatcmpl-anthropic".into())),
@@ -336,6 +352,7 @@ fn chunk(public_model: &str, delta: Json, finish: Json) -> Vec<u8> {
         ),
     ])
     .to_bytes()
+    .unwrap_or_default() // fixed shape, three levels deep
 }
 
 pub struct Adapter {
@@ -372,7 +389,7 @@ impl Adapter {
 fn swap_model(body: &[u8], model: &str) -> Result<Vec<u8>, AdapterError> {
     let mut obj = load_obj(body, "adapter")?;
     obj.set("model", Json::Str(model.into()));
-    Ok(obj.to_bytes())
+    dump(obj)
 }
 
 fn strip_ascii(b: &[u8]) -> &[u8] {
@@ -390,7 +407,7 @@ fn openai_event(event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, Adapte
     if obj.get("model").is_some() {
         obj.set("model", Json::Str(public_model.into()));
     }
-    Ok(vec![obj.to_bytes()])
+    Ok(vec![dump(obj)?])
 }
 
 fn anthropic_request(body: &[u8], upstream_model: &str) -> Result<Vec<u8>, AdapterError> {
@@ -437,7 +454,7 @@ fn anthropic_request(body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Adapt
     if let Some(Json::Bool(true)) = req.get("stream") {
         out.push(("stream".into(), Json::Bool(true)));
     }
-    Ok(Json::Obj(out).to_bytes())
+    dump(Json::Obj(out))
 }
 
 fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, AdapterError> {
@@ -489,7 +506,7 @@ fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, Adapte
         return err(format!("{WHAT}: usage total exceeds 64 bits"));
     };
     let fin = finish(r.get("stop_reason"))?;
-    Ok(Json::Obj(vec![
+    dump(Json::Obj(vec![
         ("id".into(), rid.clone()),
         ("object".into(), Json::Str("chat.completion".into())),
         ("created".into(), Json::I64(0)),
@@ -509,8 +526,7 @@ fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, Adapte
             "usage".into(),
             Json::Obj(vec![("prompt_tokens".into(), i), ("completion_tokens".into(), o), ("total_tokens".into(), total)]),
         ),
-    ])
-    .to_bytes())
+    ]))
 }
 
 /// Python's `str()` of a parsed JSON value, for the stream error message.
@@ -520,7 +536,7 @@ fn py_str(v: Option<&Json>) -> String {
         Some(Json::Str(s)) => s.clone(),
         Some(Json::Bool(true)) => "True".into(),
         Some(Json::Bool(false)) => "False".into(),
-        Some(j) => String::from_utf8_lossy(&j.to_bytes()).into_owned(),
+        Some(j) => String::from_utf8_lossy(&j.to_bytes().unwrap_or_default()).into_owned(),
     }
 }
 
@@ -581,15 +597,17 @@ mod tests {
     #[test]
     fn parse_keeps_order_and_duplicates_like_python() {
         let v = parse(br#"{"b":1,"a":[true,null,-0,1.0,18446744073709551615,18446744073709551616],"b":3}"#).unwrap();
-        assert_eq!(s(&v.to_bytes()), r#"{"b":3,"a":[true,null,0,1.0,18446744073709551615,1.8446744073709552e+19]}"#);
+        assert_eq!(s(&v.to_bytes().unwrap()), r#"{"b":3,"a":[true,null,0,1.0,18446744073709551615,1.8446744073709552e+19]}"#);
         assert!(parse(b"{} x").is_err());
-        assert_eq!(s(&parse(br#"[-0.0,-0e1,"-0",-0]"#).unwrap().to_bytes()), r#"[-0.0,-0.0,"-0",0]"#);
+        assert_eq!(s(&parse(br#"[-0.0,-0e1,"-0",-0]"#).unwrap().to_bytes().unwrap()), r#"[-0.0,-0.0,"-0",0]"#);
         assert!(parse(b"-01").is_err());
         assert!(parse(b"1e400").is_err());
         let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
         assert!(parse(&deep(1024)).is_ok());
+        assert!(parse(&deep(254)).unwrap().to_bytes().is_some());
+        assert!(parse(&deep(255)).unwrap().to_bytes().is_none());
         assert!(parse(&deep(1025)).is_err());
-        assert_eq!(s(&parse("\"\n\u{7f}é\"".replace('\n', "\\n").as_bytes()).unwrap().to_bytes()), "\"\\n\u{7f}é\"");
+        assert_eq!(s(&parse("\"\n\u{7f}é\"".replace('\n', "\\n").as_bytes()).unwrap().to_bytes().unwrap()), "\"\\n\u{7f}é\"");
     }
 
     #[test]

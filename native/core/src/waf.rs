@@ -76,7 +76,8 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
     let mut class_start = false; // right after `[` or `[^` (a `]` there is literal)
     let mut i = 0;
     let wb = format!(r"(?:(?<=[{W}])(?![{W}])|(?<![{W}])(?=[{W}]))");
-    let nwb = format!(r"(?:(?<=[{W}])(?=[{W}])|(?<![{W}])(?![{W}]))");
+    // Python's \B never matches in an empty text (sre: "ptr == end && ptr == beginning").
+    let nwb = format!(r"(?:(?<=[{W}])(?=[{W}])|(?<![{W}])(?![{W}])(?:(?=(?s:.))|(?<=(?s:.))))");
     while i < c.len() {
         let ch = c[i];
         if ch == '\\' {
@@ -310,6 +311,9 @@ mod tests {
         assert_eq!(w.scan("pass\u{0303}"), Some("word")); // a combining mark is not \w in Python
         assert_eq!(w.scan("bye\n"), Some("end"));
         assert_eq!(w.scan("bye\n\n"), None);
+        let nb = Waf::new(vec![rule("nb", RuleKind::Regex, r"\B", false)]).unwrap();
+        assert_eq!(nb.scan(""), None);
+        assert_eq!(nb.scan(" "), Some("nb"));
         assert_eq!(w.scan("ignore\u{1c}previous instructions"), Some("inj"));
     }
 
