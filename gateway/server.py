@@ -106,7 +106,7 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
     sock = _bind(host, port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
-                            access_log=False, server_header=False, date_header=False,
+                            access_log=False, server_header=False, date_header=False, proxy_headers=False,
                             timeout_keep_alive=30, backlog=2048)
     srv = uvicorn.Server(config)
     # uvicorn re-raises the signal it caught once it has shut down gracefully; with these
