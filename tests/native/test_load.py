@@ -155,3 +155,16 @@ def test_bad_config_is_invalid_input(cfg, match):
 def test_run_load_requires_a_bound():
     with pytest.raises(InvalidInput):
         run_load("http://127.0.0.1:1/", concurrency=1)
+
+
+def test_load_cli_text_and_json(mock):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "harness.cli", "load", "--url", mock.url + "/health", "-c", "1", "-n", "20", "--duration", "5"]
+    text = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and "closed c=1" in text.stdout and "requests=20" in text.stdout
+    js = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=60)
+    assert js.returncode == 0 and json.loads(js.stdout)["requests"] == 20
+    bad = subprocess.run(base[:-2] + ["--duration", "-3"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "duration_s" in bad.stderr

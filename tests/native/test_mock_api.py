@@ -169,3 +169,40 @@ def test_listens_on_loopback_by_default(mock):
 def test_bad_flag_fails_to_start_with_message():
     with pytest.raises(NativeProcessError, match="drop_rate"):
         start_mock(drop_rate=3)
+
+
+def test_stall_header_freezes_the_whole_server(mock):
+    """A request carrying x-mock-stall-ms freezes every request, not only itself."""
+    import threading
+    import time
+
+    done = {}
+
+    def stall():
+        httpx.get(mock.url + "/v1/models", headers={"x-mock-stall-ms": "300"}, timeout=10)
+        done["stall"] = time.monotonic()
+
+    t = threading.Thread(target=stall)
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.05)
+    httpx.get(mock.url + "/v1/models", timeout=10)  # a plain request, sent during the freeze
+    waited = time.monotonic() - t0
+    t.join()
+    assert waited >= 0.3
+
+
+def test_multi_threaded_mock_serves(make_mock):
+    m = make_mock(threads=2, cpus=None)
+    r = httpx.post(m.url + "/v1/chat/completions", json={"messages": MESSAGES}).json()
+    assert r["usage"]["completion_tokens"] == 16
+
+
+def test_cpus_pins_the_mock_process(make_mock):
+    import os
+
+    import psutil
+
+    cpu = max(os.sched_getaffinity(0))
+    m = make_mock(cpus=[cpu])
+    assert psutil.Process(m.pid).cpu_affinity() == [cpu]
