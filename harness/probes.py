@@ -329,7 +329,9 @@ def scalene_command(out_json: Path) -> tuple[list[str] | None, str | None]:
     exe = _venv_bin("scalene")
     if exe is None:
         return None, "scalene not installed"
-    return [sys.executable, "-m", "scalene", "run", "--outfile", str(out_json), "{script}", "---"], None
+    root = str(Path(__file__).resolve().parents[1])
+    return [sys.executable, "-m", "scalene", "run", "--outfile", str(out_json), "--program-path", root,
+            "{script}", "---"], None
 
 
 # ---------------------------------------------------------------- process hygiene

@@ -491,9 +491,18 @@ class Sweep:
             rel = None
             err = why
             if wrapper is not None:
+                tail = ""
                 try:
                     self._start_gateway(cfg, wrapper=wrapper)
                     self._load(self.gateway.url, c, max(2.0, self.duration_s))
+                    # scalene writes its profile when the program exits normally: SIGINT, then wait
+                    proc = getattr(self.gateway, "proc", None)
+                    if proc is not None:
+                        proc.send_signal(signal.SIGINT)
+                        with contextlib.suppress(Exception):
+                            proc.wait(60)
+                    with contextlib.suppress(Exception):
+                        tail = " ".join(self.gateway.output().strip().splitlines()[-3:])
                 except Exception as e:  # noqa: BLE001
                     err = f"{type(e).__name__}: {e}"
                 finally:
@@ -501,7 +510,7 @@ class Sweep:
                 if out_json.exists() and out_json.stat().st_size > 0:
                     rel, err = os.path.relpath(out_json, self.run.path), None
                 elif err is None:
-                    err = "scalene wrote no profile"
+                    err = f"scalene wrote no profile for the gateway under uvicorn/uvloop (output: {tail[-300:]!r})"
             for row in self.rows:
                 if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
                         and row["concurrency"] == c:
