@@ -100,3 +100,21 @@ def test_compare_aa_flags_nothing_and_flags_a_slowdown():
     assert by["rps"].verdict == "worse" and by["rps"].factor == pytest.approx(0.5, rel=0.05)
     assert by["lat_p50_us"].verdict == "worse" and by["lat_p99_us"].verdict == "worse"
     assert (per_cell[per_cell["metric"] == "rps"]["flag"] == "worse").all()  # disjoint 3 v 3 ranges
+
+
+def test_sweep_cli_options_map_onto_run_sweep():
+    import argparse
+    import inspect
+
+    from harness.commands import sweep as cmd
+    from harness.sweep import run_sweep
+
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    kw = cmd.sweep_kwargs(p.parse_args(["--modes", "py,py+rs", "--concurrency", "1..4", "--ci", "--impl",
+                                        "mmr=python,wal=rust", "--shells", "asgi", "fastapi", "--no-gil"]))
+    assert kw["modes"] == ("py", "py+rs") and kw["concurrency"] == "1..4" and kw["ci"] is True
+    assert kw["switches"] == ["mmr=python,wal=rust"] and kw["shells"] == ("asgi", "fastapi") and kw["gil"] is False
+    assert set(kw) <= set(inspect.signature(run_sweep).parameters)
+    kw = cmd.sweep_kwargs(p.parse_args(["--concurrency", "1", "2", "4"]))
+    assert parse_concurrency(kw["concurrency"]) == [1, 2, 4] and kw["modes"] == ("py", "py+rs")
