@@ -224,8 +224,9 @@ class PySpyGil:
     LABEL = "sampled"
 
     def __init__(self, pid: int, duration_s: int, out_raw: Path, rate: int = 100,
-                 cpus: list[int] | None = None, main_tid: int | None = None) -> None:
+                 cpus: list[int] | None = None, main_tid: int | None = None, nonblocking: bool = True) -> None:
         self.pid, self.duration_s, self.out_raw, self.rate, self.cpus = pid, duration_s, Path(out_raw), rate, cpus
+        self.nonblocking = nonblocking
         self.main_tid = main_tid or pid
         self.proc: subprocess.Popen | None = None
         self.missing: str | None = None
@@ -235,9 +236,14 @@ class PySpyGil:
         if not ok:
             self.missing = why
             return self
+        # --nonblocking: never pause the gateway during a measured window (a paused process
+        # would inflate the latency and loop-lag figures being measured at the same time);
+        # GIL ownership is one read of the interpreter's current thread state per tick.
         cmd = [_venv_bin("py-spy"), "record", "--gil", "--idle", "--threads", "--format", "raw",
                "--rate", str(self.rate), "--duration", str(max(1, round(self.duration_s))),
                "--pid", str(self.pid), "--output", str(self.out_raw)]
+        if self.nonblocking:
+            cmd.append("--nonblocking")
         try:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                          preexec_fn=_preexec(self.cpus))
