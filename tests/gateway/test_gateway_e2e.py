@@ -113,3 +113,21 @@ ledger: {{dir: {tmp_path / 'led'}}}
     assert chunks[-1].choices[0].finish_reason == "stop"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="unknown", messages=[{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("shell", ["asgi", "fastapi"])
+def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell):
+    """The upstream holds the rest of its stream until the client has seen the first chunk:
+    a gateway that buffered the stream would never deliver it (the upstream gives up after
+    10 s and reports that)."""
+    gw = gateway_factory(upstream.url, shell=shell)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30)
+    stream = client.chat.completions.create(model="gated-stream", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+    it = iter(stream)
+    first = next(it)
+    assert first.choices[0].delta.role == "assistant"
+    upstream.open_gate()
+    rest = "".join(c.choices[0].delta.content or "" for c in it if c.choices)
+    assert rest == "the quick brown fox jumps over the lazy dog"
+    assert upstream.gate_opened_in_time is True

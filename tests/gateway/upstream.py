@@ -3,7 +3,9 @@ Anthropic-style messages, with faults chosen by the model name, counting what re
 
 Model names: "fault-500" (HTTP 500), "fault-reset" (connection closed without a response),
 "fault-timeout" (answers after `slow_s`), "fault-malformed" (200 with a non-JSON body),
-"fault-400" (an OpenAI-shaped 400); anything else answers normally.
+"fault-400" (an OpenAI-shaped 400); "gated-stream" (streams the first event, then waits for
+`open_gate()` -- up to 10 s -- before the rest; `gate_opened_in_time` says which came first);
+anything else answers normally.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class FixtureUpstream:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner = None
         self.url = ""
+        self._gate: asyncio.Event | None = None
+        self.gate_opened_in_time: bool | None = None
 
     @property
     def count(self) -> int:
@@ -41,6 +45,9 @@ class FixtureUpstream:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def open_gate(self) -> None:
+        self._loop.call_soon_threadsafe(lambda: self._gate and self._gate.set())
 
     def __enter__(self):
         return self.start()
@@ -88,6 +95,14 @@ class FixtureUpstream:
             await resp.prepare(request)
             base = {"id": "chatcmpl-fixture", "object": "chat.completion.chunk", "created": 1, "model": req["model"]}
             await resp.write(b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}).encode() + b"\n\n")
+            if req["model"] == "gated-stream":
+                self._gate = asyncio.Event()
+                self.gate_opened_in_time = None
+                try:
+                    await asyncio.wait_for(self._gate.wait(), 10)
+                    self.gate_opened_in_time = True
+                except asyncio.TimeoutError:
+                    self.gate_opened_in_time = False
             for i, w in enumerate(words):
                 ev = {**base, "choices": [{"index": 0, "delta": {"content": (" " if i else "") + w}, "finish_reason": None}]}
                 await resp.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
