@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = round(time.monotonic() - t0, 1)
         sections.append(f"## {step.title}\n\n{body}\n")
         run.write_text("report.md", "\n".join(header + sections))  # a partial report survives a later failure
-    run.update_meta(end_time=runs._meta.utc_now(), step_seconds=timings)
+    end_load = runs._meta.load_average()
+    run.update_meta(end_time=runs._meta.utc_now(), step_seconds=timings, load_average_end=end_load)
+    if end_load:
+        header.append(f"Load average (1 min) at start {run.meta['load_average'][0]:.1f}, at end {end_load[0]:.1f} "
+                      f"on {run.meta['cores_available']} cores: other work on the machine widens the spreads.\n")
     report = run.write_text("report.md", "\n".join(header + sections))
     print(report)
     return 0 if all("**step failed:**" not in s for s in sections) else 1

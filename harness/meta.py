@@ -10,7 +10,7 @@ API (small on purpose; everything returns plain JSON-able values):
         `switches` is a gateway.twins.Switches (default: Switches.resolve(), i.e. the
         environment). Expensive probes (git, rustc) are cached per process.
     describe(meta) -> str
-        one line for reports: "AMD EPYC ... · 2/2 cores · release build · py · CPython 3.11.7 · rustc 1.xx · abc1234+dirty"
+        one line for reports: "AMD EPYC ... · 2/2 cores · release build · py · CPython 3.11.7 · rustc 1.xx · load 0.3 · abc1234+dirty"
     build_profile() -> str | None      "release" / "debug", None when the extension is missing
     git_info(root=REPO) -> {"git_sha", "git_dirty"}
 
@@ -77,6 +77,14 @@ def cpu_affinity() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine widens every spread."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -117,6 +125,7 @@ def collect(
         "shell": shell,
         "parameters": dict(parameters or {}),
         "start_time": start_time or utc_now(),
+        "load_average": load_average(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }
@@ -137,6 +146,8 @@ def describe(meta: Mapping[str, Any]) -> str:
     parts.append(f"{meta.get('python_implementation', 'Python')} {meta.get('python_version')}")
     if meta.get("rustc_version"):
         parts.append(meta["rustc_version"].split(" (")[0])
+    if meta.get("load_average"):
+        parts.append(f"load {meta['load_average'][0]:.1f}")
     sha = (meta.get("git_sha") or "nogit")[:10]
     parts.append(sha + ("+dirty" if meta.get("git_dirty") else ""))
     return " · ".join(str(p) for p in parts)
