@@ -57,7 +57,7 @@ class SweepPanel:
         self.title = title
         self.progress = W.IntProgress(min=0, max=max(total or 1, 1), description="cells", bar_style="info")
         self.status = W.HTML(f"<b>{title}</b>: waiting for the first cell")
-        layout = dict(height=320, margin=dict(l=50, r=10, t=40, b=40), xaxis=dict(title="concurrency", type="log"))
+        layout = dict(height=320, width=540, margin=dict(l=50, r=10, t=40, b=40), xaxis=dict(title="concurrency", type="log"))
         self.throughput = go.FigureWidget(layout=dict(layout, title="throughput (2xx/s)", yaxis=dict(title="req/s")))
         self.gil = go.FigureWidget(layout=dict(layout, title="GIL", yaxis=dict(title="")))
         self.widget = W.VBox([W.HBox([self.progress, self.status]), W.HBox([self.throughput, self.gil])])
