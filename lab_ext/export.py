@@ -15,88 +15,26 @@ browser session.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_sha(root: Path) -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("-dirty" if dirty else "") if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def machine_meta() -> dict[str, Any]:
-    """Run metadata: `harness.meta` when it is there (the one source of truth), else the
-    minimum a table caption needs."""
-    try:
-        from harness import meta as hmeta  # type: ignore[attr-defined]
+    """Run metadata from `harness.meta.collect()` (the one source of truth)."""
+    from harness import meta as hmeta
 
-        for name in ("collect", "collect_meta", "run_meta", "gather"):
-            fn = getattr(hmeta, name, None)
-            if callable(fn):
-                try:
-                    m = fn()
-                except TypeError:
-                    continue
-                if isinstance(m, Mapping):
-                    return dict(m)
-                if hasattr(m, "__dict__"):
-                    return dict(vars(m))
-    except ImportError:
-        pass
-    root = Path(__file__).resolve().parents[1]
-    return {
-        "cpu_model": _cpu_model(),
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "git_sha": _git_sha(root),
-    }
+    return hmeta.collect()
 
 
 def machine_line(meta: Mapping[str, Any] | None = None, profile: str | None = None, extra: str = "") -> str:
-    """One line: CPU, cores, Python, git sha, profile. E.g.
-    `Machine: AMD EPYC 7B13 (2 cores), Python 3.11.2, git 1a2b3c4; profile ci`."""
-    m = dict(meta or machine_meta())
+    """One line: CPU, cores, build, switches, Python, Rust, git sha, and the notebook profile.
+    E.g. `Machine: Intel(R) Xeon(R) · 2/2 cores (of 2) · release build · ... ; notebook profile ci`."""
+    from harness import meta as hmeta
 
-    def pick(*keys: str, default: Any = "?") -> Any:
-        for k in keys:
-            if m.get(k) not in (None, ""):
-                return m[k]
-        return default
-
-    cpu = pick("cpu_model", "cpu")
-    cores = pick("cores_available", "cores", "cpu_count")
-    py = pick("python", "python_version")
-    if isinstance(py, Mapping):
-        py = py.get("version", "?")
-    sha = pick("git_sha", "git", "sha")
-    if isinstance(sha, Mapping):
-        sha = (sha.get("sha", "?")[:10] + ("-dirty" if sha.get("dirty") else ""))
-    elif m.get("dirty") and "dirty" not in str(sha):
-        sha = f"{str(sha)[:10]}-dirty"
-    prof = profile or pick("profile", "hardware_profile", default="?")
-    line = f"Machine: {cpu} ({cores} cores), Python {py}, git {sha}; profile {prof}"
-    if m.get("profile_satisfied") is False:
-        line += " (profile clamped to this machine)"
+    line = "Machine: " + hmeta.describe(meta if meta is not None else machine_meta())
+    if profile:
+        line += f"; notebook profile {profile}"
     return line + (f"; {extra}" if extra else "")
 
 
