@@ -304,12 +304,13 @@ class Gateway:
                     status, code, msg = 502, "upstream_malformed", f"upstream sent a malformed stream event: {e}"
                 yield b"data: " + error_body(status, msg, code) + b"\n\n"
         finally:
-            await agen.aclose()
+            # audit first (synchronous), so a cancelled client task cannot skip it
             ts = _perf()
             job = AuditJob(time_ns, rid, key_id, model, status, body, collected, True, prompt_tokens,
                            (ts - t0) // 1000, "allow")
             self.background._spawn_background(job)
             self.metrics.stage["total"].observe_ns(_perf() - t0)
+            await agen.aclose()
 
     # --- other endpoints ----------------------------------------------------------------
     def models(self) -> Response:

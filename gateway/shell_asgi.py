@@ -42,7 +42,10 @@ class AsgiShell:
                 else:
                     resp = await self.gateway.chat(authorization, body, t0)
                 self._count(CHAT, resp.status)
-                await _send(send, resp)
+                if type(resp) is StreamResponse:
+                    await _send_stream(send, receive, resp)
+                else:
+                    await _send(send, resp)
                 return
             resp = await self._other(scope, receive, path)
             self._count(path if resp.status != 404 or path.startswith("/audit/") else "other", resp.status)
@@ -100,16 +103,35 @@ class AsgiShell:
                 return
 
 
-async def _send(send, resp) -> None:
-    if type(resp) is StreamResponse:
+async def _send_stream(send, receive, resp: StreamResponse) -> None:
+    """Relay a stream; servers drop sends after a client hangs up without telling the app,
+    so a watcher on `receive` notices the disconnect and the relay stops at the next chunk
+    (the pipeline then audits the request as 499)."""
+    import asyncio
+
+    gone = False
+
+    async def watch():
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
-        try:
-            async for chunk in resp.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            await resp.chunks.aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
+        async for chunk in resp.chunks:
+            if gone:
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+        await resp.chunks.aclose()
+
+
+async def _send(send, resp) -> None:
     body = resp.body
     await send({"type": "http.response.start", "status": resp.status,
                 "headers": [*resp.headers, (b"content-length", str(len(body)).encode())]})

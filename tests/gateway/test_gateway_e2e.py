@@ -134,3 +134,21 @@ def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell)
     rest = "".join(c.choices[0].delta.content or "" for c in it if c.choices)
     assert rest == "the quick brown fox jumps over the lazy dog"
     assert upstream.gate_opened_in_time is True
+
+
+@pytest.mark.parametrize("shell", ["asgi", "fastapi"])
+def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
+    import httpx
+
+    gw = gateway_factory(upstream.url, shell=shell)
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                      json={"model": "gated-stream", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the first event arrived; now hang up
+    upstream.open_gate()
+    root = wait_for_count(gw.url, 1)
+    assert root["count"] == 1
+    assert gw.stop() == 0
+    [rec] = [json.loads(p) for p in WriteAheadLog.replay(gw.ledger_dir + "/audit.wal")]
+    assert rec["status"] == 499 and rec["model"] == "gated-stream"
