@@ -32,6 +32,7 @@ zero-config default built from `--upstream URL --api-key KEY`.
     mode: py                          # py | py+rs
     impl: {}                          # per-component overrides, e.g. {auth: rust}
     shell: asgi                       # asgi | fastapi
+    server: uvicorn                   # uvicorn | granian
 
 Every error is a ConfigError whose message names the field (`keys[1].sha256: ...`).
 """
@@ -90,6 +91,7 @@ class Config:
     upstream_pool: int = 256
     switches: Switches = field(default_factory=Switches)
     shell: str = "asgi"
+    server: str = "uvicorn"
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -236,6 +238,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         upstream_pool=_get(lim, "upstream_pool", "limits.", int, 256, _positive),
         switches=Switches.resolve(mode=mode, impl=dict(impl)),  # unset -> $GATEWAYLAB_MODE / py
         shell=_get(d, "shell", "", str, "asgi", _one_of(SHELLS)),
+        server=_get(d, "server", "", str, "uvicorn", _one_of(SERVERS)),
     )
 
 

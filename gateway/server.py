@@ -85,7 +85,7 @@ def _announce(host: str, port: int) -> None:
 
 
 def serve(opts: dict) -> int:
-    server = opts.get("server") or "uvicorn"
+    server = opts.get("server") or (build_config(dict(opts)).server if opts.get("config") else "uvicorn")
     host = opts.get("host") or "127.0.0.1"
     port = int(opts.get("port") or 0)
     if server == "uvicorn":

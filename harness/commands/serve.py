@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ledger", help="audit ledger directory (default: the config's, or a new temp dir)")
     add_switch_arguments(p)
     p.add_argument("--shell", choices=["asgi", "fastapi"], default=None, help="ASGI shell (default: config's, else asgi)")
-    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument("--server", choices=["uvicorn", "granian"], default=None, help="default: config's, else uvicorn")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 

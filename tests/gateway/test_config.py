@@ -59,6 +59,7 @@ def test_embedded_default():
     (lambda s: s.replace("mode: py", "mode: fast"), "mode"),
     (lambda s: s.replace("auth: python", "auth: java"), "impl"),
     (lambda s: s.replace("shell: fastapi", "shell: flask"), "shell"),
+    (lambda s: s + "\nserver: gunicorn\n", "server"),
     (lambda s: s + "\nextra_field: 1\n", "extra_field"),
     (lambda s: s.replace("api_key_env: UP_KEY", "api_key_env: MISSING_VAR"), "model_list[0].upstream.api_key_env"),
 ])
