@@ -11,6 +11,9 @@
 //! request in flight or arriving waits until it ends), like a GC pause: it is triggered by every
 //! `stall_every`-th API request, or by a request carrying `x-mock-stall-ms`.
 //!
+//! Delays use tokio's timer (1 ms ticks, rounded up): an injected delay is a lower bound,
+//! typically exceeded by up to ~1 ms.
+//!
 //! Randomness (jitter, error and drop draws, token choice) comes from a RNG seeded with
 //! `seed` and the request's arrival number, so a run is deterministic given the seed and the
 //! order of arrival.
@@ -760,6 +763,8 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>, shutdown: impl 
             let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                // No idle cutoff: a client's pooled keep-alive connection stays usable between runs.
+                .header_read_timeout(None)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
