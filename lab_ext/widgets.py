@@ -17,17 +17,26 @@ import plotly.graph_objects as go
 
 # Names a sweep cell may use for the same quantity, first match wins. The sweep API
 # (harness.sweep) owns the result schema; these keep the panel tolerant of its growth.
-_LABEL = ("label", "switches_label", "switches", "mode")
 _CONC = ("concurrency", "c")
-_TPUT = ("throughput_rps", "throughput", "rps", "req_per_s")
+_TPUT = ("rps", "throughput_rps", "throughput")
 _GIL = (  # the GIL view plotted, in order of preference, with its axis title
     ("gil_wait_p99_us", "GIL acquisition wait p99 (µs, exact probe)"),
-    ("gil_probe_wait_p99_us", "GIL acquisition wait p99 (µs, exact probe)"),
-    ("gil_wait_p50_us", "GIL acquisition wait p50 (µs, exact probe)"),
     ("gil_held_share", "GIL held share (sampled, py-spy)"),
-    ("gil_sampled_held", "GIL held share (sampled, py-spy)"),
-    ("loop_lag_p99_ms", "event-loop lag p99 (ms)"),
+    ("loop_lag_p99_us", "event-loop lag p99 (µs, exact)"),
 )
+
+
+def cell_label(c: Mapping) -> str:
+    """`py`, `py+rs`, `py[mmr=rust]`, plus the shell when it is not the default asgi."""
+    label = str(c.get("mode") or c.get("label") or "?")
+    sw = c.get("switches")
+    if isinstance(sw, Mapping):
+        sw = ",".join(f"{k}={v}" for k, v in sorted(sw.items()))
+    if sw:
+        label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label):]
+    if c.get("shell") and c.get("shell") != "asgi":
+        label += f" ({c['shell']})"
+    return label
 
 
 def _as_mapping(cell: Any) -> Mapping:
@@ -96,10 +105,9 @@ class SweepPanel:
         if self.total is None or self.n > self.total:
             self.progress.max = self.n
         self.progress.value = self.n
-        label = _pick(c, _LABEL)
-        label = str(label if not isinstance(label, Mapping) else ",".join(f"{k}={v}" for k, v in label.items()))
+        label = cell_label(c)
         conc, tput = _pick(c, _CONC), _pick(c, _TPUT)
-        if conc is not None and tput is not None:
+        if conc is not None and tput is not None and tput == tput:  # NaN for a failed cell
             self._add_point(self.throughput, label, float(conc), float(tput))
         for key, title in _GIL:
             if c.get(key) is not None and conc is not None:
@@ -107,7 +115,10 @@ class SweepPanel:
                 if self.gil.layout.yaxis.title.text != title:
                     self.gil.layout.yaxis.title.text = title
                 break
-        tp = f"{float(tput):,.0f} req/s" if tput is not None else "?"
+        if c.get("status") not in (None, "ok"):
+            tp = f"{c.get('status')}: {str(c.get('error') or '')[:120]}"
+        else:
+            tp = f"{float(tput):,.0f} req/s" if tput is not None else "?"
         self.status.value = f"<b>{self.title}</b>: cell {self.n}/{self.total or '?'}: {label} c={conc} → {tp}"
 
     def done(self, result: Any = None) -> None:

@@ -1,0 +1,104 @@
+"""Small helpers the notebooks share: their run folder, spreads of ratios, error bars.
+
+    from lab_ext.nb import notebook_run, ratio_spread, error_bars
+    run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.runs.Run
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def notebook_run(notebook: str, profile: str, run_dir: str | Path | None = None,
+                 parameters: Mapping[str, Any] | None = None):
+    """The notebook's run folder: `run_dir` when papermill passes one (the regression check
+    reads it back), else a new `data/runs/<UTC time>-<notebook>/`. meta.json comes from
+    `harness.meta.collect` either way."""
+    from harness import meta, runs
+
+    params = {"notebook": notebook, "profile": profile, **dict(parameters or {})}
+    if run_dir is None:
+        return runs.create_run(notebook, parameters=params)
+    p = Path(run_dir)
+    p.mkdir(parents=True, exist_ok=True)
+    m = meta.collect(parameters=params)
+    m["run_name"] = notebook
+    (p / runs.META_FILE).write_text(json.dumps(m, indent=2, sort_keys=True, default=str) + "\n")
+    return runs.open_run(p)
+
+
+def ratio_spread(num: tuple[float, float, float], den: tuple[float, float, float]) -> tuple[float, float, float]:
+    """(median, min, max) of num/den from two (median, min, max) triples: the median ratio,
+    and the widest ratio the spreads allow (num.min/den.max, num.max/den.min)."""
+    n, nlo, nhi = num
+    d, dlo, dhi = den
+    return n / d, nlo / dhi, nhi / dlo
+
+
+def spread_of(values) -> tuple[float, float, float]:
+    """(median, min, max) of a sequence (NaNs dropped)."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if v.size == 0:
+        raise ValueError("no values")
+    return float(np.median(v)), float(v.min()), float(v.max())
+
+
+def error_bars(df, value: str = "median", lo: str = "min", hi: str = "max") -> dict:
+    """plotly `error_y` for asymmetric min/max bars around a median column."""
+    return dict(type="data", symmetric=False, array=(df[hi] - df[value]).tolist(),
+                arrayminus=(df[value] - df[lo]).tolist())
+
+
+def fmt(triple: tuple[float, float, float], digits: int = 3, unit: str = "") -> str:
+    m, lo, hi = triple
+    return f"{m:.{digits}g}{unit} [{lo:.{digits}g}–{hi:.{digits}g}]"
+
+
+def si(x: float, digits: int = 3) -> str:
+    """1234567 -> '1.23M', 144000 -> '144k', 2.5 -> '2.5'."""
+    ax = abs(x)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if ax >= div:
+            return f"{x / div:.{digits}g}{suf}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_si(triple: tuple[float, float, float], unit: str = "") -> str:
+    m, lo, hi = triple
+    return f"{si(m)}{unit} [{si(lo)}–{si(hi)}]"
+
+
+def label_cells(cells):
+    """Add a `label` column to a sweep cells table: mode, plus switches and shell when set."""
+    from lab_ext.widgets import cell_label
+
+    cells = cells.copy()
+    cells["label"] = [cell_label(r) for r in cells.to_dict("records")]
+    return cells
+
+
+def agg(cells, value: str, by=("label", "concurrency")):
+    """median/min/max/n of `value` over repeats, for the ok cells, one row per `by` group."""
+    ok = cells[(cells["status"] == "ok") & cells[value].notna()]
+    g = ok.groupby(list(by), sort=True)[value]
+    out = g.agg(["median", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"count": "n"})
+
+
+def ok_cells(cells, what: str = "sweep"):
+    """The ok cells; a clear error naming every failed cell when none succeeded for a label."""
+    failed = cells[cells["status"] != "ok"]
+    if len(failed):
+        import warnings
+
+        for r in failed.to_dict("records"):
+            warnings.warn(f"{what}: cell {r.get('cell')} {r.get('status')}: {r.get('error')}", stacklevel=2)
+    ok = cells[cells["status"] == "ok"]
+    missing = sorted(set(cells["label"]) - set(ok["label"])) if "label" in cells else []
+    if missing:
+        errs = "; ".join(f"{r['cell']}: {r['error']}" for r in failed.to_dict("records"))[:2000]
+        raise RuntimeError(f"{what}: no successful cell for {missing}: {errs}")
+    return ok
