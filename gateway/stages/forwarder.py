@@ -56,7 +56,10 @@ class Forwarder:
     lazily on first use so that it binds to the running loop."""
 
     def __init__(self, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0):
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
+        # send(): the whole exchange within timeout_s; stream(): no gap between chunks longer
+        # than timeout_s (a long stream may take longer in total).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
         self._total = timeout_s
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
@@ -73,9 +76,8 @@ class Forwarder:
 
     async def send(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
         try:
-            async with asyncio.timeout(self._total):
-                async with self._client().post(url, data=body, headers=headers) as r:
-                    return r.status, await r.read()
+            async with self._client().post(url, data=body, headers=headers) as r:
+                return r.status, await r.read()
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream timed out after {self._total:g}s") from e
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as e:
@@ -83,7 +85,7 @@ class Forwarder:
 
     async def stream(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
         try:
-            async with self._client().post(url, data=body, headers=headers) as r:
+            async with self._client().post(url, data=body, headers=headers, timeout=self._stream_timeout) as r:
                 if not 200 <= r.status < 300:
                     raise UpstreamStatusError(r.status, await r.read())
                 async for chunk in r.content.iter_any():
