@@ -131,7 +131,7 @@ class LoopLag:
         self.loop, self.interval_s = loop, interval_s
         self.rec = _Recorder()
         self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0
+        self._due_ns = 0
         self._stopped = False
 
     def start(self) -> None:
@@ -140,11 +140,13 @@ class LoopLag:
     def _arm(self) -> None:
         if self._stopped:
             return
-        self._due = self.loop.time() + self.interval_s
-        self._handle = self.loop.call_at(self._due, self._tick)
+        # Lateness is measured on the monotonic clock: uvloop's loop.time() is cached per
+        # loop iteration at 1 ms resolution, too coarse for this view.
+        self._due_ns = time.monotonic_ns() + int(self.interval_s * 1e9)
+        self._handle = self.loop.call_later(self.interval_s, self._tick)
 
     def _tick(self) -> None:
-        self.rec.record(int((self.loop.time() - self._due) * 1e9))
+        self.rec.record(time.monotonic_ns() - self._due_ns)
         self._arm()
 
     def stop(self) -> None:
@@ -243,6 +245,7 @@ def snapshot(reset: bool = False) -> dict[str, Any]:
            "note": "deadline-to-GIL latency; includes OS wake-up latency (see calibration)"}
     lh, ltotal = h.lag.rec.take(reset)
     lag = {"label": EXACT, "available": True, "reason": None, **_summary(lh),
-           "total_lag_s": ltotal / 1e9, "interval_ms": h.lag.interval_s * 1e3}
+           "total_lag_s": ltotal / 1e9, "interval_ms": h.lag.interval_s * 1e3,
+           "loop": type(h.lag.loop).__module__.split(".")[0]}
     out.update(gil_wait=gil, loop_lag=lag, native=_native_stats(reset))
     return out

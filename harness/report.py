@@ -191,6 +191,7 @@ def write_markdown(run_dir: Path, run, t) -> Path:
                                                             for c in cols] for _, r in g.iterrows()]
             md.append(_md_table(rows, ["c", "n"] + [titles.get(c, c) for c in cols]))
             md.append("")
+        md += _gil_views_md(cells)
         ent = t.get("gil_entries")
         if ent is not None and len(ent):
             md += ["## Rust entry points (exact GIL counters, summed over the sweep)", ""]
@@ -215,6 +216,35 @@ def write_markdown(run_dir: Path, run, t) -> Path:
     p = run_dir / "report.md"
     p.write_text("\n".join(md) + "\n")
     return p
+
+
+GIL_VIEW_COLS = [("rps", "req/s"), ("cpu_cores", "CPU cores"),
+                 ("gil_held_share", "1: held (sampled)"), ("gil_main_share", "1: loop thread (sampled)"),
+                 ("gil_other_share", "1: other threads (sampled)"),
+                 ("native_wait_share", "2: Rust re-acquire wait, share of window (exact)"),
+                 ("gil_wait_p50_us", "3: acquire wait p50 µs (exact)"), ("gil_wait_p99_us", "3: p99 µs"),
+                 ("loop_lag_p50_us", "4: loop lag p50 µs (exact)"), ("loop_lag_p99_us", "4: p99 µs")]
+
+
+def _gil_views_md(cells) -> list[str]:
+    """The four GIL views side by side per line and concurrency (medians over repeats)."""
+    df = _ok(cells)
+    if not len(df):
+        return []
+    df = df.copy()
+    df["native_wait_share"] = df["native_wait_s"] / df["duration_s"]
+    cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and df[c].notna().any()]
+    out = ["## The four GIL views against concurrency (medians over repeats)", "",
+           "1 = py-spy ownership (sampled), 2 = Rust entry-point counters (exact), "
+           "3 = probe-thread acquisition latency (exact; idle calibration p50 "
+           f"{_fmt(float(df['gil_wait_cal_p50_us'].median()))} µs), 4 = event-loop lag (exact).", ""]
+    for line, g in df.groupby("line"):
+        med = g.groupby("concurrency")[[c for c, _ in cols]].median()
+        out += [f"### {line}", ""]
+        out.append(_md_table([[str(c)] + [_fmt(float(r[k])) for k, _ in cols] for c, r in med.iterrows()],
+                             ["c"] + [h for _, h in cols]))
+        out.append("")
+    return out
 
 
 def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple[str, Any]]:
