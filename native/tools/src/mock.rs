@@ -576,7 +576,7 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
     let err_draw: f64 = rng.random();
 
     let n = state.api_seq.fetch_add(1, Relaxed) + 1;
-    if state.cfg.stall_every > 0 && n % state.cfg.stall_every == 0 && state.cfg.stall_ms > 0.0 {
+    if state.cfg.stall_every > 0 && n.is_multiple_of(state.cfg.stall_every) && state.cfg.stall_ms > 0.0 {
         state.trigger_stall(ms(state.cfg.stall_ms));
     }
     if let Some(d) = b.stall {
