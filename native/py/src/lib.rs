@@ -8,6 +8,7 @@ pub mod auth;
 pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
+pub mod forwarder;
 pub mod hash;
 pub mod record;
 pub mod entropy;
@@ -43,5 +44,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     waf::register(m)?;
     ratelimit::register(m)?;
     adapter::register(m)?;
+    forwarder::register(m)?;
     Ok(())
 }

@@ -1,0 +1,230 @@
+"""Forwarder twins against the same local upstreams: same status, body and streamed chunks,
+and the same UpstreamError classes for refused / reset / timeout / 5xx.
+
+Two upstreams, both on 127.0.0.1 and started and stopped by fixtures: a deterministic raw
+asyncio server (exact framing: chunk pacing, early close) and the project's native mock."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gateway import twins
+from gateway.stages.forwarder import UpstreamStatusError, UpstreamTimeout, UpstreamUnavailable
+from harness.native_procs import start_mock
+
+IMPLS = {impl: twins.load("forwarder", impl) for impl in twins.IMPLS}
+TIMEOUT_S = 0.5
+
+
+class RawUpstream:
+    """HTTP/1.1 on a raw asyncio server. Paths: /echo (JSON echo of the request),
+    /status/N, /chunks/N/DELAY_MS (N chunked pieces, paced), /slow (answers after 2 s),
+    /stall (headers, one chunk, then silence), /reset (promises 100 bytes, sends 10, closes),
+    /close (closes without answering)."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server = None
+        self.url = ""
+
+    def __enter__(self):
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)
+        self.url = "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc):
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in handlers:
+                t.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter):
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                hdrs = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+                body = await r.readexactly(int(hdrs.get("content-length", "0")))
+                if not await self._answer(path, hdrs, body, w):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    async def _answer(self, path, hdrs, body, w) -> bool:
+        def plain(status: int, data: bytes):
+            w.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                    % (status, len(data)) + data)
+
+        parts = path.strip("/").split("/")
+        if parts[0] == "echo":
+            echo = {"body": body.decode("utf-8", "replace"), "x-test": hdrs.get("x-test"), "bytes": len(body)}
+            plain(200, json.dumps(echo, sort_keys=True).encode())
+        elif parts[0] == "status":
+            plain(int(parts[1]), b'{"error":{"message":"status %s"}}' % parts[1].encode())
+        elif parts[0] == "chunks":
+            n, delay = int(parts[1]), int(parts[2]) / 1000
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i in range(n):
+                data = b"data: {\"i\": %d, \"pad\": \"%s\"}\n\n" % (i, b"x" * (i * 37 % 300))
+                w.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await w.drain()
+                await asyncio.sleep(delay)
+            w.write(b"0\r\n\r\n")
+        elif parts[0] == "slow":
+            await asyncio.sleep(2.0)
+            plain(200, b"{}")
+        elif parts[0] == "stall":
+            w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            await w.drain()
+            await asyncio.sleep(2.0)
+            return False
+        elif parts[0] == "reset":
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            await w.drain()
+            return False
+        elif parts[0] == "close":
+            return False
+        await w.drain()
+        return True
+
+
+@pytest.fixture(scope="module")
+def raw():
+    with RawUpstream() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def mock():
+    m = start_mock()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _outcome(coro):
+    try:
+        return ("ok", await coro)
+    except Exception as e:  # noqa: BLE001 - the class is what we compare
+        return ("err", type(e), getattr(e, "status", None), getattr(e, "body", None))
+
+
+async def _collect(fwd, url, body=b"{}", headers=()):
+    return [c async for c in fwd.stream(url, body, list(headers))]
+
+
+def both(fn):
+    """Run `fn(forwarder)` once per twin on a fresh loop; return {impl: result}."""
+    async def run(impl):
+        f = IMPLS[impl](timeout_s=TIMEOUT_S, pool=8, connect_timeout_s=1.0)
+        try:
+            return await fn(f)
+        finally:
+            await f.aclose()
+    return {impl: asyncio.run(run(impl)) for impl in IMPLS}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=3000), tag=st.text(alphabet="abcXYZ-_019", max_size=10))
+def test_send_same_status_and_body(raw, body, tag):
+    async def go(f):
+        return await _outcome(f.send(raw.url + "/echo", body, [("x-test", tag), ("content-type", "application/json")]))
+    r = both(go)
+    assert r["python"] == r["rust"]
+    assert r["python"][1][0] == 200
+
+
+@pytest.mark.parametrize("status", [200, 201, 400, 404, 429, 500, 502, 503])
+def test_send_passes_statuses_through(raw, status):
+    r = both(lambda f: _outcome(f.send(f"{raw.url}/status/{status}", b"{}", [])))
+    assert r["python"] == r["rust"] == ("ok", (status, b'{"error":{"message":"status %d"}}' % status))
+
+
+@pytest.mark.parametrize("n,delay_ms", [(1, 0), (5, 30), (12, 15)])
+def test_stream_same_chunks(raw, n, delay_ms):
+    r = both(lambda f: _outcome(_collect(f, f"{raw.url}/chunks/{n}/{delay_ms}")))
+    assert r["python"][0] == r["rust"][0] == "ok"
+    py, rs = r["python"][1], r["rust"][1]
+    assert b"".join(py) == b"".join(rs) and b"".join(rs).count(b"data: ") == n
+    if delay_ms:  # paced pieces arrive one by one in both twins
+        assert py == rs and len(rs) == n
+
+
+@pytest.mark.parametrize("path,err", [
+    ("/slow", UpstreamTimeout), ("/reset", UpstreamUnavailable), ("/close", UpstreamUnavailable),
+])
+def test_send_faults_same_class(raw, path, err):
+    r = both(lambda f: _outcome(f.send(raw.url + path, b"{}", [])))
+    assert r["python"][:2] == r["rust"][:2] == ("err", err)
+
+
+@pytest.mark.parametrize("path,err", [
+    ("/slow", UpstreamTimeout), ("/stall", UpstreamTimeout), ("/reset", UpstreamUnavailable),
+    ("/close", UpstreamUnavailable), ("/status/503", UpstreamStatusError), ("/status/429", UpstreamStatusError),
+])
+def test_stream_faults_same_class(raw, path, err):
+    r = both(lambda f: _outcome(_collect(f, raw.url + path)))
+    assert r["python"] == r["rust"]
+    assert r["rust"][:2] == ("err", err)
+
+
+def test_refused_is_unavailable_in_both():
+    url = f"http://127.0.0.1:{_free_port()}/v1/chat/completions"
+    r = both(lambda f: _outcome(f.send(url, b"{}", [])))
+    assert r["python"][:2] == r["rust"][:2] == ("err", UpstreamUnavailable)
+    r = both(lambda f: _outcome(_collect(f, url)))
+    assert r["python"][:2] == r["rust"][:2] == ("err", UpstreamUnavailable)
+
+
+def test_status_error_http_status_mapping():
+    assert UpstreamStatusError(503).http_status == 502 and UpstreamStatusError(429).http_status == 429
+
+
+def test_against_the_native_mock(mock):
+    url = mock.url + "/v1/chat/completions"
+    req = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    sreq = json.dumps({"model": "mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    async def go(f):
+        status, body = await f.send(url, req, [("content-type", "application/json")])
+        chunks = await _collect(f, url, sreq, [("x-mock-itl-ms", "5"), ("x-mock-tokens", "4")])
+        faults = [await _outcome(f.send(url, req, [(h, v)])) for h, v in
+                  (("x-mock-error-status", "500"), ("x-mock-drop-rate", "1"), ("x-mock-latency-ms", "2000"))]
+        return status, sorted(json.loads(body)), b"".join(chunks).count(b"data: "), [x[:2] if x[0] == "err" else x[1][0] for x in faults]
+
+    r = both(go)
+    assert r["python"] == r["rust"]
+    assert r["rust"][0] == 200 and r["rust"][3] == [500, ("err", UpstreamUnavailable), ("err", UpstreamTimeout)]
+
+
+def test_many_concurrent_requests_share_the_pool(raw):
+    async def go(f):
+        rs = await asyncio.gather(*(f.send(raw.url + "/echo", b"%d" % i, []) for i in range(64)))
+        return sorted(json.loads(b)["body"] for _, b in rs)
+    r = both(go)
+    assert r["python"] == r["rust"] == sorted(str(i) for i in range(64))
