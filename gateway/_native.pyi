@@ -118,3 +118,68 @@ def run_mock(config_json: str = "{}") -> None:
 def run_load(config_json: str) -> str:
     """One bounded load-generator run (LoadConfig fields as JSON), GIL released; returns the
     result JSON. Bad config -> InvalidInput."""
+
+# ---------------------------------------------------------------------------------------
+# Hot-path stages (Protocols in gateway/stages/protocols.py; native/py/src/{auth,waf,
+# ratelimit,adapter,forwarder}.rs). Bad input -> InvalidInput, as in the Python twins.
+# ---------------------------------------------------------------------------------------
+
+@final
+class ApiKeyAuth:
+    """Bearer keys stored as lowercase SHA-256 hex; sha2 + subtle constant-time compare."""
+
+    def __new__(cls, keys: Mapping[str, str]) -> Self: ...
+    def check(self, authorization: bytes | bytearray | None) -> str | None: ...
+
+@final
+class Waf:
+    """Ordered regex/literal rules with Python `re` semantics; first matching rule wins.
+    Texts over 4 KiB are scanned with the GIL released."""
+
+    def __new__(cls, rules: Iterable[Mapping[str, Any]]) -> Self: ...
+    @property
+    def ids(self) -> tuple[str, ...]: ...
+    def scan(self, text: str) -> str | None: ...
+
+@final
+class RateLimiter:
+    """Two token buckets per key; the Python twin's float arithmetic, bit for bit."""
+
+    def __new__(cls, limits: Mapping[str, tuple[int, int]]) -> Self: ...
+    def check(self, key_id: str, tokens: int, now_ns: int) -> float: ...
+
+_Json: TypeAlias = bytes | bytearray | memoryview | str
+
+@final
+class Adapter:
+    """OpenAI <-> "openai"/"anthropic" upstream JSON, byte-identical to the orjson twin.
+    Bodies over 1 KiB are converted with the GIL released."""
+
+    def __new__(cls, kind: str) -> Self: ...
+    @property
+    def kind(self) -> str: ...
+    def to_upstream(self, body: _Json, upstream_model: str) -> bytes: ...
+    def from_upstream(self, body: _Json, public_model: str) -> bytes: ...
+    def stream_event(self, event: _Json, public_model: str) -> list[bytes]: ...
+
+@final
+class NativeForwarder:
+    """reqwest on a shared Tokio runtime; the methods return asyncio awaitables. Failures:
+    TimeoutError, ConnectionError (mapped to UpstreamError by gateway.stages.rust_forwarder)."""
+
+    def __new__(cls, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0) -> Self: ...
+    def send(self, url: str, body: bytes, headers: list[tuple[str, str]]) -> Any:
+        """Awaitable of (status, body)."""
+    def open_stream(self, url: str, body: bytes, headers: list[tuple[str, str]]) -> Any:
+        """Awaitable of (status, NativeStream) once the response headers arrived."""
+    def close(self) -> None: ...
+
+@final
+class NativeStream:
+    """An open streaming response (made by NativeForwarder.open_stream)."""
+
+    def next_chunk(self) -> Any:
+        """Awaitable of the next body piece as it arrives, or None at the end."""
+    def read_all(self) -> Any:
+        """Awaitable of the rest of the body."""
+    def close(self) -> None: ...
