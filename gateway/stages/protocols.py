@@ -26,7 +26,9 @@ class ApiKeyAuth(Protocol):
 class Waf(Protocol):
     """Waf(rules: Sequence[Mapping]) with rules {"id": str, "kind": "regex"|"literal",
     "pattern": str, "case_insensitive": bool}. Regexes use the syntax common to Python `re`
-    and Rust `regex` (no backreferences or lookaround; construction rejects them).
+    and Rust `regex` (no backreferences or lookaround; construction rejects them), with Python
+    `re` meaning (the Rust twin translates `\\s`, `\\w`, `\\b`, `\\B`, `$` to it); literals are
+    substring tests, case_insensitive folding ASCII letters only.
     The Rust twin releases the GIL for texts over 4 KiB."""
 
     def scan(self, text: str) -> str | None:
