@@ -8,8 +8,10 @@ mock process, closed loop, same connection count and duration, alternating which
 
 Reported per cell (median with min–max over the repeats):
 - rps and p50/p99 latency of each tool;
-- CPU utilisation of the mock (psutil, its process over the run) and of our generator
-  (its own getrusage over the run): the side near 1.0 is the bottleneck;
+- CPU utilisation of the mock (psutil, its process over the run) and of the generator
+  (ours: its own getrusage over the run; wrk: RUSAGE_CHILDREN around it): the side near 1.0
+  is the bottleneck, and on a busy machine (other work on the same cores) rps / utilisation
+  is the figure that stays comparable;
 - mock capacity on one core = rps / mock CPU utilisation (req per mock core-second), and
   load-generator capacity = rps / generator CPU utilisation (req per generator core-second);
 - ours / wrk: the ratio of req/s and of p50, paired per repeat.
@@ -18,7 +20,7 @@ JSON (`--json OUT`): {"machine": {"cores", "cpu_model", "mock_cpu", "gen_cpu"},
 "params": {...}, "rows": [{"tool", "route", "concurrency", "rps", "p50_us", "p99_us",
 "mock_cpu_util", "gen_cpu_util", "mock_capacity_rps", "gen_capacity_rps"}, ...] (each value
 {"median", "min", "max", "n"}), "ratios": [{"route", "concurrency", "rps_ours_over_wrk",
-"p50_ours_over_wrk"}], "headline": {...}, "meta": {...}}.
+"p50_ours_over_wrk", "gen_efficiency_ours_over_wrk"}], "headline": {...}, "meta": {...}}.
 
 Our generator runs in this process, pinned and with the GIL released (the same native code
 `gatewaylab load` runs), so its CPU and wall time cover the run only.
@@ -87,7 +89,13 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: str | None, c
     if script:
         argv += ["-s", script]
     argv.append(url)
-    m0, t0 = _cpu(mock_proc), time.perf_counter()
+    import resource
+
+    def children_cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    c0, m0, t0 = children_cpu(), _cpu(mock_proc), time.perf_counter()
     p = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60,
                        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     wall = time.perf_counter() - t0
@@ -95,7 +103,7 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: str | None, c
         raise RuntimeError(f"wrk failed: {p.stderr.strip()}")
     r = parse_wrk(p.stdout)
     r["mock_cpu_util"] = (_cpu(mock_proc) - m0) / wall
-    r["gen_cpu_util"] = None
+    r["gen_cpu_util"] = (children_cpu() - c0) / wall  # wrk is the only child reaped meanwhile
     return r
 
 
@@ -170,6 +178,10 @@ def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), ro
                 "route": route, "concurrency": c,
                 "rps_ours_over_wrk": summarize(o["rps"] / w["rps"] for o, w in zip(ours, wrk)),
                 "p50_ours_over_wrk": summarize(o["p50_us"] / w["p50_us"] for o, w in zip(ours, wrk) if w["p50_us"]),
+                # requests per generator CPU-second: robust to other load on the machine
+                "gen_efficiency_ours_over_wrk": summarize(
+                    (o["rps"] / o["gen_cpu_util"]) / (w["rps"] / w["gen_cpu_util"])
+                    for o, w in zip(ours, wrk) if o["gen_cpu_util"] and w["gen_cpu_util"] and w["rps"]),
             })
 
     def row(tool, route, c):
@@ -183,6 +195,8 @@ def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), ro
         "loadgen_capacity_per_core_health": row("ours", routes[0], cmax)["gen_capacity_rps"],
         "rps_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["rps_ours_over_wrk"] for r in ratios},
         "p50_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["p50_ours_over_wrk"] for r in ratios},
+        "gen_efficiency_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["gen_efficiency_ours_over_wrk"] for r in ratios},
+        "load_avg_1m_after": os.getloadavg()[0],
     }
     from harness.meta import collect, cpu_model
 
@@ -223,9 +237,10 @@ def markdown(result) -> str:
         lines.append(f"| {r['tool']} | {r['route']} | {r['concurrency']} | {_s(r['rps'])} | {_s(r['p50_us'])} | "
                      f"{_s(r['p99_us'])} | {_s(r['mock_cpu_util'], _x)} | {_s(r['gen_cpu_util'], _x)} | "
                      f"{_s(r['mock_capacity_rps'])} | {_s(r['gen_capacity_rps'])} |")
-    lines += ["", "| route | c | req/s ours / wrk | p50 ours / wrk |", "|---|---:|---:|---:|"]
+    lines += ["", "| route | c | req/s ours / wrk | p50 ours / wrk | req per gen CPU-s ours / wrk |", "|---|---:|---:|---:|---:|"]
     for r in result["ratios"]:
-        lines.append(f"| {r['route']} | {r['concurrency']} | {_s(r['rps_ours_over_wrk'], _x)} | {_s(r['p50_ours_over_wrk'], _x)} |")
+        lines.append(f"| {r['route']} | {r['concurrency']} | {_s(r['rps_ours_over_wrk'], _x)} | {_s(r['p50_ours_over_wrk'], _x)} | "
+                     f"{_s(r['gen_efficiency_ours_over_wrk'], _x)} |")
     return "\n".join(lines)
 
 
