@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::{Acquire, Release}};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -233,11 +234,21 @@ struct Shared {
     file: File,
     state: Mutex<State>,
     wake: Condvar,
+    /// `count` and `durable` published for readers that must not wait on a writer busy in
+    /// an fsync (the Python getters run holding the GIL).
+    count: AtomicU64,
+    durable: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn publish(&self, st: &State) {
+        self.count.store(st.count, Release);
+        self.durable.store(st.durable, Release);
+        self.closed.store(st.closed, Release);
     }
 }
 
@@ -291,7 +302,14 @@ impl WalWriter {
             failed: None,
             buf: Vec::new(),
         };
-        let shared = Arc::new(Shared { file, state: Mutex::new(state), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            file,
+            count: AtomicU64::new(state.count),
+            durable: AtomicU64::new(state.durable),
+            closed: AtomicBool::new(false),
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+        });
         let group_delay = Duration::from_secs_f64(group_delay_ms / 1000.0);
         let flusher = if policy == FsyncPolicy::Group {
             let sh = Arc::clone(&shared);
@@ -326,14 +344,15 @@ impl WalWriter {
     pub fn recovery(&self) -> Recovery {
         self.recovery
     }
+    /// Lock-free: never waits for a writer in the middle of an fsync.
     pub fn count(&self) -> u64 {
-        self.shared.lock().count
+        self.shared.count.load(Acquire)
     }
     pub fn durable_count(&self) -> u64 {
-        self.shared.lock().durable
+        self.shared.durable.load(Acquire)
     }
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed
+        self.shared.closed.load(Acquire)
     }
 
     fn usable<'a>(&'a self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
@@ -360,6 +379,12 @@ impl WalWriter {
 
     /// Write `st.buf` holding `n` frames; then fsync as the policy says.
     fn commit(&self, st: &mut State, n: u64, batch: bool) -> Result<()> {
+        let r = self.commit_inner(st, n, batch);
+        self.shared.publish(st);
+        r
+    }
+
+    fn commit_inner(&self, st: &mut State, n: u64, batch: bool) -> Result<()> {
         let file = &self.shared.file;
         if let Err(e) = (&*file).write_all(&st.buf) {
             return Err(Self::fail(st, e));
@@ -449,6 +474,7 @@ impl WalWriter {
         st.durable = st.count;
         st.pending = 0;
         st.pending_since = None;
+        self.shared.publish(st);
         Ok(())
     }
 
@@ -461,6 +487,7 @@ impl WalWriter {
             }
             let r = if st.failed.is_none() { self.flush_locked(&mut st) } else { Ok(()) };
             st.closed = true;
+            self.shared.publish(&st);
             self.shared.wake.notify_all();
             r
         };
@@ -507,6 +534,7 @@ fn group_flusher(sh: &Shared, delay: Duration) {
                     Ok(()) => st.durable = st.durable.max(target),
                     Err(e) => st.failed = Some(e.to_string()),
                 }
+                sh.publish(&st);
             }
         }
     }
