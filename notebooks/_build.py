@@ -53,7 +53,7 @@ from harness.notebooks import metric, write_metrics
 from lab_ext.export import BlogExport, machine_line
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si
+from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells
 
 NOTEBOOK = "@NOTEBOOK@"
 SIZES = @SIZES@
@@ -333,7 +333,460 @@ NB02 = [
 ]
 
 
-NOTEBOOKS = {"01_mmr_speedup": NB01, "02_spawn_cost": NB02}
+
+# --- 03 ------------------------------------------------------------------------------------
+
+SWEEP_PROSE = """
+**How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+load generator run as separate processes pinned to their own cores (the hardware profile is
+clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
+cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
+comes from the load generator's HDR histogram (**exact**), overhead is gateway pXX minus
+direct-to-mock pXX at the same c in the same run. The load generator's capacity against the
+mock is measured beside the sweep so it is never the bottleneck unnoticed.
+"""
+
+NB03 = [
+    md('''
+        # 03 · The concurrency knee: does the GIL explain it?
+
+        **The seed's claim.** Throughput stops growing past c = 4, "caused by GIL contention" --
+        inferred from the throughput curve, never measured.
+
+        **What is measured.** `py` (every Python twin) against `py+rs` (every Rust twin behind the
+        same Python ASGI shell) across concurrencies, with the four GIL views beside throughput:
+        1. **sampled** GIL ownership: share of py-spy samples (`--gil --idle`) in which a thread holds the GIL;
+        2. **exact** Rust entry points: time the extension held the GIL, ran detached, waited to re-acquire it;
+        3. **exact** GIL acquisition latency: a probe thread inside the gateway that repeatedly asks for the GIL;
+        4. **exact** event-loop lag: how late `call_later` callbacks fire on the gateway's loop.
+        CPU (user+sys seconds per second of the gateway process tree, from /proc) is shown too:
+        a knee where one core is saturated is a different story from a knee where threads queue
+        for the GIL.
+    '''),
+    md(SWEEP_PROSE),
+    params(),
+    setup("03_concurrency_knee", '''
+        {
+            "full": dict(modes=["py", "py+rs"], concurrency=list(range(1, 17)), hw_profile="xeon-4c",
+                         duration_s=5.0, warmup_s=1.0, repeat=3, capacity=True, report=True),
+            "ci": dict(modes=["py", "py+rs"], concurrency=[1, 4, 16], hw_profile="ci-2c",
+                       duration_s=1.5, warmup_s=0.5, repeat=1, capacity=True, report=False),
+        }
+    '''),
+    md("## Run the sweep (live panel: progress, throughput and GIL wait per cell)"),
+    code('''
+        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
+        display(panel.widget)
+        res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                                   duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=True,
+                                   out=run.path, name="knee", capacity=S["capacity"], report=S["report"],
+                                   report_images=False)
+        cells = label_cells(res.table)
+        run.write_table("cells", cells)
+        print("sweep run folder:", res.dir)
+        cells[["label", "concurrency", "repeat", "status", "rps", "cpu_cores", "gil_held_share", "gil_wait_p99_us",
+               "loop_lag_p99_us", "probes_missing"]]
+    '''),
+    code('''
+        ok = ok_cells(cells, NOTEBOOK)
+        ok = ok.assign(native_hold_share=ok["native_hold_s"] / ok["duration_s"],
+                       native_wait_share=ok["native_wait_s"] / ok["duration_s"])
+        views = [("rps", "throughput (2xx/s)", "exact"), ("cpu_cores", "gateway CPU (cores)", "exact, /proc"),
+                 ("gil_held_share", "1 · GIL held share", "sampled, py-spy"),
+                 ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
+                 ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
+                 ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later")]
+        fig_knee = make_subplots(rows=3, cols=2, subplot_titles=[f"{t} [{how}]" for _, t, how in views],
+                                 vertical_spacing=0.1)
+        palette = px.colors.qualitative.Plotly
+        for i, (col, title, how) in enumerate(views):
+            a = agg(ok, col)
+            for j, (label, d) in enumerate(a.groupby("label", sort=False)):
+                fig_knee.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label,
+                                     showlegend=(i == 0), mode="lines+markers", line=dict(color=palette[j % 10]),
+                                     error_y=error_bars(d), row=i // 2 + 1, col=i % 2 + 1)
+        fig_knee.update_xaxes(title_text="concurrency c", type="log")
+        fig_knee.update_layout(height=950, title="Throughput and the four GIL views against concurrency")
+        fig_knee
+    '''),
+    md('''
+        ## Where is the knee, and what do the GIL views say there?
+
+        The knee is the smallest c at which throughput reaches 90% of its maximum. At the knee and
+        at the top concurrency the table puts throughput beside CPU and the GIL views. If the GIL
+        were the cause (threads contending for it), the probe's wait and the share held by
+        threads *other* than the event loop would climb at the knee while CPU stays below one
+        core; if instead one core is saturated by the event-loop thread, the knee is CPU
+        saturation of a single interpreter thread, and the GIL is merely held by the only thread
+        that has work.
+    '''),
+    code('''
+        rows = []
+        for label, d in agg(ok, "rps").groupby("label", sort=False):
+            top = d["median"].max()
+            knee = int(d.loc[d["median"] >= 0.9 * top, "concurrency"].min())  # first c within 10% of the top
+            for c in sorted({int(d["concurrency"].min()), knee, int(d["concurrency"].max())}):
+                cc = ok[(ok["label"] == label) & (ok["concurrency"] == c)]
+                rows.append({"label": label, "c": c, "knee": c == knee,
+                             "rps": fmt_si(spread_of(cc["rps"])),
+                             "CPU cores": fmt(spread_of(cc["cpu_cores"])),
+                             "GIL held (sampled)": fmt(spread_of(cc["gil_held_share"])) if cc["gil_held_share"].notna().any() else "n/a",
+                             "held by other threads (sampled)": fmt(spread_of(cc["gil_other_share"])) if cc["gil_other_share"].notna().any() else "n/a",
+                             "GIL wait p99 µs (exact)": fmt_si(spread_of(cc["gil_wait_p99_us"])) if cc["gil_wait_p99_us"].notna().any() else "n/a",
+                             "loop lag p99 µs (exact)": fmt_si(spread_of(cc["loop_lag_p99_us"])) if cc["loop_lag_p99_us"].notna().any() else "n/a"})
+        knee_table = pd.DataFrame(rows)
+        knee_table
+    '''),
+    code('''
+        def med(label, c, col):
+            v = ok[(ok["label"] == label) & (ok["concurrency"] == c)][col].dropna()
+            return float(v.median()) if len(v) else float("nan")
+
+        lines = []
+        c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
+        for label in ok["label"].unique():
+            cpu, held, other = med(label, c_hi, "cpu_cores"), med(label, c_hi, "gil_held_share"), med(label, c_hi, "gil_other_share")
+            w_lo, w_hi = med(label, c_lo, "gil_wait_p99_us"), med(label, c_hi, "gil_wait_p99_us")
+            cores = run.meta.get("cores_used") or 1
+            if cpu >= 0.85 and (other != other or other < 0.25):
+                verdict = ("one interpreter thread is saturated: the knee is CPU saturation of the event-loop thread; "
+                           "the GIL is held because that thread always has work, not because threads fight over it")
+            elif other == other and other >= 0.25:
+                verdict = "threads other than the event loop hold the GIL a large share of the time: contention is real here"
+            else:
+                verdict = "the gateway is not CPU-bound at the top concurrency: the limit is elsewhere (upstream, load, I/O)"
+            lines.append(f"- **{label}** at c={c_hi}: CPU {cpu:.2f} cores, GIL held {held:.0%} (other threads {other:.0%}), "
+                         f"GIL wait p99 {w_lo:.0f} → {w_hi:.0f} µs from c={c_lo}: {verdict}.")
+        display(Markdown("\\n".join(lines)))
+    '''),
+    code('''
+        py, rs = ok[ok["label"] == "py"], ok[ok["label"] == "py+rs"]
+        for c in (c_lo, c_hi):
+            METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(spread_of(rs[rs["concurrency"] == c]["rps"]),
+                                                                     spread_of(py[py["concurrency"] == c]["rps"])),
+                                                       desc=f"py+rs / py throughput at c={c}")
+        METRICS["py_rps_cmax_over_c1"] = metric(*ratio_spread(spread_of(py[py["concurrency"] == c_hi]["rps"]),
+                                                              spread_of(py[py["concurrency"] == c_lo]["rps"])),
+                                                desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)")
+        pd.DataFrame(METRICS).T
+    '''),
+    *finish('''
+        "knee": (knee_table, "py vs py+rs at the first, knee and top concurrency: median [min–max] over repeats"),
+    ''', '''
+        "knee_gil_views": fig_knee,
+    '''),
+]
+
+# --- 04 ------------------------------------------------------------------------------------
+
+NB04 = [
+    md('''
+        # 04 · Flamegraphs: where does the time go, per mode, at low and high concurrency?
+
+        **What is measured.** For each mode and for a low and a high concurrency, `py-spy record
+        --native` samples the gateway process during the cell's window (**sampled**, ~100 Hz,
+        Python and native frames: the Rust twins show up by name). The SVG flamegraphs are shown
+        inline; the speedscope JSON files (open them at speedscope.app or any speedscope viewer)
+        are linked. From the speedscope files the notebook also computes where the samples land:
+        the share of samples whose innermost frame is Python code, the Rust extension, or other
+        native code (the interpreter, libc, system calls and idle waits: py-spy samples idle
+        threads too), and the top frames by self time.
+    '''),
+    md(SWEEP_PROSE),
+    params(),
+    setup("04_flamegraphs", '''
+        {
+            "full": dict(modes=["py", "py+rs"], concurrency=[1, 16], hw_profile="xeon-4c",
+                         duration_s=8.0, warmup_s=1.0, pyspy_rate=100),
+            "ci": dict(modes=["py", "py+rs"], concurrency=[8], hw_profile="ci-2c",
+                       duration_s=1.5, warmup_s=0.5, pyspy_rate=100),
+        }
+    '''),
+    code('''
+        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]), title=NOTEBOOK)
+        display(panel.widget)
+        res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                                   duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=1, gil=False,
+                                   flamegraph=True, pyspy_rate=S["pyspy_rate"], out=run.path, name="flamegraphs",
+                                   capacity=False, report=False)
+        cells = label_cells(res.table)
+        run.write_table("cells", cells)
+        ok = ok_cells(cells, NOTEBOOK)
+        ok[["label", "concurrency", "rps", "flamegraph_svg", "speedscope_json", "probes_missing"]]
+    '''),
+    md("## The flamegraphs (inline) and their speedscope files"),
+    code('''
+        from pathlib import Path
+        import os
+        for r in ok.to_dict("records"):
+            svg = Path(res.dir) / r["flamegraph_svg"] if r.get("flamegraph_svg") else None
+            ss = Path(res.dir) / r["speedscope_json"] if r.get("speedscope_json") else None
+            rel = lambda p: os.path.relpath(p, Path.cwd())
+            display(Markdown(f"### {r['label']} at c={r['concurrency']} ({r['rps']:.0f} req/s)\\n"
+                             + (f"[speedscope JSON]({rel(ss)}) · [SVG]({rel(svg)})" if ss and svg else "no profile: " + str(r.get("probes_missing")))))
+            if svg and svg.exists():
+                display(SVG(filename=str(svg)))
+    '''),
+    md('''
+        ## Where the samples land
+
+        Each sample is attributed to its innermost frame: **Python** (a `.py` file), **Rust
+        extension** (frames from `gateway._native` / the gatewaylab crates), or **other native**
+        (the interpreter, libc, system calls, idle waits).
+    '''),
+    code('''
+        def classify(frame):
+            name, file = frame.get("name", ""), frame.get("file", "") or ""
+            if file.endswith(".py"):
+                return "Python"
+            if "_native" in file or "gatewaylab" in name or "gatewaylab" in file:
+                return "Rust extension"
+            return "other native"
+
+        def attribution(path):
+            d = json.loads(Path(path).read_text())
+            frames = d["shared"]["frames"]
+            kinds, selfs = {}, {}
+            for prof in d["profiles"]:
+                for stack, w in zip(prof["samples"], prof["weights"]):
+                    if not stack:
+                        continue
+                    leaf = frames[stack[-1]]
+                    k = classify(leaf)
+                    kinds[k] = kinds.get(k, 0) + w
+                    key = f"{leaf.get('name')} ({Path(leaf.get('file') or '?').name})"
+                    selfs[key] = selfs.get(key, 0) + w
+            total = sum(kinds.values()) or 1
+            return {k: v / total for k, v in kinds.items()}, sorted(((v / total, k) for k, v in selfs.items()), reverse=True)[:8]
+
+        shares, tops = [], []
+        for r in ok.to_dict("records"):
+            if not r.get("speedscope_json"):
+                continue
+            kinds, top = attribution(Path(res.dir) / r["speedscope_json"])
+            shares.append({"label": r["label"], "c": r["concurrency"], **{k: kinds.get(k, 0.0) for k in ("Python", "Rust extension", "other native")}})
+            tops += [{"label": r["label"], "c": r["concurrency"], "frame": k, "self share": v} for v, k in top]
+        shares, tops = pd.DataFrame(shares), pd.DataFrame(tops)
+        fig_share = px.bar(shares.melt(id_vars=["label", "c"], var_name="where", value_name="share"),
+                           x=shares.melt(id_vars=["label", "c"])["label"] + " c=" + shares.melt(id_vars=["label", "c"])["c"].astype(str),
+                           y="share", color="where", title="Where the samples land (innermost frame)")
+        fig_share.update_layout(xaxis_title="", yaxis_tickformat=".0%")
+        display(shares)
+        display(tops)
+        fig_share
+    '''),
+    code('''
+        profiled = ok["speedscope_json"].fillna("").astype(bool).sum()
+        METRICS["flamegraph_coverage"] = metric(profiled / len(ok), desc="share of sweep cells with a py-spy profile")
+        pyrs_py = shares[shares["label"] == "py+rs"]["Python"]
+        py_py = shares[shares["label"] == "py"]["Python"]
+        METRICS["python_share_pyrs_over_py"] = metric(*ratio_spread(spread_of(pyrs_py), spread_of(py_py)),
+                                                      desc="share of samples in Python frames, py+rs / py")
+        pd.DataFrame(METRICS).T
+    '''),
+    *finish('''
+        "sample_attribution": (shares.round(3), "Share of py-spy samples by innermost frame, per mode and concurrency (sampled)"),
+        "top_frames": (tops.round(3), "Top frames by self time (sampled, py-spy --native)"),
+    ''', '''
+        "sample_attribution": fig_share,
+    '''),
+]
+
+# --- 05 ------------------------------------------------------------------------------------
+
+NB05 = [
+    md('''
+        # 05 · Fast vs slow upstream: the "inverted catastrophe"
+
+        **The seed's claim.** Against a slow upstream (a real LLM, hundreds of ms) the gateway's
+        overhead is noise; against a fast upstream (a cache, a small local model) the same
+        overhead becomes the dominant cost -- the optimisation that "does not matter" suddenly
+        does.
+
+        **What is measured.** The same sweep twice: once against a mock with no added latency
+        (fast) and once with a fixed added latency (slow), for `py` and `py+rs`. Overhead is
+        gateway latency minus direct-to-mock latency at the same concurrency in the same run
+        (**exact**, HDR histograms, **closed loop**), shown absolute (µs) and as a share of the
+        client's end-to-end latency.
+    '''),
+    md(SWEEP_PROSE),
+    params(),
+    setup("05_fast_vs_slow_upstream", '''
+        {
+            "full": dict(modes=["py", "py+rs"], concurrency=[1, 2, 4, 8, 16], hw_profile="xeon-4c",
+                         upstreams={"fast": 0.0, "slow": 200.0}, duration_s=5.0, warmup_s=1.0, repeat=3),
+            "ci": dict(modes=["py", "py+rs"], concurrency=[2], hw_profile="ci-2c",
+                       upstreams={"fast": 0.0, "slow": 50.0}, duration_s=1.5, warmup_s=0.5, repeat=1),
+        }
+    '''),
+    code('''
+        frames = []
+        for up, latency_ms in S["upstreams"].items():
+            panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=f"{up} upstream ({latency_ms:g} ms)")
+            display(panel.widget)
+            res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                                       duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
+                                       upstream=dict(latency_ms=latency_ms), out=run.path, name=f"upstream-{up}",
+                                       capacity=False, report=False)
+            frames.append(label_cells(res.table).assign(upstream=up, upstream_latency_ms=latency_ms))
+        cells = pd.concat(frames, ignore_index=True)
+        run.write_table("cells", cells)
+        ok = ok_cells(cells.assign(label=cells["label"] + " / " + cells["upstream"]), NOTEBOOK)
+        ok = ok.assign(ovh_share_p50=ok["ovh_p50_us"] / ok["lat_p50_us"])
+        ok[["upstream", "label", "concurrency", "rps", "lat_p50_us", "base_p50_us", "ovh_p50_us", "ovh_p99_us", "ovh_share_p50"]]
+    '''),
+    code('''
+        fig_ovh = make_subplots(rows=1, cols=2, subplot_titles=("overhead p50 (µs)", "overhead as a share of client latency (p50)"))
+        palette = px.colors.qualitative.Plotly
+        for j, (label, d) in enumerate(agg(ok, "ovh_p50_us").groupby("label", sort=False)):
+            dash = "dash" if label.endswith("slow") else "solid"
+            fig_ovh.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, mode="lines+markers",
+                                line=dict(color=palette[j % 10], dash=dash), error_y=error_bars(d), row=1, col=1)
+        for j, (label, d) in enumerate(agg(ok, "ovh_share_p50").groupby("label", sort=False)):
+            dash = "dash" if label.endswith("slow") else "solid"
+            fig_ovh.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, showlegend=False,
+                                mode="lines+markers", line=dict(color=palette[j % 10], dash=dash), error_y=error_bars(d), row=1, col=2)
+        fig_ovh.update_xaxes(title_text="concurrency c", type="log")
+        fig_ovh.update_yaxes(tickformat=".0%", row=1, col=2)
+        fig_ovh.update_layout(height=450, title="Gateway overhead against concurrency: fast vs slow upstream")
+        fig_ovh
+    '''),
+    code('''
+        rows = []
+        for (label, c), d in ok.groupby(["label", "concurrency"]):
+            rows.append({"mode / upstream": label, "c": c, "rps": fmt_si(spread_of(d["rps"])),
+                         "client p50 µs": fmt_si(spread_of(d["lat_p50_us"])), "overhead p50 µs": fmt_si(spread_of(d["ovh_p50_us"])),
+                         "overhead p99 µs": fmt_si(spread_of(d["ovh_p99_us"])),
+                         "overhead share of p50": fmt(spread_of(d["ovh_share_p50"]))})
+        ovh_table = pd.DataFrame(rows)
+        ovh_table
+    '''),
+    code('''
+        c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
+        def share(mode, up, c):
+            d = ok[(ok["label"] == f"{mode} / {up}") & (ok["concurrency"] == c)]["ovh_share_p50"]
+            return spread_of(d)
+        for mode in S["modes"]:
+            tag = mode.replace("+", "")
+            for c in (c_lo, c_hi):
+                METRICS[f"ovh_share_fast_over_slow_{tag}_c{c}"] = metric(*ratio_spread(share(mode, "fast", c), share(mode, "slow", c)),
+                    desc=f"overhead share of client p50, fast / slow upstream, {mode}, c={c}")
+        f, sl = share("py", "fast", c_lo), share("py", "slow", c_lo)
+        display(Markdown(f"With `py` at c={c_lo}, the gateway is **{f[0]:.0%}** of what the client waits for against the fast "
+                         f"upstream and **{sl[0]:.1%}** against the slow one: the same code, "
+                         f"{f[0] / sl[0]:.0f}x more visible when the upstream is fast."))
+        pd.DataFrame(METRICS).T
+    '''),
+    *finish('''
+        "overhead": (ovh_table, "Gateway overhead, fast vs slow upstream: median [min–max] over repeats, closed loop"),
+    ''', '''
+        "overhead_vs_concurrency": fig_ovh,
+    '''),
+]
+
+# --- 06 ------------------------------------------------------------------------------------
+
+NB06 = [
+    md('''
+        # 06 · Component ablation: which component is worth moving to Rust?
+
+        **What is measured.** Starting from `py` (every Python twin), one component at a time is
+        switched to its Rust twin (`--impl COMPONENT=rust`), and finally all of them (`py+rs`), at
+        one concurrency. Throughput (**closed loop**) and gateway CPU per request (**exact**,
+        /proc) are compared with the all-Python baseline of the same run. CPU per request is the
+        steadier attribution: it counts the work each request costs regardless of how the
+        machine's other load moved throughput. Configurations alternate inside each repeat so
+        drift spreads over all of them.
+    '''),
+    md(SWEEP_PROSE),
+    params(),
+    setup("06_component_ablation", '''
+        {
+            "full": dict(components=None, concurrency=[8], hw_profile="xeon-4c", duration_s=5.0, warmup_s=1.0, repeat=3),
+            # CI: the components with the most work per request, to keep `make test` short
+            "ci": dict(components=["waf", "adapter", "mmr", "forwarder"], concurrency=[4], hw_profile="ci-2c",
+                       duration_s=1.5, warmup_s=0.5, repeat=1),
+        }
+    ''', extra='''
+        from gateway.twins import COMPONENTS
+        COMPONENTS = S["components"] or list(COMPONENTS)
+        print("components:", ", ".join(COMPONENTS))
+    '''),
+    code('''
+        switch_sets = [{}] + [{c: "rust"} for c in COMPONENTS]
+        n_cfg = len(switch_sets) + 1
+        panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
+        display(panel.widget)
+        res_py = run_sweep_with_panel(panel, modes=["py"], switches=switch_sets, concurrency=S["concurrency"],
+                                      profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
+                                      repeat=S["repeat"], gil=False, out=run.path, name="ablation", capacity=False, report=False)
+        res_rs = run_sweep_with_panel(panel, modes=["py+rs"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                                      duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
+                                      out=run.path, name="ablation-all-rust", capacity=False, report=False)
+        cells = label_cells(pd.concat([res_py.table, res_rs.table], ignore_index=True))
+        run.write_table("cells", cells)
+        ok = ok_cells(cells, NOTEBOOK)
+        ok[["label", "concurrency", "repeat", "rps", "cpu_us_per_req", "lat_p50_us", "ovh_p50_us"]]
+    '''),
+    code('''
+        base_rps, base_cpu = spread_of(ok[ok["label"] == "py"]["rps"]), spread_of(ok[ok["label"] == "py"]["cpu_us_per_req"])
+        rows = []
+        for label, d in ok.groupby("label", sort=False):
+            rps, cpu = spread_of(d["rps"]), spread_of(d["cpu_us_per_req"])
+            comp = label[len("py["):-1].replace("=rust", "") if label.startswith("py[") else ("(none)" if label == "py" else "all (py+rs)")
+            rows.append({"Rust component": comp, "label": label, "rps": rps[0], "rps_lo": rps[1], "rps_hi": rps[2],
+                         "speedup": ratio_spread(rps, base_rps)[0], "speedup_lo": ratio_spread(rps, base_rps)[1],
+                         "speedup_hi": ratio_spread(rps, base_rps)[2],
+                         "cpu_us_per_req": cpu[0], "cpu_saved_us": base_cpu[0] - cpu[0]})
+        abl = pd.DataFrame(rows).sort_values("speedup", ascending=False)
+        single = abl[~abl["label"].isin(["py", "py+rs"])]
+        total_saved = float(abl.loc[abl["label"] == "py+rs", "cpu_saved_us"].iloc[0])
+        abl["share of all-Rust CPU saving"] = abl["cpu_saved_us"] / total_saved if total_saved else float("nan")
+        abl_table = pd.DataFrame({
+            "Rust component": abl["Rust component"],
+            "throughput req/s": [fmt_si((a, b, c)) for a, b, c in zip(abl["rps"], abl["rps_lo"], abl["rps_hi"])],
+            "speedup vs py": [fmt((a, b, c), unit="x") for a, b, c in zip(abl["speedup"], abl["speedup_lo"], abl["speedup_hi"])],
+            "CPU µs/request": abl["cpu_us_per_req"].round(1),
+            "CPU µs saved/request": abl["cpu_saved_us"].round(1),
+            "share of all-Rust saving": abl["share of all-Rust CPU saving"].map(lambda x: f"{x:.0%}" if x == x else "n/a"),
+        })
+        abl_table
+    '''),
+    code('''
+        fig_abl = make_subplots(rows=1, cols=2, subplot_titles=("throughput vs py (x)", "gateway CPU saved per request (µs)"))
+        fig_abl.add_bar(x=abl["Rust component"], y=abl["speedup"], showlegend=False,
+                        error_y=dict(type="data", symmetric=False, array=(abl["speedup_hi"] - abl["speedup"]).tolist(),
+                                     arrayminus=(abl["speedup"] - abl["speedup_lo"]).tolist()), row=1, col=1)
+        fig_abl.add_hline(y=1.0, line_dash="dot", row=1, col=1)
+        fig_abl.add_bar(x=abl["Rust component"], y=abl["cpu_saved_us"], showlegend=False, row=1, col=2)
+        fig_abl.update_layout(height=450, title=f"One component at a time in Rust (c={S['concurrency'][0]})")
+        fig_abl
+    '''),
+    code('''
+        all_rs = abl[abl["label"] == "py+rs"].iloc[0]
+        METRICS["all_rust_over_py_rps"] = metric(all_rs["speedup"], all_rs["speedup_lo"], all_rs["speedup_hi"],
+                                                 desc=f"py+rs / py throughput at c={S['concurrency'][0]}")
+        best = single.iloc[0]
+        METRICS["best_single_component_over_py_rps"] = metric(best["speedup"], best["speedup_lo"], best["speedup_hi"],
+                                                              desc=f"best single Rust component ({best['Rust component']}) / py throughput")
+        METRICS["all_rust_over_py_cpu_per_req"] = metric(all_rs["cpu_us_per_req"] / float(abl.loc[abl["label"] == "py", "cpu_us_per_req"].iloc[0]),
+                                                         desc="py+rs / py gateway CPU µs per request (lower is better)")
+        summed = single["cpu_saved_us"].clip(lower=0).sum()
+        display(Markdown(f"Switching everything to Rust saves **{total_saved:.0f} µs** of gateway CPU per request; "
+                         f"the single components, one at a time, save {summed:.0f} µs in total. "
+                         f"The biggest single win is **{best['Rust component']}** ({fmt((best['speedup'], best['speedup_lo'], best['speedup_hi']), unit='x')} throughput)."))
+        pd.DataFrame(METRICS).T
+    '''),
+    *finish('''
+        "ablation": (abl_table, "One Rust component at a time on top of py: throughput median [min–max] and CPU per request"),
+    ''', '''
+        "ablation": fig_abl,
+    '''),
+]
+
+NOTEBOOKS = {"01_mmr_speedup": NB01, "02_spawn_cost": NB02, "03_concurrency_knee": NB03, "04_flamegraphs": NB04,
+             "05_fast_vs_slow_upstream": NB05, "06_component_ablation": NB06}
+
 
 
 def build(names=None) -> list[Path]:
