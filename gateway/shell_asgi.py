@@ -10,7 +10,7 @@ import time
 from urllib.parse import parse_qs
 
 from gateway.app import Gateway, Response, StreamResponse, error
-from gateway.stages.guard import GuardError, check_headers, read_body
+from gateway.stages.guard import GuardError, check_headers, discard_body, read_body
 
 _perf = time.perf_counter_ns
 CHAT = "/v1/chat/completions"
@@ -35,12 +35,17 @@ class AsgiShell:
                 t0 = _perf()
                 try:
                     authorization = check_headers(scope["headers"], self._max_header, self._max_body)
-                    body = await read_body(receive, self._max_body)
                 except GuardError as e:
-                    # the framing cannot be trusted past this point: answer and close
-                    resp = error(e.status, e.message, e.code, [(b"connection", b"close")])
+                    if e.status == 413:  # declared too large: drop the body, then answer
+                        await discard_body(receive, 8 * self._max_body)
+                    resp = error(e.status, e.message, e.code, e.headers)
                 else:
-                    resp = await self.gateway.chat(authorization, body, t0)
+                    try:
+                        body = await read_body(receive, self._max_body)
+                    except GuardError as e:
+                        resp = error(e.status, e.message, e.code, e.headers)
+                    else:
+                        resp = await self.gateway.chat(authorization, body, t0)
                 self._count(CHAT, resp.status)
                 if type(resp) is StreamResponse:
                     await _send_stream(send, receive, resp)
@@ -60,7 +65,7 @@ class AsgiShell:
             check_headers(scope["headers"], self._max_header, self._max_body)
             await read_body(receive, self._max_body)
         except GuardError as e:
-            return error(e.status, e.message, e.code, [(b"connection", b"close")])
+            return error(e.status, e.message, e.code, e.headers)
         if method == "GET":
             if path == "/health":
                 return g.health()

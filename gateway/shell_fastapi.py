@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.app import Gateway, Response, StreamResponse, error
-from gateway.stages.guard import GuardError, check_headers
+from gateway.stages.guard import GuardError, check_headers, discard_body
 
 _perf = time.perf_counter_ns
 
@@ -33,7 +33,9 @@ class GuardMiddleware:
         try:
             authorization = check_headers(scope["headers"], self.max_header, self.max_body)
         except GuardError as e:
-            return await _asgi_send(send, error(e.status, e.message, e.code, [(b"connection", b"close")]))
+            if e.status == 413:
+                await discard_body(receive, 8 * self.max_body)
+            return await _asgi_send(send, error(e.status, e.message, e.code, e.headers))
         scope["gatewaylab.t0"] = t0
         scope["gatewaylab.authorization"] = authorization
         seen = 0
@@ -45,6 +47,8 @@ class GuardMiddleware:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
+                    if msg.get("more_body", False):
+                        await discard_body(receive, 8 * limit)
                     raise GuardError(413, "body_too_large", f"request body exceeds {limit} bytes")
             return msg
 
@@ -80,7 +84,7 @@ def make_app(gw: Gateway):
     @app.exception_handler(GuardError)
     async def guard_error(request: Request, e: GuardError):
         count(request.url.path, e.status)
-        return _to_fastapi(error(e.status, e.message, e.code, [(b"connection", b"close")]))
+        return _to_fastapi(error(e.status, e.message, e.code, e.headers))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):

@@ -32,6 +32,13 @@ class GuardError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers: after a framing error (400) nothing more on the connection
+        can be trusted, so it is closed; a 413 has sound framing and the server discards the
+        unread body, so the client can finish sending and read the answer."""
+        return [(b"connection", b"close")] if self.status == 400 else []
+
 
 def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes | None:
     """Raw ASGI headers (list of (name, value) bytes pairs) -> the Authorization value (or
@@ -73,6 +80,20 @@ def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes 
     return authorization
 
 
+async def discard_body(receive, cap: int) -> None:
+    """Read and drop a rejected request's body, up to `cap` bytes, before answering: a client
+    that sends `Connection: close` (or gets it after a 413) would otherwise see the socket
+    reset while still sending, and never read the 413."""
+    seen = 0
+    while seen <= cap:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return
+        seen += len(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return
+
+
 async def read_body(receive, max_body_bytes: int) -> bytes:
     """The whole request body from an ASGI `receive`, failing with 413 as soon as it grows
     past the limit (never buffering more than the limit plus one chunk)."""
@@ -91,6 +112,8 @@ async def read_body(receive, max_body_bytes: int) -> bytes:
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > max_body_bytes:
+            if msg.get("more_body", False):
+                await discard_body(receive, 8 * max_body_bytes)
             raise GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
         parts.append(chunk)
         if not msg.get("more_body", False):

@@ -73,10 +73,12 @@ FRAMING = {
 }
 
 
-@pytest.fixture(scope="module", params=["asgi", "fastapi"])
+@pytest.fixture(scope="module", params=[("asgi", "py"), ("fastapi", "py"), ("asgi", "py+rs"), ("fastapi", "py+rs")],
+                ids=lambda p: "-".join(p))
 def gw(request, upstream, tmp_path_factory):
     from gateway.launch import start_gateway
-    g = start_gateway(upstream.url, API_KEY, shell=request.param,
+    shell, mode = request.param
+    g = start_gateway(upstream.url, API_KEY, shell=shell, mode=mode,
                       ledger_dir=str(tmp_path_factory.mktemp("ledger")))
     yield g
     g.stop()

@@ -45,8 +45,9 @@ FAULTS = [("fault-500", False, 502), ("fault-reset", False, 502), ("fault-timeou
           ("fault-500", True, 502), ("fault-reset", True, 502), ("fault-timeout", True, 504), ("refused", True, 502)]
 
 
-def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_path):
-    gw = gateway_factory(None, config=write_config(tmp_path, upstream.url), ledger_dir=None)
+@pytest.mark.parametrize("mode", ["py", "py+rs"])
+def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_path, mode):
+    gw = gateway_factory(None, config=write_config(tmp_path, upstream.url), ledger_dir=None, mode=mode)
     for model, stream, status in FAULTS:
         err = assert_openai_error(
             http("POST", gw.url + "/v1/chat/completions", chat_body(model=model, stream=stream), auth())[::2], status)
@@ -62,9 +63,10 @@ def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_
     assert [r["model"] for r in records[:len(FAULTS)]] == [m for m, _, _ in FAULTS]
 
 
-def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path):
+@pytest.mark.parametrize("mode", ["py", "py+rs"])
+def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path, mode):
     cfg = write_config(tmp_path, upstream.url, key_line=f"{{id: team, sha256: {hash_key(API_KEY)}, rpm: 3, tpm: 100000}}")
-    gw = gateway_factory(None, config=cfg, ledger_dir=None)
+    gw = gateway_factory(None, config=cfg, ledger_dir=None, mode=mode)
     before = upstream.count
     assert [http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())[0] for _ in range(3)] == [200] * 3
     status, headers, body = http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())
@@ -76,13 +78,14 @@ def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path):
     assert assert_openai_error((status, body), 429)["code"] == "tokens_exceed_limit"
 
 
+@pytest.mark.parametrize("mode", ["py", "py+rs"])
 @pytest.mark.parametrize("policy", ["block", "drop"])
-def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy):
+def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy, mode):
     """The ledger is slowed (200 ms per batch) and the queue is tiny, so work is queued when
     SIGTERM arrives; under `block` every answered request is in the WAL after shutdown, under
     `drop` what is missing is exactly what /metrics counted as dropped."""
     cfg = write_config(tmp_path, upstream.url, more=f"background: {{queue_size: 2, policy: {policy}}}")
-    gw = gateway_factory(None, config=cfg, ledger_dir=None, env={"GATEWAYLAB_LEDGER_DELAY_MS": "200"})
+    gw = gateway_factory(None, config=cfg, ledger_dir=None, mode=mode, env={"GATEWAYLAB_LEDGER_DELAY_MS": "200"})
     n, results = 24, []
 
     def client(k):
