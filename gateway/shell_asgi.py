@@ -14,6 +14,7 @@ from gateway.stages.guard import GuardError, check_headers, discard_body, read_b
 
 _perf = time.perf_counter_ns
 CHAT = "/v1/chat/completions"
+_ROUTES = frozenset(("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", "/debug/probes"))
 
 
 def _query(scope, name: str) -> str | None:
@@ -53,7 +54,9 @@ class AsgiShell:
                     await _send(send, resp)
                 return
             resp = await self._other(scope, receive, path)
-            self._count(path if resp.status != 404 or path.startswith("/audit/") else "other", resp.status)
+            # bounded label set: one per route, never the raw path (proof indexes, scans)
+            route = path if path in _ROUTES else "/audit/proof" if path.startswith("/audit/proof/") else "other"
+            self._count(route, resp.status)
             await _send(send, resp)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)

@@ -83,7 +83,7 @@ def make_app(gw: Gateway):
 
     @app.exception_handler(GuardError)
     async def guard_error(request: Request, e: GuardError):
-        count(request.url.path, e.status)
+        count("/v1/chat/completions" if request.url.path == "/v1/chat/completions" else "other", e.status)
         return _to_fastapi(error(e.status, e.message, e.code, e.headers))
 
     @app.exception_handler(StarletteHTTPException)
