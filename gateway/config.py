@@ -263,6 +263,7 @@ def embedded(upstream: str, api_key: str, ledger_dir: str, kind: str = "openai",
 
     if not api_key:
         raise ConfigError("--api-key: must not be empty")
+    normalise_base_url(upstream, "--upstream")  # name the flag the user typed
     return from_mapping({
         "model_list": [{"model_name": "mock", "upstream": {"kind": kind, "base_url": upstream}}],
         "passthrough": True,
