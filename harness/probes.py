@@ -336,8 +336,10 @@ def scalene_command(out_json: Path) -> tuple[list[str] | None, str | None]:
     if exe is None:
         return None, "scalene not installed"
     root = str(Path(__file__).resolve().parents[1])
+    # scalene writes its profile at a normal exit, but a signalled uvicorn/uvloop server exits
+    # without it; --profile-interval makes it rewrite the (cumulative) profile every second.
     return [sys.executable, "-m", "scalene", "run", "--outfile", str(out_json), "--program-path", root,
-            "{script}", "---"], None
+            "--profile-interval", "1", "{script}", "---"], None
 
 
 # ---------------------------------------------------------------- process hygiene

@@ -495,7 +495,7 @@ class Sweep:
                 try:
                     self._start_gateway(cfg, wrapper=wrapper)
                     self._load(self.gateway.url, c, max(2.0, self.duration_s))
-                    # scalene writes its profile when the program exits normally: SIGINT, then wait
+                    time.sleep(1.5)  # one more periodic profile write after the load window
                     proc = getattr(self.gateway, "proc", None)
                     if proc is not None:
                         proc.send_signal(signal.SIGINT)
