@@ -244,14 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     for c in checks:
         if not c.ok:
             print(c.message())
-    print(f"[notebooks] results in {root}; executed copies in {EXECUTED_DIR}; total {total:.1f} s")
-    (root / "notebooks-summary.json").write_text(json.dumps({
-        "profile": args.profile, "total_seconds": total,
-        "runs": [vars(r) for r in runs], "checks": [vars(c) for c in checks]}, indent=2))
+    if args.check_only:
+        print(f"[notebooks] checked recorded results in {root}")
+    else:
+        print(f"[notebooks] results in {root}; executed copies in {EXECUTED_DIR}; total {total:.1f} s")
+        (root / "notebooks-summary.json").write_text(json.dumps({
+            "profile": args.profile, "total_seconds": total,
+            "runs": [vars(r) for r in runs], "checks": [vars(c) for c in checks]}, indent=2))
     if failures:
         print(f"[notebooks] {len(failures)} failure(s)")
         return 1
-    print(f"[notebooks] all {len(runs)} notebook(s) executed, {len(checks)} check(s) passed")
+    done = f"{len(runs)} notebook(s) executed, " if runs else ""
+    print(f"[notebooks] {done}{len(checks)} check(s) passed")
     return 0
 
 
