@@ -305,6 +305,8 @@ class Gateway:
                 yield b"data: " + error_body(status, msg, code) + b"\n\n"
         finally:
             # audit first (synchronous), so a cancelled client task cannot skip it
+            if status == 499:
+                self.metrics.counters["streams_abandoned"] += 1
             ts = _perf()
             job = AuditJob(time_ns, rid, key_id, model, status, body, collected, True, prompt_tokens,
                            (ts - t0) // 1000, "allow")

@@ -47,7 +47,7 @@ class Metrics:
         self.stage = {s: Histogram() for s in STAGES}
         self.audit_lag = Histogram()
         self.counters = {"background_spawned": 0, "background_dropped": 0, "audit_records": 0,
-                         "upstream_errors": 0, "waf_blocks": 0}
+                         "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
         self.gauges: dict[str, Callable[[], float]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)

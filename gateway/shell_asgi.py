@@ -112,11 +112,12 @@ class AsgiShell:
 
 
 async def _send_stream(send, receive, resp: StreamResponse) -> None:
-    """Relay a stream; servers drop sends after a client hangs up without telling the app,
-    so a watcher on `receive` notices the disconnect and the relay stops at the next chunk
-    (the pipeline then audits the request as 499)."""
+    """Relay a stream. Servers drop sends after a client hangs up without telling the app, so
+    a watcher on `receive` notices the disconnect and cancels the relay at once (the pipeline
+    then audits the request as 499 and closes the upstream stream), as Starlette does."""
     import asyncio
 
+    relay = asyncio.current_task()
     gone = False
 
     async def watch():
@@ -124,16 +125,18 @@ async def _send_stream(send, receive, resp: StreamResponse) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
         gone = True
+        relay.cancel()
 
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         await send({"type": "http.response.start", "status": resp.status, "headers": resp.headers})
         async for chunk in resp.chunks:
-            if gone:
-                break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        else:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone:
+            raise  # cancelled by someone else (shutdown): not ours to swallow
+        relay.uncancel()
     finally:
         watcher.cancel()
         await resp.chunks.aclose()

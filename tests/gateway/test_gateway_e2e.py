@@ -146,6 +146,11 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
                       json={"model": "gated-stream", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
             assert r.status_code == 200
             next(r.iter_raw())  # the first event arrived; now hang up
+    # the gateway notices the hang-up while the upstream still holds its stream
+    deadline = time.monotonic() + 20
+    while b"gateway_streams_abandoned_total 1.0" not in http("GET", gw.url + "/metrics")[2]:
+        assert time.monotonic() < deadline, "the gateway never noticed the client leaving"
+        time.sleep(0.02)
     upstream.open_gate()
     root = wait_for_count(gw.url, 1)
     assert root["count"] == 1
