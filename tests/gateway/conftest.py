@@ -1,5 +1,7 @@
-"""Fixtures for the gateway tests: a counting fixture upstream (in a thread of the test
-process) and gateways started as child processes on 127.0.0.1 with free ports."""
+"""Fixtures for the gateway tests: the project's native mock upstream, a small counting
+fixture upstream (in a thread of the test process) for what the mock cannot be told through
+the gateway (faults chosen per request by model name, a gated stream, Anthropic events), and
+gateways started as child processes on 127.0.0.1 with free ports."""
 from __future__ import annotations
 
 import json
@@ -17,6 +19,15 @@ from upstream import FixtureUpstream  # noqa: E402
 from gateway.launch import start_gateway  # noqa: E402
 
 API_KEY = "sk-gatewaylab-test"
+
+
+@pytest.fixture(scope="module")
+def native_mock():
+    """The project's own mock upstream (Rust, its own process)."""
+    from harness.native_procs import start_mock
+
+    with start_mock(seed=7) as mock:
+        yield mock
 
 
 @pytest.fixture(scope="module")
