@@ -6,19 +6,21 @@
 //! last value), non-ASCII as UTF-8, integers within i64/u64 kept exact (others become
 //! floats), floats written as orjson writes them, nesting deeper than 1024 rejected.
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A JSON value that keeps object key order (without serde_json's global `preserve_order`).
+/// Strings borrow from the input where they have no escapes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
     I64(i64),
     U64(u64),
     F64(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+    Str(Cow<'a, str>),
+    Arr(Vec<Json<'a>>),
+    Obj(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
 /// orjson's nesting limits: 1024 levels parse, 1025 do not; 254 levels are written, 255 not.
@@ -33,8 +35,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, AdapterError> {
     Err(AdapterError(msg.into()))
 }
 
-impl Json {
-    pub fn get(&self, key: &str) -> Option<&Json> {
+impl<'a> Json<'a> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
             Json::Obj(kv) => kv.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -42,12 +44,26 @@ impl Json {
     }
 
     /// Python's `d[key] = value`: replace in place, or append last.
-    pub fn set(&mut self, key: &str, value: Json) {
+    pub fn set(&mut self, key: &'a str, value: Json<'a>) {
         if let Json::Obj(kv) = self {
             match kv.iter_mut().find(|(k, _)| k == key) {
                 Some(slot) => slot.1 = value,
-                None => kv.push((key.to_string(), value)),
+                None => kv.push((Cow::Borrowed(key), value)),
             }
+        }
+    }
+
+    /// The same value owning all its strings.
+    pub fn into_owned(self) -> Json<'static> {
+        match self {
+            Json::Null => Json::Null,
+            Json::Bool(b) => Json::Bool(b),
+            Json::I64(n) => Json::I64(n),
+            Json::U64(n) => Json::U64(n),
+            Json::F64(f) => Json::F64(f),
+            Json::Str(s) => Json::Str(Cow::Owned(s.into_owned())),
+            Json::Arr(a) => Json::Arr(a.into_iter().map(Json::into_owned).collect()),
+            Json::Obj(kv) => Json::Obj(kv.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect()),
         }
     }
 
@@ -94,8 +110,12 @@ impl Json {
             Json::Null => out.extend_from_slice(b"null"),
             Json::Bool(true) => out.extend_from_slice(b"true"),
             Json::Bool(false) => out.extend_from_slice(b"false"),
-            Json::I64(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Json::U64(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Json::I64(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Json::U64(n) => {
+                let _ = write!(out, "{n}");
+            }
             Json::F64(f) => out.extend_from_slice(format_float(*f).as_bytes()),
             Json::Str(s) => write_str(out, s),
             Json::Arr(a) => {
@@ -128,6 +148,8 @@ impl Json {
         true
     }
 }
+
+use std::io::Write as _;
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly as orjson does: \" \\ \b \f \n \r \t, other controls as \u00xx.
@@ -188,58 +210,87 @@ pub fn format_float(f: f64) -> String {
 struct Seed(usize);
 
 impl<'de> DeserializeSeed<'de> for Seed {
-    type Value = Json;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+    type Value = Json<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
+/// An object key, borrowed from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
 impl<'de> Visitor<'de> for Seed {
-    type Value = Json;
+    type Value = Json<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Json, E> {
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
         Ok(Json::Null)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
         Ok(Json::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
         Ok(Json::I64(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
         Ok(if v <= i64::MAX as u64 { Json::I64(v as i64) } else { Json::U64(v) })
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
         if v.is_finite() {
             Ok(Json::F64(v))
         } else {
             Err(E::custom("number is infinity when parsed as double"))
         }
     }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::Str(v.to_string()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::Str(v))
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v.to_string())))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Json<'de>, A::Error> {
         if self.0 >= MAX_DEPTH {
             return Err(de::Error::custom("depth limit exceeded"));
         }
-        let mut v = Vec::new();
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(4));
         while let Some(x) = a.next_element_seed(Seed(self.0 + 1))? {
             v.push(x);
         }
         Ok(Json::Arr(v))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Json, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Json<'de>, A::Error> {
         if self.0 >= MAX_DEPTH {
             return Err(de::Error::custom("depth limit exceeded"));
         }
-        let mut kv: Vec<(String, Json)> = Vec::new();
-        while let Some(k) = a.next_key::<String>()? {
+        let mut kv: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
+        while let Some(k) = a.next_key_seed(KeySeed)? {
             let v = a.next_value_seed(Seed(self.0 + 1))?;
             match kv.iter_mut().find(|(k2, _)| *k2 == k) {
                 Some(slot) => slot.1 = v,
@@ -277,17 +328,23 @@ fn negative_zero_as_int(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Parse JSON bytes as orjson does (see the module doc).
-pub fn parse(data: &[u8]) -> Result<Json, String> {
-    let data = negative_zero_as_int(data);
-    let mut de = serde_json::Deserializer::from_slice(&data);
+fn parse_exact(data: &[u8]) -> Result<Json<'_>, String> {
+    let mut de = serde_json::Deserializer::from_slice(data);
     de.disable_recursion_limit();
     let v = Seed(0).deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(v)
 }
 
-fn load_obj(data: &[u8], what: &str) -> Result<Json, AdapterError> {
+/// Parse JSON bytes as orjson does (see the module doc).
+pub fn parse(data: &[u8]) -> Result<Json<'_>, String> {
+    match negative_zero_as_int(data) {
+        Cow::Borrowed(d) => parse_exact(d),
+        Cow::Owned(d) => parse_exact(&d).map(Json::into_owned),
+    }
+}
+
+fn load_obj<'a>(data: &'a [u8], what: &str) -> Result<Json<'a>, AdapterError> {
     match parse(data) {
         Ok(v @ Json::Obj(_)) => Ok(v),
         Ok(_) => err(format!("{what}: expected a JSON object")),
@@ -314,7 +371,7 @@ impl Kind {
 /// FINISH: end_turn|stop_sequence -> "stop", max_tokens -> "length", tool_use ->
 /// "tool_calls", null/absent -> null, any other scalar -> "stop". Arrays and objects are
 /// rejected (Python cannot look them up in its table either).
-fn finish(reason: Option<&Json>) -> Result<Json, AdapterError> {
+fn finish(reason: Option<&Json<'_>>) -> Result<Json<'static>, AdapterError> {
     Ok(match reason {
         None | Some(Json::Null) => Json::Null,
         Some(Json::Arr(_)) | Some(Json::Obj(_)) => return err("adapter: stop_reason must be a string"),
@@ -329,14 +386,14 @@ fn finish(reason: Option<&Json>) -> Result<Json, AdapterError> {
     })
 }
 
-fn dump(v: Json) -> Result<Vec<u8>, AdapterError> {
+fn dump(v: Json<'_>) -> Result<Vec<u8>, AdapterError> {
     match v.to_bytes() {
         Some(b) => Ok(b),
         None => err("adapter: JSON nested too deeply to write (orjson: recursion limit reached)"),
     }
 }
 
-fn chunk(public_model: &str, delta: Json, finish: Json) -> Vec<u8> {
+fn chunk(public_model: &str, delta: Json<'_>, finish: Json<'_>) -> Vec<u8> {
     Json::Obj(vec![
         ("id".into(), Json::Str("chatcmpl-anthropic".into())),
         ("object".into(), Json::Str("chat.completion.chunk".into())),
@@ -386,7 +443,7 @@ impl Adapter {
     }
 }
 
-fn swap_model(body: &[u8], model: &str) -> Result<Vec<u8>, AdapterError> {
+fn swap_model<'a>(body: &'a [u8], model: &'a str) -> Result<Vec<u8>, AdapterError> {
     let mut obj = load_obj(body, "adapter")?;
     obj.set("model", Json::Str(model.into()));
     dump(obj)
@@ -399,7 +456,7 @@ fn strip_ascii(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-fn openai_event(event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, AdapterError> {
+fn openai_event<'a>(event: &'a [u8], public_model: &'a str) -> Result<Vec<Vec<u8>>, AdapterError> {
     if strip_ascii(event) == b"[DONE]" {
         return Ok(vec![]);
     }
@@ -410,7 +467,7 @@ fn openai_event(event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, Adapte
     Ok(vec![dump(obj)?])
 }
 
-fn anthropic_request(body: &[u8], upstream_model: &str) -> Result<Vec<u8>, AdapterError> {
+fn anthropic_request<'a>(body: &'a [u8], upstream_model: &'a str) -> Result<Vec<u8>, AdapterError> {
     let req = load_obj(body, "adapter")?;
     let Some(Json::Arr(msgs)) = req.get("messages") else {
         return err("adapter: 'messages' must be a list");
@@ -434,9 +491,9 @@ fn anthropic_request(body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Adapt
         None | Some(Json::Null) => Json::I64(1024),
         Some(v) => v.clone(),
     };
-    let mut out = vec![("model".to_string(), Json::Str(upstream_model.into())), ("max_tokens".to_string(), max_tokens)];
+    let mut out: Vec<(Cow<'a, str>, Json<'a>)> = vec![("model".into(), Json::Str(upstream_model.into())), ("max_tokens".into(), max_tokens)];
     if !system.is_empty() {
-        out.push(("system".into(), Json::Str(system.join("\n"))));
+        out.push(("system".into(), Json::Str(system.join("\n").into())));
     }
     out.push(("messages".into(), Json::Arr(messages)));
     for k in ["temperature", "top_p"] {
@@ -457,7 +514,7 @@ fn anthropic_request(body: &[u8], upstream_model: &str) -> Result<Vec<u8>, Adapt
     dump(Json::Obj(out))
 }
 
-fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, AdapterError> {
+fn anthropic_response<'a>(body: &'a [u8], public_model: &'a str) -> Result<Vec<u8>, AdapterError> {
     const WHAT: &str = "adapter upstream response";
     let r = load_obj(body, WHAT)?;
     let bad = |f: &str| err(format!("{WHAT}: missing or bad field {f:?}"));
@@ -489,7 +546,7 @@ fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, Adapte
         }
         _ => (Json::I64(0), Json::I64(0)),
     };
-    let as_int = |j: &Json| match j {
+    let as_int = |j: &Json<'_>| match j {
         Json::I64(n) => Some(*n as i128),
         Json::U64(n) => Some(*n as i128),
         _ => None,
@@ -517,7 +574,7 @@ fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, Adapte
                 ("index".into(), Json::I64(0)),
                 (
                     "message".into(),
-                    Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str(text))]),
+                    Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str(text.into()))]),
                 ),
                 ("finish_reason".into(), fin),
             ])]),
@@ -530,17 +587,17 @@ fn anthropic_response(body: &[u8], public_model: &str) -> Result<Vec<u8>, Adapte
 }
 
 /// Python's `str()` of a parsed JSON value, for the stream error message.
-fn py_str(v: Option<&Json>) -> String {
+fn py_str(v: Option<&Json<'_>>) -> String {
     match v {
         None | Some(Json::Null) => "None".into(),
-        Some(Json::Str(s)) => s.clone(),
+        Some(Json::Str(s)) => s.to_string(),
         Some(Json::Bool(true)) => "True".into(),
         Some(Json::Bool(false)) => "False".into(),
         Some(j) => String::from_utf8_lossy(&j.to_bytes().unwrap_or_default()).into_owned(),
     }
 }
 
-fn anthropic_event(event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, AdapterError> {
+fn anthropic_event<'a>(event: &'a [u8], public_model: &'a str) -> Result<Vec<Vec<u8>>, AdapterError> {
     let ev = load_obj(event, "adapter stream event")?;
     let t = ev.get("type").and_then(Json::as_str);
     match t {
@@ -553,7 +610,7 @@ fn anthropic_event(event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, Ada
         },
         Some("message_start") => Ok(vec![chunk(
             public_model,
-            Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str(String::new()))]),
+            Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str("".into()))]),
             Json::Null,
         )]),
         Some("message_delta") => match ev.get("delta") {
