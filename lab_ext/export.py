@@ -73,6 +73,7 @@ class BlogExport:
     profile: str | None = None
     meta: Mapping[str, Any] | None = None
     image_formats: tuple[str, ...] = ("png", "svg")
+    image_width: int = 1100
     tables: dict[str, tuple[Any, str]] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ class BlogExport:
             p.write_text(to_markdown(df, caption, machine))
             written["tables"].append(str(p))
             index.append(f"## {caption or name}\n\n{to_markdown(df, '', machine)}")
-        figs, paths = [], []
+        figs, paths, widths, heights = [], [], [], []
         for name, fig in self.figures.items():
             h = out / f"{name}.html"
             fig.write_html(h, include_plotlyjs=True, full_html=True)  # standalone: plotly.js inlined
@@ -101,11 +102,13 @@ class BlogExport:
             for ext in self.image_formats:
                 figs.append(fig)
                 paths.append(out / f"{name}.{ext}")
+                widths.append(fig.layout.width or self.image_width)  # blog width unless the figure sets one
+                heights.append(fig.layout.height or 500)
             index.append(f"![{name}]({name}.{self.image_formats[0]})\n\n[interactive]({name}.html)\n")
         if figs:
             import plotly.io as pio
 
-            pio.write_images(figs, paths)  # one Chromium session for all images
+            pio.write_images(figs, paths, width=widths, height=heights)  # one Chromium session for all images
             written["images"] += [str(p) for p in paths]
         (out / "index.md").write_text("\n".join(index))
         (out / "manifest.json").write_text(json.dumps(written, indent=2))
