@@ -133,3 +133,14 @@ def test_scan_needs_str_in_both():
     for w in (PY_DEFAULT, RS_DEFAULT):
         with pytest.raises(InvalidInput):
             w.scan(b"bytes")
+
+
+def test_rust_twin_releases_the_gil_only_for_large_texts(native):
+    def detached():
+        return native.gil_stats().get("waf.scan", {}).get("detached_ns", 0)
+
+    before = detached()
+    RS_DEFAULT.scan("short prompt " * 10)
+    assert detached() == before
+    RS_DEFAULT.scan("a long prompt " * 400)  # > 4 KiB
+    assert detached() > before
