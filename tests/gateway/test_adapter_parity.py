@@ -169,3 +169,15 @@ def test_done_marker_and_errors():
         with pytest.raises(InvalidInput):
             impl("azure")
         assert impl("anthropic").kind == "anthropic"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id":1,"content":[],"usage":[1]}',
+    b'{"id":1,"content":[],"stop_reason":[]}',
+    b'{"id":1,"content":[],"usage":{"input_tokens":9223372036854775807,"output_tokens":18446744073709551615}}',
+])
+def test_rust_twin_names_bad_upstream_fields_as_invalid_input(body):
+    """Bad upstream bodies the Python twin lets escape as AttributeError / TypeError (not yet
+    wrapped in InvalidInput there, so not compared here): the Rust twin says InvalidInput."""
+    with pytest.raises(InvalidInput):
+        RS["anthropic"].from_upstream(body, "m")
