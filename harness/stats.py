@@ -12,7 +12,8 @@ How a comparison decides (per metric):
    repeats, and a Mann-Whitney p-value when both sides have >= 2 repeats.
 2. Across cells: the mean log-ratio with a bootstrap 95% CI (resampling cells). The metric
    changed if that CI excludes 0 (significant) and the geometric-mean factor is beyond
-   ``factor`` (default 1.10). A run compared with itself gives ratios of exactly 1: nothing
+   the metric's threshold (``FACTORS``: 1.10 for throughput, medians, CPU and memory; 1.25
+   for p99 latency/overhead; 1.5 for the probes' p99 tails). A run compared with itself gives ratios of exactly 1: nothing
    is flagged.
 A per-cell flag additionally requires that cell's own evidence: Mann-Whitney p < alpha, or,
 since 3 v 3 repeats cannot reach p < 0.05, the two sides' min..max ranges being disjoint (both
@@ -39,6 +40,16 @@ METRICS: dict[str, bool] = {
     "gil_wait_p99_us": False,
     "loop_lag_p99_us": False,
 }
+
+# The smallest factor that counts, per metric. Tails move more than medians between two runs
+# of the same build (an A/A pair of sweeps on a loaded 2-core box moved loop-lag p99 by 0.81x,
+# significantly), so they need a larger factor before a change is called.
+FACTORS: dict[str, float] = {
+    "rps": 1.10, "lat_p50_us": 1.10, "ovh_p50_us": 1.10, "cpu_us_per_req": 1.10, "rss_peak_mb": 1.10,
+    "lat_p99_us": 1.25, "ovh_p99_us": 1.25,
+    "gil_wait_p99_us": 1.5, "loop_lag_p99_us": 1.5,
+}
+DEFAULT_FACTOR = 1.10
 
 
 def summarize(values: Iterable[float]) -> dict[str, float]:
@@ -106,7 +117,13 @@ def bootstrap_ci(x: Sequence[float], stat: Callable[[np.ndarray], float] = np.me
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, x.size, size=(n, x.size))
-    stats = np.apply_along_axis(stat, 1, x[idx])
+    samples = x[idx]
+    if stat is np.mean:
+        stats = samples.mean(axis=1)
+    elif stat is np.median:
+        stats = np.median(samples, axis=1)
+    else:
+        stats = np.apply_along_axis(stat, 1, samples)
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
@@ -122,15 +139,19 @@ class MetricVerdict:
     significant: bool
     beyond_factor: bool
     verdict: str           # "same" | "better" | "worse" | "n/a"
+    threshold: float = DEFAULT_FACTOR  # the factor this metric had to pass
 
     @property
     def flagged(self) -> bool:
         return self.verdict in ("better", "worse")
 
 
-def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float = 1.10,
+def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float | None = None,
                    alpha: float = 0.05, key: Sequence[str] = ("mode", "switches", "shell", "concurrency")):
-    """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame)."""
+    """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame).
+
+    `factor=None` uses each metric's own threshold (`FACTORS`); a number applies to every metric.
+    """
     import pandas as pd
 
     metrics = metrics or METRICS
@@ -138,9 +159,11 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float =
     b = b[b["status"] == "ok"]
     key = [k for k in key if k in a.columns and k in b.columns]
     rows, verdicts = [], []
+    base_factor = factor
     for metric, hib in metrics.items():
         if metric not in a.columns or metric not in b.columns:
             continue
+        factor = base_factor if base_factor is not None else FACTORS.get(metric, DEFAULT_FACTOR)
         logs = []
         for k, ga in a.groupby(key, dropna=False):
             k = k if isinstance(k, tuple) else (k,)
@@ -169,7 +192,7 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float =
                          "flag": ("worse" if worse else "better") if (sig and beyond) else
                          ("n/a: <2 repeats" if math.isnan(p) else "same")})
         if not logs:
-            verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a"))
+            verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a", factor))
             continue
         mean = float(np.mean(logs))
         lo, hi = bootstrap_ci(logs)
@@ -178,7 +201,8 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float =
         beyond = g >= factor or g <= 1 / factor
         worse = (g < 1) if hib else (g > 1)
         verdict = ("worse" if worse else "better") if (sig and beyond) else "same"
-        verdicts.append(MetricVerdict(metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict))
+        verdicts.append(MetricVerdict(metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict,
+                                      factor))
     return verdicts, pd.DataFrame(rows)
 
 

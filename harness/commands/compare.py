@@ -14,14 +14,15 @@ import math
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_a", help="baseline run folder")
     p.add_argument("run_b", help="candidate run folder")
-    p.add_argument("--factor", type=float, default=1.10, help="smallest ratio that counts (default 1.10)")
+    p.add_argument("--factor", type=float, default=None,
+                   help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the verdicts as JSON")
     p.add_argument("--cells", action="store_true", help="print the per-cell table too")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a metric is worse")
 
 
-def compare_runs(run_a, run_b, factor: float = 1.10, alpha: float = 0.05):
+def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05):
     """(verdicts, per_cell DataFrame) for two sweep run folders."""
     from harness.runs import load_table
     from harness.stats import compare_tables
@@ -36,13 +37,14 @@ def _f(x: float, fmt: str = "{:.3f}") -> str:
 def run(args: argparse.Namespace) -> int:
     verdicts, cells = compare_runs(args.run_a, args.run_b, args.factor, args.alpha)
     print(f"A: {args.run_a}\nB: {args.run_b}\n"
-          f"rule: flagged when the bootstrap 95% CI of the B/A factor excludes 1 AND the factor is beyond "
-          f"{args.factor:g}x (per cell: Mann-Whitney p < {args.alpha:g} with >= 2 repeats)\n")
-    print(f"| metric | B/A factor | 95% CI | cells | significant | beyond {args.factor:g}x | verdict |")
-    print("|---|---|---|---|---|---|---|")
+          "rule: flagged when the bootstrap 95% CI of the B/A factor (over cells) excludes 1 AND the factor is "
+          f"beyond the metric's threshold (per cell: Mann-Whitney p < {args.alpha:g} or disjoint ranges)\n")
+    print("| metric | B/A factor | 95% CI | cells | significant | threshold | beyond | verdict |")
+    print("|---|---|---|---|---|---|---|---|")
     for v in verdicts:
         print(f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | "
-              f"{'yes' if v.significant else 'no'} | {'yes' if v.beyond_factor else 'no'} | {v.verdict.upper() if v.flagged else v.verdict} |")
+              f"{'yes' if v.significant else 'no'} | {v.threshold:g}x | {'yes' if v.beyond_factor else 'no'} | "
+              f"{v.verdict.upper() if v.flagged else v.verdict} |")
     flagged = [v for v in verdicts if v.flagged]
     print(f"\n{len(flagged)} metric(s) flagged" + (": " + ", ".join(f"{v.metric} {v.verdict}" for v in flagged)
                                                   if flagged else ""))
