@@ -177,13 +177,16 @@ def run_notebook(name: str, profile: str, run_dir: Path, kernel: str, timeout_s:
     dst = EXECUTED_DIR / f"{name}.ipynb"
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "run_dir": str(run_dir)},
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "run_dir": str(run_dir), "live_panel": False},
                             kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
                             execution_timeout=timeout_s, log_output=False)
         return NotebookRun(name, time.perf_counter() - t0, True)
-    except Exception as e:  # papermill wraps the cell's error; keep its first lines
-        msg = str(e).strip().splitlines()
-        return NotebookRun(name, time.perf_counter() - t0, False, " | ".join(msg[:6])[:600])
+    except Exception as e:  # papermill wraps the cell's error: name the cell and the exception
+        if hasattr(e, "ename"):
+            msg = f"cell In[{getattr(e, 'exec_count', '?')}]: {e.ename}: {e.evalue}"
+        else:
+            msg = f"{type(e).__name__}: {e}"
+        return NotebookRun(name, time.perf_counter() - t0, False, msg.strip()[:800])
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

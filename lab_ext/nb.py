@@ -102,3 +102,14 @@ def ok_cells(cells, what: str = "sweep"):
         errs = "; ".join(f"{r['cell']}: {r['error']}" for r in failed.to_dict("records"))[:2000]
         raise RuntimeError(f"{what}: no successful cell for {missing}: {errs}")
     return ok
+
+
+def values_at(cells, label: str, concurrency: int, col: str):
+    """(median, min, max) of `col` over the ok cells of `label` at `concurrency`; a clear
+    error naming the failed cells when there is none."""
+    sel = cells[(cells["label"] == label) & (cells["concurrency"] == concurrency)]
+    ok = sel[(sel["status"] == "ok") & sel[col].notna()]
+    if ok.empty:
+        errs = "; ".join(f"{r.get('status')}: {r.get('error')}" for r in sel.to_dict("records")) or "no such cell"
+        raise RuntimeError(f"no successful cell for {label} at c={concurrency} ({col}): {errs[:1000]}")
+    return spread_of(ok[col])
