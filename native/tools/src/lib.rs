@@ -6,3 +6,4 @@
 //!   coordinated-omission correction (open loop), per-second series and errors by kind.
 pub mod mock;
 pub mod load;
+pub mod timer;

@@ -11,8 +11,8 @@
 //! request in flight or arriving waits until it ends), like a GC pause: it is triggered by every
 //! `stall_every`-th API request, or by a request carrying `x-mock-stall-ms`.
 //!
-//! Delays use tokio's timer (1 ms ticks, rounded up): an injected delay is a lower bound,
-//! typically exceeded by up to ~1 ms.
+//! Delays use a precise timer (`timer.rs`; tokio's own has 1 ms ticks and rounds up): an
+//! injected delay is a lower bound, exceeded by tens of microseconds on an idle machine.
 //!
 //! Randomness (jitter, error and drop draws, token choice) comes from a RNG seeded with
 //! `seed` and the request's arrival number, so a run is deterministic given the seed and the
@@ -38,7 +38,6 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::time::Sleep;
 
 /// Server-wide defaults; every field can be overridden per request by a header.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -283,7 +282,7 @@ impl MockState {
             if until <= Instant::now() {
                 return;
             }
-            tokio::time::sleep_until(until.into()).await;
+            crate::timer::sleep_until(until).await;
         }
     }
 }
@@ -307,7 +306,7 @@ pub enum MockBody {
 
 pub struct Paced {
     chunks: std::collections::VecDeque<(Duration, Bytes)>,
-    sleep: Option<(Pin<Box<Sleep>>, Bytes)>,
+    sleep: Option<(Pin<Box<dyn Future<Output = ()> + Send>>, Bytes)>,
 }
 
 impl MockBody {
@@ -347,7 +346,7 @@ impl Body for MockBody {
                 match p.chunks.pop_front() {
                     None => return Poll::Ready(None),
                     Some((d, b)) if d.is_zero() => return Poll::Ready(Some(Ok(Frame::data(b)))),
-                    Some((d, b)) => p.sleep = Some((Box::pin(tokio::time::sleep(d)), b)),
+                    Some((d, b)) => p.sleep = Some((Box::pin(crate::timer::sleep(d)), b)),
                 }
             },
         }
@@ -644,7 +643,7 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
 async fn sleep_and_unstall(state: &MockState, d: Duration) {
     state.wait_stall().await;
     if !d.is_zero() {
-        tokio::time::sleep(d).await;
+        crate::timer::sleep(d).await;
         state.wait_stall().await;
     }
 }
