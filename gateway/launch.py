@@ -72,7 +72,10 @@ class GatewayProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:  # a loaded machine can take a while to reap
+                self.proc.wait(60)
 
     def __enter__(self):
         return self
@@ -91,7 +94,7 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   impl: str | Iterable[str] | Mapping[str, str] | None = None, shell: str = "asgi",
                   server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
                   env: Mapping[str, str] | None = None, config: str | None = None,
-                  ready_timeout: float = 30.0, wrapper: Iterable[str] | None = None) -> GatewayProcess:
+                  ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None) -> GatewayProcess:
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
