@@ -37,6 +37,7 @@ def params():
         # papermill parameters: "full" is the real study, "ci" a small fast run (make test)
         profile = "full"
         run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
+        live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
     ''', tags=["parameters"])
 
 
@@ -53,7 +54,7 @@ from harness.notebooks import metric, write_metrics
 from lab_ext.export import BlogExport, machine_line
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells
+from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "@NOTEBOOK@"
 SIZES = @SIZES@
@@ -375,8 +376,9 @@ NB03 = [
     '''),
     md("## Run the sweep (live panel: progress, throughput and GIL wait per cell)"),
     code('''
-        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
-        display(panel.widget)
+        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
+        if panel is not None:
+            display(panel.widget)
         res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
                                    duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=True,
                                    out=run.path, name="knee", capacity=S["capacity"], report=S["report"],
@@ -396,8 +398,8 @@ NB03 = [
                  ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
                  ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
                  ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later")]
-        fig_knee = make_subplots(rows=3, cols=2, subplot_titles=[f"{t} [{how}]" for _, t, how in views],
-                                 vertical_spacing=0.1)
+        fig_knee = make_subplots(rows=3, cols=2, subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how in views],
+                                 vertical_spacing=0.12)
         palette = px.colors.qualitative.Plotly
         for i, (col, title, how) in enumerate(views):
             a = agg(ok, col)
@@ -405,7 +407,8 @@ NB03 = [
                 fig_knee.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label,
                                      showlegend=(i == 0), mode="lines+markers", line=dict(color=palette[j % 10]),
                                      error_y=error_bars(d), row=i // 2 + 1, col=i % 2 + 1)
-        fig_knee.update_xaxes(title_text="concurrency c", type="log")
+        fig_knee.update_xaxes(type="log")
+        fig_knee.update_xaxes(title_text="concurrency c", row=3)
         fig_knee.update_layout(height=950, title="Throughput and the four GIL views against concurrency")
         fig_knee
     '''),
@@ -460,13 +463,12 @@ NB03 = [
         display(Markdown("\\n".join(lines)))
     '''),
     code('''
-        py, rs = ok[ok["label"] == "py"], ok[ok["label"] == "py+rs"]
         for c in (c_lo, c_hi):
-            METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(spread_of(rs[rs["concurrency"] == c]["rps"]),
-                                                                     spread_of(py[py["concurrency"] == c]["rps"])),
+            METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "py+rs", c, "rps"),
+                                                                     values_at(cells, "py", c, "rps")),
                                                        desc=f"py+rs / py throughput at c={c}")
-        METRICS["py_rps_cmax_over_c1"] = metric(*ratio_spread(spread_of(py[py["concurrency"] == c_hi]["rps"]),
-                                                              spread_of(py[py["concurrency"] == c_lo]["rps"])),
+        METRICS["py_rps_cmax_over_c1"] = metric(*ratio_spread(values_at(cells, "py", c_hi, "rps"),
+                                                              values_at(cells, "py", c_lo, "rps")),
                                                 desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)")
         pd.DataFrame(METRICS).T
     '''),
@@ -503,8 +505,9 @@ NB04 = [
         }
     '''),
     code('''
-        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]), title=NOTEBOOK)
-        display(panel.widget)
+        panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]), title=NOTEBOOK) if live_panel else None
+        if panel is not None:
+            display(panel.widget)
         res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
                                    duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=1, gil=False,
                                    flamegraph=True, pyspy_rate=S["pyspy_rate"], out=run.path, name="flamegraphs",
@@ -622,8 +625,9 @@ NB05 = [
     code('''
         frames = []
         for up, latency_ms in S["upstreams"].items():
-            panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=f"{up} upstream ({latency_ms:g} ms)")
-            display(panel.widget)
+            panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=f"{up} upstream ({latency_ms:g} ms)") if live_panel else None
+            if panel is not None:
+                display(panel.widget)
             res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
                                        duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
                                        upstream=dict(latency_ms=latency_ms), out=run.path, name=f"upstream-{up}",
@@ -664,8 +668,7 @@ NB05 = [
     code('''
         c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
         def share(mode, up, c):
-            d = ok[(ok["label"] == f"{mode} / {up}") & (ok["concurrency"] == c)]["ovh_share_p50"]
-            return spread_of(d)
+            return values_at(ok.assign(label=ok["label"]), f"{mode} / {up}", c, "ovh_share_p50")
         for mode in S["modes"]:
             tag = mode.replace("+", "")
             for c in (c_lo, c_hi):
@@ -715,8 +718,9 @@ NB06 = [
     code('''
         switch_sets = [{}] + [{c: "rust"} for c in COMPONENTS]
         n_cfg = len(switch_sets) + 1
-        panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
-        display(panel.widget)
+        panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
+        if panel is not None:
+            display(panel.widget)
         res_py = run_sweep_with_panel(panel, modes=["py"], switches=switch_sets, concurrency=S["concurrency"],
                                       profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
                                       repeat=S["repeat"], gil=False, out=run.path, name="ablation", capacity=False, report=False)
