@@ -142,7 +142,7 @@ class GatewaySession:
             "mock_pid": getattr(self.mock, "pid", None),
             "mode": self.mode,
             "switches": Switches(self.mode, self.impl).label(),
-            "shell": self.shell or "default",
+            "shell": self.shell or "asgi (default)",
             "api_key": self.api_key,
             "uptime_s": round(time.time() - (self.started_at or time.time()), 1),
             "health": self.health(),
