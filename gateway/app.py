@@ -124,7 +124,7 @@ class Gateway:
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
         self.background = BackgroundAudit(
             config.ledger_dir, sw, self.metrics, queue_size=config.queue_size, policy=config.queue_policy,
-            fsync=config.fsync, group_delay_ms=config.group_delay_ms)
+            fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms)
         self._ids = itertools.count()
         self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xffffffff:x}-"
         # upstream request headers per upstream (fixed at start)

@@ -52,7 +52,8 @@ class AuditJob:
 
 class BackgroundAudit:
     def __init__(self, ledger_dir: str, switches: Switches, metrics: Metrics, *, queue_size: int = 10000,
-                 policy: str = "block", fsync: str = "group", group_delay_ms: float = 2.0):
+                 policy: str = "block", fsync: str = "group", group_delay_ms: float = 2.0,
+                 batch_window_ms: float = 0.0):
         self.switches = switches
         self.metrics = metrics
         self.policy = policy
@@ -74,6 +75,7 @@ class BackgroundAudit:
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.io_lock = asyncio.Lock()  # readers (audit endpoints) never see a half-applied batch
+        self._window_s = batch_window_ms / 1000.0
         self._delay_s = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0) / 1000.0
         self.spawned = 0
         self.dropped = 0
@@ -133,6 +135,11 @@ class BackgroundAudit:
                 stop = True
             else:
                 batch.append(job)
+                if self._window_s and q.qsize() < _BATCH:
+                    # Gather for a moment: on one core the audit work always delays some
+                    # request, and done in batches it delays fewer of them (and costs less
+                    # per record). Bounded: the audit lag grows by at most the window.
+                    await asyncio.sleep(self._window_s)
             while len(batch) < _BATCH and not q.empty():
                 job = q.get_nowait()
                 if job is None:

@@ -24,6 +24,8 @@ zero-config default built from `--upstream URL --api-key KEY`.
     background:
       queue_size: 10000
       policy: block                   # block (backpressure, loses nothing) | drop (counted)
+      batch_window_ms: 0              # the audit worker gathers this long before a batch: more
+                                      # req/s at c=16 (2 ms: +~10%), not a lower c=1 p50
     limits:
       max_body_bytes: 1048576
       max_header_bytes: 16384
@@ -85,6 +87,7 @@ class Config:
     group_delay_ms: float = 2.0
     queue_size: int = 10000
     queue_policy: str = "block"
+    batch_window_ms: float = 0.0
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 16384
     upstream_timeout_s: float = 30.0
@@ -232,6 +235,8 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         group_delay_ms=float(_get(led, "group_delay_ms", "ledger.", (int, float), 2.0, _positive)),
         queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
         queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
+        batch_window_ms=float(_get(bg, "batch_window_ms", "background.", (int, float), 0.0,
+                                   lambda v: None if v >= 0 else f"must be >= 0, got {v!r}")),
         max_body_bytes=_get(lim, "max_body_bytes", "limits.", int, 1 << 20, _positive),
         max_header_bytes=_get(lim, "max_header_bytes", "limits.", int, 16384, _positive),
         upstream_timeout_s=float(_get(lim, "upstream_timeout_s", "limits.", (int, float), 30.0, _positive)),

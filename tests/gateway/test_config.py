@@ -19,7 +19,7 @@ keys:
 waf:
   rules: [{id: no-foo, kind: literal, pattern: foo}]
 ledger: {dir: led, fsync: always}
-background: {queue_size: 5, policy: drop}
+background: {queue_size: 5, policy: drop, batch_window_ms: 2}
 mode: py
 impl: {auth: python}
 shell: fastapi
@@ -35,7 +35,7 @@ def test_yaml_config(tmp_path):
     assert c.route("claude")[0].url == "http://127.0.0.1:9001/v1/messages"
     assert c.route("unknown") is None  # no passthrough
     assert c.ledger_dir == str(tmp_path / "led") and c.fsync == "always"
-    assert (c.queue_size, c.queue_policy, c.shell) == (5, "drop", "fastapi")
+    assert (c.queue_size, c.queue_policy, c.shell, c.batch_window_ms) == (5, "drop", "fastapi", 2.0)
     assert c.waf_rules[-1]["id"] == "no-foo" and len(c.waf_rules) > 1  # default rules kept
     assert c.keys[0].rpm == 60 and c.keys[1].rpm is None
 
