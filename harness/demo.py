@@ -6,8 +6,8 @@ markdown tables with spread) beside each step's JSON, pyperf JSON and Parquet ta
 
 A step is `Step(name, title, run)` where `run(ctx) -> str` does its measurements, writes
 its artefacts through `ctx.run` (a harness.runs.Run) and returns its markdown section.
-Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench mmr) and
-the WAL study (bench wal).
+Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench mmr), the
+WAL study (bench wal), spawn cost (bench spawn) and the py vs py+rs concurrency sweep.
 """
 from __future__ import annotations
 

@@ -143,3 +143,27 @@ def fmt_spread(med: float, lo: float, hi: float) -> str:
 def fmt_ns(sec: float) -> str:
     ns = sec * 1e9
     return f"{ns / 1000:.3g} µs" if ns >= 1000 else f"{ns:.3g} ns"
+
+
+def twin_cost_cell(r: dict | None) -> str:
+    """`median (min–max)` of a per-call row in ns, or – when the twin was not measured."""
+    if r is None:
+        return "–"
+    return f"{fmt_ns(r['ns_per_call'] / 1e9)} ({fmt_ns(r['min'] / 1e9)}–{fmt_ns(r['max'] / 1e9)})"
+
+
+def twin_cost_ratio(py: dict | None, rs: dict | None) -> str:
+    """Python / Rust per-call cost: median ratio and the worst–best pairing of the spreads."""
+    if not (py and rs):
+        return "–"
+    return f"{py['ns_per_call'] / rs['ns_per_call']:.2f}x ({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})"
+
+
+def emit(args, result: dict, markdown, pyperf_json: Path) -> int:
+    """Print a benchmark's markdown table and where its pyperf JSON went; write --json."""
+    print(markdown(result))
+    print(f"\npyperf JSON: {pyperf_json}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"result JSON: {args.json}", file=sys.stderr)
+    return 0

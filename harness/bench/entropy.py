@@ -8,7 +8,6 @@ JSON (`--json OUT`):
 from __future__ import annotations
 
 import argparse
-import sys
 
 from harness.bench import _runner as R
 
@@ -40,8 +39,7 @@ def markdown(result) -> str:
     for case in [c for c in CASES if any(r["case"] == c for r in result["rows"])]:
         py, rs = by.get(("python", case)), by.get(("rust", case))
         size = (py or rs)["body_bytes"]
-        cell = lambda r: "–" if r is None else f"{R.fmt_ns(r['ns_per_call'] / 1e9)} ({R.fmt_ns(r['min'] / 1e9)}–{R.fmt_ns(r['max'] / 1e9)})"
-        ratio = "–" if not (py and rs) else f"{py['ns_per_call'] / rs['ns_per_call']:.2f}x ({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})"
+        cell, ratio = R.twin_cost_cell, R.twin_cost_ratio(py, rs)
         lines.append(f"| {case} | {size:,} | {cell(py)} | {cell(rs)} | {ratio} |")
     return "\n".join(lines)
 
@@ -54,9 +52,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pj = R.pyperf_path(args, "gatewaylab-bench-entropy.pyperf.json")
     result = measure(R.impls_from(args), tuple(args.case or CASES), args.quick, pj, R.pyperf_extra(args))
-    print(markdown(result))
-    print(f"\npyperf JSON: {pj}")
-    if args.json:
-        R.write_json(args.json, result)
-        print(f"result JSON: {args.json}", file=sys.stderr)
-    return 0
+    return R.emit(args, result, markdown, pj)

@@ -8,7 +8,6 @@ ns_per_call is the median; min/max are the fastest/slowest pyperf value.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from harness.bench import _runner as R
 
@@ -39,8 +38,7 @@ def markdown(result) -> str:
     lines = ["| bytes | Python per call | Rust per call | Python / Rust |", "|---:|---:|---:|---:|"]
     for size in sorted({r["size"] for r in result["rows"]}):
         py, rs = by.get(("python", size)), by.get(("rust", size))
-        cell = lambda r: "–" if r is None else f"{R.fmt_ns(r['ns_per_call'] / 1e9)} ({R.fmt_ns(r['min'] / 1e9)}–{R.fmt_ns(r['max'] / 1e9)})"
-        ratio = "–" if not (py and rs) else f"{py['ns_per_call'] / rs['ns_per_call']:.2f}x ({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})"
+        cell, ratio = R.twin_cost_cell, R.twin_cost_ratio(py, rs)
         lines.append(f"| {size:,} | {cell(py)} | {cell(rs)} | {ratio} |")
     return "\n".join(lines)
 
@@ -53,9 +51,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pj = R.pyperf_path(args, "gatewaylab-bench-hash.pyperf.json")
     result = measure(R.impls_from(args), args.size, args.quick, pj, R.pyperf_extra(args))
-    print(markdown(result))
-    print(f"\npyperf JSON: {pj}")
-    if args.json:
-        R.write_json(args.json, result)
-        print(f"result JSON: {args.json}", file=sys.stderr)
-    return 0
+    return R.emit(args, result, markdown, pj)

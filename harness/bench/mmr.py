@@ -18,7 +18,6 @@ A debug build of the extension is refused.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from harness.bench import _runner as R
 
@@ -117,9 +116,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     pj = R.pyperf_path(args, "gatewaylab-bench-mmr.pyperf.json")
     result = measure(R.impls_from(args), args.n, args.quick, pj, R.pyperf_extra(args))
-    print(markdown(result))
-    print(f"\npyperf JSON: {pj}")
-    if args.json:
-        R.write_json(args.json, result)
-        print(f"result JSON: {args.json}", file=sys.stderr)
-    return 0
+    return R.emit(args, result, markdown, pj)

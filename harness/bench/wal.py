@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
 from harness.bench import _runner as R
@@ -75,9 +74,4 @@ def run(args: argparse.Namespace) -> int:
     pj = R.pyperf_path(args, "gatewaylab-bench-wal.pyperf.json")
     result = measure(R.impls_from(args), tuple(args.policy or POLICIES), tuple(args.api or ("per_record", "batch")),
                      args.quick, args.size, args.dir, pj, R.pyperf_extra(args))
-    print(markdown(result))
-    print(f"\npyperf JSON: {pj}")
-    if args.json:
-        R.write_json(args.json, result)
-        print(f"result JSON: {args.json}", file=sys.stderr)
-    return 0
+    return R.emit(args, result, markdown, pj)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -103,10 +102,8 @@ def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy
         m = http("GET", gw.url + "/metrics")[2].decode()
         dropped = int(float(next(ln.split()[-1] for ln in m.splitlines() if ln.startswith("gateway_background_dropped_total"))))
     queued = json.loads(http("GET", gw.url + "/audit/root")[2])["count"]
-    t0 = time.monotonic()
-    assert gw.stop(timeout=60) == 0
+    assert gw.stop(timeout=60) == 0  # graceful: the lifespan drains the queue
     records = WriteAheadLog.replay(str(tmp_path / "ledger" / "audit.wal"))
     assert len(records) == n - dropped
     if policy == "block":
         assert queued < n, "the test did not leave work queued at shutdown"
-    assert time.monotonic() - t0 < 60
