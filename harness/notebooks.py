@@ -254,11 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         (root / "notebooks-summary.json").write_text(json.dumps({
             "profile": args.profile, "total_seconds": total,
             "runs": [vars(r) for r in runs], "checks": [vars(c) for c in checks]}, indent=2))
+    # the closing line counts notebook executions and baseline checks together, as a test runner would
+    n_ok = sum(r.ok for r in runs) + sum(c.ok for c in checks)
     if failures:
         print(f"[notebooks] {len(failures)} failure(s)")
+        print(f"notebooks: {n_ok} passed, {len(failures)} failed")
         return 1
     done = f"{len(runs)} notebook(s) executed, " if runs else ""
     print(f"[notebooks] {done}{len(checks)} check(s) passed")
+    print(f"notebooks: {n_ok} passed, 0 failed")
     return 0
 
 
