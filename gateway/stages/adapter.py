@@ -62,6 +62,8 @@ def _loads(data: bytes, what: str):
 def _finish(reason):
     if reason is None:
         return None
+    if type(reason) in (list, dict):
+        raise InvalidInput("adapter: stop_reason must be a string")
     return _FINISH.get(reason, "stop")
 
 
@@ -144,9 +146,13 @@ class Adapter:
         except (KeyError, TypeError) as e:
             raise InvalidInput(f"adapter upstream response: missing or bad field {e}") from None
         usage = r.get("usage") or {}
+        if type(usage) is not dict:
+            raise InvalidInput("adapter upstream response: usage must be an object")
         i, o = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
         if type(i) is not int or type(o) is not int:
             raise InvalidInput("adapter upstream response: usage token counts must be integers")
+        if not -(2**63) <= i + o < 2**64:  # orjson writes 64-bit integers only
+            raise InvalidInput("adapter upstream response: usage total exceeds 64 bits")
         return orjson.dumps({
             "id": rid, "object": "chat.completion", "created": 0, "model": public_model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},

@@ -176,8 +176,16 @@ def test_done_marker_and_errors():
     b'{"id":1,"content":[],"stop_reason":[]}',
     b'{"id":1,"content":[],"usage":{"input_tokens":9223372036854775807,"output_tokens":18446744073709551615}}',
 ])
-def test_rust_twin_names_bad_upstream_fields_as_invalid_input(body):
-    """Bad upstream bodies the Python twin lets escape as AttributeError / TypeError (not yet
-    wrapped in InvalidInput there, so not compared here): the Rust twin says InvalidInput."""
-    with pytest.raises(InvalidInput):
-        RS["anthropic"].from_upstream(body, "m")
+def test_both_twins_name_bad_upstream_fields_as_invalid_input(body):
+    """Bad upstream bodies (usage not an object, stop_reason not a scalar, a token total past
+    64 bits) are InvalidInput in both twins, which the gateway turns into a 502."""
+    for impls in (PY, RS):
+        with pytest.raises(InvalidInput):
+            impls["anthropic"].from_upstream(body, "m")
+
+
+def test_both_twins_reject_a_non_scalar_stop_reason_in_a_stream():
+    ev = b'{"type":"message_delta","delta":{"stop_reason":["x"]}}'
+    for impls in (PY, RS):
+        with pytest.raises(InvalidInput):
+            impls["anthropic"].stream_event(ev, "m")
