@@ -17,6 +17,7 @@ per batch, `group_delay_ms` after the first pending record, or at once when
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import struct
 import threading
@@ -111,8 +112,9 @@ class WriteAheadLog:
             raise InvalidInput(f"fsync policy {fsync!r}: expected one of {', '.join(POLICIES)}")
         if isinstance(group_max_records, bool) or not isinstance(group_max_records, int) or group_max_records < 1:
             raise InvalidInput(f"group_max_records must be a positive int, got {group_max_records!r}")
-        if isinstance(group_delay_ms, bool) or not isinstance(group_delay_ms, (int, float)) or group_delay_ms < 0:
-            raise InvalidInput(f"group_delay_ms must be a non-negative number, got {group_delay_ms!r}")
+        if (isinstance(group_delay_ms, bool) or not isinstance(group_delay_ms, (int, float))
+                or not math.isfinite(group_delay_ms) or group_delay_ms < 0):
+            raise InvalidInput(f"group_delay_ms must be a finite non-negative number, got {group_delay_ms!r}")
         self.path = os.fspath(path)
         self.fsync_policy = fsync
         self._delay = group_delay_ms / 1000.0

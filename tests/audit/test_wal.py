@@ -185,6 +185,9 @@ def test_bad_arguments(WAL, tmp_path):
     path = str(tmp_path / "b.wal")
     with pytest.raises(InvalidInput):
         WAL(path, fsync="sometimes")
+    for delay in (float("nan"), float("inf"), -1.0, "2"):
+        with pytest.raises(InvalidInput):
+            WAL(path, group_delay_ms=delay)
     with WAL(path) as w:
         for bad in ("text", 1, None, [b"x"]):
             with pytest.raises(InvalidInput):
