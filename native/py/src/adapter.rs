@@ -2,10 +2,11 @@
 //! byte-identical to the Python twin's orjson output. Bodies over `DETACH_BYTES` are
 //! converted with the GIL released.
 use crate::entry;
+use crate::hash::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::adapter::{self, Kind};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 use std::borrow::Cow;
 
 const DETACH_BYTES: usize = 1024;
@@ -17,23 +18,17 @@ pub struct PyAdapter {
     kind: String,
 }
 
-/// JSON input as orjson takes it: bytes, bytearray, memoryview or str.
+/// JSON input as orjson takes it: bytes, bytearray, memoryview (as `hash::bytes_arg`) or str.
 fn json_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Cow::Borrowed(b.as_bytes()));
-    }
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()));
     }
-    if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(Cow::Owned(b.to_vec()));
-    }
-    if obj.is_instance_of::<PyMemoryView>() {
-        let b = obj.call_method0("tobytes")?;
-        let b = b.cast::<PyBytes>().map_err(|_| invalid_input(format!("{what}: memoryview.tobytes() did not return bytes")))?;
-        return Ok(Cow::Owned(b.as_bytes().to_vec()));
-    }
-    Err(invalid_input(format!("{what}: invalid JSON: input must be bytes, bytearray, memoryview or str, not {}", type_name(obj))))
+    crate::hash::bytes_arg(obj, what).map_err(|_| {
+        invalid_input(format!(
+            "{what}: invalid JSON: input must be bytes, bytearray, memoryview or str, not {}",
+            type_name(obj)
+        ))
+    })
 }
 
 fn model_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
@@ -105,9 +100,6 @@ impl PyAdapter {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
-}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdapter>()

@@ -2,6 +2,7 @@
 //! compared in constant time (sha2 + subtle). A check is a few hundred nanoseconds, so it
 //! keeps the GIL.
 use crate::entry;
+use crate::hash::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::auth;
 use pyo3::prelude::*;
@@ -54,9 +55,6 @@ impl PyApiKeyAuth {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
-}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyApiKeyAuth>()

@@ -1,6 +1,7 @@
 //! WAF twin (`gateway.stages.waf.Waf`): `regex` / fancy-regex / aho-corasick over the prompt.
 //! Texts over `DETACH_CHARS` bytes are scanned with the GIL released.
 use crate::entry;
+use crate::hash::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::waf::{self, Rule, RuleKind};
 use pyo3::prelude::*;
@@ -93,9 +94,6 @@ impl PyWaf {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
-}
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyWaf>()
