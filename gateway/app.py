@@ -339,31 +339,28 @@ class Gateway:
                                                "durable_count": led.durable_count}))
 
     async def audit_proof(self, index: str) -> Response:
-        try:
-            i = int(index)
-        except ValueError:
-            return error(400, f"leaf index must be an integer, got {index!r}", "invalid_index")
-        from gateway.errors import AuditIndexError
-        async with self.background.io_lock:
-            try:
-                proof = self.background.ledger.inclusion_proof(i)
-            except AuditIndexError as e:
-                return error(404, str(e), "index_out_of_range")
-        return Response(200, orjson.dumps(proof))
+        return await self._ledger_proof(index, "leaf index", "invalid_index",
+                                        self.background.ledger.inclusion_proof, 404, "index_out_of_range")
 
     async def audit_consistency(self, old: str | None) -> Response:
         if old is None:
             return error(400, "query parameter 'old' is required", "missing_old")
-        try:
-            m = int(old)
-        except ValueError:
-            return error(400, f"'old' must be an integer, got {old!r}", "invalid_old")
+        return await self._ledger_proof(old, "'old'", "invalid_old",
+                                        self.background.ledger.consistency_proof, 400, "old_out_of_range")
+
+    async def _ledger_proof(self, raw: str, what: str, invalid_code: str, prove, range_status: int,
+                            range_code: str) -> Response:
+        """Parse an integer argument, then build a proof under the ledger's I/O lock."""
         from gateway.errors import AuditIndexError
+        try:
+            n = int(raw)
+        except ValueError:
+            return error(400, f"{what} must be an integer, got {raw!r}", invalid_code)
         async with self.background.io_lock:
             try:
-                proof = self.background.ledger.consistency_proof(m)
+                proof = prove(n)
             except AuditIndexError as e:
-                return error(400, str(e), "old_out_of_range")
+                return error(range_status, str(e), range_code)
         return Response(200, orjson.dumps(proof))
 
     def debug_probes(self, reset: bool) -> Response:

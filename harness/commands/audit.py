@@ -92,18 +92,13 @@ def run(args: argparse.Namespace) -> int:
             _, mmr, truncated = _scan(WAL, MMR, path)
             _emit({"count": len(mmr), "root": mmr.root(), "truncated_bytes": truncated})
             return 0
-        if args.action == "prove":
-            if args.index is None:
-                print("gatewaylab audit prove: --index I is required", file=sys.stderr)
-                return 2
-            _, mmr, _ = _scan(WAL, MMR, path)
-            _emit(mmr.inclusion_proof(args.index))
-            return 0
-        if args.old is None:
-            print("gatewaylab audit consistency: --old M is required", file=sys.stderr)
+        # prove --index I | consistency --old M
+        value, flag = (args.index, "--index I") if args.action == "prove" else (args.old, "--old M")
+        if value is None:
+            print(f"gatewaylab audit {args.action}: {flag} is required", file=sys.stderr)
             return 2
         _, mmr, _ = _scan(WAL, MMR, path)
-        _emit(mmr.consistency_proof(args.old))
+        _emit(mmr.inclusion_proof(value) if args.action == "prove" else mmr.consistency_proof(value))
         return 0
     except FileNotFoundError:
         print(f"gatewaylab audit: error: no WAL file at {path}", file=sys.stderr)

@@ -164,3 +164,21 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
     assert gw.stop() == 0
     [rec] = [json.loads(p) for p in WriteAheadLog.replay(gw.ledger_dir + "/audit.wal")]
     assert rec["status"] == 499 and rec["model"] == "gated-stream"
+
+
+def test_audit_endpoints_answer_bad_arguments_with_openai_errors(native_mock, gateway_factory):
+    from conftest import assert_openai_error
+
+    gw = gateway_factory(native_mock.url)
+    for path, status, code in [
+        ("/audit/proof/abc", 400, "invalid_index"),
+        ("/audit/proof/0", 404, "index_out_of_range"),  # empty ledger: no leaf 0
+        ("/audit/proof/-1", 404, "index_out_of_range"),
+        ("/audit/consistency", 400, "missing_old"),
+        ("/audit/consistency?old=x", 400, "invalid_old"),
+        ("/audit/consistency?old=5", 400, "old_out_of_range"),
+    ]:
+        s, _, body = http("GET", gw.url + path)
+        assert assert_openai_error((s, body), status)["code"] == code, path
+    s, _, body = http("GET", gw.url + "/audit/consistency?old=0")
+    assert s == 200 and json.loads(body)["new_count"] == 0  # and the gateway still serves

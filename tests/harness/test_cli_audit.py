@@ -113,3 +113,11 @@ def test_cross_twin(writer, reader, tmp_path):
         out(cli("prove", "--wal", wal, "--impl", writer, "--index", 33))
     b = out(cli("append", "--wal", wal, "--impl", reader, stdin=b"more\n"))
     assert b == {"count": 41, "root": expected(payloads + [b"more"]).root()}
+
+
+@pytest.mark.parametrize("action, flag", [("prove", "--index I"), ("consistency", "--old M")])
+def test_proof_actions_require_their_argument(tmp_path, action, flag):
+    wal = tmp_path / "a.wal"
+    cli("append", "--wal", wal, stdin=b"x\n")
+    r = cli(action, "--wal", wal, check=False)
+    assert r.returncode == 2 and flag.encode() in r.stderr
