@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from conftest import API_KEY, http
+from conftest import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 
@@ -167,8 +167,6 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
 
 
 def test_audit_endpoints_answer_bad_arguments_with_openai_errors(native_mock, gateway_factory):
-    from conftest import assert_openai_error
-
     gw = gateway_factory(native_mock.url)
     for path, status, code in [
         ("/audit/proof/abc", 400, "invalid_index"),
