@@ -350,6 +350,13 @@ pub struct PyRsCore {
     started: Instant,
 }
 
+impl PyRsCore {
+    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+        let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| invalid_input("RsCore is shut down"))
+    }
+}
+
 #[pymethods]
 impl PyRsCore {
     #[new]
@@ -428,23 +435,25 @@ impl PyRsCore {
     /// submit(token, headers, body): start one chat request; its completion arrives through
     /// drain() as (token, (status, headers, body, None)) or, for a stream,
     /// (token, (200, headers, None, stream_id)).
-    fn submit(&self, token: u64, headers: &Bound<'_, PyAny>, body: &Bound<'_, PyAny>) -> PyResult<()> {
-        let _c = entry!("rs_core.submit");
+    fn submit(&self, py: Python<'_>, token: u64, headers: &Bound<'_, PyAny>, body: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut call = entry!("rs_core.submit");
         guard(|| {
             let t0 = Instant::now();
             let hs = header_pairs(headers)?;
             let body = bytes_arg(body, "body")?.into_owned();
-            let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-            let rt = rt.as_ref().ok_or_else(|| invalid_input("RsCore is shut down"))?;
-            rt.spawn(handle(Arc::clone(&self.shared), token, hs, body, t0));
+            let rt = self.handle()?;
+            // Spawning wakes a Tokio worker, which on a one-core gateway may run at once:
+            // never with the GIL held.
+            let shared = Arc::clone(&self.shared);
+            call.detach(py, move || drop(rt.spawn(handle(shared, token, hs, body, t0))));
             Ok(())
         })
     }
 
     /// next_chunk(token, stream_id): the stream's next bytes complete as (token, bytes),
     /// or (token, None) at its end.
-    fn next_chunk(&self, token: u64, stream_id: u64) -> PyResult<()> {
-        let _c = entry!("rs_core.next_chunk");
+    fn next_chunk(&self, py: Python<'_>, token: u64, stream_id: u64) -> PyResult<()> {
+        let mut call = entry!("rs_core.next_chunk");
         guard(|| {
             let rx = self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&stream_id).cloned();
             let sh = Arc::clone(&self.shared);
@@ -452,15 +461,15 @@ impl PyRsCore {
                 sh.complete(token, Done::Chunk(None));
                 return Ok(());
             };
-            let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-            let rt = rt.as_ref().ok_or_else(|| invalid_input("RsCore is shut down"))?;
-            rt.spawn(async move {
+            let rt = self.handle()?;
+            let task = async move {
                 let c = rx.lock().await.recv().await;
                 if c.is_none() {
                     sh.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream_id);
                 }
                 sh.complete(token, Done::Chunk(c));
-            });
+            };
+            call.detach(py, move || drop(rt.spawn(task)));
             Ok(())
         })
     }
