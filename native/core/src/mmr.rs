@@ -436,7 +436,7 @@ mod tests {
     use crate::hash::sha256;
 
     fn vectors() -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/mmr_v2.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
         serde_json::from_slice(&std::fs::read(&p).expect("read mmr_v2.json")).expect("parse mmr_v2.json")
     }
 

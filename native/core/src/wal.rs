@@ -556,7 +556,7 @@ mod tests {
     }
 
     fn vector() -> (Vec<Vec<u8>>, String) {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/mmr_v2.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         let ex = &v["wal_v1_example"];
         let payloads = ex["payloads_utf8"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().as_bytes().to_vec()).collect();
