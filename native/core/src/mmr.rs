@@ -1,5 +1,5 @@
-//! Merkle Mountain Range v2 (DESIGN.md "Audit formats"; test vectors in
-//! `shared/vectors/mmr_v2.json`).
+//! Merkle Mountain Range v2 (docs/formats.md; test vectors in
+//! `tests/vectors/mmr_v2.json`).
 //!
 //! Storage: `levels[h][j]` is the root of the j-th perfect subtree of height h (leaves are
 //! level 0). Nodes never change once written, so every node of every past size stays
