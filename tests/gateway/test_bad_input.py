@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, head, http, raw
+from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 
 pytestmark = pytest.mark.slow
 
