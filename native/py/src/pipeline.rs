@@ -5,7 +5,7 @@
 //!
 //! `RsCore(config_json, ledger_dir, fsync, group_delay_ms, timeout_s, pool, id_prefix, workers,
 //! ledger_delay_ms)`:
-//! the whole hot path in Rust. `submit(token, headers, body)` returns at once; on a Tokio
+//! the whole hot path in Rust. `submit([(token, headers, body), ...])` returns at once; on a Tokio
 //! runtime, with the GIL released throughout, the request is decided, forwarded, adapted
 //! back and handed to the ledger thread. Completions do not cross into asyncio one future
 //! at a time (pyo3-async-runtimes creates an asyncio future, copies the task's context and
@@ -458,22 +458,36 @@ impl PyRsCore {
         self.shared.efd
     }
 
-    /// submit(token, headers, body): start one chat request; its completion arrives through
-    /// drain() as (token, (status, headers, body, None)) or, for a stream,
-    /// (token, (200, headers, None, stream_id)).
-    fn submit(&self, py: Python<'_>, token: u64, headers: &Bound<'_, PyAny>, body: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// submit(requests): start chat requests, each a (token, headers, body) tuple; each
+    /// completion arrives through drain() as (token, (status, headers, body, None)) or, for a
+    /// stream, (token, (200, headers, None, stream_id)). The shell hands over every request
+    /// its event loop read in one iteration at once: one wake-up of the runtime for all.
+    fn submit(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut call = entry!("rs_core.submit");
         guard(|| {
             let t0 = Instant::now();
-            let hs = header_pairs(headers)?;
-            let body = bytes_arg(body, "body")?.into_owned();
+            let mut batch = Vec::new();
+            for item in requests.try_iter().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))? {
+                let item = item?;
+                let t = item.cast::<PyTuple>().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))?;
+                if t.len() != 3 {
+                    return Err(invalid_input("submit takes a list of (token, headers, body)"));
+                }
+                let token: u64 = t.get_item(0)?.extract()?;
+                let hs = header_pairs(&t.get_item(1)?)?;
+                let body = bytes_arg(&t.get_item(2)?, "body")?.into_owned();
+                batch.push(Submitted { token, headers: hs, body, t0 });
+            }
             if self.runtime.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
                 return Err(invalid_input("RsCore is shut down"));
+            }
+            if batch.is_empty() {
+                return Ok(());
             }
             let was_empty = {
                 let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
                 let e = inbox.is_empty();
-                inbox.push(Submitted { token, headers: hs, body, t0 });
+                inbox.append(&mut batch);
                 e
             };
             if was_empty {
