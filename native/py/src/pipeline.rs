@@ -242,6 +242,30 @@ fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
     rb
 }
 
+/// Answers a request whose task panicked: while armed, dropping it (as unwinding does)
+/// completes the token with a 500, so the shell's future never waits forever and the
+/// process goes on (Tokio contains the panic to the task).
+struct PanicAnswer {
+    sh: Arc<Shared>,
+    token: u64,
+    armed: bool,
+}
+
+impl PanicAnswer {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicAnswer {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            let body = gatewaylab_core::pipeline::error_body(500, "internal error in the gateway (a Rust panic, contained)", "internal_error");
+            self.sh.complete(self.token, Done::Response { status: 500, headers: Vec::new(), body });
+        }
+    }
+}
+
 /// Spawns every submitted request onto the runtime (from inside it: no wake-up syscalls).
 async fn dispatcher(sh: Arc<Shared>) {
     loop {
@@ -254,6 +278,12 @@ async fn dispatcher(sh: Arc<Shared>) {
 }
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
+    let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
+    answer(sh, token, headers, body, t0).await;
+    guard.disarm();
+}
+
+async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
     let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
     let decision = {
         let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
@@ -650,4 +680,55 @@ impl Drop for PyRsCore {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyRsCore>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(dir: &std::path::Path) -> PyRsCore {
+        crate::test_python();
+        let cfg = serde_json::json!({
+            "keys": [{"id": "k", "sha256": gatewaylab_core::hash::sha256_hex(b"sk"), "rpm": null, "tpm": null}],
+            "waf_rules": [], "passthrough": true, "max_body_bytes": 1000, "max_header_bytes": 1000,
+            "models": [{"name": "mock", "kind": "openai", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "mock", "api_key": null}],
+            "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
+        });
+        Python::attach(|py| {
+            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0).unwrap()
+        })
+    }
+
+    fn taken(c: &PyRsCore) -> Vec<(u64, Done)> {
+        std::mem::take(&mut *c.shared.done.lock().unwrap())
+    }
+
+    #[test]
+    fn a_panicking_request_task_is_answered_500_and_the_core_goes_on() {
+        let dir = std::env::temp_dir().join(format!("gl-rscore-panic-{}", std::process::id()));
+        let c = core(&dir);
+        let sh = Arc::clone(&c.shared);
+        let rt = c.handle().unwrap();
+        let joined = rt.block_on(rt.spawn(async move {
+            let _guard = PanicAnswer { sh, token: 7, armed: true };
+            panic!("boom");
+        }));
+        assert!(joined.unwrap_err().is_panic());
+        match taken(&c).as_slice() {
+            [(7, Done::Response { status: 500, body, .. })] => {
+                assert!(String::from_utf8_lossy(body).contains("\"code\":\"internal_error\""))
+            }
+            other => panic!("expected one 500 for token 7, got {} completions", other.len()),
+        }
+        // the same core still answers: a request without a key is a 401 with no upstream involved
+        let sh = Arc::clone(&c.shared);
+        rt.block_on(handle(sh, 8, vec![], br#"{"model":"mock"}"#.to_vec(), Instant::now()));
+        assert!(matches!(taken(&c).as_slice(), [(8, Done::Response { status: 401, .. })]));
+        // a task that finishes normally completes once, with no 500 from its disarmed guard
+        let sh = Arc::clone(&c.shared);
+        rt.block_on(handle(sh, 9, vec![(b"authorization".to_vec(), b"Bearer sk".to_vec())], b"{".to_vec(), Instant::now()));
+        assert!(matches!(taken(&c).as_slice(), [(9, Done::Response { status: 400, .. })]));
+        Python::attach(|py| c.shutdown(py)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
