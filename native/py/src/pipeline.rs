@@ -367,7 +367,13 @@ async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Ins
                 }
             }
         }
-        let fail = match tokio::time::timeout(sh.timeout, resp.chunk()).await {
+        // the client hanging up ends the relay at once (and closes the upstream stream), as
+        // the Python rungs cancel theirs: it need not wait for the upstream's next chunk
+        let next = tokio::select! {
+            r = tokio::time::timeout(sh.timeout, resp.chunk()) => r,
+            _ = tx.closed() => break,
+        };
+        let fail = match next {
             Ok(Ok(Some(c))) => {
                 chunk = c.to_vec();
                 continue;
