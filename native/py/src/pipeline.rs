@@ -224,14 +224,7 @@ fn failure(e: reqwest::Error, secs: f64) -> UpstreamFailure {
     if e.is_timeout() {
         return UpstreamFailure::timeout(secs);
     }
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    UpstreamFailure::unavailable(&msg)
+    UpstreamFailure::unavailable(&crate::forwarder::error_chain(&e))
 }
 
 fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
@@ -410,6 +403,27 @@ pub struct PyRsCore {
 }
 
 impl PyRsCore {
+    /// A proof from the ledger as JSON text, built detached; out of range -> AuditIndexError.
+    fn prove(
+        &self,
+        py: Python<'_>,
+        call: &mut crate::gil::Call,
+        what: &str,
+        n: i64,
+        f: impl Fn(&Ledger, u64) -> Result<serde_json::Value, MmrError> + Send + Sync,
+    ) -> PyResult<String> {
+        guard(|| {
+            let r = call.detach(py, || {
+                let led = self.shared.ledger.ledger();
+                if n < 0 {
+                    return Err(format!("{what} {n} out of range for {} leaves", led.count()));
+                }
+                f(&led, n as u64).map(|v| v.to_string()).map_err(|e| e.to_string())
+            });
+            r.map_err(index_error)
+        })
+    }
+
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
         rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| invalid_input("RsCore is shut down"))
@@ -446,13 +460,7 @@ impl PyRsCore {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| invalid_input(format!("RsCore: timeout_s must be a positive number of seconds, got {timeout_s}")))?;
-            let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5).min(timeout))
-                .pool_max_idle_per_host(pool)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .no_proxy()
-                .build()
+            let client = crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
                 .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers.max(1))
@@ -610,31 +618,13 @@ impl PyRsCore {
     /// inclusion_proof(index) -> proof JSON text (AuditIndexError when out of range)
     fn inclusion_proof(&self, py: Python<'_>, index: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.inclusion_proof");
-        guard(|| {
-            let r = call.detach(py, || {
-                let led = self.shared.ledger.ledger();
-                if index < 0 {
-                    return Err(format!("leaf index {index} out of range for {} leaves", led.count()));
-                }
-                led.inclusion_proof(index as u64).map(|p| p.to_json().to_string()).map_err(|e: MmrError| e.to_string())
-            });
-            r.map_err(index_error)
-        })
+        self.prove(py, &mut call, "leaf index", index, |led, i| led.inclusion_proof(i).map(|p| p.to_json()))
     }
 
     /// consistency_proof(old_count) -> proof JSON text (AuditIndexError when out of range)
     fn consistency_proof(&self, py: Python<'_>, old_count: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.consistency_proof");
-        guard(|| {
-            let r = call.detach(py, || {
-                let led = self.shared.ledger.ledger();
-                if old_count < 0 {
-                    return Err(format!("old count {old_count} out of range for {} leaves", led.count()));
-                }
-                led.consistency_proof(old_count as u64).map(|p| p.to_json().to_string()).map_err(|e: MmrError| e.to_string())
-            });
-            r.map_err(index_error)
-        })
+        self.prove(py, &mut call, "old count", old_count, |led, m| led.consistency_proof(m).map(|p| p.to_json()))
     }
 
     /// Counters for /health and /metrics.
