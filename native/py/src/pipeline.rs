@@ -209,9 +209,15 @@ impl Shared {
         }
     }
 
+    /// Answer first, then hand the audit job over: waking the ledger thread may switch to it
+    /// on a one-core gateway, and the client should not wait for that (the job is queued
+    /// before this task ends, so a drain still finds it).
     fn respond_now(&self, token: u64, status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>, audit: Option<AuditMaterial>, t0: Instant) {
-        self.audit(audit, status, Answer::Body(body.clone()), t0);
+        let answer = audit.as_ref().map(|_| Answer::Body(body.clone()));
         self.complete(token, Done::Response { status, headers, body });
+        if let Some(answer) = answer {
+            self.audit(audit, status, answer, t0);
+        }
     }
 
     fn fail(&self, token: u64, f: UpstreamFailure, audit: Option<AuditMaterial>, t0: Instant) {
