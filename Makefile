@@ -26,14 +26,16 @@ $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -U pip 'maturin>=1.9,<2'
 	.venv/bin/maturin develop --release --extras dev
+	cd native && cargo build --release -p gatewaylab-server
 	@touch $@ $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
 	.venv/bin/maturin develop --release --skip-install
+	cd native && cargo build --release -p gatewaylab-server   # rung 3: native/target/release/gatewaylab-server
 	@touch $@
 
 test-rust: dev
-	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-tools
+	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-tools -p gatewaylab-server
 
 test-py: dev
 	$(PY) -m pytest -q

@@ -3,8 +3,9 @@
 //! gateway binary's forwarder).
 //!
 //! Upstream failures come back as [`Failure`]: `Timeout` (no response head in time, or no
-//! data for `timeout` while reading a body) or `Unavailable` (refused, reset, closed early)
-//! — the two classes the gateway maps to 504 and 502, as the Python forwarder does.
+//! data for `timeout` while reading a body) or `Unavailable` (refused, reset, closed early;
+//! with the error chain) — the two classes the gateway maps to 504 and 502, as the Python
+//! forwarder does.
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -94,10 +95,10 @@ impl Upstream {
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let req = b.body(Full::new(body)).map_err(|e| Failure::Unavailable(format!("upstream request: {e}")))?;
+        let req = b.body(Full::new(body)).map_err(|e| Failure::Unavailable(format!("bad upstream request: {e}")))?;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(Failure::Timeout(format!("upstream timed out after {}s", secs(self.timeout)))),
-            Ok(Err(e)) => Err(Failure::Unavailable(format!("upstream connection failed: {}", chain(&e)))),
+            Ok(Err(e)) => Err(Failure::Unavailable(chain(&e))),
             Ok(Ok(r)) => Ok(r),
         }
     }
@@ -113,7 +114,7 @@ impl Upstream {
                     )))
                 }
                 Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(Failure::Unavailable(format!("upstream connection failed: {}", chain(&e)))),
+                Ok(Some(Err(e))) => return Err(Failure::Unavailable(chain(&e))),
                 Ok(Some(Ok(f))) => {
                     if let Ok(d) = f.into_data() {
                         return Ok(Some(d));
