@@ -610,7 +610,7 @@ impl Gateway {
         let (records, depth, spawned) = self.ledger_counts();
         self.metrics.set("audit_records", records);
         self.metrics.set("background_spawned", spawned);
-        self.metrics.render(&[("audit_queue_depth", depth as f64)]).into_bytes()
+        self.metrics.render(&[("background_queue_depth", depth as f64)]).into_bytes()
     }
 
     /// Stop: drain the audit queue into the WAL and close it.
