@@ -12,8 +12,14 @@
 //!   closed (checked by the connection task; hyper has no idle timer of its own).
 //! Body read timeouts belong to the handler, which knows what it reads.
 //!
-//! Shutdown: when `shutdown` resolves the listener closes, idle connections are told to
-//! close, in-flight requests finish (up to `drain_timeout`), then `serve` returns.
+//! Raw head check: hyper normalises framings a smuggling guard wants to refuse (it keeps
+//! one of two equal Content-Length headers and drops Content-Length beside
+//! Transfer-Encoding, as RFC 9112 allows) and answers what it cannot parse with an empty
+//! 400. A server that wants its own answer for such heads sets `head_check`: the raw bytes
+//! of each request head that starts while no request is in flight on the connection are
+//! passed to it, and if it returns a response, that response is written and the connection
+//! closed before hyper sees the head. (Heads pipelined behind a request in flight are not
+//! checked: hyper's own framing, which is unambiguous, is all there is for them.)
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +34,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-#[derive(Clone, Debug)]
+/// Raw request head (request line and header lines, no blank line) -> a whole HTTP response
+/// to send instead of serving it, or None.
+pub type HeadCheck = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    pub head_check: Option<HeadCheck>,
 }
 
 impl Default for Limits {
@@ -47,6 +58,7 @@ impl Default for Limits {
             header_read_timeout: None,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(30),
+            head_check: None,
         }
     }
 }
@@ -90,7 +102,7 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = IdleIo::new(stream);
+        let io = IdleIo::new(stream, limits.head_check.clone());
         let activity = io.activity.clone();
         let svc = Tracked { inner: make_service(peer), activity: activity.clone() };
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
@@ -131,6 +143,46 @@ pub struct Activity {
     start: Option<Instant>,
     last_ns: AtomicU64,
     in_flight: AtomicU64,
+}
+
+/// Collects the bytes of a head that starts while the connection is idle.
+struct HeadScan {
+    buf: Vec<u8>,
+    active: bool,
+    check: HeadCheck,
+    /// the answer to write instead of serving the head
+    refused: Option<Vec<u8>>,
+}
+
+const HEAD_SCAN_CAP: usize = 256 * 1024;
+
+impl HeadScan {
+    fn feed(&mut self, data: &[u8], activity: &Activity) {
+        if !self.active {
+            if activity.in_flight.load(Ordering::Relaxed) != 0 {
+                return;
+            }
+            self.active = true;
+            self.buf.clear();
+        }
+        self.buf.extend_from_slice(data);
+        // blank lines before a request line are allowed (RFC 9112 2.2)
+        let start = self.buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(self.buf.len());
+        let body = &self.buf[start..];
+        let end = find(body, b"\r\n\r\n").or_else(|| find(body, b"\n\n"));
+        if let Some(end) = end {
+            self.refused = (self.check)(&body[..end]);
+            self.active = false;
+            self.buf.clear();
+        } else if self.buf.len() > HEAD_SCAN_CAP {
+            self.active = false; // hyper refuses a head this large itself
+            self.buf.clear();
+        }
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
 }
 
 impl Activity {
@@ -217,20 +269,42 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
 pub struct IdleIo {
     inner: TcpStream,
     activity: Arc<Activity>,
+    scan: Option<HeadScan>,
+    closed: bool,
 }
 
 impl IdleIo {
-    fn new(inner: TcpStream) -> Self {
-        Self { inner, activity: Arc::new(Activity { start: Some(Instant::now()), last_ns: AtomicU64::new(0), in_flight: AtomicU64::new(0) }) }
+    fn new(inner: TcpStream, check: Option<HeadCheck>) -> Self {
+        let activity = Activity {
+            start: Some(Instant::now()),
+            last_ns: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        };
+        let scan = check.map(|check| HeadScan { buf: Vec::new(), active: false, check, refused: None });
+        Self { inner, activity: Arc::new(activity), scan, closed: false }
     }
 }
 
 impl AsyncRead for IdleIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(())); // EOF: a refused head ended the connection
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            let this = &mut *self;
+            if let Some(scan) = this.scan.as_mut() {
+                scan.feed(&buf.filled()[before..], &this.activity);
+                if let Some(resp) = scan.refused.take() {
+                    // a few hundred bytes into an idle socket's empty send buffer
+                    let _ = this.inner.try_write(&resp);
+                    this.closed = true;
+                    buf.set_filled(before);
+                    return Poll::Ready(Ok(()));
+                }
+            }
         }
         r
     }

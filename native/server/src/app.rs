@@ -291,15 +291,17 @@ impl Gateway {
         resp
     }
 
+    /// The guard on hyper's view of the head: the core's `check_headers`, the function
+    /// rung 2 runs (what hyper hides is refused earlier, by `raw_head_check`).
     fn guard(&self, headers: &hyper::HeaderMap) -> Result<(), Rejection> {
         let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
         pipeline::check_headers(&pairs, self.cfg.max_header_bytes as u64, self.cfg.max_body_bytes as u64).map(|_| ())
     }
 
     /// The guard on the head, then the body within its limit (gateway/shell_asgi.py's order).
-    async fn head_and_body(&self, headers: &hyper::HeaderMap, body: &mut Incoming) -> Result<Bytes, Rejection> {
+    async fn head_and_body(&self, parts: &hyper::http::request::Parts, body: &mut Incoming) -> Result<Bytes, Rejection> {
         let max_b = self.cfg.max_body_bytes as usize;
-        if let Err(r) = self.guard(headers) {
+        if let Err(r) = self.guard(&parts.headers) {
             if r.status == 413 {
                 discard_body(body, 8 * max_b).await; // declared too large: drop the body, then answer
             }
@@ -310,7 +312,7 @@ impl Gateway {
 
     async fn other(&self, req: Request<Incoming>, path: &str) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
-        if let Err(r) = self.head_and_body(&parts.headers, &mut body).await {
+        if let Err(r) = self.head_and_body(&parts, &mut body).await {
             return rejection_response(&r);
         }
         if parts.method == Method::GET {
@@ -359,7 +361,7 @@ impl Gateway {
 
     async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
-        let body = match self.head_and_body(&parts.headers, &mut body).await {
+        let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
             Err(r) => return rejection_response(&r),
         };
@@ -622,6 +624,49 @@ impl Gateway {
     }
 }
 
+/// What the raw head shows and hyper's view hides or refuses with an empty 400: invalid
+/// bytes in a header line, two Content-Length lines (hyper keeps one of two equal ones),
+/// Content-Length beside Transfer-Encoding (hyper drops the Content-Length). The Python
+/// rungs' HTTP parser (httptools under uvicorn) refuses exactly these before the guard runs,
+/// answering 400 `bad_http_framing` (gateway/server.py); so does this, on a closed connection.
+pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
+    let refuse = |why: &str| {
+        let body = pipeline::error_body(400, &format!("malformed HTTP request: {why}"), "bad_http_framing");
+        let mut out = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        Some(out)
+    };
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let (mut cl, mut te) = (0, 0);
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { return refuse("header line without a colon") };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().all(|&b| token(b)) {
+            return refuse("invalid bytes in a header name");
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return refuse("invalid bytes in a header value");
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+        }
+    }
+    if cl > 1 {
+        return refuse("duplicate Content-Length header");
+    }
+    if cl > 0 && te > 0 {
+        return refuse("Content-Length together with Transfer-Encoding");
+    }
+    None
+}
+
 /// Run the plugin hooks for a forwarded request: None to go on, or the client's answer.
 pub async fn run_plugins(
     metrics: &Metrics,
@@ -675,6 +720,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             header_read_timeout: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(30),
+            head_check: Some(Arc::new(raw_head_check)),
         };
         let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum)?);
         let sig = gatewaylab_net::server::termination_signal();
@@ -713,4 +759,38 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     });
     rt.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(head: &str) -> Option<String> {
+        raw_head_check(head.as_bytes()).map(|r| {
+            let text = String::from_utf8(r).unwrap();
+            let body = text.split("\r\n\r\n").nth(1).unwrap();
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["message"].as_str().unwrap().to_string()
+        })
+    }
+
+    #[test]
+    fn raw_heads_hyper_would_normalise_are_refused() {
+        let h = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n";
+        assert_eq!(code(&format!("{h}content-length: 2\r\nContent-Length: 2")).unwrap(), "malformed HTTP request: duplicate Content-Length header");
+        assert!(code(&format!("{h}content-length: 2\r\ntransfer-encoding: chunked")).unwrap().contains("together"));
+        assert!(code(&format!("{h}x-evil: a\x01b")).unwrap().contains("header value"));
+        assert!(code(&format!("{h}bad name: a")).unwrap().contains("header name"));
+        assert_eq!(code(&format!("{h}content-length: 2\r\nauthorization: Bearer k")), None);
+        assert_eq!(code(&format!("{h}transfer-encoding: gzip, chunked")), None); // the guard's, on hyper's view
+    }
+
+    #[test]
+    fn python_int_parsing() {
+        assert_eq!(py_int(" +1_000 "), Some(1000));
+        assert_eq!(py_int("-3"), Some(-3));
+        for bad in ["", "x", "1__0", "_1", "1.0", "0x10"] {
+            assert_eq!(py_int(bad), None, "{bad}");
+        }
+        assert_eq!(query_param(Some("a=1&old=%33"), "old").as_deref(), Some("3"));
+    }
 }
