@@ -24,7 +24,7 @@ IMPLS = (PYTHON, RUST)
 # mode -> the twin every component defaults to. `rs-core` (rung 2) runs the whole pipeline
 # in one Rust call (gateway/rs_core.py), so its components are all Rust and not switchable.
 # `rs-server` (rung 3) is the standalone Rust binary (gateway/rs_server.py): no Python twins at all.
-MODES = {"py": PYTHON, "py+rs": RUST, "rs-server": RUST}
+MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST, "rs-server": RUST}
 PER_COMPONENT_MODES = ("py", "py+rs")
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.
