@@ -260,7 +260,11 @@ impl Gateway {
             if r.truncated_bytes > 0 {
                 eprintln!("gateway: ledger recovery truncated a torn tail of {} bytes", r.truncated_bytes);
             }
-            Some(LedgerThread::spawn(led, sum).map_err(|e| format!("ledger thread: {e}"))?)
+            // GATEWAYLAB_LEDGER_DELAY_MS: a pause before each batch, so tests can stop the
+            // gateway with work queued (as on the other rungs)
+            let delay_ms: f64 = std::env::var("GATEWAYLAB_LEDGER_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let delay = Duration::try_from_secs_f64(delay_ms.max(0.0) / 1000.0).unwrap_or_default();
+            Some(LedgerThread::spawn(led, sum, delay).map_err(|e| format!("ledger thread: {e}"))?)
         } else {
             None
         };
