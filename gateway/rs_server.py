@@ -34,8 +34,7 @@ def server_args(opts: dict) -> list[str]:
     """`gateway.server` options -> the binary's command line (the same flags)."""
     if opts.get("impl"):
         raise ConfigError("--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs")
-    if opts.get("shell") not in (None, "asgi") or opts.get("server") not in (None, "uvicorn"):
-        raise ConfigError("--shell/--server: rs-server is its own server (hyper); these apply to the Python rungs")
+    # --shell / --server name the Python rungs' ASGI shell and server: rs-server is its own (hyper)
     args = [binary_path()]
     if opts.get("config"):
         args += ["--config", opts["config"]]

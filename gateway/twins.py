@@ -26,6 +26,10 @@ IMPLS = (PYTHON, RUST)
 # `rs-server` (rung 3) is the standalone Rust binary (gateway/rs_server.py): no Python twins at all.
 MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST, "rs-server": RUST}
 PER_COMPONENT_MODES = ("py", "py+rs")
+# rungs with no Python interpreter in the gateway process: GIL, event-loop and py-spy/scalene
+# probes do not apply to them (they say "not applicable (no interpreter)").
+NO_INTERPRETER_MODES = ("rs-server",)
+NOT_APPLICABLE = "not applicable (no interpreter)"
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.
 # Rust paths may point at a thin Python wrapper around gateway._native (the forwarder's
