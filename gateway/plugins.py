@@ -130,6 +130,16 @@ class PreCallHooks:
         return None
 
 
+def example_keyword_filter(call: PreCall) -> str | None:
+    """An example hook (the ladder notebook measures it): reject prompts that name a blocked
+    topic. Cheap on purpose, so its measured cost is the plugin mechanism's."""
+    for m in call.request.get("messages") or ():
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str) and "forbidden topic" in c.lower():
+            return "this gateway does not discuss the forbidden topic"
+    return None
+
+
 # --- the sidecar ----------------------------------------------------------------------------
 
 def _read_exact(sock: socket.socket, n: int) -> bytes | None:
