@@ -50,7 +50,9 @@ def server_args(opts: dict) -> list[str]:
         args += ["--audit", opts["audit"]]
     threads = opts.get("threads") or len(os.sched_getaffinity(0))
     args += ["--host", opts.get("host") or "127.0.0.1", "--port", str(int(opts.get("port") or 0)),
-             "--threads", str(threads), "--python", sys.executable]
+             "--threads", str(threads), "--python", sys.executable,
+             # record entropy sums floats as this interpreter's sum() does (Neumaier from 3.12)
+             "--float-sum", "neumaier" if sys.version_info >= (3, 12) else "plain"]
     return args
 
 
