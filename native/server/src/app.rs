@@ -56,6 +56,8 @@ pub struct Gateway {
     upstream: Upstream,
     ledger: Option<LedgerThread>,
     ids: AtomicU64,
+    /// audit hand-offs attached to answers not yet handed over (waited for before the drain)
+    pending_audits: AtomicU64,
     id_prefix: String,
     started: Instant,
 }
@@ -278,6 +280,7 @@ impl Gateway {
             upstream,
             ledger,
             ids: AtomicU64::new(0),
+            pending_audits: AtomicU64::new(0),
             id_prefix,
             started: Instant::now(),
         })
@@ -352,10 +355,30 @@ impl Gateway {
         }
     }
 
+    /// Hand an audit job to the ledger thread (latency: request start to answer ready).
     fn submit(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, t0: Instant) {
+        let latency_us = t0.elapsed().as_micros() as i64;
+        self.submit_job(material, status, answer, latency_us);
+    }
+
+    /// The audit hand-off of a whole answer, once the answer has gone to the connection
+    /// (body.rs: after_send), so the response is written before the ledger thread wakes.
+    fn audit_after_send(self: &Arc<Self>, resp: &mut Response<GwBody>, material: Option<AuditMaterial>, status: u16, answer: Vec<u8>, t0: Instant) {
+        if material.is_none() || self.ledger.is_none() {
+            return;
+        }
+        let latency_us = t0.elapsed().as_micros() as i64;
+        let gw = self.clone();
+        self.pending_audits.fetch_add(1, Relaxed);
+        resp.body_mut().after_send(Box::new(move || {
+            gw.submit_job(material, status, Answer::Body(answer), latency_us);
+            gw.pending_audits.fetch_sub(1, Relaxed);
+        }));
+    }
+
+    fn submit_job(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, latency_us: i64) {
         let (Some(material), Some(ledger)) = (material, self.ledger.as_ref()) else { return };
         let ts = Instant::now();
-        let latency_us = ts.duration_since(t0).as_micros() as i64;
         if !ledger.submit(AuditJob { material, status, answer, latency_us }) {
             // only after shutdown began: the drain has already been asked for
             self.metrics.incr("background_dropped");
@@ -383,9 +406,9 @@ impl Gateway {
                 if r.code == "waf_blocked" {
                     self.metrics.incr("waf_blocks");
                 }
-                let resp = rejection_response(&r);
+                let mut resp = rejection_response(&r);
                 let out = r.body();
-                self.submit(r.audit, r.status, Answer::Body(out), t0);
+                self.audit_after_send(&mut resp, r.audit, r.status, out, t0);
                 self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
                 return resp;
             }
@@ -397,8 +420,9 @@ impl Gateway {
                 run_plugins(&self.metrics, self.sidecar.as_ref(), key_id, &fwd.public_model, &body).await
             {
                 let out = pipeline::error_body(status, &message, code);
-                self.submit(fwd.audit, status, Answer::Body(out.clone()), t0);
-                return json_response(status, out);
+                let mut resp = json_response(status, out.clone());
+                self.audit_after_send(&mut resp, fwd.audit, status, out, t0);
+                return resp;
             }
         }
         if fwd.stream {
@@ -430,14 +454,15 @@ impl Gateway {
                         r.headers_mut().insert("x-request-id", v);
                     }
                 }
-                self.submit(fwd.audit, status, Answer::Body(out), t0);
+                self.audit_after_send(&mut r, fwd.audit, status, out, t0);
                 r
             }
             Err(f) => {
                 self.metrics.incr("upstream_errors");
                 let out = f.body();
-                self.submit(fwd.audit, f.status, Answer::Body(out.clone()), t0);
-                json_response(f.status, out)
+                let mut r = json_response(f.status, out.clone());
+                self.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
+                r
             }
         };
         self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
@@ -448,12 +473,13 @@ impl Gateway {
     /// stream; then a relay task adapts each upstream chunk as it arrives.
     async fn stream(self: &Arc<Self>, fwd: Forwarding, t0: Instant, rid: String) -> Response<GwBody> {
         let timeout = self.upstream.timeout();
-        let fail = |gw: &Self, fwd: Forwarding, f: UpstreamFailure| {
+        let fail = |gw: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure| {
             gw.metrics.incr("upstream_errors");
             let out = f.body();
-            gw.submit(fwd.audit, f.status, Answer::Body(out.clone()), t0);
+            let mut r = json_response(f.status, out.clone());
+            gw.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
             gw.metrics.observe("total", t0.elapsed().as_nanos() as u64);
-            json_response(f.status, out)
+            r
         };
         let resp = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
             Ok(r) => r,
@@ -519,7 +545,7 @@ impl Gateway {
             gw.submit(fwd.audit, status, Answer::Chunks(collected), t0);
             gw.metrics.observe("total", t0.elapsed().as_nanos() as u64);
         });
-        let mut r = Response::new(GwBody::Stream(rx));
+        let mut r = Response::new(GwBody::stream(rx));
         let h = r.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
@@ -757,7 +783,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string());
-        // in-flight requests have finished (or the drain timed out): empty the audit queue
+        // in-flight requests have finished (or the drain timed out); their audit hand-offs
+        // run as tasks behind the answers: let them, then empty the audit queue
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gw.pending_audits.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let drained = tokio::task::spawn_blocking(move || gw.shutdown()).await.map_err(|e| e.to_string())?;
         served.and(drained)
     });
