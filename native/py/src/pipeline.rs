@@ -154,7 +154,19 @@ enum Done {
     Chunk(Option<Vec<u8>>),
 }
 
+/// A submitted request waiting for the dispatcher task.
+struct Submitted {
+    token: u64,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    t0: Instant,
+}
+
 struct Shared {
+    /// Submissions wait here; the dispatcher is woken only when the inbox turns non-empty
+    /// (a wake-up of a parked Tokio worker is a syscall; under load one serves many).
+    inbox: Mutex<Vec<Submitted>>,
+    inbox_ready: tokio::sync::Notify,
     pipeline: Pipeline,
     ledger: LedgerThread,
     client: reqwest::Client,
@@ -228,6 +240,17 @@ fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
         rb = rb.header(k.as_str(), v.as_str());
     }
     rb
+}
+
+/// Spawns every submitted request onto the runtime (from inside it: no wake-up syscalls).
+async fn dispatcher(sh: Arc<Shared>) {
+    loop {
+        sh.inbox_ready.notified().await;
+        let batch = std::mem::take(&mut *sh.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in batch {
+            tokio::spawn(handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0));
+        }
+    }
 }
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
@@ -407,6 +430,8 @@ impl PyRsCore {
                 return Err(invalid_input(format!("RsCore: eventfd: {}", std::io::Error::last_os_error())));
             }
             let shared = Arc::new(Shared {
+                inbox: Mutex::new(Vec::new()),
+                inbox_ready: tokio::sync::Notify::new(),
                 pipeline,
                 ledger,
                 client,
@@ -423,6 +448,7 @@ impl PyRsCore {
                 completed: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
             });
+            runtime.spawn(dispatcher(Arc::clone(&shared)));
             Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
         })
     }
@@ -441,11 +467,21 @@ impl PyRsCore {
             let t0 = Instant::now();
             let hs = header_pairs(headers)?;
             let body = bytes_arg(body, "body")?.into_owned();
-            let rt = self.handle()?;
-            // Spawning wakes a Tokio worker, which on a one-core gateway may run at once:
-            // never with the GIL held.
-            let shared = Arc::clone(&self.shared);
-            call.detach(py, move || drop(rt.spawn(handle(shared, token, hs, body, t0))));
+            if self.runtime.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                return Err(invalid_input("RsCore is shut down"));
+            }
+            let was_empty = {
+                let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                let e = inbox.is_empty();
+                inbox.push(Submitted { token, headers: hs, body, t0 });
+                e
+            };
+            if was_empty {
+                // Waking the dispatcher wakes a Tokio worker, which on a one-core gateway may
+                // run at once: never with the GIL held.
+                let shared = Arc::clone(&self.shared);
+                call.detach(py, move || shared.inbox_ready.notify_one());
+            }
             Ok(())
         })
     }
