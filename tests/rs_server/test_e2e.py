@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from conftest import API_KEY, http, wait_count
+from tests.rs_server.helpers import API_KEY, http, wait_count
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from conftest import API_KEY, auth, chat_body, http, wait_count
+from tests.rs_server.helpers import API_KEY, auth, chat_body, http, wait_count
 
 pytestmark = pytest.mark.slow
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import auth, chat_body, http
+from tests.rs_server.helpers import auth, chat_body, http
 from gateway.audit.wal import WriteAheadLog
 
 pytestmark = pytest.mark.slow
