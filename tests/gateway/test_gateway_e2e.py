@@ -12,7 +12,7 @@ import pytest
 from tests.gateway.helpers import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
-from gateway.twins import MODES
+from gateway.twins import MODES, NO_INTERPRETER_MODES
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def wait_for_count(url: str, n: int, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", [m for m in MODES if m not in NO_INTERPRETER_MODES])  # rs-server: tests/rs_server
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
 def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell, mode):
     gw = gateway_factory(native_mock.url, shell=shell, mode=mode)
