@@ -196,7 +196,7 @@ class Pipeline:
     def decide(self, method: str, path: str, headers: _Headers, body: bytes, time_ns: int, mono_ns: int,
                request_id: str) -> tuple[Any, ...]:
         """("reject", status, code, message, headers, audit) or
-        ("forward", url, headers, body, stream, kind, public_model, adapt, audit)."""
+        ("forward", url, headers, body, stream, kind, public_model, adapt, key_id, audit)."""
 
 @final
 class RsCore:

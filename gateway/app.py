@@ -26,7 +26,7 @@ from gateway.background import BackgroundAudit
 from gateway.config import Config
 from gateway.errors import AuditIndexError, InvalidInput, UpstreamError
 from gateway.metrics import Metrics
-from gateway.pipeline import ANONYMOUS, Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
+from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
 from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
@@ -191,8 +191,7 @@ class Gateway(GatewayBase):
                 return resp
             return await self._finish(resp, d.audit, t0)
         if self.hooks:  # Python pre_call plugins, in-process (rs-server runs them in a sidecar)
-            rej = self.hooks.check(d.audit.key_id if d.audit is not None else ANONYMOUS, d.public_model,
-                                   orjson.loads(request.body))
+            rej = self.hooks.check(d.key_id, d.public_model, orjson.loads(request.body))
             if rej is not None:
                 return await self._finish(error(rej.status, rej.message, rej.code), d.audit, t0)
         if d.stream:

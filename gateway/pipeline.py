@@ -2,7 +2,7 @@
 
     decision = pipeline.decide(Request(method, path, headers, body), Context(time_ns, mono_ns, rid))
     Rejection(status, code, message, headers, audit)   -> answer now (audited when `audit` is set)
-    Forwarding(url, headers, body, stream, audit, ...) -> send upstream, then `respond(...)`
+    Forwarding(url, headers, body, stream, key_id, audit, ...) -> send upstream, then `respond(...)`
                                                           or a `StreamRelay` for SSE
 
 Order of the stages, each switchable with `stages` (the guard always runs):
@@ -113,6 +113,7 @@ class Forwarding:
     kind: str  # openai | anthropic: how the answer is adapted back
     public_model: str
     adapt: bool  # the adapter stage is on: answers are adapted back
+    key_id: str  # who asked (ANONYMOUS with the auth stage off), audited or not
     audit: AuditMaterial | None
 
 
@@ -222,7 +223,7 @@ class Pipeline:
         if not self._parse_on:
             up = self._default
             audit = AuditMaterial(ctx.time_ns, ctx.request_id, key_id, "", body, 0, "allow") if self.audit else None
-            return Forwarding(up.url, self._up_headers[up], body, False, up.kind, "", False, audit)
+            return Forwarding(up.url, self._up_headers[up], body, False, up.kind, "", False, key_id, audit)
         try:
             parsed = orjson.loads(body)
             text = prompt_text(parsed)
@@ -262,7 +263,7 @@ class Pipeline:
         else:
             up_body = body
         return Forwarding(upstream.url, self._up_headers[upstream], up_body, parsed.get("stream") is True,
-                          upstream.kind, model, self._adapt_on, audit)
+                          upstream.kind, model, self._adapt_on, key_id, audit)
 
     def respond(self, fwd: Forwarding, status: int, body: bytes) -> tuple[int, bytes, str | None]:
         """An upstream answer -> (status, body, error code or None). Raises UpstreamStatusError

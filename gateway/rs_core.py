@@ -23,6 +23,7 @@ import orjson
 from gateway import _native
 from gateway.app import _JSON, SSE_HEADERS, GatewayBase, Response, StreamResponse
 from gateway.config import Config
+from gateway.errors import ConfigError
 from gateway.pipeline import Request
 
 _perf = time.perf_counter_ns
@@ -46,6 +47,11 @@ def pipeline_config(config: Config) -> str:
 
 class RsCoreGateway(GatewayBase):
     def __init__(self, config: Config, *, shell: str = "asgi", server: str = "uvicorn"):
+        if config.plugins.pre_call:
+            # the pipeline runs in one Rust call: there is no point at which to call back into
+            # Python without giving up what this rung is for
+            raise ConfigError("plugins.pre_call: not available on rs-core (the whole pipeline is one Rust call); "
+                              "run plugins on py or py+rs (in-process) or rs-server (sidecar)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
         workers = len(os.sched_getaffinity(0))

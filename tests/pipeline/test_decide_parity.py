@@ -42,15 +42,16 @@ def py_view(d) -> tuple:
     if type(d) is Rejection:
         return ("reject", d.status, d.code, [tuple(h) for h in d.headers], audit)
     assert type(d) is Forwarding
-    return ("forward", d.url, [tuple(h) for h in d.headers], d.body, d.stream, d.kind, d.public_model, d.adapt, audit)
+    return ("forward", d.url, [tuple(h) for h in d.headers], d.body, d.stream, d.kind, d.public_model, d.adapt,
+            d.key_id, audit)
 
 
 def rs_view(t) -> tuple:
     if t[0] == "reject":
         _, status, code, _msg, headers, audit = t
         return ("reject", status, code, [tuple(h) for h in headers], audit)
-    _, url, headers, body, stream, kind, model, adapt, audit = t
-    return ("forward", url, [tuple(h) for h in headers], body, stream, kind, model, adapt, audit)
+    _, url, headers, body, stream, kind, model, adapt, key_id, audit = t
+    return ("forward", url, [tuple(h) for h in headers], body, stream, kind, model, adapt, key_id, audit)
 
 
 class Twins:
@@ -123,7 +124,7 @@ def test_valid_invalid_and_limited_requests_cover_every_verdict():
     twins = Twins()
     ok = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hello"}]}).encode()
     got = twins.check(auth(), ok)
-    assert got[0] == "forward" and json.loads(got[3])["model"] == "up-mock" and got[8][2] == "team"
+    assert got[0] == "forward" and json.loads(got[3])["model"] == "up-mock" and got[8] == "team" and got[9][2] == "team"
     got = twins.check(auth(), json.dumps({"model": "claude", "messages": [{"role": "user", "content": "x"}],
                                           "stream": True}).encode())
     assert got[0] == "forward" and got[5] == "anthropic" and got[4] is True

@@ -123,6 +123,8 @@ pub struct Forwarding {
     pub public_model: String,
     /// The adapter stage is on: answers are adapted back.
     pub adapt: bool,
+    /// Who asked (ANONYMOUS with the auth stage off), audited or not.
+    pub key_id: String,
     pub audit: Option<AuditMaterial>,
 }
 
@@ -559,6 +561,7 @@ impl Pipeline {
                 kind: first.kind,
                 public_model: String::new(),
                 adapt: false,
+                key_id: key_id.clone(),
                 audit: material("", 0),
             });
         }
@@ -633,6 +636,7 @@ impl Pipeline {
             kind: route.kind,
             public_model: model,
             adapt: self.adapt_on,
+            key_id,
             audit,
         })
     }

@@ -106,7 +106,7 @@ impl PyPipeline {
 
     /// decide(method, path, headers, body, time_ns, mono_ns, request_id) ->
     /// ("reject", status, code, message, headers, audit) |
-    /// ("forward", url, headers, body, stream, kind, public_model, adapt, audit);
+    /// ("forward", url, headers, body, stream, kind, public_model, adapt, key_id, audit);
     /// audit = None | (time_ns, request_id, key_id, model, request_body, prompt_tokens, waf)
     #[allow(clippy::too_many_arguments)]
     fn decide<'py>(
@@ -138,7 +138,7 @@ impl PyPipeline {
                 }
                 Decision::Forward(f) => {
                     let audit = material_tuple(py, &f.audit)?;
-                    ("forward", f.url, f.headers, PyBytes::new(py, &f.body), f.stream, kind_name(f.kind), f.public_model, f.adapt, audit)
+                    ("forward", f.url, f.headers, PyBytes::new(py, &f.body), f.stream, kind_name(f.kind), f.public_model, f.adapt, f.key_id, audit)
                         .into_pyobject(py)
                 }
             }

@@ -415,9 +415,8 @@ impl Gateway {
             Decision::Forward(f) => f,
         };
         if self.sidecar.is_some() {
-            let key_id = fwd.audit.as_ref().map_or(pipeline::ANONYMOUS, |a| a.key_id.as_str());
             if let Some((status, code, message)) =
-                run_plugins(&self.metrics, self.sidecar.as_ref(), key_id, &fwd.public_model, &body).await
+                run_plugins(&self.metrics, self.sidecar.as_ref(), &fwd.key_id, &fwd.public_model, &body).await
             {
                 let out = pipeline::error_body(status, &message, code);
                 let mut resp = json_response(status, out.clone());
