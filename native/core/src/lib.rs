@@ -10,3 +10,6 @@ pub mod auth;
 pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
+pub mod pipeline;
+pub mod job;
+pub mod ledger;

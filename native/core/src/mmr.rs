@@ -836,6 +836,25 @@ mod tests {
     }
 
     #[test]
+    fn vector_store_file() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let v = &v["mmr_store"];
+        let unhex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let payloads: Vec<Vec<u8>> = v["payloads_hex"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let path = tmp_store("vector");
+        let mut m = Mmr::open(&path).unwrap();
+        m.append_many(payloads.iter().map(|p| &p[..])).unwrap();
+        m.flush(true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex_before_checkpoint"].as_str().unwrap()));
+        let cp = &v["checkpoint"];
+        let got = m.checkpoint(cp["wal_end"].as_u64().unwrap(), cp["last_frame_len"].as_u64().unwrap() as u32, true).unwrap();
+        assert_eq!((got.seq, got.leaf_count, to_hex(&got.root)), (1, 11, cp["root"].as_str().unwrap().to_string()));
+        m.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex"].as_str().unwrap()));
+    }
+
+    #[test]
     fn empty_mmr() {
         let m = Mmr::new();
         assert_eq!(m.leaf_count(), 0);

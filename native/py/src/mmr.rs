@@ -9,7 +9,7 @@
 //! opening, truncating, flushing and checkpointing run detached.
 use crate::errors::{guard, index_error, invalid_input, native_panic, proof_error, store_corrupt, wal_locked};
 use crate::gil::Call;
-use crate::hash::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
+use crate::convert::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
 use crate::entry;
 use gatewaylab_core::hash::{to_hex, Hash};
 use crate::wal::path_arg;
