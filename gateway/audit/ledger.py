@@ -29,6 +29,10 @@ Opening, in time that does not grow with the ledger's length:
 instead of serving a proof; reopening rebuilds. `gatewaylab audit verify` replays every
 record for auditors.
 
+`nodes="memory"` (or GATEWAYLAB_LEDGER_NODES=memory for a whole gateway) is the design
+before the node store, kept only so benchmarks can show both in one study: every node in
+process memory, no audit.mmr, a full replay at every open. It is never chosen implicitly.
+
 The twins come from `switches.load("mmr")` / `switches.load("wal")` (default:
 `Switches.resolve()`), and mix freely since both write the same bytes.
 
@@ -52,6 +56,7 @@ STORE_NAME = "audit.mmr"
 #: their stores are byte-identical); bounds what a restart after a kill re-hashes.
 CHECKPOINT_EVERY = 1 << 16
 WAL_HEADER = 8
+NODES = ("store", "memory")
 
 log = logging.getLogger("gatewaylab.ledger")
 
@@ -65,7 +70,12 @@ def _as_bytes(p):
 class AuditLedger:
     """WAL + MMR. `count`, `root()`, `recovery`, `append`, `append_many`, proofs, `flush`, `close`."""
 
-    def __init__(self, directory, fsync: str = "group", switches: Switches | None = None, **wal_options):
+    def __init__(self, directory, fsync: str = "group", switches: Switches | None = None, nodes: str | None = None,
+                 **wal_options):
+        nodes = nodes if nodes is not None else os.environ.get("GATEWAYLAB_LEDGER_NODES", "store")
+        if nodes not in NODES:
+            raise InvalidInput(f"nodes must be one of {', '.join(NODES)}, got {nodes!r}")
+        self.nodes = nodes
         self.switches = switches if switches is not None else Switches.resolve()
         self.directory = os.fspath(directory)
         os.makedirs(self.directory, exist_ok=True)
@@ -77,6 +87,9 @@ class AuditLedger:
         self._wal_options = wal_options
         self._lock = threading.Lock()
         self._closed = False
+        if nodes == "memory":
+            self._open_in_memory()
+            return
         self._mmr = self._open_store()
         try:
             self._wal, tail, self.store_recovery = self._resume_or_rebuild()
@@ -101,6 +114,22 @@ class AuditLedger:
         self.recovery: dict = dict(self._wal.recovery)
 
     # -- opening ----------------------------------------------------------------------
+    def _open_in_memory(self) -> None:
+        """The design before the node store (benchmarks only): replay the whole WAL."""
+        self.store_path = None
+        self._wal = self._open_wal()
+        try:
+            self._mmr = self._mmr_cls()
+            tail = self._wal_cls.replay(self.path)
+            if tail:
+                self._mmr.append_many(tail)
+        except BaseException:
+            self._wal.close()
+            raise
+        self._wal_end, self._last_len, self._checkpointed = WAL_HEADER, 0, len(self._mmr)
+        self.store_recovery = {"action": "memory", "checkpoint": 0, "replayed": len(tail), "message": ""}
+        self.recovery = dict(self._wal.recovery)
+
     def _open_store(self):
         try:
             return self._mmr_cls(store=self.store_path)
@@ -190,6 +219,8 @@ class AuditLedger:
         self._checkpointed = len(self._mmr)
 
     def _after_append(self, payloads) -> None:
+        if self.nodes == "memory":
+            return
         for p in payloads:
             self._wal_end += WAL_HEADER + len(p)
         if payloads:
@@ -271,7 +302,7 @@ class AuditLedger:
                 return
             self._closed = True
             try:
-                if len(self._mmr) != self._checkpointed:
+                if self.nodes == "store" and len(self._mmr) != self._checkpointed:
                     self._checkpoint()
                 self._wal.close()
             finally:

@@ -346,3 +346,70 @@ def test_memory_holds_a_bounded_number_of_node_hashes(switches, tmp_path):
     mem = switches.load("mmr")()
     mem.append_many([seed_leaf(i) for i in range(20_000)])
     assert mem.resident_hashes >= node_store.nodes_for(20_000)  # the in-memory form: every node
+
+
+def test_the_in_memory_design_is_only_chosen_explicitly(switches, tmp_path, monkeypatch):
+    with pytest.raises(InvalidInput, match="nodes"):
+        AuditLedger(tmp_path, switches=switches, nodes="disk")
+    with AuditLedger(tmp_path, switches=switches, nodes="memory") as led:
+        led.append_many([seed_leaf(i) for i in range(3000)])
+        assert led.resident_hashes >= node_store.nodes_for(3000)
+        assert led.root() == mem_mmr(3000).root()
+    assert not (tmp_path / "audit.mmr").exists()
+    monkeypatch.setenv("GATEWAYLAB_LEDGER_NODES", "memory")
+    with AuditLedger(tmp_path, switches=switches) as led:
+        assert led.store_recovery["action"] == "memory" and led.store_recovery["replayed"] == 3000
+    monkeypatch.delenv("GATEWAYLAB_LEDGER_NODES")
+    with AuditLedger(tmp_path, switches=switches) as led:
+        assert led.store_recovery["action"] == "rebuilt" and led.count == 3000
+
+
+WRITER = r"""
+import sys
+from gateway.audit import ledger as L
+from gateway.twins import Switches
+L.CHECKPOINT_EVERY = 64
+impl = sys.argv[2]
+led = L.AuditLedger(sys.argv[1], fsync="always", switches=Switches("py", {"mmr": impl, "wal": impl}))
+i = led.count
+while True:
+    led.append(i.to_bytes(8, "big") * 4)
+    i += 1
+    print(led.durable_count, led.root(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", [37, 200, 611])
+def test_kill_9_while_appending_loses_nothing_durable(impl, tmp_path, kill_after):
+    import subprocess
+    import sys
+
+    switches = Switches("py", {"mmr": impl, "wal": impl})
+    roots = {}
+    for round_ in range(2):  # kill, reopen, write on, kill again
+        p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), impl], stdout=subprocess.PIPE, text=True)
+        durable = 0
+        try:
+            for _ in range(kill_after):
+                durable, root = p.stdout.readline().split()
+                durable = int(durable)
+                roots[durable] = root
+        finally:
+            p.kill()  # SIGKILL
+            p.wait()
+            p.stdout.close()
+        with AuditLedger(tmp_path, switches=switches) as led:
+            assert led.count >= durable
+            assert led.store_recovery["action"] == "resumed", led.store_recovery
+            assert led.store_recovery["replayed"] < 64 + 2, led.store_recovery  # at most the tail since a checkpoint
+            for m, root in roots.items():
+                if m <= led.count:
+                    proof = led.consistency_proof(m)
+                    assert proof["old_root"] == root and led.verify_consistency(proof)
+            assert led.root() == mem_mmr_of(led.count).root()
+
+
+def mem_mmr_of(n: int) -> PyMMR:
+    m = PyMMR()
+    m.append_many([i.to_bytes(8, "big") * 4 for i in range(n)])
+    return m
