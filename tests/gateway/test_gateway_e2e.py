@@ -12,6 +12,7 @@ import pytest
 from conftest import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
+from gateway.twins import MODES
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,13 @@ def wait_for_count(url: str, n: int, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
 def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell, mode):
     gw = gateway_factory(native_mock.url, shell=shell, mode=mode)
     health = gw.health()
     assert (health["shell"], health["server"], health["mode"]) == (shell, "uvicorn", mode)
-    assert set(health["switches"].values()) == {"python" if mode == "py" else "rust"}
+    assert set(health["switches"].values()) == {MODES[mode]}
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     assert [m.id for m in client.models.list().data] == ["mock"]

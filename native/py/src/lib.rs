@@ -10,6 +10,7 @@ pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
 pub mod forwarder;
+pub mod pipeline;
 pub mod hash;
 pub mod record;
 pub mod entropy;
@@ -46,5 +47,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     adapter::register(m)?;
     forwarder::register(m)?;
+    pipeline::register(m)?;
     Ok(())
 }
