@@ -87,6 +87,7 @@ class AuditLedger:
         self._wal_options = wal_options
         self._lock = threading.Lock()
         self._closed = False
+        self._store_problem = ""
         if nodes == "memory":
             self._open_in_memory()
             return
@@ -138,8 +139,6 @@ class AuditLedger:
             log.warning("%s; rebuilding it from the WAL", e)
             os.remove(self.store_path)
             return self._mmr_cls(store=self.store_path)
-
-    _store_problem = ""
 
     def _open_wal(self, trusted=None):
         return self._wal_cls(self.path, fsync=self._fsync, trusted=trusted, **self._wal_options)

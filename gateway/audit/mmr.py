@@ -187,7 +187,7 @@ class MerkleMountainRange:
 
     def close(self) -> None:
         """Write unwritten nodes (no fsync) and release the store. Idempotent; no-op in memory."""
-        if self._file is not None and self._file._fd >= 0:
+        if self._file is not None and not self._file.closed:
             self._write_pending()
             self._file.close()
 

@@ -28,7 +28,7 @@ import os
 import struct
 import zlib
 
-from gateway.errors import StoreCorruptError, WalLockedError
+from gateway.errors import InvalidInput, StoreCorruptError, WalLockedError
 
 MAGIC = b"GLMMR\x00\x01\n"
 HEADER_LEN = 192
@@ -88,7 +88,12 @@ class NodeStoreFile:
     writes by position. Pure file plumbing; the MMR decides what goes in it."""
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise InvalidInput(f"path must be str or os.PathLike, not {type(path).__name__}") from None
+        if not isinstance(self.path, str):
+            raise InvalidInput(f"path must be a str path, not {type(self.path).__name__}")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -134,6 +139,10 @@ class NodeStoreFile:
 
     def sync(self) -> None:
         os.fsync(self._fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
 
     def close(self) -> None:
         if self._fd >= 0:

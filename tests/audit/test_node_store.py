@@ -137,6 +137,9 @@ def test_store_arguments_and_lock(MMR, tmp_path):
     with pytest.raises(InvalidInput):
         MMR().checkpoint(8, 0)
     assert MMR().store_path is None and m.store_path == str(tmp_path / "s.mmr")
+    for bad in (3, b"/tmp/x.mmr"):
+        with pytest.raises(InvalidInput, match="path"):
+            MMR(store=bad)
     m.close()
     m.close()
 
