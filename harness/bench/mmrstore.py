@@ -190,6 +190,7 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
                            env={"GATEWAYLAB_LEDGER_NODES": nodes})
         pid = int(gw.app_pid)
         samples: list[tuple[float, int, int]] = []
+        died: list[str] = []
         stop = threading.Event()
 
         def count() -> int:
@@ -199,24 +200,34 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
         def sampler():
             t0 = time.monotonic()
             while not stop.wait(sample_s):
-                samples.append((time.monotonic() - t0, count(), _rss_bytes(pid)))
+                try:
+                    samples.append((time.monotonic() - t0, count(), _rss_bytes(pid)))
+                except OSError as e:  # the gateway went away: say so in the result, stop sampling
+                    died.append(f"{e} (gateway exit code {gw.proc.poll()})")
+                    return
 
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
-        load = run_load(gw.url + CHAT_PATH, rate=rate, duration_s=seconds, body=CHAT_BODY,
-                        headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+        try:
+            load = run_load(gw.url + CHAT_PATH, rate=rate, duration_s=seconds, body=CHAT_BODY, timeout_s=2,
+                            headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+        except Exception as e:  # noqa: BLE001 - a dead gateway: keep what was sampled, report it
+            load = {"error": str(e)}
         stop.set()
         th.join()
-        samples.append((samples[-1][0] + sample_s if samples else 0.0, count(), _rss_bytes(pid)))
+        if not died:
+            samples.append((samples[-1][0] + sample_s if samples else 0.0, count(), _rss_bytes(pid)))
     finally:
         if gw is not None:
             gw.stop()
         mock.stop()
     after = [s for s in samples if s[0] >= seconds / 3] or samples
-    per_record = _slope([s[1] for s in after], [s[2] for s in after])
+    per_record = _slope([s[1] for s in after], [s[2] for s in after]) if len(after) > 1 else float("nan")
     shutil.rmtree(ledger, ignore_errors=True)
-    return {"mode": mode, "nodes": nodes, "seconds": seconds, "rate": rate, "records": samples[-1][1],
-            "rss_start_mb": samples[0][2] / 2**20, "rss_end_mb": samples[-1][2] / 2**20,
+    return {"mode": mode, "nodes": nodes, "seconds": samples[-1][0] if samples else 0.0, "rate": rate,
+            "records": samples[-1][1] if samples else 0, "died": died[0] if died else None,
+            "rss_start_mb": samples[0][2] / 2**20 if samples else float("nan"),
+            "rss_end_mb": samples[-1][2] / 2**20 if samples else float("nan"),
             "rss_growth_bytes_per_record": per_record, "samples": samples,
             "load_ok_per_s": load.get("throughput") or load.get("rps"), "errors": load.get("errors")}
 
@@ -257,8 +268,9 @@ def markdown(res: dict) -> str:
                 "| mode | MMR nodes | seconds | records | RSS start → end | growth per record (after warm-up) |",
                 "|---|---|---:|---:|---:|---:|"]
         for r in res["soak"]:
+            note = f" (gateway died: {r['died']})" if r.get("died") else ""
             out.append(f"| {r['mode']} | {r['nodes']} | {r['seconds']:.0f} | {r['records']:,} | "
-                       f"{r['rss_start_mb']:.1f} → {r['rss_end_mb']:.1f} MB | {r['rss_growth_bytes_per_record']:.1f} B |")
+                       f"{r['rss_start_mb']:.1f} → {r['rss_end_mb']:.1f} MB | {r['rss_growth_bytes_per_record']:.1f} B{note} |")
     return "\n".join(out)
 
 
