@@ -253,9 +253,8 @@ class Gateway(GatewayBase):
             # audit first (synchronous), so a cancelled client task cannot skip it
             if status == 499:
                 self.metrics.counters["streams_abandoned"] += 1
-            if fwd.audit is not None:
-                self.background._spawn_background(
-                    AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000))
+            if fwd.audit is not None:  # no backpressure wait here: the stream is over (or cancelled)
+                self.background.submit(AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000))
             self.metrics.stage["total"].observe_ns(_perf() - t0)
             await agen.aclose()
 

@@ -3,11 +3,13 @@ runs the whole hot path (guard verdicts, auth, parse, WAF, route, rate limit, ad
 forward, response adapter) and hands the audit job to a Rust ledger thread, with the GIL
 released throughout (native/py/src/pipeline.rs, on the core crate's pipeline twin).
 
-The crossing from asyncio to Tokio and back is the whole game on this rung, so completions
-do not come back one asyncio future per call through pyo3-async-runtimes: the Rust side
-queues them and writes an eventfd when the queue turns non-empty; the loop's reader drains
-every completion waiting in one call and sets the futures this module created. A wake-up
-under load serves many requests (`wakeups` against `completed` in /health).
+The crossing from asyncio to Tokio and back is the whole game on this rung, so it is batched
+both ways. Going in: the requests the loop reads in one iteration are handed over in one
+`submit` call at the end of it (one wake-up of the Tokio runtime for all of them). Coming
+back: completions do not return one asyncio future per call through pyo3-async-runtimes; the
+Rust side queues them and writes an eventfd when the queue turns non-empty, and the loop's
+reader drains every completion waiting in one call and sets the futures this module created
+(`wakeups` against `completed` in /health).
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class RsCoreGateway(GatewayBase):
         self.core = _native.RsCore(pipeline_config(config), config.ledger_dir, config.fsync, config.group_delay_ms,
                                    config.upstream_timeout_s, config.upstream_pool, self._id_prefix, workers, delay_ms)
         self._pending: dict[int, asyncio.Future] = {}
+        self._outbox: list[tuple] = []  # requests read in this loop iteration, submitted at its end
         self._tokens = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics.refresh = self._refresh_metrics
@@ -79,16 +82,32 @@ class RsCoreGateway(GatewayBase):
             if fut is not None and not fut.done():  # a cancelled waiter (client gone) is skipped
                 fut.set_result(value)
 
-    def _call(self, submit, *args) -> asyncio.Future:
+    def _future(self) -> tuple[int, asyncio.Future]:
         token = next(self._tokens)
-        fut = self._loop.create_future()
-        self._pending[token] = fut
-        submit(token, *args)
+        fut = self._pending[token] = self._loop.create_future()
+        return token, fut
+
+    def _submit(self, request: Request) -> asyncio.Future:
+        """Queue the request; every request read in this loop iteration is handed to Rust in
+        one call (one wake-up of the runtime) when the iteration's callbacks are done."""
+        token, fut = self._future()
+        self._outbox.append((token, request.headers, request.body))
+        if len(self._outbox) == 1:
+            self._loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        batch, self._outbox = self._outbox, []
+        self.core.submit(batch)
+
+    def _next_chunk(self, stream_id: int) -> asyncio.Future:
+        token, fut = self._future()
+        self.core.next_chunk(token, stream_id)
         return fut
 
     # --- chat -----------------------------------------------------------------------------
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
-        status, headers, body, stream_id = await self._call(self.core.submit, request.headers, request.body)
+        status, headers, body, stream_id = await self._submit(request)
         if stream_id is None:
             self.metrics.stage["total"].observe_ns(_perf() - t0)
             return Response(status, body, [_JSON, *headers])
@@ -96,7 +115,7 @@ class RsCoreGateway(GatewayBase):
 
     async def _chunks(self, stream_id: int, t0: int):
         try:
-            while (chunk := await self._call(self.core.next_chunk, stream_id)) is not None:
+            while (chunk := await self._next_chunk(stream_id)) is not None:
                 yield chunk
         finally:  # the client went away or the stream ended: either way the relay may stop
             self.core.close_stream(stream_id)

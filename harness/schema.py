@@ -139,7 +139,7 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "gil_entries": GIL_ENTRIES,
 }
 
-# Which measurement label each view carries (DESIGN.md "GIL, four views").
+# Which measurement label each view carries (docs/architecture.md "Measurements").
 LABELS: dict[str, str] = {
     "gil_ownership (py-spy --gil --idle)": "sampled",
     "native entry points (gil_stats)": "exact",

@@ -4,7 +4,7 @@
     res = run_sweep(modes=("py", "py+rs"), concurrency=range(1, 17), profile="xeon-4c")
     res.dir, res.table            # run folder, cells table (pandas; schema: harness.schema.CELLS)
 
-Steps (DESIGN.md "Hardware profiles", "Measurements", "Results and reports"):
+Steps (docs/architecture.md "Hardware profiles", "Measurements"; docs/formats.md "Run folders"):
 1. resolve the hardware profile (clamped to this machine, recorded in meta.json);
 2. start the native mock, pinned to the mock cores; measure the load generator's capacity
    against it and the direct baseline (load -> mock) at every concurrency;

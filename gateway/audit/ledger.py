@@ -1,5 +1,5 @@
 """The audit ledger: a WAL, and an MMR whose nodes live in a node store beside it
-(DESIGN.md "Background path"; the store's format: docs/node_store.md).
+(docs/architecture.md "The gateway"; the store's format: docs/node_store.md).
 
     ledger = AuditLedger("data/ledger", fsync="group")     # or switches=Switches("py+rs")
     i = ledger.append(encode_record(rec))                 # WAL first, then the MMR

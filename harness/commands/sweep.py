@@ -1,4 +1,4 @@
-"""`gatewaylab sweep`: a concurrency sweep (DESIGN.md "CLI contract"; engine: harness.sweep).
+"""`gatewaylab sweep`: a concurrency sweep (docs/formats.md "CLI contract"; engine: harness.sweep).
 
     gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
     gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat

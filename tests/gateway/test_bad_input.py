@@ -1,46 +1,15 @@
-"""Every bad input in DESIGN.md's list gets its 4xx and an OpenAI-shaped body, never reaches
+"""Every bad input docs/architecture.md lists gets its 4xx and an OpenAI-shaped body, never reaches
 the upstream, and the gateway keeps serving. Framing attacks go over raw sockets."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from gateway.twins import MODES
-
-from conftest import API_KEY, assert_openai_error, auth, chat_body, http
+from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 
 pytestmark = pytest.mark.slow
-
-GOOD = json.dumps(chat_body()).encode()
-
-
-def raw(url: str, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
-    host, port = url.rsplit("//", 1)[1].split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        s.sendall(request)
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                head, sep, body = data.partition(b"\r\n\r\n")
-                if sep:
-                    cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
-                    if cl and len(body) >= int(cl[0].split(b":")[1]):
-                        break
-        except socket.timeout:
-            pass
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
-
-
-def head(extra: str, body: bytes = GOOD) -> bytes:
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
-            f"Content-Type: application/json\r\n{extra}\r\n").encode() + body
 
 
 # name -> (body, status, error code): the answer every rung and shell gives (the pipeline twins decide it)
@@ -60,21 +29,6 @@ BAD_BODIES = {
     "deep nesting": (b'{"model": "mock", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
     "oversized body": (b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"a" * (1 << 20) + b'"}]}', 413, "body_too_large"),
 }
-
-FRAMING = {
-    "duplicate content-length": (lambda: head(f"Content-Length: {len(GOOD)}\r\nContent-Length: {len(GOOD)}\r\n"), 400),
-    "content-length with transfer-encoding": (
-        lambda: head(f"Content-Length: {len(GOOD)}\r\nTransfer-Encoding: chunked\r\n",
-                     f"{len(GOOD):x}\r\n".encode() + GOOD + b"\r\n0\r\n\r\n"), 400),
-    "unknown transfer-encoding": (lambda: head("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), 400),
-    "transfer-encoding not chunked": (lambda: head(f"Transfer-Encoding: identity\r\nContent-Length: {len(GOOD)}\r\n"), 400),
-    "invalid header bytes": (lambda: head(f"X-Evil: a\x01b\r\nContent-Length: {len(GOOD)}\r\n"), 400),
-    "oversized headers": (lambda: head("X-Big: " + "a" * 40000 + f"\r\nContent-Length: {len(GOOD)}\r\n"), 400),
-    "oversized chunked body": (
-        lambda: head("Transfer-Encoding: chunked\r\n",
-                     b"".join(f"{65536:x}\r\n".encode() + b"a" * 65536 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"), 413),
-}
-
 
 @pytest.fixture(scope="module", params=[(shell, mode) for mode in MODES for shell in ("asgi", "fastapi")],
                 ids=lambda p: "-".join(p))

@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from conftest import API_KEY, assert_openai_error, http
+from tests.gateway.helpers import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 from gateway.twins import MODES
@@ -49,7 +49,7 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     chunks = list(client.chat.completions.create(model="mock", stream=True,
                                                   messages=[{"role": "user", "content": "stream please"}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text and chunks[-1].choices[-1].finish_reason is not None
+    assert text and chunks[-1].choices[-1].finish_reason == "stop"
     n = n_json + 2
     assert native_mock.stats()["total"] - before == n
 

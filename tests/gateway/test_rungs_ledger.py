@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import API_KEY, auth, chat_body, http
+from tests.gateway.helpers import API_KEY, auth, chat_body, http
 from gateway.audit.ledger import WAL_NAME
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog

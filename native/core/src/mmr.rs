@@ -1,5 +1,5 @@
-//! Merkle Mountain Range v2 (DESIGN.md "Audit formats"; test vectors in
-//! `shared/vectors/mmr_v2.json`).
+//! Merkle Mountain Range v2 (docs/formats.md; test vectors in
+//! `tests/vectors/mmr_v2.json`).
 //!
 //! Storage: every node (a leaf, then each parent it completes) in MMR position order — in a
 //! `Vec`, or in the node store file beside the WAL (`node_store`) with only the peaks and a
@@ -576,7 +576,7 @@ mod tests {
     use crate::hash::sha256;
 
     fn vectors() -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/mmr_v2.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
         serde_json::from_slice(&std::fs::read(&p).expect("read mmr_v2.json")).expect("parse mmr_v2.json")
     }
 

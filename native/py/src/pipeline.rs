@@ -5,7 +5,7 @@
 //!
 //! `RsCore(config_json, ledger_dir, fsync, group_delay_ms, timeout_s, pool, id_prefix, workers,
 //! ledger_delay_ms)`:
-//! the whole hot path in Rust. `submit(token, headers, body)` returns at once; on a Tokio
+//! the whole hot path in Rust. `submit([(token, headers, body), ...])` returns at once; on a Tokio
 //! runtime, with the GIL released throughout, the request is decided, forwarded, adapted
 //! back and handed to the ledger thread. Completions do not cross into asyncio one future
 //! at a time (pyo3-async-runtimes creates an asyncio future, copies the task's context and
@@ -154,7 +154,19 @@ enum Done {
     Chunk(Option<Vec<u8>>),
 }
 
+/// A submitted request waiting for the dispatcher task.
+struct Submitted {
+    token: u64,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    t0: Instant,
+}
+
 struct Shared {
+    /// Submissions wait here; the dispatcher is woken only when the inbox turns non-empty
+    /// (a wake-up of a parked Tokio worker is a syscall; under load one serves many).
+    inbox: Mutex<Vec<Submitted>>,
+    inbox_ready: tokio::sync::Notify,
     pipeline: Pipeline,
     ledger: LedgerThread,
     client: reqwest::Client,
@@ -228,6 +240,17 @@ fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
         rb = rb.header(k.as_str(), v.as_str());
     }
     rb
+}
+
+/// Spawns every submitted request onto the runtime (from inside it: no wake-up syscalls).
+async fn dispatcher(sh: Arc<Shared>) {
+    loop {
+        sh.inbox_ready.notified().await;
+        let batch = std::mem::take(&mut *sh.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in batch {
+            tokio::spawn(handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0));
+        }
+    }
 }
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
@@ -350,6 +373,13 @@ pub struct PyRsCore {
     started: Instant,
 }
 
+impl PyRsCore {
+    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+        let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| invalid_input("RsCore is shut down"))
+    }
+}
+
 #[pymethods]
 impl PyRsCore {
     #[new]
@@ -400,6 +430,8 @@ impl PyRsCore {
                 return Err(invalid_input(format!("RsCore: eventfd: {}", std::io::Error::last_os_error())));
             }
             let shared = Arc::new(Shared {
+                inbox: Mutex::new(Vec::new()),
+                inbox_ready: tokio::sync::Notify::new(),
                 pipeline,
                 ledger,
                 client,
@@ -416,6 +448,7 @@ impl PyRsCore {
                 completed: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
             });
+            runtime.spawn(dispatcher(Arc::clone(&shared)));
             Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
         })
     }
@@ -425,26 +458,52 @@ impl PyRsCore {
         self.shared.efd
     }
 
-    /// submit(token, headers, body): start one chat request; its completion arrives through
-    /// drain() as (token, (status, headers, body, None)) or, for a stream,
-    /// (token, (200, headers, None, stream_id)).
-    fn submit(&self, token: u64, headers: &Bound<'_, PyAny>, body: &Bound<'_, PyAny>) -> PyResult<()> {
-        let _c = entry!("rs_core.submit");
+    /// submit(requests): start chat requests, each a (token, headers, body) tuple; each
+    /// completion arrives through drain() as (token, (status, headers, body, None)) or, for a
+    /// stream, (token, (200, headers, None, stream_id)). The shell hands over every request
+    /// its event loop read in one iteration at once: one wake-up of the runtime for all.
+    fn submit(&self, py: Python<'_>, requests: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut call = entry!("rs_core.submit");
         guard(|| {
             let t0 = Instant::now();
-            let hs = header_pairs(headers)?;
-            let body = bytes_arg(body, "body")?.into_owned();
-            let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-            let rt = rt.as_ref().ok_or_else(|| invalid_input("RsCore is shut down"))?;
-            rt.spawn(handle(Arc::clone(&self.shared), token, hs, body, t0));
+            let mut batch = Vec::new();
+            for item in requests.try_iter().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))? {
+                let item = item?;
+                let t = item.cast::<PyTuple>().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))?;
+                if t.len() != 3 {
+                    return Err(invalid_input("submit takes a list of (token, headers, body)"));
+                }
+                let token: u64 = t.get_item(0)?.extract()?;
+                let hs = header_pairs(&t.get_item(1)?)?;
+                let body = bytes_arg(&t.get_item(2)?, "body")?.into_owned();
+                batch.push(Submitted { token, headers: hs, body, t0 });
+            }
+            if self.runtime.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+                return Err(invalid_input("RsCore is shut down"));
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let was_empty = {
+                let mut inbox = self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner());
+                let e = inbox.is_empty();
+                inbox.append(&mut batch);
+                e
+            };
+            if was_empty {
+                // Waking the dispatcher wakes a Tokio worker, which on a one-core gateway may
+                // run at once: never with the GIL held.
+                let shared = Arc::clone(&self.shared);
+                call.detach(py, move || shared.inbox_ready.notify_one());
+            }
             Ok(())
         })
     }
 
     /// next_chunk(token, stream_id): the stream's next bytes complete as (token, bytes),
     /// or (token, None) at its end.
-    fn next_chunk(&self, token: u64, stream_id: u64) -> PyResult<()> {
-        let _c = entry!("rs_core.next_chunk");
+    fn next_chunk(&self, py: Python<'_>, token: u64, stream_id: u64) -> PyResult<()> {
+        let mut call = entry!("rs_core.next_chunk");
         guard(|| {
             let rx = self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&stream_id).cloned();
             let sh = Arc::clone(&self.shared);
@@ -452,15 +511,15 @@ impl PyRsCore {
                 sh.complete(token, Done::Chunk(None));
                 return Ok(());
             };
-            let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-            let rt = rt.as_ref().ok_or_else(|| invalid_input("RsCore is shut down"))?;
-            rt.spawn(async move {
+            let rt = self.handle()?;
+            let task = async move {
                 let c = rx.lock().await.recv().await;
                 if c.is_none() {
                     sh.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream_id);
                 }
                 sh.complete(token, Done::Chunk(c));
-            });
+            };
+            call.detach(py, move || drop(rt.spawn(task)));
             Ok(())
         })
     }
