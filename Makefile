@@ -26,16 +26,18 @@ $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -U pip 'maturin>=1.9,<2'
 	.venv/bin/maturin develop --release --extras dev
+	cd native && cargo build --release -p gatewaylab-server
 	@touch $@ $(NATIVE_STAMP)
 
 $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
 	.venv/bin/maturin develop --release --skip-install
+	cd native && cargo build --release -p gatewaylab-server   # rung 3: native/target/release/gatewaylab-server
 	@touch $@
 
 # The binding crate's tests run in an embedded interpreter: built without `extension-module`
 # so that they link the venv interpreter's libpython (found through LD_LIBRARY_PATH).
 test-rust: dev
-	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-tools
+	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-tools -p gatewaylab-server
 	cd native && PYO3_PYTHON=$(CURDIR)/$(PY) \
 	  LD_LIBRARY_PATH="$$($(CURDIR)/$(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
 	  cargo test --release -p gatewaylab-py --no-default-features

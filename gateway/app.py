@@ -26,7 +26,8 @@ from gateway.background import BackgroundAudit
 from gateway.config import Config
 from gateway.errors import AuditIndexError, InvalidInput, UpstreamError
 from gateway.metrics import Metrics
-from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
+from gateway.pipeline import ANONYMOUS, Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
+from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
 _JSON = (b"content-type", b"application/json")
@@ -158,6 +159,7 @@ class Gateway(GatewayBase):
         super().__init__(config, shell=shell, server=server)
         sw = self.switches
         self.pipeline = Pipeline(config, config.stages, config.audit)
+        self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
         self.background = BackgroundAudit(
             config.ledger_dir, sw, self.metrics, queue_size=config.queue_size, policy=config.queue_policy,
@@ -188,6 +190,11 @@ class Gateway(GatewayBase):
                 stage["total"].observe_ns(_perf() - t0)
                 return resp
             return await self._finish(resp, d.audit, t0)
+        if self.hooks:  # Python pre_call plugins, in-process (rs-server runs them in a sidecar)
+            rej = self.hooks.check(d.audit.key_id if d.audit is not None else ANONYMOUS, d.public_model,
+                                   orjson.loads(request.body))
+            if rej is not None:
+                return await self._finish(error(rej.status, rej.message, rej.code), d.audit, t0)
         if d.stream:
             return await self._stream(d, t0, ctx.request_id)
         try:

@@ -36,6 +36,10 @@ zero-config default built from `--upstream URL --api-key KEY`.
                                       # (the smuggling guard always runs; waf/ratelimit/adapter
                                       # imply parse); off stages cost nothing (gateway/pipeline.py)
     audit: true                       # false: no audit records at all (the cost of the ledger)
+    plugins:                          # Python pre_call hooks (gateway/plugins.py): in-process on
+      pre_call: []                    # py/py+rs, in a sidecar process on rs-server
+      timeout_ms: 200                 # rs-server: per-call budget
+      max_in_flight: 64               # rs-server: calls outstanding at once
     impl: {}                          # per-component overrides, e.g. {auth: rust}
     shell: asgi                       # asgi | fastapi
     server: uvicorn                   # uvicorn | granian
@@ -47,10 +51,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
+from gateway.plugins import PluginConfig, parse_config as parse_plugins
 from gateway.twins import MODES, Switches, parse_impl
 
 SHELLS = ("asgi", "fastapi")
@@ -101,6 +107,7 @@ class Config:
     server: str = "uvicorn"
     stages: frozenset = frozenset(("auth", "parse", "waf", "ratelimit", "adapter"))
     audit: bool = True
+    plugins: PluginConfig = field(default_factory=PluginConfig)
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -149,7 +156,7 @@ def _one_of(choices):
 
 
 _TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server",
-        "stages", "audit"}
+        "stages", "audit", "plugins"}
 
 
 def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
@@ -259,6 +266,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         server=_get(d, "server", "", str, "uvicorn", _one_of(SERVERS)),
         stages=stages,
         audit=_get(d, "audit", "", bool, True),
+        plugins=parse_plugins(_get(d, "plugins", "", Mapping, {})),
     )
 
 

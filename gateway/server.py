@@ -92,7 +92,18 @@ def _announce(host: str, port: int) -> None:
     print(f"gateway listening on http://{host}:{port}", flush=True)
 
 
+def _mode(opts: dict) -> str:
+    if opts.get("mode"):
+        return opts["mode"]
+    if opts.get("config"):
+        return cfgmod.load(opts["config"]).switches.mode
+    return os.environ.get("GATEWAYLAB_MODE") or "py"
+
+
 def serve(opts: dict) -> int:
+    if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
+        from gateway import rs_server
+        rs_server.exec_server(opts)
     server = opts.get("server") or (build_config(dict(opts)).server if opts.get("config") else "uvicorn")
     host = opts.get("host") or "127.0.0.1"
     port = int(opts.get("port") or 0)

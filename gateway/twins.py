@@ -23,8 +23,13 @@ PYTHON, RUST = "python", "rust"
 IMPLS = (PYTHON, RUST)
 # mode -> the twin every component defaults to. `rs-core` (rung 2) runs the whole pipeline
 # in one Rust call (gateway/rs_core.py), so its components are all Rust and not switchable.
-MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST}
+# `rs-server` (rung 3) is the standalone Rust binary (gateway/rs_server.py): no Python twins at all.
+MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST, "rs-server": RUST}
 PER_COMPONENT_MODES = ("py", "py+rs")
+# rungs with no Python interpreter in the gateway process: GIL, event-loop and py-spy/scalene
+# probes do not apply to them (they say "not applicable (no interpreter)").
+NO_INTERPRETER_MODES = ("rs-server",)
+NOT_APPLICABLE = "not applicable (no interpreter)"
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.
 # Rust paths may point at a thin Python wrapper around gateway._native (the forwarder's

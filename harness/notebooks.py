@@ -63,6 +63,7 @@ NOTEBOOKS = [
     "04_flamegraphs",
     "05_fast_vs_slow_upstream",
     "06_component_ablation",
+    "07_rust_ladder",
 ]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from harness import probes as outside
 from harness import schema
 from harness.profiles import ResolvedProfile, resolve
+from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 
 CI_CONCURRENCY = (1, 2, 4, 8, 16)
 CI_DURATION_S = 1.5
@@ -131,6 +132,7 @@ def _configs(modes, switches, shells, governance=("on",)) -> list[Config]:
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
 
+    shells = list(shells)
     for g in governance:
         if g not in GOVERNANCE:
             raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
@@ -142,7 +144,8 @@ def _configs(modes, switches, shells, governance=("on",)) -> list[Config]:
                 continue  # per-component switches apply to py and py+rs only (rs-core is all Rust)
             ov = parse_impl(sw) if sw else {}
             Switches(mode, ov)  # validates
-            for shell in shells:
+            # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
+            for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
                 for g in governance:
                     out.append(Config(mode, tuple(sorted(ov.items())), shell, g))
     return out
@@ -381,10 +384,12 @@ class Sweep:
             if self.warmup_s > 0:
                 self._load(url, c, self.warmup_s)
             pid = self._app_pid()
-            self._probes(reset=True)
+            interp = cfg.mode not in NO_INTERPRETER_MODES
+            if interp:
+                self._probes(reset=True)
             sampler = outside.TreeSampler(self.gateway.pid).start()
             spy = None
-            if self.gil:
+            if self.gil and interp:
                 spy = outside.PySpyGil(pid, max(1, int(self.duration_s - 0.3)), self.run.artefact(
                     f"raw/pyspy/{stem}.txt"), rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
                     main_tid=pid).start()
@@ -393,7 +398,7 @@ class Sweep:
             finally:
                 cpu = sampler.stop()
                 try:
-                    snap = self._probes(reset=True)
+                    snap = self._probes(reset=True) if interp else {"error": NOT_APPLICABLE}
                 except Exception as e:  # noqa: BLE001
                     snap = {"error": f"{type(e).__name__}: {e}"}
                 spy_res = spy.stop() if spy is not None else None
@@ -415,8 +420,13 @@ class Sweep:
                 row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
             missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
             self._fill_inside(row, snap, missing, key, cfg, c, rep)
-            self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
-            if self.flamegraph:
+            if self.gil and not interp:
+                missing.append(f"gil_ownership: {NOT_APPLICABLE}")
+            else:
+                self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
+            if self.flamegraph and not interp:
+                missing.append(f"flamegraph: {NOT_APPLICABLE}")
+            elif self.flamegraph:
                 fg = outside.record_flamegraph(pid, max(1.0, self.duration_s), self.run.path / "flamegraphs", stem,
                                                rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
                                                load=lambda: self._load(url, c, max(1.5, self.duration_s + 0.5)))
@@ -508,6 +518,8 @@ class Sweep:
             stem = cfg.stem
             out_json = self.run.artefact(f"scalene/{stem}.json")
             wrapper, why = outside.scalene_command(out_json)
+            if cfg.mode in NO_INTERPRETER_MODES:
+                wrapper, why = None, NOT_APPLICABLE
             rel = None
             err = why
             if wrapper is not None:

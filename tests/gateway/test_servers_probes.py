@@ -8,12 +8,12 @@ import pytest
 
 from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 from gateway.audit.wal import WriteAheadLog
-from gateway.twins import MODES
+from gateway.twins import MODES, NO_INTERPRETER_MODES
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", [m for m in MODES if m not in NO_INTERPRETER_MODES])  # rs-server: tests/rs_server
 def test_granian_serves_streams_and_drains(upstream, gateway_factory, mode):
     gw = gateway_factory(upstream.url, server="granian", shell="asgi", mode=mode)
     assert gw.health()["server"] == "granian"

@@ -209,9 +209,15 @@ impl Shared {
         }
     }
 
+    /// Answer first, then hand the audit job over: waking the ledger thread may switch to it
+    /// on a one-core gateway, and the client should not wait for that (the job is queued
+    /// before this task ends, so a drain still finds it).
     fn respond_now(&self, token: u64, status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>, audit: Option<AuditMaterial>, t0: Instant) {
-        self.audit(audit, status, Answer::Body(body.clone()), t0);
+        let answer = audit.as_ref().map(|_| Answer::Body(body.clone()));
         self.complete(token, Done::Response { status, headers, body });
+        if let Some(answer) = answer {
+            self.audit(audit, status, answer, t0);
+        }
     }
 
     fn fail(&self, token: u64, f: UpstreamFailure, audit: Option<AuditMaterial>, t0: Instant) {
@@ -224,14 +230,7 @@ fn failure(e: reqwest::Error, secs: f64) -> UpstreamFailure {
     if e.is_timeout() {
         return UpstreamFailure::timeout(secs);
     }
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    UpstreamFailure::unavailable(&msg)
+    UpstreamFailure::unavailable(&crate::forwarder::error_chain(&e))
 }
 
 fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
@@ -240,6 +239,30 @@ fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
         rb = rb.header(k.as_str(), v.as_str());
     }
     rb
+}
+
+/// Answers a request whose task panicked: while armed, dropping it (as unwinding does)
+/// completes the token with a 500, so the shell's future never waits forever and the
+/// process goes on (Tokio contains the panic to the task).
+struct PanicAnswer {
+    sh: Arc<Shared>,
+    token: u64,
+    armed: bool,
+}
+
+impl PanicAnswer {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicAnswer {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            let body = gatewaylab_core::pipeline::error_body(500, "internal error in the gateway (a Rust panic, contained)", "internal_error");
+            self.sh.complete(self.token, Done::Response { status: 500, headers: Vec::new(), body });
+        }
+    }
 }
 
 /// Spawns every submitted request onto the runtime (from inside it: no wake-up syscalls).
@@ -254,6 +277,12 @@ async fn dispatcher(sh: Arc<Shared>) {
 }
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
+    let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
+    answer(sh, token, headers, body, t0).await;
+    guard.disarm();
+}
+
+async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
     let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
     let decision = {
         let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
@@ -337,7 +366,13 @@ async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Ins
                 }
             }
         }
-        let fail = match tokio::time::timeout(sh.timeout, resp.chunk()).await {
+        // the client hanging up ends the relay at once (and closes the upstream stream), as
+        // the Python rungs cancel theirs: it need not wait for the upstream's next chunk
+        let next = tokio::select! {
+            r = tokio::time::timeout(sh.timeout, resp.chunk()) => r,
+            _ = tx.closed() => break,
+        };
+        let fail = match next {
             Ok(Ok(Some(c))) => {
                 chunk = c.to_vec();
                 continue;
@@ -374,6 +409,27 @@ pub struct PyRsCore {
 }
 
 impl PyRsCore {
+    /// A proof from the ledger as JSON text, built detached; out of range -> AuditIndexError.
+    fn prove(
+        &self,
+        py: Python<'_>,
+        call: &mut crate::gil::Call,
+        what: &str,
+        n: i64,
+        f: impl Fn(&Ledger, u64) -> Result<serde_json::Value, MmrError> + Send + Sync,
+    ) -> PyResult<String> {
+        guard(|| {
+            let r = call.detach(py, || {
+                let led = self.shared.ledger.ledger();
+                if n < 0 {
+                    return Err(format!("{what} {n} out of range for {} leaves", led.count()));
+                }
+                f(&led, n as u64).map(|v| v.to_string()).map_err(|e| e.to_string())
+            });
+            r.map_err(index_error)
+        })
+    }
+
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
         rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| invalid_input("RsCore is shut down"))
@@ -410,13 +466,7 @@ impl PyRsCore {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| invalid_input(format!("RsCore: timeout_s must be a positive number of seconds, got {timeout_s}")))?;
-            let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5).min(timeout))
-                .pool_max_idle_per_host(pool)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .no_proxy()
-                .build()
+            let client = crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
                 .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers.max(1))
@@ -574,31 +624,13 @@ impl PyRsCore {
     /// inclusion_proof(index) -> proof JSON text (AuditIndexError when out of range)
     fn inclusion_proof(&self, py: Python<'_>, index: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.inclusion_proof");
-        guard(|| {
-            let r = call.detach(py, || {
-                let led = self.shared.ledger.ledger();
-                if index < 0 {
-                    return Err(format!("leaf index {index} out of range for {} leaves", led.count()));
-                }
-                led.inclusion_proof(index as u64).map(|p| p.to_json().to_string()).map_err(|e: MmrError| e.to_string())
-            });
-            r.map_err(index_error)
-        })
+        self.prove(py, &mut call, "leaf index", index, |led, i| led.inclusion_proof(i).map(|p| p.to_json()))
     }
 
     /// consistency_proof(old_count) -> proof JSON text (AuditIndexError when out of range)
     fn consistency_proof(&self, py: Python<'_>, old_count: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.consistency_proof");
-        guard(|| {
-            let r = call.detach(py, || {
-                let led = self.shared.ledger.ledger();
-                if old_count < 0 {
-                    return Err(format!("old count {old_count} out of range for {} leaves", led.count()));
-                }
-                led.consistency_proof(old_count as u64).map(|p| p.to_json().to_string()).map_err(|e: MmrError| e.to_string())
-            });
-            r.map_err(index_error)
-        })
+        self.prove(py, &mut call, "old count", old_count, |led, m| led.consistency_proof(m).map(|p| p.to_json()))
     }
 
     /// Counters for /health and /metrics.
@@ -650,4 +682,55 @@ impl Drop for PyRsCore {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyRsCore>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(dir: &std::path::Path) -> PyRsCore {
+        crate::test_python();
+        let cfg = serde_json::json!({
+            "keys": [{"id": "k", "sha256": gatewaylab_core::hash::sha256_hex(b"sk"), "rpm": null, "tpm": null}],
+            "waf_rules": [], "passthrough": true, "max_body_bytes": 1000, "max_header_bytes": 1000,
+            "models": [{"name": "mock", "kind": "openai", "url": "http://127.0.0.1:9/v1/chat/completions", "model": "mock", "api_key": null}],
+            "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
+        });
+        Python::attach(|py| {
+            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0).unwrap()
+        })
+    }
+
+    fn taken(c: &PyRsCore) -> Vec<(u64, Done)> {
+        std::mem::take(&mut *c.shared.done.lock().unwrap())
+    }
+
+    #[test]
+    fn a_panicking_request_task_is_answered_500_and_the_core_goes_on() {
+        let dir = std::env::temp_dir().join(format!("gl-rscore-panic-{}", std::process::id()));
+        let c = core(&dir);
+        let sh = Arc::clone(&c.shared);
+        let rt = c.handle().unwrap();
+        let joined = rt.block_on(rt.spawn(async move {
+            let _guard = PanicAnswer { sh, token: 7, armed: true };
+            panic!("boom");
+        }));
+        assert!(joined.unwrap_err().is_panic());
+        match taken(&c).as_slice() {
+            [(7, Done::Response { status: 500, body, .. })] => {
+                assert!(String::from_utf8_lossy(body).contains("\"code\":\"internal_error\""))
+            }
+            other => panic!("expected one 500 for token 7, got {} completions", other.len()),
+        }
+        // the same core still answers: a request without a key is a 401 with no upstream involved
+        let sh = Arc::clone(&c.shared);
+        rt.block_on(handle(sh, 8, vec![], br#"{"model":"mock"}"#.to_vec(), Instant::now()));
+        assert!(matches!(taken(&c).as_slice(), [(8, Done::Response { status: 401, .. })]));
+        // a task that finishes normally completes once, with no 500 from its disarmed guard
+        let sh = Arc::clone(&c.shared);
+        rt.block_on(handle(sh, 9, vec![(b"authorization".to_vec(), b"Bearer sk".to_vec())], b"{".to_vec(), Instant::now()));
+        assert!(matches!(taken(&c).as_slice(), [(9, Done::Response { status: 400, .. })]));
+        Python::attach(|py| c.shutdown(py)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -32,12 +32,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 /// Input of one run (JSON from Python / the CLI).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -503,13 +501,7 @@ impl Schedule {
 type Conn = SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
-    let stream = TcpStream::connect(addr).await.map_err(|_| "connect")?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|_| "connect")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    gatewaylab_net::client::connect_http1(addr).await.map_err(|_| "connect")
 }
 
 /// Error kind of a transport failure.

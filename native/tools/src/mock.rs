@@ -32,7 +32,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -744,58 +743,23 @@ pub fn messages_sse(seq: u64, model: &str, toks: &[Token], p_tok: u64, ttft: Dur
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// Serve on `listener` until `shutdown` resolves.
+/// Serve on `listener` until `shutdown` resolves (the shared server loop, with no idle
+/// cutoff: a client's pooled keep-alive connection stays usable between runs).
 pub async fn serve(listener: TcpListener, state: Arc<MockState>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                // Out of file descriptors and the like: back off briefly instead of spinning.
-                Err(_) => { tokio::time::sleep(Duration::from_millis(5)).await; continue; }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let st = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                // No idle cutoff: a client's pooled keep-alive connection stays usable between runs.
-                .header_read_timeout(None)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    let limits = gatewaylab_net::server::Limits { drain_timeout: Duration::from_millis(200), ..Default::default() };
+    gatewaylab_net::server::serve(
+        listener,
+        limits,
+        move |_| {
+            let st = state.clone();
+            hyper::service::service_fn(move |req| handle(st.clone(), req))
+        },
+        shutdown,
+    )
+    .await
 }
 
-pub fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-            }
-            _ => std::future::pending::<()>().await,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub use gatewaylab_net::server::{build_runtime, termination_signal};
 
 /// Bind, call `on_ready(addr)`, serve until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run_blocking(cfg: MockConfig, on_ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {

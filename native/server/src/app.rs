@@ -1,0 +1,831 @@
+//! The gateway: routes, and the request path around the core pipeline.
+//!
+//! ```text
+//! hyper (parses the head; refuses what it cannot frame) -> guard (core check_headers) -> body
+//! (limit, read timeout) -> Pipeline::decide (core: auth, parse, WAF, route, rate limit,
+//! adapter) -> [plugins: sidecar pre_call] -> upstream (net::client) ->
+//! Pipeline::respond / stream relay (core) -> client;  audit job -> ledger thread (core)
+//! ```
+//!
+//! The decision is the core crate's, the same code rung 2 calls: this file does I/O only.
+//! Endpoints and their answers are the Python gateway's (`gateway/shell_asgi.py`,
+//! `gateway/app.py`). A panic while serving a request becomes a 500 for that request (the
+//! process and the other connections go on); SIGTERM stops accepting, lets in-flight
+//! requests finish and drains the audit queue before the process exits.
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use gatewaylab_core::entropy::PySum;
+use gatewaylab_core::job::{Answer, AuditJob};
+use gatewaylab_core::ledger::{Ledger, LedgerThread};
+use gatewaylab_core::pipeline::{
+    self, AuditMaterial, Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Rejection,
+    RuleConfig, UpstreamFailure,
+};
+use gatewaylab_core::wal::FsyncPolicy;
+use gatewaylab_net::client::{Failure, Upstream};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::body::GwBody;
+use crate::cli::Options;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sidecar::{Sidecar, Verdict};
+
+const CHAT: &str = "/v1/chat/completions";
+/// How long a client may take to send a request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks buffered between the upstream relay and a slow client.
+const STREAM_BUFFER: usize = 16;
+
+pub struct Gateway {
+    cfg: Config,
+    opts: Options,
+    metrics: Metrics,
+    sidecar: Option<Sidecar>,
+    pipeline: Pipeline,
+    upstream: Upstream,
+    ledger: Option<LedgerThread>,
+    ids: AtomicU64,
+    /// audit hand-offs attached to answers not yet handed over (waited for before the drain)
+    pending_audits: AtomicU64,
+    id_prefix: String,
+    started: Instant,
+}
+
+pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response<GwBody> {
+    let mut r = Response::new(GwBody::full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An OpenAI-shaped error answer (the core's error body: the same bytes as every rung).
+pub fn error(status: u16, message: &str, code: &str) -> Response<GwBody> {
+    json_response(status, pipeline::error_body(status, message, code))
+}
+
+fn rejection_response(r: &Rejection) -> Response<GwBody> {
+    let mut resp = json_response(r.status, r.body());
+    for (k, v) in &r.headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp.headers_mut().append(HeaderName::from_static(k), v);
+        }
+    }
+    resp
+}
+
+/// Read and drop up to `cap` bytes of a rejected request's body, so a client still sending
+/// gets to read the answer (the Python guard's `discard_body`).
+async fn discard_body(body: &mut Incoming, cap: usize) {
+    let mut seen = 0usize;
+    while seen <= cap {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
+            Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
+    }
+}
+
+fn body_error(status: u16, code: &'static str, message: String) -> Rejection {
+    let headers = if status == 400 { vec![("connection", "close".to_string())] } else { Vec::new() };
+    Rejection { status, code, message, headers, audit: None }
+}
+
+/// The whole body, failing with 413 as soon as it grows past `max` (never buffering more;
+/// the Python guard's `read_body`).
+async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Rejection> {
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    let mut size = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
+            Err(_) => {
+                let secs = BODY_READ_TIMEOUT.as_secs();
+                return Err(body_error(408, "request_timeout", format!("request body not received within {secs}s")));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                // hyper refused the body's framing (bad chunk size or extension) or the client went away
+                return Err(body_error(400, "client_disconnected", "client disconnected while sending the body".into()));
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        size += data.len();
+        if size > max {
+            discard_body(body, 8 * max).await;
+            return Err(body_error(413, "body_too_large", format!("request body exceeds {max} bytes")));
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+            None => buf.extend_from_slice(&data),
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+fn route_label(path: &str) -> &'static str {
+    match path {
+        CHAT => CHAT,
+        "/health" => "/health",
+        "/v1/models" => "/v1/models",
+        "/metrics" => "/metrics",
+        "/audit/root" => "/audit/root",
+        "/audit/consistency" => "/audit/consistency",
+        p if p.starts_with("/audit/proof/") => "/audit/proof",
+        _ => "other",
+    }
+}
+
+/// `parse_qs(query, keep_blank_values=True)[name][0]`
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Python's `int(raw)` for the audit endpoints' arguments (whitespace, sign, `1_000`).
+fn py_int(raw: &str) -> Option<i128> {
+    let t = raw.trim_matches(|c: char| c.is_whitespace());
+    let (neg, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+        return None;
+    }
+    let clean: String = digits.chars().filter(|&c| c != '_').collect();
+    if !clean.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n: i128 = clean.parse().ok()?;
+    Some(if neg { -n } else { n })
+}
+
+/// gateway.pipeline.stages_label
+fn stages_label(stages: &[String]) -> String {
+    if stages.len() == crate::config::STAGES.len() {
+        "all".into()
+    } else if stages.is_empty() {
+        "none".into()
+    } else {
+        stages.join(",")
+    }
+}
+
+pub fn unix_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn failure(f: Failure, timeout: Duration) -> UpstreamFailure {
+    match f {
+        Failure::Timeout(_) => UpstreamFailure::timeout(timeout.as_secs_f64()),
+        Failure::Unavailable(detail) => UpstreamFailure::unavailable(&detail),
+    }
+}
+
+/// The core pipeline's view of the configuration.
+pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
+    PipelineConfig {
+        keys: cfg.keys.iter().map(|k| KeyConfig { id: k.id.clone(), sha256: k.sha256.clone(), rpm: k.rpm, tpm: k.tpm }).collect(),
+        waf_rules: cfg
+            .waf_rules
+            .iter()
+            .map(|r| RuleConfig { id: r.id.clone(), kind: r.kind.clone(), pattern: r.pattern.clone(), case_insensitive: r.case_insensitive })
+            .collect(),
+        models: cfg
+            .models
+            .iter()
+            .map(|(name, u)| ModelConfig { name: name.clone(), kind: u.kind.clone(), url: u.url(), model: u.model.clone(), api_key: u.api_key.clone() })
+            .collect(),
+        passthrough: cfg.passthrough,
+        max_body_bytes: cfg.max_body_bytes as u64,
+        max_header_bytes: cfg.max_header_bytes as u64,
+        stages: cfg.stages.clone(),
+        audit: cfg.audit,
+    }
+}
+
+impl Gateway {
+    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum) -> Result<Self, String> {
+        let pipeline = Pipeline::new(&pipeline_config(&cfg))?;
+        let upstream = Upstream::new(
+            cfg.upstream_pool as usize,
+            Duration::from_secs_f64(cfg.upstream_timeout_s),
+            Duration::from_secs(5),
+        );
+        let ledger = if cfg.audit {
+            let policy = FsyncPolicy::parse(&cfg.fsync).map_err(|e| format!("ledger.fsync: {e}"))?;
+            let led = Ledger::open(Path::new(&cfg.ledger_dir), policy, cfg.group_delay_ms)
+                .map_err(|e| format!("ledger {}: {e}", cfg.ledger_dir))?;
+            let r = led.recovery();
+            if r.truncated_bytes > 0 {
+                eprintln!("gateway: ledger recovery truncated a torn tail of {} bytes", r.truncated_bytes);
+            }
+            // GATEWAYLAB_LEDGER_DELAY_MS: a pause before each batch, so tests can stop the
+            // gateway with work queued (as on the other rungs)
+            let delay_ms: f64 = std::env::var("GATEWAYLAB_LEDGER_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let delay = Duration::try_from_secs_f64(delay_ms.max(0.0) / 1000.0).unwrap_or_default();
+            Some(LedgerThread::spawn(led, sum, delay).map_err(|e| format!("ledger thread: {e}"))?)
+        } else {
+            None
+        };
+        let id_prefix = format!("req-{:x}-{:x}-", std::process::id(), (unix_ns() as u64) & 0xffff_ffff);
+        Ok(Self {
+            cfg,
+            opts,
+            metrics: Metrics::default(),
+            sidecar,
+            pipeline,
+            upstream,
+            ledger,
+            ids: AtomicU64::new(0),
+            pending_audits: AtomicU64::new(0),
+            id_prefix,
+            started: Instant::now(),
+        })
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<GwBody> {
+        let path = req.uri().path().to_string();
+        let t0 = Instant::now();
+        let resp = if path == CHAT && req.method() == Method::POST {
+            self.chat(req, t0).await
+        } else {
+            self.other(req, &path).await
+        };
+        self.metrics.count_request(route_label(&path), resp.status().as_u16());
+        resp
+    }
+
+    /// The guard on hyper's view of the head: the core's `check_headers`, the function
+    /// rung 2 runs (what hyper hides is refused earlier, by `raw_head_check`).
+    fn guard(&self, headers: &hyper::HeaderMap) -> Result<(), Rejection> {
+        let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+        pipeline::check_headers(&pairs, self.cfg.max_header_bytes as u64, self.cfg.max_body_bytes as u64).map(|_| ())
+    }
+
+    /// The guard on the head, then the body within its limit (gateway/shell_asgi.py's order).
+    async fn head_and_body(&self, parts: &hyper::http::request::Parts, body: &mut Incoming) -> Result<Bytes, Rejection> {
+        let max_b = self.cfg.max_body_bytes as usize;
+        if let Err(r) = self.guard(&parts.headers) {
+            if r.status == 413 {
+                discard_body(body, 8 * max_b).await; // declared too large: drop the body, then answer
+            }
+            return Err(r);
+        }
+        read_body(body, max_b).await
+    }
+
+    async fn other(&self, req: Request<Incoming>, path: &str) -> Response<GwBody> {
+        let (parts, mut body) = req.into_parts();
+        if let Err(r) = self.head_and_body(&parts, &mut body).await {
+            return rejection_response(&r);
+        }
+        if parts.method == Method::GET {
+            match path {
+                "/health" => return json_response(200, self.health()),
+                "/v1/models" => return json_response(200, self.models()),
+                "/metrics" => {
+                    let mut r = Response::new(GwBody::full(self.metrics_text()));
+                    r.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                    return r;
+                }
+                "/audit/root" => return self.audit_root().await,
+                "/audit/consistency" => {
+                    return match query_param(parts.uri.query(), "old") {
+                        None => error(400, "query parameter 'old' is required", "missing_old"),
+                        Some(old) => self.proof(&old, "'old'", "invalid_old", false, 400, "old_out_of_range").await,
+                    }
+                }
+                p if p.starts_with("/audit/proof/") => {
+                    let raw = percent_decode(&p["/audit/proof/".len()..]);
+                    return self.proof(&raw, "leaf index", "invalid_index", true, 404, "index_out_of_range").await;
+                }
+                _ => {}
+            }
+        }
+        let known = matches!(path, "/health" | "/v1/models" | "/metrics" | "/audit/root" | "/audit/consistency" | CHAT)
+            || path.starts_with("/audit/proof/");
+        if known {
+            error(405, &format!("method {} not allowed on {path}", parts.method), "method_not_allowed")
+        } else {
+            error(404, &format!("no route for {} {path}", parts.method), "not_found")
+        }
+    }
+
+    /// Hand an audit job to the ledger thread (latency: request start to answer ready).
+    fn submit(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, t0: Instant) {
+        let latency_us = t0.elapsed().as_micros() as i64;
+        self.submit_job(material, status, answer, latency_us);
+    }
+
+    /// The audit hand-off of a whole answer, once the answer has gone to the connection
+    /// (body.rs: after_send), so the response is written before the ledger thread wakes.
+    fn audit_after_send(self: &Arc<Self>, resp: &mut Response<GwBody>, material: Option<AuditMaterial>, status: u16, answer: Vec<u8>, t0: Instant) {
+        if material.is_none() || self.ledger.is_none() {
+            return;
+        }
+        let latency_us = t0.elapsed().as_micros() as i64;
+        let gw = self.clone();
+        self.pending_audits.fetch_add(1, Relaxed);
+        resp.body_mut().after_send(Box::new(move || {
+            gw.submit_job(material, status, Answer::Body(answer), latency_us);
+            gw.pending_audits.fetch_sub(1, Relaxed);
+        }));
+    }
+
+    fn submit_job(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, latency_us: i64) {
+        let (Some(material), Some(ledger)) = (material, self.ledger.as_ref()) else { return };
+        let ts = Instant::now();
+        if !ledger.submit(AuditJob { material, status, answer, latency_us }) {
+            // only after shutdown began: the drain has already been asked for
+            self.metrics.incr("background_dropped");
+        }
+        self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
+    }
+
+    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant) -> Response<GwBody> {
+        let (parts, mut body) = req.into_parts();
+        let body = match self.head_and_body(&parts, &mut body).await {
+            Ok(b) => b,
+            Err(r) => return rejection_response(&r),
+        };
+        let pairs: Vec<(&[u8], &[u8])> =
+            parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+        let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
+        let mono_ns = self.started.elapsed().as_nanos() as i128;
+        let ctx = Context { time_ns: unix_ns(), mono_ns, request_id: &rid };
+        let request = pipeline::Request { method: "POST", path: CHAT, headers: &pairs, body: &body };
+        let decision = self.pipeline.decide(&request, &ctx);
+        let t1 = Instant::now();
+        self.metrics.observe("decide", t1.duration_since(t0).as_nanos() as u64);
+        let fwd = match decision {
+            Decision::Reject(r) => {
+                if r.code == "waf_blocked" {
+                    self.metrics.incr("waf_blocks");
+                }
+                let mut resp = rejection_response(&r);
+                let out = r.body();
+                self.audit_after_send(&mut resp, r.audit, r.status, out, t0);
+                self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+                return resp;
+            }
+            Decision::Forward(f) => f,
+        };
+        if self.sidecar.is_some() {
+            let key_id = fwd.audit.as_ref().map_or(pipeline::ANONYMOUS, |a| a.key_id.as_str());
+            if let Some((status, code, message)) =
+                run_plugins(&self.metrics, self.sidecar.as_ref(), key_id, &fwd.public_model, &body).await
+            {
+                let out = pipeline::error_body(status, &message, code);
+                let mut resp = json_response(status, out.clone());
+                self.audit_after_send(&mut resp, fwd.audit, status, out, t0);
+                return resp;
+            }
+        }
+        if fwd.stream {
+            return self.stream(fwd, t0, rid).await;
+        }
+        let t2;
+        let result = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
+            Err(f) => Err(failure(f, self.upstream.timeout())),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let mut rbody = resp.into_body();
+                match self.upstream.collect(&mut rbody).await {
+                    Err(f) => Err(failure(f, self.upstream.timeout())),
+                    Ok(b) => {
+                        t2 = Instant::now();
+                        self.metrics.observe("forward", t2.duration_since(t1).as_nanos() as u64);
+                        let r = self.pipeline.respond(&fwd, status, &b);
+                        self.metrics.observe("respond", t2.elapsed().as_nanos() as u64);
+                        r
+                    }
+                }
+            }
+        };
+        let resp = match result {
+            Ok((status, out, _)) => {
+                let mut r = json_response(status, out.clone());
+                if status == 200 {
+                    if let Ok(v) = HeaderValue::from_str(&rid) {
+                        r.headers_mut().insert("x-request-id", v);
+                    }
+                }
+                self.audit_after_send(&mut r, fwd.audit, status, out, t0);
+                r
+            }
+            Err(f) => {
+                self.metrics.incr("upstream_errors");
+                let out = f.body();
+                let mut r = json_response(f.status, out.clone());
+                self.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
+                r
+            }
+        };
+        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        resp
+    }
+
+    /// SSE: the upstream's head and first chunk decide between an error answer and a
+    /// stream; then a relay task adapts each upstream chunk as it arrives.
+    async fn stream(self: &Arc<Self>, fwd: Forwarding, t0: Instant, rid: String) -> Response<GwBody> {
+        let timeout = self.upstream.timeout();
+        let fail = |gw: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure| {
+            gw.metrics.incr("upstream_errors");
+            let out = f.body();
+            let mut r = json_response(f.status, out.clone());
+            gw.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
+            gw.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+            r
+        };
+        let resp = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
+            Ok(r) => r,
+            Err(f) => return fail(self, fwd, failure(f, timeout)),
+        };
+        let status = resp.status().as_u16();
+        let mut up = resp.into_body();
+        if !(200..300).contains(&status) {
+            let _ = self.upstream.collect(&mut up).await;
+            return fail(self, fwd, UpstreamFailure::status(status));
+        }
+        let first = match self.upstream.next_chunk(&mut up).await {
+            Ok(c) => c,
+            Err(f) => return fail(self, fwd, failure(f, timeout)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
+        let gw = self.clone();
+        tokio::spawn(async move {
+            let mut relay = gw.pipeline.relay(&fwd);
+            let mut status = 499u16; // until we know better: the client went away
+            let mut chunk = first;
+            let mut error: Option<UpstreamFailure> = None;
+            'relay: loop {
+                let Some(c) = chunk.take() else {
+                    status = 200;
+                    if !relay.done().is_empty() {
+                        let _ = tx.send(Bytes::from_static(relay.done())).await;
+                    }
+                    break;
+                };
+                match relay.feed(&c) {
+                    Err(f) => {
+                        error = Some(f);
+                        break 'relay;
+                    }
+                    Ok(out) if !out.is_empty() => {
+                        if tx.send(Bytes::from(out)).await.is_err() {
+                            break 'relay; // the client hung up
+                        }
+                    }
+                    Ok(_) => {}
+                }
+                tokio::select! {
+                    next = gw.upstream.next_chunk(&mut up) => match next {
+                        Ok(n) => chunk = n,
+                        Err(f) => { error = Some(failure(f, timeout)); break 'relay; }
+                    },
+                    _ = tx.closed() => break 'relay,
+                }
+            }
+            if let Some(f) = error {
+                gw.metrics.incr("upstream_errors");
+                status = f.status;
+                let mut ev = b"data: ".to_vec();
+                ev.extend_from_slice(&f.body());
+                ev.extend_from_slice(b"\n\n");
+                let _ = tx.send(Bytes::from(ev)).await;
+            }
+            if status == 499 {
+                gw.metrics.incr("streams_abandoned");
+            }
+            let collected = std::mem::take(&mut relay.collected);
+            gw.submit(fwd.audit, status, Answer::Chunks(collected), t0);
+            gw.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        });
+        let mut r = Response::new(GwBody::stream(rx));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert("cache-control", HeaderValue::from_static("no-cache"));
+        if let Ok(v) = HeaderValue::from_str(&rid) {
+            h.insert("x-request-id", v);
+        }
+        r
+    }
+
+    async fn audit_root(self: &Self) -> Response<GwBody> {
+        let Some(l) = self.ledger.as_ref() else {
+            return error(404, "the audit ledger is off (--audit off)", "audit_off");
+        };
+        let led = l.ledger();
+        // key order as the Python gateway writes it
+        let body = format!(
+            "{{\"count\":{},\"root\":\"{}\",\"durable_count\":{}}}",
+            led.count(),
+            led.root_hex(),
+            led.durable_count()
+        );
+        json_response(200, body)
+    }
+
+    async fn proof(
+        &self,
+        raw: &str,
+        what: &str,
+        invalid_code: &str,
+        inclusion: bool,
+        range_status: u16,
+        range_code: &str,
+    ) -> Response<GwBody> {
+        let Some(n) = py_int(raw) else {
+            return error(400, &format!("{what} must be an integer, got {}", crate::config::py_str(raw)), invalid_code);
+        };
+        let Some(l) = self.ledger.as_ref() else {
+            return error(404, "the audit ledger is off (--audit off)", "audit_off");
+        };
+        let led = l.ledger();
+        let count = led.count();
+        let out = match u64::try_from(n) {
+            Err(_) if inclusion => Err(format!("leaf index {n} out of range for an MMR of {count} leaves")),
+            Err(_) => Err(format!("old count {n} out of range for an MMR of {count} leaves")),
+            Ok(n) if inclusion => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+            Ok(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+        };
+        match out {
+            Ok(v) => json_response(200, serde_json::to_vec(&v).expect("a proof serialises")),
+            Err(m) => error(range_status, &m, range_code),
+        }
+    }
+
+    fn models(&self) -> Vec<u8> {
+        let data: Vec<_> = self
+            .cfg
+            .models
+            .iter()
+            .map(|(name, _)| json!({"id": name, "object": "model", "created": 0, "owned_by": "gatewaylab"}))
+            .collect();
+        serde_json::to_vec(&json!({"object": "list", "data": data})).expect("serialises")
+    }
+
+    fn ledger_counts(&self) -> (u64, u64, u64) {
+        match &self.ledger {
+            None => (0, 0, 0),
+            Some(l) => {
+                let s = l.stats();
+                (l.ledger().count(), l.depth(), s.submitted.load(Relaxed))
+            }
+        }
+    }
+
+    fn health(&self) -> Vec<u8> {
+        let switches: serde_json::Map<String, serde_json::Value> =
+            crate::config::COMPONENTS.iter().map(|c| (c.to_string(), json!("rust"))).collect();
+        let (records, depth, spawned) = self.ledger_counts();
+        let v = json!({
+            "status": "ok", "pid": std::process::id(), "shell": "hyper", "server": "gatewaylab-server",
+            "mode": "rs-server", "label": "rs-server", "switches": switches,
+            "stages": stages_label(&self.cfg.stages), "audit_enabled": self.cfg.audit, "threads": self.opts.threads,
+            "queue": {"policy": "block", "size": null, "depth": depth,
+                      "dropped": self.metrics.get("background_dropped")},
+            "audit": {"records": records, "spawned": spawned},
+            "plugins": {"pre_call": self.cfg.plugins.pre_call,
+                        "sidecar_pid": self.sidecar.as_ref().map(Sidecar::pid),
+                        "sidecar_alive": self.sidecar.as_ref().map(Sidecar::alive)},
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+        });
+        serde_json::to_vec(&v).expect("serialises")
+    }
+
+    fn metrics_text(&self) -> Vec<u8> {
+        let (records, depth, spawned) = self.ledger_counts();
+        self.metrics.set("audit_records", records);
+        self.metrics.set("background_spawned", spawned);
+        self.metrics.render(&[("background_queue_depth", depth as f64)]).into_bytes()
+    }
+
+    /// Stop: drain the audit queue into the WAL and close it.
+    pub fn shutdown(&self) -> Result<(), String> {
+        match &self.ledger {
+            Some(l) => l.drain(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What the raw head shows and hyper's view hides or refuses with an empty 400: invalid
+/// bytes in a header line, two Content-Length lines (hyper keeps one of two equal ones),
+/// Content-Length beside Transfer-Encoding (hyper drops the Content-Length). The Python
+/// rungs' HTTP parser (httptools under uvicorn) refuses exactly these before the guard runs,
+/// answering 400 `bad_http_framing` (gateway/server.py); so does this, on a closed connection.
+pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
+    let refuse = |why: &str| {
+        let body = pipeline::error_body(400, &format!("malformed HTTP request: {why}"), "bad_http_framing");
+        let mut out = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        Some(out)
+    };
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let (mut cl, mut te) = (0, 0);
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else { return refuse("header line without a colon") };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().all(|&b| token(b)) {
+            return refuse("invalid bytes in a header name");
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return refuse("invalid bytes in a header value");
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            cl += 1;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te += 1;
+        }
+    }
+    if cl > 1 {
+        return refuse("duplicate Content-Length header");
+    }
+    if cl > 0 && te > 0 {
+        return refuse("Content-Length together with Transfer-Encoding");
+    }
+    None
+}
+
+/// Run the plugin hooks for a forwarded request: None to go on, or the client's answer.
+pub async fn run_plugins(
+    metrics: &Metrics,
+    sidecar: Option<&Sidecar>,
+    key_id: &str,
+    model: &str,
+    body: &[u8],
+) -> Option<(u16, &'static str, String)> {
+    let sc = sidecar?;
+    let t = Instant::now();
+    let out = match sc.pre_call(key_id, model, body).await {
+        Ok(Verdict::Pass) => None,
+        Ok(Verdict::Reject(m)) => Some((403, "plugin_rejected", m)),
+        Ok(Verdict::Failed(m)) => Some((500, "plugin_failed", m)),
+        Err(e) => {
+            metrics.incr("plugin_errors");
+            Some(e.answer())
+        }
+    };
+    metrics.observe("plugins", t.elapsed().as_nanos() as u64);
+    out
+}
+
+/// Build the gateway, bind, announce, serve until SIGTERM/SIGINT, drain the audit queue.
+pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
+    let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
+    let result = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+            .await
+            .map_err(|e| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let sidecar = if cfg.plugins.pre_call.is_empty() {
+            None
+        } else {
+            Some(
+                Sidecar::start(
+                    &opts.python,
+                    &cfg.plugins.pre_call,
+                    Duration::from_secs_f64(cfg.plugins.timeout_ms / 1000.0),
+                    cfg.plugins.max_in_flight as usize,
+                    Duration::from_secs(60),
+                )
+                .await?,
+            )
+        };
+        let sum = opts.float_sum;
+        let limits = gatewaylab_net::server::Limits {
+            max_connections: 4096,
+            // above the guard's own limit, so its 400 headers_too_large answers first
+            max_header_bytes: (cfg.max_header_bytes as usize).saturating_mul(2).max(16 * 1024) + 4096,
+            header_read_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(30)),
+            drain_timeout: Duration::from_secs(30),
+            head_check: Some(Arc::new(raw_head_check)),
+        };
+        let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum)?);
+        let sig = gatewaylab_net::server::termination_signal();
+        println!("gateway listening on http://{addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let g = gw.clone();
+        let served = gatewaylab_net::server::serve(
+            listener,
+            limits,
+            move |_| {
+                let g = g.clone();
+                hyper::service::service_fn(move |req| {
+                    let g = g.clone();
+                    async move {
+                        // a panic in one request is that request's 500, never the process's end
+                        let fut = AssertUnwindSafe(g.clone().handle(req));
+                        let resp = match futures_util::FutureExt::catch_unwind(fut).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                g.metrics.count_request("other", 500);
+                                error(500, "internal error while serving the request", "internal_error")
+                            }
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                })
+            },
+            sig,
+        )
+        .await
+        .map_err(|e| e.to_string());
+        // in-flight requests have finished (or the drain timed out); their audit hand-offs
+        // run as tasks behind the answers: let them, then empty the audit queue
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gw.pending_audits.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let drained = tokio::task::spawn_blocking(move || gw.shutdown()).await.map_err(|e| e.to_string())?;
+        served.and(drained)
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(head: &str) -> Option<String> {
+        raw_head_check(head.as_bytes()).map(|r| {
+            let text = String::from_utf8(r).unwrap();
+            let body = text.split("\r\n\r\n").nth(1).unwrap();
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["message"].as_str().unwrap().to_string()
+        })
+    }
+
+    #[test]
+    fn raw_heads_hyper_would_normalise_are_refused() {
+        let h = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n";
+        assert_eq!(code(&format!("{h}content-length: 2\r\nContent-Length: 2")).unwrap(), "malformed HTTP request: duplicate Content-Length header");
+        assert!(code(&format!("{h}content-length: 2\r\ntransfer-encoding: chunked")).unwrap().contains("together"));
+        assert!(code(&format!("{h}x-evil: a\x01b")).unwrap().contains("header value"));
+        assert!(code(&format!("{h}bad name: a")).unwrap().contains("header name"));
+        assert_eq!(code(&format!("{h}content-length: 2\r\nauthorization: Bearer k")), None);
+        assert_eq!(code(&format!("{h}transfer-encoding: gzip, chunked")), None); // the guard's, on hyper's view
+    }
+
+    #[test]
+    fn python_int_parsing() {
+        assert_eq!(py_int(" +1_000 "), Some(1000));
+        assert_eq!(py_int("-3"), Some(-3));
+        for bad in ["", "x", "1__0", "_1", "1.0", "0x10"] {
+            assert_eq!(py_int(bad), None, "{bad}");
+        }
+        assert_eq!(query_param(Some("a=1&old=%33"), "old").as_deref(), Some("3"));
+    }
+}

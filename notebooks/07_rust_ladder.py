@@ -1,0 +1,300 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The Rust ladder: what each rung buys, with every governance stage on
+#
+# **The seed's claim (002).** A Rust gateway gives ~15x the throughput and uses ~11x less
+# memory than a Python proxy. Here the claim is put on one gateway climbing four rungs with
+# the same config, answers and ledger: `py` (everything Python), `py+rs` (every component a
+# Rust twin behind the Python pipeline), `rs-core` (the whole hot path in one Rust call
+# behind a Python server), `rs-server` (a standalone Rust binary, no interpreter at all).
+#
+# **What is measured**, per rung, in one run (rungs alternate inside each repeat): added
+# p50 at c=1 (**exact**, HDR, **closed loop**, gateway minus direct-to-mock), req/s at
+# c=16 and c=50, gateway CPU µs per request (**exact**, /proc), peak RSS of the gateway's
+# process tree; then the cost of governance per rung (every stage and the audit ledger on,
+# against `--stages none --audit off` on the same rung), and the cost of one Python
+# `pre_call` plugin: in-process on `py`, in a sidecar process over a Unix socket on
+# `rs-server`.
+
+# %% [markdown]
+# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# load generator run as separate processes pinned to their own cores (the hardware profile is
+# clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
+# cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
+# comes from the load generator's HDR histogram (**exact**), overhead is gateway pXX minus
+# direct-to-mock pXX at the same c in the same run. The load generator's capacity against the
+# mock is measured beside the sweep so it is never the bottleneck unnoticed.
+
+# %% tags=["parameters"]
+# papermill parameters: "full" is the real study, "ci" a small fast run (make test)
+profile = "full"
+run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
+live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+
+# %%
+# %load_ext lab_ext
+import json
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from IPython.display import Markdown, SVG, display
+from harness.notebooks import metric, write_metrics
+from lab_ext.export import BlogExport, machine_line
+from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.widgets import SweepPanel
+from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
+
+NOTEBOOK = "07_rust_ladder"
+SIZES = {
+    "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="xeon-4c",
+                 duration_s=5.0, warmup_s=1.0, repeat=3, gov_concurrency=[16], plugin_concurrency=[1, 16]),
+    "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="ci-2c",
+               duration_s=1.5, warmup_s=0.5, repeat=1, gov_concurrency=[16], plugin_concurrency=[1]),
+}
+assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
+S = SIZES[profile]
+run = notebook_run(NOTEBOOK, profile, run_dir, parameters=S)
+MACHINE = machine_line(run.meta, profile)
+METRICS = {}
+print(MACHINE)
+print("run folder:", run.path)
+
+# %% [markdown]
+# ## The seed 002 table on this machine
+#
+# Every stage on and the ledger appending, on every rung.
+
+# %%
+panel = SweepPanel(total=len(S["rungs"]) * len(S["concurrency"]) * S["repeat"], title="the four rungs") if live_panel else None
+if panel is not None:
+    display(panel.widget)
+res = run_sweep_with_panel(panel, modes=S["rungs"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
+                           out=run.path, name="ladder", capacity=True, report=False)
+cells = label_cells(res.table)
+run.write_table("cells", cells)
+ok = ok_cells(cells, NOTEBOOK)
+capacity = res.capacity
+cap_rps = float(capacity["rps"].iloc[0]) if capacity is not None and len(capacity) and capacity["status"].iloc[0] == "ok" else float("nan")
+print(f"load generator capacity against the mock (c={int(capacity['concurrency'].iloc[0])}): {cap_rps:,.0f} req/s")
+ok[["label", "concurrency", "repeat", "rps", "ovh_p50_us", "cpu_us_per_req", "rss_peak_mb"]]
+
+# %%
+c_lo, c_mid, c_hi = min(S["concurrency"]), 16, max(S["concurrency"])
+rows = []
+for rung in S["rungs"]:
+    rows.append({
+        "rung": rung,
+        f"added p50 µs (c={c_lo})": fmt_si(values_at(ok, rung, c_lo, "ovh_p50_us")),
+        f"req/s (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "rps")),
+        f"req/s (c={c_hi})": fmt_si(values_at(ok, rung, c_hi, "rps")),
+        f"CPU µs/req (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "cpu_us_per_req")),
+        "peak RSS MB": fmt(spread_of(ok[ok["label"] == rung]["rss_peak_mb"])),
+    })
+ladder_table = pd.DataFrame(rows)
+ladder_table
+
+# %%
+fig_ladder = make_subplots(rows=1, cols=3, subplot_titles=("req/s", "CPU µs per request", "peak RSS (MB)"))
+palette = px.colors.qualitative.Plotly
+for j, (label, d) in enumerate(agg(ok, "rps").groupby("label", sort=False)):
+    fig_ladder.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, mode="lines+markers",
+                           line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=1)
+for j, (label, d) in enumerate(agg(ok, "cpu_us_per_req").groupby("label", sort=False)):
+    fig_ladder.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, showlegend=False,
+                           mode="lines+markers", line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=2)
+rss = ok.groupby("label", sort=False)["rss_peak_mb"].max().reset_index()
+fig_ladder.add_bar(x=rss["label"], y=rss["rss_peak_mb"], marker_color=palette[:len(rss)], showlegend=False, row=1, col=3)
+fig_ladder.add_hline(y=cap_rps, line_dash="dot", annotation_text="load generator capacity", row=1, col=1)
+fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=1)
+fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=2)
+fig_ladder.update_layout(height=450, title="The Rust ladder, every stage and the audit ledger on")
+fig_ladder
+
+# %% [markdown]
+# ## The cost of governance per rung
+#
+# The same rung with `--stages none --audit off` (the guard still runs: it is what keeps
+# a request from being split in two), at one concurrency.
+
+# %%
+gov = run_sweep_with_panel(None, modes=S["rungs"], concurrency=S["gov_concurrency"], profile=S["hw_profile"],
+                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
+                           out=run.path, name="governance", capacity=False, report=False, governance=["on", "off"])
+gcells = gov.table.assign(label=gov.table["mode"])
+run.write_table("governance", gcells)
+gok = ok_cells(gcells.assign(label=gcells["mode"] + " gov=" + gcells["governance"]), NOTEBOOK)
+c_g = max(S["gov_concurrency"])
+rows = []
+for rung in S["rungs"]:
+    on_rps, off_rps = values_at(gok, f"{rung} gov=on", c_g, "rps"), values_at(gok, f"{rung} gov=off", c_g, "rps")
+    on_cpu, off_cpu = values_at(gok, f"{rung} gov=on", c_g, "cpu_us_per_req"), values_at(gok, f"{rung} gov=off", c_g, "cpu_us_per_req")
+    rows.append({"rung": rung, f"req/s governance on (c={c_g})": fmt_si(on_rps), "req/s off": fmt_si(off_rps),
+                 "throughput kept with governance on": fmt(ratio_spread(on_rps, off_rps)),
+                 "CPU µs/req on": fmt_si(on_cpu), "CPU µs/req off": fmt_si(off_cpu),
+                 "governance CPU µs/req": f"{on_cpu[0] - off_cpu[0]:.0f}"})
+gov_table = pd.DataFrame(rows)
+gov_table
+
+# %% [markdown]
+# ## The cost of one Python plugin
+#
+# `gateway.plugins:example_keyword_filter` as a `pre_call` hook (every request passes it).
+# On `py` it runs in-process on the event loop; on `rs-server` in one sidecar Python process,
+# one length-prefixed JSON message each way over a Unix socket. Gateways with and without
+# the hook alternate; cost = (with − without) for added p50 and for gateway CPU per request
+# (the sidecar's CPU counts: it is in the gateway's process tree).
+
+# %%
+import yaml
+from gateway.launch import start_gateway
+from gateway.stages.auth import hash_key
+from harness.native_procs import run_load, start_mock
+from harness.probes import TreeSampler
+from harness.profiles import resolve
+from harness.sweep import API_KEY, CHAT_BODY
+
+prof = resolve(S["hw_profile"])
+plugin_rows = []
+with start_mock(port=0, cpus=prof.mock_cpus) as mock:
+    def config(hooks, tag):
+        path = run.path / f"plugin-{tag}.yaml"
+        path.write_text(yaml.safe_dump({
+            "model_list": [{"model_name": "mock", "upstream": {"base_url": mock.url}}], "passthrough": True,
+            "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
+            "ledger": {"dir": str(run.path / "ledgers" / f"plugin-{tag}")},
+            "plugins": {"pre_call": hooks}}))
+        return str(path)
+    def load(url, c, secs):
+        return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
+                        body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+    for rep in range(S["repeat"]):
+        for c in S["plugin_concurrency"]:
+            direct = load(mock.url, c, S["duration_s"])["latency_us"]["p50"]
+            for rung in ("py", "rs-server"):
+                for hooked in (False, True):
+                    tag = f"{rung}-{'hook' if hooked else 'none'}-c{c}-r{rep}".replace("+", "p")
+                    cfg = config(["gateway.plugins:example_keyword_filter"] if hooked else [], tag)
+                    with start_gateway(None, None, mode=rung, config=cfg, cpus=prof.gateway_cpus) as gw:
+                        load(gw.url, c, S["warmup_s"])
+                        sampler = TreeSampler(gw.pid).start()
+                        r = load(gw.url, c, S["duration_s"])
+                        cpu = sampler.stop()
+                    n = r.get("requests") or 0
+                    plugin_rows.append({"rung": rung, "plugin": hooked, "concurrency": c, "repeat": rep,
+                                        "rps": r.get("rps"), "ovh_p50_us": r["latency_us"]["p50"] - direct,
+                                        "cpu_us_per_req": (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / n * 1e6 if n else float("nan"),
+                                        "rss_peak_mb": cpu["rss_peak_mb"]})
+plugins = pd.DataFrame(plugin_rows)
+run.write_table("plugins", plugins)
+rows = []
+for (rung, c), d in plugins.groupby(["rung", "concurrency"], sort=False):
+    on, off = d[d["plugin"]], d[~d["plugin"]]
+    dp50 = spread_of(on["ovh_p50_us"].to_numpy() - off["ovh_p50_us"].to_numpy())
+    dcpu = spread_of(on["cpu_us_per_req"].to_numpy() - off["cpu_us_per_req"].to_numpy())
+    rows.append({"rung": rung, "c": c, "added p50 µs without → with plugin":
+                 f"{spread_of(off['ovh_p50_us'])[0]:.0f} → {spread_of(on['ovh_p50_us'])[0]:.0f}",
+                 "plugin cost, p50 µs": fmt(dp50), "plugin cost, CPU µs/req": fmt(dcpu),
+                 "peak RSS MB with plugin": fmt(spread_of(on["rss_peak_mb"]))})
+plugin_table = pd.DataFrame(rows)
+plugin_table
+
+
+# %%
+def at(rung, c, col):
+    return values_at(ok, rung, c, col)
+for rung in S["rungs"]:
+    tag = rung.replace("+", "").replace("-", "")
+    if rung != "py":
+        METRICS[f"rps_{tag}_over_py_c{c_mid}"] = metric(*ratio_spread(at(rung, c_mid, "rps"), at("py", c_mid, "rps")),
+            desc=f"req/s {rung} / py at c={c_mid}, every stage on")
+        METRICS[f"cpu_per_req_py_over_{tag}_c{c_mid}"] = metric(*ratio_spread(at("py", c_mid, "cpu_us_per_req"), at(rung, c_mid, "cpu_us_per_req")),
+            desc=f"CPU µs/request py / {rung} at c={c_mid}")
+METRICS[f"rps_rsserver_over_pyrs_c{c_mid}"] = metric(*ratio_spread(at("rs-server", c_mid, "rps"), at("py+rs", c_mid, "rps")),
+    desc=f"req/s rs-server / py+rs at c={c_mid} (the issue's aim: >= 3x)")
+rss = {r: spread_of(ok[ok["label"] == r]["rss_peak_mb"]) for r in S["rungs"]}
+METRICS["rss_py_over_rsserver"] = metric(*ratio_spread(rss["py"], rss["rs-server"]), desc="peak RSS py / rs-server")
+METRICS["ovh_p50_py_over_rsserver_c1"] = metric(*ratio_spread(at("py", c_lo, "ovh_p50_us"), at("rs-server", c_lo, "ovh_p50_us")),
+    desc=f"added p50 py / rs-server at c={c_lo}")
+pd.DataFrame(METRICS).T
+
+
+# %% [markdown]
+# ## Which rung pays for which deployment
+#
+# Derived from the tables above, on this machine (the numbers change; the sentence is
+# written from them each run).
+
+# %%
+def med(rung, c, col):
+    return at(rung, c, col)[0]
+best = max(S["rungs"], key=lambda r: med(r, c_mid, "rps"))
+rs, pyrs, py = med("rs-server", c_mid, "rps"), med("py+rs", c_mid, "rps"), med("py", c_mid, "rps")
+# the gateway is the bottleneck only if it keeps its core(s) busy; rs-server's cores used = req/s x CPU s per request
+gw_cores = rs * med("rs-server", c_mid, "cpu_us_per_req") / 1e6
+saturated = gw_cores < 0.7
+plug = {(r["rung"], r["c"]): r["plugin cost, p50 µs"] for r in plugin_table.to_dict("records")}
+c_p = min(S["plugin_concurrency"])
+cpu = {r: med(r, c_mid, "cpu_us_per_req") for r in S["rungs"]}
+cheapest = min(S["rungs"], key=cpu.get)
+lowest_c1 = min(S["rungs"], key=lambda r: med(r, c_lo, "ovh_p50_us"))
+text = (
+    f"At c={c_mid} with every stage and the ledger on, `rs-server` served **{rs:,.0f} req/s**, "
+    f"{rs / py:.1f}x `py` and {rs / pyrs:.1f}x `py+rs`"
+    + (f" -- but that is not the gateway's ceiling: it kept only {gw_cores:.2f} of its core busy, while the mock and the "
+       f"load generator share the other core (alone against the mock they reached {cap_rps:,.0f} req/s at "
+       f"c={int(capacity['concurrency'].iloc[0])}) with the rest of this machine's load, so throughput ratios between rungs "
+       f"are lower bounds and CPU per request is the figure that separates them. "
+       if saturated else ". ")
+    + f"Per request, `rs-server` spends {cpu['rs-server']:.0f} µs of gateway CPU against {cpu['py']:.0f} µs on `py` "
+    f"({cpu['py'] / cpu['rs-server']:.1f}x less), `rs-core` {cpu['rs-core']:.0f} µs and `py+rs` {cpu['py+rs']:.0f} µs; "
+    f"it peaks at {rss['rs-server'][0]:.0f} MB RSS against {rss['py'][0]:.0f} MB ({rss['py'][0] / rss['rs-server'][0]:.1f}x less). "
+    f"At c={c_lo} the lowest added p50 was {lowest_c1}'s ({med(lowest_c1, c_lo, 'ovh_p50_us'):.0f} µs; `py` "
+    f"{med('py', c_lo, 'ovh_p50_us'):.0f} µs, `rs-server` {med('rs-server', c_lo, 'ovh_p50_us'):.0f} µs): at one request in flight "
+    f"on a shared core the rungs are within scheduling noise of each other. "
+    f"So the rung pays where CPU and memory are the bill: `{cheapest}` for many replicas or high concurrency per core, "
+    f"`rs-core` where the server must stay Python (ASGI middleware, in-process plugins) but the hot path should not, "
+    f"and `py`/`py+rs` where the upstream is slow and the gateway's cost disappears in it. A Python plugin costs "
+    f"{plug.get(('rs-server', c_p), '?')} µs p50 per request in `rs-server`'s sidecar and "
+    f"{plug.get(('py', c_p), '?')} µs in-process on `py`."
+)
+display(Markdown(text))
+run.write_json("closing.json", {"text": text})
+
+# %% [markdown]
+# ## Blog export
+#
+# Markdown tables (each with its spread and the machine line under it), static PNG and
+# SVG images, and standalone HTML figures, written to `blog/` in the run folder.
+
+# %%
+blog = BlogExport(run.path, profile=profile, meta=run.meta)
+for name, (df, caption) in {"ladder": (ladder_table, "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop"),
+"governance": (gov_table, "Cost of governance per rung: all stages + ledger on vs --stages none --audit off"),
+"plugins": (plugin_table, "One Python pre_call plugin: in-process on py, sidecar process on rs-server"),}.items():
+    blog.table(name, df, caption)
+for name, fig in {"ladder": fig_ladder,}.items():
+    blog.figure(name, fig)
+written = blog.write()
+display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
+
+# %%
+# the ratios the CI regression check reads (data/baselines/<notebook>.json)
+print(write_metrics(run.path, NOTEBOOK, profile, METRICS))
+pd.DataFrame(METRICS).T[["value", "min", "max", "desc"]]
