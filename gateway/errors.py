@@ -55,7 +55,13 @@ class WalCorruptError(WalError):
 
 
 class WalLockedError(WalError):
-    """Another writer holds the WAL's lock."""
+    """Another writer holds the WAL's lock (or the lock of the node store beside it)."""
+
+
+class StoreCorruptError(GatewayLabError, OSError):
+    """The MMR node store (`audit.mmr`) disagrees with itself or with the WAL: a bad header,
+    or a node that does not hash up to the peak it belongs to. The store is derived data;
+    the ledger rebuilds it from the WAL (and says so) instead of trusting it."""
 
 
 # --- answers to requests --------------------------------------------------------------

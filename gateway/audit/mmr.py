@@ -4,19 +4,23 @@ compares against; the Rust twin is `gateway._native.MerkleMountainRange`).
 Scheme (docs/formats.md): leaf = H(0x00||payload), node = H(0x01||left||right),
 root = H(0x02||peak_0||...||peak_k), peaks left (tallest) to right; empty root = 64 zeros.
 
-Storage: `_levels[h]` holds every complete, aligned subtree of height h in order
-(`_levels[0]` are the leaf hashes), as raw 32-byte digests. A leaf count n has one peak per
-set bit of n; the peak of height h is `_levels[h][-1]` when bit h is set. Node k at height
-h covers leaves [k*2^h, (k+1)*2^h), so proofs are index arithmetic, no tree walks.
+Storage: every node (a leaf, then each parent it completes) in MMR position order, as raw
+32-byte digests -- in a list, or in the node store file beside the WAL with only the peaks
+and a bounded cache in memory (gateway/audit/node_store.py). Node k at height h covers
+leaves [k*2^h, (k+1)*2^h) and sits at `node_pos(h, k)`, so proofs are index arithmetic, no
+tree walks. A leaf count n has one peak per set bit of n, kept in memory as a stack.
 """
 from __future__ import annotations
 
 import json
+import sys
 from hashlib import sha256
 from typing import Any, Iterable, Mapping
 
 from gateway.audit.hashing import BYTES_LIKE
-from gateway.errors import AuditIndexError, InvalidInput, ProofError
+from gateway.audit.node_store import (CACHE_SLOTS, WRITE_BATCH, NodeStoreFile, encode_slot, leaves_for,
+                                      node_pos, nodes_for)
+from gateway.errors import AuditIndexError, InvalidInput, ProofError, StoreCorruptError
 
 EMPTY_ROOT = "0" * 64
 _HEX = frozenset("0123456789abcdef")
@@ -66,28 +70,141 @@ def _check_index(index: Any, count: int, what: str = "leaf index") -> int:
 
 
 class MerkleMountainRange:
-    """Append-only MMR with inclusion and consistency proofs (see module docstring)."""
+    """Append-only MMR with inclusion and consistency proofs (see module docstring).
 
-    __slots__ = ("_levels", "_count")
+    `MerkleMountainRange()` keeps every node in memory (tests, benchmarks, one-shot
+    verification). `MerkleMountainRange(store=PATH)` keeps them in a node store file
+    (gateway/audit/node_store.py): in memory only the peaks, up to WRITE_BATCH unwritten
+    nodes and a CACHE_SLOTS-entry read cache, so memory does not grow with the length.
+    Opening a store takes its lock, drops a torn partial node group at its end, and loads
+    the peaks of the leaves it holds; reconciling it with a WAL is the ledger's job.
+    """
 
-    def __init__(self) -> None:
-        self._levels: list[list[bytes]] = [[]]
+    __slots__ = ("_pending", "_base", "_stack", "_count", "_file", "_flush_at", "_cache_pos", "_cache_val")
+
+    def __init__(self, store=None) -> None:
+        self._pending: list[bytes] = []  # nodes from position _base on, not yet in the file
+        self._base = 0
+        self._stack: list[bytes] = []  # the peaks, left (tallest) to right
         self._count = 0
+        self._file: NodeStoreFile | None = None
+        self._flush_at = sys.maxsize
+        self._cache_pos: list[int] = []
+        self._cache_val: list[bytes] = []
+        if store is not None:
+            f = NodeStoreFile(store)
+            self._file = f
+            self._flush_at = WRITE_BATCH
+            self._cache_pos = [-1] * CACHE_SLOTS
+            self._cache_val = [b""] * CACHE_SLOTS
+            self._count = leaves_for(f.nodes)
+            self._base = nodes_for(self._count)
+            if f.nodes != self._base or f.torn_bytes:
+                f.truncate(self._base)  # a torn last leaf group: the WAL has what it held
+            self._stack = [self._node(h, off >> h) for h, off in _peak_layout(self._count)]
+
+    # -- the node store -----------------------------------------------------------------
+    def _get(self, pos: int) -> bytes:
+        if pos >= self._base:
+            return self._pending[pos - self._base]
+        slot = pos % CACHE_SLOTS
+        if self._cache_pos[slot] == pos:
+            return self._cache_val[slot]
+        h = self._file.read(pos)  # type: ignore[union-attr]
+        self._cache_pos[slot] = pos
+        self._cache_val[slot] = h
+        return h
+
+    def _node(self, height: int, index: int) -> bytes:
+        return self._get(node_pos(height, index))
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self._file.write(self._base, b"".join(self._pending))  # type: ignore[union-attr]
+            self._base += len(self._pending)
+            self._pending = []
+
+    @property
+    def store_path(self) -> str | None:
+        return None if self._file is None else self._file.path
+
+    @property
+    def resident_hashes(self) -> int:
+        """Node hashes this object holds in memory: peaks + unwritten nodes + cache entries
+        (every node, for the in-memory form)."""
+        cached = sum(1 for p in self._cache_pos if p >= 0)
+        return len(self._stack) + len(self._pending) + cached
+
+    def checkpoints(self) -> list[dict]:
+        """The store's valid checkpoints, newest first ([] in memory)."""
+        return [] if self._file is None else [dict(c) for c in self._file.checkpoints]
+
+    def truncate(self, count: int) -> None:
+        """Drop every leaf from `count` on (and the nodes they completed)."""
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidInput(f"count must be int, not {type(count).__name__}")
+        if not 0 <= count <= self._count:
+            raise AuditIndexError(f"count {count} out of range 0..{self._count}")
+        keep = nodes_for(count)
+        if keep >= self._base:
+            del self._pending[keep - self._base:]
+        else:
+            self._pending = []
+            self._file.truncate(keep)  # type: ignore[union-attr]
+            self._base = keep
+            self._cache_pos = [p if p < keep else -1 for p in self._cache_pos]
+        self._count = count
+        self._stack = [self._node(h, off >> h) for h, off in _peak_layout(count)]
+
+    def flush(self, sync: bool = True) -> None:
+        """Write unwritten nodes to the store (and fsync it when `sync`). No-op in memory."""
+        if self._file is not None:
+            self._write_pending()
+            if sync:
+                self._file.sync()
+
+    def checkpoint(self, wal_end: int, last_frame_len: int, sync: bool = True) -> dict:
+        """Record in the store that its first `leaf_count` leaves are the WAL's records up to
+        byte `wal_end` (the last of which has a payload of `last_frame_len` bytes). The
+        caller makes the WAL durable to `wal_end` first; the nodes are made durable here,
+        before the slot is written. Returns the checkpoint."""
+        if self._file is None:
+            raise InvalidInput("an in-memory MerkleMountainRange has no store to checkpoint")
+        for name, v in (("wal_end", wal_end), ("last_frame_len", last_frame_len)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+                raise InvalidInput(f"{name} must be a non-negative int, got {v!r}")
+        self.flush(sync)
+        f = self._file
+        seq = (f.checkpoints[0]["seq"] if f.checkpoints else 0) + 1
+        root = _bag(self._stack) if self._stack else bytes(32)
+        f.write_slot(seq, encode_slot(seq, self._count, wal_end, last_frame_len, root))
+        if sync:
+            f.sync()
+        cp = {"seq": seq, "leaf_count": self._count, "wal_end": wal_end, "last_frame_len": last_frame_len,
+              "root": root.hex()}
+        f.checkpoints = [cp] + [c for c in f.checkpoints if c["seq"] == seq - 1]
+        return dict(cp)
+
+    def close(self) -> None:
+        """Write unwritten nodes (no fsync) and release the store. Idempotent; no-op in memory."""
+        if self._file is not None and not self._file.closed:
+            self._write_pending()
+            self._file.close()
 
     # -- appending ------------------------------------------------------------------
     def _push_leaf(self, leaf: bytes) -> None:
-        levels = self._levels
-        levels[0].append(leaf)
+        i = self._count
+        pend, stack, cur = self._pending, self._stack, leaf
+        pend.append(leaf)
+        # Each trailing 1-bit of the leaf's index closes one more aligned subtree.
+        while i & 1:
+            cur = sha256(b"\x01" + stack.pop() + cur).digest()
+            pend.append(cur)
+            i >>= 1
+        stack.append(cur)
         self._count += 1
-        n, h = self._count, 0
-        # Each trailing 1-bit of the new count closes one more aligned subtree.
-        while n & 1 == 0:
-            below = levels[h]
-            if h + 1 == len(levels):
-                levels.append([])
-            levels[h + 1].append(_node(below[-2], below[-1]))
-            n >>= 1
-            h += 1
+        if len(pend) >= self._flush_at:
+            self._write_pending()
 
     def append(self, payload: bytes) -> int:
         """Append one payload; returns its leaf index."""
@@ -116,36 +233,47 @@ class MerkleMountainRange:
     def __len__(self) -> int:
         return self._count
 
-    def _peaks(self) -> list[bytes]:
-        return [self._levels[h][-1] for h, _ in _peak_layout(self._count)]
-
     def peaks(self) -> list[str]:
-        return [p.hex() for p in self._peaks()]
+        return [p.hex() for p in self._stack]
 
     def root(self) -> str:
-        return _root_hex(self._peaks())
+        return _root_hex(self._stack)
 
     def leaf_hash(self, index: int) -> str:
-        return self._levels[0][_check_index(index, self._count)].hex()
+        return self._node(0, _check_index(index, self._count)).hex()
 
     def __repr__(self) -> str:
         return f"<MerkleMountainRange leaves={self._count} root={self.root()[:12]}…>"
 
     # -- proofs ---------------------------------------------------------------------
+    def _lift_checked(self, node: bytes, first_leaf: int, height: int, path: list[bytes], peak: bytes) -> None:
+        """A path read back from the store must hash up to the peak held in memory: a store
+        that fails this is corrupt and never serves a proof."""
+        if self._file is None:
+            return
+        for k, sib in enumerate(path, start=height):
+            node = _node(sib, node) if first_leaf >> k & 1 else _node(node, sib)
+        if node != peak:
+            raise StoreCorruptError(
+                f"node store {self._file.path}: the path of leaf {first_leaf} at height {height} does not reach "
+                "its peak; the store is corrupt (reopen the ledger to rebuild it from the WAL)")
+
     def inclusion_proof(self, index: int) -> dict:
         i = _check_index(index, self._count)
-        peaks = self._peaks()
-        for h, offset in _peak_layout(self._count):
+        layout = _peak_layout(self._count)
+        for pos, (h, offset) in enumerate(layout):
             if i < offset + (1 << h):
                 break
-        siblings = [self._levels[k][(i >> k) ^ 1].hex() for k in range(h)]
+        leaf = self._node(0, i)
+        siblings = [self._node(k, (i >> k) ^ 1) for k in range(h)]
+        self._lift_checked(leaf, i, 0, siblings, self._stack[pos])
         return {
             "leaf_index": i,
             "leaf_count": self._count,
-            "leaf_hash": self._levels[0][i].hex(),
-            "siblings": siblings,
-            "peaks": [p.hex() for p in peaks],
-            "root": _root_hex(peaks),
+            "leaf_hash": leaf.hex(),
+            "siblings": [s.hex() for s in siblings],
+            "peaks": [p.hex() for p in self._stack],
+            "root": _root_hex(self._stack),
         }
 
     def consistency_proof(self, old_count: int) -> dict:
@@ -155,12 +283,14 @@ class MerkleMountainRange:
             raise AuditIndexError(f"old count {old_count} out of range 0..{self._count}")
         old_layout = _peak_layout(old_count)
         new_layout = _peak_layout(self._count)
-        old_peaks = [self._levels[h][off >> h] for h, off in old_layout]
-        new_peaks = self._peaks()
+        old_peaks = [self._node(h, off >> h) for h, off in old_layout]
+        new_peaks = self._stack
         paths = []
-        for h, off in old_layout:
-            top = next(H for H, O in new_layout if O <= off < O + (1 << H))
-            paths.append([self._levels[k][(off >> k) ^ 1].hex() for k in range(h, top)])
+        for (h, off), old_peak in zip(old_layout, old_peaks):
+            top, (H, _) = next((t, (H, O)) for t, (H, O) in enumerate(new_layout) if O <= off < O + (1 << H))
+            path = [self._node(k, (off >> k) ^ 1) for k in range(h, H)]
+            self._lift_checked(old_peak, off, h, path, new_peaks[top])
+            paths.append([s.hex() for s in path])
         return {
             "old_count": old_count,
             "new_count": self._count,

@@ -7,7 +7,8 @@ Errors (both twins raise the same classes from `gateway.errors`):
   AuditIndexError  leaf index / old count out of range
   ProofError       malformed proof (missing keys, bad hex, wrong lengths, inconsistent counts)
   WalCorruptError  bad frame followed by valid frames; message says "offset N"
-  WalLockedError   second writer on the same WAL
+  WalLockedError   second writer on the same WAL (or node store)
+  StoreCorruptError  a node store with a bad header, or a node that contradicts its peak
   NativePanic      a Rust panic (Rust twin only)
 """
 from __future__ import annotations
@@ -22,8 +23,39 @@ class MerkleMountainRange(Protocol):
     """MMR v2 over SHA-256: leaf = H(00||payload), node = H(01||l||r),
     root = H(02||peaks left-to-right), empty root = 64 hex zeros.
 
-    Construct with no arguments.
+    `MerkleMountainRange()` keeps every node in memory (tests, benchmarks, one-shot
+    verification); `MerkleMountainRange(store=PATH)` keeps them in the node store at PATH
+    (docs/node_store.md; created if missing; exclusive lock -> WalLockedError; a bad header
+    -> StoreCorruptError; a torn partial leaf group at its end is dropped), holding in
+    memory only the peaks, up to WRITE_BATCH unwritten nodes and a CACHE_SLOTS read cache.
+    A proof whose path read back from the store does not reach its in-memory peak raises
+    StoreCorruptError instead of being served.
     """
+
+    @property
+    def store_path(self) -> str | None: ...
+
+    @property
+    def resident_hashes(self) -> int:
+        """Node hashes held in memory (peaks + unwritten nodes + cache; every node in memory)."""
+
+    def checkpoints(self) -> list[dict]:
+        """Valid checkpoints of the store, newest first: {"seq","leaf_count","wal_end",
+        "last_frame_len","root"} ([] in memory)."""
+
+    def truncate(self, count: int) -> None:
+        """Drop every leaf from `count` on. Non-int -> InvalidInput; > leaf_count -> AuditIndexError."""
+
+    def flush(self, sync: bool = True) -> None:
+        """Write unwritten nodes to the store (fsync when `sync`); no-op in memory."""
+
+    def checkpoint(self, wal_end: int, last_frame_len: int, sync: bool = True) -> dict:
+        """Flush (and fsync when `sync`) the nodes, then write the next checkpoint slot:
+        the first leaf_count leaves are the WAL's records up to byte `wal_end`. In memory
+        -> InvalidInput."""
+
+    def close(self) -> None:
+        """Write unwritten nodes and release the store (no fsync). Idempotent."""
 
     def append(self, payload: bytes) -> int:
         """Append one payload (bytes-like only); returns its leaf index."""
@@ -69,8 +101,13 @@ class MerkleMountainRange(Protocol):
 class WriteAheadLog(Protocol):
     """WAL v1: magic b"GLWAL\\x00\\x01\\n", then frames `u32le len | u32le crc32(payload) | payload`.
 
-    Constructor: WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256)
+    Constructor: WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256,
+                               trusted=None)
       - creates the file (with magic) if missing, else runs recovery;
+      - trusted=(records, offset): the caller vouches that the first `records` records end
+        at byte `offset` (the ledger's node store checkpoint does): recovery checks the
+        magic, then reads and scans only [offset, EOF). offset beyond EOF ->
+        WalCorruptError; a malformed tuple -> InvalidInput;
       - takes an exclusive non-blocking flock on the file itself: a second writer (any
         process, any twin, or a second object in the same process) gets WalLockedError;
       - fsync policies: "always" (fsync per append), "group" (writes go to the file at once,
@@ -116,9 +153,10 @@ class WriteAheadLog(Protocol):
     def __exit__(self, *exc) -> None: ...
 
     @staticmethod
-    def replay(path: str) -> list[bytes]:
+    def replay(path: str, offset: int = 0) -> list[bytes]:
         """Read every record's payload without taking the lock and without modifying the
-        file (a torn tail is ignored; corruption raises WalCorruptError)."""
+        file (a torn tail is ignored; corruption raises WalCorruptError). With `offset` (a
+        frame boundary >= 8 the caller vouches for), only the records from that byte on."""
 
 
 # Hashing / record / entropy (functions; both twins):

@@ -67,17 +67,26 @@ def _chain_to_eof_from(data, start: int, end: int) -> int | None:
     return found
 
 
-def scan(data) -> tuple[list[bytes], int]:
-    """Parse a whole WAL image: (payloads, end of the valid prefix). A short header that is a
-    prefix of MAGIC gives ([], len(data)); corruption raises WalCorruptError."""
+def scan(data, base: int = 0) -> tuple[list[bytes], int]:
+    """Parse a WAL image: (payloads, end of the valid prefix). With `base == 0`, `data` is
+    the whole file: a short header that is a prefix of MAGIC gives ([], len(data)). With
+    `base >= 8`, `data` is the file from byte `base` on, which the caller vouches is a frame
+    boundary (a trusted prefix); offsets in the result and in errors are absolute.
+    Corruption raises WalCorruptError."""
     size = len(data)
-    if size < len(MAGIC):
-        if MAGIC.startswith(bytes(data)):
-            return [], size
-        raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
-    if bytes(data[:8]) != MAGIC:
-        raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
-    out, pos = [], 8
+    if base == 0:
+        if size < len(MAGIC):
+            if MAGIC.startswith(bytes(data)):
+                return [], size
+            raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+        if bytes(data[:8]) != MAGIC:
+            raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+        pos = 8
+    elif base >= len(MAGIC):
+        pos = 0
+    else:
+        raise InvalidInput(f"a WAL scan starts at offset 0 or at a frame boundary >= 8, not {base}")
+    out = []
     mv = memoryview(data)
     while pos < size:
         stop = _frame_end(data, pos, size)
@@ -87,8 +96,9 @@ def scan(data) -> tuple[list[bytes], int]:
         pos = stop
     if pos < size and _chain_to_eof_from(data, pos + 1, size) is not None:
         raise WalCorruptError(
-            f"WAL corrupt: invalid frame at offset {pos} followed by valid frames (record {len(out)})", pos)
-    return out, pos
+            f"WAL corrupt: invalid frame at offset {base + pos} followed by valid frames (record {len(out)} after the scan start)",
+            base + pos)
+    return out, base + pos
 
 
 def _payload(p, i: int | None = None) -> bytes:
@@ -107,7 +117,8 @@ def _payload(p, i: int | None = None) -> bytes:
 class WriteAheadLog:
     """WAL v1 writer with recovery (see module docstring and the Protocol)."""
 
-    def __init__(self, path, fsync: str = "group", group_delay_ms: float = 2.0, group_max_records: int = 256):
+    def __init__(self, path, fsync: str = "group", group_delay_ms: float = 2.0, group_max_records: int = 256,
+                 trusted: tuple[int, int] | None = None):
         if fsync not in POLICIES:
             raise InvalidInput(f"fsync policy {fsync!r}: expected one of {', '.join(POLICIES)}")
         if isinstance(group_max_records, bool) or not isinstance(group_max_records, int) or group_max_records < 1:
@@ -115,6 +126,11 @@ class WriteAheadLog:
         if (isinstance(group_delay_ms, bool) or not isinstance(group_delay_ms, (int, float))
                 or not math.isfinite(group_delay_ms) or group_delay_ms < 0):
             raise InvalidInput(f"group_delay_ms must be a finite non-negative number, got {group_delay_ms!r}")
+        if trusted is not None:
+            if (not isinstance(trusted, tuple) or len(trusted) != 2
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in trusted)
+                    or (trusted[1] < len(MAGIC)) or (trusted[0] == 0) != (trusted[1] == len(MAGIC))):
+                raise InvalidInput(f"trusted must be (records, offset) with offset >= 8 at a frame boundary, got {trusted!r}")
         self.path = os.fspath(path)
         self.fsync_policy = fsync
         self._delay = group_delay_ms / 1000.0
@@ -126,7 +142,7 @@ class WriteAheadLog:
             os.close(self._fd)
             raise WalLockedError(f"WAL {self.path} is locked by another writer") from None
         try:
-            self.recovery = self._recover()
+            self.recovery = self._recover(trusted)
         except BaseException:
             os.close(self._fd)  # closing releases the lock
             raise
@@ -140,10 +156,18 @@ class WriteAheadLog:
             self._flusher.start()
 
     # -- open / recovery --------------------------------------------------------------
-    def _recover(self) -> dict:
+    def _recover(self, trusted: tuple[int, int] | None) -> dict:
         size = os.fstat(self._fd).st_size
-        data = os.pread(self._fd, size, 0) if size else b""
-        payloads, valid_end = scan(data)  # raises WalCorruptError before anything is modified
+        records, base = (0, 0) if trusted is None else trusted
+        if base > size:
+            raise WalCorruptError(f"WAL {self.path} ends at offset {size}, before the end of its trusted prefix "
+                                  f"({records} records to offset {base})", size)
+        if base:
+            head = os.pread(self._fd, len(MAGIC), 0)
+            if head != MAGIC:
+                raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+        data = os.pread(self._fd, size - base, base) if size > base else b""
+        payloads, valid_end = scan(data, base)  # raises WalCorruptError before anything is modified
         truncated = 0
         if size < len(MAGIC):  # empty or a prefix of the magic: complete it
             os.pwrite(self._fd, MAGIC[size:], size)
@@ -155,9 +179,9 @@ class WriteAheadLog:
             os.fsync(self._fd)
         elif payloads and self.fsync_policy != "none":
             os.fsync(self._fd)  # a crashed writer's records may sit in the page cache only
-        self._count = len(payloads)
+        self._count = records + len(payloads)
         self._end = valid_end
-        return {"records": len(payloads), "truncated_bytes": truncated}
+        return {"records": self._count, "truncated_bytes": truncated}
 
     # -- writing ------------------------------------------------------------------------
     def _write(self, buf: bytes) -> None:
@@ -284,9 +308,16 @@ class WriteAheadLog:
         return f"<WriteAheadLog {self.path!r} fsync={self.fsync_policy} records={self._count}>"
 
     @staticmethod
-    def replay(path) -> list[bytes]:
+    def replay(path, offset: int = 0) -> list[bytes]:
         """Every record's payload, without locking or modifying the file (a torn tail is
-        ignored; corruption raises WalCorruptError)."""
+        ignored; corruption raises WalCorruptError). With `offset` (a frame boundary the
+        caller vouches for, >= 8), only the records from that byte on."""
+        if isinstance(offset, bool) or not isinstance(offset, int) or (offset != 0 and offset < len(MAGIC)):
+            raise InvalidInput(f"offset must be 0 or a frame boundary >= 8, got {offset!r}")
         with open(os.fspath(path), "rb") as f:
+            if offset:
+                if f.read(len(MAGIC)) != MAGIC:
+                    raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+                f.seek(offset)
             data = f.read()
-        return scan(data)[0]
+        return scan(data, offset)[0]

@@ -4,8 +4,13 @@
   append                 one payload per stdin line (the line without its "\\n", as bytes);
                          prints {"count", "root"}. Takes the WAL's writer lock; a torn tail
                          is truncated by recovery (reported on stderr).
-  verify                 prints {"count", "root", "truncated_bytes"} without modifying the
-                         file; corruption exits 1 with a message naming the offset.
+  verify                 replays every record (the auditor's check; a gateway restart only
+                         checks the WAL's tail against the node store): prints {"count",
+                         "root", "truncated_bytes"} without modifying the file; corruption
+                         exits 1 with a message naming the offset. When a node store
+                         (audit.mmr) sits beside the WAL, every node it holds is compared
+                         with the recomputed one; a difference exits 1 naming the node, and
+                         `--repair` then replaces the store with the recomputed one.
   prove --index I        prints the inclusion proof JSON of leaf I.
   consistency --old M    prints the consistency proof JSON from count M to now.
 
@@ -29,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=int, help="prove: leaf index")
     p.add_argument("--old", type=int, help="consistency: the older leaf count")
     p.add_argument("--fsync", choices=["always", "group", "none"], default="group", help="append: fsync policy")
+    p.add_argument("--repair", action="store_true", help="verify: replace a node store that disagrees with the WAL")
 
 
 def _twins(impl: str | None):
@@ -68,6 +74,63 @@ def _scan(WAL, MMR, path: str):
     return payloads, mmr, truncated
 
 
+def _verify_store(WAL, MMR, path: str, payloads: list[bytes], repair: bool) -> int:
+    """Compare the node store beside `path` (if any) with the nodes recomputed from every
+    record; 0 if it agrees (or was repaired), 1 otherwise. Messages go to stderr."""
+    import shutil
+    import tempfile
+
+    from gateway.audit.ledger import STORE_NAME
+    from gateway.audit.node_store import HEADER_LEN, NODE, leaves_for, nodes_for
+
+    store = os.path.join(os.path.dirname(os.path.abspath(path)), STORE_NAME)
+    if not os.path.exists(store):
+        return 0
+    tmpdir = tempfile.mkdtemp(prefix=".verify-", dir=os.path.dirname(store))
+    try:
+        fresh = os.path.join(tmpdir, STORE_NAME)
+        mmr = MMR(store=fresh)
+        for k in range(0, len(payloads), 65536):
+            mmr.append_many(payloads[k:k + 65536])
+        valid_end = 8 + sum(8 + len(p) for p in payloads)
+        mmr.checkpoint(valid_end, len(payloads[-1]) if payloads else 0)
+        mmr.close()
+        with open(store, "rb") as a, open(fresh, "rb") as b:
+            head = a.read(HEADER_LEN)
+            b.seek(HEADER_LEN)
+            held = min(leaves_for(max(0, os.path.getsize(store) - HEADER_LEN) // NODE), len(payloads))
+            todo, pos, bad = nodes_for(held) * NODE, 0, None
+            if head[:8] != b"GLMMR\x00\x01\n":
+                bad = "its header is not a node store v1 header"
+            while todo and bad is None:
+                x, y = a.read(min(todo, 1 << 20)), b.read(min(todo, 1 << 20))
+                if x != y:
+                    i = next(k for k in range(len(x)) if x[k] != y[k]) if len(x) == len(y) else min(len(x), len(y))
+                    bad = f"node {(pos + i) // NODE} differs from the one recomputed from the WAL"
+                pos, todo = pos + len(x), todo - len(x)
+        if bad is None:
+            print(f"gatewaylab audit: node store {store}: its {held} leaves agree with the WAL", file=sys.stderr)
+            return 0
+        if not repair:
+            print(f"gatewaylab audit: error: node store {store} is corrupt: {bad}; "
+                  "rerun with --repair to rebuild it from the WAL", file=sys.stderr)
+            return 1
+        import fcntl
+
+        with open(store, "rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"gatewaylab audit: error: node store {store} is in use; stop the gateway to repair it",
+                      file=sys.stderr)
+                return 1
+            os.replace(fresh, store)
+        print(f"gatewaylab audit: node store {store} was corrupt ({bad}); rebuilt from the WAL", file=sys.stderr)
+        return 0
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
     WAL, MMR = _twins(args.impl)
     path = args.wal
@@ -89,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
                 _emit({"count": len(mmr), "root": mmr.root()})
             return 0
         if args.action == "verify":
-            _, mmr, truncated = _scan(WAL, MMR, path)
+            payloads, mmr, truncated = _scan(WAL, MMR, path)
             _emit({"count": len(mmr), "root": mmr.root(), "truncated_bytes": truncated})
-            return 0
+            return _verify_store(WAL, MMR, path, payloads, args.repair)
         # prove --index I | consistency --old M
         value, flag = (args.index, "--index I") if args.action == "prove" else (args.old, "--old M")
         if value is None:

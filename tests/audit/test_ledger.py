@@ -68,15 +68,28 @@ def test_reopen_after_torn_tail(switches, tmp_path):
         assert led.count == 17 and led.root() == VECTORS["roots"]["17"]
 
 
-def test_corruption_stops_the_ledger(switches, tmp_path):
-    with AuditLedger(tmp_path, switches=switches) as led:
+def crash_copy(src, dst):
+    """The ledger's files as a kill -9 right now would leave them (the WAL flushed first)."""
+    dst.mkdir()
+    for name in ("audit.wal", "audit.mmr"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_corruption_in_the_wal_tail_stops_the_ledger(switches, tmp_path):
+    # Records past the store's last checkpoint are the tail a restart verifies; the
+    # checkpointed prefix is verified in full by `gatewaylab audit verify`.
+    src = tmp_path / "live"
+    with AuditLedger(src, switches=switches) as led:
         led.append_many([b"aaaa", b"bbbb", b"cccc"])
-    wal = tmp_path / "audit.wal"
+        led.flush()
+        d = crash_copy(src, tmp_path / "crashed")
+    wal = d / "audit.wal"
     data = bytearray(wal.read_bytes())
     data[8 + 12 + 8] ^= 0x01  # payload of record 1 (frame at offset 20)
     wal.write_bytes(bytes(data))
     with pytest.raises(WalCorruptError, match="offset 20"):
-        AuditLedger(tmp_path, switches=switches)
+        AuditLedger(d, switches=switches)
     assert wal.read_bytes() == bytes(data)
 
 

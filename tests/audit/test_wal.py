@@ -218,3 +218,42 @@ def test_twins_read_each_others_files(tmp_path):
             with R(str(path)) as w:
                 w.append(b"tail")
             assert twins.load("wal", writer).replay(str(path)) == PAYLOADS + [b"tail"]
+
+
+def test_trusted_prefix_scans_only_the_tail(WAL, tmp_path):
+    # The ledger opens a WAL trusting what its node store's checkpoint vouches for: only the
+    # bytes after the trusted offset are read, so a flipped byte before it goes unseen here
+    # (`gatewaylab audit verify` replays everything), while the tail is recovered as ever.
+    path = tmp_path / "t.wal"
+    write(WAL, path, PAYLOADS, fsync="none")
+    ends = [8]
+    for p in PAYLOADS:
+        ends.append(ends[-1] + 8 + len(p))
+    data = bytearray(path.read_bytes())
+    data[8 + 8] ^= 0x01  # record 0's payload: before the trusted offset
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="offset 8"):
+        WAL.replay(str(path))
+    data += frame(b"torn")[:-1]  # a torn tail after it
+    path.write_bytes(bytes(data))
+    assert WAL.replay(str(path), offset=ends[3]) == PAYLOADS[3:]
+    with WAL(str(path), fsync="none", trusted=(3, ends[3])) as w:
+        assert w.count == 6 and w.recovery == {"records": 6, "truncated_bytes": len(frame(b"torn")) - 1}
+        w.append(b"next")
+    assert path.read_bytes() == bytes(data[:ends[6]]) + frame(b"next")
+
+
+def test_trusted_prefix_bad_arguments(WAL, tmp_path):
+    path = tmp_path / "t.wal"
+    write(WAL, path, PAYLOADS[:2], fsync="none")
+    size = path.stat().st_size
+    for bad in ((1, 4), (0, 20), (1, 8), [1, 20], (1,), (True, 20), (-1, 20), "x"):
+        with pytest.raises(InvalidInput, match="trusted"):
+            WAL(str(path), fsync="none", trusted=bad)
+    with pytest.raises(WalCorruptError, match=f"ends at offset {size}"):
+        WAL(str(path), fsync="none", trusted=(3, size + 10))
+    for bad in (3, -1, True, "8"):
+        with pytest.raises(InvalidInput, match="offset"):
+            WAL.replay(str(path), offset=bad)
+    assert WAL.replay(str(path), offset=size + 100) == []
+    assert path.stat().st_size == size

@@ -80,3 +80,22 @@ def test_debug_build_is_refused(monkeypatch):
 
     with pytest.raises(_runner.DebugBuildRefused):
         mmr.measure(quick=True)
+
+
+def test_bench_mmrstore_shape(tmp_path):
+    # Not pyperf-based (it times ledgers and a gateway, not a function): its own JSON only.
+    out = tmp_path / "mmrstore.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAYLAB_")}
+    r = subprocess.run([str(GATEWAYLAB), "bench", "mmrstore", "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert {(a["impl"], a["api"]) for a in result["append"]} == {
+        (i, a) for i in ("python", "rust") for a in ("per_leaf", "batch256")}
+    for a in result["append"]:
+        assert a["ratio_min"] <= a["ratio"] <= a["ratio_max"]
+    assert {x["impl"] for x in result["restart"]} == {"python", "rust"}
+    for p in result["proofs"]:
+        assert 0 < p["p50_us"] <= p["p99_us"] <= p["max_us"] and p["resident_hashes"] < 10_000
+    assert result["soak"] == [] and result["meta"]["parameters"]["bench"] == "mmrstore"
+    assert "store / memory" in r.stdout and "Restart" in r.stdout

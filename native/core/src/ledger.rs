@@ -1,15 +1,20 @@
 //! The audit ledger (Rust twin of `gateway/audit/ledger.py`): a WAL and an MMR kept in step,
 //! and the ledger thread that owns one for the Rust rungs.
 //!
-//! The WAL lives at `<dir>/audit.wal`; record k of the WAL is leaf k of the MMR. Opening runs
-//! WAL recovery (a torn tail is truncated and reported) and rebuilds the MMR from the WAL, so
-//! a ledger written by any rung or twin continues under any other.
+//! The WAL lives at `<dir>/audit.wal`; record k of the WAL is leaf k of the MMR, whose nodes
+//! live in the node store `<dir>/audit.mmr` (`node_store`), so memory holds only the peaks
+//! and a bounded cache. Opening resumes from the store's newest checkpoint that the files
+//! agree with (one record checked, only the WAL's tail scanned and re-hashed) or rebuilds
+//! the store from the WAL, exactly as `gateway/audit/ledger.py` does, so a ledger written by
+//! any rung or twin continues under any other and both write the same bytes.
 //!
 //! `LedgerThread` takes audit jobs over a channel and appends them in batches (one WAL write
 //! and, under fsync "group", one group commit per batch): the hot path only sends a message.
 use crate::job::{record_payload, AuditJob};
+use crate::hash::leaf_hash;
 use crate::mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError};
-use crate::wal::{replay, FsyncPolicy, Recovery, WalError, WalWriter};
+use crate::node_store::Checkpoint;
+use crate::wal::{replay, replay_from, FsyncPolicy, Recovery, WalError, WalWriter, HEADER_LEN};
 use crate::entropy::PySum;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,23 +23,110 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 pub const WAL_NAME: &str = "audit.wal";
+pub const STORE_NAME: &str = "audit.mmr";
+/// Leaves between two checkpoints of the node store: the same number as
+/// `gateway/audit/ledger.py`'s, so both ledgers write byte-identical stores.
+pub const CHECKPOINT_EVERY: u64 = 1 << 16;
 const BATCH: usize = 256;
 const GROUP_MAX_RECORDS: u64 = 256;
+const WAL_HEADER: u64 = HEADER_LEN as u64;
 
+/// What opening did with the node store (as `AuditLedger.store_recovery` in Python).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRecovery {
+    /// "new", "resumed" (from a checkpoint, replaying only the WAL's tail) or "rebuilt".
+    pub action: &'static str,
+    pub checkpoint: u64,
+    pub replayed: u64,
+    pub message: String,
+}
+
+/// A WAL and an MMR whose nodes live in the node store beside it; the opening algorithm is
+/// the one `gateway/audit/ledger.py` documents, step for step.
 pub struct Ledger {
     wal: WalWriter,
     mmr: Mmr,
     path: PathBuf,
+    wal_end: u64,
+    last_len: u32,
+    checkpointed: u64,
+    sync: bool,
+    store_recovery: StoreRecovery,
+}
+
+fn store_err(e: MmrError) -> WalError {
+    match e {
+        MmrError::Locked(m) => WalError::Locked(m),
+        MmrError::Invalid(m) => WalError::Invalid(m),
+        other => WalError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+/// WAL bytes of the frames `ranges` and the payload length of the last one.
+fn tail_of(ranges: &[std::ops::Range<usize>]) -> (u64, Option<u32>) {
+    (ranges.iter().map(|r| WAL_HEADER + r.len() as u64).sum(), ranges.last().map(|r| r.len() as u32))
 }
 
 impl Ledger {
     pub fn open(dir: &Path, policy: FsyncPolicy, group_delay_ms: f64) -> Result<Self, WalError> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(WAL_NAME);
-        let wal = WalWriter::open(&path, policy, group_delay_ms, GROUP_MAX_RECORDS)?;
-        let (data, ranges) = replay(&path)?;
-        let mut mmr = Mmr::new();
-        mmr.append_many(ranges.iter().map(|r| &data[r.clone()]));
+        let store = dir.join(STORE_NAME);
+        let mut problems: Vec<String> = Vec::new();
+        let mut mmr = match Mmr::open(&store) {
+            Ok(m) => m,
+            Err(MmrError::Corrupt(m)) => {
+                eprintln!("gatewaylab ledger: {m}; rebuilding it from the WAL");
+                problems.push(m);
+                std::fs::remove_file(&store)?;
+                Mmr::open(&store).map_err(store_err)?
+            }
+            Err(e) => return Err(store_err(e)),
+        };
+        let mut resumed = None;
+        for cp in mmr.checkpoints() {
+            let mut why = check_checkpoint(&mmr, &path, &cp);
+            if why.is_none() {
+                mmr.truncate(cp.leaf_count).map_err(store_err)?; // past it is redone from the WAL
+                if mmr.root() != cp.root {
+                    why = Some("the store's peaks do not hash to its checkpoint's root".into());
+                }
+            }
+            match why {
+                Some(w) => problems.push(format!("checkpoint {} ({} leaves): {w}", cp.seq, cp.leaf_count)),
+                None => {
+                    resumed = Some(cp);
+                    break;
+                }
+            }
+        }
+        let (wal, data, ranges, mut rec, wal_end, last_len) = match resumed {
+            Some(cp) => {
+                let trusted = (cp.leaf_count > 0).then_some((cp.leaf_count, cp.wal_end));
+                let wal = WalWriter::open_trusted(&path, policy, group_delay_ms, GROUP_MAX_RECORDS, trusted)?;
+                let (data, ranges) = replay_from(&path, cp.wal_end)?;
+                let rec = StoreRecovery { action: "resumed", checkpoint: cp.leaf_count, replayed: ranges.len() as u64, message: String::new() };
+                (wal, data, ranges, rec, cp.wal_end, cp.last_frame_len)
+            }
+            None => {
+                let wal = WalWriter::open(&path, policy, group_delay_ms, GROUP_MAX_RECORDS)?;
+                let (data, ranges) = replay(&path)?;
+                let held = mmr.leaf_count();
+                mmr.truncate(0).map_err(store_err)?;
+                let rebuilt = !problems.is_empty() || held > 0 || !ranges.is_empty();
+                let mut rec = StoreRecovery { action: if rebuilt { "rebuilt" } else { "new" }, checkpoint: 0, replayed: ranges.len() as u64, message: String::new() };
+                if rebuilt {
+                    let why = if problems.is_empty() { "it has no checkpoint".to_string() } else { problems.join("; ") };
+                    rec.message = format!("node store {} rebuilt from the WAL ({} records): {why}", store.display(), ranges.len());
+                    if held > 0 || !problems.is_empty() {
+                        eprintln!("gatewaylab ledger: {}", rec.message);
+                    }
+                }
+                (wal, data, ranges, rec, WAL_HEADER, 0)
+            }
+        };
+        let (bytes, last) = tail_of(&ranges);
+        mmr.append_many(ranges.iter().map(|r| &data[r.clone()])).map_err(store_err)?;
         if mmr.leaf_count() != wal.count() {
             return Err(WalError::Invalid(format!(
                 "ledger rebuild mismatch: WAL has {} records, MMR {}",
@@ -42,7 +134,30 @@ impl Ledger {
                 mmr.leaf_count()
             )));
         }
-        Ok(Self { wal, mmr, path })
+        let checkpointed = rec.checkpoint;
+        let mut led = Self {
+            wal,
+            mmr,
+            path,
+            wal_end: wal_end + bytes,
+            last_len: last.unwrap_or(last_len),
+            checkpointed,
+            sync: policy != FsyncPolicy::None,
+            store_recovery: StoreRecovery { action: "", checkpoint: 0, replayed: 0, message: String::new() },
+        };
+        if rec.replayed > 0 || rec.action != "resumed" {
+            led.checkpoint()?;
+        }
+        std::mem::swap(&mut led.store_recovery, &mut rec);
+        Ok(led)
+    }
+
+    /// Make the WAL durable, then record in the store how far it matches the WAL.
+    fn checkpoint(&mut self) -> Result<(), WalError> {
+        self.wal.flush()?;
+        self.mmr.checkpoint(self.wal_end, self.last_len, self.sync).map_err(store_err)?;
+        self.checkpointed = self.mmr.leaf_count();
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -57,6 +172,13 @@ impl Ledger {
     pub fn recovery(&self) -> Recovery {
         self.wal.recovery()
     }
+    pub fn store_recovery(&self) -> &StoreRecovery {
+        &self.store_recovery
+    }
+    /// Node hashes held in memory (peaks, unwritten nodes, read cache).
+    pub fn resident_hashes(&self) -> usize {
+        self.mmr.resident_hashes()
+    }
     pub fn root_hex(&self) -> String {
         crate::hash::to_hex(&self.mmr.root())
     }
@@ -64,7 +186,17 @@ impl Ledger {
     /// WAL first, then the MMR; returns the new count.
     pub fn append_many(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
         self.wal.append_many(payloads)?;
-        Ok(self.mmr.append_many(payloads.iter().copied()))
+        let n = self.mmr.append_many(payloads.iter().copied()).map_err(store_err)?;
+        for p in payloads {
+            self.wal_end += WAL_HEADER + p.len() as u64;
+        }
+        if let Some(p) = payloads.last() {
+            self.last_len = p.len() as u32;
+        }
+        if n / CHECKPOINT_EVERY != self.checkpointed / CHECKPOINT_EVERY {
+            self.checkpoint()?;
+        }
+        Ok(n)
     }
 
     pub fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, MmrError> {
@@ -73,8 +205,48 @@ impl Ledger {
     pub fn consistency_proof(&self, old_count: u64) -> Result<ConsistencyProof, MmrError> {
         self.mmr.consistency_proof(old_count)
     }
-    pub fn close(&self) -> Result<(), WalError> {
-        self.wal.close()
+    /// Checkpoint the store if it moved, close the WAL, release the store. Idempotent.
+    pub fn close(&mut self) -> Result<(), WalError> {
+        if self.wal.is_closed() {
+            return Ok(());
+        }
+        let r = if self.mmr.leaf_count() != self.checkpointed { self.checkpoint() } else { Ok(()) };
+        let w = self.wal.close();
+        let m = self.mmr.close().map_err(store_err);
+        r.and(w).and(m)
+    }
+}
+
+/// None if the store and the WAL agree with checkpoint `cp`, else why not.
+fn check_checkpoint(mmr: &Mmr, wal: &Path, cp: &Checkpoint) -> Option<String> {
+    let (c, o, last) = (cp.leaf_count, cp.wal_end, cp.last_frame_len as u64);
+    if c > mmr.leaf_count() {
+        return Some(format!("the store holds {} leaves, fewer than its checkpoint of {c}", mmr.leaf_count()));
+    }
+    if c == 0 {
+        return (o != WAL_HEADER).then(|| format!("checkpoint of 0 leaves at WAL offset {o}"));
+    }
+    if o < 2 * WAL_HEADER + last {
+        return Some(format!("checkpoint offsets are impossible (end {o}, last frame {last} bytes)"));
+    }
+    let start = o - WAL_HEADER - last;
+    let size = match std::fs::metadata(wal) {
+        Ok(m) => m.len(),
+        Err(_) => return Some("the WAL is missing".into()),
+    };
+    if size < o {
+        return Some(format!("the WAL ends at byte {size}, before the checkpoint's {o}"));
+    }
+    let (data, ranges) = match replay_from(wal, start) {
+        Ok(x) => x,
+        Err(_) => return Some(format!("no valid WAL frame at byte {start}")),
+    };
+    match ranges.first() {
+        Some(r) if r.len() as u64 == last => {
+            let ok = mmr.leaf_hash(c - 1).map(|h| h == leaf_hash(&data[r.clone()])).unwrap_or(false);
+            (!ok).then(|| format!("WAL record {} does not match the store's leaf {}", c - 1, c - 1))
+        }
+        _ => Some(format!("no {last}-byte WAL frame at byte {start}")),
     }
 }
 
@@ -235,6 +407,76 @@ mod tests {
         }
     }
 
+    fn vectors() -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
+        serde_json::from_slice(&std::fs::read(p).expect("read node_store_v1.json")).expect("parse")
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn fresh_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gl-ledger-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn vector_files_are_those_of_the_python_ledger() {
+        let v = vectors();
+        let v = &v["ledger"];
+        let payloads: Vec<Vec<u8>> = v["payloads_hex"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let dir = fresh_dir("vector");
+        let mut led = Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap();
+        let first: Vec<&[u8]> = payloads[..5].iter().map(Vec::as_slice).collect();
+        led.append_many(&first).unwrap();
+        for p in &payloads[5..] {
+            led.append_many(&[p.as_slice()]).unwrap();
+        }
+        led.close().unwrap();
+        assert_eq!(std::fs::read(dir.join(STORE_NAME)).unwrap(), unhex(v["store_hex"].as_str().unwrap()));
+        assert_eq!(std::fs::read(dir.join(WAL_NAME)).unwrap(), unhex(v["wal_hex"].as_str().unwrap()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn restart_resumes_from_the_checkpoint_or_rebuilds_a_corrupt_store() {
+        let dir = fresh_dir("resume");
+        let payloads: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let mut led = Ledger::open(&dir, FsyncPolicy::None, 0.0).unwrap();
+        led.append_many(&refs[..600]).unwrap();
+        led.close().unwrap();
+        let mut led = Ledger::open(&dir, FsyncPolicy::None, 0.0).unwrap();
+        assert_eq!(led.store_recovery(), &StoreRecovery { action: "resumed", checkpoint: 600, replayed: 0, message: String::new() });
+        led.append_many(&refs[600..]).unwrap();
+        let root = led.root_hex();
+        // A kill -9 now: the WAL has 1000 records, the store's checkpoint says 600.
+        let crashed = fresh_dir("resume-crashed");
+        std::fs::create_dir_all(&crashed).unwrap();
+        led.mmr.flush(false).unwrap();
+        for name in [WAL_NAME, STORE_NAME] {
+            std::fs::copy(dir.join(name), crashed.join(name)).unwrap();
+        }
+        led.close().unwrap();
+        let mut again = Ledger::open(&crashed, FsyncPolicy::None, 0.0).unwrap();
+        assert_eq!((again.store_recovery().action, again.store_recovery().checkpoint, again.store_recovery().replayed), ("resumed", 600, 400));
+        assert_eq!((again.count(), again.root_hex()), (1000, root.clone()));
+        again.close().unwrap();
+        let mut data = std::fs::read(crashed.join(STORE_NAME)).unwrap();
+        data[2] ^= 1;
+        std::fs::write(crashed.join(STORE_NAME), &data).unwrap();
+        let mut again = Ledger::open(&crashed, FsyncPolicy::None, 0.0).unwrap();
+        assert_eq!((again.store_recovery().action, again.store_recovery().replayed), ("rebuilt", 1000));
+        assert!(again.store_recovery().message.contains("bad header"), "{:?}", again.store_recovery());
+        assert_eq!(again.root_hex(), root);
+        assert!(again.resident_hashes() < 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS);
+        again.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&crashed);
+    }
+
     #[test]
     fn thread_appends_drains_and_reopens() {
         let dir = std::env::temp_dir().join(format!("gl-ledger-{}", std::process::id()));
@@ -248,7 +490,9 @@ mod tests {
         let root = t.ledger().root_hex();
         assert_eq!(t.ledger().count(), 300);
         drop(t);
-        let again = Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap();
+        let mut again = Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap();
+        assert_eq!(again.store_recovery().action, "resumed");
+        assert_eq!(again.store_recovery().replayed, 0);
         assert_eq!((again.count(), again.root_hex()), (300, root));
         again.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);

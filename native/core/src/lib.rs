@@ -3,6 +3,7 @@
 pub mod entropy;
 pub mod hash;
 pub mod mmr;
+pub mod node_store;
 pub mod record;
 pub mod wal;
 pub mod auth;

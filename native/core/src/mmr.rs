@@ -1,13 +1,15 @@
 //! Merkle Mountain Range v2 (docs/formats.md; test vectors in
 //! `tests/vectors/mmr_v2.json`).
 //!
-//! Storage: `levels[h][j]` is the root of the j-th perfect subtree of height h (leaves are
-//! level 0). Nodes never change once written, so every node of every past size stays
-//! addressable: inclusion proofs for any index and consistency proofs from any older count
-//! read straight from these vectors. Appending a leaf pushes one hash per level it
-//! completes — no per-node allocation beyond amortised `Vec` growth.
+//! Storage: every node (a leaf, then each parent it completes) in MMR position order — in a
+//! `Vec`, or in the node store file beside the WAL (`node_store`) with only the peaks and a
+//! bounded cache in memory. Nodes never change once written, so every node of every past
+//! size stays addressable at `node_pos(height, index)`: inclusion proofs for any index and
+//! consistency proofs from any older count are index arithmetic.
 use crate::hash::{from_hex, leaf_hash, node_hash, root_of_peaks, to_hex, Hash};
+use crate::node_store::{leaves_for, node_pos, nodes_for, Checkpoint, StoreError, StoreFile, WRITE_BATCH};
 use serde_json::{json, Map, Value};
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MmrError {
@@ -15,12 +17,25 @@ pub enum MmrError {
     Index(String),
     /// A malformed proof (`ProofError`).
     Proof(String),
+    /// A bad argument (`InvalidInput`).
+    Invalid(String),
+    /// The node store contradicts itself (`StoreCorruptError`).
+    Corrupt(String),
+    /// Another writer holds the node store (`WalLockedError`).
+    Locked(String),
+    /// The node store's file failed (`OSError`).
+    Io(String),
 }
 
 impl std::fmt::Display for MmrError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MmrError::Index(m) | MmrError::Proof(m) => f.write_str(m),
+            MmrError::Index(m)
+            | MmrError::Proof(m)
+            | MmrError::Invalid(m)
+            | MmrError::Corrupt(m)
+            | MmrError::Locked(m)
+            | MmrError::Io(m) => f.write_str(m),
         }
     }
 }
@@ -76,103 +91,214 @@ pub struct ConsistencyProof {
     pub new_root: Hash,
 }
 
-#[derive(Debug, Clone, Default)]
+/// An append-only MMR. `Mmr::new()` keeps every node in memory; `Mmr::open(path)` keeps them
+/// in a node store file (`node_store`), with only the peaks, up to `WRITE_BATCH` unwritten
+/// nodes and a `CACHE_SLOTS`-entry read cache in memory.
+#[derive(Debug, Default)]
 pub struct Mmr {
-    levels: Vec<Vec<Hash>>,
+    count: u64,
+    /// The peaks, left (tallest) to right.
+    stack: Vec<Hash>,
+    /// Nodes from position `base` on that are not in the store file (all of them in memory).
+    pending: Vec<Hash>,
+    base: u64,
+    store: Option<StoreFile>,
+}
+
+impl From<StoreError> for MmrError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => MmrError::Corrupt(m),
+            StoreError::Locked(m) => MmrError::Locked(m),
+            StoreError::Io(e) => MmrError::Io(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for MmrError {
+    fn from(e: std::io::Error) -> Self {
+        MmrError::Io(e.to_string())
+    }
 }
 
 impl Mmr {
+    /// An MMR with every node in memory.
     pub fn new() -> Self {
-        Self { levels: vec![Vec::new()] }
+        Self::default()
+    }
+
+    /// An MMR over the node store at `path` (created if missing): takes its lock, drops a
+    /// torn partial leaf group at its end and loads the peaks of the leaves it holds.
+    pub fn open(path: &Path) -> Result<Self, MmrError> {
+        let mut f = StoreFile::open(path)?;
+        let count = leaves_for(f.nodes);
+        let base = nodes_for(count);
+        if f.nodes != base || f.torn_bytes != 0 {
+            f.truncate(base)?;
+        }
+        let mut m = Self { count, stack: Vec::new(), pending: Vec::new(), base, store: Some(f) };
+        m.stack = m.peaks_at(count)?;
+        Ok(m)
     }
 
     pub fn leaf_count(&self) -> u64 {
-        self.levels[0].len() as u64
+        self.count
+    }
+
+    pub fn store_path(&self) -> Option<&Path> {
+        self.store.as_ref().map(|s| s.path())
+    }
+
+    /// Node hashes held in memory: peaks + unwritten nodes + read-cache entries.
+    pub fn resident_hashes(&self) -> usize {
+        self.stack.len() + self.pending.len() + self.store.as_ref().map_or(0, |s| s.cached())
+    }
+
+    /// The store's valid checkpoints, newest first (none in memory).
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.store.as_ref().map_or_else(Vec::new, |s| s.checkpoints.clone())
     }
 
     /// Append a payload; returns its leaf index.
     #[inline]
-    pub fn append(&mut self, payload: &[u8]) -> u64 {
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, MmrError> {
         self.append_leaf_hash(leaf_hash(payload))
     }
 
     /// Append an already hashed leaf (`H(0x00‖payload)`); returns its leaf index.
     #[inline]
-    pub fn append_leaf_hash(&mut self, leaf: Hash) -> u64 {
-        let index = self.levels[0].len() as u64;
-        self.levels[0].push(leaf);
+    pub fn append_leaf_hash(&mut self, leaf: Hash) -> Result<u64, MmrError> {
+        let index = self.count;
+        self.pending.push(leaf);
         // A new leaf completes one subtree per trailing one bit of its index.
         let mut cur = leaf;
-        let mut h = 0usize;
-        let mut carries = (!index).trailing_zeros();
-        while carries > 0 {
-            let level = &self.levels[h];
-            let left = level[level.len() - 2];
+        let mut i = index;
+        while i & 1 == 1 {
+            let left = self.stack.pop().expect("a set bit has a peak");
             cur = node_hash(&left, &cur);
-            h += 1;
-            if self.levels.len() == h {
-                self.levels.push(Vec::new());
-            }
-            self.levels[h].push(cur);
-            carries -= 1;
+            self.pending.push(cur);
+            i >>= 1;
         }
-        index
+        self.stack.push(cur);
+        self.count += 1;
+        if self.store.is_some() && self.pending.len() >= WRITE_BATCH {
+            self.write_pending()?;
+        }
+        Ok(index)
     }
 
     /// Append payloads in order; returns the new leaf count.
-    pub fn append_many<'a, I>(&mut self, payloads: I) -> u64
+    pub fn append_many<'a, I>(&mut self, payloads: I) -> Result<u64, MmrError>
     where
         I: IntoIterator<Item = &'a [u8]>,
         I::IntoIter: ExactSizeIterator,
     {
         let it = payloads.into_iter();
-        self.reserve(it.len());
+        if self.store.is_none() {
+            self.pending.reserve(2 * it.len());
+        }
         for p in it {
-            self.append(p);
+            self.append(p)?;
         }
-        self.leaf_count()
+        Ok(self.leaf_count())
     }
 
-    /// Reserve room for `extra` more leaves on every level they will touch.
-    pub fn reserve(&mut self, extra: usize) {
-        let n = self.levels[0].len() + extra;
-        let mut h = 0;
-        let mut need = n;
-        while need > 0 {
-            if self.levels.len() == h {
-                self.levels.push(Vec::new());
+    fn write_pending(&mut self) -> Result<(), MmrError> {
+        if let Some(f) = self.store.as_mut() {
+            if !self.pending.is_empty() {
+                f.write(self.base, &self.pending)?;
+                self.base += self.pending.len() as u64;
+                self.pending.clear();
             }
-            let have = self.levels[h].len();
-            self.levels[h].reserve(need.saturating_sub(have));
-            need >>= 1;
-            h += 1;
+        }
+        Ok(())
+    }
+
+    /// Write unwritten nodes to the store (and fsync it when `sync`). No-op in memory.
+    pub fn flush(&mut self, sync: bool) -> Result<(), MmrError> {
+        self.write_pending()?;
+        if let (Some(f), true) = (self.store.as_ref(), sync) {
+            f.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Drop every leaf from `count` on (and the nodes they completed).
+    pub fn truncate(&mut self, count: u64) -> Result<(), MmrError> {
+        if count > self.count {
+            return Err(MmrError::Index(format!("count {count} out of range 0..{}", self.count)));
+        }
+        let keep = nodes_for(count);
+        if keep >= self.base {
+            self.pending.truncate((keep - self.base) as usize);
+        } else {
+            self.pending.clear();
+            self.store.as_mut().expect("nodes below base are in the store").truncate(keep)?;
+            self.base = keep;
+        }
+        self.count = count;
+        self.stack = self.peaks_at(count)?;
+        Ok(())
+    }
+
+    /// Record that the first `leaf_count` leaves are the WAL's records up to byte `wal_end`
+    /// (the last with a `last_frame_len`-byte payload). The caller makes the WAL durable to
+    /// `wal_end` first; the nodes are made durable here before the slot is written.
+    pub fn checkpoint(&mut self, wal_end: u64, last_frame_len: u32, sync: bool) -> Result<Checkpoint, MmrError> {
+        if self.store.is_none() {
+            return Err(MmrError::Invalid("an in-memory MerkleMountainRange has no store to checkpoint".into()));
+        }
+        self.flush(sync)?;
+        let root = self.root();
+        let f = self.store.as_mut().expect("checked above");
+        let seq = f.checkpoints.first().map_or(0, |c| c.seq) + 1;
+        let cp = Checkpoint { seq, leaf_count: self.count, wal_end, last_frame_len, root };
+        f.write_slot(cp)?;
+        if sync {
+            f.sync()?;
+        }
+        Ok(cp)
+    }
+
+    /// Write unwritten nodes (no fsync) and release the store; the MMR is then in memory
+    /// and empty of unwritten nodes. Idempotent.
+    pub fn close(&mut self) -> Result<(), MmrError> {
+        self.write_pending()?;
+        self.store = None;
+        Ok(())
+    }
+
+    fn node(&self, height: u32, index: u64) -> Result<Hash, MmrError> {
+        let pos = node_pos(height, index);
+        if pos >= self.base {
+            return Ok(self.pending[(pos - self.base) as usize]);
+        }
+        match &self.store {
+            Some(f) => Ok(f.read(pos)?),
+            None => Err(MmrError::Io("the node store is closed".into())),
         }
     }
 
-    fn node(&self, height: u32, index: u64) -> Hash {
-        self.levels[height as usize][index as usize]
-    }
-
-    fn peak_hash(&self, p: &Peak) -> Hash {
+    fn peak_hash(&self, p: &Peak) -> Result<Hash, MmrError> {
         self.node(p.height, p.start >> p.height)
     }
 
     /// Peak hashes of the MMR as it was at `count` leaves (count <= leaf_count).
-    fn peaks_at(&self, count: u64) -> Vec<Hash> {
+    fn peaks_at(&self, count: u64) -> Result<Vec<Hash>, MmrError> {
         peaks_of(count).iter().map(|p| self.peak_hash(p)).collect()
     }
 
     pub fn peaks(&self) -> Vec<Hash> {
-        self.peaks_at(self.leaf_count())
+        self.stack.clone()
     }
 
     pub fn root(&self) -> Hash {
-        root_of_peaks(&self.peaks())
+        root_of_peaks(&self.stack)
     }
 
     pub fn leaf_hash(&self, index: u64) -> Result<Hash, MmrError> {
         self.check_index(index)?;
-        Ok(self.levels[0][index as usize])
+        self.node(0, index)
     }
 
     fn check_index(&self, index: u64) -> Result<(), MmrError> {
@@ -184,23 +310,38 @@ impl Mmr {
     }
 
     /// Siblings that lift the node (`height`, covering leaf `leaf`) up to `top` height.
-    fn path(&self, leaf: u64, height: u32, top: u32) -> Vec<Hash> {
+    fn path(&self, leaf: u64, height: u32, top: u32) -> Result<Vec<Hash>, MmrError> {
         (height..top).map(|l| self.node(l, (leaf >> l) ^ 1)).collect()
+    }
+
+    /// A path read back from the store must hash up to the peak held in memory: a store
+    /// that fails this is corrupt and never serves a proof.
+    fn check_path(&self, node: Hash, leaf: u64, height: u32, path: &[Hash], peak: &Hash) -> Result<(), MmrError> {
+        match &self.store {
+            Some(f) if lift(node, leaf, height, path) != *peak => Err(MmrError::Corrupt(format!(
+                "node store {}: the path of leaf {leaf} at height {height} does not reach its peak; the store is \
+                 corrupt (reopen the ledger to rebuild it from the WAL)",
+                f.path().display()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn inclusion_proof(&self, index: u64) -> Result<InclusionProof, MmrError> {
         self.check_index(index)?;
         let n = self.leaf_count();
         let peaks = peaks_of(n);
-        let peak = peaks.iter().find(|p| p.contains(index)).expect("a valid index lies under a peak");
-        let peak_hashes: Vec<Hash> = peaks.iter().map(|p| self.peak_hash(p)).collect();
+        let k = peaks.iter().position(|p| p.contains(index)).expect("a valid index lies under a peak");
+        let leaf = self.node(0, index)?;
+        let siblings = self.path(index, 0, peaks[k].height)?;
+        self.check_path(leaf, index, 0, &siblings, &self.stack[k])?;
         Ok(InclusionProof {
             leaf_index: index,
             leaf_count: n,
-            leaf_hash: self.levels[0][index as usize],
-            siblings: self.path(index, 0, peak.height),
-            root: root_of_peaks(&peak_hashes),
-            peaks: peak_hashes,
+            leaf_hash: leaf,
+            siblings,
+            root: self.root(),
+            peaks: self.stack.clone(),
         })
     }
 
@@ -211,22 +352,21 @@ impl Mmr {
         }
         let new = peaks_of(n);
         let old = peaks_of(old_count);
-        let paths = old
-            .iter()
-            .map(|op| {
-                let np = new.iter().find(|p| p.contains(op.start)).expect("an old peak lies under a new peak");
-                self.path(op.start, op.height, np.height)
-            })
-            .collect();
-        let old_peaks: Vec<Hash> = old.iter().map(|p| self.peak_hash(p)).collect();
-        let new_peaks: Vec<Hash> = new.iter().map(|p| self.peak_hash(p)).collect();
+        let old_peaks = self.peaks_at(old_count)?;
+        let mut paths = Vec::with_capacity(old.len());
+        for (op, oh) in old.iter().zip(&old_peaks) {
+            let k = new.iter().position(|p| p.contains(op.start)).expect("an old peak lies under a new peak");
+            let path = self.path(op.start, op.height, new[k].height)?;
+            self.check_path(*oh, op.start, op.height, &path, &self.stack[k])?;
+            paths.push(path);
+        }
         Ok(ConsistencyProof {
             old_count,
             new_count: n,
             old_root: root_of_peaks(&old_peaks),
-            new_root: root_of_peaks(&new_peaks),
+            new_root: self.root(),
             old_peaks,
-            new_peaks,
+            new_peaks: self.stack.clone(),
             paths,
         })
     }
@@ -447,7 +587,7 @@ mod tests {
     fn build(n: u64) -> Mmr {
         let mut m = Mmr::new();
         for i in 0..n {
-            assert_eq!(m.append(&seed_payload(i)), i);
+            assert_eq!(m.append(&seed_payload(i)).unwrap(), i);
         }
         m
     }
@@ -480,7 +620,7 @@ mod tests {
                 assert_eq!(to_hex(&m.root()), r.as_str().unwrap(), "root at n={i}");
                 checked += 1;
             }
-            m.append(&seed_payload(i));
+            m.append(&seed_payload(i)).unwrap();
         }
         assert_eq!(checked, roots.len());
     }
@@ -489,7 +629,7 @@ mod tests {
     fn vector_batch_equals_per_leaf() {
         let payloads: Vec<Hash> = (0..1000).map(seed_payload).collect();
         let mut m = Mmr::new();
-        assert_eq!(m.append_many(payloads.iter().map(|p| &p[..])), 1000);
+        assert_eq!(m.append_many(payloads.iter().map(|p| &p[..])).unwrap(), 1000);
         assert_eq!(m.root(), build(1000).root());
         assert_eq!(to_hex(&m.root()), vectors()["roots"]["1000"].as_str().unwrap());
     }
@@ -536,7 +676,7 @@ mod tests {
             assert!(matches!(m.inclusion_proof(n), Err(MmrError::Index(_))));
             assert!(matches!(m.consistency_proof(n + 1), Err(MmrError::Index(_))));
             if n < 40 {
-                m.append(&seed_payload(n));
+                m.append(&seed_payload(n)).unwrap();
             }
         }
     }
@@ -638,6 +778,80 @@ mod tests {
             c[key] = bad;
             assert!(matches!(verify_consistency(&c), Err(MmrError::Proof(_))), "{c}");
         }
+    }
+
+    fn tmp_store(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("glmmr-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("audit.mmr")
+    }
+
+    #[test]
+    fn store_answers_as_memory_does_and_stays_small() {
+        let path = tmp_store("same");
+        let n = 3 * crate::node_store::WRITE_BATCH as u64 + 17;
+        let mem = build(n);
+        let mut st = Mmr::open(&path).unwrap();
+        for i in 0..n {
+            st.append(&seed_payload(i)).unwrap();
+            assert!(st.resident_hashes() <= 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS);
+        }
+        assert_eq!(st.root(), mem.root());
+        for i in [0, 1, 2, 1000, n / 2, n - 1] {
+            assert_eq!(st.inclusion_proof(i).unwrap(), mem.inclusion_proof(i).unwrap(), "i={i}");
+        }
+        for old in [0, 1, 5, 4096, n - 1, n] {
+            assert_eq!(st.consistency_proof(old).unwrap(), mem.consistency_proof(old).unwrap(), "old={old}");
+        }
+        assert!(matches!(Mmr::open(&path), Err(MmrError::Locked(_))));
+        st.checkpoint(12345, 32, true).unwrap();
+        st.close().unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, crate::node_store::HEADER_LEN + 32 * crate::node_store::nodes_for(n));
+        let mut st = Mmr::open(&path).unwrap();
+        assert_eq!((st.leaf_count(), st.root()), (n, mem.root()));
+        assert_eq!(st.checkpoints()[0].leaf_count, n);
+        st.truncate(1000).unwrap();
+        assert_eq!(st.root(), build(1000).root());
+        assert_eq!(st.inclusion_proof(999).unwrap(), build(1000).inclusion_proof(999).unwrap());
+    }
+
+    #[test]
+    fn a_flipped_node_never_serves_a_proof() {
+        let path = tmp_store("flip");
+        let mut st = Mmr::open(&path).unwrap();
+        for i in 0..64 {
+            st.append(&seed_payload(i)).unwrap();
+        }
+        st.close().unwrap();
+        let mut data = std::fs::read(&path).unwrap();
+        let at = (crate::node_store::HEADER_LEN + 32 * crate::node_store::node_pos(1, 3)) as usize;
+        data[at] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        let st = Mmr::open(&path).unwrap();
+        assert!(matches!(st.inclusion_proof(4), Err(MmrError::Corrupt(_))));
+        assert!(st.inclusion_proof(0).is_ok()); // its path does not pass through the flipped node
+        assert!(matches!(st.consistency_proof(5), Err(MmrError::Corrupt(_))));
+    }
+
+    #[test]
+    fn vector_store_file() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        let v = &v["mmr_store"];
+        let unhex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let payloads: Vec<Vec<u8>> = v["payloads_hex"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let path = tmp_store("vector");
+        let mut m = Mmr::open(&path).unwrap();
+        m.append_many(payloads.iter().map(|p| &p[..])).unwrap();
+        m.flush(true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex_before_checkpoint"].as_str().unwrap()));
+        let cp = &v["checkpoint"];
+        let got = m.checkpoint(cp["wal_end"].as_u64().unwrap(), cp["last_frame_len"].as_u64().unwrap() as u32, true).unwrap();
+        assert_eq!((got.seq, got.leaf_count, to_hex(&got.root)), (1, 11, cp["root"].as_str().unwrap().to_string()));
+        m.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex"].as_str().unwrap()));
     }
 
     #[test]

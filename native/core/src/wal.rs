@@ -165,8 +165,19 @@ pub fn scan(data: &[u8]) -> Result<Scan> {
     if &data[..HEADER_LEN] != MAGIC {
         return Err(corrupt(0, "not a WAL v1 file: bad header at offset 0"));
     }
+    scan_frames(data, HEADER_LEN, 0)
+}
+
+/// Scan the frames of `data`, which is the file from byte `base` on, `base` being a frame
+/// boundary the caller vouches for (a trusted prefix ends there). Ranges and `valid_end`
+/// are relative to `data`; offsets in errors are absolute.
+pub fn scan_tail(data: &[u8], base: usize) -> Result<Scan> {
+    scan_frames(data, 0, base)
+}
+
+fn scan_frames(data: &[u8], start: usize, base: usize) -> Result<Scan> {
     let mut payloads = Vec::new();
-    let mut o = HEADER_LEN;
+    let mut o = start;
     while o < data.len() {
         match frame_at(data, o) {
             Some(n) => {
@@ -175,9 +186,10 @@ pub fn scan(data: &[u8]) -> Result<Scan> {
             }
             None => {
                 if valid_chain_after(data, o) {
+                    let at = base + o;
                     return Err(corrupt(
-                        o as u64,
-                        &format!("WAL corrupt: bad frame at offset {o} is followed by valid frames (record {})", payloads.len()),
+                        at as u64,
+                        &format!("WAL corrupt: bad frame at offset {at} is followed by valid frames (record {} after the scan start)", payloads.len()),
                     ));
                 }
                 break;
@@ -203,6 +215,28 @@ fn with_path(e: WalError, path: &Path) -> WalError {
 pub fn replay(path: &Path) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
     let data = std::fs::read(path)?;
     let s = scan(&data).map_err(|e| with_path(e, path))?;
+    Ok((data, s.payloads))
+}
+
+/// The records from byte `offset` on (a frame boundary >= 8 the caller vouches for; 0 means
+/// the whole file), read as `replay` does. Returns the bytes from `offset` on and the
+/// payload ranges into them.
+pub fn replay_from(path: &Path, offset: u64) -> Result<(Vec<u8>, Vec<Range<usize>>)> {
+    if offset == 0 {
+        return replay(path);
+    }
+    if offset < HEADER_LEN as u64 {
+        return Err(WalError::Invalid(format!("offset must be 0 or a frame boundary >= 8, got {offset}")));
+    }
+    let mut f = File::open(path)?;
+    let mut head = [0u8; HEADER_LEN];
+    if f.read_exact(&mut head).is_err() || &head != MAGIC {
+        return Err(with_path(corrupt(0, "not a WAL v1 file: bad header at offset 0"), path));
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    let s = scan_tail(&data, offset as usize).map_err(|e| with_path(e, path))?;
     Ok((data, s.payloads))
 }
 
@@ -267,6 +301,25 @@ pub struct WalWriter {
 impl WalWriter {
     /// Open (creating if missing), lock, recover. See the module docs.
     pub fn open(path: &Path, policy: FsyncPolicy, group_delay_ms: f64, group_max_records: u64) -> Result<Self> {
+        Self::open_trusted(path, policy, group_delay_ms, group_max_records, None)
+    }
+
+    /// `open`, trusting that the first `records` records end at byte `offset` (the node
+    /// store's checkpoint vouches for it): recovery reads and scans only `[offset, EOF)`.
+    pub fn open_trusted(
+        path: &Path,
+        policy: FsyncPolicy,
+        group_delay_ms: f64,
+        group_max_records: u64,
+        trusted: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        if let Some((records, offset)) = trusted {
+            if offset < HEADER_LEN as u64 || (records == 0) != (offset == HEADER_LEN as u64) {
+                return Err(WalError::Invalid(format!(
+                    "trusted must be (records, offset) with offset >= 8 at a frame boundary, got ({records}, {offset})"
+                )));
+            }
+        }
         if !(group_delay_ms.is_finite() && group_delay_ms >= 0.0) {
             return Err(WalError::Invalid(format!("group_delay_ms must be a finite number >= 0, got {group_delay_ms}")));
         }
@@ -280,17 +333,40 @@ impl WalWriter {
             }
             return Err(e.into());
         }
+        let (records, base) = trusted.unwrap_or((0, 0));
+        let size = file.metadata()?.len();
+        if base > size {
+            return Err(WalError::Corrupt {
+                offset: size,
+                message: format!(
+                    "WAL {} ends at offset {size}, before the end of its trusted prefix ({records} records to offset {base})",
+                    path.display()
+                ),
+            });
+        }
         let mut data = Vec::new();
-        file.seek(SeekFrom::Start(0))?;
-        file.read_to_end(&mut data)?;
-        let s = scan(&data).map_err(|e| with_path(e, path))?;
-        let mut recovery = Recovery { records: s.payloads.len() as u64, truncated_bytes: 0 };
+        let s = if base == 0 {
+            file.seek(SeekFrom::Start(0))?;
+            file.read_to_end(&mut data)?;
+            scan(&data).map_err(|e| with_path(e, path))?
+        } else {
+            let mut head = [0u8; HEADER_LEN];
+            file.seek(SeekFrom::Start(0))?;
+            file.read_exact(&mut head)?;
+            if &head != MAGIC {
+                return Err(with_path(corrupt(0, "not a WAL v1 file: bad header at offset 0"), path));
+            }
+            file.seek(SeekFrom::Start(base))?;
+            file.read_to_end(&mut data)?;
+            scan_tail(&data, base as usize).map_err(|e| with_path(e, path))?
+        };
+        let mut recovery = Recovery { records: records + s.payloads.len() as u64, truncated_bytes: 0 };
         if s.header_incomplete {
             file.write_all(&MAGIC[data.len()..])?;
             file.sync_all()?;
         } else if s.valid_end < data.len() {
             recovery.truncated_bytes = s.truncated_bytes(data.len());
-            file.set_len(s.valid_end as u64)?;
+            file.set_len(base + s.valid_end as u64)?;
             file.sync_all()?;
         }
         let state = State {

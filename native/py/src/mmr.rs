@@ -4,14 +4,18 @@
 //! The core `Mmr` sits behind a mutex so a batch append can run with the GIL released while
 //! other Python threads keep calling in: uncontended calls take the lock without detaching;
 //! a call that finds it busy waits for it detached. Per-leaf `append` stays on the GIL
-//! (a leaf and its amortised one node hash are well under a microsecond); `append_many`
-//! hashes detached.
-use crate::errors::{guard, index_error, native_panic, proof_error};
+//! (a leaf and its amortised one node hash are well under a microsecond; with a node store
+//! one `pwrite` per WRITE_BATCH nodes); `append_many`, proofs (which may read the store),
+//! opening, truncating, flushing and checkpointing run detached.
+use crate::errors::{guard, index_error, invalid_input, native_panic, proof_error, store_corrupt, wal_locked};
 use crate::gil::Call;
 use crate::convert::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
 use crate::entry;
 use gatewaylab_core::hash::{to_hex, Hash};
+use crate::wal::path_arg;
 use gatewaylab_core::mmr::{self, ConsistencyProof, InclusionProof, Mmr, MmrError};
+use gatewaylab_core::node_store::Checkpoint;
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString};
 use serde_json::{Map, Value};
@@ -30,6 +34,30 @@ fn mmr_err(e: MmrError) -> PyErr {
     match e {
         MmrError::Index(m) => index_error(m),
         MmrError::Proof(m) => proof_error(format!("proof: {m}")),
+        MmrError::Invalid(m) => invalid_input(m),
+        MmrError::Corrupt(m) => store_corrupt(m),
+        MmrError::Locked(m) => wal_locked(m),
+        MmrError::Io(m) => PyOSError::new_err(m),
+    }
+}
+
+fn checkpoint_dict<'py>(py: Python<'py>, c: &Checkpoint) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("seq", c.seq)?;
+    d.set_item("leaf_count", c.leaf_count)?;
+    d.set_item("wal_end", c.wal_end)?;
+    d.set_item("last_frame_len", c.last_frame_len)?;
+    d.set_item("root", to_hex(&c.root))?;
+    Ok(d)
+}
+
+/// A non-negative int argument below `limit` (InvalidInput otherwise, naming `what`).
+fn uint_arg(obj: &Bound<'_, PyAny>, what: &str, limit: u64) -> PyResult<u64> {
+    let bad = || invalid_input(format!("{what} must be a non-negative int, got {}", obj.repr().map(|r| r.to_string()).unwrap_or_default()));
+    match index_arg(obj, what) {
+        Ok(Some(v)) if v < limit => Ok(v),
+        Ok(_) => Err(bad()),
+        Err(_) => Err(bad()),
     }
 }
 
@@ -169,10 +197,98 @@ impl PyMerkleMountainRange {
 
 #[pymethods]
 impl PyMerkleMountainRange {
+    /// MerkleMountainRange(store=None): every node in memory, or in the node store at `store`.
     #[new]
-    fn new() -> Self {
-        let _call = entry!("mmr.new");
-        Self { inner: Mutex::new(Mmr::new()) }
+    #[pyo3(signature = (store = None))]
+    fn new(py: Python<'_>, store: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let mut call = entry!("mmr.new");
+        guard(|| {
+            let inner = match store {
+                None => Mmr::new(),
+                Some(s) if s.is_none() => Mmr::new(),
+                Some(s) => {
+                    let p = std::path::PathBuf::from(path_arg(py, s)?);
+                    call.detach(py, || Mmr::open(&p)).map_err(mmr_err)?
+                }
+            };
+            Ok(Self { inner: Mutex::new(inner) })
+        })
+    }
+
+    /// The node store's path, or None in memory.
+    #[getter]
+    fn store_path(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let mut call = entry!("mmr.store_path");
+        guard(|| Ok(self.lock(py, &mut call)?.store_path().map(|p| p.to_string_lossy().into_owned())))
+    }
+
+    /// Node hashes held in memory: peaks + unwritten nodes + read-cache entries.
+    #[getter]
+    fn resident_hashes(&self, py: Python<'_>) -> PyResult<usize> {
+        let mut call = entry!("mmr.resident_hashes");
+        guard(|| Ok(self.lock(py, &mut call)?.resident_hashes()))
+    }
+
+    /// The store's valid checkpoints, newest first ([] in memory).
+    fn checkpoints<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut call = entry!("mmr.checkpoints");
+        guard(|| {
+            let cps = self.lock(py, &mut call)?.checkpoints();
+            let out = PyList::empty(py);
+            for c in &cps {
+                out.append(checkpoint_dict(py, c)?)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Drop every leaf from `count` on (and the nodes they completed).
+    fn truncate(&self, py: Python<'_>, count: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut call = entry!("mmr.truncate");
+        guard(|| {
+            let (g, c) = self.index(py, &mut call, count, "count", true)?;
+            drop(g);
+            let inner = &self.inner;
+            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.truncate(c).map_err(Some)))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+        })
+    }
+
+    /// Write unwritten nodes to the store (and fsync it when `sync`). No-op in memory.
+    #[pyo3(signature = (sync = true))]
+    fn flush(&self, py: Python<'_>, sync: bool) -> PyResult<()> {
+        let mut call = entry!("mmr.flush");
+        guard(|| {
+            let inner = &self.inner;
+            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.flush(sync).map_err(Some)))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+        })
+    }
+
+    /// Record that the first leaf_count leaves are the WAL's records up to byte `wal_end`;
+    /// returns the checkpoint. The caller makes the WAL durable to `wal_end` first.
+    #[pyo3(signature = (wal_end, last_frame_len, sync = true))]
+    fn checkpoint<'py>(&self, py: Python<'py>, wal_end: &Bound<'py, PyAny>, last_frame_len: &Bound<'py, PyAny>, sync: bool) -> PyResult<Bound<'py, PyDict>> {
+        let mut call = entry!("mmr.checkpoint");
+        guard(|| {
+            let end = uint_arg(wal_end, "wal_end", 1 << 63)?;
+            let last = uint_arg(last_frame_len, "last_frame_len", 1 << 32)? as u32;
+            let inner = &self.inner;
+            let cp = call
+                .detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.checkpoint(end, last, sync).map_err(Some)))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
+            checkpoint_dict(py, &cp)
+        })
+    }
+
+    /// Write unwritten nodes (no fsync) and release the store. Idempotent; no-op in memory.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mut call = entry!("mmr.close");
+        guard(|| {
+            let inner = &self.inner;
+            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| if g.store_path().is_some() { g.close().map_err(Some) } else { Ok(()) }))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+        })
     }
 
     /// Append one payload (bytes, bytearray or memoryview); returns its leaf index.
@@ -181,7 +297,7 @@ impl PyMerkleMountainRange {
         guard(|| {
             let p = bytes_arg(payload, "payload")?;
             let mut g = self.lock(py, &mut call)?;
-            Ok(g.append(&p))
+            g.append(&p).map_err(mmr_err)
         })
     }
 
@@ -194,10 +310,10 @@ impl PyMerkleMountainRange {
             let slices = batch_bytes(&items)?;
             let inner = &self.inner;
             call.detach(py, || {
-                let mut g = inner.lock().map_err(|_| ())?;
-                Ok(g.append_many(slices.iter().map(|s| &s[..])))
+                let mut g = inner.lock().map_err(|_| None)?;
+                g.append_many(slices.iter().map(|s| &s[..])).map_err(Some)
             })
-            .map_err(|()| poisoned())
+            .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
@@ -228,7 +344,11 @@ impl PyMerkleMountainRange {
         let mut call = entry!("mmr.leaf_hash");
         guard(|| {
             let (g, i) = self.index(py, &mut call, index, "leaf index", false)?;
-            g.leaf_hash(i).map(|h| to_hex(&h)).map_err(mmr_err)
+            drop(g);
+            let inner = &self.inner;
+            call.detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.leaf_hash(i).map_err(Some)))
+                .map(|h| to_hex(&h))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
@@ -236,10 +356,12 @@ impl PyMerkleMountainRange {
     fn inclusion_proof<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let mut call = entry!("mmr.inclusion_proof");
         guard(|| {
-            let p = {
-                let (g, i) = self.index(py, &mut call, index, "leaf index", false)?;
-                g.inclusion_proof(i).map_err(mmr_err)?
-            };
+            let (g, i) = self.index(py, &mut call, index, "leaf index", false)?;
+            drop(g);
+            let inner = &self.inner;
+            let p = call
+                .detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.inclusion_proof(i).map_err(Some)))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
             inclusion_dict(py, &p)
         })
     }
@@ -248,10 +370,12 @@ impl PyMerkleMountainRange {
     fn consistency_proof<'py>(&self, py: Python<'py>, old_count: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let mut call = entry!("mmr.consistency_proof");
         guard(|| {
-            let p = {
-                let (g, m) = self.index(py, &mut call, old_count, "old count", true)?;
-                g.consistency_proof(m).map_err(mmr_err)?
-            };
+            let (g, m) = self.index(py, &mut call, old_count, "old count", true)?;
+            drop(g);
+            let inner = &self.inner;
+            let p = call
+                .detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.consistency_proof(m).map_err(Some)))
+                .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
             consistency_dict(py, &p)
         })
     }

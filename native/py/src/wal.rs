@@ -40,7 +40,7 @@ pub(crate) fn wal_err(e: WalError) -> PyErr {
 }
 
 /// `os.fspath(path)` as a str path (str or os.PathLike; bytes paths are refused).
-fn path_arg(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
+pub(crate) fn path_arg(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
     let fs = py.import("os")?.getattr("fspath")?.call1((path,)).map_err(|_| {
         invalid_input(format!("path must be str or os.PathLike, not {}", type_name(path)))
     })?;
@@ -55,8 +55,8 @@ impl PyWriteAheadLog {
     /// WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256)
     #[new]
     #[pyo3(
-        signature = (path, fsync = None, group_delay_ms = None, group_max_records = None),
-        text_signature = "(path, fsync='group', group_delay_ms=2.0, group_max_records=256)"
+        signature = (path, fsync = None, group_delay_ms = None, group_max_records = None, trusted = None),
+        text_signature = "(path, fsync='group', group_delay_ms=2.0, group_max_records=256, trusted=None)"
     )]
     fn new(
         py: Python<'_>,
@@ -64,6 +64,7 @@ impl PyWriteAheadLog {
         fsync: Option<&Bound<'_, PyAny>>,
         group_delay_ms: Option<&Bound<'_, PyAny>>,
         group_max_records: Option<&Bound<'_, PyAny>>,
+        trusted: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut call = entry!("wal.open");
         guard(|| {
@@ -98,9 +99,28 @@ impl PyWriteAheadLog {
                     }
                 }
             };
+            let trusted = match trusted {
+                None => None,
+                Some(t) if t.is_none() => None,
+                Some(t) => {
+                    let bad = || invalid_input(format!("trusted must be (records, offset) with offset >= 8 at a frame boundary, got {}", repr(t)));
+                    let tup = t.cast::<pyo3::types::PyTuple>().map_err(|_| bad())?;
+                    if tup.len() != 2 {
+                        return Err(bad());
+                    }
+                    let mut v = [0u64; 2];
+                    for (k, item) in tup.iter().enumerate() {
+                        if item.is_instance_of::<PyBool>() || !item.is_instance_of::<PyInt>() {
+                            return Err(bad());
+                        }
+                        v[k] = item.extract::<u64>().map_err(|_| bad())?;
+                    }
+                    Some((v[0], v[1]))
+                }
+            };
             let path = path_arg(py, path)?;
             let p = PathBuf::from(&path);
-            let inner = call.detach(py, || WalWriter::open(&p, policy, delay, max)).map_err(wal_err)?;
+            let inner = call.detach(py, || WalWriter::open_trusted(&p, policy, delay, max, trusted)).map_err(wal_err)?;
             Ok(Self { inner, path })
         })
     }
@@ -190,13 +210,22 @@ impl PyWriteAheadLog {
     }
 
     /// Every record's payload, without taking the lock and without modifying the file
-    /// (a torn tail is ignored; corruption raises WalCorruptError).
+    /// (a torn tail is ignored; corruption raises WalCorruptError). With `offset` (a frame
+    /// boundary >= 8 the caller vouches for), only the records from that byte on.
     #[staticmethod]
-    fn replay<'py>(py: Python<'py>, path: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    #[pyo3(signature = (path, offset = None), text_signature = "(path, offset=0)")]
+    fn replay<'py>(py: Python<'py>, path: &Bound<'py, PyAny>, offset: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
         let mut call = entry!("wal.replay");
         guard(|| {
+            let off = match offset {
+                None => 0,
+                Some(o) => match (o.is_instance_of::<PyBool>(), o.is_instance_of::<PyInt>(), o.extract::<u64>()) {
+                    (false, true, Ok(v)) if v == 0 || v >= 8 => v,
+                    _ => return Err(invalid_input(format!("offset must be 0 or a frame boundary >= 8, got {}", repr(o)))),
+                },
+            };
             let p = PathBuf::from(path_arg(py, path)?);
-            let (data, ranges) = call.detach(py, || wal::replay(&p)).map_err(wal_err)?;
+            let (data, ranges) = call.detach(py, || wal::replay_from(&p, off)).map_err(wal_err)?;
             PyList::new(py, ranges.into_iter().map(|r| PyBytes::new(py, &data[r])))
         })
     }
