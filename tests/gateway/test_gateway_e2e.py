@@ -69,7 +69,7 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
 
     status, _, metrics = http("GET", gw.url + "/metrics")
     assert status == 200 and b'gateway_requests_total{route="/v1/chat/completions",status="200"} 7.0' in metrics
-    assert b'gateway_stage_seconds_count{stage="waf"}' in metrics
+    assert b'gateway_stage_seconds_count{stage="decide"}' in metrics
     assert b"gateway_background_queue_depth" in metrics and b"gateway_audit_lag_seconds_count" in metrics
     if mode == "py+rs":  # the extension's own GIL accounting, per Rust entry point
         assert b"gateway_native_hold_ns_total{entry=" in metrics

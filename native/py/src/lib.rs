@@ -2,6 +2,7 @@
 //! Each module file exposes `register(m)`; this file only wires them together.
 use pyo3::prelude::*;
 
+pub mod convert;
 pub mod errors;
 pub mod gil;
 pub mod auth;
