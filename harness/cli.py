@@ -19,6 +19,7 @@ COMMANDS = {
     "compare": "compare two run folders (significance and factor)",
     "audit": "append/verify/prove/consistency on a WAL file",
     "torture": "kill -9 the gateway under load; check the ledger after every kill",
+    "soak": "steady soak (RSS, CPU, p99, audit lag), overload, upstream chaos, idle connections",
 }
 
 
