@@ -298,3 +298,14 @@ def test_ratelimit_limit_above_2_63_is_invalid_input_in_both():
         cls({"a": (1 << 63, 1)})
         with pytest.raises(InvalidInput):
             cls({"a": (1 << 70, 1)})
+
+
+@pytest.mark.parametrize("body", [b'\xef\xbb\xbf{"choices":[]}', '{"choices":[]}'.encode("utf-16"), b'[NaN]',
+                                  b'{"x":-Infinity}', b'{"choices":[{"message":{"content":"a \\ud800 b"}}]}'],
+                         ids=["bom", "utf16", "nan", "infinity", "lone_surrogate_escape"])
+def test_entropy_reads_only_what_serde_json_reads(body):
+    """Found by test_entropy_differential: each was read by Python's json and refused by the
+    Rust twin; now InvalidInput in both (a surrogate pair still reads)."""
+    assert outcome(PY_ENT, body) == outcome(RS_ENT, body) == ("err", "InvalidInput")
+    pair = b'{"choices":[{"message":{"content":"a \\ud83d\\ude00 b"}}]}'
+    assert outcome(PY_ENT, pair) == outcome(RS_ENT, pair) and outcome(PY_ENT, pair)[0] == "ok"
