@@ -48,6 +48,10 @@ def build_config(opts: dict) -> cfgmod.Config:
     if shell not in cfgmod.SHELLS:
         raise ConfigError(f"--shell: expected one of {', '.join(cfgmod.SHELLS)}, got {shell!r}")
     changes = {"switches": Switches(mode, impl), "shell": shell}
+    if opts.get("ack") is not None:
+        if opts["ack"] not in cfgmod.ACKS:
+            raise ConfigError(f"--ack: expected one of {', '.join(cfgmod.ACKS)}, got {opts['ack']!r}")
+        changes["ack"] = opts["ack"]
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
         changes["stages"] = parse_stages(opts["stages"])

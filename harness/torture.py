@@ -24,6 +24,12 @@ One ledger directory and one native mock for the whole run. Each cycle:
 After the last kill the gateway is started once more, takes load, and is stopped gracefully;
 its log must have grown past the last recovery ("goes on appending") and verify.
 
+Acknowledged answers: beside the load generator, `ack_clients` threads send requests one at a
+time and note the x-request-id of every 200 they receive. After each kill, every noted id
+whose answer arrived must have its record in the recovered log under `--ack durable`
+(`acked_missing` must be 0); under `background` the count is reported, not a failure (the
+seeds answer before the record is written, so a kill can take acknowledged records with it).
+
 A kill -9 keeps the page cache, so it never tests fsync; the power-loss cuts in
 tests/reliability/test_power_loss.py do.
 """
@@ -65,6 +71,8 @@ class TortureResult:
     torn_bytes: int = 0
     records_lost: int = 0
     rolled_back: int = 0          # records counted (not durable) before a kill and absent after: allowed
+    acked: int = 0                # 200s the ack clients received (request ids noted)
+    acked_missing: int = 0        # of those, absent from the recovered log after the kill
     roots_checked: int = 0
     roots_failed: int = 0
     refused: int = 0              # corruption found after a kill (never allowed)
@@ -78,7 +86,8 @@ class TortureResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.records_lost == 0 and self.roots_failed == 0 and self.refused == 0
+        return (not self.failures and self.records_lost == 0 and self.roots_failed == 0 and self.refused == 0
+                and (self.ack != "durable" or self.acked_missing == 0))
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -86,7 +95,8 @@ class TortureResult:
         return d
 
 
-def _config_yaml(path: str, upstream: str, ledger: str, fsync: str) -> None:
+
+def _config_yaml(path: str, upstream: str, ledger: str, fsync: str, ack: str = "background") -> None:
     import yaml
 
     from gateway.stages.auth import hash_key
@@ -95,7 +105,7 @@ def _config_yaml(path: str, upstream: str, ledger: str, fsync: str) -> None:
         "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": upstream}}],
         "passthrough": True,
         "keys": [{"id": "torture", "sha256": hash_key(API_KEY)}],
-        "ledger": {"dir": ledger, "fsync": fsync},
+        "ledger": {"dir": ledger, "fsync": fsync, "ack": ack},
     }
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(doc, f)
@@ -119,6 +129,48 @@ def _pid_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+class _AckClients:
+    """Threads that send one request at a time and note the x-request-id of every 200."""
+
+    def __init__(self, url: str, n: int):
+        import http.client
+
+        self._stop = threading.Event()
+        self.ids: list[str] = []
+        self._lock = threading.Lock()
+        host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
+        body = json.dumps(BODY).encode()
+        hdrs = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+        def loop():
+            conn = None
+            while not self._stop.is_set():
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+                    conn.request("POST", "/v1/chat/completions", body, hdrs)
+                    r = conn.getresponse()
+                    r.read()
+                    rid = r.getheader("x-request-id")
+                    if r.status == 200 and rid:
+                        with self._lock:
+                            self.ids.append(rid)  # noted only once the whole answer arrived
+                except (OSError, http.client.HTTPException):
+                    conn = None
+                    self._stop.wait(0.01)
+
+        self._threads = [threading.Thread(target=loop, daemon=True) for _ in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+        with self._lock:
+            return list(self.ids)
+
+
 class _Recovered:
     """The log as this module recovers it after a kill (read-only, Python twins)."""
 
@@ -133,6 +185,7 @@ class _Recovered:
             self.mmr.append_many(payloads)
         self.count = len(payloads)
         self.root = self.mmr.root()
+        self.request_ids = {json.loads(p).get("request_id") for p in payloads}
 
     def is_prefix(self, count: int, root: str) -> tuple[bool, str]:
         if count > self.count:
@@ -147,6 +200,7 @@ class _Recovered:
 
 def run_torture(mode: str, kills: int, *, ack: str = "background", server: str = "uvicorn", shell: str = "asgi",
                 fsync: str = "group", rate: float = 200.0, seed: int | None = None, ledger_dir: str | None = None,
+                ack_clients: int = 4,
                 min_run_s: float = 0.3, max_run_s: float = 1.5, sample_ms: float = 50.0,
                 mock_latency_ms: float = 1.0, log: Callable[[str], None] | None = None) -> TortureResult:
     """Run `kills` kill/verify/restart cycles on one ledger; see the module docstring."""
@@ -155,10 +209,10 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
 
     if ack not in ACKS:
         raise TortureError(f"--ack: expected one of {', '.join(ACKS)}, got {ack!r}")
-    if ack == "durable":
-        raise TortureError("--ack durable: the gateway has no durable acknowledgement in this build (ledger.ack)")
     if kills < 0:
         raise TortureError(f"--kills must be >= 0, got {kills}")
+    if not rate > 0:
+        raise TortureError(f"--rate must be > 0, got {rate}")
     if not 0 < min_run_s <= max_run_s:
         raise TortureError(f"run window must satisfy 0 < min <= max, got {min_run_s}..{max_run_s}")
     say = log or (lambda s: None)
@@ -173,7 +227,7 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
     with start_mock(latency_ms=mock_latency_ms, seed=rng.randrange(1 << 30)) as mock, \
             tempfile.TemporaryDirectory(prefix="gatewaylab-torture-cfg-") as cfg_dir:
         cfg = os.path.join(cfg_dir, "gateway.yaml")
-        _config_yaml(cfg, mock.url, ledger, fsync)
+        _config_yaml(cfg, mock.url, ledger, fsync, ack)
         prev: _Recovered | None = None
 
         def start():
@@ -213,6 +267,7 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
 
             th = threading.Thread(target=drive, daemon=True)
             th.start()
+            acker = _AckClients(gw.url, ack_clients)
             samples = []
             deadline = time.monotonic() + 0.5 + run_s  # the load generator takes a moment to start
             while True:
@@ -233,6 +288,7 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
             gw.proc.wait(30)
             if not _pid_gone(app_pid, 30):
                 raise TortureError(f"gateway worker {app_pid} survived SIGKILL for 30 s")
+            acked_ids = acker.stop()
             res.kills += 1
             res.samples += len(samples)
             th.join(60)
@@ -247,6 +303,12 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
                 res.refused += 1
                 res.failures.append(f"kill {res.kills}: WAL refused as corrupt: {e}")
                 break
+            missing = [i for i in acked_ids if i not in rec.request_ids]
+            res.acked += len(acked_ids)
+            res.acked_missing += len(missing)
+            if missing and ack == "durable":
+                res.failures.append(f"kill {res.kills}: {len(missing)} acknowledged answers have no record "
+                                    f"(e.g. {missing[0]})")
             if rec.torn:
                 res.torn_tails += 1
                 res.torn_bytes += rec.torn
@@ -269,7 +331,8 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
                     res.roots_failed += 1
                     res.failures.append(f"kill {res.kills}: {why}")
             say(f"kill {res.kills}/{kills}: ran {run_s:.2f}s, {len(samples)} samples, recovered {rec.count} "
-                f"(max durable seen {max_durable}), torn {rec.torn} B, roots checked {len(set(checks))}")
+                f"(max durable seen {max_durable}), torn {rec.torn} B, roots checked {len(set(checks))}, "
+                f"acked {len(acked_ids)} missing {len(missing)}")
             prev = rec
 
         # after the last kill: restart, append more, stop gracefully, verify
@@ -306,5 +369,6 @@ def summary(r: TortureResult) -> str:
     return (f"torture mode={r.mode} server={r.server} ack={r.ack} fsync={r.fsync}: kills={r.kills} "
             f"records_lost={r.records_lost} roots_checked={r.roots_checked} roots_failed={r.roots_failed} "
             f"torn_tails={r.torn_tails} ({r.torn_bytes} B) rolled_back_non_durable={r.rolled_back} "
+            f"acked={r.acked} acked_missing={r.acked_missing} "
             f"refused={r.refused} final_count={r.final_count} ok_responses={r.requests_ok} "
             f"in {r.seconds:.0f}s -> {'OK' if r.ok else 'FAILED'}")

@@ -29,6 +29,15 @@ def test_kills_lose_nothing(mode, tmp_path):
     assert r.final_count > 0 and r.requests_ok > 0
 
 
+@pytest.mark.parametrize("mode", RUNGS)
+def test_durable_ack_loses_no_acknowledged_answer(mode, tmp_path):
+    r = run_torture(mode, kills=3, ack="durable", rate=100, seed=21, ledger_dir=str(tmp_path / "ledger"),
+                    min_run_s=0.3, max_run_s=0.8)
+    assert r.failures == [] and r.ok
+    assert r.acked > 0 and r.acked_missing == 0
+    assert r.records_lost == 0 and r.roots_failed == 0
+
+
 def test_granian_master_and_worker_are_both_killed(tmp_path):
     r = run_torture("py+rs", kills=2, server="granian", rate=150, seed=3, ledger_dir=str(tmp_path / "ledger"),
                     min_run_s=0.3, max_run_s=0.6)
@@ -45,7 +54,8 @@ def test_fsync_always(tmp_path):
 def test_bad_options_are_one_line_errors():
     with pytest.raises(TortureError, match="did not start"):
         run_torture("no-such-rung", kills=1)
-    for argv in (["--mode", "no-such-rung", "--kills", "1"], ["--mode", "py", "--kills", "-1"]):
+    for argv in (["--mode", "no-such-rung", "--kills", "1"], ["--mode", "py", "--kills", "-1"],
+                 ["--mode", "py", "--kills", "1", "--rate", "0"]):
         p = subprocess.run([sys.executable, "-m", "harness.cli", "torture", *argv], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 1
