@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from rungs import RUNGS  # noqa: E402
+from rungs import DURABLE_ACK_RUNGS, RUNGS  # noqa: E402
 
 from harness.torture import TortureError, run_torture  # noqa: E402
 
@@ -29,7 +29,7 @@ def test_kills_lose_nothing(mode, tmp_path):
     assert r.final_count > 0 and r.requests_ok > 0
 
 
-@pytest.mark.parametrize("mode", RUNGS)
+@pytest.mark.parametrize("mode", DURABLE_ACK_RUNGS)
 def test_durable_ack_loses_no_acknowledged_answer(mode, tmp_path):
     r = run_torture(mode, kills=3, ack="durable", rate=100, seed=21, ledger_dir=str(tmp_path / "ledger"),
                     min_run_s=0.3, max_run_s=0.8)
