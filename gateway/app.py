@@ -99,9 +99,9 @@ class GatewayBase(ABC):
         """{"count", "root", "durable_count"} of the ledger."""
 
     @abstractmethod
-    async def _prove(self, kind: str, n: int) -> dict:
-        """An inclusion ("inclusion", leaf n) or consistency ("consistency", old n) proof;
-        AuditIndexError when n is out of range."""
+    async def _prove(self, kind: str, n: int) -> bytes:
+        """An inclusion ("inclusion", leaf n) or consistency ("consistency", old n) proof as
+        JSON; AuditIndexError when n is out of range."""
 
     async def audit_proof(self, index: str) -> Response:
         return await self._ledger_proof(index, "leaf index", "invalid_index", "inclusion", 404, "index_out_of_range")
@@ -121,7 +121,7 @@ class GatewayBase(ABC):
             proof = await self._prove(kind, n)
         except AuditIndexError as e:
             return error(range_status, str(e), range_code)
-        return Response(200, orjson.dumps(proof))
+        return Response(200, proof)
 
     # --- other endpoints ------------------------------------------------------------------
     def models(self) -> Response:
@@ -260,9 +260,8 @@ class Gateway(GatewayBase):
             # audit first (synchronous), so a cancelled client task cannot skip it
             if status == 499:
                 self.metrics.counters["streams_abandoned"] += 1
-            if fwd.audit is not None:
-                self.background._spawn_background(
-                    AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000))
+            if fwd.audit is not None:  # no backpressure wait here: the stream is over (or cancelled)
+                self.background.submit(AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000))
             self.metrics.stage["total"].observe_ns(_perf() - t0)
             await agen.aclose()
 
@@ -273,10 +272,10 @@ class Gateway(GatewayBase):
             return Response(200, orjson.dumps({"count": led.count, "root": led.root(),
                                                "durable_count": led.durable_count}))
 
-    async def _prove(self, kind: str, n: int) -> dict:
+    async def _prove(self, kind: str, n: int) -> bytes:
         led = self.background.ledger
         async with self.background.io_lock:
-            return led.inclusion_proof(n) if kind == "inclusion" else led.consistency_proof(n)
+            return orjson.dumps(led.inclusion_proof(n) if kind == "inclusion" else led.consistency_proof(n))
 
     def _health_audit(self) -> tuple[dict, dict]:
         bg = self.background

@@ -51,6 +51,8 @@ class Metrics:
         self.counters = {"background_spawned": 0, "background_dropped": 0, "audit_records": 0,
                          "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
         self.gauges: dict[str, Callable[[], float]] = {}
+        # called at scrape time before the counters are read (rs-core copies the Rust side's)
+        self.refresh: Callable[[], None] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -60,6 +62,8 @@ class Metrics:
         r[k] = r.get(k, 0) + 1
 
     def collect(self):
+        if self.refresh is not None:
+            self.refresh()
         c = CounterMetricFamily("gateway_requests", "HTTP requests by route and status", labels=["route", "status"])
         for (route, status), n in sorted(self.requests.items()):
             c.add_metric([route, str(status)], n)

@@ -137,7 +137,7 @@ def prompt_text(req) -> str:
         if type(m) is not dict:
             raise BadRequest(f"messages[{i}] must be an object", "invalid_messages")
         role = m.get("role")
-        if role not in _ROLES:
+        if type(role) is not str or role not in _ROLES:  # (an unhashable role must not raise TypeError)
             raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", "invalid_messages")
         c = m.get("content")
         if type(c) is str:

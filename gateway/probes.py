@@ -1,4 +1,4 @@
-"""In-process measurement probes of the gateway (DESIGN.md "Measurements", GIL views 2-4).
+"""In-process measurement probes of the gateway (docs/architecture.md "Measurements", GIL views 2-4).
 
 Started by the gateway's lifespan when ``GATEWAYLAB_PROBES=1`` (``start(loop)``) and served
 at ``GET /debug/probes`` (``snapshot(reset)``). Three views, each labelled:

@@ -23,7 +23,7 @@ PYTHON, RUST = "python", "rust"
 IMPLS = (PYTHON, RUST)
 # mode -> the twin every component defaults to. `rs-core` (rung 2) runs the whole pipeline
 # in one Rust call (gateway/rs_core.py), so its components are all Rust and not switchable.
-MODES = {"py": PYTHON, "py+rs": RUST}
+MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST}
 PER_COMPONENT_MODES = ("py", "py+rs")
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.

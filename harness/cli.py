@@ -1,4 +1,4 @@
-"""`gatewaylab` command line. Contract: DESIGN.md "CLI contract".
+"""`gatewaylab` command line. Contract: docs/formats.md "CLI contract".
 
 Each subcommand is a module `harness.commands.<name>` with
 `add_arguments(parser)` and `run(args) -> int`. Only the chosen one is imported.

@@ -1,4 +1,4 @@
-"""Run metadata: what DESIGN.md says is stored with every result.
+"""Run metadata: what docs/architecture.md ("Measurements") says is stored with every result.
 
 API (small on purpose; everything returns plain JSON-able values):
 
@@ -100,7 +100,7 @@ def collect(
     start_time: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything DESIGN.md asks to store with a result (see module docstring)."""
+    """Everything docs/architecture.md asks to store with a result (see module docstring)."""
     from gateway.twins import Switches
 
     sw = switches if switches is not None else Switches.resolve()

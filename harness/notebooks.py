@@ -13,14 +13,20 @@ metrics.json (schema `gatewaylab.notebook-metrics/1`):
     {"schema": "gatewaylab.notebook-metrics/1", "notebook": "01_mmr_speedup", "profile": "ci",
      "metrics": {"<name>": {"value": 3.1, "min": 2.9, "max": 3.3, "unit": "ratio", "desc": "..."}}}
 
-Baselines: one file per notebook, `data/baselines/<notebook>.json`:
+Baselines (data/baselines/, explained in its README): one file per notebook with its gates,
 
     {"notebook": "01_mmr_speedup",
-     "checks": [{"metric": "<name>", "op": ">=" | "<=", "threshold": 2.0,
-                 "measured": [...values seen when the floor was set...], "why": "..."}]}
+     "checks": [{"metric": "<name>", "op": ">=" | "<=", "rule": "advantage" | "cost" | "exact",
+                 "neutral": 1.0, "threshold": 2.0, "why": "..."}]}
+
+and one file per recorded ci run, `data/baselines/runs/<UTC time>.json` (written by
+`--record`): the metrics of every notebook of that run, the load average and the commit.
+Thresholds are derived from the recorded runs by one rule (`derive_threshold`), and a test
+checks that the committed thresholds are the derived ones. `--derive` prints them, and the
+leave-one-out false-alarm count over the recorded runs.
 
 Only ratios are checked (never absolute times). A failure names the notebook, the metric,
-the value and the threshold, and the process exits non-zero.
+the value, the threshold and the runs it is compared with, and the process exits non-zero.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ import argparse
 import json
 import math
 import operator
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -44,14 +51,19 @@ KERNEL_NAME = "gatewaylab"
 METRICS_FILE = "metrics.json"
 SCHEMA = "gatewaylab.notebook-metrics/1"
 
-NOTEBOOKS = (
+RECORDED_RUNS_DIR = BASELINE_DIR / "runs"
+RUN_SCHEMA = "gatewaylab.notebook-run/1"
+
+# The notebooks `--profile ci` runs, in order. Each is notebooks/<name>.py (jupytext
+# py:percent, the source) paired with notebooks/<name>.ipynb (what papermill executes).
+NOTEBOOKS = [
     "01_mmr_speedup",
     "02_spawn_cost",
     "03_concurrency_knee",
     "04_flamegraphs",
     "05_fast_vs_slow_upstream",
     "06_component_ablation",
-)
+]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -87,6 +99,17 @@ def load_metrics(run_dir: Path | str) -> dict:
 
 # --- the baseline check ------------------------------------------------------------------
 
+# How a threshold follows from the recorded runs (one rule, applied by `derive_threshold`):
+#   advantage  a ratio that shows an advantage over `neutral` (1.0 = no advantage). The gate
+#              sits where half of the median recorded advantage is lost, unless noise needs
+#              more room: then at the noise floor (the worst recorded value with a margin).
+#   cost       a ratio with no neutral point worth gating on (spawn / create_task): the
+#              gate is the worst recorded value with the margin.
+#   exact      a property that must hold exactly (every cell profiled): the threshold is given.
+RULES = ("advantage", "cost", "exact")
+NOISE_MARGIN = 0.15  # room beyond the worst recorded value, as a fraction of that value
+
+
 @dataclass
 class Check:
     notebook: str
@@ -96,13 +119,15 @@ class Check:
     threshold: float
     ok: bool
     note: str = ""
+    compared_with: str = ""
 
     def message(self) -> str:
+        against = f"; compared with {self.compared_with}" if self.compared_with else ""
         if self.value is None:
-            return f"FAIL {self.notebook}: metric {self.metric!r} missing ({self.note})"
+            return f"FAIL {self.notebook}: metric {self.metric!r} missing ({self.note}){against}"
         verdict = "ok  " if self.ok else "FAIL"
         return (f"{verdict} {self.notebook}: {self.metric} = {self.value:.4g}, "
-                f"threshold {self.op} {self.threshold:.4g}" + (f" ({self.note})" if self.note else ""))
+                f"threshold {self.op} {self.threshold:.4g}" + (f" ({self.note})" if self.note else "") + against)
 
 
 def load_baselines(baseline_dir: Path | str = BASELINE_DIR) -> dict[str, list[dict]]:
@@ -115,30 +140,142 @@ def load_baselines(baseline_dir: Path | str = BASELINE_DIR) -> dict[str, list[di
                 raise ValueError(f"{p}: check {c.get('metric')!r} has op {c.get('op')!r}; expected one of {list(OPS)}")
             if not isinstance(c.get("threshold"), (int, float)):
                 raise ValueError(f"{p}: check {c.get('metric')!r} has no numeric threshold")
+            if c.get("rule", "exact") not in RULES:
+                raise ValueError(f"{p}: check {c.get('metric')!r} has rule {c.get('rule')!r}; expected one of {list(RULES)}")
         out[nb] = list(data.get("checks", []))
     return out
 
 
+def load_recorded_runs(runs_dir: Path | str | None = None) -> list[dict]:
+    """The recorded ci runs the thresholds are derived from, oldest first."""
+    d = Path(runs_dir) if runs_dir is not None else RECORDED_RUNS_DIR
+    runs = []
+    for p in sorted(d.glob("*.json")):
+        data = json.loads(p.read_text())
+        if data.get("schema") != RUN_SCHEMA:
+            raise ValueError(f"{p}: schema {data.get('schema')!r}, expected {RUN_SCHEMA!r}")
+        data["file"] = p.name
+        runs.append(data)
+    return runs
+
+
+def recorded_values(runs: list[dict], notebook: str, metric_name: str) -> list[float]:
+    return [float(r["metrics"][notebook][metric_name]["value"]) for r in runs
+            if metric_name in r.get("metrics", {}).get(notebook, {})]
+
+
+def derive_threshold(check: Mapping[str, Any], values: list[float]) -> float:
+    """The threshold `check`'s rule gives for these recorded values (see RULES above)."""
+    rule, op = check.get("rule", "exact"), check["op"]
+    if rule == "exact":
+        return float(check["threshold"])
+    if not values:
+        raise ValueError(f"{check['metric']}: no recorded values to derive a threshold from")
+    vs = sorted(values)
+    med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
+    higher_is_better = op.startswith(">")
+    noise = vs[0] * (1 - NOISE_MARGIN) if higher_is_better else vs[-1] * (1 + NOISE_MARGIN)
+    if rule == "cost":
+        return round(noise, 3)
+    neutral = float(check["neutral"])
+    half = neutral + (med - neutral) / 2
+    return round(min(half, noise) if higher_is_better else max(half, noise), 3)
+
+
+def _compared_with(runs: list[dict], nb: str, name: str) -> str:
+    vals = recorded_values(runs, nb, name)
+    if not vals:
+        return ""
+    vs = sorted(vals)
+    med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
+    first, last = runs[0]["file"].removesuffix(".json"), runs[-1]["file"].removesuffix(".json")
+    return (f"{len(vals)} recorded ci runs {first}..{last} in data/baselines/runs "
+            f"(median {med:.4g}, range {vs[0]:.4g}-{vs[-1]:.4g})")
+
+
 def check_results(results_root: Path | str, baseline_dir: Path | str = BASELINE_DIR,
-                  notebooks: Iterable[str] | None = None) -> list[Check]:
+                  notebooks: Iterable[str] | None = None, runs_dir: Path | str | None = None) -> list[Check]:
     """Compare `results_root/<notebook>/metrics.json` with the baselines, one Check per threshold."""
     baselines = load_baselines(baseline_dir)
+    rd = Path(runs_dir) if runs_dir is not None else Path(baseline_dir) / "runs"
+    runs = load_recorded_runs(rd) if rd.is_dir() else []
     wanted = list(notebooks) if notebooks is not None else list(baselines)
     checks: list[Check] = []
     for nb in wanted:
         for c in baselines.get(nb, []):
             name, op, thr = c["metric"], c["op"], float(c["threshold"])
+            against = _compared_with(runs, nb, name)
             try:
                 metrics = load_metrics(Path(results_root) / nb)["metrics"]
             except (OSError, ValueError) as e:
-                checks.append(Check(nb, name, None, op, thr, False, f"no results: {e}"))
+                checks.append(Check(nb, name, None, op, thr, False, f"no results: {e}", against))
                 continue
             if name not in metrics:
-                checks.append(Check(nb, name, None, op, thr, False, f"not in {nb}/{METRICS_FILE}"))
+                checks.append(Check(nb, name, None, op, thr, False, f"not in {nb}/{METRICS_FILE}", against))
                 continue
             v = float(metrics[name]["value"])
-            checks.append(Check(nb, name, v, op, thr, bool(OPS[op](v, thr)), metrics[name].get("desc", "")))
+            checks.append(Check(nb, name, v, op, thr, bool(OPS[op](v, thr)), metrics[name].get("desc", ""), against))
     return checks
+
+
+def record_run(results_root: Path | str, runs_dir: Path | str | None = None, notebooks: Iterable[str] | None = None,
+               extra: Mapping[str, Any] | None = None) -> Path:
+    """Copy the metrics of one `--profile ci` run into data/baselines/runs/<stamp>.json."""
+    root = Path(results_root)
+    metrics = {}
+    for nb in (list(notebooks) if notebooks is not None else NOTEBOOKS):
+        try:
+            m = load_metrics(root / nb)["metrics"]
+        except (OSError, ValueError):
+            continue
+        metrics[nb] = {k: {f: v[f] for f in ("value", "min", "max") if f in v} for k, v in sorted(m.items())}
+    from harness.meta import collect
+
+    meta = collect(parameters={"notebooks": "ci"})
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(runs_dir) if runs_dir is not None else RECORDED_RUNS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / f"{stamp}.json"
+    p.write_text(json.dumps({
+        "schema": RUN_SCHEMA, "stamp": stamp, "results": root.name,
+        "git_sha": meta.get("git_sha"), "git_dirty": meta.get("git_dirty"),
+        "cpu_model": meta.get("cpu_model"), "load_average_end": meta.get("load_average"),
+        **dict(extra or {}), "metrics": metrics}, indent=1, sort_keys=True))
+    return p
+
+
+def write_thresholds(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | None = None) -> None:
+    """Set every derived threshold in the baseline files to what the recorded runs give."""
+    rd = Path(runs_dir) if runs_dir is not None else Path(baseline_dir) / "runs"
+    runs = load_recorded_runs(rd)
+    for p in sorted(Path(baseline_dir).glob("*.json")):
+        data = json.loads(p.read_text())
+        for c in data.get("checks", []):
+            if c.get("rule", "exact") != "exact":
+                c["threshold"] = derive_threshold(c, recorded_values(runs, data["notebook"], c["metric"]))
+        p.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def derive_all(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | None = None) -> list[dict]:
+    """Per check: the recorded values, the derived threshold, and the leave-one-out false
+    alarms (each run checked against the threshold derived from the other runs)."""
+    rd = Path(runs_dir) if runs_dir is not None else Path(baseline_dir) / "runs"
+    runs = load_recorded_runs(rd)
+    out = []
+    for nb, checks in load_baselines(baseline_dir).items():
+        for c in checks:
+            vals = recorded_values(runs, nb, c["metric"])
+            thr = derive_threshold(c, vals) if (vals or c.get("rule") == "exact") else None
+            loo = 0
+            for i, v in enumerate(vals):
+                rest = vals[:i] + vals[i + 1:]
+                if rest or c.get("rule") == "exact":
+                    loo += not OPS[c["op"]](v, derive_threshold(c, rest))
+            out.append({"notebook": nb, "metric": c["metric"], "op": c["op"], "rule": c.get("rule", "exact"),
+                        "values": vals, "derived": thr, "committed": float(c["threshold"]),
+                        "false_alarms": sum(not OPS[c["op"]](v, float(c["threshold"])) for v in vals),
+                        "loo_false_alarms": loo, "runs": len(vals)})
+    return out
 
 
 # --- running the notebooks ---------------------------------------------------------------
@@ -217,10 +354,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="results root (default data/runs/<UTC time>-notebooks-<profile>)")
     p.add_argument("--kernel", default=None, help=f"kernel name (default: ensure '{KERNEL_NAME}' -> this python)")
     p.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
+    p.add_argument("--record", action="store_true",
+                   help="after the run, record its metrics in data/baselines/runs/ (to derive thresholds from)")
+    p.add_argument("--derive", action="store_true",
+                   help="do not run; print the thresholds the recorded runs give and their false alarms")
+    p.add_argument("--write-thresholds", action="store_true",
+                   help="with --derive: write the derived thresholds into the baseline files")
     args = p.parse_args(argv)
     names = list(args.only or NOTEBOOKS)
+    if args.derive:
+        if args.write_thresholds:
+            write_thresholds(args.baselines)
+        rows = derive_all(args.baselines)
+        print(_table([[r["notebook"], r["metric"], r["rule"], f"{r['op']} {r['committed']:.4g}",
+                       "-" if r["derived"] is None else f"{r['derived']:.4g}",
+                       ", ".join(f"{v:.3g}" for v in r["values"]), f"{r['false_alarms']}/{r['runs']}",
+                       f"{r['loo_false_alarms']}/{r['runs']}"] for r in rows],
+                     ["notebook", "metric", "rule", "committed", "derived", "recorded", "false alarms", "leave-one-out"]))
+        return 0
 
     t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     runs: list[NotebookRun] = []
     if args.check_only:
         root = Path(args.check_only)
@@ -254,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         (root / "notebooks-summary.json").write_text(json.dumps({
             "profile": args.profile, "total_seconds": total,
             "runs": [vars(r) for r in runs], "checks": [vars(c) for c in checks]}, indent=2))
+        if args.record:
+            rec = record_run(root, notebooks=names, extra={
+                "total_seconds": round(total, 1), "load_average_start": load_start,
+                "executed": {r.notebook: r.ok for r in runs}})
+            print(f"[notebooks] recorded this run's metrics in {rec}")
     # the closing line counts notebook executions and baseline checks together, as a test runner would
     n_ok = sum(r.ok for r in runs) + sum(c.ok for c in checks)
     if failures:

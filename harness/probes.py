@@ -1,4 +1,4 @@
-"""Probes that watch the gateway from outside its process (DESIGN.md "Measurements").
+"""Probes that watch the gateway from outside its process (docs/architecture.md "Measurements").
 
 - ``TreeSampler``: gateway process-tree CPU (user + sys seconds from /proc/<pid>/stat,
   threads included; children included; exact at clock-tick resolution) and peak RSS of the

@@ -1,5 +1,5 @@
-"""Run folders: one per run, `data/runs/<UTC timestamp>-<name>/` (DESIGN.md "Results and
-reports"). A run holds `meta.json`, tidy tables as Parquet (one row per measurement),
+"""Run folders: one per run, `data/runs/<UTC timestamp>-<name>/` (docs/formats.md "Run folders
+and the results schema"). A run holds `meta.json`, tidy tables as Parquet (one row per measurement),
 raw artefacts (pyperf JSON, histograms, ...) and `report.md`.
 
 API:

@@ -25,8 +25,9 @@ _PCTS = ("p50", "p90", "p99", "p999", "max")
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell|c=N"),
-    "mode": ("string", "py or py+rs"),
+    "cell": ("string", "cell key: mode|switches|shell[|gov=G]|c=N"),
+    "mode": ("string", "rung: py, py+rs or rs-core"),
+    "governance": ("string", "on (every stage, audit on), off (no stage, no audit), stages-only or audit-only"),
     "switches": ("string", "label of the per-component overrides on top of the mode ('' = none)"),
     "impl": ("string", "resolved component=python|rust list, comma-separated"),
     "shell": ("string", "ASGI shell: asgi or fastapi"),
@@ -138,7 +139,7 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "gil_entries": GIL_ENTRIES,
 }
 
-# Which measurement label each view carries (DESIGN.md "GIL, four views").
+# Which measurement label each view carries (docs/architecture.md "Measurements").
 LABELS: dict[str, str] = {
     "gil_ownership (py-spy --gil --idle)": "sampled",
     "native entry points (gil_stats)": "exact",

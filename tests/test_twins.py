@@ -60,3 +60,46 @@ def test_panic_becomes_python_exception(native):
     with pytest.raises(NativePanic, match="boom"):
         native._debug_panic("boom")
     assert native.gil_stats()["_debug_panic"]["calls"] >= 1
+
+
+def _is_native(obj) -> bool:
+    """Compiled code of gateway._native: a builtin function or a class defined by the
+    extension (neither has Python bytecode behind it)."""
+    import inspect
+
+    rs = twins.native()
+    if inspect.isbuiltin(obj):
+        return getattr(rs, obj.__name__, None) is obj
+    if inspect.isclass(obj):
+        return getattr(rs, obj.__name__, None) is obj and not any(
+            inspect.isfunction(v) for v in vars(obj).values())
+    return False
+
+
+@pytest.mark.parametrize("component", twins.COMPONENTS)
+def test_every_rust_twin_is_native_code(component):
+    """The parity tests compare the two entries of the registry. A Rust entry that pointed at
+    a Python object would make them compare Python with Python and pass; this cannot."""
+    import inspect
+
+    py, rs = twins.load(component, "python"), twins.load(component, "rust")
+    assert py is not rs
+    assert not _is_native(py), f"{component}: the Python twin is native code"
+    if _is_native(rs):
+        return
+    # the one Python wrapper (the forwarder's awaitable) must hold a native object and add no logic
+    assert component == "forwarder", f"{component}: the Rust twin {rs!r} is not from gateway._native"
+    fwd = rs()
+    try:
+        assert _is_native(type(fwd._native)), type(fwd._native)
+        assert inspect.getmodule(rs).__name__ == "gateway.stages.rust_forwarder"
+    finally:
+        fwd._native.close()
+
+
+def test_the_native_check_is_not_fooled_by_python_objects():
+    from gateway.audit.mmr import MerkleMountainRange
+    from gateway.audit.hashing import sha256_hex
+
+    assert not _is_native(MerkleMountainRange) and not _is_native(sha256_hex)
+    assert _is_native(twins.native().MerkleMountainRange) and _is_native(twins.native().sha256_hex)

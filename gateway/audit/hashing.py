@@ -1,7 +1,7 @@
 """SHA-256 helpers (Python twin of `gateway._native.sha256_hex`).
 
 Bodies are hashed as raw bytes; the result is lowercase hex, the form every audit record
-and proof uses (DESIGN.md "Audit formats").
+and proof uses (docs/formats.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit ledger: a WAL and an MMR kept in step (DESIGN.md "Background path").
+"""The audit ledger: a WAL and an MMR kept in step (docs/architecture.md "The gateway").
 
     ledger = AuditLedger("data/ledger", fsync="group")     # or switches=Switches("py+rs")
     i = ledger.append(encode_record(rec))                 # WAL first, then the MMR

@@ -1,7 +1,7 @@
 """Merkle Mountain Range v2 over SHA-256 -- the Python twin (the baseline the seed
 compares against; the Rust twin is `gateway._native.MerkleMountainRange`).
 
-Scheme (DESIGN.md "Audit formats"): leaf = H(0x00||payload), node = H(0x01||left||right),
+Scheme (docs/formats.md): leaf = H(0x00||payload), node = H(0x01||left||right),
 root = H(0x02||peak_0||...||peak_k), peaks left (tallest) to right; empty root = 64 zeros.
 
 Storage: `_levels[h]` holds every complete, aligned subtree of height h in order

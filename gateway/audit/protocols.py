@@ -1,6 +1,6 @@
 """The interfaces of the audit core. Each has a Python twin (`gateway.audit.*`) and a Rust
-twin (`gateway._native.*`) that return byte-identical results. Formats: DESIGN.md
-"Audit formats" (the one source of truth); test vectors: ../shared/vectors/mmr_v2.json.
+twin (`gateway._native.*`) that return byte-identical results. Formats: docs/formats.md
+(the one source of truth); test vectors: tests/vectors/mmr_v2.json.
 
 Errors (both twins raise the same classes from `gateway.errors`):
   InvalidInput     non-bytes payload, wrong argument types/values

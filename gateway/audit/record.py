@@ -5,7 +5,7 @@ bytes are canonical JSON of integers and strings only: sorted keys, no whitespac
 non-ASCII escaped as `\\uXXXX` -- exactly `json.dumps(record, sort_keys=True,
 separators=(",", ":"), ensure_ascii=True)`. Both twins produce identical bytes.
 
-`build_record(...)` assembles the fields DESIGN.md lists for a record; `encode_record`
+`build_record(...)` assembles the fields docs/formats.md lists for a record; `encode_record`
 validates and serialises any mapping of str -> int | str.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.errors import InvalidInput
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
-# The fields of an audit record, in the order DESIGN.md lists them (the encoding sorts keys).
+# The fields of an audit record, in the order docs/formats.md lists them (the encoding sorts keys).
 RECORD_FIELDS = (
     "seq", "time_ns", "request_id", "key_id", "model", "status",
     "request_sha256", "response_sha256", "entropy_mbits",

@@ -1,6 +1,6 @@
 """Write-ahead log v1 -- the Python twin (`gateway._native.WriteAheadLog` is the Rust one).
 
-Format (DESIGN.md "Audit formats"): the 8 bytes MAGIC, then one frame per record:
+Format (docs/formats.md): the 8 bytes MAGIC, then one frame per record:
 `u32 LE payload length | u32 LE zlib CRC-32 of payload | payload`. Record k's payload is
 leaf k of the MMR, so the WAL alone rebuilds the ledger.
 

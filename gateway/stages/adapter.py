@@ -59,6 +59,18 @@ def _loads(data: bytes, what: str):
     return obj
 
 
+def _dumps(obj) -> bytes:
+    """orjson.dumps, with its refusal as the InvalidInput the Rust twin raises: orjson reads
+    1024 levels of nesting but writes only 254, so a deep enough body parses and then
+    cannot be written."""
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError as e:
+        if "recursion" in str(e).lower():
+            raise InvalidInput("adapter: JSON nested too deeply to write (orjson: recursion limit reached)") from None
+        raise InvalidInput(f"adapter: cannot write JSON ({e})") from None
+
+
 def _finish(reason):
     if reason is None:
         return None
@@ -68,7 +80,7 @@ def _finish(reason):
 
 
 def _chunk(public_model: str, delta: dict, finish) -> bytes:
-    return orjson.dumps({"id": "chatcmpl-anthropic", "object": "chat.completion.chunk", "created": 0,
+    return _dumps({"id": "chatcmpl-anthropic", "object": "chat.completion.chunk", "created": 0,
                          "model": public_model,
                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
@@ -94,7 +106,7 @@ class Adapter:
     def _openai_swap_model(body: bytes, model: str) -> bytes:
         obj = _loads(body, "adapter")
         obj["model"] = model
-        return orjson.dumps(obj)
+        return _dumps(obj)
 
     @staticmethod
     def _openai_event(event: bytes, public_model: str) -> list[bytes]:
@@ -103,7 +115,7 @@ class Adapter:
         obj = _loads(event, "adapter stream event")
         if "model" in obj:
             obj["model"] = public_model
-        return [orjson.dumps(obj)]
+        return [_dumps(obj)]
 
     # --- anthropic --------------------------------------------------------------------
     @staticmethod
@@ -135,7 +147,7 @@ class Adapter:
             out["stop_sequences"] = [stop] if type(stop) is str else stop
         if req.get("stream") is True:
             out["stream"] = True
-        return orjson.dumps(out)
+        return _dumps(out)
 
     @staticmethod
     def _anthropic_response(body: bytes, public_model: str) -> bytes:
@@ -153,7 +165,7 @@ class Adapter:
             raise InvalidInput("adapter upstream response: usage token counts must be integers")
         if not -(2**63) <= i + o < 2**64:  # orjson writes 64-bit integers only
             raise InvalidInput("adapter upstream response: usage total exceeds 64 bits")
-        return orjson.dumps({
+        return _dumps({
             "id": rid, "object": "chat.completion", "created": 0, "model": public_model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": _finish(r.get("stop_reason"))}],

@@ -1,4 +1,4 @@
-"""Interfaces of the hot-path stages that have twins (DESIGN.md "Twins and switches").
+"""Interfaces of the hot-path stages that have twins (docs/architecture.md "Twins and switches").
 
 Each has a Python twin in `gateway/stages/<stage>.py` and a Rust twin bound in
 `native/py/src/<stage>.rs` (logic in `native/core/src/<stage>.rs`). Both twins give identical

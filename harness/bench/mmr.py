@@ -90,6 +90,29 @@ def ratios(result) -> dict:
     return out
 
 
+def gate_metrics(result) -> dict[str, dict]:
+    """The ratios notebook 01 records for its CI gates (data/baselines/01_mmr_speedup.json),
+    at the largest N, each as `harness.notebooks.metric` (median ratio, and the widest ratio
+    the two spreads allow). One definition, used by the notebook and by the gate tests."""
+    from harness.notebooks import metric
+
+    n = max(r["n"] for r in result["rows"])
+    trip = lambda r: (r["leaves_per_s"], r["min"], r["max"])  # noqa: E731
+    py, rs, rb = (trip(_row(result, *k, n)) for k in (("python", "per_leaf"), ("rust", "per_leaf"), ("rust", "batch")))
+    bd = trip(next(b for b in result["sha256_bound"] if b["n"] == n))
+
+    def ratio(a, b):  # (median, min, max): a.min/b.max .. a.max/b.min
+        return a[0] / b[0], a[1] / b[2], a[2] / b[1]
+
+    return {
+        "mmr_per_leaf_speedup": metric(*ratio(rs, py), desc=f"Rust/Python leaves/s, per-leaf API, N={n}"),
+        "mmr_batch_speedup": metric(*ratio(rb, py), desc=f"Rust append_many / Python per-leaf leaves/s, N={n}"),
+        "mmr_batch_over_per_leaf": metric(*ratio(rb, rs), desc=f"Rust append_many / Rust per-leaf leaves/s, N={n}"),
+        "mmr_batch_share_of_bound": metric(*ratio(rb, bd), desc=f"Rust append_many / SHA-256 bound, N={n}"),
+        "mmr_python_share_of_bound": metric(*ratio(py, bd), desc=f"Python per-leaf / SHA-256 bound, N={n}"),
+    }
+
+
 def markdown(result) -> str:
     """The seed-style table (N | Python | Rust | speedup | Rust batch | batch speedup), with
     spread: rates as median (slowest–fastest), ratios as median (worst–best pairing)."""

@@ -1,5 +1,5 @@
 """`gatewaylab audit append|verify|prove|consistency --wal PATH [--impl python|rust]`
-(DESIGN.md "CLI contract").
+(docs/formats.md "CLI contract").
 
   append                 one payload per stdin line (the line without its "\\n", as bytes);
                          prints {"count", "root"}. Takes the WAL's writer lock; a torn tail

@@ -1,4 +1,4 @@
-"""`gatewaylab serve`: run the gateway (DESIGN.md "CLI contract").
+"""`gatewaylab serve`: run the gateway (docs/formats.md "CLI contract").
 
     gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
                      [--mode py|py+rs|rs-core] [--stages all|none|LIST] [--audit on|off] [--impl C=python|rust ...] [--shell fastapi|asgi]

@@ -11,7 +11,7 @@ from gateway.audit.ledger import AuditLedger
 from gateway.errors import AuditIndexError, InvalidInput, WalCorruptError, WalLockedError
 from gateway.twins import Switches
 
-VECTORS = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "mmr_v2.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())
 
 
 def seed_leaf(i: int) -> bytes:

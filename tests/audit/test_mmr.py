@@ -11,8 +11,8 @@ import pytest
 from gateway import twins
 from gateway.errors import AuditIndexError, InvalidInput, ProofError
 
-# ../shared from the project root (see ../shared/README.md)
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "mmr_v2.json"
+# the MMR v2 / WAL v1 test vectors (docs/formats.md), kept in the repository
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json"
 VECTORS = json.loads(VECTORS_PATH.read_text())
 ZERO = "0" * 64
 

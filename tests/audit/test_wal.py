@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 from gateway import twins
 from gateway.errors import InvalidInput, WalCorruptError, WalLockedError
 
-VECTORS = json.loads((Path(__file__).resolve().parents[3] / "shared" / "vectors" / "mmr_v2.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())
 MAGIC = b"GLWAL\x00\x01\n"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,21 +4,11 @@ the gateway (faults chosen per request by model name, a gated stream, Anthropic 
 gateways started as child processes on 127.0.0.1 with free ports."""
 from __future__ import annotations
 
-import json
-import os
-import sys
-import urllib.error
-import urllib.request
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from upstream import FixtureUpstream  # noqa: E402
-
-from gateway.launch import start_gateway  # noqa: E402
-
-API_KEY = "sk-gatewaylab-test"
+from gateway.launch import start_gateway
+from tests.gateway.helpers import API_KEY
+from tests.gateway.upstream import FixtureUpstream
 
 
 @pytest.fixture(scope="module")
@@ -53,32 +43,3 @@ def gateway_factory(tmp_path):
     yield start
     for gw in started:
         gw.stop()
-
-
-def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None, timeout: float = 10):
-    """(status, headers, body bytes) without raising on 4xx/5xx."""
-    if isinstance(body, dict):
-        body = json.dumps(body).encode()
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-def chat_body(content: str = "Say hello.", model: str = "mock", **extra) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-
-
-def auth(key: str = API_KEY) -> dict:
-    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-
-def assert_openai_error(status_body, status: int):
-    got_status, body = status_body
-    assert got_status == status, (got_status, body)
-    err = json.loads(body)["error"]
-    assert set(err) == {"message", "type", "code"}, err
-    assert isinstance(err["message"], str) and err["message"]
-    return err

@@ -148,16 +148,32 @@ def test_edge_inputs_same_outcome(data, kind):
         same(method, kind, data, "m")
 
 
+def _exact_outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as e:  # noqa: BLE001 - class and message are what we compare
+        return ("err", type(e), str(e))
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_too_deep_to_write_is_an_error_in_both(kind):
-    """orjson parses 1024 levels but writes only 254; both twins refuse such a body. The Rust
-    twin raises InvalidInput; the Python twin lets orjson's JSONEncodeError (a TypeError,
-    as InvalidInput is) through."""
-    data = b'{"messages":' + b"[" * 300 + b"]" * 300 + b"}"
-    with pytest.raises(InvalidInput):
-        RS[kind].to_upstream(data, "m")
-    with pytest.raises(TypeError):
-        PY[kind].to_upstream(data, "m")
+@pytest.mark.parametrize("method", ["to_upstream", "from_upstream", "stream_event"])
+def test_too_deep_to_write_is_the_same_error_in_both(kind, method):
+    """orjson parses 1024 levels but writes only 254; both twins refuse such a body with the
+    same class and message (the Python twin turns orjson's JSONEncodeError into it)."""
+    deep = b"[" * 300 + b"]" * 300
+    data = (b'{"messages": [{"role": "user", "content": ' + deep + b'}], "model": "x", "type": "message_start", '
+            b'"message": ' + deep + b', "id": ' + deep + b', "content": []}')
+    py, rs = (_exact_outcome(getattr(impls[kind], method), data, "m") for impls in (PY, RS))
+    assert py == rs, (py, rs)
+    if method == "to_upstream":  # the body goes up as is: both must refuse to write it
+        assert rs == ("err", InvalidInput, "adapter: JSON nested too deeply to write (orjson: recursion limit reached)")
+
+
+@pytest.mark.parametrize("depth", [248, 250, 251, 252, 300, 1000])  # parses (3 outer levels + depth <= 1024)
+@pytest.mark.parametrize("kind", KINDS)
+def test_nesting_around_the_write_limit_same_class_and_message(kind, depth):
+    data = b'{"messages":[{"role":"user","content":' + b"[" * depth + b"]" * depth + b"}]}"
+    assert _exact_outcome(PY[kind].to_upstream, data, "m") == _exact_outcome(RS[kind].to_upstream, data, "m")
 
 
 def test_done_marker_and_errors():

@@ -1,5 +1,9 @@
 """Forwarder twins against the same local upstreams: same status, body and streamed chunks,
-and the same UpstreamError classes for refused / reset / timeout / 5xx.
+and the same UpstreamError classes for refused / reset / timeout / 5xx. Hypothesis drives
+random paths, queries, bodies, caller headers, answer statuses and stream chunkings; the
+upstream reports what it received so that the request each twin sends is compared too.
+(The forwarder's interface sends a POST and returns status and body only: it has no
+method to vary and no response headers to compare.)
 
 Two upstreams, both on 127.0.0.1 and started and stopped by fixtures: a deterministic raw
 asyncio server (exact framing: chunk pacing, early close) and the project's native mock."""
@@ -22,7 +26,10 @@ TIMEOUT_S = 0.5
 
 
 class RawUpstream:
-    """HTTP/1.1 on a raw asyncio server. Paths: /echo (JSON echo of the request),
+    """HTTP/1.1 on a raw asyncio server. Paths: /seen/... (JSON of what arrived: target,
+    body, content-length and the caller's headers), /answer/STATUS (the body back with that
+    status), /split/DELAY_MS/SIZES (the body streamed back in chunks of those sizes),
+    /echo (JSON echo of the request),
     /status/N, /chunks/N/DELAY_MS (N chunked pieces, paced), /slow (answers after 2 s),
     /stall (headers, one chunk, then silence), /reset (promises 100 bytes, sends 10, closes),
     /close (closes without answering)."""
@@ -73,8 +80,30 @@ class RawUpstream:
             w.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
                     % (status, len(data)) + data)
 
-        parts = path.strip("/").split("/")
-        if parts[0] == "echo":
+        parts = path.split("?", 1)[0].strip("/").split("/")
+        if parts[0] == "seen":  # what the upstream received, for any path below /seen/
+            seen = {"target": path, "body": body.hex(), "content-length": hdrs.get("content-length"),
+                    "caller": {k: v for k, v in hdrs.items() if k.startswith("x-") or k == "content-type"}}
+            plain(200, json.dumps(seen, sort_keys=True).encode())
+        elif parts[0] == "answer":  # /answer/STATUS: the request body comes back as the response body
+            w.write(b"HTTP/1.1 %d X\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n"
+                    % (int(parts[1]), len(body)) + body)
+        elif parts[0] == "split":  # /split/DELAY_MS/S1-S2-...: the request body streamed back in pieces of these sizes
+            delay, sizes = int(parts[1]) / 1000, [int(x) for x in parts[2].split("-") if x]
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            at = 0
+            for n in sizes:
+                piece = body[at:at + n]
+                at += n
+                if piece:
+                    w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    await w.drain()
+                    if delay:
+                        await asyncio.sleep(delay)
+            if body[at:]:
+                w.write(b"%x\r\n%s\r\n" % (len(body) - at, body[at:]))
+            w.write(b"0\r\n\r\n")
+        elif parts[0] == "echo":
             echo = {"body": body.decode("utf-8", "replace"), "x-test": hdrs.get("x-test"), "bytes": len(body)}
             plain(200, json.dumps(echo, sort_keys=True).encode())
         elif parts[0] == "status":
@@ -147,6 +176,58 @@ def both(fn):
         finally:
             await f.aclose()
     return {impl: asyncio.run(run(impl)) for impl in IMPLS}
+
+
+segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-._~", min_size=1, max_size=12)
+query = st.lists(st.tuples(segment, st.text(alphabet="abcxyz0123456789-._~%20", max_size=8)), max_size=3)
+header_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).map(lambda s: "x-" + s)
+header_value = st.text(alphabet=[chr(c) for c in range(0x21, 0x7F)], max_size=40)
+headers = st.dictionaries(header_name, header_value, max_size=6)
+PARITY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _target(segments, q) -> str:
+    return "/seen/" + "/".join(segments) + ("?" + "&".join(f"{k}={v}" for k, v in q) if q else "")
+
+
+@PARITY
+@given(segments=st.lists(segment, max_size=4), q=query, body=st.binary(max_size=5000), hdrs=headers)
+def test_send_delivers_the_same_request_upstream(raw, segments, q, body, hdrs):
+    """Random paths, queries, bodies and caller headers: the upstream sees the same target,
+    the same bytes and the same caller headers from both twins (and the caller gets it all)."""
+    target = _target(segments, q)
+    hs = [("content-type", "application/json"), *hdrs.items()]
+    r = both(lambda f: _outcome(f.send(raw.url + target, body, hs)))
+    assert r["python"] == r["rust"], (r["python"], r["rust"])
+    status, seen = r["rust"][1]
+    seen = json.loads(seen)
+    assert status == 200 and seen["target"] == target and bytes.fromhex(seen["body"]) == body
+    assert seen["content-length"] == str(len(body))
+    assert seen["caller"] == {"content-type": "application/json", **hdrs}
+
+
+@PARITY
+@given(status=st.sampled_from([200, 201, 204, 299, 400, 401, 404, 413, 429, 500, 502, 503, 504]),
+       body=st.binary(max_size=3000))
+def test_send_same_status_and_body_for_any_answer(raw, status, body):
+    if status == 204:
+        body = b""  # a 204 has no body by definition
+    r = both(lambda f: _outcome(f.send(f"{raw.url}/answer/{status}", body, [])))
+    assert r["python"] == r["rust"] == ("ok", (status, body))
+
+
+@PARITY
+@given(body=st.binary(min_size=1, max_size=4000), cuts=st.lists(st.integers(1, 700), max_size=12),
+       delay_ms=st.sampled_from([0, 0, 1, 3]))
+def test_stream_same_bytes_for_any_chunking(raw, body, cuts, delay_ms):
+    """The upstream's chunk boundaries fall anywhere (mid-line, mid-UTF-8, one byte): both
+    twins yield the same bytes in order, with no empty pieces."""
+    path = f"{raw.url}/split/{delay_ms}/" + "-".join(map(str, cuts))
+    r = both(lambda f: _outcome(_collect(f, path, body)))
+    assert r["python"][0] == r["rust"][0] == "ok", (r["python"], r["rust"])
+    py, rs = r["python"][1], r["rust"][1]
+    assert b"".join(py) == b"".join(rs) == body
+    assert all(py) and all(rs)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

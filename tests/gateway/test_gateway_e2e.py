@@ -9,9 +9,10 @@ import time
 import openai
 import pytest
 
-from conftest import API_KEY, assert_openai_error, http
+from tests.gateway.helpers import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
+from gateway.twins import MODES
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,13 @@ def wait_for_count(url: str, n: int, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
 def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell, mode):
     gw = gateway_factory(native_mock.url, shell=shell, mode=mode)
     health = gw.health()
     assert (health["shell"], health["server"], health["mode"]) == (shell, "uvicorn", mode)
-    assert set(health["switches"].values()) == {"python" if mode == "py" else "rust"}
+    assert set(health["switches"].values()) == {MODES[mode]}
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     assert [m.id for m in client.models.list().data] == ["mock"]
@@ -48,7 +49,7 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     chunks = list(client.chat.completions.create(model="mock", stream=True,
                                                   messages=[{"role": "user", "content": "stream please"}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text and chunks[-1].choices[-1].finish_reason is not None
+    assert text and chunks[-1].choices[-1].finish_reason == "stop"
     n = n_json + 2
     assert native_mock.stats()["total"] - before == n
 

@@ -6,14 +6,16 @@ import json
 import openai
 import pytest
 
-from conftest import API_KEY, assert_openai_error, auth, chat_body, http
+from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 from gateway.audit.wal import WriteAheadLog
+from gateway.twins import MODES
 
 pytestmark = pytest.mark.slow
 
 
-def test_granian_serves_streams_and_drains(upstream, gateway_factory):
-    gw = gateway_factory(upstream.url, server="granian", shell="asgi")
+@pytest.mark.parametrize("mode", list(MODES))
+def test_granian_serves_streams_and_drains(upstream, gateway_factory, mode):
+    gw = gateway_factory(upstream.url, server="granian", shell="asgi", mode=mode)
     assert gw.health()["server"] == "granian"
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     r = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])
@@ -21,7 +23,6 @@ def test_granian_serves_streams_and_drains(upstream, gateway_factory):
     chunks = list(client.chat.completions.create(model="mock", stream=True, messages=[{"role": "user", "content": "hi"}]))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "the quick brown fox jumps over the lazy dog"
     assert_openai_error(http("POST", gw.url + "/v1/chat/completions", b"{bad", auth())[::2], 400)
-    from test_bad_input import FRAMING, GOOD, raw
     # hyper (granian's HTTP layer) resolves two framings itself before the app sees them, the
     # RFC 9112 way: identical duplicate Content-Lengths fold into one, and Transfer-Encoding
     # wins over Content-Length (which it drops). The guard never sees those, so under granian

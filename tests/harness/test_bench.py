@@ -10,8 +10,9 @@ from pathlib import Path
 import pyperf
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEWAYLAB = ROOT / ".venv" / "bin" / "gatewaylab"
+from tests import entry_points
+
+GATEWAYLAB = entry_points.gatewaylab()
 
 
 def bench(tmp_path, name, *args):

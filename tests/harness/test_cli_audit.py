@@ -6,14 +6,14 @@ import hashlib
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from tests import entry_points
+
 from gateway.audit.mmr import MerkleMountainRange
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEWAYLAB = ROOT / ".venv" / "bin" / "gatewaylab"
+GATEWAYLAB = entry_points.gatewaylab()
 EMPTY = "0" * 64
 
 

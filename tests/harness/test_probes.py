@@ -54,14 +54,22 @@ def test_probes_measure_gil_contention_and_loop_lag(fresh_probes):
         h.stop()
         return quiet, busy, after_reset
 
-    quiet, busy, after = asyncio.run(main())
+    # The hog's contention is the injected delay: with a 5 ms switch interval, a thread that
+    # asks for the GIL while the hog holds it waits for the interval to run out, so the probe's
+    # waits while the hog runs are about 5 ms each (set here, not left to the default).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        quiet, busy, after = asyncio.run(main())
+    finally:
+        sys.setswitchinterval(interval)
     for s in (quiet, busy):
         assert s["gil_wait"]["label"] == "exact" and s["loop_lag"]["label"] == "exact"
         assert s["gil_wait"]["count"] > 0 and s["loop_lag"]["count"] > 0
     assert quiet["gil_wait"]["calibration"]["count"] == 100
     # a thread hogging the GIL makes the probe wait (the switch interval is 5 ms)
     assert busy["gil_wait"]["max_us"] > quiet["gil_wait"]["p50_us"]
-    assert busy["gil_wait"]["p99_us"] >= 1000
+    assert busy["gil_wait"]["p99_us"] >= 1000  # a fifth of the injected 5 ms interval
     assert after["gil_wait"]["count"] < busy["gil_wait"]["count"]  # reset started a new window
     assert after["window_s"] < busy["window_s"] + 1
 
@@ -86,6 +94,7 @@ def test_injected_delay_slows_every_task(fresh_probes, monkeypatch):
         return dt, probes.snapshot()
 
     dt, snap = asyncio.run(main())
+    # a lower bound the injection implies: each of the 5 tasks busy-waits 2 ms on this clock
     assert dt >= 5 * 0.002
     assert snap["running"] is False
 

@@ -2,8 +2,6 @@
 flagged), the py-spy raw parser and the results schema: no servers, fast."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 

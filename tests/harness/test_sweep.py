@@ -55,7 +55,10 @@ def test_tiny_sweep_has_every_column_and_row(runs):
     assert not r.partial and r.meta["partial"] is False
 
 
-def test_gil_views_are_figures_or_reasons(runs):
+def test_every_gil_view_has_figures(runs):
+    """All four views run here (py-spy can attach on this machine: notebook 04 profiles
+    every cell), so a view that comes back as a "missing" reason is a broken probe, not an
+    acceptable outcome."""
     t = runs["base"].table
     views = {
         "gil_wait": ["gil_wait_p50_us", "gil_wait_p99_us", "gil_wait_count"],
@@ -65,12 +68,15 @@ def test_gil_views_are_figures_or_reasons(runs):
     }
     for _, row in t.iterrows():
         for view, cols in views.items():
-            have = all(row[c] == row[c] for c in cols)  # not NaN
-            assert have or f"{view}:" in row["probes_missing"], (row["cell"], view, row["probes_missing"])
-        assert row["gil_wait_count"] > 0 and row["loop_lag_p99_us"] >= 0
-    # the Rust twins' entry points are counted exactly in py+rs mode
-    rs = t[t["mode"] == "py+rs"]
-    assert (rs["native_calls"] > 0).all()
+            missing = [c for c in cols if row[c] != row[c]]  # NaN
+            assert not missing, (row["cell"], view, missing, row["probes_missing"])
+        assert row["probes_missing"] == "", (row["cell"], row["probes_missing"])
+        assert row["gil_wait_count"] > 0 and row["loop_lag_p99_us"] > 0 and row["pyspy_samples"] > 0
+        assert 0 <= row["gil_held_share"] <= 1
+    # the Rust twins' entry points are counted exactly in py+rs mode, and never in py
+    rs, py = t[t["mode"] == "py+rs"], t[t["mode"] == "py"]
+    assert (rs["native_calls"] > 0).all() and (rs["native_hold_s"] > 0).all()
+    assert (py["native_calls"] == 0).all(), py[["cell", "native_calls"]]
     ent = runs["base"].dir / "gil_entries.parquet"
     assert ent.exists()
 
@@ -87,8 +93,10 @@ def test_report_and_clamping_recorded(runs):
     assert meta["profile_satisfied"] is want.profile_satisfied
     assert meta["profile"]["gateway_cpus"] == want.gateway_cpus
     assert meta["cores_used"] == len(set(want.gateway_cpus) | set(want.mock_cpus) | set(want.load_cpus))
+    # the report states the verdict in its own words, with the reasons when clamped
+    assert f"profile_satisfied: **{str(want.profile_satisfied).lower()}**" in md
     if not want.profile_satisfied:
-        assert "CLAMPED" in md or "false" in md
+        assert all(note in md for note in want.notes), want.notes
 
 
 def test_no_leftover_processes(runs):
@@ -101,7 +109,10 @@ def test_compare_aa_flags_nothing_and_flags_the_injected_slowdown(runs, capsys):
     assert [v.metric for v in verdicts if v.flagged] == []
     verdicts, per_cell = compare_runs(a, slow)
     by = {v.metric: v for v in verdicts}
-    assert by["rps"].verdict == "worse" and by["rps"].factor < 1 / 1.10, by["rps"]
+    assert by["rps"].verdict == "worse" and by["rps"].factor < 1, by["rps"]
+    # a lower bound that follows from the injection: every task of the slow gateway waits 3 ms
+    slow_t = runs["slow"].table
+    assert (slow_t["lat_p50_us"] >= 3000).all(), slow_t[["cell", "lat_p50_us"]]
     assert by["lat_p50_us"].verdict == "worse", by["lat_p50_us"]
     assert by["ovh_p50_us"].verdict == "worse", by["ovh_p50_us"]
     assert cli_main(["compare", str(a), str(a)]) == 0
@@ -151,10 +162,10 @@ def test_flamegraph_on_request(tmp_path):
                   flamegraph=True, progress=False, out=tmp_path, report_images=False)
     row = r.table.iloc[0]
     assert row["status"] == "ok"
-    for col, probe in (("flamegraph_svg", "flamegraph"), ("speedscope_json", "flamegraph")):
-        if row[col]:
-            assert (r.dir / row[col]).stat().st_size > 0
-        else:  # never silently empty
-            assert f"{probe}:" in row["probes_missing"], row["probes_missing"]
-    if row["speedscope_json"]:
-        assert "speedscope" in (r.dir / row["speedscope_json"]).read_text()[:200]
+    # py-spy can attach here (notebook 04 depends on it): both files must be written
+    assert "flamegraph:" not in row["probes_missing"], row["probes_missing"]
+    for col in ("flamegraph_svg", "speedscope_json"):
+        assert row[col], (col, row["probes_missing"])
+        assert (r.dir / row[col]).stat().st_size > 0
+    assert "<svg" in (r.dir / row["flamegraph_svg"]).read_text()[:2000]
+    assert "speedscope" in (r.dir / row["speedscope_json"]).read_text()[:200]

@@ -172,24 +172,39 @@ def test_bad_flag_fails_to_start_with_message():
 
 
 def test_stall_header_freezes_the_whole_server(mock):
-    """A request carrying x-mock-stall-ms freezes every request, not only itself."""
+    """A request carrying x-mock-stall-ms freezes every request, not only itself.
+
+    Synchronised on events, not on sleeps: the stalling request is counted in /mock/stats
+    (which a freeze does not hold up) right after it triggers the freeze, so once it shows
+    there the freeze has begun; the plain request is sent then, while the stalling one is
+    still outstanding. The only timing assertion is the lower bound the injection implies:
+    the plain request cannot finish before 300 ms after the stalling one was sent."""
     import threading
     import time
 
-    done = {}
+    mock.reset_stats()
+    done = threading.Event()
+    sent = {}
 
     def stall():
-        httpx.get(mock.url + "/v1/models", headers={"x-mock-stall-ms": "300"}, timeout=10)
-        done["stall"] = time.monotonic()
+        sent["stall"] = time.monotonic()
+        r = httpx.get(mock.url + "/v1/models", headers={"x-mock-stall-ms": "300"}, timeout=10)
+        sent["stall_status"] = r.status_code
+        done.set()
 
     t = threading.Thread(target=stall)
-    t0 = time.monotonic()
     t.start()
-    time.sleep(0.05)
-    httpx.get(mock.url + "/v1/models", timeout=10)  # a plain request, sent during the freeze
-    waited = time.monotonic() - t0
-    t.join()
-    assert waited >= 0.3
+    deadline = time.monotonic() + 10
+    while mock.stats()["by_route"].get("GET /v1/models", {}).get("200", 0) < 1:  # the freeze has been triggered
+        assert time.monotonic() < deadline, "the stalling request never reached the mock"
+        time.sleep(0.002)
+    in_freeze = not done.is_set()
+    r = httpx.get(mock.url + "/v1/models", timeout=10)  # a plain request, sent during the freeze
+    finished = time.monotonic()
+    t.join(timeout=10)
+    assert in_freeze, "the stalling request had already finished: no freeze to observe"
+    assert done.is_set() and sent["stall_status"] == 200 and r.status_code == 200
+    assert finished - sent["stall"] >= 0.3
 
 
 def test_multi_threaded_mock_serves(make_mock):

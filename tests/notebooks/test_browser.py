@@ -1,6 +1,8 @@
-"""A real browser: JupyterLab on loopback with a token, a small notebook opened in headless
-Debian Chromium (driven by playwright, no browser download), all cells run, a plotly
-figure must render in the page. The screenshot lands in test-artifacts/."""
+"""A real browser: JupyterLab on loopback with a token, a study notebook (05, with the ci
+parameters injected as papermill does) opened in headless Debian Chromium (driven by
+playwright, no browser download), Run All Cells: the live sweep panels count every cell,
+the notebook runs to its end (its metrics.json appears) and a plotly figure renders in the
+page. The screenshots land in test-artifacts/."""
 from __future__ import annotations
 
 import json
@@ -33,27 +35,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _small_notebook(path: Path) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_markdown_cell("# browser check\nA plotly figure from a pandas table, and the lab extension loaded."),
-        nbformat.v4.new_code_cell("%load_ext lab_ext\n%gateway status"),
-        nbformat.v4.new_code_cell(
-            "import pandas as pd, plotly.express as px\n"
-            "df = pd.DataFrame({'concurrency': [1, 2, 4, 8, 16], 'throughput': [900, 1700, 3000, 3300, 3350]})\n"
-            "px.line(df, x='concurrency', y='throughput', markers=True, title='browser check')"),
-        nbformat.v4.new_code_cell(
-            "from lab_ext.widgets import SweepPanel\n"
-            "panel = SweepPanel(total=4, title='widget check')\n"
-            "panel"),
-        nbformat.v4.new_code_cell(  # fed like a real sweep: cells finish seconds apart
-            "import time\n"
-            "for c in (1, 4):\n"
-            "    for mode, k in (('py', 1.0), ('py+rs', 1.4)):\n"
-            "        time.sleep(1.0)\n"
-            "        panel.on_cell({'mode': mode, 'concurrency': c, 'throughput_rps': 800 * c * k, 'gil_wait_p99_us': 20.0 * c})"),
-    ]
+STUDY = "05_fast_vs_slow_upstream"  # a study notebook with plotly figures and the live sweep panels
+
+
+def _study_notebook(path: Path, run_dir: Path) -> None:
+    """The study notebook as a user opens it, with the ci parameters injected the way
+    papermill injects them (a cell after the `parameters` cell)."""
+    from papermill.parameterize import parameterize_notebook
+
+    nb = nbformat.read(ROOT / "notebooks" / f"{STUDY}.ipynb", as_version=4)
+    nb = parameterize_notebook(nb, {"profile": "ci", "run_dir": str(run_dir), "live_panel": True})
     nbformat.write(nb, path)
 
 
@@ -64,7 +55,7 @@ def jupyterlab(tmp_path):
         pytest.fail(f"{CHROMIUM} missing: run `make dev` (installs Debian's chromium)")
     work = tmp_path / "lab"
     work.mkdir()
-    _small_notebook(work / "check.ipynb")
+    _study_notebook(work / f"{STUDY}.ipynb", tmp_path / "run")
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ,
                JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
@@ -133,7 +124,7 @@ def _run_all_cells(page, attempts: int = 3) -> None:
     raise AssertionError("Run All Cells never started a cell")
 
 
-def test_lab_renders_a_plotly_figure(jupyterlab):
+def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
     from playwright.sync_api import sync_playwright
 
     base, token, tmp = jupyterlab
@@ -145,27 +136,32 @@ def test_lab_renders_a_plotly_figure(jupyterlab):
             viewport={"width": 1400, "height": 900})
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
-            page.goto(f"{base}/lab/tree/check.ipynb?token={token}", timeout=90_000)
+            page.goto(f"{base}/lab/tree/{STUDY}.ipynb?token={token}", timeout=90_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
             _run_all_cells(page)
-            fig = page.wait_for_selector(".jp-OutputArea .js-plotly-plot .main-svg", timeout=120_000)
-            assert fig.is_visible()
-            # the figure has drawn its data, not just an empty frame
-            page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=30_000)
-            # the live sweep panel (ipywidgets + plotly FigureWidget) rendered too
-            page.wait_for_selector(".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=60_000)
-            page.wait_for_function("document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= 3",
-                                   timeout=60_000)
-            page.wait_for_selector(".jp-OutputArea :text('cell 4/4')", timeout=30_000)
-            # ... and drew the points it was fed: two lines (py, py+rs) in each of its two charts
+            # the live sweep panels (ipywidgets + plotly FigureWidget) render while the sweeps run,
+            # and count every cell of both sweeps (2 modes x 1 concurrency each)
+            page.wait_for_selector(".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=120_000)
             page.wait_for_function(
-                "document.querySelectorAll('.jp-OutputArea .widget-vbox .js-plotly-plot .scatterlayer .trace').length >= 4",
-                timeout=30_000)
+                "[...document.querySelectorAll('.jp-OutputArea')].filter(e => e.innerText.includes('cell 2/2')).length >= 2",
+                timeout=600_000)
+            # the notebook ran to its end: the metrics the CI gate reads were written by the kernel
+            for _ in range(600):
+                if (tmp / "run" / "metrics.json").exists():
+                    break
+                page.wait_for_timeout(1000)
+            assert (tmp / "run" / "metrics.json").exists(), "the notebook did not run to its end"
+            metrics = json.loads((tmp / "run" / "metrics.json").read_text())["metrics"]
+            assert "ovh_share_fast_over_slow_py_c2" in metrics
+            # ... and its overhead figure drew data in the page, not just an empty frame
+            fig = page.wait_for_selector(".jp-OutputArea .js-plotly-plot .main-svg", timeout=60_000)
+            assert fig.is_visible()
+            page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
             no_news = page.get_by_role("button", name="No", exact=True)
             if no_news.count():
                 no_news.first.click()  # the news prompt would cover part of the screenshot
             out_text = page.inner_text(".jp-NotebookPanel .jp-Notebook")
-            assert "state" in out_text and "down" in out_text  # %gateway status ran in the kernel
+            assert f"run folder: {tmp / 'run'}" in out_text  # the setup cell ran with the injected run_dir
             fig.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
             page.locator(".jp-OutputArea .widget-vbox").last.scroll_into_view_if_needed()

@@ -1,4 +1,4 @@
-//! SHA-256 helpers and the MMR v2 domain-separated hashes (DESIGN.md "Audit formats"):
+//! SHA-256 helpers and the MMR v2 domain-separated hashes (docs/formats.md):
 //! `leaf = H(0x00‖payload)`, `node = H(0x01‖left‖right)`, `root = H(0x02‖peaks…)`,
 //! empty root = 32 zero bytes. Hex is lowercase.
 use sha2::digest::generic_array::GenericArray;

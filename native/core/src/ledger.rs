@@ -100,14 +100,16 @@ pub struct LedgerThread {
 
 impl LedgerThread {
     /// Start the thread that owns `ledger`. `mode`: how entropy sums floats (see job.rs).
-    pub fn spawn(ledger: Ledger, mode: PySum) -> std::io::Result<Self> {
+    /// `batch_delay`: a pause before each batch (zero in service; tests use it to have work
+    /// queued when they stop the gateway, as GATEWAYLAB_LEDGER_DELAY_MS does on rungs 0-1).
+    pub fn spawn(ledger: Ledger, mode: PySum, batch_delay: std::time::Duration) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let ledger = Arc::new(Mutex::new(ledger));
         let stats = Arc::new(LedgerStats::default());
         let (l2, s2) = (Arc::clone(&ledger), Arc::clone(&stats));
         let handle = std::thread::Builder::new()
             .name("gatewaylab-ledger".into())
-            .spawn(move || run(rx, &l2, &s2, mode))?;
+            .spawn(move || run(rx, &l2, &s2, mode, batch_delay))?;
         Ok(Self { tx: Mutex::new(Some(tx)), ledger, stats, handle: Mutex::new(Some(handle)) })
     }
 
@@ -182,7 +184,7 @@ fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box
     batch.clear();
 }
 
-fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PySum) {
+fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PySum, batch_delay: std::time::Duration) {
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
     while let Ok(first) = rx.recv() {
         let mut stop = None;
@@ -196,6 +198,9 @@ fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PyS
                 Ok(Msg::Stop(ack)) => stop = Some(ack),
                 Err(_) => break,
             }
+        }
+        if !batch_delay.is_zero() && !batch.is_empty() {
+            std::thread::sleep(batch_delay);
         }
         append_batch(ledger, stats, &mut batch, mode);
         if let Some(ack) = stop {
@@ -234,7 +239,7 @@ mod tests {
     fn thread_appends_drains_and_reopens() {
         let dir = std::env::temp_dir().join(format!("gl-ledger-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let t = LedgerThread::spawn(Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap(), PySum::Plain).unwrap();
+        let t = LedgerThread::spawn(Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap(), PySum::Plain, std::time::Duration::ZERO).unwrap();
         for i in 0..300 {
             assert!(t.submit(job(i)));
         }

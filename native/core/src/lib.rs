@@ -1,5 +1,5 @@
 //! gatewaylab-core: the Rust twins' logic, free of PyO3 so that `cargo test` needs no interpreter.
-//! Every format here is defined once in DESIGN.md ("Audit formats").
+//! Every format here is defined once in docs/formats.md.
 pub mod entropy;
 pub mod hash;
 pub mod mmr;

@@ -1,5 +1,5 @@
-//! Merkle Mountain Range v2 (DESIGN.md "Audit formats"; test vectors in
-//! `shared/vectors/mmr_v2.json`).
+//! Merkle Mountain Range v2 (docs/formats.md; test vectors in
+//! `tests/vectors/mmr_v2.json`).
 //!
 //! Storage: `levels[h][j]` is the root of the j-th perfect subtree of height h (leaves are
 //! level 0). Nodes never change once written, so every node of every past size stays
@@ -436,7 +436,7 @@ mod tests {
     use crate::hash::sha256;
 
     fn vectors() -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/mmr_v2.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
         serde_json::from_slice(&std::fs::read(&p).expect("read mmr_v2.json")).expect("parse mmr_v2.json")
     }
 

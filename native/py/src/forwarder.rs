@@ -69,6 +69,11 @@ impl PyNativeForwarder {
             .clone()
             .ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))?;
         let mut rb = client.post(url).body(body.to_vec());
+        if body.is_empty() {
+            // hyper sends no Content-Length for an empty body; RFC 9110 (8.6) wants one on a
+            // POST, and the Python twin (aiohttp) sends `Content-Length: 0`
+            rb = rb.header(reqwest::header::CONTENT_LENGTH, "0");
+        }
         for (k, v) in headers {
             let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| invalid_input(format!("forwarder: bad header name {k:?}")))?;
@@ -223,4 +228,72 @@ impl PyNativeStream {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNativeForwarder>()?;
     m.add_class::<PyNativeStream>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn forwarder(timeout_s: f64) -> PyNativeForwarder {
+        crate::test_python();
+        PyNativeForwarder::new(timeout_s, 4, 1.0).unwrap()
+    }
+
+    #[test]
+    fn every_post_carries_its_content_length() {
+        let f = forwarder(1.0);
+        for body in [&b""[..], b"{}", &[7u8; 3000][..]] {
+            let req = f.request("http://127.0.0.1:9/v1/x?y=1", body, vec![("x-a".into(), "b".into())]).unwrap().build().unwrap();
+            assert_eq!(req.method(), reqwest::Method::POST);
+            assert_eq!(req.headers()["x-a"], "b");
+            if body.is_empty() {
+                assert_eq!(req.headers()["content-length"], "0");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_header_and_closed_forwarder_are_errors_of_the_right_class() {
+        let f = forwarder(1.0);
+        Python::attach(|py| {
+            let e = f.request("http://127.0.0.1:9/", b"", vec![("bad header".into(), "v".into())]).err().unwrap();
+            assert!(e.get_type(py).name().unwrap().to_string().contains("InvalidInput"), "{e}");
+            let e = f.request("http://127.0.0.1:9/", b"", vec![("x-ok".into(), "line\nbreak".into())]).err().unwrap();
+            assert!(e.to_string().contains("bad value for header"), "{e}");
+            f.close();
+            let e = f.request("http://127.0.0.1:9/", b"", vec![]).err().unwrap();
+            assert!(e.is_instance_of::<PyConnectionError>(py), "{e}");
+        });
+    }
+
+    #[test]
+    fn errors_map_to_timeout_and_connection_classes() {
+        // an upstream that accepts and never answers -> timeout; a closed port -> connection error
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+        let held = std::thread::spawn(move || {
+            let (mut s, _) = silent.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf); // read the request, then say nothing until the client gives up
+            std::thread::sleep(Duration::from_millis(600));
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+
+        let f = forwarder(0.2);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let timeout = rt.block_on(async { f.request(&silent_url, b"{}", vec![]).unwrap().timeout(f.timeout).send().await });
+        let refused = rt.block_on(async { f.request(&closed_url, b"{}", vec![]).unwrap().send().await });
+        let (timeout, refused) = (timeout.err().unwrap(), refused.err().unwrap());
+        Python::attach(|py| {
+            let t = map_err(timeout, "upstream request failed");
+            assert!(t.is_instance_of::<PyTimeoutError>(py), "{t}");
+            let c = map_err(refused, "upstream request failed");
+            assert!(c.is_instance_of::<PyConnectionError>(py), "{c}");
+            assert!(c.to_string().starts_with("ConnectionError: upstream request failed: "), "{c}");
+        });
+        held.join().unwrap();
+    }
 }

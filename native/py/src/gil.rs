@@ -120,3 +120,72 @@ pub fn gil_stats<'py>(py: Python<'py>, reset: bool) -> PyResult<Bound<'py, PyDic
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    fn snapshot(py: Python<'_>, name: &str, reset: bool) -> (u64, u64, u64, u64, u64) {
+        let all = gil_stats(py, reset).unwrap();
+        let d = all.get_item(name).unwrap().unwrap_or_else(|| panic!("{name} not registered"));
+        let d = d.cast::<PyDict>().unwrap();
+        let get = |k: &str| d.get_item(k).unwrap().unwrap().extract::<u64>().unwrap();
+        (get("calls"), get("hold_ns"), get("detached_ns"), get("reacquire_wait_ns"), get("max_reacquire_wait_ns"))
+    }
+
+    #[test]
+    fn detached_time_and_calls_are_counted_and_reset() {
+        crate::test_python();
+        static S: EntryStats = EntryStats::new("test.detach");
+        Python::attach(|py| {
+            for _ in 0..2 {
+                let mut c = Call::start(S.register());
+                c.detach(py, || std::thread::sleep(Duration::from_millis(20)));
+            }
+            let (calls, hold, detached, wait, max_wait) = snapshot(py, "test.detach", true);
+            assert_eq!(calls, 2);
+            assert!(detached >= 40_000_000, "two 20 ms sleeps with the GIL released: {detached} ns detached");
+            assert!(max_wait <= wait);
+            assert!(hold < detached, "the sleeps ran detached, not holding the GIL ({hold} ns held)");
+            assert_eq!(snapshot(py, "test.detach", false), (0, 0, 0, 0, 0), "reset clears the counters");
+            // registering twice keeps one entry
+            S.register();
+            assert_eq!(gil_stats(py, false).unwrap().iter().filter(|(k, _)| k.to_string() == "test.detach").count(), 1);
+        });
+    }
+
+    #[test]
+    fn waiting_to_reacquire_the_gil_is_counted() {
+        // While the call is detached, another thread takes the GIL and keeps it for 100 ms
+        // after the detached work has ended: the call must wait for it to come back.
+        crate::test_python();
+        static S: EntryStats = EntryStats::new("test.reacquire");
+        let (go_tx, go_rx) = channel::<()>();
+        let (have_tx, have_rx) = channel::<()>();
+        let (done_tx, done_rx) = channel::<()>();
+        let holder = std::thread::spawn(move || {
+            go_rx.recv().unwrap();
+            Python::attach(|_py| {
+                have_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(100)); // holding the GIL
+            });
+        });
+        Python::attach(|py| {
+            let mut c = Call::start(S.register());
+            c.detach(py, move || {
+                go_tx.send(()).unwrap();
+                have_rx.recv().unwrap(); // the holder has the GIL now
+                done_tx.send(()).unwrap();
+            });
+            drop(c);
+            let (calls, _hold, _detached, wait, max_wait) = snapshot(py, "test.reacquire", true);
+            assert_eq!(calls, 1);
+            assert!(wait >= 50_000_000, "waited {wait} ns for a GIL held 100 ms");
+            assert_eq!(max_wait, wait);
+        });
+        holder.join().unwrap();
+    }
+}

@@ -10,6 +10,7 @@ pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
 pub mod forwarder;
+pub mod pipeline;
 pub mod hash;
 pub mod record;
 pub mod entropy;
@@ -29,6 +30,20 @@ fn _debug_panic(msg: &str) -> PyResult<()> {
     errors::guard(|| panic!("{}", msg.to_string()))
 }
 
+/// Tests run in an embedded interpreter (`cargo test --no-default-features`, see the
+/// Makefile): start it once, with the checkout on sys.path for `gateway.errors`.
+#[cfg(test)]
+pub(crate) fn test_python() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        Python::initialize();
+        Python::attach(|py| {
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+            py.import("sys").unwrap().getattr("path").unwrap().call_method1("insert", (0, root)).unwrap();
+        });
+    });
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("build_profile", BUILD_PROFILE)?;
@@ -46,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     adapter::register(m)?;
     forwarder::register(m)?;
+    pipeline::register(m)?;
     Ok(())
 }

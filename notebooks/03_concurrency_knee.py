@@ -1,0 +1,249 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · The concurrency knee: does the GIL explain it?
+#
+# **The seed's claim.** Throughput stops growing past c = 4, "caused by GIL contention" --
+# inferred from the throughput curve, never measured.
+#
+# **What is measured.** Three rungs of the Rust ladder across concurrencies: `py` (every
+# Python twin), `py+rs` (every Rust twin behind the same Python ASGI shell, one FFI call per
+# stage) and `rs-core` (the same shell making one awaitable Rust call that runs the whole hot
+# path and the audit ledger, the GIL released throughout), with the four GIL views beside
+# throughput:
+# 1. **sampled** GIL ownership: share of py-spy samples (`--gil --idle`) in which a thread holds the GIL;
+# 2. **exact** Rust entry points: time the extension held the GIL, ran detached, waited to re-acquire it;
+# 3. **exact** GIL acquisition latency: a probe thread inside the gateway that repeatedly asks for the GIL;
+# 4. **exact** event-loop lag: how late `call_later` callbacks fire on the gateway's loop.
+# CPU (user+sys seconds per second of the gateway process tree, from /proc) is shown too:
+# a knee where one core is saturated is a different story from a knee where threads queue
+# for the GIL.
+
+# %% [markdown]
+# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# load generator run as separate processes pinned to their own cores (the hardware profile is
+# clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
+# cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
+# comes from the load generator's HDR histogram (**exact**), overhead is gateway pXX minus
+# direct-to-mock pXX at the same c in the same run. The load generator's capacity against the
+# mock is measured beside the sweep so it is never the bottleneck unnoticed.
+
+# %% tags=["parameters"]
+# papermill parameters: "full" is the real study, "ci" a small fast run (make test)
+profile = "full"
+run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
+live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+
+# %%
+# %load_ext lab_ext
+import json
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from IPython.display import Markdown, SVG, display
+from harness.notebooks import metric, write_metrics
+from lab_ext.export import BlogExport, machine_line
+from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.widgets import SweepPanel
+from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
+
+NOTEBOOK = "03_concurrency_knee"
+SIZES = {
+    "full": dict(modes=["py", "py+rs", "rs-core"], concurrency=list(range(1, 17)), hw_profile="xeon-4c",
+                 duration_s=5.0, warmup_s=1.0, repeat=3, capacity=True, report=True),
+    "ci": dict(modes=["py", "py+rs", "rs-core"], concurrency=[1, 4, 16], hw_profile="ci-2c",
+               duration_s=1.5, warmup_s=0.5, repeat=1, capacity=True, report=False),
+}
+assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
+S = SIZES[profile]
+run = notebook_run(NOTEBOOK, profile, run_dir, parameters=S)
+MACHINE = machine_line(run.meta, profile)
+METRICS = {}
+print(MACHINE)
+print("run folder:", run.path)
+
+# %% [markdown]
+# ## Run the sweep (live panel: progress, throughput and GIL wait per cell)
+
+# %%
+panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
+if panel is not None:
+    display(panel.widget)
+res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
+                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=True,
+                           out=run.path, name="knee", capacity=S["capacity"], report=S["report"],
+                           report_images=False)
+cells = label_cells(res.table)
+run.write_table("cells", cells)
+print("sweep run folder:", res.dir)
+cells[["label", "concurrency", "repeat", "status", "rps", "cpu_cores", "gil_held_share", "gil_wait_p99_us",
+       "loop_lag_p99_us", "probes_missing"]]
+
+# %%
+ok = ok_cells(cells, NOTEBOOK)
+ok = ok.assign(native_hold_share=ok["native_hold_s"] / ok["duration_s"],
+               native_wait_share=ok["native_wait_s"] / ok["duration_s"])
+views = [("rps", "throughput (2xx/s)", "exact"), ("cpu_cores", "gateway CPU (cores)", "exact, /proc"),
+         ("gil_held_share", "1 · GIL held share", "sampled, py-spy"),
+         ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
+         ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
+         ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later")]
+fig_knee = make_subplots(rows=3, cols=2, subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how in views],
+                         vertical_spacing=0.12)
+palette = px.colors.qualitative.Plotly
+for i, (col, title, how) in enumerate(views):
+    a = agg(ok, col)
+    for j, (label, d) in enumerate(a.groupby("label", sort=False)):
+        fig_knee.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label,
+                             showlegend=(i == 0), mode="lines+markers", line=dict(color=palette[j % 10]),
+                             error_y=error_bars(d), row=i // 2 + 1, col=i % 2 + 1)
+fig_knee.update_xaxes(type="log")
+fig_knee.update_xaxes(title_text="concurrency c", row=3)
+fig_knee.update_layout(height=950, title="Throughput and the four GIL views against concurrency")
+fig_knee
+
+# %% [markdown]
+# ## Where is the knee, and what do the GIL views say there?
+#
+# The knee is the smallest c at which throughput reaches 90% of its maximum. At the knee and
+# at the top concurrency the table puts throughput beside CPU and the GIL views. If the GIL
+# were the cause (threads contending for it), the probe's wait and the share held by
+# threads *other* than the event loop would climb at the knee while CPU stays below one
+# core; if instead one core is saturated by the event-loop thread, the knee is CPU
+# saturation of a single interpreter thread, and the GIL is merely held by the only thread
+# that has work.
+
+# %%
+rows = []
+for label, d in agg(ok, "rps").groupby("label", sort=False):
+    top = d["median"].max()
+    knee = int(d.loc[d["median"] >= 0.9 * top, "concurrency"].min())  # first c within 10% of the top
+    for c in sorted({int(d["concurrency"].min()), knee, int(d["concurrency"].max())}):
+        cc = ok[(ok["label"] == label) & (ok["concurrency"] == c)]
+        rows.append({"label": label, "c": c, "knee": c == knee,
+                     "rps": fmt_si(spread_of(cc["rps"])),
+                     "CPU cores": fmt(spread_of(cc["cpu_cores"])),
+                     "GIL held (sampled)": fmt(spread_of(cc["gil_held_share"])) if cc["gil_held_share"].notna().any() else "n/a",
+                     "held by other threads (sampled)": fmt(spread_of(cc["gil_other_share"])) if cc["gil_other_share"].notna().any() else "n/a",
+                     "GIL wait p99 µs (exact)": fmt_si(spread_of(cc["gil_wait_p99_us"])) if cc["gil_wait_p99_us"].notna().any() else "n/a",
+                     "loop lag p99 µs (exact)": fmt_si(spread_of(cc["loop_lag_p99_us"])) if cc["loop_lag_p99_us"].notna().any() else "n/a"})
+knee_table = pd.DataFrame(rows)
+knee_table
+
+
+# %%
+def med(label, c, col):
+    v = ok[(ok["label"] == label) & (ok["concurrency"] == c)][col].dropna()
+    return float(v.median()) if len(v) else float("nan")
+
+lines = []
+c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
+for label in ok["label"].unique():
+    cpu, held, other = med(label, c_hi, "cpu_cores"), med(label, c_hi, "gil_held_share"), med(label, c_hi, "gil_other_share")
+    w_lo, w_hi = med(label, c_lo, "gil_wait_p99_us"), med(label, c_hi, "gil_wait_p99_us")
+    cores = run.meta.get("cores_used") or 1
+    if cpu >= 0.85 and (other != other or other < 0.25):
+        verdict = ("one interpreter thread is saturated: the knee is CPU saturation of the event-loop thread; "
+                   "the GIL is held because that thread always has work, not because threads fight over it")
+    elif other == other and other >= 0.25:
+        verdict = "threads other than the event loop hold the GIL a large share of the time: contention is real here"
+    else:
+        verdict = "the gateway is not CPU-bound at the top concurrency: the limit is elsewhere (upstream, load, I/O)"
+    lines.append(f"- **{label}** at c={c_hi}: CPU {cpu:.2f} cores, GIL held {held:.0%} (other threads {other:.0%}), "
+                 f"GIL wait p99 {w_lo:.0f} → {w_hi:.0f} µs from c={c_lo}: {verdict}.")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## What crossing from asyncio into Rust and back costs, per request
+#
+# On `py+rs` the forwarder's call returns an asyncio awaitable made by pyo3-async-runtimes: one
+# asyncio future per call, the task's context copied, and a thread-safe callback per
+# completion. On `rs-core` the shell creates a plain future, `RsCore.submit` hands the request
+# to Tokio (detached from the GIL while the worker is woken), and completions come back
+# through one eventfd: the loop's reader drains every completion waiting in one call. The
+# extension's own counters (**exact**) give the GIL time per request on each side of the
+# crossing: `forwarder.send` on `py+rs`; `rs_core.submit` plus `rs_core.drain` (one drain per
+# wake-up, shared by the completions it hands over) on `rs-core`.
+
+# %%
+entries = pd.read_parquet(res.dir / "gil_entries.parquet")
+requests_by_cell = ok.groupby(["cell", "repeat"])["requests"].first()
+CROSSING = {"py+rs": ["forwarder.send"], "rs-core": ["rs_core.submit", "rs_core.drain"]}
+rows = []
+for (cell, rep, mode, c), d in entries.groupby(["cell", "repeat", "mode", "concurrency"]):
+    if mode not in CROSSING or (cell, rep) not in requests_by_cell.index:
+        continue
+    n = requests_by_cell[(cell, rep)]
+    sel = d[d["entry"].isin(CROSSING[mode])]
+    drains = d.loc[d["entry"] == "rs_core.drain", "calls"].sum()
+    rows.append({"mode": mode, "c": int(c), "repeat": int(rep),
+                 "GIL µs per request (exact)": sel["hold_us"].sum() / n,
+                 "completions per wake-up": (n / drains) if drains else float("nan")})
+crossing = pd.DataFrame(rows)
+crossing_table = (crossing.groupby(["mode", "c"])
+                  .agg(**{"GIL µs per request (exact)": ("GIL µs per request (exact)", lambda v: fmt(spread_of(v))),
+                          "completions per wake-up": ("completions per wake-up",
+                                                      lambda v: fmt(spread_of(v)) if v.notna().any() else "n/a")})
+                  .reset_index())
+crossing_table
+
+# %%
+for c in (c_lo, c_hi):
+    sel = crossing[crossing["c"] == c]
+    a = sel.loc[sel["mode"] == "rs-core", "GIL µs per request (exact)"]
+    b = sel.loc[sel["mode"] == "py+rs", "GIL µs per request (exact)"]
+    if len(a) and len(b):
+        METRICS[f"rscore_over_pyrs_crossing_gil_c{c}"] = metric(*ratio_spread(spread_of(a), spread_of(b)),
+                                                               desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}")
+    METRICS[f"rscore_over_pyrs_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "rps"),
+                                                                 values_at(cells, "py+rs", c, "rps")),
+                                                   desc=f"rs-core / py+rs throughput at c={c}")
+    METRICS[f"rscore_over_pyrs_cpu_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "cpu_us_per_req"),
+                                                                 values_at(cells, "py+rs", c, "cpu_us_per_req")),
+                                                   desc=f"rs-core / py+rs CPU µs per request at c={c}")
+
+# %%
+for c in (c_lo, c_hi):
+    METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "py+rs", c, "rps"),
+                                                             values_at(cells, "py", c, "rps")),
+                                               desc=f"py+rs / py throughput at c={c}")
+METRICS["py_rps_cmax_over_c1"] = metric(*ratio_spread(values_at(cells, "py", c_hi, "rps"),
+                                                      values_at(cells, "py", c_lo, "rps")),
+                                        desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)")
+pd.DataFrame(METRICS).T
+
+# %% [markdown]
+# ## Blog export
+#
+# Markdown tables (each with its spread and the machine line under it), static PNG and
+# SVG images, and standalone HTML figures, written to `blog/` in the run folder.
+
+# %%
+blog = BlogExport(run.path, profile=profile, meta=run.meta)
+for name, (df, caption) in {"knee": (knee_table, "py, py+rs and rs-core at the first, knee and top concurrency: median [min–max] over repeats"),
+                            "crossing": (crossing_table, "GIL time per request at the asyncio/Rust crossing (exact, extension counters): median [min–max] over repeats")}.items():
+    blog.table(name, df, caption)
+for name, fig in {"knee_gil_views": fig_knee,}.items():
+    blog.figure(name, fig)
+written = blog.write()
+display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
+
+# %%
+# the ratios the CI regression check reads (data/baselines/<notebook>.json)
+print(write_metrics(run.path, NOTEBOOK, profile, METRICS))
+pd.DataFrame(METRICS).T[["value", "min", "max", "desc"]]
