@@ -23,6 +23,7 @@ import orjson
 from gateway import _native
 from gateway.app import _JSON, SSE_HEADERS, GatewayBase, Response, StreamResponse
 from gateway.config import Config
+from gateway.errors import ConfigError
 from gateway.pipeline import Request
 
 _perf = time.perf_counter_ns
@@ -46,6 +47,8 @@ def pipeline_config(config: Config) -> str:
 
 class RsCoreGateway(GatewayBase):
     def __init__(self, config: Config, *, shell: str = "asgi", server: str = "uvicorn"):
+        if config.ack != "background":  # the Rust ledger thread answers before the record is durable
+            raise ConfigError(f"ledger.ack: {config.ack!r} is not available on rs-core (background only)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
         workers = len(os.sched_getaffinity(0))

@@ -88,3 +88,8 @@ def test_bad_ack_is_a_config_error(tmp_path):
                                    "ledger": {"dir": str(tmp_path), "ack": "eventually"}}))
     with pytest.raises(ConfigError, match="ledger.ack"):
         load(str(cfg))
+
+
+def test_rs_core_refuses_durable_instead_of_ignoring_it(mock, tmp_path):
+    with pytest.raises(RuntimeError, match="ledger.ack: 'durable' is not available on rs-core"):
+        _gateway(mock, tmp_path, "rs-core", "group", "durable")
