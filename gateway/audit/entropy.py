@@ -104,6 +104,13 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(s: str) -> float:
+    f = float(s)
+    if math.isinf(f):  # 1e999: serde_json says "number out of range"
+        raise ValueError(f"number out of range: {s}")
+    return f
+
+
 def _has_lone_surrogate(doc) -> bool:
     stack = [doc]
     while stack:
@@ -138,10 +145,10 @@ def entropy_millibits(body: bytes) -> int:
     """Entropy in millibits of an OpenAI chat-completion response body (JSON bytes)."""
     raw = require_bytes(body, "body")
     try:
-        # strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM) and no NaN /
-        # Infinity tokens: what serde_json, the Rust twin's reader, accepts
+        # strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM), no NaN /
+        # Infinity tokens, no float that overflows: what serde_json, the Rust twin's reader, accepts
         text = raw.decode("utf-8")
-        doc = json.loads(text, parse_constant=_no_constants)
+        doc = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
         if _SURROGATE_ESCAPE(text) is not None and _has_lone_surrogate(doc):
             raise ValueError("a lone surrogate escape")
     except (ValueError, UnicodeDecodeError) as e:

@@ -301,8 +301,9 @@ def test_ratelimit_limit_above_2_63_is_invalid_input_in_both():
 
 
 @pytest.mark.parametrize("body", [b'\xef\xbb\xbf{"choices":[]}', '{"choices":[]}'.encode("utf-16"), b'[NaN]',
-                                  b'{"x":-Infinity}', b'{"choices":[{"message":{"content":"a \\ud800 b"}}]}'],
-                         ids=["bom", "utf16", "nan", "infinity", "lone_surrogate_escape"])
+                                  b'{"x":-Infinity}', b'{"choices":[{"message":{"content":"a \\ud800 b"}}]}',
+                                  b'1e999', b'{"choices":[],"x":-1e400}'],
+                         ids=["bom", "utf16", "nan", "infinity", "lone_surrogate_escape", "overflow", "overflow_inside"])
 def test_entropy_reads_only_what_serde_json_reads(body):
     """Found by test_entropy_differential: each was read by Python's json and refused by the
     Rust twin; now InvalidInput in both (a surrogate pair still reads)."""
