@@ -8,7 +8,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures)
 SYS_PKGS := wrk chromium
 
-.PHONY: dev demo test test-rust test-py test-notebooks lab clean sysdeps
+.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools lab clean sysdeps
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -48,7 +48,24 @@ test-py: dev
 test-notebooks: dev
 	$(PY) -m harness.notebooks --profile ci
 
-test: dev test-rust test-py test-notebooks
+# Fuzzing (docs/reliability.md): cargo-fuzz targets on the core crate (nightly) and the
+# differential twin targets. `make fuzz FUZZ_SECONDS=600` runs each that long; `make test`
+# runs each for FUZZ_SMOKE_SECONDS (the first run also builds the targets with nightly + ASan).
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+test-fuzz: dev fuzz-tools
+	native/core/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz: dev fuzz-tools
+	native/core/fuzz/run.sh $(FUZZ_SECONDS)
+	GATEWAYLAB_FUZZ_SECONDS=$(FUZZ_SECONDS) GATEWAYLAB_FUZZ_EXAMPLES=500 GATEWAYLAB_POWERLOSS_SCALE=10 \
+	  $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability/test_differential.py tests/reliability/test_power_loss.py
+
+test: dev test-rust test-fuzz test-py test-notebooks
 
 demo: dev
 	$(PY) -m harness.demo

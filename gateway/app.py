@@ -24,7 +24,7 @@ import orjson
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
-from gateway.errors import AuditIndexError, InvalidInput, UpstreamError
+from gateway.errors import AuditIndexError, AuditUnavailable, InvalidInput, UpstreamError
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
 from gateway.plugins import PreCallHooks
@@ -163,7 +163,8 @@ class Gateway(GatewayBase):
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
         self.background = BackgroundAudit(
             config.ledger_dir, sw, self.metrics, queue_size=config.queue_size, policy=config.queue_policy,
-            fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms)
+            fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms,
+            ack=config.ack)
         self._ids = itertools.count()
 
     async def startup(self) -> None:
@@ -212,9 +213,15 @@ class Gateway(GatewayBase):
     async def _finish(self, resp: Response, audit, t0: int) -> Response:
         ts = _perf()
         if audit is not None:
-            task = self.background.submit(AuditJob(audit, resp.status, resp.body, False, (ts - t0) // 1000))
+            job = AuditJob(audit, resp.status, resp.body, False, (ts - t0) // 1000)
+            task = self.background.submit(job)
             if task is not None:
                 await task  # backpressure: the queue is full and the policy loses nothing
+            if job.durable is not None:  # ledger.ack durable: answer once the record is durable
+                try:
+                    await job.durable
+                except AuditUnavailable as e:
+                    resp = error(e.http_status, str(e), e.code)
         te = _perf()
         stage = self.metrics.stage
         stage["spawn"].observe_ns(te - ts)
@@ -279,4 +286,4 @@ class Gateway(GatewayBase):
     def _health_audit(self) -> tuple[dict, dict]:
         bg = self.background
         return ({"policy": bg.policy, "size": bg.queue_size, "depth": bg.depth, "dropped": bg.dropped},
-                {"records": bg.ledger.count, "spawned": bg.spawned})
+                {"records": bg.ledger.count, "spawned": bg.spawned, "ack": bg.ack})

@@ -12,6 +12,12 @@ fsync), so no fsync ever blocks the loop; a lone record under fsync "group"/"non
 appended on the loop (a page-cache write; the WAL's group-commit thread fsyncs it).
 `drain()` (called from the ASGI lifespan shutdown) waits for every spawned task, lets the
 worker empty the queue and closes the ledger: an accepted request never loses its record.
+
+`ack="durable"` (ledger.ack): each job carries a future the request awaits before it answers.
+The worker then appends every batch with one `append_many` in a thread (one write and, under
+"group"/"always", the fsync the policy promises) and resolves the batch's futures after it
+returns: group commit, the batch shared by every request queued meanwhile. A failed append
+(or a job the "drop" policy drops) fails the futures with `AuditUnavailable`.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import time
 
 from gateway.audit.job import AuditJob, RecordAssembler
 from gateway.audit.ledger import AuditLedger
+from gateway.errors import AuditUnavailable
 from gateway.metrics import Metrics
 from gateway.twins import Switches
 
@@ -30,14 +37,16 @@ _BATCH = 256
 class BackgroundAudit:
     def __init__(self, ledger_dir: str, switches: Switches, metrics: Metrics, *, queue_size: int = 10000,
                  policy: str = "block", fsync: str = "group", group_delay_ms: float = 2.0,
-                 batch_window_ms: float = 0.0):
+                 batch_window_ms: float = 0.0, ack: str = "background"):
         self.switches = switches
         self.metrics = metrics
         self.policy = policy
         self.queue_size = queue_size
         wal_opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
         self.ledger = AuditLedger(ledger_dir, fsync=fsync, switches=switches, **wal_opts)
-        self._inline = fsync != "always"
+        self.ack = ack
+        self._durable = ack == "durable"
+        self._inline = fsync != "always" and not self._durable
         self._assembler = RecordAssembler(switches)
         self._tasks: set[asyncio.Task] = set()
         self._queue: asyncio.Queue | None = None
@@ -80,7 +89,10 @@ class BackgroundAudit:
 
     def submit(self, job: AuditJob) -> asyncio.Task | None:
         """Hand a job over. Returns the admission task when the caller must await it
-        (backpressure: the queue is full under the lossless policy), else None."""
+        (backpressure: the queue is full under the lossless policy), else None. Under
+        ack="durable" the caller then awaits `job.durable`."""
+        if self._durable:
+            job.durable = self._loop.create_future()
         task = self._spawn_background(job)
         return task if self.saturated else None
 
@@ -98,6 +110,8 @@ class BackgroundAudit:
             try:
                 self._queue.put_nowait(job)
             except asyncio.QueueFull:
+                if job.durable is not None:
+                    job.durable.set_exception(AuditUnavailable("the audit queue is full: record dropped"))
                 self.dropped += 1
                 self.metrics.counters["background_dropped"] += 1
         else:
@@ -147,9 +161,14 @@ class BackgroundAudit:
                     print(f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
                           file=sys.stderr, flush=True)
                     self.metrics.counters["audit_failures"] = self.metrics.counters.get("audit_failures", 0) + len(batch)
+                    for j in batch:
+                        if j.durable is not None and not j.durable.done():
+                            j.durable.set_exception(AuditUnavailable(f"the audit record could not be written: {e}"))
                     continue
                 self.appended += len(batch)
                 self.metrics.counters["audit_records"] += len(batch)
                 now = time.perf_counter_ns()
                 for j in batch:
                     self.metrics.audit_lag.observe_ns(now - j.done_ns)
+                    if j.durable is not None and not j.durable.done():
+                        j.durable.set_result(None)

@@ -21,6 +21,9 @@ zero-config default built from `--upstream URL --api-key KEY`.
       dir: ./ledger                   # audit.wal lives here
       fsync: group                    # always | group | none
       group_delay_ms: 2.0
+      ack: background                 # background: answer, then record (seeds 000/001) |
+                                      # durable: the answer waits until its record is durable
+                                      # under the fsync policy (one fsync per batch, shared)
     background:
       queue_size: 10000
       policy: block                   # block (backpressure, loses nothing) | drop (counted)
@@ -62,6 +65,7 @@ from gateway.twins import MODES, Switches, parse_impl
 SHELLS = ("asgi", "fastapi")
 SERVERS = ("uvicorn", "granian")
 FSYNC = ("always", "group", "none")
+ACKS = ("background", "durable")
 POLICIES = ("block", "drop")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -95,6 +99,7 @@ class Config:
     ledger_dir: str
     fsync: str = "group"
     group_delay_ms: float = 2.0
+    ack: str = "background"
     queue_size: int = 10000
     queue_policy: str = "block"
     batch_window_ms: float = 0.0
@@ -253,6 +258,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         ledger_dir=ledger_dir,
         fsync=_get(led, "fsync", "ledger.", str, "group", _one_of(FSYNC)),
         group_delay_ms=float(_get(led, "group_delay_ms", "ledger.", (int, float), 2.0, _positive)),
+        ack=_get(led, "ack", "ledger.", str, "background", _one_of(ACKS)),
         queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
         queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
         batch_window_ms=float(_get(bg, "batch_window_ms", "background.", (int, float), 0.0,

@@ -96,6 +96,14 @@ class GuardError(RequestRejected):
         return [(b"connection", b"close")] if self.status == 400 else []
 
 
+class AuditUnavailable(GatewayLabError):
+    """ledger.ack durable: the answer's record could not be made durable, so the answer is
+    withheld (503) rather than acknowledged without its record."""
+
+    http_status = 503
+    code = "audit_unavailable"
+
+
 class UpstreamError(GatewayLabError):
     """The upstream could not give a usable answer (`http_status`, `code`)."""
 

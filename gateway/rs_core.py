@@ -52,6 +52,8 @@ class RsCoreGateway(GatewayBase):
             # Python without giving up what this rung is for
             raise ConfigError("plugins.pre_call: not available on rs-core (the whole pipeline is one Rust call); "
                               "run plugins on py or py+rs (in-process) or rs-server (sidecar)")
+        if config.ack != "background":  # the Rust ledger thread answers before the record is durable
+            raise ConfigError(f"ledger.ack: {config.ack!r} is not available on rs-core (background only)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
         workers = len(os.sched_getaffinity(0))

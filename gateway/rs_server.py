@@ -34,6 +34,8 @@ def server_args(opts: dict) -> list[str]:
     """`gateway.server` options -> the binary's command line (the same flags)."""
     if opts.get("impl"):
         raise ConfigError("--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs")
+    if opts.get("ack") not in (None, "background"):
+        raise ConfigError(f"--ack: {opts['ack']!r} is not available on rs-server (background only)")
     # --shell / --server name the Python rungs' ASGI shell and server: rs-server is its own (hyper)
     args = [binary_path()]
     if opts.get("config"):

@@ -48,6 +48,10 @@ def build_config(opts: dict) -> cfgmod.Config:
     if shell not in cfgmod.SHELLS:
         raise ConfigError(f"--shell: expected one of {', '.join(cfgmod.SHELLS)}, got {shell!r}")
     changes = {"switches": Switches(mode, impl), "shell": shell}
+    if opts.get("ack") is not None:
+        if opts["ack"] not in cfgmod.ACKS:
+            raise ConfigError(f"--ack: expected one of {', '.join(cfgmod.ACKS)}, got {opts['ack']!r}")
+        changes["ack"] = opts["ack"]
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
         changes["stages"] = parse_stages(opts["stages"])
@@ -65,9 +69,35 @@ def build_app(opts: dict):
     gw = make_gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
     if cfg.shell == "fastapi":
         from gateway.shell_fastapi import make_app
-        return make_app(gw)
+        return FramingGuard(make_app(gw))
     from gateway.shell_asgi import AsgiShell
-    return AsgiShell(gw)
+    return FramingGuard(AsgiShell(gw))
+
+
+class FramingGuard:
+    """In front of either shell: refuse what the server let through from the request line
+    (version, Host, HTTP/1.0 with Transfer-Encoding; gateway.stages.guard.check_scope) with an
+    OpenAI-shaped error, before the shell or the upstream sees it."""
+
+    __slots__ = ("app", "_check", "_body")
+
+    def __init__(self, app):
+        from gateway.pipeline import error_body
+        from gateway.stages.guard import check_scope
+
+        self.app, self._check, self._body = app, check_scope, error_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            err = self._check(scope)
+            if err is not None:
+                body = self._body(err.status, err.message, err.code)
+                await send({"type": "http.response.start", "status": err.status,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def granian_app():
@@ -163,7 +193,7 @@ def _openai_400_protocol():
 
 
 def _serve_granian(opts: dict, host: str, port: int) -> int:
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.server import Server
 
     opts = dict(opts, server="granian")
@@ -173,8 +203,11 @@ def _serve_granian(opts: dict, host: str, port: int) -> int:
         port = s.getsockname()[1]
         s.close()
     os.environ[ENV] = json.dumps(opts)
+    # HTTP/1 only and no WebSockets: the gateway serves neither h2 (prior knowledge or h2c)
+    # nor WebSocket upgrades, and granian's auto mode would answer an h2 preface with h2.
     srv = Server("gateway.server:granian_app", address=host, port=port, interface=Interfaces.ASGI, workers=1,
-                 loop=Loops.uvloop, factory=True, log_enabled=False, log_access=False, backlog=2048)
+                 loop=Loops.uvloop, factory=True, log_enabled=False, log_access=False, backlog=2048,
+                 http=HTTPModes.http1, websockets=False)
     _announce(host, port)
     srv.serve()
     return 0

@@ -91,13 +91,74 @@ def _positions_bits(positions: list[list[float]]) -> float:
     return total / len(positions)
 
 
+# Deeper nesting is InvalidInput in both twins: the Rust twin's serde_json stops at 128
+# levels; json.loads would read on (or raise RecursionError near the interpreter's limit).
+# Found by tests/reliability/test_differential.py (test_entropy_depth_limit is the input).
+MAX_JSON_DEPTH = 127
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]").search
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(s: str) -> float:
+    f = float(s)
+    if math.isinf(f):  # 1e999: serde_json says "number out of range"
+        raise ValueError(f"number out of range: {s}")
+    return f
+
+
+def _has_lone_surrogate(doc) -> bool:
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def _deeper_than(doc, limit: int) -> bool:
+    stack = [(doc, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values() if isinstance(x, (dict, list)))
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+    return False
+
+
 def entropy_millibits(body: bytes) -> int:
     """Entropy in millibits of an OpenAI chat-completion response body (JSON bytes)."""
     raw = require_bytes(body, "body")
     try:
-        doc = json.loads(raw)
+        # strict UTF-8 (json.loads(bytes) would also take UTF-16/32 and a BOM), no NaN /
+        # Infinity tokens, no float that overflows: what serde_json, the Rust twin's reader, accepts
+        text = raw.decode("utf-8")
+        doc = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+        if _SURROGATE_ESCAPE(text) is not None and _has_lone_surrogate(doc):
+            raise ValueError("a lone surrogate escape")
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidInput(f"response body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput(f"response body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    # a document needs more than MAX_JSON_DEPTH brackets to be that deep: count first, in C
+    if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and isinstance(doc, (dict, list))
+            and _deeper_than(doc, MAX_JSON_DEPTH)):
+        raise InvalidInput(f"response body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(doc, dict):
         return 0
     choices = doc.get("choices")

@@ -25,7 +25,7 @@ from gateway.twins import Switches
 
 class AuditJob:
     __slots__ = ("time_ns", "request_id", "key_id", "model", "status", "request_body", "response",
-                 "stream", "prompt_tokens", "latency_us", "waf", "done_ns")
+                 "stream", "prompt_tokens", "latency_us", "waf", "done_ns", "durable")
 
     def __init__(self, material, status: int, response, stream: bool, latency_us: int):
         self.time_ns = material.time_ns
@@ -40,6 +40,7 @@ class AuditJob:
         self.stream = stream
         self.latency_us = latency_us
         self.done_ns = time.perf_counter_ns()
+        self.durable = None  # ledger.ack durable: a future resolved once the record is durable
 
 
 class RecordAssembler:

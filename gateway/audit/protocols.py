@@ -177,7 +177,9 @@ class WriteAheadLog(Protocol):
 #         (b" \t\n\r\x0b\x0c", empty pieces dropped); counts per distinct token; with n tokens,
 #         H = -sum((c/n) * log2(c/n)) over distinct tokens in order of first appearance;
 #         no tokens (or no content) -> 0.
-#     millibits = floor(H * 1000 + 0.5). Invalid JSON -> InvalidInput.
+#     millibits = floor(H * 1000 + 0.5). Invalid JSON -> InvalidInput, and so is JSON nested
+#     deeper than 127 arrays/objects (MAX_JSON_DEPTH; serde_json's limit, which Python's json
+#     module would otherwise pass, or fail with RecursionError near 1,000).
 # text_entropy_millibits(text: str) -> int   the text branch alone (used for streams).
 
 

@@ -11,6 +11,13 @@ Rejects (status, code):
   declared body larger than max_body_bytes       413 body_too_large
 The body limit is also enforced while reading (`read_body`), for chunked bodies.
 
+`check_scope` runs in front of the shell (gateway/server.py wraps every app in
+`FramingGuard`) on what the server decided from the request line, which the header checks
+cannot see (found by tests/reliability/framing_cases.py under uvicorn's httptools):
+  an HTTP version other than 1.0 / 1.1 (httptools passes 0.9 and 2.0 on) 505 unsupported_http_version
+  HTTP/1.1 without Host, an empty Host, or more than one (RFC 9112 §3.2) 400 invalid_host
+  Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)                400 ambiguous_framing
+
 Most HTTP parsers (llhttp, h11) already refuse these; the guard makes the gateway's answer
 the same whichever server runs it, and closes the gaps some servers leave open.
 """
@@ -27,6 +34,27 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 # Header names already checked (clients send the same few names over and over); bounded.
 _GOOD_NAMES: set[bytes] = set()
+
+
+def check_scope(scope) -> GuardError | None:
+    """The request line's verdicts (see the module docstring); None when it is sound."""
+    version = scope.get("http_version")
+    if version != "1.1" and version != "1.0":
+        return GuardError(505, "unsupported_http_version", f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 only)")
+    hosts, te, empty_host = 0, False, False
+    for name, value in scope["headers"]:
+        if name == b"host":
+            hosts += 1
+            empty_host = not value.strip()
+        elif name == b"transfer-encoding":
+            te = True
+    if hosts > 1:
+        return GuardError(400, "invalid_host", "more than one Host header")
+    if (hosts == 0 and version == "1.1") or empty_host:  # granian fills in an empty Host when there is none
+        return GuardError(400, "invalid_host", "an HTTP/1.1 request without a Host header (or with an empty one)")
+    if te and version == "1.0":
+        return GuardError(400, "ambiguous_framing", "Transfer-Encoding in an HTTP/1.0 request")
+    return None
 
 
 def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes | None:

@@ -37,7 +37,7 @@ class RateLimiter:
             except (TypeError, ValueError):
                 raise InvalidInput(f"RateLimiter: limits for {key_id!r} must be (requests_per_min, tokens_per_min)") from None
             for name, v in (("requests_per_min", rpm), ("tokens_per_min", tpm)):
-                if type(v) is not int or v < 1:
+                if type(v) is not int or not 1 <= v <= 1 << 63:  # the Rust twin's range (differential fuzzing)
                     raise InvalidInput(f"RateLimiter: {name} for {key_id!r} must be an int >= 1, got {v!r}")
             lim[key_id] = (float(rpm), float(tpm), rpm / 60.0, tpm / 60.0)
         self._limits = lim

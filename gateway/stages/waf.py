@@ -29,6 +29,8 @@ from typing import Mapping, Sequence
 
 from gateway.errors import InvalidInput
 
+_SURROGATE = re.compile("[\ud800-\udfff]").search
+
 # Constructs Python `re` accepts but Rust `regex` does not (or means differently).
 _UNSHARED = re.compile(r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?P=|\(\?>|\(\?\(|[*+?}]\+|\\[ZAG]")
 _ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
@@ -112,6 +114,8 @@ class Waf:
         if type(text) is not str:
             if not isinstance(text, str):
                 raise InvalidInput(f"Waf.scan: text must be str, got {type(text).__name__}")
+        if not text.isascii() and _SURROGATE(text) is not None:  # as the Rust twin (differential fuzzing)
+            raise InvalidInput("Waf.scan: text is not valid Unicode (a lone surrogate)")
         lowered = None
         if self._needs_lower:
             # str.lower() is ASCII folding exactly when the text is ASCII (isascii is O(1)).

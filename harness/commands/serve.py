@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger on or off (default: on)")
     p.add_argument("--threads", type=int, default=None,
                    help="rs-server: worker threads (default: the CPUs the gateway is pinned to)")
+    p.add_argument("--ack", choices=["background", "durable"], default=None,
+                   help="answer before the record is written (background, default) or once it is durable")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 
@@ -35,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     opts = {"config": args.config, "upstream": args.upstream, "api_key": args.api_key, "ledger": args.ledger,
-            "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "shell": args.shell, "server": args.server,
-            "host": args.host, "port": args.port, "threads": args.threads}
+            "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "ack": args.ack,
+            "shell": args.shell, "server": args.server, "host": args.host, "port": args.port, "threads": args.threads}
     return serve(opts)

@@ -82,7 +82,8 @@ impl PyWaf {
             let Ok(s) = text.cast::<PyString>() else {
                 return Err(invalid_input(format!("Waf.scan: text must be str, got {}", type_name(text))));
             };
-            let s = s.to_str()?;
+            // a lone surrogate is InvalidInput in both twins (not pyo3's UnicodeEncodeError)
+            let s = s.to_str().map_err(|_| invalid_input("Waf.scan: text is not valid Unicode (a lone surrogate)"))?;
             let inner = &self.inner;
             let hit = if s.len() > DETACH_BYTES {
                 c.detach(py, || inner.scan(s).map(str::to_string))

@@ -503,6 +503,12 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let passthrough = get(d, "passthrough", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(false);
     let fsync = str_one_of(led, "fsync", "ledger.", "group", FSYNC)?;
     let group_delay_ms = number(led, "group_delay_ms", "ledger.", 2.0, true)?;
+    // the same validation as the Python gateway, then what this binary can do: answering only
+    // once the record is durable is not implemented here yet, so it is refused, never ignored
+    let ack = str_one_of(led, "ack", "ledger.", "background", &["background", "durable"])?;
+    if ack != "background" {
+        return Err(format!("ledger.ack: {} is not available on rs-server (background only)", py_repr(&ack)));
+    }
     let queue_size = positive_int(bg, "queue_size", "background.", Some(10000))?.expect("default");
     let queue_policy = str_one_of(bg, "policy", "background.", "block", POLICIES)?;
     let batch_window_ms = number(bg, "batch_window_ms", "background.", 0.0, false)?;
@@ -648,6 +654,10 @@ mod tests {
     fn errors_name_the_field() {
         let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, fsync: sometimes}")).unwrap_err();
         assert_eq!(e, "ledger.fsync: expected one of always, group, none, got 'sometimes'");
+        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}")).unwrap_err();
+        assert_eq!(e, "ledger.ack: 'durable' is not available on rs-server (background only)");
+        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: later}")).unwrap_err();
+        assert_eq!(e, "ledger.ack: expected one of background, durable, got 'later'");
         let e = parse(&OK.replace("id: a,", "id: a, rpm: 0,")).unwrap_err();
         assert_eq!(e, "keys[0].rpm: must be > 0, got 0");
         let e = parse(&format!("{OK}colour: blue\n")).unwrap_err();

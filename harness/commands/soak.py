@@ -1,0 +1,51 @@
+"""`gatewaylab soak --mode M --duration S [--rate R]`: a steady open-loop soak of one rung
+(harness/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle` runs
+the other checks of harness/soak.py instead. Prints a summary (or `--json`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", required=True, help="the rung, as `gatewaylab serve --mode` takes it")
+    p.add_argument("--duration", type=float, required=True, help="seconds of load")
+    p.add_argument("--rate", type=float, default=None, help="steady: requests/s (default 70%% of a probed capacity)")
+    p.add_argument("--scenario", choices=["steady", "overload", "chaos", "idle"], default="steady")
+    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument("--factor", type=float, default=2.0, help="overload: times capacity")
+    p.add_argument("--connections", type=int, default=1000, help="idle: slowloris connections")
+    p.add_argument("--out", default=None, help="steady: runs root (default data/runs)")
+    p.add_argument("--no-images", action="store_true", help="steady: HTML plot only, no PNG")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness import soak
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.scenario == "steady":
+        r = soak.run_steady(args.mode, args.duration, args.rate, server=args.server, out_root=args.out,
+                            images=not args.no_images, log=log)
+        line = (f"soak {r['mode']} {r['rate']:g} req/s {r['duration_s']:g}s: ok={r['ok']}/{r['requests']} "
+                f"RSS {r['rss_mb_after_warmup']:.1f} -> {r['rss_mb_end']:.1f} MiB ({r['rss_growth']:+.2%}), "
+                f"p99 {r['p99_us_first_third']} -> {r['p99_us_last_third']} us (x{r['p99_drift']:.2f}), "
+                f"audit lag max {r['audit_lag_max']}; {r['run_dir']}")
+    elif args.scenario == "overload":
+        r = soak.run_overload(args.mode, args.duration, args.factor, server=args.server, log=log)
+        line = (f"overload {r['mode']} {r['rate']:.0f} req/s ({args.factor:g}x): ok={r['ok']}/{r['requests']} "
+                f"errors={r['errors']} peak RSS {r['rss_peak_mb']:.1f} MiB (before {r['rss_mb_before']:.1f}), "
+                f"recovery {r['recovery_s'] if r['recovery_s'] is None else round(r['recovery_s'], 2)} s")
+    elif args.scenario == "chaos":
+        r = soak.run_chaos(args.mode, args.duration, args.rate or 100.0, server=args.server)
+        line = (f"chaos {r['mode']}: answered {r['answered']} of {r['requests']}, audited {r['audited']} "
+                f"{r['audited_by_status']}, transport failures {r['transport_failures']}")
+    else:
+        r = soak.run_idle(args.mode, args.connections, args.duration, server=args.server)
+        line = (f"idle {r['mode']}: {r['held_open_at_end']} of {r['connections']} slow connections held, "
+                f"good requests {r['good_ok']}/{r['good_requests']} ok, p99 {r['latency_us']['p99']} us")
+    print(json.dumps(r) if args.json else line)
+    return 0

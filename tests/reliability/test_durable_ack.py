@@ -1,0 +1,95 @@
+"""ledger.ack durable: an answer leaves only once its record is durable (the WAL's
+durable_count already covers it), with one fsync shared by the batch; `background` (the
+seeds' order) answers first. Every rung whose pipeline hands audit jobs to the Python
+background path (py, py+rs)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+
+import pytest
+import yaml
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from gateway.launch import start_gateway  # noqa: E402
+from gateway.stages.auth import hash_key  # noqa: E402
+
+KEY = "sk-gatewaylab-durable"
+BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "durable"}]}).encode()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mock():
+    from harness.native_procs import start_mock
+
+    with start_mock(seed=5) as m:
+        yield m
+
+
+def _gateway(mock, tmp_path, mode, fsync, ack):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
+        "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+        "ledger": {"dir": str(tmp_path / "ledger"), "fsync": fsync, "ack": ack}}))
+    return start_gateway(None, None, mode=mode, config=str(cfg))
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(url):
+    req = urllib.request.Request(url + "/v1/chat/completions", data=BODY, method="POST",
+                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        r.read()
+        return r.status, r.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("fsync", ["group", "always"])
+@pytest.mark.parametrize("mode", ["py", "py+rs"])
+def test_every_answer_is_durable_before_it_leaves(mock, tmp_path, mode, fsync):
+    gw = _gateway(mock, tmp_path, mode, fsync, "durable")
+    try:
+        assert _get(gw.url + "/health")["audit"]["ack"] == "durable"
+        for n in range(1, 31):
+            status, rid = _post(gw.url)
+            assert status == 200
+            root = _get(gw.url + "/audit/root")
+            assert root["durable_count"] >= n and root["count"] >= n, (n, root)
+        proof = _get(gw.url + "/audit/proof/29")
+        assert proof["leaf_count"] >= 30
+    finally:
+        gw.stop()
+
+
+def test_background_is_the_default(mock, tmp_path):
+    gw = _gateway(mock, tmp_path, "py", "group", "background")
+    try:
+        assert _get(gw.url + "/health")["audit"]["ack"] == "background"
+        assert _post(gw.url)[0] == 200
+    finally:
+        gw.stop()
+
+
+def test_bad_ack_is_a_config_error(tmp_path):
+    from gateway.config import load
+    from gateway.errors import ConfigError
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:1"}}],
+                                   "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+                                   "ledger": {"dir": str(tmp_path), "ack": "eventually"}}))
+    with pytest.raises(ConfigError, match="ledger.ack"):
+        load(str(cfg))
+
+
+def test_rs_core_refuses_durable_instead_of_ignoring_it(mock, tmp_path):
+    with pytest.raises(RuntimeError, match="ledger.ack: 'durable' is not available on rs-core"):
+        _gateway(mock, tmp_path, "rs-core", "group", "durable")

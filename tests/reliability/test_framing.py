@@ -1,0 +1,57 @@
+"""The framing corpus (framing_cases.py) over raw sockets, against every rung under both
+servers, with the native mock counting what reaches the upstream. Each case: the expected
+4xx (505 for a version), or a close with no status when the request never ends; nothing
+forwarded; never two responses; and a good request right after gets 200."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from framing_cases import CASES, LIMITS, good_request, run_case  # noqa: E402
+from rungs import RUNGS  # noqa: E402
+
+from gateway.launch import start_gateway  # noqa: E402
+
+KEY = "sk-gatewaylab-framing"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mock():
+    from harness.native_procs import start_mock
+
+    with start_mock(seed=9) as m:
+        yield m
+
+
+@pytest.fixture(scope="module", params=[(r, s) for r in RUNGS for s in ("uvicorn", "granian")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def gateway(request, mock, tmp_path_factory):
+    mode, server = request.param
+    gw = start_gateway(mock.url, KEY, mode=mode, server=server,
+                       ledger_dir=str(tmp_path_factory.mktemp("ledger")))
+    yield gw, server
+    gw.stop()
+
+
+def _total(mock) -> int:
+    return mock.stats()["total"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_case_is_held(gateway, mock, case):
+    gateway, server = gateway
+    host, port = "127.0.0.1", int(gateway.url.rsplit(":", 1)[1])
+    before = _total(mock)
+    outcome = run_case(host, port, case, KEY)
+    forwarded = _total(mock) - before
+    good = good_request(host, port, KEY)
+    problems = outcome.problems(case, forwarded, LIMITS.get((server, case.name)))
+    if good != 200:
+        problems.append(f"the next good request got {good}")
+    assert _total(mock) - before == forwarded + 1 or good != 200
+    assert not problems, f"{case.name} ({case.ref}): {problems}; raw answer {outcome.raw[:300]!r}"
