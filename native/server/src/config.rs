@@ -507,7 +507,7 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     // once the record is durable is not implemented here yet, so it is refused, never ignored
     let ack = str_one_of(led, "ack", "ledger.", "background", &["background", "durable"])?;
     if ack != "background" {
-        return Err(format!("ledger.ack: {} is not available on rs-server (background only)", py_repr(&ack)));
+        return Err("ledger.ack: 'durable' is not available on rs-server (background only)".into());
     }
     let queue_size = positive_int(bg, "queue_size", "background.", Some(10000))?.expect("default");
     let queue_policy = str_one_of(bg, "policy", "background.", "block", POLICIES)?;
