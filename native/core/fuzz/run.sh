@@ -7,6 +7,10 @@
 set -euo pipefail
 SECONDS_EACH="${1:-5}"
 cd "$(dirname "$0")"
+# The nightly + ASan build of the targets takes minutes from cold; keep it in the machine's
+# cache (outside the checkout, so fresh clones on this machine reuse it; cargo rebuilds what
+# changed). GATEWAYLAB_FUZZ_TARGET overrides the place.
+export CARGO_TARGET_DIR="${GATEWAYLAB_FUZZ_TARGET:-${XDG_CACHE_HOME:-$HOME/.cache}/gatewaylab/fuzz-target}"
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz --locked" >&2; exit 2; }
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "the nightly toolchain is missing (rustup toolchain install nightly)" >&2; exit 2; }
 scratch="$(mktemp -d)"
