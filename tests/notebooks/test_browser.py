@@ -41,9 +41,10 @@ STUDY = "05_fast_vs_slow_upstream"  # a study notebook with plotly figures and t
 def _study_notebook(path: Path, run_dir: Path) -> None:
     """The study notebook as a user opens it, with the ci parameters injected the way
     papermill injects them (a cell after the `parameters` cell)."""
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = nbformat.read(ROOT / "notebooks" / f"{STUDY}.ipynb", as_version=4)
+    nb = load_notebook_node(str(ROOT / "notebooks" / f"{STUDY}.ipynb"))  # with papermill's metadata
     nb = parameterize_notebook(nb, {"profile": "ci", "run_dir": str(run_dir), "live_panel": True})
     nbformat.write(nb, path)
 
