@@ -141,10 +141,10 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
             _run_all_cells(page)
             # the live sweep panels (ipywidgets + plotly FigureWidget) render while the sweeps run,
-            # and count every cell of both sweeps (2 modes x 1 concurrency each)
+            # and end by counting every cell of both sweeps (2 modes x 1 concurrency each)
             page.wait_for_selector(".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=120_000)
             page.wait_for_function(
-                "[...document.querySelectorAll('.jp-OutputArea')].filter(e => e.innerText.includes('cell 2/2')).length >= 2",
+                "(document.querySelector('.jp-NotebookPanel .jp-Notebook').innerText.match(/done, 2 cells/g) || []).length >= 2",
                 timeout=600_000)
             # the notebook ran to its end: the metrics the CI gate reads were written by the kernel
             for _ in range(600):
