@@ -19,35 +19,12 @@ import asyncio
 import os
 import time
 
-import orjson
-
+from gateway.audit.job import AuditJob, RecordAssembler
 from gateway.audit.ledger import AuditLedger
 from gateway.metrics import Metrics
 from gateway.twins import Switches
 
 _BATCH = 256
-
-
-class AuditJob:
-    """What the hot path hands over: raw material only, nothing computed."""
-
-    __slots__ = ("time_ns", "request_id", "key_id", "model", "status", "request_body", "response",
-                 "stream", "prompt_tokens", "latency_us", "waf", "done_ns")
-
-    def __init__(self, time_ns, request_id, key_id, model, status, request_body, response, stream,
-                 prompt_tokens, latency_us, waf):
-        self.time_ns = time_ns
-        self.request_id = request_id
-        self.key_id = key_id
-        self.model = model
-        self.status = status
-        self.request_body = request_body
-        self.response = response  # bytes, or for streams a list of OpenAI chunk JSONs
-        self.stream = stream
-        self.prompt_tokens = prompt_tokens
-        self.latency_us = latency_us
-        self.waf = waf
-        self.done_ns = time.perf_counter_ns()
 
 
 class BackgroundAudit:
@@ -61,15 +38,7 @@ class BackgroundAudit:
         wal_opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
         self.ledger = AuditLedger(ledger_dir, fsync=fsync, switches=switches, **wal_opts)
         self._inline = fsync != "always"
-        self._sha256 = switches.load("hash")
-        self._entropy = switches.load("entropy")
-        self._encode = switches.load("record")
-        from gateway.audit.entropy import text_entropy_millibits  # streams: text branch only
-        native_text = None
-        if switches.impl("entropy") == "rust":
-            from gateway import _native
-            native_text = getattr(_native, "text_entropy_millibits", None)
-        self._text_entropy = native_text or text_entropy_millibits
+        self._assembler = RecordAssembler(switches)
         self._tasks: set[asyncio.Task] = set()
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -80,7 +49,7 @@ class BackgroundAudit:
         self.spawned = 0
         self.dropped = 0
         self.appended = 0
-        metrics.gauges["background_queue_depth"] = lambda: self._queue.qsize() if self._queue else 0
+        metrics.gauges["background_queue_depth"] = lambda: self.depth
         metrics.gauges["background_tasks_in_flight"] = lambda: len(self._tasks)
         metrics.gauges["audit_records_in_ledger"] = lambda: self.ledger.count
 
@@ -108,6 +77,16 @@ class BackgroundAudit:
         self.spawned += 1
         self.metrics.counters["background_spawned"] += 1
         return task
+
+    def submit(self, job: AuditJob) -> asyncio.Task | None:
+        """Hand a job over. Returns the admission task when the caller must await it
+        (backpressure: the queue is full under the lossless policy), else None."""
+        task = self._spawn_background(job)
+        return task if self.saturated else None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
 
     @property
     def saturated(self) -> bool:
@@ -150,7 +129,8 @@ class BackgroundAudit:
                 if self._delay_s:
                     await asyncio.sleep(self._delay_s)
                 try:
-                    payloads = [self._encode(self._record(self.ledger.count + i, j)) for i, j in enumerate(batch)]
+                    payload = self._assembler.payload
+                    payloads = [payload(self.ledger.count + i, j) for i, j in enumerate(batch)]
                     if self._inline and len(batch) == 1:
                         # A lone record under group/none: the append only writes to the page
                         # cache (the WAL's group-commit thread fsyncs within group_delay_ms),
@@ -173,39 +153,3 @@ class BackgroundAudit:
                 now = time.perf_counter_ns()
                 for j in batch:
                     self.metrics.audit_lag.observe_ns(now - j.done_ns)
-
-    def _record(self, seq: int, j: AuditJob) -> dict:
-        completion_tokens = 0
-        prompt_tokens = j.prompt_tokens
-        entropy = 0
-        if j.stream:
-            parts = []
-            for chunk in j.response:
-                try:
-                    obj = orjson.loads(chunk)
-                    delta = obj["choices"][0]["delta"]
-                    text = delta.get("content")
-                except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-                    continue
-                if isinstance(text, str) and text:
-                    parts.append(text)
-                    completion_tokens += 1
-            body = b"".join(b"data: " + c + b"\n\n" for c in j.response)
-            entropy = self._text_entropy("".join(parts))
-        else:
-            body = j.response
-            if 200 <= j.status < 300:
-                try:
-                    entropy = self._entropy(body)
-                    usage = orjson.loads(body).get("usage") or {}
-                    completion_tokens = int(usage.get("completion_tokens") or 0)
-                    prompt_tokens = int(usage.get("prompt_tokens") or prompt_tokens)
-                except Exception:  # a body the analyzer cannot read still gets its record
-                    entropy = 0
-        return {
-            "seq": seq, "time_ns": j.time_ns, "request_id": j.request_id, "key_id": j.key_id,
-            "model": j.model, "status": j.status,
-            "request_sha256": self._sha256(j.request_body), "response_sha256": self._sha256(body),
-            "entropy_mbits": entropy, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "latency_us": j.latency_us, "waf": j.waf,
-        }

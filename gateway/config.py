@@ -31,7 +31,11 @@ zero-config default built from `--upstream URL --api-key KEY`.
       max_header_bytes: 16384
       upstream_timeout_s: 30
       upstream_pool: 256
-    mode: py                          # py | py+rs
+    mode: py                          # py | py+rs | rs-core
+    stages: all                       # all | none | a list of auth, parse, waf, ratelimit, adapter
+                                      # (the smuggling guard always runs; waf/ratelimit/adapter
+                                      # imply parse); off stages cost nothing (gateway/pipeline.py)
+    audit: true                       # false: no audit records at all (the cost of the ledger)
     impl: {}                          # per-component overrides, e.g. {auth: rust}
     shell: asgi                       # asgi | fastapi
     server: uvicorn                   # uvicorn | granian
@@ -95,6 +99,8 @@ class Config:
     switches: Switches = field(default_factory=Switches)
     shell: str = "asgi"
     server: str = "uvicorn"
+    stages: frozenset = frozenset(("auth", "parse", "waf", "ratelimit", "adapter"))
+    audit: bool = True
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -142,7 +148,8 @@ def _one_of(choices):
     return lambda v: None if v in choices else f"expected one of {', '.join(choices)}, got {v!r}"
 
 
-_TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server"}
+_TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server",
+        "stages", "audit"}
 
 
 def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
@@ -225,6 +232,12 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         parse_impl(dict(impl))
     except ConfigError as e:
         raise ConfigError(f"impl: {e}") from None
+    from gateway.pipeline import parse_stages
+    stages_raw = d.get("stages", "all")
+    if stages_raw is None or not isinstance(stages_raw, (str, list)) or (
+            isinstance(stages_raw, list) and not all(isinstance(x, str) for x in stages_raw)):
+        raise ConfigError(f"stages: expected all, none or a list of stage names, got {stages_raw!r}")
+    stages = parse_stages(stages_raw)
     return Config(
         models=models,
         passthrough=_get(d, "passthrough", "", bool, False),
@@ -244,6 +257,8 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         switches=Switches.resolve(mode=mode, impl=dict(impl)),  # unset -> $GATEWAYLAB_MODE / py
         shell=_get(d, "shell", "", str, "asgi", _one_of(SHELLS)),
         server=_get(d, "server", "", str, "uvicorn", _one_of(SERVERS)),
+        stages=stages,
+        audit=_get(d, "audit", "", bool, True),
     )
 
 

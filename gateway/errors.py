@@ -56,3 +56,69 @@ class WalCorruptError(WalError):
 
 class WalLockedError(WalError):
     """Another writer holds the WAL's lock."""
+
+
+# --- answers to requests --------------------------------------------------------------
+# Every rung answers with the OpenAI error shape {"error": {"message", "type", "code"}};
+# the `type` follows from the HTTP status by this one table (the Rust core has its copy in
+# native/core/src/pipeline.rs, checked equal by tests/pipeline/test_decide_parity.py).
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+               502: "upstream_error", 503: "upstream_error", 504: "upstream_error"}
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "invalid_request_error")
+
+
+class RequestRejected(GatewayLabError):
+    """A request refused before it reached the upstream: HTTP status, error code, message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class GuardError(RequestRejected):
+    """The smuggling guard's verdict on a request head or body (gateway/stages/guard.py)."""
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers: after a framing error (400) nothing more on the connection
+        can be trusted, so it is closed; a 413 has sound framing and the server discards the
+        unread body, so the client can finish sending and read the answer."""
+        return [(b"connection", b"close")] if self.status == 400 else []
+
+
+class UpstreamError(GatewayLabError):
+    """The upstream could not give a usable answer (`http_status`, `code`)."""
+
+    http_status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connection refused, reset, or closed before a full response."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    http_status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamMalformed(UpstreamError):
+    code = "upstream_malformed"
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-2xx status where a stream was expected (send() returns statuses instead)."""
+
+    code = "upstream_status"
+
+    def __init__(self, status: int, body: bytes = b""):
+        super().__init__(f"upstream answered HTTP {status}")
+        self.status = status
+        self.body = body
+        self.http_status = status if 400 <= status < 500 else 502

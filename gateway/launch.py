@@ -21,6 +21,7 @@ import time
 import urllib.request
 from typing import Iterable, Mapping
 
+SERVE_ENV = "GATEWAYLAB_SERVE"  # gateway.server.ENV
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -94,32 +95,28 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   impl: str | Iterable[str] | Mapping[str, str] | None = None, shell: str = "asgi",
                   server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
                   env: Mapping[str, str] | None = None, config: str | None = None,
-                  ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None) -> GatewayProcess:
+                  ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None, stages: str | None = None,
+                  audit: str | None = None) -> GatewayProcess:
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
-    args = [sys.executable, "-m", "harness.cli", "serve", "--port", str(port), "--shell", shell, "--server", server]
-    if config is not None:
-        args += ["--config", config]
-    else:
-        args += ["--upstream", upstream_url, "--api-key", api_key]
-    if ledger_dir is not None:
-        args += ["--ledger", ledger_dir]
-    if mode:
-        args += ["--mode", mode]
-    if impl:
-        if isinstance(impl, Mapping):
-            impl = [f"{k}={v}" for k, v in impl.items()]
-        elif isinstance(impl, str):
-            impl = [impl]
-        for i in impl:
-            args += ["--impl", i]
-    if wrapper:  # a profiler that runs a script; "{script}" marks where harness/cli.py goes (default: last)
-        script = os.path.join(_ROOT, "harness", "cli.py")
+    if isinstance(impl, Mapping):
+        impl = [f"{k}={v}" for k, v in impl.items()]
+    elif isinstance(impl, str):
+        impl = [impl]
+    # the options `gateway.server.serve` takes, carried in its environment variable: the
+    # gateway starts itself (python -m gateway.server), never through the harness's CLI
+    opts = {"config": config, "upstream": None if config else upstream_url, "api_key": None if config else api_key,
+            "ledger": ledger_dir, "mode": mode or None, "impl": list(impl or []), "shell": shell, "server": server,
+            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port}
+    args = [sys.executable, "-m", "gateway.server"]
+    if wrapper:  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
+        script = os.path.join(_ROOT, "gateway", "server.py")
         w = [script if a == "{script}" else a for a in wrapper]
-        args = [*w, *([] if "{script}" in wrapper else [script]), *args[3:]]
+        args = [*w, *([] if "{script}" in wrapper else [script])]
     child_env = dict(os.environ)
     child_env.update(env or {})
+    child_env[SERVE_ENV] = json.dumps(opts)
     child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
     cpu_set = set(cpus) if cpus is not None else None
     log = tempfile.NamedTemporaryFile(prefix="gatewaylab-gateway-", suffix=".log", delete=False)

@@ -13,7 +13,9 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-STAGES = ("guard", "auth", "waf", "ratelimit", "adapter_request", "forward", "adapter_response", "spawn", "total")
+# decide: guard to adapter (the pure pipeline, timed as one: per-stage costs are `gatewaylab bench stages`);
+# forward: the upstream exchange; respond: the response adapter; spawn: the audit hand-off.
+STAGES = ("decide", "forward", "respond", "spawn", "total")
 # seconds; fine at the low end where the stages live
 _BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
             5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -49,6 +51,8 @@ class Metrics:
         self.counters = {"background_spawned": 0, "background_dropped": 0, "audit_records": 0,
                          "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
         self.gauges: dict[str, Callable[[], float]] = {}
+        # called at scrape time before the counters are read (rs-core copies the Rust side's)
+        self.refresh: Callable[[], None] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -58,6 +62,8 @@ class Metrics:
         r[k] = r.get(k, 0) + 1
 
     def collect(self):
+        if self.refresh is not None:
+            self.refresh()
         c = CounterMetricFamily("gateway_requests", "HTTP requests by route and status", labels=["route", "status"])
         for (route, status), n in sorted(self.requests.items()):
             c.add_metric([route, str(status)], n)

@@ -47,14 +47,22 @@ def build_config(opts: dict) -> cfgmod.Config:
     shell = opts.get("shell") or cfg.shell
     if shell not in cfgmod.SHELLS:
         raise ConfigError(f"--shell: expected one of {', '.join(cfgmod.SHELLS)}, got {shell!r}")
-    return dataclasses.replace(cfg, switches=Switches(mode, impl), shell=shell)
+    changes = {"switches": Switches(mode, impl), "shell": shell}
+    if opts.get("stages") is not None:
+        from gateway.pipeline import parse_stages
+        changes["stages"] = parse_stages(opts["stages"])
+    if opts.get("audit") is not None:
+        if opts["audit"] not in ("on", "off"):
+            raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
+        changes["audit"] = opts["audit"] == "on"
+    return dataclasses.replace(cfg, **changes)
 
 
 def build_app(opts: dict):
-    from gateway.app import Gateway
+    from gateway.app import make_gateway
 
     cfg = build_config(opts)
-    gw = Gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
+    gw = make_gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
     if cfg.shell == "fastapi":
         from gateway.shell_fastapi import make_app
         return make_app(gw)
@@ -161,5 +169,17 @@ def _serve_granian(opts: dict, host: str, port: int) -> int:
     return 0
 
 
+def main() -> int:
+    """`python -m gateway.server` with the options in $GATEWAYLAB_SERVE (gateway.launch starts
+    gateways this way); a configuration mistake is one line on stderr and exit status 2."""
+    try:
+        return serve(json.loads(os.environ[ENV]))
+    except ConfigError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(serve(json.loads(os.environ[ENV])))
+    if __package__ in (None, ""):  # run as a script (profilers): import the package, not this file
+        from gateway.server import main
+    sys.exit(main())

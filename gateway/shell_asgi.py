@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs
 
-from gateway.app import Gateway, Response, StreamResponse, error
-from gateway.stages.guard import GuardError, check_headers, discard_body, read_body
+from gateway.app import GatewayBase, Response, StreamResponse, error
+from gateway.errors import GuardError
+from gateway.pipeline import CHAT_PATH as CHAT
+from gateway.pipeline import Request
+from gateway.stages.guard import check_headers, declared_too_large, discard_body, read_body
 
 _perf = time.perf_counter_ns
-CHAT = "/v1/chat/completions"
 _ROUTES = frozenset(("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", "/debug/probes"))
 
 
@@ -23,7 +25,7 @@ def _query(scope, name: str) -> str | None:
 
 
 class AsgiShell:
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: GatewayBase):
         self.gateway = gateway
         self._max_header = gateway.config.max_header_bytes
         self._max_body = gateway.config.max_body_bytes
@@ -34,19 +36,18 @@ class AsgiShell:
             path = scope["path"]
             if path == CHAT and scope["method"] == "POST":
                 t0 = _perf()
-                try:
-                    authorization = check_headers(scope["headers"], self._max_header, self._max_body)
-                except GuardError as e:
-                    if e.status == 413:  # declared too large: drop the body, then answer
-                        await discard_body(receive, 8 * self._max_body)
-                    resp = error(e.status, e.message, e.code, e.headers)
+                headers = scope["headers"]
+                too_large = declared_too_large(headers, self._max_body)
+                if too_large is not None:  # declared too large: drop the body, then answer
+                    await discard_body(receive, 8 * self._max_body)
+                    resp = error(too_large.status, too_large.message, too_large.code, too_large.headers)
                 else:
                     try:
                         body = await read_body(receive, self._max_body)
                     except GuardError as e:
                         resp = error(e.status, e.message, e.code, e.headers)
                     else:
-                        resp = await self.gateway.chat(authorization, body, t0)
+                        resp = await self.gateway.chat(Request("POST", CHAT, headers, body), t0)
                 self._count(CHAT, resp.status)
                 if type(resp) is StreamResponse:
                     await _send_stream(send, receive, resp)

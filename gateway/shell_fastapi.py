@@ -12,8 +12,11 @@ from fastapi.responses import Response as FastResponse
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.app import Gateway, Response, StreamResponse, error
-from gateway.stages.guard import GuardError, check_headers, discard_body
+from gateway.app import GatewayBase, Response, StreamResponse, error
+from gateway.errors import GuardError
+from gateway.pipeline import CHAT_PATH
+from gateway.pipeline import Request as ChatRequest
+from gateway.stages.guard import check_headers, declared_too_large, discard_body
 
 _perf = time.perf_counter_ns
 
@@ -30,14 +33,20 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = _perf()
+        # the chat route's head is judged by the pipeline's guard after the bounded read
+        # (only a declared oversize is refused first); every other route's here
         try:
-            authorization = check_headers(scope["headers"], self.max_header, self.max_body)
+            if scope["path"] == CHAT_PATH:
+                too_large = declared_too_large(scope["headers"], self.max_body)
+                if too_large is not None:
+                    raise too_large
+            else:
+                check_headers(scope["headers"], self.max_header, self.max_body)
         except GuardError as e:
             if e.status == 413:
                 await discard_body(receive, 8 * self.max_body)
             return await _asgi_send(send, error(e.status, e.message, e.code, e.headers))
         scope["gatewaylab.t0"] = t0
-        scope["gatewaylab.authorization"] = authorization
         seen = 0
         limit = self.max_body
 
@@ -69,7 +78,7 @@ def _to_fastapi(resp):
                         headers={k.decode(): v.decode() for k, v in resp.headers})
 
 
-def make_app(gw: Gateway):
+def make_app(gw: GatewayBase):
     @asynccontextmanager
     async def lifespan(app):
         await gw.startup()
@@ -95,7 +104,7 @@ def make_app(gw: Gateway):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await request.body()
-        resp = await gw.chat(request.scope.get("gatewaylab.authorization"), body,
+        resp = await gw.chat(ChatRequest("POST", CHAT_PATH, request.scope["headers"], body),
                              request.scope.get("gatewaylab.t0") or _perf())
         count("/v1/chat/completions", resp.status)
         return _to_fastapi(resp)

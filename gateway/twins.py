@@ -21,7 +21,10 @@ from gateway.errors import ConfigError, RustTwinUnavailable
 
 PYTHON, RUST = "python", "rust"
 IMPLS = (PYTHON, RUST)
-MODES = {"py": PYTHON, "py+rs": RUST}
+# mode -> the twin every component defaults to. `rs-core` (rung 2) runs the whole pipeline
+# in one Rust call (gateway/rs_core.py), so its components are all Rust and not switchable.
+MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST}
+PER_COMPONENT_MODES = ("py", "py+rs")
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.
 # Rust paths may point at a thin Python wrapper around gateway._native (the forwarder's
@@ -97,6 +100,10 @@ class Switches:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
         object.__setattr__(self, "overrides", parse_impl(self.overrides))
+        if self.overrides and self.mode not in PER_COMPONENT_MODES:
+            raise ConfigError(f"impl override {','.join(sorted(self.overrides))}: mode {self.mode} runs every "
+                              f"component in Rust in one call; per-component twins apply to "
+                              f"{' and '.join(PER_COMPONENT_MODES)}")
 
     @classmethod
     def resolve(

@@ -7,7 +7,8 @@ markdown tables with spread) beside each step's JSON, pyperf JSON and Parquet ta
 A step is `Step(name, title, run)` where `run(ctx) -> str` does its measurements, writes
 its artefacts through `ctx.run` (a harness.runs.Run) and returns its markdown section.
 Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench mmr), the
-WAL study (bench wal), spawn cost (bench spawn) and the py vs py+rs concurrency sweep.
+WAL study (bench wal), spawn cost (bench spawn) and the concurrency sweep over the rungs py, py+rs
+and rs-core.
 """
 from __future__ import annotations
 
@@ -102,16 +103,19 @@ def step_spawn(ctx: Context) -> str:
     ])
 
 
+RUNGS = ("py", "py+rs", "rs-core")
+
+
 def step_sweep(ctx: Context) -> str:
     from harness.report import peaks
     from harness.sweep import run_sweep
 
     kw = dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
-    res = run_sweep(modes=("py", "py+rs"), profile="xeon-4c", out=ctx.run.path / "sweeps", name="py-vs-pyrs",
+    res = run_sweep(modes=RUNGS, profile="xeon-4c", out=ctx.run.path / "sweeps", name="rungs",
                     progress=True, **kw)
     ctx.results["sweep"] = res
     pk = peaks(res.table)
-    lines = [f"Closed-loop sweep, `py` vs `py+rs` (asgi shell), profile {res.meta.get('hardware_profile')} "
+    lines = [f"Closed-loop sweep over the rungs {', '.join(f'`{m}`' for m in RUNGS)} (asgi shell), profile {res.meta.get('hardware_profile')} "
              f"(profile_satisfied: {str(res.meta.get('profile_satisfied')).lower()}). Full report: "
              f"`{res.dir.relative_to(ctx.run.path)}/report.md` and `report.html`.", ""]
     if len(pk):
@@ -128,7 +132,7 @@ STEPS: list[Step] = [
     Step("mmr", "MMR: Python twin vs Rust twin vs the SHA-256 bound", step_mmr),
     Step("wal", "WAL: records/s per fsync policy and twin", step_wal),
     Step("spawn", "Spawn cost: _spawn_background vs a bare create_task", step_spawn),
-    Step("sweep", "Concurrency sweep: py vs py+rs", step_sweep),
+    Step("sweep", "Concurrency sweep: py vs py+rs vs rs-core", step_sweep),
 ]
 
 

@@ -43,6 +43,9 @@ def line_label(row) -> str:
     lab = row["mode"]
     if row.get("switches"):
         lab += f"[{row['switches']}]"
+    gov = row.get("governance")
+    if isinstance(gov, str) and gov not in ("", "on"):
+        lab += f" gov={gov}"
     return f"{lab} {row['shell']}"
 
 

@@ -25,8 +25,9 @@ _PCTS = ("p50", "p90", "p99", "p999", "max")
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell|c=N"),
-    "mode": ("string", "py or py+rs"),
+    "cell": ("string", "cell key: mode|switches|shell[|gov=G]|c=N"),
+    "mode": ("string", "rung: py, py+rs or rs-core"),
+    "governance": ("string", "on (every stage, audit on), off (no stage, no audit), stages-only or audit-only"),
     "switches": ("string", "label of the per-component overrides on top of the mode ('' = none)"),
     "impl": ("string", "resolved component=python|rust list, comma-separated"),
     "shell": ("string", "ASGI shell: asgi or fastapi"),

@@ -71,18 +71,30 @@ class RunResult:
         return md.read_text() if md.exists() else f"run {self.dir}"
 
 
+# governance axis: what the gateway does besides forwarding (gateway --stages / --audit)
+GOVERNANCE = {"on": ("all", "on"), "off": ("none", "off"), "stages-only": ("all", "off"), "audit-only": ("none", "on")}
+
+
 @dataclass(frozen=True)
 class Config:
     mode: str
     overrides: tuple[tuple[str, str], ...]
     shell: str
+    governance: str = "on"
 
     @property
     def switches_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.overrides)
 
     def key(self, c: int) -> str:
-        return f"{self.mode}|{self.switches_label}|{self.shell}|c={c}"
+        gov = "" if self.governance == "on" else f"|gov={self.governance}"
+        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}|c={c}"
+
+    @property
+    def stem(self) -> str:
+        """File-name form of the configuration (artefacts, ledgers)."""
+        gov = "" if self.governance == "on" else f"-gov{self.governance}"
+        return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}".replace("+", "p")
 
 
 def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
@@ -115,17 +127,24 @@ def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
     return sorted(set(vals))
 
 
-def _configs(modes, switches, shells) -> list[Config]:
-    from gateway.twins import Switches, parse_impl
+def _configs(modes, switches, shells, governance=("on",)) -> list[Config]:
+    from gateway.errors import ConfigError
+    from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
 
+    for g in governance:
+        if g not in GOVERNANCE:
+            raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
     sw_list = [None] if not switches else list(switches)
     out = []
     for mode in modes:
         for sw in sw_list:
+            if sw and mode not in PER_COMPONENT_MODES:
+                continue  # per-component switches apply to py and py+rs only (rs-core is all Rust)
             ov = parse_impl(sw) if sw else {}
             Switches(mode, ov)  # validates
             for shell in shells:
-                out.append(Config(mode, tuple(sorted(ov.items())), shell))
+                for g in governance:
+                    out.append(Config(mode, tuple(sorted(ov.items())), shell, g))
     return out
 
 
@@ -154,9 +173,9 @@ class Sweep:
 
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
-                 capacity, load_opts, report, report_images=True):
+                 capacity, load_opts, report, report_images=True, governance=("on",)):
         self.modes = tuple(modes)
-        self.configs = _configs(self.modes, switches, shells)
+        self.configs = _configs(self.modes, switches, shells, governance)
         self.concurrency = parse_concurrency(concurrency)
         self.profile: ResolvedProfile = resolve(profile)
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
@@ -182,7 +201,8 @@ class Sweep:
     def parameters(self) -> dict[str, Any]:
         return {
             "modes": list(self.modes),
-            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell} for c in self.configs],
+            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance}
+                        for c in self.configs],
             "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
             "repeat": self.repeat, "gil": self.gil, "flamegraph": self.flamegraph, "scalene": self.scalene,
             "upstream": self.upstream, "server": self.server, "pyspy_rate": self.pyspy_rate,
@@ -243,11 +263,12 @@ class Sweep:
         kw: dict[str, Any] = {}
         if wrapper:
             kw["wrapper"] = wrapper
-        ledger = self.run.artefact(f"ledgers/{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}".replace("+", "p"))
+        ledger = self.run.artefact(f"ledgers/{cfg.stem}")
         ledger.mkdir(parents=True, exist_ok=True)
+        stages, audit = GOVERNANCE[cfg.governance]
         self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
                                      shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
-                                     cpus=self.profile.gateway_cpus, env=env, **kw)
+                                     cpus=self.profile.gateway_cpus, env=env, stages=stages, audit=audit, **kw)
         return self.gateway
 
     def _stop_gateway(self) -> None:
@@ -339,20 +360,19 @@ class Sweep:
 
     def measure_cell(self, cfg: Config, rep: int, c: int) -> dict[str, Any]:
         key = cfg.key(c)
-        self._step(f"{cfg.mode}{'[' + cfg.switches_label + ']' if cfg.switches_label else ''} {cfg.shell} c={c} r={rep}")
+        self._step(f"{cfg.key(c)} r={rep}")
         from gateway.twins import Switches
 
         sw = Switches(cfg.mode, dict(cfg.overrides))
         row: dict[str, Any] = {
-            "cell": key, "mode": cfg.mode, "switches": cfg.switches_label,
+            "cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "governance": cfg.governance,
             "impl": ",".join(f"{k}={v}" for k, v in sw.as_dict().items()),
             "shell": cfg.shell, "server": self.server, "concurrency": c, "repeat": rep, "loop": "closed",
             "started_at": _utc(),
         }
         missing: list[str] = []
         raw: dict[str, Any] = {"cell": key, "repeat": rep}
-        stem = f"{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}-c{c:03d}-r{rep}".replace("+", "p").replace(
-            "=", "-").replace(",", "_")
+        stem = f"{cfg.stem}-c{c:03d}-r{rep}".replace("=", "-").replace(",", "_")
         try:
             if not self._gateway_alive():
                 raise RuntimeError("gateway is not running")
@@ -485,7 +505,7 @@ class Sweep:
         """One extra gateway per configuration under scalene, driven at the top concurrency."""
         c = max(self.concurrency)
         for cfg in self.configs:
-            stem = f"{cfg.mode}-{cfg.switches_label or 'none'}-{cfg.shell}".replace("+", "p")
+            stem = cfg.stem
             out_json = self.run.artefact(f"scalene/{stem}.json")
             wrapper, why = outside.scalene_command(out_json)
             rel = None
@@ -555,7 +575,7 @@ class Sweep:
                     except Exception as e:  # noqa: BLE001 - every cell of this config fails, recorded
                         for c in self.concurrency:
                             self.rows.append({"cell": cfg.key(c), "mode": cfg.mode, "switches": cfg.switches_label,
-                                              "shell": cfg.shell, "server": self.server, "concurrency": c,
+                                              "governance": cfg.governance, "shell": cfg.shell, "server": self.server, "concurrency": c,
                                               "repeat": rep, "loop": "closed", "status": "failed",
                                               "error": f"gateway did not start: {type(e).__name__}: {e}",
                                               "probes_missing": "all probes: the gateway did not start",
@@ -626,12 +646,14 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               progress: bool = True, on_cell: Callable[[dict], None] | None = None, ci: bool = False,
               name: str = "sweep", server: str = "uvicorn", env: Mapping[str, str] | None = None,
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
-              report: bool = True, report_images: bool = True) -> RunResult:
+              report: bool = True, report_images: bool = True, governance: Sequence[str] = ("on",)) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
     explicitly as something other than the default), 1.5 s cells, 0.5 s warm-up, 1 repeat.
-    Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats.
+    Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats. `governance` sweeps what the
+    gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
+    "stages-only", "audit-only" (GOVERNANCE).
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -644,5 +666,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   repeat=3 if repeat is None else repeat, gil=gil, flamegraph=flamegraph, scalene=scalene,
                   upstream=dict(latency_ms=0) if upstream is None else upstream, out=out, progress=progress,
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
-                  load_opts=load_opts, report=report, report_images=report_images)
+                  load_opts=load_opts, report=report, report_images=report_images, governance=tuple(governance))
     return sweep.execute()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import inspect
 import json
 import os
 import shlex
@@ -28,9 +27,11 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from gateway.twins import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_API_KEY = "sk-lab-local"
@@ -48,28 +49,6 @@ class _Parser(argparse.ArgumentParser):
         if message:
             print(message, end="")
         raise MagicUsageError(f"{self.prog}: exited ({status})")
-
-
-def _call_filtered(fn: Callable, *args, **kwargs):
-    """Call `fn` with only the keyword arguments it accepts (None values dropped), so the
-    magics keep working while the harness APIs grow options."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kw = {k: v for k, v in kwargs.items() if v is not None and (takes_kwargs or k in params)}
-    return fn(*args, **kw)
-
-
-def _stop(proc: Any) -> None:
-    if proc is None:
-        return
-    for name in ("stop", "close", "terminate"):
-        fn = getattr(proc, name, None)
-        if callable(fn):
-            fn()
-            return
 
 
 # --- the gateway session -------------------------------------------------------------------
@@ -101,12 +80,12 @@ class GatewaySession:
         from gateway.launch import start_gateway
 
         self.api_key = api_key or self.api_key
-        self.mock = _call_filtered(start_mock, latency_ms=latency_ms)
+        self.mock = start_mock(**({} if latency_ms is None else {"latency_ms": latency_ms}))
         try:
-            self.gateway = _call_filtered(start_gateway, self.mock.url, self.api_key, mode=sw.mode,
-                                          impl=dict(sw.overrides) or None, shell=shell, **gateway_opts)
+            self.gateway = start_gateway(self.mock.url, self.api_key, mode=sw.mode, impl=dict(sw.overrides) or None,
+                                         shell=shell or "asgi", **gateway_opts)
         except BaseException:
-            _stop(self.mock)
+            self.mock.stop()
             self.mock = None
             raise
         self.mode, self.impl, self.shell, self.started_at = sw.mode, dict(sw.overrides), shell, time.time()
@@ -116,9 +95,11 @@ class GatewaySession:
         gw, mock = self.gateway, self.mock
         self.gateway = self.mock = None
         try:
-            _stop(gw)
+            if gw is not None:
+                gw.stop()
         finally:
-            _stop(mock)
+            if mock is not None:
+                mock.stop()
 
     def health(self, timeout: float = 2.0) -> str:
         if not self.up:
@@ -202,17 +183,10 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Map parsed CLI options onto `run_sweep` keywords: the sweep command's own mapping
-    when it has one, else every option whose name `run_sweep` accepts."""
-    from harness import sweep as sweep_mod
+    """Parsed CLI options -> `run_sweep` keywords: the sweep command's own mapping."""
     from harness.commands import sweep as sweep_cmd
 
-    for helper in ("sweep_kwargs", "kwargs_from_args", "run_sweep_kwargs"):
-        fn = getattr(sweep_cmd, helper, None)
-        if callable(fn):
-            return dict(fn(args))
-    params = inspect.signature(sweep_mod.run_sweep).parameters
-    return {k: v for k, v in vars(args).items() if k in params and v is not None}
+    return dict(sweep_cmd.sweep_kwargs(args))
 
 
 def run_sweep_with_panel(panel=None, **kwargs):
@@ -245,8 +219,10 @@ class LabMagics(Magics):
     def gateway(self, line: str):
         p = _Parser(prog="%gateway")
         p.add_argument("action", choices=["up", "down", "status"])
-        p.add_argument("--mode", choices=["py", "py+rs"], default="py")
+        p.add_argument("--mode", choices=list(MODES), default="py")
         p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust")
+        p.add_argument("--stages", default=None, metavar="all|none|LIST", help="hot-path stages (default all)")
+        p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger (default on)")
         p.add_argument("--shell", choices=["fastapi", "asgi"], default=None)
         p.add_argument("--latency-ms", type=float, default=None, help="mock upstream latency")
         p.add_argument("--api-key", default=None)
@@ -256,7 +232,8 @@ class LabMagics(Magics):
         if a.action == "up":
             from gateway.twins import parse_impl
 
-            s.start(mode=a.mode, impl=parse_impl(a.impl), shell=a.shell, latency_ms=a.latency_ms, api_key=a.api_key)
+            s.start(mode=a.mode, impl=parse_impl(a.impl), shell=a.shell, latency_ms=a.latency_ms, api_key=a.api_key,
+                    stages=a.stages, audit=a.audit)
             if not a.quiet:
                 print(f"gateway up at {s.gateway.url} (mode {s.mode}, switches {s.status()['switches']}) "
                       f"-> mock {s.mock.url}; API key {s.api_key}")

@@ -27,13 +27,17 @@ _GIL = (  # the GIL view plotted, in order of preference, with its axis title
 
 
 def cell_label(c: Mapping) -> str:
-    """`py`, `py+rs`, `py[mmr=rust]`, plus the shell when it is not the default asgi."""
+    """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`)
+    and the shell when it is not the default asgi."""
     label = str(c.get("mode") or c.get("label") or "?")
     sw = c.get("switches")
     if isinstance(sw, Mapping):
         sw = ",".join(f"{k}={v}" for k, v in sorted(sw.items()))
     if sw:
         label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label):]
+    gov = c.get("governance")
+    if isinstance(gov, str) and gov not in ("", "on"):
+        label += f" gov={gov}"
     if c.get("shell") and c.get("shell") != "asgi":
         label += f" ({c['shell']})"
     return label
@@ -156,8 +160,10 @@ class SwitchPanel:
 
     @property
     def switches(self):
-        from gateway.twins import Switches
+        from gateway.twins import PER_COMPONENT_MODES, Switches
 
+        if self.mode.value not in PER_COMPONENT_MODES:  # rs-core: the whole pipeline is one Rust call
+            return Switches(self.mode.value)
         ov = {c: w.value for c, w in self.components.items() if w.value != self.FOLLOW}
         return Switches(self.mode.value, ov)
 
@@ -166,6 +172,11 @@ class SwitchPanel:
         return None if self.shell.value == "default" else self.shell.value
 
     def _refresh(self) -> None:
+        from gateway.twins import PER_COMPONENT_MODES
+
+        per_component = self.mode.value in PER_COMPONENT_MODES
+        for w in self.components.values():
+            w.disabled = not per_component
         self.label.value = f"switches: <code>{self.switches.label()}</code>"
 
     def _apply(self):

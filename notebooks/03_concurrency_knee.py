@@ -19,8 +19,11 @@
 # **The seed's claim.** Throughput stops growing past c = 4, "caused by GIL contention" --
 # inferred from the throughput curve, never measured.
 #
-# **What is measured.** `py` (every Python twin) against `py+rs` (every Rust twin behind the
-# same Python ASGI shell) across concurrencies, with the four GIL views beside throughput:
+# **What is measured.** Three rungs of the Rust ladder across concurrencies: `py` (every
+# Python twin), `py+rs` (every Rust twin behind the same Python ASGI shell, one FFI call per
+# stage) and `rs-core` (the same shell making one awaitable Rust call that runs the whole hot
+# path and the audit ledger, the GIL released throughout), with the four GIL views beside
+# throughput:
 # 1. **sampled** GIL ownership: share of py-spy samples (`--gil --idle`) in which a thread holds the GIL;
 # 2. **exact** Rust entry points: time the extension held the GIL, ran detached, waited to re-acquire it;
 # 3. **exact** GIL acquisition latency: a probe thread inside the gateway that repeatedly asks for the GIL;
@@ -61,9 +64,9 @@ from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, f
 
 NOTEBOOK = "03_concurrency_knee"
 SIZES = {
-    "full": dict(modes=["py", "py+rs"], concurrency=list(range(1, 17)), hw_profile="xeon-4c",
+    "full": dict(modes=["py", "py+rs", "rs-core"], concurrency=list(range(1, 17)), hw_profile="xeon-4c",
                  duration_s=5.0, warmup_s=1.0, repeat=3, capacity=True, report=True),
-    "ci": dict(modes=["py", "py+rs"], concurrency=[1, 4, 16], hw_profile="ci-2c",
+    "ci": dict(modes=["py", "py+rs", "rs-core"], concurrency=[1, 4, 16], hw_profile="ci-2c",
                duration_s=1.5, warmup_s=0.5, repeat=1, capacity=True, report=False),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
@@ -165,6 +168,55 @@ for label in ok["label"].unique():
                  f"GIL wait p99 {w_lo:.0f} → {w_hi:.0f} µs from c={c_lo}: {verdict}.")
 display(Markdown("\n".join(lines)))
 
+# %% [markdown]
+# ## What crossing from asyncio into Rust and back costs, per request
+#
+# On `py+rs` the forwarder's call returns an asyncio awaitable made by pyo3-async-runtimes: one
+# asyncio future per call, the task's context copied, and a thread-safe callback per
+# completion. On `rs-core` the shell creates a plain future, `RsCore.submit` hands the request
+# to Tokio (detached from the GIL while the worker is woken), and completions come back
+# through one eventfd: the loop's reader drains every completion waiting in one call. The
+# extension's own counters (**exact**) give the GIL time per request on each side of the
+# crossing: `forwarder.send` on `py+rs`; `rs_core.submit` plus `rs_core.drain` (one drain per
+# wake-up, shared by the completions it hands over) on `rs-core`.
+
+# %%
+entries = pd.read_parquet(res.dir / "gil_entries.parquet")
+requests_by_cell = ok.groupby(["cell", "repeat"])["requests"].first()
+CROSSING = {"py+rs": ["forwarder.send"], "rs-core": ["rs_core.submit", "rs_core.drain"]}
+rows = []
+for (cell, rep, mode, c), d in entries.groupby(["cell", "repeat", "mode", "concurrency"]):
+    if mode not in CROSSING or (cell, rep) not in requests_by_cell.index:
+        continue
+    n = requests_by_cell[(cell, rep)]
+    sel = d[d["entry"].isin(CROSSING[mode])]
+    drains = d.loc[d["entry"] == "rs_core.drain", "calls"].sum()
+    rows.append({"mode": mode, "c": int(c), "repeat": int(rep),
+                 "GIL µs per request (exact)": sel["hold_us"].sum() / n,
+                 "completions per wake-up": (n / drains) if drains else float("nan")})
+crossing = pd.DataFrame(rows)
+crossing_table = (crossing.groupby(["mode", "c"])
+                  .agg(**{"GIL µs per request (exact)": ("GIL µs per request (exact)", lambda v: fmt(spread_of(v))),
+                          "completions per wake-up": ("completions per wake-up",
+                                                      lambda v: fmt(spread_of(v)) if v.notna().any() else "n/a")})
+                  .reset_index())
+crossing_table
+
+# %%
+for c in (c_lo, c_hi):
+    sel = crossing[crossing["c"] == c]
+    a = sel.loc[sel["mode"] == "rs-core", "GIL µs per request (exact)"]
+    b = sel.loc[sel["mode"] == "py+rs", "GIL µs per request (exact)"]
+    if len(a) and len(b):
+        METRICS[f"rscore_over_pyrs_crossing_gil_c{c}"] = metric(*ratio_spread(spread_of(a), spread_of(b)),
+                                                               desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}")
+    METRICS[f"rscore_over_pyrs_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "rps"),
+                                                                 values_at(cells, "py+rs", c, "rps")),
+                                                   desc=f"rs-core / py+rs throughput at c={c}")
+    METRICS[f"rscore_over_pyrs_cpu_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "cpu_us_per_req"),
+                                                                 values_at(cells, "py+rs", c, "cpu_us_per_req")),
+                                                   desc=f"rs-core / py+rs CPU µs per request at c={c}")
+
 # %%
 for c in (c_lo, c_hi):
     METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "py+rs", c, "rps"),
@@ -183,7 +235,8 @@ pd.DataFrame(METRICS).T
 
 # %%
 blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {"knee": (knee_table, "py vs py+rs at the first, knee and top concurrency: median [min–max] over repeats"),}.items():
+for name, (df, caption) in {"knee": (knee_table, "py, py+rs and rs-core at the first, knee and top concurrency: median [min–max] over repeats"),
+                            "crossing": (crossing_table, "GIL time per request at the asyncio/Rust crossing (exact, extension counters): median [min–max] over repeats")}.items():
     blog.table(name, df, caption)
 for name, fig in {"knee_gil_views": fig_knee,}.items():
     blog.figure(name, fig)

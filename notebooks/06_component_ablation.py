@@ -75,14 +75,14 @@ print("components:", ", ".join(COMPONENTS))
 
 # %%
 switch_sets = [{}] + [{c: "rust"} for c in COMPONENTS]
-n_cfg = len(switch_sets) + 1
+n_cfg = len(switch_sets) + 2  # + py+rs (every component) + rs-core (the whole pipeline in one call)
 panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
 if panel is not None:
     display(panel.widget)
 res_py = run_sweep_with_panel(panel, modes=["py"], switches=switch_sets, concurrency=S["concurrency"],
                               profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
                               repeat=S["repeat"], gil=False, out=run.path, name="ablation", capacity=False, report=False)
-res_rs = run_sweep_with_panel(panel, modes=["py+rs"], concurrency=S["concurrency"], profile=S["hw_profile"],
+res_rs = run_sweep_with_panel(panel, modes=["py+rs", "rs-core"], concurrency=S["concurrency"], profile=S["hw_profile"],
                               duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
                               out=run.path, name="ablation-all-rust", capacity=False, report=False)
 cells = label_cells(pd.concat([res_py.table, res_rs.table], ignore_index=True))
@@ -95,13 +95,14 @@ base_rps, base_cpu = spread_of(ok[ok["label"] == "py"]["rps"]), spread_of(ok[ok[
 rows = []
 for label, d in ok.groupby("label", sort=False):
     rps, cpu = spread_of(d["rps"]), spread_of(d["cpu_us_per_req"])
-    comp = label[len("py["):-1].replace("=rust", "") if label.startswith("py[") else ("(none)" if label == "py" else "all (py+rs)")
+    comp = (label[len("py["):-1].replace("=rust", "") if label.startswith("py[")
+            else {"py": "(none)", "py+rs": "all (py+rs)", "rs-core": "whole pipeline, one call (rs-core)"}[label])
     rows.append({"Rust component": comp, "label": label, "rps": rps[0], "rps_lo": rps[1], "rps_hi": rps[2],
                  "speedup": ratio_spread(rps, base_rps)[0], "speedup_lo": ratio_spread(rps, base_rps)[1],
                  "speedup_hi": ratio_spread(rps, base_rps)[2],
                  "cpu_us_per_req": cpu[0], "cpu_saved_us": base_cpu[0] - cpu[0]})
 abl = pd.DataFrame(rows).sort_values("speedup", ascending=False)
-single = abl[~abl["label"].isin(["py", "py+rs"])]
+single = abl[~abl["label"].isin(["py", "py+rs", "rs-core"])]
 total_saved = float(abl.loc[abl["label"] == "py+rs", "cpu_saved_us"].iloc[0])
 abl["share of all-Rust CPU saving"] = abl["cpu_saved_us"] / total_saved if total_saved else float("nan")
 abl_table = pd.DataFrame({
@@ -128,6 +129,9 @@ fig_abl
 all_rs = abl[abl["label"] == "py+rs"].iloc[0]
 METRICS["all_rust_over_py_rps"] = metric(all_rs["speedup"], all_rs["speedup_lo"], all_rs["speedup_hi"],
                                          desc=f"py+rs / py throughput at c={S['concurrency'][0]}")
+rsc = abl[abl["label"] == "rs-core"].iloc[0]
+METRICS["rscore_over_py_rps"] = metric(rsc["speedup"], rsc["speedup_lo"], rsc["speedup_hi"],
+                                       desc=f"rs-core / py throughput at c={S['concurrency'][0]}")
 best = single.iloc[0]
 METRICS["best_single_component_over_py_rps"] = metric(best["speedup"], best["speedup_lo"], best["speedup_hi"],
                                                       desc=f"best single Rust component ({best['Rust component']}) / py throughput")

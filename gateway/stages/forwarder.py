@@ -15,41 +15,8 @@ from typing import AsyncIterator, Sequence
 import aiohttp
 from yarl import URL
 
-from gateway.errors import GatewayLabError
-
-
-class UpstreamError(GatewayLabError):
-    """The upstream could not give a usable answer."""
-
-    http_status = 502
-    code = "upstream_error"
-
-
-class UpstreamUnavailable(UpstreamError):
-    """Connection refused, reset, or closed before a full response."""
-
-    code = "upstream_unavailable"
-
-
-class UpstreamTimeout(UpstreamError):
-    http_status = 504
-    code = "upstream_timeout"
-
-
-class UpstreamMalformed(UpstreamError):
-    code = "upstream_malformed"
-
-
-class UpstreamStatusError(UpstreamError):
-    """A non-2xx status where a stream was expected (send() returns statuses instead)."""
-
-    code = "upstream_status"
-
-    def __init__(self, status: int, body: bytes = b""):
-        super().__init__(f"upstream answered HTTP {status}")
-        self.status = status
-        self.body = body
-        self.http_status = status if 400 <= status < 500 else 502
+from gateway.errors import (UpstreamError, UpstreamMalformed, UpstreamStatusError, UpstreamTimeout,  # noqa: F401
+                            UpstreamUnavailable)
 
 
 class Forwarder:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.errors import GuardError
+
 # RFC 9110 token for names (lowercased by the server); field values: VCHAR, obs-text, SP, HTAB.
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
@@ -25,19 +27,6 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 # Header names already checked (clients send the same few names over and over); bounded.
 _GOOD_NAMES: set[bytes] = set()
-
-
-class GuardError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """Extra response headers: after a framing error (400) nothing more on the connection
-        can be trusted, so it is closed; a 413 has sound framing and the server discards the
-        unread body, so the client can finish sending and read the answer."""
-        return [(b"connection", b"close")] if self.status == 400 else []
 
 
 def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes | None:
@@ -78,6 +67,16 @@ def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes 
     if content_length is not None and content_length > max_body_bytes:
         raise GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
     return authorization
+
+
+def declared_too_large(headers, max_body_bytes: int) -> GuardError | None:
+    """The one verdict a shell gives before reading the body: a declared Content-Length over
+    the limit (413; the body is then discarded, not read). Everything else about the head is
+    judged by the pipeline's guard (`check_headers`), after the bounded read."""
+    declared = [v for n, v in headers if n == b"content-length" or n == b"transfer-encoding"]
+    if len(declared) == 1 and declared[0].isdigit() and len(declared[0]) <= 18 and int(declared[0]) > max_body_bytes:
+        return GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
+    return None  # ambiguous framing is the guard's 400, after the bounded read
 
 
 async def discard_body(receive, cap: int) -> None:

@@ -31,11 +31,13 @@ async def _noop() -> None:
 
 
 def _job():
-    from gateway.background import AuditJob
+    from gateway.audit.job import AuditJob
+    from gateway.pipeline import AuditMaterial
 
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
     resp = b'{"id":"x","choices":[{"message":{"role":"assistant","content":"hi there"}}],"usage":{"prompt_tokens":5,"completion_tokens":2}}'
-    return AuditJob(time.time_ns(), "req-bench", "key-bench", "gpt-4o-mini", 200, body, resp, False, 5, 100, "pass")
+    material = AuditMaterial(time.time_ns(), "req-bench", "key-bench", "gpt-4o-mini", body, 5, "allow")
+    return AuditJob(material, 200, resp, False, 100)
 
 
 async def _measure(rounds: int, calls: int, mode: str, ledger_dir: str) -> dict:

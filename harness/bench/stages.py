@@ -74,7 +74,7 @@ def _case(c):
     if stage == "parse":
         import orjson
 
-        from gateway.app import _prompt_text
+        from gateway.pipeline import prompt_text as _prompt_text
 
         def f(loops):
             t0 = perf()

@@ -1,7 +1,7 @@
 """`gatewaylab serve`: run the gateway (docs/formats.md "CLI contract").
 
     gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
-                     [--mode py|py+rs] [--impl C=python|rust ...] [--shell fastapi|asgi]
+                     [--mode py|py+rs|rs-core] [--stages all|none|LIST] [--audit on|off] [--impl C=python|rust ...] [--shell fastapi|asgi]
                      [--server uvicorn|granian] [--port P] [--host 127.0.0.1]
 
 Prints `gateway listening on http://HOST:PORT` when it accepts connections; SIGTERM or
@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_switch_arguments(p)
     p.add_argument("--shell", choices=["asgi", "fastapi"], default=None, help="ASGI shell (default: config's, else asgi)")
     p.add_argument("--server", choices=["uvicorn", "granian"], default=None, help="default: config's, else uvicorn")
+    p.add_argument("--stages", default=None, metavar="all|none|auth,parse,waf,ratelimit,adapter",
+                   help="hot-path stages to run (default: config's, else all; the guard always runs)")
+    p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger on or off (default: on)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 
@@ -30,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     opts = {"config": args.config, "upstream": args.upstream, "api_key": args.api_key, "ledger": args.ledger,
-            "mode": args.mode, "impl": args.impl, "shell": args.shell, "server": args.server,
+            "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "shell": args.shell, "server": args.server,
             "host": args.host, "port": args.port}
     return serve(opts)

@@ -24,10 +24,13 @@ def _csv(values: list[str] | None) -> list[str] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes (default py,py+rs)")
+    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes: py, py+rs, rs-core (default py,py+rs)")
     p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust[,...]",
                    help="a per-component switches set swept with every mode (repeatable)")
     p.add_argument("--shells", nargs="+", default=None, help="comma list: asgi,fastapi (default asgi)")
+    p.add_argument("--governance", nargs="+", default=None,
+                   help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only "
+                        "(default on)")
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
     p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
     p.add_argument("--profile", default="xeon-4c",
@@ -56,6 +59,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "modes": tuple(_csv(args.modes) or ("py", "py+rs")),
         "switches": list(args.impl) or None,
         "shells": tuple(_csv(args.shells) or ("asgi",)),
+        "governance": tuple(_csv(args.governance) or ("on",)),
         "profile": args.profile,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

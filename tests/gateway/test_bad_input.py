@@ -6,28 +6,31 @@ import json
 
 import pytest
 
+from gateway.twins import MODES
 from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 
 pytestmark = pytest.mark.slow
 
+
+# name -> (body, status, error code): the answer every rung and shell gives (the pipeline twins decide it)
 BAD_BODIES = {
-    "malformed json": (b'{"model": "mock", "messages": [', 400),
-    "not an object": (b'[1, 2, 3]', 400),
-    "messages wrong type": (json.dumps({"model": "mock", "messages": "hi"}).encode(), 400),
-    "model wrong type": (json.dumps({"model": 7, "messages": [{"role": "user", "content": "x"}]}).encode(), 400),
-    "stream wrong type": (json.dumps(chat_body(stream="yes")).encode(), 400),
-    "max_tokens wrong type": (json.dumps(chat_body(max_tokens="10")).encode(), 400),
-    "content wrong type": (json.dumps({"model": "mock", "messages": [{"role": "user", "content": 5}]}).encode(), 400),
-    "bad role": (json.dumps({"model": "mock", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400),
-    "missing messages": (json.dumps({"model": "mock"}).encode(), 400),
-    "missing model": (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400),
-    "empty body": (b"", 400),
-    "invalid utf-8": (b'{"model": "mock", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400),
-    "deep nesting": (b'{"model": "mock", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
-    "oversized body": (b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"a" * (1 << 20) + b'"}]}', 413),
+    "malformed json": (b'{"model": "mock", "messages": [', 400, "invalid_json"),
+    "not an object": (b'[1, 2, 3]', 400, "invalid_request"),
+    "messages wrong type": (json.dumps({"model": "mock", "messages": "hi"}).encode(), 400, "invalid_messages"),
+    "model wrong type": (json.dumps({"model": 7, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "invalid_model"),
+    "stream wrong type": (json.dumps(chat_body(stream="yes")).encode(), 400, "invalid_stream"),
+    "max_tokens wrong type": (json.dumps(chat_body(max_tokens="10")).encode(), 400, "invalid_max_tokens"),
+    "content wrong type": (json.dumps({"model": "mock", "messages": [{"role": "user", "content": 5}]}).encode(), 400, "invalid_messages"),
+    "bad role": (json.dumps({"model": "mock", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "invalid_messages"),
+    "missing messages": (json.dumps({"model": "mock"}).encode(), 400, "invalid_messages"),
+    "missing model": (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "invalid_model"),
+    "empty body": (b"", 400, "invalid_json"),
+    "invalid utf-8": (b'{"model": "mock", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "invalid_json"),
+    "deep nesting": (b'{"model": "mock", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
+    "oversized body": (b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"a" * (1 << 20) + b'"}]}', 413, "body_too_large"),
 }
 
-@pytest.fixture(scope="module", params=[("asgi", "py"), ("fastapi", "py"), ("asgi", "py+rs"), ("fastapi", "py+rs")],
+@pytest.fixture(scope="module", params=[(shell, mode) for mode in MODES for shell in ("asgi", "fastapi")],
                 ids=lambda p: "-".join(p))
 def gw(request, upstream, tmp_path_factory):
     from gateway.launch import start_gateway
@@ -40,9 +43,10 @@ def gw(request, upstream, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(BAD_BODIES))
 def test_bad_bodies(gw, upstream, name):
-    body, status = BAD_BODIES[name]
+    body, status, code = BAD_BODIES[name]
     before = upstream.count
-    assert_openai_error(http("POST", gw.url + "/v1/chat/completions", body, auth())[::2], status)
+    err = assert_openai_error(http("POST", gw.url + "/v1/chat/completions", body, auth())[::2], status)
+    assert err["code"] == code, err
     assert upstream.count == before, "a bad request reached the upstream"
     assert http("POST", gw.url + "/v1/chat/completions", GOOD, auth())[0] == 200
     assert upstream.count == before + 1

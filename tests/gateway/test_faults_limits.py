@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from gateway.twins import MODES
 from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body, http
 from gateway.audit.wal import WriteAheadLog
 from gateway.stages.auth import hash_key
@@ -44,7 +45,7 @@ FAULTS = [("fault-500", False, 502), ("fault-reset", False, 502), ("fault-timeou
           ("fault-500", True, 502), ("fault-reset", True, 502), ("fault-timeout", True, 504), ("refused", True, 502)]
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_path, mode):
     gw = gateway_factory(None, config=write_config(tmp_path, upstream.url), ledger_dir=None, mode=mode)
     for model, stream, status in FAULTS:
@@ -62,7 +63,7 @@ def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_
     assert [r["model"] for r in records[:len(FAULTS)]] == [m for m, _, _ in FAULTS]
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path, mode):
     cfg = write_config(tmp_path, upstream.url, key_line=f"{{id: team, sha256: {hash_key(API_KEY)}, rpm: 3, tpm: 100000}}")
     gw = gateway_factory(None, config=cfg, ledger_dir=None, mode=mode)
@@ -77,8 +78,8 @@ def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path, mo
     assert assert_openai_error((status, body), 429)["code"] == "tokens_exceed_limit"
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
-@pytest.mark.parametrize("policy", ["block", "drop"])
+@pytest.mark.parametrize("mode,policy", [("py", "block"), ("py", "drop"), ("py+rs", "block"), ("py+rs", "drop"),
+                                         ("rs-core", "block")])  # rs-core's ledger queue never drops
 def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy, mode):
     """The ledger is slowed (200 ms per batch) and the queue is tiny, so work is queued when
     SIGTERM arrives; under `block` every answered request is in the WAL after shutdown, under

@@ -12,6 +12,7 @@ import pytest
 from tests.gateway.helpers import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
+from gateway.twins import MODES
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,13 @@ def wait_for_count(url: str, n: int, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
 def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell, mode):
     gw = gateway_factory(native_mock.url, shell=shell, mode=mode)
     health = gw.health()
     assert (health["shell"], health["server"], health["mode"]) == (shell, "uvicorn", mode)
-    assert set(health["switches"].values()) == {"python" if mode == "py" else "rust"}
+    assert set(health["switches"].values()) == {MODES[mode]}
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     assert [m.id for m in client.models.list().data] == ["mock"]
@@ -69,7 +70,7 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
 
     status, _, metrics = http("GET", gw.url + "/metrics")
     assert status == 200 and b'gateway_requests_total{route="/v1/chat/completions",status="200"} 7.0' in metrics
-    assert b'gateway_stage_seconds_count{stage="waf"}' in metrics
+    assert b'gateway_stage_seconds_count{stage="decide"}' in metrics
     assert b"gateway_background_queue_depth" in metrics and b"gateway_audit_lag_seconds_count" in metrics
     if mode == "py+rs":  # the extension's own GIL accounting, per Rust entry point
         assert b"gateway_native_hold_ns_total{entry=" in metrics
@@ -89,8 +90,9 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     assert records[0]["completion_tokens"] == 16 and records[-1]["completion_tokens"] > 0  # streamed: from the chunks
 
 
-def test_upstream_sees_the_upstream_model_name(upstream, gateway_factory):
-    gw = gateway_factory(upstream.url)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_upstream_sees_the_upstream_model_name(upstream, gateway_factory, mode):
+    gw = gateway_factory(upstream.url, mode=mode)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     r = client.chat.completions.create(model="some-other-model", messages=[{"role": "user", "content": "x"}])
     assert r.model == "some-other-model" and upstream.requests[-1]["body"]["model"] == "some-other-model"
@@ -98,7 +100,8 @@ def test_upstream_sees_the_upstream_model_name(upstream, gateway_factory):
     assert upstream.requests[-1]["body"]["model"] == "mock"
 
 
-def test_anthropic_upstream(upstream, gateway_factory, tmp_path):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_anthropic_upstream(upstream, gateway_factory, tmp_path, mode):
     cfg = tmp_path / "gw.yaml"
     from gateway.stages.auth import hash_key
     cfg.write_text(f"""
@@ -108,7 +111,7 @@ model_list:
 keys: [{{id: k, sha256: {hash_key(API_KEY)}}}]
 ledger: {{dir: {tmp_path / 'led'}}}
 """)
-    gw = gateway_factory(None, config=str(cfg), ledger_dir=None)
+    gw = gateway_factory(None, config=str(cfg), ledger_dir=None, mode=mode)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     r = client.chat.completions.create(model="claude-public", messages=[
         {"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}])
@@ -126,11 +129,12 @@ ledger: {{dir: {tmp_path / 'led'}}}
 
 
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
-def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell, mode):
     """The upstream holds the rest of its stream until the client has seen the first chunk:
     a gateway that buffered the stream would never deliver it (the upstream gives up after
     10 s and reports that)."""
-    gw = gateway_factory(upstream.url, shell=shell)
+    gw = gateway_factory(upstream.url, shell=shell, mode=mode)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30)
     stream = client.chat.completions.create(model="gated-stream", stream=True,
                                             messages=[{"role": "user", "content": "hi"}])
@@ -144,10 +148,11 @@ def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell)
 
 
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
-def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell, mode):
     import httpx
 
-    gw = gateway_factory(upstream.url, shell=shell)
+    gw = gateway_factory(upstream.url, shell=shell, mode=mode)
     with httpx.Client(timeout=30) as c:
         with c.stream("POST", gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                       json={"model": "gated-stream", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
@@ -166,8 +171,9 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell):
     assert rec["status"] == 499 and rec["model"] == "gated-stream"
 
 
-def test_audit_endpoints_answer_bad_arguments_with_openai_errors(native_mock, gateway_factory):
-    gw = gateway_factory(native_mock.url)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_audit_endpoints_answer_bad_arguments_with_openai_errors(native_mock, gateway_factory, mode):
+    gw = gateway_factory(native_mock.url, mode=mode)
     for path, status, code in [
         ("/audit/proof/abc", 400, "invalid_index"),
         ("/audit/proof/0", 404, "index_out_of_range"),  # empty ledger: no leaf 0

@@ -8,12 +8,14 @@ import pytest
 
 from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 from gateway.audit.wal import WriteAheadLog
+from gateway.twins import MODES
 
 pytestmark = pytest.mark.slow
 
 
-def test_granian_serves_streams_and_drains(upstream, gateway_factory):
-    gw = gateway_factory(upstream.url, server="granian", shell="asgi")
+@pytest.mark.parametrize("mode", list(MODES))
+def test_granian_serves_streams_and_drains(upstream, gateway_factory, mode):
+    gw = gateway_factory(upstream.url, server="granian", shell="asgi", mode=mode)
     assert gw.health()["server"] == "granian"
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     r = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])

@@ -9,3 +9,6 @@ pub mod auth;
 pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
+pub mod pipeline;
+pub mod job;
+pub mod ledger;

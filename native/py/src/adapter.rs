@@ -2,7 +2,7 @@
 //! byte-identical to the Python twin's orjson output. Bodies over `DETACH_BYTES` are
 //! converted with the GIL released.
 use crate::entry;
-use crate::hash::type_name;
+use crate::convert::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::adapter::{self, Kind};
 use pyo3::prelude::*;
@@ -18,12 +18,12 @@ pub struct PyAdapter {
     kind: String,
 }
 
-/// JSON input as orjson takes it: bytes, bytearray, memoryview (as `hash::bytes_arg`) or str.
+/// JSON input as orjson takes it: bytes, bytearray, memoryview (as `convert::bytes_arg`) or str.
 fn json_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()));
     }
-    crate::hash::bytes_arg(obj, what).map_err(|_| {
+    crate::convert::bytes_arg(obj, what).map_err(|_| {
         invalid_input(format!(
             "{what}: invalid JSON: input must be bytes, bytearray, memoryview or str, not {}",
             type_name(obj)

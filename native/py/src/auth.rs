@@ -2,7 +2,7 @@
 //! compared in constant time (sha2 + subtle). A check is a few hundred nanoseconds, so it
 //! keeps the GIL.
 use crate::entry;
-use crate::hash::type_name;
+use crate::convert::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::auth;
 use pyo3::prelude::*;

@@ -8,7 +8,7 @@
 //! it has, so the twins agree to the bit on every version.
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use crate::hash::{bytes_arg, type_name, DETACH_BYTES};
+use crate::convert::{bytes_arg, type_name, DETACH_BYTES};
 use gatewaylab_core::entropy::{self, PySum};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};

@@ -26,14 +26,31 @@ fn init_runtime() {
     });
 }
 
-fn map_err(e: reqwest::Error, what: &str) -> PyErr {
+/// An error with its chain of causes, as one line (`a: b: c`).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
+    let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
     }
+    msg
+}
+
+/// The pooled upstream client both Rust rungs use (the forwarder twin and rs-core).
+pub(crate) fn upstream_client(connect_timeout: Duration, pool: usize) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+}
+
+fn map_err(e: reqwest::Error, what: &str) -> PyErr {
+    let msg = error_chain(&e);
     if e.is_timeout() {
         PyTimeoutError::new_err(format!("{what}: {msg}"))
     } else if e.is_builder() {
@@ -96,14 +113,7 @@ impl PyNativeForwarder {
             let timeout = secs("timeout_s", timeout_s)?;
             let connect = secs("connect_timeout_s", connect_timeout_s)?;
             // reqwest's client spawns nothing until used; building it needs no runtime context.
-            let client = reqwest::Client::builder()
-                .connect_timeout(connect)
-                .pool_max_idle_per_host(pool)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .no_proxy()
-                .build()
-                .map_err(|e| invalid_input(format!("NativeForwarder: {e}")))?;
+            let client = upstream_client(connect, pool).map_err(|e| invalid_input(format!("NativeForwarder: {e}")))?;
             Ok(Self { client: std::sync::Mutex::new(Some(client)), timeout })
         })
     }

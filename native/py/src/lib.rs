@@ -2,6 +2,7 @@
 //! Each module file exposes `register(m)`; this file only wires them together.
 use pyo3::prelude::*;
 
+pub mod convert;
 pub mod errors;
 pub mod gil;
 pub mod auth;
@@ -9,6 +10,7 @@ pub mod waf;
 pub mod ratelimit;
 pub mod adapter;
 pub mod forwarder;
+pub mod pipeline;
 pub mod hash;
 pub mod record;
 pub mod entropy;
@@ -59,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ratelimit::register(m)?;
     adapter::register(m)?;
     forwarder::register(m)?;
+    pipeline::register(m)?;
     Ok(())
 }

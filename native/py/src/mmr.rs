@@ -8,7 +8,7 @@
 //! hashes detached.
 use crate::errors::{guard, index_error, native_panic, proof_error};
 use crate::gil::Call;
-use crate::hash::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
+use crate::convert::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
 use crate::entry;
 use gatewaylab_core::hash::{to_hex, Hash};
 use gatewaylab_core::mmr::{self, ConsistencyProof, InclusionProof, Mmr, MmrError};

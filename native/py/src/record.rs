@@ -6,7 +6,7 @@
 //! anyway); encoding is a few hundred nanoseconds.
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use crate::hash::type_name;
+use crate::convert::type_name;
 use gatewaylab_core::record::{self, Value};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyMapping, PyString};

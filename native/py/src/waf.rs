@@ -1,7 +1,7 @@
 //! WAF twin (`gateway.stages.waf.Waf`): `regex` / fancy-regex / aho-corasick over the prompt.
 //! Texts over `DETACH_CHARS` bytes are scanned with the GIL released.
 use crate::entry;
-use crate::hash::type_name;
+use crate::convert::type_name;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::waf::{self, Rule, RuleKind};
 use pyo3::prelude::*;

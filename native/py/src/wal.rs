@@ -7,7 +7,7 @@
 //! the lock are the core's; a writer busy in an fsync never blocks the GIL.
 use crate::entry;
 use crate::errors::{guard, invalid_input, wal_error, wal_locked};
-use crate::hash::{batch_bytes, batch_items, bytes_arg, type_name};
+use crate::convert::{batch_bytes, batch_items, bytes_arg, type_name};
 use gatewaylab_core::wal::{self, FsyncPolicy, WalError, WalWriter};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};

@@ -1,0 +1,156 @@
+//! Audit jobs and the one place (Rust twin) where an audit record is assembled.
+//!
+//! The Python twin is `gateway/audit/job.py` (`RecordAssembler.record`); both give the same
+//! payload bytes for the same job. A job is the request's `AuditMaterial` plus the answer.
+use crate::adapter::{self, Json};
+use crate::entropy::{entropy_millibits, text_entropy_millibits, PySum};
+use crate::hash::sha256_hex;
+use crate::pipeline::AuditMaterial;
+use crate::record::{encode_record, Value};
+
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The body sent (non-streamed).
+    Body(Vec<u8>),
+    /// Every OpenAI chunk JSON sent on a stream.
+    Chunks(Vec<Vec<u8>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditJob {
+    pub material: AuditMaterial,
+    pub status: u16,
+    pub answer: Answer,
+    pub latency_us: i64,
+}
+
+/// `orjson.loads(chunk)["choices"][0]["delta"].get("content")` when it is a non-empty str.
+fn delta_content(chunk: &[u8]) -> Option<String> {
+    let v = adapter::parse(chunk).ok()?;
+    let Some(Json::Arr(choices)) = v.get("choices") else { return None };
+    let delta = choices.first()?.get("delta")?;
+    match delta.get("content") {
+        Some(Json::Str(s)) if !s.is_empty() => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn falsy(v: &Json<'_>) -> bool {
+    match v {
+        Json::Null => true,
+        Json::Bool(b) => !b,
+        Json::I64(n) => *n == 0,
+        Json::U64(n) => *n == 0,
+        Json::F64(f) => *f == 0.0,
+        Json::Str(s) => s.is_empty(),
+        Json::Arr(a) => a.is_empty(),
+        Json::Obj(o) => o.is_empty(),
+    }
+}
+
+/// A usage count as the record keeps it (the Python twin's `_count`).
+fn count(v: Option<&Json<'_>>, default: i64) -> Result<i64, ()> {
+    match v {
+        None => Ok(default),
+        Some(v) if falsy(v) => Ok(default),
+        Some(Json::I64(n)) if *n >= 0 => Ok(*n),
+        _ => Err(()),
+    }
+}
+
+/// (entropy, prompt_tokens, completion_tokens) of a non-streamed 2xx body; what cannot be
+/// read leaves entropy 0 and keeps the counts read so far (the Python twin's try block).
+fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64) {
+    let Ok(entropy) = entropy_millibits(body, mode) else { return (0, prompt_tokens, 0) };
+    let Ok(doc @ Json::Obj(_)) = adapter::parse(body) else { return (0, prompt_tokens, 0) };
+    let usage = doc.get("usage");
+    let empty = Json::Obj(Vec::new());
+    let usage = match usage {
+        None => &empty,
+        Some(u) if falsy(u) => &empty,
+        Some(u @ Json::Obj(_)) => u,
+        Some(_) => return (0, prompt_tokens, 0),
+    };
+    let Ok(completion) = count(usage.get("completion_tokens"), 0) else { return (0, prompt_tokens, 0) };
+    let Ok(prompt) = count(usage.get("prompt_tokens"), prompt_tokens) else { return (0, prompt_tokens, completion) };
+    (entropy, prompt, completion)
+}
+
+/// The canonical record payload of `job` as leaf `seq`. `mode` is how the interpreter the
+/// Python twin runs on sums floats (entropy): the rungs agree with the twin they replace.
+pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
+    let m = &job.material;
+    let (entropy, prompt_tokens, completion_tokens, response_sha) = match &job.answer {
+        Answer::Chunks(chunks) => {
+            let mut text = String::new();
+            let mut n = 0i64;
+            let mut body = Vec::new();
+            for c in chunks {
+                if let Some(t) = delta_content(c) {
+                    text.push_str(&t);
+                    n += 1;
+                }
+                body.extend_from_slice(b"data: ");
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\n\n");
+            }
+            (text_entropy_millibits(&text), m.prompt_tokens, n, sha256_hex(&body))
+        }
+        Answer::Body(b) => {
+            let (e, p, c) = if (200..300).contains(&job.status) { body_figures(b, m.prompt_tokens, mode) } else { (0, m.prompt_tokens, 0) };
+            (e, p, c, sha256_hex(b))
+        }
+    };
+    let request_sha = sha256_hex(&m.request_body);
+    let mut entries = [
+        ("seq", Value::Int(seq as i64)),
+        ("time_ns", Value::Int(m.time_ns)),
+        ("request_id", Value::Str(&m.request_id)),
+        ("key_id", Value::Str(&m.key_id)),
+        ("model", Value::Str(&m.model)),
+        ("status", Value::Int(job.status as i64)),
+        ("request_sha256", Value::Str(&request_sha)),
+        ("response_sha256", Value::Str(&response_sha)),
+        ("entropy_mbits", Value::Int(entropy)),
+        ("prompt_tokens", Value::Int(prompt_tokens)),
+        ("completion_tokens", Value::Int(completion_tokens)),
+        ("latency_us", Value::Int(job.latency_us)),
+        ("waf", Value::Str(&m.waf)),
+    ];
+    encode_record(&mut entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material() -> AuditMaterial {
+        AuditMaterial {
+            time_ns: 5,
+            request_id: "r".into(),
+            key_id: "k".into(),
+            model: "m".into(),
+            request_body: b"{}".to_vec(),
+            prompt_tokens: 3,
+            waf: "allow".into(),
+        }
+    }
+
+    #[test]
+    fn usage_counts_and_fallbacks() {
+        let job = |body: &[u8]| AuditJob { material: material(), status: 200, answer: Answer::Body(body.to_vec()), latency_us: 7 };
+        let p = record_payload(0, &job(br#"{"usage":{"prompt_tokens":9,"completion_tokens":2}}"#), PySum::Plain);
+        let s = String::from_utf8(p).unwrap();
+        assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":9"#), "{s}");
+        let s = String::from_utf8(record_payload(0, &job(br#"{"usage":{"completion_tokens":2,"prompt_tokens":"x"}}"#), PySum::Plain)).unwrap();
+        assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":3"#) && s.contains(r#""entropy_mbits":0"#), "{s}");
+    }
+
+    #[test]
+    fn stream_counts_content_chunks() {
+        let chunks = vec![br#"{"choices":[{"delta":{"content":"a"}}]}"#.to_vec(), br#"{"choices":[{"delta":{}}]}"#.to_vec()];
+        let job = AuditJob { material: material(), status: 200, answer: Answer::Chunks(chunks), latency_us: 1 };
+        let s = String::from_utf8(record_payload(1, &job, PySum::Plain)).unwrap();
+        assert!(s.contains(r#""completion_tokens":1"#) && s.contains(r#""seq":1"#), "{s}");
+    }
+}

@@ -1,0 +1,832 @@
+//! The pipeline twin (Rust): what to do with one chat request, decided without I/O or clocks.
+//!
+//! The Python twin is `gateway/pipeline.py`; both give the same verdict, status, error code,
+//! upstream bytes and audit material for the same request and configuration (messages may
+//! differ only where they quote a JSON parser's own words). Stage order, each switchable
+//! (the guard always runs):
+//!
+//! ```text
+//! guard (head + body size) -> auth -> parse/validate -> WAF -> route -> rate limit -> adapter
+//! ```
+//!
+//! Audited: every request that passed auth and whose body parsed. Guard, auth and
+//! malformed-body rejections are not (no identity or model to account for).
+use crate::adapter::{self, Adapter, Json, Kind};
+use crate::auth::ApiKeyAuth;
+use crate::ratelimit::{RateLimiter, Tokens};
+use crate::waf::{Rule, RuleKind, Waf};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+pub const STAGES: [&str; 5] = ["auth", "parse", "waf", "ratelimit", "adapter"];
+pub const ANONYMOUS: &str = "anonymous";
+const ROLES: [&str; 6] = ["system", "user", "assistant", "tool", "developer", "function"];
+
+// --- configuration snapshot ------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyConfig {
+    pub id: String,
+    pub sha256: String,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuleConfig {
+    pub id: String,
+    pub kind: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub kind: String,
+    /// The full upstream URL (base_url + /chat/completions or /messages).
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+/// The validated configuration the pipeline needs (the Python side's `Config`, as JSON:
+/// `gateway/rs_core.py: pipeline_config`). Field validation with messages naming the field
+/// happens where the YAML is read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineConfig {
+    pub keys: Vec<KeyConfig>,
+    pub waf_rules: Vec<RuleConfig>,
+    pub models: Vec<ModelConfig>,
+    pub passthrough: bool,
+    pub max_body_bytes: u64,
+    pub max_header_bytes: u64,
+    pub stages: Vec<String>,
+    pub audit: bool,
+}
+
+// --- the request and the decision --------------------------------------------------------
+
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Raw (name, value) pairs, names lower-case.
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    pub body: &'a [u8],
+}
+
+/// What a pure function cannot read for itself: the clocks and the request's id.
+pub struct Context<'a> {
+    pub time_ns: i64,
+    pub mono_ns: i128,
+    pub request_id: &'a str,
+}
+
+/// The request-derived half of an audit record (`job::AuditJob` adds the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditMaterial {
+    pub time_ns: i64,
+    pub request_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub request_body: Vec<u8>,
+    pub prompt_tokens: i64,
+    pub waf: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra response headers (connection: close after a framing error, retry-after).
+    pub headers: Vec<(&'static str, String)>,
+    pub audit: Option<AuditMaterial>,
+}
+
+impl Rejection {
+    pub fn body(&self) -> Vec<u8> {
+        error_body(self.status, &self.message, self.code)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub stream: bool,
+    pub kind: Kind,
+    pub public_model: String,
+    /// The adapter stage is on: answers are adapted back.
+    pub adapt: bool,
+    pub audit: Option<AuditMaterial>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Reject(Rejection),
+    Forward(Forwarding),
+}
+
+/// An upstream answer the gateway cannot pass on (the Python twin's UpstreamError classes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl UpstreamFailure {
+    pub fn unavailable(detail: &str) -> Self {
+        Self { status: 502, code: "upstream_unavailable", message: format!("upstream connection failed: {detail}") }
+    }
+    pub fn timeout(secs: f64) -> Self {
+        Self { status: 504, code: "upstream_timeout", message: format!("upstream timed out after {}s", fmt_g(secs)) }
+    }
+    /// A non-2xx status where a stream was expected, or a 5xx/1xx/3xx answer.
+    pub fn status(status: u16) -> Self {
+        let http = if (400..500).contains(&status) { status } else { 502 };
+        Self { status: http, code: "upstream_status", message: format!("upstream answered HTTP {status}") }
+    }
+    pub fn malformed(what: &str, detail: &str) -> Self {
+        Self { status: 502, code: "upstream_malformed", message: format!("upstream sent a malformed {what}: {detail}") }
+    }
+    pub fn body(&self) -> Vec<u8> {
+        error_body(self.status, &self.message, self.code)
+    }
+}
+
+/// Python's `f"{x:g}"` for the timeouts we print (plain numbers of seconds).
+fn fmt_g(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e16 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The OpenAI `type` for an HTTP status (the same table as gateway/errors.py ERROR_TYPES).
+pub fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        502..=504 => "upstream_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// `{"error": {"message", "type", "code"}}`, written as orjson writes it.
+pub fn error_body(status: u16, message: &str, code: &str) -> Vec<u8> {
+    Json::Obj(vec![(
+        "error".into(),
+        Json::Obj(vec![
+            ("message".into(), Json::Str(message.into())),
+            ("type".into(), Json::Str(error_type(status).into())),
+            ("code".into(), Json::Str(code.into())),
+        ]),
+    )])
+    .to_bytes()
+    .unwrap_or_default() // two levels deep
+}
+
+// --- the guard --------------------------------------------------------------------------
+
+fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection { status, code, message: message.into(), headers: Vec::new(), audit: None }
+}
+
+fn framing(code: &'static str, message: &str) -> Rejection {
+    Rejection { status: 400, code, message: message.into(), headers: vec![("connection", "close".into())], audit: None }
+}
+
+fn token_byte(b: u8) -> bool {
+    matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+        || b.is_ascii_digit()
+        || b.is_ascii_lowercase()
+}
+
+fn ascii_strip(v: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let start = v.iter().position(|b| !ws(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// The smuggling guard's verdicts on a request head (gateway/stages/guard.py, the same
+/// checks in the same order): the Authorization value, or the rejection.
+pub fn check_headers<'h>(
+    headers: &[(&'h [u8], &'h [u8])],
+    max_header_bytes: u64,
+    max_body_bytes: u64,
+) -> Result<Option<&'h [u8]>, Rejection> {
+    let mut content_length: Option<u64> = None;
+    let mut authorization = None;
+    let mut te: Option<&[u8]> = None;
+    let mut total: u64 = 0;
+    for &(name, value) in headers {
+        total += (name.len() + value.len() + 4) as u64;
+        if name == b"content-length" {
+            if content_length.is_some() {
+                return Err(framing("duplicate_content_length", "duplicate Content-Length header"));
+            }
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 18 {
+                return Err(framing("invalid_content_length", "Content-Length is not a decimal integer"));
+            }
+            content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
+        } else if name == b"authorization" {
+            authorization = Some(value);
+        } else if name == b"transfer-encoding" {
+            if te.is_some() {
+                return Err(framing("unsupported_transfer_encoding", "more than one Transfer-Encoding header"));
+            }
+            te = Some(value);
+        }
+        if name.is_empty() || !name.iter().all(|&b| token_byte(b)) {
+            return Err(framing("invalid_header", "invalid bytes in a header name"));
+        }
+        if value.iter().any(|&b| b <= 0x08 || (0x0a..=0x1f).contains(&b) || b == 0x7f) {
+            return Err(framing("invalid_header", "invalid bytes in a header value"));
+        }
+    }
+    if total > max_header_bytes {
+        return Err(framing("headers_too_large", &format!("request headers exceed {max_header_bytes} bytes")));
+    }
+    if let Some(te) = te {
+        if content_length.is_some() {
+            return Err(framing("ambiguous_framing", "Content-Length together with Transfer-Encoding"));
+        }
+        if !ascii_strip(te).eq_ignore_ascii_case(b"chunked") {
+            return Err(framing("unsupported_transfer_encoding", "Transfer-Encoding other than chunked"));
+        }
+    }
+    if let Some(cl) = content_length {
+        if cl > max_body_bytes {
+            return Err(reject(413, "body_too_large", format!("request body exceeds {max_body_bytes} bytes")));
+        }
+    }
+    Ok(authorization)
+}
+
+// --- validation -------------------------------------------------------------------------
+
+struct BadRequest(&'static str, String);
+
+fn bad(code: &'static str, msg: impl Into<String>) -> BadRequest {
+    BadRequest(code, msg.into())
+}
+
+fn str_of<'j>(v: Option<&'j Json<'_>>) -> Option<&'j str> {
+    match v {
+        Some(Json::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn is_null(v: Option<&Json<'_>>) -> bool {
+    matches!(v, None | Some(Json::Null))
+}
+
+/// Validate an OpenAI chat request and return its prompt text for the WAF (the Python
+/// twin's `prompt_text`, check for check).
+fn prompt_text(req: &Json<'_>) -> Result<String, BadRequest> {
+    if !matches!(req, Json::Obj(_)) {
+        return Err(bad("invalid_request", "request body must be a JSON object"));
+    }
+    match str_of(req.get("model")) {
+        Some(m) if !m.is_empty() => {}
+        _ => return Err(bad("invalid_model", "'model' is required and must be a non-empty string")),
+    }
+    let msgs = match req.get("messages") {
+        Some(Json::Arr(a)) if !a.is_empty() => a,
+        _ => return Err(bad("invalid_messages", "'messages' is required and must be a non-empty array")),
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if !matches!(m, Json::Obj(_)) {
+            return Err(bad("invalid_messages", format!("messages[{i}] must be an object")));
+        }
+        let role = match str_of(m.get("role")) {
+            Some(r) if ROLES.contains(&r) => r,
+            _ => {
+                let mut sorted = ROLES;
+                sorted.sort_unstable();
+                return Err(bad("invalid_messages", format!("messages[{i}].role must be one of {}", sorted.join(", "))));
+            }
+        };
+        match m.get("content") {
+            Some(Json::Str(s)) => parts.push(s),
+            Some(Json::Arr(ps)) => {
+                for (j, p) in ps.iter().enumerate() {
+                    if !matches!(p, Json::Obj(_)) || str_of(p.get("type")).is_none() {
+                        return Err(bad("invalid_messages", format!("messages[{i}].content[{j}] must be a content part object")));
+                    }
+                    match p.get("text") {
+                        None | Some(Json::Null) => {}
+                        Some(Json::Str(t)) => parts.push(t),
+                        Some(_) => {
+                            return Err(bad("invalid_messages", format!("messages[{i}].content[{j}].text must be a string")))
+                        }
+                    }
+                }
+            }
+            c if is_null(c) && role == "assistant" => {}
+            _ => {
+                return Err(bad("invalid_messages", format!("messages[{i}].content must be a string or an array of parts")))
+            }
+        }
+    }
+    let stream = req.get("stream");
+    if !is_null(stream) && !matches!(stream, Some(Json::Bool(_))) {
+        return Err(bad("invalid_stream", "'stream' must be a boolean"));
+    }
+    match req.get("max_tokens") {
+        None | Some(Json::Null) => {}
+        Some(Json::I64(n)) if *n >= 1 => {}
+        Some(Json::U64(_)) => {}
+        _ => return Err(bad("invalid_max_tokens", "'max_tokens' must be a positive integer")),
+    }
+    Ok(if parts.len() == 1 { parts[0].to_string() } else { parts.join("\n") })
+}
+
+/// Python's `repr()` of a str, for messages that quote a model name.
+pub fn py_repr(s: &str) -> String {
+    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == q => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(q);
+    out
+}
+
+pub fn upstream_headers(kind: Kind, api_key: Option<&str>) -> Vec<(String, String)> {
+    let mut h = vec![("Content-Type".to_string(), "application/json".to_string())];
+    let key = api_key.filter(|k| !k.is_empty());
+    match kind {
+        Kind::Anthropic => {
+            h.push(("anthropic-version".into(), "2023-06-01".into()));
+            if let Some(k) = key {
+                h.push(("x-api-key".into(), k.into()));
+            }
+        }
+        Kind::OpenAi => {
+            if let Some(k) = key {
+                h.push(("Authorization".into(), format!("Bearer {k}")));
+            }
+        }
+    }
+    h
+}
+
+// --- the pipeline -------------------------------------------------------------------------
+
+struct Route {
+    kind: Kind,
+    url: String,
+    model: String,
+    headers: Vec<(String, String)>,
+}
+
+pub struct Pipeline {
+    auth_on: bool,
+    parse_on: bool,
+    waf_on: bool,
+    ratelimit_on: bool,
+    adapt_on: bool,
+    audit: bool,
+    max_body: u64,
+    max_header: u64,
+    auth: ApiKeyAuth,
+    waf: Waf,
+    ratelimit: Mutex<RateLimiter>,
+    routes: HashMap<String, Route>,
+    /// Model names in configuration order (passthrough goes to the first).
+    order: Vec<String>,
+    passthrough: bool,
+    openai: Adapter,
+    anthropic: Adapter,
+}
+
+impl Pipeline {
+    pub fn new(cfg: &PipelineConfig) -> Result<Self, String> {
+        for s in &cfg.stages {
+            if !STAGES.contains(&s.as_str()) {
+                return Err(format!("stages: unknown stage {}; known: all, none, {}", py_repr(s), STAGES.join(", ")));
+            }
+        }
+        let on = |s: &str| cfg.stages.iter().any(|x| x == s);
+        let auth = ApiKeyAuth::new(cfg.keys.iter().map(|k| (k.id.clone(), k.sha256.clone()))).map_err(|e| e.to_string())?;
+        let mut rules = Vec::new();
+        for r in &cfg.waf_rules {
+            let kind = match r.kind.as_str() {
+                "regex" => RuleKind::Regex,
+                "literal" => RuleKind::Literal,
+                other => return Err(format!("waf rule {}: kind must be regex or literal, got {}", py_repr(&r.id), py_repr(other))),
+            };
+            rules.push(Rule { id: r.id.clone(), kind, pattern: r.pattern.clone(), case_insensitive: r.case_insensitive });
+        }
+        let waf = Waf::new(rules).map_err(|e| e.to_string())?;
+        let limits = cfg.keys.iter().filter_map(|k| match (k.rpm, k.tpm) {
+            (Some(r), Some(t)) => Some((k.id.clone(), r as i128, t as i128)),
+            _ => None,
+        });
+        let ratelimit = RateLimiter::new(limits).map_err(|e| e.to_string())?;
+        if cfg.models.is_empty() {
+            return Err("model_list: needs at least one model".into());
+        }
+        let mut routes = HashMap::new();
+        let mut order = Vec::new();
+        for m in &cfg.models {
+            let kind = Kind::parse(&m.kind).ok_or_else(|| format!("model {}: kind must be openai or anthropic", py_repr(&m.name)))?;
+            let headers = upstream_headers(kind, m.api_key.as_deref());
+            routes.insert(m.name.clone(), Route { kind, url: m.url.clone(), model: m.model.clone(), headers });
+            order.push(m.name.clone());
+        }
+        Ok(Self {
+            auth_on: on("auth"),
+            parse_on: ["parse", "waf", "ratelimit", "adapter"].iter().any(|s| on(s)),
+            waf_on: on("waf"),
+            ratelimit_on: on("ratelimit"),
+            adapt_on: on("adapter"),
+            audit: cfg.audit,
+            max_body: cfg.max_body_bytes,
+            max_header: cfg.max_header_bytes,
+            auth,
+            waf,
+            ratelimit: Mutex::new(ratelimit),
+            routes,
+            order,
+            passthrough: cfg.passthrough,
+            openai: Adapter::new(Kind::OpenAi),
+            anthropic: Adapter::new(Kind::Anthropic),
+        })
+    }
+
+    pub fn audit_enabled(&self) -> bool {
+        self.audit
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body
+    }
+
+    pub fn adapter(&self, kind: Kind) -> &Adapter {
+        match kind {
+            Kind::OpenAi => &self.openai,
+            Kind::Anthropic => &self.anthropic,
+        }
+    }
+
+    fn route(&self, model: &str) -> Option<(&Route, String)> {
+        if let Some(r) = self.routes.get(model) {
+            return Some((r, r.model.clone()));
+        }
+        if self.passthrough {
+            return self.order.first().and_then(|n| self.routes.get(n)).map(|r| (r, model.to_string()));
+        }
+        None
+    }
+
+    pub fn decide(&self, req: &Request<'_>, ctx: &Context<'_>) -> Decision {
+        match self.decide_inner(req, ctx) {
+            Ok(f) => Decision::Forward(f),
+            Err(r) => Decision::Reject(r),
+        }
+    }
+
+    fn decide_inner(&self, req: &Request<'_>, ctx: &Context<'_>) -> Result<Forwarding, Rejection> {
+        if req.path != CHAT_PATH {
+            return Err(reject(404, "not_found", format!("no route for {} {}", req.method, req.path)));
+        }
+        if req.method != "POST" {
+            return Err(reject(405, "method_not_allowed", format!("method {} not allowed on {}", req.method, req.path)));
+        }
+        let authorization = check_headers(req.headers, self.max_header, self.max_body)?;
+        let body = req.body;
+        if body.len() as u64 > self.max_body {
+            return Err(reject(413, "body_too_large", format!("request body exceeds {} bytes", self.max_body)));
+        }
+        let key_id: String = if self.auth_on {
+            match self.auth.check(authorization) {
+                Some(k) => k.to_string(),
+                None => {
+                    let msg = if authorization.is_some_and(|a| !a.is_empty()) {
+                        "missing or invalid API key"
+                    } else {
+                        "missing API key (Authorization: Bearer ...)"
+                    };
+                    return Err(reject(401, "invalid_api_key", msg));
+                }
+            }
+        } else {
+            ANONYMOUS.to_string()
+        };
+        let material = |model: &str, prompt_tokens: i64| {
+            self.audit.then(|| AuditMaterial {
+                time_ns: ctx.time_ns,
+                request_id: ctx.request_id.to_string(),
+                key_id: key_id.clone(),
+                model: model.to_string(),
+                request_body: body.to_vec(),
+                prompt_tokens,
+                waf: "allow".to_string(),
+            })
+        };
+        if !self.parse_on {
+            let first = &self.routes[&self.order[0]];
+            return Ok(Forwarding {
+                url: first.url.clone(),
+                headers: first.headers.clone(),
+                body: body.to_vec(),
+                stream: false,
+                kind: first.kind,
+                public_model: String::new(),
+                adapt: false,
+                audit: material("", 0),
+            });
+        }
+        let parsed = adapter::parse(body).map_err(|e| reject(400, "invalid_json", format!("invalid JSON body: {e}")))?;
+        let text = prompt_text(&parsed).map_err(|BadRequest(code, msg)| reject(400, code, msg))?;
+        let model = str_of(parsed.get("model")).unwrap_or_default().to_string();
+        let prompt_tokens = (text.chars().count() as i64 + 3) / 4;
+        let mut audit = material(&model, prompt_tokens);
+        if self.waf_on {
+            if let Some(rule) = self.waf.scan(&text) {
+                if let Some(a) = audit.as_mut() {
+                    a.waf = format!("block:{rule}");
+                }
+                return Err(Rejection {
+                    audit,
+                    ..reject(403, "waf_blocked", format!("request blocked by WAF rule {rule}"))
+                });
+            }
+        }
+        let Some((route, upstream_model)) = self.route(&model) else {
+            return Err(Rejection { audit, ..reject(404, "model_not_found", format!("the model {} does not exist", py_repr(&model))) });
+        };
+        if self.ratelimit_on {
+            let max_tokens = match parsed.get("max_tokens") {
+                Some(Json::I64(n)) => Tokens::N(*n as u64),
+                Some(Json::U64(n)) => Tokens::N(*n),
+                _ => Tokens::N(0),
+            };
+            let cost = match max_tokens {
+                Tokens::N(n) => n.checked_add(prompt_tokens as u64).map_or(Tokens::Huge, Tokens::N),
+                Tokens::Huge => Tokens::Huge,
+            };
+            let wait = self.ratelimit.lock().unwrap_or_else(|e| e.into_inner()).check(&key_id, cost, ctx.mono_ns);
+            if wait > 0.0 {
+                if wait.is_infinite() {
+                    let n = match cost {
+                        Tokens::N(n) => n.to_string(),
+                        Tokens::Huge => "more than 2**64".to_string(),
+                    };
+                    return Err(Rejection {
+                        audit,
+                        ..reject(429, "tokens_exceed_limit", format!("request needs {n} tokens, more than this key's per-minute limit"))
+                    });
+                }
+                let retry = (wait.ceil() as i64).max(1);
+                return Err(Rejection {
+                    status: 429,
+                    code: "rate_limit_exceeded",
+                    message: format!("rate limit exceeded; retry after {wait:.3}s"),
+                    headers: vec![("retry-after", retry.to_string())],
+                    audit,
+                });
+            }
+        }
+        let up_body = if self.adapt_on {
+            let kind_name = match route.kind {
+                Kind::OpenAi => "openai",
+                Kind::Anthropic => "anthropic",
+            };
+            self.adapter(route.kind).to_upstream(body, &upstream_model).map_err(|e| Rejection {
+                audit: audit.clone(),
+                ..reject(400, "invalid_request", format!("request cannot be sent to a {kind_name} upstream: {e}"))
+            })?
+        } else {
+            body.to_vec()
+        };
+        Ok(Forwarding {
+            url: route.url.clone(),
+            headers: route.headers.clone(),
+            body: up_body,
+            stream: matches!(parsed.get("stream"), Some(Json::Bool(true))),
+            kind: route.kind,
+            public_model: model,
+            adapt: self.adapt_on,
+            audit,
+        })
+    }
+
+    /// An upstream answer -> (status, body, error code if the gateway wrote the body), or the
+    /// failure to answer with (a 5xx/1xx/3xx, or a 2xx the adapter cannot read).
+    pub fn respond(&self, fwd: &Forwarding, status: u16, body: &[u8]) -> Result<(u16, Vec<u8>, Option<&'static str>), UpstreamFailure> {
+        if status >= 500 || status < 200 || (300..400).contains(&status) {
+            return Err(UpstreamFailure::status(status));
+        }
+        if status >= 400 {
+            if is_openai_error(body) {
+                return Ok((status, body.to_vec(), None));
+            }
+            return Ok((status, error_body(status, &format!("upstream answered HTTP {status}"), "upstream_status"), Some("upstream_status")));
+        }
+        if !fwd.adapt {
+            return Ok((200, body.to_vec(), None));
+        }
+        self.adapter(fwd.kind)
+            .from_upstream(body, &fwd.public_model)
+            .map(|b| (200, b, None))
+            .map_err(|e| UpstreamFailure::malformed("response", &e.0))
+    }
+
+    pub fn relay(&self, fwd: &Forwarding) -> StreamRelay {
+        StreamRelay { adapter: fwd.adapt.then(|| Adapter::new(fwd.kind)), model: fwd.public_model.clone(), buf: Vec::new(), collected: Vec::new() }
+    }
+}
+
+fn is_openai_error(body: &[u8]) -> bool {
+    match adapter::parse(body) {
+        Ok(v @ Json::Obj(_)) => matches!(v.get("error"), Some(Json::Obj(_))),
+        _ => false,
+    }
+}
+
+/// Upstream SSE bytes -> OpenAI SSE events, as each upstream chunk arrives; `collected`
+/// holds every OpenAI chunk JSON sent (for the audit record).
+pub struct StreamRelay {
+    adapter: Option<Adapter>,
+    model: String,
+    buf: Vec<u8>,
+    pub collected: Vec<Vec<u8>>,
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// The `data:` payload of one SSE event block (several data lines joined by \n).
+fn sse_data(event: &[u8]) -> Option<Vec<u8>> {
+    let strip = |l: &[u8]| {
+        let l = &l[5..];
+        let s = l.iter().position(|&b| b != b' ').unwrap_or(l.len());
+        l[s..].to_vec()
+    };
+    if event.starts_with(b"data:") && !event.contains(&b'\n') {
+        return Some(strip(event));
+    }
+    let lines: Vec<Vec<u8>> = event.split(|&b| b == b'\n').filter(|l| l.starts_with(b"data:")).map(strip).collect();
+    (!lines.is_empty()).then(|| lines.join(&b'\n'))
+}
+
+impl StreamRelay {
+    /// The bytes to send now for one upstream chunk; an event the adapter cannot read is an error.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, UpstreamFailure> {
+        if chunk.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(adapter) = &self.adapter else { return Ok(chunk.to_vec()) };
+        if chunk.contains(&b'\r') {
+            let mut c = Vec::with_capacity(chunk.len());
+            let mut i = 0;
+            while i < chunk.len() {
+                if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') {
+                    c.push(b'\n');
+                    i += 2;
+                } else {
+                    c.push(chunk[i]);
+                    i += 1;
+                }
+            }
+            self.buf.extend_from_slice(&c);
+        } else {
+            self.buf.extend_from_slice(chunk);
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(end) = find(&self.buf[start..], b"\n\n") {
+            let event = &self.buf[start..start + end];
+            start += end + 2;
+            if let Some(data) = sse_data(event) {
+                let chunks = adapter
+                    .stream_event(&data, &self.model)
+                    .map_err(|e| UpstreamFailure::malformed("stream event", &e.0))?;
+                for c in chunks {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&c);
+                    out.extend_from_slice(b"\n\n");
+                    self.collected.push(c);
+                }
+            }
+        }
+        self.buf.drain(..start);
+        Ok(out)
+    }
+
+    pub fn done(&self) -> &'static [u8] {
+        if self.adapter.is_some() {
+            b"data: [DONE]\n\n"
+        } else {
+            b""
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(stages: &[&str]) -> PipelineConfig {
+        PipelineConfig {
+            keys: vec![KeyConfig { id: "k".into(), sha256: crate::auth::sha256_hex(b"sk"), rpm: None, tpm: None }],
+            waf_rules: vec![RuleConfig { id: "r".into(), kind: "literal".into(), pattern: "evil".into(), case_insensitive: false }],
+            models: vec![ModelConfig { name: "mock".into(), kind: "openai".into(), url: "http://u/v1/chat/completions".into(), model: "mock".into(), api_key: None }],
+            passthrough: true,
+            max_body_bytes: 1000,
+            max_header_bytes: 1000,
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            audit: true,
+        }
+    }
+
+    fn run(p: &Pipeline, headers: &[(&[u8], &[u8])], body: &[u8]) -> Decision {
+        let req = Request { method: "POST", path: CHAT_PATH, headers, body };
+        p.decide(&req, &Context { time_ns: 1, mono_ns: 1, request_id: "r1" })
+    }
+
+    #[test]
+    fn forward_reject_and_audit() {
+        let p = Pipeline::new(&cfg(&STAGES)).unwrap();
+        let h: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer sk")];
+        let ok = br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#;
+        match run(&p, h, ok) {
+            Decision::Forward(f) => {
+                assert_eq!(f.body, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#.to_vec());
+                assert_eq!(f.audit.unwrap().prompt_tokens, 1);
+            }
+            d => panic!("{d:?}"),
+        }
+        match run(&p, &[], ok) {
+            Decision::Reject(r) => assert_eq!((r.status, r.code, r.audit.is_none()), (401, "invalid_api_key", true)),
+            d => panic!("{d:?}"),
+        }
+        let blocked = br#"{"model":"x","messages":[{"role":"user","content":"evil"}]}"#;
+        match run(&p, h, blocked) {
+            Decision::Reject(r) => {
+                assert_eq!((r.status, r.code), (403, "waf_blocked"));
+                assert_eq!(r.audit.unwrap().waf, "block:r");
+            }
+            d => panic!("{d:?}"),
+        }
+        match run(&p, &[(b"content-length", b"1"), (b"content-length", b"1")], ok) {
+            Decision::Reject(r) => assert_eq!((r.status, r.code), (400, "duplicate_content_length")),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn stages_none_forwards_unchanged() {
+        let p = Pipeline::new(&cfg(&[])).unwrap();
+        match run(&p, &[], b"not json") {
+            Decision::Forward(f) => assert_eq!((f.body.as_slice(), f.adapt), (&b"not json"[..], false)),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_splits_events_across_chunks() {
+        let p = Pipeline::new(&cfg(&STAGES)).unwrap();
+        let f = match run(&p, &[(b"authorization", b"Bearer sk")], br#"{"model":"mock","messages":[{"role":"user","content":"hi"}],"stream":true}"#) {
+            Decision::Forward(f) => f,
+            d => panic!("{d:?}"),
+        };
+        let mut r = p.relay(&f);
+        assert_eq!(r.feed(b"data: {\"model\":\"m\",\"a\":1}\r").unwrap(), b"");
+        assert_eq!(r.feed(b"\n\r\n").unwrap(), b"data: {\"model\":\"mock\",\"a\":1}\n\n".to_vec());
+        assert_eq!(r.collected.len(), 1);
+        assert!(r.feed(b"data: {bad\n\n").is_err());
+    }
+
+    #[test]
+    fn error_body_shape() {
+        assert_eq!(error_body(429, "x\"y", "c"), br#"{"error":{"message":"x\"y","type":"rate_limit_error","code":"c"}}"#.to_vec());
+    }
+}
