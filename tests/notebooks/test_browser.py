@@ -161,8 +161,10 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
             no_news = page.get_by_role("button", name="No", exact=True)
             if no_news.count():
                 no_news.first.click()  # the news prompt would cover part of the screenshot
-            out_text = page.inner_text(".jp-NotebookPanel .jp-Notebook")
-            assert f"run folder: {tmp / 'run'}" in out_text  # the setup cell ran with the injected run_dir
+            # the kernel ran the study on the injected parameters (Lab renders only the cells in
+            # view, so this is read from the run folder, not the page)
+            meta = json.loads((tmp / "run" / "meta.json").read_text())
+            assert meta["parameters"]["profile"] == "ci" and meta["parameters"]["notebook"] == STUDY
             fig.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
             page.locator(".jp-OutputArea .widget-vbox").last.scroll_into_view_if_needed()
