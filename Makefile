@@ -5,8 +5,9 @@ VENV_STAMP   := .venv/.deps-stamp
 NATIVE_STAMP := .venv/.native-stamp
 SYS_STAMP    := .venv/.sys-stamp
 RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) -print)
-# Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures)
-SYS_PKGS := wrk chromium
+# Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures),
+# python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
+SYS_PKGS := wrk chromium python3-dev
 
 .PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools lab clean sysdeps
 

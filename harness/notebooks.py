@@ -107,8 +107,11 @@ def load_metrics(run_dir: Path | str) -> dict:
 #   cost       a ratio with no neutral point worth gating on (spawn / create_task): the
 #              gate is the worst recorded value with the margin.
 #   exact      a property that must hold exactly (every cell profiled): the threshold is given.
+# The noise margin is itself derived, per gate: the smallest step of 5% (at least 15%) for
+# which no recorded run trips the gate derived from the *other* recorded runs
+# (leave-one-out). `derive_margin` computes it and the baseline file records it.
 RULES = ("advantage", "cost", "exact")
-NOISE_MARGIN = 0.15  # room beyond the worst recorded value, as a fraction of that value
+MIN_MARGIN = 0.15  # the least room beyond the worst recorded value, as a fraction of it
 
 
 @dataclass
@@ -165,7 +168,7 @@ def recorded_values(runs: list[dict], notebook: str, metric_name: str) -> list[f
             if metric_name in r.get("metrics", {}).get(notebook, {})]
 
 
-def derive_threshold(check: Mapping[str, Any], values: list[float]) -> float:
+def derive_threshold(check: Mapping[str, Any], values: list[float], margin: float = MIN_MARGIN) -> float:
     """The threshold `check`'s rule gives for these recorded values (see RULES above)."""
     rule, op = check.get("rule", "exact"), check["op"]
     if rule == "exact":
@@ -175,7 +178,7 @@ def derive_threshold(check: Mapping[str, Any], values: list[float]) -> float:
     vs = sorted(values)
     med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
     higher_is_better = op.startswith(">")
-    noise = vs[0] * (1 - NOISE_MARGIN) if higher_is_better else vs[-1] * (1 + NOISE_MARGIN)
+    noise = vs[0] * (1 - margin) if higher_is_better else vs[-1] * (1 + margin)
     if rule == "cost":
         return round(noise, 3)
     neutral = float(check["neutral"])
@@ -253,8 +256,26 @@ def write_thresholds(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | s
         data = json.loads(p.read_text())
         for c in data.get("checks", []):
             if c.get("rule", "exact") != "exact":
-                c["threshold"] = derive_threshold(c, recorded_values(runs, data["notebook"], c["metric"]))
+                vals = recorded_values(runs, data["notebook"], c["metric"])
+                c["margin"] = derive_margin(c, vals)
+                c["threshold"] = derive_threshold(c, vals, c["margin"])
         p.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def loo_alarms(check: Mapping[str, Any], values: list[float], margin: float) -> int:
+    """How many recorded values fail the gate derived (with `margin`) from the others."""
+    if check.get("rule", "exact") == "exact":
+        return sum(not OPS[check["op"]](v, float(check["threshold"])) for v in values)
+    return sum(not OPS[check["op"]](v, derive_threshold(check, values[:i] + values[i + 1:], margin))
+               for i, v in enumerate(values) if len(values) > 1)
+
+
+def derive_margin(check: Mapping[str, Any], values: list[float]) -> float:
+    """The smallest margin (5% steps, from MIN_MARGIN) with no leave-one-out false alarm."""
+    m = MIN_MARGIN
+    while loo_alarms(check, values, m) and m < 0.95:
+        m = round(m + 0.05, 2)
+    return m
 
 
 def derive_all(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | None = None) -> list[dict]:
@@ -266,16 +287,17 @@ def derive_all(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | N
     for nb, checks in load_baselines(baseline_dir).items():
         for c in checks:
             vals = recorded_values(runs, nb, c["metric"])
-            thr = derive_threshold(c, vals) if (vals or c.get("rule") == "exact") else None
-            loo = 0
-            for i, v in enumerate(vals):
-                rest = vals[:i] + vals[i + 1:]
-                if rest or c.get("rule") == "exact":
-                    loo += not OPS[c["op"]](v, derive_threshold(c, rest))
+            exact = c.get("rule", "exact") == "exact"
+            margin = None if exact else derive_margin(c, vals)
+            thr = float(c["threshold"]) if exact else (derive_threshold(c, vals, margin) if vals else None)
             out.append({"notebook": nb, "metric": c["metric"], "op": c["op"], "rule": c.get("rule", "exact"),
                         "values": vals, "derived": thr, "committed": float(c["threshold"]),
+                        "margin": margin, "committed_margin": c.get("margin"),
                         "false_alarms": sum(not OPS[c["op"]](v, float(c["threshold"])) for v in vals),
-                        "loo_false_alarms": loo, "runs": len(vals)})
+                        # leave-one-out at the least margin: how often a run would trip a gate
+                        # derived from the others if the margin were not widened to prevent it
+                        "loo_at_min_margin": loo_alarms(c, vals, MIN_MARGIN),
+                        "runs": len(vals)})
     return out
 
 
@@ -369,9 +391,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = derive_all(args.baselines)
         print(_table([[r["notebook"], r["metric"], r["rule"], f"{r['op']} {r['committed']:.4g}",
                        "-" if r["derived"] is None else f"{r['derived']:.4g}",
+                       "-" if r["margin"] is None else f"{r['margin']:.0%}",
                        ", ".join(f"{v:.3g}" for v in r["values"]), f"{r['false_alarms']}/{r['runs']}",
-                       f"{r['loo_false_alarms']}/{r['runs']}"] for r in rows],
-                     ["notebook", "metric", "rule", "committed", "derived", "recorded", "false alarms", "leave-one-out"]))
+                       f"{r['loo_at_min_margin']}/{r['runs']}"] for r in rows],
+                     ["notebook", "metric", "rule", "committed", "derived", "margin", "recorded", "false alarms",
+                      f"LOO at {MIN_MARGIN:.0%}"]))
         return 0
 
     t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import asyncio
 from typing import AsyncIterator, Sequence
 
 import aiohttp
+from yarl import URL
 
 from gateway.errors import (UpstreamError, UpstreamMalformed, UpstreamStatusError, UpstreamTimeout,  # noqa: F401
                             UpstreamUnavailable)
@@ -23,6 +24,9 @@ class Forwarder:
     lazily on first use so that it binds to the running loop."""
 
     def __init__(self, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0):
+        # URLs go upstream exactly as given (`URL(url, encoded=True)`): yarl would otherwise
+        # re-escape or decode parts of them (`%2F` in a query became `/`), which the Rust twin
+        # does not do.
         # send(): the whole exchange within timeout_s; stream(): no gap between chunks longer
         # than timeout_s (a long stream may take longer in total).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
@@ -43,7 +47,7 @@ class Forwarder:
 
     async def send(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
         try:
-            async with self._client().post(url, data=body, headers=headers) as r:
+            async with self._client().post(URL(url, encoded=True), data=body, headers=headers) as r:
                 return r.status, await r.read()
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream timed out after {self._total:g}s") from e
@@ -52,7 +56,8 @@ class Forwarder:
 
     async def stream(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
         try:
-            async with self._client().post(url, data=body, headers=headers, timeout=self._stream_timeout) as r:
+            async with self._client().post(URL(url, encoded=True), data=body, headers=headers,
+                                           timeout=self._stream_timeout) as r:
                 if not 200 <= r.status < 300:
                     raise UpstreamStatusError(r.status, await r.read())
                 async for chunk in r.content.iter_any():

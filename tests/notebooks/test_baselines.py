@@ -1,15 +1,22 @@
-"""The baseline checker: passes on recorded results, fails loudly when a threshold is
-tightened past the measured value. Works on small results folders; never runs notebooks."""
+"""The notebook gates (data/baselines/): the checker names everything when a gate fails, the
+committed thresholds are the ones the recorded ci runs give under the documented rule, no
+recorded run trips a gate, and every gate fails on the regression it guards against.
+
+The injections here feed a recorded run's metrics through the checker with the guarded
+metric degraded the way the regression would degrade it (a model stated beside each one);
+tests/notebooks/test_gate_injection.py produces degraded *real* measurements. Nothing
+here runs a notebook."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from harness import notebooks as nbs
 
-RECORDED = Path(__file__).parent / "recorded"
+README = nbs.BASELINE_DIR / "README.md"
 
 
 def _baseline(dirpath: Path, notebook: str, checks: list[dict]) -> None:
@@ -48,7 +55,7 @@ def test_checker_passes_when_values_clear_thresholds(synthetic):
     ("01_mmr_speedup", "mmr_batch_speedup", ">=", 12.6),        # floor just above 12.5
     ("02_spawn_cost", "spawn_over_create_task_p50", "<=", 1.79),  # ceiling just below 1.8
 ])
-def test_tightened_threshold_fails_and_names_everything(synthetic, capsys, notebook, metric, op, threshold):
+def test_a_failing_gate_names_everything(synthetic, capsys, notebook, metric, op, threshold):
     results, baselines = synthetic
     data = json.loads((baselines / f"{notebook}.json").read_text())
     for c in data["checks"]:
@@ -67,7 +74,7 @@ def test_tightened_threshold_fails_and_names_everything(synthetic, capsys, noteb
     assert notebook in line and metric in line and value in line and f"{op} {threshold:.4g}" in line
 
 
-def test_missing_metric_or_results_is_a_failure(synthetic, capsys):
+def test_missing_metric_or_results_is_a_failure(synthetic):
     results, baselines = synthetic
     _baseline(baselines, "03_concurrency_knee", [{"metric": "pyrs_over_py_throughput_cmax", "op": ">=", "threshold": 0.9}])
     data = json.loads((baselines / "01_mmr_speedup.json").read_text())
@@ -84,37 +91,201 @@ def test_bad_baseline_and_bad_metrics_are_rejected(tmp_path):
     _baseline(tmp_path / "b", "x", [{"metric": "m", "op": "~", "threshold": 1}])
     with pytest.raises(ValueError, match="op"):
         nbs.load_baselines(tmp_path / "b")
+    _baseline(tmp_path / "c", "x", [{"metric": "m", "op": ">=", "threshold": 1, "rule": "guess"}])
+    with pytest.raises(ValueError, match="rule"):
+        nbs.load_baselines(tmp_path / "c")
     with pytest.raises(ValueError, match="finite"):
         nbs.write_metrics(tmp_path / "r", "x", "ci", {"m": float("nan")})
 
 
-def test_committed_baselines_pass_on_recorded_results_and_fail_when_tightened(tmp_path):
-    """The real thresholds against results recorded from a real `--profile ci` run."""
-    checks = nbs.check_results(RECORDED, nbs.BASELINE_DIR)
-    assert checks, "no baselines committed"
-    assert {c.notebook for c in checks} == set(nbs.NOTEBOOKS)
-    assert all(c.ok for c in checks), "\n".join(c.message() for c in checks if not c.ok)
-
-    # Tighten every threshold past its recorded value: every check must fail.
-    tight = tmp_path / "tight"
-    for p in nbs.BASELINE_DIR.glob("*.json"):
-        data = json.loads(p.read_text())
-        values = {c.metric: c.value for c in checks if c.notebook == data["notebook"]}
-        for c in data["checks"]:
-            v = values[c["metric"]]
-            c["threshold"] = v * 1.01 + 1e-9 if c["op"].startswith(">") else v * 0.99 - 1e-9
-        tight.mkdir(exist_ok=True)
-        (tight / p.name).write_text(json.dumps(data))
-    tightened = nbs.check_results(RECORDED, tight)
-    assert tightened and not any(c.ok for c in tightened)
+@pytest.mark.parametrize("check,values,want", [
+    # advantage, higher is better: half of the median advantage (median 3 -> 2) beats the noise floor (2.5 * 0.85)
+    ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [2.5, 3.0, 3.5], 2.0),
+    # ... unless the noise floor is lower: worst 1.5 * 0.85 = 1.275 < 2.0
+    ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [1.5, 3.0, 3.5], 1.275),
+    # lower is better: half of 1 - 0.6 is 0.8; the noise ceiling 0.7 * 1.15 = 0.805 is higher
+    ({"metric": "m", "op": "<=", "rule": "advantage", "neutral": 1.0}, [0.5, 0.6, 0.7], 0.805),
+    ({"metric": "m", "op": "<=", "rule": "cost"}, [1.1, 1.2], 1.38),
+    ({"metric": "m", "op": ">=", "rule": "exact", "threshold": 1.0}, [1.0], 1.0),
+])
+def test_derivation_rule(check, values, want):
+    assert nbs.derive_threshold(check, values) == pytest.approx(want, abs=1e-3)
 
 
-def test_committed_baselines_document_their_measurements():
-    for nb, checks in nbs.load_baselines().items():
-        assert nb in nbs.NOTEBOOKS
-        for c in checks:
-            assert c.get("why"), f"{nb}/{c['metric']}: threshold not explained"
-            measured = c.get("measured")
-            assert measured, f"{nb}/{c['metric']}: no measured values recorded"
-            ok = nbs.OPS[c["op"]]
-            assert all(ok(v, c["threshold"]) for v in measured), f"{nb}/{c['metric']}: a recorded measurement violates its own threshold"
+# --- the committed gates and the recorded runs ----------------------------------------------
+
+RUNS = nbs.load_recorded_runs()
+GATES = [(nb, c) for nb, checks in nbs.load_baselines().items() for c in checks]
+GATE_IDS = [f"{nb}:{c['metric']}" for nb, c in GATES]
+
+
+def test_there_are_enough_recorded_runs():
+    assert len(RUNS) >= 4, "thresholds need at least four recorded ci runs (data/baselines/runs/)"
+    gated = {nb for nb, _ in GATES}
+    assert gated <= set(nbs.NOTEBOOKS)  # a notebook without gates (yet) needs no file here
+    for run in RUNS:
+        assert gated <= run["metrics"].keys(), (run["file"], sorted(run["metrics"]))
+
+
+@pytest.mark.parametrize("notebook,check", GATES, ids=GATE_IDS)
+def test_committed_threshold_is_the_one_the_recorded_runs_give(notebook, check):
+    """A threshold is derived, not chosen: the rule applied to the recorded runs gives it."""
+    assert check.get("why"), f"{notebook}/{check['metric']}: gate not explained"
+    values = nbs.recorded_values(RUNS, notebook, check["metric"])
+    assert len(values) == len(RUNS), f"{notebook}/{check['metric']}: missing from some recorded runs"
+    if check.get("rule") == "exact":
+        assert "margin" not in check
+        return
+    assert check["margin"] == nbs.derive_margin(check, values), "margin not the one the recorded runs give"
+    assert check["threshold"] == pytest.approx(nbs.derive_threshold(check, values, check["margin"]), abs=1e-3)
+    # the margin is the least that keeps every recorded run clear of the gate derived from the others
+    assert nbs.loo_alarms(check, values, check["margin"]) == 0
+    if check["margin"] > nbs.MIN_MARGIN:
+        assert nbs.loo_alarms(check, values, round(check["margin"] - 0.05, 2)) > 0
+
+
+def test_no_recorded_run_trips_a_gate(tmp_path):
+    """The in-sample false-alarm count is zero: every recorded run passes every gate."""
+    for run in RUNS:
+        results = _results_from_run(tmp_path / run["stamp"], run)
+        bad = [c.message() for c in nbs.check_results(results) if not c.ok]
+        assert not bad, run["file"] + "\n" + "\n".join(bad)
+
+
+def test_readme_reports_each_gate_and_its_false_alarms():
+    text = README.read_text()
+    for r in nbs.derive_all():
+        row = next((ln for ln in text.splitlines() if ln.startswith("|") and f"`{r['metric']}`" in ln), None)
+        assert row, f"{r['metric']} is not in the README's gate table"
+        assert f"{r['committed']:.4g}" in row, (r["metric"], r["committed"], row)
+        assert f"{r['loo_at_min_margin']}/{r['runs']}" in row, (r["metric"], r["loo_at_min_margin"], row)
+        if r["margin"] is not None:
+            assert f"{r['margin']:.0%}" in row, (r["metric"], r["margin"], row)
+    assert re.search(r"\b" + str(len(RUNS)) + r" recorded", text), "the README must say how many runs are recorded"
+
+
+# --- injected regressions: every gate fails on the regression it guards ---------------------
+
+def _results_from_run(root: Path, run: dict, override: dict | None = None) -> Path:
+    for nb, metrics in run["metrics"].items():
+        m = {k: nbs.metric(v["value"], v.get("min"), v.get("max")) for k, v in metrics.items()}
+        m.update((override or {}).get(nb, {}))
+        nbs.write_metrics(root / nb, nb, "ci", m)
+    return root
+
+
+def _v(run, nb, name):
+    return run["metrics"][nb][name]["value"]
+
+
+# For each gate: the regression it guards against, and what that regression does to the
+# metric, given one recorded run (the model is in the lambda and the text).
+INJECTIONS = {
+    ("01_mmr_speedup", "mmr_per_leaf_speedup"): (
+        "the Python MMR twin loaded under the Rust label: Python over Python", lambda r: 1.0),
+    ("01_mmr_speedup", "mmr_batch_speedup"): (
+        "the Python MMR twin under the Rust label: its append_many is a Python loop", lambda r: 1.0),
+    ("01_mmr_speedup", "mmr_batch_over_per_leaf"): (
+        "the batch path removed (append_many loops over per-leaf appends): batch runs at the per-leaf speed",
+        lambda r: 1.0),
+    ("01_mmr_speedup", "mmr_batch_share_of_bound"): (
+        "the Python MMR twin under the Rust label: the share of the bound falls to the Python twin's",
+        lambda r: _v(r, "01_mmr_speedup", "mmr_python_share_of_bound")),
+    ("02_spawn_cost", "spawn_over_create_task_p50_py"): (
+        "a sleep in the hand-off: work as long again as a create_task done inline, p50 ratio + 1",
+        lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_py") + 1.0),
+    ("02_spawn_cost", "spawn_over_create_task_p50_pyrs"): (
+        "a sleep in the hand-off, py+rs", lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_pyrs") + 1.0),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c16"): (
+        "every Rust twin swapped for its Python twin while labelled Rust: py+rs is py", lambda r: 1.0),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c1"): ("same, at c=1", lambda r: 1.0),
+    ("03_concurrency_knee", "py_rps_cmax_over_c1"): (
+        "a blocking sleep in a stage that dominates the request: requests are served one at a time", lambda r: 1.0),
+    ("04_flamegraphs", "flamegraph_coverage"): ("one of the two ci cells without a profile", lambda r: 0.5),
+    ("04_flamegraphs", "python_share_pyrs_over_py"): (
+        "the Rust twins swapped for their Python twins while labelled Rust: the same share of Python samples", lambda r: 1.0),
+    ("05_fast_vs_slow_upstream", "ovh_share_fast_over_slow_py_c2"): (
+        "a 50 ms sleep in a stage: the gateway is ~all of the fast latency and half of the slow one -> ~2",
+        lambda r: 2.0),
+    ("05_fast_vs_slow_upstream", "ovh_share_fast_over_slow_pyrs_c2"): ("same, py+rs", lambda r: 2.0),
+    ("06_component_ablation", "all_rust_over_py_cpu_per_req"): (
+        "the Rust twins swapped for their Python twins while labelled Rust: the same CPU per request", lambda r: 1.0),
+    ("06_component_ablation", "all_rust_over_py_rps"): ("same: the same throughput", lambda r: 1.0),
+}
+
+
+# Gates that, at ci size on this loaded shared machine, cannot tell the regression above
+# from noise: their noise bound lies beyond the neutral point (data/baselines/README.md,
+# "Blind spots"). Each still fails on the severe form of its regression below. If a new
+# derivation makes one of them catch its regression, test_blind_spots_are_the_documented_ones
+# fails, and this list and the README are updated.
+BLIND_SPOTS = {
+    ("01_mmr_speedup", "mmr_batch_over_per_leaf"),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c16"),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c1"),
+    ("06_component_ablation", "all_rust_over_py_cpu_per_req"),
+    ("06_component_ablation", "all_rust_over_py_rps"),
+}
+SEVERE = {
+    ("01_mmr_speedup", "mmr_batch_over_per_leaf"): (
+        "append_many at half the per-leaf speed (a batch path that copies and converts every payload twice)",
+        lambda r: 0.5),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c16"): (
+        "a blocking sleep of three times the request's service time in a Rust-labelled stage: py+rs at a quarter of py",
+        lambda r: 0.25),
+    ("03_concurrency_knee", "pyrs_over_py_rps_c1"): (
+        "a blocking sleep of nine times the service time in a Rust-labelled stage, at c=1: a tenth of py", lambda r: 0.1),
+    ("06_component_ablation", "all_rust_over_py_cpu_per_req"): (
+        "a busy-wait in a Rust-labelled stage as long as the rest of the request: CPU per request doubled",
+        lambda r: 2 * _v(r, "06_component_ablation", "all_rust_over_py_cpu_per_req")),
+    ("06_component_ablation", "all_rust_over_py_rps"): (
+        "a blocking sleep of three times the service time in a Rust-labelled stage: a quarter of the throughput",
+        lambda r: 0.25 * _v(r, "06_component_ablation", "all_rust_over_py_rps")),
+}
+
+
+def test_every_gate_has_an_injection():
+    assert set(INJECTIONS) == {(nb, c["metric"]) for nb, c in GATES}
+    assert set(SEVERE) == BLIND_SPOTS
+
+
+def test_blind_spots_are_the_documented_ones():
+    run = RUNS[-1]
+    blind = {(nb, c["metric"]) for nb, c in GATES
+             if nbs.OPS[c["op"]](INJECTIONS[(nb, c["metric"])][1](run), float(c["threshold"]))}
+    assert blind == BLIND_SPOTS
+    text = README.read_text()
+    for nb, name in BLIND_SPOTS:
+        assert f"`{name}`" in text.split("### Blind spots", 1)[-1], f"{name}: blind spot not explained in the README"
+
+
+def _injected_fails(tmp_path, capsys, notebook, check, bad, what):
+    name = check["metric"]
+    run = RUNS[-1]
+    results = _results_from_run(tmp_path / "results", run, {notebook: {name: nbs.metric(bad)}})
+    checks = nbs.check_results(results)
+    failed = [c for c in checks if not c.ok]
+    assert [(c.notebook, c.metric) for c in failed] == [(notebook, name)], (what, bad, [c.message() for c in checks])
+    assert nbs.main(["--check-only", str(results)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FAIL"))
+    assert notebook in line and name in line and f"{bad:.4g}" in line
+    assert f"{check['op']} {check['threshold']:.4g}" in line
+    assert "compared with" in line and "recorded ci runs" in line and RUNS[0]["stamp"] in line
+
+
+CAUGHT = [(nb, c) for nb, c in GATES if (nb, c["metric"]) not in BLIND_SPOTS]
+
+
+@pytest.mark.parametrize("notebook,check", CAUGHT, ids=[f"{nb}:{c['metric']}" for nb, c in CAUGHT])
+def test_injected_regression_fails_its_gate_and_names_everything(tmp_path, capsys, notebook, check):
+    what, model = INJECTIONS[(notebook, check["metric"])]
+    _injected_fails(tmp_path, capsys, notebook, check, model(RUNS[-1]), what)
+
+
+BLIND = [(nb, c) for nb, c in GATES if (nb, c["metric"]) in BLIND_SPOTS]
+
+
+@pytest.mark.parametrize("notebook,check", BLIND, ids=[f"{nb}:{c['metric']}" for nb, c in BLIND])
+def test_severe_regression_fails_a_blind_spot_gate(tmp_path, capsys, notebook, check):
+    what, model = SEVERE[(notebook, check["metric"])]
+    _injected_fails(tmp_path, capsys, notebook, check, model(RUNS[-1]), what)
