@@ -8,7 +8,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures)
 SYS_PKGS := wrk chromium
 
-.PHONY: dev demo test test-rust test-py test-notebooks lab clean sysdeps
+.PHONY: dev demo test test-rust test-py test-notebooks lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -19,6 +19,12 @@ $(SYS_STAMP):
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# node + npm for the Portkey peer: checked as commands (a NodeSource nodejs ships npm itself)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 	@touch $@
 
@@ -35,13 +41,18 @@ $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
 test-rust: dev
 	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-tools
 
-test-py: dev
+# Peer gateways (LiteLLM, Portkey, Noveum) into .peers/ at the pins in harness/peers/versions.toml;
+# idempotent: a second run checks the installed versions and returns in about a second.
+peers: dev
+	$(PY) -m harness.cli peers install
+
+test-py: dev peers
 	$(PY) -m pytest -q
 
 test-notebooks: dev
 	$(PY) -m harness.notebooks --profile ci
 
-test: dev test-rust test-py test-notebooks
+test: dev peers test-rust test-py test-notebooks
 
 demo: dev
 	$(PY) -m harness.demo

@@ -18,6 +18,7 @@ COMMANDS = {
     "report": "write report.md / report.html for a run folder",
     "compare": "compare two run folders (significance and factor)",
     "audit": "append/verify/prove/consistency on a WAL file",
+    "peers": "install / list the peer gateways (LiteLLM, Portkey, Noveum)",
 }
 
 
