@@ -216,3 +216,42 @@ def _ratio(a: float, b: float) -> float | None:
         # Overheads near zero: compare on a floor of 1 (us / MiB / rps) to keep ratios finite.
         a, b = max(a, 1.0), max(b, 1.0)
     return b / a
+
+
+def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: float = 0.01):
+    """Seed 004's figure per target of an open-loop ladder: the highest rate whose median p99
+    (over repeats) is at most `p99_cap_us` with a median error share under `max_error_share`.
+
+    Returns a DataFrame: mode, sustainable_rate (NaN when not even the lowest rate held),
+    first_failed_rate, p50/p95-ish/p99 at the sustainable rate (`lat_p50_us`, `lat_p90_us`,
+    `lat_p99_us`), rates_tried. Skipped rates (the ladder had stopped) count as not held.
+    """
+    import pandas as pd
+
+    if cells is None or not len(cells) or "rate" not in cells.columns:
+        return pd.DataFrame(columns=["mode", "sustainable_rate", "first_failed_rate", "rates_tried"])
+    df = cells[cells["loop"] == "open"]
+    out = []
+    for mode, g in df.groupby("mode", sort=False):
+        held, failed, at = math.nan, math.nan, {}
+        tried = 0
+        for rate, gr in sorted(g.groupby("rate"), key=lambda kv: kv[0]):
+            ok = gr[gr["status"] == "ok"]
+            if not len(ok):
+                if (gr["status"] != "skipped").any():
+                    tried += 1
+                    failed = rate if math.isnan(failed) else failed
+                break
+            tried += 1
+            p99 = float(np.median(ok["lat_p99_us"].dropna())) if ok["lat_p99_us"].notna().any() else math.inf
+            err = float(np.median(ok["error_share"].fillna(0.0)))
+            if p99 <= p99_cap_us and err < max_error_share and len(ok) == len(gr):
+                held = rate
+                at = {c: float(np.median(ok[c].dropna())) for c in ("lat_p50_us", "lat_p90_us", "lat_p99_us")
+                      if ok[c].notna().any()}
+            else:
+                failed = rate
+                break
+        out.append({"mode": mode, "sustainable_rate": held, "first_failed_rate": failed, "rates_tried": tried,
+                    **{f"{k}_at_sustainable": v for k, v in at.items()}})
+    return pd.DataFrame(out)

@@ -202,17 +202,10 @@ def sweep_parser() -> argparse.ArgumentParser:
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Map parsed CLI options onto `run_sweep` keywords: the sweep command's own mapping
-    when it has one, else every option whose name `run_sweep` accepts."""
-    from harness import sweep as sweep_mod
+    """Parsed options -> `run_sweep` keywords: the sweep command's own mapping (one definition)."""
     from harness.commands import sweep as sweep_cmd
 
-    for helper in ("sweep_kwargs", "kwargs_from_args", "run_sweep_kwargs"):
-        fn = getattr(sweep_cmd, helper, None)
-        if callable(fn):
-            return dict(fn(args))
-    params = inspect.signature(sweep_mod.run_sweep).parameters
-    return {k: v for k, v in vars(args).items() if k in params and v is not None}
+    return sweep_cmd.sweep_kwargs(args)
 
 
 def run_sweep_with_panel(panel=None, **kwargs):

@@ -24,10 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05):
     """(verdicts, per_cell DataFrame) for two sweep run folders."""
+    from gateway.errors import InvalidInput
     from harness.runs import load_table
     from harness.stats import compare_tables
 
-    return compare_tables(load_table(run_a, "cells"), load_table(run_b, "cells"), factor=factor, alpha=alpha)
+    tables = []
+    for run in (run_a, run_b):
+        try:
+            tables.append(load_table(run, "cells"))
+        except FileNotFoundError as e:  # one line for the CLI, not a traceback
+            raise InvalidInput(f"{e}: is it a sweep run folder?") from None
+    return compare_tables(tables[0], tables[1], factor=factor, alpha=alpha)
 
 
 def _f(x: float, fmt: str = "{:.3f}") -> str:

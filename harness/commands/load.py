@@ -100,4 +100,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(summary(result))
+    ok = int(result["meta"].get("ok") or 0)
+    if ok == 0:
+        # 0 req/s is not a result: say why (e.g. a POST endpoint loaded without --body gives 4xx)
+        kinds = ", ".join(f"{k}={n}" for k, n in sorted(result["errors"].items())) or "no request finished"
+        print(f"gatewaylab load: every request failed ({result['requests']} sent; {kinds})", file=sys.stderr)
+        return 1
     return 0
