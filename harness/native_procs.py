@@ -25,7 +25,7 @@ they never compete with the process under test for its GIL or its cores.
 `run_load(url, concurrency=None | rate=None, duration_s=None, requests=None, cpus=None, **opts) -> dict`
     Runs `gatewaylab load --json` in a pinned child process and returns its JSON:
     {"mode", "concurrency", "rate", "duration_s", "requests", "errors": {kind: n}, "rps",
-    "latency_us": {"p50", "p90", "p99", "p999", "max"}, ["ttfb_us" when stream=True],
+    "latency_us": {"p50", "p90", "p95", "p99", "p999", "max"}, ["ttfb_us" when stream=True],
     "series": [{"t", "requests", "ok", "errors", "rps", "p50_us", "p99_us", "max_us"}], "meta"}.
     opts: warmup_s, method, headers (dict or list of (k, v)), body (str, bytes, or a JSON-able
     object), stream, connections, timeout_s, max_duration_s, threads, seed, arrival

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 
-_PCTS = ("p50", "p90", "p99", "p999", "max")
+_PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {

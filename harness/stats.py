@@ -223,7 +223,7 @@ def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: floa
     (over repeats) is at most `p99_cap_us` with a median error share under `max_error_share`.
 
     Returns a DataFrame: mode, sustainable_rate (NaN when not even the lowest rate held),
-    first_failed_rate, p50/p95-ish/p99 at the sustainable rate (`lat_p50_us`, `lat_p90_us`,
+    first_failed_rate, p50/p95/p99 at the sustainable rate (`lat_p50_us`, `lat_p95_us`,
     `lat_p99_us`), rates_tried. Skipped rates (the ladder had stopped) count as not held.
     """
     import pandas as pd
@@ -247,7 +247,7 @@ def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: floa
             err = float(np.median(ok["error_share"].fillna(0.0)))
             if p99 <= p99_cap_us and err < max_error_share and len(ok) == len(gr):
                 held = rate
-                at = {c: float(np.median(ok[c].dropna())) for c in ("lat_p50_us", "lat_p90_us", "lat_p99_us")
+                at = {c: float(np.median(ok[c].dropna())) for c in ("lat_p50_us", "lat_p95_us", "lat_p99_us")
                       if ok[c].notna().any()}
             else:
                 failed = rate

@@ -50,7 +50,7 @@ CI_REPEAT = 1
 API_KEY = "sk-gatewaylab-sweep"
 CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
-_PCTS = ("p50", "p90", "p99", "p999", "max")
+_PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 
 
 @dataclass

@@ -76,10 +76,10 @@ def summary(r: dict) -> str:
     loop = f"closed c={r['concurrency']}" if r["mode"] == "closed" else f"open rate={r['rate']:g}/s"
     lines = [
         f"{loop}  {r['duration_s']:.2f}s  requests={r['requests']}  ok={r['meta']['ok']}  rps={r['rps']:.1f}",
-        "latency us: " + "  ".join(f"{k}={lat[k]}" for k in ("p50", "p90", "p99", "p999", "max")),
+        "latency us: " + "  ".join(f"{k}={lat[k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")),
     ]
     if "ttfb_us" in r:
-        lines.append("ttfb us:    " + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p99", "p999", "max")))
+        lines.append("ttfb us:    " + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")))
     if r["errors"]:
         lines.append("errors: " + ", ".join(f"{k}={n}" for k, n in sorted(r["errors"].items())))
     if r["mode"] == "open" and r["meta"].get("late_sends"):
