@@ -51,6 +51,7 @@ NOTEBOOKS = (
     "04_flamegraphs",
     "05_fast_vs_slow_upstream",
     "06_component_ablation",
+    "08_peers",
 )
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

@@ -11,7 +11,7 @@ native mock speaks Anthropic messages) and `/v1/chat/completions` with an OpenAI
 
 `check` verifies on a real answer that the path is the one the target claims: the
 `x-litellm-rust` response header is `true` exactly on `litellm-rust`. One worker (the
-profile's gateway cores pin it); no database, no master key (the seeds' minimal proxy),
+profile's gateway cores pin it); no database, a master key (LiteLLM refuses to start without one),
 telemetry off and the model cost map read from the wheel, not fetched.
 """
 from __future__ import annotations
@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from harness.peers._base import MESSAGES_BODY, CHAT_BODY, PeerTarget
+from harness.peers._base import MESSAGES_BODY, CHAT_BODY, PeerTarget, RequestShape
 from harness.peers.install import entry_point
+
+# LiteLLM refuses to start without a strong master key (its own check); every request carries it.
+MASTER_KEY = "sk-gatewaylab-" + "5f0c9a7e3b1d4e6f8a2c0b9d7e5f3a1c"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class LiteLLMTarget(PeerTarget):
             "  turn_off_message_logging: true\n"
             "  drop_params: true\n"
             "general_settings:\n"
+            f"  master_key: {MASTER_KEY}\n"
             "  disable_spend_logs: true\n"
             "  disable_error_logs: true\n")
 
@@ -56,7 +60,11 @@ class LiteLLMTarget(PeerTarget):
 
     def env(self, mock_url: str, cpus: list[int], port: int) -> dict[str, str]:
         return {"LITELLM_RUST": "true" if self.rust else "false", "ANTHROPIC_API_KEY": "sk-mock",
-                "OPENAI_API_KEY": "sk-mock", "LITELLM_MODE": "PRODUCTION"}
+                "OPENAI_API_KEY": "sk-mock"}
+
+    def request(self, api_key: str, mock_url: str) -> RequestShape:
+        base = super().request(api_key, mock_url)
+        return RequestShape(base.path, {**base.headers, "authorization": f"Bearer {MASTER_KEY}"}, base.body, base.route)
 
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         bad = super().check(status, headers, body)
