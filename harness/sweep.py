@@ -320,8 +320,7 @@ class Sweep:
         t = target(cfg.mode)
         self.gateway = t.start(self.mock.url, self.profile.gateway_cpus, workdir=self.run.artefact(f"peers/{cfg.mode}"))
         check = t.probe(self.gateway, API_KEY, stream=self.stream)
-        self.peer_checks[cfg.mode] = {"status": check["status"],
-                                      "x-litellm-rust": check["headers"].get("x-litellm-rust")}
+        self.peer_checks[cfg.mode] = check["seen"]
         if check["problem"]:
             self._stop_gateway()
             raise PeerError(f"{cfg.mode}: {check['problem']}")

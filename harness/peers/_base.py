@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -135,7 +135,7 @@ class PeerTarget:
     route: str = "chat"
     ready_path: str = "/health"
     ready_timeout_s: float = 90.0
-    options: Mapping[str, Any] = field(default_factory=dict)
+    path_header: str | None = None  # an answer header that says which path served (LiteLLM's x-litellm-rust)
 
     # ---- hooks
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
@@ -222,4 +222,7 @@ class PeerTarget:
                 status, headers, body = r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
         except urllib.error.HTTPError as e:
             status, headers, body = e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-        return {"status": status, "headers": headers, "problem": self.check(status, headers, body)}
+        seen = {"status": status}
+        if self.path_header:
+            seen[self.path_header] = headers.get(self.path_header)
+        return {"status": status, "headers": headers, "seen": seen, "problem": self.check(status, headers, body)}

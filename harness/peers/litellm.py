@@ -31,6 +31,7 @@ MASTER_KEY = "sk-gatewaylab-" + "5f0c9a7e3b1d4e6f8a2c0b9d7e5f3a1c"
 class LiteLLMTarget(PeerTarget):
     rust: bool = False
     ready_path: str = "/health/liveliness"
+    path_header: str | None = "x-litellm-rust"
 
     def write_config(self, mock_url: str, workdir: Path) -> None:
         (workdir / "litellm.yaml").write_text(
