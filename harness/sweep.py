@@ -314,7 +314,7 @@ class Sweep:
     def _start_peer(self, cfg: Config):
         """Start a peer target pinned to the gateway cores and check one real answer (a peer
         that answers wrongly, e.g. LiteLLM's Rust bridge not serving, fails to start)."""
-        from harness.peers.install import PeerError
+        from harness.peers.installer import PeerError
         from harness.targets import target
 
         t = target(cfg.mode)

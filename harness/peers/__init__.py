@@ -54,13 +54,13 @@ def installed_version(name: str) -> str | None:
 
 
 def install(names: list[str] | None = None, log=print) -> dict[str, Any]:
-    from harness.peers.install import install as _install
+    from harness.peers.installer import install as _install
 
     return _install(names, log=log)
 
 
 def listing() -> list[dict[str, Any]]:
-    from harness.peers.install import listing as _listing
+    from harness.peers.installer import listing as _listing
 
     return _listing()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from harness.peers.install import PeerError, entry_point, on_disk_version
+from harness.peers.installer import PeerError, entry_point, on_disk_version
 from harness.peers import pins
 
 # Variables that would let a peer phone home or use a proxy; dropped from its environment.

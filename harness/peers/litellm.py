@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Mapping
 
 from harness.peers._base import MESSAGES_BODY, CHAT_BODY, PeerTarget, RequestShape
-from harness.peers.install import entry_point
+from harness.peers.installer import entry_point
 
 # LiteLLM refuses to start without a strong master key (its own check); every request carries it.
 MASTER_KEY = "sk-gatewaylab-" + "5f0c9a7e3b1d4e6f8a2c0b9d7e5f3a1c"

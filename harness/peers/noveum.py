@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.peers._base import PeerTarget, RequestShape
-from harness.peers.install import entry_point
+from harness.peers.installer import entry_point
 
 
 @dataclass(frozen=True)

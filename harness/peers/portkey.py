@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.peers._base import PeerTarget, RequestShape
-from harness.peers.install import PeerError, entry_point
+from harness.peers.installer import PeerError, entry_point
 
 _PRELOAD = Path(__file__).with_name("loopback.cjs")
 
