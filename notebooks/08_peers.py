@@ -63,12 +63,13 @@ from lab_ext.widgets import SweepPanel
 NOTEBOOK = "08_peers"
 SIZES = {
     "full": dict(targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
-                 concurrency=[1, 16, 50], seed002_c=50, hw_profile="xeon-4c", duration_s=5.0, warmup_s=1.0, repeat=3,
+                 concurrency=[1, 16, 50], seed002_c=50, hw_profile="xeon-4c", duration_s=3.0, warmup_s=1.0, repeat=3,
+                 side_repeat=2,  # ladders, upstream latencies and streaming: 2 repeats keep the study near 30 min
                  rates=[250, 500, 1000, 2000, 4000, 8000, 12000, 16000], p99_cap_ms=50.0,
                  fixed_rate=100, upstream_ms=[1, 50, 500], stream_rate=50,
                  stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20)),
     "ci": dict(targets=["py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
-               concurrency=[1, 16], seed002_c=16, hw_profile="ci-2c", duration_s=1.0, warmup_s=0.5, repeat=1,
+               concurrency=[1, 16], seed002_c=16, hw_profile="ci-2c", duration_s=1.0, warmup_s=0.5, repeat=1, side_repeat=1,
                rates=[50, 200, 800], p99_cap_ms=50.0,
                fixed_rate=20, upstream_ms=[1, 50, 500], stream_rate=20,
                stream_upstream=dict(ttft_ms=20, itl_ms=5, tokens=8)),
@@ -172,7 +173,7 @@ display(Markdown(f"On `/v1/messages` LiteLLM's Rust bridge gives **{r['value']:.
 # the cap and errors stay under 1%; a target's ladder stops at its first unsustained rate.
 
 # %%
-ladder = sweep("ladder", rates=S["rates"], p99_cap_ms=S["p99_cap_ms"]).table
+ladder = sweep("ladder", rates=S["rates"], p99_cap_ms=S["p99_cap_ms"], repeat=S["side_repeat"]).table
 run.write_table("ladder", ladder)
 sust = sustainable_rates(ladder, 1000 * S["p99_cap_ms"])
 lok = ladder[ladder["status"] == "ok"]
@@ -199,7 +200,7 @@ fig_p95
 # %%
 frames = []
 for ms in S["upstream_ms"]:
-    t = sweep(f"upstream-{ms}ms", rates=[S["fixed_rate"]], upstream=dict(latency_ms=ms),
+    t = sweep(f"upstream-{ms}ms", rates=[S["fixed_rate"]], upstream=dict(latency_ms=ms), repeat=S["side_repeat"],
               duration_s=max(S["duration_s"], 4 * ms / 1000 + 1.0), p99_cap_ms=10 * ms + 1000).table
     frames.append(t.assign(upstream_ms=ms))
 upstream = pd.concat(frames, ignore_index=True)
@@ -221,6 +222,7 @@ fast_slow
 
 # %%
 stream = sweep("stream", rates=[S["stream_rate"]], stream=True, upstream=dict(latency_ms=0, **S["stream_upstream"]),
+               repeat=S["side_repeat"],
                p99_cap_ms=10_000).table
 run.write_table("stream", stream)
 sok = stream[stream["status"] == "ok"]
