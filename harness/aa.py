@@ -52,9 +52,11 @@ def detected(flagged: dict[str, str]) -> bool:
     return any(flagged.get(m) == "worse" for m in PRIMARY) and "better" not in flagged.values()
 
 
-def calibrate(out: Path, slowdown: float, probe_us: int = 40, **size: Any) -> dict[str, float]:
+def calibrate(out: Path, slowdown: float, probe_us: int = 200, **size: Any) -> dict[str, float]:
     """The per-task delay that makes each request cost 1/(1-slowdown) times the CPU at the top
-    concurrency: measured from a plain sweep and one with a probe delay."""
+    concurrency: measured from a plain sweep and one with a probe delay. The probe is large
+    (200 µs per task, about twice a request's own CPU) so the CPU it adds stands well clear of
+    the run-to-run noise; a 40 µs probe misjudged the delayed tasks per request 5x."""
     base = _sweep(out, "calib-base", **size).table
     probe = _sweep(out, "calib-probe", env={KNOB: str(probe_us)}, **size).table
     cpu0, cpu1 = _top(base, "cpu_us_per_req"), _top(probe, "cpu_us_per_req")
@@ -81,6 +83,7 @@ def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None,
             verdicts, _ = compare_tables(a, b)
             flagged = {v.metric: v.verdict for v in verdicts if v.flagged}
             rec = {"pair": i, "flagged": flagged, "rps_ratio": _top(b, "rps") / _top(a, "rps"),
+                   "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
                    "factors": {v.metric: v.factor for v in verdicts}}
             result[kind].append(rec)
             log(f"{kind} {i:02d}: rps B/A {rec['rps_ratio']:.3f}; flagged {flagged or 'nothing'}")
@@ -89,6 +92,7 @@ def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None,
     result["detected"] = sum(detected(r["flagged"]) for r in result["ab"])
     result["detection_rate"] = result["detected"] / pairs if pairs else float("nan")
     result["realised_slowdown_median"] = 1 - statistics.median(r["rps_ratio"] for r in result["ab"]) if pairs else None
+    result["realised_cpu_ratio_median"] = statistics.median(r["cpu_ratio"] for r in result["ab"]) if pairs else None
     (root / "aa.json").write_text(json.dumps(result, indent=2))
     log(f"A/A: {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
         f"A/B ({slowdown:.0%} injected, {result['realised_slowdown_median']:.1%} realised): "
