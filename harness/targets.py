@@ -4,8 +4,9 @@
     target("py+rs").kind           # "rung": started by gateway.launch with --mode py+rs
     target("litellm-rust").kind    # "peer": harness.peers.litellm, LITELLM_RUST=true
 
-A new rung joins by adding its mode name to `RUNGS` (it is started exactly like the others,
-`gatewaylab serve --mode NAME`); a new peer joins through its adapter's `TARGETS`.
+A new rung joins by name: every mode in `gateway.twins.MODES` is a target, started exactly
+like the others (`gatewaylab serve --mode NAME`); a new peer joins through its adapter's
+`TARGETS`.
 Every target is measured by the same sweep: load generator, windows, repeats, direct
 baseline on its route, overhead, CPU and peak RSS of its process tree, statistics, report.
 """
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.twins import MODES
 from harness.peers import litellm, noveum, portkey
 from harness.peers._base import PeerTarget
 
-# Our own gateway's rungs, by mode name (DESIGN.md "The Rust ladder").
-RUNGS: tuple[str, ...] = ("py", "py+rs")
+# Our own gateway's rungs, by mode name (DESIGN.md "The Rust ladder"): one source, the twins' modes.
+RUNGS: tuple[str, ...] = tuple(MODES)
 
 
 @dataclass(frozen=True)
