@@ -36,3 +36,12 @@ def test_peers_cli_rejects_unknown_and_uninstallable(capsys):
     assert "unknown peer 'nope'" in capsys.readouterr().err
     assert cli_main(["peers", "install", "bifrost"]) == 1
     assert "Go module proxy refuses" in capsys.readouterr().err
+
+
+def test_sweep_magic_takes_targets_and_rates():
+    from lab_ext.magics import sweep_kwargs, sweep_parser
+
+    kw = sweep_kwargs(sweep_parser().parse_args(["--targets", "py+rs,noveum", "litellm-rust", "--rates", "100,400",
+                                                 "--p99-cap-ms", "20", "--stream", "--upstream-itl-ms", "5"]))
+    assert kw["targets"] == ["py+rs", "noveum", "litellm-rust"] and kw["rates"] == "100,400"
+    assert kw["p99_cap_ms"] == 20 and kw["stream"] is True and kw["upstream"]["itl_ms"] == 5
