@@ -69,6 +69,14 @@ SIZES = {
                  rates=[250, 500, 1000, 2000, 4000, 8000, 12000, 16000], p99_cap_ms=50.0,
                  fixed_rate=100, upstream_ms=[1, 50, 500], stream_rate=50,
                  stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20)),
+    # every target and figure of "full" at about a third of its cost (2 repeats, 2 s cells, one
+    # repeat beside the closed loop): what a loaded 2-core box affords in about half an hour
+    "medium": dict(targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+                   side_targets=["py", "py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
+                   concurrency=[1, 16, 50], seed002_c=50, hw_profile="xeon-4c", duration_s=2.0, warmup_s=0.5,
+                   repeat=2, side_repeat=1, rates=[250, 500, 1000, 2000, 4000, 8000], p99_cap_ms=50.0,
+                   fixed_rate=50, upstream_ms=[1, 50, 500], stream_rate=20,
+                   stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20)),
     "ci": dict(targets=["py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
                # one LiteLLM target beside the closed loop: its ~15 s start-up dominates a CI run
                side_targets=["py+rs", "litellm-rust", "portkey", "noveum"],
