@@ -174,10 +174,12 @@ def write_markdown(run_dir: Path, run, t) -> Path:
         from harness.stats import summarize
         md += ["## Direct baseline (load → mock)", ""]
         rows = []
-        for c, g in base[base["status"] == "ok"].groupby("concurrency"):
+        bx = "rate" if "loop" in base.columns and len(base) and (base["loop"] == "open").all() else "concurrency"
+        route = base["route"].replace("", "chat")  # runs from before routes were recorded: chat
+        for (r, c), g in base[base["status"] == "ok"].groupby([route, bx]):
             s = {k: summarize(g[k]) for k in ("rps", "lat_p50_us", "lat_p99_us")}
-            rows.append([str(c)] + [_spread(s[k]["median"], s[k]["min"], s[k]["max"]) for k in s])
-        md.append(_md_table(rows, ["c", "req/s", "p50 µs", "p99 µs"]))
+            rows.append([r, _fmt(c)] + [_spread(s[k]["median"], s[k]["min"], s[k]["max"]) for k in s])
+        md.append(_md_table(rows, ["route", "rate/s" if bx == "rate" else "c", "req/s", "p50 µs", "p99 µs"]))
         md.append("")
     if cells is None or not len(cells):
         md.append("No cells recorded.")
