@@ -36,7 +36,10 @@ KNOB = "GATEWAYLAB_INJECT_DELAY_US"
 def _sweep(out: Path, name: str, env: dict[str, str] | None = None, **size: Any):
     from harness.sweep import run_sweep
 
-    return run_sweep(out=out, name=name, env=env, **{**SIZE, **size})
+    res = run_sweep(out=out, name=name, env=env, **{**SIZE, **size})
+    if res.partial:  # a sweep turns SIGTERM/Ctrl-C into a partial run; the study stops with it
+        raise KeyboardInterrupt(f"sweep {name} interrupted")
+    return res
 
 
 def _top(table, col: str) -> float:
