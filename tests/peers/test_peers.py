@@ -58,7 +58,11 @@ def test_each_peer_serves_through_the_sweep(sweeps, loop, target):
     assert row["status"] == "ok", row["error"]
     assert row["target_kind"] == "peer" and row["peer_version"] == peers.installed_version(target.split("-")[0])
     assert row["requests"] > 0 and row["rps"] > 0           # 2xx answers
-    assert row["rss_peak_mb"] > 0 and row["cpu_user_s"] + row["cpu_sys_s"] > 0
+    assert row["rss_peak_mb"] > 0
+    cpu = row["cpu_user_s"] + row["cpu_sys_s"]
+    assert cpu == cpu and cpu >= 0  # measured (/proc); Noveum at 20 req/s spends less than one 10 ms tick
+    if loop == "closed":
+        assert cpu > 0
     assert row["ovh_p50_us"] == row["ovh_p50_us"]            # the direct baseline on its route exists
     if loop == "open":
         assert row["rate"] == 20 and row["concurrency"] == 0
