@@ -57,7 +57,7 @@ from harness.notebooks import metric, write_metrics
 from harness.stats import sustainable_rates
 from lab_ext.export import BlogExport, machine_line
 from lab_ext.magics import run_sweep_with_panel
-from lab_ext.nb import fmt, fmt_si, label_cells, notebook_run, ratio_spread, spread_of
+from lab_ext.nb import fmt, fmt_si, notebook_run, ratio_spread, spread_of
 from lab_ext.widgets import SweepPanel
 
 NOTEBOOK = "08_peers"
