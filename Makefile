@@ -9,7 +9,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
 SYS_PKGS := wrk chromium python3-dev
 
-.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools lab clean sysdeps
+.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -20,6 +20,12 @@ $(SYS_STAMP):
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# node + npm for the Portkey peer: checked as commands (a NodeSource nodejs ships npm itself)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
 	@touch $@
 
@@ -43,7 +49,12 @@ test-rust: dev
 	  LD_LIBRARY_PATH="$$($(CURDIR)/$(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
 	  cargo test --release -p gatewaylab-py --no-default-features
 
-test-py: dev
+# Peer gateways (LiteLLM, Portkey, Noveum) into .peers/ at the pins in harness/peers/versions.toml;
+# idempotent: a second run checks the installed versions and returns in about a second.
+peers: dev
+	$(PY) -m harness.cli peers install
+
+test-py: dev peers
 	$(PY) -m pytest -q
 
 test-notebooks: dev
@@ -66,7 +77,7 @@ fuzz: dev fuzz-tools
 	GATEWAYLAB_FUZZ_SECONDS=$(FUZZ_SECONDS) GATEWAYLAB_FUZZ_EXAMPLES=500 GATEWAYLAB_POWERLOSS_SCALE=10 \
 	  $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability/test_differential.py tests/reliability/test_power_loss.py
 
-test: dev test-rust test-fuzz test-py test-notebooks
+test: dev peers test-rust test-fuzz test-py test-notebooks
 
 demo: dev
 	$(PY) -m harness.demo

@@ -20,6 +20,7 @@ COMMANDS = {
     "audit": "append/verify/prove/consistency on a WAL file",
     "torture": "kill -9 the gateway under load; check the ledger after every kill",
     "soak": "steady soak (RSS, CPU, p99, audit lag), overload, upstream chaos, idle connections",
+    "peers": "install / list the peer gateways (LiteLLM, Portkey, Noveum)",
 }
 
 

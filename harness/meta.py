@@ -150,4 +150,6 @@ def describe(meta: Mapping[str, Any]) -> str:
         parts.append(f"load {meta['load_average'][0]:.1f}")
     sha = (meta.get("git_sha") or "nogit")[:10]
     parts.append(sha + ("+dirty" if meta.get("git_dirty") else ""))
+    if meta.get("peers"):  # peer gateways measured in the run, at their installed versions
+        parts.append("peers " + ", ".join(f"{k} {v}" for k, v in sorted(meta["peers"].items())))
     return " · ".join(str(p) for p in parts)

@@ -64,6 +64,7 @@ NOTEBOOKS = [
     "05_fast_vs_slow_upstream",
     "06_component_ablation",
     "07_rust_ladder",
+    "08_peers",
 ]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

@@ -39,7 +39,14 @@ TABLE_COLS = ["rps", "lat_p50_us", "lat_p99_us", "ovh_p50_us", "ovh_p99_us", "cp
               "gil_wait_p99_us", "loop_lag_p99_us", "gil_held_share", "gil_main_share"]
 
 
+def xcol(cells) -> str:
+    """The x axis of a sweep: `rate` for open-loop ladders, else `concurrency`."""
+    return "rate" if "loop" in cells.columns and len(cells) and (cells["loop"] == "open").all() else "concurrency"
+
+
 def line_label(row) -> str:
+    if row.get("target_kind") == "peer":
+        return row["mode"]
     lab = row["mode"]
     if row.get("switches"):
         lab += f"[{row['switches']}]"
@@ -63,7 +70,7 @@ def summary(cells, cols: Sequence[str] = TABLE_COLS):
     if not len(df):
         return pd.DataFrame()
     cols = [c for c in cols if c in df.columns]
-    g = df.groupby(["line", "concurrency"])
+    g = df.groupby(["line", xcol(cells)])
     parts = {"n": g.size()}
     for c in cols:
         parts[f"{c}_median"] = g[c].median()
@@ -77,7 +84,7 @@ def peaks(cells):
     import pandas as pd
 
     s = summary(cells, ["rps", "lat_p99_us"])
-    if not len(s):
+    if not len(s) or "concurrency" not in s.columns:
         return pd.DataFrame(columns=["line", "peak_concurrency", "peak_rps", "rps_at_c1", "p99_at_peak_us"])
     out = []
     for line, g in s.groupby("line"):
@@ -140,7 +147,12 @@ def _header(meta: dict[str, Any]) -> list[str]:
             f"{prof.get('mock_cpus')}, load cpus {prof.get('load_cpus')} of {prof.get('available_cpus')}; "
             f"profile_satisfied: **{str(sat).lower()}**" + (f" ({'; '.join(prof.get('notes') or [])})" if not sat else ""))
     p = meta.get("parameters") or {}
-    lines.append(f"- load: {meta.get('loop', 'closed')} loop (fixed concurrency), {p.get('duration_s')} s cells after "
+    loop = meta.get("loop", "closed")
+    how = (f"fixed arrival rate, CO-corrected; sustained = p99 <= {p.get('p99_cap_ms')} ms and errors < "
+           f"{100 * (p.get('max_error_share') or 0.01):g}%") if loop == "open" else "fixed concurrency"
+    if meta.get("peers"):
+        lines.append("- peers: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["peers"].items())))
+    lines.append(f"- load: {loop} loop ({how}), {p.get('duration_s')} s cells after "
                  f"{p.get('warmup_s')} s warm-up, {p.get('repeat')} repeat(s); upstream {p.get('upstream')}; "
                  f"server {p.get('server')}")
     if meta.get("partial"):
@@ -165,10 +177,12 @@ def write_markdown(run_dir: Path, run, t) -> Path:
         from harness.stats import summarize
         md += ["## Direct baseline (load → mock)", ""]
         rows = []
-        for c, g in base[base["status"] == "ok"].groupby("concurrency"):
+        bx = "rate" if "loop" in base.columns and len(base) and (base["loop"] == "open").all() else "concurrency"
+        route = base["route"].replace("", "chat")  # runs from before routes were recorded: chat
+        for (r, c), g in base[base["status"] == "ok"].groupby([route, bx]):
             s = {k: summarize(g[k]) for k in ("rps", "lat_p50_us", "lat_p99_us")}
-            rows.append([str(c)] + [_spread(s[k]["median"], s[k]["min"], s[k]["max"]) for k in s])
-        md.append(_md_table(rows, ["c", "req/s", "p50 µs", "p99 µs"]))
+            rows.append([r, _fmt(c)] + [_spread(s[k]["median"], s[k]["min"], s[k]["max"]) for k in s])
+        md.append(_md_table(rows, ["route", "rate/s" if bx == "rate" else "c", "req/s", "p50 µs", "p99 µs"]))
         md.append("")
     if cells is None or not len(cells):
         md.append("No cells recorded.")
@@ -188,11 +202,21 @@ def write_markdown(run_dir: Path, run, t) -> Path:
                   "gil_wait_p99_us": "GIL wait p99 µs (exact)", "loop_lag_p99_us": "loop lag p99 µs (exact)",
                   "gil_held_share": "GIL held (sampled)", "gil_main_share": "GIL main thread (sampled)"}
         cols = [c for c in TABLE_COLS if f"{c}_median" in s.columns]
+        x = xcol(cells)
+        if x == "rate":
+            from harness.stats import sustainable_rates
+            p = meta.get("parameters") or {}
+            sr = sustainable_rates(cells, 1000.0 * (p.get("p99_cap_ms") or 50.0), p.get("max_error_share") or 0.01)
+            md += ["## Sustainable open-loop rate", ""]
+            md.append(_md_table([[r.mode, _fmt(r.sustainable_rate), _fmt(r.first_failed_rate), str(r.rates_tried)]
+                                 for r in sr.itertuples()],
+                                ["target", "sustainable req/s", "first failed req/s", "rates tried"]))
+            md.append("")
         for line, g in s.groupby("line"):
             md += [f"### {line}", ""]
-            rows = [[str(r["concurrency"]), str(r["n"])] + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"])
-                                                            for c in cols] for _, r in g.iterrows()]
-            md.append(_md_table(rows, ["c", "n"] + [titles.get(c, c) for c in cols]))
+            rows = [[_fmt(r[x]) if x == "rate" else str(r[x]), str(r["n"])]
+                    + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"]) for c in cols] for _, r in g.iterrows()]
+            md.append(_md_table(rows, ["rate/s" if x == "rate" else "c", "n"] + [titles.get(c, c) for c in cols]))
             md.append("")
         md += _gil_views_md(cells)
         ent = t.get("gil_entries")
@@ -260,13 +284,15 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
         if col not in df.columns or df[col].isna().all():
             continue
         fig = go.Figure()
+        x = xcol(cells)
         for line, g in df.groupby("line"):
-            agg = g.groupby("concurrency")[col].agg(["median", "min", "max"]).reset_index()
+            agg = g.groupby(x)[col].agg(["median", "min", "max"]).reset_index()
             fig.add_trace(go.Scatter(
-                x=agg["concurrency"], y=agg["median"], mode="lines+markers", name=line,
+                x=agg[x], y=agg["median"], mode="lines+markers", name=line,
                 error_y=dict(type="data", symmetric=False, array=agg["max"] - agg["median"],
                              arrayminus=agg["median"] - agg["min"], thickness=1)))
-        fig.update_layout(title=title, xaxis_title="concurrency (closed loop)", yaxis_title=unit,
+        fig.update_layout(title=title, xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else
+                          "concurrency (closed loop)", yaxis_title=unit,
                           template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
         out.append((col, fig))
     return out

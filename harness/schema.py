@@ -20,31 +20,42 @@ from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 
-_PCTS = ("p50", "p90", "p99", "p999", "max")
+_PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell[|gov=G]|c=N"),
-    "mode": ("string", "rung: py, py+rs or rs-core"),
-    "governance": ("string", "on (every stage, audit on), off (no stage, no audit), stages-only or audit-only"),
+    "cell": ("string", "cell key: mode|switches|shell[|gov=G]|c=N (or rate=R, open loop)"),
+    "mode": ("string", "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)"),
+    "governance": ("string", "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; peers: on"),
+    "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
+    "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),
+    "peer_version": ("string", "a peer's installed version (install manifest); '' for rungs"),
+    "path_check": ("string", "what one real answer said about the path that served it (peers: x-litellm-rust=...)"),
     "switches": ("string", "label of the per-component overrides on top of the mode ('' = none)"),
     "impl": ("string", "resolved component=python|rust list, comma-separated"),
     "shell": ("string", "ASGI shell: asgi or fastapi"),
     "server": ("string", "ASGI server: uvicorn or granian"),
-    "concurrency": ("int64", "closed-loop concurrency c"),
+    "concurrency": ("int64", "closed-loop concurrency c (0 in an open-loop cell)"),
+    "rate": ("float64", "open-loop arrival rate, req/s (null in a closed-loop cell)"),
+    "stream": ("bool", "requests sent with stream: true (TTFB recorded)"),
     "repeat": ("int64", "repeat index, 0-based"),
-    "status": ("string", "ok | failed | interrupted"),
+    "status": ("string", "ok | failed | skipped (an open-loop ladder stopped below this rate) | interrupted"),
     "error": ("string", "error message of a failed cell ('' when ok)"),
     "loop": ("string", "closed (fixed concurrency) or open (fixed rate)"),
     "duration_s": ("float64", "measured window length (warm-up excluded)"),
     "requests": ("int64", "completed 2xx responses in the window"),
     "errors": ("int64", "failed requests in the window"),
+    "error_share": ("float64", "failed / finished requests in the window"),
+    "sustained": ("bool", "open loop: p99 at most the cap and error share under the limit (sweep parameters)"),
     "rps": ("float64", "throughput: completed 2xx responses per second"),
     **{f"lat_{p}_us": ("float64", f"gateway latency {p} (HDR)") for p in _PCTS},
     **{f"base_{p}_us": ("float64", f"direct-to-mock latency {p}, same concurrency, same run") for p in _PCTS},
     **{f"ovh_{p}_us": ("float64", f"overhead {p}: gateway {p} - direct {p}") for p in _PCTS if p != "max"},
     "base_rps": ("float64", "direct-to-mock throughput at the same concurrency"),
+    **{f"ttfb_{p}_us": ("float64", f"streaming: time to first body byte {p} (HDR)") for p in ("p50", "p99")},
+    **{f"base_ttfb_{p}_us": ("float64", f"streaming: direct-to-mock TTFB {p}") for p in ("p50", "p99")},
+    **{f"ovh_ttfb_{p}_us": ("float64", f"streaming: TTFB overhead {p} (gateway - direct)") for p in ("p50", "p99")},
     "cpu_user_s": ("float64", "gateway process tree user CPU seconds in the window (/proc)"),
     "cpu_sys_s": ("float64", "gateway process tree system CPU seconds in the window (/proc)"),
     "cpu_cores": ("float64", "gateway CPU: (user+sys) seconds per second"),
@@ -78,7 +89,10 @@ CELLS: dict[str, tuple[str, str]] = {
 
 BASELINE: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "concurrency": ("int64", "closed-loop concurrency c"),
+    "concurrency": ("int64", "closed-loop concurrency c (0 in an open-loop row)"),
+    "rate": ("float64", "open-loop arrival rate, req/s"),
+    "route": ("string", "chat or messages: the mock route loaded directly"),
+    "loop": ("string", "closed or open"),
     "repeat": ("int64", "repeat index"),
     "status": ("string", "ok | failed"),
     "error": ("string", "error message ('' when ok)"),
@@ -87,6 +101,7 @@ BASELINE: dict[str, tuple[str, str]] = {
     "errors": ("int64", "failed requests"),
     "rps": ("float64", "throughput load -> mock"),
     **{f"lat_{p}_us": ("float64", f"direct latency {p}") for p in _PCTS},
+    **{f"ttfb_{p}_us": ("float64", f"direct time to first body byte {p} (streaming)") for p in ("p50", "p99")},
 }
 
 CAPACITY: dict[str, tuple[str, str]] = {

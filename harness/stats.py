@@ -7,17 +7,8 @@
 - ``compare_tables(a, b)``: per metric and cell, whether B differs from A **significantly
   and beyond a factor** (asv: significance and a factor, never one without the other).
 
-How a comparison decides (per metric):
-1. Per cell (mode x switches x shell x concurrency): ratio = median(B) / median(A) over the
-   repeats, and a Mann-Whitney p-value when both sides have >= 2 repeats.
-2. Across cells: the mean log-ratio with a bootstrap 95% CI (resampling cells). The metric
-   changed if that CI excludes 0 (significant) and the geometric-mean factor is beyond
-   the metric's threshold (``FACTORS``: 1.10 for throughput, medians, CPU and memory; 1.25
-   for p99 latency/overhead; 1.5 for the probes' p99 tails). A run compared with itself gives ratios of exactly 1: nothing
-   is flagged.
-A per-cell flag additionally requires that cell's own evidence: Mann-Whitney p < alpha, or,
-since 3 v 3 repeats cannot reach p < 0.05, the two sides' min..max ranges being disjoint (both
-with >= 2 repeats). Cells with one repeat are never flagged on their own ("n/a: <2 repeats").
+How a comparison decides: see ``compare_tables`` (like cells only, >= 3 repeats per side,
+each cell on its own evidence, a metric flagged only when most of its cells agree).
 """
 from __future__ import annotations
 
@@ -132,25 +123,39 @@ def bootstrap_ci(x: Sequence[float], stat: Callable[[np.ndarray], float] = np.me
 class MetricVerdict:
     metric: str
     higher_is_better: bool
-    factor: float          # geometric mean of B/A across cells
-    ci_low: float          # bootstrap CI of the factor
+    factor: float          # geometric mean of B/A across comparable cells
+    ci_low: float          # bootstrap CI of the factor (resampling cells; descriptive)
     ci_high: float
-    cells: int
-    significant: bool
+    cells: int             # cells with >= min_repeats on both sides
+    significant: bool      # a majority of those cells flagged in one direction
     beyond_factor: bool
     verdict: str           # "same" | "better" | "worse" | "n/a"
     threshold: float = DEFAULT_FACTOR  # the factor this metric had to pass
+    cells_flagged: int = 0  # cells whose own evidence flags them, in the verdict's direction
 
     @property
     def flagged(self) -> bool:
         return self.verdict in ("better", "worse")
 
 
+MIN_REPEATS = 3
+CELL_KEY = ("mode", "switches", "shell", "concurrency", "rate")
+
+
 def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float | None = None,
-                   alpha: float = 0.05, key: Sequence[str] = ("mode", "switches", "shell", "concurrency")):
+                   alpha: float = 0.05, key: Sequence[str] = CELL_KEY, min_repeats: int = MIN_REPEATS):
     """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame).
 
-    `factor=None` uses each metric's own threshold (`FACTORS`); a number applies to every metric.
+    Cells are compared like with like -- same target, switches, shell and concurrency (or
+    open-loop rate) -- never pooled across unlike cells. A cell is flagged only on its own
+    evidence: both sides have >= `min_repeats` repeats, the medians' ratio is beyond the
+    metric's factor (`FACTORS`, or `factor` for every metric), and the repeats differ
+    (Mann-Whitney p < alpha, or -- since 3 v 3 repeats cannot reach p < 0.05 -- disjoint
+    min..max ranges). A metric is flagged when a majority of its comparable cells are flagged
+    in the same direction AND the geometric-mean factor over those cells is beyond the
+    threshold: one noisy cell never flags a metric, a real slowdown moves them all. With
+    fewer repeats nothing can be flagged ("n/a: <k repeats"); A/A pairs of sweeps on this
+    shared 2-core machine flagged tails and drift otherwise (docs/peers.md has the rates).
     """
     import pandas as pd
 
@@ -158,18 +163,21 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
     a = a[a["status"] == "ok"]
     b = b[b["status"] == "ok"]
     key = [k for k in key if k in a.columns and k in b.columns]
+    # NaN (e.g. `rate` in a closed-loop cell) never equals itself: compare keys on a filled copy
+    ka = a[key].astype(object).where(a[key].notna(), "-")
+    kb = b[key].astype(object).where(b[key].notna(), "-")
     rows, verdicts = [], []
     base_factor = factor
     for metric, hib in metrics.items():
         if metric not in a.columns or metric not in b.columns:
             continue
         factor = base_factor if base_factor is not None else FACTORS.get(metric, DEFAULT_FACTOR)
-        logs = []
-        for k, ga in a.groupby(key, dropna=False):
+        logs, flags = [], []
+        for k, ga in a.groupby([ka[c] for c in key], dropna=False):
             k = k if isinstance(k, tuple) else (k,)
             mask = np.ones(len(b), bool)
             for col, val in zip(key, k):
-                mask &= (b[col] == val).to_numpy()
+                mask &= (kb[col] == val).to_numpy()
             gb = b[mask]
             va = ga[metric].dropna().to_numpy(float)
             vb = gb[metric].dropna().to_numpy(float)
@@ -179,30 +187,33 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
             ratio = _ratio(ma, mb)
             if ratio is None:
                 continue
-            logs.append(math.log(ratio))
+            enough = va.size >= min_repeats and vb.size >= min_repeats
             p = mann_whitney(va, vb) if va.size >= 2 and vb.size >= 2 else math.nan
             beyond = ratio >= factor or ratio <= 1 / factor
-            # Few repeats cannot reach p < alpha (3 v 3: p >= 0.1), so disjoint ranges also count.
             disjoint = va.size >= 2 and vb.size >= 2 and (va.max() < vb.min() or vb.max() < va.min())
             sig = ((not math.isnan(p)) and p < alpha) or disjoint
             worse = (ratio < 1) if hib else (ratio > 1)
+            flag = (("worse" if worse else "better") if (sig and beyond) else "same") if enough else \
+                f"n/a: <{min_repeats} repeats"
+            if enough:
+                logs.append(math.log(ratio))
+                flags.append(flag)
             rows.append({**dict(zip(key, k)), "metric": metric, "a_median": ma, "b_median": mb,
                          "a_min": float(va.min()), "a_max": float(va.max()), "b_min": float(vb.min()),
-                         "b_max": float(vb.max()), "ratio": ratio, "p_value": p,
-                         "flag": ("worse" if worse else "better") if (sig and beyond) else
-                         ("n/a: <2 repeats" if math.isnan(p) else "same")})
+                         "b_max": float(vb.max()), "a_n": int(va.size), "b_n": int(vb.size), "ratio": ratio,
+                         "p_value": p, "flag": flag})
         if not logs:
             verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a", factor))
             continue
-        mean = float(np.mean(logs))
+        g = math.exp(float(np.mean(logs)))
         lo, hi = bootstrap_ci(logs)
-        sig = not (lo <= 0 <= hi) and not (lo == hi == 0)
-        g = math.exp(mean)
         beyond = g >= factor or g <= 1 / factor
-        worse = (g < 1) if hib else (g > 1)
-        verdict = ("worse" if worse else "better") if (sig and beyond) else "same"
+        direction = ("worse" if g < 1 else "better") if hib else ("worse" if g > 1 else "better")
+        n_dir = sum(f == direction for f in flags)
+        sig = n_dir * 2 > len(flags)
+        verdict = direction if (sig and beyond) else "same"
         verdicts.append(MetricVerdict(metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict,
-                                      factor))
+                                      factor, n_dir))
     return verdicts, pd.DataFrame(rows)
 
 
@@ -216,3 +227,42 @@ def _ratio(a: float, b: float) -> float | None:
         # Overheads near zero: compare on a floor of 1 (us / MiB / rps) to keep ratios finite.
         a, b = max(a, 1.0), max(b, 1.0)
     return b / a
+
+
+def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: float = 0.01):
+    """Seed 004's figure per target of an open-loop ladder: the highest rate whose median p99
+    (over repeats) is at most `p99_cap_us` with a median error share under `max_error_share`.
+
+    Returns a DataFrame: mode, sustainable_rate (NaN when not even the lowest rate held),
+    first_failed_rate, p50/p95/p99 at the sustainable rate (`lat_p50_us`, `lat_p95_us`,
+    `lat_p99_us`), rates_tried. Skipped rates (the ladder had stopped) count as not held.
+    """
+    import pandas as pd
+
+    if cells is None or not len(cells) or "rate" not in cells.columns:
+        return pd.DataFrame(columns=["mode", "sustainable_rate", "first_failed_rate", "rates_tried"])
+    df = cells[cells["loop"] == "open"]
+    out = []
+    for mode, g in df.groupby("mode", sort=False):
+        held, failed, at = math.nan, math.nan, {}
+        tried = 0
+        for rate, gr in sorted(g.groupby("rate"), key=lambda kv: kv[0]):
+            ok = gr[gr["status"] == "ok"]
+            if not len(ok):
+                if (gr["status"] != "skipped").any():
+                    tried += 1
+                    failed = rate if math.isnan(failed) else failed
+                break
+            tried += 1
+            p99 = float(np.median(ok["lat_p99_us"].dropna())) if ok["lat_p99_us"].notna().any() else math.inf
+            err = float(np.median(ok["error_share"].fillna(0.0)))
+            if p99 <= p99_cap_us and err < max_error_share and len(ok) == len(gr):
+                held = rate
+                at = {c: float(np.median(ok[c].dropna())) for c in ("lat_p50_us", "lat_p95_us", "lat_p99_us")
+                      if ok[c].notna().any()}
+            else:
+                failed = rate
+                break
+        out.append({"mode": mode, "sustainable_rate": held, "first_failed_rate": failed, "rates_tried": tried,
+                    **{f"{k}_at_sustainable": v for k, v in at.items()}})
+    return pd.DataFrame(out)

@@ -51,7 +51,7 @@ CI_REPEAT = 1
 API_KEY = "sk-gatewaylab-sweep"
 CHAT_PATH = "/v1/chat/completions"
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
-_PCTS = ("p50", "p90", "p99", "p999", "max")
+_PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 
 
 @dataclass
@@ -78,18 +78,24 @@ GOVERNANCE = {"on": ("all", "on"), "off": ("none", "off"), "stages-only": ("all"
 
 @dataclass(frozen=True)
 class Config:
-    mode: str
+    mode: str                       # a rung's mode, or a peer target's name (harness.targets)
     overrides: tuple[tuple[str, str], ...]
     shell: str
-    governance: str = "on"
+    kind: str = "rung"              # "rung" (our gateway) or "peer"
+    governance: str = "on"          # rungs: GOVERNANCE; peers: always "on" (what they ship)
 
     @property
     def switches_label(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.overrides)
 
-    def key(self, c: int) -> str:
+    @property
+    def interpreter(self) -> bool:
+        """Our gateway with a Python interpreter to probe (not a peer, not rs-server)."""
+        return self.kind == "rung" and self.mode not in NO_INTERPRETER_MODES
+
+    def key(self, c: float, loop: str = "closed") -> str:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
-        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}|c={c}"
+        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
 
     @property
     def stem(self) -> str:
@@ -128,9 +134,25 @@ def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
     return sorted(set(vals))
 
 
-def _configs(modes, switches, shells, governance=("on",)) -> list[Config]:
+def parse_rates(spec: str | float | Iterable[float]) -> list[float]:
+    """`"250,500,1000"`, a number or an iterable -> sorted unique positive rates (req/s)."""
+    from gateway.errors import ConfigError
+
+    items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, (int, float)) else list(spec)
+    try:
+        vals = [float(str(v).strip()) for v in items if str(v).strip()]
+    except ValueError:
+        raise ConfigError(f"bad rates {spec!r}: expected e.g. 250,500,1000") from None
+    if not vals or min(vals) <= 0 or any(math.isinf(v) or math.isnan(v) for v in vals):
+        raise ConfigError(f"rates {spec!r}: need finite numbers > 0")
+    return sorted(set(vals))
+
+
+def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[Config]:
+    """Configs for the rungs (mode x switches x shell x governance) and the peers, in target order."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
+    from harness.targets import kind, target
 
     shells = list(shells)
     for g in governance:
@@ -138,16 +160,19 @@ def _configs(modes, switches, shells, governance=("on",)) -> list[Config]:
             raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
     sw_list = [None] if not switches else list(switches)
     out = []
-    for mode in modes:
+    for mode in (targets or modes):
+        if targets and kind(target(mode)) == "peer":
+            out.append(Config(mode, (), "-", "peer"))
+            continue
         for sw in sw_list:
             if sw and mode not in PER_COMPONENT_MODES:
-                continue  # per-component switches apply to py and py+rs only (rs-core is all Rust)
+                continue  # per-component switches apply to py and py+rs only (rs-core/rs-server: all Rust)
             ov = parse_impl(sw) if sw else {}
             Switches(mode, ov)  # validates
             # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
             for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
                 for g in governance:
-                    out.append(Config(mode, tuple(sorted(ov.items())), shell, g))
+                    out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g))
     return out
 
 
@@ -176,10 +201,20 @@ class Sweep:
 
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
-                 capacity, load_opts, report, report_images=True, governance=("on",)):
-        self.modes = tuple(modes)
-        self.configs = _configs(self.modes, switches, shells, governance)
+                 capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
+                 max_error_share=0.01, stream=False, governance=("on",)):
+        from harness.targets import RUNGS, parse_targets, target
+
+        self.targets = parse_targets(targets) if targets else None
+        self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
+        self.configs = _configs(self.modes, switches, shells, self.targets, governance)
         self.concurrency = parse_concurrency(concurrency)
+        self.rates = parse_rates(rates) if rates is not None else None
+        self.loop = "open" if self.rates else "closed"
+        self.points: list[float] = list(self.rates) if self.rates else list(self.concurrency)
+        self.p99_cap_us, self.max_error_share = float(p99_cap_ms) * 1000.0, float(max_error_share)
+        self.stream = bool(stream)
+        self.routes = sorted({target(c.mode).route if c.kind == "peer" else "chat" for c in self.configs})
         self.profile: ResolvedProfile = resolve(profile)
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
@@ -191,6 +226,7 @@ class Sweep:
         self.do_report = report
         self.report_images = report_images
         self.rows: list[dict] = []
+        self.peer_checks: dict[str, dict[str, Any]] = {}
         self.base_rows: list[dict] = []
         self.cap_rows: list[dict] = []
         self.thread_rows: list[dict] = []
@@ -207,9 +243,11 @@ class Sweep:
             "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance}
                         for c in self.configs],
             "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
+            "targets": self.targets, "rates": self.rates, "p99_cap_ms": self.p99_cap_us / 1000.0,
+            "max_error_share": self.max_error_share, "stream": self.stream,
             "repeat": self.repeat, "gil": self.gil, "flamegraph": self.flamegraph, "scalene": self.scalene,
             "upstream": self.upstream, "server": self.server, "pyspy_rate": self.pyspy_rate,
-            "loop": "closed", "env": {k: v for k, v in self.env.items()},
+            "loop": self.loop, "env": {k: v for k, v in self.env.items()},
             "load_opts": self.load_opts,
         }
 
@@ -223,9 +261,18 @@ class Sweep:
             hardware_profile=p.name, profile_satisfied=p.profile_satisfied,
             cores_used=len(set(p.gateway_cpus) | set(p.mock_cpus) | set(p.load_cpus)),
             extra={"kind": "sweep", "partial": True, "profile": p.to_dict(), "schema_version": schema.SCHEMA_VERSION,
-                   "measurement_labels": schema.LABELS, "loop": "closed"},
+                   "measurement_labels": schema.LABELS, "loop": self.loop,
+                   "peers": self._peer_versions()},
         )
         return self.run
+
+    def _peer_versions(self) -> dict[str, Any]:
+        """{peer: version} from the install manifest, for the peers this sweep measures."""
+        from harness.peers import installed_version
+        from harness.targets import target
+
+        peers = sorted({target(c.mode).peer for c in self.configs if c.kind == "peer"})
+        return {p: installed_version(p) for p in peers}
 
     def _flush(self) -> None:
         run_id = self.run.name
@@ -239,14 +286,31 @@ class Sweep:
         self.run.write_table("gil_entries", schema.frame("gil_entries", self.entry_rows))
 
     # ------------------------------------------------------------------ processes
-    def _load(self, base_url: str, c: int, duration_s: float, **extra) -> dict[str, Any]:
-        """Closed-loop load at concurrency c against base_url + /v1/chat/completions."""
+    def _shape(self, cfg: Config | None, route: str = "chat"):
+        """The request a target gets (a peer's own shape; ours: chat completions with our key)."""
+        from harness.peers._base import MESSAGES_BODY, ROUTE_PATHS, RequestShape
+        from harness.targets import target
+
+        if cfg is not None and cfg.kind == "peer":
+            shape = target(cfg.mode).request(API_KEY, self.mock.url)
+        else:
+            body = CHAT_BODY if route == "chat" else MESSAGES_BODY
+            shape = RequestShape(ROUTE_PATHS[route], {"authorization": f"Bearer {API_KEY}",
+                                                      "content-type": "application/json"}, body, route)
+        return shape.with_stream() if self.stream else shape
+
+    def _load(self, base_url: str, point: float, duration_s: float, shape=None, loop: str | None = None,
+              **extra) -> dict[str, Any]:
+        """Load against base_url + the shape's path: closed loop at concurrency `point`, or open
+        loop at `point` req/s when the sweep has rates."""
         from harness.native_procs import run_load
 
-        opts = {"body": CHAT_BODY, "headers": {"authorization": f"Bearer {API_KEY}",
-                                               "content-type": "application/json"},
-                **self.load_opts, **extra}
-        r = run_load(base_url + CHAT_PATH, concurrency=c, duration_s=duration_s, cpus=self.profile.load_cpus, **opts)
+        shape = shape or self._shape(None)
+        opts = {"body": dict(shape.body), "headers": dict(shape.headers), **self.load_opts, **extra}
+        if self.stream:
+            opts["stream"] = True
+        how = {"rate": float(point)} if (loop or self.loop) == "open" else {"concurrency": int(point)}
+        r = run_load(base_url + shape.path, duration_s=duration_s, cpus=self.profile.load_cpus, **how, **opts)
         errs = r.get("errors")
         if isinstance(errs, Mapping):
             r["errors_by_kind"] = dict(errs)
@@ -262,6 +326,8 @@ class Sweep:
     def _start_gateway(self, cfg: Config, wrapper: list[str] | None = None):
         from gateway.launch import start_gateway
 
+        if cfg.kind == "peer":
+            return self._start_peer(cfg)
         env = {**self.env, "GATEWAYLAB_PROBES": "1"}
         kw: dict[str, Any] = {}
         if wrapper:
@@ -272,6 +338,21 @@ class Sweep:
         self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
                                      shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
                                      cpus=self.profile.gateway_cpus, env=env, stages=stages, audit=audit, **kw)
+        return self.gateway
+
+    def _start_peer(self, cfg: Config):
+        """Start a peer target pinned to the gateway cores and check one real answer (a peer
+        that answers wrongly, e.g. LiteLLM's Rust bridge not serving, fails to start)."""
+        from harness.peers.installer import PeerError
+        from harness.targets import target
+
+        t = target(cfg.mode)
+        self.gateway = t.start(self.mock.url, self.profile.gateway_cpus, workdir=self.run.artefact(f"peers/{cfg.mode}"))
+        check = t.probe(self.gateway, API_KEY, stream=self.stream)
+        self.peer_checks[cfg.mode] = check["seen"]
+        if check["problem"]:
+            self._stop_gateway()
+            raise PeerError(f"{cfg.mode}: {check['problem']}")
         return self.gateway
 
     def _stop_gateway(self) -> None:
@@ -325,7 +406,7 @@ class Sweep:
         c = max(64, 4 * max(self.concurrency))
         row: dict[str, Any] = {"concurrency": c}
         try:
-            r = self._load(self.mock.url, c, min(max(self.duration_s, 1.0), 3.0))
+            r = self._load(self.mock.url, c, min(max(self.duration_s, 1.0), 3.0), loop="closed")
             self.run.write_json("raw/capacity.json", r)
             row.update(status="ok", error="", rps=r.get("rps"), lat_p50_us=_pct(r.get("latency_us"), "p50"),
                        lat_p99_us=_pct(r.get("latency_us"), "p99"))
@@ -333,58 +414,81 @@ class Sweep:
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
         self.cap_rows.append(row)
 
-    def measure_baseline(self, rep: int, c: int) -> None:
-        self._step(f"direct c={c} r={rep}")
-        row: dict[str, Any] = {"concurrency": c, "repeat": rep}
+    def _point_fields(self, point: float) -> dict[str, Any]:
+        if self.loop == "open":
+            return {"concurrency": 0, "rate": float(point)}
+        return {"concurrency": int(point), "rate": None}
+
+    def measure_baseline(self, rep: int, c: float, route: str = "chat") -> None:
+        self._step(f"direct {route} {'rate' if self.loop == 'open' else 'c'}={c:g} r={rep}")
+        row: dict[str, Any] = {**self._point_fields(c), "repeat": rep, "route": route, "loop": self.loop}
+        shape = self._shape(None, route)
         try:
             if self.warmup_s > 0:
-                self._load(self.mock.url, c, self.warmup_s)
-            r = self._load(self.mock.url, c, self.duration_s)
-            self.run.write_json(f"raw/baseline/c{c:03d}-r{rep}.json", r)
+                self._load(self.mock.url, c, self.warmup_s, shape)
+            r = self._load(self.mock.url, c, self.duration_s, shape)
+            self.run.write_json(f"raw/baseline/{route}-{self.loop}{c:g}-r{rep}.json", r)
             row.update(status="ok", error="", duration_s=r.get("duration_s"), requests=r.get("requests"),
                        errors=r.get("errors"), rps=r.get("rps"),
-                       **{f"lat_{p}_us": _pct(r.get("latency_us"), p) for p in _PCTS})
+                       **{f"lat_{p}_us": _pct(r.get("latency_us"), p) for p in _PCTS},
+                       **{f"ttfb_{p}_us": _pct(r.get("ttfb_us"), p) for p in ("p50", "p99")})
         except Exception as e:  # noqa: BLE001
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
         self.base_rows.append(row)
         self._advance()
 
-    def _baseline_for(self, c: int) -> dict[str, float | None]:
+    def _baseline_for(self, c: float, route: str = "chat") -> dict[str, float | None]:
         import statistics
 
-        ok = [r for r in self.base_rows if r["concurrency"] == c and r.get("status") == "ok"]
+        key = "rate" if self.loop == "open" else "concurrency"
+        ok = [r for r in self.base_rows if r[key] == c and r.get("route", "chat") == route and r.get("status") == "ok"]
         out: dict[str, float | None] = {}
         for p in _PCTS:
             vals = [r[f"lat_{p}_us"] for r in ok if r.get(f"lat_{p}_us") is not None]
             out[p] = statistics.median(vals) if vals else None
+        for p in ("p50", "p99"):
+            vals = [r[f"ttfb_{p}_us"] for r in ok if r.get(f"ttfb_{p}_us") is not None]
+            out[f"ttfb_{p}"] = statistics.median(vals) if vals else None
         rps = [r["rps"] for r in ok if r.get("rps") is not None]
         out["rps"] = statistics.median(rps) if rps else None
         return out
 
-    def measure_cell(self, cfg: Config, rep: int, c: int) -> dict[str, Any]:
-        key = cfg.key(c)
-        self._step(f"{cfg.key(c)} r={rep}")
+    def _row_head(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
         from gateway.twins import Switches
+        from harness.peers import installed_version
+        from harness.targets import target
 
-        sw = Switches(cfg.mode, dict(cfg.overrides))
-        row: dict[str, Any] = {
-            "cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "governance": cfg.governance,
-            "impl": ",".join(f"{k}={v}" for k, v in sw.as_dict().items()),
-            "shell": cfg.shell, "server": self.server, "concurrency": c, "repeat": rep, "loop": "closed",
-            "started_at": _utc(),
-        }
+        peer = cfg.kind == "peer"
+        impl = "" if peer else ",".join(f"{k}={v}" for k, v in Switches(cfg.mode, dict(cfg.overrides)).as_dict().items())
+        t = target(cfg.mode) if peer else None
+        return {"cell": cfg.key(c, self.loop), "mode": cfg.mode, "switches": cfg.switches_label,
+                "governance": cfg.governance, "impl": impl,
+                "shell": cfg.shell, "server": "" if peer else self.server, **self._point_fields(c), "repeat": rep,
+                "loop": self.loop, "target_kind": cfg.kind, "route": t.route if peer else "chat",
+                "peer_version": installed_version(t.peer) if peer else None, "stream": self.stream,
+                "started_at": _utc()}
+
+    def measure_cell(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
+        key = cfg.key(c, self.loop)
+        self._step(f"{key} r={rep}")
+        peer = cfg.kind == "peer"
+        interp = cfg.interpreter
+        row = self._row_head(cfg, rep, c)
         missing: list[str] = []
         raw: dict[str, Any] = {"cell": key, "repeat": rep}
-        stem = f"{cfg.stem}-c{c:03d}-r{rep}".replace("=", "-").replace(",", "_")
+        point = f"rate{c:g}" if self.loop == "open" else f"c{int(c):03d}"
+        stem = f"{cfg.stem}-{point}-r{rep}".replace("=", "-").replace(",", "_")
         try:
             if not self._gateway_alive():
                 raise RuntimeError("gateway is not running")
             row["gateway_pid"] = self.gateway.pid
             url = self.gateway.url
+            shape = self._shape(cfg, row["route"])
+            if peer:
+                row["path_check"] = ",".join(f"{k}={v}" for k, v in self.peer_checks.get(cfg.mode, {}).items())
             if self.warmup_s > 0:
-                self._load(url, c, self.warmup_s)
+                self._load(url, c, self.warmup_s, shape)
             pid = self._app_pid()
-            interp = cfg.mode not in NO_INTERPRETER_MODES
             if interp:
                 self._probes(reset=True)
             sampler = outside.TreeSampler(self.gateway.pid).start()
@@ -394,19 +498,33 @@ class Sweep:
                     f"raw/pyspy/{stem}.txt"), rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
                     main_tid=pid).start()
             try:
-                r = self._load(url, c, self.duration_s)
+                r = self._load(url, c, self.duration_s, shape)
             finally:
                 cpu = sampler.stop()
-                try:
-                    snap = self._probes(reset=True) if interp else {"error": NOT_APPLICABLE}
-                except Exception as e:  # noqa: BLE001
-                    snap = {"error": f"{type(e).__name__}: {e}"}
+                if peer:
+                    snap = {"error": f"not available: {cfg.mode} is a peer, not our gateway"}
+                elif not interp:
+                    snap = {"error": NOT_APPLICABLE}
+                else:
+                    try:
+                        snap = self._probes(reset=True)
+                    except Exception as e:  # noqa: BLE001
+                        snap = {"error": f"{type(e).__name__}: {e}"}
                 spy_res = spy.stop() if spy is not None else None
             raw.update(load=r, cpu=cpu, probes=snap, pyspy=spy_res)
             lat = r.get("latency_us") or {}
-            base = self._baseline_for(c)
-            row.update(duration_s=r.get("duration_s"), requests=r.get("requests"), errors=r.get("errors"),
+            base = self._baseline_for(c, row["route"])
+            ok_n = int((r.get("meta") or {}).get("ok") or 0)
+            done_n = int(r.get("requests") or 0)
+            row.update(duration_s=r.get("duration_s"), requests=ok_n, errors=r.get("errors"),
+                       error_share=((done_n - ok_n) / done_n) if done_n else None,
                        rps=r.get("rps"), base_rps=base.get("rps"))
+            tt = r.get("ttfb_us") or {}
+            for p in ("p50", "p99"):
+                v, b = _pct(tt, p), base.get(f"ttfb_{p}")
+                row[f"ttfb_{p}_us"] = v
+                row[f"base_ttfb_{p}_us"] = b
+                row[f"ovh_ttfb_{p}_us"] = (v - b) if (v is not None and b is not None) else None
             for p in _PCTS:
                 v, b = _pct(lat, p), base.get(p)
                 row[f"lat_{p}_us"] = v
@@ -420,12 +538,15 @@ class Sweep:
                 row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
             missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
             self._fill_inside(row, snap, missing, key, cfg, c, rep)
-            if self.gil and not interp:
+            if peer:
+                missing.append("gil_ownership: not sampled (a peer, not our gateway)")
+            elif self.gil and not interp:
                 missing.append(f"gil_ownership: {NOT_APPLICABLE}")
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
             if self.flamegraph and not interp:
-                missing.append(f"flamegraph: {NOT_APPLICABLE}")
+                missing.append(f"flamegraph: {NOT_APPLICABLE}" if not peer else
+                               "flamegraph: not recorded (a peer, not our gateway)")
             elif self.flamegraph:
                 fg = outside.record_flamegraph(pid, max(1.0, self.duration_s), self.run.path / "flamegraphs", stem,
                                                rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
@@ -438,8 +559,12 @@ class Sweep:
                 if fg["missing"]:
                     missing.append(f"flamegraph: {fg['missing']}")
             errs = r.get("errors") or 0
-            row["status"] = "ok" if (r.get("requests") or 0) > 0 else "failed"
-            row["error"] = "" if row["status"] == "ok" else f"no successful requests ({errs} errors)"
+            row["status"] = "ok" if ok_n > 0 else "failed"
+            row["error"] = "" if row["status"] == "ok" else \
+                f"no successful requests ({errs} errors: {r.get('errors_by_kind') or {}})"
+            p99 = row.get("lat_p99_us")
+            row["sustained"] = bool(row["status"] == "ok" and p99 is not None and p99 <= self.p99_cap_us
+                                    and (row["error_share"] or 0.0) < self.max_error_share)
         except KeyboardInterrupt:
             row.update(status="interrupted", error="interrupted by the user")
             raise
@@ -514,11 +639,11 @@ class Sweep:
     def _scalene_profiles(self) -> None:
         """One extra gateway per configuration under scalene, driven at the top concurrency."""
         c = max(self.concurrency)
-        for cfg in self.configs:
+        for cfg in (c_ for c_ in self.configs if c_.kind == "rung"):
             stem = cfg.stem
             out_json = self.run.artefact(f"scalene/{stem}.json")
             wrapper, why = outside.scalene_command(out_json)
-            if cfg.mode in NO_INTERPRETER_MODES:
+            if not cfg.interpreter:
                 wrapper, why = None, NOT_APPLICABLE
             rel = None
             err = why
@@ -545,7 +670,7 @@ class Sweep:
                     err = f"scalene wrote no profile for the gateway under uvicorn/uvloop (output: {tail[-300:]!r})"
             for row in self.rows:
                 if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
-                        and row["concurrency"] == c:
+                        and row.get("governance", "on") == cfg.governance and row["concurrency"] == c:
                     if rel:
                         row["scalene_json"] = rel
                     else:
@@ -554,7 +679,42 @@ class Sweep:
 
     # ------------------------------------------------------------------ the sweep
     def total_steps(self) -> int:
-        return self.repeat * len(self.concurrency) * (1 + len(self.configs))
+        return self.repeat * len(self.points) * (len(self.routes) + len(self.configs))
+
+    def _failed_rows(self, cfg: Config, rep: int, points, status: str, error: str, probes: str) -> None:
+        for c in points:
+            self.rows.append({**self._row_head(cfg, rep, c), "status": status, "error": error,
+                              "probes_missing": probes})
+            self._advance()
+        self._flush()
+
+    def _run_config(self, cfg: Config, rep: int) -> None:
+        """Every point of one config: start it, measure each point, stop it. An open-loop
+        ladder stops at its first clear failure (p99 over the cap or errors >= the limit), so
+        a slow target does not eat the run; the rates above are recorded as skipped."""
+        try:
+            self._start_gateway(cfg)
+        except Exception as e:  # noqa: BLE001 - every cell of this config fails, recorded
+            what = "peer" if cfg.kind == "peer" else "gateway"
+            self._failed_rows(cfg, rep, self.points, "failed", f"{what} did not start: {type(e).__name__}: {e}",
+                              f"all probes: the {what} did not start")
+            return
+        try:
+            for i, c in enumerate(self.points):
+                if not self._gateway_alive():
+                    self._stop_gateway()
+                    with contextlib.suppress(Exception):
+                        self._start_gateway(cfg)
+                row = self.measure_cell(cfg, rep, c)
+                if self.loop == "open" and not row.get("sustained"):
+                    why = (row.get("error") or
+                           f"p99 {row.get('lat_p99_us') or float('nan'):.0f} us vs cap {self.p99_cap_us:.0f} us, "
+                           f"errors {100 * (row.get('error_share') or 0):.1f}%")
+                    self._failed_rows(cfg, rep, self.points[i + 1:], "skipped",
+                                      f"ladder stopped at {c:g}/s ({why})", "all probes: not run (ladder stopped)")
+                    break
+        finally:
+            self._stop_gateway()
 
     def execute(self) -> RunResult:
         self._open_run()
@@ -578,32 +738,12 @@ class Sweep:
                 self._step("load generator capacity")
                 self.measure_capacity()
             for rep in range(self.repeat):
-                for c in self.concurrency:
-                    self.measure_baseline(rep, c)
+                for route in self.routes:
+                    for c in self.points:
+                        self.measure_baseline(rep, c, route)
                 self._flush()
                 for cfg in self.configs:
-                    try:
-                        self._start_gateway(cfg)
-                    except Exception as e:  # noqa: BLE001 - every cell of this config fails, recorded
-                        for c in self.concurrency:
-                            self.rows.append({"cell": cfg.key(c), "mode": cfg.mode, "switches": cfg.switches_label,
-                                              "governance": cfg.governance, "shell": cfg.shell, "server": self.server, "concurrency": c,
-                                              "repeat": rep, "loop": "closed", "status": "failed",
-                                              "error": f"gateway did not start: {type(e).__name__}: {e}",
-                                              "probes_missing": "all probes: the gateway did not start",
-                                              "started_at": _utc()})
-                            self._advance()
-                        self._flush()
-                        continue
-                    try:
-                        for c in self.concurrency:
-                            if not self._gateway_alive():
-                                self._stop_gateway()
-                                with contextlib.suppress(Exception):
-                                    self._start_gateway(cfg)
-                            self.measure_cell(cfg, rep, c)
-                    finally:
-                        self._stop_gateway()
+                    self._run_config(cfg, rep)
             if self.scalene:
                 self._step("scalene")
                 self._scalene_profiles()
@@ -626,6 +766,7 @@ class Sweep:
             self._finish_capacity()
             self._flush()
             self.run.update_meta(partial=partial, interrupted=interrupted, error=error, end_time=_utc(),
+                                 peer_checks=self.peer_checks,
                                  cells_ok=sum(r.get("status") == "ok" for r in self.rows),
                                  cells_failed=sum(r.get("status") == "failed" for r in self.rows))
         rep_info: dict[str, Any] = {}
@@ -658,14 +799,23 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               progress: bool = True, on_cell: Callable[[dict], None] | None = None, ci: bool = False,
               name: str = "sweep", server: str = "uvicorn", env: Mapping[str, str] | None = None,
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
-              report: bool = True, report_images: bool = True, governance: Sequence[str] = ("on",)) -> RunResult:
+              report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
+              rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
+              stream: bool = False, governance: Sequence[str] = ("on",)) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
     explicitly as something other than the default), 1.5 s cells, 0.5 s warm-up, 1 repeat.
     Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats. `governance` sweeps what the
     gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
-    "stages-only", "audit-only" (GOVERNANCE).
+    "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped.
+
+    `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
+    `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
+    into open-loop rate ladders (CO-corrected); a cell is `sustained` when its p99 is at most
+    `p99_cap_ms` and its error share under `max_error_share`, and a target's ladder stops at
+    its first unsustained rate. `stream=True` sends `stream: true` and records TTFB (with its
+    overhead over the direct baseline); give the mock `ttft_ms`/`itl_ms`/`tokens` in `upstream`.
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -678,5 +828,7 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   repeat=3 if repeat is None else repeat, gil=gil, flamegraph=flamegraph, scalene=scalene,
                   upstream=dict(latency_ms=0) if upstream is None else upstream, out=out, progress=progress,
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
-                  load_opts=load_opts, report=report, report_images=report_images, governance=tuple(governance))
+                  load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
+                  p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
+                  governance=tuple(governance))
     return sweep.execute()

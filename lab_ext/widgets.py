@@ -83,8 +83,10 @@ class SweepPanel:
             v = kwargs.get(key)
             return len(v) if isinstance(v, (list, tuple)) else default
 
-        labels = max(n("modes") * n("shells"), n("switches", 0)) or 1
-        total = labels * n("concurrency") * int(kwargs.get("repeat") or 1)
+        labels = max(n("targets", 0), n("modes") * n("shells"), n("switches", 0)) or 1
+        rates = kwargs.get("rates")
+        points = len(str(rates).split(",")) if rates else n("concurrency")
+        total = labels * points * int(kwargs.get("repeat") or 1)
         return cls(total=total, title=kwargs.get("profile") or "sweep")
 
     def _ipython_display_(self):

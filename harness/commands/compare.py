@@ -1,8 +1,9 @@
 """`gatewaylab compare RUN_A RUN_B`: per metric, is B different from A, significantly AND by
-more than a factor (asv-style; harness.stats.compare_tables). Exit 0 always unless
-`--fail-on-regression` is given and some metric is worse (then 1).
+more than a factor (asv-style; harness.stats.compare_tables): like cells only (same target
+and concurrency or rate), >= 3 repeats per side, and most cells agreeing. Exit 0 always
+unless `--fail-on-regression` is given and some metric is worse (then 1).
 
-    gatewaylab compare data/runs/A data/runs/B [--factor 1.10] [--alpha 0.05] [--json OUT] [--cells]
+    gatewaylab compare data/runs/A data/runs/B [--factor 1.10] [--alpha 0.05] [--min-repeats 3] [--json OUT] [--cells]
 """
 from __future__ import annotations
 
@@ -17,17 +18,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--factor", type=float, default=None,
                    help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--min-repeats", type=int, default=3,
+                   help="repeats each side needs before a cell can be flagged (default 3)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the verdicts as JSON")
     p.add_argument("--cells", action="store_true", help="print the per-cell table too")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a metric is worse")
 
 
-def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05):
+def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05, min_repeats: int = 3):
     """(verdicts, per_cell DataFrame) for two sweep run folders."""
+    from gateway.errors import InvalidInput
     from harness.runs import load_table
     from harness.stats import compare_tables
 
-    return compare_tables(load_table(run_a, "cells"), load_table(run_b, "cells"), factor=factor, alpha=alpha)
+    tables = []
+    for run in (run_a, run_b):
+        try:
+            tables.append(load_table(run, "cells"))
+        except FileNotFoundError as e:  # one line for the CLI, not a traceback
+            raise InvalidInput(f"{e}: is it a sweep run folder?") from None
+    return compare_tables(tables[0], tables[1], factor=factor, alpha=alpha, min_repeats=min_repeats)
 
 
 def _f(x: float, fmt: str = "{:.3f}") -> str:
@@ -35,15 +45,17 @@ def _f(x: float, fmt: str = "{:.3f}") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    verdicts, cells = compare_runs(args.run_a, args.run_b, args.factor, args.alpha)
+    verdicts, cells = compare_runs(args.run_a, args.run_b, args.factor, args.alpha, args.min_repeats)
     print(f"A: {args.run_a}\nB: {args.run_b}\n"
-          "rule: flagged when the bootstrap 95% CI of the B/A factor (over cells) excludes 1 AND the factor is "
-          f"beyond the metric's threshold (per cell: Mann-Whitney p < {args.alpha:g} or disjoint ranges)\n")
-    print("| metric | B/A factor | 95% CI | cells | significant | threshold | beyond | verdict |")
+          f"rule: a cell (same target, concurrency or rate) is flagged when both sides have >= {args.min_repeats} "
+          f"repeats, Mann-Whitney p < {args.alpha:g} or disjoint ranges, and its ratio is beyond the metric's "
+          "threshold; a metric is flagged when most of its cells are flagged one way and the geometric-mean "
+          "factor is beyond the threshold\n")
+    print("| metric | B/A factor | 95% CI | cells | cells flagged | threshold | beyond | verdict |")
     print("|---|---|---|---|---|---|---|---|")
     for v in verdicts:
-        print(f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | "
-              f"{'yes' if v.significant else 'no'} | {v.threshold:g}x | {'yes' if v.beyond_factor else 'no'} | "
+        print(f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | {v.cells_flagged} | "
+              f"{v.threshold:g}x | {'yes' if v.beyond_factor else 'no'} | "
               f"{v.verdict.upper() if v.flagged else v.verdict} |")
     flagged = [v for v in verdicts if v.flagged]
     print(f"\n{len(flagged)} metric(s) flagged" + (": " + ", ".join(f"{v.metric} {v.verdict}" for v in flagged)

@@ -76,10 +76,10 @@ def summary(r: dict) -> str:
     loop = f"closed c={r['concurrency']}" if r["mode"] == "closed" else f"open rate={r['rate']:g}/s"
     lines = [
         f"{loop}  {r['duration_s']:.2f}s  requests={r['requests']}  ok={r['meta']['ok']}  rps={r['rps']:.1f}",
-        "latency us: " + "  ".join(f"{k}={lat[k]}" for k in ("p50", "p90", "p99", "p999", "max")),
+        "latency us: " + "  ".join(f"{k}={lat[k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")),
     ]
     if "ttfb_us" in r:
-        lines.append("ttfb us:    " + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p99", "p999", "max")))
+        lines.append("ttfb us:    " + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")))
     if r["errors"]:
         lines.append("errors: " + ", ".join(f"{k}={n}" for k, n in sorted(r["errors"].items())))
     if r["mode"] == "open" and r["meta"].get("late_sends"):
@@ -100,4 +100,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(summary(result))
+    ok = int(result["meta"].get("ok") or 0)
+    if ok == 0:
+        # 0 req/s is not a result: say why (e.g. a POST endpoint loaded without --body gives 4xx)
+        kinds = ", ".join(f"{k}={n}" for k, n in sorted(result["errors"].items())) or "no request finished"
+        print(f"gatewaylab load: every request failed ({result['requests']} sent; {kinds})", file=sys.stderr)
+        return 1
     return 0

@@ -3,6 +3,9 @@
     gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
     gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat
     gatewaylab sweep --impl mmr=python --impl wal=rust --shells asgi,fastapi --flamegraph
+    gatewaylab sweep --targets py,py+rs,litellm,litellm-rust,portkey,noveum --concurrency 1,16
+    gatewaylab sweep --targets py+rs,noveum --rates 250,500,1000,2000 --p99-cap-ms 50   # open-loop ladders
+    gatewaylab sweep --targets py+rs,portkey --stream --upstream-ttft-ms 20 --upstream-itl-ms 5 --rates 50
 
 Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
 takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
@@ -24,7 +27,15 @@ def _csv(values: list[str] | None) -> list[str] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes: py, py+rs, rs-core (default py,py+rs)")
+    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes: py, py+rs, rs-core, rs-server (default py,py+rs)")
+    p.add_argument("--targets", nargs="+", default=None,
+                   help="comma list of rungs and peers instead of --modes: py,py+rs,litellm,litellm-rust,"
+                        "litellm-chat,portkey,noveum (peers: `gatewaylab peers install` first)")
+    p.add_argument("--rates", nargs="+", default=None,
+                   help="open-loop rate ladder in req/s, e.g. 250,500,1000 (instead of --concurrency)")
+    p.add_argument("--p99-cap-ms", type=float, default=50.0,
+                   help="open loop: a rate is sustained when p99 <= this (default 50) and errors < 1%%")
+    p.add_argument("--stream", action="store_true", help="stream: true requests; records TTFB and its overhead")
     p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust[,...]",
                    help="a per-component switches set swept with every mode (repeatable)")
     p.add_argument("--shells", nargs="+", default=None, help="comma list: asgi,fastapi (default asgi)")
@@ -45,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)")
     p.add_argument("--scalene", action="store_true", help="a scalene profile per configuration at the top concurrency")
     p.add_argument("--upstream-latency-ms", type=float, default=0.0, help="mock upstream latency")
+    p.add_argument("--upstream-ttft-ms", type=float, default=None, help="mock time to first token (streaming)")
+    p.add_argument("--upstream-itl-ms", type=float, default=None, help="mock inter-token delay (streaming)")
+    p.add_argument("--upstream-tokens", type=int, default=None, help="mock tokens per answer")
     p.add_argument("--out", default=None, help="folder for the run folder (default data/runs)")
     p.add_argument("--name", default="sweep", help="run name (folder suffix)")
     p.add_argument("--ci", action="store_true", help="CI size: c in {1,2,4,8,16}, short cells, 1 repeat")
@@ -67,7 +81,13 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "gil": args.gil,
         "flamegraph": args.flamegraph,
         "scalene": args.scalene,
-        "upstream": {"latency_ms": args.upstream_latency_ms},
+        "upstream": {k: v for k, v in {"latency_ms": args.upstream_latency_ms, "ttft_ms": args.upstream_ttft_ms,
+                                       "itl_ms": args.upstream_itl_ms, "tokens": args.upstream_tokens}.items()
+                     if v is not None},
+        "targets": _csv(args.targets),
+        "rates": ",".join(_csv(args.rates)) if args.rates else None,
+        "p99_cap_ms": args.p99_cap_ms,
+        "stream": args.stream,
         "out": args.out,
         "ci": args.ci,
         "name": args.name,

@@ -1,7 +1,7 @@
 """The sweep harness end to end, on the real gateway, mock and load generator: a tiny sweep
 (two modes, c in {1, 4}, short cells) produces every column, GIL figures or an explicit
 reason, a report, and leaves no process behind; `compare` of a run with itself flags
-nothing, and a run with an injected slowdown (GATEWAYLAB_INJECT_DELAY_US) is flagged; a
+nothing, and one repeat never flags (not even an injected slowdown); a
 failing configuration and an interrupted sweep leave consistent run folders."""
 from __future__ import annotations
 
@@ -103,22 +103,23 @@ def test_no_leftover_processes(runs):
     assert runs["leftovers"] == []
 
 
-def test_compare_aa_flags_nothing_and_flags_the_injected_slowdown(runs, capsys):
+def test_compare_needs_repeats_before_it_flags(runs, capsys):
+    """One repeat per cell cannot tell a change from noise: compare flags nothing, even against
+    the injected slowdown, and says why per cell (tests/peers/test_compare_aa.py has the
+    3-repeat A/A and A/B checks)."""
     a, slow = runs["base"].dir, runs["slow"].dir
     verdicts, _ = compare_runs(a, a)
     assert [v.metric for v in verdicts if v.flagged] == []
     verdicts, per_cell = compare_runs(a, slow)
     by = {v.metric: v for v in verdicts}
-    assert by["rps"].verdict == "worse" and by["rps"].factor < 1, by["rps"]
     # a lower bound that follows from the injection: every task of the slow gateway waits 3 ms
     slow_t = runs["slow"].table
     assert (slow_t["lat_p50_us"] >= 3000).all(), slow_t[["cell", "lat_p50_us"]]
-    assert by["lat_p50_us"].verdict == "worse", by["lat_p50_us"]
-    assert by["ovh_p50_us"].verdict == "worse", by["ovh_p50_us"]
-    assert cli_main(["compare", str(a), str(a)]) == 0
+    assert by["rps"].verdict == "n/a" and not any(v.flagged for v in verdicts)
+    assert set(per_cell["flag"]) == {"n/a: <3 repeats"}
+    assert by["rps"].cells == 0
+    assert cli_main(["compare", str(a), str(slow), "--fail-on-regression"]) == 0
     assert "0 metric(s) flagged" in capsys.readouterr().out
-    assert cli_main(["compare", str(a), str(slow), "--fail-on-regression"]) == 1
-    assert "rps worse" in capsys.readouterr().out
 
 
 def test_report_command_rewrites_markdown(runs, capsys):

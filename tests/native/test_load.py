@@ -30,9 +30,9 @@ def test_result_shape_closed_loop(mock):
     r = load(mock.url + "/health", concurrency=2, duration_s=0.5)
     assert set(r) == KEYS
     assert r["mode"] == "closed" and r["concurrency"] == 2 and r["rate"] is None
-    assert set(r["latency_us"]) == {"p50", "p90", "p99", "p999", "max"}
+    assert set(r["latency_us"]) == {"p50", "p90", "p95", "p99", "p999", "max"}
     lat = r["latency_us"]
-    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["p999"] <= lat["max"]
     assert r["errors"] == {} and r["requests"] == r["meta"]["ok"] > 0
     assert r["rps"] == pytest.approx(r["requests"] / r["duration_s"])
     assert sum(p["requests"] for p in r["series"]) == r["requests"]

@@ -14,7 +14,7 @@
 //! Requests whose (intended) send time falls in the warm-up are sent but not recorded.
 //!
 //! Result JSON (`LoadResult`): `{"mode", "concurrency", "rate", "duration_s", "requests",
-//! "errors": {kind: n}, "rps", "latency_us": {"p50","p90","p99","p999","max"},
+//! "errors": {kind: n}, "rps", "latency_us": {"p50","p90","p95","p99","p999","max"},
 //! ["ttfb_us": {...} in streaming mode], "series": [...], "meta": {...}}`, where
 //! `requests` counts measured requests that finished (answered or failed), `rps` counts 2xx
 //! answers per second of the measured window, and error kinds are `connect`, `timeout`,
@@ -351,6 +351,9 @@ impl Recorder {
 pub struct Percentiles {
     pub p50: u64,
     pub p90: u64,
+    /// Seed 004 reports p95 against the arrival rate.
+    #[serde(default)]
+    pub p95: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
@@ -363,6 +366,7 @@ pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
     Percentiles {
         p50: h.value_at_quantile(0.5),
         p90: h.value_at_quantile(0.9),
+        p95: h.value_at_quantile(0.95),
         p99: h.value_at_quantile(0.99),
         p999: h.value_at_quantile(0.999),
         max: h.max(),

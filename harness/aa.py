@@ -1,0 +1,117 @@
+"""Does `compare` raise false alarms, and does it catch a real slowdown? (A/A and A/B pairs)
+
+    python -m harness.aa --pairs 20 --slowdown 0.2 --out data/runs/aa     # the study (about 25 min)
+    from harness.aa import study; res = study(pairs=2, slowdown=0.2)     # tests: a small size
+
+Each pair is two small sweeps run back to back (`SIZE`: one rung, two concurrencies, three
+repeats, short windows), compared with `harness.stats.compare_tables` at its defaults.
+- A/A: the same build twice. Every flagged metric is a false alarm.
+- A/B: B runs with an injected slowdown: `GATEWAYLAB_INJECT_DELAY_US` (gateway/probes.py: each
+  task on the gateway's loop busy-waits that long holding the GIL), calibrated once so that
+  throughput at the top concurrency drops by `slowdown` (20%: each request costs 1.25x the
+  CPU). A pair is detected when a primary metric (`rps`, `cpu_us_per_req`, `lat_p50_us`) is
+  flagged worse and none is flagged better. The slowdown actually realised
+  (B/A req/s per pair) is reported beside the rates, so the 20% is measured, not assumed.
+
+Results: `aa.json` in `out` with every pair's verdicts, and the two rates.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Saturated concurrencies only: at c = 1 the gateway's CPU per request is dominated by idle
+# wake-ups and swings +-30% between runs on a shared box (a first study with c = 1, 8 caught
+# almost nothing); from c = 4 up each request's cost is what the cell measures.
+SIZE = dict(modes=("py+rs",), concurrency=(4, 8, 16), duration_s=0.6, warmup_s=0.2, repeat=3, gil=False,
+            capacity=False, report=False, progress=False, profile="xeon-4c")
+KNOB = "GATEWAYLAB_INJECT_DELAY_US"
+
+
+def _sweep(out: Path, name: str, env: dict[str, str] | None = None, **size: Any):
+    from harness.sweep import run_sweep
+
+    res = run_sweep(out=out, name=name, env=env, **{**SIZE, **size})
+    if res.partial:  # a sweep turns SIGTERM/Ctrl-C into a partial run; the study stops with it
+        raise KeyboardInterrupt(f"sweep {name} interrupted")
+    return res
+
+
+def _top(table, col: str) -> float:
+    ok = table[(table["status"] == "ok") & (table["concurrency"] == table["concurrency"].max())]
+    return float(ok[col].median())
+
+
+PRIMARY = ("rps", "cpu_us_per_req", "lat_p50_us")
+
+
+def detected(flagged: dict[str, str]) -> bool:
+    """A slowdown is caught when a primary metric says worse and nothing says better."""
+    return any(flagged.get(m) == "worse" for m in PRIMARY) and "better" not in flagged.values()
+
+
+def calibrate(out: Path, slowdown: float, probe_us: int = 200, **size: Any) -> dict[str, float]:
+    """The per-task delay that makes each request cost 1/(1-slowdown) times the CPU at the top
+    concurrency: measured from a plain sweep and one with a probe delay. The probe is large
+    (200 µs per task, about twice a request's own CPU) so the CPU it adds stands well clear of
+    the run-to-run noise; a 40 µs probe misjudged the delayed tasks per request 5x."""
+    base = _sweep(out, "calib-base", **size).table
+    probe = _sweep(out, "calib-probe", env={KNOB: str(probe_us)}, **size).table
+    cpu0, cpu1 = _top(base, "cpu_us_per_req"), _top(probe, "cpu_us_per_req")
+    tasks = max((cpu1 - cpu0) / probe_us, 0.25)  # delayed tasks per request
+    extra = cpu0 * (1 / (1 - slowdown) - 1)
+    return {"cpu_us_per_req": cpu0, "tasks_per_req": tasks, "delay_us": max(1, round(extra / tasks))}
+
+
+def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None, log=print,
+          **size: Any) -> dict[str, Any]:
+    from harness.runs import runs_root
+    from harness.stats import compare_tables
+
+    root = Path(out) if out is not None else runs_root(None) / time.strftime("%Y%m%dT%H%M%SZ-aa", time.gmtime())
+    root.mkdir(parents=True, exist_ok=True)
+    cal = calibrate(root, slowdown, **size)
+    log(f"calibration: {cal}")
+    env_slow = {KNOB: str(int(cal["delay_us"]))}
+    result: dict[str, Any] = {"size": {**SIZE, **size}, "slowdown": slowdown, "calibration": cal, "aa": [], "ab": []}
+    for i in range(pairs):
+        for kind, env in (("aa", None), ("ab", env_slow)):
+            a = _sweep(root, f"{kind}{i:02d}-a", **size).table
+            b = _sweep(root, f"{kind}{i:02d}-b", env=env, **size).table
+            verdicts, _ = compare_tables(a, b)
+            flagged = {v.metric: v.verdict for v in verdicts if v.flagged}
+            rec = {"pair": i, "flagged": flagged, "rps_ratio": _top(b, "rps") / _top(a, "rps"),
+                   "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
+                   "factors": {v.metric: v.factor for v in verdicts}}
+            result[kind].append(rec)
+            log(f"{kind} {i:02d}: rps B/A {rec['rps_ratio']:.3f}; flagged {flagged or 'nothing'}")
+    result["false_alarms"] = sum(len(r["flagged"]) for r in result["aa"])
+    result["false_alarm_pairs"] = sum(bool(r["flagged"]) for r in result["aa"])
+    result["detected"] = sum(detected(r["flagged"]) for r in result["ab"])
+    result["detection_rate"] = result["detected"] / pairs if pairs else float("nan")
+    result["realised_slowdown_median"] = 1 - statistics.median(r["rps_ratio"] for r in result["ab"]) if pairs else None
+    result["realised_cpu_ratio_median"] = statistics.median(r["cpu_ratio"] for r in result["ab"]) if pairs else None
+    (root / "aa.json").write_text(json.dumps(result, indent=2))
+    log(f"A/A: {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
+        f"A/B ({slowdown:.0%} injected, {result['realised_slowdown_median']:.1%} realised): "
+        f"{result['detected']}/{pairs} detected")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.aa", description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=20)
+    p.add_argument("--slowdown", type=float, default=0.2)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    study(args.pairs, args.slowdown, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
