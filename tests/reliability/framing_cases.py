@@ -210,6 +210,11 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("granian", "te_uppercase_with_cl"): _HYPER_CLTE,
     ("granian", "cl_twice_same"): Limit(OK, ONE, "granian (hyper) folds identical Content-Length values into one, "
                                         "as RFC 9110 §8.6 allows; the ASGI scope shows a single header"),
+    ("rs-server", "chunk_size_space"): Limit(OK, ONE, "hyper (rs-server's HTTP layer) accepts whitespace after the chunk "
+                                             "size; the gateway is the only parser of the stream, so no second "
+                                             "reading disagrees"),
+    ("rs-server", "chunk_ext_ctl"): Limit(OK, ONE, "hyper skips chunk extensions without checking their grammar "
+                                          "(they are ignored either way)"),
     ("granian", "chunk_size_space"): Limit(OK, ONE, "hyper accepts whitespace after the chunk size; the gateway is "
                                            "the only parser of the stream, so no second reading disagrees"),
     ("granian", "chunk_ext_ctl"): Limit(OK, ONE, "hyper skips chunk extensions without checking their grammar "

@@ -5,17 +5,13 @@ background path (py, py+rs)."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.request
 
 import pytest
 import yaml
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from gateway.launch import start_gateway  # noqa: E402
-from gateway.stages.auth import hash_key  # noqa: E402
+from gateway.launch import start_gateway
+from gateway.stages.auth import hash_key
 
 KEY = "sk-gatewaylab-durable"
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "durable"}]}).encode()

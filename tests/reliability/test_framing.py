@@ -4,17 +4,13 @@ servers, with the native mock counting what reaches the upstream. Each case: the
 forwarded; never two responses; and a good request right after gets 200."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from tests.reliability.framing_cases import CASES, LIMITS, good_request, run_case
+from tests.reliability.rungs import RUNGS
 
-from framing_cases import CASES, LIMITS, good_request, run_case  # noqa: E402
-from rungs import RUNGS  # noqa: E402
-
-from gateway.launch import start_gateway  # noqa: E402
+from gateway.launch import start_gateway
+from gateway.twins import NO_INTERPRETER_MODES
 
 KEY = "sk-gatewaylab-framing"
 pytestmark = pytest.mark.slow
@@ -28,11 +24,14 @@ def mock():
         yield m
 
 
-@pytest.fixture(scope="module", params=[(r, s) for r in RUNGS for s in ("uvicorn", "granian")],
+# the Python rungs under both ASGI servers; rs-server is its own server (hyper, "rs-server")
+@pytest.fixture(scope="module", params=[(r, s) for r in RUNGS if r not in NO_INTERPRETER_MODES
+                                        for s in ("uvicorn", "granian")]
+                + [(r, r) for r in RUNGS if r in NO_INTERPRETER_MODES],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def gateway(request, mock, tmp_path_factory):
     mode, server = request.param
-    gw = start_gateway(mock.url, KEY, mode=mode, server=server,
+    gw = start_gateway(mock.url, KEY, mode=mode, server="uvicorn" if mode in NO_INTERPRETER_MODES else server,
                        ledger_dir=str(tmp_path_factory.mktemp("ledger")))
     yield gw, server
     gw.stop()

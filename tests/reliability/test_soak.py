@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from tests.reliability.rungs import RUNGS
 
-from rungs import RUNGS  # noqa: E402
-
-from harness import soak  # noqa: E402
+from harness import soak
 
 pytestmark = pytest.mark.slow
 

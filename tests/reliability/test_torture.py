@@ -9,11 +9,9 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from tests.reliability.rungs import DURABLE_ACK_RUNGS, RUNGS
 
-from rungs import DURABLE_ACK_RUNGS, RUNGS  # noqa: E402
-
-from harness.torture import TortureError, run_torture  # noqa: E402
+from harness.torture import TortureError, run_torture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.slow

@@ -659,18 +659,32 @@ impl Gateway {
 /// rungs' HTTP parser (httptools under uvicorn) refuses exactly these before the guard runs,
 /// answering 400 `bad_http_framing` (gateway/server.py); so does this, on a closed connection.
 pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
-    let refuse = |why: &str| {
-        let body = pipeline::error_body(400, &format!("malformed HTTP request: {why}"), "bad_http_framing");
+    let answer = |status: u16, reason: &str, message: &str, code: &str| {
+        let body = pipeline::error_body(status, message, code);
         let mut out = format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         )
         .into_bytes();
         out.extend_from_slice(&body);
         Some(out)
     };
+    let refuse = |why: &str| answer(400, "Bad Request", &format!("malformed HTTP request: {why}"), "bad_http_framing");
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    let (mut cl, mut te) = (0, 0);
+    // the request line's verdicts, as the Python rungs' guard gives them (gateway/stages/guard.py
+    // check_scope): HTTP/1.0 and 1.1 only (505), exactly one non-empty Host on HTTP/1.1, no
+    // Transfer-Encoding on HTTP/1.0
+    let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    let version = request_line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if version.starts_with(b"HTTP/") && version != b"HTTP/1.1" && version != b"HTTP/1.0" && version.len() == 8
+        && version[5].is_ascii_digit() && version[6] == b'.' && version[7].is_ascii_digit()
+    {
+        let v = String::from_utf8_lossy(&version[5..]).into_owned();
+        return answer(505, "HTTP Version Not Supported", &format!("HTTP/{v} is not supported (HTTP/1.0 and 1.1 only)"),
+                      "unsupported_http_version");
+    }
+    let (mut cl, mut te, mut hosts, mut empty_host) = (0, 0, 0, false);
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else { return refuse("header line without a colon") };
@@ -685,6 +699,9 @@ pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
             cl += 1;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te += 1;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            empty_host = value.iter().all(|b| b.is_ascii_whitespace());
         }
     }
     if cl > 1 {
@@ -692,6 +709,15 @@ pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
     }
     if cl > 0 && te > 0 {
         return refuse("Content-Length together with Transfer-Encoding");
+    }
+    if hosts > 1 {
+        return answer(400, "Bad Request", "more than one Host header", "invalid_host");
+    }
+    if (hosts == 0 && version == b"HTTP/1.1") || empty_host {
+        return answer(400, "Bad Request", "an HTTP/1.1 request without a Host header (or with an empty one)", "invalid_host");
+    }
+    if te > 0 && version == b"HTTP/1.0" {
+        return answer(400, "Bad Request", "Transfer-Encoding in an HTTP/1.0 request", "ambiguous_framing");
     }
     None
 }
