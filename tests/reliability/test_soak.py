@@ -22,7 +22,7 @@ def test_steady_soak_writes_a_run_with_its_figures(tmp_path):
         assert os.path.exists(os.path.join(run, f)), f
     assert r["ok"] == r["requests"] > 0 and r["errors"] == {}
     assert isinstance(r["rss_growth"], float) and isinstance(r["p99_drift"], float)
-    assert r["rss_mb_after_warmup"] > 10 and r["cpu_cores_mean"] > 0
+    assert r["rss_mb_after_warmup"] > 1 and r["cpu_cores_mean"] > 0  # measured (rs-server runs in ~8 MB)
     assert r["audit_lag_end"] is not None and r["audit_lag_end"] < 1000
     with open(os.path.join(run, "summary.json")) as f:
         assert json.load(f)["rate"] == 80

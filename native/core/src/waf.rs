@@ -56,6 +56,8 @@ enum Matcher {
 pub struct Waf {
     ids: Vec<String>,
     matchers: Vec<Matcher>,
+    /// Per matcher: a whole-pattern case-insensitive regex (see `python_ignorecase_text`).
+    ignorecase: Vec<bool>,
     /// Literals (case-sensitive, then ASCII-case-insensitive): automaton, pattern id -> rule index.
     literals: Vec<(AhoCorasick, Vec<usize>)>,
 }
@@ -177,10 +179,21 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
     Ok((out, fancy))
 }
 
+/// Python's `re.IGNORECASE` matches U+0130 (İ, simple lowercase `i`) and U+0131 (ı, simple
+/// uppercase `I`) wherever an `i`/`I` matches; Unicode simple case folding, which `regex`
+/// uses, folds neither. For whole-pattern case-insensitive rules the text is matched with
+/// both written as `i` (a word character like them), which gives Python's verdict unless the
+/// pattern itself contains İ or ı. None when the text has neither (the common case).
+/// Inline `(?i:...)` groups in otherwise case-sensitive patterns are not covered.
+fn python_ignorecase_text(text: &str) -> Option<String> {
+    text.contains(['\u{130}', '\u{131}']).then(|| text.replace(['\u{130}', '\u{131}'], "i"))
+}
+
 impl Waf {
     pub fn new(rules: Vec<Rule>) -> Result<Self, WafError> {
         let mut ids = Vec::with_capacity(rules.len());
         let mut matchers = Vec::with_capacity(rules.len());
+        let mut ignorecase = Vec::with_capacity(rules.len());
         // [case-sensitive, ascii-case-insensitive]: (patterns, rule indices)
         let mut lits: [(Vec<String>, Vec<usize>); 2] = Default::default();
         for (idx, r) in rules.into_iter().enumerate() {
@@ -209,6 +222,7 @@ impl Waf {
                     }
                 }
             };
+            ignorecase.push(r.kind == RuleKind::Regex && r.case_insensitive);
             ids.push(r.id);
             matchers.push(m);
         }
@@ -228,7 +242,7 @@ impl Waf {
                 .map_err(|e| WafError::Invalid { id: ids[rule_idx[0]].clone(), msg: e.to_string() })?;
             literals.push((ac, rule_idx));
         }
-        Ok(Self { ids, matchers, literals })
+        Ok(Self { ids, matchers, ignorecase, literals })
     }
 
     pub fn len(&self) -> usize {
@@ -248,11 +262,16 @@ impl Waf {
             .filter_map(|(ac, map)| ac.find_overlapping_iter(text).map(|m| map[m.pattern().as_usize()]).min())
             .min();
         let limit = first_lit.unwrap_or(self.matchers.len());
+        let folded = python_ignorecase_text(text);
         for (i, m) in self.matchers[..limit].iter().enumerate() {
+            let t = match (&folded, self.ignorecase[i]) {
+                (Some(f), true) => f.as_str(),
+                _ => text,
+            };
             let hit = match m {
-                Matcher::Plain(re) => re.is_match(text),
+                Matcher::Plain(re) => re.is_match(t),
                 // A regex whose backtracking limit runs out counts as a match (fail closed).
-                Matcher::Fancy(re) => re.is_match(text).unwrap_or(true),
+                Matcher::Fancy(re) => re.is_match(t).unwrap_or(true),
                 Matcher::Literal => false,
             };
             if hit {
@@ -274,6 +293,16 @@ fn plain(id: &str, p: &str) -> Result<Matcher, WafError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dotted_and_dotless_i_match_as_python_ignorecase_does() {
+        // found by the WAF parity test: Python's IGNORECASE matches İ and ı where i/I match
+        let w = Waf::new(vec![rule("ci", RuleKind::Regex, "a*[A-Z]a*", true), rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
+        assert_eq!(w.scan("İ"), Some("ci"));
+        assert_eq!(w.scan("ı"), Some("ci"));
+        let cs = Waf::new(vec![rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
+        assert_eq!(cs.scan("İı"), None); // case-sensitive rules see the text as it is
+    }
 
     fn rule(id: &str, kind: RuleKind, p: &str, ci: bool) -> Rule {
         Rule { id: id.into(), kind, pattern: p.into(), case_insensitive: ci }
