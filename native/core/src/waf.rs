@@ -181,10 +181,11 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
 
 /// Python's `re.IGNORECASE` matches U+0130 (İ, simple lowercase `i`) and U+0131 (ı, simple
 /// uppercase `I`) wherever an `i`/`I` matches; Unicode simple case folding, which `regex`
-/// uses, folds neither. For whole-pattern case-insensitive rules the text is matched with
-/// both written as `i` (a word character like them), which gives Python's verdict unless the
-/// pattern itself contains İ or ı. None when the text has neither (the common case).
-/// Inline `(?i:...)` groups in otherwise case-sensitive patterns are not covered.
+/// uses, folds neither. For whole-pattern case-insensitive rules the text and the pattern are
+/// matched with both written as `i` (a word character like them), which gives Python's
+/// verdict (a range with İ or ı as an endpoint would be widened: not covered). None when the
+/// text has neither (the common case). Inline `(?i:...)` groups in otherwise case-sensitive
+/// patterns are not covered either.
 fn python_ignorecase_text(text: &str) -> Option<String> {
     text.contains(['\u{130}', '\u{131}']).then(|| text.replace(['\u{130}', '\u{131}'], "i"))
 }
@@ -211,7 +212,10 @@ impl Waf {
                     if let Some(m) = unshared().find(&r.pattern) {
                         return Err(WafError::Unshared { id: r.id, found: m.as_str().to_string() });
                     }
-                    let (p, fancy) = translate(&r.id, &r.pattern)?;
+                    // a whole-pattern case-insensitive rule sees İ and ı as `i`, in the text
+                    // (`python_ignorecase_text`) and so in the pattern too
+                    let pattern = if r.case_insensitive { r.pattern.replace(['\u{130}', '\u{131}'], "i") } else { r.pattern.clone() };
+                    let (p, fancy) = translate(&r.id, &pattern)?;
                     let p = if r.case_insensitive { format!("(?i){p}") } else { p };
                     if fancy {
                         Matcher::Fancy(
@@ -300,6 +304,8 @@ mod tests {
         let w = Waf::new(vec![rule("ci", RuleKind::Regex, "a*[A-Z]a*", true), rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
         assert_eq!(w.scan("İ"), Some("ci"));
         assert_eq!(w.scan("ı"), Some("ci"));
+        let lit = Waf::new(vec![rule("ci", RuleKind::Regex, "a*İa*", true)]).unwrap();
+        assert_eq!((lit.scan("İ"), lit.scan("i"), lit.scan("I")), (Some("ci"), Some("ci"), Some("ci")));
         let cs = Waf::new(vec![rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
         assert_eq!(cs.scan("İı"), None); // case-sensitive rules see the text as it is
     }
