@@ -124,27 +124,8 @@ pub fn py_float(f: f64) -> String {
     }
 }
 
-pub fn py_str(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(q);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == q => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(q);
-    out
-}
+/// Python's `repr()` of a str (the core pipeline's, so messages quote names the same way).
+pub use gatewaylab_core::pipeline::py_repr as py_str;
 
 // ------------------------------------------------------------------------------------------
 // typed getters, as gateway.config._get
