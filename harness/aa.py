@@ -1,10 +1,14 @@
 """Does `compare` raise false alarms, and does it catch a real slowdown? (A/A and A/B pairs)
 
-    python -m harness.aa --pairs 20 --slowdown 0.2 --out data/runs/aa     # the study (about 25 min)
+    python -m harness.aa --pairs 20 --slowdown 0.2 --out data/runs/aa     # the study (about 40 min)
+    python -m harness.aa --protocol sequential ...                        # A's whole sweep, then B's
     from harness.aa import study; res = study(pairs=2, slowdown=0.2)     # tests: a small size
 
-Each pair is two small sweeps run back to back (`SIZE`: one rung, two concurrencies, three
-repeats, short windows), compared with `harness.stats.compare_tables` at its defaults.
+Each pair compares A with B on a small sweep (`SIZE`: one rung, three concurrencies, three
+repeats, short windows) with `harness.stats.compare_tables` at its defaults, direct baselines
+included. By default the pair is interleaved -- A and B alternate one repeat at a time and
+each side's repeats are pooled -- because on a shared machine the swings are between runs,
+not between repeats (docs/peers.md); `--protocol sequential` runs A's sweep, then B's.
 - A/A: the same build twice. Every flagged metric is a false alarm.
 - A/B: B runs with an injected slowdown: `GATEWAYLAB_INJECT_DELAY_US` (gateway/probes.py: each
   task on the gateway's loop busy-waits that long holding the GIL), calibrated once so that
@@ -68,22 +72,47 @@ def calibrate(out: Path, slowdown: float, probe_us: int = 200, **size: Any) -> d
     return {"cpu_us_per_req": cpu0, "tasks_per_req": tasks, "delay_us": max(1, round(extra / tasks))}
 
 
-def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None, log=print,
-          **size: Any) -> dict[str, Any]:
-    from harness.runs import runs_root
-    from harness.stats import compare_tables
+PROTOCOLS = ("sequential", "interleaved")
 
+
+def _pair(root: Path, tag: str, env_b: dict[str, str] | None, protocol: str, **size: Any):
+    """One comparison: (verdicts, A cells, B cells). `sequential`: sweep A (all its repeats),
+    then sweep B. `interleaved`: A and B alternate one repeat at a time (A B A B A B), and each
+    side's repeats are pooled (`harness.stats.pool_repeats`), so a machine that drifts during the
+    pair moves both sides alike -- `gatewaylab compare A1,A2,A3 B1,B2,B3` reads runs made so."""
+    from harness.stats import compare_tables, pool_repeats
+
+    if protocol == "sequential":
+        ra, rb = _sweep(root, f"{tag}-a", **size), _sweep(root, f"{tag}-b", env=env_b, **size)
+        a, b, ba, bb = ra.table, rb.table, ra.baseline, rb.baseline
+    else:
+        rounds = int(size.pop("repeat", SIZE["repeat"]))
+        sa, sb = [], []
+        for r in range(rounds):
+            sa.append(_sweep(root, f"{tag}-a{r}", repeat=1, **size))
+            sb.append(_sweep(root, f"{tag}-b{r}", env=env_b, repeat=1, **size))
+        a, b = pool_repeats([x.table for x in sa]), pool_repeats([x.table for x in sb])
+        ba, bb = pool_repeats([x.baseline for x in sa]), pool_repeats([x.baseline for x in sb])
+    verdicts, _ = compare_tables(a, b, base_a=ba, base_b=bb)
+    return verdicts, a, b
+
+
+def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None, log=print,
+          protocol: str = "interleaved", **size: Any) -> dict[str, Any]:
+    from harness.runs import runs_root
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     root = Path(out) if out is not None else runs_root(None) / time.strftime("%Y%m%dT%H%M%SZ-aa", time.gmtime())
     root.mkdir(parents=True, exist_ok=True)
     cal = calibrate(root, slowdown, **size)
     log(f"calibration: {cal}")
     env_slow = {KNOB: str(int(cal["delay_us"]))}
-    result: dict[str, Any] = {"size": {**SIZE, **size}, "slowdown": slowdown, "calibration": cal, "aa": [], "ab": []}
+    result: dict[str, Any] = {"size": {**SIZE, **size}, "slowdown": slowdown, "protocol": protocol,
+                              "calibration": cal, "aa": [], "ab": []}
     for i in range(pairs):
         for kind, env in (("aa", None), ("ab", env_slow)):
-            a = _sweep(root, f"{kind}{i:02d}-a", **size).table
-            b = _sweep(root, f"{kind}{i:02d}-b", env=env, **size).table
-            verdicts, _ = compare_tables(a, b)
+            verdicts, a, b = _pair(root, f"{kind}{i:02d}", env, protocol, **size)
             flagged = {v.metric: v.verdict for v in verdicts if v.flagged}
             rec = {"pair": i, "flagged": flagged, "rps_ratio": _top(b, "rps") / _top(a, "rps"),
                    "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
@@ -97,7 +126,7 @@ def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None,
     result["realised_slowdown_median"] = 1 - statistics.median(r["rps_ratio"] for r in result["ab"]) if pairs else None
     result["realised_cpu_ratio_median"] = statistics.median(r["cpu_ratio"] for r in result["ab"]) if pairs else None
     (root / "aa.json").write_text(json.dumps(result, indent=2))
-    log(f"A/A: {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
+    log(f"A/A ({protocol}): {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
         f"A/B ({slowdown:.0%} injected, {result['realised_slowdown_median']:.1%} realised): "
         f"{result['detected']}/{pairs} detected")
     return result
@@ -108,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--slowdown", type=float, default=0.2)
     p.add_argument("--out", default=None)
+    p.add_argument("--protocol", choices=PROTOCOLS, default="interleaved",
+                   help="interleaved: A and B alternate one repeat at a time (default); sequential: A's sweep, then B's")
     args = p.parse_args(argv)
-    study(args.pairs, args.slowdown, args.out)
+    study(args.pairs, args.slowdown, args.out, protocol=args.protocol)
     return 0
 
 

@@ -42,6 +42,14 @@ FACTORS: dict[str, float] = {
 }
 DEFAULT_FACTOR = 1.10
 
+# metric -> the direct baseline's column (load generator straight to the mock, measured in the
+# same sweep just before the gateway's cells at the same point) that shows the same figure for
+# the machine alone. A move that the direct baseline makes too is the machine's, not the
+# gateway's: compare judges these metrics on the gateway's ratio *and* on that ratio over the
+# direct baseline's (the "machine-normalised" ratio), and flags a cell only when both say so.
+DIRECT: dict[str, str] = {"rps": "rps", "lat_p50_us": "lat_p50_us", "lat_p99_us": "lat_p99_us"}
+POINT_KEY = ("concurrency", "rate", "route")
+
 
 def summarize(values: Iterable[float]) -> dict[str, float]:
     v = np.asarray([x for x in values if x is not None and not _isnan(x)], dtype=float)
@@ -139,11 +147,47 @@ class MetricVerdict:
 
 
 MIN_REPEATS = 3
-CELL_KEY = ("mode", "switches", "shell", "concurrency", "rate")
+CELL_KEY = ("mode", "switches", "shell", "route", "concurrency", "rate")
+
+
+def pool_repeats(tables: Sequence[Any]):
+    """Several runs of the same cells as one table whose repeats are all of theirs: run k's
+    repeat r becomes repeat `offset_k + r`. This is how an interleaved comparison is read
+    (sweeps of A and B alternating, A1 B1 A2 B2 ...: each side pooled over its own runs), so
+    that a machine that drifts during the comparison moves both sides alike."""
+    import pandas as pd
+
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        return None
+    out, offset = [], 0
+    for t in tables:
+        t = t.copy()
+        if "repeat" in t.columns and len(t):
+            t["repeat"] = t["repeat"].astype(int) + offset
+            offset = int(t["repeat"].max()) + 1
+        out.append(t)
+    return pd.concat(out, ignore_index=True)
+
+
+def _direct_medians(base, cols: Sequence[str], key: Sequence[str]) -> dict[tuple, dict[str, float]]:
+    """point (`key` values, NaN as "-") -> median of each direct-baseline column over repeats."""
+    if base is None or not len(base):
+        return {}
+    base = base[base["status"] == "ok"]
+    key = [k for k in key if k in base.columns]
+    kb = base[key].astype(object).where(base[key].notna(), "-")
+    out: dict[tuple, dict[str, float]] = {}
+    for k, g in base.groupby([kb[c] for c in key], dropna=False):
+        k = k if isinstance(k, tuple) else (k,)
+        out[tuple(zip(key, k))] = {c: float(np.median(g[c].dropna())) for c in cols
+                                    if c in g.columns and g[c].notna().any()}
+    return out
 
 
 def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float | None = None,
-                   alpha: float = 0.05, key: Sequence[str] = CELL_KEY, min_repeats: int = MIN_REPEATS):
+                   alpha: float = 0.05, key: Sequence[str] = CELL_KEY, min_repeats: int = MIN_REPEATS,
+                   base_a=None, base_b=None):
     """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame).
 
     Cells are compared like with like -- same target, switches, shell and concurrency (or
@@ -156,6 +200,14 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
     threshold: one noisy cell never flags a metric, a real slowdown moves them all. With
     fewer repeats nothing can be flagged ("n/a: <k repeats"); A/A pairs of sweeps on this
     shared 2-core machine flagged tails and drift otherwise (docs/peers.md has the rates).
+
+    With the two runs' direct baselines (`base_a`, `base_b`: their `baseline` tables), the
+    metrics in `DIRECT` are also judged against the machine: a cell is flagged only when its
+    ratio over the direct baseline's ratio at the same point (`norm_ratio`) is beyond the
+    factor in the same direction too, and the metric only when the geometric mean of those
+    normalised ratios is. A whole-machine swing between two sweeps moves the direct baseline
+    with the gateway and is not called a change of the gateway; a slower gateway leaves the
+    direct baseline where it was.
     """
     import pandas as pd
 
@@ -168,11 +220,14 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
     kb = b[key].astype(object).where(b[key].notna(), "-")
     rows, verdicts = [], []
     base_factor = factor
+    cols = sorted(set(DIRECT.values()))
+    point_key = [k for k in POINT_KEY if k in key]
+    direct_a, direct_b = _direct_medians(base_a, cols, point_key), _direct_medians(base_b, cols, point_key)
     for metric, hib in metrics.items():
         if metric not in a.columns or metric not in b.columns:
             continue
         factor = base_factor if base_factor is not None else FACTORS.get(metric, DEFAULT_FACTOR)
-        logs, flags = [], []
+        logs, nlogs, flags = [], [], []
         for k, ga in a.groupby([ka[c] for c in key], dropna=False):
             k = k if isinstance(k, tuple) else (k,)
             mask = np.ones(len(b), bool)
@@ -193,21 +248,37 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
             disjoint = va.size >= 2 and vb.size >= 2 and (va.max() < vb.min() or vb.max() < va.min())
             sig = ((not math.isnan(p)) and p < alpha) or disjoint
             worse = (ratio < 1) if hib else (ratio > 1)
+            direct_ratio = norm = None
+            if metric in DIRECT:
+                kd = dict(zip(key, k))
+                point = tuple((c, kd[c]) for c in point_key)
+                da, db = direct_a.get(point, {}), direct_b.get(point, {})
+                direct_ratio = _ratio(da.get(DIRECT[metric], math.nan), db.get(DIRECT[metric], math.nan))
+                if direct_ratio is not None:
+                    norm = ratio / direct_ratio
+                    # the machine explains the move unless the normalised ratio is beyond the
+                    # factor on the same side
+                    beyond = beyond and ((norm < 1) == (ratio < 1)) and (norm >= factor or norm <= 1 / factor)
             flag = (("worse" if worse else "better") if (sig and beyond) else "same") if enough else \
                 f"n/a: <{min_repeats} repeats"
             if enough:
                 logs.append(math.log(ratio))
+                if norm is not None:
+                    nlogs.append(math.log(norm))
                 flags.append(flag)
             rows.append({**dict(zip(key, k)), "metric": metric, "a_median": ma, "b_median": mb,
                          "a_min": float(va.min()), "a_max": float(va.max()), "b_min": float(vb.min()),
                          "b_max": float(vb.max()), "a_n": int(va.size), "b_n": int(vb.size), "ratio": ratio,
-                         "p_value": p, "flag": flag})
+                         "direct_ratio": direct_ratio, "norm_ratio": norm, "p_value": p, "flag": flag})
         if not logs:
             verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a", factor))
             continue
         g = math.exp(float(np.mean(logs)))
         lo, hi = bootstrap_ci(logs)
         beyond = g >= factor or g <= 1 / factor
+        if nlogs and len(nlogs) == len(logs):  # every cell had its direct baseline: the machine is factored out
+            gn = math.exp(float(np.mean(nlogs)))
+            beyond = beyond and ((gn < 1) == (g < 1)) and (gn >= factor or gn <= 1 / factor)
         direction = ("worse" if g < 1 else "better") if hib else ("worse" if g > 1 else "better")
         n_dir = sum(f == direction for f in flags)
         sig = n_dir * 2 > len(flags)

@@ -4,6 +4,12 @@ and concurrency or rate), >= 3 repeats per side, and most cells agreeing. Exit 0
 unless `--fail-on-regression` is given and some metric is worse (then 1).
 
     gatewaylab compare data/runs/A data/runs/B [--factor 1.10] [--alpha 0.05] [--min-repeats 3] [--json OUT] [--cells]
+    gatewaylab compare A1,A2,A3 B1,B2,B3      # interleaved runs (A1 B1 A2 B2 A3 B3), each side pooled
+
+Each side may be several run folders, comma-separated: their repeats are pooled
+(harness.stats.pool_repeats). Run the two sides alternately (one repeat each) and a machine
+that drifts during the comparison moves both alike; see docs/peers.md for the false-alarm
+rates of the two ways.
 """
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ import math
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_a", help="baseline run folder")
-    p.add_argument("run_b", help="candidate run folder")
+    p.add_argument("run_a", help="baseline run folder (or several, comma-separated: their repeats are pooled)")
+    p.add_argument("run_b", help="candidate run folder (or several, comma-separated)")
     p.add_argument("--factor", type=float, default=None,
                    help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
@@ -25,19 +31,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a metric is worse")
 
 
+def _side(runs) -> list[str]:
+    if isinstance(runs, (str, bytes)) or hasattr(runs, "__fspath__"):
+        runs = [r for r in str(runs).split(",") if r]
+    return [str(r) for r in runs]
+
+
 def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05, min_repeats: int = 3):
-    """(verdicts, per_cell DataFrame) for two sweep run folders."""
+    """(verdicts, per_cell DataFrame) for two sweep run folders, or two lists of run folders
+    whose repeats are pooled per side (an interleaved comparison)."""
     from gateway.errors import InvalidInput
     from harness.runs import load_table
-    from harness.stats import compare_tables
+    from harness.stats import compare_tables, pool_repeats
 
-    tables = []
-    for run in (run_a, run_b):
-        try:
-            tables.append(load_table(run, "cells"))
-        except FileNotFoundError as e:  # one line for the CLI, not a traceback
-            raise InvalidInput(f"{e}: is it a sweep run folder?") from None
-    return compare_tables(tables[0], tables[1], factor=factor, alpha=alpha, min_repeats=min_repeats)
+    sides = []
+    for side in (_side(run_a), _side(run_b)):
+        if not side:
+            raise InvalidInput("compare needs a run folder on each side")
+        cells, bases = [], []
+        for run in side:
+            try:
+                cells.append(load_table(run, "cells"))
+            except FileNotFoundError as e:  # one line for the CLI, not a traceback
+                raise InvalidInput(f"{e}: is it a sweep run folder?") from None
+            try:
+                bases.append(load_table(run, "baseline"))
+            except FileNotFoundError:  # a run without a direct baseline is judged on its own figures
+                bases.append(None)
+        # the machine-normalised judgement needs every run of the side to have its baseline
+        sides.append((pool_repeats(cells), pool_repeats(bases) if all(b is not None for b in bases) else None))
+    (ca, ba), (cb, bb) = sides
+    return compare_tables(ca, cb, factor=factor, alpha=alpha, min_repeats=min_repeats, base_a=ba, base_b=bb)
 
 
 def _f(x: float, fmt: str = "{:.3f}") -> str:

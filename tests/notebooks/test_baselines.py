@@ -120,11 +120,13 @@ GATE_IDS = [f"{nb}:{c['metric']}" for nb, c in GATES]
 
 
 def test_there_are_enough_recorded_runs():
-    assert len(RUNS) >= 4, "thresholds need at least four recorded ci runs (data/baselines/runs/)"
+    """Every gated notebook's thresholds come from at least four recorded ci runs that ran it
+    (a recorded run may hold a subset of the notebooks: `--only NB ... --record`)."""
     gated = {nb for nb, _ in GATES}
     assert gated <= set(nbs.NOTEBOOKS)  # a notebook without gates (yet) needs no file here
-    for run in RUNS:
-        assert gated <= run["metrics"].keys(), (run["file"], sorted(run["metrics"]))
+    for nb in sorted(gated):
+        having = [run["file"] for run in RUNS if nb in run["metrics"]]
+        assert len(having) >= 4, f"{nb}: thresholds need at least four recorded ci runs of it, have {having}"
 
 
 @pytest.mark.parametrize("notebook,check", GATES, ids=GATE_IDS)

@@ -50,6 +50,62 @@ def test_open_loop_cells_compare_rate_with_rate():
     assert by["lat_p50_us"].verdict == "worse" and len(per_cell) == 2
 
 
+def _run(scale: float, direct_scale: float, repeats: int = 3, first_repeat: int = 0):
+    """A cells table and its direct baseline: the gateway at 1000*c/scale req/s, the direct
+    baseline at 5000*c/direct_scale, with a small repeat-to-repeat spread."""
+    cells = schema.frame("cells", [dict(mode="py+rs", switches="", shell="asgi", route="chat", concurrency=c,
+                                        repeat=first_repeat + r, status="ok", loop="closed",
+                                        rps=1000 * c / scale * (1 + 0.01 * r))
+                                   for c in (4, 8, 16) for r in range(repeats)])
+    base = schema.frame("baseline", [dict(concurrency=c, route="chat", repeat=first_repeat + r, status="ok",
+                                          loop="closed", rps=5000 * c / direct_scale * (1 + 0.01 * r))
+                                     for c in (4, 8, 16) for r in range(repeats)])
+    return cells, base
+
+
+def test_a_swing_the_direct_baseline_shows_too_is_the_machine_not_the_gateway():
+    (a, ba), (b, bb) = _run(1.0, 1.0), _run(1.5, 1.5)  # everything 1.5x slower: the machine
+    by = {v.metric: v for v in compare_tables(a, b, base_a=ba, base_b=bb)[0]}
+    assert by["rps"].verdict == "same"
+    assert by["rps"].factor < 0.7  # the gateway's own ratio is still reported
+    by = {v.metric: v for v in compare_tables(a, b)[0]}  # without the baselines it is a change
+    assert by["rps"].verdict == "worse"
+
+
+def test_a_slower_gateway_on_a_steady_machine_is_flagged():
+    (a, ba), (b, bb) = _run(1.0, 1.0), _run(1.3, 1.0)
+    verdicts, per_cell = compare_tables(a, b, base_a=ba, base_b=bb)
+    assert {v.metric: v for v in verdicts}["rps"].verdict == "worse"
+    rps = per_cell[per_cell["metric"] == "rps"]
+    assert rps["direct_ratio"].tolist() == pytest.approx([1.0] * 3)
+    assert rps["norm_ratio"].tolist() == pytest.approx([1 / 1.3] * 3)
+
+
+def test_pool_repeats_renumbers_each_runs_repeats():
+    from harness.stats import pool_repeats
+
+    pooled = pool_repeats([_run(1.0, 1.0, repeats=1)[0], _run(1.0, 1.0, repeats=2)[0], None])
+    assert sorted(set(pooled["repeat"])) == [0, 1, 2] and len(pooled) == 9
+
+
+def test_compare_pools_comma_separated_runs_per_side(tmp_path, capsys):
+    from harness.runs import create_run
+
+    def write(name, scale, direct):
+        cells, base = _run(scale, direct, repeats=1)
+        run = create_run(name, root=tmp_path)
+        run.write_table("cells", cells)
+        run.write_table("baseline", base)
+        return str(run.path)
+
+    a = [write(f"a{i}", 1.0, 1.0) for i in range(3)]
+    b = [write(f"b{i}", 1.4, 1.0) for i in range(3)]
+    assert cli_main(["compare", a[0], b[0]]) == 0  # one repeat a side: nothing can be flagged
+    assert "0 metric(s) flagged" in capsys.readouterr().out
+    assert cli_main(["compare", ",".join(a), ",".join(b), "--fail-on-regression"]) == 1
+    assert "rps worse" in capsys.readouterr().out
+
+
 def test_compare_a_folder_without_a_table_is_one_line(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     assert cli_main(["compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 1
