@@ -85,6 +85,7 @@ def _pair(root: Path, tag: str, env_b: dict[str, str] | None, protocol: str, **s
     if protocol == "sequential":
         ra, rb = _sweep(root, f"{tag}-a", **size), _sweep(root, f"{tag}-b", env=env_b, **size)
         a, b, ba, bb = ra.table, rb.table, ra.baseline, rb.baseline
+        dirs = ([str(ra.dir)], [str(rb.dir)])
     else:
         rounds = int(size.pop("repeat", SIZE["repeat"]))
         sa, sb = [], []
@@ -93,8 +94,9 @@ def _pair(root: Path, tag: str, env_b: dict[str, str] | None, protocol: str, **s
             sb.append(_sweep(root, f"{tag}-b{r}", env=env_b, repeat=1, **size))
         a, b = pool_repeats([x.table for x in sa]), pool_repeats([x.table for x in sb])
         ba, bb = pool_repeats([x.baseline for x in sa]), pool_repeats([x.baseline for x in sb])
+        dirs = ([str(x.dir) for x in sa], [str(x.dir) for x in sb])
     verdicts, _ = compare_tables(a, b, base_a=ba, base_b=bb)
-    return verdicts, a, b
+    return verdicts, a, b, dirs
 
 
 def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None, log=print,
@@ -112,12 +114,14 @@ def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None,
                               "calibration": cal, "aa": [], "ab": []}
     for i in range(pairs):
         for kind, env in (("aa", None), ("ab", env_slow)):
-            verdicts, a, b = _pair(root, f"{kind}{i:02d}", env, protocol, **size)
+            verdicts, a, b, dirs = _pair(root, f"{kind}{i:02d}", env, protocol, **size)
             flagged = {v.metric: v.verdict for v in verdicts if v.flagged}
             rec = {"pair": i, "flagged": flagged, "rps_ratio": _top(b, "rps") / _top(a, "rps"),
                    "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
-                   "factors": {v.metric: v.factor for v in verdicts}}
+                   "factors": {v.metric: v.factor for v in verdicts},
+                   "runs_a": dirs[0], "runs_b": dirs[1]}  # `gatewaylab compare` re-reads them
             result[kind].append(rec)
+            (root / "aa.json").write_text(json.dumps({**result, "partial": True}, indent=2))  # readable if stopped
             log(f"{kind} {i:02d}: rps B/A {rec['rps_ratio']:.3f}; flagged {flagged or 'nothing'}")
     result["false_alarms"] = sum(len(r["flagged"]) for r in result["aa"])
     result["false_alarm_pairs"] = sum(bool(r["flagged"]) for r in result["aa"])
@@ -132,6 +136,24 @@ def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None,
     return result
 
 
+def reanalyse(aa_json: str | Path, log=print) -> dict[str, Any]:
+    """Compare a finished study's recorded runs again with `compare`'s current defaults (the
+    runs are kept, so a change to the statistics is checked on the same measurements)."""
+    from harness.commands.compare import compare_runs
+
+    res = json.loads(Path(aa_json).read_text())
+    out: dict[str, Any] = {"study": str(aa_json), "aa": [], "ab": []}
+    for kind in ("aa", "ab"):
+        for rec in res[kind]:
+            verdicts, _ = compare_runs(rec["runs_a"], rec["runs_b"])
+            out[kind].append({"pair": rec["pair"], "flagged": {v.metric: v.verdict for v in verdicts if v.flagged}})
+    n = len(out["aa"])
+    out["false_alarms"] = sum(len(r["flagged"]) for r in out["aa"])
+    out["detected"] = sum(detected(r["flagged"]) for r in out["ab"])
+    log(f"A/A: {out['false_alarms']} flagged metric(s) over {n} pairs; A/B: {out['detected']}/{len(out['ab'])} detected")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.aa", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=20)
@@ -139,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--protocol", choices=PROTOCOLS, default="interleaved",
                    help="interleaved: A and B alternate one repeat at a time (default); sequential: A's sweep, then B's")
+    p.add_argument("--reanalyse", metavar="AA_JSON", default=None,
+                   help="do not measure: compare a finished study's runs again with the current defaults")
     args = p.parse_args(argv)
+    if args.reanalyse:
+        reanalyse(args.reanalyse)
+        return 0
     study(args.pairs, args.slowdown, args.out, protocol=args.protocol)
     return 0
 

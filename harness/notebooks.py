@@ -193,7 +193,8 @@ def _compared_with(runs: list[dict], nb: str, name: str) -> str:
         return ""
     vs = sorted(vals)
     med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
-    first, last = runs[0]["file"].removesuffix(".json"), runs[-1]["file"].removesuffix(".json")
+    having = [r for r in runs if name in r.get("metrics", {}).get(nb, {})]  # a run may hold a subset
+    first, last = having[0]["file"].removesuffix(".json"), having[-1]["file"].removesuffix(".json")
     return (f"{len(vals)} recorded ci runs {first}..{last} in data/baselines/runs "
             f"(median {med:.4g}, range {vs[0]:.4g}-{vs[-1]:.4g})")
 
