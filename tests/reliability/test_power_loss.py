@@ -177,11 +177,14 @@ def _frame_ends(image: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
-# every rung under group commit; "always" on the Rust ledger thread's rungs (the Python
-# background path's "always" is the WAL twins' own, covered above)
+# the Python background path (py; py+rs shares it) and the Rust ledger thread's rungs, under
+# group commit and under "always"
+_GATEWAY_CASES = ([(m, "group") for m in RUNGS if m != "py+rs"]
+                  + [(m, "always") for m in RUNGS if m in ("rs-core", "rs-server")])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,fsync", [(m, "group") for m in RUNGS]
-                         + [(m, "always") for m in RUNGS if m in ("rs-core", "rs-server")])
+@pytest.mark.parametrize("mode,fsync", _GATEWAY_CASES)
 def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_path):
     """A gateway under `ledger.ack: durable` answers eight concurrent clients; after every few
     answers the test notes the request ids answered 200 so far and then the WAL as the page
