@@ -107,3 +107,20 @@ def test_overload_step_sheds_and_loses_nothing_admitted():
     assert r["admitted_lost"] == 0 and r["ledger_records"] > 0, r
     assert r["admitted_latency_us"]["p99"] > 0
     assert r["recovery_s"] is not None, r
+
+
+def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
+    from gateway.config import MAX_IN_FLIGHT, embedded, from_mapping
+    from gateway.errors import ConfigError
+    from gateway.server import build_config
+
+    assert embedded("http://127.0.0.1:9", "k", str(tmp_path)).max_in_flight == MAX_IN_FLIGHT == 1024
+    doc = {"model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:9"}}],
+           "keys": [{"id": "a", "sha256": "0" * 64}], "ledger": {"dir": str(tmp_path)}}
+    assert from_mapping({**doc, "limits": {"max_in_flight": 3}}).max_in_flight == 3
+    with pytest.raises(ConfigError, match="limits.max_in_flight"):
+        from_mapping({**doc, "limits": {"max_in_flight": 0}})
+    opts = {"upstream": "http://127.0.0.1:9", "api_key": "k", "ledger": str(tmp_path)}
+    assert build_config({**opts, "max_in_flight": 5}).max_in_flight == 5
+    with pytest.raises(ConfigError, match="--max-in-flight"):
+        build_config({**opts, "max_in_flight": 0})

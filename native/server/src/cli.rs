@@ -208,6 +208,11 @@ mod tests {
         assert_eq!(parse_args(&s(&["--threads", "0"])).unwrap_err(), "--threads: expected a positive integer, got \"0\"");
         assert!(parse_args(&s(&["--bogus"])).unwrap_err().starts_with("--bogus: unknown argument"));
         assert!(parse_args(&s(&["--mode", "py"])).is_err());
+        let mut o = parse_args(&s(&["--upstream", "http://h:1", "--api-key", "k", "--ledger", "/tmp/x", "--ack", "durable", "--max-in-flight=3"])).unwrap();
+        let c = build_config(&mut o).unwrap();
+        assert_eq!((c.ack.as_str(), c.max_in_flight), ("durable", 3));
+        assert_eq!(parse_args(&s(&["--ack", "later"])).unwrap_err(), "--ack: expected background or durable, got \"later\"");
+        assert_eq!(parse_args(&s(&["--max-in-flight", "0"])).unwrap_err(), "--max-in-flight: expected a positive integer, got \"0\"");
     }
 
     #[test]

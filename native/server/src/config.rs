@@ -641,6 +641,9 @@ mod tests {
         let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, fsync: sometimes}")).unwrap_err();
         assert_eq!(e, "ledger.fsync: expected one of always, group, none, got 'sometimes'");
         assert_eq!(parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}")).unwrap().ack, "durable");
+        assert_eq!(parse(OK).unwrap().max_in_flight, MAX_IN_FLIGHT);
+        let e = parse(&format!("{OK}\nlimits: {{max_in_flight: 0}}")).unwrap_err();
+        assert!(e.starts_with("limits.max_in_flight: "), "{e}");
         let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: later}")).unwrap_err();
         assert_eq!(e, "ledger.ack: expected one of background, durable, got 'later'");
         let e = parse(&OK.replace("id: a,", "id: a, rpm: 0,")).unwrap_err();
