@@ -1,6 +1,7 @@
 """The gateway's lifecycle, endpoints and I/O, around the pure pipeline (gateway/pipeline.py).
 
-    shell -> Gateway.chat(Request, t0) -> Response | StreamResponse
+    shell -> GatewayBase.admitted_chat (admission control: limits.max_in_flight, else 503)
+          -> Gateway.chat(Request, t0) -> Response | StreamResponse
              decide() -> Rejection            -> error answer (audited when decided so)
                       -> Forwarding -> forwarder -> respond() / StreamRelay -> answer
              every audited answer -> BackgroundAudit.submit(AuditJob)

@@ -27,7 +27,7 @@ import orjson
 from gateway import _native
 from gateway.app import _JSON, SSE_HEADERS, GatewayBase, Response, StreamResponse
 from gateway.config import Config
-from gateway.errors import ConfigError
+from gateway.errors import AuditIndexError, ConfigError
 from gateway.pipeline import Request
 
 _perf = time.perf_counter_ns
@@ -138,6 +138,9 @@ class RsCoreGateway(GatewayBase):
         return Response(200, orjson.dumps({"count": count, "root": root, "durable_count": durable}))
 
     async def _prove(self, kind: str, n: int) -> bytes:
+        if not -2**63 <= n < 2**63:  # beyond the binding's i64: out of range like any n >= count
+            what = "leaf index" if kind == "inclusion" else "old count"
+            raise AuditIndexError(f"{what} {n} out of range for an MMR of {self.core.root()[0]} leaves")
         return (self.core.inclusion_proof(n) if kind == "inclusion" else self.core.consistency_proof(n)).encode()
 
     def _health_audit(self) -> tuple[dict, dict]:

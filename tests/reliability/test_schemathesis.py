@@ -8,6 +8,7 @@ import os
 import pytest
 
 from harness import api_fuzz
+from tests.reliability.rungs import RUNGS
 
 pytestmark = pytest.mark.slow
 EXAMPLES = int(os.environ.get("GATEWAYLAB_API_FUZZ_EXAMPLES", "10"))
@@ -39,3 +40,28 @@ def test_a_wrong_description_is_caught(tmp_path):
         finally:
             gw.stop()
     assert any("GET /health" in f and "not_served" in f for f in r["failures"]), r
+
+
+@pytest.mark.parametrize("mode", RUNGS)
+def test_proof_indexes_beyond_64_bits_are_out_of_range_not_500(mode, tmp_path):
+    """Found by `make api-fuzz` on rs-core: /audit/proof/83166546515535157264384 overflowed the
+    binding's i64 and answered a plain-text 500; every rung answers 404 / 400 out of range."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from gateway.launch import start_gateway
+    from harness.native_procs import start_mock
+
+    with start_mock(seed=3) as mock:
+        gw = start_gateway(mock.url, api_fuzz.API_KEY, mode=mode, ledger_dir=str(tmp_path / "ledger"))
+        try:
+            for path, status, code in [("/audit/proof/83166546515535157264384", 404, "index_out_of_range"),
+                                       ("/audit/proof/-99999999999999999999", 404, "index_out_of_range"),
+                                       ("/audit/consistency?old=99999999999999999999", 400, "old_out_of_range")]:
+                with pytest.raises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(gw.url + path, timeout=5)
+                assert e.value.code == status, path
+                assert json.loads(e.value.read())["error"]["code"] == code, path
+        finally:
+            gw.stop()
