@@ -3,7 +3,7 @@
 
   steady    open loop at a steady rate (default 70% of the capacity a short closed-loop probe
             finds) for `duration_s`; every second: RSS of the gateway's process tree, its CPU
-            (cores), the per-second p99 from the load generator, and audit lag (requests
+            (cores), its open file descriptors, the per-second p99 from the load generator, and audit lag (requests
             answered but not yet in the ledger, from /health). Reports RSS growth after
             warm-up (median of the last tenth against the first tenth after warm-up) and p99
             drift (median p99 of the last third against the first third). Writes a run folder
@@ -132,6 +132,17 @@ def _rss_mb(pid: int) -> float:
     return sum(_rss_bytes(p) for p in _tree(pid)) / 2**20
 
 
+def _fds(pid: int) -> int | None:
+    """Open file descriptors of the gateway's process tree (None if /proc cannot say)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            return None
+    return total
+
+
 def _cpu_ticks(pid: int) -> int:
     from harness.probes import _read_stat
 
@@ -233,7 +244,7 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
                 records = h["audit"]["records"]
             except OSError:
                 lag = depth = records = None
-            samples.append({"t": round(now - t0, 3), "rss_mb": _rss_mb(rig.app_pid),
+            samples.append({"t": round(now - t0, 3), "rss_mb": _rss_mb(rig.app_pid), "fds": _fds(rig.app_pid),
                             "cpu_cores": (ticks - ticks0) / os.sysconf("SC_CLK_TCK") / (now - tt0),
                             "audit_lag": lag, "queue_depth": depth, "records": records})
             ticks0, tt0 = ticks, now
@@ -256,6 +267,9 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
         "p99_us_first_third": p99_first, "p99_us_last_third": p99_last,
         "p99_drift": (p99_last / p99_first) if p99_first and p99_last else None,
         "cpu_cores_mean": _median([s["cpu_cores"] for s in after]),
+        "fds_after_warmup": _median([s["fds"] for s in after[:tenth]]),
+        "fds_end": _median([s["fds"] for s in after[-tenth:]]),
+        "fds_max": max((s["fds"] for s in samples if s["fds"] is not None), default=None),
         "audit_lag_max": max((s["audit_lag"] for s in samples if s["audit_lag"] is not None), default=None),
         "audit_lag_end": samples[-1]["audit_lag"] if samples else None,
     }
