@@ -9,7 +9,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
 SYS_PKGS := wrk chromium python3-dev
 
-.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools lab clean sysdeps peers
+.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools api-fuzz lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -76,6 +76,11 @@ fuzz: dev fuzz-tools
 	native/core/fuzz/run.sh $(FUZZ_SECONDS)
 	GATEWAYLAB_FUZZ_SECONDS=$(FUZZ_SECONDS) GATEWAYLAB_FUZZ_EXAMPLES=500 GATEWAYLAB_POWERLOSS_SCALE=10 \
 	  $(PY) -m pytest -q -s -p no:cacheprovider tests/reliability/test_differential.py tests/reliability/test_power_loss.py
+
+# schemathesis against docs/openapi.yaml on every rung (make test: py and rs-server, 10 examples)
+API_FUZZ_EXAMPLES ?= 200
+api-fuzz: dev
+	$(PY) -m harness.api_fuzz --examples $(API_FUZZ_EXAMPLES)
 
 test: dev peers test-rust test-fuzz test-py test-notebooks
 

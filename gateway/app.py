@@ -1,6 +1,7 @@
 """The gateway's lifecycle, endpoints and I/O, around the pure pipeline (gateway/pipeline.py).
 
-    shell -> Gateway.chat(Request, t0) -> Response | StreamResponse
+    shell -> GatewayBase.admitted_chat (admission control: limits.max_in_flight, else 503)
+          -> Gateway.chat(Request, t0) -> Response | StreamResponse
              decide() -> Rejection            -> error answer (audited when decided so)
                       -> Forwarding -> forwarder -> respond() / StreamRelay -> answer
              every audited answer -> BackgroundAudit.submit(AuditJob)
@@ -30,6 +31,7 @@ from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, 
 from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
+RETRY_AFTER_S = 1  # Retry-After on a shed request (native/server/src/app.rs has its copy)
 _JSON = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -50,6 +52,34 @@ class StreamResponse:
         self.status = 200
         self.headers = headers
         self.chunks = chunks
+
+
+class _InFlightStream:
+    """A stream's chunks that free its admission place once, when they end, fail or are
+    closed (the shells close a stream whose client went away, even before its first chunk)."""
+    __slots__ = ("_chunks", "_gw")
+
+    def __init__(self, chunks: AsyncIterator[bytes], gw: "GatewayBase"):
+        self._chunks, self._gw = chunks, gw
+
+    def _release(self) -> None:
+        if self._gw is not None:
+            self._gw.in_flight -= 1
+            self._gw = None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except BaseException:  # the end (StopAsyncIteration), an error, a cancellation
+            self._release()
+            raise
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._chunks.aclose()
 
 
 def error(status: int, message: str, code: str, headers: list | None = None) -> Response:
@@ -75,6 +105,9 @@ class GatewayBase(ABC):
         self.metrics = Metrics()
         self.probes = None
         self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xffffffff:x}-"
+        self.in_flight = 0
+        self.metrics.counters["requests_shed"] = 0
+        self.metrics.gauges["requests_in_flight"] = lambda: self.in_flight
 
     # --- lifecycle ----------------------------------------------------------------------
     async def startup(self) -> None:
@@ -90,6 +123,28 @@ class GatewayBase(ABC):
             self.probes = None
 
     # --- the chat endpoint ----------------------------------------------------------------
+    async def admitted_chat(self, request: Request, t0: int) -> Response | StreamResponse:
+        """What the shells call. Admission control: at most `limits.max_in_flight` chat
+        requests are served at once (a stream counts until its last chunk); beyond it the
+        answer is 503 `overloaded` with Retry-After, at once, never decided, forwarded or
+        audited, and counted in `requests_shed`."""
+        limit = self.config.max_in_flight
+        if self.in_flight >= limit:
+            self.metrics.counters["requests_shed"] += 1
+            return error(503, f"the gateway is overloaded ({limit} requests in flight); retry after {RETRY_AFTER_S} s",
+                         "overloaded", [(b"retry-after", str(RETRY_AFTER_S).encode())])
+        self.in_flight += 1
+        try:
+            resp = await self.chat(request, t0)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if type(resp) is StreamResponse:
+            resp.chunks = _InFlightStream(resp.chunks, self)
+        else:
+            self.in_flight -= 1
+        return resp
+
     @abstractmethod
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
         """`t0` is perf_counter_ns() when the shell started on the request."""

@@ -34,6 +34,8 @@ zero-config default built from `--upstream URL --api-key KEY`.
       max_header_bytes: 16384
       upstream_timeout_s: 30
       upstream_pool: 256
+      max_in_flight: 1024             # chat requests served at once; beyond it 503 `overloaded`
+                                      # with Retry-After, never forwarded (admission control)
     mode: py                          # py | py+rs | rs-core
     stages: all                       # all | none | a list of auth, parse, waf, ratelimit, adapter
                                       # (the smuggling guard always runs; waf/ratelimit/adapter
@@ -67,6 +69,7 @@ SERVERS = ("uvicorn", "granian")
 FSYNC = ("always", "group", "none")
 ACKS = ("background", "durable")
 POLICIES = ("block", "drop")
+MAX_IN_FLIGHT = 1024  # limits.max_in_flight's default (native/server/src/config.rs has its copy)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -107,6 +110,7 @@ class Config:
     max_header_bytes: int = 16384
     upstream_timeout_s: float = 30.0
     upstream_pool: int = 256
+    max_in_flight: int = MAX_IN_FLIGHT
     switches: Switches = field(default_factory=Switches)
     shell: str = "asgi"
     server: str = "uvicorn"
@@ -267,6 +271,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         max_header_bytes=_get(lim, "max_header_bytes", "limits.", int, 16384, _positive),
         upstream_timeout_s=float(_get(lim, "upstream_timeout_s", "limits.", (int, float), 30.0, _positive)),
         upstream_pool=_get(lim, "upstream_pool", "limits.", int, 256, _positive),
+        max_in_flight=_get(lim, "max_in_flight", "limits.", int, MAX_IN_FLIGHT, _positive),
         switches=Switches.resolve(mode=mode, impl=dict(impl)),  # unset -> $GATEWAYLAB_MODE / py
         shell=_get(d, "shell", "", str, "asgi", _one_of(SHELLS)),
         server=_get(d, "server", "", str, "uvicorn", _one_of(SERVERS)),

@@ -10,6 +10,10 @@ back: completions do not return one asyncio future per call through pyo3-async-r
 Rust side queues them and writes an eventfd when the queue turns non-empty, and the loop's
 reader drains every completion waiting in one call and sets the futures this module created
 (`wakeups` against `completed` in /health).
+
+`ledger.ack: durable`: a whole (non-streamed) audited answer completes from the Rust ledger
+thread once the group commit covering its record is done, through the same queue and
+eventfd; nothing changes on this side.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import orjson
 from gateway import _native
 from gateway.app import _JSON, SSE_HEADERS, GatewayBase, Response, StreamResponse
 from gateway.config import Config
-from gateway.errors import ConfigError
+from gateway.errors import AuditIndexError, ConfigError
 from gateway.pipeline import Request
 
 _perf = time.perf_counter_ns
@@ -52,8 +56,6 @@ class RsCoreGateway(GatewayBase):
             # Python without giving up what this rung is for
             raise ConfigError("plugins.pre_call: not available on rs-core (the whole pipeline is one Rust call); "
                               "run plugins on py or py+rs (in-process) or rs-server (sidecar)")
-        if config.ack != "background":  # the Rust ledger thread answers before the record is durable
-            raise ConfigError(f"ledger.ack: {config.ack!r} is not available on rs-core (background only)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
         workers = len(os.sched_getaffinity(0))
@@ -61,7 +63,8 @@ class RsCoreGateway(GatewayBase):
         # work queued at shutdown (the same knob as gateway/background.py's)
         delay_ms = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0)
         self.core = _native.RsCore(pipeline_config(config), config.ledger_dir, config.fsync, config.group_delay_ms,
-                                   config.upstream_timeout_s, config.upstream_pool, self._id_prefix, workers, delay_ms)
+                                   config.upstream_timeout_s, config.upstream_pool, self._id_prefix, workers, delay_ms,
+                                   config.ack)
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple] = []  # requests read in this loop iteration, submitted at its end
         self._tokens = itertools.count()
@@ -135,13 +138,16 @@ class RsCoreGateway(GatewayBase):
         return Response(200, orjson.dumps({"count": count, "root": root, "durable_count": durable}))
 
     async def _prove(self, kind: str, n: int) -> bytes:
+        if not -2**63 <= n < 2**63:  # beyond the binding's i64: out of range like any n >= count
+            what = "leaf index" if kind == "inclusion" else "old count"
+            raise AuditIndexError(f"{what} {n} out of range for an MMR of {self.core.root()[0]} leaves")
         return (self.core.inclusion_proof(n) if kind == "inclusion" else self.core.consistency_proof(n)).encode()
 
     def _health_audit(self) -> tuple[dict, dict]:
         s = self.core.stats()
         return ({"policy": "unbounded", "size": None, "depth": s["audit_queue_depth"], "dropped": 0,
                  "completed": s["completed"], "wakeups": s["wakeups"]},
-                {"records": self.core.root()[0], "spawned": s["audit_submitted"]})
+                {"records": self.core.root()[0], "spawned": s["audit_submitted"], "ack": self.config.ack})
 
     def _refresh_metrics(self) -> None:
         s = self.core.stats()

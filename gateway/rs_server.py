@@ -34,8 +34,6 @@ def server_args(opts: dict) -> list[str]:
     """`gateway.server` options -> the binary's command line (the same flags)."""
     if opts.get("impl"):
         raise ConfigError("--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs")
-    if opts.get("ack") not in (None, "background"):
-        raise ConfigError(f"--ack: {opts['ack']!r} is not available on rs-server (background only)")
     # --shell / --server name the Python rungs' ASGI shell and server: rs-server is its own (hyper)
     args = [binary_path()]
     if opts.get("config"):
@@ -50,6 +48,10 @@ def server_args(opts: dict) -> list[str]:
         args += ["--stages", opts["stages"]]
     if opts.get("audit") is not None:
         args += ["--audit", opts["audit"]]
+    if opts.get("ack") is not None:
+        args += ["--ack", opts["ack"]]
+    if opts.get("max_in_flight") is not None:
+        args += ["--max-in-flight", str(opts["max_in_flight"])]
     threads = opts.get("threads") or len(os.sched_getaffinity(0))
     args += ["--host", opts.get("host") or "127.0.0.1", "--port", str(int(opts.get("port") or 0)),
              "--threads", str(threads), "--python", sys.executable,

@@ -52,6 +52,11 @@ def build_config(opts: dict) -> cfgmod.Config:
         if opts["ack"] not in cfgmod.ACKS:
             raise ConfigError(f"--ack: expected one of {', '.join(cfgmod.ACKS)}, got {opts['ack']!r}")
         changes["ack"] = opts["ack"]
+    if opts.get("max_in_flight") is not None:
+        n = opts["max_in_flight"]
+        if type(n) is not int or n < 1:
+            raise ConfigError(f"--max-in-flight: expected a positive integer, got {n!r}")
+        changes["max_in_flight"] = n
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
         changes["stages"] = parse_stages(opts["stages"])

@@ -47,7 +47,7 @@ class AsgiShell:
                     except GuardError as e:
                         resp = error(e.status, e.message, e.code, e.headers)
                     else:
-                        resp = await self.gateway.chat(Request("POST", CHAT, headers, body), t0)
+                        resp = await self.gateway.admitted_chat(Request("POST", CHAT, headers, body), t0)
                 self._count(CHAT, resp.status)
                 if type(resp) is StreamResponse:
                     await _send_stream(send, receive, resp)

@@ -104,7 +104,7 @@ def make_app(gw: GatewayBase):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await request.body()
-        resp = await gw.chat(ChatRequest("POST", CHAT_PATH, request.scope["headers"], body),
+        resp = await gw.admitted_chat(ChatRequest("POST", CHAT_PATH, request.scope["headers"], body),
                              request.scope.get("gatewaylab.t0") or _perf())
         count("/v1/chat/completions", resp.status)
         return _to_fastapi(resp)

@@ -7,7 +7,9 @@ Per rung: torture (kills, records lost, roots checked, torn tails; with --ack du
 acknowledged answers missing), the cost of ledger.ack durable against background (c = 1 p50
 and c = 16 req/s, fsync group and always, median [min-max] over --ack-repeat runs and the
 ratio), a steady soak (RSS growth after warm-up, p99 drift), overload at 2x (peak RSS,
-recovery time), upstream chaos (answered vs audited). Writes figures.json and figures.md.
+recovery time), overload at 2x with admission control (--shed-max-in-flight against a mock
+at --shed-latency-ms: shed rate, p99 of the admitted, admitted answers missing from the
+ledger), upstream chaos (answered vs audited). Writes figures.json and figures.md.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 
 import yaml
 
-STEPS = ("torture", "ack", "soak", "overload", "chaos")
+STEPS = ("torture", "ack", "soak", "overload", "shed", "chaos")
 
 
 def _spread(xs) -> str:
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--overload-s", type=float, default=30)
     p.add_argument("--chaos-s", type=float, default=30)
     p.add_argument("--ack-repeat", type=int, default=5)
+    p.add_argument("--shed-max-in-flight", type=int, default=8)
+    p.add_argument("--shed-latency-ms", type=float, default=50.0)
     p.add_argument("--skip", default="")
     p.add_argument("--out", default=None, help="runs root")
     a = p.parse_args(argv)
@@ -118,6 +122,10 @@ def main(argv=None) -> int:
             save()
         if "overload" not in skip:
             f["overload"] = soak.run_overload(mode, a.overload_s, 2.0, log=log)
+            save()
+        if "shed" not in skip:
+            f["shed"] = soak.run_overload(mode, a.overload_s, 2.0, max_in_flight=a.shed_max_in_flight,
+                                          mock_latency_ms=a.shed_latency_ms, connections=64, log=log)
             save()
         if "soak" not in skip:
             f["soak"] = soak.run_steady(mode, a.soak_s, out_root=a.out, log=log)
@@ -159,6 +167,14 @@ def to_markdown(figs: dict) -> str:
             out.append(f"- overload 2x ({o['rate']:.0f} req/s, {o['duration_s']:g}s): ok {o['ok']} of {o['requests']}, "
                        f"errors {o['errors']}, p99 {o['latency_us']['p99']} us, peak RSS {o['rss_peak_mb']:.1f} MiB "
                        f"(before {o['rss_mb_before']:.1f}), recovery {o['recovery_s']} s")
+        if "shed" in f:
+            o = f["shed"]
+            out.append(f"- overload 2x with max_in_flight {o['max_in_flight']} (mock {o['mock_latency_ms']:g} ms, "
+                       f"{o['rate']:.0f} req/s, {o['duration_s']:g}s): shed {o['shed']} of {o['requests']} "
+                       f"({o['shed_rate']:.1%}), admitted p99 {o['admitted_latency_us'].get('p99')} us (all answers "
+                       f"{o['latency_us']['p99']} us), errors {o['errors']}, admitted missing from the ledger "
+                       f"{o['admitted_lost']} of {o['admitted_total']}, peak RSS {o['rss_peak_mb']:.1f} MiB, "
+                       f"recovery {o['recovery_s']} s")
         if "soak" in f:
             s = f["soak"]
             out.append(f"- soak {s['duration_s']:g}s at {s['rate']:g} req/s: RSS {s['rss_mb_after_warmup']:.1f} -> "

@@ -3,7 +3,7 @@
 
   steady    open loop at a steady rate (default 70% of the capacity a short closed-loop probe
             finds) for `duration_s`; every second: RSS of the gateway's process tree, its CPU
-            (cores), the per-second p99 from the load generator, and audit lag (requests
+            (cores), its open file descriptors, the per-second p99 from the load generator, and audit lag (requests
             answered but not yet in the ledger, from /health). Reports RSS growth after
             warm-up (median of the last tenth against the first tenth after warm-up) and p99
             drift (median p99 of the last third against the first third). Writes a run folder
@@ -11,6 +11,9 @@
   overload  open loop at `factor` x capacity for `duration_s`: peak RSS, answers by status,
             then the recovery time: from the end of the overload until ten requests in a row
             answer 200 within 10x the quiet median latency, and the audit queue is empty.
+            With `max_in_flight` (admission control) also: requests shed (503 `overloaded`,
+            from /metrics), the p99 of the admitted (2xx) answers, and admitted answers
+            missing from the ledger after a graceful stop (must be 0).
   chaos     the mock answers errors, drops connections and stalls past the gateway's upstream
             timeout; every answer must be 200/502/504 (a client timeout is a hang), and after a
             graceful stop the ledger verifies and holds exactly one record per answer.
@@ -44,26 +47,32 @@ class SoakError(GatewayLabError, RuntimeError):
 
 
 # --- plumbing --------------------------------------------------------------------------------
-def _config(path: str, upstream: str, ledger: str, upstream_timeout_s: float = 30.0) -> None:
+def _config(path: str, upstream: str, ledger: str, upstream_timeout_s: float = 30.0,
+            max_in_flight: int | None = None) -> None:
     import yaml
 
     from gateway.stages.auth import hash_key
 
+    limits: dict = {"upstream_timeout_s": upstream_timeout_s}
+    if max_in_flight is not None:
+        limits["max_in_flight"] = max_in_flight
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump({
             "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": upstream}}],
             "passthrough": True,
             "keys": [{"id": "soak", "sha256": hash_key(API_KEY)}],
             "ledger": {"dir": ledger},
-            "limits": {"upstream_timeout_s": upstream_timeout_s},
+            "limits": limits,
         }, f)
 
 
 class _Rig:
     """A mock and a gateway on a fresh ledger, stopped on exit."""
 
-    def __init__(self, mode: str, server: str, mock_opts: dict, upstream_timeout_s: float = 30.0):
+    def __init__(self, mode: str, server: str, mock_opts: dict, upstream_timeout_s: float = 30.0,
+                 max_in_flight: int | None = None):
         self.mode, self.server, self.mock_opts, self.timeout = mode, server, mock_opts, upstream_timeout_s
+        self.max_in_flight = max_in_flight
 
     def __enter__(self):
         from gateway.launch import start_gateway
@@ -73,7 +82,7 @@ class _Rig:
         self.ledger = os.path.join(self.tmp.name, "ledger")
         self.mock = start_mock(**self.mock_opts)
         cfg = os.path.join(self.tmp.name, "gateway.yaml")
-        _config(cfg, self.mock.url, self.ledger, self.timeout)
+        _config(cfg, self.mock.url, self.ledger, self.timeout, self.max_in_flight)
         try:
             self.gw = start_gateway(None, None, mode=self.mode, server=self.server, config=cfg, ledger_dir=self.ledger)
         except RuntimeError as e:
@@ -88,6 +97,20 @@ class _Rig:
     def health(self) -> dict:
         with urllib.request.urlopen(self.gw.url + "/health", timeout=5) as r:
             return json.loads(r.read())
+
+    def metrics(self) -> dict[str, float]:
+        """The /metrics samples this module reads: the shed counter and the chat answers by
+        status (the same names on every rung)."""
+        with urllib.request.urlopen(self.gw.url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("gateway_requests_shed_total "):
+                out["shed"] = float(line.split()[1])
+            elif line.startswith('gateway_requests_total{route="/v1/chat/completions"'):
+                status = line.split('status="', 1)[1].split('"', 1)[0]
+                out[f"chat_{status}"] = float(line.rsplit(" ", 1)[1])
+        return out
 
     def __exit__(self, *exc):
         try:
@@ -107,6 +130,17 @@ def _rss_mb(pid: int) -> float:
     from harness.probes import _rss_bytes
 
     return sum(_rss_bytes(p) for p in _tree(pid)) / 2**20
+
+
+def _fds(pid: int) -> int | None:
+    """Open file descriptors of the gateway's process tree (None if /proc cannot say)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{p}/fd"))
+        except OSError:
+            return None
+    return total
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -210,7 +244,7 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
                 records = h["audit"]["records"]
             except OSError:
                 lag = depth = records = None
-            samples.append({"t": round(now - t0, 3), "rss_mb": _rss_mb(rig.app_pid),
+            samples.append({"t": round(now - t0, 3), "rss_mb": _rss_mb(rig.app_pid), "fds": _fds(rig.app_pid),
                             "cpu_cores": (ticks - ticks0) / os.sysconf("SC_CLK_TCK") / (now - tt0),
                             "audit_lag": lag, "queue_depth": depth, "records": records})
             ticks0, tt0 = ticks, now
@@ -233,6 +267,9 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
         "p99_us_first_third": p99_first, "p99_us_last_third": p99_last,
         "p99_drift": (p99_last / p99_first) if p99_first and p99_last else None,
         "cpu_cores_mean": _median([s["cpu_cores"] for s in after]),
+        "fds_after_warmup": _median([s["fds"] for s in after[:tenth]]),
+        "fds_end": _median([s["fds"] for s in after[-tenth:]]),
+        "fds_max": max((s["fds"] for s in samples if s["fds"] is not None), default=None),
         "audit_lag_max": max((s["audit_lag"] for s in samples if s["audit_lag"] is not None), default=None),
         "audit_lag_end": samples[-1]["audit_lag"] if samples else None,
     }
@@ -280,26 +317,36 @@ def _plot(run, samples, series, warm, summary, images: bool) -> list[str]:
 
 # --- overload --------------------------------------------------------------------------------
 def run_overload(mode: str, duration_s: float = 30.0, factor: float = 2.0, *, server: str = "uvicorn",
-                 capacity: float | None = None, recovery_limit_s: float = 60.0,
+                 capacity: float | None = None, recovery_limit_s: float = 60.0, max_in_flight: int | None = None,
+                 mock_latency_ms: float = 1.0, connections: int | None = None,
                  log: Callable[[str], None] | None = None) -> dict:
+    """Open loop at `factor` x capacity. With `max_in_flight` the gateway sheds what is beyond
+    it (503 `overloaded`, counted in /metrics `gateway_requests_shed_total`); the result then
+    says how much was shed, the latency of what was admitted (2xx only), and whether the
+    ledger, read after a graceful stop, holds exactly one record per admitted answer."""
+    from gateway.audit.wal import scan
     from harness.native_procs import run_load
 
     say = log or (lambda s: None)
-    with _Rig(mode, server, {"latency_ms": 1.0, "seed": 2}) as rig:
+    with _Rig(mode, server, {"latency_ms": mock_latency_ms, "seed": 2}, max_in_flight=max_in_flight) as rig:
         quiet_ms = _quiet_latency_ms(rig.url)
-        cap = capacity or probe_capacity(rig.url)
+        # capacity: closed loop at the admission limit when there is one (what can be admitted)
+        cap = capacity or probe_capacity(rig.url, concurrency=min(16, max_in_flight or 16))
         rss_before = _rss_mb(rig.app_pid)
         rate = factor * cap
-        say(f"capacity ~{cap:.0f} req/s; overload at {rate:.0f} req/s for {duration_s:g}s")
+        say(f"capacity ~{cap:.0f} req/s; overload at {rate:.0f} req/s for {duration_s:g}s"
+            + (f", max_in_flight {max_in_flight}" if max_in_flight else ""))
+        before = rig.metrics()
         th, out = _in_thread(lambda: run_load(rig.url, rate=rate, duration_s=duration_s, headers=HEADERS, body=BODY,
-                                               timeout_s=10.0))
+                                               timeout_s=10.0, connections=connections))
         peak = rss_before
         while th.is_alive():
             peak = max(peak, _rss_mb(rig.app_pid))
             time.sleep(0.2)
         load = _joined(th, out, 120)
         t_end = time.monotonic()
-        bound_ms = max(10 * quiet_ms, 50.0)
+        during = rig.metrics()
+        bound_ms = max(10 * quiet_ms, 50.0 + 2 * mock_latency_ms)
         streak, recovered_at = 0, None
         while time.monotonic() - t_end < recovery_limit_s:
             t0 = time.perf_counter()
@@ -312,11 +359,24 @@ def run_overload(mode: str, duration_s: float = 30.0, factor: float = 2.0, *, se
                     recovered_at = time.monotonic()
                     break
         peak = max(peak, _rss_mb(rig.app_pid))
+        final = rig.metrics()
+        ledger_dir = rig.ledger
+        rig.gw.stop()  # graceful: the audit queue drains
+        with open(os.path.join(ledger_dir, "audit.wal"), "rb") as f:
+            records = len(scan(f.read())[0])
+    shed = int(during.get("shed", 0) - before.get("shed", 0))
+    # every chat answer but a shed one is audited (the probes and recovery requests included)
+    answered = sum(v for k, v in final.items() if k.startswith("chat_"))
+    admitted = int(answered - final.get("shed", 0))
+    ok_lat = load["meta"].get("latency_ok_us") or {}
     return {
         "scenario": "overload", "mode": mode, "server": server, "capacity_rps": cap, "rate": rate,
-        "duration_s": duration_s, "requests": load["requests"], "ok": load["meta"]["ok"], "errors": load["errors"],
-        "rps": load["rps"], "latency_us": load["latency_us"], "quiet_median_ms": quiet_ms,
-        "rss_mb_before": rss_before, "rss_peak_mb": peak,
+        "duration_s": duration_s, "max_in_flight": max_in_flight, "mock_latency_ms": mock_latency_ms,
+        "requests": load["requests"], "ok": load["meta"]["ok"], "errors": load["errors"],
+        "rps": load["rps"], "latency_us": load["latency_us"], "admitted_latency_us": ok_lat,
+        "shed": shed, "shed_rate": shed / load["requests"] if load["requests"] else 0.0,
+        "admitted_total": admitted, "ledger_records": records, "admitted_lost": admitted - records,
+        "quiet_median_ms": quiet_ms, "rss_mb_before": rss_before, "rss_peak_mb": peak,
         "recovery_s": (recovered_at - t_end) if recovered_at is not None else None,
     }
 

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rs-server: worker threads (default: the CPUs the gateway is pinned to)")
     p.add_argument("--ack", choices=["background", "durable"], default=None,
                    help="answer before the record is written (background, default) or once it is durable")
+    p.add_argument("--max-in-flight", dest="max_in_flight", type=int, default=None,
+                   help="chat requests served at once; beyond it 503 overloaded (default: config's, else 1024)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
 
@@ -38,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
     opts = {"config": args.config, "upstream": args.upstream, "api_key": args.api_key, "ledger": args.ledger,
             "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "ack": args.ack,
+            "max_in_flight": args.max_in_flight,
             "shell": args.shell, "server": args.server, "host": args.host, "port": args.port, "threads": args.threads}
     return serve(opts)

@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     p.add_argument("--factor", type=float, default=2.0, help="overload: times capacity")
     p.add_argument("--connections", type=int, default=1000, help="idle: slowloris connections")
+    p.add_argument("--max-in-flight", dest="max_in_flight", type=int, default=None,
+                   help="overload: the gateway's admission limit (limits.max_in_flight; default: the config default)")
+    p.add_argument("--latency-ms", dest="latency_ms", type=float, default=1.0, help="overload: the mock's latency")
     p.add_argument("--out", default=None, help="steady: runs root (default data/runs)")
     p.add_argument("--no-images", action="store_true", help="steady: HTML plot only, no PNG")
     p.add_argument("--json", action="store_true")
@@ -33,11 +36,17 @@ def run(args: argparse.Namespace) -> int:
         line = (f"soak {r['mode']} {r['rate']:g} req/s {r['duration_s']:g}s: ok={r['ok']}/{r['requests']} "
                 f"RSS {r['rss_mb_after_warmup']:.1f} -> {r['rss_mb_end']:.1f} MiB ({r['rss_growth']:+.2%}), "
                 f"p99 {r['p99_us_first_third']} -> {r['p99_us_last_third']} us (x{r['p99_drift']:.2f}), "
+                f"fds {r['fds_after_warmup']} -> {r['fds_end']} (max {r['fds_max']}), "
                 f"audit lag max {r['audit_lag_max']}; {r['run_dir']}")
     elif args.scenario == "overload":
-        r = soak.run_overload(args.mode, args.duration, args.factor, server=args.server, log=log)
+        if args.max_in_flight is not None and args.max_in_flight < 1:
+            raise SystemExit(f"gatewaylab soak: error: --max-in-flight: expected a positive integer, got {args.max_in_flight}")
+        r = soak.run_overload(args.mode, args.duration, args.factor, server=args.server, log=log,
+                              max_in_flight=args.max_in_flight, mock_latency_ms=args.latency_ms)
         line = (f"overload {r['mode']} {r['rate']:.0f} req/s ({args.factor:g}x): ok={r['ok']}/{r['requests']} "
-                f"errors={r['errors']} peak RSS {r['rss_peak_mb']:.1f} MiB (before {r['rss_mb_before']:.1f}), "
+                f"errors={r['errors']} shed={r['shed']} ({r['shed_rate']:.1%}), admitted p99 "
+                f"{r['admitted_latency_us'].get('p99')} us, admitted lost from the ledger {r['admitted_lost']}, "
+                f"peak RSS {r['rss_peak_mb']:.1f} MiB (before {r['rss_mb_before']:.1f}), "
                 f"recovery {r['recovery_s'] if r['recovery_s'] is None else round(r['recovery_s'], 2)} s")
     elif args.scenario == "chaos":
         r = soak.run_chaos(args.mode, args.duration, args.rate or 100.0, server=args.server)

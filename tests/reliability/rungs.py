@@ -3,6 +3,6 @@ rs-core, and rs-server once it is registered), so a new rung joins by name."""
 from gateway.twins import MODES
 
 RUNGS = list(MODES)
-# ledger.ack durable lives in the Python background path (gateway/background.py); rs-core's
-# Rust ledger thread refuses the setting with a ConfigError until it implements it.
-DURABLE_ACK_RUNGS = [m for m in RUNGS if m in ("py", "py+rs")]
+# ledger.ack durable: the Python background path (py, py+rs: gateway/background.py) and the
+# Rust ledger thread (rs-core, rs-server: native/core/src/ledger.rs) both implement it.
+DURABLE_ACK_RUNGS = list(RUNGS)

@@ -1,7 +1,7 @@
 """ledger.ack durable: an answer leaves only once its record is durable (the WAL's
 durable_count already covers it), with one fsync shared by the batch; `background` (the
-seeds' order) answers first. Every rung whose pipeline hands audit jobs to the Python
-background path (py, py+rs)."""
+seeds' order) answers first. On every rung: the Python background path (py, py+rs) and the
+Rust ledger thread (rs-core, rs-server) complete the answer after the batch's group commit."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import yaml
 
 from gateway.launch import start_gateway
 from gateway.stages.auth import hash_key
+from tests.reliability.rungs import DURABLE_ACK_RUNGS
 
 KEY = "sk-gatewaylab-durable"
 BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "durable"}]}).encode()
@@ -49,7 +50,7 @@ def _post(url):
 
 
 @pytest.mark.parametrize("fsync", ["group", "always"])
-@pytest.mark.parametrize("mode", ["py", "py+rs"])
+@pytest.mark.parametrize("mode", DURABLE_ACK_RUNGS)
 def test_every_answer_is_durable_before_it_leaves(mock, tmp_path, mode, fsync):
     gw = _gateway(mock, tmp_path, mode, fsync, "durable")
     try:
@@ -61,6 +62,13 @@ def test_every_answer_is_durable_before_it_leaves(mock, tmp_path, mode, fsync):
             assert root["durable_count"] >= n and root["count"] >= n, (n, root)
         proof = _get(gw.url + "/audit/proof/29")
         assert proof["leaf_count"] >= 30
+        # concurrent answers share group commits: 48 answers from 8 clients, each durable
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: _post(gw.url), range(48)))
+        assert [s for s, _ in got] == [200] * 48
+        root = _get(gw.url + "/audit/root")
+        assert root["durable_count"] >= 78, root
     finally:
         gw.stop()
 
@@ -84,8 +92,3 @@ def test_bad_ack_is_a_config_error(tmp_path):
                                    "ledger": {"dir": str(tmp_path), "ack": "eventually"}}))
     with pytest.raises(ConfigError, match="ledger.ack"):
         load(str(cfg))
-
-
-def test_rs_core_refuses_durable_instead_of_ignoring_it(mock, tmp_path):
-    with pytest.raises(RuntimeError, match="ledger.ack: 'durable' is not available on rs-core"):
-        _gateway(mock, tmp_path, "rs-core", "group", "durable")

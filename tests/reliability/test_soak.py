@@ -24,11 +24,12 @@ def test_steady_soak_writes_a_run_with_its_figures(tmp_path):
     assert isinstance(r["rss_growth"], float) and isinstance(r["p99_drift"], float)
     assert r["rss_mb_after_warmup"] > 1 and r["cpu_cores_mean"] > 0  # measured (rs-server runs in ~8 MB)
     assert r["audit_lag_end"] is not None and r["audit_lag_end"] < 1000
+    assert r["fds_after_warmup"] > 3 and r["fds_max"] < 4096, r  # counted, and bounded
     with open(os.path.join(run, "summary.json")) as f:
         assert json.load(f)["rate"] == 80
     import pandas as pd
     samples = pd.read_parquet(os.path.join(run, "samples.parquet"))
-    assert len(samples) >= 15 and {"t", "rss_mb", "cpu_cores", "audit_lag"} <= set(samples.columns)
+    assert len(samples) >= 15 and {"t", "rss_mb", "fds", "cpu_cores", "audit_lag"} <= set(samples.columns)
 
 
 def test_overload_step_recovers_with_bounded_memory():

@@ -10,6 +10,11 @@
 //!
 //! `LedgerThread` takes audit jobs over a channel and appends them in batches (one WAL write
 //! and, under fsync "group", one group commit per batch): the hot path only sends a message.
+//! A job may carry an `Ack` (`ledger.ack: durable`): the thread calls it once the batch
+//! holding the job's record has been written and fsynced as the policy promises (one fsync
+//! per batch under "group", one per record under "always", none under "none"), or with the
+//! error when it could not be written. Jobs queued while a batch is being written form the
+//! next batch, so concurrent requests share one group commit.
 use crate::job::{record_payload, AuditJob};
 use crate::hash::leaf_hash;
 use crate::mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError};
@@ -250,8 +255,13 @@ fn check_checkpoint(mmr: &Mmr, wal: &Path, cp: &Checkpoint) -> Option<String> {
     }
 }
 
+/// Called on the ledger thread once the job's record is durable under the WAL's fsync
+/// policy (`Ok`), or could not be written (`Err`, why). Keep it short: it runs between
+/// batches.
+pub type Ack = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 enum Msg {
-    Job(Box<AuditJob>),
+    Job(Box<AuditJob>, Option<Ack>),
     Stop(Sender<Result<(), String>>),
 }
 
@@ -287,13 +297,33 @@ impl LedgerThread {
 
     /// Hand a job over; false once the thread has been stopped.
     pub fn submit(&self, job: AuditJob) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        match tx.as_ref() {
-            Some(tx) if tx.send(Msg::Job(Box::new(job))).is_ok() => {
-                self.stats.submitted.fetch_add(1, Relaxed);
-                true
+        self.send(job, None).is_ok()
+    }
+
+    /// Hand a job over and have `ack` called once its record is durable (or failed). Once the
+    /// thread has been stopped the job is refused and `ack` is called at once with the error.
+    pub fn submit_acked(&self, job: AuditJob, ack: Ack) -> bool {
+        match self.send(job, Some(ack)) {
+            Ok(()) => true,
+            Err(ack) => {
+                if let Some(ack) = ack {
+                    ack(Err("the audit ledger is stopped".into()));
+                }
+                false
             }
-            _ => false,
+        }
+    }
+
+    fn send(&self, job: AuditJob, ack: Option<Ack>) -> Result<(), Option<Ack>> {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else { return Err(ack) };
+        match tx.send(Msg::Job(Box::new(job), ack)) {
+            Ok(()) => {
+                self.stats.submitted.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(mpsc::SendError(Msg::Job(_, ack))) => Err(ack),
+            Err(_) => Err(None),
         }
     }
 
@@ -335,46 +365,60 @@ impl Drop for LedgerThread {
     }
 }
 
-fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box<AuditJob>>, mode: PySum) {
+/// Append the batch (one `append_many`: one write, and the fsync the policy promises), then
+/// call the acks of its jobs, outside the ledger's lock.
+fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box<AuditJob>>, acks: &mut Vec<Ack>, mode: PySum) {
     if batch.is_empty() {
         return;
     }
-    let mut led = ledger.lock().unwrap_or_else(|e| e.into_inner());
-    let base = led.count();
-    let payloads: Vec<Vec<u8>> = batch.iter().enumerate().map(|(i, j)| record_payload(base + i as u64, j, mode)).collect();
-    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-    match led.append_many(&refs) {
+    let result = {
+        let mut led = ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let base = led.count();
+        let payloads: Vec<Vec<u8>> = batch.iter().enumerate().map(|(i, j)| record_payload(base + i as u64, j, mode)).collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        led.append_many(&refs)
+    };
+    let result = match result {
         Ok(_) => {
             stats.appended.fetch_add(batch.len() as u64, Relaxed);
+            Ok(())
         }
         Err(e) => {
             // never let one bad batch stop the thread; say so loudly (as the Python path does)
             eprintln!("gateway: audit append failed for {} records: {e}", batch.len());
             stats.failed.fetch_add(batch.len() as u64, Relaxed);
+            Err(format!("the audit record could not be written: {e}"))
         }
+    };
+    for ack in acks.drain(..) {
+        ack(result.clone());
     }
     batch.clear();
 }
 
 fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PySum, batch_delay: std::time::Duration) {
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
+    let mut acks: Vec<Ack> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut stop = None;
-        match first {
-            Msg::Job(j) => batch.push(j),
-            Msg::Stop(ack) => stop = Some(ack),
-        }
+        let mut take = |m: Msg, batch: &mut Vec<Box<AuditJob>>| match m {
+            Msg::Job(j, ack) => {
+                batch.push(j);
+                acks.extend(ack);
+                None
+            }
+            Msg::Stop(ack) => Some(ack),
+        };
+        let mut stop = take(first, &mut batch);
         while stop.is_none() && batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Stop(ack)) => stop = Some(ack),
+                Ok(m) => stop = take(m, &mut batch),
                 Err(_) => break,
             }
         }
         if !batch_delay.is_zero() && !batch.is_empty() {
             std::thread::sleep(batch_delay);
         }
-        append_batch(ledger, stats, &mut batch, mode);
+        append_batch(ledger, stats, &mut batch, &mut acks, mode);
         if let Some(ack) = stop {
             // everything sent before Stop is already in `batch` or appended
             let r = ledger.lock().unwrap_or_else(|e| e.into_inner()).close().map_err(|e| e.to_string());
@@ -475,6 +519,36 @@ mod tests {
         again.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&crashed);
+    }
+
+    #[test]
+    fn acks_come_after_the_batch_is_durable_and_share_its_fsync() {
+        use std::sync::mpsc::channel;
+        for policy in [FsyncPolicy::Group, FsyncPolicy::Always] {
+            let dir = fresh_dir(&format!("ack-{}", policy.name()));
+            let t = Arc::new(LedgerThread::spawn(Ledger::open(&dir, policy, 50.0).unwrap(), PySum::Plain, std::time::Duration::from_millis(5)).unwrap());
+            let (tx, rx) = channel();
+            for i in 0..40 {
+                let (tx, t2) = (tx.clone(), Arc::clone(&t));
+                // each ack sees its own record durable (the group delay of 50 ms never had to pass)
+                assert!(t.submit_acked(job(i), Box::new(move |r| {
+                    let durable = t2.ledger().durable_count();
+                    tx.send((i, r, durable)).unwrap();
+                })));
+            }
+            let mut got: Vec<(i64, Result<(), String>, u64)> = (0..40).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+            got.sort_by_key(|g| g.0);
+            for (i, r, durable) in got {
+                assert_eq!(r, Ok(()));
+                assert!(durable > i as u64, "{policy:?}: record {i} acknowledged with durable_count {durable}");
+            }
+            t.drain().unwrap();
+            // stopped: the ack is called at once with the error, the job refused
+            let (tx, rx) = channel();
+            assert!(!t.submit_acked(job(0), Box::new(move |r| tx.send(r).unwrap())));
+            assert_eq!(rx.try_recv().unwrap(), Err("the audit ledger is stopped".to_string()));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! (`decide(...)` returns the verdict as plain tuples).
 //!
 //! `RsCore(config_json, ledger_dir, fsync, group_delay_ms, timeout_s, pool, id_prefix, workers,
-//! ledger_delay_ms)`:
+//! ledger_delay_ms, ack)`:
 //! the whole hot path in Rust. `submit([(token, headers, body), ...])` returns at once; on a Tokio
 //! runtime, with the GIL released throughout, the request is decided, forwarded, adapted
 //! back and handed to the ledger thread. Completions do not cross into asyncio one future
@@ -182,6 +182,8 @@ struct Shared {
     streams_abandoned: AtomicU64,
     completed: AtomicU64,
     wakeups: AtomicU64,
+    /// ledger.ack durable: a whole answer completes only once its record is durable
+    durable: bool,
 }
 
 impl Shared {
@@ -211,16 +213,35 @@ impl Shared {
 
     /// Answer first, then hand the audit job over: waking the ledger thread may switch to it
     /// on a one-core gateway, and the client should not wait for that (the job is queued
-    /// before this task ends, so a drain still finds it).
-    fn respond_now(&self, token: u64, status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>, audit: Option<AuditMaterial>, t0: Instant) {
-        let answer = audit.as_ref().map(|_| Answer::Body(body.clone()));
-        self.complete(token, Done::Response { status, headers, body });
-        if let Some(answer) = answer {
-            self.audit(audit, status, answer, t0);
+    /// before this task ends, so a drain still finds it). Under ledger.ack durable an
+    /// audited answer completes from the ledger thread instead, once the group commit that
+    /// covers its record is done; a record that cannot be written turns it into 503
+    /// `audit_unavailable` (never an answer without its record).
+    fn respond_now(self: &Arc<Self>, token: u64, status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>, audit: Option<AuditMaterial>, t0: Instant) {
+        let Some(material) = audit else {
+            return self.complete(token, Done::Response { status, headers, body });
+        };
+        let job = AuditJob { material, status, answer: Answer::Body(body.clone()), latency_us: t0.elapsed().as_micros() as i64 };
+        if !self.durable {
+            self.complete(token, Done::Response { status, headers, body });
+            self.ledger.submit(job);
+            return;
         }
+        let sh = Arc::clone(self);
+        self.ledger.submit_acked(job, Box::new(move |written| {
+            let done = match written {
+                Ok(()) => Done::Response { status, headers, body },
+                Err(why) => Done::Response {
+                    status: 503,
+                    headers: Vec::new(),
+                    body: gatewaylab_core::pipeline::error_body(503, &why, "audit_unavailable"),
+                },
+            };
+            sh.complete(token, done);
+        }));
     }
 
-    fn fail(&self, token: u64, f: UpstreamFailure, audit: Option<AuditMaterial>, t0: Instant) {
+    fn fail(self: &Arc<Self>, token: u64, f: UpstreamFailure, audit: Option<AuditMaterial>, t0: Instant) {
         self.upstream_errors.fetch_add(1, Relaxed);
         self.respond_now(token, f.status, Vec::new(), f.body(), audit, t0);
     }
@@ -439,7 +460,7 @@ impl PyRsCore {
 #[pymethods]
 impl PyRsCore {
     #[new]
-    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0))]
+    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, ack = "background"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -452,10 +473,16 @@ impl PyRsCore {
         id_prefix: &str,
         workers: usize,
         ledger_delay_ms: f64,
+        ack: &str,
     ) -> PyResult<Self> {
         let _c = entry!("rs_core.new");
         guard(|| {
             let pipeline = parse_config(config_json)?;
+            let durable = match ack {
+                "background" => false,
+                "durable" => true,
+                other => return Err(invalid_input(format!("RsCore: ack must be 'background' or 'durable', got {other:?}"))),
+            };
             let policy = FsyncPolicy::parse(fsync).map_err(|e| invalid_input(e.to_string()))?;
             let ledger = Ledger::open(std::path::Path::new(ledger_dir), policy, group_delay_ms)
                 .map_err(crate::wal::wal_err)?;
@@ -497,6 +524,7 @@ impl PyRsCore {
                 streams_abandoned: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
+                durable,
             });
             runtime.spawn(dispatcher(Arc::clone(&shared)));
             Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
@@ -697,7 +725,7 @@ mod tests {
             "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
         });
         Python::attach(|py| {
-            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0).unwrap()
+            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0, "background").unwrap()
         })
     }
 

@@ -42,6 +42,17 @@ use crate::metrics::Metrics;
 use crate::sidecar::{Sidecar, Verdict};
 
 const CHAT: &str = "/v1/chat/completions";
+/// Retry-After on a shed request, seconds (gateway/app.py RETRY_AFTER_S)
+const RETRY_AFTER_S: u64 = 1;
+
+/// One admitted chat request; dropping it frees its place.
+pub struct InFlight(Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks buffered between the upstream relay and a slow client.
@@ -55,6 +66,10 @@ pub struct Gateway {
     pipeline: Pipeline,
     upstream: Upstream,
     ledger: Option<LedgerThread>,
+    /// ledger.ack durable: whole answers wait for their record's group commit
+    durable: bool,
+    /// chat requests being served (admission control, `limits.max_in_flight`)
+    in_flight: Arc<AtomicU64>,
     ids: AtomicU64,
     /// audit hand-offs attached to answers not yet handed over (waited for before the drain)
     pending_audits: AtomicU64,
@@ -271,6 +286,7 @@ impl Gateway {
             None
         };
         let id_prefix = format!("req-{:x}-{:x}-", std::process::id(), (unix_ns() as u64) & 0xffff_ffff);
+        let durable = cfg.ack == "durable";
         Ok(Self {
             cfg,
             opts,
@@ -279,6 +295,8 @@ impl Gateway {
             pipeline,
             upstream,
             ledger,
+            durable,
+            in_flight: Arc::new(AtomicU64::new(0)),
             ids: AtomicU64::new(0),
             pending_audits: AtomicU64::new(0),
             id_prefix,
@@ -290,12 +308,36 @@ impl Gateway {
         let path = req.uri().path().to_string();
         let t0 = Instant::now();
         let resp = if path == CHAT && req.method() == Method::POST {
-            self.chat(req, t0).await
+            match self.admit() {
+                Some(permit) => self.chat(req, t0, permit).await,
+                None => self.shed(),
+            }
         } else {
             self.other(req, &path).await
         };
         self.metrics.count_request(route_label(&path), resp.status().as_u16());
         resp
+    }
+
+    /// Admission control: a chat request is served only while fewer than
+    /// `limits.max_in_flight` are (a stream counts until its relay ends).
+    fn admit(&self) -> Option<InFlight> {
+        let before = self.in_flight.fetch_add(1, Relaxed);
+        if before >= self.cfg.max_in_flight as u64 {
+            self.in_flight.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(InFlight(Arc::clone(&self.in_flight)))
+    }
+
+    /// The answer beyond the limit: 503 `overloaded` with Retry-After, before anything is read,
+    /// decided, forwarded or audited (gateway/app.py `GatewayBase.admitted_chat`).
+    fn shed(&self) -> Response<GwBody> {
+        self.metrics.incr("requests_shed");
+        let n = self.cfg.max_in_flight;
+        let mut r = error(503, &format!("the gateway is overloaded ({n} requests in flight); retry after {RETRY_AFTER_S} s"), "overloaded");
+        r.headers_mut().insert("retry-after", HeaderValue::from(RETRY_AFTER_S));
+        r
     }
 
     /// The guard on hyper's view of the head: the core's `check_headers`, the function
@@ -376,6 +418,32 @@ impl Gateway {
         }));
     }
 
+    /// Under ledger.ack durable: hand the job over and wait until the group commit that
+    /// covers its record is done; a record that cannot be written turns the answer into 503
+    /// `audit_unavailable`. Otherwise the audit goes after the answer (`audit_after_send`).
+    async fn finish(self: &Arc<Self>, mut resp: Response<GwBody>, material: Option<AuditMaterial>, status: u16, answer: Vec<u8>, t0: Instant) -> Response<GwBody> {
+        let ledger = match (&material, self.ledger.as_ref()) {
+            (Some(_), Some(l)) if self.durable => l,
+            _ => {
+                self.audit_after_send(&mut resp, material, status, answer, t0);
+                return resp;
+            }
+        };
+        let material = material.expect("matched above");
+        let latency_us = t0.elapsed().as_micros() as i64;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ts = Instant::now();
+        ledger.submit_acked(AuditJob { material, status, answer: Answer::Body(answer), latency_us }, Box::new(move |r| {
+            let _ = tx.send(r); // the client may be gone: the record is written all the same
+        }));
+        self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
+        match rx.await {
+            Ok(Ok(())) => resp,
+            Ok(Err(why)) => error(503, &why, "audit_unavailable"),
+            Err(_) => error(503, "the audit ledger stopped before the record was written", "audit_unavailable"),
+        }
+    }
+
     fn submit_job(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, latency_us: i64) {
         let (Some(material), Some(ledger)) = (material, self.ledger.as_ref()) else { return };
         let ts = Instant::now();
@@ -386,7 +454,7 @@ impl Gateway {
         self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
     }
 
-    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant) -> Response<GwBody> {
+    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant, permit: InFlight) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
         let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
@@ -406,9 +474,9 @@ impl Gateway {
                 if r.code == "waf_blocked" {
                     self.metrics.incr("waf_blocks");
                 }
-                let mut resp = rejection_response(&r);
+                let resp = rejection_response(&r);
                 let out = r.body();
-                self.audit_after_send(&mut resp, r.audit, r.status, out, t0);
+                let resp = self.finish(resp, r.audit, r.status, out, t0).await;
                 self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
                 return resp;
             }
@@ -419,13 +487,12 @@ impl Gateway {
                 run_plugins(&self.metrics, self.sidecar.as_ref(), &fwd.key_id, &fwd.public_model, &body).await
             {
                 let out = pipeline::error_body(status, &message, code);
-                let mut resp = json_response(status, out.clone());
-                self.audit_after_send(&mut resp, fwd.audit, status, out, t0);
-                return resp;
+                let resp = json_response(status, out.clone());
+                return self.finish(resp, fwd.audit, status, out, t0).await;
             }
         }
         if fwd.stream {
-            return self.stream(fwd, t0, rid).await;
+            return self.stream(fwd, t0, rid, permit).await;
         }
         let t2;
         let result = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
@@ -453,50 +520,51 @@ impl Gateway {
                         r.headers_mut().insert("x-request-id", v);
                     }
                 }
-                self.audit_after_send(&mut r, fwd.audit, status, out, t0);
-                r
+                self.finish(r, fwd.audit, status, out, t0).await
             }
             Err(f) => {
                 self.metrics.incr("upstream_errors");
                 let out = f.body();
-                let mut r = json_response(f.status, out.clone());
-                self.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
-                r
+                let r = json_response(f.status, out.clone());
+                self.finish(r, fwd.audit, f.status, out, t0).await
             }
         };
         self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
         resp
     }
 
+    /// A stream that failed before its first byte: a whole error answer, audited as one.
+    async fn stream_failed(self: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure, t0: Instant) -> Response<GwBody> {
+        self.metrics.incr("upstream_errors");
+        let out = f.body();
+        let r = json_response(f.status, out.clone());
+        let r = self.finish(r, fwd.audit, f.status, out, t0).await;
+        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        r
+    }
+
     /// SSE: the upstream's head and first chunk decide between an error answer and a
     /// stream; then a relay task adapts each upstream chunk as it arrives.
-    async fn stream(self: &Arc<Self>, fwd: Forwarding, t0: Instant, rid: String) -> Response<GwBody> {
+    async fn stream(self: &Arc<Self>, fwd: Forwarding, t0: Instant, rid: String, permit: InFlight) -> Response<GwBody> {
         let timeout = self.upstream.timeout();
-        let fail = |gw: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure| {
-            gw.metrics.incr("upstream_errors");
-            let out = f.body();
-            let mut r = json_response(f.status, out.clone());
-            gw.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
-            gw.metrics.observe("total", t0.elapsed().as_nanos() as u64);
-            r
-        };
         let resp = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
             Ok(r) => r,
-            Err(f) => return fail(self, fwd, failure(f, timeout)),
+            Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
         let status = resp.status().as_u16();
         let mut up = resp.into_body();
         if !(200..300).contains(&status) {
             let _ = self.upstream.collect(&mut up).await;
-            return fail(self, fwd, UpstreamFailure::status(status));
+            return self.stream_failed(fwd, UpstreamFailure::status(status), t0).await;
         }
         let first = match self.upstream.next_chunk(&mut up).await {
             Ok(c) => c,
-            Err(f) => return fail(self, fwd, failure(f, timeout)),
+            Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
         let gw = self.clone();
         tokio::spawn(async move {
+            let _permit = permit; // in flight until the relay ends
             let mut relay = gw.pipeline.relay(&fwd);
             let mut status = 499u16; // until we know better: the client went away
             let mut chunk = first;
@@ -628,7 +696,7 @@ impl Gateway {
             "stages": stages_label(&self.cfg.stages), "audit_enabled": self.cfg.audit, "threads": self.opts.threads,
             "queue": {"policy": "block", "size": null, "depth": depth,
                       "dropped": self.metrics.get("background_dropped")},
-            "audit": {"records": records, "spawned": spawned},
+            "audit": {"records": records, "spawned": spawned, "ack": self.cfg.ack},
             "plugins": {"pre_call": self.cfg.plugins.pre_call,
                         "sidecar_pid": self.sidecar.as_ref().map(Sidecar::pid),
                         "sidecar_alive": self.sidecar.as_ref().map(Sidecar::alive)},
@@ -641,7 +709,8 @@ impl Gateway {
         let (records, depth, spawned) = self.ledger_counts();
         self.metrics.set("audit_records", records);
         self.metrics.set("background_spawned", spawned);
-        self.metrics.render(&[("background_queue_depth", depth as f64)]).into_bytes()
+        let in_flight = self.in_flight.load(Relaxed) as f64;
+        self.metrics.render(&[("background_queue_depth", depth as f64), ("requests_in_flight", in_flight)]).into_bytes()
     }
 
     /// Stop: drain the audit queue into the WAL and close it.

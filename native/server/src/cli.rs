@@ -4,7 +4,8 @@
 //! gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR]
 //!                   [--host 127.0.0.1] [--port 8000] [--threads N]
 //!                   [--stages all|none|LIST] [--audit on|off] [--python EXE]
-//!                   [--float-sum plain|neumaier]
+//!                   [--float-sum plain|neumaier] [--ack background|durable]
+//!                   [--max-in-flight N]
 //! ```
 //!
 //! `--mode rs-server` is accepted (and is the only mode). `--python` is the interpreter that
@@ -26,13 +27,18 @@ pub struct Options {
     pub threads: usize,
     pub stages: Option<String>,
     pub audit: Option<bool>,
+    /// ledger.ack, overriding the config's
+    pub ack: Option<String>,
+    /// limits.max_in_flight, overriding the config's
+    pub max_in_flight: Option<i64>,
     pub python: String,
     /// how the Python twin's interpreter sums floats (entropy): plain (3.11) or neumaier (3.12+)
     pub float_sum: gatewaylab_core::entropy::PySum,
 }
 
 const USAGE: &str = "usage: gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR] \
-[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier]";
+[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] \
+[--ack background|durable] [--max-in-flight N]";
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -45,6 +51,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         threads: 1,
         stages: None,
         audit: None,
+        ack: None,
+        max_in_flight: None,
         python: std::env::var("GATEWAYLAB_PYTHON").unwrap_or_else(|_| "python3".into()),
         float_sum: gatewaylab_core::entropy::PySum::Plain,
     };
@@ -82,6 +90,17 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                     "off" => Some(false),
                     _ => return Err(format!("--audit: expected on or off, got {v:?}")),
                 };
+            }
+            "--ack" => {
+                let v = value()?;
+                if !config::ACKS.contains(&v.as_str()) {
+                    return Err(format!("--ack: expected background or durable, got {v:?}"));
+                }
+                o.ack = Some(v);
+            }
+            "--max-in-flight" => {
+                let v = value()?;
+                o.max_in_flight = Some(v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("--max-in-flight: expected a positive integer, got {v:?}"))?);
             }
             "--mode" => {
                 let v = value()?;
@@ -128,6 +147,12 @@ pub fn build_config(o: &mut Options) -> Result<Config, String> {
     }
     if let Some(a) = o.audit {
         cfg.audit = a;
+    }
+    if let Some(a) = &o.ack {
+        cfg.ack = a.clone();
+    }
+    if let Some(n) = o.max_in_flight {
+        cfg.max_in_flight = n;
     }
     Ok(cfg)
 }
@@ -183,6 +208,11 @@ mod tests {
         assert_eq!(parse_args(&s(&["--threads", "0"])).unwrap_err(), "--threads: expected a positive integer, got \"0\"");
         assert!(parse_args(&s(&["--bogus"])).unwrap_err().starts_with("--bogus: unknown argument"));
         assert!(parse_args(&s(&["--mode", "py"])).is_err());
+        let mut o = parse_args(&s(&["--upstream", "http://h:1", "--api-key", "k", "--ledger", "/tmp/x", "--ack", "durable", "--max-in-flight=3"])).unwrap();
+        let c = build_config(&mut o).unwrap();
+        assert_eq!((c.ack.as_str(), c.max_in_flight), ("durable", 3));
+        assert_eq!(parse_args(&s(&["--ack", "later"])).unwrap_err(), "--ack: expected background or durable, got \"later\"");
+        assert_eq!(parse_args(&s(&["--max-in-flight", "0"])).unwrap_err(), "--max-in-flight: expected a positive integer, got \"0\"");
     }
 
     #[test]

@@ -10,6 +10,9 @@ use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
 pub const FSYNC: &[&str] = &["always", "group", "none"];
+/// limits.max_in_flight's default (gateway/config.py's MAX_IN_FLIGHT)
+pub const MAX_IN_FLIGHT: i64 = 1024;
+pub const ACKS: &[&str] = &["background", "durable"];
 pub const POLICIES: &[&str] = &["block", "drop"];
 pub const SHELLS: &[&str] = &["asgi", "fastapi"];
 pub const SERVERS: &[&str] = &["uvicorn", "granian"];
@@ -71,6 +74,8 @@ pub struct Config {
     pub ledger_dir: String,
     pub fsync: String,
     pub group_delay_ms: f64,
+    /// ledger.ack: "background" (answer, then record) | "durable" (answer once the record is)
+    pub ack: String,
     pub queue_size: i64,
     pub queue_policy: String,
     pub batch_window_ms: f64,
@@ -78,6 +83,8 @@ pub struct Config {
     pub max_header_bytes: i64,
     pub upstream_timeout_s: f64,
     pub upstream_pool: i64,
+    /// limits.max_in_flight: chat requests served at once; beyond it 503 `overloaded`
+    pub max_in_flight: i64,
     /// enabled hot-path stages (gateway.pipeline.parse_stages)
     pub stages: Vec<String>,
     pub audit: bool,
@@ -484,12 +491,7 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let passthrough = get(d, "passthrough", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(false);
     let fsync = str_one_of(led, "fsync", "ledger.", "group", FSYNC)?;
     let group_delay_ms = number(led, "group_delay_ms", "ledger.", 2.0, true)?;
-    // the same validation as the Python gateway, then what this binary can do: answering only
-    // once the record is durable is not implemented here yet, so it is refused, never ignored
-    let ack = str_one_of(led, "ack", "ledger.", "background", &["background", "durable"])?;
-    if ack != "background" {
-        return Err("ledger.ack: 'durable' is not available on rs-server (background only)".into());
-    }
+    let ack = str_one_of(led, "ack", "ledger.", "background", ACKS)?;
     let queue_size = positive_int(bg, "queue_size", "background.", Some(10000))?.expect("default");
     let queue_policy = str_one_of(bg, "policy", "background.", "block", POLICIES)?;
     let batch_window_ms = number(bg, "batch_window_ms", "background.", 0.0, false)?;
@@ -497,6 +499,7 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let max_header_bytes = positive_int(lim, "max_header_bytes", "limits.", Some(16384))?.expect("default");
     let upstream_timeout_s = number(lim, "upstream_timeout_s", "limits.", 30.0, true)?;
     let upstream_pool = positive_int(lim, "upstream_pool", "limits.", Some(256))?.expect("default");
+    let max_in_flight = positive_int(lim, "max_in_flight", "limits.", Some(MAX_IN_FLIGHT))?.expect("default");
     str_one_of(d, "shell", "", "asgi", SHELLS)?;
     str_one_of(d, "server", "", "uvicorn", SERVERS)?;
     let audit = get(d, "audit", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(true);
@@ -509,6 +512,7 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
         ledger_dir,
         fsync,
         group_delay_ms,
+        ack,
         queue_size,
         queue_policy,
         batch_window_ms,
@@ -516,6 +520,7 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
         max_header_bytes,
         upstream_timeout_s,
         upstream_pool,
+        max_in_flight,
         stages,
         audit,
         plugins,
@@ -635,8 +640,10 @@ mod tests {
     fn errors_name_the_field() {
         let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, fsync: sometimes}")).unwrap_err();
         assert_eq!(e, "ledger.fsync: expected one of always, group, none, got 'sometimes'");
-        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}")).unwrap_err();
-        assert_eq!(e, "ledger.ack: 'durable' is not available on rs-server (background only)");
+        assert_eq!(parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}")).unwrap().ack, "durable");
+        assert_eq!(parse(OK).unwrap().max_in_flight, MAX_IN_FLIGHT);
+        let e = parse(&format!("{OK}\nlimits: {{max_in_flight: 0}}")).unwrap_err();
+        assert!(e.starts_with("limits.max_in_flight: "), "{e}");
         let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: later}")).unwrap_err();
         assert_eq!(e, "ledger.ack: expected one of background, durable, got 'later'");
         let e = parse(&OK.replace("id: a,", "id: a, rpm: 0,")).unwrap_err();

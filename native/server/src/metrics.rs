@@ -18,7 +18,7 @@ const BUCKET_LABELS: [&str; 22] = [
 ];
 /// gateway/metrics.py's STAGES, then the plugin call (rs-server's sidecar)
 pub const STAGES: [&str; 6] = ["decide", "forward", "respond", "spawn", "total", "plugins"];
-pub const COUNTERS: [&str; 7] = [
+pub const COUNTERS: [&str; 8] = [
     "background_spawned",
     "background_dropped",
     "audit_records",
@@ -26,6 +26,7 @@ pub const COUNTERS: [&str; 7] = [
     "waf_blocks",
     "streams_abandoned",
     "plugin_errors",
+    "requests_shed",
 ];
 
 pub struct Histogram {
@@ -76,7 +77,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     pub stage: [Histogram; 6],
     pub audit_lag: Histogram,
-    counters: [AtomicU64; 7],
+    counters: [AtomicU64; 8],
 }
 
 pub fn stage_index(name: &str) -> usize {

@@ -16,6 +16,7 @@
 //! Result JSON (`LoadResult`): `{"mode", "concurrency", "rate", "duration_s", "requests",
 //! "errors": {kind: n}, "rps", "latency_us": {"p50","p90","p95","p99","p999","max"},
 //! ["ttfb_us": {...} in streaming mode], "series": [...], "meta": {...}}`, where
+//! `meta.latency_ok_us` holds the same percentiles over 2xx answers only;
 //! `requests` counts measured requests that finished (answered or failed), `rps` counts 2xx
 //! answers per second of the measured window, and error kinds are `connect`, `timeout`,
 //! `reset` (connection closed or reset before a full answer), `protocol`, `io`,
@@ -246,6 +247,8 @@ struct Bucket {
 /// One worker's measurements (merged at the end; no sharing on the hot path).
 pub struct Recorder {
     latency: Histogram<u64>,
+    /// 2xx answers only (the latency of what was admitted when a gateway sheds load)
+    ok_latency: Histogram<u64>,
     ttfb: Histogram<u64>,
     errors: BTreeMap<&'static str, u64>,
     series: Vec<Bucket>,
@@ -262,6 +265,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Self {
             latency: hist(3),
+            ok_latency: hist(3),
             ttfb: hist(3),
             errors: BTreeMap::new(),
             series: Vec::new(),
@@ -304,6 +308,7 @@ impl Recorder {
                     None => {
                         self.ok += 1;
                         b.ok += 1;
+                        self.ok_latency.saturating_record(lat);
                     }
                     Some(k) => {
                         *self.errors.entry(k).or_insert(0) += 1;
@@ -320,6 +325,7 @@ impl Recorder {
 
     pub fn merge(&mut self, o: Recorder) {
         let _ = self.latency.add(&o.latency);
+        let _ = self.ok_latency.add(&o.ok_latency);
         let _ = self.ttfb.add(&o.ttfb);
         for (k, n) in o.errors {
             *self.errors.entry(k).or_insert(0) += n;
@@ -720,6 +726,7 @@ fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finis
         "late_sends": rec.late_sends,
         "max_send_lag_us": rec.max_send_lag.as_micros() as u64,
         "co_corrected": mode == "open",
+        "latency_ok_us": serde_json::to_value(percentiles(&rec.ok_latency)).unwrap_or(Value::Null),
         "started_unix_s": started_unix,
         "wall_s": finished.saturating_duration_since(sched.t0).as_secs_f64(),
         "generator": concat!("gatewaylab-tools ", env!("CARGO_PKG_VERSION")),
