@@ -334,16 +334,20 @@ class LedgerClient:
                 await asyncio.sleep(0.05)
 
     async def call(self, msg: dict) -> dict:
+        """One request, one reply. A lost connection fails this call (never resent: the writer
+        may have committed it) and the next call reconnects, e.g. to a restarted writer."""
         async with self._lock:
             if self._writer is None:
-                raise AuditUnavailable("not connected to the ledger writer")
+                await self.connect(timeout=5.0)
             try:
                 self._writer.write(frame(msg))
                 await self._writer.drain()
                 reply = await read_frame(self._reader)
             except (ConnectionError, asyncio.IncompleteReadError) as e:
+                await self.close()
                 raise AuditUnavailable(f"the ledger writer went away: {type(e).__name__}: {e}") from None
             if reply is None:
+                await self.close()
                 raise AuditUnavailable("the ledger writer closed the connection")
         if reply.get("ok") and msg["op"] in ("append", "root"):
             self.count = max(self.count, reply["ledger_count" if msg["op"] == "append" else "count"])
@@ -357,7 +361,7 @@ class LedgerClient:
         return reply
 
     async def close(self) -> None:
-        w, self._writer = self._writer, None
+        w, self._writer, self._reader = self._writer, None, None
         if w is not None:
             w.close()
             with _suppress_conn():
@@ -389,11 +393,9 @@ class SingleWriterAudit(BackgroundAudit):
             ledger_dir, fsync, delay = self._writer_args
             self._owned = WriterProcess.start(ledger_dir, self.switches, fsync=fsync, group_delay_ms=delay)
             self.ledger.socket_path = self._owned.socket
-        super().start()
-        self._connected = self._loop.create_task(self.ledger.connect())
+        super().start()  # the connection is made by the first call (and remade after a lost one)
 
     async def _append(self, batch: list[AuditJob]) -> None:
-        await self._connected
         record = self._assembler.record
         recs = []
         for j in batch:
@@ -403,12 +405,10 @@ class SingleWriterAudit(BackgroundAudit):
         await self.ledger.append_records(recs)
 
     async def root_view(self) -> dict:
-        await self._connected
         r = await self.ledger.call({"op": "root"})
         return {"count": r["count"], "root": r["root"], "durable_count": r["durable_count"]}
 
     async def prove(self, kind: str, n: int) -> dict:
-        await self._connected
         r = await self.ledger.call({"op": "prove", "kind": kind, "n": n})
         if not r.get("ok"):
             if r.get("kind") == "index":

@@ -142,3 +142,37 @@ def test_the_writer_refuses_a_bad_batch_and_answers_proofs(tmp_path):
         writer.kill()
     payloads = WriteAheadLog.replay(str(tmp_path / "ledger" / WAL_NAME))
     assert len(payloads) == 3 and _mmr_root(payloads) == root["root"]
+
+
+def test_kill9_of_the_ledger_process_then_a_restart_continues_the_ledger(tmp_path):
+    import asyncio
+
+    from gateway.audit.writer_process import LedgerClient
+    from gateway.errors import AuditUnavailable
+
+    rec = {f: 1 for f in RECORD_FIELDS if f != "seq"}
+    d = str(tmp_path / "ledger")
+    first = WriterProcess.start(d, Switches("py"), fsync="always")
+    second = None
+    try:
+        async def go():
+            nonlocal second
+            c = LedgerClient(first.socket)
+            assert (await c.append_records([rec] * 4))["ledger_count"] == 4  # acknowledged: fsynced
+            first.kill()  # kill -9 of the ledger process
+            with pytest.raises(AuditUnavailable):
+                await c.append_records([rec])  # fails, and is never resent
+            second = WriterProcess.start(d, Switches("py"), fsync="always", socket_path=first.socket)
+            r = await c.append_records([rec] * 2)  # the client reconnects to the restarted writer
+            await c.close()
+            return r
+
+        r = asyncio.run(go())
+        assert (r["first"], r["ledger_count"]) == (4, 6)
+        assert second.stop() == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+    records = [json.loads(p) for p in WriteAheadLog.replay(str(tmp_path / "ledger" / WAL_NAME))]
+    assert [r["seq"] for r in records] == list(range(6))
