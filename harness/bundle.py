@@ -8,7 +8,7 @@ JupyterLab and pandas are not installed:
                      (pyproject `dependencies`; the `analysis` and `dev` extras stay home)
     OUT/bin/         gatewaylab-server (rung 3), built here in release mode
     OUT/bundle.json  the manifest: format, version, git sha + dirty flag, build profile,
-                     rustc, Python version and wheel tag, every file with its size and sha256
+                     rustc, Python version and wheel tag, every wheel and binary with its size and sha256
     OUT/run.sh       the one line to run:  ./run.sh sweep --raw --modes py,py+rs --profile xeon-4c
                      (the first call makes OUT/venv with `pip install --no-index --find-links`)
 
