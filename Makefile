@@ -9,7 +9,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
 SYS_PKGS := wrk chromium python3-dev
 
-.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz fuzz fuzz-tools api-fuzz lab clean sysdeps peers
+.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools api-fuzz lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -32,7 +32,7 @@ $(SYS_STAMP):
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -U pip 'maturin>=1.9,<2'
-	.venv/bin/maturin develop --release --extras dev
+	.venv/bin/maturin develop --release --extras analysis,dev
 	cd native && cargo build --release -p gatewaylab-server
 	@touch $@ $(NATIVE_STAMP)
 
@@ -59,6 +59,12 @@ test-py: dev peers
 
 test-notebooks: dev
 	$(PY) -m harness.notebooks --profile ci
+
+# The bundle round trip (docs/bundle.md): build a bundle, install it into a fresh venv offline
+# (--no-index), sweep from it without pandas, import the raw results. About 2 minutes, so not in
+# `make test` (whose tests cover the raw sweep without pandas and the import); prints its timings.
+test-bundle: dev
+	$(PY) -m pytest -q -s -m bundle tests/harness/test_bundle_roundtrip.py
 
 # Fuzzing (docs/reliability.md): cargo-fuzz targets on the core crate (nightly) and the
 # differential twin targets. `make fuzz FUZZ_SECONDS=600` runs each that long; `make test`

@@ -25,7 +25,7 @@ import orjson
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
-from gateway.errors import AuditIndexError, AuditUnavailable, InvalidInput, UpstreamError
+from gateway.errors import AuditIndexError, AuditUnavailable, ConfigError, InvalidInput, UpstreamError
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
 from gateway.plugins import PreCallHooks
@@ -89,6 +89,9 @@ def error(status: int, message: str, code: str, headers: list | None = None) -> 
 
 def make_gateway(config: Config, *, shell: str = "asgi", server: str = "uvicorn") -> "GatewayBase":
     if config.switches.mode == "rs-core":
+        if config.ledger_layout == "single-writer":
+            raise ConfigError("ledger.layout single-writer is for py and py+rs (rs-core's ledger is its own Rust "
+                              "thread); docs/single_writer.md")
         from gateway.rs_core import RsCoreGateway
         return RsCoreGateway(config, shell=shell, server=server)
     return Gateway(config, shell=shell, server=server)
@@ -216,7 +219,11 @@ class Gateway(GatewayBase):
         self.pipeline = Pipeline(config, config.stages, config.audit)
         self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
-        self.background = BackgroundAudit(
+        if config.ledger_layout == "single-writer":  # records go to one ledger process (docs/single_writer.md)
+            from gateway.audit.writer_process import SingleWriterAudit as audit_cls
+        else:
+            audit_cls = BackgroundAudit
+        self.background = audit_cls(
             config.ledger_dir, sw, self.metrics, queue_size=config.queue_size, policy=config.queue_policy,
             fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms,
             ack=config.ack)
@@ -328,15 +335,10 @@ class Gateway(GatewayBase):
 
     # --- ledger ---------------------------------------------------------------------------
     async def audit_root(self) -> Response:
-        async with self.background.io_lock:
-            led = self.background.ledger
-            return Response(200, orjson.dumps({"count": led.count, "root": led.root(),
-                                               "durable_count": led.durable_count}))
+        return Response(200, orjson.dumps(await self.background.root_view()))
 
     async def _prove(self, kind: str, n: int) -> bytes:
-        led = self.background.ledger
-        async with self.background.io_lock:
-            return orjson.dumps(led.inclusion_proof(n) if kind == "inclusion" else led.consistency_proof(n))
+        return orjson.dumps(await self.background.prove(kind, n))
 
     def _health_audit(self) -> tuple[dict, dict]:
         bg = self.background

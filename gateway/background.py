@@ -18,6 +18,10 @@ The worker then appends every batch with one `append_many` in a thread (one writ
 "group"/"always", the fsync the policy promises) and resolves the batch's futures after it
 returns: group commit, the batch shared by every request queued meanwhile. A failed append
 (or a job the "drop" policy drops) fails the futures with `AuditUnavailable`.
+
+Where records go is two methods, `_open_ledger` and `_append(batch)` (plus the readers
+`root_view` and `prove`): here an in-process `AuditLedger`; the `single-writer` layout
+(gateway/audit/writer_process.py) overrides them to hand batches to one ledger process.
 """
 from __future__ import annotations
 
@@ -42,8 +46,7 @@ class BackgroundAudit:
         self.metrics = metrics
         self.policy = policy
         self.queue_size = queue_size
-        wal_opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
-        self.ledger = AuditLedger(ledger_dir, fsync=fsync, switches=switches, **wal_opts)
+        self.ledger = self._open_ledger(ledger_dir, fsync, group_delay_ms)
         self.ack = ack
         self._durable = ack == "durable"
         self._inline = fsync != "always" and not self._durable
@@ -62,6 +65,23 @@ class BackgroundAudit:
         metrics.gauges["background_tasks_in_flight"] = lambda: len(self._tasks)
         metrics.gauges["audit_records_in_ledger"] = lambda: self.ledger.count
 
+    def _open_ledger(self, ledger_dir: str, fsync: str, group_delay_ms: float):
+        wal_opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
+        return AuditLedger(ledger_dir, fsync=fsync, switches=self.switches, **wal_opts)
+
+    # --- readers (the audit endpoints) ----------------------------------------------------
+    async def root_view(self) -> dict:
+        """{"count", "root", "durable_count"} of the ledger, as one consistent view."""
+        async with self.io_lock:
+            led = self.ledger
+            return {"count": led.count, "root": led.root(), "durable_count": led.durable_count}
+
+    async def prove(self, kind: str, n: int) -> dict:
+        """An inclusion ("inclusion", leaf n) or consistency ("consistency", old n) proof."""
+        async with self.io_lock:
+            led = self.ledger
+            return led.inclusion_proof(n) if kind == "inclusion" else led.consistency_proof(n)
+
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -76,6 +96,9 @@ class BackgroundAudit:
             await self._queue.put(None)
             await self._worker
             self._worker = None
+        await self._close_ledger()
+
+    async def _close_ledger(self) -> None:
         await asyncio.to_thread(self.ledger.close)
 
     # --- hot path -----------------------------------------------------------------------
@@ -143,19 +166,7 @@ class BackgroundAudit:
                 if self._delay_s:
                     await asyncio.sleep(self._delay_s)
                 try:
-                    payload = self._assembler.payload
-                    payloads = [payload(self.ledger.count + i, j) for i, j in enumerate(batch)]
-                    if self._inline and len(batch) == 1:
-                        # A lone record under group/none: the append only writes to the page
-                        # cache (the WAL's group-commit thread fsyncs within group_delay_ms),
-                        # cheaper right here than a thread hop. Bigger batches go to a thread
-                        # as one write + one fsync, measured cheaper per record under load.
-                        append = self.ledger.append
-                        for p in payloads:
-                            append(p)
-                    else:  # batches, and "always" (one fsync per record): off the event loop
-                        async with self.io_lock:
-                            await asyncio.to_thread(self.ledger.append_many, payloads)
+                    await self._append(batch)
                 except Exception as e:  # never let one bad batch stop the worker; say so loudly
                     import sys
                     print(f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
@@ -172,3 +183,19 @@ class BackgroundAudit:
                     self.metrics.audit_lag.observe_ns(now - j.done_ns)
                     if j.durable is not None and not j.durable.done():
                         j.durable.set_result(None)
+
+    async def _append(self, batch: list[AuditJob]) -> None:
+        """Assemble the batch's records and append them (WAL then MMR); raises on failure."""
+        payload = self._assembler.payload
+        payloads = [payload(self.ledger.count + i, j) for i, j in enumerate(batch)]
+        if self._inline and len(batch) == 1:
+            # A lone record under group/none: the append only writes to the page
+            # cache (the WAL's group-commit thread fsyncs within group_delay_ms),
+            # cheaper right here than a thread hop. Bigger batches go to a thread
+            # as one write + one fsync, measured cheaper per record under load.
+            append = self.ledger.append
+            for p in payloads:
+                append(p)
+        else:  # batches, and "always" (one fsync per record): off the event loop
+            async with self.io_lock:
+                await asyncio.to_thread(self.ledger.append_many, payloads)

@@ -24,6 +24,9 @@ zero-config default built from `--upstream URL --api-key KEY`.
       ack: background                 # background: answer, then record (seeds 000/001) |
                                       # durable: the answer waits until its record is durable
                                       # under the fsync policy (one fsync per batch, shared)
+      layout: single                  # single: this process writes the ledger | single-writer:
+                                      # records go over a Unix socket to one ledger process
+                                      # (py, py+rs; docs/single_writer.md)
     background:
       queue_size: 10000
       policy: block                   # block (backpressure, loses nothing) | drop (counted)
@@ -68,6 +71,7 @@ SHELLS = ("asgi", "fastapi")
 SERVERS = ("uvicorn", "granian")
 FSYNC = ("always", "group", "none")
 ACKS = ("background", "durable")
+LAYOUTS = ("single", "single-writer")
 POLICIES = ("block", "drop")
 MAX_IN_FLIGHT = 1024  # limits.max_in_flight's default (native/server/src/config.rs has its copy)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -103,6 +107,7 @@ class Config:
     fsync: str = "group"
     group_delay_ms: float = 2.0
     ack: str = "background"
+    ledger_layout: str = "single"
     queue_size: int = 10000
     queue_policy: str = "block"
     batch_window_ms: float = 0.0
@@ -263,6 +268,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         fsync=_get(led, "fsync", "ledger.", str, "group", _one_of(FSYNC)),
         group_delay_ms=float(_get(led, "group_delay_ms", "ledger.", (int, float), 2.0, _positive)),
         ack=_get(led, "ack", "ledger.", str, "background", _one_of(ACKS)),
+        ledger_layout=_get(led, "layout", "ledger.", str, "single", _one_of(LAYOUTS)),
         queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
         queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
         batch_window_ms=float(_get(bg, "batch_window_ms", "background.", (int, float), 0.0,

@@ -21,6 +21,8 @@ COMMANDS = {
     "torture": "kill -9 the gateway under load; check the ledger after every kill",
     "soak": "steady soak (RSS, CPU, p99, audit lag), overload, upstream chaos, idle connections",
     "peers": "install / list the peer gateways (LiteLLM, Portkey, Noveum)",
+    "bundle": "wheels + native binaries + run script to sweep on another machine, offline",
+    "import": "turn a raw run folder (sweep --raw) into Parquet tables and a report",
 }
 
 

@@ -14,7 +14,9 @@ API (small on purpose; everything returns plain JSON-able values):
     build_profile() -> str | None      "release" / "debug", None when the extension is missing
     git_info(root=REPO) -> {"git_sha", "git_dirty"}
 
-Missing facts are None, never guessed.
+Missing facts are None, never guessed. `provenance` says where the code came from
+(harness.bundle.provenance): a checkout, or a bundle on the target hardware, whose manifest
+then gives the git sha, dirty flag and rustc version (an installed bundle has no .git, no rustc).
 """
 from __future__ import annotations
 
@@ -102,16 +104,21 @@ def collect(
 ) -> dict[str, Any]:
     """Everything docs/architecture.md asks to store with a result (see module docstring)."""
     from gateway.twins import Switches
+    from harness.bundle import provenance
 
     sw = switches if switches is not None else Switches.resolve()
     affinity = cpu_affinity()
+    prov = provenance()
+    built = ({"git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"]} if prov["kind"] == "bundle"
+             else git_info())
     meta: dict[str, Any] = {
-        **git_info(),
+        **built,
+        "provenance": prov,
         "build_profile": build_profile(),
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
-        "rustc_version": rustc_version(),
+        "rustc_version": prov["rustc_version"] if prov["kind"] == "bundle" else rustc_version(),
         "cpu_model": cpu_model(),
         "cores_total": os.cpu_count(),
         "cores_available": len(affinity),

@@ -21,6 +21,10 @@ cell. Every child process is stopped in `finally`, at exit, and on SIGTERM.
 
 `out` is the folder under which the timestamped run folder is created (default data/runs
 or $GATEWAYLAB_RUNS_DIR).
+
+`results="raw"` (`gatewaylab sweep --raw`) writes the tables as JSON rows instead of Parquet
+(harness.raw_results) and no report: the lean install on the target hardware has no pandas
+(docs/bundle.md); `gatewaylab import RUN_DIR` makes the Parquet tables and the report later.
 """
 from __future__ import annotations
 
@@ -202,8 +206,14 @@ class Sweep:
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
                  capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
-                 max_error_share=0.01, stream=False, governance=("on",)):
+                 max_error_share=0.01, stream=False, governance=("on",), results="parquet"):
+        from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
+
+        if results not in RESULTS:
+            from gateway.errors import ConfigError
+            raise ConfigError(f"results {results!r}: expected one of {', '.join(RESULTS)}")
+        self.results = results
 
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
@@ -262,7 +272,7 @@ class Sweep:
             cores_used=len(set(p.gateway_cpus) | set(p.mock_cpus) | set(p.load_cpus)),
             extra={"kind": "sweep", "partial": True, "profile": p.to_dict(), "schema_version": schema.SCHEMA_VERSION,
                    "measurement_labels": schema.LABELS, "loop": self.loop,
-                   "peers": self._peer_versions()},
+                   "peers": self._peer_versions(), "results": self.results},
         )
         return self.run
 
@@ -279,6 +289,11 @@ class Sweep:
         for rows in (self.rows, self.base_rows, self.cap_rows, self.thread_rows, self.entry_rows):
             for r in rows:
                 r["run_id"] = run_id
+        if self.results == "raw":
+            from harness.raw_results import write_raw_tables
+            write_raw_tables(self.run, {"cells": self.rows, "baseline": self.base_rows, "capacity": self.cap_rows,
+                                        "gil_threads": self.thread_rows, "gil_entries": self.entry_rows})
+            return
         self.run.write_table("cells", schema.frame("cells", self.rows))
         self.run.write_table("baseline", schema.frame("baseline", self.base_rows))
         self.run.write_table("capacity", schema.frame("capacity", self.cap_rows))
@@ -770,6 +785,8 @@ class Sweep:
                                  cells_ok=sum(r.get("status") == "ok" for r in self.rows),
                                  cells_failed=sum(r.get("status") == "failed" for r in self.rows))
         rep_info: dict[str, Any] = {}
+        if self.results == "raw":  # no pandas here: `gatewaylab import` makes tables and report
+            return RunResult(self.run.path, list(self.rows), list(self.base_rows), list(self.cap_rows), partial)
         if self.do_report:
             try:
                 from harness.report import write_report
@@ -801,7 +818,7 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
               report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
               rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
-              stream: bool = False, governance: Sequence[str] = ("on",)) -> RunResult:
+              stream: bool = False, governance: Sequence[str] = ("on",), results: str = "parquet") -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
@@ -814,7 +831,8 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
     into open-loop rate ladders (CO-corrected); a cell is `sustained` when its p99 is at most
     `p99_cap_ms` and its error share under `max_error_share`, and a target's ladder stops at
-    its first unsustained rate. `stream=True` sends `stream: true` and records TTFB (with its
+    its first unsustained rate. `results="raw"` writes JSON rows and no report (the lean
+    install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
     overhead over the direct baseline); give the mock `ttft_ms`/`itl_ms`/`tokens` in `upstream`.
     """
     if ci:
@@ -830,5 +848,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
                   load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
                   p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
-                  governance=tuple(governance))
+                  governance=tuple(governance), results=results)
     return sweep.execute()

@@ -12,8 +12,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.errors import ConfigError
     from harness.report import write_report
 
+    d = Path(args.run_dir)
+    if not (d / "cells.parquet").exists() and (d / "tables" / "cells.json").exists():
+        raise ConfigError(f"{d} holds raw results (sweep --raw): run `gatewaylab import {d}` first")
     fmts = ("md", "html") if args.format == "both" else (args.format,)
     out = write_report(args.run_dir, formats=fmts, images=not args.no_images)
     for k in ("md", "html"):

@@ -6,6 +6,7 @@
     gatewaylab sweep --targets py,py+rs,litellm,litellm-rust,portkey,noveum --concurrency 1,16
     gatewaylab sweep --targets py+rs,noveum --rates 250,500,1000,2000 --p99-cap-ms 50   # open-loop ladders
     gatewaylab sweep --targets py+rs,portkey --stream --upstream-ttft-ms 20 --upstream-itl-ms 5 --rates 50
+    gatewaylab sweep --raw --modes py,py+rs     # lean install (no pandas): JSON rows, `gatewaylab import` later
 
 Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
 takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
@@ -64,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci", action="store_true", help="CI size: c in {1,2,4,8,16}, short cells, 1 repeat")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write report.md/html at the end")
+    p.add_argument("--raw", action="store_true",
+                   help="write the tables as JSON rows, no report (lean install without pandas; "
+                        "`gatewaylab import RUN_DIR` makes the Parquet tables and report later)")
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -94,22 +98,41 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "server": args.server,
         "progress": not getattr(args, "no_progress", False),
         "report": not getattr(args, "no_report", False),
+        "results": "raw" if getattr(args, "raw", False) else "parquet",
     }
     if conc:
         kw["concurrency"] = conc
     return kw
 
 
+def _have_pandas() -> bool:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    from gateway.errors import ConfigError
     from harness.sweep import run_sweep
 
-    res = run_sweep(**sweep_kwargs(args))
+    kw = sweep_kwargs(args)
+    if kw["results"] == "parquet" and not _have_pandas():
+        raise ConfigError("pandas is not installed (a lean install): sweep with --raw, then `gatewaylab import "
+                          "RUN_DIR` on a machine with the analysis extra")
+    res = run_sweep(**kw)
     meta = res.meta
-    ok = int((res.table["status"] == "ok").sum()) if len(res.table) else 0
+    if kw["results"] == "raw":
+        ok = sum(r.get("status") == "ok" for r in res.table)
+    else:
+        ok = int((res.table["status"] == "ok").sum()) if len(res.table) else 0
     print(f"run: {res.dir}")
     print(f"cells: {ok} ok, {len(res.table) - ok} not ok; profile {meta.get('hardware_profile')} "
           f"(profile_satisfied: {str(meta.get('profile_satisfied')).lower()})")
-    if res.report.get("md"):
+    if kw["results"] == "raw":
+        print(f"raw results (JSON rows): {res.dir / 'tables'}; tables and report: gatewaylab import {res.dir}")
+    elif res.report.get("md"):
         print(f"report: {res.report['md']}")
         print(f"report: {res.report.get('html')}")
     elif res.report.get("error"):
