@@ -56,7 +56,7 @@ class RsCoreGateway(GatewayBase):
             raise ConfigError(f"ledger.ack: {config.ack!r} is not available on rs-core (background only)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
-        workers = len(os.sched_getaffinity(0))
+        workers = self._tokio_workers = len(os.sched_getaffinity(0))
         # GATEWAYLAB_LEDGER_DELAY_MS: a pause before each audit batch, for tests that need
         # work queued at shutdown (the same knob as gateway/background.py's)
         delay_ms = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0)
@@ -130,9 +130,12 @@ class RsCoreGateway(GatewayBase):
             self.metrics.stage["total"].observe_ns(_perf() - t0)
 
     # --- ledger ---------------------------------------------------------------------------
-    async def audit_root(self) -> Response:
+    async def _root(self) -> dict:
         count, root, durable = self.core.root()
-        return Response(200, orjson.dumps({"count": count, "root": root, "durable_count": durable}))
+        return {"count": count, "root": root, "durable_count": durable}
+
+    def _threads(self) -> int:
+        return self._tokio_workers
 
     async def _prove(self, kind: str, n: int) -> bytes:
         return (self.core.inclusion_proof(n) if kind == "inclusion" else self.core.consistency_proof(n)).encode()

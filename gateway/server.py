@@ -7,7 +7,8 @@ lifespan shutdown (which drains the audit queue).
 
 Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
   config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
-  host, port.
+  host, port; workers (N: supervise N workers, gateway/workers.py), worker_cpus,
+  ledger_layout (single|sharded), listen_fd (a worker: serve the inherited socket).
 """
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def build_config(opts: dict) -> cfgmod.Config:
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
         changes["stages"] = parse_stages(opts["stages"])
+    if opts.get("ledger_layout") is not None:
+        from gateway.audit.shards import resolve_layout
+        # a worker of a unit is one writer of its own shard: the unit checked the worker count
+        changes["ledger_layout"] = resolve_layout(opts["ledger_layout"], 1)
     if opts.get("audit") is not None:
         if opts["audit"] not in ("on", "off"):
             raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
@@ -130,7 +135,19 @@ def _mode(opts: dict) -> str:
     return os.environ.get("GATEWAYLAB_MODE") or "py"
 
 
+def _sharded_unit(opts: dict) -> bool:
+    """Run as a unit of workers: --workers given, or a sharded ledger (one shard per worker)."""
+    if opts.get("workers") is not None:
+        return True
+    if opts.get("ledger_layout") is not None:
+        return opts["ledger_layout"] == "sharded"
+    return bool(opts.get("config")) and cfgmod.load(opts["config"]).ledger_layout == "sharded"
+
+
 def serve(opts: dict) -> int:
+    if opts.get("listen_fd") is None and _sharded_unit(opts):  # --workers N: supervise N workers
+        from gateway import workers
+        return workers.supervise({**opts, "workers": opts.get("workers") or 1})
     if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
         from gateway import rs_server
         rs_server.exec_server(opts)
@@ -152,7 +169,10 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
 
     opts = dict(opts, server="uvicorn")
     app = build_app(opts)  # config errors surface here, before binding
-    sock = _bind(host, port)
+    if opts.get("listen_fd") is not None:  # a worker of a unit: the supervisor's listening socket
+        sock = socket.socket(fileno=int(opts["listen_fd"]))
+    else:
+        sock = _bind(host, port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
                             access_log=False, server_header=False, date_header=False, proxy_headers=False,

@@ -633,8 +633,32 @@ impl Gateway {
                         "sidecar_pid": self.sidecar.as_ref().map(Sidecar::pid),
                         "sidecar_alive": self.sidecar.as_ref().map(Sidecar::alive)},
             "uptime_s": self.started.elapsed().as_secs_f64(),
+            "workers": self.workers_section(),
         });
         serde_json::to_vec(&v).expect("serialises")
+    }
+
+    /// /health's "workers", as gateway/workers.py's health_section writes it for the Python rungs.
+    fn workers_section(&self) -> serde_json::Value {
+        let Some((index, count)) = self.opts.worker else {
+            let cpus = allowed_cpus();
+            return json!({"count": 1, "index": 0, "layout": "single-process", "ledger_layout": null, "ready": true,
+                          "workers": [{"index": 0, "pid": std::process::id(), "cpus": cpus,
+                                       "threads": self.opts.threads, "alive": true}],
+                          "dead": [], "clamped": false, "notes": []});
+        };
+        let unit: serde_json::Value = self.opts.workers_file.as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"workers": [], "notes": [], "clamped": false}));
+        let workers = unit.get("workers").cloned().unwrap_or_else(|| json!([]));
+        let dead: Vec<serde_json::Value> = workers.as_array().map(|ws| ws.iter()
+            .filter(|w| w.get("alive") == Some(&json!(false)))
+            .filter_map(|w| w.get("index").cloned()).collect()).unwrap_or_default();
+        json!({"count": count, "index": index, "layout": "workers", "ledger_layout": unit.get("ledger_layout"),
+               "ready": unit.get("ready").cloned().unwrap_or(json!(false)),
+               "workers": workers, "dead": dead, "clamped": unit.get("clamped").cloned().unwrap_or(json!(false)),
+               "notes": unit.get("notes").cloned().unwrap_or_else(|| json!([]))})
     }
 
     fn metrics_text(&self) -> Vec<u8> {
@@ -745,13 +769,34 @@ pub async fn run_plugins(
     out
 }
 
+/// The CPUs this process may run on (its affinity), for /health.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it for this process
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+    }
+}
+
 /// Build the gateway, bind, announce, serve until SIGTERM/SIGINT, drain the audit queue.
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
     let result = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
-            .await
-            .map_err(|e| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e))?;
+        let listener = match opts.listen_fd {
+            Some(fd) => {
+                // a worker of a unit: the supervisor bound and listens; this process only accepts
+                use std::os::fd::FromRawFd;
+                let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                std_listener.set_nonblocking(true).map_err(|e| format!("--listen-fd {fd}: {e}"))?;
+                tokio::net::TcpListener::from_std(std_listener).map_err(|e| format!("--listen-fd {fd}: {e}"))?
+            }
+            None => tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+                .await
+                .map_err(|e| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e))?,
+        };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let sidecar = if cfg.plugins.pre_call.is_empty() {
             None
