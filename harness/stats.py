@@ -139,7 +139,7 @@ class MetricVerdict:
 
 
 MIN_REPEATS = 3
-CELL_KEY = ("mode", "switches", "shell", "concurrency", "rate")
+CELL_KEY = ("mode", "switches", "shell", "workers", "concurrency", "rate")
 
 
 def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float | None = None,
