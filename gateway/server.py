@@ -8,7 +8,7 @@ lifespan shutdown (which drains the audit queue).
 Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
   config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
   host, port; workers (N: supervise N workers, gateway/workers.py), worker_cpus,
-  ledger_layout (single|sharded), listen_fd (a worker: serve the inherited socket).
+  ledger_layout (single|sharded), reuse_port (a worker of a unit: listen with SO_REUSEPORT).
 """
 from __future__ import annotations
 
@@ -110,9 +110,11 @@ def granian_app():
     return build_app(json.loads(os.environ[ENV]))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # a worker of a unit (gateway/workers.py): the port is shared
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
@@ -145,7 +147,7 @@ def _sharded_unit(opts: dict) -> bool:
 
 
 def serve(opts: dict) -> int:
-    if opts.get("listen_fd") is None and _sharded_unit(opts):  # --workers N: supervise N workers
+    if not opts.get("reuse_port") and _sharded_unit(opts):  # --workers N: supervise N workers
         from gateway import workers
         return workers.supervise({**opts, "workers": opts.get("workers") or 1})
     if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
@@ -169,10 +171,7 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
 
     opts = dict(opts, server="uvicorn")
     app = build_app(opts)  # config errors surface here, before binding
-    if opts.get("listen_fd") is not None:  # a worker of a unit: the supervisor's listening socket
-        sock = socket.socket(fileno=int(opts["listen_fd"]))
-    else:
-        sock = _bind(host, port)
+    sock = _bind(host, port, reuse_port=bool(opts.get("reuse_port")))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
                             access_log=False, server_header=False, date_header=False, proxy_headers=False,

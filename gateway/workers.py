@@ -2,8 +2,10 @@
 (docs/workers.md).
 
     python -m gateway.server  with {"workers": N, ...} in $GATEWAYLAB_SERVE
-      -> this process becomes the supervisor: it binds the port once, starts N workers that
-         inherit the listening socket (each accepts from the one queue), pins worker k to its
+      -> this process becomes the supervisor: it reserves the port (bound with SO_REUSEPORT,
+         never listening), starts N workers that each listen on it with SO_REUSEPORT (the
+         kernel spreads connections over them by hash; one shared accept queue let whichever
+         worker woke first take most of a load generator's connections), pins worker k to its
          own gateway core, waits until every worker serves, announces, and then watches them.
 
 The unit starts together (`ready` in the layout turns true once every worker serves): a worker that dies or does not come up before all are ready stops
@@ -23,9 +25,9 @@ ledger is `<ledger>/shard-k`. Every worker listens on a Unix control socket in t
 runtime directory, so any worker can answer `/audit/root` with every shard's root and the
 combined root, and hand a proof request to the shard's owner (`Peers`).
 
-Rung 3 (`rs-server`): the workers are the Rust binary, each given the inherited socket with
-`--listen-fd` and its shard with `--ledger`; each serves `/audit/*` for its own shard only
-(docs/workers.md says what that means for auditors).
+Rung 3 (`rs-server`): the workers are the Rust binary, each told `--reuse-port`, its shard
+with `--ledger` and the unit with `--worker K/N --unit-dir DIR`; it
+speaks the same control protocol (native/server/src/unit.rs).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -219,9 +222,8 @@ def supervise(opts: dict) -> int:
     ledger = base_opts.get("ledger") or cfg.ledger_dir
     cpus, notes = place(n, sorted(os.sched_getaffinity(0)), opts.get("worker_cpus"))
     host = opts.get("host") or "127.0.0.1"
-    sock = server._bind(host, int(opts.get("port") or 0))
+    sock = reserve_port(host, int(opts.get("port") or 0))
     port = sock.getsockname()[1]
-    fd = sock.fileno()
     runtime = tempfile.mkdtemp(prefix="gatewaylab-workers-")
     procs: list[subprocess.Popen] = []
     logs: list[str] = []
@@ -254,7 +256,7 @@ def supervise(opts: dict) -> int:
 
     try:
         for k in range(n):
-            wopts = dict(base_opts, host=host, port=port, listen_fd=fd, ledger_layout=layout,
+            wopts = dict(base_opts, host=host, port=port, reuse_port=True, ledger_layout=layout,
                          ledger=shard_dir(ledger, k) if layout == "sharded" else ledger)
             if mode == "rs-server":
                 wopts["threads"] = opts.get("threads") or 1
@@ -267,8 +269,8 @@ def supervise(opts: dict) -> int:
             logs.append(log)
             if rs_server:
                 from gateway import rs_server as rs
-                args = rs.server_args(wopts) + ["--listen-fd", str(fd), "--worker", f"{k}/{n}",
-                                                "--workers-file", os.path.join(runtime, LAYOUT_FILE)]
+                args = rs.server_args(wopts) + ["--reuse-port", "--worker", f"{k}/{n}",
+                                                "--unit-dir", runtime, "--ledger-layout", layout]
             else:
                 args = [sys.executable, "-m", "gateway.server"]
             cpu_set = set(cpus[k])
@@ -279,7 +281,7 @@ def supervise(opts: dict) -> int:
 
             with open(log, "wb") as out:
                 procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_ROOT,
-                                              pass_fds=(fd,), preexec_fn=pre))
+                                              preexec_fn=pre))
         write_layout()
         # the unit starts together: every worker answers on its control socket (Python) or
         # has announced itself (rs-server), or the whole unit stops
@@ -295,7 +297,7 @@ def supervise(opts: dict) -> int:
                 print(f"gateway: worker {k} exited with {procs[k].returncode} before the unit was ready:\n"
                       f"{_tail(logs[k])}", file=sys.stderr, flush=True)
                 return 1
-            if all(_ready(runtime, logs[k], k, rs_server) for k in range(n)):
+            if all(_ready(runtime, k) for k in range(n)):
                 break
             if time.monotonic() > deadline:
                 _term(None, None)
@@ -304,7 +306,6 @@ def supervise(opts: dict) -> int:
                       file=sys.stderr, flush=True)
                 return 1
             time.sleep(0.02)
-        sock.close()  # the workers hold it; the supervisor does not accept
         ready = True
         write_layout()
         print(f"gateway listening on http://{host}:{port} ({n} workers, ledger {layout})", flush=True)
@@ -328,7 +329,23 @@ def supervise(opts: dict) -> int:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        sock.close()
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
+    for the unit (workers bind the same port with SO_REUSEPORT and listen), and receives no
+    connection itself."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
 
 
 def _threads(opts: dict, rs_server: bool) -> int:
@@ -337,13 +354,9 @@ def _threads(opts: dict, rs_server: bool) -> int:
     return int(opts.get("threads") or 1) if rs_server else 1
 
 
-def _ready(runtime: str, log: str, k: int, rs_server: bool) -> bool:
-    if rs_server:
-        try:
-            with open(log, "rb") as f:
-                return b"gateway listening on" in f.read()
-        except OSError:
-            return False
+def _ready(runtime: str, k: int) -> bool:
+    """A worker is ready once its control socket exists: Python workers bind it last in their
+    startup, rs-server just before it announces itself."""
     return os.path.exists(os.path.join(runtime, f"worker-{k}.sock"))
 
 

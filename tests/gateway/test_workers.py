@@ -84,8 +84,9 @@ def test_workers_serve_openai_client_and_drain_every_shard(native_mock, gateway_
         assert [r["seq"] for r in recs] == list(range(len(recs)))
 
 
-def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_factory, tmp_path):
-    gw = _unit(gateway_factory, native_mock, tmp_path, "py+rs")
+@pytest.mark.parametrize("mode", ["py+rs", "rs-server"])
+def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_factory, tmp_path, mode):
+    gw = _unit(gateway_factory, native_mock, tmp_path, mode)
     assert _spread(gw, 10) == [200] * 10
     root = _settled_root(gw, 10)
     checked = 0
@@ -145,7 +146,7 @@ def test_kill9_of_one_worker_loses_nothing_durable(native_mock, gateway_factory,
     assert after["count"] == before["count"] + 6
 
 
-def test_rs_server_workers_share_the_port(native_mock, gateway_factory, tmp_path):
+def test_rs_server_workers_report_their_threads(native_mock, gateway_factory, tmp_path):
     gw = _unit(gateway_factory, native_mock, tmp_path, "rs-server", threads=1)
     h = gw.health()["workers"]
     assert (h["count"], h["layout"], h["ledger_layout"]) == (2, "workers", "sharded")
@@ -204,3 +205,18 @@ def test_shard_files_are_the_same_bytes_from_both_twins(tmp_path, impl):
             a = (tmp_path / "python" / f"shard-{k}" / name).read_bytes()
             b = (tmp_path / impl / f"shard-{k}" / name).read_bytes()
             assert a == b, (k, name)
+
+
+def test_combined_root_vectors():
+    """tests/vectors/shards_v1.json, read by this test and by native/core/src/shards.rs's."""
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "shards_v1.json").read_text())
+    assert doc["format"] == shards.FORMAT
+    for case in doc["cases"]:
+        for k, s in enumerate(case["shards"]):
+            m = MerkleMountainRange()
+            for i in range(s["count"]):
+                m.append(f"s{k}-{i}".encode())
+            assert m.root() == s["root"]
+        assert shards.combined_root(case["shards"]) == case["combined"]

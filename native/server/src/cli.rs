@@ -5,12 +5,13 @@
 //!                   [--host 127.0.0.1] [--port 8000] [--threads N]
 //!                   [--stages all|none|LIST] [--audit on|off] [--python EXE]
 //!                   [--float-sum plain|neumaier]
-//!                   [--listen-fd FD --worker K/N --workers-file PATH]
+//!                   [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]
 //! ```
 //!
-//! `--listen-fd` serves an inherited listening socket instead of binding: a worker of a unit
+//! `--reuse-port` listens with SO_REUSEPORT on a port its unit shares: a worker of a unit
 //! (`--workers N`, gateway/workers.py), which also names its place (`--worker K/N`) and the
-//! unit's layout file (`--workers-file`, shown in /health).
+//! unit's runtime directory (`--unit-dir`: the layout shown in /health and the workers'
+//! control sockets, through which a sharded ledger's /audit endpoints see every shard).
 //!
 //! `--mode rs-server` is accepted (and is the only mode). `--python` is the interpreter that
 //! runs the plugin sidecar (default: $GATEWAYLAB_PYTHON, else `python3`); `--float-sum` is how the Python twin's interpreter sums floats
@@ -34,16 +35,18 @@ pub struct Options {
     pub python: String,
     /// how the Python twin's interpreter sums floats (entropy): plain (3.11) or neumaier (3.12+)
     pub float_sum: gatewaylab_core::entropy::PySum,
-    /// an inherited listening socket (a worker of a unit) instead of binding host:port
-    pub listen_fd: Option<i32>,
+    /// listen with SO_REUSEPORT (a worker of a unit shares its port with the others)
+    pub reuse_port: bool,
     /// (index, count) of this worker in its unit
     pub worker: Option<(usize, usize)>,
-    /// the unit's layout file (gateway/workers.py writes it), read by /health
-    pub workers_file: Option<String>,
+    /// the unit's runtime directory (gateway/workers.py): workers.json and control sockets
+    pub unit_dir: Option<String>,
+    /// the unit's ledger layout: "single" or "sharded" (this worker writes shard K)
+    pub ledger_layout: Option<String>,
 }
 
 const USAGE: &str = "usage: gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR] \
-[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] [--listen-fd FD --worker K/N --workers-file PATH]";
+[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]";
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -58,9 +61,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         audit: None,
         python: std::env::var("GATEWAYLAB_PYTHON").unwrap_or_else(|_| "python3".into()),
         float_sum: gatewaylab_core::entropy::PySum::Plain,
-        listen_fd: None,
+        reuse_port: false,
         worker: None,
-        workers_file: None,
+        unit_dir: None,
+        ledger_layout: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -112,16 +116,20 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                     _ => return Err(format!("--float-sum: expected plain or neumaier, got {v:?}")),
                 };
             }
-            "--listen-fd" => {
-                let v = value()?;
-                o.listen_fd = Some(v.parse().ok().filter(|n| *n >= 0).ok_or_else(|| format!("--listen-fd: expected a file descriptor, got {v:?}"))?);
-            }
+            "--reuse-port" => o.reuse_port = true,
             "--worker" => {
                 let v = value()?;
                 let parsed = v.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
                 o.worker = Some(parsed.filter(|(k, n)| k < n).ok_or_else(|| format!("--worker: expected K/N with K < N, got {v:?}"))?);
             }
-            "--workers-file" => o.workers_file = Some(value()?),
+            "--unit-dir" => o.unit_dir = Some(value()?),
+            "--ledger-layout" => {
+                let v = value()?;
+                if v != "single" && v != "sharded" {
+                    return Err(format!("--ledger-layout: expected single or sharded, got {v:?}"));
+                }
+                o.ledger_layout = Some(v);
+            }
             other => return Err(format!("{other}: unknown argument\n{USAGE}")),
         }
     }
