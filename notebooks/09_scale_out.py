@@ -249,9 +249,10 @@ verdict_table
 pays = [v["rung"] for v in verdict if v["scale out pays here"]]
 mixed = [v["rung"] for v in verdict if not v["scale out pays here"]]
 kn = {(r["rung"], r["workers"]): r["knee c"] for r in knee_table.to_dict("records")}
-rise = (f"throughput rose beyond the spread of the repeats on {', '.join(f'`{r}`' for r in pays)}"
+beyond = "beyond the spread of the repeats" if S["repeat"] > 1 else "(one repeat: no spread to judge by)"
+rise = (f"throughput rose {beyond} on {', '.join(f'`{r}`' for r in pays)}"
         + (f" and did not on {', '.join(f'`{r}`' for r in mixed)}" if mixed else "")) if pays else \
-    f"throughput did not rise beyond the spread of the repeats on any rung ({', '.join(f'`{r}`' for r in mixed)})"
+    f"throughput did not rise {beyond} on any rung ({', '.join(f'`{r}`' for r in mixed)})"
 text = (
     f"With {w_hi} workers at c={c_hi}, {rise}. Knees (1 → {w_hi} workers): "
     + "; ".join(f"`{r}` c={kn.get((r, 1), '?')} → c={kn.get((r, w_hi), '?')}" for r in S["rungs"])

@@ -86,7 +86,10 @@ def test_workers_serve_openai_client_and_drain_every_shard(native_mock, gateway_
 
 @pytest.mark.parametrize("mode", ["py+rs", "rs-server"])
 def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_factory, tmp_path, mode):
-    gw = _unit(gateway_factory, native_mock, tmp_path, mode)
+    # rs-server: N one-thread processes (--threads is each worker's Tokio pool)
+    gw = _unit(gateway_factory, native_mock, tmp_path, mode, **({"threads": 1} if mode == "rs-server" else {}))
+    h = gw.health()["workers"]
+    assert (h["count"], h["ledger_layout"]) == (2, "sharded") and all(w["threads"] == 1 for w in h["workers"])
     assert _spread(gw, 10) == [200] * 10
     root = _settled_root(gw, 10)
     checked = 0
@@ -144,17 +147,6 @@ def test_kill9_of_one_worker_loses_nothing_durable(native_mock, gateway_factory,
     assert _spread(gw2, 2) == [200] * 2
     after = _settled_root(gw2, before["count"] + 6)
     assert after["count"] == before["count"] + 6
-
-
-def test_rs_server_workers_report_their_threads(native_mock, gateway_factory, tmp_path):
-    gw = _unit(gateway_factory, native_mock, tmp_path, "rs-server", threads=1)
-    h = gw.health()["workers"]
-    assert (h["count"], h["layout"], h["ledger_layout"]) == (2, "workers", "sharded")
-    assert all(w["threads"] == 1 for w in h["workers"])
-    assert _spread(gw, 8) == [200] * 8
-    assert gw.stop() == 0
-    got = _verify_cli(tmp_path / "ledger")
-    assert got["layout"] == "sharded" and got["count"] == 8
 
 
 def test_combined_root_rule():
