@@ -22,6 +22,7 @@ from typing import AsyncIterator
 
 import orjson
 
+from gateway import workers
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
@@ -107,6 +108,8 @@ class GatewayBase(ABC):
         self.switches = config.switches
         self.metrics = Metrics()
         self.probes = None
+        self.worker = workers.current()  # None: a lone process; else this worker of a unit
+        self.peers: workers.Peers | None = None
         self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xffffffff:x}-"
         self.in_flight = 0
         self.metrics.counters["requests_shed"] = 0
@@ -119,8 +122,13 @@ class GatewayBase(ABC):
 
             from gateway import probes
             self.probes = probes.start(asyncio.get_running_loop())
+        if self.worker is not None:  # last: the supervisor takes the control socket as "ready"
+            self.peers = workers.Peers(self.worker, self)
+            await self.peers.start()
 
     async def shutdown(self) -> None:
+        if self.peers is not None:
+            await self.peers.stop()
         if self.probes is not None:
             self.probes.stop()
             self.probes = None
@@ -154,33 +162,85 @@ class GatewayBase(ABC):
 
     # --- ledger ---------------------------------------------------------------------------
     @abstractmethod
+    async def _root(self) -> dict:
+        """{"count", "root", "durable_count"} of this process's ledger (a worker's: its shard)."""
+
+    @property
+    def sharded(self) -> bool:
+        return self.worker is not None and self.worker.sharded
+
     async def audit_root(self) -> Response:
-        """{"count", "root", "durable_count"} of the ledger."""
+        """The ledger's root; sharded: every shard's root and the combined root (docs/workers.md)."""
+        if not self.sharded:
+            return Response(200, orjson.dumps(await self._root()))
+        from gateway.audit.shards import root_document
+        answers = await self.peers.ask_all({"op": "root"})
+        down = [f"shard {k}: {a['error']}" for k, a in enumerate(answers) if "ok" not in a]
+        if down:
+            return error(503, "the combined root needs every shard; " + "; ".join(down), "shard_unavailable")
+        return Response(200, orjson.dumps(root_document([a["ok"] for a in answers])))
 
     @abstractmethod
     async def _prove(self, kind: str, n: int) -> bytes:
         """An inclusion ("inclusion", leaf n) or consistency ("consistency", old n) proof as
         JSON; AuditIndexError when n is out of range."""
 
-    async def audit_proof(self, index: str) -> Response:
-        return await self._ledger_proof(index, "leaf index", "invalid_index", "inclusion", 404, "index_out_of_range")
+    async def audit_proof(self, index: str, shard: str | None = None) -> Response:
+        return await self._ledger_proof(index, "leaf index", "invalid_index", "inclusion", 404, "index_out_of_range",
+                                        shard)
 
-    async def audit_consistency(self, old: str | None) -> Response:
+    async def audit_consistency(self, old: str | None, shard: str | None = None) -> Response:
         if old is None:
             return error(400, "query parameter 'old' is required", "missing_old")
-        return await self._ledger_proof(old, "'old'", "invalid_old", "consistency", 400, "old_out_of_range")
+        return await self._ledger_proof(old, "'old'", "invalid_old", "consistency", 400, "old_out_of_range", shard)
 
     async def _ledger_proof(self, raw: str, what: str, invalid_code: str, kind: str, range_status: int,
-                            range_code: str) -> Response:
+                            range_code: str, shard: str | None = None) -> Response:
         try:
             n = int(raw)
         except ValueError:
             return error(400, f"{what} must be an integer, got {raw!r}", invalid_code)
+        if self.sharded:
+            return await self._shard_proof(kind, n, shard, range_status, range_code)
+        if shard is not None:
+            return error(400, "query parameter 'shard' applies to a sharded ledger only", "not_sharded")
         try:
             proof = await self._prove(kind, n)
         except AuditIndexError as e:
             return error(range_status, str(e), range_code)
         return Response(200, proof)
+
+    async def _shard_proof(self, kind: str, n: int, shard: str | None, range_status: int,
+                           range_code: str) -> Response:
+        """Shard K's proof made by its owner, among every shard's state (docs/workers.md)."""
+        from gateway.audit.shards import sharded_proof
+        count = self.worker.count
+        if shard is None:
+            return error(400, f"query parameter 'shard' (0..{count - 1}) is required: the ledger is sharded",
+                         "missing_shard")
+        try:
+            k = int(shard)
+        except ValueError:
+            return error(400, f"'shard' must be an integer, got {shard!r}", "invalid_shard")
+        if not 0 <= k < count:
+            return error(404, f"shard {k} does not exist (0..{count - 1})", "shard_out_of_range")
+        got = await self.peers.ask(k, {"op": kind, "n": n})
+        if "ok" not in got:
+            if got.get("index_error"):
+                return error(range_status, got["error"], range_code)
+            return error(503, f"shard {k}: {got['error']}", "shard_unavailable")
+        roots = await self.peers.ask_all({"op": "root"})
+        down = [f"shard {j}: {a['error']}" for j, a in enumerate(roots) if j != k and "ok" not in a]
+        if down:
+            return error(503, "the combined root needs every shard; " + "; ".join(down), "shard_unavailable")
+        states = [got["ok"]["root"] if j == k else a["ok"] for j, a in enumerate(roots)]
+        proof = got["ok"]["proof"]
+        # the owner made the proof and read its root in one turn of its loop; if records were
+        # appended in between, the proof's own end state is the shard's state it belongs to
+        end = ({"count": proof["leaf_count"], "root": proof["root"]} if kind == "inclusion"
+               else {"count": proof["new_count"], "root": proof["new_root"]})
+        states[k] = end
+        return Response(200, orjson.dumps(sharded_proof(k, proof, states, kind)))
 
     # --- other endpoints ------------------------------------------------------------------
     def models(self) -> Response:
@@ -191,22 +251,31 @@ class GatewayBase(ABC):
     def _health_audit(self) -> tuple[dict, dict]:
         """The (queue, audit) sections of /health."""
 
+    def _threads(self) -> int:
+        """Threads serving requests: the event loop (rs-core: its Tokio workers)."""
+        return 1
+
     def health(self) -> Response:
         queue, audit = self._health_audit()
         return Response(200, orjson.dumps({
             "status": "ok", "pid": os.getpid(), "shell": self.shell, "server": self.server,
             "mode": self.switches.mode, "label": self.switches.label(), "switches": self.switches.as_dict(),
             "stages": stages_label(self.config.stages), "audit_enabled": self.config.audit,
-            "queue": queue, "audit": audit,
+            "queue": queue, "audit": audit, "workers": workers.health_section(self.worker, self._threads()),
         }))
 
     def metrics_text(self) -> Response:
         return Response(200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
 
-    def debug_probes(self, reset: bool) -> Response:
+    async def debug_probes(self, reset: bool, every_worker: bool = False) -> Response:
+        """The in-gateway probes; `every_worker` (?workers=all): {"workers": [one per worker]}."""
         if self.probes is None:
             return error(404, "probes are off (start the gateway with GATEWAYLAB_PROBES=1)", "probes_off")
         from gateway import probes
+        if every_worker and self.peers is not None:
+            answers = await self.peers.ask_all({"op": "probes", "reset": reset})
+            return Response(200, orjson.dumps({"workers": [
+                {"index": k, **(a["ok"] if "ok" in a else {"error": a["error"]})} for k, a in enumerate(answers)]}))
         return Response(200, orjson.dumps(probes.snapshot(reset=reset)))
 
 
@@ -334,8 +403,8 @@ class Gateway(GatewayBase):
             await agen.aclose()
 
     # --- ledger ---------------------------------------------------------------------------
-    async def audit_root(self) -> Response:
-        return Response(200, orjson.dumps(await self.background.root_view()))
+    async def _root(self) -> dict:
+        return await self.background.root_view()
 
     async def _prove(self, kind: str, n: int) -> bytes:
         return orjson.dumps(await self.background.prove(kind, n))

@@ -21,12 +21,14 @@ zero-config default built from `--upstream URL --api-key KEY`.
       dir: ./ledger                   # audit.wal lives here
       fsync: group                    # always | group | none
       group_delay_ms: 2.0
+      layout: single                  # single (one WAL + MMR) | sharded (one per worker, under
+                                      # shard-K/; docs/workers.md) | single-writer (records go
+                                      # over a Unix socket to one ledger process; py, py+rs;
+                                      # docs/single_writer.md); unset: single for one process,
+                                      # sharded for --workers N > 1
       ack: background                 # background: answer, then record (seeds 000/001) |
                                       # durable: the answer waits until its record is durable
                                       # under the fsync policy (one fsync per batch, shared)
-      layout: single                  # single: this process writes the ledger | single-writer:
-                                      # records go over a Unix socket to one ledger process
-                                      # (py, py+rs; docs/single_writer.md)
     background:
       queue_size: 10000
       policy: block                   # block (backpressure, loses nothing) | drop (counted)
@@ -65,13 +67,13 @@ from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 from gateway.plugins import PluginConfig, parse_config as parse_plugins
+from gateway.audit.shards import LAYOUTS
 from gateway.twins import MODES, Switches, parse_impl
 
 SHELLS = ("asgi", "fastapi")
 SERVERS = ("uvicorn", "granian")
 FSYNC = ("always", "group", "none")
 ACKS = ("background", "durable")
-LAYOUTS = ("single", "single-writer")
 POLICIES = ("block", "drop")
 MAX_IN_FLIGHT = 1024  # limits.max_in_flight's default (native/server/src/config.rs has its copy)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -107,7 +109,7 @@ class Config:
     fsync: str = "group"
     group_delay_ms: float = 2.0
     ack: str = "background"
-    ledger_layout: str = "single"
+    ledger_layout: str | None = None  # gateway.audit.shards.resolve_layout: None = by the worker count
     queue_size: int = 10000
     queue_policy: str = "block"
     batch_window_ms: float = 0.0
@@ -268,7 +270,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         fsync=_get(led, "fsync", "ledger.", str, "group", _one_of(FSYNC)),
         group_delay_ms=float(_get(led, "group_delay_ms", "ledger.", (int, float), 2.0, _positive)),
         ack=_get(led, "ack", "ledger.", str, "background", _one_of(ACKS)),
-        ledger_layout=_get(led, "layout", "ledger.", str, "single", _one_of(LAYOUTS)),
+        ledger_layout=_get(led, "layout", "ledger.", str, None, _one_of(LAYOUTS)),
         queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
         queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
         batch_window_ms=float(_get(bg, "batch_window_ms", "background.", (int, float), 0.0,

@@ -46,6 +46,12 @@ class GatewayProcess:
         with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
             return json.loads(r.read())
 
+    def worker_pids(self) -> list[int]:
+        """The pids serving requests: every live worker of a unit, else the app's process."""
+        h = self.health()
+        return [w["pid"] for w in h["workers"]["workers"] if w["alive"]] if h["workers"]["layout"] == "workers" \
+            else [int(h["pid"])]
+
     @property
     def app_pid(self) -> int:
         """The pid of the process running the app (granian runs it in a worker child)."""
@@ -96,7 +102,12 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
                   env: Mapping[str, str] | None = None, config: str | None = None,
                   ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None, stages: str | None = None,
-                  audit: str | None = None, threads: int | None = None) -> GatewayProcess:
+                  audit: str | None = None, threads: int | None = None, workers: int | None = None,
+                  worker_cpus: Iterable[Iterable[int]] | None = None,
+                  ledger_layout: str | None = None) -> GatewayProcess:
+    """`workers` N: a unit of N worker processes on one port (gateway/workers.py); the child
+    is their supervisor, pinned to the union of `worker_cpus` (worker k on `worker_cpus[k]`)
+    or to `cpus` (worker k on the k-th of them)."""
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
@@ -108,7 +119,11 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
     # gateway starts itself (python -m gateway.server), never through the harness's CLI
     opts = {"config": config, "upstream": None if config else upstream_url, "api_key": None if config else api_key,
             "ledger": ledger_dir, "mode": mode or None, "impl": list(impl or []), "shell": shell, "server": server,
-            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads}
+            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads,
+            "workers": workers, "ledger_layout": ledger_layout,
+            "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None}
+    if worker_cpus is not None and cpus is None:
+        cpus = sorted({c for w in opts["worker_cpus"] for c in w})
     args = [sys.executable, "-m", "gateway.server"]
     if wrapper:  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
         script = os.path.join(_ROOT, "gateway", "server.py")
@@ -129,10 +144,11 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode} before it was ready:\n{gp.output()}")
         try:
-            gp.health()
-            return gp
+            if gp.health()["workers"]["ready"]:  # a unit of workers: once every one serves
+                return gp
         except OSError:
-            if time.monotonic() > deadline:
-                gp.kill()
-                raise RuntimeError(f"gateway not ready after {ready_timeout}s:\n{gp.output()}") from None
-            time.sleep(0.05)
+            pass
+        if time.monotonic() > deadline:
+            gp.kill()
+            raise RuntimeError(f"gateway not ready after {ready_timeout}s:\n{gp.output()}")
+        time.sleep(0.05)

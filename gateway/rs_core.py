@@ -58,7 +58,7 @@ class RsCoreGateway(GatewayBase):
                               "run plugins on py or py+rs (in-process) or rs-server (sidecar)")
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
-        workers = len(os.sched_getaffinity(0))
+        workers = self._tokio_workers = len(os.sched_getaffinity(0))
         # GATEWAYLAB_LEDGER_DELAY_MS: a pause before each audit batch, for tests that need
         # work queued at shutdown (the same knob as gateway/background.py's)
         delay_ms = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0)
@@ -133,9 +133,12 @@ class RsCoreGateway(GatewayBase):
             self.metrics.stage["total"].observe_ns(_perf() - t0)
 
     # --- ledger ---------------------------------------------------------------------------
-    async def audit_root(self) -> Response:
+    async def _root(self) -> dict:
         count, root, durable = self.core.root()
-        return Response(200, orjson.dumps({"count": count, "root": root, "durable_count": durable}))
+        return {"count": count, "root": root, "durable_count": durable}
+
+    def _threads(self) -> int:
+        return self._tokio_workers
 
     async def _prove(self, kind: str, n: int) -> bytes:
         if not -2**63 <= n < 2**63:  # beyond the binding's i64: out of range like any n >= count

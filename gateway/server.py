@@ -7,7 +7,8 @@ lifespan shutdown (which drains the audit queue).
 
 Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
   config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
-  host, port.
+  host, port; workers (N: supervise N workers, gateway/workers.py), worker_cpus,
+  ledger_layout (single|sharded), reuse_port (a worker of a unit: listen with SO_REUSEPORT).
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ def build_config(opts: dict) -> cfgmod.Config:
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
         changes["stages"] = parse_stages(opts["stages"])
+    if opts.get("ledger_layout") is not None:
+        from gateway.audit.shards import resolve_layout
+        # a worker of a unit is one writer of its own shard: the unit checked the worker count
+        changes["ledger_layout"] = resolve_layout(opts["ledger_layout"], 1)
     if opts.get("audit") is not None:
         if opts["audit"] not in ("on", "off"):
             raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
@@ -110,9 +115,11 @@ def granian_app():
     return build_app(json.loads(os.environ[ENV]))
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # a worker of a unit (gateway/workers.py): the port is shared
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
@@ -135,7 +142,19 @@ def _mode(opts: dict) -> str:
     return os.environ.get("GATEWAYLAB_MODE") or "py"
 
 
+def _sharded_unit(opts: dict) -> bool:
+    """Run as a unit of workers: --workers given, or a sharded ledger (one shard per worker)."""
+    if opts.get("workers") is not None:
+        return True
+    if opts.get("ledger_layout") is not None:
+        return opts["ledger_layout"] == "sharded"
+    return bool(opts.get("config")) and cfgmod.load(opts["config"]).ledger_layout == "sharded"
+
+
 def serve(opts: dict) -> int:
+    if not opts.get("reuse_port") and _sharded_unit(opts):  # --workers N: supervise N workers
+        from gateway import workers
+        return workers.supervise({**opts, "workers": opts.get("workers") or 1})
     if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
         from gateway import rs_server
         rs_server.exec_server(opts)
@@ -157,7 +176,7 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
 
     opts = dict(opts, server="uvicorn")
     app = build_app(opts)  # config errors surface here, before binding
-    sock = _bind(host, port)
+    sock = _bind(host, port, reuse_port=bool(opts.get("reuse_port")))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
                             access_log=False, server_header=False, date_header=False, proxy_headers=False,

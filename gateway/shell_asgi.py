@@ -80,12 +80,13 @@ class AsgiShell:
             if path == "/audit/root":
                 return await g.audit_root()
             if path == "/audit/consistency":
-                return await g.audit_consistency(_query(scope, "old"))
+                return await g.audit_consistency(_query(scope, "old"), _query(scope, "shard"))
             if path.startswith("/audit/proof/"):
-                return await g.audit_proof(path[len("/audit/proof/"):])
+                return await g.audit_proof(path[len("/audit/proof/"):], _query(scope, "shard"))
             if path == "/debug/probes":
-                return g.debug_probes("reset" in parse_qs(scope.get("query_string", b"").decode("latin-1"),
-                                                          keep_blank_values=True))
+                return await g.debug_probes("reset" in parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                                                                keep_blank_values=True),
+                                            _query(scope, "workers") == "all")
         known = path in ("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", CHAT,
                          "/debug/probes") or path.startswith("/audit/proof/")
         if known:

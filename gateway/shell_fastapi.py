@@ -130,19 +130,20 @@ def make_app(gw: GatewayBase):
         return _to_fastapi(await gw.audit_root())
 
     @app.get("/audit/proof/{index}")
-    async def audit_proof(index: str):
-        resp = await gw.audit_proof(index)
+    async def audit_proof(index: str, request: Request):
+        resp = await gw.audit_proof(index, request.query_params.get("shard"))
         count("/audit/proof", resp.status)
         return _to_fastapi(resp)
 
     @app.get("/audit/consistency")
     async def audit_consistency(request: Request):
-        resp = await gw.audit_consistency(request.query_params.get("old"))
+        resp = await gw.audit_consistency(request.query_params.get("old"), request.query_params.get("shard"))
         count("/audit/consistency", resp.status)
         return _to_fastapi(resp)
 
     @app.get("/debug/probes")
     async def debug_probes(request: Request):
-        return _to_fastapi(gw.debug_probes("reset" in request.query_params))
+        return _to_fastapi(await gw.debug_probes("reset" in request.query_params,
+                                                 request.query_params.get("workers") == "all"))
 
     return GuardMiddleware(app, gw.config.max_header_bytes, gw.config.max_body_bytes)

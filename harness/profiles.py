@@ -9,6 +9,8 @@ Built-in profiles:
 - ``xeon-4c`` (default): 4 gateway cores, the rest for the mock and the load generator.
 - ``ci-2c``: 1 gateway core, 1 core shared by the mock and the load generator.
 - ``all``: no separation; every role may use every core.
+``place_workers(profile, n)`` puts ``--workers n`` one per gateway core (clamped and noted
+when the machine has fewer; docs/workers.md).
 Custom: ``"gateway=0-3;mock=4;load=5-7"`` (CPU ids, ranges allowed) or a mapping with the
 same keys. On a 2-core machine ``xeon-4c`` clamps to gateway on one core and mock + load on
 the other.
@@ -180,3 +182,39 @@ def _resolve_custom(spec: str | Mapping[str, Any], avail: list[int]) -> Resolved
             got[role] = list(rest)
     return ResolvedProfile(name, "custom core lists", got["gateway"], got["mock"], got["load"], avail,
                            not notes, {k: v for k, v in req.items()}, notes)
+
+
+@dataclass
+class WorkerPlacement:
+    """Where `--workers N` puts its workers under a resolved profile (`place_workers`)."""
+    workers: int
+    cpus: list[list[int]]          # worker k -> its CPU list (one CPU each)
+    satisfied: bool                # every worker on its own gateway core, none shared
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        where = " ".join(f"w{k}:cpu{','.join(map(str, c))}" for k, c in enumerate(self.cpus))
+        return f"{self.workers} worker(s) {where}" + ("" if self.satisfied else " CLAMPED: " + "; ".join(self.notes))
+
+
+def place_workers(profile: ResolvedProfile, n: int) -> WorkerPlacement:
+    """One gateway core per worker: the profile's gateway cores first; when the machine has
+    fewer, the mock's and load generator's cores next, then wrapping round (workers share a
+    core). Every such compromise is a note, and `satisfied` is False."""
+    if n < 1:
+        raise ConfigError(f"workers: expected a positive integer, got {n!r}")
+    order = list(profile.gateway_cpus) + [c for c in profile.available_cpus if c not in profile.gateway_cpus]
+    cpus = [[order[k % len(order)]] for k in range(n)]
+    notes: list[str] = [f"profile: {x}" for x in profile.notes]
+    want = profile.requested.get("gateway_cores")
+    if isinstance(want, int) and n > want:
+        notes.append(f"{n} workers on a profile of {want} gateway core(s)")
+    for k, (c,) in enumerate(cpus):
+        roles = [r for r, cs in (("mock", profile.mock_cpus), ("load", profile.load_cpus)) if c in cs]
+        if c not in profile.gateway_cpus and roles:
+            notes.append(f"worker {k} on cpu {c}, shared with the {' and the '.join(roles)} generator"
+                         .replace("mock generator", "mock"))
+        others = [j for j, (d,) in enumerate(cpus) if d == c and j < k]
+        if others:
+            notes.append(f"worker {k} shares cpu {c} with worker {others[0]}")
+    return WorkerPlacement(n, cpus, not notes, notes)

@@ -53,6 +53,9 @@ def line_label(row) -> str:
     gov = row.get("governance")
     if isinstance(gov, str) and gov not in ("", "on"):
         lab += f" gov={gov}"
+    w = row.get("workers")
+    if isinstance(w, (int, float)) and w > 1:  # the worker axis; a clamped placement says so on every figure
+        lab += f" w={int(w)}" + (" (clamped)" if row.get("clamped") else "")
     return f"{lab} {row['shell']}"
 
 
@@ -155,6 +158,10 @@ def _header(meta: dict[str, Any]) -> list[str]:
     lines.append(f"- load: {loop} loop ({how}), {p.get('duration_s')} s cells after "
                  f"{p.get('warmup_s')} s warm-up, {p.get('repeat')} repeat(s); upstream {p.get('upstream')}; "
                  f"server {p.get('server')}")
+    for w, pl in sorted(((int(k), v) for k, v in (p.get("worker_placement") or {}).items())):
+        if w > 1:
+            lines.append(f"- workers {w}: cpus {pl['cpus']}" + ("" if pl["satisfied"] else
+                         " — **clamped**: " + "; ".join(pl["notes"])))
     if meta.get("partial"):
         lines.append("- **partial run** (interrupted or failed before the end): tables hold the cells that finished")
     return lines
@@ -291,6 +298,8 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
                 x=agg[x], y=agg["median"], mode="lines+markers", name=line,
                 error_y=dict(type="data", symmetric=False, array=agg["max"] - agg["median"],
                              arrayminus=agg["median"] - agg["min"], thickness=1)))
+        if "clamped" in df.columns and df["clamped"].any():
+            title += " — CLAMPED: the machine is smaller than the profile (see clamp_notes)"
         fig.update_layout(title=title, xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else
                           "concurrency (closed loop)", yaxis_title=unit,
                           template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))

@@ -8,6 +8,7 @@ A sweep run folder holds these tidy Parquet tables (one row per measurement):
                         bottleneck unnoticed), reported beside every sweep
 - ``gil_threads.parquet`` GIL view 1 (sampled): one row per cell, repeat and thread
 - ``gil_entries.parquet`` GIL view 2 (exact): one row per cell, repeat and Rust entry point
+- ``workers.parquet``   one row per cell, repeat and gateway worker: its CPU and GIL views
 
 Units are in the column names (``_us`` microseconds, ``_s`` seconds, ``_mb`` MiB). Every
 GIL/loop column belongs to a view whose label (exact or sampled) is in ``LABELS``. A probe
@@ -36,6 +37,11 @@ CELLS: dict[str, tuple[str, str]] = {
     "impl": ("string", "resolved component=python|rust list, comma-separated"),
     "shell": ("string", "ASGI shell: asgi or fastapi"),
     "server": ("string", "ASGI server: uvicorn or granian"),
+    "workers": ("int64", "gateway processes (--workers; 1 = one plain process; docs/workers.md)"),
+    "worker_cpus": ("string", "where the gateway ran: its cpus, or w<k>:<cpu> per worker"),
+    "clamped": ("bool", "the machine is smaller than the profile or the worker count asks (see clamp_notes)"),
+    "clamp_notes": ("string", "what was clamped: the profile's notes, workers sharing cores with each other or "
+                              "with the mock and load generator"),
     "concurrency": ("int64", "closed-loop concurrency c (0 in an open-loop cell)"),
     "rate": ("float64", "open-loop arrival rate, req/s (null in a closed-loop cell)"),
     "stream": ("bool", "requests sent with stream: true (TTFB recorded)"),
@@ -146,12 +152,40 @@ GIL_ENTRIES: dict[str, tuple[str, str]] = {
     "max_reacquire_wait_us": ("float64", "longest re-acquire wait (since the previous reset)"),
 }
 
+WORKERS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name"),
+    "cell": ("string", "cell key"),
+    "mode": ("string", "mode"),
+    "switches": ("string", "switches label"),
+    "shell": ("string", "shell"),
+    "governance": ("string", "governance"),
+    "workers": ("int64", "gateway processes in the cell"),
+    "concurrency": ("int64", "concurrency"),
+    "rate": ("float64", "open-loop rate (null in closed loop)"),
+    "repeat": ("int64", "repeat"),
+    "worker": ("int64", "worker index (0 for a one-process gateway)"),
+    "pid": ("int64", "the worker's pid"),
+    "cpus": ("string", "the cpus the worker was pinned to"),
+    "clamped": ("bool", "as in cells"),
+    "cpu_user_s": ("float64", "the worker's user CPU seconds in the window (/proc, exact)"),
+    "cpu_sys_s": ("float64", "the worker's system CPU seconds in the window"),
+    "cpu_cores": ("float64", "the worker's CPU: (user+sys) seconds per second"),
+    "rss_peak_mb": ("float64", "the worker's peak RSS (sampled)"),
+    "gil_wait_p99_us": ("float64", "GIL view 3 (exact) in this worker: p99"),
+    "loop_lag_p99_us": ("float64", "GIL view 4 (exact) in this worker: event-loop lag p99"),
+    "native_hold_s": ("float64", "GIL view 2 (exact) in this worker: seconds Rust entry points held the GIL"),
+    "native_wait_s": ("float64", "GIL view 2 (exact) in this worker: seconds waiting to re-acquire"),
+    "gil_held_share": ("float64", "GIL view 1 (sampled) in this worker: share of samples any thread held the GIL"),
+    "gil_main_share": ("float64", "GIL view 1 (sampled) in this worker: share held by its event-loop thread"),
+}
+
 TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "cells": CELLS,
     "baseline": BASELINE,
     "capacity": CAPACITY,
     "gil_threads": GIL_THREADS,
     "gil_entries": GIL_ENTRIES,
+    "workers": WORKERS,
 }
 
 # Which measurement label each view carries (docs/architecture.md "Measurements").
@@ -166,7 +200,7 @@ LABELS: dict[str, str] = {
 }
 
 # Key of one cell (repeats share it).
-CELL_KEY = ("mode", "switches", "shell", "concurrency")
+CELL_KEY = ("mode", "switches", "shell", "workers", "concurrency")
 
 
 def frame(table: str, rows: Iterable[dict[str, Any]]):

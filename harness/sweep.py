@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from harness import probes as outside
 from harness import schema
-from harness.profiles import ResolvedProfile, resolve
+from harness.profiles import ResolvedProfile, place_workers, resolve
 from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 
 CI_CONCURRENCY = (1, 2, 4, 8, 16)
@@ -87,6 +87,7 @@ class Config:
     shell: str
     kind: str = "rung"              # "rung" (our gateway) or "peer"
     governance: str = "on"          # rungs: GOVERNANCE; peers: always "on" (what they ship)
+    workers: int = 1                # rungs: gateway processes (--workers; 1 = one plain process)
 
     @property
     def switches_label(self) -> str:
@@ -99,13 +100,15 @@ class Config:
 
     def key(self, c: float, loop: str = "closed") -> str:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
-        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
+        w = "" if self.workers == 1 else f"|w={self.workers}"
+        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
 
     @property
     def stem(self) -> str:
         """File-name form of the configuration (artefacts, ledgers)."""
         gov = "" if self.governance == "on" else f"-gov{self.governance}"
-        return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}".replace("+", "p")
+        w = "" if self.workers == 1 else f"-w{self.workers}"
+        return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
 
 
 def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
@@ -152,8 +155,19 @@ def parse_rates(spec: str | float | Iterable[float]) -> list[float]:
     return sorted(set(vals))
 
 
-def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance) and the peers, in target order."""
+def parse_workers(spec: str | int | Iterable[int]) -> list[int]:
+    """`"1,2,4"`, an int or an iterable -> sorted unique worker counts (>= 1)."""
+    from gateway.errors import ConfigError
+
+    try:
+        vals = parse_concurrency(spec)
+    except ConfigError:
+        raise ConfigError(f"workers {spec!r}: need integers >= 1, e.g. 1,2,4") from None
+    return vals
+
+
+def _configs(modes, switches, shells, targets=None, governance=("on",), workers=(1,)) -> list[Config]:
+    """Configs for the rungs (mode x switches x shell x governance x workers) and the peers, in target order."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -176,7 +190,8 @@ def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[
             # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
             for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
                 for g in governance:
-                    out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g))
+                    for w in workers:
+                        out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g, workers=w))
     return out
 
 
@@ -206,7 +221,7 @@ class Sweep:
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
                  capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
-                 max_error_share=0.01, stream=False, governance=("on",), results="parquet"):
+                 max_error_share=0.01, stream=False, governance=("on",), results="parquet", workers=(1,)):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
 
@@ -217,7 +232,8 @@ class Sweep:
 
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
-        self.configs = _configs(self.modes, switches, shells, self.targets, governance)
+        self.workers = parse_workers(workers)
+        self.configs = _configs(self.modes, switches, shells, self.targets, governance, self.workers)
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
         self.loop = "open" if self.rates else "closed"
@@ -226,6 +242,7 @@ class Sweep:
         self.stream = bool(stream)
         self.routes = sorted({target(c.mode).route if c.kind == "peer" else "chat" for c in self.configs})
         self.profile: ResolvedProfile = resolve(profile)
+        self.placements = {w: place_workers(self.profile, w) for w in self.workers}
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
         self.upstream = dict(upstream or {})
@@ -241,6 +258,7 @@ class Sweep:
         self.cap_rows: list[dict] = []
         self.thread_rows: list[dict] = []
         self.entry_rows: list[dict] = []
+        self.worker_rows: list[dict] = []
         self.mock = None
         self.gateway = None
         self.run = None
@@ -250,8 +268,11 @@ class Sweep:
     def parameters(self) -> dict[str, Any]:
         return {
             "modes": list(self.modes),
-            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance}
-                        for c in self.configs],
+            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance,
+                         "workers": c.workers} for c in self.configs],
+            "workers": self.workers,
+            "worker_placement": {str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
+                                 for w, p in self.placements.items()},
             "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
             "targets": self.targets, "rates": self.rates, "p99_cap_ms": self.p99_cap_us / 1000.0,
             "max_error_share": self.max_error_share, "stream": self.stream,
@@ -286,19 +307,21 @@ class Sweep:
 
     def _flush(self) -> None:
         run_id = self.run.name
-        for rows in (self.rows, self.base_rows, self.cap_rows, self.thread_rows, self.entry_rows):
+        for rows in (self.rows, self.base_rows, self.cap_rows, self.thread_rows, self.entry_rows, self.worker_rows):
             for r in rows:
                 r["run_id"] = run_id
         if self.results == "raw":
             from harness.raw_results import write_raw_tables
             write_raw_tables(self.run, {"cells": self.rows, "baseline": self.base_rows, "capacity": self.cap_rows,
-                                        "gil_threads": self.thread_rows, "gil_entries": self.entry_rows})
+                                        "gil_threads": self.thread_rows, "gil_entries": self.entry_rows,
+                                        "workers": self.worker_rows})
             return
         self.run.write_table("cells", schema.frame("cells", self.rows))
         self.run.write_table("baseline", schema.frame("baseline", self.base_rows))
         self.run.write_table("capacity", schema.frame("capacity", self.cap_rows))
         self.run.write_table("gil_threads", schema.frame("gil_threads", self.thread_rows))
         self.run.write_table("gil_entries", schema.frame("gil_entries", self.entry_rows))
+        self.run.write_table("workers", schema.frame("workers", self.worker_rows))
 
     # ------------------------------------------------------------------ processes
     def _shape(self, cfg: Config | None, route: str = "chat"):
@@ -350,9 +373,15 @@ class Sweep:
         ledger = self.run.artefact(f"ledgers/{cfg.stem}")
         ledger.mkdir(parents=True, exist_ok=True)
         stages, audit = GOVERNANCE[cfg.governance]
+        if cfg.workers > 1:  # a unit of workers, one per placed core (docs/workers.md)
+            kw.update(workers=cfg.workers, worker_cpus=self.placements[cfg.workers].cpus)
+            if cfg.mode in NO_INTERPRETER_MODES:
+                kw["threads"] = 1  # N single-threaded processes (rs-server --threads N is one process)
+        else:
+            kw["cpus"] = self.profile.gateway_cpus
         self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
                                      shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
-                                     cpus=self.profile.gateway_cpus, env=env, stages=stages, audit=audit, **kw)
+                                     env=env, stages=stages, audit=audit, **kw)
         return self.gateway
 
     def _start_peer(self, cfg: Config):
@@ -397,8 +426,9 @@ class Sweep:
         except OSError:
             return False
 
-    def _probes(self, reset: bool) -> dict[str, Any]:
-        return _get_json(f"{self.gateway.url}/debug/probes" + ("?reset=1" if reset else ""))
+    def _probes(self, reset: bool, every_worker: bool = False) -> dict[str, Any]:
+        q = "&".join(x for x, on in (("reset=1", reset), ("workers=all", every_worker)) if on)
+        return _get_json(f"{self.gateway.url}/debug/probes" + (f"?{q}" if q else ""))
 
     def _app_pid(self) -> int:
         """The process running the app (granian runs it in a worker child of `gateway.pid`)."""
@@ -476,8 +506,16 @@ class Sweep:
         peer = cfg.kind == "peer"
         impl = "" if peer else ",".join(f"{k}={v}" for k, v in Switches(cfg.mode, dict(cfg.overrides)).as_dict().items())
         t = target(cfg.mode) if peer else None
+        placement = self.placements.get(cfg.workers) if not peer else None
+        clamp = [] if self.profile.profile_satisfied else [f"profile {self.profile.name}: " + "; ".join(self.profile.notes)]
+        if placement is not None and cfg.workers > 1:
+            clamp += [n for n in placement.notes if not n.startswith("profile: ")]
         return {"cell": cfg.key(c, self.loop), "mode": cfg.mode, "switches": cfg.switches_label,
-                "governance": cfg.governance, "impl": impl,
+                "governance": cfg.governance, "impl": impl, "workers": cfg.workers,
+                "worker_cpus": (" ".join(f"w{k}:{','.join(map(str, cs))}" for k, cs in enumerate(placement.cpus))
+                                if placement is not None and cfg.workers > 1 else
+                                ",".join(map(str, self.profile.gateway_cpus))),
+                "clamped": bool(clamp), "clamp_notes": "; ".join(clamp),
                 "shell": cfg.shell, "server": "" if peer else self.server, **self._point_fields(c), "repeat": rep,
                 "loop": self.loop, "target_kind": cfg.kind, "route": t.route if peer else "chat",
                 "peer_version": installed_version(t.peer) if peer else None, "stream": self.stream,
@@ -504,29 +542,41 @@ class Sweep:
             if self.warmup_s > 0:
                 self._load(url, c, self.warmup_s, shape)
             pid = self._app_pid()
+            unit = cfg.workers > 1 and not peer
+            wpids = self.gateway.worker_pids() if unit else []  # every worker, measured one by one
+            if unit and len(wpids) != cfg.workers:
+                raise RuntimeError(f"{cfg.workers - len(wpids)} of {cfg.workers} workers are not running")
             if interp:
-                self._probes(reset=True)
+                self._probes(reset=True, every_worker=unit)
             sampler = outside.TreeSampler(self.gateway.pid).start()
-            spy = None
+            wsamplers = [outside.TreeSampler(p).start() for p in wpids]
+            spies: list = []
             if self.gil and interp:
-                spy = outside.PySpyGil(pid, max(1, int(self.duration_s - 0.3)), self.run.artefact(
-                    f"raw/pyspy/{stem}.txt"), rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
-                    main_tid=pid).start()
+                spies = [outside.PySpyGil(p, max(1, int(self.duration_s - 0.3)), self.run.artefact(
+                    f"raw/pyspy/{stem}{f'-w{k}' if unit else ''}.txt"), rate=self.pyspy_rate,
+                    cpus=self.profile.harness_cpus, main_tid=p).start() for k, p in enumerate(wpids or [pid])]
+            wsnaps: list[dict] = []
             try:
                 r = self._load(url, c, self.duration_s, shape)
             finally:
                 cpu = sampler.stop()
+                wcpu = [w.stop() for w in wsamplers]
                 if peer:
                     snap = {"error": f"not available: {cfg.mode} is a peer, not our gateway"}
                 elif not interp:
                     snap = {"error": NOT_APPLICABLE}
                 else:
                     try:
-                        snap = self._probes(reset=True)
+                        snap = self._probes(reset=True, every_worker=unit)
+                        if unit:  # cells carry worker 0's in-gateway views; the workers table has each
+                            wsnaps = snap["workers"]
+                            snap = dict(wsnaps[0])
                     except Exception as e:  # noqa: BLE001
                         snap = {"error": f"{type(e).__name__}: {e}"}
-                spy_res = spy.stop() if spy is not None else None
-            raw.update(load=r, cpu=cpu, probes=snap, pyspy=spy_res)
+                spy_all = [sp.stop() for sp in spies]
+                spy_res = spy_all[0] if spy_all else None
+            raw.update(load=r, cpu=cpu, probes=snap, pyspy=spy_res, worker_cpu=wcpu, worker_probes=wsnaps,
+                       worker_pyspy=spy_all[1:])
             lat = r.get("latency_us") or {}
             base = self._baseline_for(c, row["route"])
             ok_n = int((r.get("meta") or {}).get("ok") or 0)
@@ -553,6 +603,11 @@ class Sweep:
                 row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
             missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
             self._fill_inside(row, snap, missing, key, cfg, c, rep)
+            if unit:
+                missing.append(f"gil views: cells hold worker 0's of {cfg.workers} (every worker: workers table)")
+            if not peer:
+                self._worker_rows(row, cfg, rep, c, wpids or [pid], wcpu or [cpu], wsnaps or [snap],
+                                  spy_all or [None] * max(1, len(wpids)))
             if peer:
                 missing.append("gil_ownership: not sampled (a peer, not our gateway)")
             elif self.gil and not interp:
@@ -635,6 +690,29 @@ class Sweep:
                     "max_reacquire_wait_us": e.get("max_reacquire_wait_ns", 0) / 1e3})
         else:
             missing.append(f"native_gil: {nat.get('reason') or 'not reported by the gateway'}")
+
+    def _worker_rows(self, row, cfg: Config, rep: int, c: float, pids, cpus, snaps, spies) -> None:
+        """One row per worker of the cell: its CPU and, where it has an interpreter, its GIL views."""
+        placement = self.placements[cfg.workers]
+        for k, pid in enumerate(pids):
+            cpu, snap = cpus[k], snaps[k] if k < len(snaps) else {}
+            spy = spies[k] if k < len(spies) else None
+            lag, gw, nat = (snap.get("loop_lag") or {}), (snap.get("gil_wait") or {}), (snap.get("native") or {})
+            tot = nat.get("totals") or {}
+            self.worker_rows.append({
+                "cell": row["cell"], "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
+                "governance": cfg.governance, "workers": cfg.workers, "concurrency": row["concurrency"],
+                "rate": row["rate"], "repeat": rep, "worker": k, "pid": pid,
+                "cpus": ",".join(map(str, placement.cpus[k] if cfg.workers > 1 else self.profile.gateway_cpus)),
+                "clamped": row["clamped"],
+                "cpu_user_s": cpu.get("cpu_user_s"), "cpu_sys_s": cpu.get("cpu_sys_s"), "cpu_cores": cpu.get("cpu_cores"),
+                "rss_peak_mb": cpu.get("rss_peak_mb"),
+                "gil_wait_p99_us": gw.get("p99_us") if gw.get("available") else None,
+                "loop_lag_p99_us": lag.get("p99_us") if lag.get("available") else None,
+                "native_hold_s": tot.get("hold_ns", 0) / 1e9 if nat.get("available") else None,
+                "native_wait_s": tot.get("reacquire_wait_ns", 0) / 1e9 if nat.get("available") else None,
+                "gil_held_share": spy.get("held_share") if spy and spy.get("available") else None,
+                "gil_main_share": spy.get("main_share") if spy and spy.get("available") else None})
 
     def _fill_pyspy(self, row, res, missing, key, cfg, c, rep) -> None:
         if res is None:
@@ -818,7 +896,8 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
               report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
               rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
-              stream: bool = False, governance: Sequence[str] = ("on",), results: str = "parquet") -> RunResult:
+              stream: bool = False, governance: Sequence[str] = ("on",), results: str = "parquet",
+              workers: str | int | Iterable[int] = (1,)) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
@@ -831,8 +910,11 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
     into open-loop rate ladders (CO-corrected); a cell is `sustained` when its p99 is at most
     `p99_cap_ms` and its error share under `max_error_share`, and a target's ladder stops at
-    its first unsustained rate. `results="raw"` writes JSON rows and no report (the lean
-    install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
+    its first unsustained rate. `workers` ("1,2,4") is an axis of gateway processes per rung
+    (--workers; one per gateway core, placed by harness.profiles.place_workers, clamped and
+    noted per cell when the machine is smaller: `clamped`, `clamp_notes`, `worker_cpus`); the
+    `workers` table has each worker's CPU and GIL views. `results="raw"` writes JSON rows and no
+    report (the lean install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
     overhead over the direct baseline); give the mock `ttft_ms`/`itl_ms`/`tokens` in `upstream`.
     """
     if ci:
@@ -848,5 +930,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
                   load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
                   p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
-                  governance=tuple(governance), results=results)
+                  governance=tuple(governance), results=results, workers=workers)
     return sweep.execute()

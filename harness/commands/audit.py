@@ -1,5 +1,6 @@
 """`gatewaylab audit append|verify|prove|consistency --wal PATH [--impl python|rust]`
-(docs/formats.md "CLI contract").
+(docs/formats.md "CLI contract"); `verify --ledger DIR` reads a ledger directory in either
+layout (docs/workers.md).
 
   append                 one payload per stdin line (the line without its "\\n", as bytes);
                          prints {"count", "root"}. Takes the WAL's writer lock; a torn tail
@@ -11,7 +12,12 @@
                          (audit.mmr) sits beside the WAL, every node it holds is compared
                          with the recomputed one; a difference exits 1 naming the node, and
                          `--repair` then replaces the store with the recomputed one.
-  prove --index I        prints the inclusion proof JSON of leaf I.
+  verify --ledger DIR    a single ledger (DIR/audit.wal): as --wal. A sharded one (DIR/shard-K/):
+                         every shard verified as above, then prints {"layout": "sharded",
+                         "shards": [{"shard", "count", "root", "truncated_bytes"}], "count",
+                         "root": the combined root (gateway/audit/shards.py)}.
+  prove --index I        prints the inclusion proof JSON of leaf I (--ledger DIR of a sharded
+                         ledger: --shard K, and the proof comes up to the combined root).
   consistency --old M    prints the consistency proof JSON from count M to now.
 
 --impl picks the twin for both the WAL and the MMR (default: the `wal`/`mmr` switches
@@ -29,7 +35,10 @@ ACTIONS = ("append", "verify", "prove", "consistency")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("--wal", required=True, metavar="PATH", help="the WAL file")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--wal", metavar="PATH", help="the WAL file")
+    where.add_argument("--ledger", metavar="DIR", help="a ledger directory, single or sharded (verify, prove)")
+    p.add_argument("--shard", type=int, help="prove --ledger DIR of a sharded ledger: the shard")
     p.add_argument("--impl", choices=["python", "rust"], default=None, help="twin for WAL and MMR")
     p.add_argument("--index", type=int, help="prove: leaf index")
     p.add_argument("--old", type=int, help="consistency: the older leaf count")
@@ -131,8 +140,55 @@ def _verify_store(WAL, MMR, path: str, payloads: list[bytes], repair: bool) -> i
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _run_ledger(args: argparse.Namespace, WAL, MMR) -> int:
+    """verify / prove on a ledger directory, single or sharded."""
+    from gateway.audit.ledger import WAL_NAME
+    from gateway.audit.shards import combined_root, iter_layout, sharded_proof
+    from gateway.errors import ConfigError
+
+    if args.action not in ("verify", "prove"):
+        print(f"gatewaylab audit {args.action}: takes --wal PATH (--ledger DIR is for verify and prove)",
+              file=sys.stderr)
+        return 2
+    try:
+        layout, dirs = iter_layout(args.ledger)
+    except ConfigError as e:
+        print(f"gatewaylab audit: error: {e}", file=sys.stderr)
+        return 1
+    if layout == "single":
+        args.wal = os.path.join(args.ledger, WAL_NAME)
+        return run(args)
+    scans = []
+    for d in dirs:
+        path = os.path.join(d, WAL_NAME)
+        if not os.path.exists(path):  # a worker that never wrote: an empty shard
+            scans.append(([], MMR(), 0, path))
+            continue
+        payloads, mmr, truncated = _scan(WAL, MMR, path)
+        scans.append((payloads, mmr, truncated, path))
+    rows = [{"shard": k, "count": len(m), "root": m.root(), "truncated_bytes": t} for k, (_, m, t, _) in enumerate(scans)]
+    if args.action == "prove":
+        if args.shard is None or args.index is None:
+            print("gatewaylab audit prove: a sharded ledger needs --shard K and --index I", file=sys.stderr)
+            return 2
+        if not 0 <= args.shard < len(rows):
+            print(f"gatewaylab audit prove: --shard {args.shard}: the ledger has shards 0..{len(rows) - 1}",
+                  file=sys.stderr)
+            return 2
+        _emit(sharded_proof(args.shard, scans[args.shard][1].inclusion_proof(args.index), rows))
+        return 0
+    _emit({"layout": "sharded", "shards": rows, "count": sum(r["count"] for r in rows), "root": combined_root(rows)})
+    status = 0
+    for payloads, _, _, path in scans:
+        if os.path.exists(path):
+            status |= _verify_store(WAL, MMR, path, payloads, args.repair)
+    return status
+
+
 def run(args: argparse.Namespace) -> int:
     WAL, MMR = _twins(args.impl)
+    if args.wal is None:
+        return _run_ledger(args, WAL, MMR)
     path = args.wal
     try:
         if args.action == "append":

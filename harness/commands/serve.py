@@ -1,7 +1,7 @@
 """`gatewaylab serve`: run the gateway (docs/formats.md "CLI contract").
 
     gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
-                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--stages all|none|LIST] [--audit on|off] [--impl C=python|rust ...] [--shell fastapi|asgi]
+                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--workers N] [--ledger-layout single|sharded] [--stages all|none|LIST] [--audit on|off] [--impl C=python|rust ...] [--shell fastapi|asgi]
                      [--server uvicorn|granian] [--port P] [--host 127.0.0.1]
 
 Prints `gateway listening on http://HOST:PORT` when it accepts connections; SIGTERM or
@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger on or off (default: on)")
     p.add_argument("--threads", type=int, default=None,
                    help="rs-server: worker threads (default: the CPUs the gateway is pinned to)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="N gateway processes on one port, one per gateway core, supervised as one unit "
+                        "(py, py+rs, rs-core, rs-server; docs/workers.md)")
+    p.add_argument("--ledger-layout", dest="ledger_layout", choices=["single", "sharded", "single-writer"], default=None,
+                   help="audit ledger layout (default: single for one process, sharded for --workers N; "
+                        "single-writer: one ledger process, py and py+rs)")
     p.add_argument("--ack", choices=["background", "durable"], default=None,
                    help="answer before the record is written (background, default) or once it is durable")
     p.add_argument("--max-in-flight", dest="max_in_flight", type=int, default=None,
@@ -41,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
     opts = {"config": args.config, "upstream": args.upstream, "api_key": args.api_key, "ledger": args.ledger,
             "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "ack": args.ack,
             "max_in_flight": args.max_in_flight,
-            "shell": args.shell, "server": args.server, "host": args.host, "port": args.port, "threads": args.threads}
+            "shell": args.shell, "server": args.server, "host": args.host, "port": args.port, "threads": args.threads,
+            "workers": args.workers, "ledger_layout": args.ledger_layout}
     return serve(opts)

@@ -2,6 +2,7 @@
 
     gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
     gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat
+    gatewaylab sweep --modes py,rs-core --workers 1,2,4 --concurrency 1,4,16   # scale out vs up
     gatewaylab sweep --impl mmr=python --impl wal=rust --shells asgi,fastapi --flamegraph
     gatewaylab sweep --targets py,py+rs,litellm,litellm-rust,portkey,noveum --concurrency 1,16
     gatewaylab sweep --targets py+rs,noveum --rates 250,500,1000,2000 --p99-cap-ms 50   # open-loop ladders
@@ -45,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default on)")
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
     p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
+    p.add_argument("--workers", nargs="+", default=None,
+                   help="comma list of gateway process counts per rung, e.g. 1,2,4 (default 1; docs/workers.md)")
     p.add_argument("--profile", default="xeon-4c",
                    help="xeon-4c (default), ci-2c, all, or 'gateway=0-3;mock=4;load=5'")
     p.add_argument("--duration", type=float, default=None, help="measured seconds per cell (default 5; --ci 1.5)")
@@ -78,6 +81,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "switches": list(args.impl) or None,
         "shells": tuple(_csv(args.shells) or ("asgi",)),
         "governance": tuple(_csv(args.governance) or ("on",)),
+        "workers": ",".join(_csv(args.workers) or ("1",)),
         "profile": args.profile,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

@@ -40,6 +40,7 @@ use crate::cli::Options;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sidecar::{Sidecar, Verdict};
+use crate::unit::Unit;
 
 const CHAT: &str = "/v1/chat/completions";
 /// Retry-After on a shed request, seconds (gateway/app.py RETRY_AFTER_S)
@@ -75,6 +76,8 @@ pub struct Gateway {
     pending_audits: AtomicU64,
     id_prefix: String,
     started: Instant,
+    /// a worker of a unit (--workers N): its place, and its peers' control sockets
+    unit: Option<Unit>,
 }
 
 pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response<GwBody> {
@@ -287,7 +290,17 @@ impl Gateway {
         };
         let id_prefix = format!("req-{:x}-{:x}-", std::process::id(), (unix_ns() as u64) & 0xffff_ffff);
         let durable = cfg.ack == "durable";
+        let unit = match (opts.worker, &opts.unit_dir) {
+            (Some((index, count)), Some(dir)) => Some(Unit {
+                index,
+                count,
+                dir: dir.into(),
+                sharded: opts.ledger_layout.as_deref() == Some("sharded"),
+            }),
+            _ => None,
+        };
         Ok(Self {
+            unit,
             cfg,
             opts,
             metrics: Metrics::default(),
@@ -376,14 +389,18 @@ impl Gateway {
                 }
                 "/audit/root" => return self.audit_root().await,
                 "/audit/consistency" => {
+                    let shard = query_param(parts.uri.query(), "shard");
                     return match query_param(parts.uri.query(), "old") {
                         None => error(400, "query parameter 'old' is required", "missing_old"),
-                        Some(old) => self.proof(&old, "'old'", "invalid_old", false, 400, "old_out_of_range").await,
-                    }
+                        Some(old) => {
+                            self.proof(&old, "'old'", "invalid_old", false, 400, "old_out_of_range", shard).await
+                        }
+                    };
                 }
                 p if p.starts_with("/audit/proof/") => {
                     let raw = percent_decode(&p["/audit/proof/".len()..]);
-                    return self.proof(&raw, "leaf index", "invalid_index", true, 404, "index_out_of_range").await;
+                    let shard = query_param(parts.uri.query(), "shard");
+                    return self.proof(&raw, "leaf index", "invalid_index", true, 404, "index_out_of_range", shard).await;
                 }
                 _ => {}
             }
@@ -622,7 +639,100 @@ impl Gateway {
         r
     }
 
+    /// This worker's ledger state, {"count", "root", "durable_count"} (None: --audit off).
+    fn local_root(&self) -> Option<serde_json::Value> {
+        let l = self.ledger.as_ref()?;
+        let led = l.ledger();
+        Some(json!({"count": led.count(), "root": led.root_hex(), "durable_count": led.durable_count()}))
+    }
+
+    /// The control protocol's answer (crate::unit; gateway.workers.Peers._local).
+    pub fn control_answer(&self, req: &serde_json::Value) -> serde_json::Value {
+        let op = req.get("op").and_then(|v| v.as_str()).unwrap_or("");
+        let Some(l) = self.ledger.as_ref() else {
+            return json!({"error": "the audit ledger is off (--audit off)"});
+        };
+        match op {
+            "root" => json!({"ok": self.local_root()}),
+            "inclusion" | "consistency" => {
+                let n = req.get("n").and_then(|v| v.as_i64()).unwrap_or(-1);
+                let led = l.ledger();
+                let count = led.count();
+                let out = match u64::try_from(n) {
+                    Err(_) if op == "inclusion" => Err(format!("leaf index {n} out of range for an MMR of {count} leaves")),
+                    Err(_) => Err(format!("old count {n} out of range for an MMR of {count} leaves")),
+                    Ok(n) if op == "inclusion" => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+                    Ok(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+                };
+                match out {
+                    Ok(proof) => json!({"ok": {"proof": proof, "root": {"count": led.count(), "root": led.root_hex(),
+                                                                       "durable_count": led.durable_count()}}}),
+                    Err(m) => json!({"error": m, "index_error": true}),
+                }
+            }
+            other => json!({"error": format!("unknown op {other:?}")}),
+        }
+    }
+
+    async fn ask(&self, unit: &Unit, k: usize, req: &serde_json::Value) -> serde_json::Value {
+        if k == unit.index {
+            self.control_answer(req)
+        } else {
+            unit.ask(k, req).await
+        }
+    }
+
+    /// Every shard's state, or the 503 that names the shards not answering.
+    async fn shard_states(&self, unit: &Unit, skip: Option<usize>) -> Result<Vec<serde_json::Value>, Response<GwBody>> {
+        let req = json!({"op": "root"});
+        let answers = futures_util::future::join_all((0..unit.count).map(|k| self.ask(unit, k, &req))).await;
+        let down: Vec<String> = answers
+            .iter()
+            .enumerate()
+            .filter(|(k, a)| Some(*k) != skip && a.get("ok").map_or(true, |v| v.is_null()))
+            .map(|(k, a)| format!("shard {k}: {}", a.get("error").and_then(|e| e.as_str()).unwrap_or("no ledger")))
+            .collect();
+        if !down.is_empty() {
+            return Err(error(503, &format!("the combined root needs every shard; {}", down.join("; ")), "shard_unavailable"));
+        }
+        Ok(answers.into_iter().map(|mut a| a["ok"].take()).collect())
+    }
+
+    /// The combined root over shard rows (crate::shards in the core, "shards v1").
+    fn combined(rows: &[serde_json::Value]) -> String {
+        let pairs: Vec<(u64, gatewaylab_core::hash::Hash)> = rows
+            .iter()
+            .map(|r| {
+                let root = r["root"].as_str().and_then(gatewaylab_core::hash::from_hex).unwrap_or([0u8; 32]);
+                (r["count"].as_u64().unwrap_or(0), root)
+            })
+            .collect();
+        gatewaylab_core::hash::to_hex(&gatewaylab_core::shards::combined_root(&pairs))
+    }
+
+    async fn sharded_root(&self, unit: &Unit) -> Response<GwBody> {
+        let states = match self.shard_states(unit, None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let rows: Vec<serde_json::Value> = states
+            .iter()
+            .enumerate()
+            .map(|(k, s)| json!({"shard": k, "count": s["count"], "root": s["root"], "durable_count": s["durable_count"]}))
+            .collect();
+        let count: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap_or(0)).sum();
+        let durable: u64 = rows.iter().map(|r| r["durable_count"].as_u64().unwrap_or(0)).sum();
+        let doc = json!({"layout": "sharded", "format": "shards v1", "root": Self::combined(&rows), "count": count,
+                         "durable_count": durable, "shards": rows});
+        json_response(200, serde_json::to_vec(&doc).expect("serialises"))
+    }
+
     async fn audit_root(self: &Self) -> Response<GwBody> {
+        if let Some(unit) = self.unit.as_ref().filter(|u| u.sharded) {
+            if self.ledger.is_some() {
+                return self.sharded_root(unit).await;
+            }
+        }
         let Some(l) = self.ledger.as_ref() else {
             return error(404, "the audit ledger is off (--audit off)", "audit_off");
         };
@@ -645,6 +755,7 @@ impl Gateway {
         inclusion: bool,
         range_status: u16,
         range_code: &str,
+        shard: Option<String>,
     ) -> Response<GwBody> {
         let Some(n) = py_int(raw) else {
             return error(400, &format!("{what} must be an integer, got {}", crate::config::py_str(raw)), invalid_code);
@@ -652,6 +763,12 @@ impl Gateway {
         let Some(l) = self.ledger.as_ref() else {
             return error(404, "the audit ledger is off (--audit off)", "audit_off");
         };
+        if let Some(unit) = self.unit.as_ref().filter(|u| u.sharded) {
+            return self.shard_proof(unit, n, inclusion, range_status, range_code, shard).await;
+        }
+        if shard.is_some() {
+            return error(400, "query parameter 'shard' applies to a sharded ledger only", "not_sharded");
+        }
         let led = l.ledger();
         let count = led.count();
         let out = match u64::try_from(n) {
@@ -664,6 +781,51 @@ impl Gateway {
             Ok(v) => json_response(200, serde_json::to_vec(&v).expect("a proof serialises")),
             Err(m) => error(range_status, &m, range_code),
         }
+    }
+
+    /// Shard K's proof made by its owner, among every shard's state (docs/workers.md).
+    async fn shard_proof(&self, unit: &Unit, n: i128, inclusion: bool, range_status: u16, range_code: &str,
+                         shard: Option<String>) -> Response<GwBody> {
+        let last = unit.count - 1;
+        let Some(raw) = shard else {
+            return error(400, &format!("query parameter 'shard' (0..{last}) is required: the ledger is sharded"),
+                         "missing_shard");
+        };
+        let Some(k) = py_int(&raw) else {
+            return error(400, &format!("'shard' must be an integer, got {}", crate::config::py_str(&raw)), "invalid_shard");
+        };
+        let Some(k) = usize::try_from(k).ok().filter(|k| *k < unit.count) else {
+            return error(404, &format!("shard {k} does not exist (0..{last})"), "shard_out_of_range");
+        };
+        let kind = if inclusion { "inclusion" } else { "consistency" };
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut got = self.ask(unit, k, &json!({"op": kind, "n": n})).await;
+        let Some(ok) = got.get_mut("ok").map(|v| v.take()) else {
+            let msg = got.get("error").and_then(|e| e.as_str()).unwrap_or("no answer").to_string();
+            if got.get("index_error").and_then(|v| v.as_bool()) == Some(true) {
+                return error(range_status, &msg, range_code);
+            }
+            return error(503, &format!("shard {k}: {msg}"), "shard_unavailable");
+        };
+        let mut states = match self.shard_states(unit, Some(k)).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let proof = &ok["proof"];
+        // the proof's own end state is the shard state it belongs to
+        states[k] = if inclusion {
+            json!({"count": proof["leaf_count"], "root": proof["root"]})
+        } else {
+            json!({"count": proof["new_count"], "root": proof["new_root"]})
+        };
+        let rows: Vec<serde_json::Value> = states
+            .iter()
+            .enumerate()
+            .map(|(j, s)| json!({"shard": j, "count": s["count"], "root": s["root"]}))
+            .collect();
+        let doc = json!({"layout": "sharded", "format": "shards v1", "kind": kind, "shard": k, "proof": proof,
+                         "combined_root": Self::combined(&rows), "shards": rows});
+        json_response(200, serde_json::to_vec(&doc).expect("serialises"))
     }
 
     fn models(&self) -> Vec<u8> {
@@ -701,8 +863,32 @@ impl Gateway {
                         "sidecar_pid": self.sidecar.as_ref().map(Sidecar::pid),
                         "sidecar_alive": self.sidecar.as_ref().map(Sidecar::alive)},
             "uptime_s": self.started.elapsed().as_secs_f64(),
+            "workers": self.workers_section(),
         });
         serde_json::to_vec(&v).expect("serialises")
+    }
+
+    /// /health's "workers", as gateway/workers.py's health_section writes it for the Python rungs.
+    fn workers_section(&self) -> serde_json::Value {
+        let Some((index, count)) = self.opts.worker else {
+            let cpus = allowed_cpus();
+            return json!({"count": 1, "index": 0, "layout": "single-process", "ledger_layout": null, "ready": true,
+                          "workers": [{"index": 0, "pid": std::process::id(), "cpus": cpus,
+                                       "threads": self.opts.threads, "alive": true}],
+                          "dead": [], "clamped": false, "notes": []});
+        };
+        let unit: serde_json::Value = self.unit.as_ref()
+            .and_then(|u| std::fs::read(u.layout_file()).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"workers": [], "notes": [], "clamped": false}));
+        let workers = unit.get("workers").cloned().unwrap_or_else(|| json!([]));
+        let dead: Vec<serde_json::Value> = workers.as_array().map(|ws| ws.iter()
+            .filter(|w| w.get("alive") == Some(&json!(false)))
+            .filter_map(|w| w.get("index").cloned()).collect()).unwrap_or_default();
+        json!({"count": count, "index": index, "layout": "workers", "ledger_layout": unit.get("ledger_layout"),
+               "ready": unit.get("ready").cloned().unwrap_or(json!(false)),
+               "workers": workers, "dead": dead, "clamped": unit.get("clamped").cloned().unwrap_or(json!(false)),
+               "notes": unit.get("notes").cloned().unwrap_or_else(|| json!([]))})
     }
 
     fn metrics_text(&self) -> Vec<u8> {
@@ -814,13 +1000,40 @@ pub async fn run_plugins(
     out
 }
 
+/// The CPUs this process may run on (its affinity), for /health.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it for this process
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+    }
+}
+
 /// Build the gateway, bind, announce, serve until SIGTERM/SIGINT, drain the audit queue.
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
     let result = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
-            .await
-            .map_err(|e| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e))?;
+        let cannot = |e: std::io::Error| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e);
+        let listener = if opts.reuse_port {
+            // a worker of a unit: every worker listens on the port with SO_REUSEPORT and the
+            // kernel spreads connections over them
+            let addr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
+                .await
+                .map_err(cannot)?
+                .next()
+                .ok_or_else(|| format!("--host: {} resolves to no address", opts.host))?;
+            let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .map_err(cannot)?;
+            sock.set_reuseaddr(true).map_err(cannot)?;
+            sock.set_reuseport(true).map_err(cannot)?;
+            sock.bind(addr).map_err(cannot)?;
+            sock.listen(2048).map_err(cannot)?
+        } else {
+            tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.map_err(cannot)?
+        };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let sidecar = if cfg.plugins.pre_call.is_empty() {
             None
@@ -847,6 +1060,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             head_check: Some(Arc::new(raw_head_check)),
         };
         let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum)?);
+        if let Some(unit) = gw.unit.as_ref() {
+            // a worker of a unit: its peers reach its shard here (bound before it announces)
+            let listener = unit.bind()?;
+            let g = gw.clone();
+            crate::unit::serve(listener, move |req| g.control_answer(req));
+        }
         let sig = gatewaylab_net::server::termination_signal();
         println!("gateway listening on http://{addr}");
         use std::io::Write;

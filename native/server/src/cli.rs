@@ -6,7 +6,13 @@
 //!                   [--stages all|none|LIST] [--audit on|off] [--python EXE]
 //!                   [--float-sum plain|neumaier] [--ack background|durable]
 //!                   [--max-in-flight N]
+//!                   [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]
 //! ```
+//!
+//! `--reuse-port` listens with SO_REUSEPORT on a port its unit shares: a worker of a unit
+//! (`--workers N`, gateway/workers.py), which also names its place (`--worker K/N`) and the
+//! unit's runtime directory (`--unit-dir`: the layout shown in /health and the workers'
+//! control sockets, through which a sharded ledger's /audit endpoints see every shard).
 //!
 //! `--mode rs-server` is accepted (and is the only mode). `--python` is the interpreter that
 //! runs the plugin sidecar (default: $GATEWAYLAB_PYTHON, else `python3`); `--float-sum` is how the Python twin's interpreter sums floats
@@ -34,11 +40,19 @@ pub struct Options {
     pub python: String,
     /// how the Python twin's interpreter sums floats (entropy): plain (3.11) or neumaier (3.12+)
     pub float_sum: gatewaylab_core::entropy::PySum,
+    /// listen with SO_REUSEPORT (a worker of a unit shares its port with the others)
+    pub reuse_port: bool,
+    /// (index, count) of this worker in its unit
+    pub worker: Option<(usize, usize)>,
+    /// the unit's runtime directory (gateway/workers.py): workers.json and control sockets
+    pub unit_dir: Option<String>,
+    /// the unit's ledger layout: "single" or "sharded" (this worker writes shard K)
+    pub ledger_layout: Option<String>,
 }
 
 const USAGE: &str = "usage: gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR] \
 [--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] \
-[--ack background|durable] [--max-in-flight N]";
+[--ack background|durable] [--max-in-flight N] [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]";
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -55,6 +69,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         max_in_flight: None,
         python: std::env::var("GATEWAYLAB_PYTHON").unwrap_or_else(|_| "python3".into()),
         float_sum: gatewaylab_core::entropy::PySum::Plain,
+        reuse_port: false,
+        worker: None,
+        unit_dir: None,
+        ledger_layout: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -116,6 +134,20 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                     "neumaier" => gatewaylab_core::entropy::PySum::Neumaier,
                     _ => return Err(format!("--float-sum: expected plain or neumaier, got {v:?}")),
                 };
+            }
+            "--reuse-port" => o.reuse_port = true,
+            "--worker" => {
+                let v = value()?;
+                let parsed = v.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+                o.worker = Some(parsed.filter(|(k, n)| k < n).ok_or_else(|| format!("--worker: expected K/N with K < N, got {v:?}"))?);
+            }
+            "--unit-dir" => o.unit_dir = Some(value()?),
+            "--ledger-layout" => {
+                let v = value()?;
+                if v != "single" && v != "sharded" {
+                    return Err(format!("--ledger-layout: expected single or sharded, got {v:?}"));
+                }
+                o.ledger_layout = Some(v);
             }
             other => return Err(format!("{other}: unknown argument\n{USAGE}")),
         }

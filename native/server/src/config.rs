@@ -13,6 +13,9 @@ pub const FSYNC: &[&str] = &["always", "group", "none"];
 /// limits.max_in_flight's default (gateway/config.py's MAX_IN_FLIGHT)
 pub const MAX_IN_FLIGHT: i64 = 1024;
 pub const ACKS: &[&str] = &["background", "durable"];
+/// ledger.layout (gateway/audit/shards.py LAYOUTS): a unit's workers say theirs with
+/// --ledger-layout; single-writer (one Python ledger process) is for py and py+rs only.
+pub const LAYOUTS: &[&str] = &["single", "sharded", "single-writer"];
 pub const POLICIES: &[&str] = &["block", "drop"];
 pub const SHELLS: &[&str] = &["asgi", "fastapi"];
 pub const SERVERS: &[&str] = &["uvicorn", "granian"];
@@ -492,6 +495,11 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let fsync = str_one_of(led, "fsync", "ledger.", "group", FSYNC)?;
     let group_delay_ms = number(led, "group_delay_ms", "ledger.", 2.0, true)?;
     let ack = str_one_of(led, "ack", "ledger.", "background", ACKS)?;
+    if str_one_of(led, "layout", "ledger.", "single", LAYOUTS)? == "single-writer" {
+        return Err("ledger.layout single-writer is for py and py+rs (rs-server's ledger is its own Rust thread); \
+use sharded"
+            .into());
+    }
     let queue_size = positive_int(bg, "queue_size", "background.", Some(10000))?.expect("default");
     let queue_policy = str_one_of(bg, "policy", "background.", "block", POLICIES)?;
     let batch_window_ms = number(bg, "batch_window_ms", "background.", 0.0, false)?;

@@ -12,3 +12,4 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod sidecar;
+pub mod unit;

@@ -1,0 +1,390 @@
+"""`--workers N`: N gateway processes on one listening socket, supervised as one unit
+(docs/workers.md).
+
+    python -m gateway.server  with {"workers": N, ...} in $GATEWAYLAB_SERVE
+      -> this process becomes the supervisor: it reserves the port (bound with SO_REUSEPORT,
+         never listening), starts N workers that each listen on it with SO_REUSEPORT (the
+         kernel spreads connections over them by hash; one shared accept queue let whichever
+         worker woke first take most of a load generator's connections), pins worker k to its
+         own gateway core, waits until every worker serves, announces, and then watches them.
+
+The unit starts together (`ready` in the layout turns true once every worker serves): a worker that dies or does not come up before all are ready stops
+the others and the supervisor exits 1 with that worker's output. It stops together: SIGTERM
+or SIGINT to the supervisor goes to every worker, each finishes in-flight requests and drains
+its audit queue, and the supervisor exits 0 when every worker did. A worker that dies later is
+reported on stderr and in `workers.json`, which every worker's `/health` shows; the others go
+on serving (nothing is restarted behind the operator's back). If the supervisor itself is
+killed, the kernel sends the workers SIGTERM (PR_SET_PDEATHSIG): they drain and exit.
+
+Cores: `worker_cpus` (a list per worker, from the harness's profile placement) or, unset, the
+supervisor's own affinity, worker k on CPU k (mod the count). A worker that has to share a CPU
+with another worker is labelled in the layout (`clamped`, `notes`).
+
+Ledger: the layout comes from gateway.audit.shards (one place); under `sharded`, worker k's
+ledger is `<ledger>/shard-k`. Every worker listens on a Unix control socket in the unit's
+runtime directory, so any worker can answer `/audit/root` with every shard's root and the
+combined root, and hand a proof request to the shard's owner (`Peers`).
+
+Rung 3 (`rs-server`): the workers are the Rust binary, each told `--reuse-port`, its shard
+with `--ledger` and the unit with `--worker K/N --unit-dir DIR`; it
+speaks the same control protocol (native/server/src/unit.rs).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from gateway.errors import AuditIndexError, ConfigError
+
+WORKER_ENV = "GATEWAYLAB_WORKER"
+LAYOUT_FILE = "workers.json"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PR_SET_PDEATHSIG = 1
+
+
+# ---------------------------------------------------------------- placement
+
+def place(n: int, cpus: list[int], worker_cpus: list[list[int]] | None = None) -> tuple[list[list[int]], list[str]]:
+    """Worker k -> its CPU list, and a note for every worker that shares a CPU with another."""
+    if n < 1:
+        raise ConfigError(f"--workers: expected a positive integer, got {n!r}")
+    if worker_cpus is not None:
+        if len(worker_cpus) != n or not all(worker_cpus):
+            raise ConfigError(f"worker_cpus: expected {n} non-empty CPU lists, got {worker_cpus!r}")
+        placed = [sorted(int(c) for c in w) for w in worker_cpus]
+    else:
+        placed = [[cpus[k % len(cpus)]] for k in range(n)]
+    notes = []
+    for k, w in enumerate(placed):
+        shared = [j for j, v in enumerate(placed) if j != k and set(v) & set(w)]
+        if shared:
+            notes.append(f"worker {k} shares cpu {','.join(map(str, w))} with worker(s) {','.join(map(str, shared))}")
+    return placed, notes
+
+
+# ---------------------------------------------------------------- inside a worker
+
+@dataclass
+class WorkerInfo:
+    """What a worker knows about its unit ($GATEWAYLAB_WORKER)."""
+    index: int
+    count: int
+    runtime_dir: str
+    layout: str
+    cpus: list[int] = field(default_factory=list)
+
+    def socket_path(self, k: int) -> str:
+        return os.path.join(self.runtime_dir, f"worker-{k}.sock")
+
+    @property
+    def sharded(self) -> bool:
+        return self.layout == "sharded"
+
+
+def current() -> WorkerInfo | None:
+    raw = os.environ.get(WORKER_ENV)
+    if not raw:
+        return None
+    d = json.loads(raw)
+    return WorkerInfo(int(d["index"]), int(d["count"]), d["runtime_dir"], d["layout"], list(d.get("cpus") or []))
+
+
+def health_section(info: WorkerInfo | None, threads: int) -> dict:
+    """`/health`'s "workers": the unit's layout (from the supervisor's workers.json), this
+    worker's index; a single process reports itself as worker 0 of 1."""
+    if info is None:
+        return {"count": 1, "index": 0, "layout": "single-process", "ledger_layout": None, "ready": True,
+                "workers": [{"index": 0, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)),
+                             "threads": threads, "alive": True}], "dead": [], "clamped": False, "notes": []}
+    try:
+        with open(os.path.join(info.runtime_dir, LAYOUT_FILE)) as f:
+            unit = json.load(f)
+    except (OSError, ValueError):
+        unit = {"workers": [], "notes": [], "clamped": False}
+    for w in unit.get("workers", []):
+        if w["index"] == info.index:
+            w["threads"] = threads
+    return {"count": info.count, "index": info.index, "layout": "workers", "ledger_layout": info.layout,
+            "ready": unit.get("ready", False),
+            "workers": unit.get("workers", []), "dead": [w["index"] for w in unit.get("workers", []) if not w["alive"]],
+            "clamped": unit.get("clamped", False), "notes": unit.get("notes", [])}
+
+
+class Peers:
+    """The worker's side of the unit: a control socket serving its own shard, and the client
+    that asks the other workers for theirs. `gateway` is the worker's GatewayBase."""
+
+    def __init__(self, info: WorkerInfo, gateway):
+        self.info = info
+        self.gateway = gateway
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        path = self.info.socket_path(self.info.index)
+        if os.path.exists(path):
+            os.unlink(path)
+        self._server = await asyncio.start_unix_server(self._serve, path=path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(orjson.dumps(await self._local(orjson.loads(line))) + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _local(self, req: dict) -> dict:
+        op = req.get("op")
+        try:
+            if op == "root":
+                return {"ok": await self.gateway._root()}
+            if op in ("inclusion", "consistency"):
+                proof = orjson.loads(await self.gateway._prove(op, int(req["n"])))
+                return {"ok": {"proof": proof, "root": await self.gateway._root()}}
+            if op == "probes":
+                from gateway import probes
+                if self.gateway.probes is None:
+                    return {"error": "probes are off"}
+                return {"ok": probes.snapshot(reset=bool(req.get("reset")))}
+        except AuditIndexError as e:
+            return {"error": str(e), "index_error": True}
+        return {"error": f"unknown op {op!r}"}
+
+    async def ask(self, k: int, req: dict, timeout: float = 10.0) -> dict:
+        """Worker k's answer to `req` ({"ok": ...} or {"error": ...}); this worker answers itself."""
+        if k == self.info.index:
+            return await self._local(req)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.info.socket_path(k)), timeout)
+        except (OSError, asyncio.TimeoutError) as e:
+            return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
+        try:
+            writer.write(orjson.dumps(req) + b"\n")
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            if not line:
+                return {"error": f"worker {k} closed the control connection", "unavailable": True}
+            return orjson.loads(line)
+        except (OSError, asyncio.TimeoutError) as e:
+            return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
+        finally:
+            writer.close()
+
+    async def ask_all(self, req: dict) -> list[dict]:
+        return list(await asyncio.gather(*(self.ask(k, req) for k in range(self.info.count))))
+
+
+# ---------------------------------------------------------------- the supervisor
+
+def _pdeathsig() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own handlers still stop them
+        pass
+
+
+def supervise(opts: dict) -> int:
+    """Run `opts["workers"]` gateway workers as one unit (module docstring). Returns the exit status."""
+    from gateway import server
+    from gateway.audit.shards import resolve_layout, shard_dir
+
+    n = int(opts["workers"])
+    mode = server._mode(opts)
+    rs_server = mode == "rs-server"
+    if mode not in ("py", "py+rs", "rs-core", "rs-server"):
+        raise ConfigError(f"--workers: not available on {mode!r}")
+    if not rs_server and (opts.get("server") or "uvicorn") != "uvicorn":
+        raise ConfigError("--workers: the workers run uvicorn (granian has its own worker model); use --server uvicorn")
+    base_opts = dict(opts)
+    base_opts.pop("workers", None)
+    cfg = server.build_config(base_opts)  # validates and fixes the ledger directory
+    layout = resolve_layout(opts.get("ledger_layout") or cfg.ledger_layout, n)
+    if layout == "single" and n > 1:  # resolve_layout refuses this; kept explicit for readers
+        raise ConfigError("--workers: a single ledger has one writer")
+    if layout == "single-writer" and mode not in ("py", "py+rs"):
+        raise ConfigError(f"ledger.layout single-writer is for py and py+rs ({mode}'s ledger is its own Rust "
+                          "thread); use sharded")
+    ledger = base_opts.get("ledger") or cfg.ledger_dir
+    cpus, notes = place(n, sorted(os.sched_getaffinity(0)), opts.get("worker_cpus"))
+    host = opts.get("host") or "127.0.0.1"
+    sock = reserve_port(host, int(opts.get("port") or 0))
+    port = sock.getsockname()[1]
+    runtime = tempfile.mkdtemp(prefix="gatewaylab-workers-")
+    procs: list[subprocess.Popen] = []
+    logs: list[str] = []
+    writer = None  # single-writer: the one ledger process every worker hands its records to
+    stopping = False
+    ready = False
+
+    def _term(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+
+    def layout_doc() -> dict:
+        return {"count": n, "ready": ready, "port": port, "ledger": ledger, "ledger_layout": layout, "mode": mode,
+                "clamped": bool(notes), "notes": notes,
+                "workers": [{"index": k, "pid": p.pid, "cpus": cpus[k], "threads": _threads(opts, rs_server),
+                             "alive": p.poll() is None, "exit": p.returncode,
+                             "ledger": shard_dir(ledger, k) if layout == "sharded" else ledger}
+                            for k, p in enumerate(procs)]}
+
+    def write_layout() -> None:
+        tmp = os.path.join(runtime, LAYOUT_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(layout_doc(), f)
+        os.replace(tmp, os.path.join(runtime, LAYOUT_FILE))
+
+    try:
+        if layout == "single-writer":
+            from gateway.audit.writer_process import SOCKET_ENV, WriterProcess
+            writer = WriterProcess.start(ledger, cfg.switches, fsync=cfg.fsync, group_delay_ms=cfg.group_delay_ms,
+                                         cpus=sorted({c for cs in cpus for c in cs}))
+        for k in range(n):
+            wopts = dict(base_opts, host=host, port=port, reuse_port=True, ledger_layout=layout,
+                         ledger=shard_dir(ledger, k) if layout == "sharded" else ledger)
+            if mode == "rs-server":
+                wopts["threads"] = opts.get("threads") or 1
+            info = {"index": k, "count": n, "runtime_dir": runtime, "layout": layout, "cpus": cpus[k]}
+            env = dict(os.environ)
+            env[server.ENV] = json.dumps(wopts)
+            env[WORKER_ENV] = json.dumps(info)
+            env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+            if writer is not None:
+                env[SOCKET_ENV] = writer.socket
+            log = os.path.join(runtime, f"worker-{k}.log")
+            logs.append(log)
+            if rs_server:
+                from gateway import rs_server as rs
+                args = rs.server_args(wopts) + ["--reuse-port", "--worker", f"{k}/{n}",
+                                                "--unit-dir", runtime, "--ledger-layout", layout]
+            else:
+                args = [sys.executable, "-m", "gateway.server"]
+            cpu_set = set(cpus[k])
+
+            def pre(cs=cpu_set):
+                os.sched_setaffinity(0, cs)
+                _pdeathsig()
+
+            with open(log, "wb") as out:
+                procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_ROOT,
+                                              preexec_fn=pre))
+        write_layout()
+        # the unit starts together: every worker answers on its control socket (Python) or
+        # has announced itself (rs-server), or the whole unit stops
+        deadline = time.monotonic() + float(os.environ.get("GATEWAYLAB_WORKERS_READY_S", "60"))
+        while True:
+            dead = [k for k, p in enumerate(procs) if p.poll() is not None]
+            if dead or stopping:
+                _term(None, None)
+                _wait_all(procs)
+                k = dead[0] if dead else 0
+                if stopping and not dead:
+                    return 0
+                print(f"gateway: worker {k} exited with {procs[k].returncode} before the unit was ready:\n"
+                      f"{_tail(logs[k])}", file=sys.stderr, flush=True)
+                return 1
+            if all(_ready(runtime, k) for k in range(n)):
+                break
+            if time.monotonic() > deadline:
+                _term(None, None)
+                _wait_all(procs)
+                print("gateway: the workers were not ready in time:\n" + "\n".join(_tail(x) for x in logs),
+                      file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.02)
+        ready = True
+        write_layout()
+        print(f"gateway listening on http://{host}:{port} ({n} workers, ledger {layout})", flush=True)
+        reported: set[int] = set()
+        while True:
+            for k, p in enumerate(procs):
+                if p.poll() is not None and k not in reported:
+                    reported.add(k)
+                    write_layout()
+                    if not stopping:
+                        alive = sum(q.poll() is None for q in procs)
+                        print(f"gateway: worker {k} (pid {p.pid}) exited with {p.returncode}; "
+                              f"{alive} of {n} workers still serving\n{_tail(logs[k])}", file=sys.stderr, flush=True)
+            if len(reported) == n:
+                break
+            time.sleep(0.2)  # five wake-ups a second: the supervisor's CPU stays out of the measurements
+        codes = [p.returncode for p in procs]
+        return 0 if stopping and all(c == 0 for c in codes) else 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if writer is not None:  # after every worker drained into it: it commits and closes the ledger
+            writer.stop()
+        sock.close()
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT and never listening: it holds the port
+    for the unit (workers bind the same port with SO_REUSEPORT and listen), and receives no
+    connection itself."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
+def _threads(opts: dict, rs_server: bool) -> int:
+    """Threads serving requests in a worker: rs-server's Tokio workers; rs-core's Tokio pool is
+    one per core of the worker (1); the Python rungs' one event loop."""
+    return int(opts.get("threads") or 1) if rs_server else 1
+
+
+def _ready(runtime: str, k: int) -> bool:
+    """A worker is ready once its control socket exists: Python workers bind it last in their
+    startup, rs-server just before it announces itself."""
+    return os.path.exists(os.path.join(runtime, f"worker-{k}.sock"))
+
+
+def _wait_all(procs: list[subprocess.Popen], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _tail(path: str, n: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
