@@ -13,3 +13,4 @@ pub mod adapter;
 pub mod pipeline;
 pub mod job;
 pub mod ledger;
+pub mod router;
