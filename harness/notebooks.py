@@ -65,6 +65,7 @@ NOTEBOOKS = [
     "06_component_ablation",
     "07_rust_ladder",
     "08_peers",
+    "10_router_and_tracing",
 ]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
