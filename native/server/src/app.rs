@@ -551,9 +551,9 @@ impl Gateway {
             let status = resp.status().as_u16();
             let mut up = resp.into_body();
             if !f2.stream || !(200..300).contains(&status) {
+                // a JSON answer, or a stream refused with a status: read the body either way
                 return match self.upstream.collect(&mut up).await {
                     Err(f) => (Outcome::Fail, Err(failure(f, timeout))),
-                    Ok(b) if f2.stream => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, None, b))),
                     Ok(b) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, None, b))),
                 };
             }
