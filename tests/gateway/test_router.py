@@ -2,6 +2,8 @@
 expectations written independently of the twins (both twins: the `impl` fixture)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway import twins
@@ -171,3 +173,21 @@ def test_failures_outside_the_window_do_not_add_up(impl):
     for t in (1, 1 + 200 * MS):
         att, _ = send(r, t)
         assert r.report(att, "fail", 1, t) == "ok"
+
+
+def test_the_router_is_on_only_with_a_group_or_a_router_section():
+    from gateway import config as cfgmod
+    key = {"id": "k", "sha256": "0" * 64}
+    one = {"model_list": [{"model_name": "m", "upstream": {"base_url": "http://h1"}}], "keys": [key],
+           "ledger": {"dir": "led"}}
+    assert cfgmod.from_mapping(one, env={}).router is None  # today's path: one model, one upstream
+    assert cfgmod.embedded("http://h1", "sk", "led").router is None
+    two = {**one, "model_list": one["model_list"] + [{"model_name": "m", "upstream": {"base_url": "http://h2"},
+                                                      "weight": 3}]}
+    c = cfgmod.from_mapping(two, env={})
+    assert [u.base_url for u in c.groups["m"]] == ["http://h1/v1", "http://h2/v1"]
+    assert c.models["m"].base_url == "http://h1/v1"  # /v1/models and passthrough still see one entry
+    cfg = json.loads(c.router)
+    assert cfg["groups"] == [{"name": "m", "deployments": [{"weight": 1, "rpm": None, "tpm": None},
+                                                           {"weight": 3, "rpm": None, "tpm": None}]}]
+    assert cfgmod.from_mapping({**one, "router": {"num_retries": 1}}, env={}).router is not None
