@@ -221,7 +221,11 @@ class Gateway(GatewayBase):
     # --- routed: a model group, retries, fallbacks (gateway/router.py drives, we do the I/O) ----
     def _target(self, fwd: Forwarding, group: str, index: int, request_body: bytes) -> Forwarding:
         up, headers = self._targets[group][index]
-        body = self.pipeline.adapters[up.kind].to_upstream(request_body, up.model) if fwd.adapt else request_body
+        first = self.config.models[fwd.public_model]
+        if fwd.adapt and (up.kind, up.model) != (first.kind, first.model):
+            body = self.pipeline.adapters[up.kind].to_upstream(request_body, up.model)
+        else:  # decide() already adapted the body for this upstream model (or the adapter is off)
+            body = fwd.body
         return Forwarding(up.url, headers, body, fwd.stream, up.kind, fwd.public_model, fwd.adapt, fwd.key_id, fwd.audit)
 
     async def _routed(self, fwd: Forwarding, request_body: bytes, t0: int, rid: str):

@@ -67,11 +67,14 @@ def _tree_cpu(pid: int) -> float:
 
 
 def drive(gw: GatewayProcess, concurrency: int, duration_s: float, warmup_s: float = 0.2,
-          body: Mapping[str, Any] = BODY) -> dict:
-    """One closed-loop window: req/s (answered 200), latency, error share, gateway CPU µs/request."""
+          body: Mapping[str, Any] = BODY, fl: Fleet | None = None) -> dict:
+    """One closed-loop window after a warm-up: req/s (answered 200), latency, error share,
+    gateway CPU µs/request; `fl`'s request counts are reset after the warm-up."""
     pid = gw.app_pid
     run_load(gw.url + "/v1/chat/completions", concurrency=concurrency, duration_s=warmup_s, method="POST",
              body=dict(body), headers=HEADERS, cpus=cores()[1])
+    if fl is not None:
+        fl.reset()
     c0 = _tree_cpu(pid)
     r = run_load(gw.url + "/v1/chat/completions", concurrency=concurrency, duration_s=duration_s, method="POST",
                  body=dict(body), headers=HEADERS, cpus=cores()[1])
@@ -124,8 +127,7 @@ def slow_deployment(rung: str, strategies: Iterable[str], slow_ms: float, fast_m
             for strategy in strategies:
                 gw = gateway(fl, rung, tmp, router={"strategy": strategy, "latency_window": 20})
                 try:
-                    fl.reset()
-                    m = drive(gw, concurrency, duration_s, warmup_s)
+                    m = drive(gw, concurrency, duration_s, warmup_s, fl=fl)
                     loads = fl.requests()
                 finally:
                     gw.stop()
@@ -148,8 +150,7 @@ def failing_deployment(rung: str, rates: Iterable[float], retries: Iterable[int]
                     router = {"num_retries": n, "allowed_fails": 1_000_000, "backoff_base_ms": 1, "backoff_max_ms": 8}
                     gw = gateway(fl, rung, tmp, router=router)
                     try:
-                        fl.reset()
-                        m = drive(gw, concurrency, duration_s, warmup_s)
+                        m = drive(gw, concurrency, duration_s, warmup_s, fl=fl)
                         loads = fl.requests()
                     finally:
                         gw.stop()

@@ -536,10 +536,12 @@ impl Pipeline {
             .get(group)
             .and_then(|g| g.get(index))
             .ok_or_else(|| UpstreamFailure::unavailable(&format!("no deployment {index} of {}", py_repr(group))))?;
-        let body = if fwd.adapt {
+        let first = self.routes.get(&fwd.public_model);
+        let body = if fwd.adapt && first.is_none_or(|f| f.kind != r.kind || f.model != r.model) {
             self.adapter(r.kind).to_upstream(request_body, &r.model).map_err(|e| UpstreamFailure::malformed("request", &e.0))?
         } else {
-            request_body.to_vec()
+            // decide() already adapted the body for this upstream model (or the adapter is off)
+            fwd.body.clone()
         };
         Ok(Target { url: r.url.clone(), headers: r.headers.clone(), body })
     }
