@@ -237,8 +237,7 @@ impl Outcome {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Send to deployment `index` of `group` (the group's position in the attempt's chain
-    /// is `pos`: 0 = the model asked for, more = a fallback).
+    /// Send to deployment `index` of `group` (the model asked for, or a fallback).
     Send { group: String, index: usize },
     Wait { ns: u64 },
     GiveUp { reason: &'static str },
@@ -269,7 +268,8 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The group the attempt in flight went to, and the position in the chain (0 = asked).
+    /// The position of the current group in the request's chain (0: the model asked for,
+    /// 1..: its fallbacks in order).
     pub fn pos(&self) -> usize {
         self.pos
     }
