@@ -706,6 +706,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     fn router(strategy: &str, deps: usize) -> Router {
         let groups = serde_json::json!([{"name": "g", "deployments": vec![serde_json::json!({"weight": 1}); deps]}]);
@@ -749,5 +750,52 @@ mod tests {
         assert_eq!(e, "router.fallbacks[0].g[0]: unknown model 'h'");
         let e = parse_settings(&serde_json::json!({"strategy": "fastest"}), &["g"]).unwrap_err();
         assert!(e.starts_with("router.strategy: expected one of"), "{e}");
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    fn two_groups() -> std::sync::Mutex<Router> {
+        let cfg = serde_json::json!({
+            "router": {"num_retries": 1, "backoff_base_ms": 0, "backoff_max_ms": 0, "allowed_fails": 5,
+                       "fallbacks": [{"a": ["b"]}]},
+            "groups": [{"name": "a", "deployments": [{"weight": 1}]}, {"name": "b", "deployments": [{"weight": 1}]}],
+        });
+        std::sync::Mutex::new(Router::from_json(&cfg.to_string()).unwrap())
+    }
+
+    #[test]
+    fn drive_retries_then_falls_back() {
+        let r = two_groups();
+        let mut sent = Vec::new();
+        let send = |g: String, i: usize| {
+            sent.push((g.clone(), i));
+            let o = if g == "a" { Outcome::Fail } else { Outcome::Ok };
+            async move { (o, g) }
+        };
+        let out = block_on(drive(&r, "a", 1, || 5, send, |_| async {}));
+        assert_eq!(out.unwrap().as_deref(), Some("b"));
+        assert_eq!(sent, [("a".to_string(), 0), ("a".to_string(), 0), ("b".to_string(), 0)]);
+    }
+
+    #[test]
+    fn a_dropped_drive_releases_its_attempt() {
+        let r = two_groups();
+        {
+            let fut = drive(&r, "a", 1, || 5, |_, _| std::future::pending::<(Outcome, ())>(), |_| async {});
+            let mut fut = std::pin::pin!(fut);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(r.lock().unwrap().in_flight("a", 0).unwrap(), 1);
+        } // the client went away: the request's future is dropped mid-send
+        assert_eq!(r.lock().unwrap().in_flight("a", 0).unwrap(), 0);
+        assert_eq!(r.lock().unwrap().health("a", 0, 5).unwrap(), Health::Ok, "a cancel is no failure");
     }
 }
