@@ -54,11 +54,11 @@ SIZES = {
     "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=8, duration_s=3.0, warmup_s=0.5, repeat=3,
                  study_rungs=["py", "rs-server"], strategies=["simple-shuffle", "least-busy", "latency-based"],
                  fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-                 allowed_fails=3, cooldown_ms=500, dead_s=2.0, after_s=1.5),
+                 allowed_fails=3, cooldown_ms=500, dead_s=2.0, after_s=1.5, book_n=20000),
     "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=4, duration_s=0.3, warmup_s=0.1, repeat=1,
                study_rungs=["rs-server"], strategies=["simple-shuffle", "latency-based"],
                fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-               allowed_fails=3, cooldown_ms=300, dead_s=0.6, after_s=0.6),
+               allowed_fails=3, cooldown_ms=300, dead_s=0.6, after_s=0.6, book_n=2000),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -112,6 +112,27 @@ for rung in S["rungs"]:
                          y=[off] * cost[(cost.rung == rung) & cost.group].twin.nunique(), mode="markers",
                          marker=dict(symbol="line-ew-open", size=30), name=f"{rung} without router", showlegend=False)
 fig_cost
+
+# %% [markdown]
+# The whole-gateway difference above sits inside this machine's noise on the Python rungs.
+# The router's own bookkeeping per request (`begin` + `next` + `report`, a group of four) is
+# measured here without the gateway, per twin and strategy; the Rust twin is called through
+# the binding, so its figure bounds from above what `rs-core` and `rs-server` pay natively.
+
+# %%
+book = pd.DataFrame([{"twin": impl, "strategy": st, "ns": ns}
+                     for impl in ("python", "rust") for st in S["strategies"]
+                     for ns in router_study.bookkeeping_ns(impl, st, n=S["book_n"], repeat=max(S["repeat"], 3))])
+run.write_table("router_bookkeeping", book)
+book_table = pd.DataFrame([{"strategy": st, "python twin, µs/request": fmt(tuple(x / 1000 for x in spread(d[d.twin == "python"], "ns"))),
+                            "rust twin (via the binding), µs/request": fmt(tuple(x / 1000 for x in spread(d[d.twin == "rust"], "ns"))),
+                            "python / rust": fmt(ratio_spread(spread(d[d.twin == "python"], "ns"), spread(d[d.twin == "rust"], "ns")))}
+                           for st, d in book.groupby("strategy", sort=False)])
+for st, d in book.groupby("strategy", sort=False):
+    METRICS[f"router_bookkeeping_py_over_rs_{st}".replace("-", "_")] = metric(
+        *ratio_spread(spread(d[d.twin == "python"], "ns"), spread(d[d.twin == "rust"], "ns")),
+        desc=f"router twin alone ({st}, 4 deployments): Python ns per request / Rust ns per request (via the binding)")
+book_table
 
 # %% [markdown]
 # ## 2 · One deployment turns slow
@@ -185,8 +206,10 @@ fig_fail
 # refused): each request that meets it is retried on the other after a 10–20 ms backoff, which
 # is how the client timeline shows it; after `allowed_fails` failures it cools down for
 # `cooldown_ms`, then takes one half-open probe at a time (each failed probe cools it down
-# again). Then the mock is started again on its port, and the first request it serves marks
-# it back.
+# again). A retried request waits 25–50 ms, which is how the timeline tells it from the
+# others (on a loaded machine a request can be that slow for other reasons: `failed_probes`
+# is an upper bound). Then the mock is started again on its port, and the first request it
+# serves marks it back.
 
 # %%
 cool = [router_study.cooldown_reaction(rung, S["allowed_fails"], S["cooldown_ms"], S["dead_s"], S["after_s"],
@@ -228,6 +251,7 @@ for rung in S["rungs"]:
     off = cost[(cost.rung == rung) & ~cost.group]
     for twin, d in cost[(cost.rung == rung) & cost.group].groupby("twin"):
         parts.append(f"`{rung}` ({twin} twin) {med(d, 'cpu_us_per_req') - med(off, 'cpu_us_per_req'):+.0f} µs")
+bk = book[book.strategy == "simple-shuffle"]
 r0 = S["study_rungs"][0]
 f = fail[fail.rung == r0]
 hi = max(S["rates"])
@@ -235,7 +259,9 @@ no, yes = f[(f.fail_rate == hi) & (f.num_retries == 0)], f[(f.fail_rate == hi) &
 s = slow[slow.rung == r0]
 text = (
     "A group of four costs this much gateway CPU per request over one upstream without a router: "
-    + ", ".join(parts) + " (single windows on a shared machine: differences of a few µs are noise). "
+    + ", ".join(parts) + " (windows on a shared machine: the spread in the table is the noise floor). "
+    f"The router's own bookkeeping is {med(bk[bk.twin == 'python'], 'ns') / 1000:.1f} µs per request in the Python twin "
+    f"and {med(bk[bk.twin == 'rust'], 'ns') / 1000:.1f} µs in the Rust twin through the binding. "
     f"With one of four deployments 25x slower, on `{r0}` `latency-based` sent it "
     f"{med(s[s.strategy == 'latency-based'], 'slow_share'):.1%} of requests against "
     f"{med(s[s.strategy == 'simple-shuffle'], 'slow_share'):.1%} for `simple-shuffle`, and p99 went from "
@@ -261,6 +287,7 @@ run.write_json("closing.json", {"text": text})
 blog = BlogExport(run.path, profile=profile, meta=run.meta)
 for name, (df, caption) in {
         "router_cost": (cost_table, "Router cost per request: a group of four against one upstream without router, per rung and twin"),
+        "router_bookkeeping": (book_table, "The router twin alone: begin + next + report per request, a group of four"),
         "slow_deployment": (slow_table, "One of four deployments turns slow: traffic share and client latency per strategy"),
         "failing_deployment": (fail_table, "Retries against a deployment failing at 5/20/50%: client errors, p99, upstream load"),
         "cooldown": (cool_table, "Cooldown: seconds from a kill until the deployment is out, and from its restart until it is back"),
