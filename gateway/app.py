@@ -14,6 +14,7 @@ Rust call per request). Shells talk to `GatewayBase` only. Errors use the OpenAI
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 from abc import ABC, abstractmethod
 import os
@@ -26,9 +27,10 @@ from gateway import workers
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
-from gateway.errors import AuditIndexError, AuditUnavailable, ConfigError, InvalidInput, UpstreamError
+from gateway.errors import AuditIndexError, AuditUnavailable, ConfigError, InvalidInput, UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
-from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
+from gateway.pipeline import (Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label,
+                              upstream_headers)
 from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
@@ -297,6 +299,10 @@ class Gateway(GatewayBase):
             fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms,
             ack=config.ack)
         self._ids = itertools.count()
+        # the router twin, only when the config has a group or a `router:` section (docs/router.md)
+        self.router = sw.load("router")(config.router) if config.router is not None else None
+        self._targets = {name: [(up, upstream_headers(up.kind, up.api_key)) for up in ups]
+                         for name, ups in config.groups.items()}
 
     async def startup(self) -> None:
         self.background.start()
@@ -326,6 +332,8 @@ class Gateway(GatewayBase):
             rej = self.hooks.check(d.key_id, d.public_model, orjson.loads(request.body))
             if rej is not None:
                 return await self._finish(error(rej.status, rej.message, rej.code), d.audit, t0)
+        if self.router is not None and d.public_model in self._targets:
+            return await self._routed(d, request.body, t0, ctx.request_id)
         if d.stream:
             return await self._stream(d, t0, ctx.request_id)
         try:
@@ -340,6 +348,74 @@ class Gateway(GatewayBase):
             self.metrics.counters["upstream_errors"] += 1
             resp = error(e.http_status, str(e), e.code)
         return await self._finish(resp, d.audit, t0)
+
+    # --- routed: a model group, retries, fallbacks (gateway/router.py drives, we do the I/O) ----
+    def _target(self, fwd: Forwarding, group: str, index: int, request_body: bytes) -> Forwarding:
+        up, headers = self._targets[group][index]
+        first = self.config.models[fwd.public_model]
+        if fwd.adapt and (up.kind, up.model) != (first.kind, first.model):
+            body = self.pipeline.adapters[up.kind].to_upstream(request_body, up.model)
+        else:  # decide() already adapted the body for this upstream model (or the adapter is off)
+            body = fwd.body
+        return Forwarding(up.url, headers, body, fwd.stream, up.kind, fwd.public_model, fwd.adapt, fwd.key_id, fwd.audit)
+
+    async def _routed(self, fwd: Forwarding, request_body: bytes, t0: int, rid: str):
+        """Each attempt goes where the router says; 429, 5xx, timeouts and connection errors
+        are reported as failures (the router retries, falls back or gives up); any other
+        answer ends it. A stream is retried only until its first chunk arrives."""
+        router, now = self.router, time.monotonic_ns
+        att = router.begin(fwd.public_model, (len(request_body) + 3) // 4, now())
+        last: tuple | None = None  # ("status", Forwarding, status, body) | ("error", UpstreamError)
+        while True:
+            step = router.next(att, now())
+            if step[0] == "wait":
+                await asyncio.sleep(step[1] / 1e9)
+                continue
+            if step[0] == "give_up":
+                break
+            target = self._target(fwd, step[1], step[2], request_body)
+            ts = _perf()
+            outcome = "cancel"  # until we know better: the client went away
+            try:
+                if target.stream:
+                    agen = self.forwarder.stream(target.url, target.body, target.headers)
+                    try:
+                        first = await agen.__anext__()
+                    except StopAsyncIteration:
+                        first = b""
+                    outcome = "ok"
+                    return StreamResponse(self._relay(target, first, agen, t0),
+                                          [*SSE_HEADERS, (b"x-request-id", rid.encode())])
+                status, rbody = await self.forwarder.send(target.url, target.body, target.headers)
+                outcome = "fail" if status == 429 or status >= 500 else "ok"
+                last = ("status", target, status, rbody)
+            except UpstreamStatusError as e:  # a stream's status, before its first chunk
+                outcome = "fail" if e.status == 429 or e.status >= 500 else "ok"
+                last = ("error", e)
+            except UpstreamError as e:
+                outcome, last = "fail", ("error", e)
+            finally:
+                router.report(att, outcome, (_perf() - ts) // 1000, now())
+            if outcome == "ok":
+                break
+        if last is None:
+            self.metrics.counters["upstream_errors"] += 1
+            resp = error(503, f"no deployment of model {fwd.public_model!r} is available (cooling down or at its "
+                              f"rate limit)", "no_deployment_available")
+        elif last[0] == "error":
+            self.metrics.counters["upstream_errors"] += 1
+            e = last[1]
+            resp = error(e.http_status, str(e), e.code)
+        else:
+            _, target, status, rbody = last
+            try:
+                status, out, _ = self.pipeline.respond(target, status, rbody)
+                headers = [_JSON, (b"x-request-id", rid.encode())] if status == 200 else [_JSON]
+                resp = Response(status, out, headers)
+            except UpstreamError as e:
+                self.metrics.counters["upstream_errors"] += 1
+                resp = error(e.http_status, str(e), e.code)
+        return await self._finish(resp, fwd.audit, t0)
 
     async def _finish(self, resp: Response, audit, t0: int) -> Response:
         ts = _perf()

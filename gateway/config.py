@@ -8,6 +8,24 @@ zero-config default built from `--upstream URL --api-key KEY`.
           base_url: http://127.0.0.1:9000/v1   # a bare host gets /v1 appended
           model: gpt-4o-mini          # upstream model name (default: model_name)
           api_key_env: OPENAI_API_KEY # upstream key read from this env var (optional)
+        weight: 1                     # router: this deployment's share in simple-shuffle
+        rpm: 600                      # router: this deployment's requests/min (optional)
+        tpm: 100000                   # router: its tokens/min (optional; (body bytes + 3)//4 a request)
+      - model_name: gpt-4o-mini       # the same name again: a group of deployments (LiteLLM's
+        upstream: {base_url: http://127.0.0.1:9001}   # convention), routed by `router:`;
+                                      # a group's deployments share one kind
+    router:                           # with a group or this section, the router is on
+      strategy: simple-shuffle        # simple-shuffle | least-busy | latency-based | usage-based
+      num_retries: 2                  # retries per request on 429/5xx/timeout/connection error
+      retry_budget_ms: 10000          # no retry or fallback starts later than this after the first
+      backoff_base_ms: 25             # retry k waits in [cap/2, cap], cap = min(base*2^k, max)
+      backoff_max_ms: 1000
+      allowed_fails: 3                # failures within fail_window_ms that cool a deployment down
+      fail_window_ms: 60000
+      cooldown_ms: 5000               # then half-open: one probe decides
+      latency_window: 20              # latency-based: the moving window, in answers
+      seed: 0                         # the router's random draws (docs/router.md)
+      fallbacks: [{gpt-4o-mini: [other-model]}]   # then these groups, once each, in order
     passthrough: false                # unknown model names go to the first entry, unchanged
     keys:                             # client API keys, stored hashed
       - id: team-a
@@ -124,6 +142,10 @@ class Config:
     stages: frozenset = frozenset(("auth", "parse", "waf", "ratelimit", "adapter"))
     audit: bool = True
     plugins: PluginConfig = field(default_factory=PluginConfig)
+    # router (gateway/router.py): every deployment of each model, in model_list order, and the
+    # router twins' config JSON; None when no group and no `router:` section (one upstream a model)
+    groups: Mapping[str, tuple[Upstream, ...]] = field(default_factory=dict)
+    router: str | None = None
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -172,7 +194,7 @@ def _one_of(choices):
 
 
 _TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server",
-        "stages", "audit", "plugins"}
+        "stages", "audit", "plugins", "router"}
 
 
 def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
@@ -184,6 +206,9 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         raise ConfigError(f"{sorted(unknown)[0]}: unknown field; known: {', '.join(sorted(_TOP))}")
 
     models: dict[str, Upstream] = {}
+    groups: dict[str, list[Upstream]] = {}
+    specs: dict[str, list[dict]] = {}
+    first: dict[str, int] = {}
     ml = _get(d, "model_list", "", list)
     if not ml:
         raise ConfigError("model_list: needs at least one model")
@@ -192,8 +217,6 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         if not isinstance(entry, Mapping):
             raise ConfigError(f"model_list[{i}]: expected a mapping")
         name = _get(entry, "model_name", w, str)
-        if name in models:
-            raise ConfigError(f"{w}model_name: duplicate {name!r}")
         up = _get(entry, "upstream", w, Mapping)
         w2 = f"{w}upstream."
         kind = _get(up, "kind", w2, str, "openai", _one_of(("openai", "anthropic")))
@@ -204,7 +227,28 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
             api_key = env.get(key_env)
             if api_key is None:
                 raise ConfigError(f"{w2}api_key_env: environment variable {key_env} is not set")
-        models[name] = Upstream(kind, base, _get(up, "model", w2, str, name), api_key)
+        weight = _get(entry, "weight", w, int, 1, _positive)
+        spec = {"weight": weight, "rpm": _get(entry, "rpm", w, int, None, _positive),
+                "tpm": _get(entry, "tpm", w, int, None, _positive)}
+        upstream = Upstream(kind, base, _get(up, "model", w2, str, name), api_key)
+        if name in groups:
+            if kind != groups[name][0].kind:
+                raise ConfigError(f"{w2}kind: the deployments of {name!r} share one kind; "
+                                  f"model_list[{first[name]}] is {groups[name][0].kind}")
+        else:
+            models[name], groups[name], specs[name], first[name] = upstream, [], [], i
+        groups[name].append(upstream)
+        specs[name].append(spec)
+    router_json = None
+    if "router" in d or any(len(g) > 1 for g in groups.values()):
+        from gateway.router import parse_settings, router_config
+        settings = parse_settings(d.get("router"), groups)
+        for i, (src, dst) in enumerate(settings["fallbacks"]):
+            for j, name in enumerate(dst):
+                if groups[name][0].kind != groups[src][0].kind:
+                    raise ConfigError(f"router.fallbacks[{i}].{src}[{j}]: {name!r} is {groups[name][0].kind} and "
+                                      f"{src!r} is {groups[src][0].kind}; a fallback shares the kind")
+        router_json = router_config(d.get("router"), specs)
 
     keys = []
     for i, k in enumerate(_get(d, "keys", "", list, [])):
@@ -286,6 +330,8 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         stages=stages,
         audit=_get(d, "audit", "", bool, True),
         plugins=parse_plugins(_get(d, "plugins", "", Mapping, {})),
+        groups={n: tuple(g) for n, g in groups.items()},
+        router=router_json,
     )
 
 

@@ -46,6 +46,10 @@ def pipeline_config(config: Config) -> str:
         "max_header_bytes": config.max_header_bytes,
         "stages": sorted(config.stages),
         "audit": config.audit,
+        # the router (docs/router.md): None keeps the one-upstream-a-model path
+        "router": orjson.loads(config.router) if config.router is not None else None,
+        "deployments": [{"group": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
+                        for name, ups in config.groups.items() for up in ups] if config.router is not None else [],
     }).decode()
 
 

@@ -45,6 +45,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "ratelimit": ("gateway.stages.ratelimit:RateLimiter", "gateway._native:RateLimiter"),
     "adapter": ("gateway.stages.adapter:Adapter", "gateway._native:Adapter"),
     "forwarder": ("gateway.stages.forwarder:Forwarder", "gateway.stages.rust_forwarder:RustForwarder"),
+    "router": ("gateway.router:Router", "gateway._native:Router"),
 }
 COMPONENTS = tuple(REGISTRY)
 

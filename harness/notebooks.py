@@ -66,6 +66,7 @@ NOTEBOOKS = [
     "07_rust_ladder",
     "08_peers",
     "09_scale_out",
+    "10_router_and_tracing",
 ]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

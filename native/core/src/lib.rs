@@ -14,3 +14,4 @@ pub mod pipeline;
 pub mod job;
 pub mod ledger;
 pub mod shards;
+pub mod router;

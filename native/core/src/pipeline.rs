@@ -66,6 +66,30 @@ pub struct PipelineConfig {
     pub max_header_bytes: u64,
     pub stages: Vec<String>,
     pub audit: bool,
+    /// The router twins' config (gateway/router.py `router_config`: {"router", "groups"}),
+    /// absent when no model has a group and there is no `router:` section.
+    #[serde(default)]
+    pub router: Option<serde_json::Value>,
+    /// Every deployment of every group, in model_list order (with `router` only).
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentConfig {
+    pub group: String,
+    pub kind: String,
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+}
+
+/// Where one routed attempt goes: a deployment's URL, headers and request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 // --- the request and the decision --------------------------------------------------------
@@ -153,6 +177,15 @@ impl UpstreamFailure {
     pub fn status(status: u16) -> Self {
         let http = if (400..500).contains(&status) { status } else { 502 };
         Self { status: http, code: "upstream_status", message: format!("upstream answered HTTP {status}") }
+    }
+    /// The router found no deployment of `model` it could send to (all cooling down or at
+    /// their rate limits).
+    pub fn no_deployment(model: &str) -> Self {
+        Self {
+            status: 503,
+            code: "no_deployment_available",
+            message: format!("no deployment of model {} is available (cooling down or at its rate limit)", py_repr(model)),
+        }
     }
     pub fn malformed(what: &str, detail: &str) -> Self {
         Self { status: 502, code: "upstream_malformed", message: format!("upstream sent a malformed {what}: {detail}") }
@@ -424,6 +457,8 @@ pub struct Pipeline {
     passthrough: bool,
     openai: Adapter,
     anthropic: Adapter,
+    /// group -> its deployments (the router picks the index), when the router is on
+    targets: HashMap<String, Vec<Route>>,
 }
 
 impl Pipeline {
@@ -461,6 +496,12 @@ impl Pipeline {
             routes.insert(m.name.clone(), Route { kind, url: m.url.clone(), model: m.model.clone(), headers });
             order.push(m.name.clone());
         }
+        let mut targets: HashMap<String, Vec<Route>> = HashMap::new();
+        for d in &cfg.deployments {
+            let kind = Kind::parse(&d.kind).ok_or_else(|| format!("deployment of {}: kind must be openai or anthropic", py_repr(&d.group)))?;
+            let headers = upstream_headers(kind, d.api_key.as_deref());
+            targets.entry(d.group.clone()).or_default().push(Route { kind, url: d.url.clone(), model: d.model.clone(), headers });
+        }
         Ok(Self {
             auth_on: on("auth"),
             parse_on: ["parse", "waf", "ratelimit", "adapter"].iter().any(|s| on(s)),
@@ -478,7 +519,31 @@ impl Pipeline {
             passthrough: cfg.passthrough,
             openai: Adapter::new(Kind::OpenAi),
             anthropic: Adapter::new(Kind::Anthropic),
+            targets,
         })
+    }
+
+    /// The request's model is a group the router routes.
+    pub fn is_routed(&self, fwd: &Forwarding) -> bool {
+        !self.targets.is_empty() && self.targets.contains_key(&fwd.public_model)
+    }
+
+    /// Deployment `index` of `group` for this request: its URL and headers, and the client's
+    /// body adapted to its upstream model (as `decide` adapts it for the model's first).
+    pub fn target(&self, group: &str, index: usize, fwd: &Forwarding, request_body: &[u8]) -> Result<Target, UpstreamFailure> {
+        let r = self
+            .targets
+            .get(group)
+            .and_then(|g| g.get(index))
+            .ok_or_else(|| UpstreamFailure::unavailable(&format!("no deployment {index} of {}", py_repr(group))))?;
+        let first = self.routes.get(&fwd.public_model);
+        let body = if fwd.adapt && first.is_none_or(|f| f.kind != r.kind || f.model != r.model) {
+            self.adapter(r.kind).to_upstream(request_body, &r.model).map_err(|e| UpstreamFailure::malformed("request", &e.0))?
+        } else {
+            // decide() already adapted the body for this upstream model (or the adapter is off)
+            fwd.body.clone()
+        };
+        Ok(Target { url: r.url.clone(), headers: r.headers.clone(), body })
     }
 
     pub fn audit_enabled(&self) -> bool {
@@ -767,6 +832,8 @@ mod tests {
             max_body_bytes: 1000,
             max_header_bytes: 1000,
             stages: stages.iter().map(|s| s.to_string()).collect(),
+            router: None,
+            deployments: Vec::new(),
             audit: true,
         }
     }

@@ -33,6 +33,7 @@ py_error!(wal_error, "WalError");
 py_error!(wal_corrupt, "WalCorruptError");
 py_error!(wal_locked, "WalLockedError");
 py_error!(invalid_input, "InvalidInput");
+py_error!(config_error, "ConfigError");
 py_error!(store_corrupt, "StoreCorruptError");
 
 /// Run an entry point's body so that a Rust panic becomes `gateway.errors.NativePanic`

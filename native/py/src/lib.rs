@@ -11,6 +11,7 @@ pub mod ratelimit;
 pub mod adapter;
 pub mod forwarder;
 pub mod pipeline;
+pub mod router;
 pub mod hash;
 pub mod record;
 pub mod entropy;
@@ -62,5 +63,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     adapter::register(m)?;
     forwarder::register(m)?;
     pipeline::register(m)?;
+    router::register(m)?;
     Ok(())
 }

@@ -25,6 +25,7 @@ use gatewaylab_core::mmr::MmrError;
 use gatewaylab_core::pipeline::{
     AuditMaterial, Context, Decision, Forwarding, Pipeline, PipelineConfig, Rejection, Request, UpstreamFailure, CHAT_PATH,
 };
+use gatewaylab_core::router::{drive, Outcome, Router};
 use gatewaylab_core::wal::FsyncPolicy;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -44,9 +45,18 @@ fn sum_mode(py: Python<'_>) -> PySum {
 }
 
 fn parse_config(config_json: &str) -> PyResult<Pipeline> {
+    parse_config_router(config_json).map(|(p, _)| p)
+}
+
+/// The pipeline and, when the config routes groups, the router (gatewaylab_core::router).
+fn parse_config_router(config_json: &str) -> PyResult<(Pipeline, Option<Router>)> {
     let cfg: PipelineConfig =
         serde_json::from_str(config_json).map_err(|e| invalid_input(format!("pipeline config: {e}")))?;
-    Pipeline::new(&cfg).map_err(invalid_input)
+    let router = match &cfg.router {
+        None => None,
+        Some(v) => Some(Router::from_json(&v.to_string()).map_err(invalid_input)?),
+    };
+    Ok((Pipeline::new(&cfg).map_err(invalid_input)?, router))
 }
 
 fn now_ns() -> i64 {
@@ -168,6 +178,9 @@ struct Shared {
     inbox: Mutex<Vec<Submitted>>,
     inbox_ready: tokio::sync::Notify,
     pipeline: Pipeline,
+    /// The router (docs/router.md), when the config has groups; its clock is `epoch`.
+    router: Option<Mutex<Router>>,
+    epoch: Instant,
     ledger: LedgerThread,
     client: reqwest::Client,
     timeout: Duration,
@@ -321,6 +334,9 @@ async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, b
         Decision::Forward(f) => f,
     };
     let secs = sh.timeout.as_secs_f64();
+    if sh.router.is_some() && sh.pipeline.is_routed(&f) {
+        return routed(sh, token, f, body, rid, t0).await;
+    }
     if f.stream {
         return stream(sh, token, f, rid, t0).await;
     }
@@ -350,22 +366,106 @@ fn error_event(fail: &UpstreamFailure) -> Vec<u8> {
     ev
 }
 
-async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant) {
+/// Open an upstream stream: the response once its status is 2xx and its first chunk is in.
+/// The error says whether the router may retry it (429, 5xx, timeout, connection error).
+async fn open_stream(sh: &Shared, rb: reqwest::RequestBuilder) -> Result<(reqwest::Response, Vec<u8>), (UpstreamFailure, bool)> {
     let secs = sh.timeout.as_secs_f64();
-    let mut resp = match tokio::time::timeout(sh.timeout, request(&sh, &f).send()).await {
-        Err(_) => return sh.fail(token, UpstreamFailure::timeout(secs), f.audit, t0),
-        Ok(Err(e)) => return sh.fail(token, failure(e, secs), f.audit, t0),
+    let mut resp = match tokio::time::timeout(sh.timeout, rb.send()).await {
+        Err(_) => return Err((UpstreamFailure::timeout(secs), true)),
+        Ok(Err(e)) => return Err((failure(e, secs), true)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
-        return sh.fail(token, UpstreamFailure::status(status), f.audit, t0);
+        return Err((UpstreamFailure::status(status), retryable(status)));
     }
     let first = match tokio::time::timeout(sh.timeout, resp.chunk()).await {
-        Err(_) => return sh.fail(token, UpstreamFailure::timeout(secs), f.audit, t0),
-        Ok(Err(e)) => return sh.fail(token, failure(e, secs), f.audit, t0),
+        Err(_) => return Err((UpstreamFailure::timeout(secs), true)),
+        Ok(Err(e)) => return Err((failure(e, secs), true)),
         Ok(Ok(c)) => c.map(|b| b.to_vec()).unwrap_or_default(),
     };
+    Ok((resp, first))
+}
+
+async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant) {
+    match open_stream(&sh, request(&sh, &f)).await {
+        Err((fail, _)) => sh.fail(token, fail, f.audit, t0),
+        Ok((resp, first)) => relay(sh, token, f, resp, first, rid, t0).await,
+    }
+}
+
+/// A failure the router retries: 429, 5xx, timeouts, connection errors.
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+fn target_request(sh: &Shared, t: gatewaylab_core::pipeline::Target) -> reqwest::RequestBuilder {
+    let mut rb = sh.client.post(&t.url).body(t.body);
+    for (k, v) in &t.headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    rb
+}
+
+/// A request to a model group: each attempt goes where the router says (docs/router.md).
+async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: String, t0: Instant) {
+    let router = sh.router.as_ref().expect("routed requests have a router");
+    let secs = sh.timeout.as_secs_f64();
+    let clock = || sh.epoch.elapsed().as_nanos() as u64;
+    let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
+    let tokens = (body.len() as u64 + 3) / 4;
+    let (sh2, f2, body2) = (&sh, &f, &body);
+    if f.stream {
+        let send = |group: String, index: usize| async move {
+            let t = match sh2.pipeline.target(&group, index, f2, body2) {
+                Err(fail) => return (Outcome::Fail, Err(fail)),
+                Ok(t) => t,
+            };
+            match open_stream(sh2, target_request(sh2, t)).await {
+                Ok(opened) => (Outcome::Ok, Ok(opened)),
+                Err((fail, retry)) => (if retry { Outcome::Fail } else { Outcome::Ok }, Err(fail)),
+            }
+        };
+        return match drive(router, &f.public_model, tokens, clock, send, sleep).await {
+            Ok(Some(Ok((resp, first)))) => relay(Arc::clone(&sh), token, f, resp, first, rid, t0).await,
+            Ok(Some(Err(fail))) => sh.fail(token, fail, f.audit, t0),
+            Ok(None) => sh.fail(token, UpstreamFailure::no_deployment(&f.public_model), f.audit, t0),
+            Err(e) => sh.fail(token, UpstreamFailure::unavailable(&e), f.audit, t0),
+        };
+    }
+    let send = |group: String, index: usize| async move {
+        let t = match sh2.pipeline.target(&group, index, f2, body2) {
+            Err(fail) => return (Outcome::Fail, Err(fail)),
+            Ok(t) => t,
+        };
+        let rb = target_request(sh2, t);
+        let exchange = async {
+            let r = rb.send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.bytes().await?))
+        };
+        match tokio::time::timeout(sh2.timeout, exchange).await {
+            Err(_) => (Outcome::Fail, Err(UpstreamFailure::timeout(secs))),
+            Ok(Err(e)) => (Outcome::Fail, Err(failure(e, secs))),
+            Ok(Ok((status, b))) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, b))),
+        }
+    };
+    match drive(router, &f.public_model, tokens, clock, send, sleep).await {
+        Err(e) => sh.fail(token, UpstreamFailure::unavailable(&e), f.audit, t0),
+        Ok(None) => sh.fail(token, UpstreamFailure::no_deployment(&f.public_model), f.audit, t0),
+        Ok(Some(Err(fail))) => sh.fail(token, fail, f.audit, t0),
+        Ok(Some(Ok((status, rbody)))) => match sh.pipeline.respond(&f, status, &rbody) {
+            Err(fail) => sh.fail(token, fail, f.audit, t0),
+            Ok((status, out, _)) => {
+                let headers = if status == 200 { vec![("x-request-id", rid)] } else { Vec::new() };
+                sh.respond_now(token, status, headers, out, f.audit, t0)
+            }
+        },
+    }
+}
+
+async fn relay(sh: Arc<Shared>, token: u64, f: Forwarding, mut resp: reqwest::Response, first: Vec<u8>, rid: String, t0: Instant) {
+    let secs = sh.timeout.as_secs_f64();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let sid = sh.next_sid.fetch_add(1, Relaxed);
     sh.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(sid, Arc::new(tokio::sync::Mutex::new(rx)));
@@ -477,7 +577,7 @@ impl PyRsCore {
     ) -> PyResult<Self> {
         let _c = entry!("rs_core.new");
         guard(|| {
-            let pipeline = parse_config(config_json)?;
+            let (pipeline, router) = parse_config_router(config_json)?;
             let durable = match ack {
                 "background" => false,
                 "durable" => true,
@@ -510,6 +610,8 @@ impl PyRsCore {
                 inbox: Mutex::new(Vec::new()),
                 inbox_ready: tokio::sync::Notify::new(),
                 pipeline,
+                router: router.map(Mutex::new),
+                epoch: Instant::now(),
                 ledger,
                 client,
                 timeout,

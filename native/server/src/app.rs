@@ -24,9 +24,11 @@ use gatewaylab_core::entropy::PySum;
 use gatewaylab_core::job::{Answer, AuditJob};
 use gatewaylab_core::ledger::{Ledger, LedgerThread};
 use gatewaylab_core::pipeline::{
+    DeploymentConfig,
     self, AuditMaterial, Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Rejection,
     RuleConfig, UpstreamFailure,
 };
+use gatewaylab_core::router::{drive, Outcome, Router};
 use gatewaylab_core::wal::FsyncPolicy;
 use gatewaylab_net::client::{Failure, Upstream};
 use http_body_util::BodyExt;
@@ -78,6 +80,13 @@ pub struct Gateway {
     started: Instant,
     /// a worker of a unit (--workers N): its place, and its peers' control sockets
     unit: Option<Unit>,
+    /// The router (docs/router.md), when the config has groups; its clock is `started`.
+    router: Option<std::sync::Mutex<Router>>,
+}
+
+/// A failure the router retries: 429, 5xx (timeouts and connection errors too).
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
 }
 
 pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response<GwBody> {
@@ -261,12 +270,22 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         max_header_bytes: cfg.max_header_bytes as u64,
         stages: cfg.stages.clone(),
         audit: cfg.audit,
+        router: cfg.router.clone(),
+        deployments: cfg
+            .deployments
+            .iter()
+            .map(|(name, u)| DeploymentConfig { group: name.clone(), kind: u.kind.clone(), url: u.url(), model: u.model.clone(), api_key: u.api_key.clone() })
+            .collect(),
     }
 }
 
 impl Gateway {
     pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum) -> Result<Self, String> {
         let pipeline = Pipeline::new(&pipeline_config(&cfg))?;
+        let router = match &cfg.router {
+            None => None,
+            Some(v) => Some(std::sync::Mutex::new(Router::from_json(&v.to_string())?)),
+        };
         let upstream = Upstream::new(
             cfg.upstream_pool as usize,
             Duration::from_secs_f64(cfg.upstream_timeout_s),
@@ -314,6 +333,7 @@ impl Gateway {
             pending_audits: AtomicU64::new(0),
             id_prefix,
             started: Instant::now(),
+            router,
         })
     }
 
@@ -508,6 +528,9 @@ impl Gateway {
                 return self.finish(resp, fwd.audit, status, out, t0).await;
             }
         }
+        if self.router.is_some() && self.pipeline.is_routed(&fwd) {
+            return self.routed(fwd, body, t0, rid).await;
+        }
         if fwd.stream {
             return self.stream(fwd, t0, rid, permit).await;
         }
@@ -578,6 +601,80 @@ impl Gateway {
             Ok(c) => c,
             Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
+        self.relay(fwd, up, first, t0, rid)
+    }
+
+    /// The answer for a failed request (counted, audited).
+    fn failed(self: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure, t0: Instant) -> Response<GwBody> {
+        self.metrics.incr("upstream_errors");
+        let out = f.body();
+        let mut r = json_response(f.status, out.clone());
+        self.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
+        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        r
+    }
+
+    /// A request to a model group: each attempt goes where the router says (docs/router.md);
+    /// a stream is retried only until its first chunk.
+    async fn routed(self: &Arc<Self>, fwd: Forwarding, body: Bytes, t0: Instant, rid: String) -> Response<GwBody> {
+        let router = self.router.as_ref().expect("routed requests have a router");
+        let timeout = self.upstream.timeout();
+        let clock = || self.started.elapsed().as_nanos() as u64;
+        let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
+        let tokens = (body.len() as u64 + 3) / 4;
+        let (f2, b2) = (&fwd, &body);
+        let open = |group: String, index: usize| async move {
+            let t = match self.pipeline.target(&group, index, f2, b2) {
+                Err(f) => return (Outcome::Fail, Err(f)),
+                Ok(t) => t,
+            };
+            let resp = match self.upstream.post(&t.url, &t.headers, Bytes::from(t.body)).await {
+                Ok(r) => r,
+                Err(f) => return (Outcome::Fail, Err(failure(f, timeout))),
+            };
+            let status = resp.status().as_u16();
+            let mut up = resp.into_body();
+            if !f2.stream || !(200..300).contains(&status) {
+                // a JSON answer, or a stream refused with a status: read the body either way
+                return match self.upstream.collect(&mut up).await {
+                    Err(f) => (Outcome::Fail, Err(failure(f, timeout))),
+                    Ok(b) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, None, b))),
+                };
+            }
+            match self.upstream.next_chunk(&mut up).await {
+                Ok(first) => (Outcome::Ok, Ok((status, Some((up, first)), Bytes::new()))),
+                Err(f) => (Outcome::Fail, Err(failure(f, timeout))),
+            }
+        };
+        let result = match drive(router, &fwd.public_model, tokens, clock, open, sleep).await {
+            Err(e) => Err(UpstreamFailure::unavailable(&e)),
+            Ok(None) => Err(UpstreamFailure::no_deployment(&fwd.public_model)),
+            Ok(Some(r)) => r,
+        };
+        match result {
+            Err(f) => self.failed(fwd, f, t0),
+            Ok((_, Some((up, first)), _)) => self.relay(fwd, up, first, t0, rid),
+            Ok((status, None, _)) if fwd.stream => self.failed(fwd, UpstreamFailure::status(status), t0),
+            Ok((status, None, b)) => match self.pipeline.respond(&fwd, status, &b) {
+                Err(f) => self.failed(fwd, f, t0),
+                Ok((status, out, _)) => {
+                    let mut r = json_response(status, out.clone());
+                    if status == 200 {
+                        if let Ok(v) = HeaderValue::from_str(&rid) {
+                            r.headers_mut().insert("x-request-id", v);
+                        }
+                    }
+                    self.audit_after_send(&mut r, fwd.audit, status, out, t0);
+                    self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+                    r
+                }
+            },
+        }
+    }
+
+    /// Relay an upstream stream whose first chunk is in, adapting each chunk as it arrives.
+    fn relay(self: &Arc<Self>, fwd: Forwarding, mut up: Incoming, first: Option<Bytes>, t0: Instant, rid: String) -> Response<GwBody> {
+        let timeout = self.upstream.timeout();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
         let gw = self.clone();
         tokio::spawn(async move {

@@ -22,10 +22,10 @@ pub const SERVERS: &[&str] = &["uvicorn", "granian"];
 /// gateway.twins.MODES, in its order (messages list them).
 pub const MODES: &[&str] = &["py", "py+rs", "rs-core", "rs-server"];
 pub const COMPONENTS: &[&str] =
-    &["hash", "record", "entropy", "mmr", "wal", "auth", "waf", "ratelimit", "adapter", "forwarder"];
+    &["hash", "record", "entropy", "mmr", "wal", "auth", "waf", "ratelimit", "adapter", "forwarder", "router"];
 const TOP: &[&str] = &[
     "audit", "background", "impl", "keys", "ledger", "limits", "mode", "model_list", "passthrough", "plugins",
-    "server", "shell", "stages", "waf",
+    "router", "server", "shell", "stages", "waf",
 ];
 /// gateway.pipeline.STAGES, in its order
 pub const STAGES: &[&str] = &["auth", "parse", "waf", "ratelimit", "adapter"];
@@ -92,6 +92,11 @@ pub struct Config {
     pub stages: Vec<String>,
     pub audit: bool,
     pub plugins: Plugins,
+    /// Every deployment (model name, upstream), in model_list order; with `router` only.
+    pub deployments: Vec<(String, Upstream)>,
+    /// The router twins' config (gateway.router.router_config's JSON), when a model has a
+    /// group or the config has a `router:` section.
+    pub router: Option<serde_json::Value>,
 }
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -396,6 +401,9 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     }
 
     let mut models: Vec<(String, Upstream)> = Vec::new();
+    let mut first_index: Vec<usize> = Vec::new();
+    let mut specs: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    let mut deployments: Vec<(String, Upstream)> = Vec::new();
     let ml = required(d, "model_list", "", Ty::List)?.as_sequence().expect("checked");
     if ml.is_empty() {
         return Err("model_list: needs at least one model".into());
@@ -404,9 +412,6 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
         let w = format!("model_list[{i}].");
         let entry = entry.as_mapping().ok_or_else(|| format!("model_list[{i}]: expected a mapping"))?;
         let name = required(entry, "model_name", &w, Ty::Str)?.as_str().expect("checked").to_string();
-        if models.iter().any(|(n, _)| *n == name) {
-            return Err(format!("{w}model_name: duplicate {}", py_str(&name)));
-        }
         let up = required(entry, "upstream", &w, Ty::Map)?.as_mapping().expect("checked");
         let w2 = format!("{w}upstream.");
         let kind = str_one_of(up, "kind", &w2, "openai", &["openai", "anthropic"])?;
@@ -419,9 +424,50 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
                 Some(env(var).ok_or_else(|| format!("{w2}api_key_env: environment variable {var} is not set"))?)
             }
         };
+        let weight = positive_int(entry, "weight", &w, Some(1))?.expect("default");
+        let rpm = positive_int(entry, "rpm", &w, None)?;
+        let tpm = positive_int(entry, "tpm", &w, None)?;
         let model = get(up, "model", &w2, Ty::Str)?.and_then(|v| v.as_str()).unwrap_or(&name).to_string();
-        models.push((name, Upstream { kind, base_url: base, model, api_key }));
+        let upstream = Upstream { kind: kind.clone(), base_url: base, model, api_key };
+        match models.iter().position(|(n, _)| *n == name) {
+            Some(at) => {
+                let first = &models[at].1;
+                if first.kind != kind {
+                    let fi = first_index[at];
+                    return Err(format!("{w2}kind: the deployments of {} share one kind; model_list[{fi}] is {}", py_str(&name), first.kind));
+                }
+            }
+            None => {
+                models.push((name.clone(), upstream.clone()));
+                first_index.push(i);
+                specs.push((name.clone(), Vec::new()));
+            }
+        }
+        let slot = specs.iter_mut().find(|(n, _)| *n == name).expect("pushed");
+        slot.1.push(serde_json::json!({"weight": weight, "rpm": rpm, "tpm": tpm}));
+        deployments.push((name, upstream));
     }
+    let router = if d.contains_key("router") || specs.iter().any(|(_, v)| v.len() > 1) {
+        let section: serde_json::Value = match d.get("router") {
+            None => serde_json::Value::Null,
+            Some(v) => serde_json::to_value(v).map_err(|e| format!("router: {e}"))?,
+        };
+        let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+        let settings = gatewaylab_core::router::parse_settings(&section, &names)?;
+        let kind_of = |n: &str| models.iter().find(|(m, _)| m == n).map(|(_, u)| u.kind.clone()).unwrap_or_default();
+        for (i, (src, dst)) in settings.fallbacks.iter().enumerate() {
+            for (j, name) in dst.iter().enumerate() {
+                let (a, b) = (kind_of(name), kind_of(src));
+                if a != b {
+                    return Err(format!("router.fallbacks[{i}].{src}[{j}]: {} is {a} and {} is {b}; a fallback shares the kind", py_str(name), py_str(src)));
+                }
+            }
+        }
+        let groups: Vec<serde_json::Value> = specs.iter().map(|(n, v)| serde_json::json!({"name": n, "deployments": v})).collect();
+        Some(serde_json::json!({"router": section, "groups": groups}))
+    } else {
+        None
+    };
 
     let mut keys: Vec<ApiKey> = Vec::new();
     if let Some(ks) = get(d, "keys", "", Ty::List)? {
@@ -532,6 +578,8 @@ use sharded"
         stages,
         audit,
         plugins,
+        deployments,
+        router,
     })
 }
 

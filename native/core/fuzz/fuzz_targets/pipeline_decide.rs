@@ -28,6 +28,8 @@ fn pipeline(anthropic: bool) -> &'static Pipeline {
             max_header_bytes: 1 << 12,
             stages: STAGES.iter().map(|s| s.to_string()).collect(),
             audit: true,
+            router: None,
+            deployments: Vec::new(),
         })
         .expect("a valid configuration")
     })
