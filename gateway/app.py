@@ -24,7 +24,7 @@ import orjson
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
-from gateway.errors import AuditIndexError, AuditUnavailable, InvalidInput, UpstreamError
+from gateway.errors import AuditIndexError, AuditUnavailable, InvalidInput, UpstreamError, UpstreamStatusError
 from gateway.metrics import Metrics
 from gateway.pipeline import Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label
 from gateway.plugins import PreCallHooks
@@ -166,6 +166,11 @@ class Gateway(GatewayBase):
             fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms,
             ack=config.ack)
         self._ids = itertools.count()
+        # tracing off: no SDK imported, no tracer, and chat() pays one `is None` test
+        self.tracer = None
+        if config.tracing.enabled:
+            from gateway.tracing import Tracer
+            self.tracer = Tracer(config.tracing, config.tracing_endpoint, rung=sw.mode)
 
     async def startup(self) -> None:
         self.background.start()
@@ -174,15 +179,33 @@ class Gateway(GatewayBase):
     async def shutdown(self) -> None:
         await self.background.drain()
         await self.forwarder.aclose()
+        if self.tracer is not None:
+            self.tracer.shutdown()
         await super().shutdown()
 
     # --- chat -----------------------------------------------------------------------------
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
+        rid = self._id_prefix + str(next(self._ids))
+        if self.tracer is None:
+            return await self._chat(request, t0, rid, None)
+        tr = self.tracer.request(request.headers, rid)
+        status = 500
+        try:
+            resp = await self._chat(request, t0, rid, tr)
+            status = resp.status
+            return resp
+        finally:
+            tr.end(status)
+
+    async def _chat(self, request: Request, t0: int, rid: str, tr) -> Response | StreamResponse:
+        """`tr`: the request's RequestTrace (gateway/tracing.py), None with tracing off."""
         stage = self.metrics.stage
-        ctx = Context(time.time_ns(), time.monotonic_ns(), self._id_prefix + str(next(self._ids)))
+        ctx = Context(time.time_ns(), time.monotonic_ns(), rid, None if tr is None else tr.marks)
         d = self.pipeline.decide(request, ctx)
         t1 = _perf()
         stage["decide"].observe_ns(t1 - t0)
+        if tr is not None:
+            tr.decided(d.audit)
         if type(d) is Rejection:
             if d.code == "waf_blocked":
                 self.metrics.counters["waf_blocks"] += 1
@@ -196,9 +219,10 @@ class Gateway(GatewayBase):
             if rej is not None:
                 return await self._finish(error(rej.status, rej.message, rej.code), d.audit, t0)
         if d.stream:
-            return await self._stream(d, t0, ctx.request_id)
+            return await self._stream(d, t0, ctx.request_id, tr)
         try:
-            status, rbody = await self.forwarder.send(d.url, d.body, d.headers)
+            status, rbody = await (self.forwarder.send(d.url, d.body, d.headers) if tr is None
+                                   else self._send_traced(d, tr))
             t2 = _perf()
             stage["forward"].observe_ns(t2 - t1)
             status, out, _ = self.pipeline.respond(d, status, rbody)
@@ -209,6 +233,17 @@ class Gateway(GatewayBase):
             self.metrics.counters["upstream_errors"] += 1
             resp = error(e.http_status, str(e), e.code)
         return await self._finish(resp, d.audit, t0)
+
+    async def _send_traced(self, d: Forwarding, tr) -> tuple[int, bytes]:
+        """The forward stage with its attempt spans (one attempt: the router adds more)."""
+        tr.forward()
+        span, headers = tr.attempt(1, d.url, d.headers)
+        status = None
+        try:
+            status, body = await self.forwarder.send(d.url, d.body, headers)
+            return status, body
+        finally:
+            tr.attempt_done(span, status)
 
     async def _finish(self, resp: Response, audit, t0: int) -> Response:
         ts = _perf()
@@ -228,15 +263,23 @@ class Gateway(GatewayBase):
         stage["total"].observe_ns(te - t0)
         return resp
 
-    async def _stream(self, fwd: Forwarding, t0: int, rid: str):
-        agen = self.forwarder.stream(fwd.url, fwd.body, fwd.headers)
+    async def _stream(self, fwd: Forwarding, t0: int, rid: str, tr=None):
+        span, headers = (None, fwd.headers)
+        if tr is not None:  # the attempt span covers the upstream's head and first chunk
+            tr.forward()
+            span, headers = tr.attempt(1, fwd.url, fwd.headers)
+        agen = self.forwarder.stream(fwd.url, fwd.body, headers)
         try:
             first = await agen.__anext__()
         except StopAsyncIteration:
             first = b""
         except UpstreamError as e:
             self.metrics.counters["upstream_errors"] += 1
+            if tr is not None:
+                tr.attempt_done(span, e.status if isinstance(e, UpstreamStatusError) else None)
             return await self._finish(error(e.http_status, str(e), e.code), fwd.audit, t0)
+        if tr is not None:
+            tr.attempt_done(span, 200)
         return StreamResponse(self._relay(fwd, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())])
 
     async def _relay(self, fwd: Forwarding, first: bytes, agen, t0: int):

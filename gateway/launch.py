@@ -96,7 +96,8 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
                   env: Mapping[str, str] | None = None, config: str | None = None,
                   ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None, stages: str | None = None,
-                  audit: str | None = None, threads: int | None = None) -> GatewayProcess:
+                  audit: str | None = None, threads: int | None = None, tracing: str | None = None,
+                  tracing_endpoint: str | None = None) -> GatewayProcess:
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
@@ -108,7 +109,8 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
     # gateway starts itself (python -m gateway.server), never through the harness's CLI
     opts = {"config": config, "upstream": None if config else upstream_url, "api_key": None if config else api_key,
             "ledger": ledger_dir, "mode": mode or None, "impl": list(impl or []), "shell": shell, "server": server,
-            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads}
+            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads,
+            "tracing": tracing, "tracing_endpoint": tracing_endpoint}
     args = [sys.executable, "-m", "gateway.server"]
     if wrapper:  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
         script = os.path.join(_ROOT, "gateway", "server.py")

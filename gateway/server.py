@@ -7,7 +7,7 @@ lifespan shutdown (which drains the audit queue).
 
 Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
   config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
-  host, port.
+  host, port, stages, audit, ack, threads, tracing (off|on|sampled:R), tracing_endpoint.
 """
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ def build_config(opts: dict) -> cfgmod.Config:
         if opts["audit"] not in ("on", "off"):
             raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
         changes["audit"] = opts["audit"] == "on"
+    if opts.get("tracing") is not None:
+        from gateway.tracing import parse_mode
+        changes["tracing"] = parse_mode(opts["tracing"])
+    if opts.get("tracing_endpoint") is not None:
+        changes["tracing_endpoint"] = opts["tracing_endpoint"]
     return dataclasses.replace(cfg, **changes)
 
 

@@ -33,6 +33,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use gatewaylab_trace::{self as trace, Attempt, Instrument, Span, WithSubscriber};
 use tokio::sync::mpsc;
 
 fn sum_mode(py: Python<'_>) -> PySum {
@@ -182,6 +183,8 @@ struct Shared {
     streams_abandoned: AtomicU64,
     completed: AtomicU64,
     wakeups: AtomicU64,
+    /// None with tracing off: nothing initialised, request tasks run as before
+    tracer: Option<trace::Tracer>,
 }
 
 impl Shared {
@@ -233,12 +236,24 @@ fn failure(e: reqwest::Error, secs: f64) -> UpstreamFailure {
     UpstreamFailure::unavailable(&crate::forwarder::error_chain(&e))
 }
 
-fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
+fn request(sh: &Shared, f: &Forwarding, traceparent: Option<&str>) -> reqwest::RequestBuilder {
     let mut rb = sh.client.post(&f.url).body(f.body.clone());
     for (k, v) in &f.headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
+    }
     rb
+}
+
+/// The trace id of a traced, sampled request, into its audit material.
+fn stamp_trace(traced: bool, audit: &mut Option<AuditMaterial>) {
+    if traced {
+        if let (Some(a), Some(id)) = (audit.as_mut(), trace::current_trace_id()) {
+            a.trace_id = id;
+        }
+    }
 }
 
 /// Answers a request whose task panicked: while armed, dropping it (as unwinding does)
@@ -271,44 +286,68 @@ async fn dispatcher(sh: Arc<Shared>) {
         sh.inbox_ready.notified().await;
         let batch = std::mem::take(&mut *sh.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for s in batch {
-            tokio::spawn(handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0));
+            let task = handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0);
+            match &sh.tracer {
+                None => drop(tokio::spawn(task)),
+                Some(t) => drop(tokio::spawn(task.with_subscriber(t.dispatch.clone()))),
+            }
         }
     }
 }
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
     let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
-    answer(sh, token, headers, body, t0).await;
+    let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
+    match sh.tracer.clone() {
+        None => answer(sh, token, headers, body, t0, rid, false).await,
+        Some(t) => {
+            let span = {
+                let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+                t.request_span(&refs, &rid, "rs-core")
+            };
+            answer(sh, token, headers, body, t0, rid, true).instrument(span).await
+        }
+    }
     guard.disarm();
 }
 
-async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
-    let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
+/// `traced`: the task runs inside its request span (the current span).
+async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant, rid: String, traced: bool) {
     let decision = {
         let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
         let req = Request { method: "POST", path: CHAT_PATH, headers: &refs, body: &body };
         sh.pipeline.decide(&req, &Context { time_ns: now_ns(), mono_ns: mono_ns(), request_id: &rid })
     };
-    let f = match decision {
-        Decision::Reject(Rejection { status, code, message, headers, audit }) => {
+    let mut f = match decision {
+        Decision::Reject(Rejection { status, code, message, headers, mut audit }) => {
             if code == "waf_blocked" {
                 sh.waf_blocks.fetch_add(1, Relaxed);
             }
+            stamp_trace(traced, &mut audit);
             let body = gatewaylab_core::pipeline::error_body(status, &message, code);
             return sh.respond_now(token, status, headers, body, audit, t0);
         }
         Decision::Forward(f) => f,
     };
+    stamp_trace(traced, &mut f.audit);
     let secs = sh.timeout.as_secs_f64();
+    let attempt = traced.then(|| Attempt::begin(1, &f.url));
     if f.stream {
-        return stream(sh, token, f, rid, t0).await;
+        return stream(sh, token, f, rid, t0, attempt).await;
     }
+    let tp = attempt.as_ref().and_then(|a| a.traceparent.as_deref());
     let exchange = async {
-        let r = request(&sh, &f).send().await?;
+        let r = request(&sh, &f, tp).send().await?;
         let status = r.status().as_u16();
         Ok::<_, reqwest::Error>((status, r.bytes().await?))
     };
-    match tokio::time::timeout(sh.timeout, exchange).await {
+    let exchange = exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+    let result = tokio::time::timeout(sh.timeout, exchange).await;
+    if let (Some(a), Ok(Ok((status, _)))) = (&attempt, &result) {
+        trace::attempt_status(&a.span, *status);
+    }
+    drop(attempt);
+    match result {
         Err(_) => sh.fail(token, UpstreamFailure::timeout(secs), f.audit, t0),
         Ok(Err(e)) => sh.fail(token, failure(e, secs), f.audit, t0),
         Ok(Ok((status, rbody))) => match sh.pipeline.respond(&f, status, &rbody) {
@@ -329,14 +368,20 @@ fn error_event(fail: &UpstreamFailure) -> Vec<u8> {
     ev
 }
 
-async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant) {
+/// `attempt`: a traced request's attempt span, which covers the upstream's head and first chunk.
+async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant, attempt: Option<Attempt>) {
     let secs = sh.timeout.as_secs_f64();
-    let mut resp = match tokio::time::timeout(sh.timeout, request(&sh, &f).send()).await {
+    let tp = attempt.as_ref().and_then(|a| a.traceparent.as_deref());
+    let send = request(&sh, &f, tp).send().instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+    let mut resp = match tokio::time::timeout(sh.timeout, send).await {
         Err(_) => return sh.fail(token, UpstreamFailure::timeout(secs), f.audit, t0),
         Ok(Err(e)) => return sh.fail(token, failure(e, secs), f.audit, t0),
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
+    if let Some(a) = &attempt {
+        trace::attempt_status(&a.span, status);
+    }
     if !(200..300).contains(&status) {
         return sh.fail(token, UpstreamFailure::status(status), f.audit, t0);
     }
@@ -345,6 +390,7 @@ async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Ins
         Ok(Err(e)) => return sh.fail(token, failure(e, secs), f.audit, t0),
         Ok(Ok(c)) => c.map(|b| b.to_vec()).unwrap_or_default(),
     };
+    drop(attempt);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let sid = sh.next_sid.fetch_add(1, Relaxed);
     sh.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(sid, Arc::new(tokio::sync::Mutex::new(rx)));
@@ -439,7 +485,7 @@ impl PyRsCore {
 #[pymethods]
 impl PyRsCore {
     #[new]
-    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0))]
+    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, tracing = "off", tracing_endpoint = trace::DEFAULT_ENDPOINT))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -452,6 +498,8 @@ impl PyRsCore {
         id_prefix: &str,
         workers: usize,
         ledger_delay_ms: f64,
+        tracing: &str,
+        tracing_endpoint: &str,
     ) -> PyResult<Self> {
         let _c = entry!("rs_core.new");
         guard(|| {
@@ -466,6 +514,9 @@ impl PyRsCore {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| invalid_input(format!("RsCore: timeout_s must be a positive number of seconds, got {timeout_s}")))?;
+            // before the runtime: the OTLP exporter's blocking client must not start inside it
+            let mode = trace::Mode::parse(tracing).map_err(invalid_input)?;
+            let tracer = trace::Tracer::new(mode, tracing_endpoint, "gatewaylab", 200).map_err(invalid_input)?;
             let client = crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
                 .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -497,6 +548,7 @@ impl PyRsCore {
                 streams_abandoned: AtomicU64::new(0),
                 completed: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
+                tracer,
             });
             runtime.spawn(dispatcher(Arc::clone(&shared)));
             Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
@@ -661,6 +713,9 @@ impl PyRsCore {
                 if let Some(rt) = rt {
                     rt.shutdown_timeout(Duration::from_secs(5));
                 }
+                if let Some(t) = &self.shared.tracer {
+                    t.shutdown(); // export what the finished requests recorded
+                }
                 self.shared.ledger.drain()
             });
             r.map_err(|e| crate::errors::wal_error(format!("audit ledger drain failed: {e}")))
@@ -697,7 +752,7 @@ mod tests {
             "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
         });
         Python::attach(|py| {
-            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0).unwrap()
+            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0, "off", trace::DEFAULT_ENDPOINT).unwrap()
         })
     }
 

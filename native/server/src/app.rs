@@ -60,6 +60,8 @@ pub struct Gateway {
     pending_audits: AtomicU64,
     id_prefix: String,
     started: Instant,
+    /// None with tracing off (nothing initialised; requests run as before)
+    tracer: Option<gatewaylab_trace::Tracer>,
 }
 
 pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response<GwBody> {
@@ -247,7 +249,9 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
 }
 
 impl Gateway {
-    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum) -> Result<Self, String> {
+    /// `tracer`: built by `run` before the runtime starts (the OTLP exporter's blocking
+    /// client must not be created inside it); None with tracing off.
+    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum, tracer: Option<gatewaylab_trace::Tracer>) -> Result<Self, String> {
         let pipeline = Pipeline::new(&pipeline_config(&cfg))?;
         let upstream = Upstream::new(
             cfg.upstream_pool as usize,
@@ -283,6 +287,7 @@ impl Gateway {
             pending_audits: AtomicU64::new(0),
             id_prefix,
             started: Instant::now(),
+            tracer,
         })
     }
 
@@ -290,7 +295,19 @@ impl Gateway {
         let path = req.uri().path().to_string();
         let t0 = Instant::now();
         let resp = if path == CHAT && req.method() == Method::POST {
-            self.chat(req, t0).await
+            let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
+            match self.tracer.clone() {
+                None => self.chat(req, t0, rid, false).await,
+                Some(t) => {
+                    use gatewaylab_trace::{Instrument, WithSubscriber};
+                    let span = {
+                        let pairs: Vec<(&[u8], &[u8])> =
+                            req.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+                        t.request_span(&pairs, &rid, "rs-server")
+                    };
+                    self.chat(req, t0, rid, true).instrument(span).with_subscriber(t.dispatch.clone()).await
+                }
+            }
         } else {
             self.other(req, &path).await
         };
@@ -386,7 +403,8 @@ impl Gateway {
         self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
     }
 
-    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant) -> Response<GwBody> {
+    /// `traced`: this runs inside the request's span (native/trace), under the gateway's tracer.
+    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant, rid: String, traced: bool) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
         let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
@@ -394,15 +412,21 @@ impl Gateway {
         };
         let pairs: Vec<(&[u8], &[u8])> =
             parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
-        let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
         let mono_ns = self.started.elapsed().as_nanos() as i128;
         let ctx = Context { time_ns: unix_ns(), mono_ns, request_id: &rid };
         let request = pipeline::Request { method: "POST", path: CHAT, headers: &pairs, body: &body };
         let decision = self.pipeline.decide(&request, &ctx);
         let t1 = Instant::now();
         self.metrics.observe("decide", t1.duration_since(t0).as_nanos() as u64);
-        let fwd = match decision {
-            Decision::Reject(r) => {
+        let trace_id = if traced { gatewaylab_trace::current_trace_id() } else { None };
+        let stamp = |audit: &mut Option<AuditMaterial>| {
+            if let (Some(a), Some(id)) = (audit.as_mut(), trace_id.as_ref()) {
+                a.trace_id = id.clone();
+            }
+        };
+        let mut fwd = match decision {
+            Decision::Reject(mut r) => {
+                stamp(&mut r.audit);
                 if r.code == "waf_blocked" {
                     self.metrics.incr("waf_blocks");
                 }
@@ -414,6 +438,7 @@ impl Gateway {
             }
             Decision::Forward(f) => f,
         };
+        stamp(&mut fwd.audit);
         if self.sidecar.is_some() {
             if let Some((status, code, message)) =
                 run_plugins(&self.metrics, self.sidecar.as_ref(), &fwd.key_id, &fwd.public_model, &body).await
@@ -424,11 +449,26 @@ impl Gateway {
                 return resp;
             }
         }
+        // a traced request's forward stage and its (one, until the router) upstream attempt
+        let attempt = traced.then(|| gatewaylab_trace::Attempt::begin(1, &fwd.url));
+        if let Some(tp) = attempt.as_ref().and_then(|a| a.traceparent.clone()) {
+            fwd.headers.push(("traceparent".to_string(), tp));
+        }
+        let attempt_span = attempt.as_ref().map_or_else(tracing_span_none, |a| a.span.clone());
         if fwd.stream {
-            return self.stream(fwd, t0, rid).await;
+            use gatewaylab_trace::Instrument;
+            return self.stream(fwd, t0, rid).instrument(attempt_span).await;
         }
         let t2;
-        let result = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
+        let sent = {
+            use gatewaylab_trace::Instrument;
+            let post = self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone()));
+            post.instrument(attempt_span).await
+        };
+        if let (Some(a), Ok(r)) = (&attempt, &sent) {
+            gatewaylab_trace::attempt_status(&a.span, r.status().as_u16());
+        }
+        let result = match sent {
             Err(f) => Err(failure(f, self.upstream.timeout())),
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -485,6 +525,10 @@ impl Gateway {
             Err(f) => return fail(self, fwd, failure(f, timeout)),
         };
         let status = resp.status().as_u16();
+        if self.tracer.is_some() {
+            // inside the attempt span (chat instruments this call with it)
+            gatewaylab_trace::attempt_status(&gatewaylab_trace::Span::current(), status);
+        }
         let mut up = resp.into_body();
         if !(200..300).contains(&status) {
             let _ = self.upstream.collect(&mut up).await;
@@ -746,7 +790,14 @@ pub async fn run_plugins(
 }
 
 /// Build the gateway, bind, announce, serve until SIGTERM/SIGINT, drain the audit queue.
+fn tracing_span_none() -> gatewaylab_trace::Span {
+    gatewaylab_trace::Span::none()
+}
+
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
+    // before the runtime: the OTLP exporter's blocking HTTP client must not start inside it
+    let tracer = gatewaylab_trace::Tracer::new(cfg.tracing, &cfg.tracing_endpoint, "gatewaylab", 200)?;
+    let tracer_at_exit = tracer.clone();
     let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
     let result = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
@@ -777,7 +828,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             drain_timeout: Duration::from_secs(30),
             head_check: Some(Arc::new(raw_head_check)),
         };
-        let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum)?);
+        let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum, tracer)?);
         let sig = gatewaylab_net::server::termination_signal();
         println!("gateway listening on http://{addr}");
         use std::io::Write;
@@ -818,6 +869,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         served.and(drained)
     });
     rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(t) = tracer_at_exit {
+        t.shutdown(); // export what the last requests recorded
+    }
     result
 }
 

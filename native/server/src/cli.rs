@@ -4,7 +4,7 @@
 //! gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR]
 //!                   [--host 127.0.0.1] [--port 8000] [--threads N]
 //!                   [--stages all|none|LIST] [--audit on|off] [--python EXE]
-//!                   [--float-sum plain|neumaier]
+//!                   [--float-sum plain|neumaier] [--tracing off|on|sampled:R] [--tracing-endpoint URL]
 //! ```
 //!
 //! `--mode rs-server` is accepted (and is the only mode). `--python` is the interpreter that
@@ -29,10 +29,13 @@ pub struct Options {
     pub python: String,
     /// how the Python twin's interpreter sums floats (entropy): plain (3.11) or neumaier (3.12+)
     pub float_sum: gatewaylab_core::entropy::PySum,
+    /// overrides the config's `tracing.mode` / `tracing.endpoint`
+    pub tracing: Option<gatewaylab_trace::Mode>,
+    pub tracing_endpoint: Option<String>,
 }
 
 const USAGE: &str = "usage: gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR] \
-[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier]";
+[--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] [--tracing off|on|sampled:R] [--tracing-endpoint URL]";
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -47,6 +50,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         audit: None,
         python: std::env::var("GATEWAYLAB_PYTHON").unwrap_or_else(|_| "python3".into()),
         float_sum: gatewaylab_core::entropy::PySum::Plain,
+        tracing: None,
+        tracing_endpoint: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -98,6 +103,11 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                     _ => return Err(format!("--float-sum: expected plain or neumaier, got {v:?}")),
                 };
             }
+            "--tracing" => {
+                let v = value()?;
+                o.tracing = Some(gatewaylab_trace::Mode::parse(&v).map_err(|e| format!("--{e}"))?);
+            }
+            "--tracing-endpoint" => o.tracing_endpoint = Some(value()?),
             other => return Err(format!("{other}: unknown argument\n{USAGE}")),
         }
     }
@@ -128,6 +138,12 @@ pub fn build_config(o: &mut Options) -> Result<Config, String> {
     }
     if let Some(a) = o.audit {
         cfg.audit = a;
+    }
+    if let Some(t) = o.tracing {
+        cfg.tracing = t;
+    }
+    if let Some(e) = &o.tracing_endpoint {
+        cfg.tracing_endpoint = e.clone();
     }
     Ok(cfg)
 }
