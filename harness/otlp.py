@@ -8,8 +8,9 @@
 It accepts `POST /v1/traces` with an `ExportTraceServiceRequest` in protobuf (what both
 SDKs' OTLP/HTTP exporters send; gzip accepted), decodes it with `opentelemetry-proto` and
 answers an empty `ExportTraceServiceResponse`. Spans are kept as `ReceivedSpan` records
-(`keep=False` only counts them: a sweep needs the exporter to have somewhere to send, not the
-spans). It is a test and measurement sink, not a collector: no retries asked for, nothing
+(`keep=False` decodes nothing and only counts exports and bytes: a sweep needs the
+exporters to have somewhere to send, not the spans, and decoding would take CPU from the
+mock and the load generator). It is a test and measurement sink, not a collector: no retries asked for, nothing
 forwarded.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ class OtlpReceiver:
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self.exports = 0        # requests received
-        self.span_count = 0     # spans received (kept or not)
+        self.span_count = 0     # spans received (0 with keep=False: nothing is decoded)
         self.bytes = 0
         rx = self
 
@@ -89,6 +90,11 @@ class OtlpReceiver:
     def _ingest(self, body: bytes, encoding: str | None) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+        if not self.keep:
+            with self._lock:
+                self.exports += 1
+                self.bytes += len(body)
+            return
         if encoding == "gzip":
             body = gzip.decompress(body)
         req = ExportTraceServiceRequest.FromString(body)
@@ -98,8 +104,6 @@ class OtlpReceiver:
             service = next((_value(a.value) for a in rs.resource.attributes if a.key == "service.name"), "")
             for ss in rs.scope_spans:
                 count += len(ss.spans)
-                if not self.keep:
-                    continue
                 for s in ss.spans:
                     out.append(ReceivedSpan(
                         s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, s.kind,

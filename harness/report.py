@@ -53,6 +53,9 @@ def line_label(row) -> str:
     gov = row.get("governance")
     if isinstance(gov, str) and gov not in ("", "on"):
         lab += f" gov={gov}"
+    tr = row.get("tracing")
+    if isinstance(tr, str) and tr not in ("", "off"):
+        lab += f" trace={tr}"
     return f"{lab} {row['shell']}"
 
 

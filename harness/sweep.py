@@ -83,6 +83,7 @@ class Config:
     shell: str
     kind: str = "rung"              # "rung" (our gateway) or "peer"
     governance: str = "on"          # rungs: GOVERNANCE; peers: always "on" (what they ship)
+    tracing: str = "off"            # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
 
     @property
     def switches_label(self) -> str:
@@ -95,12 +96,14 @@ class Config:
 
     def key(self, c: float, loop: str = "closed") -> str:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
+        gov += "" if self.tracing == "off" else f"|trace={self.tracing}"
         return f"{self.mode}|{self.switches_label}|{self.shell}{gov}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
 
     @property
     def stem(self) -> str:
         """File-name form of the configuration (artefacts, ledgers)."""
         gov = "" if self.governance == "on" else f"-gov{self.governance}"
+        gov += "" if self.tracing == "off" else f"-trace{self.tracing.replace(':', '')}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}".replace("+", "p")
 
 
@@ -148,8 +151,9 @@ def parse_rates(spec: str | float | Iterable[float]) -> list[float]:
     return sorted(set(vals))
 
 
-def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance) and the peers, in target order."""
+def _configs(modes, switches, shells, targets=None, governance=("on",), tracing=("off",)) -> list[Config]:
+    """Configs for the rungs (mode x switches x shell x governance x tracing) and the peers, in
+    target order. Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -158,6 +162,8 @@ def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[
     for g in governance:
         if g not in GOVERNANCE:
             raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
+    from gateway.tracing import parse_mode
+    tracing = [parse_mode(t).label() for t in tracing]
     sw_list = [None] if not switches else list(switches)
     out = []
     for mode in (targets or modes):
@@ -172,7 +178,8 @@ def _configs(modes, switches, shells, targets=None, governance=("on",)) -> list[
             # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
             for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
                 for g in governance:
-                    out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g))
+                    for t in tracing:
+                        out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g, tracing=t))
     return out
 
 
@@ -202,12 +209,13 @@ class Sweep:
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
                  capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
-                 max_error_share=0.01, stream=False, governance=("on",)):
+                 max_error_share=0.01, stream=False, governance=("on",), tracing=("off",)):
         from harness.targets import RUNGS, parse_targets, target
 
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
-        self.configs = _configs(self.modes, switches, shells, self.targets, governance)
+        self.configs = _configs(self.modes, switches, shells, self.targets, governance, tracing)
+        self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
         self.loop = "open" if self.rates else "closed"
@@ -240,8 +248,8 @@ class Sweep:
     def parameters(self) -> dict[str, Any]:
         return {
             "modes": list(self.modes),
-            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance}
-                        for c in self.configs],
+            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance,
+                         "tracing": c.tracing} for c in self.configs],
             "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
             "targets": self.targets, "rates": self.rates, "p99_cap_ms": self.p99_cap_us / 1000.0,
             "max_error_share": self.max_error_share, "stream": self.stream,
@@ -335,6 +343,11 @@ class Sweep:
         ledger = self.run.artefact(f"ledgers/{cfg.stem}")
         ledger.mkdir(parents=True, exist_ok=True)
         stages, audit = GOVERNANCE[cfg.governance]
+        if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
+            if self.otlp is None:
+                from harness.otlp import OtlpReceiver
+                self.otlp = OtlpReceiver(keep=False)
+            kw.update(tracing=cfg.tracing, tracing_endpoint=self.otlp.endpoint)
         self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
                                      shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
                                      cpus=self.profile.gateway_cpus, env=env, stages=stages, audit=audit, **kw)
@@ -363,6 +376,9 @@ class Sweep:
 
     def cleanup(self) -> None:
         self._stop_gateway()
+        rx, self.otlp = self.otlp, None
+        if rx is not None:
+            rx.close()
         m, self.mock = self.mock, None
         if m is not None:
             with contextlib.suppress(Exception):
@@ -462,7 +478,7 @@ class Sweep:
         impl = "" if peer else ",".join(f"{k}={v}" for k, v in Switches(cfg.mode, dict(cfg.overrides)).as_dict().items())
         t = target(cfg.mode) if peer else None
         return {"cell": cfg.key(c, self.loop), "mode": cfg.mode, "switches": cfg.switches_label,
-                "governance": cfg.governance, "impl": impl,
+                "governance": cfg.governance, "tracing": cfg.tracing, "impl": impl,
                 "shell": cfg.shell, "server": "" if peer else self.server, **self._point_fields(c), "repeat": rep,
                 "loop": self.loop, "target_kind": cfg.kind, "route": t.route if peer else "chat",
                 "peer_version": installed_version(t.peer) if peer else None, "stream": self.stream,
@@ -670,7 +686,8 @@ class Sweep:
                     err = f"scalene wrote no profile for the gateway under uvicorn/uvloop (output: {tail[-300:]!r})"
             for row in self.rows:
                 if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
-                        and row.get("governance", "on") == cfg.governance and row["concurrency"] == c:
+                        and row.get("governance", "on") == cfg.governance \
+                        and row.get("tracing", "off") == cfg.tracing and row["concurrency"] == c:
                     if rel:
                         row["scalene_json"] = rel
                     else:
@@ -801,14 +818,16 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
               report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
               rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
-              stream: bool = False, governance: Sequence[str] = ("on",)) -> RunResult:
+              stream: bool = False, governance: Sequence[str] = ("on",), tracing: Sequence[str] = ("off",)) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
     explicitly as something other than the default), 1.5 s cells, 0.5 s warm-up, 1 repeat.
     Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats. `governance` sweeps what the
     gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
-    "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped.
+    "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped. `tracing` sweeps
+    OpenTelemetry on the rungs: "off", "on", "sampled:R" (spans go to a local OTLP receiver
+    the sweep starts; docs/tracing.md).
 
     `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
@@ -830,5 +849,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
                   load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
                   p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
-                  governance=tuple(governance))
+                  governance=tuple(governance), tracing=tuple(tracing))
     return sweep.execute()

@@ -27,7 +27,8 @@ _GIL = (  # the GIL view plotted, in order of preference, with its axis title
 
 
 def cell_label(c: Mapping) -> str:
-    """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`)
+    """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`),
+    tracing when not "off" (`py trace=on`)
     and the shell when it is not the default asgi."""
     label = str(c.get("mode") or c.get("label") or "?")
     sw = c.get("switches")
@@ -38,6 +39,9 @@ def cell_label(c: Mapping) -> str:
     gov = c.get("governance")
     if isinstance(gov, str) and gov not in ("", "on"):
         label += f" gov={gov}"
+    tr = c.get("tracing")
+    if isinstance(tr, str) and tr not in ("", "off"):
+        label += f" trace={tr}"
     if c.get("shell") and c.get("shell") != "asgi":
         label += f" ({c['shell']})"
     return label
