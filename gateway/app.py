@@ -189,13 +189,10 @@ class Gateway(GatewayBase):
         if self.tracer is None:
             return await self._chat(request, t0, rid, None)
         tr = self.tracer.request(request.headers, rid)
-        status = 500
         try:
-            resp = await self._chat(request, t0, rid, tr)
-            status = resp.status
-            return resp
+            return await self._chat(request, t0, rid, tr)
         finally:
-            tr.end(status)
+            tr.end()
 
     async def _chat(self, request: Request, t0: int, rid: str, tr) -> Response | StreamResponse:
         """`tr`: the request's RequestTrace (gateway/tracing.py), None with tracing off."""

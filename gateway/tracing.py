@@ -165,11 +165,9 @@ class RequestTrace:
                 span.set_attribute("http.status_code", status)
             span.end()
 
-    def end(self, status: int) -> None:
+    def end(self) -> None:
         """The answer is ready (for a stream: its head and first chunk)."""
         if self._forward is not None:
             self._forward.end()
             self._forward = None
-        if self.marks is not None:
-            self.span.set_attribute("http.status_code", status)
         self.span.end()

@@ -141,3 +141,36 @@ def test_modes_and_labels():
     assert parse_mode("off").enabled is False
     assert parse_mode("on").label() == "on"
     assert parse_mode("sampled:0.1").label() == "sampled:0.1" and parse_mode("sampled:0.1").ratio == 0.1
+
+
+@pytest.mark.parametrize("mode", ["py", "py+rs"])
+def test_the_record_field_is_optional_and_sorted_in(mode):
+    """Both record twins: no trace id, no key (the bytes of before); with one, the same
+    canonical bytes (json.dumps with sorted keys), trace_id between time_ns and waf."""
+    from gateway.audit.job import AuditJob, RecordAssembler
+    from gateway.pipeline import AuditMaterial
+    from gateway.twins import Switches
+
+    asm = RecordAssembler(Switches(mode, {}))
+    m = AuditMaterial(5, "r", "k", "m", b"{}", 3, "allow")
+    plain = asm.payload(0, AuditJob(m, 404, b"{}", False, 7))
+    assert b"trace_id" not in plain
+    m.trace_id = CLIENT_TRACE
+    traced = asm.payload(0, AuditJob(m, 404, b"{}", False, 7))
+    rec = json.loads(traced)
+    assert traced == json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+    assert {k: v for k, v in rec.items() if k != "trace_id"} == json.loads(plain)
+    assert traced.endswith(f'"trace_id":"{CLIENT_TRACE}","waf":"allow"}}'.encode())
+
+
+def test_config_reads_tracing(tmp_path):
+    from gateway import config as cfgmod
+
+    base = "model_list: [{model_name: m, upstream: {base_url: 'http://127.0.0.1:9'}}]\n" \
+           f"keys: [{{id: a, sha256: '{'0' * 64}'}}]\nledger: {{dir: led}}\n"
+    for yaml_mode, label in (("off", "off"), ("on", "on"), ("'sampled:0.25'", "sampled:0.25")):
+        p = tmp_path / "c.yaml"
+        p.write_text(base + f"tracing: {{mode: {yaml_mode}, endpoint: 'http://127.0.0.1:1/v1/traces'}}\n")
+        c = cfgmod.load(str(p))  # a bare off/on is a YAML 1.1 boolean: read as the mode it spells
+        assert c.tracing.label() == label and c.tracing_endpoint == "http://127.0.0.1:1/v1/traces"
+    assert cfgmod.load(str(tmp_path / "c.yaml")).tracing.ratio == 0.25
