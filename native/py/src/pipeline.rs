@@ -286,11 +286,7 @@ async fn dispatcher(sh: Arc<Shared>) {
         sh.inbox_ready.notified().await;
         let batch = std::mem::take(&mut *sh.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for s in batch {
-            let task = handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0);
-            match &sh.tracer {
-                None => drop(tokio::spawn(task)),
-                Some(t) => drop(tokio::spawn(task.with_subscriber(t.dispatch.clone()))),
-            }
+            tokio::spawn(handle(Arc::clone(&sh), s.token, s.headers, s.body, s.t0));
         }
     }
 }
@@ -298,14 +294,15 @@ async fn dispatcher(sh: Arc<Shared>) {
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
     let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
     let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
-    match sh.tracer.clone() {
+    // a sampled request runs in its span under the gateway's tracer; any other as without tracing
+    let traced = sh.tracer.as_ref().and_then(|t| {
+        let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+        t.request_span(&refs, &rid, "rs-core").map(|span| (span, t.dispatch.clone()))
+    });
+    match traced {
         None => answer(sh, token, headers, body, t0, rid, false).await,
-        Some(t) => {
-            let span = {
-                let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-                t.request_span(&refs, &rid, "rs-core")
-            };
-            answer(sh, token, headers, body, t0, rid, true).instrument(span).await
+        Some((span, dispatch)) => {
+            answer(sh, token, headers, body, t0, rid, true).instrument(span).with_subscriber(dispatch).await
         }
     }
     guard.disarm();

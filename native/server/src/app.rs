@@ -296,16 +296,17 @@ impl Gateway {
         let t0 = Instant::now();
         let resp = if path == CHAT && req.method() == Method::POST {
             let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
-            match self.tracer.clone() {
+            // a sampled request runs in its span under the tracer; any other as without tracing
+            let traced = self.tracer.as_ref().and_then(|t| {
+                let pairs: Vec<(&[u8], &[u8])> =
+                    req.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+                t.request_span(&pairs, &rid, "rs-server").map(|span| (span, t.dispatch.clone()))
+            });
+            match traced {
                 None => self.chat(req, t0, rid, false).await,
-                Some(t) => {
+                Some((span, dispatch)) => {
                     use gatewaylab_trace::{Instrument, WithSubscriber};
-                    let span = {
-                        let pairs: Vec<(&[u8], &[u8])> =
-                            req.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
-                        t.request_span(&pairs, &rid, "rs-server")
-                    };
-                    self.chat(req, t0, rid, true).instrument(span).with_subscriber(t.dispatch.clone()).await
+                    self.chat(req, t0, rid, true).instrument(span).with_subscriber(dispatch).await
                 }
             }
         } else {
@@ -526,7 +527,7 @@ impl Gateway {
         };
         let status = resp.status().as_u16();
         if self.tracer.is_some() {
-            // inside the attempt span (chat instruments this call with it)
+            // inside the attempt span when traced (chat instruments this call with it)
             gatewaylab_trace::attempt_status(&gatewaylab_trace::Span::current(), status);
         }
         let mut up = resp.into_body();

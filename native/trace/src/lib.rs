@@ -112,10 +112,13 @@ impl Tracer {
         Ok(Some(Tracer { dispatch, provider }))
     }
 
-    /// The root span of one chat request, child of the client's `traceparent` when the
-    /// headers carry a valid one (raw name/value pairs, names lower-case).
-    pub fn request_span(&self, headers: &[(&[u8], &[u8])], request_id: &str, rung: &'static str) -> Span {
-        tracing::dispatcher::with_default(&self.dispatch, || {
+    /// The root span of one chat request when the sampler keeps it (None otherwise), child
+    /// of the client's `traceparent` when the headers carry a valid one (raw name/value
+    /// pairs). Run the request under `dispatch` only when this is Some: an unsampled
+    /// request then makes no more spans (the core's stage spans see no subscriber), as the
+    /// Python twin makes none for it.
+    pub fn request_span(&self, headers: &[(&[u8], &[u8])], request_id: &str, rung: &'static str) -> Option<Span> {
+        let span = tracing::dispatcher::with_default(&self.dispatch, || {
             let span = tracing::info_span!("request", otel.name = "request", otel.kind = "server", rung, request_id);
             if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"traceparent")) {
                 let parent = TraceContextPropagator::new().extract(&Headers(headers));
@@ -124,7 +127,8 @@ impl Tracer {
                 }
             }
             span
-        })
+        });
+        trace_id(&span).is_some().then_some(span)
     }
 
     /// Export what is queued and stop the exporter (the gateway is shutting down).
@@ -237,7 +241,7 @@ mod tests {
         let t = Tracer::new(Mode::On, "http://127.0.0.1:9/v1/traces", "t", 10_000).unwrap().unwrap();
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let hs: Vec<(&[u8], &[u8])> = vec![(b"traceparent", tp.as_bytes())];
-        let span = t.request_span(&hs, "r1", "rs-server");
+        let span = t.request_span(&hs, "r1", "rs-server").unwrap();
         assert_eq!(trace_id(&span).as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
         let a = tracing::dispatcher::with_default(&t.dispatch, || span.in_scope(|| attempt(1, "http://u")));
         let up = traceparent(&a).unwrap();
@@ -245,8 +249,10 @@ mod tests {
         assert_ne!(&up[36..52], "b7ad6b7169203331");
         // sampled:0 keeps nothing of its own, but a sampled parent still wins (parent-based)
         let z = Tracer::new(Mode::Sampled(0.0), "http://127.0.0.1:9/v1/traces", "t", 10_000).unwrap().unwrap();
-        assert_eq!(trace_id(&z.request_span(&[], "r2", "rs-server")), None);
-        assert!(trace_id(&z.request_span(&hs, "r3", "rs-server")).is_some());
+        assert!(z.request_span(&[], "r2", "rs-server").is_none());
+        assert!(trace_id(&z.request_span(&hs, "r3", "rs-server").unwrap()).is_some());
+        let unsampled: Vec<(&[u8], &[u8])> = vec![(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")];
+        assert!(t.request_span(&unsampled, "r4", "rs-server").is_none()); // the client's flag wins
         drop(span);
         drop(a);
         t.shutdown();
