@@ -45,6 +45,25 @@ class TracingCost:
         return "\n".join(lines)
 
 
+    def figure(self, column: str = "cpu_us_per_req"):
+        """Plotly bars: `column`'s ratio to tracing off, per rung and tracing mode, with the
+        min–max of the per-repeat ratios as error bars."""
+        import plotly.graph_objects as go
+
+        what = dict(FIGURES)[column]
+        fig = go.Figure()
+        t = self.table[self.table["tracing"] != "off"]
+        for tracing, d in t.groupby("tracing", sort=False):
+            m = d[f"{column}_ratio"]
+            fig.add_bar(x=d["mode"], y=m, name=f"tracing {tracing}",
+                        error_y=dict(type="data", symmetric=False, array=(d[f"{column}_ratio_max"] - m).tolist(),
+                                     arrayminus=(m - d[f"{column}_ratio_min"]).tolist()))
+        fig.add_hline(y=1.0, line_dash="dot", annotation_text="tracing off")
+        fig.update_layout(barmode="group", yaxis_title=f"{what}, × the same rung untraced",
+                          title=f"What tracing costs per request (c={self.concurrency}; median, min–max over repeats)")
+        return fig
+
+
 def _spread(m: float, lo: float, hi: float, digits: int) -> str:
     if m != m:
         return "–"
