@@ -62,6 +62,7 @@ def test_spans_traceparent_and_record_on_every_rung(mode, receiver, upstream, ga
     for root in roots:  # each request's own subtree
         sub = [s for s in client if s.span_id == root.span_id or _under(s, root, client)]
         assert tree(sub) == FORWARDED, tree(sub)
+        assert list(tree(sub)["request"]) == [*STAGES, "forward"]  # in the pipeline's order
         attempts = [s for s in sub if s.name == "attempt"]
         assert [a.attributes["attempt"] for a in attempts] == [1]
         assert attempts[0].attributes["http.status_code"] == 200

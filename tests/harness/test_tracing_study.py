@@ -28,3 +28,4 @@ def test_tracing_cost_table(tmp_path):
     on = t[t["tracing"] == "on"]
     assert all(math.isfinite(v) and v > 0 for v in on["cpu_us_per_req_ratio"])
     assert "| rs-server | on |" in study.markdown()
+    assert [bar.name for bar in study.figure().data] == ["tracing on"]

@@ -482,7 +482,7 @@ impl PyRsCore {
 #[pymethods]
 impl PyRsCore {
     #[new]
-    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, tracing = "off", tracing_endpoint = trace::DEFAULT_ENDPOINT))]
+    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, tracing = "off", tracing_endpoint = "http://127.0.0.1:4318/v1/traces"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
