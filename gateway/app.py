@@ -303,6 +303,11 @@ class Gateway(GatewayBase):
         self.router = sw.load("router")(config.router) if config.router is not None else None
         self._targets = {name: [(up, upstream_headers(up.kind, up.api_key)) for up in ups]
                          for name, ups in config.groups.items()}
+        # tracing off: no SDK imported, no tracer, and chat() pays one `is None` test
+        self.tracer = None
+        if config.tracing.enabled:
+            from gateway.tracing import Tracer
+            self.tracer = Tracer(config.tracing, config.tracing_endpoint, rung=sw.mode)
 
     async def startup(self) -> None:
         self.background.start()
@@ -311,15 +316,30 @@ class Gateway(GatewayBase):
     async def shutdown(self) -> None:
         await self.background.drain()
         await self.forwarder.aclose()
+        if self.tracer is not None:
+            self.tracer.shutdown()
         await super().shutdown()
 
     # --- chat -----------------------------------------------------------------------------
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
+        rid = self._id_prefix + str(next(self._ids))
+        if self.tracer is None:
+            return await self._chat(request, t0, rid, None)
+        tr = self.tracer.request(request.headers, rid)
+        try:
+            return await self._chat(request, t0, rid, tr)
+        finally:
+            tr.end()
+
+    async def _chat(self, request: Request, t0: int, rid: str, tr) -> Response | StreamResponse:
+        """`tr`: the request's RequestTrace (gateway/tracing.py), None with tracing off."""
         stage = self.metrics.stage
-        ctx = Context(time.time_ns(), time.monotonic_ns(), self._id_prefix + str(next(self._ids)))
+        ctx = Context(time.time_ns(), time.monotonic_ns(), rid, None if tr is None else tr.marks)
         d = self.pipeline.decide(request, ctx)
         t1 = _perf()
         stage["decide"].observe_ns(t1 - t0)
+        if tr is not None:
+            tr.decided(d.audit)
         if type(d) is Rejection:
             if d.code == "waf_blocked":
                 self.metrics.counters["waf_blocks"] += 1
@@ -333,11 +353,12 @@ class Gateway(GatewayBase):
             if rej is not None:
                 return await self._finish(error(rej.status, rej.message, rej.code), d.audit, t0)
         if self.router is not None and d.public_model in self._targets:
-            return await self._routed(d, request.body, t0, ctx.request_id)
+            return await self._routed(d, request.body, t0, ctx.request_id, tr)
         if d.stream:
-            return await self._stream(d, t0, ctx.request_id)
+            return await self._stream(d, t0, ctx.request_id, tr)
         try:
-            status, rbody = await self.forwarder.send(d.url, d.body, d.headers)
+            status, rbody = await (self.forwarder.send(d.url, d.body, d.headers) if tr is None
+                                   else self._send_traced(d, tr))
             t2 = _perf()
             stage["forward"].observe_ns(t2 - t1)
             status, out, _ = self.pipeline.respond(d, status, rbody)
@@ -359,13 +380,17 @@ class Gateway(GatewayBase):
             body = fwd.body
         return Forwarding(up.url, headers, body, fwd.stream, up.kind, fwd.public_model, fwd.adapt, fwd.key_id, fwd.audit)
 
-    async def _routed(self, fwd: Forwarding, request_body: bytes, t0: int, rid: str):
+    async def _routed(self, fwd: Forwarding, request_body: bytes, t0: int, rid: str, tr=None):
         """Each attempt goes where the router says; 429, 5xx, timeouts and connection errors
         are reported as failures (the router retries, falls back or gives up); any other
-        answer ends it. A stream is retried only until its first chunk arrives."""
+        answer ends it. A stream is retried only until its first chunk arrives. `tr` (tracing
+        on): one attempt span per attempt, each with its own traceparent upstream."""
         router, now = self.router, time.monotonic_ns
         att = router.begin(fwd.public_model, (len(request_body) + 3) // 4, now())
         last: tuple | None = None  # ("status", Forwarding, status, body) | ("error", UpstreamError)
+        if tr is not None:
+            tr.forward()
+        n = 0
         while True:
             step = router.next(att, now())
             if step[0] == "wait":
@@ -374,28 +399,33 @@ class Gateway(GatewayBase):
             if step[0] == "give_up":
                 break
             target = self._target(fwd, step[1], step[2], request_body)
+            n += 1
+            span, headers = (None, target.headers) if tr is None else tr.attempt(n, target.url, target.headers)
+            seen: int | None = None  # the attempt's status, for its span
             ts = _perf()
             outcome = "cancel"  # until we know better: the client went away
             try:
                 if target.stream:
-                    agen = self.forwarder.stream(target.url, target.body, target.headers)
+                    agen = self.forwarder.stream(target.url, target.body, headers)
                     try:
                         first = await agen.__anext__()
                     except StopAsyncIteration:
                         first = b""
-                    outcome = "ok"
+                    outcome, seen = "ok", 200
                     return StreamResponse(self._relay(target, first, agen, t0),
                                           [*SSE_HEADERS, (b"x-request-id", rid.encode())])
-                status, rbody = await self.forwarder.send(target.url, target.body, target.headers)
-                outcome = "fail" if status == 429 or status >= 500 else "ok"
+                status, rbody = await self.forwarder.send(target.url, target.body, headers)
+                outcome, seen = ("fail" if status == 429 or status >= 500 else "ok"), status
                 last = ("status", target, status, rbody)
             except UpstreamStatusError as e:  # a stream's status, before its first chunk
-                outcome = "fail" if e.status == 429 or e.status >= 500 else "ok"
+                outcome, seen = ("fail" if e.status == 429 or e.status >= 500 else "ok"), e.status
                 last = ("error", e)
             except UpstreamError as e:
                 outcome, last = "fail", ("error", e)
             finally:
                 router.report(att, outcome, (_perf() - ts) // 1000, now())
+                if tr is not None:
+                    tr.attempt_done(span, seen)
             if outcome == "ok":
                 break
         if last is None:
@@ -417,6 +447,17 @@ class Gateway(GatewayBase):
                 resp = error(e.http_status, str(e), e.code)
         return await self._finish(resp, fwd.audit, t0)
 
+    async def _send_traced(self, d: Forwarding, tr) -> tuple[int, bytes]:
+        """The forward stage with its attempt spans (one attempt: the router adds more)."""
+        tr.forward()
+        span, headers = tr.attempt(1, d.url, d.headers)
+        status = None
+        try:
+            status, body = await self.forwarder.send(d.url, d.body, headers)
+            return status, body
+        finally:
+            tr.attempt_done(span, status)
+
     async def _finish(self, resp: Response, audit, t0: int) -> Response:
         ts = _perf()
         if audit is not None:
@@ -435,15 +476,23 @@ class Gateway(GatewayBase):
         stage["total"].observe_ns(te - t0)
         return resp
 
-    async def _stream(self, fwd: Forwarding, t0: int, rid: str):
-        agen = self.forwarder.stream(fwd.url, fwd.body, fwd.headers)
+    async def _stream(self, fwd: Forwarding, t0: int, rid: str, tr=None):
+        span, headers = (None, fwd.headers)
+        if tr is not None:  # the attempt span covers the upstream's head and first chunk
+            tr.forward()
+            span, headers = tr.attempt(1, fwd.url, fwd.headers)
+        agen = self.forwarder.stream(fwd.url, fwd.body, headers)
         try:
             first = await agen.__anext__()
         except StopAsyncIteration:
             first = b""
         except UpstreamError as e:
             self.metrics.counters["upstream_errors"] += 1
+            if tr is not None:
+                tr.attempt_done(span, e.status if isinstance(e, UpstreamStatusError) else None)
             return await self._finish(error(e.http_status, str(e), e.code), fwd.audit, t0)
+        if tr is not None:
+            tr.attempt_done(span, 200)
         return StreamResponse(self._relay(fwd, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())])
 
     async def _relay(self, fwd: Forwarding, first: bytes, agen, t0: int):

@@ -69,6 +69,9 @@ zero-config default built from `--upstream URL --api-key KEY`.
       timeout_ms: 200                 # rs-server: per-call budget
       max_in_flight: 64               # rs-server: calls outstanding at once
     impl: {}                          # per-component overrides, e.g. {auth: rust}
+    tracing:                          # OpenTelemetry spans, every rung (docs/tracing.md)
+      mode: "off"                     # off | on | sampled:R (0 <= R <= 1); quote off/on in YAML
+      endpoint: http://127.0.0.1:4318/v1/traces   # OTLP/HTTP (protobuf) traces URL
     shell: asgi                       # asgi | fastapi
     server: uvicorn                   # uvicorn | granian
 
@@ -86,6 +89,7 @@ from urllib.parse import urlsplit
 from gateway.errors import ConfigError
 from gateway.plugins import PluginConfig, parse_config as parse_plugins
 from gateway.audit.shards import LAYOUTS
+from gateway.tracing import DEFAULT_ENDPOINT, OFF, TracingMode, parse_mode as parse_tracing
 from gateway.twins import MODES, Switches, parse_impl
 
 SHELLS = ("asgi", "fastapi")
@@ -146,6 +150,8 @@ class Config:
     # router twins' config JSON; None when no group and no `router:` section (one upstream a model)
     groups: Mapping[str, tuple[Upstream, ...]] = field(default_factory=dict)
     router: str | None = None
+    tracing: TracingMode = OFF
+    tracing_endpoint: str = DEFAULT_ENDPOINT
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -194,7 +200,7 @@ def _one_of(choices):
 
 
 _TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server",
-        "stages", "audit", "plugins", "router"}
+        "stages", "audit", "plugins", "router", "tracing"}
 
 
 def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
@@ -305,6 +311,19 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
             isinstance(stages_raw, list) and not all(isinstance(x, str) for x in stages_raw)):
         raise ConfigError(f"stages: expected all, none or a list of stage names, got {stages_raw!r}")
     stages = parse_stages(stages_raw)
+    tr = _get(d, "tracing", "", Mapping, {})
+    unknown = set(tr) - {"mode", "endpoint"}
+    if unknown:
+        raise ConfigError(f"tracing.{sorted(unknown)[0]}: unknown field; known: endpoint, mode")
+    tmode = tr.get("mode", "off")
+    if type(tmode) is bool:  # YAML 1.1 reads a bare off/on as a boolean
+        tmode = "on" if tmode else "off"
+    try:
+        tracing = parse_tracing(tmode)
+    except ConfigError as e:
+        raise ConfigError(f"tracing.mode: {str(e).removeprefix('tracing: ')}") from None
+    endpoint = _get(tr, "endpoint", "tracing.", str, DEFAULT_ENDPOINT,
+                    lambda v: None if v.startswith(("http://", "https://")) else f"expected an http(s) URL, got {v!r}")
     return Config(
         models=models,
         passthrough=_get(d, "passthrough", "", bool, False),
@@ -332,6 +351,8 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         plugins=parse_plugins(_get(d, "plugins", "", Mapping, {})),
         groups={n: tuple(g) for n, g in groups.items()},
         router=router_json,
+        tracing=tracing,
+        tracing_endpoint=endpoint,
     )
 
 

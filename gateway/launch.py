@@ -104,7 +104,8 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
                   ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None, stages: str | None = None,
                   audit: str | None = None, threads: int | None = None, workers: int | None = None,
                   worker_cpus: Iterable[Iterable[int]] | None = None,
-                  ledger_layout: str | None = None) -> GatewayProcess:
+                  ledger_layout: str | None = None, tracing: str | None = None,
+                  tracing_endpoint: str | None = None) -> GatewayProcess:
     """`workers` N: a unit of N worker processes on one port (gateway/workers.py); the child
     is their supervisor, pinned to the union of `worker_cpus` (worker k on `worker_cpus[k]`)
     or to `cpus` (worker k on the k-th of them)."""
@@ -121,7 +122,8 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
             "ledger": ledger_dir, "mode": mode or None, "impl": list(impl or []), "shell": shell, "server": server,
             "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads,
             "workers": workers, "ledger_layout": ledger_layout,
-            "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None}
+            "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None,
+            "tracing": tracing, "tracing_endpoint": tracing_endpoint}
     if worker_cpus is not None and cpus is None:
         cpus = sorted({c for w in opts["worker_cpus"] for c in w})
     args = [sys.executable, "-m", "gateway.server"]

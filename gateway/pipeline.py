@@ -21,6 +21,7 @@ messages may differ only where they quote a JSON parser's own words.
 from __future__ import annotations
 
 import math
+from time import time_ns as _ns
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -76,6 +77,9 @@ class Context:
     time_ns: int
     mono_ns: int
     request_id: str
+    # a sampled request's stage marks: decide() appends (stage, time.time_ns()) as each
+    # stage starts (gateway/tracing.py makes them spans); None (tracing off, or not sampled)
+    marks: list | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +93,7 @@ class AuditMaterial:
     request_body: bytes
     prompt_tokens: int
     waf: str
+    trace_id: str = ""  # a sampled request's trace id (set by the tracing layer; "" = none)
 
 
 @dataclass(slots=True)
@@ -202,10 +207,13 @@ class Pipeline:
 
     def decide(self, req: Request, ctx: Context) -> Rejection | Forwarding:
         cfg = self.config
+        m = ctx.marks  # a tracing concern only: a clock read per stage, when sampled
         if req.path != CHAT_PATH:
             return _reject(404, "not_found", f"no route for {req.method} {req.path}")
         if req.method != "POST":
             return _reject(405, "method_not_allowed", f"method {req.method} not allowed on {req.path}")
+        if m is not None:
+            m.append(("guard", _ns()))
         try:
             authorization = check_headers(req.headers, cfg.max_header_bytes, cfg.max_body_bytes)
         except GuardError as e:
@@ -214,6 +222,8 @@ class Pipeline:
         if len(body) > cfg.max_body_bytes:
             return _reject(413, "body_too_large", f"request body exceeds {cfg.max_body_bytes} bytes")
         if self._auth_on:
+            if m is not None:
+                m.append(("auth", _ns()))
             key_id = self.auth.check(authorization)
             if key_id is None:
                 return _reject(401, "invalid_api_key", "missing or invalid API key" if authorization
@@ -224,6 +234,8 @@ class Pipeline:
             up = self._default
             audit = AuditMaterial(ctx.time_ns, ctx.request_id, key_id, "", body, 0, "allow") if self.audit else None
             return Forwarding(up.url, self._up_headers[up], body, False, up.kind, "", False, key_id, audit)
+        if m is not None:
+            m.append(("parse", _ns()))
         try:
             parsed = orjson.loads(body)
             text = prompt_text(parsed)
@@ -236,16 +248,22 @@ class Pipeline:
         audit = AuditMaterial(ctx.time_ns, ctx.request_id, key_id, model, body, prompt_tokens, "allow") \
             if self.audit else None
         if self._waf_on:
+            if m is not None:
+                m.append(("waf", _ns()))
             rule = self.waf.scan(text)
             if rule is not None:
                 if audit is not None:
                     audit.waf = "block:" + rule
                 return _reject(403, "waf_blocked", f"request blocked by WAF rule {rule}", audit)
+        if m is not None:
+            m.append(("route", _ns()))
         route = cfg.route(model)
         if route is None:
             return _reject(404, "model_not_found", f"the model {model!r} does not exist", audit)
         upstream, upstream_model = route
         if self._rl_on:
+            if m is not None:
+                m.append(("ratelimit", _ns()))
             cost = prompt_tokens + (parsed.get("max_tokens") or 0)
             wait = self.ratelimit.check(key_id, cost, ctx.mono_ns)
             if wait > 0.0:
@@ -255,6 +273,8 @@ class Pipeline:
                 return _reject(429, "rate_limit_exceeded", f"rate limit exceeded; retry after {wait:.3f}s", audit,
                                [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
         if self._adapt_on:
+            if m is not None:
+                m.append(("adapter", _ns()))
             try:
                 up_body = self.adapters[upstream.kind].to_upstream(body, upstream_model)
             except InvalidInput as e:

@@ -68,7 +68,7 @@ class RsCoreGateway(GatewayBase):
         delay_ms = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0)
         self.core = _native.RsCore(pipeline_config(config), config.ledger_dir, config.fsync, config.group_delay_ms,
                                    config.upstream_timeout_s, config.upstream_pool, self._id_prefix, workers, delay_ms,
-                                   config.ack)
+                                   config.ack, config.tracing.label(), config.tracing_endpoint)
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple] = []  # requests read in this loop iteration, submitted at its end
         self._tokens = itertools.count()

@@ -52,6 +52,10 @@ def server_args(opts: dict) -> list[str]:
         args += ["--ack", opts["ack"]]
     if opts.get("max_in_flight") is not None:
         args += ["--max-in-flight", str(opts["max_in_flight"])]
+    if opts.get("tracing") is not None:
+        args += ["--tracing", opts["tracing"]]
+    if opts.get("tracing_endpoint") is not None:
+        args += ["--tracing-endpoint", opts["tracing_endpoint"]]
     threads = opts.get("threads") or len(os.sched_getaffinity(0))
     args += ["--host", opts.get("host") or "127.0.0.1", "--port", str(int(opts.get("port") or 0)),
              "--threads", str(threads), "--python", sys.executable,

@@ -8,7 +8,8 @@ lifespan shutdown (which drains the audit queue).
 Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
   config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
   host, port; workers (N: supervise N workers, gateway/workers.py), worker_cpus,
-  ledger_layout (single|sharded), reuse_port (a worker of a unit: listen with SO_REUSEPORT).
+  ledger_layout (single|sharded|single-writer), reuse_port (a worker of a unit: listen with
+  SO_REUSEPORT); tracing (off|on|sampled:R), tracing_endpoint.
 """
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ def build_config(opts: dict) -> cfgmod.Config:
         if opts["audit"] not in ("on", "off"):
             raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
         changes["audit"] = opts["audit"] == "on"
+    if opts.get("tracing") is not None:
+        from gateway.tracing import parse_mode
+        changes["tracing"] = parse_mode(opts["tracing"])
+    if opts.get("tracing_endpoint") is not None:
+        changes["tracing_endpoint"] = opts["tracing_endpoint"]
     return dataclasses.replace(cfg, **changes)
 
 

@@ -56,6 +56,9 @@ def line_label(row) -> str:
     w = row.get("workers")
     if isinstance(w, (int, float)) and w > 1:  # the worker axis; a clamped placement says so on every figure
         lab += f" w={int(w)}" + (" (clamped)" if row.get("clamped") else "")
+    tr = row.get("tracing")
+    if isinstance(tr, str) and tr not in ("", "off"):
+        lab += f" trace={tr}"
     return f"{lab} {row['shell']}"
 
 

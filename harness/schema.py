@@ -26,9 +26,10 @@ _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell[|gov=G]|c=N (or rate=R, open loop)"),
+    "cell": ("string", "cell key: mode|switches|shell[|gov=G][|trace=T]|c=N (or rate=R, open loop)"),
     "mode": ("string", "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)"),
     "governance": ("string", "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; peers: on"),
+    "tracing": ("string", "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off"),
     "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
     "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),
     "peer_version": ("string", "a peer's installed version (install manifest); '' for rungs"),

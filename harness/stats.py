@@ -147,7 +147,7 @@ class MetricVerdict:
 
 
 MIN_REPEATS = 3
-CELL_KEY = ("mode", "switches", "shell", "route", "workers", "concurrency", "rate")
+CELL_KEY = ("mode", "switches", "shell", "governance", "tracing", "route", "workers", "concurrency", "rate")
 
 
 def pool_repeats(tables: Sequence[Any]):

@@ -88,6 +88,7 @@ class Config:
     kind: str = "rung"              # "rung" (our gateway) or "peer"
     governance: str = "on"          # rungs: GOVERNANCE; peers: always "on" (what they ship)
     workers: int = 1                # rungs: gateway processes (--workers; 1 = one plain process)
+    tracing: str = "off"            # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
 
     @property
     def switches_label(self) -> str:
@@ -100,6 +101,7 @@ class Config:
 
     def key(self, c: float, loop: str = "closed") -> str:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
+        gov += "" if self.tracing == "off" else f"|trace={self.tracing}"
         w = "" if self.workers == 1 else f"|w={self.workers}"
         return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
 
@@ -107,6 +109,7 @@ class Config:
     def stem(self) -> str:
         """File-name form of the configuration (artefacts, ledgers)."""
         gov = "" if self.governance == "on" else f"-gov{self.governance}"
+        gov += "" if self.tracing == "off" else f"-trace{self.tracing.replace(':', '')}"
         w = "" if self.workers == 1 else f"-w{self.workers}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
 
@@ -166,8 +169,9 @@ def parse_workers(spec: str | int | Iterable[int]) -> list[int]:
     return vals
 
 
-def _configs(modes, switches, shells, targets=None, governance=("on",), workers=(1,)) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance x workers) and the peers, in target order."""
+def _configs(modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",)) -> list[Config]:
+    """Configs for the rungs (mode x switches x shell x governance x workers x tracing) and the
+    peers, in target order. Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -176,6 +180,8 @@ def _configs(modes, switches, shells, targets=None, governance=("on",), workers=
     for g in governance:
         if g not in GOVERNANCE:
             raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
+    from gateway.tracing import parse_mode
+    tracing = [parse_mode(t).label() for t in tracing]
     sw_list = [None] if not switches else list(switches)
     out = []
     for mode in (targets or modes):
@@ -191,7 +197,9 @@ def _configs(modes, switches, shells, targets=None, governance=("on",), workers=
             for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
                 for g in governance:
                     for w in workers:
-                        out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g, workers=w))
+                        for t in tracing:
+                            out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g, workers=w,
+                                              tracing=t))
     return out
 
 
@@ -221,7 +229,8 @@ class Sweep:
     def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
                  flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
                  capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
-                 max_error_share=0.01, stream=False, governance=("on",), results="parquet", workers=(1,)):
+                 max_error_share=0.01, stream=False, governance=("on",), results="parquet", workers=(1,),
+                 tracing=("off",)):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
 
@@ -233,7 +242,8 @@ class Sweep:
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
         self.workers = parse_workers(workers)
-        self.configs = _configs(self.modes, switches, shells, self.targets, governance, self.workers)
+        self.configs = _configs(self.modes, switches, shells, self.targets, governance, self.workers, tracing)
+        self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
         self.loop = "open" if self.rates else "closed"
@@ -269,7 +279,7 @@ class Sweep:
         return {
             "modes": list(self.modes),
             "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance,
-                         "workers": c.workers} for c in self.configs],
+                         "workers": c.workers, "tracing": c.tracing} for c in self.configs],
             "workers": self.workers,
             "worker_placement": {str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
                                  for w, p in self.placements.items()},
@@ -379,6 +389,11 @@ class Sweep:
                 kw["threads"] = 1  # N single-threaded processes (rs-server --threads N is one process)
         else:
             kw["cpus"] = self.profile.gateway_cpus
+        if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
+            if self.otlp is None:
+                from harness.otlp import OtlpReceiver
+                self.otlp = OtlpReceiver(keep=False)
+            kw.update(tracing=cfg.tracing, tracing_endpoint=self.otlp.endpoint)
         self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
                                      shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
                                      env=env, stages=stages, audit=audit, **kw)
@@ -407,6 +422,9 @@ class Sweep:
 
     def cleanup(self) -> None:
         self._stop_gateway()
+        rx, self.otlp = self.otlp, None
+        if rx is not None:
+            rx.close()
         m, self.mock = self.mock, None
         if m is not None:
             with contextlib.suppress(Exception):
@@ -511,7 +529,7 @@ class Sweep:
         if placement is not None and cfg.workers > 1:
             clamp += [n for n in placement.notes if not n.startswith("profile: ")]
         return {"cell": cfg.key(c, self.loop), "mode": cfg.mode, "switches": cfg.switches_label,
-                "governance": cfg.governance, "impl": impl, "workers": cfg.workers,
+                "governance": cfg.governance, "tracing": cfg.tracing, "impl": impl, "workers": cfg.workers,
                 "worker_cpus": (" ".join(f"w{k}:{','.join(map(str, cs))}" for k, cs in enumerate(placement.cpus))
                                 if placement is not None and cfg.workers > 1 else
                                 ",".join(map(str, self.profile.gateway_cpus))),
@@ -763,7 +781,8 @@ class Sweep:
                     err = f"scalene wrote no profile for the gateway under uvicorn/uvloop (output: {tail[-300:]!r})"
             for row in self.rows:
                 if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
-                        and row.get("governance", "on") == cfg.governance and row["concurrency"] == c:
+                        and row.get("governance", "on") == cfg.governance \
+                        and row.get("tracing", "off") == cfg.tracing and row["concurrency"] == c:
                     if rel:
                         row["scalene_json"] = rel
                     else:
@@ -897,14 +916,16 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
               report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
               rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
               stream: bool = False, governance: Sequence[str] = ("on",), results: str = "parquet",
-              workers: str | int | Iterable[int] = (1,)) -> RunResult:
+              workers: str | int | Iterable[int] = (1,), tracing: Sequence[str] = ("off",)) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
     explicitly as something other than the default), 1.5 s cells, 0.5 s warm-up, 1 repeat.
     Defaults otherwise: 5 s cells, 1 s warm-up, 3 repeats. `governance` sweeps what the
     gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
-    "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped.
+    "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped. `tracing` sweeps
+    OpenTelemetry on the rungs: "off", "on", "sampled:R" (spans go to a local OTLP receiver
+    the sweep starts; docs/tracing.md).
 
     `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
@@ -930,5 +951,5 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
                   on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
                   load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
                   p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
-                  governance=tuple(governance), results=results, workers=workers)
+                  governance=tuple(governance), results=results, workers=workers, tracing=tuple(tracing))
     return sweep.execute()

@@ -64,18 +64,28 @@ class GatewaySession:
     impl: dict[str, str] = field(default_factory=dict)
     shell: str | None = None
     started_at: float | None = None
+    tracing: str = "off"
+    otlp: Any = None  # harness.otlp.OtlpReceiver while a traced gateway is up: `.spans()`
 
     @property
     def up(self) -> bool:
         return self.gateway is not None
 
     def start(self, mode: str = "py", impl: dict[str, str] | None = None, shell: str | None = None,
-              latency_ms: float | None = None, api_key: str | None = None, **gateway_opts) -> "GatewaySession":
+              latency_ms: float | None = None, api_key: str | None = None, tracing: str | None = None,
+              **gateway_opts) -> "GatewaySession":
+        """`tracing` (off|on|sampled:R): spans go to a receiver this session starts (`self.otlp`)."""
+        from gateway.tracing import parse_mode
         from gateway.twins import Switches
 
         sw = Switches.resolve(mode=mode, impl=impl or {}, env={})  # validates before anything starts
+        tmode = parse_mode(tracing or "off")
         if self.up:
             self.stop()
+        if tmode.enabled:
+            from harness.otlp import OtlpReceiver
+            self.otlp = OtlpReceiver()
+            gateway_opts.update(tracing=tmode.label(), tracing_endpoint=self.otlp.endpoint)
         from harness.native_procs import start_mock
         from gateway.launch import start_gateway
 
@@ -87,19 +97,25 @@ class GatewaySession:
         except BaseException:
             self.mock.stop()
             self.mock = None
+            if self.otlp is not None:
+                self.otlp.close()
+                self.otlp = None
             raise
         self.mode, self.impl, self.shell, self.started_at = sw.mode, dict(sw.overrides), shell, time.time()
+        self.tracing = tmode.label()
         return self
 
     def stop(self) -> None:
-        gw, mock = self.gateway, self.mock
-        self.gateway = self.mock = None
+        gw, mock, rx = self.gateway, self.mock, self.otlp
+        self.gateway = self.mock = self.otlp = None
         try:
             if gw is not None:
                 gw.stop()
         finally:
             if mock is not None:
                 mock.stop()
+            if rx is not None:  # after the gateway: it exports its last spans as it stops
+                rx.close()
 
     def health(self, timeout: float = 2.0) -> str:
         if not self.up:
@@ -124,6 +140,8 @@ class GatewaySession:
             "mode": self.mode,
             "switches": Switches(self.mode, self.impl).label(),
             "shell": self.shell or "asgi (default)",
+            "tracing": self.tracing + (f" ({len(self.otlp.spans())} spans received at {self.otlp.endpoint})"
+                                       if self.otlp is not None else ""),
             "api_key": self.api_key,
             "uptime_s": round(time.time() - (self.started_at or time.time()), 1),
             "health": self.health(),
@@ -223,6 +241,8 @@ class LabMagics(Magics):
         p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust")
         p.add_argument("--stages", default=None, metavar="all|none|LIST", help="hot-path stages (default all)")
         p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger (default on)")
+        p.add_argument("--tracing", default=None, metavar="off|on|sampled:R",
+                       help="OpenTelemetry spans to a local receiver (default off; session().otlp.spans())")
         p.add_argument("--shell", choices=["fastapi", "asgi"], default=None)
         p.add_argument("--latency-ms", type=float, default=None, help="mock upstream latency")
         p.add_argument("--api-key", default=None)
@@ -233,7 +253,7 @@ class LabMagics(Magics):
             from gateway.twins import parse_impl
 
             s.start(mode=a.mode, impl=parse_impl(a.impl), shell=a.shell, latency_ms=a.latency_ms, api_key=a.api_key,
-                    stages=a.stages, audit=a.audit)
+                    stages=a.stages, audit=a.audit, tracing=a.tracing)
             if not a.quiet:
                 print(f"gateway up at {s.gateway.url} (mode {s.mode}, switches {s.status()['switches']}) "
                       f"-> mock {s.mock.url}; API key {s.api_key}")

@@ -28,7 +28,8 @@ _GIL = (  # the GIL view plotted, in order of preference, with its axis title
 
 def cell_label(c: Mapping) -> str:
     """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`),
-    the worker count when more than one (`py w=2`) and the shell when it is not the default asgi."""
+    the worker count when more than one (`py w=2`), tracing when not "off" (`py trace=on`)
+    and the shell when it is not the default asgi."""
     label = str(c.get("mode") or c.get("label") or "?")
     sw = c.get("switches")
     if isinstance(sw, Mapping):
@@ -41,6 +42,9 @@ def cell_label(c: Mapping) -> str:
     w = c.get("workers")
     if isinstance(w, (int, float)) and w > 1:  # the worker axis (docs/workers.md)
         label += f" w={int(w)}"
+    tr = c.get("tracing")
+    if isinstance(tr, str) and tr not in ("", "off"):
+        label += f" trace={tr}"
     if c.get("shell") and c.get("shell") != "asgi":
         label += f" ({c['shell']})"
     return label

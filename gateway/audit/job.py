@@ -7,7 +7,9 @@ ledger appends. The Rust twin is `native/core/src/job.rs` (used by the `rs-core`
 `rs-server` rungs); both give the same bytes for the same job.
 
 Record fields: seq, time_ns, request_id, key_id, model, status, request_sha256,
-response_sha256, entropy_mbits, prompt_tokens, completion_tokens, latency_us, waf.
+response_sha256, entropy_mbits, prompt_tokens, completion_tokens, latency_us, waf, and
+trace_id only for a request that was traced (sampled; gateway/tracing.py): every other
+record is byte for byte what it was before tracing existed.
 - non-streamed 2xx: entropy of the response body (logprobs if present, else its text);
   usage.completion_tokens / usage.prompt_tokens when the body carries them.
 - streamed: the response body is the OpenAI SSE bytes sent (`data: <chunk>\\n\\n` each, no
@@ -25,7 +27,7 @@ from gateway.twins import Switches
 
 class AuditJob:
     __slots__ = ("time_ns", "request_id", "key_id", "model", "status", "request_body", "response",
-                 "stream", "prompt_tokens", "latency_us", "waf", "done_ns", "durable")
+                 "stream", "prompt_tokens", "latency_us", "waf", "trace_id", "done_ns", "durable")
 
     def __init__(self, material, status: int, response, stream: bool, latency_us: int):
         self.time_ns = material.time_ns
@@ -35,6 +37,7 @@ class AuditJob:
         self.request_body = material.request_body
         self.prompt_tokens = material.prompt_tokens
         self.waf = material.waf
+        self.trace_id = material.trace_id
         self.status = status
         self.response = response  # bytes, or for streams a list of OpenAI chunk JSONs
         self.stream = stream
@@ -84,13 +87,16 @@ class RecordAssembler:
                     prompt_tokens = _count(usage.get("prompt_tokens"), prompt_tokens)
                 except Exception:  # a body the analyzer cannot read still gets its record
                     entropy = 0
-        return {
+        rec = {
             "seq": seq, "time_ns": j.time_ns, "request_id": j.request_id, "key_id": j.key_id,
             "model": j.model, "status": j.status,
             "request_sha256": self._sha256(j.request_body), "response_sha256": self._sha256(body),
             "entropy_mbits": entropy, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens, "latency_us": j.latency_us, "waf": j.waf,
         }
+        if j.trace_id:  # only a traced (sampled) request's record has it
+            rec["trace_id"] = j.trace_id
+        return rec
 
     def payload(self, seq: int, j: AuditJob) -> bytes:
         return self._encode(self.record(seq, j))

@@ -23,6 +23,9 @@ RECORD_FIELDS = (
     "request_sha256", "response_sha256", "entropy_mbits",
     "prompt_tokens", "completion_tokens", "latency_us", "waf",
 )
+# Present only on some records: `trace_id` on a traced request's (gateway/tracing.py), so a
+# record of an untraced request keeps the bytes it had before the field existed.
+OPTIONAL_FIELDS = ("trace_id",)
 
 
 def _check(record) -> None:

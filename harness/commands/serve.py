@@ -1,7 +1,7 @@
 """`gatewaylab serve`: run the gateway (docs/formats.md "CLI contract").
 
     gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
-                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--workers N] [--ledger-layout single|sharded] [--stages all|none|LIST] [--audit on|off] [--impl C=python|rust ...] [--shell fastapi|asgi]
+                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--workers N] [--ledger-layout single|sharded|single-writer] [--stages all|none|LIST] [--audit on|off] [--tracing off|on|sampled:R] [--impl C=python|rust ...] [--shell fastapi|asgi]
                      [--server uvicorn|granian] [--port P] [--host 127.0.0.1]
 
 Prints `gateway listening on http://HOST:PORT` when it accepts connections; SIGTERM or
@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", default=None, metavar="all|none|auth,parse,waf,ratelimit,adapter",
                    help="hot-path stages to run (default: config's, else all; the guard always runs)")
     p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger on or off (default: on)")
+    p.add_argument("--tracing", default=None, metavar="off|on|sampled:R",
+                   help="OpenTelemetry spans over OTLP (default: config's, else off; docs/tracing.md)")
+    p.add_argument("--tracing-endpoint", dest="tracing_endpoint", default=None, metavar="URL",
+                   help="OTLP/HTTP traces URL (default: config's, else http://127.0.0.1:4318/v1/traces)")
     p.add_argument("--threads", type=int, default=None,
                    help="rs-server: worker threads (default: the CPUs the gateway is pinned to)")
     p.add_argument("--workers", type=int, default=None,
@@ -48,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
             "mode": args.mode, "impl": args.impl, "stages": args.stages, "audit": args.audit, "ack": args.ack,
             "max_in_flight": args.max_in_flight,
             "shell": args.shell, "server": args.server, "host": args.host, "port": args.port, "threads": args.threads,
-            "workers": args.workers, "ledger_layout": args.ledger_layout}
+            "workers": args.workers, "ledger_layout": args.ledger_layout,
+            "tracing": args.tracing, "tracing_endpoint": args.tracing_endpoint}
     return serve(opts)

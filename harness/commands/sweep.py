@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--governance", nargs="+", default=None,
                    help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only "
                         "(default on)")
+    p.add_argument("--tracing", nargs="+", default=None,
+                   help="comma list of off, on, sampled:R: OpenTelemetry spans on the rungs, to a local OTLP "
+                        "receiver (default off; docs/tracing.md)")
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
     p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
     p.add_argument("--workers", nargs="+", default=None,
@@ -82,6 +85,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "shells": tuple(_csv(args.shells) or ("asgi",)),
         "governance": tuple(_csv(args.governance) or ("on",)),
         "workers": ",".join(_csv(args.workers) or ("1",)),
+        "tracing": tuple(_csv(args.tracing) or ("off",)),
         "profile": args.profile,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

@@ -76,6 +76,17 @@ def test_gateway_switches_reach_the_gateway(ip, capsys):
     assert _chat(st["url"], st["api_key"])["choices"]
 
 
+def test_gateway_tracing_sends_spans_to_the_sessions_receiver(ip):
+    ip.run_line_magic("gateway", "up --mode rs-core --tracing on --quiet")
+    s = lab_ext.session()
+    _chat(s.gateway.url, s.api_key)
+    spans = s.otlp.wait_for(lambda sp: any(x.name == "request" for x in sp))
+    assert {"request", "forward", "attempt", "waf"} <= {x.name for x in spans}
+    assert s.status()["tracing"].startswith("on (")
+    with pytest.raises(ConfigError, match="tracing"):
+        ip.run_line_magic("gateway", "up --tracing sometimes")
+
+
 def test_gateway_bad_arguments_are_clear_and_start_nothing(ip):
     with pytest.raises(MagicUsageError, match="--mode"):
         ip.run_line_magic("gateway", "up --mode fast")
@@ -102,6 +113,8 @@ def test_sweep_options_are_the_clis():
     kw = sweep_kwargs(a)
     assert kw["modes"] == ("py", "py+rs") and kw["switches"] == ["mmr=python"]
     assert kw["duration_s"] == 2 and kw["repeat"] == 2 and kw["gil"] is False and kw["profile"] == "ci-2c"
+    assert kw["tracing"] == ("off",)
+    assert sweep_kwargs(sweep_parser().parse_args(["--tracing", "off,sampled:0.1"]))["tracing"] == ("off", "sampled:0.1")
     with pytest.raises(MagicUsageError):
         sweep_parser().parse_args(["--repeat", "many"])
 

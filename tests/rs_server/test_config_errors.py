@@ -84,6 +84,12 @@ BAD = {
     "plugin spec": with_(plugins={"pre_call": ["not a module path"]}),
     "plugin timeout": with_(plugins={"pre_call": [], "timeout_ms": 0}),
     "plugin pool": with_(plugins={"max_in_flight": 1.5}),
+    "tracing not a mapping": with_(tracing="on"),
+    "tracing unknown field": with_(tracing={"colour": "blue"}),
+    "tracing bad mode": with_(tracing={"mode": "sometimes"}),
+    "tracing ratio out of range": with_(tracing={"mode": "sampled:2"}),
+    "tracing mode a number": with_(tracing={"mode": 5}),
+    "tracing bad endpoint": with_(tracing={"mode": "on", "endpoint": "ftp://h"}),
 }
 
 

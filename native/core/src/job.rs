@@ -102,7 +102,7 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
         }
     };
     let request_sha = sha256_hex(&m.request_body);
-    let mut entries = [
+    let mut entries = vec![
         ("seq", Value::Int(seq as i64)),
         ("time_ns", Value::Int(m.time_ns)),
         ("request_id", Value::Str(&m.request_id)),
@@ -117,6 +117,10 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
         ("latency_us", Value::Int(job.latency_us)),
         ("waf", Value::Str(&m.waf)),
     ];
+    // only a traced (sampled) request's record has it: every other record is as before
+    if !m.trace_id.is_empty() {
+        entries.push(("trace_id", Value::Str(&m.trace_id)));
+    }
     encode_record(&mut entries)
 }
 
@@ -133,6 +137,7 @@ mod tests {
             request_body: b"{}".to_vec(),
             prompt_tokens: 3,
             waf: "allow".into(),
+            trace_id: String::new(),
         }
     }
 
@@ -144,6 +149,16 @@ mod tests {
         assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":9"#), "{s}");
         let s = String::from_utf8(record_payload(0, &job(br#"{"usage":{"completion_tokens":2,"prompt_tokens":"x"}}"#), PySum::Plain)).unwrap();
         assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":3"#) && s.contains(r#""entropy_mbits":0"#), "{s}");
+    }
+
+    #[test]
+    fn trace_id_only_when_traced() {
+        let mut job = AuditJob { material: material(), status: 404, answer: Answer::Body(b"{}".to_vec()), latency_us: 7 };
+        let plain = String::from_utf8(record_payload(0, &job, PySum::Plain)).unwrap();
+        assert!(!plain.contains("trace_id"), "{plain}");
+        job.material.trace_id = "0af7651916cd43dd8448eb211c80319c".into();
+        let s = String::from_utf8(record_payload(0, &job, PySum::Plain)).unwrap();
+        assert!(s.ends_with(r#","trace_id":"0af7651916cd43dd8448eb211c80319c","waf":"allow"}"#), "{s}");
     }
 
     #[test]

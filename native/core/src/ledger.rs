@@ -444,6 +444,7 @@ mod tests {
                 request_body: b"{}".to_vec(),
                 prompt_tokens: 1,
                 waf: "allow".into(),
+                trace_id: String::new(),
             },
             status: 200,
             answer: Answer::Body(b"{}".to_vec()),

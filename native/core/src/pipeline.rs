@@ -119,6 +119,8 @@ pub struct AuditMaterial {
     pub request_body: Vec<u8>,
     pub prompt_tokens: i64,
     pub waf: String,
+    /// a sampled request's trace id (32 lowercase hex), set by the tracing layer; empty: none
+    pub trace_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -461,6 +463,19 @@ pub struct Pipeline {
     targets: HashMap<String, Vec<Route>>,
 }
 
+/// The span of the stage running now (`tracing`, exported by native/trace when a gateway
+/// traces): entering the next stage ends the previous one first, so they are siblings under
+/// the request span, as the Python twin's marks make them (gateway/tracing.py).
+struct Stage(Option<tracing::span::EnteredSpan>);
+
+impl Stage {
+    #[inline]
+    fn enter(&mut self, name: &'static str) {
+        self.0 = None;
+        self.0 = Some(tracing::info_span!("stage", otel.name = name).entered());
+    }
+}
+
 impl Pipeline {
     pub fn new(cfg: &PipelineConfig) -> Result<Self, String> {
         for s in &cfg.stages {
@@ -585,12 +600,16 @@ impl Pipeline {
         if req.method != "POST" {
             return Err(reject(405, "method_not_allowed", format!("method {} not allowed on {}", req.method, req.path)));
         }
+        // tracing spans of the stages (native/trace): with no subscriber they cost a branch
+        let mut stage = Stage(None);
+        stage.enter("guard");
         let authorization = check_headers(req.headers, self.max_header, self.max_body)?;
         let body = req.body;
         if body.len() as u64 > self.max_body {
             return Err(reject(413, "body_too_large", format!("request body exceeds {} bytes", self.max_body)));
         }
         let key_id: String = if self.auth_on {
+            stage.enter("auth");
             match self.auth.check(authorization) {
                 Some(k) => k.to_string(),
                 None => {
@@ -614,6 +633,7 @@ impl Pipeline {
                 request_body: body.to_vec(),
                 prompt_tokens,
                 waf: "allow".to_string(),
+                trace_id: String::new(),
             })
         };
         if !self.parse_on {
@@ -630,12 +650,14 @@ impl Pipeline {
                 audit: material("", 0),
             });
         }
+        stage.enter("parse");
         let parsed = adapter::parse(body).map_err(|e| reject(400, "invalid_json", format!("invalid JSON body: {e}")))?;
         let text = prompt_text(&parsed).map_err(|BadRequest(code, msg)| reject(400, code, msg))?;
         let model = str_of(parsed.get("model")).unwrap_or_default().to_string();
         let prompt_tokens = (text.chars().count() as i64 + 3) / 4;
         let mut audit = material(&model, prompt_tokens);
         if self.waf_on {
+            stage.enter("waf");
             if let Some(rule) = self.waf.scan(&text) {
                 if let Some(a) = audit.as_mut() {
                     a.waf = format!("block:{rule}");
@@ -646,10 +668,12 @@ impl Pipeline {
                 });
             }
         }
+        stage.enter("route");
         let Some((route, upstream_model)) = self.route(&model) else {
             return Err(Rejection { audit, ..reject(404, "model_not_found", format!("the model {} does not exist", py_repr(&model))) });
         };
         if self.ratelimit_on {
+            stage.enter("ratelimit");
             let max_tokens = match parsed.get("max_tokens") {
                 Some(Json::I64(n)) => Tokens::N(*n as u64),
                 Some(Json::U64(n)) => Tokens::N(*n),
@@ -682,6 +706,7 @@ impl Pipeline {
             }
         }
         let up_body = if self.adapt_on {
+            stage.enter("adapter");
             let kind_name = match route.kind {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",

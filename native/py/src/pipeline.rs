@@ -34,6 +34,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use gatewaylab_trace::{self as trace, Attempt, Instrument, Span, WithSubscriber};
 use tokio::sync::mpsc;
 
 fn sum_mode(py: Python<'_>) -> PySum {
@@ -197,6 +198,8 @@ struct Shared {
     wakeups: AtomicU64,
     /// ledger.ack durable: a whole answer completes only once its record is durable
     durable: bool,
+    /// None with tracing off: nothing initialised, request tasks run as before
+    tracer: Option<trace::Tracer>,
 }
 
 impl Shared {
@@ -267,12 +270,24 @@ fn failure(e: reqwest::Error, secs: f64) -> UpstreamFailure {
     UpstreamFailure::unavailable(&crate::forwarder::error_chain(&e))
 }
 
-fn request(sh: &Shared, f: &Forwarding) -> reqwest::RequestBuilder {
+fn request(sh: &Shared, f: &Forwarding, traceparent: Option<&str>) -> reqwest::RequestBuilder {
     let mut rb = sh.client.post(&f.url).body(f.body.clone());
     for (k, v) in &f.headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
+    }
     rb
+}
+
+/// The trace id of a traced, sampled request, into its audit material.
+fn stamp_trace(traced: bool, audit: &mut Option<AuditMaterial>) {
+    if traced {
+        if let (Some(a), Some(id)) = (audit.as_mut(), trace::current_trace_id()) {
+            a.trace_id = id;
+        }
+    }
 }
 
 /// Answers a request whose task panicked: while armed, dropping it (as unwinding does)
@@ -312,40 +327,61 @@ async fn dispatcher(sh: Arc<Shared>) {
 
 async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
     let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
-    answer(sh, token, headers, body, t0).await;
+    let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
+    // a sampled request runs in its span under the gateway's tracer; any other as without tracing
+    let traced = sh.tracer.as_ref().and_then(|t| {
+        let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+        t.request_span(&refs, &rid, "rs-core").map(|span| (span, t.dispatch.clone()))
+    });
+    match traced {
+        None => answer(sh, token, headers, body, t0, rid, false).await,
+        Some((span, dispatch)) => {
+            answer(sh, token, headers, body, t0, rid, true).instrument(span).with_subscriber(dispatch).await
+        }
+    }
     guard.disarm();
 }
 
-async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
-    let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
+/// `traced`: the task runs inside its request span (the current span).
+async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant, rid: String, traced: bool) {
     let decision = {
         let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
         let req = Request { method: "POST", path: CHAT_PATH, headers: &refs, body: &body };
         sh.pipeline.decide(&req, &Context { time_ns: now_ns(), mono_ns: mono_ns(), request_id: &rid })
     };
-    let f = match decision {
-        Decision::Reject(Rejection { status, code, message, headers, audit }) => {
+    let mut f = match decision {
+        Decision::Reject(Rejection { status, code, message, headers, mut audit }) => {
             if code == "waf_blocked" {
                 sh.waf_blocks.fetch_add(1, Relaxed);
             }
+            stamp_trace(traced, &mut audit);
             let body = gatewaylab_core::pipeline::error_body(status, &message, code);
             return sh.respond_now(token, status, headers, body, audit, t0);
         }
         Decision::Forward(f) => f,
     };
+    stamp_trace(traced, &mut f.audit);
     let secs = sh.timeout.as_secs_f64();
     if sh.router.is_some() && sh.pipeline.is_routed(&f) {
-        return routed(sh, token, f, body, rid, t0).await;
+        return routed(sh, token, f, body, rid, t0, traced).await;
     }
+    let attempt = traced.then(|| Attempt::begin(1, &f.url));
     if f.stream {
-        return stream(sh, token, f, rid, t0).await;
+        return stream(sh, token, f, rid, t0, attempt).await;
     }
+    let tp = attempt.as_ref().and_then(|a| a.traceparent.as_deref());
     let exchange = async {
-        let r = request(&sh, &f).send().await?;
+        let r = request(&sh, &f, tp).send().await?;
         let status = r.status().as_u16();
         Ok::<_, reqwest::Error>((status, r.bytes().await?))
     };
-    match tokio::time::timeout(sh.timeout, exchange).await {
+    let exchange = exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+    let result = tokio::time::timeout(sh.timeout, exchange).await;
+    if let (Some(a), Ok(Ok((status, _)))) = (&attempt, &result) {
+        trace::attempt_status(&a.span, *status);
+    }
+    drop(attempt);
+    match result {
         Err(_) => sh.fail(token, UpstreamFailure::timeout(secs), f.audit, t0),
         Ok(Err(e)) => sh.fail(token, failure(e, secs), f.audit, t0),
         Ok(Ok((status, rbody))) => match sh.pipeline.respond(&f, status, &rbody) {
@@ -368,14 +404,23 @@ fn error_event(fail: &UpstreamFailure) -> Vec<u8> {
 
 /// Open an upstream stream: the response once its status is 2xx and its first chunk is in.
 /// The error says whether the router may retry it (429, 5xx, timeout, connection error).
-async fn open_stream(sh: &Shared, rb: reqwest::RequestBuilder) -> Result<(reqwest::Response, Vec<u8>), (UpstreamFailure, bool)> {
+/// `attempt`: a traced request's attempt span, which covers the upstream's head and first chunk.
+async fn open_stream(
+    sh: &Shared,
+    rb: reqwest::RequestBuilder,
+    attempt: Option<&Attempt>,
+) -> Result<(reqwest::Response, Vec<u8>), (UpstreamFailure, bool)> {
     let secs = sh.timeout.as_secs_f64();
-    let mut resp = match tokio::time::timeout(sh.timeout, rb.send()).await {
+    let send = rb.send().instrument(attempt.map_or_else(Span::none, |a| a.span.clone()));
+    let mut resp = match tokio::time::timeout(sh.timeout, send).await {
         Err(_) => return Err((UpstreamFailure::timeout(secs), true)),
         Ok(Err(e)) => return Err((failure(e, secs), true)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
+    if let Some(a) = &attempt {
+        trace::attempt_status(&a.span, status);
+    }
     if !(200..300).contains(&status) {
         return Err((UpstreamFailure::status(status), retryable(status)));
     }
@@ -387,8 +432,11 @@ async fn open_stream(sh: &Shared, rb: reqwest::RequestBuilder) -> Result<(reqwes
     Ok((resp, first))
 }
 
-async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant) {
-    match open_stream(&sh, request(&sh, &f)).await {
+async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant, attempt: Option<Attempt>) {
+    let tp = attempt.as_ref().and_then(|a| a.traceparent.as_deref());
+    let opened = open_stream(&sh, request(&sh, &f, tp), attempt.as_ref()).await;
+    drop(attempt);
+    match opened {
         Err((fail, _)) => sh.fail(token, fail, f.audit, t0),
         Ok((resp, first)) => relay(sh, token, f, resp, first, rid, t0).await,
     }
@@ -399,29 +447,37 @@ fn retryable(status: u16) -> bool {
     status == 429 || status >= 500
 }
 
-fn target_request(sh: &Shared, t: gatewaylab_core::pipeline::Target) -> reqwest::RequestBuilder {
+fn target_request(sh: &Shared, t: gatewaylab_core::pipeline::Target, traceparent: Option<&str>) -> reqwest::RequestBuilder {
     let mut rb = sh.client.post(&t.url).body(t.body);
     for (k, v) in &t.headers {
         rb = rb.header(k.as_str(), v.as_str());
+    }
+    if let Some(tp) = traceparent {
+        rb = rb.header("traceparent", tp);
     }
     rb
 }
 
 /// A request to a model group: each attempt goes where the router says (docs/router.md).
-async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: String, t0: Instant) {
+/// `traced`: each attempt gets its own attempt span (numbered from 1) and `traceparent`.
+async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: String, t0: Instant, traced: bool) {
     let router = sh.router.as_ref().expect("routed requests have a router");
     let secs = sh.timeout.as_secs_f64();
     let clock = || sh.epoch.elapsed().as_nanos() as u64;
     let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
     let tokens = (body.len() as u64 + 3) / 4;
     let (sh2, f2, body2) = (&sh, &f, &body);
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let attempts = &attempts;
     if f.stream {
         let send = |group: String, index: usize| async move {
             let t = match sh2.pipeline.target(&group, index, f2, body2) {
                 Err(fail) => return (Outcome::Fail, Err(fail)),
                 Ok(t) => t,
             };
-            match open_stream(sh2, target_request(sh2, t)).await {
+            let attempt = traced.then(|| Attempt::begin(attempts.fetch_add(1, Relaxed) + 1, &t.url));
+            let tp = attempt.as_ref().and_then(|a| a.traceparent.clone());
+            match open_stream(sh2, target_request(sh2, t, tp.as_deref()), attempt.as_ref()).await {
                 Ok(opened) => (Outcome::Ok, Ok(opened)),
                 Err((fail, retry)) => (if retry { Outcome::Fail } else { Outcome::Ok }, Err(fail)),
             }
@@ -438,13 +494,20 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
             Err(fail) => return (Outcome::Fail, Err(fail)),
             Ok(t) => t,
         };
-        let rb = target_request(sh2, t);
+        let attempt = traced.then(|| Attempt::begin(attempts.fetch_add(1, Relaxed) + 1, &t.url));
+        let tp = attempt.as_ref().and_then(|a| a.traceparent.clone());
+        let rb = target_request(sh2, t, tp.as_deref());
         let exchange = async {
             let r = rb.send().await?;
             let status = r.status().as_u16();
             Ok::<_, reqwest::Error>((status, r.bytes().await?))
         };
-        match tokio::time::timeout(sh2.timeout, exchange).await {
+        let exchange = exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+        let result = tokio::time::timeout(sh2.timeout, exchange).await;
+        if let (Some(a), Ok(Ok((status, _)))) = (&attempt, &result) {
+            trace::attempt_status(&a.span, *status);
+        }
+        match result {
             Err(_) => (Outcome::Fail, Err(UpstreamFailure::timeout(secs))),
             Ok(Err(e)) => (Outcome::Fail, Err(failure(e, secs))),
             Ok(Ok((status, b))) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, b))),
@@ -560,7 +623,7 @@ impl PyRsCore {
 #[pymethods]
 impl PyRsCore {
     #[new]
-    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, ack = "background"))]
+    #[pyo3(signature = (config_json, ledger_dir, fsync = "group", group_delay_ms = 2.0, timeout_s = 30.0, pool = 256, id_prefix = "req-", workers = 1, ledger_delay_ms = 0.0, ack = "background", tracing = "off", tracing_endpoint = "http://127.0.0.1:4318/v1/traces"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -574,6 +637,8 @@ impl PyRsCore {
         workers: usize,
         ledger_delay_ms: f64,
         ack: &str,
+        tracing: &str,
+        tracing_endpoint: &str,
     ) -> PyResult<Self> {
         let _c = entry!("rs_core.new");
         guard(|| {
@@ -593,6 +658,9 @@ impl PyRsCore {
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| invalid_input(format!("RsCore: timeout_s must be a positive number of seconds, got {timeout_s}")))?;
+            // before the runtime: the OTLP exporter's blocking client must not start inside it
+            let mode = trace::Mode::parse(tracing).map_err(invalid_input)?;
+            let tracer = trace::Tracer::new(mode, tracing_endpoint, "gatewaylab", 200).map_err(invalid_input)?;
             let client = crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
                 .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -627,6 +695,7 @@ impl PyRsCore {
                 completed: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
                 durable,
+                tracer,
             });
             runtime.spawn(dispatcher(Arc::clone(&shared)));
             Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
@@ -791,6 +860,9 @@ impl PyRsCore {
                 if let Some(rt) = rt {
                     rt.shutdown_timeout(Duration::from_secs(5));
                 }
+                if let Some(t) = &self.shared.tracer {
+                    t.shutdown(); // export what the finished requests recorded
+                }
                 self.shared.ledger.drain()
             });
             r.map_err(|e| crate::errors::wal_error(format!("audit ledger drain failed: {e}")))
@@ -827,7 +899,7 @@ mod tests {
             "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
         });
         Python::attach(|py| {
-            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0, "background").unwrap()
+            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0, "background", "off", trace::DEFAULT_ENDPOINT).unwrap()
         })
     }
 

@@ -82,6 +82,8 @@ pub struct Gateway {
     unit: Option<Unit>,
     /// The router (docs/router.md), when the config has groups; its clock is `started`.
     router: Option<std::sync::Mutex<Router>>,
+    /// None with tracing off (nothing initialised; requests run as before)
+    tracer: Option<gatewaylab_trace::Tracer>,
 }
 
 /// A failure the router retries: 429, 5xx (timeouts and connection errors too).
@@ -280,7 +282,9 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
 }
 
 impl Gateway {
-    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum) -> Result<Self, String> {
+    /// `tracer`: built by `run` before the runtime starts (the OTLP exporter's blocking
+    /// client must not be created inside it); None with tracing off.
+    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum, tracer: Option<gatewaylab_trace::Tracer>) -> Result<Self, String> {
         let pipeline = Pipeline::new(&pipeline_config(&cfg))?;
         let router = match &cfg.router {
             None => None,
@@ -334,6 +338,7 @@ impl Gateway {
             id_prefix,
             started: Instant::now(),
             router,
+            tracer,
         })
     }
 
@@ -342,8 +347,23 @@ impl Gateway {
         let t0 = Instant::now();
         let resp = if path == CHAT && req.method() == Method::POST {
             match self.admit() {
-                Some(permit) => self.chat(req, t0, permit).await,
                 None => self.shed(),
+                Some(permit) => {
+                    let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
+                    // a sampled request runs in its span under the tracer; any other as without tracing
+                    let traced = self.tracer.as_ref().and_then(|t| {
+                        let pairs: Vec<(&[u8], &[u8])> =
+                            req.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+                        t.request_span(&pairs, &rid, "rs-server").map(|span| (span, t.dispatch.clone()))
+                    });
+                    match traced {
+                        None => self.chat(req, t0, permit, rid, false).await,
+                        Some((span, dispatch)) => {
+                            use gatewaylab_trace::{Instrument, WithSubscriber};
+                            self.chat(req, t0, permit, rid, true).instrument(span).with_subscriber(dispatch).await
+                        }
+                    }
+                }
             }
         } else {
             self.other(req, &path).await
@@ -491,7 +511,9 @@ impl Gateway {
         self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
     }
 
-    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant, permit: InFlight) -> Response<GwBody> {
+    /// `traced`: this runs inside the request's span (native/trace), under the gateway's tracer;
+    /// `permit`: its place among the requests in flight (held until the answer, or the relay, ends).
+    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant, permit: InFlight, rid: String, traced: bool) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
         let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
@@ -499,15 +521,21 @@ impl Gateway {
         };
         let pairs: Vec<(&[u8], &[u8])> =
             parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
-        let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
         let mono_ns = self.started.elapsed().as_nanos() as i128;
         let ctx = Context { time_ns: unix_ns(), mono_ns, request_id: &rid };
         let request = pipeline::Request { method: "POST", path: CHAT, headers: &pairs, body: &body };
         let decision = self.pipeline.decide(&request, &ctx);
         let t1 = Instant::now();
         self.metrics.observe("decide", t1.duration_since(t0).as_nanos() as u64);
-        let fwd = match decision {
-            Decision::Reject(r) => {
+        let trace_id = if traced { gatewaylab_trace::current_trace_id() } else { None };
+        let stamp = |audit: &mut Option<AuditMaterial>| {
+            if let (Some(a), Some(id)) = (audit.as_mut(), trace_id.as_ref()) {
+                a.trace_id = id.clone();
+            }
+        };
+        let mut fwd = match decision {
+            Decision::Reject(mut r) => {
+                stamp(&mut r.audit);
                 if r.code == "waf_blocked" {
                     self.metrics.incr("waf_blocks");
                 }
@@ -519,6 +547,7 @@ impl Gateway {
             }
             Decision::Forward(f) => f,
         };
+        stamp(&mut fwd.audit);
         if self.sidecar.is_some() {
             if let Some((status, code, message)) =
                 run_plugins(&self.metrics, self.sidecar.as_ref(), &fwd.key_id, &fwd.public_model, &body).await
@@ -529,13 +558,28 @@ impl Gateway {
             }
         }
         if self.router.is_some() && self.pipeline.is_routed(&fwd) {
-            return self.routed(fwd, body, t0, rid).await;
+            return self.routed(fwd, body, t0, rid, permit, traced).await;
         }
+        // a traced request's forward stage and its one upstream attempt (routed: one per attempt)
+        let attempt = traced.then(|| gatewaylab_trace::Attempt::begin(1, &fwd.url));
+        if let Some(tp) = attempt.as_ref().and_then(|a| a.traceparent.clone()) {
+            fwd.headers.push(("traceparent".to_string(), tp));
+        }
+        let attempt_span = attempt.as_ref().map_or_else(tracing_span_none, |a| a.span.clone());
         if fwd.stream {
-            return self.stream(fwd, t0, rid, permit).await;
+            use gatewaylab_trace::Instrument;
+            return self.stream(fwd, t0, rid, permit).instrument(attempt_span).await;
         }
         let t2;
-        let result = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
+        let sent = {
+            use gatewaylab_trace::Instrument;
+            let post = self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone()));
+            post.instrument(attempt_span).await
+        };
+        if let (Some(a), Ok(r)) = (&attempt, &sent) {
+            gatewaylab_trace::attempt_status(&a.span, r.status().as_u16());
+        }
+        let result = match sent {
             Err(f) => Err(failure(f, self.upstream.timeout())),
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -573,7 +617,8 @@ impl Gateway {
         resp
     }
 
-    /// A stream that failed before its first byte: a whole error answer, audited as one.
+    /// A stream that failed before its first byte (or a routed request that failed): a whole
+    /// error answer, audited as one.
     async fn stream_failed(self: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure, t0: Instant) -> Response<GwBody> {
         self.metrics.incr("upstream_errors");
         let out = f.body();
@@ -592,6 +637,10 @@ impl Gateway {
             Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
         let status = resp.status().as_u16();
+        if self.tracer.is_some() {
+            // inside the attempt span when traced (chat instruments this call with it)
+            gatewaylab_trace::attempt_status(&gatewaylab_trace::Span::current(), status);
+        }
         let mut up = resp.into_body();
         if !(200..300).contains(&status) {
             let _ = self.upstream.collect(&mut up).await;
@@ -601,38 +650,51 @@ impl Gateway {
             Ok(c) => c,
             Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
-        self.relay(fwd, up, first, t0, rid)
-    }
-
-    /// The answer for a failed request (counted, audited).
-    fn failed(self: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure, t0: Instant) -> Response<GwBody> {
-        self.metrics.incr("upstream_errors");
-        let out = f.body();
-        let mut r = json_response(f.status, out.clone());
-        self.audit_after_send(&mut r, fwd.audit, f.status, out, t0);
-        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
-        r
+        self.relay(fwd, up, first, t0, rid, permit)
     }
 
     /// A request to a model group: each attempt goes where the router says (docs/router.md);
-    /// a stream is retried only until its first chunk.
-    async fn routed(self: &Arc<Self>, fwd: Forwarding, body: Bytes, t0: Instant, rid: String) -> Response<GwBody> {
+    /// a stream is retried only until its first chunk. `traced`: one attempt span per attempt.
+    async fn routed(
+        self: &Arc<Self>,
+        fwd: Forwarding,
+        body: Bytes,
+        t0: Instant,
+        rid: String,
+        permit: InFlight,
+        traced: bool,
+    ) -> Response<GwBody> {
         let router = self.router.as_ref().expect("routed requests have a router");
         let timeout = self.upstream.timeout();
         let clock = || self.started.elapsed().as_nanos() as u64;
         let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
         let tokens = (body.len() as u64 + 3) / 4;
         let (f2, b2) = (&fwd, &body);
+        let attempts = AtomicU64::new(0);
+        let attempts = &attempts;
         let open = |group: String, index: usize| async move {
-            let t = match self.pipeline.target(&group, index, f2, b2) {
+            let mut t = match self.pipeline.target(&group, index, f2, b2) {
                 Err(f) => return (Outcome::Fail, Err(f)),
                 Ok(t) => t,
             };
-            let resp = match self.upstream.post(&t.url, &t.headers, Bytes::from(t.body)).await {
+            let n = attempts.fetch_add(1, Relaxed) as u32 + 1;
+            let attempt = traced.then(|| gatewaylab_trace::Attempt::begin(n, &t.url));
+            if let Some(tp) = attempt.as_ref().and_then(|a| a.traceparent.clone()) {
+                t.headers.push(("traceparent".to_string(), tp));
+            }
+            let post = {
+                use gatewaylab_trace::Instrument;
+                let span = attempt.as_ref().map_or_else(tracing_span_none, |a| a.span.clone());
+                self.upstream.post(&t.url, &t.headers, Bytes::from(t.body)).instrument(span)
+            };
+            let resp = match post.await {
                 Ok(r) => r,
                 Err(f) => return (Outcome::Fail, Err(failure(f, timeout))),
             };
             let status = resp.status().as_u16();
+            if let Some(a) = &attempt {
+                gatewaylab_trace::attempt_status(&a.span, status);
+            }
             let mut up = resp.into_body();
             if !f2.stream || !(200..300).contains(&status) {
                 // a JSON answer, or a stream refused with a status: read the body either way
@@ -652,11 +714,11 @@ impl Gateway {
             Ok(Some(r)) => r,
         };
         match result {
-            Err(f) => self.failed(fwd, f, t0),
-            Ok((_, Some((up, first)), _)) => self.relay(fwd, up, first, t0, rid),
-            Ok((status, None, _)) if fwd.stream => self.failed(fwd, UpstreamFailure::status(status), t0),
+            Err(f) => self.stream_failed(fwd, f, t0).await,
+            Ok((_, Some((up, first)), _)) => self.relay(fwd, up, first, t0, rid, permit),
+            Ok((status, None, _)) if fwd.stream => self.stream_failed(fwd, UpstreamFailure::status(status), t0).await,
             Ok((status, None, b)) => match self.pipeline.respond(&fwd, status, &b) {
-                Err(f) => self.failed(fwd, f, t0),
+                Err(f) => self.stream_failed(fwd, f, t0).await,
                 Ok((status, out, _)) => {
                     let mut r = json_response(status, out.clone());
                     if status == 200 {
@@ -664,7 +726,7 @@ impl Gateway {
                             r.headers_mut().insert("x-request-id", v);
                         }
                     }
-                    self.audit_after_send(&mut r, fwd.audit, status, out, t0);
+                    let r = self.finish(r, fwd.audit, status, out, t0).await;
                     self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
                     r
                 }
@@ -673,7 +735,15 @@ impl Gateway {
     }
 
     /// Relay an upstream stream whose first chunk is in, adapting each chunk as it arrives.
-    fn relay(self: &Arc<Self>, fwd: Forwarding, mut up: Incoming, first: Option<Bytes>, t0: Instant, rid: String) -> Response<GwBody> {
+    fn relay(
+        self: &Arc<Self>,
+        fwd: Forwarding,
+        mut up: Incoming,
+        first: Option<Bytes>,
+        t0: Instant,
+        rid: String,
+        permit: InFlight,
+    ) -> Response<GwBody> {
         let timeout = self.upstream.timeout();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_BUFFER);
         let gw = self.clone();
@@ -1110,7 +1180,14 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Build the gateway, bind, announce, serve until SIGTERM/SIGINT, drain the audit queue.
+fn tracing_span_none() -> gatewaylab_trace::Span {
+    gatewaylab_trace::Span::none()
+}
+
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
+    // before the runtime: the OTLP exporter's blocking HTTP client must not start inside it
+    let tracer = gatewaylab_trace::Tracer::new(cfg.tracing, &cfg.tracing_endpoint, "gatewaylab", 200)?;
+    let tracer_at_exit = tracer.clone();
     let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
     let result = rt.block_on(async move {
         let cannot = |e: std::io::Error| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e);
@@ -1156,7 +1233,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             drain_timeout: Duration::from_secs(30),
             head_check: Some(Arc::new(raw_head_check)),
         };
-        let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum)?);
+        let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum, tracer)?);
         if let Some(unit) = gw.unit.as_ref() {
             // a worker of a unit: its peers reach its shard here (bound before it announces)
             let listener = unit.bind()?;
@@ -1203,6 +1280,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         served.and(drained)
     });
     rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(t) = tracer_at_exit {
+        t.shutdown(); // export what the last requests recorded
+    }
     result
 }
 

@@ -5,7 +5,7 @@
 //!                   [--host 127.0.0.1] [--port 8000] [--threads N]
 //!                   [--stages all|none|LIST] [--audit on|off] [--python EXE]
 //!                   [--float-sum plain|neumaier] [--ack background|durable]
-//!                   [--max-in-flight N]
+//!                   [--max-in-flight N] [--tracing off|on|sampled:R] [--tracing-endpoint URL]
 //!                   [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]
 //! ```
 //!
@@ -48,11 +48,14 @@ pub struct Options {
     pub unit_dir: Option<String>,
     /// the unit's ledger layout: "single" or "sharded" (this worker writes shard K)
     pub ledger_layout: Option<String>,
+    /// overrides the config's `tracing.mode` / `tracing.endpoint`
+    pub tracing: Option<gatewaylab_trace::Mode>,
+    pub tracing_endpoint: Option<String>,
 }
 
 const USAGE: &str = "usage: gatewaylab-server (--config FILE | --upstream URL --api-key KEY) [--ledger DIR] \
 [--host H] [--port P] [--threads N] [--stages all|none|LIST] [--audit on|off] [--python EXE] [--float-sum plain|neumaier] \
-[--ack background|durable] [--max-in-flight N] [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]";
+[--ack background|durable] [--max-in-flight N] [--tracing off|on|sampled:R] [--tracing-endpoint URL] [--reuse-port --worker K/N --unit-dir DIR [--ledger-layout single|sharded]]";
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
@@ -73,6 +76,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         worker: None,
         unit_dir: None,
         ledger_layout: None,
+        tracing: None,
+        tracing_endpoint: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -149,6 +154,11 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                 }
                 o.ledger_layout = Some(v);
             }
+            "--tracing" => {
+                let v = value()?;
+                o.tracing = Some(gatewaylab_trace::Mode::parse(&v).map_err(|e| format!("--{e}"))?);
+            }
+            "--tracing-endpoint" => o.tracing_endpoint = Some(value()?),
             other => return Err(format!("{other}: unknown argument\n{USAGE}")),
         }
     }
@@ -185,6 +195,12 @@ pub fn build_config(o: &mut Options) -> Result<Config, String> {
     }
     if let Some(n) = o.max_in_flight {
         cfg.max_in_flight = n;
+    }
+    if let Some(t) = o.tracing {
+        cfg.tracing = t;
+    }
+    if let Some(e) = &o.tracing_endpoint {
+        cfg.tracing_endpoint = e.clone();
     }
     Ok(cfg)
 }

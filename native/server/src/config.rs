@@ -25,7 +25,7 @@ pub const COMPONENTS: &[&str] =
     &["hash", "record", "entropy", "mmr", "wal", "auth", "waf", "ratelimit", "adapter", "forwarder", "router"];
 const TOP: &[&str] = &[
     "audit", "background", "impl", "keys", "ledger", "limits", "mode", "model_list", "passthrough", "plugins",
-    "router", "server", "shell", "stages", "waf",
+    "router", "server", "shell", "stages", "tracing", "waf",
 ];
 /// gateway.pipeline.STAGES, in its order
 pub const STAGES: &[&str] = &["auth", "parse", "waf", "ratelimit", "adapter"];
@@ -97,6 +97,10 @@ pub struct Config {
     /// The router twins' config (gateway.router.router_config's JSON), when a model has a
     /// group or the config has a `router:` section.
     pub router: Option<serde_json::Value>,
+    /// `tracing.mode` (gateway/tracing.py, native/trace)
+    pub tracing: gatewaylab_trace::Mode,
+    /// `tracing.endpoint`: the OTLP/HTTP traces URL
+    pub tracing_endpoint: String,
 }
 
 pub type Result<T> = std::result::Result<T, String>;
@@ -558,6 +562,7 @@ use sharded"
     str_one_of(d, "server", "", "uvicorn", SERVERS)?;
     let audit = get(d, "audit", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(true);
     let plugins = plugins(mapping(d, "plugins", "", &empty)?)?;
+    let (tracing, tracing_endpoint) = tracing(mapping(d, "tracing", "", &empty)?)?;
     Ok(Config {
         models,
         passthrough,
@@ -580,7 +585,36 @@ use sharded"
         plugins,
         deployments,
         router,
+        tracing,
+        tracing_endpoint,
     })
+}
+
+/// `tracing: {mode: off|on|sampled:R, endpoint: URL}` (gateway/config.py checks the same).
+fn tracing(t: &Mapping) -> Result<(gatewaylab_trace::Mode, String)> {
+    let mut unknown: Vec<String> = t.keys().map(|k| k.as_str().map_or_else(|| py_repr(k), str::to_string))
+        .filter(|k| k != "mode" && k != "endpoint").collect();
+    unknown.sort();
+    if let Some(u) = unknown.first() {
+        return Err(format!("tracing.{u}: unknown field; known: endpoint, mode"));
+    }
+    let mode = match t.get("mode") {
+        None => gatewaylab_trace::Mode::Off,
+        Some(Value::Bool(b)) => if *b { gatewaylab_trace::Mode::On } else { gatewaylab_trace::Mode::Off },
+        Some(Value::String(s)) => gatewaylab_trace::Mode::parse(s).map_err(|e| format!("tracing.mode: {}", e.trim_start_matches("tracing: ")))?,
+        Some(other) => return Err(format!("tracing.mode: expected off, on or sampled:R with 0 <= R <= 1, got {}", py_repr(other))),
+    };
+    let endpoint = match get(t, "endpoint", "tracing.", Ty::Str)? {
+        None => gatewaylab_trace::DEFAULT_ENDPOINT.to_string(),
+        Some(v) => {
+            let s = v.as_str().expect("checked");
+            if !(s.starts_with("http://") || s.starts_with("https://")) {
+                return Err(format!("tracing.endpoint: expected an http(s) URL, got {}", py_str(s)));
+            }
+            s.to_string()
+        }
+    };
+    Ok((mode, endpoint))
 }
 
 /// gateway.pipeline.parse_stages: `all` | `none` | names -> the enabled stages, in order.
