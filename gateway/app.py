@@ -457,6 +457,7 @@ class Gateway(GatewayBase):
             return status, body
         finally:
             tr.attempt_done(span, status)
+            tr.forward_done()
 
     async def _finish(self, resp: Response, audit, t0: int) -> Response:
         ts = _perf()
@@ -490,9 +491,11 @@ class Gateway(GatewayBase):
             self.metrics.counters["upstream_errors"] += 1
             if tr is not None:
                 tr.attempt_done(span, e.status if isinstance(e, UpstreamStatusError) else None)
+                tr.forward_done()
             return await self._finish(error(e.http_status, str(e), e.code), fwd.audit, t0)
         if tr is not None:
             tr.attempt_done(span, 200)
+            tr.forward_done()
         return StreamResponse(self._relay(fwd, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())])
 
     async def _relay(self, fwd: Forwarding, first: bytes, agen, t0: int):

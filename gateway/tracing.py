@@ -165,9 +165,13 @@ class RequestTrace:
                 span.set_attribute("http.status_code", status)
             span.end()
 
-    def end(self) -> None:
-        """The answer is ready (for a stream: its head and first chunk)."""
+    def forward_done(self) -> None:
+        """The forward stage is over (its last attempt has ended)."""
         if self._forward is not None:
             self._forward.end()
             self._forward = None
+
+    def end(self) -> None:
+        """The answer is ready (for a stream: its head and first chunk)."""
+        self.forward_done()
         self.span.end()
