@@ -19,14 +19,52 @@ from gateway.errors import (UpstreamError, UpstreamMalformed, UpstreamStatusErro
                             UpstreamUnavailable)
 
 
+_SINGLE_DOT = {".", "%2e"}
+_DOUBLE_DOT = {"..", ".%2e", "%2e.", "%2e%2e"}
+
+
+def without_dot_segments(url: str) -> str:
+    """`url` with its path's dot segments resolved the way the WHATWG URL parser (and so the
+    Rust twin's reqwest) does: `.` (or `%2e`) is dropped, `..` (or `.%2e`, `%2e.`, `%2e%2e`,
+    any case) drops the segment before it, and either one last leaves the path ending in `/`
+    (`/a/.` -> `/a/`, `/a/b/..` -> `/a/`). Everything else goes as given."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    end = min((i for i in (tail.find("?"), tail.find("#")) if i >= 0), default=len(tail))
+    path, after = tail[:end], tail[end:]
+    if not path.startswith("/"):
+        return url
+    segments = path[1:].split("/")
+    if not any(seg.lower() in _SINGLE_DOT or seg.lower() in _DOUBLE_DOT for seg in segments):
+        return url
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        low = seg.lower()
+        if low in _DOUBLE_DOT:
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif low in _SINGLE_DOT:
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return f"{scheme}://{authority}/" + "/".join(out) + after
+
+
 class Forwarder:
     """Forwarder(timeout_s=30.0, pool=256, connect_timeout_s=5.0). The session is created
     lazily on first use so that it binds to the running loop."""
 
     def __init__(self, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0):
-        # URLs go upstream exactly as given (`URL(url, encoded=True)`): yarl would otherwise
-        # re-escape or decode parts of them (`%2F` in a query became `/`), which the Rust twin
-        # does not do.
+        # URLs go upstream as given (`URL(url, encoded=True)`): yarl would otherwise re-escape
+        # or decode parts of them (`%2F` in a query became `/`), which the Rust twin does not
+        # do; only dot segments are resolved first, as the Rust twin's URL parser resolves them.
         # send(): the whole exchange within timeout_s; stream(): no gap between chunks longer
         # than timeout_s (a long stream may take longer in total).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
@@ -42,12 +80,13 @@ class Forwarder:
                                         enable_cleanup_closed=False)
             s = self._session = aiohttp.ClientSession(
                 connector=conn, timeout=self._timeout, auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
         return s
 
     async def send(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
         try:
-            async with self._client().post(URL(url, encoded=True), data=body, headers=headers) as r:
+            async with self._client().post(URL(without_dot_segments(url), encoded=True), data=body,
+                                           headers=headers) as r:
                 return r.status, await r.read()
         except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream timed out after {self._total:g}s") from e
@@ -56,7 +95,7 @@ class Forwarder:
 
     async def stream(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
         try:
-            async with self._client().post(URL(url, encoded=True), data=body, headers=headers,
+            async with self._client().post(URL(without_dot_segments(url), encoded=True), data=body, headers=headers,
                                            timeout=self._stream_timeout) as r:
                 if not 200 <= r.status < 300:
                     raise UpstreamStatusError(r.status, await r.read())
