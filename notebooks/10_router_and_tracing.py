@@ -54,11 +54,13 @@ SIZES = {
     "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=8, duration_s=3.0, warmup_s=0.5, repeat=3,
                  study_rungs=["py", "rs-server"], strategies=["simple-shuffle", "least-busy", "latency-based"],
                  fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-                 allowed_fails=3, cooldown_ms=500, dead_s=2.0, after_s=1.5, book_n=20000),
+                 allowed_fails=3, cooldown_ms=500, dead_s=2.0, after_s=1.5, book_n=20000,
+                 trace_concurrency=8, trace_repeat=5),
     "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=4, duration_s=0.3, warmup_s=0.1, repeat=1,
                study_rungs=["rs-server"], strategies=["simple-shuffle", "latency-based"],
                fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-               allowed_fails=3, cooldown_ms=300, dead_s=0.6, after_s=0.6, book_n=2000),
+               allowed_fails=3, cooldown_ms=300, dead_s=0.6, after_s=0.6, book_n=2000,
+               trace_concurrency=4, trace_repeat=1),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -233,7 +235,35 @@ fig_cool
 # %% [markdown]
 # ## Tracing
 #
-# *Placeholder: the lead fills this section in after merging the tracing branch (issue 15, tracing half).*
+# What OpenTelemetry spans cost per request on each rung (`--tracing off`, `sampled:0.1`,
+# `on`), against the same rung untraced in the same repeat. The Python rungs use the
+# OpenTelemetry SDK, the Rust rungs `tracing` with an OTLP exporter (docs/tracing.md); spans go
+# over OTLP/HTTP to the harness's local receiver (`harness.otlp`), which counts them. **Closed
+# loop**, CPU **exact** (/proc); ratios per repeat, median [min–max].
+
+# %%
+from harness.tracing_study import tracing_cost
+tstudy = tracing_cost(modes=S["rungs"], tracing=("off", "sampled:0.1", "on"), concurrency=S["trace_concurrency"],
+                      profile="xeon-4c", duration_s=S["duration_s"],
+                      warmup_s=S["warmup_s"], repeat=S["trace_repeat"], out=run.path, name="tracing")
+run.write_table("tracing_cells", tstudy.run.table)
+run.write_table("tracing", tstudy.table)
+display(Markdown(tstudy.markdown()))
+
+# %%
+fig_tracing = tstudy.figure("cpu_us_per_req")
+fig_tracing
+
+# %%
+for rung in S["rungs"]:
+    for mode in ("sampled:0.1", "on"):
+        r = tstudy.table[(tstudy.table["mode"] == rung) & (tstudy.table["tracing"] == mode)]
+        if len(r):
+            r = r.iloc[0]
+            tag = rung.replace("+", "").replace("-", "")
+            METRICS[f"tracing_{mode.split(':')[0]}_cpu_ratio_{tag}"] = metric(
+                r["cpu_us_per_req_ratio"], r["cpu_us_per_req_ratio_min"], r["cpu_us_per_req_ratio_max"],
+                desc=f"CPU µs/request with tracing {mode} / off on {rung}")
 
 # %% [markdown]
 # ## What this says
@@ -273,6 +303,11 @@ text = (
                f"({c['allowed_fails']} failed attempts, every one retried: {c['client_errors']} client errors) and back "
                f"{c['back_after_restart_s']:.3f} s after its restart." for c in cool
                if c["out_after_s"] is not None and c["back_after_restart_s"] is not None)
+    + " Tracing every request multiplies the gateway's CPU per request by "
+    + ", ".join(f"{t.cpu_us_per_req_ratio:.2f}x on `{t.mode}`" for t in tstudy.table[tstudy.table["tracing"] == "on"].itertuples())
+    + "; sampling one request in ten, by "
+    + ", ".join(f"{t.cpu_us_per_req_ratio:.2f}x" for t in tstudy.table[tstudy.table["tracing"] == "sampled:0.1"].itertuples())
+    + " (same order)."
 )
 display(Markdown(text))
 run.write_json("closing.json", {"text": text})
@@ -291,10 +326,11 @@ for name, (df, caption) in {
         "slow_deployment": (slow_table, "One of four deployments turns slow: traffic share and client latency per strategy"),
         "failing_deployment": (fail_table, "Retries against a deployment failing at 5/20/50%: client errors, p99, upstream load"),
         "cooldown": (cool_table, "Cooldown: seconds from a kill until the deployment is out, and from its restart until it is back"),
+        "tracing_cost": (tstudy.table, "What tracing costs per request, per rung: off, sampled:0.1 and on, as ratios to off"),
 }.items():
     blog.table(name, df, caption)
 for name, fig in {"router_cost": fig_cost, "slow_deployment": fig_slow, "failing_deployment": fig_fail,
-                  "cooldown": fig_cool}.items():
+                  "cooldown": fig_cool, "tracing_cost": fig_tracing}.items():
     blog.figure(name, fig)
 written = blog.write()
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
