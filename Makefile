@@ -88,7 +88,7 @@ API_FUZZ_EXAMPLES ?= 200
 api-fuzz: dev
 	$(PY) -m harness.api_fuzz --examples $(API_FUZZ_EXAMPLES)
 
-test: dev peers test-rust test-fuzz test-py test-notebooks
+test: dev peers test-rust test-fuzz test-py test-bundle test-notebooks
 
 demo: dev
 	$(PY) -m harness.demo
