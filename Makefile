@@ -61,8 +61,8 @@ test-notebooks: dev
 	$(PY) -m harness.notebooks --profile ci
 
 # The bundle round trip (docs/bundle.md): build a bundle, install it into a fresh venv offline
-# (--no-index), sweep from it without pandas, import the raw results. About 2 minutes, so not in
-# `make test` (whose tests cover the raw sweep without pandas and the import); prints its timings.
+# (--no-index), sweep from it without pandas, import the raw results; about 1-2 minutes, part of
+# `make test` (plain pytest leaves it out: it is marked `bundle`); prints its timings.
 test-bundle: dev
 	$(PY) -m pytest -q -s -m bundle tests/harness/test_bundle_roundtrip.py
 
