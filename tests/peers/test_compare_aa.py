@@ -73,12 +73,12 @@ def test_a_swing_the_direct_baseline_shows_too_is_the_machine_not_the_gateway():
 
 
 def test_a_slower_gateway_on_a_steady_machine_is_flagged():
-    (a, ba), (b, bb) = _run(1.0, 1.0), _run(1.3, 1.0)
+    (a, ba), (b, bb) = _run(1.0, 1.0), _run(2.0, 1.0)  # half the throughput: beyond rps's A/A threshold
     verdicts, per_cell = compare_tables(a, b, base_a=ba, base_b=bb)
     assert {v.metric: v for v in verdicts}["rps"].verdict == "worse"
     rps = per_cell[per_cell["metric"] == "rps"]
     assert rps["direct_ratio"].tolist() == pytest.approx([1.0] * 3)
-    assert rps["norm_ratio"].tolist() == pytest.approx([1 / 1.3] * 3)
+    assert rps["norm_ratio"].tolist() == pytest.approx([1 / 2.0] * 3)
 
 
 def test_pool_repeats_renumbers_each_runs_repeats():
@@ -99,11 +99,43 @@ def test_compare_pools_comma_separated_runs_per_side(tmp_path, capsys):
         return str(run.path)
 
     a = [write(f"a{i}", 1.0, 1.0) for i in range(3)]
-    b = [write(f"b{i}", 1.4, 1.0) for i in range(3)]
+    b = [write(f"b{i}", 2.0, 1.0) for i in range(3)]
     assert cli_main(["compare", a[0], b[0]]) == 0  # one repeat a side: nothing can be flagged
     assert "0 metric(s) flagged" in capsys.readouterr().out
     assert cli_main(["compare", ",".join(a), ",".join(b), "--fail-on-regression"]) == 1
     assert "rps worse" in capsys.readouterr().out
+
+
+def test_factors_are_derived_from_the_recorded_aa_study():
+    """compare's thresholds are the A/A spread of the recorded study, by the one rule."""
+    import json
+    from pathlib import Path
+
+    from harness.aa import derive_factors
+    from harness.stats import FACTORS, METRICS
+
+    study = json.loads((Path(__file__).resolve().parents[2] / "data" / "aa" / "20261201-interleaved.json").read_text())
+    assert len(study["aa"]) >= 20 and study["protocol"] == "interleaved"
+    assert FACTORS == derive_factors(study)
+    assert set(FACTORS) == set(METRICS)
+    # every recorded A/A move of every metric stays inside its threshold
+    for rec in study["aa"]:
+        for m, f in rec["factors"].items():
+            assert 1 / FACTORS[m] < f < FACTORS[m], (rec["pair"], m, f)
+
+
+def test_the_pooled_test_catches_what_one_cell_cannot():
+    """Three cells of 3 v 3 repeats, each moved 1.3x with overlapping ranges in each cell: no
+    cell is significant on its own, the pooled repeats are."""
+    def cells(scale):
+        return schema.frame("cells", [dict(mode="py+rs", switches="", shell="asgi", route="chat", concurrency=c,
+                                           repeat=r, status="ok", loop="closed",
+                                           cpu_us_per_req=100.0 * scale * (1.0, 1.25, 0.8)[r])
+                                      for c in (4, 8, 16) for r in range(3)])
+    verdicts, per_cell = compare_tables(cells(1.0), cells(1.3))
+    cpu = {v.metric: v for v in verdicts}["cpu_us_per_req"]
+    assert set(per_cell[per_cell["metric"] == "cpu_us_per_req"]["flag"]) == {"same"}
+    assert cpu.verdict == "worse" and cpu.factor == pytest.approx(1.3)
 
 
 def test_compare_a_folder_without_a_table_is_one_line(tmp_path, capsys):
