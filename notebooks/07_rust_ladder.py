@@ -63,9 +63,11 @@ from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, f
 NOTEBOOK = "07_rust_ladder"
 SIZES = {
     "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="xeon-4c",
-                 duration_s=5.0, warmup_s=1.0, repeat=3, gov_concurrency=[16], plugin_concurrency=[1, 16]),
+                 duration_s=5.0, warmup_s=1.0, repeat=3, gov_concurrency=[16], plugin_concurrency=[1, 16],
+                 ack_rungs=["py", "py+rs", "rs-core", "rs-server"], ack_concurrency=[1, 16]),
     "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="ci-2c",
-               duration_s=1.5, warmup_s=0.5, repeat=1, gov_concurrency=[16], plugin_concurrency=[1]),
+               duration_s=1.5, warmup_s=0.5, repeat=1, gov_concurrency=[16], plugin_concurrency=[1],
+               ack_rungs=["py+rs", "rs-server"], ack_concurrency=[1, 16]),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -215,6 +217,52 @@ for (rung, c), d in plugins.groupby(["rung", "concurrency"], sort=False):
 plugin_table = pd.DataFrame(rows)
 plugin_table
 
+# %% [markdown]
+# ## The cost of `ledger.ack: durable`
+#
+# Seeds 000/001 write the audit record after the answer (`ack: background`). With `ack:
+# durable` the answer waits until its record is durable under the WAL's fsync policy
+# (`group` here: one fsync per batch, shared by every request waiting on it). Per rung, the
+# two alternate inside each repeat; c=1 p50 and c=16 req/s are the figures users ask about.
+
+# %%
+ack_rows = []
+with start_mock(port=0, cpus=prof.mock_cpus) as mock:
+    def ack_config(tag, ack):
+        path = run.path / f"ack-{tag}.yaml"
+        path.write_text(yaml.safe_dump({
+            "model_list": [{"model_name": "mock", "upstream": {"base_url": mock.url}}], "passthrough": True,
+            "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
+            "ledger": {"dir": str(run.path / "ledgers" / f"ack-{tag}"), "fsync": "group", "ack": ack}}))
+        return str(path)
+    def ack_load(url, c, secs):
+        return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
+                        body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+    for rep in range(S["repeat"]):
+        for c in S["ack_concurrency"]:
+            for rung in S["ack_rungs"]:
+                for ack in ("background", "durable"):
+                    tag = f"{rung}-{ack}-c{c}-r{rep}".replace("+", "p")
+                    with start_gateway(None, None, mode=rung, config=ack_config(tag, ack), cpus=prof.gateway_cpus) as gw:
+                        ack_load(gw.url, c, S["warmup_s"])
+                        r = ack_load(gw.url, c, S["duration_s"])
+                    ack_rows.append({"rung": rung, "ack": ack, "concurrency": c, "repeat": rep, "rps": r.get("rps"),
+                                     "lat_p50_us": r["latency_us"]["p50"], "errors": sum((r.get("errors") or {}).values())})
+acks = pd.DataFrame(ack_rows)
+run.write_table("ack", acks)
+rows = []
+for rung, d in acks.groupby("rung", sort=False):
+    row = {"rung": rung}
+    for c, col, what in ((min(S["ack_concurrency"]), "lat_p50_us", "p50 µs"), (max(S["ack_concurrency"]), "rps", "req/s")):
+        bg = d[(d["ack"] == "background") & (d["concurrency"] == c)].sort_values("repeat")[col].to_numpy()
+        du = d[(d["ack"] == "durable") & (d["concurrency"] == c)].sort_values("repeat")[col].to_numpy()
+        row[f"c={c} {what}, background"] = fmt(spread_of(bg))
+        row[f"c={c} {what}, durable"] = fmt(spread_of(du))
+        row[f"c={c} {what}, durable / background"] = fmt(spread_of(du / bg), 3)
+    rows.append(row)
+ack_table = pd.DataFrame(rows)
+ack_table
+
 
 # %%
 def at(rung, c, col):
@@ -274,6 +322,14 @@ text = (
     f"{plug.get(('rs-server', c_p), '?')} µs p50 per request in `rs-server`'s sidecar and "
     f"{plug.get(('py', c_p), '?')} µs in-process on `py`."
 )
+c_a, c_b = min(S["ack_concurrency"]), max(S["ack_concurrency"])
+def ack_ratio(rung, c, col):
+    d = acks[(acks["rung"] == rung) & (acks["concurrency"] == c)].sort_values("repeat")
+    return spread_of(d[d["ack"] == "durable"][col].to_numpy() / d[d["ack"] == "background"][col].to_numpy())[0]
+text += (" Waiting for the record to be durable before answering (`ack: durable`, fsync group) multiplies c="
+         f"{c_a} p50 by " + ", ".join(f"{ack_ratio(r, c_a, 'lat_p50_us'):.2f}x on `{r}`" for r in S["ack_rungs"])
+         + f" and c={c_b} req/s by " + ", ".join(f"{ack_ratio(r, c_b, 'rps'):.2f}x" for r in S["ack_rungs"])
+         + " (same order): group commit shares one fsync among the requests in flight.")
 display(Markdown(text))
 run.write_json("closing.json", {"text": text})
 
@@ -287,7 +343,8 @@ run.write_json("closing.json", {"text": text})
 blog = BlogExport(run.path, profile=profile, meta=run.meta)
 for name, (df, caption) in {"ladder": (ladder_table, "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop"),
 "governance": (gov_table, "Cost of governance per rung: all stages + ledger on vs --stages none --audit off"),
-"plugins": (plugin_table, "One Python pre_call plugin: in-process on py, sidecar process on rs-server"),}.items():
+"plugins": (plugin_table, "One Python pre_call plugin: in-process on py, sidecar process on rs-server"),
+"ack": (ack_table, "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung"),}.items():
     blog.table(name, df, caption)
 for name, fig in {"ladder": fig_ladder,}.items():
     blog.figure(name, fig)
