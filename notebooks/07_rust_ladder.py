@@ -173,26 +173,34 @@ from harness.profiles import resolve
 from harness.sweep import API_KEY, CHAT_BODY
 
 prof = resolve(S["hw_profile"])
+
+
+def gw_config(mock_url, tag, ledger=None, **more):
+    """A gateway config against the mock (one passthrough model, the sweep's key), its ledger
+    under the run folder; `ledger` adds ledger keys, `more` top-level sections."""
+    path = run.path / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "mock", "upstream": {"base_url": mock_url}}], "passthrough": True,
+        "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
+        "ledger": {"dir": str(run.path / "ledgers" / tag), **(ledger or {})}, **more}))
+    return str(path)
+
+
+def load(url, c, secs):
+    return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
+                    body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+
+
 plugin_rows = []
 with start_mock(port=0, cpus=prof.mock_cpus) as mock:
-    def config(hooks, tag):
-        path = run.path / f"plugin-{tag}.yaml"
-        path.write_text(yaml.safe_dump({
-            "model_list": [{"model_name": "mock", "upstream": {"base_url": mock.url}}], "passthrough": True,
-            "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
-            "ledger": {"dir": str(run.path / "ledgers" / f"plugin-{tag}")},
-            "plugins": {"pre_call": hooks}}))
-        return str(path)
-    def load(url, c, secs):
-        return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
-                        body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
     for rep in range(S["repeat"]):
         for c in S["plugin_concurrency"]:
             direct = load(mock.url, c, S["duration_s"])["latency_us"]["p50"]
             for rung in ("py", "rs-server"):
                 for hooked in (False, True):
                     tag = f"{rung}-{'hook' if hooked else 'none'}-c{c}-r{rep}".replace("+", "p")
-                    cfg = config(["gateway.plugins:example_keyword_filter"] if hooked else [], tag)
+                    cfg = gw_config(mock.url, f"plugin-{tag}",
+                                    plugins={"pre_call": ["gateway.plugins:example_keyword_filter"] if hooked else []})
                     with start_gateway(None, None, mode=rung, config=cfg, cpus=prof.gateway_cpus) as gw:
                         load(gw.url, c, S["warmup_s"])
                         sampler = TreeSampler(gw.pid).start()
@@ -228,24 +236,15 @@ plugin_table
 # %%
 ack_rows = []
 with start_mock(port=0, cpus=prof.mock_cpus) as mock:
-    def ack_config(tag, ack):
-        path = run.path / f"ack-{tag}.yaml"
-        path.write_text(yaml.safe_dump({
-            "model_list": [{"model_name": "mock", "upstream": {"base_url": mock.url}}], "passthrough": True,
-            "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
-            "ledger": {"dir": str(run.path / "ledgers" / f"ack-{tag}"), "fsync": "group", "ack": ack}}))
-        return str(path)
-    def ack_load(url, c, secs):
-        return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
-                        body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
     for rep in range(S["repeat"]):
         for c in S["ack_concurrency"]:
             for rung in S["ack_rungs"]:
                 for ack in ("background", "durable"):
                     tag = f"{rung}-{ack}-c{c}-r{rep}".replace("+", "p")
-                    with start_gateway(None, None, mode=rung, config=ack_config(tag, ack), cpus=prof.gateway_cpus) as gw:
-                        ack_load(gw.url, c, S["warmup_s"])
-                        r = ack_load(gw.url, c, S["duration_s"])
+                    cfg = gw_config(mock.url, f"ack-{tag}", ledger={"fsync": "group", "ack": ack})
+                    with start_gateway(None, None, mode=rung, config=cfg, cpus=prof.gateway_cpus) as gw:
+                        load(gw.url, c, S["warmup_s"])
+                        r = load(gw.url, c, S["duration_s"])
                     ack_rows.append({"rung": rung, "ack": ack, "concurrency": c, "repeat": rep, "rps": r.get("rps"),
                                      "lat_p50_us": r["latency_us"]["p50"], "errors": sum((r.get("errors") or {}).values())})
 acks = pd.DataFrame(ack_rows)

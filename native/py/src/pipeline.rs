@@ -468,16 +468,21 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
     let tokens = (body.len() as u64 + 3) / 4;
     let (sh2, f2, body2) = (&sh, &f, &body);
     let attempts = std::sync::atomic::AtomicU32::new(0);
-    let attempts = &attempts;
+    // the next attempt's request: numbered from 1, with its own span and traceparent when traced
+    let begin = |t: gatewaylab_core::pipeline::Target| {
+        let attempt = traced.then(|| Attempt::begin(attempts.fetch_add(1, Relaxed) + 1, &t.url));
+        let tp = attempt.as_ref().and_then(|a| a.traceparent.clone());
+        (target_request(sh2, t, tp.as_deref()), attempt)
+    };
+    let begin = &begin;
     if f.stream {
         let send = |group: String, index: usize| async move {
             let t = match sh2.pipeline.target(&group, index, f2, body2) {
                 Err(fail) => return (Outcome::Fail, Err(fail)),
                 Ok(t) => t,
             };
-            let attempt = traced.then(|| Attempt::begin(attempts.fetch_add(1, Relaxed) + 1, &t.url));
-            let tp = attempt.as_ref().and_then(|a| a.traceparent.clone());
-            match open_stream(sh2, target_request(sh2, t, tp.as_deref()), attempt.as_ref()).await {
+            let (rb, attempt) = begin(t);
+            match open_stream(sh2, rb, attempt.as_ref()).await {
                 Ok(opened) => (Outcome::Ok, Ok(opened)),
                 Err((fail, retry)) => (if retry { Outcome::Fail } else { Outcome::Ok }, Err(fail)),
             }
@@ -494,9 +499,7 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
             Err(fail) => return (Outcome::Fail, Err(fail)),
             Ok(t) => t,
         };
-        let attempt = traced.then(|| Attempt::begin(attempts.fetch_add(1, Relaxed) + 1, &t.url));
-        let tp = attempt.as_ref().and_then(|a| a.traceparent.clone());
-        let rb = target_request(sh2, t, tp.as_deref());
+        let (rb, attempt) = begin(t);
         let exchange = async {
             let r = rb.send().await?;
             let status = r.status().as_u16();
