@@ -44,7 +44,7 @@ from plotly.subplots import make_subplots
 from IPython.display import Markdown, SVG, display
 from harness.notebooks import metric, write_metrics
 from harness.bench.mmr import gate_metrics
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
 from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
@@ -160,12 +160,7 @@ display(Markdown(
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {"mmr_speedup": (speedup, "MMR append: leaves/s median [min–max], Rust/Python speedups and share of the SHA-256 bound"),}.items():
-    blog.table(name, df, caption)
-for name, fig in {"mmr_leaves_per_s": fig_rate, "mmr_share_of_bound": fig_share,}.items():
-    blog.figure(name, fig)
-written = blog.write()
+written = export(run.path, tables={"mmr_speedup": (speedup, "MMR append: leaves/s median [min–max], Rust/Python speedups and share of the SHA-256 bound"),}, figures={"mmr_leaves_per_s": fig_rate, "mmr_share_of_bound": fig_share,}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

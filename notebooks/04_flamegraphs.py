@@ -50,7 +50,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from IPython.display import Markdown, SVG, display
 from harness.notebooks import metric, write_metrics
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
 from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
@@ -163,13 +163,8 @@ pd.DataFrame(METRICS).T
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {"sample_attribution": (shares.round(3), "Share of py-spy samples by innermost frame, per mode and concurrency (sampled)"),
-"top_frames": (tops.round(3), "Top frames by self time (sampled, py-spy --native)"),}.items():
-    blog.table(name, df, caption)
-for name, fig in {"sample_attribution": fig_share,}.items():
-    blog.figure(name, fig)
-written = blog.write()
+written = export(run.path, tables={"sample_attribution": (shares.round(3), "Share of py-spy samples by innermost frame, per mode and concurrency (sampled)"),
+"top_frames": (tops.round(3), "Top frames by self time (sampled, py-spy --native)"),}, figures={"sample_attribution": fig_share,}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -55,7 +55,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from IPython.display import Markdown, SVG, display
 from harness.notebooks import metric, write_metrics
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
 from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
@@ -339,15 +339,10 @@ run.write_json("closing.json", {"text": text})
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {"ladder": (ladder_table, "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop"),
+written = export(run.path, tables={"ladder": (ladder_table, "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop"),
 "governance": (gov_table, "Cost of governance per rung: all stages + ledger on vs --stages none --audit off"),
 "plugins": (plugin_table, "One Python pre_call plugin: in-process on py, sidecar process on rs-server"),
-"ack": (ack_table, "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung"),}.items():
-    blog.table(name, df, caption)
-for name, fig in {"ladder": fig_ladder,}.items():
-    blog.figure(name, fig)
-written = blog.write()
+"ack": (ack_table, "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung"),}, figures={"ladder": fig_ladder,}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -55,7 +57,7 @@ from IPython.display import Markdown, display
 from harness import peers
 from harness.notebooks import metric, write_metrics
 from harness.stats import sustainable_rates
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.nb import fmt, fmt_si, notebook_run, ratio_spread, spread_of
 from lab_ext.widgets import SweepPanel
@@ -292,8 +294,7 @@ summary
 # it), static PNG and SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {
+written = export(run.path, tables={
     "peers_summary": (summary, "Every target on one machine: median [min–max] over repeats"),
     "closed_loop": (closed_table, "Closed loop: req/s, added p50 over the direct baseline, peak RSS of the process tree"),
     "seed002_litellm": (seed002, "Seed 002's LiteLLM figures against this run (same route, LITELLM_RUST off / on)"),
@@ -301,10 +302,7 @@ for name, (df, caption) in {
     "sustainable_rate": (sust, f"Highest rate with p99 <= {S['p99_cap_ms']:g} ms and < 1% errors"),
     "fast_vs_slow": (fast_slow, f"Added latency at {S['fixed_rate']} req/s open loop, by upstream latency"),
     "streaming_ttfb": (ttft, "Streaming: time to first byte and its overhead over the direct SSE baseline"),
-}.items():
-    blog.table(name, df, caption)
-blog.figure("p95_vs_rate", fig_p95)
-written = blog.write()
+}, figures={"p95_vs_rate": fig_p95}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

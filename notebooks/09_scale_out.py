@@ -59,7 +59,7 @@ from plotly.subplots import make_subplots
 from IPython.display import Markdown, display
 from harness.notebooks import metric, write_metrics
 from harness.profiles import place_workers, resolve
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.widgets import SweepPanel
 from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, label_cells, agg, ok_cells, values_at
@@ -284,15 +284,10 @@ run.write_json("closing.json", {"text": text, "clamped": CLAMPED, "clamp": CLAMP
 # PNG and SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {
+written = export(run.path, tables={
         "knees": (knee_table, f"Knee per rung and worker count, with CPU and GIL views there. {CLAMP}"),
         "ledger": (ledger_table, f"The sharded ledger's cost per request (ledger on - off, same rung). {CLAMP}"),
-        "verdict": (verdict_table, f"Scale out against up: N workers / 1 at c={c_hi}. {CLAMP}")}.items():
-    blog.table(name, df, caption)
-for name, fig in {"curves": fig_curves, "cpu": fig_cpu}.items():
-    blog.figure(name, fig)
-written = blog.write()
+        "verdict": (verdict_table, f"Scale out against up: N workers / 1 at c={c_hi}. {CLAMP}")}, figures={"curves": fig_curves, "cpu": fig_cpu}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -46,7 +46,7 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from harness import router_study
 from harness.notebooks import metric, write_metrics
-from lab_ext.export import BlogExport, machine_line
+from lab_ext.export import export, machine_line
 from lab_ext.nb import notebook_run, ratio_spread, spread_of, fmt
 
 NOTEBOOK = "10_router_and_tracing"
@@ -319,20 +319,15 @@ run.write_json("closing.json", {"text": text})
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-blog = BlogExport(run.path, profile=profile, meta=run.meta)
-for name, (df, caption) in {
+written = export(run.path, tables={
         "router_cost": (cost_table, "Router cost per request: a group of four against one upstream without router, per rung and twin"),
         "router_bookkeeping": (book_table, "The router twin alone: begin + next + report per request, a group of four"),
         "slow_deployment": (slow_table, "One of four deployments turns slow: traffic share and client latency per strategy"),
         "failing_deployment": (fail_table, "Retries against a deployment failing at 5/20/50%: client errors, p99, upstream load"),
         "cooldown": (cool_table, "Cooldown: seconds from a kill until the deployment is out, and from its restart until it is back"),
         "tracing_cost": (tstudy.table, "What tracing costs per request, per rung: off, sampled:0.1 and on, as ratios to off"),
-}.items():
-    blog.table(name, df, caption)
-for name, fig in {"router_cost": fig_cost, "slow_deployment": fig_slow, "failing_deployment": fig_fail,
-                  "cooldown": fig_cool, "tracing_cost": fig_tracing}.items():
-    blog.figure(name, fig)
-written = blog.write()
+}, figures={"router_cost": fig_cost, "slow_deployment": fig_slow, "failing_deployment": fig_fail,
+                  "cooldown": fig_cool, "tracing_cost": fig_tracing}, profile=profile, meta=run.meta)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%
