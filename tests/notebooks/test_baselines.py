@@ -250,6 +250,7 @@ BLIND_SPOTS = {
     ("03_concurrency_knee", "pyrs_over_py_rps_c1"),
     ("06_component_ablation", "all_rust_over_py_cpu_per_req"),
     ("06_component_ablation", "all_rust_over_py_rps"),
+    ("07_rust_ladder", "cpu_per_req_py_over_rscore_c16"),
 }
 SEVERE = {
     ("01_mmr_speedup", "mmr_batch_over_per_leaf"): (
@@ -266,6 +267,8 @@ SEVERE = {
     ("06_component_ablation", "all_rust_over_py_rps"): (
         "a blocking sleep of three times the service time in a Rust-labelled stage: a quarter of the throughput",
         lambda r: 0.25 * _v(r, "06_component_ablation", "all_rust_over_py_rps")),
+    ("07_rust_ladder", "cpu_per_req_py_over_rscore_c16"): (
+        "rs-core running the all-Python pipeline per request: py's CPU per request", lambda r: 1.0),
 }
 
 
