@@ -209,6 +209,9 @@ class NativeStream:
         """Awaitable of the rest of the body."""
     def close(self) -> None: ...
 
+def error_type(status: int, code: str) -> str:
+    """The OpenAI `type` of an error answer (the twin of gateway.errors.error_type)."""
+
 _Headers: TypeAlias = list[tuple[bytes, bytes]]
 _Audit: TypeAlias = tuple[int, str, str, str, bytes, int, str] | None
 

@@ -65,15 +65,23 @@ class StoreCorruptError(GatewayLabError, OSError):
 
 
 # --- answers to requests --------------------------------------------------------------
-# Every rung answers with the OpenAI error shape {"error": {"message", "type", "code"}};
-# the `type` follows from the HTTP status by this one table (the Rust core has its copy in
-# native/core/src/pipeline.rs, checked equal by tests/pipeline/test_decide_parity.py).
+# Every rung answers with the OpenAI error shape {"error": {"message", "type", "code"}}.
+# The `type` below 500 follows from the HTTP status (ERROR_TYPES). A 5xx is either the
+# upstream's failure (the code is one of UPSTREAM_CODES: `upstream_error`) or the gateway's
+# own (overloaded, audit_unavailable, shard_unavailable, the plugin sidecar's, internal_error,
+# unsupported_http_version...: OpenAI's `server_error`): 503 means both `overloaded` and
+# `no_deployment_available`, so the status alone cannot say which. The Rust core has its copy
+# of both tables in native/core/src/pipeline.rs, checked equal by
+# tests/pipeline/test_decide_parity.py.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-               502: "upstream_error", 503: "upstream_error", 504: "upstream_error"}
+               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+UPSTREAM_CODES = frozenset({"upstream_error", "upstream_unavailable", "upstream_timeout", "upstream_malformed",
+                            "upstream_status", "no_deployment_available"})
 
 
-def error_type(status: int) -> str:
+def error_type(status: int, code: str) -> str:
+    if status >= 500:
+        return "upstream_error" if code in UPSTREAM_CODES else "server_error"
     return ERROR_TYPES.get(status, "invalid_request_error")
 
 

@@ -59,7 +59,7 @@ def stages_label(stages: frozenset[str]) -> str:
 
 
 def error_body(status: int, message: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": error_type(status), "code": code}})
+    return orjson.dumps({"error": {"message": message, "type": error_type(status, code), "code": code}})
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,3 +141,37 @@ def test_valid_invalid_and_limited_requests_cover_every_verdict():
 
 def test_stage_names_are_one_list():
     assert list(STAGES) == ["auth", "parse", "waf", "ratelimit", "adapter"]
+
+
+# Every 5xx (status, code) some rung answers (grep gateway/ and native/ for them), with the
+# type it must carry: the upstream's failures `upstream_error`, the gateway's own `server_error`.
+FIVE_XX = [
+    (502, "upstream_unavailable", "upstream_error"), (504, "upstream_timeout", "upstream_error"),
+    (502, "upstream_malformed", "upstream_error"), (502, "upstream_status", "upstream_error"),
+    (502, "upstream_error", "upstream_error"), (503, "no_deployment_available", "upstream_error"),
+    (503, "overloaded", "server_error"), (503, "audit_unavailable", "server_error"),
+    (503, "shard_unavailable", "server_error"), (500, "internal_error", "server_error"),
+    (500, "plugin_failed", "server_error"), (502, "plugin_unavailable", "server_error"),
+    (503, "plugin_busy", "server_error"), (504, "plugin_timeout", "server_error"),
+    (505, "unsupported_http_version", "server_error"),
+]
+
+
+@pytest.mark.parametrize("status,code,expected", FIVE_XX)
+def test_every_5xx_code_gets_its_type_from_both_tables(status, code, expected):
+    from gateway.errors import error_type
+
+    assert error_type(status, code) == _native.error_type(status, code) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(100, 599), st.one_of(st.sampled_from([c for _, c, _ in FIVE_XX] + ["bad", ""]), st.text(max_size=12)))
+def test_error_type_tables_are_equal(status, code):
+    """gateway/errors.py ERROR_TYPES + UPSTREAM_CODES and their Rust copy in
+    native/core/src/pipeline.rs give the same type for any status and code."""
+    from gateway.errors import ERROR_TYPES, error_type
+
+    got = error_type(status, code)
+    assert got == _native.error_type(status, code), (status, code)
+    if status < 500:  # below 500 the status decides alone
+        assert got == ERROR_TYPES.get(status, "invalid_request_error")

@@ -82,6 +82,7 @@ def test_beyond_the_limit_is_shed_at_once_and_never_forwarded(mode, slow_mock, t
             assert status == 503, (status, body)
             err = json.loads(body)["error"]
             assert err["code"] == "overloaded" and set(err) == {"message", "type", "code"}
+            assert err["type"] == "server_error", err  # the gateway's own refusal, not the upstream's
             assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
         for t in threads:
             t.join(20)

@@ -206,15 +206,35 @@ fn fmt_g(x: f64) -> String {
     }
 }
 
-/// The OpenAI `type` for an HTTP status (the same table as gateway/errors.py ERROR_TYPES).
-pub fn error_type(status: u16) -> &'static str {
-    match status {
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        502..=504 => "upstream_error",
-        _ => "invalid_request_error",
+/// The OpenAI `type` below 500, by HTTP status (gateway/errors.py ERROR_TYPES).
+pub const ERROR_TYPES: &[(u16, &str)] = &[
+    (400, "invalid_request_error"),
+    (401, "authentication_error"),
+    (403, "permission_error"),
+    (404, "invalid_request_error"),
+    (413, "invalid_request_error"),
+    (429, "rate_limit_error"),
+];
+
+/// The codes of a 5xx that is the upstream's failure (gateway/errors.py UPSTREAM_CODES);
+/// every other 5xx is the gateway's own (`overloaded`, `audit_unavailable`, ...).
+pub const UPSTREAM_CODES: &[&str] = &[
+    "upstream_error",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "upstream_malformed",
+    "upstream_status",
+    "no_deployment_available",
+];
+
+/// The OpenAI `type` of an error answer (gateway/errors.py error_type): by status below 500;
+/// a 5xx is `upstream_error` when its code says the upstream failed, else `server_error`
+/// (503 is both `overloaded` and `no_deployment_available`: the status alone cannot say).
+pub fn error_type(status: u16, code: &str) -> &'static str {
+    if status >= 500 {
+        return if UPSTREAM_CODES.contains(&code) { "upstream_error" } else { "server_error" };
     }
+    ERROR_TYPES.iter().find(|(s, _)| *s == status).map_or("invalid_request_error", |(_, t)| t)
 }
 
 /// `{"error": {"message", "type", "code"}}`, written as orjson writes it.
@@ -223,7 +243,7 @@ pub fn error_body(status: u16, message: &str, code: &str) -> Vec<u8> {
         "error".into(),
         Json::Obj(vec![
             ("message".into(), Json::Str(message.into())),
-            ("type".into(), Json::Str(error_type(status).into())),
+            ("type".into(), Json::Str(error_type(status, code).into())),
             ("code".into(), Json::Str(code.into())),
         ]),
     )])
@@ -924,5 +944,18 @@ mod tests {
     #[test]
     fn error_body_shape() {
         assert_eq!(error_body(429, "x\"y", "c"), br#"{"error":{"message":"x\"y","type":"rate_limit_error","code":"c"}}"#.to_vec());
+    }
+
+    #[test]
+    fn a_5xx_type_follows_its_code() {
+        assert_eq!(error_type(503, "overloaded"), "server_error");
+        assert_eq!(error_type(503, "audit_unavailable"), "server_error");
+        assert_eq!(error_type(503, "no_deployment_available"), "upstream_error");
+        assert_eq!(error_type(502, "upstream_unavailable"), "upstream_error");
+        assert_eq!(error_type(502, "plugin_unavailable"), "server_error");
+        assert_eq!(error_type(504, "upstream_timeout"), "upstream_error");
+        assert_eq!(error_type(500, "internal_error"), "server_error");
+        assert_eq!(error_type(429, "upstream_status"), "rate_limit_error"); // an upstream 4xx keeps its status's type
+        assert_eq!(error_type(422, "x"), "invalid_request_error");
     }
 }

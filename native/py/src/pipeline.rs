@@ -884,7 +884,16 @@ impl Drop for PyRsCore {
     }
 }
 
+/// error_type(status, code): the OpenAI `type` of an error answer, from the core's table
+/// (the twin of gateway.errors.error_type; tests/pipeline/test_decide_parity.py compares them).
+#[pyfunction]
+#[pyo3(name = "error_type")]
+fn py_error_type(status: u16, code: &str) -> &'static str {
+    gatewaylab_core::pipeline::error_type(status, code)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_error_type, m)?)?;
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyRsCore>()
 }
