@@ -10,7 +10,7 @@ Two implementations of one interface (`GatewayBase`), picked by `make_gateway` f
 `Gateway` for rungs 0 and 1 (`py`, `py+rs`: the Python pipeline calling the twins the
 switches choose) and `gateway.rs_core.RsCoreGateway` for rung 2 (`rs-core`: one awaitable
 Rust call per request). Shells talk to `GatewayBase` only. Errors use the OpenAI shape
-{"error": {"message", "type", "code"}} (gateway/errors.py has the status -> type table).
+{"error": {"message", "type", "code"}} (gateway/errors.py error_type: the type from the status, a 5xx's from its code).
 """
 from __future__ import annotations
 
@@ -83,6 +83,27 @@ class _InFlightStream:
     async def aclose(self) -> None:
         self._release()
         await self._chunks.aclose()
+
+
+# The audit endpoints' indexes (/audit/proof/{index}, ?old=, ?shard=): ASCII digits only, as
+# many as the client likes. A sign, space, `_` or letter is malformed (400); a well-formed
+# number beyond the ledger is out of range (404 / 400 old_out_of_range), however many digits.
+# Beyond INDEX_MAX (i64, what every ledger twin takes) no ledger is asked: the gateway says so.
+INDEX_MAX = 2**63 - 1
+_RANGE_WHAT = {"inclusion": "leaf index", "consistency": "old count"}
+
+
+def index_digits(raw: str) -> str | None:
+    """`raw` without its leading zeros when it is a non-negative integer in ASCII digits, else None
+    (native/server/src/app.rs index_digits)."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    return raw.lstrip("0") or "0"
+
+
+def out_of_range(kind: str, digits: str, count: int) -> str:
+    """The MMR twins' own words (gateway/audit/mmr.py, native/core/src/mmr.rs)."""
+    return f"{_RANGE_WHAT[kind]} {digits} out of range for an MMR of {count} leaves"
 
 
 def error(status: int, message: str, code: str, headers: list | None = None) -> Response:
@@ -198,21 +219,23 @@ class GatewayBase(ABC):
 
     async def _ledger_proof(self, raw: str, what: str, invalid_code: str, kind: str, range_status: int,
                             range_code: str, shard: str | None = None) -> Response:
-        try:
-            n = int(raw)
-        except ValueError:
-            return error(400, f"{what} must be an integer, got {raw!r}", invalid_code)
+        digits = index_digits(raw)
+        if digits is None:
+            return error(400, f"{what} must be a non-negative integer, got {raw!r}", invalid_code)
+        n = int(digits) if len(digits) <= 19 and int(digits) <= INDEX_MAX else None
         if self.sharded:
-            return await self._shard_proof(kind, n, shard, range_status, range_code)
+            return await self._shard_proof(kind, n, digits, shard, range_status, range_code)
         if shard is not None:
             return error(400, "query parameter 'shard' applies to a sharded ledger only", "not_sharded")
+        if n is None:
+            return error(range_status, out_of_range(kind, digits, (await self._root())["count"]), range_code)
         try:
             proof = await self._prove(kind, n)
         except AuditIndexError as e:
             return error(range_status, str(e), range_code)
         return Response(200, proof)
 
-    async def _shard_proof(self, kind: str, n: int, shard: str | None, range_status: int,
+    async def _shard_proof(self, kind: str, n: int | None, digits: str, shard: str | None, range_status: int,
                            range_code: str) -> Response:
         """Shard K's proof made by its owner, among every shard's state (docs/workers.md)."""
         from gateway.audit.shards import sharded_proof
@@ -220,12 +243,17 @@ class GatewayBase(ABC):
         if shard is None:
             return error(400, f"query parameter 'shard' (0..{count - 1}) is required: the ledger is sharded",
                          "missing_shard")
-        try:
-            k = int(shard)
-        except ValueError:
-            return error(400, f"'shard' must be an integer, got {shard!r}", "invalid_shard")
-        if not 0 <= k < count:
-            return error(404, f"shard {k} does not exist (0..{count - 1})", "shard_out_of_range")
+        k_digits = index_digits(shard)
+        if k_digits is None:
+            return error(400, f"'shard' must be a non-negative integer, got {shard!r}", "invalid_shard")
+        if len(k_digits) > 19 or not int(k_digits) < count:
+            return error(404, f"shard {k_digits} does not exist (0..{count - 1})", "shard_out_of_range")
+        k = int(k_digits)
+        if n is None:  # beyond any ledger: out of range against the shard's count, no proof to ask for
+            got = await self.peers.ask(k, {"op": "root"})
+            if "ok" not in got:
+                return error(503, f"shard {k}: {got['error']}", "shard_unavailable")
+            return error(range_status, out_of_range(kind, digits, got["ok"]["count"]), range_code)
         got = await self.peers.ask(k, {"op": kind, "n": n})
         if "ok" not in got:
             if got.get("index_error"):

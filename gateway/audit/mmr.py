@@ -65,7 +65,7 @@ def _check_index(index: Any, count: int, what: str = "leaf index") -> int:
     if isinstance(index, bool) or not isinstance(index, int):
         raise InvalidInput(f"{what} must be int, not {type(index).__name__}")
     if not 0 <= index < count:
-        raise AuditIndexError(f"{what} {index} out of range for {count} leaves")
+        raise AuditIndexError(f"{what} {index} out of range for an MMR of {count} leaves")
     return index
 
 
@@ -280,7 +280,7 @@ class MerkleMountainRange:
         if isinstance(old_count, bool) or not isinstance(old_count, int):
             raise InvalidInput(f"old count must be int, not {type(old_count).__name__}")
         if not 0 <= old_count <= self._count:
-            raise AuditIndexError(f"old count {old_count} out of range 0..{self._count}")
+            raise AuditIndexError(f"old count {old_count} out of range for an MMR of {self._count} leaves")
         old_layout = _peak_layout(old_count)
         new_layout = _peak_layout(self._count)
         old_peaks = [self._node(h, off >> h) for h, off in old_layout]

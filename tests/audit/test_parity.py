@@ -184,6 +184,32 @@ def test_malformed_proofs_raise_proof_error_in_both(n, index, old):
                 cls.verify_consistency(not_a_proof)
 
 
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_out_of_range_errors_have_the_same_words_in_both(n):
+    """Both MMR twins word an index past the MMR alike, and as the core's ledger does
+    (native/core/src/mmr.rs, which rs-core and rs-server answer with), so every rung's 404 /
+    400 out of range says the same thing."""
+    from gateway.app import out_of_range
+    from gateway.errors import AuditIndexError
+
+    twins = [build(cls, [b"%d" % i for i in range(n)], 0) for cls in (PyMMR, RsMMR)]
+    for bad in (n, n + 5, -1, 2**63, 2**64, 10**44):
+        calls = [("leaf_hash", bad), ("inclusion_proof", bad), ("truncate", bad if bad < 0 else bad + 1)]
+        if bad > n or bad < 0:
+            calls.append(("consistency_proof", bad))
+        for method, arg in calls:
+            words = []
+            for m in twins:
+                with pytest.raises(AuditIndexError) as e:
+                    getattr(m, method)(arg)
+                words.append(str(e.value))
+            assert words[0] == words[1], (method, arg, words)
+            if method == "inclusion_proof" and bad >= 0:
+                assert words[0] == out_of_range("inclusion", str(bad), n)
+            if method == "consistency_proof" and bad >= 0:
+                assert words[0] == out_of_range("consistency", str(bad), n)
+
+
 # ---------------------------------------------------------------------------------------
 # WAL
 # ---------------------------------------------------------------------------------------

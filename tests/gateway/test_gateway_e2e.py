@@ -177,7 +177,8 @@ def test_audit_endpoints_answer_bad_arguments_with_openai_errors(native_mock, ga
     for path, status, code in [
         ("/audit/proof/abc", 400, "invalid_index"),
         ("/audit/proof/0", 404, "index_out_of_range"),  # empty ledger: no leaf 0
-        ("/audit/proof/-1", 404, "index_out_of_range"),
+        ("/audit/proof/-1", 400, "invalid_index"),  # a sign is malformed, not a leaf beyond the ledger
+        ("/audit/proof/" + "9" * 44, 404, "index_out_of_range"),  # beyond i128: still only out of range
         ("/audit/consistency", 400, "missing_old"),
         ("/audit/consistency?old=x", 400, "invalid_old"),
         ("/audit/consistency?old=5", 400, "old_out_of_range"),

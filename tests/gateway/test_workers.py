@@ -115,6 +115,17 @@ def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_fact
     assert_openai_error(http("GET", gw.url + "/audit/proof/0?shard=7")[::2], 404)
     assert_openai_error(http("GET", gw.url + "/audit/proof/999?shard=0")[::2], 404)
     assert_openai_error(http("GET", gw.url + "/audit/proof/0?shard=x")[::2], 400)
+    # a well-formed index beyond any ledger is out of range against the shard's count, however
+    # many digits; a sign is malformed; a shard number beyond the unit does not exist
+    huge = "9" * 44
+    err = assert_openai_error(http("GET", f"{gw.url}/audit/proof/{huge}?shard=0")[::2], 404)
+    assert err == {"message": f"leaf index {huge} out of range for an MMR of {root['shards'][0]['count']} leaves",
+                   "type": "invalid_request_error", "code": "index_out_of_range"}, err
+    assert assert_openai_error(http("GET", f"{gw.url}/audit/consistency?old={huge}&shard=1")[::2],
+                               400)["code"] == "old_out_of_range"
+    assert assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard={huge}")[::2],
+                               404)["code"] == "shard_out_of_range"
+    assert assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard=-1")[::2], 400)["code"] == "invalid_shard"
     assert gw.stop() == 0
     got = _verify_cli(tmp_path / "ledger")  # the auditor's replay gives the combined root served
     assert (got["count"], got["root"]) == (root["count"], root["root"]), (got, root)

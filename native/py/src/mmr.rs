@@ -185,10 +185,11 @@ impl PyMerkleMountainRange {
             Some(i) if i < n || (inclusive && i == n) => Ok((g, i)),
             _ => {
                 let shown = obj.str().map(|s| s.to_string()).unwrap_or_default();
-                Err(index_error(if inclusive {
+                // the core's words (native/core/src/mmr.rs): truncate's count as a range
+                Err(index_error(if what == "count" {
                     format!("{what} {shown} out of range 0..{n}")
                 } else {
-                    format!("{what} {shown} out of range for {n} leaves")
+                    format!("{what} {shown} out of range for an MMR of {n} leaves")
                 }))
             }
         }

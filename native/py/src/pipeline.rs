@@ -609,7 +609,7 @@ impl PyRsCore {
             let r = call.detach(py, || {
                 let led = self.shared.ledger.ledger();
                 if n < 0 {
-                    return Err(format!("{what} {n} out of range for {} leaves", led.count()));
+                    return Err(format!("{what} {n} out of range for an MMR of {} leaves", led.count()));
                 }
                 f(&led, n as u64).map(|v| v.to_string()).map_err(|e| e.to_string())
             });

@@ -184,17 +184,19 @@ fn route_label(path: &str) -> &'static str {
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
+        (percent_decode(k, true) == name).then(|| percent_decode(v, true))
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// %XX escapes; `+` is a space in a query (form encoding, as parse_qs reads it) and itself in
+/// a path (as the ASGI servers give it).
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
                 let hex = |c: u8| (c as char).to_digit(16);
                 match (hex(b[i + 1]), hex(b[i + 2])) {
@@ -212,23 +214,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Python's `int(raw)` for the audit endpoints' arguments (whitespace, sign, `1_000`).
-fn py_int(raw: &str) -> Option<i128> {
-    let t = raw.trim_matches(|c: char| c.is_whitespace());
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+/// The audit endpoints' indexes (/audit/proof/{index}, ?old=, ?shard=; gateway/app.py
+/// index_digits): ASCII digits only, as many as the client likes, without their leading zeros;
+/// None (400) for a sign, space, `_`, letter or nothing. A well-formed number beyond the
+/// ledger is out of range (404 / 400 old_out_of_range), however many digits.
+fn index_digits(raw: &str) -> Option<&str> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if !clean.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let n: i128 = clean.parse().ok()?;
-    Some(if neg { -n } else { n })
+    let t = raw.trim_start_matches('0');
+    Some(if t.is_empty() { "0" } else { t })
+}
+
+/// The index as the ledger twins take it (i64, gateway/app.py INDEX_MAX); None beyond.
+fn index_value(digits: &str) -> Option<u64> {
+    digits.parse::<i64>().ok().map(|n| n as u64)
+}
+
+/// The MMR twins' words for an index beyond the ledger (gateway/app.py out_of_range).
+fn out_of_range(inclusion: bool, digits: &str, count: u64) -> String {
+    let what = if inclusion { "leaf index" } else { "old count" };
+    format!("{what} {digits} out of range for an MMR of {count} leaves")
 }
 
 /// gateway.pipeline.stages_label
@@ -438,7 +444,7 @@ impl Gateway {
                     };
                 }
                 p if p.starts_with("/audit/proof/") => {
-                    let raw = percent_decode(&p["/audit/proof/".len()..]);
+                    let raw = percent_decode(&p["/audit/proof/".len()..], false);
                     let shard = query_param(parts.uri.query(), "shard");
                     return self.proof(&raw, "leaf index", "invalid_index", true, 404, "index_out_of_range", shard).await;
                 }
@@ -924,25 +930,26 @@ impl Gateway {
         range_code: &str,
         shard: Option<String>,
     ) -> Response<GwBody> {
-        let Some(n) = py_int(raw) else {
-            return error(400, &format!("{what} must be an integer, got {}", crate::config::py_str(raw)), invalid_code);
+        let Some(digits) = index_digits(raw) else {
+            return error(400, &format!("{what} must be a non-negative integer, got {}", crate::config::py_str(raw)),
+                         invalid_code);
         };
+        let n = index_value(digits);
         let Some(l) = self.ledger.as_ref() else {
             return error(404, "the audit ledger is off (--audit off)", "audit_off");
         };
         if let Some(unit) = self.unit.as_ref().filter(|u| u.sharded) {
-            return self.shard_proof(unit, n, inclusion, range_status, range_code, shard).await;
+            return self.shard_proof(unit, n, digits, inclusion, range_status, range_code, shard).await;
         }
         if shard.is_some() {
             return error(400, "query parameter 'shard' applies to a sharded ledger only", "not_sharded");
         }
         let led = l.ledger();
         let count = led.count();
-        let out = match u64::try_from(n) {
-            Err(_) if inclusion => Err(format!("leaf index {n} out of range for an MMR of {count} leaves")),
-            Err(_) => Err(format!("old count {n} out of range for an MMR of {count} leaves")),
-            Ok(n) if inclusion => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
-            Ok(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+        let out = match n {
+            None => Err(out_of_range(inclusion, digits, count)),
+            Some(n) if inclusion => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+            Some(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
         };
         match out {
             Ok(v) => json_response(200, serde_json::to_vec(&v).expect("a proof serialises")),
@@ -951,21 +958,33 @@ impl Gateway {
     }
 
     /// Shard K's proof made by its owner, among every shard's state (docs/workers.md).
-    async fn shard_proof(&self, unit: &Unit, n: i128, inclusion: bool, range_status: u16, range_code: &str,
-                         shard: Option<String>) -> Response<GwBody> {
+    #[allow(clippy::too_many_arguments)]
+    async fn shard_proof(&self, unit: &Unit, n: Option<u64>, digits: &str, inclusion: bool, range_status: u16,
+                         range_code: &str, shard: Option<String>) -> Response<GwBody> {
         let last = unit.count - 1;
         let Some(raw) = shard else {
             return error(400, &format!("query parameter 'shard' (0..{last}) is required: the ledger is sharded"),
                          "missing_shard");
         };
-        let Some(k) = py_int(&raw) else {
-            return error(400, &format!("'shard' must be an integer, got {}", crate::config::py_str(&raw)), "invalid_shard");
+        let Some(k_digits) = index_digits(&raw) else {
+            return error(400, &format!("'shard' must be a non-negative integer, got {}", crate::config::py_str(&raw)),
+                         "invalid_shard");
         };
-        let Some(k) = usize::try_from(k).ok().filter(|k| *k < unit.count) else {
-            return error(404, &format!("shard {k} does not exist (0..{last})"), "shard_out_of_range");
+        let Some(k) = k_digits.parse::<usize>().ok().filter(|k| *k < unit.count) else {
+            return error(404, &format!("shard {k_digits} does not exist (0..{last})"), "shard_out_of_range");
         };
         let kind = if inclusion { "inclusion" } else { "consistency" };
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let Some(n) = n else {
+            // beyond any ledger: out of range against the shard's count, no proof to ask for
+            let got = self.ask(unit, k, &json!({"op": "root"})).await;
+            return match got.get("ok").and_then(|v| v.get("count")).and_then(|c| c.as_u64()) {
+                Some(count) => error(range_status, &out_of_range(inclusion, digits, count), range_code),
+                None => {
+                    let msg = got.get("error").and_then(|e| e.as_str()).unwrap_or("no ledger");
+                    error(503, &format!("shard {k}: {msg}"), "shard_unavailable")
+                }
+            };
+        };
         let mut got = self.ask(unit, k, &json!({"op": kind, "n": n})).await;
         let Some(ok) = got.get_mut("ok").map(|v| v.take()) else {
             let msg = got.get("error").and_then(|e| e.as_str()).unwrap_or("no answer").to_string();
@@ -1310,12 +1329,19 @@ mod tests {
     }
 
     #[test]
-    fn python_int_parsing() {
-        assert_eq!(py_int(" +1_000 "), Some(1000));
-        assert_eq!(py_int("-3"), Some(-3));
-        for bad in ["", "x", "1__0", "_1", "1.0", "0x10"] {
-            assert_eq!(py_int(bad), None, "{bad}");
+    fn audit_index_parsing() {
+        assert_eq!(index_digits("0010"), Some("10"));
+        assert_eq!(index_digits("000"), Some("0"));
+        let huge = "9".repeat(5000); // however many digits: well-formed, out of range later
+        assert_eq!(index_digits(&huge), Some(huge.as_str()));
+        assert_eq!(index_value(&huge), None);
+        assert_eq!(index_value("9223372036854775807"), Some(i64::MAX as u64));
+        assert_eq!(index_value("9223372036854775808"), None);
+        for bad in ["", "x", "-1", "+1", " 1", "1_000", "1__0", "_1", "1.0", "0x10", "\u{663}"] {
+            assert_eq!(index_digits(bad), None, "{bad}");
         }
         assert_eq!(query_param(Some("a=1&old=%33"), "old").as_deref(), Some("3"));
+        assert_eq!(query_param(Some("old=+1"), "old").as_deref(), Some(" 1"));
+        assert_eq!(percent_decode("+1%2B", false), "+1+"); // a path keeps its plus
     }
 }
