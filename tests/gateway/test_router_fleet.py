@@ -74,6 +74,7 @@ def test_retries_fallbacks_and_cooldown_through_the_fleet(fleet, gateway_factory
     assert err["code"] == "upstream_unavailable"
     err = assert_openai_error(http("POST", url, chat_body(model="lonely"), auth())[::2], 503)
     assert err["code"] == "no_deployment_available" and "'lonely'" in err["message"]
+    assert err["type"] == "upstream_error"  # a 503 that is the upstreams', unlike `overloaded`
     assert fleet.requests() == want
     assert want[0] <= 1 and want[1] == 6 and want[2:] == [1, 3, 1]  # cooldown: a failed one is tried once
     assert gw.stop() == 0
