@@ -165,7 +165,8 @@ def test_every_5xx_code_gets_its_type_from_both_tables(status, code, expected):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(100, 599), st.one_of(st.sampled_from([c for _, c, _ in FIVE_XX] + ["bad", ""]), st.text(max_size=12)))
+@given(st.integers(100, 599),
+       st.one_of(st.sampled_from([c for _, c, _ in FIVE_XX] + ["bad", ""]), st.text(max_size=12)))
 def test_error_type_tables_are_equal(status, code):
     """gateway/errors.py ERROR_TYPES + UPSTREAM_CODES and their Rust copy in
     native/core/src/pipeline.rs give the same type for any status and code."""
