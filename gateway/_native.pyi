@@ -105,6 +105,9 @@ class WriteAheadLog:
     @property
     def fsync_policy(self) -> str: ...
     @property
+    def version(self) -> int:
+        """The file's format version: 2, or 1 for a WAL written before v2."""
+    @property
     def count(self) -> int: ...
     @property
     def durable_count(self) -> int: ...

@@ -67,12 +67,18 @@ def _config(path: str, upstream: str, ledger: str, upstream_timeout_s: float = 3
 
 
 class _Rig:
-    """A mock and a gateway on a fresh ledger, stopped on exit."""
+    """A mock and a gateway on a fresh ledger, stopped on exit; pinned as the hardware
+    profile says (on two cores: the gateway on one, the mock and the load generator on the
+    other), so the measuring tools never share the gateway's core."""
 
     def __init__(self, mode: str, server: str, mock_opts: dict, upstream_timeout_s: float = 30.0,
-                 max_in_flight: int | None = None):
+                 max_in_flight: int | None = None, profile: str = "xeon-4c"):
+        from harness.profiles import resolve
+
         self.mode, self.server, self.mock_opts, self.timeout = mode, server, mock_opts, upstream_timeout_s
         self.max_in_flight = max_in_flight
+        self.profile = resolve(profile)
+        self.load_cpus = self.profile.load_cpus
 
     def __enter__(self):
         from gateway.launch import start_gateway
@@ -80,11 +86,12 @@ class _Rig:
 
         self.tmp = tempfile.TemporaryDirectory(prefix="gatewaylab-soak-")
         self.ledger = os.path.join(self.tmp.name, "ledger")
-        self.mock = start_mock(**self.mock_opts)
+        self.mock = start_mock(cpus=self.profile.mock_cpus, **self.mock_opts)
         cfg = os.path.join(self.tmp.name, "gateway.yaml")
         _config(cfg, self.mock.url, self.ledger, self.timeout, self.max_in_flight)
         try:
-            self.gw = start_gateway(None, None, mode=self.mode, server=self.server, config=cfg, ledger_dir=self.ledger)
+            self.gw = start_gateway(None, None, mode=self.mode, server=self.server, config=cfg, ledger_dir=self.ledger,
+                                    cpus=self.profile.gateway_cpus)
         except RuntimeError as e:
             self.mock.stop()
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
@@ -177,11 +184,11 @@ def _joined(th: threading.Thread, out: dict, timeout: float) -> dict:
     return out["r"]
 
 
-def probe_capacity(url: str, seconds: float = 3.0, concurrency: int = 16) -> float:
+def probe_capacity(url: str, seconds: float = 3.0, concurrency: int = 16, cpus=None) -> float:
     """Closed-loop requests/s at c=16: the rung's capacity on this machine, roughly."""
     from harness.native_procs import run_load
 
-    r = run_load(url, concurrency=concurrency, duration_s=seconds, warmup_s=0.5, headers=HEADERS, body=BODY)
+    r = run_load(url, concurrency=concurrency, duration_s=seconds, warmup_s=0.5, headers=HEADERS, body=BODY, cpus=cpus)
     return float(r["rps"])
 
 
@@ -225,12 +232,15 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
     with _Rig(mode, server, {"latency_ms": 1.0, "seed": 1}) as rig:
         capacity = None
         if rate is None:
-            capacity = probe_capacity(rig.url)
+            capacity = probe_capacity(rig.url, cpus=rig.load_cpus)
             rate = max(1.0, round(fraction * capacity, 1))
             say(f"capacity ~{capacity:.0f} req/s at c=16; soaking at {rate:g} req/s ({fraction:.0%})")
         samples = []
+        # the load generator caps a run at max_duration_s (600 s unless told): lift the cap to
+        # the soak's length, and check below that the whole window was measured
         th, out = _in_thread(lambda: run_load(rig.url, rate=rate, duration_s=duration_s, headers=HEADERS,
-                                               body=BODY, timeout_s=10.0))
+                                               body=BODY, timeout_s=10.0, max_duration_s=duration_s,
+                                               cpus=rig.load_cpus))
         t0 = time.monotonic()
         ticks0, tt0 = _cpu_ticks(rig.app_pid), t0
         while th.is_alive():
@@ -249,6 +259,9 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
                             "audit_lag": lag, "queue_depth": depth, "records": records})
             ticks0, tt0 = ticks, now
         load = _joined(th, out, 60)
+    measured = float(load["duration_s"])
+    if measured < 0.99 * duration_s:
+        raise SoakError(f"the load generator measured {measured:g} s of the {duration_s:g} s asked for")
     series = [{"t": s["t"], "rps": s["rps"], "p99_us": s["p99_us"], "ok": s["ok"], "errors": s["errors"]}
               for s in load["series"]]
     after = [s for s in samples if s["t"] >= warm]
@@ -258,7 +271,8 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
     third = max(1, len(lat) // 3)
     p99_first, p99_last = _median([s["p99_us"] for s in lat[:third]]), _median([s["p99_us"] for s in lat[-third:]])
     summary = {
-        "scenario": "steady", "mode": mode, "server": server, "duration_s": duration_s, "rate": rate,
+        "scenario": "steady", "mode": mode, "server": server, "duration_s": duration_s, "measured_s": measured,
+        "rate": rate, "loop": "open", "profile": rig.profile.line(),
         "capacity_rps": capacity, "warmup_s": warm, "requests": load["requests"], "ok": load["meta"]["ok"],
         "errors": load["errors"], "rps": load["rps"], "latency_us": load["latency_us"],
         "rss_mb_after_warmup": rss_first, "rss_mb_end": rss_last,
@@ -274,7 +288,8 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
         "audit_lag_end": samples[-1]["audit_lag"] if samples else None,
     }
     run = create_run(f"soak-{mode}", parameters={"duration_s": duration_s, "rate": rate, "server": server,
-                                                  "warmup_s": warm}, root=out_root)
+                                                  "warmup_s": warm}, root=out_root,
+                     hardware_profile=rig.profile.name, profile_satisfied=rig.profile.profile_satisfied)
     run.write_table("samples", samples)
     run.write_table("load_series", series)
     run.write_json("summary.json", summary)
@@ -331,14 +346,14 @@ def run_overload(mode: str, duration_s: float = 30.0, factor: float = 2.0, *, se
     with _Rig(mode, server, {"latency_ms": mock_latency_ms, "seed": 2}, max_in_flight=max_in_flight) as rig:
         quiet_ms = _quiet_latency_ms(rig.url)
         # capacity: closed loop at the admission limit when there is one (what can be admitted)
-        cap = capacity or probe_capacity(rig.url, concurrency=min(16, max_in_flight or 16))
+        cap = capacity or probe_capacity(rig.url, concurrency=min(16, max_in_flight or 16), cpus=rig.load_cpus)
         rss_before = _rss_mb(rig.app_pid)
         rate = factor * cap
         say(f"capacity ~{cap:.0f} req/s; overload at {rate:.0f} req/s for {duration_s:g}s"
             + (f", max_in_flight {max_in_flight}" if max_in_flight else ""))
         before = rig.metrics()
         th, out = _in_thread(lambda: run_load(rig.url, rate=rate, duration_s=duration_s, headers=HEADERS, body=BODY,
-                                               timeout_s=10.0, connections=connections))
+                                               timeout_s=10.0, connections=connections, cpus=rig.load_cpus))
         peak = rss_before
         while th.is_alive():
             peak = max(peak, _rss_mb(rig.app_pid))
@@ -395,7 +410,8 @@ def run_chaos(mode: str, duration_s: float = 10.0, rate: float = 100.0, *, serve
     mock = {"latency_ms": 1.0, "seed": 3, "error_status": 500, "error_rate": error_rate, "drop_rate": drop_rate,
             "stall_every": stall_every, "stall_ms": stall_ms}
     with _Rig(mode, server, mock, upstream_timeout_s=upstream_timeout_s) as rig:
-        load = run_load(rig.url, rate=rate, duration_s=duration_s, headers=HEADERS, body=BODY, timeout_s=15.0)
+        load = run_load(rig.url, rate=rate, duration_s=duration_s, headers=HEADERS, body=BODY, timeout_s=15.0,
+                        cpus=rig.load_cpus)
         ledger_dir = rig.ledger
         rig.gw.stop()  # graceful: the audit queue drains
         with open(os.path.join(ledger_dir, "audit.wal"), "rb") as f:
@@ -448,7 +464,8 @@ def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server
         tt = threading.Thread(target=trickle, daemon=True)
         tt.start()
         try:
-            load = run_load(rig.url, concurrency=4, duration_s=seconds, headers=HEADERS, body=BODY, timeout_s=10.0)
+            load = run_load(rig.url, concurrency=4, duration_s=seconds, headers=HEADERS, body=BODY, timeout_s=10.0,
+                            cpus=rig.load_cpus)
             held = 0
             for s in socks:  # still open (a server that dropped them gave their slot back)
                 try:

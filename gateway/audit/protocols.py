@@ -99,7 +99,11 @@ class MerkleMountainRange(Protocol):
 
 @runtime_checkable
 class WriteAheadLog(Protocol):
-    """WAL v1: magic b"GLWAL\\x00\\x01\\n", then frames `u32le len | u32le crc32(payload) | payload`.
+    """WAL v2 (v1 read and appended to): 8 bytes of magic, then frames `u32le len | u32le crc | payload`.
+
+    v2 (magic b"GLWAL\\x00\\x02\\n", every new file): crc = crc32(len bytes + payload).
+    v1 (magic b"GLWAL\\x00\\x01\\n"): crc = crc32(payload). A file keeps its version;
+    `version` (2 or 1) says which. docs/formats.md says why v2 exists (zero fill).
 
     Constructor: WriteAheadLog(path, fsync="group", group_delay_ms=2.0, group_max_records=256,
                                trusted=None)
@@ -116,10 +120,12 @@ class WriteAheadLog(Protocol):
         writes). Any other policy -> InvalidInput.
 
     Recovery (identical in both twins; `recovery` attribute after open):
-      - a file shorter than 8 bytes that is a prefix of the magic (incl. empty) is completed
-        to the magic; any other bad header -> WalCorruptError("... offset 0 ...").
+      - a file shorter than 8 bytes that is a prefix of either magic (incl. empty) holds no
+        records and is rewritten as the v2 magic; any other header ->
+        WalCorruptError("... offset 0 ...").
       - scan frames from offset 8. A frame is valid iff its 8-byte header is complete,
-        len <= MAX_FRAME (64 MiB), the payload fits before EOF, and its CRC matches.
+        len <= MAX_FRAME (64 MiB), the payload fits before EOF, and its CRC matches (by the
+        file's version).
       - at the first invalid frame at offset o: if some offset p in (o, EOF) starts a chain
         of valid frames that ends exactly at EOF, that is corruption ->
         WalCorruptError naming "offset o" (nothing is modified). Otherwise the tail is torn:
@@ -127,6 +133,7 @@ class WriteAheadLog(Protocol):
     """
 
     recovery: dict  # {"records": int, "truncated_bytes": int}
+    version: int  # the file's format version: 2, or 1 for a file written before v2
 
     def append(self, payload: bytes) -> int:
         """Append one record; returns its index (0-based)."""

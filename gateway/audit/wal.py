@@ -1,8 +1,18 @@
-"""Write-ahead log v1 -- the Python twin (`gateway._native.WriteAheadLog` is the Rust one).
+"""Write-ahead log v2 (and v1) -- the Python twin (`gateway._native.WriteAheadLog` is the Rust one).
 
-Format (docs/formats.md): the 8 bytes MAGIC, then one frame per record:
-`u32 LE payload length | u32 LE zlib CRC-32 of payload | payload`. Record k's payload is
-leaf k of the MMR, so the WAL alone rebuilds the ledger.
+Format (docs/formats.md): 8 bytes of magic, then one frame per record:
+`u32 LE payload length | u32 LE CRC-32 | payload`. Record k's payload is leaf k of the MMR,
+so the WAL alone rebuilds the ledger. Two versions, told apart by the magic:
+
+  v2  `GLWAL\x00\x02\n`  CRC-32 of the 4 length bytes followed by the payload (new files)
+  v1  `GLWAL\x00\x01\n`  CRC-32 of the payload alone (read, recovered and appended to as v1)
+
+v2 exists because of one v1 weakness: eight zero bytes are a valid v1 frame (an empty
+payload, and CRC-32 of b"" is 0), so a file that a power loss extended with zeros (size on
+disk, data not) came back with phantom empty records, or was refused as corrupt. In v2 a zero
+frame has the wrong CRC (CRC-32 of four zero bytes is 0x2144DF1C), so zero fill is a torn
+tail like any other, while empty payloads stay valid records. A file keeps its version: new
+files are v2, a v1 file is appended to in v1 frames (its zero-fill weakness stays with it).
 
 Exact behaviour (open, locking, fsync policies, recovery, replay) is the contract in
 gateway/audit/protocols.py `WriteAheadLog`; both twins follow it to the byte. In short:
@@ -26,17 +36,55 @@ from typing import Sequence
 
 from gateway.errors import InvalidInput, WalCorruptError, WalError, WalLockedError
 
-MAGIC = b"GLWAL\x00\x01\n"
+MAGIC_V1 = b"GLWAL\x00\x01\n"
+MAGIC_V2 = b"GLWAL\x00\x02\n"
+MAGIC = MAGIC_V2  # what a new file gets
+VERSIONS = {MAGIC_V1: 1, MAGIC_V2: 2}
 HEADER = struct.Struct("<II")
 MAX_FRAME = 64 * 1024 * 1024
 POLICIES = ("always", "group", "none")
 
 
-def encode_frame(payload: bytes) -> bytes:
-    return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+def magic(version: int) -> bytes:
+    if version == 1:
+        return MAGIC_V1
+    if version == 2:
+        return MAGIC_V2
+    raise InvalidInput(f"WAL version must be 1 or 2, got {version!r}")
 
 
-def _frame_end(data, pos: int, end: int) -> int:
+def _bad_header() -> WalCorruptError:
+    return WalCorruptError(f"WAL header is not {MAGIC_V2!r} (v2) or {MAGIC_V1!r} (v1) at offset 0", 0)
+
+
+def header_version(head: bytes) -> int:
+    """The version a complete 8-byte header names; anything else -> WalCorruptError."""
+    try:
+        return VERSIONS[bytes(head)]
+    except KeyError:
+        raise _bad_header() from None
+
+
+def _crc(version: int, data, pos: int, stop: int) -> int:
+    """The CRC of the frame at `pos` whose payload ends at `stop`, as `version` defines it."""
+    mv = memoryview(data)
+    if version == 1:
+        return zlib.crc32(mv[pos + 8:stop])
+    return zlib.crc32(mv[pos + 8:stop], zlib.crc32(mv[pos:pos + 4]))
+
+
+def encode_frame(payload: bytes, version: int = 2) -> bytes:
+    n = struct.pack("<I", len(payload))
+    crc = zlib.crc32(payload) if version == 1 else zlib.crc32(payload, zlib.crc32(n))
+    return n + struct.pack("<I", crc) + payload
+
+
+def encode_file(payloads: Sequence[bytes], version: int = 2) -> bytes:
+    """A whole WAL file's bytes for `payloads` (what a writer produces)."""
+    return magic(version) + b"".join(encode_frame(p, version) for p in payloads)
+
+
+def _frame_end(data, pos: int, end: int, version: int) -> int:
     """End offset of the valid frame at `pos`, or -1."""
     if pos + 8 > end:
         return -1
@@ -44,12 +92,12 @@ def _frame_end(data, pos: int, end: int) -> int:
     stop = pos + 8 + n
     if n > MAX_FRAME or stop > end:
         return -1
-    if zlib.crc32(memoryview(data)[pos + 8:stop]) != crc:
+    if _crc(version, data, pos, stop) != crc:
         return -1
     return stop
 
 
-def _chain_to_eof_from(data, start: int, end: int) -> int | None:
+def _chain_to_eof_from(data, start: int, end: int, version: int) -> int | None:
     """Smallest p in [start, end) where a chain of valid frames starts and ends exactly at
     `end`, or None. Memoised backwards, so each position costs a header read plus at most
     one CRC (computed only when the frame would land on EOF or on a valid chain)."""
@@ -61,40 +109,42 @@ def _chain_to_eof_from(data, start: int, end: int) -> int | None:
         stop = p + 8 + n
         if n > MAX_FRAME or stop > end or not good[stop - start]:
             continue
-        if zlib.crc32(memoryview(data)[p + 8:stop]) == crc:
+        if _crc(version, data, p, stop) == crc:
             good[p - start] = 1
             found = p
     return found
 
 
-def scan(data, base: int = 0) -> tuple[list[bytes], int]:
+def scan(data, base: int = 0, version: int | None = None) -> tuple[list[bytes], int]:
     """Parse a WAL image: (payloads, end of the valid prefix). With `base == 0`, `data` is
-    the whole file: a short header that is a prefix of MAGIC gives ([], len(data)). With
-    `base >= 8`, `data` is the file from byte `base` on, which the caller vouches is a frame
-    boundary (a trusted prefix); offsets in the result and in errors are absolute.
+    the whole file and its header gives the version: a short header that is a prefix of a
+    magic gives ([], len(data)). With `base >= 8`, `data` is the file from byte `base` on,
+    which the caller vouches is a frame boundary (a trusted prefix) of a file of `version`
+    (it read the header); offsets in the result and in errors are absolute.
     Corruption raises WalCorruptError."""
     size = len(data)
     if base == 0:
-        if size < len(MAGIC):
-            if MAGIC.startswith(bytes(data)):
+        if size < 8:
+            if MAGIC_V1.startswith(bytes(data)) or MAGIC_V2.startswith(bytes(data)):
                 return [], size
-            raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
-        if bytes(data[:8]) != MAGIC:
-            raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+            raise _bad_header()
+        version = header_version(data[:8])
         pos = 8
-    elif base >= len(MAGIC):
+    elif base >= 8:
+        if version not in (1, 2):
+            raise InvalidInput(f"a WAL scan from offset {base} needs the file's version (1 or 2), got {version!r}")
         pos = 0
     else:
         raise InvalidInput(f"a WAL scan starts at offset 0 or at a frame boundary >= 8, not {base}")
     out = []
     mv = memoryview(data)
     while pos < size:
-        stop = _frame_end(data, pos, size)
+        stop = _frame_end(data, pos, size, version)
         if stop < 0:
             break
         out.append(bytes(mv[pos + 8:stop]))
         pos = stop
-    if pos < size and _chain_to_eof_from(data, pos + 1, size) is not None:
+    if pos < size and _chain_to_eof_from(data, pos + 1, size, version) is not None:
         raise WalCorruptError(
             f"WAL corrupt: invalid frame at offset {base + pos} followed by valid frames (record {len(out)} after the scan start)",
             base + pos)
@@ -115,7 +165,7 @@ def _payload(p, i: int | None = None) -> bytes:
 
 
 class WriteAheadLog:
-    """WAL v1 writer with recovery (see module docstring and the Protocol)."""
+    """WAL writer with recovery (see module docstring and the Protocol)."""
 
     def __init__(self, path, fsync: str = "group", group_delay_ms: float = 2.0, group_max_records: int = 256,
                  trusted: tuple[int, int] | None = None):
@@ -129,7 +179,7 @@ class WriteAheadLog:
         if trusted is not None:
             if (not isinstance(trusted, tuple) or len(trusted) != 2
                     or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in trusted)
-                    or (trusted[1] < len(MAGIC)) or (trusted[0] == 0) != (trusted[1] == len(MAGIC))):
+                    or (trusted[1] < 8) or (trusted[0] == 0) != (trusted[1] == 8)):
                 raise InvalidInput(f"trusted must be (records, offset) with offset >= 8 at a frame boundary, got {trusted!r}")
         self.path = os.fspath(path)
         self.fsync_policy = fsync
@@ -162,23 +212,26 @@ class WriteAheadLog:
         if base > size:
             raise WalCorruptError(f"WAL {self.path} ends at offset {size}, before the end of its trusted prefix "
                                   f"({records} records to offset {base})", size)
+        version = None
         if base:
-            head = os.pread(self._fd, len(MAGIC), 0)
-            if head != MAGIC:
-                raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+            version = header_version(os.pread(self._fd, 8, 0))
         data = os.pread(self._fd, size - base, base) if size > base else b""
-        payloads, valid_end = scan(data, base)  # raises WalCorruptError before anything is modified
+        payloads, valid_end = scan(data, base, version)  # raises WalCorruptError before anything is modified
         truncated = 0
-        if size < len(MAGIC):  # empty or a prefix of the magic: complete it
-            os.pwrite(self._fd, MAGIC[size:], size)
+        if size < 8:  # empty or a prefix of a magic: no records, so it becomes a v2 file
+            os.pwrite(self._fd, MAGIC, 0)
             os.fsync(self._fd)
-            valid_end = len(MAGIC)
-        elif valid_end < size:  # torn tail
-            truncated = size - valid_end
-            os.ftruncate(self._fd, valid_end)
-            os.fsync(self._fd)
-        elif payloads and self.fsync_policy != "none":
-            os.fsync(self._fd)  # a crashed writer's records may sit in the page cache only
+            valid_end, version = 8, 2
+        else:
+            if version is None:
+                version = header_version(data[:8])
+            if valid_end < size:  # torn tail
+                truncated = size - valid_end
+                os.ftruncate(self._fd, valid_end)
+                os.fsync(self._fd)
+            elif payloads and self.fsync_policy != "none":
+                os.fsync(self._fd)  # a crashed writer's records may sit in the page cache only
+        self.version = version
         self._count = records + len(payloads)
         self._end = valid_end
         return {"records": self._count, "truncated_bytes": truncated}
@@ -196,7 +249,7 @@ class WriteAheadLog:
 
     def append(self, payload: bytes) -> int:
         """Append one record; returns its index."""
-        frame = encode_frame(_payload(payload))
+        frame = encode_frame(_payload(payload), self.version)
         with self._lock:
             self._check_open()
             self._write(frame)
@@ -226,13 +279,13 @@ class WriteAheadLog:
             self._check_open()
             if self.fsync_policy == "always":
                 for p in items:
-                    self._write(encode_frame(p))
+                    self._write(encode_frame(p, self.version))
                     self._count += 1
                     os.fsync(self._fd)
                 self._durable = self._count
             else:
                 if items:
-                    self._write(b"".join(encode_frame(p) for p in items))
+                    self._write(b"".join(encode_frame(p, self.version) for p in items))
                     self._count += len(items)
                     if self.fsync_policy == "group":
                         os.fsync(self._fd)
@@ -305,19 +358,19 @@ class WriteAheadLog:
             pass
 
     def __repr__(self) -> str:
-        return f"<WriteAheadLog {self.path!r} fsync={self.fsync_policy} records={self._count}>"
+        return f"<WriteAheadLog {self.path!r} v{self.version} fsync={self.fsync_policy} records={self._count}>"
 
     @staticmethod
     def replay(path, offset: int = 0) -> list[bytes]:
         """Every record's payload, without locking or modifying the file (a torn tail is
         ignored; corruption raises WalCorruptError). With `offset` (a frame boundary the
         caller vouches for, >= 8), only the records from that byte on."""
-        if isinstance(offset, bool) or not isinstance(offset, int) or (offset != 0 and offset < len(MAGIC)):
+        if isinstance(offset, bool) or not isinstance(offset, int) or (offset != 0 and offset < 8):
             raise InvalidInput(f"offset must be 0 or a frame boundary >= 8, got {offset!r}")
+        version = None
         with open(os.fspath(path), "rb") as f:
             if offset:
-                if f.read(len(MAGIC)) != MAGIC:
-                    raise WalCorruptError(f"WAL header is not {MAGIC!r} at offset 0", 0)
+                version = header_version(f.read(8))
                 f.seek(offset)
             data = f.read()
-        return scan(data, offset)[0]
+        return scan(data, offset, version)[0]

@@ -7,14 +7,16 @@ layout (docs/workers.md).
                          is truncated by recovery (reported on stderr).
   verify                 replays every record (the auditor's check; a gateway restart only
                          checks the WAL's tail against the node store): prints {"count",
-                         "root", "truncated_bytes"} without modifying the file; corruption
+                         "root", "truncated_bytes", "wal_version"} without modifying the file
+                         (wal_version: 2, or 1 for a WAL from before v2; null while the
+                         file is shorter than its header); corruption
                          exits 1 with a message naming the offset. When a node store
                          (audit.mmr) sits beside the WAL, every node it holds is compared
                          with the recomputed one; a difference exits 1 naming the node, and
                          `--repair` then replaces the store with the recomputed one.
   verify --ledger DIR    a single ledger (DIR/audit.wal): as --wal. A sharded one (DIR/shard-K/):
                          every shard verified as above, then prints {"layout": "sharded",
-                         "shards": [{"shard", "count", "root", "truncated_bytes"}], "count",
+                         "shards": [{"shard", "count", "root", "truncated_bytes", "wal_version"}], "count",
                          "root": the combined root (gateway/audit/shards.py)}.
   prove --index I        prints the inclusion proof JSON of leaf I (--ledger DIR of a sharded
                          ledger: --shard K, and the proof comes up to the combined root).
@@ -67,6 +69,15 @@ def _read_lines(stream) -> list[bytes]:
     if lines[-1] == b"":  # a final newline ends the last line, it does not start another
         lines.pop()
     return lines
+
+
+def _wal_version(path: str) -> int | None:
+    """The version the WAL's header names (None while the file is shorter than its header)."""
+    from gateway.audit.wal import header_version
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return header_version(head) if len(head) == 8 else None
 
 
 def _scan(WAL, MMR, path: str):
@@ -166,7 +177,9 @@ def _run_ledger(args: argparse.Namespace, WAL, MMR) -> int:
             continue
         payloads, mmr, truncated = _scan(WAL, MMR, path)
         scans.append((payloads, mmr, truncated, path))
-    rows = [{"shard": k, "count": len(m), "root": m.root(), "truncated_bytes": t} for k, (_, m, t, _) in enumerate(scans)]
+    rows = [{"shard": k, "count": len(m), "root": m.root(), "truncated_bytes": t,
+             "wal_version": _wal_version(p) if os.path.exists(p) else None}
+            for k, (_, m, t, p) in enumerate(scans)]
     if args.action == "prove":
         if args.shard is None or args.index is None:
             print("gatewaylab audit prove: a sharded ledger needs --shard K and --index I", file=sys.stderr)
@@ -209,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "verify":
             payloads, mmr, truncated = _scan(WAL, MMR, path)
-            _emit({"count": len(mmr), "root": mmr.root(), "truncated_bytes": truncated})
+            _emit({"count": len(mmr), "root": mmr.root(), "truncated_bytes": truncated,
+                   "wal_version": _wal_version(path)})
             return _verify_store(WAL, MMR, path, payloads, args.repair)
         # prove --index I | consistency --old M
         value, flag = (args.index, "--index I") if args.action == "prove" else (args.old, "--old M")

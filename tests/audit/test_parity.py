@@ -234,7 +234,8 @@ def test_wal_bytes_identical_and_cross_readable(payloads, data):
         fa = write_wal(PyWAL, a, payloads, data.draw(st.integers(0, n), label="split_py"))
         fb = write_wal(RsWAL, b, payloads, data.draw(st.integers(0, n), label="split_rs"))
         assert fa == fb
-        expected = b"GLWAL\x00\x01\n" + b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in payloads)
+        expected = b"GLWAL\x00\x02\n" + b"".join(
+            struct.pack("<I", len(p)) + struct.pack("<I", zlib.crc32(struct.pack("<I", len(p)) + p)) + p for p in payloads)
         assert fa == expected
         # Each twin replays and reopens the other's file, then keeps appending to it.
         assert PyWAL.replay(b) == RsWAL.replay(a) == payloads
@@ -266,13 +267,22 @@ def _replay_outcome(cls, path):
         return ("corrupt", e.offset)
 
 
+def _wal_image(payloads, version: int) -> bytes:
+    out = b"GLWAL\x00" + bytes([version]) + b"\n"
+    for p in payloads:
+        n = struct.pack("<I", len(p))
+        out += n + struct.pack("<I", zlib.crc32(p) if version == 1 else zlib.crc32(n + p)) + p
+    return out
+
+
 @SETTINGS
 @given(payloads=st.lists(st.binary(max_size=24), min_size=1, max_size=12), data=st.data())
 def test_wal_recovery_identical_on_damaged_files(payloads, data):
-    """Cut anywhere, flip any bit, or append garbage: both twins replay and recover alike
-    (same records, same truncation, same resulting bytes) or both report the same corrupt offset."""
-    good = b"GLWAL\x00\x01\n" + b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in payloads)
-    how = data.draw(st.sampled_from(["cut", "flip", "garbage", "cut+flip"]), label="damage")
+    """Cut anywhere, flip any bit, append garbage or zeros, in a v2 or a v1 file: both twins
+    replay and recover alike (same records, same truncation, same resulting bytes) or both
+    report the same corrupt offset."""
+    good = _wal_image(payloads, data.draw(st.sampled_from([2, 1]), label="version"))
+    how = data.draw(st.sampled_from(["cut", "flip", "garbage", "zeros", "cut+flip"]), label="damage")
     damaged = bytearray(good)
     if how in ("flip", "cut+flip"):
         pos = data.draw(st.integers(0, len(damaged) - 1), label="flip byte")
@@ -281,6 +291,9 @@ def test_wal_recovery_identical_on_damaged_files(payloads, data):
         damaged = damaged[: data.draw(st.integers(0, len(damaged)), label="cut")]
     if how == "garbage":
         damaged += data.draw(st.binary(min_size=1, max_size=20), label="garbage")
+    if how == "zeros":
+        damaged = damaged[: data.draw(st.integers(8, len(damaged)), label="cut")]
+        damaged += bytes(data.draw(st.integers(1, 40), label="zeros"))
     damaged = bytes(damaged)
     with tempfile.TemporaryDirectory() as d:
         outcomes = {}

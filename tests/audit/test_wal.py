@@ -1,4 +1,5 @@
-"""WriteAheadLog, both twins: the vector file, recovery, corruption, locking, policies."""
+"""WriteAheadLog, both twins: the vector files (v2 and v1), recovery, corruption, zero fill,
+locking, policies. Frames here are built with struct and zlib, not by either twin."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,11 @@ from gateway import twins
 from gateway.errors import InvalidInput, WalCorruptError, WalLockedError
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())
-MAGIC = b"GLWAL\x00\x01\n"
+WAL_V2 = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "wal_v2.json").read_text())
+MAGIC_V1 = b"GLWAL\x00\x01\n"
+MAGIC_V2 = b"GLWAL\x00\x02\n"
+MAGIC = MAGIC_V2  # what a new file gets
+MAGICS = {1: MAGIC_V1, 2: MAGIC_V2}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,8 +29,9 @@ def WAL(impl):
     return twins.load("wal", impl)
 
 
-def frame(p: bytes) -> bytes:
-    return struct.pack("<II", len(p), zlib.crc32(p)) + p
+def frame(p: bytes, version: int = 2) -> bytes:
+    n = struct.pack("<I", len(p))
+    return n + struct.pack("<I", zlib.crc32(p) if version == 1 else zlib.crc32(n + p)) + p
 
 
 # Payloads with no run of 8 zero bytes, so no suffix of a cut frame can itself look like a
@@ -42,7 +48,8 @@ def write(WAL, path, payloads, **kw):
 
 
 def test_vector_file_bytes(WAL, tmp_path):
-    ex = VECTORS["wal_v1_example"]
+    ex = WAL_V2["wal_v2_example"]
+    assert bytes.fromhex(ex["file_hex"]) == MAGIC_V2 + b"".join(frame(s.encode()) for s in ex["payloads_utf8"])
     payloads = [s.encode() for s in ex["payloads_utf8"]]
     assert write(WAL, tmp_path / "a.wal", payloads).hex() == ex["file_hex"]
     with WAL(str(tmp_path / "b.wal"), fsync="none") as w:
@@ -52,6 +59,50 @@ def test_vector_file_bytes(WAL, tmp_path):
     assert WAL.replay(str(tmp_path / "c.wal")) == payloads
     with WAL(str(tmp_path / "c.wal")) as w:
         assert w.count == 3 and w.recovery == {"records": 3, "truncated_bytes": 0}
+
+
+def test_v1_vector_is_read_and_appended_as_v1(WAL, tmp_path):
+    """A ledger written before v2 keeps working: read, recovered, and appended to in v1
+    frames (a file has one version)."""
+    ex = VECTORS["wal_v1_example"]
+    payloads = [s.encode() for s in ex["payloads_utf8"]]
+    path = tmp_path / "v1.wal"
+    path.write_bytes(bytes.fromhex(ex["file_hex"]))
+    assert WAL.replay(str(path)) == payloads
+    with WAL(str(path), fsync="always") as w:
+        assert w.version == 1 and w.recovery == {"records": 3, "truncated_bytes": 0}
+        w.append_many([b"four", b"five"])
+    assert path.read_bytes() == bytes.fromhex(ex["file_hex"]) + frame(b"four", 1) + frame(b"five", 1)
+    assert WAL.replay(str(path), len(bytes.fromhex(ex["file_hex"]))) == [b"four", b"five"]
+    with WAL(str(tmp_path / "new.wal")) as w:
+        assert w.version == 2
+
+
+@pytest.mark.parametrize("start", ["boundary", "in_a_cut_frame", "in_a_cut_header"])
+def test_zero_fill_is_a_torn_tail_in_v2(WAL, tmp_path, start):
+    """The reason for v2: a power loss can leave the file longer than its data, the rest zero.
+    Eight zero bytes are a valid v1 frame (an empty payload; CRC-32 of b"" is 0), so v1 read
+    them back as phantom records; a v2 zero frame fails its CRC (CRC-32 of four zero bytes
+    is not 0), so zero fill is truncated like any torn tail, wherever it starts."""
+    ex = WAL_V2["wal_v2_example"]
+    good = bytes.fromhex(ex["file_hex"])
+    payloads = [s.encode() for s in ex["payloads_utf8"]]
+    cut = {"boundary": b"", "in_a_cut_frame": frame(b"record-3")[:11], "in_a_cut_header": frame(b"x")[:3]}[start]
+    for zeros in WAL_V2["zero_fill"]["zero_bytes"]:
+        path = tmp_path / f"z{zeros}.wal"
+        path.write_bytes(good + cut + bytes(zeros))
+        assert WAL.replay(str(path)) == payloads, zeros
+        with WAL(str(path), fsync="none") as w:
+            assert w.recovery == {"records": 3, "truncated_bytes": len(cut) + zeros}, zeros
+        assert path.read_bytes() == good
+
+
+def test_zero_fill_after_a_v1_boundary_reads_as_empty_records(WAL, tmp_path):
+    """The v1 weakness v2 removes, pinned as the documented behaviour of v1 files: zero fill
+    at a frame boundary comes back as empty records (a v1 file cannot tell them apart)."""
+    path = tmp_path / "v1z.wal"
+    path.write_bytes(MAGIC_V1 + frame(b"a", 1) + bytes(16))
+    assert WAL.replay(str(path)) == [b"a", b"", b""]
 
 
 @pytest.mark.parametrize("policy", ["always", "group", "none"])
@@ -84,16 +135,20 @@ def test_group_commit_has_bounded_delay(WAL, tmp_path):
         assert w.append_many([b"a", b"b", b"c"]) == 4
 
 
-def test_empty_and_short_magic_prefix_are_completed(WAL, tmp_path):
-    for k in range(len(MAGIC)):
+@pytest.mark.parametrize("version", [1, 2])
+def test_empty_and_short_magic_prefix_are_completed(WAL, tmp_path, version):
+    """A torn header of either version holds no records: the file starts over as v2."""
+    for k in range(8):
         path = tmp_path / f"m{k}.wal"
-        path.write_bytes(MAGIC[:k])
+        path.write_bytes(MAGICS[version][:k])
         with WAL(str(path)) as w:
             assert w.count == 0 and w.recovery == {"records": 0, "truncated_bytes": 0}
-        assert path.read_bytes() == MAGIC
+            assert w.version == 2
+        assert path.read_bytes() == MAGIC_V2
 
 
-@pytest.mark.parametrize("header", [b"XLWAL\x00\x01\n", b"GLWAL\x00\x02\n", b"nope", b"GLWAL\x00\x01\nxx"[:8][::-1]])
+@pytest.mark.parametrize("header", [b"XLWAL\x00\x01\n", b"GLWAL\x00\x03\n", b"GLWAL\x00\x00\n", b"nope",
+                                    b"GLWAL\x00\x01\nxx"[:8][::-1], b"GLWAL\x00\x02\r"])
 def test_bad_header_is_corruption_at_offset_0(WAL, tmp_path, header):
     path = tmp_path / "h.wal"
     path.write_bytes(header + frame(b"data"))
@@ -104,11 +159,12 @@ def test_bad_header_is_corruption_at_offset_0(WAL, tmp_path, header):
     assert path.read_bytes() == before
 
 
-def test_torn_tail_at_every_byte_offset(WAL, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_torn_tail_at_every_byte_offset(WAL, tmp_path, version):
     from gateway.audit.mmr import MerkleMountainRange
 
-    full = MAGIC + b"".join(frame(p) for p in PAYLOADS)
-    last = frame(PAYLOADS[-1])
+    full = MAGICS[version] + b"".join(frame(p, version) for p in PAYLOADS)
+    last = frame(PAYLOADS[-1], version)
     prefix = full[: len(full) - len(last)]
     expect_root = MerkleMountainRange()
     expect_root.append_many(PAYLOADS[:-1])
@@ -127,10 +183,11 @@ def test_torn_tail_at_every_byte_offset(WAL, tmp_path):
         assert m.root() == expect_root.root()
 
 
-def test_bit_flip_in_an_earlier_frame_is_corruption(WAL, tmp_path):
-    frames = [frame(p) for p in PAYLOADS]
-    offset = len(MAGIC) + len(frames[0])  # frame 1
-    full = MAGIC + b"".join(frames)
+@pytest.mark.parametrize("version", [1, 2])
+def test_bit_flip_in_an_earlier_frame_is_corruption(WAL, tmp_path, version):
+    frames = [frame(p, version) for p in PAYLOADS]
+    offset = 8 + len(frames[0])  # frame 1
+    full = MAGICS[version] + b"".join(frames)
     for bit in range(len(frames[1]) * 8):
         data = bytearray(full)
         data[offset + bit // 8] ^= 1 << (bit % 8)

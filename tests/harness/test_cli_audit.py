@@ -45,7 +45,7 @@ def test_append_verify_prove_consistency(impl, tmp_path):
     lines += [b"epsilon", b"zeta"]
     m = expected(lines)
     assert r == {"count": 6, "root": m.root()}
-    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 6, "root": m.root(), "truncated_bytes": 0}
+    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 6, "root": m.root(), "truncated_bytes": 0, "wal_version": 2}
     proof = out(cli("prove", "--wal", wal, "--impl", impl, "--index", 2))
     assert proof == m.inclusion_proof(2)
     assert MerkleMountainRange.verify_inclusion(proof, lines[2])
@@ -61,7 +61,7 @@ def test_verify_reports_torn_tail_without_modifying(impl, tmp_path):
         f.write(b"\x09\x00\x00\x00\xaa")
     before = wal.read_bytes()
     r = out(cli("verify", "--wal", wal, "--impl", impl))
-    assert r == {"count": 2, "root": expected([b"one", b"two"]).root(), "truncated_bytes": 5}
+    assert r == {"count": 2, "root": expected([b"one", b"two"]).root(), "truncated_bytes": 5, "wal_version": 2}
     assert wal.read_bytes() == before
     # append recovers (truncates) and carries on
     r = out(cli("append", "--wal", wal, "--impl", impl, stdin=b"three\n"))
@@ -99,7 +99,22 @@ def test_bad_arguments(impl, tmp_path):
 def test_empty_wal(impl, tmp_path):
     wal = tmp_path / "e.wal"
     assert out(cli("append", "--wal", wal, "--impl", impl)) == {"count": 0, "root": EMPTY}
-    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 0, "root": EMPTY, "truncated_bytes": 0}
+    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 0, "root": EMPTY, "truncated_bytes": 0, "wal_version": 2}
+
+
+def test_verify_names_a_v1_wal_and_append_keeps_it_v1(impl, tmp_path):
+    import json as _json
+    from pathlib import Path
+
+    ex = _json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())["wal_v1_example"]
+    wal = tmp_path / "v1.wal"
+    wal.write_bytes(bytes.fromhex(ex["file_hex"]))
+    payloads = [p.encode() for p in ex["payloads_utf8"]]
+    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {
+        "count": 3, "root": expected(payloads).root(), "truncated_bytes": 0, "wal_version": 1}
+    out(cli("append", "--wal", wal, "--impl", impl, stdin=b"four\n"))
+    assert out(cli("verify", "--wal", wal, "--impl", impl))["wal_version"] == 1
+    assert wal.read_bytes().startswith(bytes.fromhex(ex["file_hex"]))
 
 
 @pytest.mark.parametrize("writer,reader", [("python", "rust"), ("rust", "python")])
@@ -108,7 +123,7 @@ def test_cross_twin(writer, reader, tmp_path):
     payloads = [hashlib.sha256(i.to_bytes(8, "big")).hexdigest().encode() for i in range(40)]
     a = out(cli("append", "--wal", wal, "--impl", writer, stdin=b"\n".join(payloads)))
     v = out(cli("verify", "--wal", wal, "--impl", reader))
-    assert v == {**a, "truncated_bytes": 0}
+    assert v == {**a, "truncated_bytes": 0, "wal_version": 2}
     assert out(cli("prove", "--wal", wal, "--impl", reader, "--index", 33)) == \
         out(cli("prove", "--wal", wal, "--impl", writer, "--index", 33))
     b = out(cli("append", "--wal", wal, "--impl", reader, stdin=b"more\n"))
@@ -137,7 +152,7 @@ def test_verify_replays_everything_and_checks_the_node_store(impl, tmp_path):
         root = led.root()
     wal, store = tmp_path / "audit.wal", tmp_path / "audit.mmr"
     r = cli("verify", "--wal", wal, "--impl", impl)
-    assert out(r) == {"count": 100, "root": root, "truncated_bytes": 0}
+    assert out(r) == {"count": 100, "root": root, "truncated_bytes": 0, "wal_version": 2}
     assert b"100 leaves agree with the WAL" in r.stderr
     data = bytearray(store.read_bytes())
     data[HEADER_LEN + 32 * node_pos(2, 5) + 7] ^= 1

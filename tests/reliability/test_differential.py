@@ -97,17 +97,21 @@ def hostile_bytes(draw, base=None):
 
 # --- WAL recovery ------------------------------------------------------------------------
 PY_WAL, RS_WAL = twins.load("wal", "python"), twins.load("wal", "rust")
-MAGIC = b"GLWAL\x00\x01\n"
+MAGIC = b"GLWAL\x00\x02\n"
 
 
-def _frame(p: bytes) -> bytes:
-    return struct.pack("<II", len(p), zlib.crc32(p)) + p
+def _frame(p: bytes, version: int) -> bytes:
+    n = struct.pack("<I", len(p))
+    return n + struct.pack("<I", zlib.crc32(p) if version == 1 else zlib.crc32(n + p)) + p
 
 
 @st.composite
 def wal_images(draw):
+    """A v2 or v1 file of random records, then up to three kinds of damage."""
+    version = draw(st.sampled_from([2, 1]))
+    _f = lambda p: _frame(p, version)  # noqa: E731
     payloads = draw(st.lists(st.binary(min_size=1, max_size=40), max_size=10))
-    data = bytearray(MAGIC + b"".join(_frame(p) for p in payloads))
+    data = bytearray(b"GLWAL\x00" + bytes([version]) + b"\n" + b"".join(_f(p) for p in payloads))
     for _ in range(draw(st.integers(0, 3))):
         how = draw(st.sampled_from(["cut", "flip", "zeros", "garbage", "splice", "empty_frame", "huge_len"]))
         pos = draw(st.integers(0, len(data)))
@@ -120,9 +124,9 @@ def wal_images(draw):
         elif how == "garbage":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=30))
         elif how == "splice":
-            data[pos:pos] = _frame(draw(st.binary(min_size=1, max_size=20)))
+            data[pos:pos] = _f(draw(st.binary(min_size=1, max_size=20)))
         elif how == "empty_frame":
-            data[pos:pos] = _frame(b"")
+            data[pos:pos] = _f(b"")
         elif how == "huge_len":
             data[pos:pos] = struct.pack("<II", draw(st.sampled_from([2**26, 2**26 + 1, 2**32 - 1])), 0)
     return bytes(data)

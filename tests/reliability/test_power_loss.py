@@ -5,19 +5,19 @@ appends, batches, flushes and pauses (so the group-commit thread gets to fsync);
 step we note `durable_count` and then the file as the page cache holds it. A power loss keeps
 the durable prefix (the bytes up to the end of record `durable_count - 1`) and loses any part
 of the rest, so each simulated disk image is that file cut at a random offset at or beyond
-the durable prefix, with the final sector then torn one of two ways:
+the durable prefix, with the final sector then torn one of three ways:
 
   cut      nothing after the cut;
-  garbage  the part of the final 512-byte sector after the durable prefix is random bytes.
+  garbage  the part of the final 512-byte sector after the durable prefix is random bytes;
+  zeros    the file size reached the disk but the data did not, so zero bytes follow the
+           cut (as ext4/XFS can show after a crash).
 
-A third way, `zeros` (the file size reached the disk but the data did not, so zero bytes
-follow the cut, as ext4/XFS can show after a crash), is NOT survived by WAL v1 today:
-eight zero bytes are a valid frame of an empty payload (CRC-32 of b"" is 0), so zero fill
-after a frame boundary comes back as phantom empty records, and zero fill after a cut frame
-makes recovery refuse the file as corrupt. The fix (an empty frame is invalid; append
-refuses empty payloads) changes the format's test vector, whose third record is empty, so
-it is the format owner's decision; `test_zero_filled_tail_is_torn_not_records` is the
-minimised input, a strict xfail until then (docs/reliability.md).
+`zeros` is why the WAL is v2: in v1 eight zero bytes are a valid frame of an empty payload
+(CRC-32 of b"" is 0), so zero fill after a frame boundary came back as phantom empty
+records, and zero fill after a cut frame made recovery refuse the file as corrupt. A v2
+frame's CRC covers its length bytes too, so a zero frame is invalid and zero fill is a torn
+tail (`test_zero_filled_tail_is_torn_not_records` is the minimised finding, and v1 files keep
+the weakness: docs/formats.md).
 
 Recovery by the same twin must open the image without refusing it, keep at least
 `durable_count` records, return exactly a prefix of what was written (no phantom or garbled
@@ -43,7 +43,7 @@ from tests.reliability.rungs import RUNGS
 
 SECTOR = 512
 SCALE = max(1, int(os.environ.get("GATEWAYLAB_POWERLOSS_SCALE", "1")))
-TEARS = ("cut", "garbage")
+TEARS = ("cut", "garbage", "zeros")
 
 
 def _payload(rng: random.Random) -> bytes:
@@ -119,7 +119,7 @@ def test_power_loss_keeps_every_durable_record(impl, policy, tmp_path):
         assert durable <= written
         durable_end = offsets[durable] if promised else len(MAGIC)
         assert image[:offsets[durable]] == MAGIC + b"".join(encode_frame(p) for p in payloads[:durable])
-        for k in range(4):
+        for k in range(6):
             tear = TEARS[k % len(TEARS)]
             disk = _damaged(image, durable_end, rng, tear)
             path = str(tmp_path / "disk.wal")
@@ -138,16 +138,14 @@ def test_power_loss_keeps_every_durable_record(impl, policy, tmp_path):
                 assert w.append(b'{"after":1}') == count
             assert WAL.replay(path) == payloads[:count] + [b'{"after":1}']
     assert lost == 0
-    assert cuts == 4 * len(checkpoints)
+    assert cuts == 6 * len(checkpoints)
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, WalCorruptError),
-                   reason="WAL v1 reads zero fill as empty records (format decision pending, docs/reliability.md)")
 @pytest.mark.parametrize("tail", ["zeros_at_boundary", "zeros_and_torn_remainder", "zeros_after_cut_frame"])
 def test_zero_filled_tail_is_torn_not_records(impl, tail, tmp_path):
-    """Minimised finding: a power loss that extends the file with zeros (size on disk, data
-    not) gives back eight-zero-byte frames as valid empty records (CRC-32 of b"" is 0), and a
-    zero tail after a cut record is refused as corruption."""
+    """Minimised finding (fixed by WAL v2): a power loss that extends the file with zeros (size
+    on disk, data not) gave back eight-zero-byte frames as valid v1 empty records (CRC-32 of
+    b"" is 0), and a zero tail after a cut record was refused as corruption."""
     WAL = twins.load("wal", impl)
     frames = [encode_frame(b"record-%d" % i) for i in range(3)]
     path = str(tmp_path / "z.wal")
@@ -251,7 +249,7 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
         ids = [json.loads(p)["request_id"] for _, p in frames]
         assert noted <= set(ids), "an answer left before its record was written"
         durable_end = max((end for (end, _), rid in zip(frames, ids) if rid in noted), default=len(MAGIC))
-        for k in range(2):
+        for k in range(3):
             disk = _damaged(image, durable_end, rng, TEARS[k % len(TEARS)])
             path = str(tmp_path / "disk.wal")
             for impl in ("python", "rust"):
@@ -263,4 +261,4 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
                 missing = noted - got
                 assert not missing, f"{impl} twin lost {len(missing)} acknowledged answers after a power loss"
                 cuts += 1
-    assert cuts == 4 * len(images)
+    assert cuts == 6 * len(images)

@@ -1,7 +1,10 @@
-//! Write-ahead log v1 (docs/formats.md; the recovery algorithm is spelled out in
+//! Write-ahead log v2 and v1 (docs/formats.md; the recovery algorithm is spelled out in
 //! `gateway/audit/protocols.py`, and the Python twin `gateway/audit/wal.py` follows it too).
 //!
-//! File: the 8 bytes `GLWAL\x00\x01\n`, then frames `u32 LE len | u32 LE crc32(payload) | payload`.
+//! File: 8 bytes of magic, then frames `u32 LE len | u32 LE crc | payload`. v2 (`GLWAL\x00\x02\n`,
+//! what new files get): crc = CRC-32 of the 4 length bytes then the payload, so a frame of
+//! zero bytes is invalid and zero fill after a power loss is a torn tail, not empty records.
+//! v1 (`GLWAL\x00\x01\n`): crc = CRC-32 of the payload; read, recovered and appended to as v1.
 //! One writer per file: an exclusive non-blocking `flock` on the WAL file itself, exactly
 //! what Python's `fcntl.flock(fd, LOCK_EX | LOCK_NB)` takes, so the twins exclude each other.
 use std::fs::{File, OpenOptions};
@@ -15,7 +18,57 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const MAGIC: &[u8; 8] = b"GLWAL\x00\x01\n";
+pub const MAGIC_V1: &[u8; 8] = b"GLWAL\x00\x01\n";
+pub const MAGIC_V2: &[u8; 8] = b"GLWAL\x00\x02\n";
+/// What a new file gets.
+pub const MAGIC: &[u8; 8] = MAGIC_V2;
+
+/// The frame format of one file, named by its magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Version::V1 => MAGIC_V1,
+            Version::V2 => MAGIC_V2,
+        }
+    }
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+    /// The version a complete header names, if any.
+    pub fn of_header(head: &[u8]) -> Option<Version> {
+        if head == MAGIC_V2 {
+            Some(Version::V2)
+        } else if head == MAGIC_V1 {
+            Some(Version::V1)
+        } else {
+            None
+        }
+    }
+    /// The CRC field of a frame of `payload` whose length field is `len_le`.
+    #[inline]
+    fn crc(self, len_le: &[u8], payload: &[u8]) -> u32 {
+        match self {
+            Version::V1 => crc32fast::hash(payload),
+            Version::V2 => {
+                let mut h = crc32fast::Hasher::new();
+                h.update(len_le);
+                h.update(payload);
+                h.finalize()
+            }
+        }
+    }
+}
+
+const BAD_HEADER: &str = "not a WAL file: the header at offset 0 is neither GLWAL\\x00\\x02\\n (v2) nor GLWAL\\x00\\x01\\n (v1)";
 pub const HEADER_LEN: usize = 8;
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -82,18 +135,19 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
-/// Append one frame for `payload` to `out`.
-pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+/// Append one `version` frame for `payload` to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, version: Version, payload: &[u8]) {
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&version.crc(&len, payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
 /// A whole WAL file's bytes for `payloads` (what a writer produces).
-pub fn encode_file<'a>(payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
+pub fn encode_file<'a>(version: Version, payloads: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = version.magic().to_vec();
     for p in payloads {
-        encode_frame(&mut out, p);
+        encode_frame(&mut out, version, p);
     }
     out
 }
@@ -105,8 +159,10 @@ pub struct Scan {
     pub payloads: Vec<Range<usize>>,
     /// End of the valid prefix (where the next frame goes).
     pub valid_end: usize,
-    /// The file is shorter than the header but a prefix of it (incl. empty).
+    /// The file is shorter than the header but a prefix of a magic (incl. empty).
     pub header_incomplete: bool,
+    /// The file's version (V2 for an incomplete header: it holds no records and becomes v2).
+    pub version: Version,
 }
 
 impl Scan {
@@ -117,7 +173,7 @@ impl Scan {
 
 /// Length of the valid frame at `p`, if there is one.
 #[inline]
-fn frame_at(data: &[u8], p: usize) -> Option<usize> {
+fn frame_at(data: &[u8], p: usize, version: Version) -> Option<usize> {
     let hdr = data.get(p..p.checked_add(8)?)?;
     let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
     let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
@@ -125,12 +181,12 @@ fn frame_at(data: &[u8], p: usize) -> Option<usize> {
         return None;
     }
     let payload = data.get(p + 8..p + 8 + len)?;
-    (crc32fast::hash(payload) == crc).then_some(8 + len)
+    (version.crc(&hdr[..4], payload) == crc).then_some(8 + len)
 }
 
 /// True iff some offset in (o, EOF) starts a chain of valid frames ending exactly at EOF.
 /// Right-to-left: `good[p]` = a chain from p ends at EOF; cheap checks before the CRC.
-fn valid_chain_after(data: &[u8], o: usize) -> bool {
+fn valid_chain_after(data: &[u8], o: usize, version: Version) -> bool {
     let eof = data.len();
     if eof <= o + 1 {
         return false;
@@ -146,7 +202,7 @@ fn valid_chain_after(data: &[u8], o: usize) -> bool {
         if len > MAX_FRAME || p + 8 + len > eof || !good[p + 8 + len - base] {
             continue;
         }
-        if frame_at(data, p).is_some() {
+        if frame_at(data, p, version).is_some() {
             return true;
         }
     }
@@ -157,35 +213,34 @@ fn valid_chain_after(data: &[u8], o: usize) -> bool {
 /// by valid frames reaching EOF (or the header is wrong).
 pub fn scan(data: &[u8]) -> Result<Scan> {
     if data.len() < HEADER_LEN {
-        if MAGIC.starts_with(data) {
-            return Ok(Scan { payloads: Vec::new(), valid_end: data.len(), header_incomplete: true });
+        if MAGIC_V2.starts_with(data) || MAGIC_V1.starts_with(data) {
+            return Ok(Scan { payloads: Vec::new(), valid_end: data.len(), header_incomplete: true, version: Version::V2 });
         }
-        return Err(corrupt(0, "not a WAL v1 file: bad header at offset 0"));
+        return Err(corrupt(0, BAD_HEADER));
     }
-    if &data[..HEADER_LEN] != MAGIC {
-        return Err(corrupt(0, "not a WAL v1 file: bad header at offset 0"));
-    }
-    scan_frames(data, HEADER_LEN, 0)
+    let version = Version::of_header(&data[..HEADER_LEN]).ok_or_else(|| corrupt(0, BAD_HEADER))?;
+    scan_frames(data, HEADER_LEN, 0, version)
 }
 
 /// Scan the frames of `data`, which is the file from byte `base` on, `base` being a frame
 /// boundary the caller vouches for (a trusted prefix ends there). Ranges and `valid_end`
-/// are relative to `data`; offsets in errors are absolute.
-pub fn scan_tail(data: &[u8], base: usize) -> Result<Scan> {
-    scan_frames(data, 0, base)
+/// are relative to `data`; offsets in errors are absolute. `version` is the file's (from its
+/// header, which the caller read).
+pub fn scan_tail(data: &[u8], base: usize, version: Version) -> Result<Scan> {
+    scan_frames(data, 0, base, version)
 }
 
-fn scan_frames(data: &[u8], start: usize, base: usize) -> Result<Scan> {
+fn scan_frames(data: &[u8], start: usize, base: usize, version: Version) -> Result<Scan> {
     let mut payloads = Vec::new();
     let mut o = start;
     while o < data.len() {
-        match frame_at(data, o) {
+        match frame_at(data, o, version) {
             Some(n) => {
                 payloads.push(o + 8..o + n);
                 o += n;
             }
             None => {
-                if valid_chain_after(data, o) {
+                if valid_chain_after(data, o, version) {
                     let at = base + o;
                     return Err(corrupt(
                         at as u64,
@@ -196,7 +251,7 @@ fn scan_frames(data: &[u8], start: usize, base: usize) -> Result<Scan> {
             }
         }
     }
-    Ok(Scan { payloads, valid_end: o, header_incomplete: false })
+    Ok(Scan { payloads, valid_end: o, header_incomplete: false, version })
 }
 
 fn corrupt(offset: u64, message: &str) -> WalError {
@@ -229,15 +284,22 @@ pub fn replay_from(path: &Path, offset: u64) -> Result<(Vec<u8>, Vec<Range<usize
         return Err(WalError::Invalid(format!("offset must be 0 or a frame boundary >= 8, got {offset}")));
     }
     let mut f = File::open(path)?;
-    let mut head = [0u8; HEADER_LEN];
-    if f.read_exact(&mut head).is_err() || &head != MAGIC {
-        return Err(with_path(corrupt(0, "not a WAL v1 file: bad header at offset 0"), path));
-    }
+    let version = read_version(&mut f).map_err(|e| with_path(e, path))?;
     f.seek(SeekFrom::Start(offset))?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
-    let s = scan_tail(&data, offset as usize).map_err(|e| with_path(e, path))?;
+    let s = scan_tail(&data, offset as usize, version).map_err(|e| with_path(e, path))?;
     Ok((data, s.payloads))
+}
+
+/// The version named by the complete header at the start of `f`.
+fn read_version(f: &mut File) -> Result<Version> {
+    let mut head = [0u8; HEADER_LEN];
+    f.seek(SeekFrom::Start(0))?;
+    if f.read_exact(&mut head).is_err() {
+        return Err(corrupt(0, BAD_HEADER));
+    }
+    Version::of_header(&head).ok_or_else(|| corrupt(0, BAD_HEADER))
 }
 
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
@@ -291,6 +353,7 @@ impl Shared {
 pub struct WalWriter {
     path: PathBuf,
     policy: FsyncPolicy,
+    version: Version,
     group_delay: Duration,
     group_max_records: u64,
     recovery: Recovery,
@@ -350,19 +413,16 @@ impl WalWriter {
             file.read_to_end(&mut data)?;
             scan(&data).map_err(|e| with_path(e, path))?
         } else {
-            let mut head = [0u8; HEADER_LEN];
-            file.seek(SeekFrom::Start(0))?;
-            file.read_exact(&mut head)?;
-            if &head != MAGIC {
-                return Err(with_path(corrupt(0, "not a WAL v1 file: bad header at offset 0"), path));
-            }
+            let version = read_version(&mut file).map_err(|e| with_path(e, path))?;
             file.seek(SeekFrom::Start(base))?;
             file.read_to_end(&mut data)?;
-            scan_tail(&data, base as usize).map_err(|e| with_path(e, path))?
+            scan_tail(&data, base as usize, version).map_err(|e| with_path(e, path))?
         };
         let mut recovery = Recovery { records: records + s.payloads.len() as u64, truncated_bytes: 0 };
         if s.header_incomplete {
-            file.write_all(&MAGIC[data.len()..])?;
+            // no records: the file starts over as v2
+            file.set_len(0)?;
+            file.write_all(MAGIC)?;
             file.sync_all()?;
         } else if s.valid_end < data.len() {
             recovery.truncated_bytes = s.truncated_bytes(data.len());
@@ -400,6 +460,7 @@ impl WalWriter {
         Ok(Self {
             path: path.to_path_buf(),
             policy,
+            version: s.version,
             group_delay,
             group_max_records,
             recovery,
@@ -413,6 +474,9 @@ impl WalWriter {
     }
     pub fn policy(&self) -> FsyncPolicy {
         self.policy
+    }
+    pub fn version(&self) -> Version {
+        self.version
     }
     pub fn group_delay(&self) -> Duration {
         self.group_delay
@@ -498,7 +562,7 @@ impl WalWriter {
         let mut st = self.usable(self.shared.lock())?;
         let st = &mut *st;
         st.buf.clear();
-        encode_frame(&mut st.buf, payload);
+        encode_frame(&mut st.buf, self.version, payload);
         let index = st.count;
         self.commit(st, 1, false)?;
         Ok(index)
@@ -518,14 +582,14 @@ impl WalWriter {
         if self.policy == FsyncPolicy::Always {
             for p in payloads {
                 st.buf.clear();
-                encode_frame(&mut st.buf, p);
+                encode_frame(&mut st.buf, self.version, p);
                 self.commit(st, 1, false)?;
             }
         } else {
             st.buf.clear();
             st.buf.reserve(payloads.iter().map(|p| p.len() + 8).sum());
             for p in payloads {
-                encode_frame(&mut st.buf, p);
+                encode_frame(&mut st.buf, self.version, p);
             }
             self.commit(st, payloads.len() as u64, true)?;
         }
@@ -631,18 +695,22 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    fn vector() -> (Vec<Vec<u8>>, String) {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
+    fn vector(file: &str, key: &str) -> (Vec<Vec<u8>>, String) {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors").join(file);
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
-        let ex = &v["wal_v1_example"];
+        let ex = &v[key];
         let payloads = ex["payloads_utf8"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().as_bytes().to_vec()).collect();
         (payloads, ex["file_hex"].as_str().unwrap().to_string())
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
     #[test]
     fn vector_file_bytes_every_policy() {
-        let (payloads, want) = vector();
-        assert_eq!(hex(&encode_file(payloads.iter().map(|p| &p[..]))), want);
+        let (payloads, want) = vector("wal_v2.json", "wal_v2_example");
+        assert_eq!(hex(&encode_file(Version::V2, payloads.iter().map(|p| &p[..]))), want);
         for policy in [FsyncPolicy::Always, FsyncPolicy::Group, FsyncPolicy::None] {
             let path = tmp(&format!("vec-{}", policy.name()));
             {
@@ -661,6 +729,54 @@ mod tests {
         }
     }
 
+    /// A v1 file (the vector's bytes) is read as v1 and appended to in v1 frames.
+    #[test]
+    fn v1_vector_is_read_and_appended_as_v1() {
+        let (payloads, want) = vector("mmr_v2.json", "wal_v1_example");
+        assert_eq!(hex(&encode_file(Version::V1, payloads.iter().map(|p| &p[..]))), want);
+        let path = tmp("v1");
+        std::fs::write(&path, unhex(&want)).unwrap();
+        let (data, ranges) = replay(&path).unwrap();
+        let got: Vec<&[u8]> = ranges.iter().map(|r| &data[r.clone()]).collect();
+        assert_eq!(got, payloads.iter().map(|p| &p[..]).collect::<Vec<_>>());
+        let w = WalWriter::open(&path, FsyncPolicy::Always, 0.0, 1).unwrap();
+        assert_eq!(w.version(), Version::V1);
+        assert_eq!(w.recovery(), Recovery { records: 3, truncated_bytes: 0 });
+        w.append(b"four").unwrap();
+        drop(w);
+        let mut all: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+        all.push(b"four");
+        assert_eq!(std::fs::read(&path).unwrap(), encode_file(Version::V1, all));
+    }
+
+    /// The reason for v2: zero fill after a power loss is a torn tail, never empty records,
+    /// wherever it starts (at a frame boundary or inside a cut frame). In v1 eight zero bytes
+    /// are a valid empty frame, so the same tail reads back as phantom records.
+    #[test]
+    fn zero_fill_is_a_torn_tail_in_v2() {
+        let frames: Vec<Vec<u8>> = (0..3).map(|i| format!("record-{i}").into_bytes()).collect();
+        let two = encode_file(Version::V2, frames[..2].iter().map(|p| &p[..]));
+        let three = encode_file(Version::V2, frames.iter().map(|p| &p[..]));
+        for tail in [vec![0u8; 16], vec![0u8; 19], [&three[two.len()..two.len() + 5], &[0u8; 16][..]].concat()] {
+            for zeros in [1usize, 7, 8, 9, 4096] {
+                let mut t = tail.clone();
+                t.extend(std::iter::repeat(0u8).take(zeros));
+                let path = tmp("zeros");
+                std::fs::write(&path, [&two[..], &t[..]].concat()).unwrap();
+                assert_eq!(replay(&path).unwrap().1.len(), 2);
+                let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
+                assert_eq!(w.recovery(), Recovery { records: 2, truncated_bytes: t.len() as u64 });
+                drop(w);
+                assert_eq!(std::fs::read(&path).unwrap(), two);
+            }
+        }
+        // the v1 weakness, pinned: the same zeros after a v1 boundary are two empty records
+        let v1 = encode_file(Version::V1, frames[..2].iter().map(|p| &p[..]));
+        let path = tmp("zeros-v1");
+        std::fs::write(&path, [&v1[..], &[0u8; 16][..]].concat()).unwrap();
+        assert_eq!(replay(&path).unwrap().1.len(), 4);
+    }
+
     #[test]
     fn reopen_continues() {
         let path = tmp("reopen");
@@ -672,23 +788,27 @@ mod tests {
         assert_eq!(w.append(b"b").unwrap(), 1);
         assert_eq!(w.durable_count(), 2);
         drop(w);
-        assert_eq!(std::fs::read(&path).unwrap(), encode_file([&b"a"[..], b"b"]));
+        assert_eq!(std::fs::read(&path).unwrap(), encode_file(Version::V2, [&b"a"[..], b"b"]));
     }
 
     #[test]
     fn header_prefix_is_completed_and_bad_header_is_corrupt() {
-        for k in 0..8 {
-            let path = tmp(&format!("hdr{k}"));
-            std::fs::write(&path, &MAGIC[..k]).unwrap();
-            assert_eq!(replay(&path).unwrap().1.len(), 0);
-            let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
-            assert_eq!(w.recovery(), Recovery::default());
-            drop(w);
-            assert_eq!(std::fs::read(&path).unwrap(), MAGIC.to_vec());
+        // a torn header of either version holds no records: it starts over as v2
+        for magic in [MAGIC_V1, MAGIC_V2] {
+            for k in 0..8 {
+                let path = tmp(&format!("hdr{k}"));
+                std::fs::write(&path, &magic[..k]).unwrap();
+                assert_eq!(replay(&path).unwrap().1.len(), 0);
+                let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
+                assert_eq!(w.recovery(), Recovery::default());
+                assert_eq!(w.version(), Version::V2);
+                drop(w);
+                assert_eq!(std::fs::read(&path).unwrap(), MAGIC_V2.to_vec());
+            }
         }
-        // each is a bad header (none is a prefix of MAGIC: those are torn headers, above)
-        for bad in [&b"X"[..], b"GLWAL\x00\x02\n", b"GLWAL\x01", b"GLWAX", b"GLWAL\x00\x01\r"] {
-            assert!(!MAGIC.starts_with(bad), "{bad:?} is a torn header, not a bad one");
+        // each is a bad header (none is a prefix of a magic: those are torn headers, above)
+        for bad in [&b"X"[..], b"GLWAL\x00\x03\n", b"GLWAL\x01", b"GLWAX", b"GLWAL\x00\x01\r", b"GLWAL\x00\x02\r"] {
+            assert!(!MAGIC_V1.starts_with(bad) && !MAGIC_V2.starts_with(bad), "{bad:?} is a torn header, not a bad one");
             let path = tmp("badhdr");
             std::fs::write(&path, bad).unwrap();
             match WalWriter::open(&path, FsyncPolicy::None, 0.0, 1) {
@@ -702,8 +822,9 @@ mod tests {
     #[test]
     fn torn_tail_at_every_offset() {
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3 + 7 * i as usize]).collect();
-        let full = encode_file(payloads.iter().map(|p| &p[..]));
-        let last_start = encode_file(payloads[..4].iter().map(|p| &p[..])).len();
+        for v in [Version::V1, Version::V2] {
+        let full = encode_file(v, payloads.iter().map(|p| &p[..]));
+        let last_start = encode_file(v, payloads[..4].iter().map(|p| &p[..])).len();
         for cut in last_start..full.len() {
             let path = tmp("torn");
             std::fs::write(&path, &full[..cut]).unwrap();
@@ -715,12 +836,14 @@ mod tests {
             drop(w);
             assert_eq!(std::fs::read(&path).unwrap(), full, "cut={cut}");
         }
+        }
     }
 
     #[test]
     fn flipped_bit_in_earlier_frame_is_corruption() {
         let payloads: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
-        let full = encode_file(payloads.iter().map(|p| &p[..]));
+        for v in [Version::V1, Version::V2] {
+        let full = encode_file(v, payloads.iter().map(|p| &p[..]));
         let frame1 = 8 + 18;
         for byte in frame1..frame1 + 18 {
             for bit in 0..8 {
@@ -739,11 +862,12 @@ mod tests {
                 assert_eq!(std::fs::read(&path).unwrap(), data, "nothing modified");
             }
         }
+        }
     }
 
     #[test]
     fn garbage_tail_without_valid_chain_is_torn() {
-        let mut data = encode_file([&b"abc"[..]]);
+        let mut data = encode_file(Version::V2, [&b"abc"[..]]);
         let good = data.len();
         data.extend_from_slice(&[0xff; 5]);
         let path = tmp("garbage");

@@ -195,6 +195,12 @@ impl PyWriteAheadLog {
         self.inner.policy().name()
     }
 
+    /// The file's format version (2 for new files; 1 for a v1 file, appended to as v1).
+    #[getter]
+    fn version(&self) -> u8 {
+        self.inner.version().number()
+    }
+
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -206,7 +212,7 @@ impl PyWriteAheadLog {
     }
 
     fn __repr__(&self) -> String {
-        format!("<WriteAheadLog {:?} fsync={} records={}>", self.path, self.inner.policy().name(), self.inner.count())
+        format!("<WriteAheadLog {:?} v{} fsync={} records={}>", self.path, self.inner.version().number(), self.inner.policy().name(), self.inner.count())
     }
 
     /// Every record's payload, without taking the lock and without modifying the file
