@@ -237,21 +237,31 @@ pub fn status_kind(status: u16) -> Option<&'static str> {
     }
 }
 
-struct Bucket {
+pub struct Bucket {
     requests: u64,
     ok: u64,
     errors: u64,
     hist: Histogram<u64>,
 }
 
-/// One worker's measurements (merged at the end; no sharing on the hot path).
+/// The per-second series of a whole run, shared by the workers: each worker hands over a
+/// second's bucket once it has moved past that second, so memory grows by one bucket per
+/// second of run, not one per worker per second (a 30-minute soak with hundreds of
+/// connections held gigabytes of per-worker histograms before).
+pub type SeriesSink = Arc<std::sync::Mutex<Vec<Bucket>>>;
+
+/// One worker's measurements (merged at the end; no sharing on the hot path except the
+/// per-second hand-over to the `SeriesSink`, once per worker per second).
 pub struct Recorder {
     latency: Histogram<u64>,
     /// 2xx answers only (the latency of what was admitted when a gateway sheds load)
     ok_latency: Histogram<u64>,
     ttfb: Histogram<u64>,
     errors: BTreeMap<&'static str, u64>,
+    /// Buckets for seconds `series_base..`; with a sink, only seconds not yet handed over.
     series: Vec<Bucket>,
+    series_base: usize,
+    sink: Option<SeriesSink>,
     requests: u64,
     ok: u64,
     bytes: u64,
@@ -269,6 +279,8 @@ impl Default for Recorder {
             ttfb: hist(3),
             errors: BTreeMap::new(),
             series: Vec::new(),
+            series_base: 0,
+            sink: None,
             requests: 0,
             ok: 0,
             bytes: 0,
@@ -284,16 +296,73 @@ fn us(d: Duration) -> u64 {
     (d.as_micros() as u64).max(1)
 }
 
+fn empty_bucket() -> Bucket {
+    Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) }
+}
+
+/// Add `b` into `series[i]`, growing the series as needed.
+fn add_bucket(series: &mut Vec<Bucket>, i: usize, b: &Bucket) {
+    while series.len() <= i {
+        series.push(empty_bucket());
+    }
+    let s = &mut series[i];
+    s.requests += b.requests;
+    s.ok += b.ok;
+    s.errors += b.errors;
+    let _ = s.hist.add(&b.hist);
+}
+
 impl Recorder {
+    /// A recorder that hands each finished second over to `sink`.
+    pub fn with_sink(sink: SeriesSink) -> Self {
+        Self { sink: Some(sink), ..Self::default() }
+    }
+
+    /// Hand every bucket before second `upto` over to the sink (all of them with `None`).
+    fn hand_over(&mut self, upto: Option<usize>) {
+        let Some(sink) = &self.sink else { return };
+        let n = match upto {
+            Some(u) => u.saturating_sub(self.series_base).min(self.series.len()),
+            None => self.series.len(),
+        };
+        if n == 0 {
+            return;
+        }
+        {
+            let mut all = sink.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, b) in self.series.drain(..n).enumerate() {
+                add_bucket(&mut all, self.series_base + i, &b);
+            }
+        }
+        self.series_base += n;
+    }
+
+    /// Hand the remaining buckets over to the sink (at the end of a worker's run).
+    pub fn flush_series(&mut self) {
+        self.hand_over(None);
+    }
+
     /// Record a measured request that was due at `start` (intended or actual send time).
     pub fn record(&mut self, window_start: Instant, start: Instant, done: Instant, o: &Outcome) {
         self.requests += 1;
         self.last_done = Some(self.last_done.map_or(done, |l| l.max(done)));
         let sec = start.saturating_duration_since(window_start).as_secs() as usize;
-        while self.series.len() <= sec {
-            self.series.push(Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) });
+        // A worker's due times only move forward (the schedule hands them out in order, and
+        // closed loop uses the clock), so `sec` never falls before what was handed over; the
+        // clamp only guards the invariant.
+        let sec = sec.max(self.series_base);
+        if self.sink.is_some() && sec > self.series_base {
+            self.hand_over(Some(sec));
+            self.series_base = sec;
         }
-        let b = &mut self.series[sec];
+        while self.series.len() <= sec - self.series_base {
+            self.series.push(empty_bucket());
+        }
+        self.record_in(sec - self.series_base, done, start, o);
+    }
+
+    fn record_in(&mut self, i: usize, done: Instant, start: Instant, o: &Outcome) {
+        let b = &mut self.series[i];
         b.requests += 1;
         match o {
             Outcome::Answer { status, ttfb, bytes } => {
@@ -324,21 +393,19 @@ impl Recorder {
     }
 
     pub fn merge(&mut self, o: Recorder) {
+        self.merge_counts(&o);
+        for (i, b) in o.series.iter().enumerate() {
+            add_bucket(&mut self.series, o.series_base + i, b);
+        }
+    }
+
+    /// Everything of `o` but its series.
+    fn merge_counts(&mut self, o: &Recorder) {
         let _ = self.latency.add(&o.latency);
         let _ = self.ok_latency.add(&o.ok_latency);
         let _ = self.ttfb.add(&o.ttfb);
-        for (k, n) in o.errors {
+        for (k, n) in &o.errors {
             *self.errors.entry(k).or_insert(0) += n;
-        }
-        for (i, b) in o.series.into_iter().enumerate() {
-            if self.series.len() <= i {
-                self.series.push(Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) });
-            }
-            let s = &mut self.series[i];
-            s.requests += b.requests;
-            s.ok += b.ok;
-            s.errors += b.errors;
-            let _ = s.hist.add(&b.hist);
         }
         self.requests += o.requests;
         self.ok += o.ok;
@@ -604,8 +671,8 @@ async fn wait_until(due: Instant) {
     }
 }
 
-async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>) -> Recorder {
-    let mut rec = Recorder::default();
+async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>, sink: SeriesSink) -> Recorder {
+    let mut rec = Recorder::with_sink(sink);
     let lag_tolerance = Duration::from_millis(1);
     loop {
         let (start, measured) = match plan.mode {
@@ -637,6 +704,7 @@ async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>) -
             rec.record(sched.window_start, start, Instant::now(), &o);
         }
     }
+    rec.flush_series();
     rec
 }
 
@@ -657,9 +725,10 @@ pub async fn run(plan: Plan) -> LoadResult {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let t0 = Instant::now();
     let sched = Arc::new(Schedule::new(&plan, t0));
+    let sink: SeriesSink = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut set = tokio::task::JoinSet::new();
     for c in conns {
-        set.spawn(worker(plan.clone(), sched.clone(), c));
+        set.spawn(worker(plan.clone(), sched.clone(), c, sink.clone()));
     }
     let mut rec = Recorder::default();
     while let Some(r) = set.join_next().await {
@@ -667,6 +736,7 @@ pub async fn run(plan: Plan) -> LoadResult {
             rec.merge(r);
         }
     }
+    rec.series = std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()));
     let finished = Instant::now();
     let cpu_s = process_cpu_s() - cpu_start;
     let mut r = finish(&plan, &sched, rec, started_unix, finished);
@@ -843,6 +913,38 @@ mod tests {
         assert_eq!(r.series.len(), 2);
         assert_eq!(r.series[0].requests, 101);
         assert_eq!(r.series[1].errors, 1);
+    }
+
+    /// With a sink, a worker keeps only the second it is in: earlier seconds are handed over
+    /// as soon as it moves on, and the sink's series equals the one a sink-less recorder keeps.
+    #[test]
+    fn recorder_hands_finished_seconds_to_the_sink() {
+        let t = Instant::now();
+        let sink: SeriesSink = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut a, mut b) = (Recorder::with_sink(sink.clone()), Recorder::with_sink(sink.clone()));
+        let mut plain = Recorder::default();
+        let ok = Outcome::Answer { status: 200, ttfb: None, bytes: 1 };
+        for sec in 0..50u64 {
+            for k in 0..3u64 {
+                let start = t + Duration::from_millis(sec * 1000 + k * 100);
+                let (rec, other) = if k % 2 == 0 { (&mut a, &mut plain) } else { (&mut b, &mut plain) };
+                rec.record(t, start, start + Duration::from_micros(100 + sec), &ok);
+                other.record(t, start, start + Duration::from_micros(100 + sec), &ok);
+            }
+            assert!(a.series.len() <= 1 && b.series.len() <= 1, "a worker holds only its current second");
+        }
+        b.record(t, t + Duration::from_secs(52), t + Duration::from_secs(53), &Outcome::Failed("reset"));
+        plain.record(t, t + Duration::from_secs(52), t + Duration::from_secs(53), &Outcome::Failed("reset"));
+        a.flush_series();
+        b.flush_series();
+        let series = std::mem::take(&mut *sink.lock().unwrap());
+        assert_eq!(series.len(), plain.series.len());
+        for (x, y) in series.iter().zip(&plain.series) {
+            assert_eq!((x.requests, x.ok, x.errors), (y.requests, y.ok, y.errors));
+            assert_eq!(percentiles(&x.hist), percentiles(&y.hist));
+        }
+        assert_eq!(series[51].requests, 0);
+        assert_eq!(series[52].errors, 1);
     }
 
     #[test]
