@@ -5,7 +5,9 @@
             finds) for `duration_s`; every second: RSS of the gateway's process tree, its CPU
             (cores), its open file descriptors, the per-second p99 from the load generator, and audit lag (requests
             answered but not yet in the ledger, from /health). Reports RSS growth after
-            warm-up (median of the last tenth against the first tenth after warm-up) and p99
+            warm-up (median of the last tenth against the first tenth after warm-up), the
+            same over the second half only (the last tenth against the tenth that starts
+            halfway: a leak keeps growing there, a cache or allocator filling up does not) and p99
             drift (median p99 of the last third against the first third). Writes a run folder
             (tables, summary.json, soak.html, soak.png when a static renderer is available).
   overload  open loop at `factor` x capacity for `duration_s`: peak RSS, answers by status,
@@ -267,6 +269,8 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
     after = [s for s in samples if s["t"] >= warm]
     tenth = max(3, len(after) // 10)
     rss_first, rss_last = _median([s["rss_mb"] for s in after[:tenth]]), _median([s["rss_mb"] for s in after[-tenth:]])
+    half = [s for s in after if s["t"] >= (warm + duration_s) / 2]
+    rss_mid = _median([s["rss_mb"] for s in half[:tenth]])
     lat = [s for s in series if s["t"] >= warm and s["ok"]]
     third = max(1, len(lat) // 3)
     p99_first, p99_last = _median([s["p99_us"] for s in lat[:third]]), _median([s["p99_us"] for s in lat[-third:]])
@@ -277,6 +281,8 @@ def run_steady(mode: str, duration_s: float, rate: float | None = None, *, serve
         "errors": load["errors"], "rps": load["rps"], "latency_us": load["latency_us"],
         "rss_mb_after_warmup": rss_first, "rss_mb_end": rss_last,
         "rss_growth": (rss_last / rss_first - 1) if rss_first and rss_last else None,
+        "rss_mb_halfway": rss_mid,
+        "rss_growth_second_half": (rss_last / rss_mid - 1) if rss_mid and rss_last else None,
         "rss_peak_mb": max((s["rss_mb"] for s in samples), default=None),
         "p99_us_first_third": p99_first, "p99_us_last_third": p99_last,
         "p99_drift": (p99_last / p99_first) if p99_first and p99_last else None,

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         r = soak.run_steady(args.mode, args.duration, args.rate, server=args.server, out_root=args.out,
                             images=not args.no_images, log=log)
         line = (f"soak {r['mode']} {r['rate']:g} req/s {r['duration_s']:g}s: ok={r['ok']}/{r['requests']} "
-                f"RSS {r['rss_mb_after_warmup']:.1f} -> {r['rss_mb_end']:.1f} MiB ({r['rss_growth']:+.2%}), "
+                f"RSS {r['rss_mb_after_warmup']:.1f} -> {r['rss_mb_end']:.1f} MiB ({r['rss_growth']:+.2%}; "
+                f"second half {r['rss_growth_second_half']:+.2%}), "
                 f"p99 {r['p99_us_first_third']} -> {r['p99_us_last_third']} us (x{r['p99_drift']:.2f}), "
                 f"fds {r['fds_after_warmup']} -> {r['fds_end']} (max {r['fds_max']}), "
                 f"audit lag max {r['audit_lag_max']}; {r['run_dir']}")

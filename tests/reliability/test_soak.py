@@ -22,6 +22,7 @@ def test_steady_soak_writes_a_run_with_its_figures(tmp_path):
         assert os.path.exists(os.path.join(run, f)), f
     assert r["ok"] == r["requests"] > 0 and r["errors"] == {}
     assert isinstance(r["rss_growth"], float) and isinstance(r["p99_drift"], float)
+    assert isinstance(r["rss_growth_second_half"], float) and r["rss_mb_halfway"] > 0
     assert r["rss_mb_after_warmup"] > 1 and r["cpu_cores_mean"] > 0  # measured (rs-server runs in ~8 MB)
     assert r["audit_lag_end"] is not None and r["audit_lag_end"] < 1000
     assert r["fds_after_warmup"] > 3 and r["fds_max"] < 4096, r  # counted, and bounded
