@@ -300,12 +300,14 @@ class AuditLedger:
             if self._closed:
                 return
             self._closed = True
-            try:
+            try:  # the WAL and the store are released even when the checkpoint fails (a stopped WAL)
                 if self.nodes == "store" and len(self._mmr) != self._checkpointed:
                     self._checkpoint()
-                self._wal.close()
             finally:
-                self._mmr.close()
+                try:
+                    self._wal.close()
+                finally:
+                    self._mmr.close()
 
     def __enter__(self):
         return self

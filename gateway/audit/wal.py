@@ -200,6 +200,7 @@ class WriteAheadLog:
         self._cond = threading.Condition(self._lock)
         self._durable = self._count
         self._closed = False
+        self._failed: str | None = None  # why the log stopped (an earlier write or fsync failed)
         self._flusher = None
         if fsync == "group":
             self._flusher = threading.Thread(target=self._flush_loop, name=f"wal-flusher:{os.path.basename(self.path)}", daemon=True)
@@ -239,13 +240,30 @@ class WriteAheadLog:
     # -- writing ------------------------------------------------------------------------
     def _write(self, buf: bytes) -> None:
         mv, off = memoryview(buf), 0
-        while off < len(buf):
-            off += os.pwrite(self._fd, mv[off:], self._end + off)
+        try:
+            while off < len(buf):
+                off += os.pwrite(self._fd, mv[off:], self._end + off)
+        except OSError as e:
+            raise self._fail(e)
         self._end += len(buf)
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            raise self._fail(e)
+
+    def _fail(self, e: OSError) -> OSError:
+        """A write or fsync failed: the log stops rather than risk a torn middle frame or
+        trust pages the kernel may have dropped after a failed fsync (as the Rust twin)."""
+        self._failed = f"{e.strerror} (os error {e.errno})" if e.errno is not None else str(e)
+        return e
 
     def _check_open(self) -> None:
         if self._closed:
             raise WalError(f"WAL {self.path} is closed")
+        if self._failed is not None:
+            raise WalError(f"WAL {self.path} stopped after an I/O error: {self._failed}")
 
     def append(self, payload: bytes) -> int:
         """Append one record; returns its index."""
@@ -256,12 +274,12 @@ class WriteAheadLog:
             self._count += 1
             idx = self._count - 1
             if self.fsync_policy == "always":
-                os.fsync(self._fd)
+                self._fsync()
                 self._durable = self._count
             elif self.fsync_policy == "group":
                 pending = self._count - self._durable
                 if pending >= self._max:
-                    os.fsync(self._fd)
+                    self._fsync()
                     self._durable = self._count
                 elif pending == 1:
                     self._cond.notify()
@@ -281,14 +299,14 @@ class WriteAheadLog:
                 for p in items:
                     self._write(encode_frame(p, self.version))
                     self._count += 1
-                    os.fsync(self._fd)
-                self._durable = self._count
+                    self._fsync()
+                    self._durable = self._count
             else:
                 if items:
                     self._write(b"".join(encode_frame(p, self.version) for p in items))
                     self._count += len(items)
                     if self.fsync_policy == "group":
-                        os.fsync(self._fd)
+                        self._fsync()
                         self._durable = self._count
             return self._count
 
@@ -305,12 +323,21 @@ class WriteAheadLog:
                 target = self._count
                 if target == self._durable:
                     continue
+                if self._failed is not None:
+                    continue  # stopped: nothing more becomes durable
                 fd = self._fd
                 self._lock.release()
                 try:
                     os.fsync(fd)  # appends continue meanwhile; they join the next batch
+                except OSError as e:
+                    failed = e
+                else:
+                    failed = None
                 finally:
                     self._lock.acquire()
+                if failed is not None:
+                    self._fail(failed)
+                    continue
                 self._durable = max(self._durable, target)
 
     def flush(self) -> None:
@@ -318,7 +345,7 @@ class WriteAheadLog:
         with self._lock:
             self._check_open()
             if self.fsync_policy != "none" and self._durable < self._count:
-                os.fsync(self._fd)  # nothing pending -> nothing to make durable
+                self._fsync()  # nothing pending -> nothing to make durable
             self._durable = self._count
 
     @property
@@ -330,19 +357,28 @@ class WriteAheadLog:
         return self._durable
 
     def close(self) -> None:
-        """Flush, fsync (unless "none"), release the lock. Idempotent."""
+        """Flush, fsync (unless "none"), release the lock. Idempotent. A failed final fsync
+        (or a log already stopped by one) still releases the file and its lock; the fsync's
+        error is raised after."""
+        error = None
         with self._lock:
             if self._closed:
                 return
-            if self.fsync_policy != "none" and self._durable < self._count:
-                os.fsync(self._fd)
-            self._durable = self._count
+            if self._failed is None and self.fsync_policy != "none" and self._durable < self._count:
+                try:
+                    self._fsync()
+                except OSError as e:
+                    error = e
+            if error is None and self._failed is None:
+                self._durable = self._count
             self._closed = True
             self._cond.notify_all()
         if self._flusher is not None:
             self._flusher.join()
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
+        if error is not None:
+            raise error
 
     def __enter__(self):
         return self
