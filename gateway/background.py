@@ -171,7 +171,7 @@ class BackgroundAudit:
                     import sys
                     print(f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
                           file=sys.stderr, flush=True)
-                    self.metrics.counters["audit_failures"] = self.metrics.counters.get("audit_failures", 0) + len(batch)
+                    self.metrics.counters["audit_failures"] += len(batch)
                     for j in batch:
                         if j.durable is not None and not j.durable.done():
                             j.durable.set_exception(AuditUnavailable(f"the audit record could not be written: {e}"))

@@ -49,7 +49,7 @@ class Metrics:
         self.stage = {s: Histogram() for s in STAGES}
         self.audit_lag = Histogram()
         self.counters = {"background_spawned": 0, "background_dropped": 0, "audit_records": 0,
-                         "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
+                         "audit_failures": 0, "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
         self.gauges: dict[str, Callable[[], float]] = {}
         # called at scrape time before the counters are read (rs-core copies the Rust side's)
         self.refresh: Callable[[], None] | None = None

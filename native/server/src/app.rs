@@ -1034,6 +1034,11 @@ impl Gateway {
         }
     }
 
+    /// Records the ledger thread could not write (a stopped WAL: a full disk, say).
+    fn audit_failures(&self) -> u64 {
+        self.ledger.as_ref().map_or(0, |l| l.stats().failed.load(Relaxed))
+    }
+
     fn health(&self) -> Vec<u8> {
         let switches: serde_json::Map<String, serde_json::Value> =
             crate::config::COMPONENTS.iter().map(|c| (c.to_string(), json!("rust"))).collect();
@@ -1081,6 +1086,7 @@ impl Gateway {
         let (records, depth, spawned) = self.ledger_counts();
         self.metrics.set("audit_records", records);
         self.metrics.set("background_spawned", spawned);
+        self.metrics.set("audit_failures", self.audit_failures());
         let in_flight = self.in_flight.load(Relaxed) as f64;
         self.metrics.render(&[("background_queue_depth", depth as f64), ("requests_in_flight", in_flight)]).into_bytes()
     }

@@ -217,6 +217,13 @@ fn temp_ledger_dir() -> Result<String, String> {
 }
 
 pub fn main() -> i32 {
+    // A write past the file-size limit (RLIMIT_FSIZE) must be an error the ledger answers
+    // (the WAL stops, a durable answer is 503 audit_unavailable), not a signal that kills the
+    // gateway: ignore SIGXFSZ, as CPython does for the Python rungs.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = match parse_args(&args) {
         Ok(o) => o,

@@ -18,10 +18,11 @@ const BUCKET_LABELS: [&str; 22] = [
 ];
 /// gateway/metrics.py's STAGES, then the plugin call (rs-server's sidecar)
 pub const STAGES: [&str; 6] = ["decide", "forward", "respond", "spawn", "total", "plugins"];
-pub const COUNTERS: [&str; 8] = [
+pub const COUNTERS: [&str; 9] = [
     "background_spawned",
     "background_dropped",
     "audit_records",
+    "audit_failures",
     "upstream_errors",
     "waf_blocks",
     "streams_abandoned",
