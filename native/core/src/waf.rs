@@ -56,8 +56,6 @@ enum Matcher {
 pub struct Waf {
     ids: Vec<String>,
     matchers: Vec<Matcher>,
-    /// Per matcher: a whole-pattern case-insensitive regex (see `python_ignorecase_text`).
-    ignorecase: Vec<bool>,
     /// Literals (case-sensitive, then ASCII-case-insensitive): automaton, pattern id -> rule index.
     literals: Vec<(AhoCorasick, Vec<usize>)>,
 }
@@ -68,14 +66,25 @@ fn unshared() -> &'static regex::Regex {
 }
 
 /// Translate a Python `re` pattern into `regex` / `fancy_regex` syntax. Returns the
-/// translated pattern and whether it needs lookaround (fancy_regex).
-pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
+/// translated pattern and whether it needs lookaround (fancy_regex). `ignorecase`: the whole
+/// pattern is case-insensitive (the rule's `case_insensitive`).
+///
+/// Python's `re.IGNORECASE` puts i, I, İ (U+0130) and ı (U+0131) in one class: each matches
+/// all four. Unicode simple case folding, which `regex` uses, folds neither İ nor ı. So in a
+/// case-insensitive scope (the whole pattern, a `(?i)` at its start, or an inline `(?i:...)`
+/// group, until a `(?-i:...)`) a literal of the four becomes `[iIİı]`, and a class (negated
+/// or not) whose literal members or ranges hold one of them gets all four. Not covered: a
+/// class member written as an escape (`\x49`, `\u0130`).
+pub fn translate(id: &str, pat: &str, ignorecase: bool) -> Result<(String, bool), WafError> {
     let unsupported = |what| Err(WafError::Unsupported { id: id.to_string(), what });
     let c: Vec<char> = pat.chars().collect();
     let mut out = String::with_capacity(pat.len() + 16);
     let mut fancy = false;
     let mut in_class = false;
     let mut class_start = false; // right after `[` or `[^` (a `]` there is literal)
+    let mut class_src = 0; // where the open class's members start in `c`
+    let mut ci = ignorecase; // the current scope is case-insensitive
+    let mut scopes: Vec<bool> = Vec::new(); // `ci` outside each open group
     let mut i = 0;
     let wb = format!(r"(?:(?<=[{W}])(?![{W}])|(?<![{W}])(?=[{W}]))");
     // Python's \B never matches in an empty text (sre: "ptr == end && ptr == beginning").
@@ -115,6 +124,9 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
         if in_class {
             if ch == ']' && !class_start {
                 in_class = false;
+                if ci && class_has_dotted_i(&c[class_src..i]) {
+                    out.push_str(DOTTED_I_CLASS);
+                }
             } else if ch == '[' {
                 // Python reads a nested `[` as a literal; `regex` as a nested class.
                 out.push_str(r"\[");
@@ -146,6 +158,7 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
                     i += 1;
                 }
                 i += 1;
+                class_src = i;
                 continue;
             }
             '$' => {
@@ -169,8 +182,48 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
                 if rest.starts_with('#') {
                     return unsupported("a comment group");
                 }
+                // Copy the group's opening through (a name's or a flag's letters are not
+                // literals) and note the scope's case sensitivity.
+                let mut j = i + 2;
+                if c.get(j) == Some(&'P') && c.get(j + 1) == Some(&'<') {
+                    while j < c.len() && c[j] != '>' {
+                        j += 1;
+                    }
+                    scopes.push(ci);
+                } else {
+                    let mut on = true;
+                    let (mut add_i, mut del_i) = (false, false);
+                    while j < c.len() && (c[j].is_ascii_alphabetic() || c[j] == '-') {
+                        match c[j] {
+                            '-' => on = false,
+                            'i' if on => add_i = true,
+                            'i' => del_i = true,
+                            _ => {}
+                        }
+                        j += 1;
+                    }
+                    if c.get(j) == Some(&')') {
+                        // `(?i)`: Python takes global flags only at the start of the pattern
+                        ci = ci || add_i;
+                    } else {
+                        scopes.push(ci);
+                        ci = (ci || add_i) && !del_i;
+                    }
+                }
+                let end = (j + 1).min(c.len());
+                out.extend(&c[i..end]);
+                i = end;
+                continue;
+            }
+            '(' => {
+                scopes.push(ci);
                 out.push(ch);
             }
+            ')' => {
+                ci = scopes.pop().unwrap_or(ci);
+                out.push(ch);
+            }
+            'i' | 'I' | '\u{130}' | '\u{131}' if ci => out.push_str(&format!("[{DOTTED_I_CLASS}]")),
             '*' | '+' | '?' | '}' if c.get(i + 1) == Some(&'+') => return unsupported("a possessive quantifier"),
             _ => out.push(ch),
         }
@@ -179,22 +232,45 @@ pub fn translate(id: &str, pat: &str) -> Result<(String, bool), WafError> {
     Ok((out, fancy))
 }
 
-/// Python's `re.IGNORECASE` matches U+0130 (İ, simple lowercase `i`) and U+0131 (ı, simple
-/// uppercase `I`) wherever an `i`/`I` matches; Unicode simple case folding, which `regex`
-/// uses, folds neither. For whole-pattern case-insensitive rules the text and the pattern are
-/// matched with both written as `i` (a word character like them), which gives Python's
-/// verdict (a range with İ or ı as an endpoint would be widened: not covered). None when the
-/// text has neither (the common case). Inline `(?i:...)` groups in otherwise case-sensitive
-/// patterns are not covered either.
-fn python_ignorecase_text(text: &str) -> Option<String> {
-    text.contains(['\u{130}', '\u{131}']).then(|| text.replace(['\u{130}', '\u{131}'], "i"))
+/// The four characters Python's `re.IGNORECASE` treats as one (see `translate`).
+const DOTTED_I_CLASS: &str = "iI\u{130}\u{131}";
+
+/// Whether a class's members (the text between `[` or `[^` and `]`) name one of i, I, İ, ı,
+/// as a literal or inside a range of literals. Escaped members are skipped.
+fn class_has_dotted_i(members: &[char]) -> bool {
+    let hit = |lo: char, hi: char| ['i', 'I', '\u{130}', '\u{131}'].iter().any(|&f| lo <= f && f <= hi);
+    let mut k = 0;
+    let mut prev: Option<char> = None; // the last literal member: a range's start
+    while k < members.len() {
+        let ch = members[k];
+        if ch == '\\' {
+            k += 2;
+            prev = None;
+            continue;
+        }
+        if ch == '-' && k + 1 < members.len() && members[k + 1] != '\\' {
+            if let Some(lo) = prev {
+                if hit(lo, members[k + 1]) {
+                    return true;
+                }
+                k += 2;
+                prev = None;
+                continue;
+            }
+        }
+        if hit(ch, ch) {
+            return true;
+        }
+        prev = Some(ch);
+        k += 1;
+    }
+    false
 }
 
 impl Waf {
     pub fn new(rules: Vec<Rule>) -> Result<Self, WafError> {
         let mut ids = Vec::with_capacity(rules.len());
         let mut matchers = Vec::with_capacity(rules.len());
-        let mut ignorecase = Vec::with_capacity(rules.len());
         // [case-sensitive, ascii-case-insensitive]: (patterns, rule indices)
         let mut lits: [(Vec<String>, Vec<usize>); 2] = Default::default();
         for (idx, r) in rules.into_iter().enumerate() {
@@ -212,10 +288,7 @@ impl Waf {
                     if let Some(m) = unshared().find(&r.pattern) {
                         return Err(WafError::Unshared { id: r.id, found: m.as_str().to_string() });
                     }
-                    // a whole-pattern case-insensitive rule sees İ and ı as `i`, in the text
-                    // (`python_ignorecase_text`) and so in the pattern too
-                    let pattern = if r.case_insensitive { r.pattern.replace(['\u{130}', '\u{131}'], "i") } else { r.pattern.clone() };
-                    let (p, fancy) = translate(&r.id, &pattern)?;
+                    let (p, fancy) = translate(&r.id, &r.pattern, r.case_insensitive)?;
                     let p = if r.case_insensitive { format!("(?i){p}") } else { p };
                     if fancy {
                         Matcher::Fancy(
@@ -226,7 +299,6 @@ impl Waf {
                     }
                 }
             };
-            ignorecase.push(r.kind == RuleKind::Regex && r.case_insensitive);
             ids.push(r.id);
             matchers.push(m);
         }
@@ -246,7 +318,7 @@ impl Waf {
                 .map_err(|e| WafError::Invalid { id: ids[rule_idx[0]].clone(), msg: e.to_string() })?;
             literals.push((ac, rule_idx));
         }
-        Ok(Self { ids, matchers, ignorecase, literals })
+        Ok(Self { ids, matchers, literals })
     }
 
     pub fn len(&self) -> usize {
@@ -266,16 +338,11 @@ impl Waf {
             .filter_map(|(ac, map)| ac.find_overlapping_iter(text).map(|m| map[m.pattern().as_usize()]).min())
             .min();
         let limit = first_lit.unwrap_or(self.matchers.len());
-        let folded = python_ignorecase_text(text);
         for (i, m) in self.matchers[..limit].iter().enumerate() {
-            let t = match (&folded, self.ignorecase[i]) {
-                (Some(f), true) => f.as_str(),
-                _ => text,
-            };
             let hit = match m {
-                Matcher::Plain(re) => re.is_match(t),
+                Matcher::Plain(re) => re.is_match(text),
                 // A regex whose backtracking limit runs out counts as a match (fail closed).
-                Matcher::Fancy(re) => re.is_match(t).unwrap_or(true),
+                Matcher::Fancy(re) => re.is_match(text).unwrap_or(true),
                 Matcher::Literal => false,
             };
             if hit {
@@ -308,6 +375,17 @@ mod tests {
         assert_eq!((lit.scan("İ"), lit.scan("i"), lit.scan("I")), (Some("ci"), Some("ci"), Some("ci")));
         let cs = Waf::new(vec![rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
         assert_eq!(cs.scan("İı"), None); // case-sensitive rules see the text as it is
+        // an inline (?i:...) group in a case-sensitive pattern: only the group folds
+        let inline = Waf::new(vec![rule("g", RuleKind::Regex, "(?i:[A-Z])x?", false)]).unwrap();
+        assert_eq!((inline.scan("İ"), inline.scan("ı"), inline.scan("1")), (Some("g"), Some("g"), None));
+        let scoped = Waf::new(vec![rule("s", RuleKind::Regex, "(?i:a)İ", false)]).unwrap();
+        assert_eq!((scoped.scan("AİX"), scoped.scan("Ai"), scoped.scan("aı")), (Some("s"), None, None));
+        let off = Waf::new(vec![rule("o", RuleKind::Regex, "(?-i:[i])z", true)]).unwrap();
+        assert_eq!((off.scan("iZ"), off.scan("İz"), off.scan("Iz")), (Some("o"), None, None));
+        let named = Waf::new(vec![rule("n", RuleKind::Regex, "(?P<id>i)", true)]).unwrap();
+        assert_eq!(named.scan("İ"), Some("n")); // the group's name is not a literal
+        let neg = Waf::new(vec![rule("x", RuleKind::Regex, "[^h-j]", true)]).unwrap();
+        assert_eq!((neg.scan("İ"), neg.scan("ı"), neg.scan("k")), (None, None, Some("x")));
     }
 
     fn rule(id: &str, kind: RuleKind, p: &str, ci: bool) -> Rule {
