@@ -1,5 +1,5 @@
 """Long-running and hostile-load checks of one rung (DESIGN.md "Reliability"; the tool behind
-`gatewaylab soak`). Four scenarios, each starting its own native mock and gateway:
+`gatewaylab soak`). Five scenarios, each starting its own native mock and gateway:
 
   steady    open loop at a steady rate (default 70% of the capacity a short closed-loop probe
             finds) for `duration_s`; every second: RSS of the gateway's process tree, its CPU
@@ -21,8 +21,14 @@
             graceful stop the ledger verifies and holds exactly one record per answer.
   idle      `connections` sockets hold half-sent request heads open (slowloris) while good
             requests run; every good request must get 200.
+  peak      is RSS growth a leak or the high-water mark of a connection peak? Phases of a few
+            connections (open loop at `rate` on a pool of 8) and of many (closed loop, one
+            connection per worker) alternate: few, few, many, few, many, many, few; the RSS
+            of the gateway's tree and its open fds after each. A leak grows with the work
+            done in every phase; a high-water mark grows at the first peak, stays when the
+            connections close, and hardly moves at later peaks of the same size.
 
-    from harness.soak import run_steady, run_overload, run_chaos, run_idle
+    from harness.soak import run_steady, run_overload, run_chaos, run_idle, run_peak
     r = run_steady("py", duration_s=20)      # dict; r["rss_growth"], r["p99_drift"], r["run_dir"]
 """
 from __future__ import annotations
@@ -489,3 +495,45 @@ def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server
     return {"scenario": "idle", "mode": mode, "server": server, "connections": connections, "refused": refused,
             "held_open_at_end": held, "good_requests": load["requests"], "good_ok": load["meta"]["ok"],
             "good_errors": load["errors"], "latency_us": load["latency_us"]}
+
+
+# --- connection peaks ----------------------------------------------------------------------------
+PEAK_PHASES = ("few", "few", "many", "few", "many", "many", "few")
+
+
+def run_peak(mode: str, connections: int = 256, seconds: float = 5.0, rate: float = 300.0, *,
+             server: str = "uvicorn") -> dict:
+    """RSS and open fds after each phase of PEAK_PHASES (see the module docstring): `few` is
+    open loop at `rate` on a pool of 8 connections, `many` a closed loop of `connections`
+    workers, each for `seconds`. Reports the phases, what the first peak added
+    (`first_peak_mb`), what the later peaks added on top (`later_peaks_mb`) and what the
+    phases of few connections after a peak gave back (`returned_after_peaks_mb`, 0 when the
+    allocator keeps it)."""
+    from harness.native_procs import run_load
+
+    if connections < 9:
+        raise SoakError(f"peak: --connections must be above the 8 of the quiet phases, got {connections}")
+    phases = []
+    with _Rig(mode, server, {"latency_ms": 1.0, "seed": 6}) as rig:
+        pid = rig.app_pid
+        phases.append({"phase": "start", "connections": 0, "requests": 0, "ok": 0,
+                       "rss_mb": round(_rss_mb(pid), 3), "fds": _fds(pid)})
+        for name in PEAK_PHASES:
+            if name == "few":
+                load = run_load(rig.url, rate=rate, connections=8, duration_s=seconds, headers=HEADERS,
+                                body=BODY, timeout_s=10.0, cpus=rig.load_cpus)
+            else:
+                load = run_load(rig.url, concurrency=connections, duration_s=seconds, headers=HEADERS, body=BODY,
+                                timeout_s=10.0, cpus=rig.load_cpus)
+            time.sleep(1.0)  # the connections close; the gateway frees what it frees
+            phases.append({"phase": name, "connections": 8 if name == "few" else connections,
+                           "requests": load["requests"], "ok": load["meta"]["ok"],
+                           "rss_mb": round(_rss_mb(pid), 3), "fds": _fds(pid)})
+    rss = [p["rss_mb"] for p in phases]
+    first = PEAK_PHASES.index("many") + 1  # index in `phases` of the first peak
+    returned = sum(max(0.0, rss[k - 1] - rss[k]) for k in range(first + 1, len(rss))
+                   if phases[k]["phase"] == "few" and phases[k - 1]["phase"] == "many")
+    return {"scenario": "peak", "mode": mode, "server": server, "connections": connections, "seconds": seconds,
+            "rate": rate, "phases": phases, "first_peak_mb": round(rss[first] - rss[first - 1], 3),
+            "later_peaks_mb": round(rss[-1] - rss[first], 3), "returned_after_peaks_mb": round(returned, 3),
+            "requests": sum(p["requests"] for p in phases), "ok": sum(p["ok"] for p in phases)}

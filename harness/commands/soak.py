@@ -1,5 +1,5 @@
 """`gatewaylab soak --mode M --duration S [--rate R]`: a steady open-loop soak of one rung
-(harness/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle` runs
+(harness/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle|peak` runs
 the other checks of harness/soak.py instead. Prints a summary (or `--json`)."""
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", required=True, help="the rung, as `gatewaylab serve --mode` takes it")
     p.add_argument("--duration", type=float, required=True, help="seconds of load")
     p.add_argument("--rate", type=float, default=None, help="steady: requests/s (default 70%% of a probed capacity)")
-    p.add_argument("--scenario", choices=["steady", "overload", "chaos", "idle"], default="steady")
+    p.add_argument("--scenario", choices=["steady", "overload", "chaos", "idle", "peak"], default="steady")
     p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     p.add_argument("--factor", type=float, default=2.0, help="overload: times capacity")
-    p.add_argument("--connections", type=int, default=1000, help="idle: slowloris connections")
+    p.add_argument("--connections", type=int, default=None,
+                   help="idle: slowloris connections (default 1000); peak: connections at a peak (default 256)")
     p.add_argument("--max-in-flight", dest="max_in_flight", type=int, default=None,
                    help="overload: the gateway's admission limit (limits.max_in_flight; default: the config default)")
     p.add_argument("--latency-ms", dest="latency_ms", type=float, default=1.0, help="overload: the mock's latency")
@@ -53,8 +54,15 @@ def run(args: argparse.Namespace) -> int:
         r = soak.run_chaos(args.mode, args.duration, args.rate or 100.0, server=args.server)
         line = (f"chaos {r['mode']}: answered {r['answered']} of {r['requests']}, audited {r['audited']} "
                 f"{r['audited_by_status']}, transport failures {r['transport_failures']}")
+    elif args.scenario == "peak":
+        r = soak.run_peak(args.mode, args.connections or 256, args.duration, args.rate or 300.0, server=args.server)
+        steps = " ".join(f"{p['phase']}:{p['rss_mb']:.1f}" for p in r["phases"])
+        line = (f"peak {r['mode']} ({r['connections']} connections, {r['seconds']:g} s "
+                f"per peak): RSS MiB {steps}; first peak {r['first_peak_mb']:+.2f}, later peaks "
+                f"{r['later_peaks_mb']:+.2f}, given back after peaks {r['returned_after_peaks_mb']:.2f}; "
+                f"ok {r['ok']}/{r['requests']}")
     else:
-        r = soak.run_idle(args.mode, args.connections, args.duration, server=args.server)
+        r = soak.run_idle(args.mode, args.connections or 1000, args.duration, server=args.server)
         line = (f"idle {r['mode']}: {r['held_open_at_end']} of {r['connections']} slow connections held, "
                 f"good requests {r['good_ok']}/{r['good_requests']} ok, p99 {r['latency_us']['p99']} us")
     print(json.dumps(r) if args.json else line)

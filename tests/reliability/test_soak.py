@@ -56,3 +56,18 @@ def test_thousand_slow_connections_do_not_stop_good_requests(mode):
     r = soak.run_idle(mode, connections=1000, seconds=3)
     assert r["refused"] == 0
     assert r["good_requests"] > 0 and r["good_ok"] == r["good_requests"], r
+
+
+def test_peak_scenario_reports_rss_after_each_phase():
+    """The tool, not a figure: every phase answered, RSS and fds read after each, the deltas
+    computed from them (docs/reliability.md gives the figures at 256 connections)."""
+    r = soak.run_peak("py+rs", connections=32, seconds=1.0, rate=100.0)
+    assert [p["phase"] for p in r["phases"]] == ["start", *soak.PEAK_PHASES]
+    assert r["ok"] == r["requests"] > 0
+    assert all(p["rss_mb"] > 0 and p["fds"] > 0 for p in r["phases"])
+    rss = [p["rss_mb"] for p in r["phases"]]
+    assert r["first_peak_mb"] == round(rss[3] - rss[2], 3)  # phases[3]: the first peak
+    assert r["later_peaks_mb"] == round(rss[-1] - rss[3], 3)
+    assert r["returned_after_peaks_mb"] >= 0
+    with pytest.raises(soak.SoakError, match="above the 8"):
+        soak.run_peak("py", connections=4)
