@@ -76,9 +76,10 @@ fn float(f: f64) -> String {
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    pub stage: [Histogram; 6],
+    pub stage: [Histogram; STAGES.len()],
     pub audit_lag: Histogram,
-    counters: [AtomicU64; 8],
+    // sized by the name list, so a counter added there cannot fall off the end
+    counters: [AtomicU64; COUNTERS.len()],
 }
 
 pub fn stage_index(name: &str) -> usize {
@@ -160,5 +161,17 @@ mod tests {
         assert!(t.contains("gateway_stage_seconds_count{stage=\"total\"} 2.0\n"));
         assert!(t.contains("gateway_waf_blocks_total 1.0\n"));
         assert!(t.contains("gateway_audit_queue_depth 3.0\n"));
+    }
+
+    #[test]
+    fn every_counter_can_be_set_and_renders() {
+        let m = Metrics::default();
+        for (k, name) in COUNTERS.iter().enumerate() {
+            m.set(name, k as u64 + 1);
+        }
+        let t = m.render(&[]);
+        for (k, name) in COUNTERS.iter().enumerate() {
+            assert!(t.contains(&format!("gateway_{name}_total {}.0\n", k + 1)), "{name}: {t}");
+        }
     }
 }
