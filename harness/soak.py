@@ -513,6 +513,8 @@ def run_peak(mode: str, connections: int = 256, seconds: float = 5.0, rate: floa
 
     if connections < 9:
         raise SoakError(f"peak: --connections must be above the 8 of the quiet phases, got {connections}")
+    if not (seconds > 0 and rate > 0):
+        raise SoakError(f"peak: --duration and --rate must be positive, got {seconds:g} s and {rate:g} req/s")
     phases = []
     with _Rig(mode, server, {"latency_ms": 1.0, "seed": 6}) as rig:
         pid = rig.app_pid

@@ -313,18 +313,16 @@ class WriteAheadLog:
     def _flush_loop(self) -> None:
         with self._cond:
             while not self._closed:
-                if self._count == self._durable:
-                    self._cond.wait()
+                if self._count == self._durable or self._failed is not None:
+                    self._cond.wait()  # nothing pending, or stopped: sleep until an append or close
                     continue
                 # A batch is open: wait out the bounded delay, then commit what is pending.
                 self._cond.wait(self._delay)
                 if self._closed:
                     return
                 target = self._count
-                if target == self._durable:
+                if target == self._durable or self._failed is not None:
                     continue
-                if self._failed is not None:
-                    continue  # stopped: nothing more becomes durable
                 fd = self._fd
                 self._lock.release()
                 try:

@@ -55,14 +55,16 @@ def run(args: argparse.Namespace) -> int:
         line = (f"chaos {r['mode']}: answered {r['answered']} of {r['requests']}, audited {r['audited']} "
                 f"{r['audited_by_status']}, transport failures {r['transport_failures']}")
     elif args.scenario == "peak":
-        r = soak.run_peak(args.mode, args.connections or 256, args.duration, args.rate or 300.0, server=args.server)
+        r = soak.run_peak(args.mode, 256 if args.connections is None else args.connections, args.duration,
+                          300.0 if args.rate is None else args.rate, server=args.server)
         steps = " ".join(f"{p['phase']}:{p['rss_mb']:.1f}" for p in r["phases"])
         line = (f"peak {r['mode']} ({r['connections']} connections, {r['seconds']:g} s "
                 f"per peak): RSS MiB {steps}; first peak {r['first_peak_mb']:+.2f}, later peaks "
                 f"{r['later_peaks_mb']:+.2f}, given back after peaks {r['returned_after_peaks_mb']:.2f}; "
                 f"ok {r['ok']}/{r['requests']}")
     else:
-        r = soak.run_idle(args.mode, args.connections or 1000, args.duration, server=args.server)
+        r = soak.run_idle(args.mode, 1000 if args.connections is None else args.connections, args.duration,
+                          server=args.server)
         line = (f"idle {r['mode']}: {r['held_open_at_end']} of {r['connections']} slow connections held, "
                 f"good requests {r['good_ok']}/{r['good_requests']} ok, p99 {r['latency_us']['p99']} us")
     print(json.dumps(r) if args.json else line)

@@ -28,14 +28,6 @@ BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "di
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def mock():
-    from harness.native_procs import start_mock
-
-    with start_mock(seed=9) as m:
-        yield m
-
-
 def _gateway(mock, ledger, mode):
     cfg = ledger.parent / f"gw-{mode}.yaml"
     cfg.write_text(yaml.safe_dump({

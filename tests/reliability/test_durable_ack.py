@@ -19,14 +19,6 @@ BODY = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "du
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def mock():
-    from harness.native_procs import start_mock
-
-    with start_mock(seed=5) as m:
-        yield m
-
-
 def _gateway(mock, tmp_path, mode, fsync, ack):
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(yaml.safe_dump({

@@ -71,3 +71,5 @@ def test_peak_scenario_reports_rss_after_each_phase():
     assert r["returned_after_peaks_mb"] >= 0
     with pytest.raises(soak.SoakError, match="above the 8"):
         soak.run_peak("py", connections=4)
+    with pytest.raises(soak.SoakError, match="must be positive"):
+        soak.run_peak("py", rate=0)
