@@ -2,6 +2,7 @@
 
 It also installs tests/standalone_guard.py for the whole session: a test that reads
 anything beside the checkout fails the session (the repository stands alone)."""
+
 from __future__ import annotations
 
 import sys
@@ -17,8 +18,10 @@ standalone_guard.install()
 def pytest_sessionfinish(session, exitstatus):
     if standalone_guard.OUTSIDE_READS:
         seen = sorted(set(standalone_guard.OUTSIDE_READS))
-        sys.stderr.write("\nERROR: tests read outside the checkout (the repository must stand alone):\n"
-                         + "".join(f"  {p}\n" for p in seen[:20]))
+        sys.stderr.write(
+            "\nERROR: tests read outside the checkout (the repository must stand alone):\n"
+            + "".join(f"  {p}\n" for p in seen[:20])
+        )
         session.exitstatus = 1
 
 

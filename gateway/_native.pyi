@@ -6,6 +6,7 @@ One section per area; each Rust twin mirrors a Python twin whose Protocol is the
 classes of `gateway.errors` (InvalidInput, AuditIndexError, ProofError, WalCorruptError,
 WalLockedError, WalError, NativePanic). Add your component's section here when you expose it.
 """
+
 from collections.abc import Iterable, Mapping
 from os import PathLike
 from typing import Any, Final, Self, TypeAlias, final
@@ -80,7 +81,9 @@ class MerkleMountainRange:
     def inclusion_proof(self, index: int) -> dict[str, Any]: ...
     def consistency_proof(self, old_count: int) -> dict[str, Any]: ...
     @staticmethod
-    def verify_inclusion(proof: Mapping[str, Any] | str | bytes | bytearray, payload: _BytesLike | None = None) -> bool: ...
+    def verify_inclusion(
+        proof: Mapping[str, Any] | str | bytes | bytearray, payload: _BytesLike | None = None
+    ) -> bool: ...
     @staticmethod
     def verify_consistency(proof: Mapping[str, Any] | str | bytes | bytearray) -> bool: ...
 
@@ -171,7 +174,9 @@ class Router:
 
     def __new__(cls, config_json: str) -> Self: ...
     def begin(self, group: str, tokens: int, now_ns: int) -> RouterAttempt: ...
-    def next(self, att: RouterAttempt, now_ns: int) -> tuple[str, str, int] | tuple[str, int] | tuple[str, str]: ...
+    def next(
+        self, att: RouterAttempt, now_ns: int
+    ) -> tuple[str, str, int] | tuple[str, int] | tuple[str, str]: ...
     def report(self, att: RouterAttempt, outcome: str, latency_us: int, now_ns: int) -> str: ...
     def state(self, group: str, index: int, now_ns: int) -> str: ...
     def in_flight(self, group: str, index: int) -> int: ...
@@ -224,8 +229,16 @@ class Pipeline:
     (gateway.rs_core.pipeline_config)."""
 
     def __new__(cls, config_json: str) -> Self: ...
-    def decide(self, method: str, path: str, headers: _Headers, body: bytes, time_ns: int, mono_ns: int,
-               request_id: str) -> tuple[Any, ...]:
+    def decide(
+        self,
+        method: str,
+        path: str,
+        headers: _Headers,
+        body: bytes,
+        time_ns: int,
+        mono_ns: int,
+        request_id: str,
+    ) -> tuple[Any, ...]:
         """("reject", status, code, message, headers, audit) or
         ("forward", url, headers, body, stream, kind, public_model, adapt, key_id, audit)."""
 
@@ -234,10 +247,21 @@ class RsCore:
     """Rung 2: the whole hot path on a Tokio runtime; completions through `drain()` when the
     eventfd `fileno()` is readable (gateway/rs_core.py)."""
 
-    def __new__(cls, config_json: str, ledger_dir: str, fsync: str = "group", group_delay_ms: float = 2.0,
-                timeout_s: float = 30.0, pool: int = 256, id_prefix: str = "req-", workers: int = 1,
-                 ledger_delay_ms: float = 0.0, ack: str = "background", tracing: str = "off",
-                 tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces") -> Self: ...
+    def __new__(
+        cls,
+        config_json: str,
+        ledger_dir: str,
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        timeout_s: float = 30.0,
+        pool: int = 256,
+        id_prefix: str = "req-",
+        workers: int = 1,
+        ledger_delay_ms: float = 0.0,
+        ack: str = "background",
+        tracing: str = "off",
+        tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces",
+    ) -> Self: ...
     def fileno(self) -> int: ...
     def submit(self, requests: list[tuple[int, _Headers, bytes]]) -> None: ...
     def next_chunk(self, token: int, stream_id: int) -> None: ...

@@ -12,14 +12,15 @@ switches choose) and `gateway.rs_core.RsCoreGateway` for rung 2 (`rs-core`: one 
 Rust call per request). Shells talk to `GatewayBase` only. Errors use the OpenAI shape
 {"error": {"message", "type", "code"}} (gateway/errors.py error_type: the type from the status, a 5xx's from its code).
 """
+
 from __future__ import annotations
 
 import asyncio
 import itertools
-from abc import ABC, abstractmethod
 import os
 import time
-from typing import AsyncIterator
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 
 import orjson
 
@@ -27,10 +28,25 @@ from gateway import workers
 from gateway.audit.job import AuditJob
 from gateway.background import BackgroundAudit
 from gateway.config import Config
-from gateway.errors import AuditIndexError, AuditUnavailable, ConfigError, InvalidInput, UpstreamError, UpstreamStatusError
+from gateway.errors import (
+    AuditIndexError,
+    AuditUnavailable,
+    ConfigError,
+    InvalidInput,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from gateway.metrics import Metrics
-from gateway.pipeline import (Context, Forwarding, Pipeline, Rejection, Request, error_body, stages_label,
-                              upstream_headers)
+from gateway.pipeline import (
+    Context,
+    Forwarding,
+    Pipeline,
+    Rejection,
+    Request,
+    error_body,
+    stages_label,
+    upstream_headers,
+)
 from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
@@ -60,9 +76,10 @@ class StreamResponse:
 class _InFlightStream:
     """A stream's chunks that free its admission place once, when they end, fail or are
     closed (the shells close a stream whose client went away, even before its first chunk)."""
+
     __slots__ = ("_chunks", "_gw")
 
-    def __init__(self, chunks: AsyncIterator[bytes], gw: "GatewayBase"):
+    def __init__(self, chunks: AsyncIterator[bytes], gw: GatewayBase):
         self._chunks, self._gw = chunks, gw
 
     def _release(self) -> None:
@@ -111,12 +128,15 @@ def error(status: int, message: str, code: str, headers: list | None = None) -> 
     return Response(status, error_body(status, message, code), h)
 
 
-def make_gateway(config: Config, *, shell: str = "asgi", server: str = "uvicorn") -> "GatewayBase":
+def make_gateway(config: Config, *, shell: str = "asgi", server: str = "uvicorn") -> GatewayBase:
     if config.switches.mode == "rs-core":
         if config.ledger_layout == "single-writer":
-            raise ConfigError("ledger.layout single-writer is for py and py+rs (rs-core's ledger is its own Rust "
-                              "thread); docs/single_writer.md")
+            raise ConfigError(
+                "ledger.layout single-writer is for py and py+rs (rs-core's ledger is its own Rust "
+                "thread); docs/single_writer.md"
+            )
         from gateway.rs_core import RsCoreGateway
+
         return RsCoreGateway(config, shell=shell, server=server)
     return Gateway(config, shell=shell, server=server)
 
@@ -133,7 +153,7 @@ class GatewayBase(ABC):
         self.probes = None
         self.worker = workers.current()  # None: a lone process; else this worker of a unit
         self.peers: workers.Peers | None = None
-        self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xffffffff:x}-"
+        self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xFFFFFFFF:x}-"
         self.in_flight = 0
         self.metrics.counters["requests_shed"] = 0
         self.metrics.gauges["requests_in_flight"] = lambda: self.in_flight
@@ -144,6 +164,7 @@ class GatewayBase(ABC):
             import asyncio
 
             from gateway import probes
+
             self.probes = probes.start(asyncio.get_running_loop())
         if self.worker is not None:  # last: the supervisor takes the control socket as "ready"
             self.peers = workers.Peers(self.worker, self)
@@ -165,8 +186,12 @@ class GatewayBase(ABC):
         limit = self.config.max_in_flight
         if self.in_flight >= limit:
             self.metrics.counters["requests_shed"] += 1
-            return error(503, f"the gateway is overloaded ({limit} requests in flight); retry after {RETRY_AFTER_S} s",
-                         "overloaded", [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            return error(
+                503,
+                f"the gateway is overloaded ({limit} requests in flight); retry after {RETRY_AFTER_S} s",
+                "overloaded",
+                [(b"retry-after", str(RETRY_AFTER_S).encode())],
+            )
         self.in_flight += 1
         try:
             resp = await self.chat(request, t0)
@@ -197,6 +222,7 @@ class GatewayBase(ABC):
         if not self.sharded:
             return Response(200, orjson.dumps(await self._root()))
         from gateway.audit.shards import root_document
+
         answers = await self.peers.ask_all({"op": "root"})
         down = [f"shard {k}: {a['error']}" for k, a in enumerate(answers) if "ok" not in a]
         if down:
@@ -209,16 +235,27 @@ class GatewayBase(ABC):
         JSON; AuditIndexError when n is out of range."""
 
     async def audit_proof(self, index: str, shard: str | None = None) -> Response:
-        return await self._ledger_proof(index, "leaf index", "invalid_index", "inclusion", 404, "index_out_of_range",
-                                        shard)
+        return await self._ledger_proof(
+            index, "leaf index", "invalid_index", "inclusion", 404, "index_out_of_range", shard
+        )
 
     async def audit_consistency(self, old: str | None, shard: str | None = None) -> Response:
         if old is None:
             return error(400, "query parameter 'old' is required", "missing_old")
-        return await self._ledger_proof(old, "'old'", "invalid_old", "consistency", 400, "old_out_of_range", shard)
+        return await self._ledger_proof(
+            old, "'old'", "invalid_old", "consistency", 400, "old_out_of_range", shard
+        )
 
-    async def _ledger_proof(self, raw: str, what: str, invalid_code: str, kind: str, range_status: int,
-                            range_code: str, shard: str | None = None) -> Response:
+    async def _ledger_proof(
+        self,
+        raw: str,
+        what: str,
+        invalid_code: str,
+        kind: str,
+        range_status: int,
+        range_code: str,
+        shard: str | None = None,
+    ) -> Response:
         digits = index_digits(raw)
         if digits is None:
             return error(400, f"{what} must be a non-negative integer, got {raw!r}", invalid_code)
@@ -235,14 +272,19 @@ class GatewayBase(ABC):
             return error(range_status, str(e), range_code)
         return Response(200, proof)
 
-    async def _shard_proof(self, kind: str, n: int | None, digits: str, shard: str | None, range_status: int,
-                           range_code: str) -> Response:
+    async def _shard_proof(
+        self, kind: str, n: int | None, digits: str, shard: str | None, range_status: int, range_code: str
+    ) -> Response:
         """Shard K's proof made by its owner, among every shard's state (docs/workers.md)."""
         from gateway.audit.shards import sharded_proof
+
         count = self.worker.count
         if shard is None:
-            return error(400, f"query parameter 'shard' (0..{count - 1}) is required: the ledger is sharded",
-                         "missing_shard")
+            return error(
+                400,
+                f"query parameter 'shard' (0..{count - 1}) is required: the ledger is sharded",
+                "missing_shard",
+            )
         k_digits = index_digits(shard)
         if k_digits is None:
             return error(400, f"'shard' must be a non-negative integer, got {shard!r}", "invalid_shard")
@@ -267,14 +309,20 @@ class GatewayBase(ABC):
         proof = got["ok"]["proof"]
         # the owner made the proof and read its root in one turn of its loop; if records were
         # appended in between, the proof's own end state is the shard's state it belongs to
-        end = ({"count": proof["leaf_count"], "root": proof["root"]} if kind == "inclusion"
-               else {"count": proof["new_count"], "root": proof["new_root"]})
+        end = (
+            {"count": proof["leaf_count"], "root": proof["root"]}
+            if kind == "inclusion"
+            else {"count": proof["new_count"], "root": proof["new_root"]}
+        )
         states[k] = end
         return Response(200, orjson.dumps(sharded_proof(k, proof, states, kind)))
 
     # --- other endpoints ------------------------------------------------------------------
     def models(self) -> Response:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "gatewaylab"} for name in self.config.models]
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "gatewaylab"}
+            for name in self.config.models
+        ]
         return Response(200, orjson.dumps({"object": "list", "data": data}))
 
     @abstractmethod
@@ -287,25 +335,50 @@ class GatewayBase(ABC):
 
     def health(self) -> Response:
         queue, audit = self._health_audit()
-        return Response(200, orjson.dumps({
-            "status": "ok", "pid": os.getpid(), "shell": self.shell, "server": self.server,
-            "mode": self.switches.mode, "label": self.switches.label(), "switches": self.switches.as_dict(),
-            "stages": stages_label(self.config.stages), "audit_enabled": self.config.audit,
-            "queue": queue, "audit": audit, "workers": workers.health_section(self.worker, self._threads()),
-        }))
+        return Response(
+            200,
+            orjson.dumps(
+                {
+                    "status": "ok",
+                    "pid": os.getpid(),
+                    "shell": self.shell,
+                    "server": self.server,
+                    "mode": self.switches.mode,
+                    "label": self.switches.label(),
+                    "switches": self.switches.as_dict(),
+                    "stages": stages_label(self.config.stages),
+                    "audit_enabled": self.config.audit,
+                    "queue": queue,
+                    "audit": audit,
+                    "workers": workers.health_section(self.worker, self._threads()),
+                }
+            ),
+        )
 
     def metrics_text(self) -> Response:
-        return Response(200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+        return Response(
+            200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+        )
 
     async def debug_probes(self, reset: bool, every_worker: bool = False) -> Response:
         """The in-gateway probes; `every_worker` (?workers=all): {"workers": [one per worker]}."""
         if self.probes is None:
             return error(404, "probes are off (start the gateway with GATEWAYLAB_PROBES=1)", "probes_off")
         from gateway import probes
+
         if every_worker and self.peers is not None:
             answers = await self.peers.ask_all({"op": "probes", "reset": reset})
-            return Response(200, orjson.dumps({"workers": [
-                {"index": k, **(a["ok"] if "ok" in a else {"error": a["error"]})} for k, a in enumerate(answers)]}))
+            return Response(
+                200,
+                orjson.dumps(
+                    {
+                        "workers": [
+                            {"index": k, **(a["ok"] if "ok" in a else {"error": a["error"]})}
+                            for k, a in enumerate(answers)
+                        ]
+                    }
+                ),
+            )
         return Response(200, orjson.dumps(probes.snapshot(reset=reset)))
 
 
@@ -318,23 +391,35 @@ class Gateway(GatewayBase):
         self.pipeline = Pipeline(config, config.stages, config.audit)
         self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
-        if config.ledger_layout == "single-writer":  # records go to one ledger process (docs/single_writer.md)
+        if (
+            config.ledger_layout == "single-writer"
+        ):  # records go to one ledger process (docs/single_writer.md)
             from gateway.audit.writer_process import SingleWriterAudit as audit_cls
         else:
             audit_cls = BackgroundAudit
         self.background = audit_cls(
-            config.ledger_dir, sw, self.metrics, queue_size=config.queue_size, policy=config.queue_policy,
-            fsync=config.fsync, group_delay_ms=config.group_delay_ms, batch_window_ms=config.batch_window_ms,
-            ack=config.ack)
+            config.ledger_dir,
+            sw,
+            self.metrics,
+            queue_size=config.queue_size,
+            policy=config.queue_policy,
+            fsync=config.fsync,
+            group_delay_ms=config.group_delay_ms,
+            batch_window_ms=config.batch_window_ms,
+            ack=config.ack,
+        )
         self._ids = itertools.count()
         # the router twin, only when the config has a group or a `router:` section (docs/router.md)
         self.router = sw.load("router")(config.router) if config.router is not None else None
-        self._targets = {name: [(up, upstream_headers(up.kind, up.api_key)) for up in ups]
-                         for name, ups in config.groups.items()}
+        self._targets = {
+            name: [(up, upstream_headers(up.kind, up.api_key)) for up in ups]
+            for name, ups in config.groups.items()
+        }
         # tracing off: no SDK imported, no tracer, and chat() pays one `is None` test
         self.tracer = None
         if config.tracing.enabled:
             from gateway.tracing import Tracer
+
             self.tracer = Tracer(config.tracing, config.tracing_endpoint, rung=sw.mode)
 
     async def startup(self) -> None:
@@ -385,8 +470,9 @@ class Gateway(GatewayBase):
         if d.stream:
             return await self._stream(d, t0, ctx.request_id, tr)
         try:
-            status, rbody = await (self.forwarder.send(d.url, d.body, d.headers) if tr is None
-                                   else self._send_traced(d, tr))
+            status, rbody = await (
+                self.forwarder.send(d.url, d.body, d.headers) if tr is None else self._send_traced(d, tr)
+            )
             t2 = _perf()
             stage["forward"].observe_ns(t2 - t1)
             status, out, _ = self.pipeline.respond(d, status, rbody)
@@ -406,7 +492,9 @@ class Gateway(GatewayBase):
             body = self.pipeline.adapters[up.kind].to_upstream(request_body, up.model)
         else:  # decide() already adapted the body for this upstream model (or the adapter is off)
             body = fwd.body
-        return Forwarding(up.url, headers, body, fwd.stream, up.kind, fwd.public_model, fwd.adapt, fwd.key_id, fwd.audit)
+        return Forwarding(
+            up.url, headers, body, fwd.stream, up.kind, fwd.public_model, fwd.adapt, fwd.key_id, fwd.audit
+        )
 
     async def _routed(self, fwd: Forwarding, request_body: bytes, t0: int, rid: str, tr=None):
         """Each attempt goes where the router says; 429, 5xx, timeouts and connection errors
@@ -428,7 +516,9 @@ class Gateway(GatewayBase):
                 break
             target = self._target(fwd, step[1], step[2], request_body)
             n += 1
-            span, headers = (None, target.headers) if tr is None else tr.attempt(n, target.url, target.headers)
+            span, headers = (
+                (None, target.headers) if tr is None else tr.attempt(n, target.url, target.headers)
+            )
             seen: int | None = None  # the attempt's status, for its span
             ts = _perf()
             outcome = "cancel"  # until we know better: the client went away
@@ -440,8 +530,9 @@ class Gateway(GatewayBase):
                     except StopAsyncIteration:
                         first = b""
                     outcome, seen = "ok", 200
-                    return StreamResponse(self._relay(target, first, agen, t0),
-                                          [*SSE_HEADERS, (b"x-request-id", rid.encode())])
+                    return StreamResponse(
+                        self._relay(target, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())]
+                    )
                 status, rbody = await self.forwarder.send(target.url, target.body, headers)
                 outcome, seen = ("fail" if status == 429 or status >= 500 else "ok"), status
                 last = ("status", target, status, rbody)
@@ -458,8 +549,12 @@ class Gateway(GatewayBase):
                 break
         if last is None:
             self.metrics.counters["upstream_errors"] += 1
-            resp = error(503, f"no deployment of model {fwd.public_model!r} is available (cooling down or at its "
-                              f"rate limit)", "no_deployment_available")
+            resp = error(
+                503,
+                f"no deployment of model {fwd.public_model!r} is available (cooling down or at its "
+                f"rate limit)",
+                "no_deployment_available",
+            )
         elif last[0] == "error":
             self.metrics.counters["upstream_errors"] += 1
             e = last[1]
@@ -524,7 +619,9 @@ class Gateway(GatewayBase):
         if tr is not None:
             tr.attempt_done(span, 200)
             tr.forward_done()
-        return StreamResponse(self._relay(fwd, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())])
+        return StreamResponse(
+            self._relay(fwd, first, agen, t0), [*SSE_HEADERS, (b"x-request-id", rid.encode())]
+        )
 
     async def _relay(self, fwd: Forwarding, first: bytes, agen, t0: int):
         relay = self.pipeline.relay(fwd)
@@ -547,14 +644,20 @@ class Gateway(GatewayBase):
                 if isinstance(e, UpstreamError):
                     status, code, msg = e.http_status, e.code, str(e)
                 else:
-                    status, code, msg = 502, "upstream_malformed", f"upstream sent a malformed stream event: {e}"
+                    status, code, msg = (
+                        502,
+                        "upstream_malformed",
+                        f"upstream sent a malformed stream event: {e}",
+                    )
                 yield b"data: " + error_body(status, msg, code) + b"\n\n"
         finally:
             # audit first (synchronous), so a cancelled client task cannot skip it
             if status == 499:
                 self.metrics.counters["streams_abandoned"] += 1
             if fwd.audit is not None:  # no backpressure wait here: the stream is over (or cancelled)
-                self.background.submit(AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000))
+                self.background.submit(
+                    AuditJob(fwd.audit, status, relay.collected, True, (_perf() - t0) // 1000)
+                )
             self.metrics.stage["total"].observe_ns(_perf() - t0)
             await agen.aclose()
 
@@ -567,5 +670,7 @@ class Gateway(GatewayBase):
 
     def _health_audit(self) -> tuple[dict, dict]:
         bg = self.background
-        return ({"policy": bg.policy, "size": bg.queue_size, "depth": bg.depth, "dropped": bg.dropped},
-                {"records": bg.ledger.count, "spawned": bg.spawned, "ack": bg.ack})
+        return (
+            {"policy": bg.policy, "size": bg.queue_size, "depth": bg.depth, "dropped": bg.dropped},
+            {"records": bg.ledger.count, "spawned": bg.spawned, "ack": bg.ack},
+        )

@@ -23,6 +23,7 @@ Where records go is two methods, `_open_ledger` and `_append(batch)` (plus the r
 `root_view` and `prove`): here an in-process `AuditLedger`; the `single-writer` layout
 (gateway/audit/writer_process.py) overrides them to hand batches to one ledger process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,19 @@ _BATCH = 256
 
 
 class BackgroundAudit:
-    def __init__(self, ledger_dir: str, switches: Switches, metrics: Metrics, *, queue_size: int = 10000,
-                 policy: str = "block", fsync: str = "group", group_delay_ms: float = 2.0,
-                 batch_window_ms: float = 0.0, ack: str = "background"):
+    def __init__(
+        self,
+        ledger_dir: str,
+        switches: Switches,
+        metrics: Metrics,
+        *,
+        queue_size: int = 10000,
+        policy: str = "block",
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        batch_window_ms: float = 0.0,
+        ack: str = "background",
+    ):
         self.switches = switches
         self.metrics = metrics
         self.policy = policy
@@ -169,12 +180,18 @@ class BackgroundAudit:
                     await self._append(batch)
                 except Exception as e:  # never let one bad batch stop the worker; say so loudly
                     import sys
-                    print(f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
-                          file=sys.stderr, flush=True)
+
+                    print(
+                        f"gateway: audit append failed for {len(batch)} records: {type(e).__name__}: {e}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     self.metrics.counters["audit_failures"] += len(batch)
                     for j in batch:
                         if j.durable is not None and not j.durable.done():
-                            j.durable.set_exception(AuditUnavailable(f"the audit record could not be written: {e}"))
+                            j.durable.set_exception(
+                                AuditUnavailable(f"the audit record could not be written: {e}")
+                            )
                     continue
                 self.appended += len(batch)
                 self.metrics.counters["audit_records"] += len(batch)

@@ -77,19 +77,22 @@ zero-config default built from `--upstream URL --api-key KEY`.
 
 Every error is a ConfigError whose message names the field (`keys[1].sha256: ...`).
 """
+
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.errors import ConfigError
-from gateway.plugins import PluginConfig, parse_config as parse_plugins
 from gateway.audit.shards import LAYOUTS
-from gateway.tracing import DEFAULT_ENDPOINT, OFF, TracingMode, parse_mode as parse_tracing
+from gateway.errors import ConfigError
+from gateway.plugins import PluginConfig
+from gateway.plugins import parse_config as parse_plugins
+from gateway.tracing import DEFAULT_ENDPOINT, OFF, TracingMode
+from gateway.tracing import parse_mode as parse_tracing
 from gateway.twins import MODES, Switches, parse_impl
 
 SHELLS = ("asgi", "fastapi")
@@ -199,8 +202,24 @@ def _one_of(choices):
     return lambda v: None if v in choices else f"expected one of {', '.join(choices)}, got {v!r}"
 
 
-_TOP = {"model_list", "passthrough", "keys", "waf", "ledger", "background", "limits", "mode", "impl", "shell", "server",
-        "stages", "audit", "plugins", "router", "tracing"}
+_TOP = {
+    "model_list",
+    "passthrough",
+    "keys",
+    "waf",
+    "ledger",
+    "background",
+    "limits",
+    "mode",
+    "impl",
+    "shell",
+    "server",
+    "stages",
+    "audit",
+    "plugins",
+    "router",
+    "tracing",
+}
 
 
 def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
@@ -234,13 +253,18 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
             if api_key is None:
                 raise ConfigError(f"{w2}api_key_env: environment variable {key_env} is not set")
         weight = _get(entry, "weight", w, int, 1, _positive)
-        spec = {"weight": weight, "rpm": _get(entry, "rpm", w, int, None, _positive),
-                "tpm": _get(entry, "tpm", w, int, None, _positive)}
+        spec = {
+            "weight": weight,
+            "rpm": _get(entry, "rpm", w, int, None, _positive),
+            "tpm": _get(entry, "tpm", w, int, None, _positive),
+        }
         upstream = Upstream(kind, base, _get(up, "model", w2, str, name), api_key)
         if name in groups:
             if kind != groups[name][0].kind:
-                raise ConfigError(f"{w2}kind: the deployments of {name!r} share one kind; "
-                                  f"model_list[{first[name]}] is {groups[name][0].kind}")
+                raise ConfigError(
+                    f"{w2}kind: the deployments of {name!r} share one kind; "
+                    f"model_list[{first[name]}] is {groups[name][0].kind}"
+                )
         else:
             models[name], groups[name], specs[name], first[name] = upstream, [], [], i
         groups[name].append(upstream)
@@ -248,12 +272,15 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     router_json = None
     if "router" in d or any(len(g) > 1 for g in groups.values()):
         from gateway.router import parse_settings, router_config
+
         settings = parse_settings(d.get("router"), groups)
         for i, (src, dst) in enumerate(settings["fallbacks"]):
             for j, name in enumerate(dst):
                 if groups[name][0].kind != groups[src][0].kind:
-                    raise ConfigError(f"router.fallbacks[{i}].{src}[{j}]: {name!r} is {groups[name][0].kind} and "
-                                      f"{src!r} is {groups[src][0].kind}; a fallback shares the kind")
+                    raise ConfigError(
+                        f"router.fallbacks[{i}].{src}[{j}]: {name!r} is {groups[name][0].kind} and "
+                        f"{src!r} is {groups[src][0].kind}; a fallback shares the kind"
+                    )
         router_json = router_config(d.get("router"), specs)
 
     keys = []
@@ -264,11 +291,21 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         kid = _get(k, "id", w, str)
         if any(x.id == kid for x in keys):
             raise ConfigError(f"{w}id: duplicate {kid!r}")
-        digest = _get(k, "sha256", w, str, check=lambda v: None if _HEX64.fullmatch(v) else "expected 64 lowercase hex digits (sha256 of the key)")
+        digest = _get(
+            k,
+            "sha256",
+            w,
+            str,
+            check=lambda v: (
+                None if _HEX64.fullmatch(v) else "expected 64 lowercase hex digits (sha256 of the key)"
+            ),
+        )
         rpm = _get(k, "rpm", w, int, None, _positive)
         tpm = _get(k, "tpm", w, int, None, _positive)
         if (rpm is None) != (tpm is None):
-            raise ConfigError(f"{w}{'tpm' if tpm is None else 'rpm'}: rpm and tpm go together (set both or neither)")
+            raise ConfigError(
+                f"{w}{'tpm' if tpm is None else 'rpm'}: rpm and tpm go together (set both or neither)"
+            )
         keys.append(ApiKey(kid, digest, rpm, tpm))
     if not keys:
         raise ConfigError("keys: needs at least one API key")
@@ -277,10 +314,12 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     rules: list = []
     if _get(waf, "default_rules", "waf.", bool, True):
         from gateway.stages.waf import default_rules
+
         rules += default_rules()
     extra = _get(waf, "rules", "waf.", list, [])
     from gateway.errors import InvalidInput
     from gateway.stages.waf import Waf
+
     for i, r in enumerate(extra):
         try:
             Waf([r])
@@ -306,9 +345,13 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     except ConfigError as e:
         raise ConfigError(f"impl: {e}") from None
     from gateway.pipeline import parse_stages
+
     stages_raw = d.get("stages", "all")
-    if stages_raw is None or not isinstance(stages_raw, (str, list)) or (
-            isinstance(stages_raw, list) and not all(isinstance(x, str) for x in stages_raw)):
+    if (
+        stages_raw is None
+        or not isinstance(stages_raw, (str, list))
+        or (isinstance(stages_raw, list) and not all(isinstance(x, str) for x in stages_raw))
+    ):
         raise ConfigError(f"stages: expected all, none or a list of stage names, got {stages_raw!r}")
     stages = parse_stages(stages_raw)
     tr = _get(d, "tracing", "", Mapping, {})
@@ -322,8 +365,14 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         tracing = parse_tracing(tmode)
     except ConfigError as e:
         raise ConfigError(f"tracing.mode: {str(e).removeprefix('tracing: ')}") from None
-    endpoint = _get(tr, "endpoint", "tracing.", str, DEFAULT_ENDPOINT,
-                    lambda v: None if v.startswith(("http://", "https://")) else f"expected an http(s) URL, got {v!r}")
+    endpoint = _get(
+        tr,
+        "endpoint",
+        "tracing.",
+        str,
+        DEFAULT_ENDPOINT,
+        lambda v: None if v.startswith(("http://", "https://")) else f"expected an http(s) URL, got {v!r}",
+    )
     return Config(
         models=models,
         passthrough=_get(d, "passthrough", "", bool, False),
@@ -336,8 +385,16 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         ledger_layout=_get(led, "layout", "ledger.", str, None, _one_of(LAYOUTS)),
         queue_size=_get(bg, "queue_size", "background.", int, 10000, _positive),
         queue_policy=_get(bg, "policy", "background.", str, "block", _one_of(POLICIES)),
-        batch_window_ms=float(_get(bg, "batch_window_ms", "background.", (int, float), 0.0,
-                                   lambda v: None if v >= 0 else f"must be >= 0, got {v!r}")),
+        batch_window_ms=float(
+            _get(
+                bg,
+                "batch_window_ms",
+                "background.",
+                (int, float),
+                0.0,
+                lambda v: None if v >= 0 else f"must be >= 0, got {v!r}",
+            )
+        ),
         max_body_bytes=_get(lim, "max_body_bytes", "limits.", int, 1 << 20, _positive),
         max_header_bytes=_get(lim, "max_header_bytes", "limits.", int, 16384, _positive),
         upstream_timeout_s=float(_get(lim, "upstream_timeout_s", "limits.", (int, float), 30.0, _positive)),
@@ -369,8 +426,14 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
     return from_mapping(data or {}, env, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def embedded(upstream: str, api_key: str, ledger_dir: str, kind: str = "openai",
-             rpm: int | None = None, tpm: int | None = None) -> Config:
+def embedded(
+    upstream: str,
+    api_key: str,
+    ledger_dir: str,
+    kind: str = "openai",
+    rpm: int | None = None,
+    tpm: int | None = None,
+) -> Config:
     """The zero-config default: one model `mock` on `upstream` (any other model name is
     passed through to it), one client key `default` with secret `api_key`."""
     from gateway.stages.auth import hash_key
@@ -378,9 +441,12 @@ def embedded(upstream: str, api_key: str, ledger_dir: str, kind: str = "openai",
     if not api_key:
         raise ConfigError("--api-key: must not be empty")
     normalise_base_url(upstream, "--upstream")  # name the flag the user typed
-    return from_mapping({
-        "model_list": [{"model_name": "mock", "upstream": {"kind": kind, "base_url": upstream}}],
-        "passthrough": True,
-        "keys": [{"id": "default", "sha256": hash_key(api_key), "rpm": rpm, "tpm": tpm}],
-        "ledger": {"dir": ledger_dir},
-    }, env={})
+    return from_mapping(
+        {
+            "model_list": [{"model_name": "mock", "upstream": {"kind": kind, "base_url": upstream}}],
+            "passthrough": True,
+            "keys": [{"id": "default", "sha256": hash_key(api_key), "rpm": rpm, "tpm": tpm}],
+            "ledger": {"dir": ledger_dir},
+        },
+        env={},
+    )

@@ -3,6 +3,7 @@
 The Rust extension raises these same classes (it imports this module), so callers catch
 one type whichever twin runs.
 """
+
 from __future__ import annotations
 
 
@@ -73,10 +74,24 @@ class StoreCorruptError(GatewayLabError, OSError):
 # `no_deployment_available`, so the status alone cannot say which. The Rust core has its copy
 # of both tables in native/core/src/pipeline.rs, checked equal by
 # tests/pipeline/test_decide_parity.py.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
-UPSTREAM_CODES = frozenset({"upstream_error", "upstream_unavailable", "upstream_timeout", "upstream_malformed",
-                            "upstream_status", "no_deployment_available"})
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+UPSTREAM_CODES = frozenset(
+    {
+        "upstream_error",
+        "upstream_unavailable",
+        "upstream_timeout",
+        "upstream_malformed",
+        "upstream_status",
+        "no_deployment_available",
+    }
+)
 
 
 def error_type(status: int, code: str) -> str:

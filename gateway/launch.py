@@ -8,6 +8,7 @@ The child listens on 127.0.0.1 on a free port and is pinned to `cpus` (sched_set
 inherited by granian's worker). `start_gateway` returns once /health answers; if the child
 dies or does not come up in `ready_timeout` s, it raises with the child's output.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 SERVE_ENV = "GATEWAYLAB_SERVE"  # gateway.server.ENV
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,8 +50,11 @@ class GatewayProcess:
     def worker_pids(self) -> list[int]:
         """The pids serving requests: every live worker of a unit, else the app's process."""
         h = self.health()
-        return [w["pid"] for w in h["workers"]["workers"] if w["alive"]] if h["workers"]["layout"] == "workers" \
+        return (
+            [w["pid"] for w in h["workers"]["workers"] if w["alive"]]
+            if h["workers"]["layout"] == "workers"
             else [int(h["pid"])]
+        )
 
     @property
     def app_pid(self) -> int:
@@ -97,15 +101,28 @@ class GatewayProcess:
             pass
 
 
-def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py",
-                  impl: str | Iterable[str] | Mapping[str, str] | None = None, shell: str = "asgi",
-                  server: str = "uvicorn", ledger_dir: str | None = None, cpus: Iterable[int] | None = None,
-                  env: Mapping[str, str] | None = None, config: str | None = None,
-                  ready_timeout: float = 60.0, wrapper: Iterable[str] | None = None, stages: str | None = None,
-                  audit: str | None = None, threads: int | None = None, workers: int | None = None,
-                  worker_cpus: Iterable[Iterable[int]] | None = None,
-                  ledger_layout: str | None = None, tracing: str | None = None,
-                  tracing_endpoint: str | None = None) -> GatewayProcess:
+def start_gateway(
+    upstream_url: str | None,
+    api_key: str | None,
+    mode: str = "py",
+    impl: str | Iterable[str] | Mapping[str, str] | None = None,
+    shell: str = "asgi",
+    server: str = "uvicorn",
+    ledger_dir: str | None = None,
+    cpus: Iterable[int] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: str | None = None,
+    ready_timeout: float = 60.0,
+    wrapper: Iterable[str] | None = None,
+    stages: str | None = None,
+    audit: str | None = None,
+    threads: int | None = None,
+    workers: int | None = None,
+    worker_cpus: Iterable[Iterable[int]] | None = None,
+    ledger_layout: str | None = None,
+    tracing: str | None = None,
+    tracing_endpoint: str | None = None,
+) -> GatewayProcess:
     """`workers` N: a unit of N worker processes on one port (gateway/workers.py); the child
     is their supervisor, pinned to the union of `worker_cpus` (worker k on `worker_cpus[k]`)
     or to `cpus` (worker k on the k-th of them)."""
@@ -118,16 +135,32 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
         impl = [impl]
     # the options `gateway.server.serve` takes, carried in its environment variable: the
     # gateway starts itself (python -m gateway.server), never through the harness's CLI
-    opts = {"config": config, "upstream": None if config else upstream_url, "api_key": None if config else api_key,
-            "ledger": ledger_dir, "mode": mode or None, "impl": list(impl or []), "shell": shell, "server": server,
-            "stages": stages, "audit": audit, "host": "127.0.0.1", "port": port, "threads": threads,
-            "workers": workers, "ledger_layout": ledger_layout,
-            "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None,
-            "tracing": tracing, "tracing_endpoint": tracing_endpoint}
+    opts = {
+        "config": config,
+        "upstream": None if config else upstream_url,
+        "api_key": None if config else api_key,
+        "ledger": ledger_dir,
+        "mode": mode or None,
+        "impl": list(impl or []),
+        "shell": shell,
+        "server": server,
+        "stages": stages,
+        "audit": audit,
+        "host": "127.0.0.1",
+        "port": port,
+        "threads": threads,
+        "workers": workers,
+        "ledger_layout": ledger_layout,
+        "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None,
+        "tracing": tracing,
+        "tracing_endpoint": tracing_endpoint,
+    }
     if worker_cpus is not None and cpus is None:
         cpus = sorted({c for w in opts["worker_cpus"] for c in w})
     args = [sys.executable, "-m", "gateway.server"]
-    if wrapper:  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
+    if (
+        wrapper
+    ):  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
         script = os.path.join(_ROOT, "gateway", "server.py")
         w = [script if a == "{script}" else a for a in wrapper]
         args = [*w, *([] if "{script}" in wrapper else [script])]
@@ -137,8 +170,14 @@ def start_gateway(upstream_url: str | None, api_key: str | None, mode: str = "py
     child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
     cpu_set = set(cpus) if cpus is not None else None
     log = tempfile.NamedTemporaryFile(prefix="gatewaylab-gateway-", suffix=".log", delete=False)
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=_ROOT,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, cpu_set)) if cpu_set else None)
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env,
+        cwd=_ROOT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpu_set)) if cpu_set else None,
+    )
     log.close()
     gp = GatewayProcess(proc, f"http://127.0.0.1:{port}", ledger_dir, log.name)
     deadline = time.monotonic() + ready_timeout

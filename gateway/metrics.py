@@ -5,10 +5,11 @@ bisect into fixed buckets); the prometheus_client families are built at scrape t
 custom collector, so a request pays well under a microsecond per observation and takes no
 lock (everything runs on the event loop thread).
 """
+
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -17,8 +18,30 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 # forward: the upstream exchange; respond: the response adapter; spawn: the audit hand-off.
 STAGES = ("decide", "forward", "respond", "spawn", "total")
 # seconds; fine at the low end where the stages live
-_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
-            5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKETS = (
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _BUCKETS_NS = tuple(int(b * 1e9) for b in _BUCKETS)
 
 
@@ -48,8 +71,15 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.stage = {s: Histogram() for s in STAGES}
         self.audit_lag = Histogram()
-        self.counters = {"background_spawned": 0, "background_dropped": 0, "audit_records": 0,
-                         "audit_failures": 0, "upstream_errors": 0, "waf_blocks": 0, "streams_abandoned": 0}
+        self.counters = {
+            "background_spawned": 0,
+            "background_dropped": 0,
+            "audit_records": 0,
+            "audit_failures": 0,
+            "upstream_errors": 0,
+            "waf_blocks": 0,
+            "streams_abandoned": 0,
+        }
         self.gauges: dict[str, Callable[[], float]] = {}
         # called at scrape time before the counters are read (rs-core copies the Rust side's)
         self.refresh: Callable[[], None] | None = None
@@ -64,7 +94,9 @@ class Metrics:
     def collect(self):
         if self.refresh is not None:
             self.refresh()
-        c = CounterMetricFamily("gateway_requests", "HTTP requests by route and status", labels=["route", "status"])
+        c = CounterMetricFamily(
+            "gateway_requests", "HTTP requests by route and status", labels=["route", "status"]
+        )
         for (route, status), n in sorted(self.requests.items()):
             c.add_metric([route, str(status)], n)
         yield c
@@ -83,12 +115,15 @@ class Metrics:
             yield GaugeMetricFamily(f"gateway_{name}", name.replace("_", " "), value=fn())
         try:
             from gateway import _native
+
             stats = _native.gil_stats(False)
         except Exception:  # extension not built: no GIL counters to report
             stats = {}
         if stats:
-            fams = {k: CounterMetricFamily(f"gateway_native_{k}", f"Rust entry points: {k}", labels=["entry"])
-                    for k in ("calls", "hold_ns", "detached_ns", "reacquire_wait_ns")}
+            fams = {
+                k: CounterMetricFamily(f"gateway_native_{k}", f"Rust entry points: {k}", labels=["entry"])
+                for k in ("calls", "hold_ns", "detached_ns", "reacquire_wait_ns")
+            }
             for entry, d in sorted(stats.items()):
                 for k, fam in fams.items():
                     fam.add_metric([entry], d.get(k, 0))

@@ -18,17 +18,24 @@ The Rust twin is `native/core/src/pipeline.rs`; both give the same verdict, stat
 code and upstream bytes for the same request (tests/pipeline/test_decide_parity.py). Error
 messages may differ only where they quote a JSON parser's own words.
 """
+
 from __future__ import annotations
 
 import math
-from time import time_ns as _ns
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from time import time_ns as _ns
 
 import orjson
 
-from gateway.errors import (ConfigError, GuardError, InvalidInput, UpstreamMalformed, UpstreamStatusError,
-                            error_type)
+from gateway.errors import (
+    ConfigError,
+    GuardError,
+    InvalidInput,
+    UpstreamMalformed,
+    UpstreamStatusError,
+    error_type,
+)
 from gateway.stages.guard import check_headers
 
 CHAT_PATH = "/v1/chat/completions"
@@ -144,21 +151,29 @@ def prompt_text(req) -> str:
             raise BadRequest(f"messages[{i}] must be an object", "invalid_messages")
         role = m.get("role")
         if type(role) is not str or role not in _ROLES:  # (an unhashable role must not raise TypeError)
-            raise BadRequest(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", "invalid_messages")
+            raise BadRequest(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", "invalid_messages"
+            )
         c = m.get("content")
         if type(c) is str:
             parts.append(c)
         elif type(c) is list:
             for j, p in enumerate(c):
                 if type(p) is not dict or type(p.get("type")) is not str:
-                    raise BadRequest(f"messages[{i}].content[{j}] must be a content part object", "invalid_messages")
+                    raise BadRequest(
+                        f"messages[{i}].content[{j}] must be a content part object", "invalid_messages"
+                    )
                 t = p.get("text")
                 if t is not None:
                     if type(t) is not str:
-                        raise BadRequest(f"messages[{i}].content[{j}].text must be a string", "invalid_messages")
+                        raise BadRequest(
+                            f"messages[{i}].content[{j}].text must be a string", "invalid_messages"
+                        )
                     parts.append(t)
         elif c is not None or role != "assistant":
-            raise BadRequest(f"messages[{i}].content must be a string or an array of parts", "invalid_messages")
+            raise BadRequest(
+                f"messages[{i}].content must be a string or an array of parts", "invalid_messages"
+            )
     stream = req.get("stream")
     if stream is not None and type(stream) is not bool:
         raise BadRequest("'stream' must be a boolean", "invalid_stream")
@@ -179,8 +194,9 @@ def upstream_headers(kind: str, api_key: str | None) -> list[tuple[str, str]]:
     return h
 
 
-def _reject(status: int, code: str, message: str, audit: AuditMaterial | None = None,
-            headers: list | None = None) -> Rejection:
+def _reject(
+    status: int, code: str, message: str, audit: AuditMaterial | None = None, headers: list | None = None
+) -> Rejection:
     return Rejection(status, code, message, headers or [], audit)
 
 
@@ -199,7 +215,9 @@ class Pipeline:
         self._adapt_on = "adapter" in stages
         self.auth = sw.load("auth")({k.id: k.sha256 for k in config.keys})
         self.waf = sw.load("waf")([dict(r) for r in config.waf_rules])
-        self.ratelimit = sw.load("ratelimit")({k.id: (k.rpm, k.tpm) for k in config.keys if k.rpm is not None})
+        self.ratelimit = sw.load("ratelimit")(
+            {k.id: (k.rpm, k.tpm) for k in config.keys if k.rpm is not None}
+        )
         adapter_cls = sw.load("adapter")
         self.adapters = {"openai": adapter_cls("openai"), "anthropic": adapter_cls("anthropic")}
         self._up_headers = {up: upstream_headers(up.kind, up.api_key) for up in config.models.values()}
@@ -226,13 +244,22 @@ class Pipeline:
                 m.append(("auth", _ns()))
             key_id = self.auth.check(authorization)
             if key_id is None:
-                return _reject(401, "invalid_api_key", "missing or invalid API key" if authorization
-                               else "missing API key (Authorization: Bearer ...)")
+                return _reject(
+                    401,
+                    "invalid_api_key",
+                    "missing or invalid API key"
+                    if authorization
+                    else "missing API key (Authorization: Bearer ...)",
+                )
         else:
             key_id = ANONYMOUS
         if not self._parse_on:
             up = self._default
-            audit = AuditMaterial(ctx.time_ns, ctx.request_id, key_id, "", body, 0, "allow") if self.audit else None
+            audit = (
+                AuditMaterial(ctx.time_ns, ctx.request_id, key_id, "", body, 0, "allow")
+                if self.audit
+                else None
+            )
             return Forwarding(up.url, self._up_headers[up], body, False, up.kind, "", False, key_id, audit)
         if m is not None:
             m.append(("parse", _ns()))
@@ -245,8 +272,11 @@ class Pipeline:
             return _reject(400, e.code, e.message)
         model = parsed["model"]
         prompt_tokens = (len(text) + 3) // 4
-        audit = AuditMaterial(ctx.time_ns, ctx.request_id, key_id, model, body, prompt_tokens, "allow") \
-            if self.audit else None
+        audit = (
+            AuditMaterial(ctx.time_ns, ctx.request_id, key_id, model, body, prompt_tokens, "allow")
+            if self.audit
+            else None
+        )
         if self._waf_on:
             if m is not None:
                 m.append(("waf", _ns()))
@@ -268,22 +298,44 @@ class Pipeline:
             wait = self.ratelimit.check(key_id, cost, ctx.mono_ns)
             if wait > 0.0:
                 if math.isinf(wait):
-                    return _reject(429, "tokens_exceed_limit",
-                                   f"request needs {cost} tokens, more than this key's per-minute limit", audit)
-                return _reject(429, "rate_limit_exceeded", f"rate limit exceeded; retry after {wait:.3f}s", audit,
-                               [(b"retry-after", str(max(1, math.ceil(wait))).encode())])
+                    return _reject(
+                        429,
+                        "tokens_exceed_limit",
+                        f"request needs {cost} tokens, more than this key's per-minute limit",
+                        audit,
+                    )
+                return _reject(
+                    429,
+                    "rate_limit_exceeded",
+                    f"rate limit exceeded; retry after {wait:.3f}s",
+                    audit,
+                    [(b"retry-after", str(max(1, math.ceil(wait))).encode())],
+                )
         if self._adapt_on:
             if m is not None:
                 m.append(("adapter", _ns()))
             try:
                 up_body = self.adapters[upstream.kind].to_upstream(body, upstream_model)
             except InvalidInput as e:
-                return _reject(400, "invalid_request", f"request cannot be sent to a {upstream.kind} upstream: {e}",
-                               audit)
+                return _reject(
+                    400,
+                    "invalid_request",
+                    f"request cannot be sent to a {upstream.kind} upstream: {e}",
+                    audit,
+                )
         else:
             up_body = body
-        return Forwarding(upstream.url, self._up_headers[upstream], up_body, parsed.get("stream") is True,
-                          upstream.kind, model, self._adapt_on, key_id, audit)
+        return Forwarding(
+            upstream.url,
+            self._up_headers[upstream],
+            up_body,
+            parsed.get("stream") is True,
+            upstream.kind,
+            model,
+            self._adapt_on,
+            key_id,
+            audit,
+        )
 
     def respond(self, fwd: Forwarding, status: int, body: bytes) -> tuple[int, bytes, str | None]:
         """An upstream answer -> (status, body, error code or None). Raises UpstreamStatusError
@@ -293,7 +345,11 @@ class Pipeline:
         if status >= 400:
             if _is_openai_error(body):
                 return status, body, None
-            return status, error_body(status, f"upstream answered HTTP {status}", "upstream_status"), "upstream_status"
+            return (
+                status,
+                error_body(status, f"upstream answered HTTP {status}", "upstream_status"),
+                "upstream_status",
+            )
         if not fwd.adapt:
             return 200, body, None
         try:
@@ -301,7 +357,7 @@ class Pipeline:
         except InvalidInput as e:
             raise UpstreamMalformed(f"upstream sent a malformed response: {e}") from None
 
-    def relay(self, fwd: Forwarding) -> "StreamRelay":
+    def relay(self, fwd: Forwarding) -> StreamRelay:
         return StreamRelay(self.adapters[fwd.kind] if fwd.adapt else None, fwd.public_model)
 
 
@@ -331,7 +387,7 @@ class StreamRelay:
             end = buf.find(b"\n\n")
             if end < 0:
                 break
-            event, buf = buf[:end], buf[end + 2:]
+            event, buf = buf[:end], buf[end + 2 :]
             data = _sse_data(event)
             if data is not None:
                 for c in self._adapter.stream_event(data, self._model):

@@ -27,6 +27,7 @@ Rung 0/1 call `PreCallHooks.check(...)` in-process at the same point of the requ
 gives the same answers (no timeout: the hook runs on the event loop, as any Python plugin
 of an ASGI gateway does, and its cost is exactly what the ladder notebook compares).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -35,8 +36,9 @@ import re
 import socket
 import struct
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -141,6 +143,7 @@ def example_keyword_filter(call: PreCall) -> str | None:
 
 
 # --- the sidecar ----------------------------------------------------------------------------
+
 
 def _read_exact(sock: socket.socket, n: int) -> bytes | None:
     buf = bytearray()

@@ -20,6 +20,7 @@ Test knob: ``GATEWAYLAB_INJECT_DELAY_US=N`` makes every task created on the gate
 busy-wait N microseconds while holding the GIL (an injected slowdown that a sweep comparison
 must flag). Never set outside tests.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,15 @@ def _hist() -> HdrHistogram:
 def _summary(h: HdrHistogram) -> dict[str, Any]:
     n = h.get_total_count()
     if n == 0:
-        return {"count": 0, "p50_us": None, "p90_us": None, "p99_us": None, "p999_us": None,
-                "max_us": None, "mean_us": None}
+        return {
+            "count": 0,
+            "p50_us": None,
+            "p90_us": None,
+            "p99_us": None,
+            "p999_us": None,
+            "max_us": None,
+            "mean_us": None,
+        }
     q = h.get_percentile_to_value_dict([50, 90, 99, 99.9])
     return {
         "count": int(n),
@@ -159,17 +167,28 @@ def _native_stats(reset: bool) -> dict[str, Any]:
     try:
         from gateway import _native  # type: ignore[attr-defined]
     except ImportError as e:
-        return {"label": EXACT, "available": False, "reason": f"extension not built: {e}",
-                "entries": {}, "totals": {}}
+        return {
+            "label": EXACT,
+            "available": False,
+            "reason": f"extension not built: {e}",
+            "entries": {},
+            "totals": {},
+        }
     fn = getattr(_native, "gil_stats", None)
     if fn is None:
-        return {"label": EXACT, "available": False, "reason": "gateway._native has no gil_stats",
-                "entries": {}, "totals": {}}
+        return {
+            "label": EXACT,
+            "available": False,
+            "reason": "gateway._native has no gil_stats",
+            "entries": {},
+            "totals": {},
+        }
     entries = {k: dict(v) for k, v in fn(reset).items()}
     keys = ("calls", "hold_ns", "detached_ns", "reacquire_wait_ns")
     totals = {k: sum(int(e.get(k, 0)) for e in entries.values()) for k in keys}
-    totals["max_reacquire_wait_ns"] = max((int(e.get("max_reacquire_wait_ns", 0)) for e in entries.values()),
-                                          default=0)
+    totals["max_reacquire_wait_ns"] = max(
+        (int(e.get("max_reacquire_wait_ns", 0)) for e in entries.values()), default=0
+    )
     return {"label": EXACT, "available": True, "reason": None, "entries": entries, "totals": totals}
 
 
@@ -239,13 +258,26 @@ def snapshot(reset: bool = False) -> dict[str, Any]:
     if reset:
         h.window_start_ns = now
     gh, gtotal = h.gil.rec.take(reset)
-    gil = {"label": EXACT, "available": True, "reason": None, **_summary(gh),
-           "total_wait_s": gtotal / 1e9, "interval_ms": h.gil.interval_s * 1e3,
-           "timer_slack_1ns": h.gil.timer_slack_set, "calibration": h.gil.calibration,
-           "note": "deadline-to-GIL latency; includes OS wake-up latency (see calibration)"}
+    gil = {
+        "label": EXACT,
+        "available": True,
+        "reason": None,
+        **_summary(gh),
+        "total_wait_s": gtotal / 1e9,
+        "interval_ms": h.gil.interval_s * 1e3,
+        "timer_slack_1ns": h.gil.timer_slack_set,
+        "calibration": h.gil.calibration,
+        "note": "deadline-to-GIL latency; includes OS wake-up latency (see calibration)",
+    }
     lh, ltotal = h.lag.rec.take(reset)
-    lag = {"label": EXACT, "available": True, "reason": None, **_summary(lh),
-           "total_lag_s": ltotal / 1e9, "interval_ms": h.lag.interval_s * 1e3,
-           "loop": type(h.lag.loop).__module__.split(".")[0]}
+    lag = {
+        "label": EXACT,
+        "available": True,
+        "reason": None,
+        **_summary(lh),
+        "total_lag_s": ltotal / 1e9,
+        "interval_ms": h.lag.interval_s * 1e3,
+        "loop": type(h.lag.loop).__module__.split(".")[0],
+    }
     out.update(gil_wait=gil, loop_lag=lag, native=_native_stats(reset))
     return out

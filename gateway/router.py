@@ -34,6 +34,7 @@ Semantics (both twins, operation for operation):
   for `cooldown_ms`; then it is half-open: one probe; success closes it, failure cools it
   down again.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -92,19 +93,25 @@ def parse_settings(section: Any, groups: Mapping[str, Any]) -> dict:
         v = section.get(k)
         out[k] = default if v is None else _int(v, f"router.{k}", minimum)
     if out["backoff_max_ms"] < out["backoff_base_ms"]:
-        raise ConfigError(f"router.backoff_max_ms: must be >= backoff_base_ms ({out['backoff_base_ms']}), "
-                          f"got {out['backoff_max_ms']}")
+        raise ConfigError(
+            f"router.backoff_max_ms: must be >= backoff_base_ms ({out['backoff_base_ms']}), "
+            f"got {out['backoff_max_ms']}"
+        )
     fb = section.get("fallbacks")
     fallbacks: list[tuple[str, list[str]]] = []
     if fb is not None:
         if type(fb) is not list:
-            raise ConfigError(f"router.fallbacks: expected a list of {{model: [fallback models]}}, got {fb!r}")
+            raise ConfigError(
+                f"router.fallbacks: expected a list of {{model: [fallback models]}}, got {fb!r}"
+            )
         seen = set()
         for i, item in enumerate(fb):
             w = f"router.fallbacks[{i}]"
             if not isinstance(item, Mapping) or len(item) != 1:
-                raise ConfigError(f"{w}: expected a one-key mapping {{model: [fallback models]}}, got {item!r}")
-            (src, dst), = item.items()
+                raise ConfigError(
+                    f"{w}: expected a one-key mapping {{model: [fallback models]}}, got {item!r}"
+                )
+            ((src, dst),) = item.items()
             if src not in groups:
                 raise ConfigError(f"{w}: unknown model {src!r}")
             if src in seen:
@@ -125,7 +132,9 @@ def parse_settings(section: Any, groups: Mapping[str, Any]) -> dict:
 def router_config(section: Any, groups: Mapping[str, list[Mapping[str, Any]]]) -> str:
     """What both twins' constructors read (JSON): the raw `router:` section and the groups
     ({name: [{"weight", "rpm", "tpm"}, ...]}, in model_list order)."""
-    return orjson.dumps({"router": section, "groups": [{"name": n, "deployments": list(d)} for n, d in groups.items()]}).decode()
+    return orjson.dumps(
+        {"router": section, "groups": [{"name": n, "deployments": list(d)} for n, d in groups.items()]}
+    ).decode()
 
 
 class _Rng:
@@ -143,8 +152,21 @@ class _Rng:
 
 
 class _Deployment:
-    __slots__ = ("weight", "rpm", "tpm", "in_flight", "lat", "lat_sum", "fails", "state", "until", "probing",
-                 "usage", "usage_tokens", "track_usage")
+    __slots__ = (
+        "weight",
+        "rpm",
+        "tpm",
+        "in_flight",
+        "lat",
+        "lat_sum",
+        "fails",
+        "state",
+        "until",
+        "probing",
+        "usage",
+        "usage_tokens",
+        "track_usage",
+    )
 
     def __init__(self, weight: int, rpm: int | None, tpm: int | None, track_usage: bool):
         self.weight, self.rpm, self.tpm = weight, rpm, tpm
@@ -173,7 +195,18 @@ class _Deployment:
 class Attempt:
     """One request's way through the router (opaque to callers)."""
 
-    __slots__ = ("chain", "pos", "retries", "tried", "deadline", "state", "current", "tokens", "sends", "reason")
+    __slots__ = (
+        "chain",
+        "pos",
+        "retries",
+        "tried",
+        "deadline",
+        "state",
+        "current",
+        "tokens",
+        "sends",
+        "reason",
+    )
 
     def __init__(self, chain: list[str], tokens: int, deadline: int):
         self.chain = chain
@@ -203,12 +236,16 @@ class Router:
         except orjson.JSONDecodeError as e:
             raise InvalidInput(f"Router: config is not JSON: {e}") from None
         if type(raw) is not dict or type(raw.get("groups")) is not list:
-            raise InvalidInput("Router: config must be {\"router\": {...}, \"groups\": [...]}")
+            raise InvalidInput('Router: config must be {"router": {...}, "groups": [...]}')
         groups: dict[str, list[dict]] = {}
         for g in raw["groups"]:
-            if type(g) is not dict or type(g.get("name")) is not str or type(g.get("deployments")) is not list \
-                    or not g["deployments"]:
-                raise InvalidInput("Router: each group must be {\"name\": str, \"deployments\": [...non-empty]}")
+            if (
+                type(g) is not dict
+                or type(g.get("name")) is not str
+                or type(g.get("deployments")) is not list
+                or not g["deployments"]
+            ):
+                raise InvalidInput('Router: each group must be {"name": str, "deployments": [...non-empty]}')
             groups[g["name"]] = g["deployments"]
         s = parse_settings(raw.get("router"), groups)
         self.strategy = s["strategy"]
@@ -230,8 +267,14 @@ class Router:
                 if type(d) is not dict:
                     raise InvalidInput(f"Router: deployments of {name!r} must be objects")
                 w, rpm, tpm = d.get("weight", 1), d.get("rpm"), d.get("tpm")
-                if type(w) is not int or w < 1 or any(x is not None and (type(x) is not int or x < 1) for x in (rpm, tpm)):
-                    raise InvalidInput(f"Router: deployment of {name!r}: weight, rpm and tpm must be ints >= 1")
+                if (
+                    type(w) is not int
+                    or w < 1
+                    or any(x is not None and (type(x) is not int or x < 1) for x in (rpm, tpm))
+                ):
+                    raise InvalidInput(
+                        f"Router: deployment of {name!r}: weight, rpm and tpm must be ints >= 1"
+                    )
                 out.append(_Deployment(w, rpm, tpm, usage))
             self.groups[name] = out
 
@@ -271,7 +314,9 @@ class Router:
     def report(self, att: Attempt, outcome: str, latency_us: int, now_ns: int) -> str:
         """The outcome of the attempt in flight -> the deployment's state after it."""
         if outcome not in OUTCOMES:
-            raise InvalidInput(f"Router.report: outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+            raise InvalidInput(
+                f"Router.report: outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}"
+            )
         _nonneg(latency_us, "latency_us")
         _nonneg(now_ns, "now_ns")
         if att.state != "sent":
@@ -402,10 +447,12 @@ class Router:
                 elif lhs == rhs:
                     tied.append(i)
         else:  # usage-based
+
             def headroom(d: _Deployment) -> tuple[int, int]:
                 t = _M64 if d.tpm is None else d.tpm - d.usage_tokens
                 r = _M64 if d.rpm is None else d.rpm - len(d.usage)
                 return t, r
+
             best = max(headroom(deps[i]) for i in cands)
             tied = [i for i in cands if headroom(deps[i]) == best]
         return tied[0] if len(tied) == 1 else tied[self._rng.next() % len(tied)]

@@ -15,6 +15,7 @@ reader drains every completion waiting in one call and sets the futures this mod
 thread once the group commit covering its record is done, through the same queue and
 eventfd; nothing changes on this side.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,21 +37,30 @@ _COUNTERS = ("upstream_errors", "waf_blocks", "streams_abandoned", "audit_record
 
 def pipeline_config(config: Config) -> str:
     """The validated configuration as the Rust pipeline reads it (PipelineConfig, JSON)."""
-    return orjson.dumps({
-        "keys": [{"id": k.id, "sha256": k.sha256, "rpm": k.rpm, "tpm": k.tpm} for k in config.keys],
-        "waf_rules": [dict(r) for r in config.waf_rules],
-        "models": [{"name": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
-                   for name, up in config.models.items()],
-        "passthrough": config.passthrough,
-        "max_body_bytes": config.max_body_bytes,
-        "max_header_bytes": config.max_header_bytes,
-        "stages": sorted(config.stages),
-        "audit": config.audit,
-        # the router (docs/router.md): None keeps the one-upstream-a-model path
-        "router": orjson.loads(config.router) if config.router is not None else None,
-        "deployments": [{"group": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
-                        for name, ups in config.groups.items() for up in ups] if config.router is not None else [],
-    }).decode()
+    return orjson.dumps(
+        {
+            "keys": [{"id": k.id, "sha256": k.sha256, "rpm": k.rpm, "tpm": k.tpm} for k in config.keys],
+            "waf_rules": [dict(r) for r in config.waf_rules],
+            "models": [
+                {"name": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
+                for name, up in config.models.items()
+            ],
+            "passthrough": config.passthrough,
+            "max_body_bytes": config.max_body_bytes,
+            "max_header_bytes": config.max_header_bytes,
+            "stages": sorted(config.stages),
+            "audit": config.audit,
+            # the router (docs/router.md): None keeps the one-upstream-a-model path
+            "router": orjson.loads(config.router) if config.router is not None else None,
+            "deployments": [
+                {"group": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
+                for name, ups in config.groups.items()
+                for up in ups
+            ]
+            if config.router is not None
+            else [],
+        }
+    ).decode()
 
 
 class RsCoreGateway(GatewayBase):
@@ -58,17 +68,30 @@ class RsCoreGateway(GatewayBase):
         if config.plugins.pre_call:
             # the pipeline runs in one Rust call: there is no point at which to call back into
             # Python without giving up what this rung is for
-            raise ConfigError("plugins.pre_call: not available on rs-core (the whole pipeline is one Rust call); "
-                              "run plugins on py or py+rs (in-process) or rs-server (sidecar)")
+            raise ConfigError(
+                "plugins.pre_call: not available on rs-core (the whole pipeline is one Rust call); "
+                "run plugins on py or py+rs (in-process) or rs-server (sidecar)"
+            )
         super().__init__(config, shell=shell, server=server)
         # Tokio workers: one per core the process may run on (one when pinned to a gateway core)
         workers = self._tokio_workers = len(os.sched_getaffinity(0))
         # GATEWAYLAB_LEDGER_DELAY_MS: a pause before each audit batch, for tests that need
         # work queued at shutdown (the same knob as gateway/background.py's)
         delay_ms = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0)
-        self.core = _native.RsCore(pipeline_config(config), config.ledger_dir, config.fsync, config.group_delay_ms,
-                                   config.upstream_timeout_s, config.upstream_pool, self._id_prefix, workers, delay_ms,
-                                   config.ack, config.tracing.label(), config.tracing_endpoint)
+        self.core = _native.RsCore(
+            pipeline_config(config),
+            config.ledger_dir,
+            config.fsync,
+            config.group_delay_ms,
+            config.upstream_timeout_s,
+            config.upstream_pool,
+            self._id_prefix,
+            workers,
+            delay_ms,
+            config.ack,
+            config.tracing.label(),
+            config.tracing_endpoint,
+        )
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple] = []  # requests read in this loop iteration, submitted at its end
         self._tokens = itertools.count()
@@ -145,16 +168,26 @@ class RsCoreGateway(GatewayBase):
         return self._tokio_workers
 
     async def _prove(self, kind: str, n: int) -> bytes:
-        if not -2**63 <= n < 2**63:  # beyond the binding's i64: out of range like any n >= count
+        if not -(2**63) <= n < 2**63:  # beyond the binding's i64: out of range like any n >= count
             what = "leaf index" if kind == "inclusion" else "old count"
             raise AuditIndexError(f"{what} {n} out of range for an MMR of {self.core.root()[0]} leaves")
-        return (self.core.inclusion_proof(n) if kind == "inclusion" else self.core.consistency_proof(n)).encode()
+        return (
+            self.core.inclusion_proof(n) if kind == "inclusion" else self.core.consistency_proof(n)
+        ).encode()
 
     def _health_audit(self) -> tuple[dict, dict]:
         s = self.core.stats()
-        return ({"policy": "unbounded", "size": None, "depth": s["audit_queue_depth"], "dropped": 0,
-                 "completed": s["completed"], "wakeups": s["wakeups"]},
-                {"records": self.core.root()[0], "spawned": s["audit_submitted"], "ack": self.config.ack})
+        return (
+            {
+                "policy": "unbounded",
+                "size": None,
+                "depth": s["audit_queue_depth"],
+                "dropped": 0,
+                "completed": s["completed"],
+                "wakeups": s["wakeups"],
+            },
+            {"records": self.core.root()[0], "spawned": s["audit_submitted"], "ack": self.config.ack},
+        )
 
     def _refresh_metrics(self) -> None:
         s = self.core.stats()

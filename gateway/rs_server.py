@@ -10,6 +10,7 @@ The binary is `native/target/release/gatewaylab-server` in this checkout (`make 
 it), or the path in $GATEWAYLAB_SERVER_BIN. It reads the same YAML config and flags; see
 native/server/src/cli.rs and docs/rs_server.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,15 +26,18 @@ DEFAULT_BIN = os.path.join(_ROOT, "native", "target", "release", "gatewaylab-ser
 def binary_path() -> str:
     path = os.environ.get(BIN_ENV) or DEFAULT_BIN
     if not os.access(path, os.X_OK):
-        raise ConfigError(f"--mode rs-server: the gateway binary {path} is not built; run `make dev` "
-                          f"(or set ${BIN_ENV})")
+        raise ConfigError(
+            f"--mode rs-server: the gateway binary {path} is not built; run `make dev` (or set ${BIN_ENV})"
+        )
     return path
 
 
 def server_args(opts: dict) -> list[str]:
     """`gateway.server` options -> the binary's command line (the same flags)."""
     if opts.get("impl"):
-        raise ConfigError("--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs")
+        raise ConfigError(
+            "--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs"
+        )
     # --shell / --server name the Python rungs' ASGI shell and server: rs-server is its own (hyper)
     args = [binary_path()]
     if opts.get("config"):
@@ -57,10 +61,19 @@ def server_args(opts: dict) -> list[str]:
     if opts.get("tracing_endpoint") is not None:
         args += ["--tracing-endpoint", opts["tracing_endpoint"]]
     threads = opts.get("threads") or len(os.sched_getaffinity(0))
-    args += ["--host", opts.get("host") or "127.0.0.1", "--port", str(int(opts.get("port") or 0)),
-             "--threads", str(threads), "--python", sys.executable,
-             # record entropy sums floats as this interpreter's sum() does (Neumaier from 3.12)
-             "--float-sum", "neumaier" if sys.version_info >= (3, 12) else "plain"]
+    args += [
+        "--host",
+        opts.get("host") or "127.0.0.1",
+        "--port",
+        str(int(opts.get("port") or 0)),
+        "--threads",
+        str(threads),
+        "--python",
+        sys.executable,
+        # record entropy sums floats as this interpreter's sum() does (Neumaier from 3.12)
+        "--float-sum",
+        "neumaier" if sys.version_info >= (3, 12) else "plain",
+    ]
     return args
 
 

@@ -11,6 +11,7 @@ Options are a plain dict (also carried to granian's worker process in $GATEWAYLA
   ledger_layout (single|sharded|single-writer), reuse_port (a worker of a unit: listen with
   SO_REUSEPORT); tracing (off|on|sampled:R), tracing_endpoint.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,9 +62,11 @@ def build_config(opts: dict) -> cfgmod.Config:
         changes["max_in_flight"] = n
     if opts.get("stages") is not None:
         from gateway.pipeline import parse_stages
+
         changes["stages"] = parse_stages(opts["stages"])
     if opts.get("ledger_layout") is not None:
         from gateway.audit.shards import resolve_layout
+
         # a worker of a unit is one writer of its own shard: the unit checked the worker count
         changes["ledger_layout"] = resolve_layout(opts["ledger_layout"], 1)
     if opts.get("audit") is not None:
@@ -72,6 +75,7 @@ def build_config(opts: dict) -> cfgmod.Config:
         changes["audit"] = opts["audit"] == "on"
     if opts.get("tracing") is not None:
         from gateway.tracing import parse_mode
+
         changes["tracing"] = parse_mode(opts["tracing"])
     if opts.get("tracing_endpoint") is not None:
         changes["tracing_endpoint"] = opts["tracing_endpoint"]
@@ -85,8 +89,10 @@ def build_app(opts: dict):
     gw = make_gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
     if cfg.shell == "fastapi":
         from gateway.shell_fastapi import make_app
+
         return FramingGuard(make_app(gw))
     from gateway.shell_asgi import AsgiShell
+
     return FramingGuard(AsgiShell(gw))
 
 
@@ -108,9 +114,17 @@ class FramingGuard:
             err = self._check(scope)
             if err is not None:
                 body = self._body(err.status, err.message, err.code)
-                await send({"type": "http.response.start", "status": err.status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": err.status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -160,9 +174,11 @@ def _sharded_unit(opts: dict) -> bool:
 def serve(opts: dict) -> int:
     if not opts.get("reuse_port") and _sharded_unit(opts):  # --workers N: supervise N workers
         from gateway import workers
+
         return workers.supervise({**opts, "workers": opts.get("workers") or 1})
     if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
         from gateway import rs_server
+
         rs_server.exec_server(opts)
     server = opts.get("server") or (build_config(dict(opts)).server if opts.get("config") else "uvicorn")
     host = opts.get("host") or "127.0.0.1"
@@ -184,13 +200,24 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
     app = build_app(opts)  # config errors surface here, before binding
     sock = _bind(host, port, reuse_port=bool(opts.get("reuse_port")))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, loop="none", http=_openai_400_protocol(), lifespan="on", log_level="warning",
-                            access_log=False, server_header=False, date_header=False, proxy_headers=False,
-                            timeout_keep_alive=30, backlog=2048)
+    config = uvicorn.Config(
+        app,
+        loop="none",
+        http=_openai_400_protocol(),
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
     srv = uvicorn.Server(config)
     # uvicorn re-raises the signal it caught once it has shut down gracefully; with these
     # no-op handlers in place that ends in a clean exit status 0 instead of death by SIGTERM.
     import signal
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
 
@@ -213,10 +240,19 @@ def _openai_400_protocol():
 
     class OpenAIErrorHttpToolsProtocol(HttpToolsProtocol):
         def send_400_response(self, msg: str) -> None:
-            body = json.dumps({"error": {"message": f"malformed HTTP request: {msg}",
-                                         "type": "invalid_request_error", "code": "bad_http_framing"}}).encode()
-            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": f"malformed HTTP request: {msg}",
+                        "type": "invalid_request_error",
+                        "code": "bad_http_framing",
+                    }
+                }
+            ).encode()
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            )
             self.transport.close()
 
     return OpenAIErrorHttpToolsProtocol
@@ -235,9 +271,20 @@ def _serve_granian(opts: dict, host: str, port: int) -> int:
     os.environ[ENV] = json.dumps(opts)
     # HTTP/1 only and no WebSockets: the gateway serves neither h2 (prior knowledge or h2c)
     # nor WebSocket upgrades, and granian's auto mode would answer an h2 preface with h2.
-    srv = Server("gateway.server:granian_app", address=host, port=port, interface=Interfaces.ASGI, workers=1,
-                 loop=Loops.uvloop, factory=True, log_enabled=False, log_access=False, backlog=2048,
-                 http=HTTPModes.http1, websockets=False)
+    srv = Server(
+        "gateway.server:granian_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        factory=True,
+        log_enabled=False,
+        log_access=False,
+        backlog=2048,
+        http=HTTPModes.http1,
+        websockets=False,
+    )
     _announce(host, port)
     srv.serve()
     return 0

@@ -4,6 +4,7 @@ Routing is a dict lookup on (method, path); the guard runs on the raw header lis
 body limit while reading; responses go out as one `http.response.start` and one body
 message (streams: one message per upstream chunk).
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,9 @@ from gateway.pipeline import Request
 from gateway.stages.guard import check_headers, declared_too_large, discard_body, read_body
 
 _perf = time.perf_counter_ns
-_ROUTES = frozenset(("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", "/debug/probes"))
+_ROUTES = frozenset(
+    ("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", "/debug/probes")
+)
 
 
 def _query(scope, name: str) -> str | None:
@@ -56,7 +59,9 @@ class AsgiShell:
                 return
             resp = await self._other(scope, receive, path)
             # bounded label set: one per route, never the raw path (proof indexes, scans)
-            route = path if path in _ROUTES else "/audit/proof" if path.startswith("/audit/proof/") else "other"
+            route = (
+                path if path in _ROUTES else "/audit/proof" if path.startswith("/audit/proof/") else "other"
+            )
             self._count(route, resp.status)
             await _send(send, resp)
         elif scope["type"] == "lifespan":
@@ -82,13 +87,22 @@ class AsgiShell:
             if path == "/audit/consistency":
                 return await g.audit_consistency(_query(scope, "old"), _query(scope, "shard"))
             if path.startswith("/audit/proof/"):
-                return await g.audit_proof(path[len("/audit/proof/"):], _query(scope, "shard"))
+                return await g.audit_proof(path[len("/audit/proof/") :], _query(scope, "shard"))
             if path == "/debug/probes":
-                return await g.debug_probes("reset" in parse_qs(scope.get("query_string", b"").decode("latin-1"),
-                                                                keep_blank_values=True),
-                                            _query(scope, "workers") == "all")
-        known = path in ("/health", "/v1/models", "/metrics", "/audit/root", "/audit/consistency", CHAT,
-                         "/debug/probes") or path.startswith("/audit/proof/")
+                return await g.debug_probes(
+                    "reset"
+                    in parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
+                    _query(scope, "workers") == "all",
+                )
+        known = path in (
+            "/health",
+            "/v1/models",
+            "/metrics",
+            "/audit/root",
+            "/audit/consistency",
+            CHAT,
+            "/debug/probes",
+        ) or path.startswith("/audit/proof/")
         if known:
             return error(405, f"method {method} not allowed on {path}", "method_not_allowed")
         return error(404, f"no route for {method} {path}", "not_found")
@@ -146,6 +160,11 @@ async def _send_stream(send, receive, resp: StreamResponse) -> None:
 
 async def _send(send, resp) -> None:
     body = resp.body
-    await send({"type": "http.response.start", "status": resp.status,
-                "headers": [*resp.headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [*resp.headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -2,6 +2,7 @@
 at the ASGI level, exception handlers for the OpenAI error shape. Same `Gateway` pipeline
 as the lean shell, so the two differ only in what the framework costs.
 """
+
 from __future__ import annotations
 
 import time
@@ -65,17 +66,24 @@ class GuardMiddleware:
 
 
 async def _asgi_send(send, resp: Response) -> None:
-    await send({"type": "http.response.start", "status": resp.status,
-                "headers": [*resp.headers, (b"content-length", str(len(resp.body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [*resp.headers, (b"content-length", str(len(resp.body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": resp.body})
 
 
 def _to_fastapi(resp):
     if isinstance(resp, StreamResponse):
-        return StreamingResponse(resp.chunks, status_code=resp.status,
-                                 headers={k.decode(): v.decode() for k, v in resp.headers})
-    return FastResponse(content=resp.body, status_code=resp.status,
-                        headers={k.decode(): v.decode() for k, v in resp.headers})
+        return StreamingResponse(
+            resp.chunks, status_code=resp.status, headers={k.decode(): v.decode() for k, v in resp.headers}
+        )
+    return FastResponse(
+        content=resp.body, status_code=resp.status, headers={k.decode(): v.decode() for k, v in resp.headers}
+    )
 
 
 def make_app(gw: GatewayBase):
@@ -104,8 +112,10 @@ def make_app(gw: GatewayBase):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await request.body()
-        resp = await gw.admitted_chat(ChatRequest("POST", CHAT_PATH, request.scope["headers"], body),
-                             request.scope.get("gatewaylab.t0") or _perf())
+        resp = await gw.admitted_chat(
+            ChatRequest("POST", CHAT_PATH, request.scope["headers"], body),
+            request.scope.get("gatewaylab.t0") or _perf(),
+        )
         count("/v1/chat/completions", resp.status)
         return _to_fastapi(resp)
 
@@ -143,7 +153,10 @@ def make_app(gw: GatewayBase):
 
     @app.get("/debug/probes")
     async def debug_probes(request: Request):
-        return _to_fastapi(await gw.debug_probes("reset" in request.query_params,
-                                                 request.query_params.get("workers") == "all"))
+        return _to_fastapi(
+            await gw.debug_probes(
+                "reset" in request.query_params, request.query_params.get("workers") == "all"
+            )
+        )
 
     return GuardMiddleware(app, gw.config.max_header_bytes, gw.config.max_body_bytes)

@@ -21,6 +21,7 @@ Stage spans come from the pure pipeline without a tracer in it: when the request
 An unsampled request has no marks and sends no traceparent; a sampled one's audit record
 gets its trace id (`AuditMaterial.trace_id`, docs/formats.md).
 """
+
 from __future__ import annotations
 
 import time
@@ -60,7 +61,7 @@ def parse_mode(spec: str) -> TracingMode:
     if not isinstance(spec, str) or not spec.startswith("sampled:") or "_" in spec:
         raise ConfigError(bad)
     try:
-        r = float(spec[len("sampled:"):])
+        r = float(spec[len("sampled:") :])
     except ValueError:
         raise ConfigError(bad) from None
     if not 0.0 <= r <= 1.0:  # (NaN fails this too)
@@ -71,8 +72,14 @@ def parse_mode(spec: str) -> TracingMode:
 class Tracer:
     """One gateway's tracer: an SDK TracerProvider with its own sampler and OTLP exporter."""
 
-    def __init__(self, mode: TracingMode, endpoint: str = DEFAULT_ENDPOINT, rung: str = "py",
-                 service: str = "gatewaylab", flush_ms: int = 200):
+    def __init__(
+        self,
+        mode: TracingMode,
+        endpoint: str = DEFAULT_ENDPOINT,
+        rung: str = "py",
+        service: str = "gatewaylab",
+        flush_ms: int = 200,
+    ):
         if not mode.enabled:
             raise ValueError("Tracer: tracing is off (make no Tracer at all)")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -84,26 +91,35 @@ class Tracer:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         root = ALWAYS_ON if mode.kind == "on" else TraceIdRatioBased(mode.ratio)
-        self.provider = TracerProvider(sampler=ParentBased(root),
-                                       resource=Resource.create({"service.name": service}))
-        self.provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=endpoint, timeout=5), max_queue_size=65536,
-            schedule_delay_millis=max(1, flush_ms)))
+        self.provider = TracerProvider(
+            sampler=ParentBased(root), resource=Resource.create({"service.name": service})
+        )
+        self.provider.add_span_processor(
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=endpoint, timeout=5),
+                max_queue_size=65536,
+                schedule_delay_millis=max(1, flush_ms),
+            )
+        )
         self.tracer = self.provider.get_tracer("gatewaylab")
         self.rung = rung
         self._propagator = TraceContextTextMapPropagator()
         self._server, self._client = SpanKind.SERVER, SpanKind.CLIENT
         self._in_context = set_span_in_context
 
-    def request(self, headers: list, request_id: str) -> "RequestTrace":
+    def request(self, headers: list, request_id: str) -> RequestTrace:
         """The root span of one chat request; `headers` are the raw ASGI (name, value) pairs."""
         parent = None
         for name, value in headers:
             if name == b"traceparent":
                 parent = self._propagator.extract({"traceparent": value.decode("latin-1")})
                 break
-        span = self.tracer.start_span("request", context=parent, kind=self._server,
-                                      attributes={"rung": self.rung, "request_id": request_id})
+        span = self.tracer.start_span(
+            "request",
+            context=parent,
+            kind=self._server,
+            attributes={"rung": self.rung, "request_id": request_id},
+        )
         return RequestTrace(self, span)
 
     def shutdown(self) -> None:
@@ -152,8 +168,12 @@ class RequestTrace:
         if self._forward is None:
             return None, headers
         t = self._t
-        span = t.tracer.start_span("attempt", context=t._in_context(self._forward), kind=t._client,
-                                   attributes={"attempt": n, "url": url})
+        span = t.tracer.start_span(
+            "attempt",
+            context=t._in_context(self._forward),
+            kind=t._client,
+            attributes={"attempt": n, "url": url},
+        )
         carrier: dict = {}
         t._propagator.inject(carrier, context=t._in_context(span))
         return span, [*headers, ("traceparent", carrier["traceparent"])]

@@ -10,12 +10,14 @@ Rust twin behind the Python shell); per-component overrides pick one at a time
 Asking for a Rust twin when the extension is not built raises `RustTwinUnavailable`;
 there is never a silent fallback.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gateway.errors import ConfigError, RustTwinUnavailable
 
@@ -107,9 +109,11 @@ class Switches:
             raise ConfigError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
         object.__setattr__(self, "overrides", parse_impl(self.overrides))
         if self.overrides and self.mode not in PER_COMPONENT_MODES:
-            raise ConfigError(f"impl override {','.join(sorted(self.overrides))}: mode {self.mode} runs every "
-                              f"component in Rust in one call; per-component twins apply to "
-                              f"{' and '.join(PER_COMPONENT_MODES)}")
+            raise ConfigError(
+                f"impl override {','.join(sorted(self.overrides))}: mode {self.mode} runs every "
+                f"component in Rust in one call; per-component twins apply to "
+                f"{' and '.join(PER_COMPONENT_MODES)}"
+            )
 
     @classmethod
     def resolve(
@@ -117,7 +121,7 @@ class Switches:
         mode: str | None = None,
         impl: str | Iterable[str] | Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
-    ) -> "Switches":
+    ) -> Switches:
         """Defaults < environment < arguments."""
         env = os.environ if env is None else env
         m = mode or env.get("GATEWAYLAB_MODE") or "py"
@@ -133,7 +137,7 @@ class Switches:
     def as_dict(self) -> dict[str, str]:
         return {c: self.impl(c) for c in COMPONENTS}
 
-    def with_overrides(self, **overrides: str) -> "Switches":
+    def with_overrides(self, **overrides: str) -> Switches:
         return Switches(self.mode, {**self.overrides, **overrides})
 
     def label(self) -> str:
@@ -159,6 +163,8 @@ def load(component: str, impl: str) -> Any:
     obj = getattr(importlib.import_module(mod), attr, None)
     if obj is None:
         if impl == RUST:
-            raise RustTwinUnavailable(f"the built extension has no Rust twin for {component!r} ({path}); rebuild with `make dev`")
+            raise RustTwinUnavailable(
+                f"the built extension has no Rust twin for {component!r} ({path}); rebuild with `make dev`"
+            )
         raise ImportError(f"{path} not found")
     return obj

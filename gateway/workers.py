@@ -29,6 +29,7 @@ Rung 3 (`rs-server`): the workers are the Rust binary, each told `--reuse-port`,
 with `--ledger` and the unit with `--worker K/N --unit-dir DIR`; it
 speaks the same control protocol (native/server/src/unit.rs).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,7 +57,10 @@ _PR_SET_PDEATHSIG = 1
 
 # ---------------------------------------------------------------- placement
 
-def place(n: int, cpus: list[int], worker_cpus: list[list[int]] | None = None) -> tuple[list[list[int]], list[str]]:
+
+def place(
+    n: int, cpus: list[int], worker_cpus: list[list[int]] | None = None
+) -> tuple[list[list[int]], list[str]]:
     """Worker k -> its CPU list, and a note for every worker that shares a CPU with another."""
     if n < 1:
         raise ConfigError(f"--workers: expected a positive integer, got {n!r}")
@@ -70,15 +74,19 @@ def place(n: int, cpus: list[int], worker_cpus: list[list[int]] | None = None) -
     for k, w in enumerate(placed):
         shared = [j for j, v in enumerate(placed) if j != k and set(v) & set(w)]
         if shared:
-            notes.append(f"worker {k} shares cpu {','.join(map(str, w))} with worker(s) {','.join(map(str, shared))}")
+            notes.append(
+                f"worker {k} shares cpu {','.join(map(str, w))} with worker(s) {','.join(map(str, shared))}"
+            )
     return placed, notes
 
 
 # ---------------------------------------------------------------- inside a worker
 
+
 @dataclass
 class WorkerInfo:
     """What a worker knows about its unit ($GATEWAYLAB_WORKER)."""
+
     index: int
     count: int
     runtime_dir: str
@@ -98,16 +106,34 @@ def current() -> WorkerInfo | None:
     if not raw:
         return None
     d = json.loads(raw)
-    return WorkerInfo(int(d["index"]), int(d["count"]), d["runtime_dir"], d["layout"], list(d.get("cpus") or []))
+    return WorkerInfo(
+        int(d["index"]), int(d["count"]), d["runtime_dir"], d["layout"], list(d.get("cpus") or [])
+    )
 
 
 def health_section(info: WorkerInfo | None, threads: int) -> dict:
     """`/health`'s "workers": the unit's layout (from the supervisor's workers.json), this
     worker's index; a single process reports itself as worker 0 of 1."""
     if info is None:
-        return {"count": 1, "index": 0, "layout": "single-process", "ledger_layout": None, "ready": True,
-                "workers": [{"index": 0, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0)),
-                             "threads": threads, "alive": True}], "dead": [], "clamped": False, "notes": []}
+        return {
+            "count": 1,
+            "index": 0,
+            "layout": "single-process",
+            "ledger_layout": None,
+            "ready": True,
+            "workers": [
+                {
+                    "index": 0,
+                    "pid": os.getpid(),
+                    "cpus": sorted(os.sched_getaffinity(0)),
+                    "threads": threads,
+                    "alive": True,
+                }
+            ],
+            "dead": [],
+            "clamped": False,
+            "notes": [],
+        }
     try:
         with open(os.path.join(info.runtime_dir, LAYOUT_FILE)) as f:
             unit = json.load(f)
@@ -116,10 +142,17 @@ def health_section(info: WorkerInfo | None, threads: int) -> dict:
     for w in unit.get("workers", []):
         if w["index"] == info.index:
             w["threads"] = threads
-    return {"count": info.count, "index": info.index, "layout": "workers", "ledger_layout": info.layout,
-            "ready": unit.get("ready", False),
-            "workers": unit.get("workers", []), "dead": [w["index"] for w in unit.get("workers", []) if not w["alive"]],
-            "clamped": unit.get("clamped", False), "notes": unit.get("notes", [])}
+    return {
+        "count": info.count,
+        "index": info.index,
+        "layout": "workers",
+        "ledger_layout": info.layout,
+        "ready": unit.get("ready", False),
+        "workers": unit.get("workers", []),
+        "dead": [w["index"] for w in unit.get("workers", []) if not w["alive"]],
+        "clamped": unit.get("clamped", False),
+        "notes": unit.get("notes", []),
+    }
 
 
 class Peers:
@@ -162,6 +195,7 @@ class Peers:
                 return {"ok": {"proof": proof, "root": await self.gateway._root()}}
             if op == "probes":
                 from gateway import probes
+
                 if self.gateway.probes is None:
                     return {"error": "probes are off"}
                 return {"ok": probes.snapshot(reset=bool(req.get("reset")))}
@@ -174,8 +208,10 @@ class Peers:
         if k == self.info.index:
             return await self._local(req)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.info.socket_path(k)), timeout)
-        except (OSError, asyncio.TimeoutError) as e:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.info.socket_path(k)), timeout
+            )
+        except (TimeoutError, OSError) as e:
             return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
         try:
             writer.write(orjson.dumps(req) + b"\n")
@@ -183,7 +219,7 @@ class Peers:
             if not line:
                 return {"error": f"worker {k} closed the control connection", "unavailable": True}
             return orjson.loads(line)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
         finally:
             writer.close()
@@ -193,6 +229,7 @@ class Peers:
 
 
 # ---------------------------------------------------------------- the supervisor
+
 
 def _pdeathsig() -> None:
     try:
@@ -212,7 +249,9 @@ def supervise(opts: dict) -> int:
     if mode not in ("py", "py+rs", "rs-core", "rs-server"):
         raise ConfigError(f"--workers: not available on {mode!r}")
     if not rs_server and (opts.get("server") or "uvicorn") != "uvicorn":
-        raise ConfigError("--workers: the workers run uvicorn (granian has its own worker model); use --server uvicorn")
+        raise ConfigError(
+            "--workers: the workers run uvicorn (granian has its own worker model); use --server uvicorn"
+        )
     base_opts = dict(opts)
     base_opts.pop("workers", None)
     cfg = server.build_config(base_opts)  # validates and fixes the ledger directory
@@ -220,8 +259,10 @@ def supervise(opts: dict) -> int:
     if layout == "single" and n > 1:  # resolve_layout refuses this; kept explicit for readers
         raise ConfigError("--workers: a single ledger has one writer")
     if layout == "single-writer" and mode not in ("py", "py+rs"):
-        raise ConfigError(f"ledger.layout single-writer is for py and py+rs ({mode}'s ledger is its own Rust "
-                          "thread); use sharded")
+        raise ConfigError(
+            f"ledger.layout single-writer is for py and py+rs ({mode}'s ledger is its own Rust "
+            "thread); use sharded"
+        )
     ledger = base_opts.get("ledger") or cfg.ledger_dir
     cpus, notes = place(n, sorted(os.sched_getaffinity(0)), opts.get("worker_cpus"))
     host = opts.get("host") or "127.0.0.1"
@@ -245,12 +286,28 @@ def supervise(opts: dict) -> int:
     signal.signal(signal.SIGINT, _term)
 
     def layout_doc() -> dict:
-        return {"count": n, "ready": ready, "port": port, "ledger": ledger, "ledger_layout": layout, "mode": mode,
-                "clamped": bool(notes), "notes": notes,
-                "workers": [{"index": k, "pid": p.pid, "cpus": cpus[k], "threads": _threads(opts, rs_server),
-                             "alive": p.poll() is None, "exit": p.returncode,
-                             "ledger": shard_dir(ledger, k) if layout == "sharded" else ledger}
-                            for k, p in enumerate(procs)]}
+        return {
+            "count": n,
+            "ready": ready,
+            "port": port,
+            "ledger": ledger,
+            "ledger_layout": layout,
+            "mode": mode,
+            "clamped": bool(notes),
+            "notes": notes,
+            "workers": [
+                {
+                    "index": k,
+                    "pid": p.pid,
+                    "cpus": cpus[k],
+                    "threads": _threads(opts, rs_server),
+                    "alive": p.poll() is None,
+                    "exit": p.returncode,
+                    "ledger": shard_dir(ledger, k) if layout == "sharded" else ledger,
+                }
+                for k, p in enumerate(procs)
+            ],
+        }
 
     def write_layout() -> None:
         tmp = os.path.join(runtime, LAYOUT_FILE + ".tmp")
@@ -261,11 +318,23 @@ def supervise(opts: dict) -> int:
     try:
         if layout == "single-writer":
             from gateway.audit.writer_process import SOCKET_ENV, WriterProcess
-            writer = WriterProcess.start(ledger, cfg.switches, fsync=cfg.fsync, group_delay_ms=cfg.group_delay_ms,
-                                         cpus=sorted({c for cs in cpus for c in cs}))
+
+            writer = WriterProcess.start(
+                ledger,
+                cfg.switches,
+                fsync=cfg.fsync,
+                group_delay_ms=cfg.group_delay_ms,
+                cpus=sorted({c for cs in cpus for c in cs}),
+            )
         for k in range(n):
-            wopts = dict(base_opts, host=host, port=port, reuse_port=True, ledger_layout=layout,
-                         ledger=shard_dir(ledger, k) if layout == "sharded" else ledger)
+            wopts = dict(
+                base_opts,
+                host=host,
+                port=port,
+                reuse_port=True,
+                ledger_layout=layout,
+                ledger=shard_dir(ledger, k) if layout == "sharded" else ledger,
+            )
             if mode == "rs-server":
                 wopts["threads"] = opts.get("threads") or 1
             info = {"index": k, "count": n, "runtime_dir": runtime, "layout": layout, "cpus": cpus[k]}
@@ -279,8 +348,16 @@ def supervise(opts: dict) -> int:
             logs.append(log)
             if rs_server:
                 from gateway import rs_server as rs
-                args = rs.server_args(wopts) + ["--reuse-port", "--worker", f"{k}/{n}",
-                                                "--unit-dir", runtime, "--ledger-layout", layout]
+
+                args = rs.server_args(wopts) + [
+                    "--reuse-port",
+                    "--worker",
+                    f"{k}/{n}",
+                    "--unit-dir",
+                    runtime,
+                    "--ledger-layout",
+                    layout,
+                ]
             else:
                 args = [sys.executable, "-m", "gateway.server"]
             cpu_set = set(cpus[k])
@@ -290,8 +367,11 @@ def supervise(opts: dict) -> int:
                 _pdeathsig()
 
             with open(log, "wb") as out:
-                procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_ROOT,
-                                              preexec_fn=pre))
+                procs.append(
+                    subprocess.Popen(
+                        args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_ROOT, preexec_fn=pre
+                    )
+                )
         write_layout()
         # the unit starts together: every worker answers on its control socket (Python) or
         # has announced itself (rs-server), or the whole unit stops
@@ -304,16 +384,23 @@ def supervise(opts: dict) -> int:
                 k = dead[0] if dead else 0
                 if stopping and not dead:
                     return 0
-                print(f"gateway: worker {k} exited with {procs[k].returncode} before the unit was ready:\n"
-                      f"{_tail(logs[k])}", file=sys.stderr, flush=True)
+                print(
+                    f"gateway: worker {k} exited with {procs[k].returncode} before the unit was ready:\n"
+                    f"{_tail(logs[k])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             if all(_ready(runtime, k) for k in range(n)):
                 break
             if time.monotonic() > deadline:
                 _term(None, None)
                 _wait_all(procs)
-                print("gateway: the workers were not ready in time:\n" + "\n".join(_tail(x) for x in logs),
-                      file=sys.stderr, flush=True)
+                print(
+                    "gateway: the workers were not ready in time:\n" + "\n".join(_tail(x) for x in logs),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             time.sleep(0.02)
         ready = True
@@ -327,8 +414,12 @@ def supervise(opts: dict) -> int:
                     write_layout()
                     if not stopping:
                         alive = sum(q.poll() is None for q in procs)
-                        print(f"gateway: worker {k} (pid {p.pid}) exited with {p.returncode}; "
-                              f"{alive} of {n} workers still serving\n{_tail(logs[k])}", file=sys.stderr, flush=True)
+                        print(
+                            f"gateway: worker {k} (pid {p.pid}) exited with {p.returncode}; "
+                            f"{alive} of {n} workers still serving\n{_tail(logs[k])}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             if len(reported) == n:
                 break
             time.sleep(0.2)  # five wake-ups a second: the supervisor's CPU stays out of the measurements

@@ -19,6 +19,7 @@ not between repeats (docs/peers.md); `--protocol sequential` runs A's sweep, the
 
 Results: `aa.json` in `out` with every pair's verdicts, and the two rates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,18 @@ from typing import Any
 # Saturated concurrencies only: at c = 1 the gateway's CPU per request is dominated by idle
 # wake-ups and swings +-30% between runs on a shared box (a first study with c = 1, 8 caught
 # almost nothing); from c = 4 up each request's cost is what the cell measures.
-SIZE = dict(modes=("py+rs",), concurrency=(4, 8, 16), duration_s=0.6, warmup_s=0.2, repeat=3, gil=False,
-            capacity=False, report=False, progress=False, profile="xeon-4c")
+SIZE = dict(
+    modes=("py+rs",),
+    concurrency=(4, 8, 16),
+    duration_s=0.6,
+    warmup_s=0.2,
+    repeat=3,
+    gil=False,
+    capacity=False,
+    report=False,
+    progress=False,
+    profile="xeon-4c",
+)
 KNOB = "GATEWAYLAB_INJECT_DELAY_US"
 
 
@@ -60,8 +71,9 @@ def detected(flagged: dict[str, str]) -> bool:
     better. A secondary view may move either way under a real slowdown: the injected delay
     busy-waits holding the GIL, which changes who waits for it (one pair of the 2026-12-01
     study flagged GIL-wait p99 better beside CPU per request 1.33x worse)."""
-    return (any(flagged.get(m) == "worse" for m in PRIMARY)
-            and not any(flagged.get(m) == "better" for m in PRIMARY))
+    return any(flagged.get(m) == "worse" for m in PRIMARY) and not any(
+        flagged.get(m) == "better" for m in PRIMARY
+    )
 
 
 def calibrate(out: Path, slowdown: float, probe_us: int = 200, **size: Any) -> dict[str, float]:
@@ -104,47 +116,76 @@ def _pair(root: Path, tag: str, env_b: dict[str, str] | None, protocol: str, **s
     return verdicts, a, b, dirs
 
 
-def study(pairs: int = 20, slowdown: float = 0.2, out: str | Path | None = None, log=print,
-          protocol: str = "interleaved", **size: Any) -> dict[str, Any]:
+def study(
+    pairs: int = 20,
+    slowdown: float = 0.2,
+    out: str | Path | None = None,
+    log=print,
+    protocol: str = "interleaved",
+    **size: Any,
+) -> dict[str, Any]:
     from harness.runs import runs_root
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    root = Path(out) if out is not None else runs_root(None) / time.strftime("%Y%m%dT%H%M%SZ-aa", time.gmtime())
+    root = (
+        Path(out) if out is not None else runs_root(None) / time.strftime("%Y%m%dT%H%M%SZ-aa", time.gmtime())
+    )
     root.mkdir(parents=True, exist_ok=True)
     cal = calibrate(root, slowdown, **size)
     log(f"calibration: {cal}")
     env_slow = {KNOB: str(int(cal["delay_us"]))}
-    result: dict[str, Any] = {"size": {**SIZE, **size}, "slowdown": slowdown, "protocol": protocol,
-                              "calibration": cal, "aa": [], "ab": []}
+    result: dict[str, Any] = {
+        "size": {**SIZE, **size},
+        "slowdown": slowdown,
+        "protocol": protocol,
+        "calibration": cal,
+        "aa": [],
+        "ab": [],
+    }
     for i in range(pairs):
         for kind, env in (("aa", None), ("ab", env_slow)):
             verdicts, a, b, dirs = _pair(root, f"{kind}{i:02d}", env, protocol, **size)
             flagged = {v.metric: v.verdict for v in verdicts if v.flagged}
-            rec = {"pair": i, "flagged": flagged, "rps_ratio": _top(b, "rps") / _top(a, "rps"),
-                   "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
-                   "factors": {v.metric: v.factor for v in verdicts},
-                   "runs_a": dirs[0], "runs_b": dirs[1]}  # `gatewaylab compare` re-reads them
+            rec = {
+                "pair": i,
+                "flagged": flagged,
+                "rps_ratio": _top(b, "rps") / _top(a, "rps"),
+                "cpu_ratio": _top(b, "cpu_us_per_req") / _top(a, "cpu_us_per_req"),
+                "factors": {v.metric: v.factor for v in verdicts},
+                "runs_a": dirs[0],
+                "runs_b": dirs[1],
+            }  # `gatewaylab compare` re-reads them
             result[kind].append(rec)
-            (root / "aa.json").write_text(json.dumps({**result, "partial": True}, indent=2))  # readable if stopped
+            (root / "aa.json").write_text(
+                json.dumps({**result, "partial": True}, indent=2)
+            )  # readable if stopped
             log(f"{kind} {i:02d}: rps B/A {rec['rps_ratio']:.3f}; flagged {flagged or 'nothing'}")
     result["false_alarms"] = sum(len(r["flagged"]) for r in result["aa"])
     result["false_alarm_pairs"] = sum(bool(r["flagged"]) for r in result["aa"])
     result["detected"] = sum(detected(r["flagged"]) for r in result["ab"])
     result["detection_rate"] = result["detected"] / pairs if pairs else float("nan")
-    result["realised_slowdown_median"] = 1 - statistics.median(r["rps_ratio"] for r in result["ab"]) if pairs else None
-    result["realised_cpu_ratio_median"] = statistics.median(r["cpu_ratio"] for r in result["ab"]) if pairs else None
+    result["realised_slowdown_median"] = (
+        1 - statistics.median(r["rps_ratio"] for r in result["ab"]) if pairs else None
+    )
+    result["realised_cpu_ratio_median"] = (
+        statistics.median(r["cpu_ratio"] for r in result["ab"]) if pairs else None
+    )
     (root / "aa.json").write_text(json.dumps(result, indent=2))
-    log(f"A/A ({protocol}): {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
+    log(
+        f"A/A ({protocol}): {result['false_alarms']} flagged metric(s) over {pairs} pairs; "
         f"A/B ({slowdown:.0%} injected, {result['realised_slowdown_median']:.1%} realised): "
-        f"{result['detected']}/{pairs} detected")
+        f"{result['detected']}/{pairs} detected"
+    )
     return result
 
 
 FACTOR_MARGIN = 0.05
 
 
-def derive_factors(result: dict[str, Any], margin: float = FACTOR_MARGIN, floor: float | None = None) -> dict[str, float]:
+def derive_factors(
+    result: dict[str, Any], margin: float = FACTOR_MARGIN, floor: float | None = None
+) -> dict[str, float]:
     """compare's per-metric factors from a study's A/A pairs: the largest A/A move of each
     metric's geometric-mean factor (either way), widened by `margin`, never below `floor`
     (harness.stats.DEFAULT_FACTOR), rounded up to 0.01. A change must move a metric further
@@ -170,11 +211,15 @@ def reanalyse(aa_json: str | Path, log=print) -> dict[str, Any]:
     for kind in ("aa", "ab"):
         for rec in res[kind]:
             verdicts, _ = compare_runs(rec["runs_a"], rec["runs_b"])
-            out[kind].append({"pair": rec["pair"], "flagged": {v.metric: v.verdict for v in verdicts if v.flagged}})
+            out[kind].append(
+                {"pair": rec["pair"], "flagged": {v.metric: v.verdict for v in verdicts if v.flagged}}
+            )
     n = len(out["aa"])
     out["false_alarms"] = sum(len(r["flagged"]) for r in out["aa"])
     out["detected"] = sum(detected(r["flagged"]) for r in out["ab"])
-    log(f"A/A: {out['false_alarms']} flagged metric(s) over {n} pairs; A/B: {out['detected']}/{len(out['ab'])} detected")
+    log(
+        f"A/A: {out['false_alarms']} flagged metric(s) over {n} pairs; A/B: {out['detected']}/{len(out['ab'])} detected"
+    )
     return out
 
 
@@ -183,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--slowdown", type=float, default=0.2)
     p.add_argument("--out", default=None)
-    p.add_argument("--protocol", choices=PROTOCOLS, default="interleaved",
-                   help="interleaved: A and B alternate one repeat at a time (default); sequential: A's sweep, then B's")
-    p.add_argument("--reanalyse", metavar="AA_JSON", default=None,
-                   help="do not measure: compare a finished study's runs again with the current defaults")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="interleaved",
+        help="interleaved: A and B alternate one repeat at a time (default); sequential: A's sweep, then B's",
+    )
+    p.add_argument(
+        "--reanalyse",
+        metavar="AA_JSON",
+        default=None,
+        help="do not measure: compare a finished study's runs again with the current defaults",
+    )
     args = p.parse_args(argv)
     if args.reanalyse:
         reanalyse(args.reanalyse)

@@ -14,6 +14,7 @@ malformed parameters), each sent with a valid key. Every answer must:
     with string fields, whatever the description says.
 `make test` runs it at a small budget on py and rs-server (tests/reliability/test_schemathesis.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,19 +41,25 @@ def _openai_error_problem(status: int, body: bytes) -> str | None:
 def check_gateway(url: str, examples: int = 25, seed: int = 0, spec: str = SPEC) -> dict:
     """Run the properties against the gateway at `url` (which accepts API_KEY). Returns
     {"cases": n, "by_status": {status: n}, "failures": [text, ...]} (failures deduplicated)."""
+    import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
-
-    import schemathesis
     from schemathesis import GenerationMode
-    from schemathesis.checks import (content_type_conformance, response_headers_conformance,
-                                     response_schema_conformance, status_code_conformance)
-
+    from schemathesis.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
     from schemathesis.core.failures import FailureGroup
 
     schema = schemathesis.openapi.from_path(spec)
-    checks = [status_code_conformance, content_type_conformance, response_headers_conformance,
-              response_schema_conformance]
+    checks = [
+        status_code_conformance,
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+    ]
     headers = {"Authorization": f"Bearer {API_KEY}"}
     out: dict = {"cases": 0, "by_status": {}, "failures": []}
     seen: set[str] = set()
@@ -66,8 +73,15 @@ def check_gateway(url: str, examples: int = 25, seed: int = 0, spec: str = SPEC)
     for result in schema.get_all_operations():
         op = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=seed == 0,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=seed == 0,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=op.as_strategy(generation_mode=mode))
             def one(case):
                 resp = case.call(base_url=url, headers=headers, timeout=30)
@@ -109,11 +123,17 @@ def run_on_rung(mode: str, examples: int, seed: int = 0) -> dict:
     with start_mock(seed=13) as mock, tempfile.TemporaryDirectory(prefix="gatewaylab-api-fuzz-") as tmp:
         cfg = os.path.join(tmp, "gw.yaml")
         with open(cfg, "w", encoding="utf-8") as f:
-            yaml.safe_dump({
-                "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
-                "passthrough": True,
-                "keys": [{"id": "st", "sha256": hash_key(API_KEY)}],
-                "ledger": {"dir": os.path.join(tmp, "ledger")}}, f)
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}
+                    ],
+                    "passthrough": True,
+                    "keys": [{"id": "st", "sha256": hash_key(API_KEY)}],
+                    "ledger": {"dir": os.path.join(tmp, "ledger")},
+                },
+                f,
+            )
         gw = start_gateway(None, None, mode=mode, config=cfg)
         try:
             r = check_gateway(gw.url, examples, seed)

@@ -26,6 +26,7 @@ the running Python's version the dependencies come from `pip wheel` (registry wh
 built here); for another version from `pip download --only-binary=:all:` for that version
 and this machine's platform tags (a dependency with no wheel there is a clear error).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -108,8 +109,9 @@ def build_bundle(out: str | os.PathLike, python: str | None = None) -> dict[str,
         raise ConfigError(f"{server} is not built: run `make dev` first")
     profile = build_profile()
     if profile != "release":
-        raise ConfigError(f"the extension here is a {profile or 'missing'} build: a bundle ships release builds "
-                          f"(make dev)")
+        raise ConfigError(
+            f"the extension here is a {profile or 'missing'} build: a bundle ships release builds (make dev)"
+        )
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty")
@@ -120,39 +122,78 @@ def build_bundle(out: str | os.PathLike, python: str | None = None) -> dict[str,
     tag = "cp" + python.replace(".", "")
 
     # 1. the project's wheel: maturin in release mode (cargo reuses what `make dev` compiled)
-    _run([_maturin(), "build", "--release", "--interpreter", sys.executable, "--out", str(wheels), "--quiet"],
-         "building the project wheel (maturin)", cwd=REPO)
+    _run(
+        [_maturin(), "build", "--release", "--interpreter", sys.executable, "--out", str(wheels), "--quiet"],
+        "building the project wheel (maturin)",
+        cwd=REPO,
+    )
     own = sorted(wheels.glob("gatewaylab-*.whl"))
     if len(own) != 1 or "-abi3-" not in own[0].name:
-        raise ConfigError(f"maturin wrote {[p.name for p in wheels.iterdir()]}, expected one abi3 gatewaylab wheel")
+        raise ConfigError(
+            f"maturin wrote {[p.name for p in wheels.iterdir()]}, expected one abi3 gatewaylab wheel"
+        )
     # 2. the runtime dependencies (never the analysis/dev extras): resolved from the wheel's own metadata
     pip = [sys.executable, "-m", "pip"]
     if python == here:
-        _run([*pip, "wheel", "-q", "--wheel-dir", str(wheels), str(own[0])], "fetching the dependency wheels (pip wheel)")
+        _run(
+            [*pip, "wheel", "-q", "--wheel-dir", str(wheels), str(own[0])],
+            "fetching the dependency wheels (pip wheel)",
+        )
     else:
         plat = [a for t in _platform_tags() for a in ("--platform", t)]
-        _run([*pip, "download", "-q", "--dest", str(wheels), "--only-binary=:all:", "--python-version", python,
-              "--implementation", "cp", "--abi", tag, "--abi", "abi3", "--abi", "none", *plat, str(own[0])],
-             f"downloading the dependency wheels for Python {python} (pip download)")
+        _run(
+            [
+                *pip,
+                "download",
+                "-q",
+                "--dest",
+                str(wheels),
+                "--only-binary=:all:",
+                "--python-version",
+                python,
+                "--implementation",
+                "cp",
+                "--abi",
+                tag,
+                "--abi",
+                "abi3",
+                "--abi",
+                "none",
+                *plat,
+                str(own[0]),
+            ],
+            f"downloading the dependency wheels for Python {python} (pip download)",
+        )
     # 3. the native binary
     shutil.copy2(server, bindir / SERVER_BIN)
     # 4. manifest, run script
     git = git_info()
     files = sorted(p for p in out.rglob("*") if p.is_file())
     manifest: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "git_sha": git["git_sha"], "git_dirty": git["git_dirty"], "build_profile": profile,
-        "rustc_version": rustc_version(), "python": python, "python_tag": tag,
-        "project_wheel": own[0].name, "server_binary": f"bin/{SERVER_BIN}",
+        "format": FORMAT,
+        "version": VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "git_sha": git["git_sha"],
+        "git_dirty": git["git_dirty"],
+        "build_profile": profile,
+        "rustc_version": rustc_version(),
+        "python": python,
+        "python_tag": tag,
+        "project_wheel": own[0].name,
+        "server_binary": f"bin/{SERVER_BIN}",
         "built_on": {"platform": sys.platform, "python": sys.version.split()[0]},
-        "files": [{"path": str(p.relative_to(out)), "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files],
+        "files": [
+            {"path": str(p.relative_to(out)), "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
+        ],
     }
     manifest["bytes"] = sum(f["bytes"] for f in manifest["files"])
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     run_sh = out / "run.sh"
-    run_sh.write_text(RUN_SH.format(sha=(git["git_sha"] or "nogit")[:12], python=python, manifest=MANIFEST,
-                                    server=SERVER_BIN))
+    run_sh.write_text(
+        RUN_SH.format(
+            sha=(git["git_sha"] or "nogit")[:12], python=python, manifest=MANIFEST, server=SERVER_BIN
+        )
+    )
     run_sh.chmod(0o755)
     (out / "README.txt").write_text(README.format(python=python))
     return manifest
@@ -177,7 +218,14 @@ def provenance() -> dict[str, Any]:
     if not path:
         return {"kind": "checkout" if (REPO / ".git").exists() else "install"}
     m = read_manifest(path)
-    return {"kind": "bundle", "manifest": str(Path(path).resolve()), "git_sha": m.get("git_sha"),
-            "git_dirty": m.get("git_dirty"), "build_profile": m.get("build_profile"),
-            "rustc_version": m.get("rustc_version"), "python": m.get("python"), "created": m.get("created"),
-            "project_wheel": m.get("project_wheel")}
+    return {
+        "kind": "bundle",
+        "manifest": str(Path(path).resolve()),
+        "git_sha": m.get("git_sha"),
+        "git_dirty": m.get("git_dirty"),
+        "build_profile": m.get("build_profile"),
+        "rustc_version": m.get("rustc_version"),
+        "python": m.get("python"),
+        "created": m.get("created"),
+        "project_wheel": m.get("project_wheel"),
+    }

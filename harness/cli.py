@@ -3,6 +3,7 @@
 Each subcommand is a module `harness.commands.<name>` with
 `add_arguments(parser)` and `run(args) -> int`. Only the chosen one is imported.
 """
+
 from __future__ import annotations
 
 import argparse

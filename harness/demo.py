@@ -10,13 +10,14 @@ Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench m
 WAL study (bench wal), spawn cost (bench spawn) and the concurrency sweep over the rungs py, py+rs
 and rs-core.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from harness import runs
 from harness.meta import describe
@@ -78,15 +79,17 @@ def step_wal(ctx: Context) -> str:
     ctx.run.write_table("wal", res["rows"])
     ctx.results["wal"] = {"result": res}
     size = res["rows"][0]["size"] if res["rows"] else 0
-    return "\n".join([
-        f"Records/s appending {size}-byte records, including the final `flush()`; per fsync policy and twin; "
-        "median (slowest–fastest). `always` fsyncs every record, `group` once per batch "
-        "(bounded delay; `append_many` is one batch), `none` never.",
-        "",
-        wal.markdown(res),
-        "",
-        "Artefacts: `wal.json`, `wal.pyperf.json`, `wal.parquet`.",
-    ])
+    return "\n".join(
+        [
+            f"Records/s appending {size}-byte records, including the final `flush()`; per fsync policy and twin; "
+            "median (slowest–fastest). `always` fsyncs every record, `group` once per batch "
+            "(bounded delay; `append_many` is one batch), `none` never.",
+            "",
+            wal.markdown(res),
+            "",
+            "Artefacts: `wal.json`, `wal.pyperf.json`, `wal.parquet`.",
+        ]
+    )
 
 
 def step_spawn(ctx: Context) -> str:
@@ -96,11 +99,16 @@ def step_spawn(ctx: Context) -> str:
     ctx.run.write_json("spawn.json", res)
     ctx.run.write_table("spawn", res["rows"])
     ctx.results["spawn"] = res
-    return "\n".join([
-        "Per-call cost of the gateway's real `_spawn_background` (the only audit work on the hot path) beside a "
-        "bare `asyncio.create_task` of a no-op, same loop, alternating rounds; median [per-round min–max].",
-        "", spawn.markdown(res), "", "Artefacts: `spawn.json`, `spawn.pyperf.json`, `spawn.parquet`.",
-    ])
+    return "\n".join(
+        [
+            "Per-call cost of the gateway's real `_spawn_background` (the only audit work on the hot path) beside a "
+            "bare `asyncio.create_task` of a no-op, same loop, alternating rounds; median [per-round min–max].",
+            "",
+            spawn.markdown(res),
+            "",
+            "Artefacts: `spawn.json`, `spawn.pyperf.json`, `spawn.parquet`.",
+        ]
+    )
 
 
 RUNGS = ("py", "py+rs", "rs-core")
@@ -110,18 +118,29 @@ def step_sweep(ctx: Context) -> str:
     from harness.report import peaks
     from harness.sweep import run_sweep
 
-    kw = dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
-    res = run_sweep(modes=RUNGS, profile="xeon-4c", out=ctx.run.path / "sweeps", name="rungs",
-                    progress=True, **kw)
+    kw = (
+        dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
+    )
+    res = run_sweep(
+        modes=RUNGS, profile="xeon-4c", out=ctx.run.path / "sweeps", name="rungs", progress=True, **kw
+    )
     ctx.results["sweep"] = res
     pk = peaks(res.table)
-    lines = [f"Closed-loop sweep over the rungs {', '.join(f'`{m}`' for m in RUNGS)} (asgi shell), profile {res.meta.get('hardware_profile')} "
-             f"(profile_satisfied: {str(res.meta.get('profile_satisfied')).lower()}). Full report: "
-             f"`{res.dir.relative_to(ctx.run.path)}/report.md` and `report.html`.", ""]
+    lines = [
+        f"Closed-loop sweep over the rungs {', '.join(f'`{m}`' for m in RUNGS)} (asgi shell), profile {res.meta.get('hardware_profile')} "
+        f"(profile_satisfied: {str(res.meta.get('profile_satisfied')).lower()}). Full report: "
+        f"`{res.dir.relative_to(ctx.run.path)}/report.md` and `report.html`.",
+        "",
+    ]
     if len(pk):
-        lines += ["| line | peak c | peak req/s | req/s at c=1 | p99 at peak µs |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r.line} | {r.peak_concurrency} | {r.peak_rps:,.0f} | {r.rps_at_c1:,.0f} | {r.p99_at_peak_us:,.0f} |"
-                  for r in pk.itertuples()]
+        lines += [
+            "| line | peak c | peak req/s | req/s at c=1 | p99 at peak µs |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r.line} | {r.peak_concurrency} | {r.peak_rps:,.0f} | {r.rps_at_c1:,.0f} | {r.p99_at_peak_us:,.0f} |"
+            for r in pk.itertuples()
+        ]
     bad = res.table[res.table["status"] != "ok"]
     if len(bad):
         lines += ["", f"{len(bad)} cell(s) did not complete; see the sweep report."]
@@ -139,8 +158,11 @@ STEPS: list[Step] = [
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CI-sized run")
-    p.add_argument("--steps", default=",".join(s.name for s in STEPS),
-                   help="comma-separated steps to run (default: all): " + ", ".join(s.name for s in STEPS))
+    p.add_argument(
+        "--steps",
+        default=",".join(s.name for s in STEPS),
+        help="comma-separated steps to run (default: all): " + ", ".join(s.name for s in STEPS),
+    )
     p.add_argument("--name", default="demo", help="run folder name suffix")
     p.add_argument("--root", default=None, help="runs root (default data/runs or $GATEWAYLAB_RUNS_DIR)")
     args = p.parse_args(argv)
@@ -150,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown steps {unknown}; known: {', '.join(known)}")
 
-    from harness.bench._runner import require_release
     from gateway.errors import GatewayLabError
+    from harness.bench._runner import require_release
 
     try:
         require_release()
@@ -185,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     end_load = runs._meta.load_average()
     run.update_meta(end_time=runs._meta.utc_now(), step_seconds=timings, load_average_end=end_load)
     if end_load:
-        header.append(f"Load average (1 min) at start {run.meta['load_average'][0]:.1f}, at end {end_load[0]:.1f} "
-                      f"on {run.meta['cores_available']} cores: other work on the machine widens the spreads.\n")
+        header.append(
+            f"Load average (1 min) at start {run.meta['load_average'][0]:.1f}, at end {end_load[0]:.1f} "
+            f"on {run.meta['cores_available']} cores: other work on the machine widens the spreads.\n"
+        )
     report = run.write_text("report.md", "\n".join(header + sections))
     print(report)
     return 0 if all("**step failed:**" not in s for s in sections) else 1

@@ -11,10 +11,12 @@ options: latency/jitter, error status and rate, dropped connections, stalls (eve
 request freezes that server for stall_ms). Seeds differ per deployment (seed + index), so
 their injected errors are independent but reproducible.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -40,18 +42,31 @@ class Fleet:
         for m in self.mocks:
             m.reset_stats()
 
-    def model_list(self, model: str = "mock", weights: Iterable[int] | None = None,
-                   limits: Iterable[Mapping[str, int]] | None = None) -> list[dict]:
+    def model_list(
+        self,
+        model: str = "mock",
+        weights: Iterable[int] | None = None,
+        limits: Iterable[Mapping[str, int]] | None = None,
+    ) -> list[dict]:
         """LiteLLM-style entries: one per deployment, all named `model` (one group)."""
         weights = list(weights) if weights is not None else [1] * len(self.mocks)
         limits = list(limits) if limits is not None else [{}] * len(self.mocks)
-        return [{"model_name": model, "upstream": {"kind": "openai", "base_url": url}, "weight": w, **lim}
-                for url, w, lim in zip(self.urls, weights, limits)]
+        return [
+            {"model_name": model, "upstream": {"kind": "openai", "base_url": url}, "weight": w, **lim}
+            for url, w, lim in zip(self.urls, weights, limits)
+        ]
 
-    def write_config(self, directory: str, api_key: str, router: Mapping[str, Any] | None = None,
-                     model: str = "mock", extra_models: Iterable[Mapping[str, Any]] = (),
-                     weights: Iterable[int] | None = None, limits: Iterable[Mapping[str, int]] | None = None,
-                     **more: Any) -> str:
+    def write_config(
+        self,
+        directory: str,
+        api_key: str,
+        router: Mapping[str, Any] | None = None,
+        model: str = "mock",
+        extra_models: Iterable[Mapping[str, Any]] = (),
+        weights: Iterable[int] | None = None,
+        limits: Iterable[Mapping[str, int]] | None = None,
+        **more: Any,
+    ) -> str:
         """A gateway config (gateway/config.py) routing `model` over the fleet, with one client
         key `api_key`, its ledger in `directory`; returns its path. `router=None` still routes
         (a group turns the router on) with the default settings. `more` adds top-level fields."""
@@ -74,7 +89,7 @@ class Fleet:
         for m in self.mocks:
             m.stop()
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self
 
     def __exit__(self, *exc) -> None:

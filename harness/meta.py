@@ -18,6 +18,7 @@ Missing facts are None, never guessed. `provenance` says where the code came fro
 (harness.bundle.provenance): a checkout, or a bundle on the target hardware, whose manifest
 then gives the git sha, dirty flag and rustc version (an installed bundle has no .git, no rustc).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -27,8 +28,9 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,14 +43,14 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_info(root: Path = REPO) -> dict[str, Any]:
     sha = _run(["git", "rev-parse", "HEAD"], cwd=root)
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root)
     return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rustc_version() -> str | None:
     return _run(["rustc", "--version"])
 
@@ -61,7 +63,7 @@ def build_profile() -> str | None:
     return str(getattr(_native, "build_profile", None) or "unknown")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_model() -> str | None:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -88,7 +90,7 @@ def load_average() -> list[float] | None:
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def collect(
@@ -109,8 +111,11 @@ def collect(
     sw = switches if switches is not None else Switches.resolve()
     affinity = cpu_affinity()
     prov = provenance()
-    built = ({"git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"]} if prov["kind"] == "bundle"
-             else git_info())
+    built = (
+        {"git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"]}
+        if prov["kind"] == "bundle"
+        else git_info()
+    )
     meta: dict[str, Any] = {
         **built,
         "provenance": prov,
@@ -144,7 +149,9 @@ def collect(
 def describe(meta: Mapping[str, Any]) -> str:
     """One line describing the machine, build and switches, for report headers."""
     parts = [meta.get("cpu_model") or "unknown CPU"]
-    parts.append(f"{meta.get('cores_used')}/{meta.get('cores_available')} cores (of {meta.get('cores_total')})")
+    parts.append(
+        f"{meta.get('cores_used')}/{meta.get('cores_available')} cores (of {meta.get('cores_total')})"
+    )
     if meta.get("hardware_profile"):
         sat = meta.get("profile_satisfied")
         parts.append(f"profile {meta['hardware_profile']}" + ("" if sat in (None, True) else " (clamped)"))

@@ -34,6 +34,7 @@ they never compete with the process under test for its GIL or its cores.
 Per-request mock controls are headers (`x-mock-latency-ms`, `x-mock-error-status`, ...; see
 `harness/commands/mock.py`).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -47,13 +48,14 @@ import tempfile
 import time
 import urllib.request
 import weakref
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gateway.errors import GatewayLabError, InvalidInput
 
 __all__ = ["MockProcess", "NativeProcessError", "start_mock", "run_load", "cpus_arg"]
 
-_LIVE: "weakref.WeakSet[MockProcess]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[MockProcess] = weakref.WeakSet()
 
 
 class NativeProcessError(GatewayLabError, RuntimeError):
@@ -136,7 +138,7 @@ class MockProcess:
         _LIVE.discard(self)
         return self.proc.returncode
 
-    def __enter__(self) -> "MockProcess":
+    def __enter__(self) -> MockProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,8 +156,22 @@ class MockProcess:
 
 
 def _mock_argv(port: int, cpus: str | None, opts: Mapping[str, Any]) -> list[str]:
-    allowed = {"latency_ms", "jitter_ms", "ttft_ms", "itl_ms", "tokens", "error_status", "error_rate",
-               "drop_rate", "stall_every", "stall_ms", "seed", "threads", "model", "host"}
+    allowed = {
+        "latency_ms",
+        "jitter_ms",
+        "ttft_ms",
+        "itl_ms",
+        "tokens",
+        "error_status",
+        "error_rate",
+        "drop_rate",
+        "stall_every",
+        "stall_ms",
+        "seed",
+        "threads",
+        "model",
+        "host",
+    }
     unknown = set(opts) - allowed
     if unknown:
         raise InvalidInput(f"start_mock: unknown option(s) {sorted(unknown)}; known: {sorted(allowed)}")
@@ -168,13 +184,15 @@ def _mock_argv(port: int, cpus: str | None, opts: Mapping[str, Any]) -> list[str
     return argv
 
 
-def start_mock(port: int = 0, cpus: int | str | Iterable[int] | None = None, startup_timeout: float = 30.0,
-               **opts: Any) -> MockProcess:
+def start_mock(
+    port: int = 0, cpus: int | str | Iterable[int] | None = None, startup_timeout: float = 30.0, **opts: Any
+) -> MockProcess:
     """Start `gatewaylab mock` and wait until it prints the address it listens on."""
     argv = _mock_argv(port, cpus_arg(cpus), opts)
     err = tempfile.NamedTemporaryFile(prefix="gatewaylab-mock-", suffix=".err", delete=False)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     err.close()
     try:
         url = _wait_for_address(proc, startup_timeout)
@@ -185,7 +203,9 @@ def start_mock(port: int = 0, cpus: int | str | Iterable[int] | None = None, sta
         os.unlink(err.name)
         if proc.stdout is not None:
             proc.stdout.close()
-        raise NativeProcessError(f"mock did not start ({' '.join(argv)}): {stderr.strip() or 'no output'}") from None
+        raise NativeProcessError(
+            f"mock did not start ({' '.join(argv)}): {stderr.strip() or 'no output'}"
+        ) from None
     return MockProcess(proc, url, err.name)
 
 
@@ -224,12 +244,22 @@ def _stop_all() -> None:
             pass
 
 
-def _load_argv(url: str, concurrency: int | None, rate: float | None, duration_s: float | None,
-               requests: int | None, cpus: str | None, opts: dict[str, Any], tmpdir: str) -> list[str]:
+def _load_argv(
+    url: str,
+    concurrency: int | None,
+    rate: float | None,
+    duration_s: float | None,
+    requests: int | None,
+    cpus: str | None,
+    opts: dict[str, Any],
+    tmpdir: str,
+) -> list[str]:
     argv = _cli() + ["load", "--url", url, "--json"]
     if (concurrency is None) == (rate is None):
         raise InvalidInput("run_load: give exactly one of concurrency (closed loop) or rate (open loop)")
-    argv += ["--concurrency", str(int(concurrency))] if concurrency is not None else ["--rate", repr(float(rate))]
+    argv += (
+        ["--concurrency", str(int(concurrency))] if concurrency is not None else ["--rate", repr(float(rate))]
+    )
     if duration_s is None and requests is None:
         raise InvalidInput("run_load: give duration_s and/or requests (a run must be bounded)")
     if duration_s is not None:
@@ -255,27 +285,52 @@ def _load_argv(url: str, concurrency: int | None, rate: float | None, duration_s
         argv += ["--body", "@" + path]
     if opts.pop("stream", False):
         argv.append("--stream")
-    names = {"warmup_s": "--warmup", "method": "--method", "connections": "--connections",
-             "timeout_s": "--timeout", "max_duration_s": "--max-duration", "threads": "--threads",
-             "seed": "--seed", "arrival": "--arrival"}
+    names = {
+        "warmup_s": "--warmup",
+        "method": "--method",
+        "connections": "--connections",
+        "timeout_s": "--timeout",
+        "max_duration_s": "--max-duration",
+        "threads": "--threads",
+        "seed": "--seed",
+        "arrival": "--arrival",
+    }
     unknown = set(opts) - set(names)
     if unknown:
-        raise InvalidInput(f"run_load: unknown option(s) {sorted(unknown)}; known: {sorted(names) + ['headers', 'body', 'stream']}")
+        raise InvalidInput(
+            f"run_load: unknown option(s) {sorted(unknown)}; known: {sorted(names) + ['headers', 'body', 'stream']}"
+        )
     for k, v in opts.items():
         if v is not None:
             argv += [names[k], str(v)]
     return argv
 
 
-def run_load(url: str, concurrency: int | None = None, rate: float | None = None, duration_s: float | None = None,
-             requests: int | None = None, cpus: int | str | Iterable[int] | None = None, **opts: Any) -> dict:
+def run_load(
+    url: str,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    cpus: int | str | Iterable[int] | None = None,
+    **opts: Any,
+) -> dict:
     """Run `gatewaylab load --json` in a pinned child process; return the parsed result."""
     with tempfile.TemporaryDirectory(prefix="gatewaylab-load-") as tmp:
         argv = _load_argv(url, concurrency, rate, duration_s, requests, cpus_arg(cpus), dict(opts), tmp)
-        bound = (float(opts.get("warmup_s") or 0) + float(duration_s if duration_s is not None else opts.get("max_duration_s") or 600)
-                 + float(opts.get("timeout_s") or 10) + 60)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        bound = (
+            float(opts.get("warmup_s") or 0)
+            + float(duration_s if duration_s is not None else opts.get("max_duration_s") or 600)
+            + float(opts.get("timeout_s") or 10)
+            + 60
+        )
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(timeout=bound)
         except BaseException:
@@ -286,11 +341,16 @@ def run_load(url: str, concurrency: int | None = None, rate: float | None = None
             result = json.loads(out)
         except json.JSONDecodeError as e:
             if proc.returncode != 0:
-                raise NativeProcessError(f"load generator failed (exit {proc.returncode}): "
-                                         f"{err.decode(errors='replace').strip()}") from None
-            raise NativeProcessError(f"load generator printed no JSON ({e}): {out[:200]!r} {err[:500]!r}") from None
+                raise NativeProcessError(
+                    f"load generator failed (exit {proc.returncode}): {err.decode(errors='replace').strip()}"
+                ) from None
+            raise NativeProcessError(
+                f"load generator printed no JSON ({e}): {out[:200]!r} {err[:500]!r}"
+            ) from None
         # exit 1 with a result: every request failed (`gatewaylab load` says so on stderr); the
         # result is still the measurement, and the caller (a sweep cell) records it as failed.
         if proc.returncode not in (0, 1):
-            raise NativeProcessError(f"load generator failed (exit {proc.returncode}): {err.decode(errors='replace').strip()}")
+            raise NativeProcessError(
+                f"load generator failed (exit {proc.returncode}): {err.decode(errors='replace').strip()}"
+            )
         return result

@@ -28,6 +28,7 @@ leave-one-out false-alarm count over the recorded runs.
 Only ratios are checked (never absolute times). A failure names the notebook, the metric,
 the value, the threshold and the runs it is compared with, and the process exits non-zero.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,11 @@ import operator
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -74,13 +76,23 @@ OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 # --- results written by the notebooks ---------------------------------------------------
 
-def metric(value: float, lo: float | None = None, hi: float | None = None, unit: str = "ratio", desc: str = "") -> dict:
+
+def metric(
+    value: float, lo: float | None = None, hi: float | None = None, unit: str = "ratio", desc: str = ""
+) -> dict:
     """One metric entry: a value with its spread (min/max over repeats)."""
-    return {"value": float(value), "min": float(value if lo is None else lo), "max": float(value if hi is None else hi),
-            "unit": unit, "desc": desc}
+    return {
+        "value": float(value),
+        "min": float(value if lo is None else lo),
+        "max": float(value if hi is None else hi),
+        "unit": unit,
+        "desc": desc,
+    }
 
 
-def write_metrics(run_dir: Path | str, notebook: str, profile: str, metrics: Mapping[str, Mapping[str, Any] | float]) -> Path:
+def write_metrics(
+    run_dir: Path | str, notebook: str, profile: str, metrics: Mapping[str, Mapping[str, Any] | float]
+) -> Path:
     """Write `run_dir/metrics.json`; bare numbers are accepted as `metric(value)`."""
     norm = {k: (dict(v) if isinstance(v, Mapping) else metric(v)) for k, v in metrics.items()}
     for k, v in norm.items():
@@ -88,8 +100,13 @@ def write_metrics(run_dir: Path | str, notebook: str, profile: str, metrics: Map
             raise ValueError(f"{notebook}: metric {k!r} has no finite value: {v!r}")
     p = Path(run_dir) / METRICS_FILE
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"schema": SCHEMA, "notebook": notebook, "profile": profile, "metrics": norm},
-                            indent=2, sort_keys=True))
+    p.write_text(
+        json.dumps(
+            {"schema": SCHEMA, "notebook": notebook, "profile": profile, "metrics": norm},
+            indent=2,
+            sort_keys=True,
+        )
+    )
     return p
 
 
@@ -133,8 +150,10 @@ class Check:
         if self.value is None:
             return f"FAIL {self.notebook}: metric {self.metric!r} missing ({self.note}){against}"
         verdict = "ok  " if self.ok else "FAIL"
-        return (f"{verdict} {self.notebook}: {self.metric} = {self.value:.4g}, "
-                f"threshold {self.op} {self.threshold:.4g}" + (f" ({self.note})" if self.note else "") + against)
+        return (
+            f"{verdict} {self.notebook}: {self.metric} = {self.value:.4g}, "
+            f"threshold {self.op} {self.threshold:.4g}" + (f" ({self.note})" if self.note else "") + against
+        )
 
 
 def load_baselines(baseline_dir: Path | str = BASELINE_DIR) -> dict[str, list[dict]]:
@@ -144,11 +163,15 @@ def load_baselines(baseline_dir: Path | str = BASELINE_DIR) -> dict[str, list[di
         nb = data.get("notebook") or p.stem
         for c in data.get("checks", []):
             if c.get("op") not in OPS:
-                raise ValueError(f"{p}: check {c.get('metric')!r} has op {c.get('op')!r}; expected one of {list(OPS)}")
+                raise ValueError(
+                    f"{p}: check {c.get('metric')!r} has op {c.get('op')!r}; expected one of {list(OPS)}"
+                )
             if not isinstance(c.get("threshold"), (int, float)):
                 raise ValueError(f"{p}: check {c.get('metric')!r} has no numeric threshold")
             if c.get("rule", "exact") not in RULES:
-                raise ValueError(f"{p}: check {c.get('metric')!r} has rule {c.get('rule')!r}; expected one of {list(RULES)}")
+                raise ValueError(
+                    f"{p}: check {c.get('metric')!r} has rule {c.get('rule')!r}; expected one of {list(RULES)}"
+                )
         out[nb] = list(data.get("checks", []))
     return out
 
@@ -167,8 +190,11 @@ def load_recorded_runs(runs_dir: Path | str | None = None) -> list[dict]:
 
 
 def recorded_values(runs: list[dict], notebook: str, metric_name: str) -> list[float]:
-    return [float(r["metrics"][notebook][metric_name]["value"]) for r in runs
-            if metric_name in r.get("metrics", {}).get(notebook, {})]
+    return [
+        float(r["metrics"][notebook][metric_name]["value"])
+        for r in runs
+        if metric_name in r.get("metrics", {}).get(notebook, {})
+    ]
 
 
 def derive_threshold(check: Mapping[str, Any], values: list[float], margin: float = MIN_MARGIN) -> float:
@@ -197,12 +223,18 @@ def _compared_with(runs: list[dict], nb: str, name: str) -> str:
     med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
     having = [r for r in runs if name in r.get("metrics", {}).get(nb, {})]  # a run may hold a subset
     first, last = having[0]["file"].removesuffix(".json"), having[-1]["file"].removesuffix(".json")
-    return (f"{len(vals)} recorded ci runs {first}..{last} in data/baselines/runs "
-            f"(median {med:.4g}, range {vs[0]:.4g}-{vs[-1]:.4g})")
+    return (
+        f"{len(vals)} recorded ci runs {first}..{last} in data/baselines/runs "
+        f"(median {med:.4g}, range {vs[0]:.4g}-{vs[-1]:.4g})"
+    )
 
 
-def check_results(results_root: Path | str, baseline_dir: Path | str = BASELINE_DIR,
-                  notebooks: Iterable[str] | None = None, runs_dir: Path | str | None = None) -> list[Check]:
+def check_results(
+    results_root: Path | str,
+    baseline_dir: Path | str = BASELINE_DIR,
+    notebooks: Iterable[str] | None = None,
+    runs_dir: Path | str | None = None,
+) -> list[Check]:
     """Compare `results_root/<notebook>/metrics.json` with the baselines, one Check per threshold."""
     baselines = load_baselines(baseline_dir)
     rd = Path(runs_dir) if runs_dir is not None else Path(baseline_dir) / "runs"
@@ -222,16 +254,22 @@ def check_results(results_root: Path | str, baseline_dir: Path | str = BASELINE_
                 checks.append(Check(nb, name, None, op, thr, False, f"not in {nb}/{METRICS_FILE}", against))
                 continue
             v = float(metrics[name]["value"])
-            checks.append(Check(nb, name, v, op, thr, bool(OPS[op](v, thr)), metrics[name].get("desc", ""), against))
+            checks.append(
+                Check(nb, name, v, op, thr, bool(OPS[op](v, thr)), metrics[name].get("desc", ""), against)
+            )
     return checks
 
 
-def record_run(results_root: Path | str, runs_dir: Path | str | None = None, notebooks: Iterable[str] | None = None,
-               extra: Mapping[str, Any] | None = None) -> Path:
+def record_run(
+    results_root: Path | str,
+    runs_dir: Path | str | None = None,
+    notebooks: Iterable[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Copy the metrics of one `--profile ci` run into data/baselines/runs/<stamp>.json."""
     root = Path(results_root)
     metrics = {}
-    for nb in (list(notebooks) if notebooks is not None else NOTEBOOKS):
+    for nb in list(notebooks) if notebooks is not None else NOTEBOOKS:
         try:
             m = load_metrics(root / nb)["metrics"]
         except (OSError, ValueError):
@@ -240,15 +278,27 @@ def record_run(results_root: Path | str, runs_dir: Path | str | None = None, not
     from harness.meta import collect
 
     meta = collect(parameters={"notebooks": "ci"})
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(runs_dir) if runs_dir is not None else RECORDED_RUNS_DIR
     out.mkdir(parents=True, exist_ok=True)
     p = out / f"{stamp}.json"
-    p.write_text(json.dumps({
-        "schema": RUN_SCHEMA, "stamp": stamp, "results": root.name,
-        "git_sha": meta.get("git_sha"), "git_dirty": meta.get("git_dirty"),
-        "cpu_model": meta.get("cpu_model"), "load_average_end": meta.get("load_average"),
-        **dict(extra or {}), "metrics": metrics}, indent=1, sort_keys=True))
+    p.write_text(
+        json.dumps(
+            {
+                "schema": RUN_SCHEMA,
+                "stamp": stamp,
+                "results": root.name,
+                "git_sha": meta.get("git_sha"),
+                "git_dirty": meta.get("git_dirty"),
+                "cpu_model": meta.get("cpu_model"),
+                "load_average_end": meta.get("load_average"),
+                **dict(extra or {}),
+                "metrics": metrics,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+    )
     return p
 
 
@@ -270,8 +320,11 @@ def loo_alarms(check: Mapping[str, Any], values: list[float], margin: float) -> 
     """How many recorded values fail the gate derived (with `margin`) from the others."""
     if check.get("rule", "exact") == "exact":
         return sum(not OPS[check["op"]](v, float(check["threshold"])) for v in values)
-    return sum(not OPS[check["op"]](v, derive_threshold(check, values[:i] + values[i + 1:], margin))
-               for i, v in enumerate(values) if len(values) > 1)
+    return sum(
+        not OPS[check["op"]](v, derive_threshold(check, values[:i] + values[i + 1 :], margin))
+        for i, v in enumerate(values)
+        if len(values) > 1
+    )
 
 
 def derive_margin(check: Mapping[str, Any], values: list[float]) -> float:
@@ -294,18 +347,29 @@ def derive_all(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | N
             exact = c.get("rule", "exact") == "exact"
             margin = None if exact else derive_margin(c, vals)
             thr = float(c["threshold"]) if exact else (derive_threshold(c, vals, margin) if vals else None)
-            out.append({"notebook": nb, "metric": c["metric"], "op": c["op"], "rule": c.get("rule", "exact"),
-                        "values": vals, "derived": thr, "committed": float(c["threshold"]),
-                        "margin": margin, "committed_margin": c.get("margin"),
-                        "false_alarms": sum(not OPS[c["op"]](v, float(c["threshold"])) for v in vals),
-                        # leave-one-out at the least margin: how often a run would trip a gate
-                        # derived from the others if the margin were not widened to prevent it
-                        "loo_at_min_margin": loo_alarms(c, vals, MIN_MARGIN),
-                        "runs": len(vals)})
+            out.append(
+                {
+                    "notebook": nb,
+                    "metric": c["metric"],
+                    "op": c["op"],
+                    "rule": c.get("rule", "exact"),
+                    "values": vals,
+                    "derived": thr,
+                    "committed": float(c["threshold"]),
+                    "margin": margin,
+                    "committed_margin": c.get("margin"),
+                    "false_alarms": sum(not OPS[c["op"]](v, float(c["threshold"])) for v in vals),
+                    # leave-one-out at the least margin: how often a run would trip a gate
+                    # derived from the others if the margin were not widened to prevent it
+                    "loo_at_min_margin": loo_alarms(c, vals, MIN_MARGIN),
+                    "runs": len(vals),
+                }
+            )
     return out
 
 
 # --- running the notebooks ---------------------------------------------------------------
+
 
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
     """A kernelspec `name` whose argv is this interpreter (the .venv's python), installed
@@ -341,9 +405,16 @@ def run_notebook(name: str, profile: str, run_dir: Path, kernel: str, timeout_s:
     dst = EXECUTED_DIR / f"{name}.ipynb"
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "run_dir": str(run_dir), "live_panel": False},
-                            kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                            execution_timeout=timeout_s, log_output=False)
+        pm.execute_notebook(
+            str(src),
+            str(dst),
+            parameters={"profile": profile, "run_dir": str(run_dir), "live_panel": False},
+            kernel_name=kernel,
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+            execution_timeout=timeout_s,
+            log_output=False,
+        )
         return NotebookRun(name, time.perf_counter() - t0, True)
     except Exception as e:  # papermill wraps the cell's error: name the cell and the exception
         if hasattr(e, "ename"):
@@ -362,12 +433,24 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def summary(runs: list[NotebookRun], checks: list[Check]) -> str:
     out = []
     if runs:
-        out.append(_table([[r.notebook, f"{r.seconds:.1f}", "ok" if r.ok else "FAILED"] for r in runs],
-                          ["notebook", "seconds", "executed"]))
+        out.append(
+            _table(
+                [[r.notebook, f"{r.seconds:.1f}", "ok" if r.ok else "FAILED"] for r in runs],
+                ["notebook", "seconds", "executed"],
+            )
+        )
         out.append("")
     if checks:
-        rows = [[c.notebook, c.metric, "missing" if c.value is None else f"{c.value:.4g}", f"{c.op} {c.threshold:.4g}",
-                 "ok" if c.ok else "FAIL"] for c in checks]
+        rows = [
+            [
+                c.notebook,
+                c.metric,
+                "missing" if c.value is None else f"{c.value:.4g}",
+                f"{c.op} {c.threshold:.4g}",
+                "ok" if c.ok else "FAIL",
+            ]
+            for c in checks
+        ]
         out.append(_table(rows, ["notebook", "metric", "value", "threshold", "result"]))
     return "\n".join(out)
 
@@ -376,30 +459,65 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.notebooks", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="ci", choices=["ci", "full"])
     p.add_argument("--only", nargs="+", choices=NOTEBOOKS, help="run only these notebooks")
-    p.add_argument("--check-only", metavar="RESULTS_ROOT", help="do not run; check recorded results in this folder")
+    p.add_argument(
+        "--check-only", metavar="RESULTS_ROOT", help="do not run; check recorded results in this folder"
+    )
     p.add_argument("--baselines", default=str(BASELINE_DIR))
     p.add_argument("--out", help="results root (default data/runs/<UTC time>-notebooks-<profile>)")
-    p.add_argument("--kernel", default=None, help=f"kernel name (default: ensure '{KERNEL_NAME}' -> this python)")
+    p.add_argument(
+        "--kernel", default=None, help=f"kernel name (default: ensure '{KERNEL_NAME}' -> this python)"
+    )
     p.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
-    p.add_argument("--record", action="store_true",
-                   help="after the run, record its metrics in data/baselines/runs/ (to derive thresholds from)")
-    p.add_argument("--derive", action="store_true",
-                   help="do not run; print the thresholds the recorded runs give and their false alarms")
-    p.add_argument("--write-thresholds", action="store_true",
-                   help="with --derive: write the derived thresholds into the baseline files")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="after the run, record its metrics in data/baselines/runs/ (to derive thresholds from)",
+    )
+    p.add_argument(
+        "--derive",
+        action="store_true",
+        help="do not run; print the thresholds the recorded runs give and their false alarms",
+    )
+    p.add_argument(
+        "--write-thresholds",
+        action="store_true",
+        help="with --derive: write the derived thresholds into the baseline files",
+    )
     args = p.parse_args(argv)
     names = list(args.only or NOTEBOOKS)
     if args.derive:
         if args.write_thresholds:
             write_thresholds(args.baselines)
         rows = derive_all(args.baselines)
-        print(_table([[r["notebook"], r["metric"], r["rule"], f"{r['op']} {r['committed']:.4g}",
-                       "-" if r["derived"] is None else f"{r['derived']:.4g}",
-                       "-" if r["margin"] is None else f"{r['margin']:.0%}",
-                       ", ".join(f"{v:.3g}" for v in r["values"]), f"{r['false_alarms']}/{r['runs']}",
-                       f"{r['loo_at_min_margin']}/{r['runs']}"] for r in rows],
-                     ["notebook", "metric", "rule", "committed", "derived", "margin", "recorded", "false alarms",
-                      f"LOO at {MIN_MARGIN:.0%}"]))
+        print(
+            _table(
+                [
+                    [
+                        r["notebook"],
+                        r["metric"],
+                        r["rule"],
+                        f"{r['op']} {r['committed']:.4g}",
+                        "-" if r["derived"] is None else f"{r['derived']:.4g}",
+                        "-" if r["margin"] is None else f"{r['margin']:.0%}",
+                        ", ".join(f"{v:.3g}" for v in r["values"]),
+                        f"{r['false_alarms']}/{r['runs']}",
+                        f"{r['loo_at_min_margin']}/{r['runs']}",
+                    ]
+                    for r in rows
+                ],
+                [
+                    "notebook",
+                    "metric",
+                    "rule",
+                    "committed",
+                    "derived",
+                    "margin",
+                    "recorded",
+                    "false alarms",
+                    f"LOO at {MIN_MARGIN:.0%}",
+                ],
+            )
+        )
         return 0
 
     t0 = time.perf_counter()
@@ -408,15 +526,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_only:
         root = Path(args.check_only)
     else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         root = Path(args.out) if args.out else RUNS_DIR / f"{stamp}-notebooks-{args.profile}"
         root.mkdir(parents=True, exist_ok=True)
         kernel = args.kernel or ensure_kernel()
         for nb in names:
             print(f"[notebooks] running {nb} (profile={args.profile}) ...", flush=True)
             r = run_notebook(nb, args.profile, root / nb, kernel, args.timeout)
-            print(f"[notebooks] {nb}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.1f} s" + (f": {r.error}" if r.error else ""),
-                  flush=True)
+            print(
+                f"[notebooks] {nb}: {'ok' if r.ok else 'FAILED'} in {r.seconds:.1f} s"
+                + (f": {r.error}" if r.error else ""),
+                flush=True,
+            )
             runs.append(r)
     checks = check_results(root, args.baselines, names)
     total = time.perf_counter() - t0
@@ -434,13 +555,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[notebooks] checked recorded results in {root}")
     else:
         print(f"[notebooks] results in {root}; executed copies in {EXECUTED_DIR}; total {total:.1f} s")
-        (root / "notebooks-summary.json").write_text(json.dumps({
-            "profile": args.profile, "total_seconds": total,
-            "runs": [vars(r) for r in runs], "checks": [vars(c) for c in checks]}, indent=2))
+        (root / "notebooks-summary.json").write_text(
+            json.dumps(
+                {
+                    "profile": args.profile,
+                    "total_seconds": total,
+                    "runs": [vars(r) for r in runs],
+                    "checks": [vars(c) for c in checks],
+                },
+                indent=2,
+            )
+        )
         if args.record:
-            rec = record_run(root, notebooks=names, extra={
-                "total_seconds": round(total, 1), "load_average_start": load_start,
-                "executed": {r.notebook: r.ok for r in runs}})
+            rec = record_run(
+                root,
+                notebooks=names,
+                extra={
+                    "total_seconds": round(total, 1),
+                    "load_average_start": load_start,
+                    "executed": {r.notebook: r.ok for r in runs},
+                },
+            )
             print(f"[notebooks] recorded this run's metrics in {rec}")
     # the closing line counts notebook executions and baseline checks together, as a test runner would
     n_ok = sum(r.ok for r in runs) + sum(c.ok for c in checks)

@@ -13,23 +13,24 @@ exporters to have somewhere to send, not the spans, and decoding would take CPU 
 mock and the load generator). It is a test and measurement sink, not a collector: no retries asked for, nothing
 forwarded.
 """
+
 from __future__ import annotations
 
 import gzip
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 
 @dataclass(frozen=True)
 class ReceivedSpan:
-    trace_id: str          # 32 lowercase hex
-    span_id: str           # 16 lowercase hex
-    parent_span_id: str    # "" for a root span
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex
+    parent_span_id: str  # "" for a root span
     name: str
-    kind: int              # OTLP SpanKind: 1 internal, 2 server, 3 client
+    kind: int  # OTLP SpanKind: 1 internal, 2 server, 3 client
     start_ns: int
     end_ns: int
     service: str
@@ -46,8 +47,8 @@ class OtlpReceiver:
         self.keep = keep
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
-        self.exports = 0        # requests received
-        self.span_count = 0     # spans received (0 with keep=False: nothing is decoded)
+        self.exports = 0  # requests received
+        self.span_count = 0  # spans received (0 with keep=False: nothing is decoded)
         self.bytes = 0
         rx = self
 
@@ -63,7 +64,10 @@ class OtlpReceiver:
                     rx._ingest(body, self.headers.get("content-encoding"))
                 except Exception as e:  # noqa: BLE001 - a bad export is the exporter's 400
                     return self._answer(400, str(e).encode(), "text/plain")
-                from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+                from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                    ExportTraceServiceResponse,
+                )
+
                 self._answer(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
             def _answer(self, status: int, body: bytes, ctype: str) -> None:
@@ -105,10 +109,19 @@ class OtlpReceiver:
             for ss in rs.scope_spans:
                 count += len(ss.spans)
                 for s in ss.spans:
-                    out.append(ReceivedSpan(
-                        s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.name, s.kind,
-                        s.start_time_unix_nano, s.end_time_unix_nano, service,
-                        {a.key: _value(a.value) for a in s.attributes}))
+                    out.append(
+                        ReceivedSpan(
+                            s.trace_id.hex(),
+                            s.span_id.hex(),
+                            s.parent_span_id.hex(),
+                            s.name,
+                            s.kind,
+                            s.start_time_unix_nano,
+                            s.end_time_unix_nano,
+                            service,
+                            {a.key: _value(a.value) for a in s.attributes},
+                        )
+                    )
         with self._lock:
             self.exports += 1
             self.span_count += count
@@ -124,7 +137,9 @@ class OtlpReceiver:
             self._spans.clear()
             self.exports = self.span_count = self.bytes = 0
 
-    def wait_for(self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0) -> list[ReceivedSpan]:
+    def wait_for(
+        self, done: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0
+    ) -> list[ReceivedSpan]:
         """Poll until `done(spans)` holds (the exporters send in batches); the spans then, or
         TimeoutError naming how many arrived."""
         deadline = time.monotonic() + timeout
@@ -133,14 +148,16 @@ class OtlpReceiver:
             if done(spans):
                 return spans
             if time.monotonic() > deadline:
-                raise TimeoutError(f"OTLP receiver: condition not met after {timeout}s ({len(spans)} spans received)")
+                raise TimeoutError(
+                    f"OTLP receiver: condition not met after {timeout}s ({len(spans)} spans received)"
+                )
             time.sleep(0.05)
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "OtlpReceiver":
+    def __enter__(self) -> OtlpReceiver:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,7 @@
 
 A probe that cannot run returns a ``missing`` reason instead of empty figures.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ def _venv_bin(name: str) -> str | None:
 
 # ---------------------------------------------------------------- CPU and RSS of a tree
 
+
 def _read_stat(pid: int) -> tuple[int, int, int, int] | None:
     """(utime, stime, cutime, cstime) in clock ticks, or None if the process is gone."""
     try:
@@ -45,7 +46,7 @@ def _read_stat(pid: int) -> tuple[int, int, int, int] | None:
             data = f.read().decode()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    rest = data[data.rindex(")") + 2:].split()
+    rest = data[data.rindex(")") + 2 :].split()
     # fields after ")" start at field 3 (state); utime is field 14 -> index 11
     return int(rest[11]), int(rest[12]), int(rest[13]), int(rest[14])
 
@@ -102,8 +103,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
                 data = f.read().decode()
         except FileNotFoundError:
             continue
-        name = data[data.index("(") + 1:data.rindex(")")]
-        rest = data[data.rindex(")") + 2:].split()
+        name = data[data.index("(") + 1 : data.rindex(")")]
+        rest = data[data.rindex(")") + 2 :].split()
         out[f"{name} ({tid})"] = (int(rest[11]) + int(rest[12])) / CLK_TCK
     return out
 
@@ -132,7 +133,7 @@ class TreeSampler:
             self.peak_rss = max(self.peak_rss, rss)
             self._stop.wait(self.interval_s)
 
-    def start(self) -> "TreeSampler":
+    def start(self) -> TreeSampler:
         self.hwm_reset = False
         try:
             with open(f"/proc/{self.pid}/clear_refs", "w") as f:
@@ -157,7 +158,7 @@ class TreeSampler:
         user = sys_ = 0
         for p, (u, s, cu, cs) in s1.items():
             u0, s0_, cu0, cs0 = self.s0.get(p, (0, 0, cu, cs))
-            user += (u - u0) + (cu - cu0)   # reaped children land in cutime/cstime
+            user += (u - u0) + (cu - cu0)  # reaped children land in cutime/cstime
             sys_ += (s - s0_) + (cs - cs0)
         for p, (u0, s0_, _, _) in self.s0.items():
             if p not in s1:  # exited during the window: its parent's cutime counted its total
@@ -215,6 +216,7 @@ def _preexec(cpus: list[int] | None):
         os.setsid()
         if cpus:
             os.sched_setaffinity(0, cpus)
+
     return fn
 
 
@@ -223,15 +225,29 @@ class PySpyGil:
 
     LABEL = "sampled"
 
-    def __init__(self, pid: int, duration_s: int, out_raw: Path, rate: int = 100,
-                 cpus: list[int] | None = None, main_tid: int | None = None, nonblocking: bool = True) -> None:
-        self.pid, self.duration_s, self.out_raw, self.rate, self.cpus = pid, duration_s, Path(out_raw), rate, cpus
+    def __init__(
+        self,
+        pid: int,
+        duration_s: int,
+        out_raw: Path,
+        rate: int = 100,
+        cpus: list[int] | None = None,
+        main_tid: int | None = None,
+        nonblocking: bool = True,
+    ) -> None:
+        self.pid, self.duration_s, self.out_raw, self.rate, self.cpus = (
+            pid,
+            duration_s,
+            Path(out_raw),
+            rate,
+            cpus,
+        )
         self.nonblocking = nonblocking
         self.main_tid = main_tid or pid
         self.proc: subprocess.Popen | None = None
         self.missing: str | None = None
 
-    def start(self) -> "PySpyGil":
+    def start(self) -> PySpyGil:
         ok, why = pyspy_available()
         if not ok:
             self.missing = why
@@ -239,22 +255,46 @@ class PySpyGil:
         # --nonblocking: never pause the gateway during a measured window (a paused process
         # would inflate the latency and loop-lag figures being measured at the same time);
         # GIL ownership is one read of the interpreter's current thread state per tick.
-        cmd = [_venv_bin("py-spy"), "record", "--gil", "--idle", "--threads", "--format", "raw",
-               "--rate", str(self.rate), "--duration", str(max(1, round(self.duration_s))),
-               "--pid", str(self.pid), "--output", str(self.out_raw)]
+        cmd = [
+            _venv_bin("py-spy"),
+            "record",
+            "--gil",
+            "--idle",
+            "--threads",
+            "--format",
+            "raw",
+            "--rate",
+            str(self.rate),
+            "--duration",
+            str(max(1, round(self.duration_s))),
+            "--pid",
+            str(self.pid),
+            "--output",
+            str(self.out_raw),
+        ]
         if self.nonblocking:
             cmd.append("--nonblocking")
         try:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         preexec_fn=_preexec(self.cpus))
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                preexec_fn=_preexec(self.cpus),
+            )
             _LIVE.add(self.proc)
         except OSError as e:
             self.missing = f"py-spy could not start: {e}"
         return self
 
     def stop(self, timeout: float = 15.0) -> dict[str, Any]:
-        res: dict[str, Any] = {"label": self.LABEL, "available": False, "reason": self.missing, "threads": {},
-                               "samples": 0}
+        res: dict[str, Any] = {
+            "label": self.LABEL,
+            "available": False,
+            "reason": self.missing,
+            "threads": {},
+            "samples": 0,
+        }
         if self.proc is None:
             return res
         try:
@@ -283,18 +323,36 @@ class PySpyGil:
         if m is None:
             res["reason"] = f"py-spy printed no sample summary: {(out or '').strip()[-200:]}"
             return res
-        main = {k: v for k, v in per.items() if k.endswith(f"({self.main_tid})")
-                or k.endswith(f"({hex(self.main_tid)})")}
+        main = {
+            k: v
+            for k, v in per.items()
+            if k.endswith(f"({self.main_tid})") or k.endswith(f"({hex(self.main_tid)})")
+        }
         held = sum(per.values())
-        res.update(available=True, reason=None, samples=total, traces=traces, threads=per,
-                   held_share=min(held / total, 1.0), main_share=min(sum(main.values()) / total, 1.0),
-                   other_share=min((held - sum(main.values())) / total, 1.0), main_threads=sorted(main),
-                   behind="behind in sampling" in (out or ""))
+        res.update(
+            available=True,
+            reason=None,
+            samples=total,
+            traces=traces,
+            threads=per,
+            held_share=min(held / total, 1.0),
+            main_share=min(sum(main.values()) / total, 1.0),
+            other_share=min((held - sum(main.values())) / total, 1.0),
+            main_threads=sorted(main),
+            behind="behind in sampling" in (out or ""),
+        )
         return res
 
 
-def record_flamegraph(pid: int, duration_s: float, out_dir: Path, stem: str, rate: int = 100,
-                      cpus: list[int] | None = None, load=None) -> dict[str, Any]:
+def record_flamegraph(
+    pid: int,
+    duration_s: float,
+    out_dir: Path,
+    stem: str,
+    rate: int = 100,
+    cpus: list[int] | None = None,
+    load=None,
+) -> dict[str, Any]:
     """`py-spy record --native` twice over consecutive windows: SVG flamegraph, speedscope JSON.
 
     `load()` (optional) drives load for one window; it is called once per format while
@@ -308,10 +366,24 @@ def record_flamegraph(pid: int, duration_s: float, out_dir: Path, stem: str, rat
     out_dir.mkdir(parents=True, exist_ok=True)
     for fmt, suffix, key in (("flamegraph", ".svg", "svg"), ("speedscope", ".speedscope.json", "speedscope")):
         path = out_dir / f"{stem}{suffix}"
-        cmd = [_venv_bin("py-spy"), "record", "--native", "--format", fmt, "--rate", str(rate),
-               "--duration", str(max(1, round(duration_s))), "--pid", str(pid), "--output", str(path)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                preexec_fn=_preexec(cpus))
+        cmd = [
+            _venv_bin("py-spy"),
+            "record",
+            "--native",
+            "--format",
+            fmt,
+            "--rate",
+            str(rate),
+            "--duration",
+            str(max(1, round(duration_s))),
+            "--pid",
+            str(pid),
+            "--output",
+            str(path),
+        ]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_preexec(cpus)
+        )
         _LIVE.add(proc)
         try:
             if load is not None:
@@ -326,7 +398,9 @@ def record_flamegraph(pid: int, duration_s: float, out_dir: Path, stem: str, rat
         if proc.returncode == 0 and path.exists():
             out[key] = str(path)
         else:
-            out["missing"] = f"py-spy --native ({fmt}) failed: {' '.join((text or '').strip().splitlines()[-2:])}"
+            out["missing"] = (
+                f"py-spy --native ({fmt}) failed: {' '.join((text or '').strip().splitlines()[-2:])}"
+            )
     return out
 
 
@@ -338,8 +412,20 @@ def scalene_command(out_json: Path) -> tuple[list[str] | None, str | None]:
     root = str(Path(__file__).resolve().parents[1])
     # scalene writes its profile at a normal exit, but a signalled uvicorn/uvloop server exits
     # without it; --profile-interval makes it rewrite the (cumulative) profile every second.
-    return [sys.executable, "-m", "scalene", "run", "--outfile", str(out_json), "--program-path", root,
-            "--profile-interval", "1", "{script}", "---"], None
+    return [
+        sys.executable,
+        "-m",
+        "scalene",
+        "run",
+        "--outfile",
+        str(out_json),
+        "--program-path",
+        root,
+        "--profile-interval",
+        "1",
+        "{script}",
+        "---",
+    ], None
 
 
 # ---------------------------------------------------------------- process hygiene

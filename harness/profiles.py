@@ -15,11 +15,13 @@ Custom: ``"gateway=0-3;mock=4;load=5-7"`` (CPU ids, ranges allowed) or a mapping
 same keys. On a 2-core machine ``xeon-4c`` clamps to gateway on one core and mock + load on
 the other.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -29,6 +31,7 @@ ROLES = ("gateway", "mock", "load")
 @dataclass(frozen=True)
 class CoreCounts:
     """A built-in profile: how many cores each role wants (None = share what is left)."""
+
     gateway: int
     others_min: int  # cores wanted for mock + load together
     description: str
@@ -64,9 +67,11 @@ class ResolvedProfile:
     def line(self) -> str:
         """One-line description for reports."""
         sat = "satisfied" if self.profile_satisfied else "CLAMPED (profile_satisfied: false)"
-        return (f"profile {self.name} ({self.description}); {len(self.available_cpus)} CPUs available; "
-                f"gateway cpus {_fmt(self.gateway_cpus)}, mock cpus {_fmt(self.mock_cpus)}, "
-                f"load cpus {_fmt(self.load_cpus)}; {sat}")
+        return (
+            f"profile {self.name} ({self.description}); {len(self.available_cpus)} CPUs available; "
+            f"gateway cpus {_fmt(self.gateway_cpus)}, mock cpus {_fmt(self.mock_cpus)}, "
+            f"load cpus {_fmt(self.load_cpus)}; {sat}"
+        )
 
 
 def _fmt(cpus: list[int]) -> str:
@@ -105,8 +110,9 @@ def _split_rest(rest: list[int]) -> tuple[list[int], list[int]]:
     return list(rest), list(rest)
 
 
-def resolve(profile: str | Mapping[str, Any] | ResolvedProfile = "xeon-4c",
-            cpus: list[int] | None = None) -> ResolvedProfile:
+def resolve(
+    profile: str | Mapping[str, Any] | ResolvedProfile = "xeon-4c", cpus: list[int] | None = None
+) -> ResolvedProfile:
     """Map a profile onto the CPUs available (`cpus`, default this process's affinity)."""
     if isinstance(profile, ResolvedProfile):
         return profile
@@ -116,19 +122,30 @@ def resolve(profile: str | Mapping[str, Any] | ResolvedProfile = "xeon-4c",
     if isinstance(profile, Mapping) or (isinstance(profile, str) and "=" in profile):
         return _resolve_custom(profile, avail)
     if profile == "all":
-        return ResolvedProfile("all", "every role on every core (no separation)", list(avail), list(avail),
-                               list(avail), avail, True, {"gateway": "all", "mock": "all", "load": "all"})
+        return ResolvedProfile(
+            "all",
+            "every role on every core (no separation)",
+            list(avail),
+            list(avail),
+            list(avail),
+            avail,
+            True,
+            {"gateway": "all", "mock": "all", "load": "all"},
+        )
     if profile not in BUILTIN:
-        raise ConfigError(f"unknown hardware profile {profile!r}; known: {', '.join([*BUILTIN, 'all'])} "
-                          f"or a custom 'gateway=0-3;mock=4;load=5'")
+        raise ConfigError(
+            f"unknown hardware profile {profile!r}; known: {', '.join([*BUILTIN, 'all'])} "
+            f"or a custom 'gateway=0-3;mock=4;load=5'"
+        )
     want = BUILTIN[profile]
     requested = {"gateway_cores": want.gateway, "mock_load_cores_min": want.others_min}
     notes: list[str] = []
     n = len(avail)
     if n == 1:
         notes.append("only one CPU: gateway, mock and load share it")
-        return ResolvedProfile(profile, want.description, list(avail), list(avail), list(avail), avail, False,
-                               requested, notes)
+        return ResolvedProfile(
+            profile, want.description, list(avail), list(avail), list(avail), avail, False, requested, notes
+        )
     g = min(want.gateway, n - 1)
     if g < want.gateway:
         notes.append(f"gateway gets {g} core(s) instead of {want.gateway}")
@@ -160,7 +177,9 @@ def _resolve_custom(spec: str | Mapping[str, Any], avail: list[int]) -> Resolved
         raise ConfigError(f"custom profile: unknown role(s) {sorted(unknown)}; roles are {ROLES}")
     if "gateway" not in items:
         raise ConfigError("custom profile needs gateway=CPUS")
-    req = {k: (parse_cpu_list(v) if isinstance(v, str) else sorted(int(x) for x in v)) for k, v in items.items()}
+    req = {
+        k: (parse_cpu_list(v) if isinstance(v, str) else sorted(int(x) for x in v)) for k, v in items.items()
+    }
     notes: list[str] = []
     got: dict[str, list[int]] = {}
     for role in ROLES:
@@ -180,21 +199,33 @@ def _resolve_custom(spec: str | Mapping[str, Any], avail: list[int]) -> Resolved
             if role in req:
                 notes.append(f"{role} falls back to the cores not used by the gateway")
             got[role] = list(rest)
-    return ResolvedProfile(name, "custom core lists", got["gateway"], got["mock"], got["load"], avail,
-                           not notes, {k: v for k, v in req.items()}, notes)
+    return ResolvedProfile(
+        name,
+        "custom core lists",
+        got["gateway"],
+        got["mock"],
+        got["load"],
+        avail,
+        not notes,
+        {k: v for k, v in req.items()},
+        notes,
+    )
 
 
 @dataclass
 class WorkerPlacement:
     """Where `--workers N` puts its workers under a resolved profile (`place_workers`)."""
+
     workers: int
-    cpus: list[list[int]]          # worker k -> its CPU list (one CPU each)
-    satisfied: bool                # every worker on its own gateway core, none shared
+    cpus: list[list[int]]  # worker k -> its CPU list (one CPU each)
+    satisfied: bool  # every worker on its own gateway core, none shared
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         where = " ".join(f"w{k}:cpu{','.join(map(str, c))}" for k, c in enumerate(self.cpus))
-        return f"{self.workers} worker(s) {where}" + ("" if self.satisfied else " CLAMPED: " + "; ".join(self.notes))
+        return f"{self.workers} worker(s) {where}" + (
+            "" if self.satisfied else " CLAMPED: " + "; ".join(self.notes)
+        )
 
 
 def place_workers(profile: ResolvedProfile, n: int) -> WorkerPlacement:
@@ -212,8 +243,11 @@ def place_workers(profile: ResolvedProfile, n: int) -> WorkerPlacement:
     for k, (c,) in enumerate(cpus):
         roles = [r for r, cs in (("mock", profile.mock_cpus), ("load", profile.load_cpus)) if c in cs]
         if c not in profile.gateway_cpus and roles:
-            notes.append(f"worker {k} on cpu {c}, shared with the {' and the '.join(roles)} generator"
-                         .replace("mock generator", "mock"))
+            notes.append(
+                f"worker {k} on cpu {c}, shared with the {' and the '.join(roles)} generator".replace(
+                    "mock generator", "mock"
+                )
+            )
         others = [j for j, (d,) in enumerate(cpus) if d == c and j < k]
         if others:
             notes.append(f"worker {k} shares cpu {c} with worker {others[0]}")

@@ -17,12 +17,14 @@ computed twice and no column is lost. Back on the notebook machine:
 
 `gatewaylab import RUN_DIR [--out ROOT] [--in-place] [--no-report]` is the command line.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -36,8 +38,12 @@ def write_raw_tables(run, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> 
     """Write each table's rows to `tables/<name>.json` in the run folder (harness.runs.Run)."""
     out = []
     for name, rows in tables.items():
-        out.append(run.write_json(f"{TABLES_DIR}/{name}.json",
-                                  {"format": FORMAT, "version": VERSION, "table": name, "rows": list(rows)}))
+        out.append(
+            run.write_json(
+                f"{TABLES_DIR}/{name}.json",
+                {"format": FORMAT, "version": VERSION, "table": name, "rows": list(rows)},
+            )
+        )
     return out
 
 
@@ -64,8 +70,13 @@ def raw_tables(run_dir: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(run_dir) / TABLES_DIR).glob("*.json"))
 
 
-def import_run(src: str | Path, root: str | Path | None = None, in_place: bool = False,
-               report: bool = True, images: bool = False) -> Path:
+def import_run(
+    src: str | Path,
+    root: str | Path | None = None,
+    in_place: bool = False,
+    report: bool = True,
+    images: bool = False,
+) -> Path:
     """Turn a raw run folder into the usual one (Parquet tables + report); returns its path."""
     from harness import schema
     from harness.meta import utc_now
@@ -95,7 +106,9 @@ def import_run(src: str | Path, root: str | Path | None = None, in_place: bool =
         if problems:
             raise ConfigError(f"{dest}: table {name} does not fit the schema: {'; '.join(problems)}")
         run.write_table(name, df)
-    run.update_meta(results="parquet", imported={"at": utc_now(), "from": str(src.resolve()), "tables": names})
+    run.update_meta(
+        results="parquet", imported={"at": utc_now(), "from": str(src.resolve()), "tables": names}
+    )
     if report:
         from harness.report import write_report
 

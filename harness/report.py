@@ -9,12 +9,13 @@ Every figure is plotted against concurrency with one line per configuration (mod
 shell); the spread over repeats is the error bar (min..max). Labels (exact / sampled) and the
 loop kind (closed / open) are printed beside the figures.
 """
+
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from harness import schema
 
@@ -35,13 +36,28 @@ FIGURES: list[tuple[str, str, str]] = [
     ("native_wait_s", "Rust entry points: GIL re-acquire wait (exact)", "s per window"),
 ]
 
-TABLE_COLS = ["rps", "lat_p50_us", "lat_p99_us", "ovh_p50_us", "ovh_p99_us", "cpu_cores", "rss_peak_mb",
-              "gil_wait_p99_us", "loop_lag_p99_us", "gil_held_share", "gil_main_share"]
+TABLE_COLS = [
+    "rps",
+    "lat_p50_us",
+    "lat_p99_us",
+    "ovh_p50_us",
+    "ovh_p99_us",
+    "cpu_cores",
+    "rss_peak_mb",
+    "gil_wait_p99_us",
+    "loop_lag_p99_us",
+    "gil_held_share",
+    "gil_main_share",
+]
 
 
 def xcol(cells) -> str:
     """The x axis of a sweep: `rate` for open-loop ladders, else `concurrency`."""
-    return "rate" if "loop" in cells.columns and len(cells) and (cells["loop"] == "open").all() else "concurrency"
+    return (
+        "rate"
+        if "loop" in cells.columns and len(cells) and (cells["loop"] == "open").all()
+        else "concurrency"
+    )
 
 
 def line_label(row) -> str:
@@ -96,9 +112,15 @@ def peaks(cells):
     for line, g in s.groupby("line"):
         i = g["rps_median"].idxmax()
         c1 = g[g["concurrency"] == g["concurrency"].min()]["rps_median"]
-        out.append({"line": line, "peak_concurrency": int(g.loc[i, "concurrency"]), "peak_rps": g.loc[i, "rps_median"],
-                    "rps_at_c1": float(c1.iloc[0]) if len(c1) else math.nan,
-                    "p99_at_peak_us": g.loc[i, "lat_p99_us_median"]})
+        out.append(
+            {
+                "line": line,
+                "peak_concurrency": int(g.loc[i, "concurrency"]),
+                "peak_rps": g.loc[i, "rps_median"],
+                "rps_at_c1": float(c1.iloc[0]) if len(c1) else math.nan,
+                "p99_at_peak_us": g.loc[i, "lat_p99_us_median"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -151,22 +173,36 @@ def _header(meta: dict[str, Any]) -> list[str]:
         lines.append(
             f"- profile: **{prof.get('name')}** — gateway cpus {prof.get('gateway_cpus')}, mock cpus "
             f"{prof.get('mock_cpus')}, load cpus {prof.get('load_cpus')} of {prof.get('available_cpus')}; "
-            f"profile_satisfied: **{str(sat).lower()}**" + (f" ({'; '.join(prof.get('notes') or [])})" if not sat else ""))
+            f"profile_satisfied: **{str(sat).lower()}**"
+            + (f" ({'; '.join(prof.get('notes') or [])})" if not sat else "")
+        )
     p = meta.get("parameters") or {}
     loop = meta.get("loop", "closed")
-    how = (f"fixed arrival rate, CO-corrected; sustained = p99 <= {p.get('p99_cap_ms')} ms and errors < "
-           f"{100 * (p.get('max_error_share') or 0.01):g}%") if loop == "open" else "fixed concurrency"
+    how = (
+        (
+            f"fixed arrival rate, CO-corrected; sustained = p99 <= {p.get('p99_cap_ms')} ms and errors < "
+            f"{100 * (p.get('max_error_share') or 0.01):g}%"
+        )
+        if loop == "open"
+        else "fixed concurrency"
+    )
     if meta.get("peers"):
         lines.append("- peers: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["peers"].items())))
-    lines.append(f"- load: {loop} loop ({how}), {p.get('duration_s')} s cells after "
-                 f"{p.get('warmup_s')} s warm-up, {p.get('repeat')} repeat(s); upstream {p.get('upstream')}; "
-                 f"server {p.get('server')}")
+    lines.append(
+        f"- load: {loop} loop ({how}), {p.get('duration_s')} s cells after "
+        f"{p.get('warmup_s')} s warm-up, {p.get('repeat')} repeat(s); upstream {p.get('upstream')}; "
+        f"server {p.get('server')}"
+    )
     for w, pl in sorted(((int(k), v) for k, v in (p.get("worker_placement") or {}).items())):
         if w > 1:
-            lines.append(f"- workers {w}: cpus {pl['cpus']}" + ("" if pl["satisfied"] else
-                         " — **clamped**: " + "; ".join(pl["notes"])))
+            lines.append(
+                f"- workers {w}: cpus {pl['cpus']}"
+                + ("" if pl["satisfied"] else " — **clamped**: " + "; ".join(pl["notes"]))
+            )
     if meta.get("partial"):
-        lines.append("- **partial run** (interrupted or failed before the end): tables hold the cells that finished")
+        lines.append(
+            "- **partial run** (interrupted or failed before the end): tables hold the cells that finished"
+        )
     return lines
 
 
@@ -178,16 +214,27 @@ def write_markdown(run_dir: Path, run, t) -> Path:
     cap = t.get("capacity")
     if cap is not None and len(cap):
         md += ["## Load generator capacity vs the mock", ""]
-        md.append(_md_table([[str(r.concurrency), r.status, _fmt(r.rps), _fmt(r.max_gateway_rps), _fmt(r.headroom)]
-                             for r in cap.itertuples()],
-                            ["c", "status", "load→mock req/s", "max gateway req/s", "headroom (×)"]))
+        md.append(
+            _md_table(
+                [
+                    [str(r.concurrency), r.status, _fmt(r.rps), _fmt(r.max_gateway_rps), _fmt(r.headroom)]
+                    for r in cap.itertuples()
+                ],
+                ["c", "status", "load→mock req/s", "max gateway req/s", "headroom (×)"],
+            )
+        )
         md.append("")
     base = t.get("baseline")
     if base is not None and len(base):
         from harness.stats import summarize
+
         md += ["## Direct baseline (load → mock)", ""]
         rows = []
-        bx = "rate" if "loop" in base.columns and len(base) and (base["loop"] == "open").all() else "concurrency"
+        bx = (
+            "rate"
+            if "loop" in base.columns and len(base) and (base["loop"] == "open").all()
+            else "concurrency"
+        )
         route = base["route"].replace("", "chat")  # runs from before routes were recorded: chat
         for (r, c), g in base[base["status"] == "ok"].groupby([route, bx]):
             s = {k: summarize(g[k]) for k in ("rps", "lat_p50_us", "lat_p99_us")}
@@ -200,54 +247,124 @@ def write_markdown(run_dir: Path, run, t) -> Path:
         pk = peaks(cells)
         if len(pk):
             md += ["## Where throughput peaks", ""]
-            md.append(_md_table([[r.line, str(r.peak_concurrency), _fmt(r.peak_rps), _fmt(r.rps_at_c1),
-                                  _fmt(r.peak_rps / r.rps_at_c1 if r.rps_at_c1 else math.nan), _fmt(r.p99_at_peak_us)]
-                                 for r in pk.itertuples()],
-                                ["line", "peak c", "peak req/s", "req/s at lowest c", "peak / lowest-c", "p99 at peak µs"]))
+            md.append(
+                _md_table(
+                    [
+                        [
+                            r.line,
+                            str(r.peak_concurrency),
+                            _fmt(r.peak_rps),
+                            _fmt(r.rps_at_c1),
+                            _fmt(r.peak_rps / r.rps_at_c1 if r.rps_at_c1 else math.nan),
+                            _fmt(r.p99_at_peak_us),
+                        ]
+                        for r in pk.itertuples()
+                    ],
+                    [
+                        "line",
+                        "peak c",
+                        "peak req/s",
+                        "req/s at lowest c",
+                        "peak / lowest-c",
+                        "p99 at peak µs",
+                    ],
+                )
+            )
             md.append("")
         s = summary(cells)
         md += ["## Cells (median [min–max] over repeats)", ""]
-        titles = {"rps": "req/s", "lat_p50_us": "p50 µs", "lat_p99_us": "p99 µs", "ovh_p50_us": "ovh p50 µs",
-                  "ovh_p99_us": "ovh p99 µs", "cpu_cores": "CPU cores", "rss_peak_mb": "RSS MiB",
-                  "gil_wait_p99_us": "GIL wait p99 µs (exact)", "loop_lag_p99_us": "loop lag p99 µs (exact)",
-                  "gil_held_share": "GIL held (sampled)", "gil_main_share": "GIL main thread (sampled)"}
+        titles = {
+            "rps": "req/s",
+            "lat_p50_us": "p50 µs",
+            "lat_p99_us": "p99 µs",
+            "ovh_p50_us": "ovh p50 µs",
+            "ovh_p99_us": "ovh p99 µs",
+            "cpu_cores": "CPU cores",
+            "rss_peak_mb": "RSS MiB",
+            "gil_wait_p99_us": "GIL wait p99 µs (exact)",
+            "loop_lag_p99_us": "loop lag p99 µs (exact)",
+            "gil_held_share": "GIL held (sampled)",
+            "gil_main_share": "GIL main thread (sampled)",
+        }
         cols = [c for c in TABLE_COLS if f"{c}_median" in s.columns]
         x = xcol(cells)
         if x == "rate":
             from harness.stats import sustainable_rates
+
             p = meta.get("parameters") or {}
-            sr = sustainable_rates(cells, 1000.0 * (p.get("p99_cap_ms") or 50.0), p.get("max_error_share") or 0.01)
+            sr = sustainable_rates(
+                cells, 1000.0 * (p.get("p99_cap_ms") or 50.0), p.get("max_error_share") or 0.01
+            )
             md += ["## Sustainable open-loop rate", ""]
-            md.append(_md_table([[r.mode, _fmt(r.sustainable_rate), _fmt(r.first_failed_rate), str(r.rates_tried)]
-                                 for r in sr.itertuples()],
-                                ["target", "sustainable req/s", "first failed req/s", "rates tried"]))
+            md.append(
+                _md_table(
+                    [
+                        [r.mode, _fmt(r.sustainable_rate), _fmt(r.first_failed_rate), str(r.rates_tried)]
+                        for r in sr.itertuples()
+                    ],
+                    ["target", "sustainable req/s", "first failed req/s", "rates tried"],
+                )
+            )
             md.append("")
         for line, g in s.groupby("line"):
             md += [f"### {line}", ""]
-            rows = [[_fmt(r[x]) if x == "rate" else str(r[x]), str(r["n"])]
-                    + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"]) for c in cols] for _, r in g.iterrows()]
-            md.append(_md_table(rows, ["rate/s" if x == "rate" else "c", "n"] + [titles.get(c, c) for c in cols]))
+            rows = [
+                [_fmt(r[x]) if x == "rate" else str(r[x]), str(r["n"])]
+                + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"]) for c in cols]
+                for _, r in g.iterrows()
+            ]
+            md.append(
+                _md_table(rows, ["rate/s" if x == "rate" else "c", "n"] + [titles.get(c, c) for c in cols])
+            )
             md.append("")
         md += _gil_views_md(cells)
         ent = t.get("gil_entries")
         if ent is not None and len(ent):
             md += ["## Rust entry points (exact GIL counters, summed over the sweep)", ""]
-            agg = ent.groupby(["mode", "entry"])[["calls", "hold_us", "detached_us", "reacquire_wait_us"]].sum()
+            agg = ent.groupby(["mode", "entry"])[
+                ["calls", "hold_us", "detached_us", "reacquire_wait_us"]
+            ].sum()
             agg["max_reacquire_wait_us"] = ent.groupby(["mode", "entry"])["max_reacquire_wait_us"].max()
-            rows = [[m, e, _fmt(float(r.calls)), _fmt(r.hold_us / r.calls if r.calls else math.nan),
-                     _fmt(r.detached_us / r.calls if r.calls else math.nan),
-                     _fmt(r.reacquire_wait_us / r.calls if r.calls else math.nan), _fmt(r.max_reacquire_wait_us)]
-                    for (m, e), r in agg.iterrows()]
-            md.append(_md_table(rows, ["mode", "entry", "calls", "hold µs/call", "detached µs/call",
-                                       "re-acquire wait µs/call", "max wait µs"]))
+            rows = [
+                [
+                    m,
+                    e,
+                    _fmt(float(r.calls)),
+                    _fmt(r.hold_us / r.calls if r.calls else math.nan),
+                    _fmt(r.detached_us / r.calls if r.calls else math.nan),
+                    _fmt(r.reacquire_wait_us / r.calls if r.calls else math.nan),
+                    _fmt(r.max_reacquire_wait_us),
+                ]
+                for (m, e), r in agg.iterrows()
+            ]
+            md.append(
+                _md_table(
+                    rows,
+                    [
+                        "mode",
+                        "entry",
+                        "calls",
+                        "hold µs/call",
+                        "detached µs/call",
+                        "re-acquire wait µs/call",
+                        "max wait µs",
+                    ],
+                )
+            )
             md.append("")
         bad = cells[cells["status"] != "ok"]
         if len(bad):
             md += ["## Failed or interrupted cells", ""]
-            md.append(_md_table([[r.cell, str(r.repeat), r.status, str(r.error)[:200]] for r in bad.itertuples()],
-                                ["cell", "repeat", "status", "error"]))
+            md.append(
+                _md_table(
+                    [[r.cell, str(r.repeat), r.status, str(r.error)[:200]] for r in bad.itertuples()],
+                    ["cell", "repeat", "status", "error"],
+                )
+            )
             md.append("")
-        miss = sorted({m.strip() for v in cells["probes_missing"].fillna("") for m in str(v).split(";") if m.strip()})
+        miss = sorted(
+            {m.strip() for v in cells["probes_missing"].fillna("") for m in str(v).split(";") if m.strip()}
+        )
         if miss:
             md += ["## Probes that could not run", ""] + [f"- {m}" for m in miss] + [""]
     p = run_dir / "report.md"
@@ -255,12 +372,18 @@ def write_markdown(run_dir: Path, run, t) -> Path:
     return p
 
 
-GIL_VIEW_COLS = [("rps", "req/s"), ("cpu_cores", "CPU cores"),
-                 ("gil_held_share", "1: held (sampled)"), ("gil_main_share", "1: loop thread (sampled)"),
-                 ("gil_other_share", "1: other threads (sampled)"),
-                 ("native_wait_share", "2: Rust re-acquire wait, share of window (exact)"),
-                 ("gil_wait_p50_us", "3: acquire wait p50 µs (exact)"), ("gil_wait_p99_us", "3: p99 µs"),
-                 ("loop_lag_p50_us", "4: loop lag p50 µs (exact)"), ("loop_lag_p99_us", "4: p99 µs")]
+GIL_VIEW_COLS = [
+    ("rps", "req/s"),
+    ("cpu_cores", "CPU cores"),
+    ("gil_held_share", "1: held (sampled)"),
+    ("gil_main_share", "1: loop thread (sampled)"),
+    ("gil_other_share", "1: other threads (sampled)"),
+    ("native_wait_share", "2: Rust re-acquire wait, share of window (exact)"),
+    ("gil_wait_p50_us", "3: acquire wait p50 µs (exact)"),
+    ("gil_wait_p99_us", "3: p99 µs"),
+    ("loop_lag_p50_us", "4: loop lag p50 µs (exact)"),
+    ("loop_lag_p99_us", "4: p99 µs"),
+]
 
 
 def _gil_views_md(cells) -> list[str]:
@@ -271,15 +394,23 @@ def _gil_views_md(cells) -> list[str]:
     df = df.copy()
     df["native_wait_share"] = df["native_wait_s"] / df["duration_s"]
     cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and df[c].notna().any()]
-    out = ["## The four GIL views against concurrency (medians over repeats)", "",
-           "1 = py-spy ownership (sampled), 2 = Rust entry-point counters (exact), "
-           "3 = probe-thread acquisition latency (exact; idle calibration p50 "
-           f"{_fmt(float(df['gil_wait_cal_p50_us'].median()))} µs), 4 = event-loop lag (exact).", ""]
+    out = [
+        "## The four GIL views against concurrency (medians over repeats)",
+        "",
+        "1 = py-spy ownership (sampled), 2 = Rust entry-point counters (exact), "
+        "3 = probe-thread acquisition latency (exact; idle calibration p50 "
+        f"{_fmt(float(df['gil_wait_cal_p50_us'].median()))} µs), 4 = event-loop lag (exact).",
+        "",
+    ]
     for line, g in df.groupby("line"):
         med = g.groupby("concurrency")[[c for c, _ in cols]].median()
         out += [f"### {line}", ""]
-        out.append(_md_table([[str(c)] + [_fmt(float(r[k])) for k, _ in cols] for c, r in med.iterrows()],
-                             ["c"] + [h for _, h in cols]))
+        out.append(
+            _md_table(
+                [[str(c)] + [_fmt(float(r[k])) for k, _ in cols] for c, r in med.iterrows()],
+                ["c"] + [h for _, h in cols],
+            )
+        )
         out.append("")
     return out
 
@@ -297,15 +428,31 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
         x = xcol(cells)
         for line, g in df.groupby("line"):
             agg = g.groupby(x)[col].agg(["median", "min", "max"]).reset_index()
-            fig.add_trace(go.Scatter(
-                x=agg[x], y=agg["median"], mode="lines+markers", name=line,
-                error_y=dict(type="data", symmetric=False, array=agg["max"] - agg["median"],
-                             arrayminus=agg["median"] - agg["min"], thickness=1)))
+            fig.add_trace(
+                go.Scatter(
+                    x=agg[x],
+                    y=agg["median"],
+                    mode="lines+markers",
+                    name=line,
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=agg["max"] - agg["median"],
+                        arrayminus=agg["median"] - agg["min"],
+                        thickness=1,
+                    ),
+                )
+            )
         if "clamped" in df.columns and df["clamped"].any():
             title += " — CLAMPED: the machine is smaller than the profile (see clamp_notes)"
-        fig.update_layout(title=title, xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else
-                          "concurrency (closed loop)", yaxis_title=unit,
-                          template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
+        fig.update_layout(
+            title=title,
+            xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency (closed loop)",
+            yaxis_title=unit,
+            template="plotly_white",
+            height=380,
+            margin=dict(l=60, r=20, t=50, b=50),
+        )
         out.append((col, fig))
     return out
 
@@ -318,17 +465,26 @@ def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[s
     notes: list[str] = []
     body = [f"<h1>Sweep report — {run.name}</h1>", "<ul>"]
     body += [f"<li>{_html_escape(line[2:])}</li>" for line in _header(meta)]
-    body += ["<li>labels: " + "; ".join(f"{k}: <b>{v}</b>" for k, v in schema.LABELS.items()) + "</li>", "</ul>"]
+    body += [
+        "<li>labels: " + "; ".join(f"{k}: <b>{v}</b>" for k, v in schema.LABELS.items()) + "</li>",
+        "</ul>",
+    ]
     first = True
     for _, fig in figs:
         body.append(pio.to_html(fig, full_html=False, include_plotlyjs="cdn" if first else False))
         first = False
     md = run_dir / "report.md"
     if md.exists():
-        body.append("<h2>Tables</h2><pre style='white-space:pre-wrap'>" + _html_escape(md.read_text()) + "</pre>")
-    html = ("<!doctype html><html><head><meta charset='utf-8'><title>" + _html_escape(run.name) +
-            "</title></head><body style='font-family:sans-serif;max-width:1100px;margin:auto'>" +
-            "\n".join(body) + "</body></html>")
+        body.append(
+            "<h2>Tables</h2><pre style='white-space:pre-wrap'>" + _html_escape(md.read_text()) + "</pre>"
+        )
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        + _html_escape(run.name)
+        + "</title></head><body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
     p = run_dir / "report.html"
     p.write_text(html)
     imgs: list[str] = []
@@ -342,11 +498,13 @@ def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[s
             imgs = paths
         except Exception as e:  # noqa: BLE001 - older plotly/kaleido: one by one, SVG as the fallback
             try:
-                for (col, fig), path in zip(figs, paths):
+                for (_col, fig), path in zip(figs, paths):
                     fig.write_image(path, width=900, height=420)
                     imgs.append(path)
             except Exception:  # noqa: BLE001
-                notes.append(f"static images not written ({type(e).__name__}: {e}); report.html has the figures")
+                notes.append(
+                    f"static images not written ({type(e).__name__}: {e}); report.html has the figures"
+                )
     return p, imgs, notes
 
 
@@ -365,6 +523,11 @@ def write_report(run_dir, formats: Sequence[str] = ("md", "html"), images: bool 
     if "html" in formats:
         p, imgs, notes = write_html(run_dir, run, t, images=images)
         out.update(html=str(p), images=imgs, notes=notes)
-    run.update_meta(report={"md": "report.md", "html": "report.html" if out["html"] else None,
-                            "images": [str(Path(i).relative_to(run_dir)) for i in out["images"]]})
+    run.update_meta(
+        report={
+            "md": "report.md",
+            "html": "report.html" if out["html"] else None,
+            "images": [str(Path(i).relative_to(run_dir)) for i in out["images"]],
+        }
+    )
     return out

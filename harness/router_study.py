@@ -9,13 +9,15 @@ with two or more cores the gateway gets core 0 and the mocks and the load genera
 rest (on a bigger machine they spread); with one core nothing is pinned (and the result says
 so through `pinned`).
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
 import time
 import urllib.request
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 import psutil
@@ -41,8 +43,15 @@ def fleet(options: Iterable[Mapping[str, Any]], seed: int = 0) -> Fleet:
     return start_fleet(options, seed=seed, cpus=cores()[1])
 
 
-def gateway(fl: Fleet, rung: str, tmp: str, router: Mapping[str, Any] | None = None, group: bool = True,
-            impl: str | None = None, **more: Any) -> GatewayProcess:
+def gateway(
+    fl: Fleet,
+    rung: str,
+    tmp: str,
+    router: Mapping[str, Any] | None = None,
+    group: bool = True,
+    impl: str | None = None,
+    **more: Any,
+) -> GatewayProcess:
     """A gateway on `fl`: a group of every deployment (`group`) or only the first, with no
     router at all (router None and one deployment: today's one-upstream path)."""
     sub = tempfile.mkdtemp(dir=tmp)
@@ -66,29 +75,61 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def drive(gw: GatewayProcess, concurrency: int, duration_s: float, warmup_s: float = 0.2,
-          body: Mapping[str, Any] = BODY, fl: Fleet | None = None) -> dict:
+def drive(
+    gw: GatewayProcess,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.2,
+    body: Mapping[str, Any] = BODY,
+    fl: Fleet | None = None,
+) -> dict:
     """One closed-loop window after a warm-up: req/s (answered 200), latency, error share,
     gateway CPU µs/request; `fl`'s request counts are reset after the warm-up."""
     pid = gw.app_pid
-    run_load(gw.url + "/v1/chat/completions", concurrency=concurrency, duration_s=warmup_s, method="POST",
-             body=dict(body), headers=HEADERS, cpus=cores()[1])
+    run_load(
+        gw.url + "/v1/chat/completions",
+        concurrency=concurrency,
+        duration_s=warmup_s,
+        method="POST",
+        body=dict(body),
+        headers=HEADERS,
+        cpus=cores()[1],
+    )
     if fl is not None:
         fl.reset()
     c0 = _tree_cpu(pid)
-    r = run_load(gw.url + "/v1/chat/completions", concurrency=concurrency, duration_s=duration_s, method="POST",
-                 body=dict(body), headers=HEADERS, cpus=cores()[1])
+    r = run_load(
+        gw.url + "/v1/chat/completions",
+        concurrency=concurrency,
+        duration_s=duration_s,
+        method="POST",
+        body=dict(body),
+        headers=HEADERS,
+        cpus=cores()[1],
+    )
     cpu_s = _tree_cpu(pid) - c0
     n = max(int(r["requests"]), 1)
     errors = sum(r.get("errors", {}).values())
-    return {"rps": float(r["rps"]), "p50_us": r["latency_us"]["p50"], "p99_us": r["latency_us"]["p99"],
-            "requests": int(r["requests"]), "error_share": errors / n, "cpu_us_per_req": cpu_s * 1e6 / n,
-            "pinned": cores()[0] is not None}
+    return {
+        "rps": float(r["rps"]),
+        "p50_us": r["latency_us"]["p50"],
+        "p99_us": r["latency_us"]["p99"],
+        "requests": int(r["requests"]),
+        "error_share": errors / n,
+        "cpu_us_per_req": cpu_s * 1e6 / n,
+        "pinned": cores()[0] is not None,
+    }
 
 
-def router_cost(rungs: Iterable[str], concurrency: int, duration_s: float, warmup_s: float, repeat: int,
-                twin_variants: Mapping[str, Iterable[str]] = {"py": ["router=rust"], "py+rs": ["router=python"]},
-                tmp: str | None = None) -> list[dict]:
+def router_cost(
+    rungs: Iterable[str],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    repeat: int,
+    twin_variants: Mapping[str, Iterable[str]] = {"py": ["router=rust"], "py+rs": ["router=python"]},
+    tmp: str | None = None,
+) -> list[dict]:
     """Per rung (and per router twin where it can be switched): no router and one deployment
     against a group of four deployments, alternated inside each repeat. The four are the same
     mock (four entries with its URL), so the upstream work is the same and the difference is
@@ -111,14 +152,31 @@ def router_cost(rungs: Iterable[str], concurrency: int, duration_s: float, warmu
                 finally:
                     gw.stop()
                 twin = (impl or "").split("=")[-1] or ("python" if rung == "py" else "rust")
-                rows.append({"rung": rung, "router": ("group of 4, " + twin + " twin") if group else "off (1 upstream)",
-                             "twin": twin if group else "-", "group": group, "repeat": rep, "concurrency": concurrency,
-                             **m})
+                rows.append(
+                    {
+                        "rung": rung,
+                        "router": ("group of 4, " + twin + " twin") if group else "off (1 upstream)",
+                        "twin": twin if group else "-",
+                        "group": group,
+                        "repeat": rep,
+                        "concurrency": concurrency,
+                        **m,
+                    }
+                )
     return rows
 
 
-def slow_deployment(rung: str, strategies: Iterable[str], slow_ms: float, fast_ms: float, concurrency: int,
-                    duration_s: float, warmup_s: float, repeat: int, tmp: str | None = None) -> list[dict]:
+def slow_deployment(
+    rung: str,
+    strategies: Iterable[str],
+    slow_ms: float,
+    fast_ms: float,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    repeat: int,
+    tmp: str | None = None,
+) -> list[dict]:
     """Four deployments, the last one slow: what each strategy sends it and what clients see."""
     tmp = tmp or tempfile.mkdtemp(prefix="gatewaylab-router-")
     rows = []
@@ -131,13 +189,29 @@ def slow_deployment(rung: str, strategies: Iterable[str], slow_ms: float, fast_m
                     loads = fl.requests()
                 finally:
                     gw.stop()
-                rows.append({"rung": rung, "strategy": strategy, "repeat": rep, "slow_share": loads[3] / max(sum(loads), 1),
-                             "deployment_loads": loads, **m})
+                rows.append(
+                    {
+                        "rung": rung,
+                        "strategy": strategy,
+                        "repeat": rep,
+                        "slow_share": loads[3] / max(sum(loads), 1),
+                        "deployment_loads": loads,
+                        **m,
+                    }
+                )
     return rows
 
 
-def failing_deployment(rung: str, rates: Iterable[float], retries: Iterable[int], concurrency: int, duration_s: float,
-                       warmup_s: float, repeat: int, tmp: str | None = None) -> list[dict]:
+def failing_deployment(
+    rung: str,
+    rates: Iterable[float],
+    retries: Iterable[int],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    repeat: int,
+    tmp: str | None = None,
+) -> list[dict]:
     """Four deployments, the first answering 500 at `rate`; no cooldown (allowed_fails huge)
     so that what is measured is retries alone: client error share, p99, and the upstream
     load (upstream requests per client request)."""
@@ -147,20 +221,35 @@ def failing_deployment(rung: str, rates: Iterable[float], retries: Iterable[int]
         with fleet([{"error_status": 500, "error_rate": rate}] + [{}] * 3, seed=int(rate * 1000)) as fl:
             for rep in range(repeat):
                 for n in retries:
-                    router = {"num_retries": n, "allowed_fails": 1_000_000, "backoff_base_ms": 1, "backoff_max_ms": 8}
+                    router = {
+                        "num_retries": n,
+                        "allowed_fails": 1_000_000,
+                        "backoff_base_ms": 1,
+                        "backoff_max_ms": 8,
+                    }
                     gw = gateway(fl, rung, tmp, router=router)
                     try:
                         m = drive(gw, concurrency, duration_s, warmup_s, fl=fl)
                         loads = fl.requests()
                     finally:
                         gw.stop()
-                    rows.append({"rung": rung, "fail_rate": rate, "num_retries": n, "repeat": rep,
-                                 "upstream_per_request": sum(loads) / max(m["requests"], 1), "deployment_loads": loads, **m})
+                    rows.append(
+                        {
+                            "rung": rung,
+                            "fail_rate": rate,
+                            "num_retries": n,
+                            "repeat": rep,
+                            "upstream_per_request": sum(loads) / max(m["requests"], 1),
+                            "deployment_loads": loads,
+                            **m,
+                        }
+                    )
     return rows
 
 
-def bookkeeping_ns(impl: str, strategy: str = "simple-shuffle", deployments: int = 4, n: int = 20000,
-                   repeat: int = 5) -> list[float]:
+def bookkeeping_ns(
+    impl: str, strategy: str = "simple-shuffle", deployments: int = 4, n: int = 20000, repeat: int = 5
+) -> list[float]:
     """The router twin alone: ns per request for begin + next + report("ok") on a group of
     `deployments`, `n` requests a repeat (the Rust twin through the binding, so this bounds
     what rs-core and rs-server pay natively from above)."""
@@ -195,16 +284,30 @@ def _post(url: str, timeout: float = 10.0) -> tuple[int, float]:
     return status, time.perf_counter() - t
 
 
-def cooldown_reaction(rung: str, allowed_fails: int, cooldown_ms: int, dead_s: float, after_s: float,
-                      pace_s: float = 0.005, tmp: str | None = None) -> dict:
+def cooldown_reaction(
+    rung: str,
+    allowed_fails: int,
+    cooldown_ms: int,
+    dead_s: float,
+    after_s: float,
+    pace_s: float = 0.005,
+    tmp: str | None = None,
+) -> dict:
     """Two deployments under a paced sequential client; deployment 0 is killed (connections
     refused), then started again on its port. Returns when its last attempt failed (it was out:
     cooled down) and when the restarted one served its first request (back: half-open probe
     passed), each in seconds after the kill / the restart, with the client's timeline."""
     tmp = tmp or tempfile.mkdtemp(prefix="gatewaylab-router-")
     # a retry waits 25-50 ms: far above this client's usual latency, so retried requests stand out
-    router = {"strategy": "simple-shuffle", "allowed_fails": allowed_fails, "cooldown_ms": cooldown_ms,
-              "num_retries": 2, "backoff_base_ms": 50, "backoff_max_ms": 50, "fail_window_ms": 60_000}
+    router = {
+        "strategy": "simple-shuffle",
+        "allowed_fails": allowed_fails,
+        "cooldown_ms": cooldown_ms,
+        "num_retries": 2,
+        "backoff_base_ms": 50,
+        "backoff_max_ms": 50,
+        "fail_window_ms": 60_000,
+    }
     fl = fleet([{}, {}])
     timeline: list[tuple[float, int, float, str]] = []  # (t since kill, status, latency s, phase)
     try:
@@ -239,9 +342,15 @@ def cooldown_reaction(rung: str, allowed_fails: int, cooldown_ms: int, dead_s: f
     # the allowed_fails-th of them cooled the deployment down (later ones: failed half-open
     # probes, or a request slow for another reason on a loaded machine)
     retried = [t for t, s, lat, ph in timeline if ph == "dead" and lat >= 0.025]
-    return {"rung": rung, "allowed_fails": allowed_fails, "cooldown_ms": cooldown_ms,
-            "out_after_s": retried[allowed_fails - 1] if len(retried) >= allowed_fails else None,
-            "retried_requests": len(retried), "failed_probes": max(len(retried) - allowed_fails, 0),
-            "client_errors": sum(1 for _, s, _, _ in timeline if s != 200), "restart_at_s": t_restart,
-            "back_after_restart_s": None if first_back is None else first_back - t_restart,
-            "timeline": timeline}
+    return {
+        "rung": rung,
+        "allowed_fails": allowed_fails,
+        "cooldown_ms": cooldown_ms,
+        "out_after_s": retried[allowed_fails - 1] if len(retried) >= allowed_fails else None,
+        "retried_requests": len(retried),
+        "failed_probes": max(len(retried) - allowed_fails, 0),
+        "client_errors": sum(1 for _, s, _, _ in timeline if s != 200),
+        "restart_at_s": t_restart,
+        "back_after_restart_s": None if first_back is None else first_back - t_restart,
+        "timeline": timeline,
+    }

@@ -21,14 +21,16 @@ API:
 
 The root is `data/runs` in the repository, or $GATEWAYLAB_RUNS_DIR when set.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from harness import meta as _meta
 
@@ -134,7 +136,7 @@ def create_run(
     """Create `<root>/<UTC timestamp>-<name>/` and its meta.json; returns the Run."""
     base = runs_root(root)
     base.mkdir(parents=True, exist_ok=True)
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     stem = f"{now:%Y%m%dT%H%M%SZ}-{_slug(name)}"
     for k in range(1, 1000):
         path = base / (stem if k == 1 else f"{stem}-{k}")
@@ -180,4 +182,3 @@ def list_runs(root: str | os.PathLike | None = None, name: str | None = None) ->
 def latest_run(name: str | None = None, root: str | os.PathLike | None = None) -> Path | None:
     runs = list_runs(root, name)
     return runs[-1] if runs else None
-

@@ -15,9 +15,11 @@ GIL/loop column belongs to a view whose label (exact or sampled) is in ``LABELS`
 that could not run leaves its columns null and says why in ``probes_missing``
 ("probe: reason; ..."), never silently empty. Version: ``SCHEMA_VERSION``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -27,13 +29,25 @@ _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
     "cell": ("string", "cell key: mode|switches|shell[|gov=G][|trace=T]|c=N (or rate=R, open loop)"),
-    "mode": ("string", "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)"),
-    "governance": ("string", "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; peers: on"),
-    "tracing": ("string", "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off"),
+    "mode": (
+        "string",
+        "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)",
+    ),
+    "governance": (
+        "string",
+        "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; peers: on",
+    ),
+    "tracing": (
+        "string",
+        "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off",
+    ),
     "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
     "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),
     "peer_version": ("string", "a peer's installed version (install manifest); '' for rungs"),
-    "path_check": ("string", "what one real answer said about the path that served it (peers: x-litellm-rust=...)"),
+    "path_check": (
+        "string",
+        "what one real answer said about the path that served it (peers: x-litellm-rust=...)",
+    ),
     "switches": ("string", "label of the per-component overrides on top of the mode ('' = none)"),
     "impl": ("string", "resolved component=python|rust list, comma-separated"),
     "shell": ("string", "ASGI shell: asgi or fastapi"),
@@ -41,8 +55,11 @@ CELLS: dict[str, tuple[str, str]] = {
     "workers": ("int64", "gateway processes (--workers; 1 = one plain process; docs/workers.md)"),
     "worker_cpus": ("string", "where the gateway ran: its cpus, or w<k>:<cpu> per worker"),
     "clamped": ("bool", "the machine is smaller than the profile or the worker count asks (see clamp_notes)"),
-    "clamp_notes": ("string", "what was clamped: the profile's notes, workers sharing cores with each other or "
-                              "with the mock and load generator"),
+    "clamp_notes": (
+        "string",
+        "what was clamped: the profile's notes, workers sharing cores with each other or "
+        "with the mock and load generator",
+    ),
     "concurrency": ("int64", "closed-loop concurrency c (0 in an open-loop cell)"),
     "rate": ("float64", "open-loop arrival rate, req/s (null in a closed-loop cell)"),
     "stream": ("bool", "requests sent with stream: true (TTFB recorded)"),
@@ -54,7 +71,10 @@ CELLS: dict[str, tuple[str, str]] = {
     "requests": ("int64", "completed 2xx responses in the window"),
     "errors": ("int64", "failed requests in the window"),
     "error_share": ("float64", "failed / finished requests in the window"),
-    "sustained": ("bool", "open loop: p99 at most the cap and error share under the limit (sweep parameters)"),
+    "sustained": (
+        "bool",
+        "open loop: p99 at most the cap and error share under the limit (sweep parameters)",
+    ),
     "rps": ("float64", "throughput: completed 2xx responses per second"),
     **{f"lat_{p}_us": ("float64", f"gateway latency {p} (HDR)") for p in _PCTS},
     **{f"base_{p}_us": ("float64", f"direct-to-mock latency {p}, same concurrency, same run") for p in _PCTS},
@@ -62,7 +82,10 @@ CELLS: dict[str, tuple[str, str]] = {
     "base_rps": ("float64", "direct-to-mock throughput at the same concurrency"),
     **{f"ttfb_{p}_us": ("float64", f"streaming: time to first body byte {p} (HDR)") for p in ("p50", "p99")},
     **{f"base_ttfb_{p}_us": ("float64", f"streaming: direct-to-mock TTFB {p}") for p in ("p50", "p99")},
-    **{f"ovh_ttfb_{p}_us": ("float64", f"streaming: TTFB overhead {p} (gateway - direct)") for p in ("p50", "p99")},
+    **{
+        f"ovh_ttfb_{p}_us": ("float64", f"streaming: TTFB overhead {p} (gateway - direct)")
+        for p in ("p50", "p99")
+    },
     "cpu_user_s": ("float64", "gateway process tree user CPU seconds in the window (/proc)"),
     "cpu_sys_s": ("float64", "gateway process tree system CPU seconds in the window (/proc)"),
     "cpu_cores": ("float64", "gateway CPU: (user+sys) seconds per second"),
@@ -82,7 +105,10 @@ CELLS: dict[str, tuple[str, str]] = {
     "native_detached_s": ("float64", "GIL view 2 (exact): seconds Rust entry points ran detached"),
     "native_wait_s": ("float64", "GIL view 2 (exact): seconds waiting to re-acquire the GIL"),
     "native_max_wait_us": ("float64", "GIL view 2 (exact): longest re-acquire wait"),
-    "pyspy_samples": ("float64", "GIL view 1 (sampled): py-spy sampling ticks in the window (rate x seconds)"),
+    "pyspy_samples": (
+        "float64",
+        "GIL view 1 (sampled): py-spy sampling ticks in the window (rate x seconds)",
+    ),
     "gil_held_share": ("float64", "GIL view 1 (sampled): share of samples in which any thread held the GIL"),
     "gil_main_share": ("float64", "GIL view 1 (sampled): share held by the event-loop (main) thread"),
     "gil_other_share": ("float64", "GIL view 1 (sampled): share held by all other threads"),
@@ -108,7 +134,9 @@ BASELINE: dict[str, tuple[str, str]] = {
     "errors": ("int64", "failed requests"),
     "rps": ("float64", "throughput load -> mock"),
     **{f"lat_{p}_us": ("float64", f"direct latency {p}") for p in _PCTS},
-    **{f"ttfb_{p}_us": ("float64", f"direct time to first body byte {p} (streaming)") for p in ("p50", "p99")},
+    **{
+        f"ttfb_{p}_us": ("float64", f"direct time to first body byte {p} (streaming)") for p in ("p50", "p99")
+    },
 }
 
 CAPACITY: dict[str, tuple[str, str]] = {
@@ -176,7 +204,10 @@ WORKERS: dict[str, tuple[str, str]] = {
     "loop_lag_p99_us": ("float64", "GIL view 4 (exact) in this worker: event-loop lag p99"),
     "native_hold_s": ("float64", "GIL view 2 (exact) in this worker: seconds Rust entry points held the GIL"),
     "native_wait_s": ("float64", "GIL view 2 (exact) in this worker: seconds waiting to re-acquire"),
-    "gil_held_share": ("float64", "GIL view 1 (sampled) in this worker: share of samples any thread held the GIL"),
+    "gil_held_share": (
+        "float64",
+        "GIL view 1 (sampled) in this worker: share of samples any thread held the GIL",
+    ),
     "gil_main_share": ("float64", "GIL view 1 (sampled) in this worker: share held by its event-loop thread"),
 }
 
@@ -210,7 +241,7 @@ def frame(table: str, rows: Iterable[dict[str, Any]]):
 
     cols = TABLES[table]
     df = pd.DataFrame(list(rows))
-    for name, (dtype, _) in cols.items():
+    for name in cols:
         if name not in df.columns:
             df[name] = pd.Series([None] * len(df), dtype="object")
     df = df[list(cols)]
@@ -233,13 +264,14 @@ def validate(table: str, df) -> list[str]:
         if name not in df.columns:
             problems.append(f"{table}: missing column {name}")
         elif str(df[name].dtype) not in (dtype, {"string": "str"}.get(dtype, dtype)) and not (
-                dtype == "string" and str(df[name].dtype).startswith("string")):
+            dtype == "string" and str(df[name].dtype).startswith("string")
+        ):
             problems.append(f"{table}.{name}: dtype {df[name].dtype}, expected {dtype}")
     return problems
 
 
 def describe(table: str = "cells") -> str:
     """Markdown documentation of a table."""
-    lines = [f"| column | dtype | meaning |", "|---|---|---|"]
+    lines = ["| column | dtype | meaning |", "|---|---|---|"]
     lines += [f"| `{k}` | {t} | {d} |" for k, (t, d) in TABLES[table].items()]
     return "\n".join(lines)

@@ -12,12 +12,14 @@ metric flagged when its repeats over all cells differ significantly and its fact
 the A/A-derived threshold, and, for throughput and latency, beyond what the direct baseline
 moved).
 """
+
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +45,15 @@ METRICS: dict[str, bool] = {
 # it; throughput and tails moved 1.4-5.9x (machine swings, scheduler stalls), so on this
 # machine they flag only big changes.
 FACTORS: dict[str, float] = {
-    "rps": 1.44, "lat_p50_us": 1.34, "lat_p99_us": 2.69, "ovh_p50_us": 1.33, "ovh_p99_us": 4.12,
-    "cpu_us_per_req": 1.15, "rss_peak_mb": 1.1, "gil_wait_p99_us": 1.94, "loop_lag_p99_us": 5.94,
+    "rps": 1.44,
+    "lat_p50_us": 1.34,
+    "lat_p99_us": 2.69,
+    "ovh_p50_us": 1.33,
+    "ovh_p99_us": 4.12,
+    "cpu_us_per_req": 1.15,
+    "rss_peak_mb": 1.1,
+    "gil_wait_p99_us": 1.94,
+    "loop_lag_p99_us": 5.94,
 }
 DEFAULT_FACTOR = 1.10
 
@@ -93,7 +102,7 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
         return hits / total
     _, counts = np.unique(pooled, return_counts=True)
     n = n1 + n2
-    tie = (counts ** 3 - counts).sum() / (n * (n - 1))
+    tie = (counts**3 - counts).sum() / (n * (n - 1))
     sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie))
     if sigma == 0:
         return 1.0
@@ -110,13 +119,18 @@ def _rankdata(x: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < x.size and sx[j + 1] == sx[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
 
-def bootstrap_ci(x: Sequence[float], stat: Callable[[np.ndarray], float] = np.mean, n: int = 4000,
-                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    x: Sequence[float],
+    stat: Callable[[np.ndarray], float] = np.mean,
+    n: int = 4000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     x = np.asarray(x, float)
     if x.size == 0:
         return (math.nan, math.nan)
@@ -137,13 +151,13 @@ def bootstrap_ci(x: Sequence[float], stat: Callable[[np.ndarray], float] = np.me
 class MetricVerdict:
     metric: str
     higher_is_better: bool
-    factor: float          # geometric mean of B/A across comparable cells
-    ci_low: float          # bootstrap CI of the factor (resampling cells; descriptive)
+    factor: float  # geometric mean of B/A across comparable cells
+    ci_low: float  # bootstrap CI of the factor (resampling cells; descriptive)
     ci_high: float
-    cells: int             # cells with >= min_repeats on both sides
-    significant: bool      # a majority of those cells flagged in one direction
+    cells: int  # cells with >= min_repeats on both sides
+    significant: bool  # a majority of those cells flagged in one direction
     beyond_factor: bool
-    verdict: str           # "same" | "better" | "worse" | "n/a"
+    verdict: str  # "same" | "better" | "worse" | "n/a"
     threshold: float = DEFAULT_FACTOR  # the factor this metric had to pass
     cells_flagged: int = 0  # cells whose own evidence flags them, in the verdict's direction
 
@@ -186,14 +200,23 @@ def _direct_medians(base, cols: Sequence[str], key: Sequence[str]) -> dict[tuple
     out: dict[tuple, dict[str, float]] = {}
     for k, g in base.groupby([kb[c] for c in key], dropna=False):
         k = k if isinstance(k, tuple) else (k,)
-        out[tuple(zip(key, k))] = {c: float(np.median(g[c].dropna())) for c in cols
-                                    if c in g.columns and g[c].notna().any()}
+        out[tuple(zip(key, k))] = {
+            c: float(np.median(g[c].dropna())) for c in cols if c in g.columns and g[c].notna().any()
+        }
     return out
 
 
-def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float | None = None,
-                   alpha: float = 0.05, key: Sequence[str] = CELL_KEY, min_repeats: int = MIN_REPEATS,
-                   base_a=None, base_b=None):
+def compare_tables(
+    a,
+    b,
+    metrics: dict[str, bool] | None = None,
+    factor: float | None = None,
+    alpha: float = 0.05,
+    key: Sequence[str] = CELL_KEY,
+    min_repeats: int = MIN_REPEATS,
+    base_a=None,
+    base_b=None,
+):
     """Compare two `cells` tables. Returns (verdicts: list[MetricVerdict], per_cell: DataFrame).
 
     Cells are compared like with like -- same target, switches, shell and concurrency (or
@@ -269,8 +292,11 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
                     # the machine explains the move unless the normalised ratio is beyond the
                     # factor on the same side
                     beyond = beyond and ((norm < 1) == (ratio < 1)) and (norm >= factor or norm <= 1 / factor)
-            flag = (("worse" if worse else "better") if (sig and beyond) else "same") if enough else \
-                f"n/a: <{min_repeats} repeats"
+            flag = (
+                (("worse" if worse else "better") if (sig and beyond) else "same")
+                if enough
+                else f"n/a: <{min_repeats} repeats"
+            )
             if enough:
                 floor = ma <= 0 or mb <= 0  # overheads near zero: the same floor as _ratio
                 xa = np.maximum(va, 1.0) if floor else np.maximum(va, 1e-9)
@@ -282,17 +308,36 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
                 if norm is not None:
                     nlogs.append(math.log(norm))
                 flags.append(flag)
-            rows.append({**dict(zip(key, k)), "metric": metric, "a_median": ma, "b_median": mb,
-                         "a_min": float(va.min()), "a_max": float(va.max()), "b_min": float(vb.min()),
-                         "b_max": float(vb.max()), "a_n": int(va.size), "b_n": int(vb.size), "ratio": ratio,
-                         "direct_ratio": direct_ratio, "norm_ratio": norm, "p_value": p, "flag": flag})
+            rows.append(
+                {
+                    **dict(zip(key, k)),
+                    "metric": metric,
+                    "a_median": ma,
+                    "b_median": mb,
+                    "a_min": float(va.min()),
+                    "a_max": float(va.max()),
+                    "b_min": float(vb.min()),
+                    "b_max": float(vb.max()),
+                    "a_n": int(va.size),
+                    "b_n": int(vb.size),
+                    "ratio": ratio,
+                    "direct_ratio": direct_ratio,
+                    "norm_ratio": norm,
+                    "p_value": p,
+                    "flag": flag,
+                }
+            )
         if not logs:
-            verdicts.append(MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a", factor))
+            verdicts.append(
+                MetricVerdict(metric, hib, math.nan, math.nan, math.nan, 0, False, False, "n/a", factor)
+            )
             continue
         g = math.exp(float(np.mean(logs)))
         lo, hi = bootstrap_ci(logs)
         beyond = g >= factor or g <= 1 / factor
-        if nlogs and len(nlogs) == len(logs):  # every cell had its direct baseline: the machine is factored out
+        if nlogs and len(nlogs) == len(
+            logs
+        ):  # every cell had its direct baseline: the machine is factored out
             gn = math.exp(float(np.mean(nlogs)))
             beyond = beyond and ((gn < 1) == (g < 1)) and (gn >= factor or gn <= 1 / factor)
         direction = ("worse" if g < 1 else "better") if hib else ("worse" if g > 1 else "better")
@@ -303,8 +348,11 @@ def compare_tables(a, b, metrics: dict[str, bool] | None = None, factor: float |
         p_all = mann_whitney(pooled_a, pooled_b)
         sig = (not math.isnan(p_all)) and p_all < alpha
         verdict = direction if (sig and beyond) else "same"
-        verdicts.append(MetricVerdict(metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict,
-                                      factor, n_dir))
+        verdicts.append(
+            MetricVerdict(
+                metric, hib, g, math.exp(lo), math.exp(hi), len(logs), sig, beyond, verdict, factor, n_dir
+            )
+        )
     return verdicts, pd.DataFrame(rows)
 
 
@@ -349,11 +397,21 @@ def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: floa
             err = float(np.median(ok["error_share"].fillna(0.0)))
             if p99 <= p99_cap_us and err < max_error_share and len(ok) == len(gr):
                 held = rate
-                at = {c: float(np.median(ok[c].dropna())) for c in ("lat_p50_us", "lat_p95_us", "lat_p99_us")
-                      if ok[c].notna().any()}
+                at = {
+                    c: float(np.median(ok[c].dropna()))
+                    for c in ("lat_p50_us", "lat_p95_us", "lat_p99_us")
+                    if ok[c].notna().any()
+                }
             else:
                 failed = rate
                 break
-        out.append({"mode": mode, "sustainable_rate": held, "first_failed_rate": failed, "rates_tried": tried,
-                    **{f"{k}_at_sustainable": v for k, v in at.items()}})
+        out.append(
+            {
+                "mode": mode,
+                "sustainable_rate": held,
+                "first_failed_rate": failed,
+                "rates_tried": tried,
+                **{f"{k}_at_sustainable": v for k, v in at.items()},
+            }
+        )
     return pd.DataFrame(out)

@@ -26,6 +26,7 @@ or $GATEWAYLAB_RUNS_DIR).
 (harness.raw_results) and no report: the lean install on the target hardware has no pandas
 (docs/bundle.md); `gatewaylab import RUN_DIR` makes the Parquet tables and the report later.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -39,14 +40,15 @@ import threading
 import time
 import traceback
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
+from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 from harness import probes as outside
 from harness import schema
 from harness.profiles import ResolvedProfile, place_workers, resolve
-from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 
 CI_CONCURRENCY = (1, 2, 4, 8, 16)
 CI_DURATION_S = 1.5
@@ -54,14 +56,17 @@ CI_WARMUP_S = 0.5
 CI_REPEAT = 1
 API_KEY = "sk-gatewaylab-sweep"
 CHAT_PATH = "/v1/chat/completions"
-CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
+CHAT_BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Summarise the GIL in one line."}],
+}
 _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 
 
 @dataclass
 class RunResult:
     dir: Path
-    table: Any                      # cells DataFrame
+    table: Any  # cells DataFrame
     baseline: Any = None
     capacity: Any = None
     partial: bool = False
@@ -77,18 +82,23 @@ class RunResult:
 
 
 # governance axis: what the gateway does besides forwarding (gateway --stages / --audit)
-GOVERNANCE = {"on": ("all", "on"), "off": ("none", "off"), "stages-only": ("all", "off"), "audit-only": ("none", "on")}
+GOVERNANCE = {
+    "on": ("all", "on"),
+    "off": ("none", "off"),
+    "stages-only": ("all", "off"),
+    "audit-only": ("none", "on"),
+}
 
 
 @dataclass(frozen=True)
 class Config:
-    mode: str                       # a rung's mode, or a peer target's name (harness.targets)
+    mode: str  # a rung's mode, or a peer target's name (harness.targets)
     overrides: tuple[tuple[str, str], ...]
     shell: str
-    kind: str = "rung"              # "rung" (our gateway) or "peer"
-    governance: str = "on"          # rungs: GOVERNANCE; peers: always "on" (what they ship)
-    workers: int = 1                # rungs: gateway processes (--workers; 1 = one plain process)
-    tracing: str = "off"            # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
+    kind: str = "rung"  # "rung" (our gateway) or "peer"
+    governance: str = "on"  # rungs: GOVERNANCE; peers: always "on" (what they ship)
+    workers: int = 1  # rungs: gateway processes (--workers; 1 = one plain process)
+    tracing: str = "off"  # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
 
     @property
     def switches_label(self) -> str:
@@ -103,7 +113,9 @@ class Config:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
         gov += "" if self.tracing == "off" else f"|trace={self.tracing}"
         w = "" if self.workers == 1 else f"|w={self.workers}"
-        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (f"rate={c:g}" if loop == "open" else f"c={c}")
+        return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (
+            f"rate={c:g}" if loop == "open" else f"c={c}"
+        )
 
     @property
     def stem(self) -> str:
@@ -148,7 +160,9 @@ def parse_rates(spec: str | float | Iterable[float]) -> list[float]:
     """`"250,500,1000"`, a number or an iterable -> sorted unique positive rates (req/s)."""
     from gateway.errors import ConfigError
 
-    items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, (int, float)) else list(spec)
+    items = (
+        spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, (int, float)) else list(spec)
+    )
     try:
         vals = [float(str(v).strip()) for v in items if str(v).strip()]
     except ValueError:
@@ -169,7 +183,9 @@ def parse_workers(spec: str | int | Iterable[int]) -> list[int]:
     return vals
 
 
-def _configs(modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",)) -> list[Config]:
+def _configs(
+    modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",)
+) -> list[Config]:
     """Configs for the rungs (mode x switches x shell x governance x workers x tracing) and the
     peers, in target order. Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
@@ -181,10 +197,11 @@ def _configs(modes, switches, shells, targets=None, governance=("on",), workers=
         if g not in GOVERNANCE:
             raise ConfigError(f"governance {g!r}: expected one of {', '.join(GOVERNANCE)}")
     from gateway.tracing import parse_mode
+
     tracing = [parse_mode(t).label() for t in tracing]
     sw_list = [None] if not switches else list(switches)
     out = []
-    for mode in (targets or modes):
+    for mode in targets or modes:
         if targets and kind(target(mode)) == "peer":
             out.append(Config(mode, (), "-", "peer"))
             continue
@@ -194,12 +211,15 @@ def _configs(modes, switches, shells, targets=None, governance=("on",), workers=
             ov = parse_impl(sw) if sw else {}
             Switches(mode, ov)  # validates
             # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
-            for shell in (shells[:1] if mode in NO_INTERPRETER_MODES else shells):
+            for shell in shells[:1] if mode in NO_INTERPRETER_MODES else shells:
                 for g in governance:
                     for w in workers:
                         for t in tracing:
-                            out.append(Config(mode, tuple(sorted(ov.items())), shell, governance=g, workers=w,
-                                              tracing=t))
+                            out.append(
+                                Config(
+                                    mode, tuple(sorted(ov.items())), shell, governance=g, workers=w, tracing=t
+                                )
+                            )
     return out
 
 
@@ -220,22 +240,54 @@ class _Interrupted(Exception):
 
 
 def _utc() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Sweep:
     """One sweep; `run_sweep` is the convenience wrapper. Holds the live processes."""
 
-    def __init__(self, *, modes, switches, shells, concurrency, profile, duration_s, warmup_s, repeat, gil,
-                 flamegraph, scalene, upstream, out, progress, on_cell, name, server, env, pyspy_rate,
-                 capacity, load_opts, report, report_images=True, targets=None, rates=None, p99_cap_ms=50.0,
-                 max_error_share=0.01, stream=False, governance=("on",), results="parquet", workers=(1,),
-                 tracing=("off",)):
+    def __init__(
+        self,
+        *,
+        modes,
+        switches,
+        shells,
+        concurrency,
+        profile,
+        duration_s,
+        warmup_s,
+        repeat,
+        gil,
+        flamegraph,
+        scalene,
+        upstream,
+        out,
+        progress,
+        on_cell,
+        name,
+        server,
+        env,
+        pyspy_rate,
+        capacity,
+        load_opts,
+        report,
+        report_images=True,
+        targets=None,
+        rates=None,
+        p99_cap_ms=50.0,
+        max_error_share=0.01,
+        stream=False,
+        governance=("on",),
+        results="parquet",
+        workers=(1,),
+        tracing=("off",),
+    ):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
 
         if results not in RESULTS:
             from gateway.errors import ConfigError
+
             raise ConfigError(f"results {results!r}: expected one of {', '.join(RESULTS)}")
         self.results = results
 
@@ -278,17 +330,39 @@ class Sweep:
     def parameters(self) -> dict[str, Any]:
         return {
             "modes": list(self.modes),
-            "configs": [{"mode": c.mode, "switches": c.switches_label, "shell": c.shell, "governance": c.governance,
-                         "workers": c.workers, "tracing": c.tracing} for c in self.configs],
+            "configs": [
+                {
+                    "mode": c.mode,
+                    "switches": c.switches_label,
+                    "shell": c.shell,
+                    "governance": c.governance,
+                    "workers": c.workers,
+                    "tracing": c.tracing,
+                }
+                for c in self.configs
+            ],
             "workers": self.workers,
-            "worker_placement": {str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
-                                 for w, p in self.placements.items()},
-            "concurrency": self.concurrency, "duration_s": self.duration_s, "warmup_s": self.warmup_s,
-            "targets": self.targets, "rates": self.rates, "p99_cap_ms": self.p99_cap_us / 1000.0,
-            "max_error_share": self.max_error_share, "stream": self.stream,
-            "repeat": self.repeat, "gil": self.gil, "flamegraph": self.flamegraph, "scalene": self.scalene,
-            "upstream": self.upstream, "server": self.server, "pyspy_rate": self.pyspy_rate,
-            "loop": self.loop, "env": {k: v for k, v in self.env.items()},
+            "worker_placement": {
+                str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
+                for w, p in self.placements.items()
+            },
+            "concurrency": self.concurrency,
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "targets": self.targets,
+            "rates": self.rates,
+            "p99_cap_ms": self.p99_cap_us / 1000.0,
+            "max_error_share": self.max_error_share,
+            "stream": self.stream,
+            "repeat": self.repeat,
+            "gil": self.gil,
+            "flamegraph": self.flamegraph,
+            "scalene": self.scalene,
+            "upstream": self.upstream,
+            "server": self.server,
+            "pyspy_rate": self.pyspy_rate,
+            "loop": self.loop,
+            "env": {k: v for k, v in self.env.items()},
             "load_opts": self.load_opts,
         }
 
@@ -297,13 +371,23 @@ class Sweep:
 
         p = self.profile
         self.run = create_run(
-            self.name, parameters=self.parameters(), root=self.out,
+            self.name,
+            parameters=self.parameters(),
+            root=self.out,
             shell=",".join(sorted({c.shell for c in self.configs})),
-            hardware_profile=p.name, profile_satisfied=p.profile_satisfied,
+            hardware_profile=p.name,
+            profile_satisfied=p.profile_satisfied,
             cores_used=len(set(p.gateway_cpus) | set(p.mock_cpus) | set(p.load_cpus)),
-            extra={"kind": "sweep", "partial": True, "profile": p.to_dict(), "schema_version": schema.SCHEMA_VERSION,
-                   "measurement_labels": schema.LABELS, "loop": self.loop,
-                   "peers": self._peer_versions(), "results": self.results},
+            extra={
+                "kind": "sweep",
+                "partial": True,
+                "profile": p.to_dict(),
+                "schema_version": schema.SCHEMA_VERSION,
+                "measurement_labels": schema.LABELS,
+                "loop": self.loop,
+                "peers": self._peer_versions(),
+                "results": self.results,
+            },
         )
         return self.run
 
@@ -317,14 +401,30 @@ class Sweep:
 
     def _flush(self) -> None:
         run_id = self.run.name
-        for rows in (self.rows, self.base_rows, self.cap_rows, self.thread_rows, self.entry_rows, self.worker_rows):
+        for rows in (
+            self.rows,
+            self.base_rows,
+            self.cap_rows,
+            self.thread_rows,
+            self.entry_rows,
+            self.worker_rows,
+        ):
             for r in rows:
                 r["run_id"] = run_id
         if self.results == "raw":
             from harness.raw_results import write_raw_tables
-            write_raw_tables(self.run, {"cells": self.rows, "baseline": self.base_rows, "capacity": self.cap_rows,
-                                        "gil_threads": self.thread_rows, "gil_entries": self.entry_rows,
-                                        "workers": self.worker_rows})
+
+            write_raw_tables(
+                self.run,
+                {
+                    "cells": self.rows,
+                    "baseline": self.base_rows,
+                    "capacity": self.cap_rows,
+                    "gil_threads": self.thread_rows,
+                    "gil_entries": self.entry_rows,
+                    "workers": self.worker_rows,
+                },
+            )
             return
         self.run.write_table("cells", schema.frame("cells", self.rows))
         self.run.write_table("baseline", schema.frame("baseline", self.base_rows))
@@ -343,12 +443,17 @@ class Sweep:
             shape = target(cfg.mode).request(API_KEY, self.mock.url)
         else:
             body = CHAT_BODY if route == "chat" else MESSAGES_BODY
-            shape = RequestShape(ROUTE_PATHS[route], {"authorization": f"Bearer {API_KEY}",
-                                                      "content-type": "application/json"}, body, route)
+            shape = RequestShape(
+                ROUTE_PATHS[route],
+                {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"},
+                body,
+                route,
+            )
         return shape.with_stream() if self.stream else shape
 
-    def _load(self, base_url: str, point: float, duration_s: float, shape=None, loop: str | None = None,
-              **extra) -> dict[str, Any]:
+    def _load(
+        self, base_url: str, point: float, duration_s: float, shape=None, loop: str | None = None, **extra
+    ) -> dict[str, Any]:
         """Load against base_url + the shape's path: closed loop at concurrency `point`, or open
         loop at `point` req/s when the sweep has rates."""
         from harness.native_procs import run_load
@@ -392,11 +497,22 @@ class Sweep:
         if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
             if self.otlp is None:
                 from harness.otlp import OtlpReceiver
+
                 self.otlp = OtlpReceiver(keep=False)
             kw.update(tracing=cfg.tracing, tracing_endpoint=self.otlp.endpoint)
-        self.gateway = start_gateway(self.mock.url, API_KEY, mode=cfg.mode, impl=dict(cfg.overrides) or None,
-                                     shell=cfg.shell, server=self.server, ledger_dir=str(ledger),
-                                     env=env, stages=stages, audit=audit, **kw)
+        self.gateway = start_gateway(
+            self.mock.url,
+            API_KEY,
+            mode=cfg.mode,
+            impl=dict(cfg.overrides) or None,
+            shell=cfg.shell,
+            server=self.server,
+            ledger_dir=str(ledger),
+            env=env,
+            stages=stages,
+            audit=audit,
+            **kw,
+        )
         return self.gateway
 
     def _start_peer(self, cfg: Config):
@@ -406,7 +522,9 @@ class Sweep:
         from harness.targets import target
 
         t = target(cfg.mode)
-        self.gateway = t.start(self.mock.url, self.profile.gateway_cpus, workdir=self.run.artefact(f"peers/{cfg.mode}"))
+        self.gateway = t.start(
+            self.mock.url, self.profile.gateway_cpus, workdir=self.run.artefact(f"peers/{cfg.mode}")
+        )
         check = t.probe(self.gateway, API_KEY, stream=self.stream)
         self.peer_checks[cfg.mode] = check["seen"]
         if check["problem"]:
@@ -471,8 +589,13 @@ class Sweep:
         try:
             r = self._load(self.mock.url, c, min(max(self.duration_s, 1.0), 3.0), loop="closed")
             self.run.write_json("raw/capacity.json", r)
-            row.update(status="ok", error="", rps=r.get("rps"), lat_p50_us=_pct(r.get("latency_us"), "p50"),
-                       lat_p99_us=_pct(r.get("latency_us"), "p99"))
+            row.update(
+                status="ok",
+                error="",
+                rps=r.get("rps"),
+                lat_p50_us=_pct(r.get("latency_us"), "p50"),
+                lat_p99_us=_pct(r.get("latency_us"), "p99"),
+            )
         except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
         self.cap_rows.append(row)
@@ -491,10 +614,16 @@ class Sweep:
                 self._load(self.mock.url, c, self.warmup_s, shape)
             r = self._load(self.mock.url, c, self.duration_s, shape)
             self.run.write_json(f"raw/baseline/{route}-{self.loop}{c:g}-r{rep}.json", r)
-            row.update(status="ok", error="", duration_s=r.get("duration_s"), requests=r.get("requests"),
-                       errors=r.get("errors"), rps=r.get("rps"),
-                       **{f"lat_{p}_us": _pct(r.get("latency_us"), p) for p in _PCTS},
-                       **{f"ttfb_{p}_us": _pct(r.get("ttfb_us"), p) for p in ("p50", "p99")})
+            row.update(
+                status="ok",
+                error="",
+                duration_s=r.get("duration_s"),
+                requests=r.get("requests"),
+                errors=r.get("errors"),
+                rps=r.get("rps"),
+                **{f"lat_{p}_us": _pct(r.get("latency_us"), p) for p in _PCTS},
+                **{f"ttfb_{p}_us": _pct(r.get("ttfb_us"), p) for p in ("p50", "p99")},
+            )
         except Exception as e:  # noqa: BLE001
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
         self.base_rows.append(row)
@@ -504,7 +633,11 @@ class Sweep:
         import statistics
 
         key = "rate" if self.loop == "open" else "concurrency"
-        ok = [r for r in self.base_rows if r[key] == c and r.get("route", "chat") == route and r.get("status") == "ok"]
+        ok = [
+            r
+            for r in self.base_rows
+            if r[key] == c and r.get("route", "chat") == route and r.get("status") == "ok"
+        ]
         out: dict[str, float | None] = {}
         for p in _PCTS:
             vals = [r[f"lat_{p}_us"] for r in ok if r.get(f"lat_{p}_us") is not None]
@@ -522,22 +655,46 @@ class Sweep:
         from harness.targets import target
 
         peer = cfg.kind == "peer"
-        impl = "" if peer else ",".join(f"{k}={v}" for k, v in Switches(cfg.mode, dict(cfg.overrides)).as_dict().items())
+        impl = (
+            ""
+            if peer
+            else ",".join(f"{k}={v}" for k, v in Switches(cfg.mode, dict(cfg.overrides)).as_dict().items())
+        )
         t = target(cfg.mode) if peer else None
         placement = self.placements.get(cfg.workers) if not peer else None
-        clamp = [] if self.profile.profile_satisfied else [f"profile {self.profile.name}: " + "; ".join(self.profile.notes)]
+        clamp = (
+            []
+            if self.profile.profile_satisfied
+            else [f"profile {self.profile.name}: " + "; ".join(self.profile.notes)]
+        )
         if placement is not None and cfg.workers > 1:
             clamp += [n for n in placement.notes if not n.startswith("profile: ")]
-        return {"cell": cfg.key(c, self.loop), "mode": cfg.mode, "switches": cfg.switches_label,
-                "governance": cfg.governance, "tracing": cfg.tracing, "impl": impl, "workers": cfg.workers,
-                "worker_cpus": (" ".join(f"w{k}:{','.join(map(str, cs))}" for k, cs in enumerate(placement.cpus))
-                                if placement is not None and cfg.workers > 1 else
-                                ",".join(map(str, self.profile.gateway_cpus))),
-                "clamped": bool(clamp), "clamp_notes": "; ".join(clamp),
-                "shell": cfg.shell, "server": "" if peer else self.server, **self._point_fields(c), "repeat": rep,
-                "loop": self.loop, "target_kind": cfg.kind, "route": t.route if peer else "chat",
-                "peer_version": installed_version(t.peer) if peer else None, "stream": self.stream,
-                "started_at": _utc()}
+        return {
+            "cell": cfg.key(c, self.loop),
+            "mode": cfg.mode,
+            "switches": cfg.switches_label,
+            "governance": cfg.governance,
+            "tracing": cfg.tracing,
+            "impl": impl,
+            "workers": cfg.workers,
+            "worker_cpus": (
+                " ".join(f"w{k}:{','.join(map(str, cs))}" for k, cs in enumerate(placement.cpus))
+                if placement is not None and cfg.workers > 1
+                else ",".join(map(str, self.profile.gateway_cpus))
+            ),
+            "clamped": bool(clamp),
+            "clamp_notes": "; ".join(clamp),
+            "shell": cfg.shell,
+            "server": "" if peer else self.server,
+            **self._point_fields(c),
+            "repeat": rep,
+            "loop": self.loop,
+            "target_kind": cfg.kind,
+            "route": t.route if peer else "chat",
+            "peer_version": installed_version(t.peer) if peer else None,
+            "stream": self.stream,
+            "started_at": _utc(),
+        }
 
     def measure_cell(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
         key = cfg.key(c, self.loop)
@@ -556,7 +713,9 @@ class Sweep:
             url = self.gateway.url
             shape = self._shape(cfg, row["route"])
             if peer:
-                row["path_check"] = ",".join(f"{k}={v}" for k, v in self.peer_checks.get(cfg.mode, {}).items())
+                row["path_check"] = ",".join(
+                    f"{k}={v}" for k, v in self.peer_checks.get(cfg.mode, {}).items()
+                )
             if self.warmup_s > 0:
                 self._load(url, c, self.warmup_s, shape)
             pid = self._app_pid()
@@ -570,9 +729,17 @@ class Sweep:
             wsamplers = [outside.TreeSampler(p).start() for p in wpids]
             spies: list = []
             if self.gil and interp:
-                spies = [outside.PySpyGil(p, max(1, int(self.duration_s - 0.3)), self.run.artefact(
-                    f"raw/pyspy/{stem}{f'-w{k}' if unit else ''}.txt"), rate=self.pyspy_rate,
-                    cpus=self.profile.harness_cpus, main_tid=p).start() for k, p in enumerate(wpids or [pid])]
+                spies = [
+                    outside.PySpyGil(
+                        p,
+                        max(1, int(self.duration_s - 0.3)),
+                        self.run.artefact(f"raw/pyspy/{stem}{f'-w{k}' if unit else ''}.txt"),
+                        rate=self.pyspy_rate,
+                        cpus=self.profile.harness_cpus,
+                        main_tid=p,
+                    ).start()
+                    for k, p in enumerate(wpids or [pid])
+                ]
             wsnaps: list[dict] = []
             try:
                 r = self._load(url, c, self.duration_s, shape)
@@ -593,15 +760,27 @@ class Sweep:
                         snap = {"error": f"{type(e).__name__}: {e}"}
                 spy_all = [sp.stop() for sp in spies]
                 spy_res = spy_all[0] if spy_all else None
-            raw.update(load=r, cpu=cpu, probes=snap, pyspy=spy_res, worker_cpu=wcpu, worker_probes=wsnaps,
-                       worker_pyspy=spy_all[1:])
+            raw.update(
+                load=r,
+                cpu=cpu,
+                probes=snap,
+                pyspy=spy_res,
+                worker_cpu=wcpu,
+                worker_probes=wsnaps,
+                worker_pyspy=spy_all[1:],
+            )
             lat = r.get("latency_us") or {}
             base = self._baseline_for(c, row["route"])
             ok_n = int((r.get("meta") or {}).get("ok") or 0)
             done_n = int(r.get("requests") or 0)
-            row.update(duration_s=r.get("duration_s"), requests=ok_n, errors=r.get("errors"),
-                       error_share=((done_n - ok_n) / done_n) if done_n else None,
-                       rps=r.get("rps"), base_rps=base.get("rps"))
+            row.update(
+                duration_s=r.get("duration_s"),
+                requests=ok_n,
+                errors=r.get("errors"),
+                error_share=((done_n - ok_n) / done_n) if done_n else None,
+                rps=r.get("rps"),
+                base_rps=base.get("rps"),
+            )
             tt = r.get("ttfb_us") or {}
             for p in ("p50", "p99"):
                 v, b = _pct(tt, p), base.get(f"ttfb_{p}")
@@ -614,18 +793,33 @@ class Sweep:
                 row[f"base_{p}_us"] = b
                 if p != "max":
                     row[f"ovh_{p}_us"] = (v - b) if (v is not None and b is not None) else None
-            row.update(cpu_user_s=cpu["cpu_user_s"], cpu_sys_s=cpu["cpu_sys_s"], cpu_cores=cpu["cpu_cores"],
-                       rss_peak_mb=cpu["rss_peak_mb"], rss_hwm_mb=cpu["rss_hwm_mb"])
+            row.update(
+                cpu_user_s=cpu["cpu_user_s"],
+                cpu_sys_s=cpu["cpu_sys_s"],
+                cpu_cores=cpu["cpu_cores"],
+                rss_peak_mb=cpu["rss_peak_mb"],
+                rss_hwm_mb=cpu["rss_hwm_mb"],
+            )
             done = r.get("requests") or 0
             if done and cpu.get("cpu_user_s") is not None:
                 row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
             missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
             self._fill_inside(row, snap, missing, key, cfg, c, rep)
             if unit:
-                missing.append(f"gil views: cells hold worker 0's of {cfg.workers} (every worker: workers table)")
+                missing.append(
+                    f"gil views: cells hold worker 0's of {cfg.workers} (every worker: workers table)"
+                )
             if not peer:
-                self._worker_rows(row, cfg, rep, c, wpids or [pid], wcpu or [cpu], wsnaps or [snap],
-                                  spy_all or [None] * max(1, len(wpids)))
+                self._worker_rows(
+                    row,
+                    cfg,
+                    rep,
+                    c,
+                    wpids or [pid],
+                    wcpu or [cpu],
+                    wsnaps or [snap],
+                    spy_all or [None] * max(1, len(wpids)),
+                )
             if peer:
                 missing.append("gil_ownership: not sampled (a peer, not our gateway)")
             elif self.gil and not interp:
@@ -633,12 +827,21 @@ class Sweep:
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
             if self.flamegraph and not interp:
-                missing.append(f"flamegraph: {NOT_APPLICABLE}" if not peer else
-                               "flamegraph: not recorded (a peer, not our gateway)")
+                missing.append(
+                    f"flamegraph: {NOT_APPLICABLE}"
+                    if not peer
+                    else "flamegraph: not recorded (a peer, not our gateway)"
+                )
             elif self.flamegraph:
-                fg = outside.record_flamegraph(pid, max(1.0, self.duration_s), self.run.path / "flamegraphs", stem,
-                                               rate=self.pyspy_rate, cpus=self.profile.harness_cpus,
-                                               load=lambda: self._load(url, c, max(1.5, self.duration_s + 0.5)))
+                fg = outside.record_flamegraph(
+                    pid,
+                    max(1.0, self.duration_s),
+                    self.run.path / "flamegraphs",
+                    stem,
+                    rate=self.pyspy_rate,
+                    cpus=self.profile.harness_cpus,
+                    load=lambda: self._load(url, c, max(1.5, self.duration_s + 0.5)),
+                )
                 raw["flamegraph"] = fg
                 if fg["svg"]:
                     row["flamegraph_svg"] = os.path.relpath(fg["svg"], self.run.path)
@@ -648,11 +851,18 @@ class Sweep:
                     missing.append(f"flamegraph: {fg['missing']}")
             errs = r.get("errors") or 0
             row["status"] = "ok" if ok_n > 0 else "failed"
-            row["error"] = "" if row["status"] == "ok" else \
-                f"no successful requests ({errs} errors: {r.get('errors_by_kind') or {}})"
+            row["error"] = (
+                ""
+                if row["status"] == "ok"
+                else f"no successful requests ({errs} errors: {r.get('errors_by_kind') or {}})"
+            )
             p99 = row.get("lat_p99_us")
-            row["sustained"] = bool(row["status"] == "ok" and p99 is not None and p99 <= self.p99_cap_us
-                                    and (row["error_share"] or 0.0) < self.max_error_share)
+            row["sustained"] = bool(
+                row["status"] == "ok"
+                and p99 is not None
+                and p99 <= self.p99_cap_us
+                and (row["error_share"] or 0.0) < self.max_error_share
+            )
         except KeyboardInterrupt:
             row.update(status="interrupted", error="interrupted by the user")
             raise
@@ -679,33 +889,53 @@ class Sweep:
             return
         g = snap.get("gil_wait") or {}
         if g.get("available"):
-            row.update(gil_wait_count=g.get("count"), gil_wait_p50_us=g.get("p50_us"), gil_wait_p99_us=g.get("p99_us"),
-                       gil_wait_max_us=g.get("max_us"),
-                       gil_wait_cal_p50_us=(g.get("calibration") or {}).get("p50_us"))
+            row.update(
+                gil_wait_count=g.get("count"),
+                gil_wait_p50_us=g.get("p50_us"),
+                gil_wait_p99_us=g.get("p99_us"),
+                gil_wait_max_us=g.get("max_us"),
+                gil_wait_cal_p50_us=(g.get("calibration") or {}).get("p50_us"),
+            )
         else:
             missing.append(f"gil_wait: {g.get('reason') or 'not reported by the gateway'}")
         lag = snap.get("loop_lag") or {}
         if lag.get("available"):
-            row.update(loop_lag_p50_us=lag.get("p50_us"), loop_lag_p99_us=lag.get("p99_us"),
-                       loop_lag_max_us=lag.get("max_us"))
+            row.update(
+                loop_lag_p50_us=lag.get("p50_us"),
+                loop_lag_p99_us=lag.get("p99_us"),
+                loop_lag_max_us=lag.get("max_us"),
+            )
         else:
             missing.append(f"loop_lag: {lag.get('reason') or 'not reported by the gateway'}")
         nat = snap.get("native") or {}
         if nat.get("available"):
             t = nat.get("totals") or {}
-            row.update(native_calls=t.get("calls"), native_hold_s=t.get("hold_ns", 0) / 1e9,
-                       native_detached_s=t.get("detached_ns", 0) / 1e9,
-                       native_wait_s=t.get("reacquire_wait_ns", 0) / 1e9,
-                       native_max_wait_us=t.get("max_reacquire_wait_ns", 0) / 1e3)
+            row.update(
+                native_calls=t.get("calls"),
+                native_hold_s=t.get("hold_ns", 0) / 1e9,
+                native_detached_s=t.get("detached_ns", 0) / 1e9,
+                native_wait_s=t.get("reacquire_wait_ns", 0) / 1e9,
+                native_max_wait_us=t.get("max_reacquire_wait_ns", 0) / 1e3,
+            )
             for name, e in (nat.get("entries") or {}).items():
                 if not e.get("calls"):
                     continue
-                self.entry_rows.append({
-                    "cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
-                    "concurrency": c, "repeat": rep, "entry": name, "calls": e.get("calls"),
-                    "hold_us": e.get("hold_ns", 0) / 1e3, "detached_us": e.get("detached_ns", 0) / 1e3,
-                    "reacquire_wait_us": e.get("reacquire_wait_ns", 0) / 1e3,
-                    "max_reacquire_wait_us": e.get("max_reacquire_wait_ns", 0) / 1e3})
+                self.entry_rows.append(
+                    {
+                        "cell": key,
+                        "mode": cfg.mode,
+                        "switches": cfg.switches_label,
+                        "shell": cfg.shell,
+                        "concurrency": c,
+                        "repeat": rep,
+                        "entry": name,
+                        "calls": e.get("calls"),
+                        "hold_us": e.get("hold_ns", 0) / 1e3,
+                        "detached_us": e.get("detached_ns", 0) / 1e3,
+                        "reacquire_wait_us": e.get("reacquire_wait_ns", 0) / 1e3,
+                        "max_reacquire_wait_us": e.get("max_reacquire_wait_ns", 0) / 1e3,
+                    }
+                )
         else:
             missing.append(f"native_gil: {nat.get('reason') or 'not reported by the gateway'}")
 
@@ -715,22 +945,41 @@ class Sweep:
         for k, pid in enumerate(pids):
             cpu, snap = cpus[k], snaps[k] if k < len(snaps) else {}
             spy = spies[k] if k < len(spies) else None
-            lag, gw, nat = (snap.get("loop_lag") or {}), (snap.get("gil_wait") or {}), (snap.get("native") or {})
+            lag, gw, nat = (
+                (snap.get("loop_lag") or {}),
+                (snap.get("gil_wait") or {}),
+                (snap.get("native") or {}),
+            )
             tot = nat.get("totals") or {}
-            self.worker_rows.append({
-                "cell": row["cell"], "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
-                "governance": cfg.governance, "workers": cfg.workers, "concurrency": row["concurrency"],
-                "rate": row["rate"], "repeat": rep, "worker": k, "pid": pid,
-                "cpus": ",".join(map(str, placement.cpus[k] if cfg.workers > 1 else self.profile.gateway_cpus)),
-                "clamped": row["clamped"],
-                "cpu_user_s": cpu.get("cpu_user_s"), "cpu_sys_s": cpu.get("cpu_sys_s"), "cpu_cores": cpu.get("cpu_cores"),
-                "rss_peak_mb": cpu.get("rss_peak_mb"),
-                "gil_wait_p99_us": gw.get("p99_us") if gw.get("available") else None,
-                "loop_lag_p99_us": lag.get("p99_us") if lag.get("available") else None,
-                "native_hold_s": tot.get("hold_ns", 0) / 1e9 if nat.get("available") else None,
-                "native_wait_s": tot.get("reacquire_wait_ns", 0) / 1e9 if nat.get("available") else None,
-                "gil_held_share": spy.get("held_share") if spy and spy.get("available") else None,
-                "gil_main_share": spy.get("main_share") if spy and spy.get("available") else None})
+            self.worker_rows.append(
+                {
+                    "cell": row["cell"],
+                    "mode": cfg.mode,
+                    "switches": cfg.switches_label,
+                    "shell": cfg.shell,
+                    "governance": cfg.governance,
+                    "workers": cfg.workers,
+                    "concurrency": row["concurrency"],
+                    "rate": row["rate"],
+                    "repeat": rep,
+                    "worker": k,
+                    "pid": pid,
+                    "cpus": ",".join(
+                        map(str, placement.cpus[k] if cfg.workers > 1 else self.profile.gateway_cpus)
+                    ),
+                    "clamped": row["clamped"],
+                    "cpu_user_s": cpu.get("cpu_user_s"),
+                    "cpu_sys_s": cpu.get("cpu_sys_s"),
+                    "cpu_cores": cpu.get("cpu_cores"),
+                    "rss_peak_mb": cpu.get("rss_peak_mb"),
+                    "gil_wait_p99_us": gw.get("p99_us") if gw.get("available") else None,
+                    "loop_lag_p99_us": lag.get("p99_us") if lag.get("available") else None,
+                    "native_hold_s": tot.get("hold_ns", 0) / 1e9 if nat.get("available") else None,
+                    "native_wait_s": tot.get("reacquire_wait_ns", 0) / 1e9 if nat.get("available") else None,
+                    "gil_held_share": spy.get("held_share") if spy and spy.get("available") else None,
+                    "gil_main_share": spy.get("main_share") if spy and spy.get("available") else None,
+                }
+            )
 
     def _fill_pyspy(self, row, res, missing, key, cfg, c, rep) -> None:
         if res is None:
@@ -739,13 +988,28 @@ class Sweep:
         if not res.get("available"):
             missing.append(f"gil_ownership: {res.get('reason') or 'py-spy produced nothing'}")
             return
-        row.update(pyspy_samples=res["samples"], gil_held_share=res["held_share"], gil_main_share=res["main_share"],
-                   gil_other_share=res["other_share"])
+        row.update(
+            pyspy_samples=res["samples"],
+            gil_held_share=res["held_share"],
+            gil_main_share=res["main_share"],
+            gil_other_share=res["other_share"],
+        )
         main = set(res.get("main_threads") or [])
         for thread, n in res["threads"].items():
-            self.thread_rows.append({"cell": key, "mode": cfg.mode, "switches": cfg.switches_label, "shell": cfg.shell,
-                                     "concurrency": c, "repeat": rep, "thread": thread, "is_main": thread in main,
-                                     "samples": n, "share": n / res["samples"]})
+            self.thread_rows.append(
+                {
+                    "cell": key,
+                    "mode": cfg.mode,
+                    "switches": cfg.switches_label,
+                    "shell": cfg.shell,
+                    "concurrency": c,
+                    "repeat": rep,
+                    "thread": thread,
+                    "is_main": thread in main,
+                    "samples": n,
+                    "share": n / res["samples"],
+                }
+            )
 
     def _scalene_profiles(self) -> None:
         """One extra gateway per configuration under scalene, driven at the top concurrency."""
@@ -780,13 +1044,20 @@ class Sweep:
                 elif err is None:
                     err = f"scalene wrote no profile for the gateway under uvicorn/uvloop (output: {tail[-300:]!r})"
             for row in self.rows:
-                if row["mode"] == cfg.mode and row["switches"] == cfg.switches_label and row["shell"] == cfg.shell \
-                        and row.get("governance", "on") == cfg.governance \
-                        and row.get("tracing", "off") == cfg.tracing and row["concurrency"] == c:
+                if (
+                    row["mode"] == cfg.mode
+                    and row["switches"] == cfg.switches_label
+                    and row["shell"] == cfg.shell
+                    and row.get("governance", "on") == cfg.governance
+                    and row.get("tracing", "off") == cfg.tracing
+                    and row["concurrency"] == c
+                ):
                     if rel:
                         row["scalene_json"] = rel
                     else:
-                        row["probes_missing"] = "; ".join(filter(None, [row.get("probes_missing"), f"scalene: {err}"]))
+                        row["probes_missing"] = "; ".join(
+                            filter(None, [row.get("probes_missing"), f"scalene: {err}"])
+                        )
             self._flush()
 
     # ------------------------------------------------------------------ the sweep
@@ -795,8 +1066,9 @@ class Sweep:
 
     def _failed_rows(self, cfg: Config, rep: int, points, status: str, error: str, probes: str) -> None:
         for c in points:
-            self.rows.append({**self._row_head(cfg, rep, c), "status": status, "error": error,
-                              "probes_missing": probes})
+            self.rows.append(
+                {**self._row_head(cfg, rep, c), "status": status, "error": error, "probes_missing": probes}
+            )
             self._advance()
         self._flush()
 
@@ -808,8 +1080,14 @@ class Sweep:
             self._start_gateway(cfg)
         except Exception as e:  # noqa: BLE001 - every cell of this config fails, recorded
             what = "peer" if cfg.kind == "peer" else "gateway"
-            self._failed_rows(cfg, rep, self.points, "failed", f"{what} did not start: {type(e).__name__}: {e}",
-                              f"all probes: the {what} did not start")
+            self._failed_rows(
+                cfg,
+                rep,
+                self.points,
+                "failed",
+                f"{what} did not start: {type(e).__name__}: {e}",
+                f"all probes: the {what} did not start",
+            )
             return
         try:
             for i, c in enumerate(self.points):
@@ -819,11 +1097,19 @@ class Sweep:
                         self._start_gateway(cfg)
                 row = self.measure_cell(cfg, rep, c)
                 if self.loop == "open" and not row.get("sustained"):
-                    why = (row.get("error") or
-                           f"p99 {row.get('lat_p99_us') or float('nan'):.0f} us vs cap {self.p99_cap_us:.0f} us, "
-                           f"errors {100 * (row.get('error_share') or 0):.1f}%")
-                    self._failed_rows(cfg, rep, self.points[i + 1:], "skipped",
-                                      f"ladder stopped at {c:g}/s ({why})", "all probes: not run (ladder stopped)")
+                    why = (
+                        row.get("error")
+                        or f"p99 {row.get('lat_p99_us') or float('nan'):.0f} us vs cap {self.p99_cap_us:.0f} us, "
+                        f"errors {100 * (row.get('error_share') or 0):.1f}%"
+                    )
+                    self._failed_rows(
+                        cfg,
+                        rep,
+                        self.points[i + 1 :],
+                        "skipped",
+                        f"ladder stopped at {c:g}/s ({why})",
+                        "all probes: not run (ladder stopped)",
+                    )
                     break
         finally:
             self._stop_gateway()
@@ -834,8 +1120,10 @@ class Sweep:
         old_aff = os.sched_getaffinity(0)
         old_term = None
         if threading.current_thread() is threading.main_thread():
+
             def _term(signum, frame):
                 raise KeyboardInterrupt
+
             old_term = signal.signal(signal.SIGTERM, _term)
         atexit.register(self.cleanup)
         try:
@@ -843,6 +1131,7 @@ class Sweep:
                 os.sched_setaffinity(0, self.profile.harness_cpus)  # keep the harness off the gateway's cores
             if self.progress:
                 from tqdm.auto import tqdm
+
                 self.bar = tqdm(total=self.total_steps(), desc=f"sweep {self.run.name}", unit="cell")
             self._start_mock()
             self.run.update_meta(mock_url=self.mock.url)
@@ -877,24 +1166,38 @@ class Sweep:
                 signal.signal(signal.SIGTERM, old_term)
             self._finish_capacity()
             self._flush()
-            self.run.update_meta(partial=partial, interrupted=interrupted, error=error, end_time=_utc(),
-                                 peer_checks=self.peer_checks,
-                                 cells_ok=sum(r.get("status") == "ok" for r in self.rows),
-                                 cells_failed=sum(r.get("status") == "failed" for r in self.rows))
+            self.run.update_meta(
+                partial=partial,
+                interrupted=interrupted,
+                error=error,
+                end_time=_utc(),
+                peer_checks=self.peer_checks,
+                cells_ok=sum(r.get("status") == "ok" for r in self.rows),
+                cells_failed=sum(r.get("status") == "failed" for r in self.rows),
+            )
         rep_info: dict[str, Any] = {}
         if self.results == "raw":  # no pandas here: `gatewaylab import` makes tables and report
-            return RunResult(self.run.path, list(self.rows), list(self.base_rows), list(self.cap_rows), partial)
+            return RunResult(
+                self.run.path, list(self.rows), list(self.base_rows), list(self.cap_rows), partial
+            )
         if self.do_report:
             try:
                 from harness.report import write_report
+
                 rep_info = write_report(self.run.path, images=self.report_images)
             except Exception as e:  # noqa: BLE001
                 rep_info = {"error": f"{type(e).__name__}: {e}"}
                 self.run.update_meta(report_error=rep_info["error"])
         import pandas as pd  # noqa: F401
 
-        return RunResult(self.run.path, self.run.read_table("cells"), self.run.read_table("baseline"),
-                         self.run.read_table("capacity"), partial, rep_info)
+        return RunResult(
+            self.run.path,
+            self.run.read_table("cells"),
+            self.run.read_table("baseline"),
+            self.run.read_table("capacity"),
+            partial,
+            rep_info,
+        )
 
     def _finish_capacity(self) -> None:
         ok = [r["rps"] for r in self.rows if r.get("status") == "ok" and r.get("rps")]
@@ -905,18 +1208,41 @@ class Sweep:
                 row["headroom"] = row["rps"] / top
 
 
-def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | Mapping[str, str]] | None = None,
-              shells: Sequence[str] = ("asgi",), concurrency: str | int | Iterable[int] = range(1, 17),
-              profile: str | Mapping[str, Any] = "xeon-4c", duration_s: float | None = None,
-              warmup_s: float | None = None, repeat: int | None = None, gil: bool = True, flamegraph: bool = False,
-              scalene: bool = False, upstream: Mapping[str, Any] | None = None, out: str | os.PathLike | None = None,
-              progress: bool = True, on_cell: Callable[[dict], None] | None = None, ci: bool = False,
-              name: str = "sweep", server: str = "uvicorn", env: Mapping[str, str] | None = None,
-              pyspy_rate: int = 100, capacity: bool = True, load_opts: Mapping[str, Any] | None = None,
-              report: bool = True, report_images: bool = True, targets: str | Sequence[str] | None = None,
-              rates: str | Iterable[float] | None = None, p99_cap_ms: float = 50.0, max_error_share: float = 0.01,
-              stream: bool = False, governance: Sequence[str] = ("on",), results: str = "parquet",
-              workers: str | int | Iterable[int] = (1,), tracing: Sequence[str] = ("off",)) -> RunResult:
+def run_sweep(
+    modes: Sequence[str] = ("py", "py+rs"),
+    switches: Sequence[str | Mapping[str, str]] | None = None,
+    shells: Sequence[str] = ("asgi",),
+    concurrency: str | int | Iterable[int] = range(1, 17),
+    profile: str | Mapping[str, Any] = "xeon-4c",
+    duration_s: float | None = None,
+    warmup_s: float | None = None,
+    repeat: int | None = None,
+    gil: bool = True,
+    flamegraph: bool = False,
+    scalene: bool = False,
+    upstream: Mapping[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    on_cell: Callable[[dict], None] | None = None,
+    ci: bool = False,
+    name: str = "sweep",
+    server: str = "uvicorn",
+    env: Mapping[str, str] | None = None,
+    pyspy_rate: int = 100,
+    capacity: bool = True,
+    load_opts: Mapping[str, Any] | None = None,
+    report: bool = True,
+    report_images: bool = True,
+    targets: str | Sequence[str] | None = None,
+    rates: str | Iterable[float] | None = None,
+    p99_cap_ms: float = 50.0,
+    max_error_share: float = 0.01,
+    stream: bool = False,
+    governance: Sequence[str] = ("on",),
+    results: str = "parquet",
+    workers: str | int | Iterable[int] = (1,),
+    tracing: Sequence[str] = ("off",),
+) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
     `ci=True` is the CI size: c in {1, 2, 4, 8, 16} (unless `concurrency` is given
@@ -944,12 +1270,38 @@ def run_sweep(modes: Sequence[str] = ("py", "py+rs"), switches: Sequence[str | M
         duration_s = CI_DURATION_S if duration_s is None else duration_s
         warmup_s = CI_WARMUP_S if warmup_s is None else warmup_s
         repeat = CI_REPEAT if repeat is None else repeat
-    sweep = Sweep(modes=modes, switches=switches, shells=shells, concurrency=concurrency, profile=profile,
-                  duration_s=5.0 if duration_s is None else duration_s, warmup_s=1.0 if warmup_s is None else warmup_s,
-                  repeat=3 if repeat is None else repeat, gil=gil, flamegraph=flamegraph, scalene=scalene,
-                  upstream=dict(latency_ms=0) if upstream is None else upstream, out=out, progress=progress,
-                  on_cell=on_cell, name=name, server=server, env=env, pyspy_rate=pyspy_rate, capacity=capacity,
-                  load_opts=load_opts, report=report, report_images=report_images, targets=targets, rates=rates,
-                  p99_cap_ms=p99_cap_ms, max_error_share=max_error_share, stream=stream,
-                  governance=tuple(governance), results=results, workers=workers, tracing=tuple(tracing))
+    sweep = Sweep(
+        modes=modes,
+        switches=switches,
+        shells=shells,
+        concurrency=concurrency,
+        profile=profile,
+        duration_s=5.0 if duration_s is None else duration_s,
+        warmup_s=1.0 if warmup_s is None else warmup_s,
+        repeat=3 if repeat is None else repeat,
+        gil=gil,
+        flamegraph=flamegraph,
+        scalene=scalene,
+        upstream=dict(latency_ms=0) if upstream is None else upstream,
+        out=out,
+        progress=progress,
+        on_cell=on_cell,
+        name=name,
+        server=server,
+        env=env,
+        pyspy_rate=pyspy_rate,
+        capacity=capacity,
+        load_opts=load_opts,
+        report=report,
+        report_images=report_images,
+        targets=targets,
+        rates=rates,
+        p99_cap_ms=p99_cap_ms,
+        max_error_share=max_error_share,
+        stream=stream,
+        governance=tuple(governance),
+        results=results,
+        workers=workers,
+        tracing=tuple(tracing),
+    )
     return sweep.execute()

@@ -10,6 +10,7 @@ like the others (`gatewaylab serve --mode NAME`); a new peer joins through its a
 Every target is measured by the same sweep: load generator, windows, repeats, direct
 baseline on its route, overhead, CPU and peak RSS of its process tree, statistics, report.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,13 +28,16 @@ RUNGS: tuple[str, ...] = tuple(MODES)
 @dataclass(frozen=True)
 class Rung:
     """One of our rungs: `gatewaylab serve --mode <name>` on /v1/chat/completions."""
+
     name: str
     route: str = "chat"
 
 
 TARGETS: dict[str, Rung | PeerTarget] = {
     **{m: Rung(m) for m in RUNGS},
-    **litellm.TARGETS, **portkey.TARGETS, **noveum.TARGETS,
+    **litellm.TARGETS,
+    **portkey.TARGETS,
+    **noveum.TARGETS,
 }
 
 

@@ -33,6 +33,7 @@ seeds answer before the record is written, so a kill can take acknowledged recor
 A kill -9 keeps the page cache, so it never tests fsync; the power-loss cuts in
 tests/reliability/test_power_loss.py do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import scan
@@ -52,7 +53,11 @@ from gateway.errors import GatewayLabError, WalCorruptError
 
 WAL_NAME = "audit.wal"
 API_KEY = "sk-gatewaylab-torture"
-BODY = {"model": "mock", "messages": [{"role": "user", "content": "torture: an ordinary prompt"}], "max_tokens": 8}
+BODY = {
+    "model": "mock",
+    "messages": [{"role": "user", "content": "torture: an ordinary prompt"}],
+    "max_tokens": 8,
+}
 ACKS = ("background", "durable")
 
 
@@ -70,13 +75,13 @@ class TortureResult:
     torn_tails: int = 0
     torn_bytes: int = 0
     records_lost: int = 0
-    rolled_back: int = 0          # records counted (not durable) before a kill and absent after: allowed
-    acked: int = 0                # 200s the ack clients received (request ids noted)
-    acked_missing: int = 0        # of those, absent from the recovered log after the kill
+    rolled_back: int = 0  # records counted (not durable) before a kill and absent after: allowed
+    acked: int = 0  # 200s the ack clients received (request ids noted)
+    acked_missing: int = 0  # of those, absent from the recovered log after the kill
     roots_checked: int = 0
     roots_failed: int = 0
-    refused: int = 0              # corruption found after a kill (never allowed)
-    restart_mismatches: int = 0   # the gateway's own recovery disagreed with ours
+    refused: int = 0  # corruption found after a kill (never allowed)
+    restart_mismatches: int = 0  # the gateway's own recovery disagreed with ours
     samples: int = 0
     final_count: int = 0
     requests_ok: int = 0
@@ -86,14 +91,18 @@ class TortureResult:
 
     @property
     def ok(self) -> bool:
-        return (not self.failures and self.records_lost == 0 and self.roots_failed == 0 and self.refused == 0
-                and (self.ack != "durable" or self.acked_missing == 0))
+        return (
+            not self.failures
+            and self.records_lost == 0
+            and self.roots_failed == 0
+            and self.refused == 0
+            and (self.ack != "durable" or self.acked_missing == 0)
+        )
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["ok"] = self.ok
         return d
-
 
 
 def _config_yaml(path: str, upstream: str, ledger: str, fsync: str, ack: str = "background") -> None:
@@ -192,17 +201,33 @@ class _Recovered:
             return False, f"observed count {count} > recovered {self.count}"
         proof = self.mmr.consistency_proof(count)
         if proof["old_root"] != root:
-            return False, f"root at count {count} differs: observed {root[:16]}, recovered prefix {proof['old_root'][:16]}"
+            return (
+                False,
+                f"root at count {count} differs: observed {root[:16]}, recovered prefix {proof['old_root'][:16]}",
+            )
         if proof["new_root"] != self.root or not MerkleMountainRange.verify_consistency(proof):
             return False, f"consistency proof {count} -> {self.count} does not verify"
         return True, ""
 
 
-def run_torture(mode: str, kills: int, *, ack: str = "background", server: str = "uvicorn", shell: str = "asgi",
-                fsync: str = "group", rate: float = 200.0, seed: int | None = None, ledger_dir: str | None = None,
-                ack_clients: int = 4,
-                min_run_s: float = 0.3, max_run_s: float = 1.5, sample_ms: float = 50.0,
-                mock_latency_ms: float = 1.0, log: Callable[[str], None] | None = None) -> TortureResult:
+def run_torture(
+    mode: str,
+    kills: int,
+    *,
+    ack: str = "background",
+    server: str = "uvicorn",
+    shell: str = "asgi",
+    fsync: str = "group",
+    rate: float = 200.0,
+    seed: int | None = None,
+    ledger_dir: str | None = None,
+    ack_clients: int = 4,
+    min_run_s: float = 0.3,
+    max_run_s: float = 1.5,
+    sample_ms: float = 50.0,
+    mock_latency_ms: float = 1.0,
+    log: Callable[[str], None] | None = None,
+) -> TortureResult:
     """Run `kills` kill/verify/restart cycles on one ledger; see the module docstring."""
     from gateway.launch import start_gateway
     from harness.native_procs import run_load, start_mock
@@ -224,18 +249,24 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
     res = TortureResult(mode=mode, server=server, ack=ack, fsync=fsync, ledger_dir=ledger)
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
-    with start_mock(latency_ms=mock_latency_ms, seed=rng.randrange(1 << 30)) as mock, \
-            tempfile.TemporaryDirectory(prefix="gatewaylab-torture-cfg-") as cfg_dir:
+    with (
+        start_mock(latency_ms=mock_latency_ms, seed=rng.randrange(1 << 30)) as mock,
+        tempfile.TemporaryDirectory(prefix="gatewaylab-torture-cfg-") as cfg_dir,
+    ):
         cfg = os.path.join(cfg_dir, "gateway.yaml")
         _config_yaml(cfg, mock.url, ledger, fsync, ack)
         prev: _Recovered | None = None
 
         def start():
             try:
-                return start_gateway(None, None, mode=mode, server=server, shell=shell, config=cfg, ledger_dir=ledger)
+                return start_gateway(
+                    None, None, mode=mode, server=server, shell=shell, config=cfg, ledger_dir=ledger
+                )
             except RuntimeError as e:
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
-                raise TortureError(f"the gateway (mode {mode!r}, {server}) did not start: {lines[-1] if lines else e}") from None
+                raise TortureError(
+                    f"the gateway (mode {mode!r}, {server}) did not start: {lines[-1] if lines else e}"
+                ) from None
 
         def check_restart(gw) -> None:
             if prev is None:
@@ -243,14 +274,18 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
             got = _get_json(gw.url + "/audit/root")
             if got["count"] != prev.count or got["root"] != prev.root:
                 res.restart_mismatches += 1
-                res.failures.append(f"kill {res.kills}: gateway recovered count {got['count']} root {got['root'][:16]}, "
-                                    f"expected {prev.count} {prev.root[:16]}")
+                res.failures.append(
+                    f"kill {res.kills}: gateway recovered count {got['count']} root {got['root'][:16]}, "
+                    f"expected {prev.count} {prev.root[:16]}"
+                )
             size = os.path.getsize(wal_path)
             if size != prev.valid_end:
-                res.failures.append(f"kill {res.kills}: WAL is {size} bytes after restart, expected the valid prefix "
-                                    f"{prev.valid_end} (torn tail not truncated?)")
+                res.failures.append(
+                    f"kill {res.kills}: WAL is {size} bytes after restart, expected the valid prefix "
+                    f"{prev.valid_end} (torn tail not truncated?)"
+                )
 
-        for k in range(kills):
+        for _k in range(kills):
             gw = start()
             check_restart(gw)
             app_pid = gw.app_pid
@@ -260,8 +295,15 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
 
             def drive():
                 try:
-                    load_out["r"] = run_load(gw.url + "/v1/chat/completions", rate=rate, duration_s=run_s + 0.7,
-                                             headers=headers, body=BODY, timeout_s=2.0, seed=load_seed)
+                    load_out["r"] = run_load(
+                        gw.url + "/v1/chat/completions",
+                        rate=rate,
+                        duration_s=run_s + 0.7,
+                        headers=headers,
+                        body=BODY,
+                        timeout_s=2.0,
+                        seed=load_seed,
+                    )
                 except Exception as e:  # reported below; the kill itself must go on
                     load_out["e"] = e
 
@@ -307,8 +349,10 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
             res.acked += len(acked_ids)
             res.acked_missing += len(missing)
             if missing and ack == "durable":
-                res.failures.append(f"kill {res.kills}: {len(missing)} acknowledged answers have no record "
-                                    f"(e.g. {missing[0]})")
+                res.failures.append(
+                    f"kill {res.kills}: {len(missing)} acknowledged answers have no record "
+                    f"(e.g. {missing[0]})"
+                )
             if rec.torn:
                 res.torn_tails += 1
                 res.torn_bytes += rec.torn
@@ -316,7 +360,9 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
             max_count = max([s["count"] for s in samples], default=0)
             if rec.count < max_durable:
                 res.records_lost += max_durable - rec.count
-                res.failures.append(f"kill {res.kills}: recovered {rec.count} records, {max_durable} were durable")
+                res.failures.append(
+                    f"kill {res.kills}: recovered {rec.count} records, {max_durable} were durable"
+                )
             elif rec.count < max_count:
                 res.rolled_back += max_count - rec.count
             checks = [(s["count"], s["root"]) for s in samples]
@@ -330,17 +376,25 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
                 if not good:
                     res.roots_failed += 1
                     res.failures.append(f"kill {res.kills}: {why}")
-            say(f"kill {res.kills}/{kills}: ran {run_s:.2f}s, {len(samples)} samples, recovered {rec.count} "
+            say(
+                f"kill {res.kills}/{kills}: ran {run_s:.2f}s, {len(samples)} samples, recovered {rec.count} "
                 f"(max durable seen {max_durable}), torn {rec.torn} B, roots checked {len(set(checks))}, "
-                f"acked {len(acked_ids)} missing {len(missing)}")
+                f"acked {len(acked_ids)} missing {len(missing)}"
+            )
             prev = rec
 
         # after the last kill: restart, append more, stop gracefully, verify
         gw = start()
         try:
             check_restart(gw)
-            r = run_load(gw.url + "/v1/chat/completions", rate=rate, duration_s=0.5, headers=headers, body=BODY,
-                         timeout_s=2.0)
+            r = run_load(
+                gw.url + "/v1/chat/completions",
+                rate=rate,
+                duration_s=0.5,
+                headers=headers,
+                body=BODY,
+                timeout_s=2.0,
+            )
             res.requests_ok += r["meta"]["ok"]
         finally:
             gw.stop()
@@ -360,15 +414,19 @@ def run_torture(mode: str, kills: int, *, ack: str = "background", server: str =
                     res.roots_failed += 1
                     res.failures.append(f"final: {why}")
                 if final.count <= prev.count:
-                    res.failures.append(f"final: the restarted gateway appended nothing ({final.count} <= {prev.count})")
+                    res.failures.append(
+                        f"final: the restarted gateway appended nothing ({final.count} <= {prev.count})"
+                    )
     res.seconds = time.monotonic() - t_start
     return res
 
 
 def summary(r: TortureResult) -> str:
-    return (f"torture mode={r.mode} server={r.server} ack={r.ack} fsync={r.fsync}: kills={r.kills} "
-            f"records_lost={r.records_lost} roots_checked={r.roots_checked} roots_failed={r.roots_failed} "
-            f"torn_tails={r.torn_tails} ({r.torn_bytes} B) rolled_back_non_durable={r.rolled_back} "
-            f"acked={r.acked} acked_missing={r.acked_missing} "
-            f"refused={r.refused} final_count={r.final_count} ok_responses={r.requests_ok} "
-            f"in {r.seconds:.0f}s -> {'OK' if r.ok else 'FAILED'}")
+    return (
+        f"torture mode={r.mode} server={r.server} ack={r.ack} fsync={r.fsync}: kills={r.kills} "
+        f"records_lost={r.records_lost} roots_checked={r.roots_checked} roots_failed={r.roots_failed} "
+        f"torn_tails={r.torn_tails} ({r.torn_bytes} B) rolled_back_non_durable={r.rolled_back} "
+        f"acked={r.acked} acked_missing={r.acked_missing} "
+        f"refused={r.refused} final_count={r.final_count} ok_responses={r.requests_ok} "
+        f"in {r.seconds:.0f}s -> {'OK' if r.ok else 'FAILED'}"
+    )

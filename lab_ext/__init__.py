@@ -6,6 +6,7 @@ Magics (lab_ext.magics): `%gateway up|down|status`, `%sweep ...` (the CLI's opti
 twins). Blog export (lab_ext.export): markdown tables with spread, static images,
 standalone HTML figures.
 """
+
 from __future__ import annotations
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension", "session", "SweepPanel", "SwitchPanel"]

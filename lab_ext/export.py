@@ -12,12 +12,14 @@ so a table pasted into a post never travels without its context. Static images g
 kaleido (>= 1), which drives the system Chromium; all figures of one export share one
 browser session.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 def machine_meta() -> dict[str, Any]:
@@ -49,7 +51,9 @@ def spread_table(df, by: str | list[str], value: str, digits: int = 3):
 
     g = df.groupby(by, sort=False)[value]
     out = pd.DataFrame({"median": g.median(), "min": g.min(), "max": g.max(), "n": g.count()})
-    out[f"{value} median [min, max]"] = [fmt_spread(r["median"], r["min"], r["max"], digits) for _, r in out.iterrows()]
+    out[f"{value} median [min, max]"] = [
+        fmt_spread(r["median"], r["min"], r["max"], digits) for _, r in out.iterrows()
+    ]
     return out.reset_index()
 
 
@@ -115,8 +119,13 @@ class BlogExport:
         return written
 
 
-def export(run_dir: Path | str, tables: Mapping[str, Any] | Iterable = (), figures: Mapping[str, Any] | None = None,
-           profile: str | None = None, meta: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+def export(
+    run_dir: Path | str,
+    tables: Mapping[str, Any] | Iterable = (),
+    figures: Mapping[str, Any] | None = None,
+    profile: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, list[str]]:
     """One-call form: `tables` maps name -> DataFrame or (DataFrame, caption)."""
     blog = BlogExport(run_dir, profile=profile, meta=meta)
     for name, t in dict(tables).items():

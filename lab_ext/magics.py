@@ -12,6 +12,7 @@ The gateway and its native mock upstream run as child processes on 127.0.0.1 (th
 `harness.native_procs.start_mock` and `gateway.launch.start_gateway`); they are stopped by
 `%gateway down`, when the extension is unloaded, and at interpreter exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 # --- the gateway session -------------------------------------------------------------------
 
+
 @dataclass
 class GatewaySession:
     """A native mock upstream plus a gateway in front of it, both on loopback."""
@@ -71,9 +73,16 @@ class GatewaySession:
     def up(self) -> bool:
         return self.gateway is not None
 
-    def start(self, mode: str = "py", impl: dict[str, str] | None = None, shell: str | None = None,
-              latency_ms: float | None = None, api_key: str | None = None, tracing: str | None = None,
-              **gateway_opts) -> "GatewaySession":
+    def start(
+        self,
+        mode: str = "py",
+        impl: dict[str, str] | None = None,
+        shell: str | None = None,
+        latency_ms: float | None = None,
+        api_key: str | None = None,
+        tracing: str | None = None,
+        **gateway_opts,
+    ) -> GatewaySession:
         """`tracing` (off|on|sampled:R): spans go to a receiver this session starts (`self.otlp`)."""
         from gateway.tracing import parse_mode
         from gateway.twins import Switches
@@ -84,16 +93,23 @@ class GatewaySession:
             self.stop()
         if tmode.enabled:
             from harness.otlp import OtlpReceiver
+
             self.otlp = OtlpReceiver()
             gateway_opts.update(tracing=tmode.label(), tracing_endpoint=self.otlp.endpoint)
-        from harness.native_procs import start_mock
         from gateway.launch import start_gateway
+        from harness.native_procs import start_mock
 
         self.api_key = api_key or self.api_key
         self.mock = start_mock(**({} if latency_ms is None else {"latency_ms": latency_ms}))
         try:
-            self.gateway = start_gateway(self.mock.url, self.api_key, mode=sw.mode, impl=dict(sw.overrides) or None,
-                                         shell=shell or "asgi", **gateway_opts)
+            self.gateway = start_gateway(
+                self.mock.url,
+                self.api_key,
+                mode=sw.mode,
+                impl=dict(sw.overrides) or None,
+                shell=shell or "asgi",
+                **gateway_opts,
+            )
         except BaseException:
             self.mock.stop()
             self.mock = None
@@ -140,8 +156,12 @@ class GatewaySession:
             "mode": self.mode,
             "switches": Switches(self.mode, self.impl).label(),
             "shell": self.shell or "asgi (default)",
-            "tracing": self.tracing + (f" ({len(self.otlp.spans())} spans received at {self.otlp.endpoint})"
-                                       if self.otlp is not None else ""),
+            "tracing": self.tracing
+            + (
+                f" ({len(self.otlp.spans())} spans received at {self.otlp.endpoint})"
+                if self.otlp is not None
+                else ""
+            ),
             "api_key": self.api_key,
             "uptime_s": round(time.time() - (self.started_at or time.time()), 1),
             "health": self.health(),
@@ -159,8 +179,14 @@ def session() -> GatewaySession:
 
 # --- benchmarks ----------------------------------------------------------------------------
 
-def run_bench(name: str, args: list[str] | None = None, json_out: str | Path | None = None,
-              quiet: bool = False, timeout_s: float = 1800) -> dict:
+
+def run_bench(
+    name: str,
+    args: list[str] | None = None,
+    json_out: str | Path | None = None,
+    quiet: bool = False,
+    timeout_s: float = 1800,
+) -> dict:
     """Run `gatewaylab bench NAME ARGS --json OUT` in a child process (pyperf spawns its own
     workers, which a kernel cannot host) and return the parsed JSON."""
     args = list(args or [])
@@ -172,8 +198,10 @@ def run_bench(name: str, args: list[str] | None = None, json_out: str | Path | N
         if not quiet and proc.stdout.strip():
             print(proc.stdout.rstrip())
         if proc.returncode != 0:
-            raise RuntimeError(f"`gatewaylab bench {name} {' '.join(args)}` failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr.strip()[-3000:]}")
+            raise RuntimeError(
+                f"`gatewaylab bench {name} {' '.join(args)}` failed (exit {proc.returncode}):\n"
+                f"{proc.stderr.strip()[-3000:]}"
+            )
         return json.loads(out.read_text())
 
 
@@ -189,6 +217,7 @@ def bench_frame(name: str, data: dict):
 
 
 # --- sweeps --------------------------------------------------------------------------------
+
 
 def sweep_parser() -> argparse.ArgumentParser:
     """The CLI's own `gatewaylab sweep` options (one definition), plus `--no-panel`."""
@@ -229,9 +258,9 @@ def run_sweep_with_panel(panel=None, **kwargs):
 
 # --- the magics ----------------------------------------------------------------------------
 
+
 @magics_class
 class LabMagics(Magics):
-
     # %gateway up|down|status
     @line_magic
     def gateway(self, line: str):
@@ -239,10 +268,16 @@ class LabMagics(Magics):
         p.add_argument("action", choices=["up", "down", "status"])
         p.add_argument("--mode", choices=list(MODES), default="py")
         p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust")
-        p.add_argument("--stages", default=None, metavar="all|none|LIST", help="hot-path stages (default all)")
+        p.add_argument(
+            "--stages", default=None, metavar="all|none|LIST", help="hot-path stages (default all)"
+        )
         p.add_argument("--audit", choices=["on", "off"], default=None, help="audit ledger (default on)")
-        p.add_argument("--tracing", default=None, metavar="off|on|sampled:R",
-                       help="OpenTelemetry spans to a local receiver (default off; session().otlp.spans())")
+        p.add_argument(
+            "--tracing",
+            default=None,
+            metavar="off|on|sampled:R",
+            help="OpenTelemetry spans to a local receiver (default off; session().otlp.spans())",
+        )
         p.add_argument("--shell", choices=["fastapi", "asgi"], default=None)
         p.add_argument("--latency-ms", type=float, default=None, help="mock upstream latency")
         p.add_argument("--api-key", default=None)
@@ -252,11 +287,21 @@ class LabMagics(Magics):
         if a.action == "up":
             from gateway.twins import parse_impl
 
-            s.start(mode=a.mode, impl=parse_impl(a.impl), shell=a.shell, latency_ms=a.latency_ms, api_key=a.api_key,
-                    stages=a.stages, audit=a.audit, tracing=a.tracing)
+            s.start(
+                mode=a.mode,
+                impl=parse_impl(a.impl),
+                shell=a.shell,
+                latency_ms=a.latency_ms,
+                api_key=a.api_key,
+                stages=a.stages,
+                audit=a.audit,
+                tracing=a.tracing,
+            )
             if not a.quiet:
-                print(f"gateway up at {s.gateway.url} (mode {s.mode}, switches {s.status()['switches']}) "
-                      f"-> mock {s.mock.url}; API key {s.api_key}")
+                print(
+                    f"gateway up at {s.gateway.url} (mode {s.mode}, switches {s.status()['switches']}) "
+                    f"-> mock {s.mock.url}; API key {s.api_key}"
+                )
             return None
         if a.action == "down":
             was = s.up
@@ -278,8 +323,9 @@ class LabMagics(Magics):
         kwargs = sweep_kwargs(a)
         panel = None
         if not a.no_panel:
-            from lab_ext.widgets import SweepPanel
             from IPython.display import display
+
+            from lab_ext.widgets import SweepPanel
 
             panel = SweepPanel.for_sweep(kwargs)
             display(panel.widget)
@@ -302,7 +348,9 @@ class LabMagics(Magics):
     def profile(self, line: str, cell: str):
         p = _Parser(prog="%%profile")
         p.add_argument("--tool", choices=["py-spy", "scalene"], default="py-spy")
-        p.add_argument("--out", default=None, help="folder for the profile (default: a temp folder kept for the session)")
+        p.add_argument(
+            "--out", default=None, help="folder for the profile (default: a temp folder kept for the session)"
+        )
         p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
         p.add_argument("--native", action="store_true", help="py-spy: include native (Rust/C) frames")
         p.add_argument("--format", choices=["flamegraph", "speedscope"], default="flamegraph")
@@ -319,13 +367,24 @@ def _exe(name: str) -> str:
     return str(cand) if cand.exists() else name
 
 
-def profile_with_pyspy(shell, cell: str, out: Path, rate: int = 250, native: bool = False,
-                       fmt: str = "flamegraph") -> Path:
+def profile_with_pyspy(
+    shell, cell: str, out: Path, rate: int = 250, native: bool = False, fmt: str = "flamegraph"
+) -> Path:
     """Attach py-spy to this kernel while the cell runs; the flamegraph is shown inline."""
     ext = "svg" if fmt == "flamegraph" else "speedscope.json"
     path = out / f"profile-{time.strftime('%H%M%S')}.{ext}"
-    cmd = [_exe("py-spy"), "record", "--pid", str(os.getpid()), "--rate", str(rate), "--format", fmt,
-           "--output", str(path)]
+    cmd = [
+        _exe("py-spy"),
+        "record",
+        "--pid",
+        str(os.getpid()),
+        "--rate",
+        str(rate),
+        "--format",
+        fmt,
+        "--output",
+        str(path),
+    ]
     # native frames need py-spy to pause the process per sample; without them, do not pause
     cmd.append("--native" if native else "--nonblocking")
     spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -359,8 +418,13 @@ def profile_with_scalene(cell: str, out: Path) -> Path:
     script = out / "cell.py"
     script.write_text(cell)
     path = out / "scalene-profile.json"
-    proc = subprocess.run([_exe("scalene"), "run", "--cpu-only", "-o", str(path), str(script)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [_exe("scalene"), "run", "--cpu-only", "-o", str(path), str(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0 or not path.exists():
         raise RuntimeError(f"scalene failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     import pandas as pd
@@ -368,15 +432,26 @@ def profile_with_scalene(cell: str, out: Path) -> Path:
 
     data = json.loads(path.read_text())
     rows = []
-    for fname, f in data.get("files", {}).items():
+    for _fname, f in data.get("files", {}).items():
         for ln in f.get("lines", []):
-            py, nat, sys_ = (ln.get(k, 0.0) for k in ("n_cpu_percent_python", "n_cpu_percent_c", "n_sys_percent"))
+            py, nat, sys_ = (
+                ln.get(k, 0.0) for k in ("n_cpu_percent_python", "n_cpu_percent_c", "n_sys_percent")
+            )
             if py + nat + sys_ > 0:
-                rows.append({"line": ln.get("lineno"), "code": ln.get("line", "").rstrip(), "python %": py,
-                             "native %": nat, "system %": sys_})
+                rows.append(
+                    {
+                        "line": ln.get("lineno"),
+                        "code": ln.get("line", "").rstrip(),
+                        "python %": py,
+                        "native %": nat,
+                        "system %": sys_,
+                    }
+                )
     df = pd.DataFrame(rows)
     if not df.empty:
         df["total %"] = df["python %"] + df["native %"] + df["system %"]
         display(df.sort_values("total %", ascending=False).head(15))
-    print(f"scalene profile: {path} (elapsed {data.get('elapsed_time_sec', data.get('elapsed_time_seconds', '?'))} s)")
+    print(
+        f"scalene profile: {path} (elapsed {data.get('elapsed_time_sec', data.get('elapsed_time_seconds', '?'))} s)"
+    )
     return path

@@ -1,17 +1,23 @@
 """Small helpers the notebooks share: their run folder, spreads of ratios, error bars.
 
-    from lab_ext.nb import notebook_run, ratio_spread, error_bars
-    run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.runs.Run
+from lab_ext.nb import notebook_run, ratio_spread, error_bars
+run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.runs.Run
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
-def notebook_run(notebook: str, profile: str, run_dir: str | Path | None = None,
-                 parameters: Mapping[str, Any] | None = None):
+def notebook_run(
+    notebook: str,
+    profile: str,
+    run_dir: str | Path | None = None,
+    parameters: Mapping[str, Any] | None = None,
+):
     """The notebook's run folder: `run_dir` when papermill passes one (the regression check
     reads it back), else a new `data/runs/<UTC time>-<notebook>/`. meta.json comes from
     `harness.meta.collect` either way."""
@@ -28,7 +34,9 @@ def notebook_run(notebook: str, profile: str, run_dir: str | Path | None = None,
     return runs.open_run(p)
 
 
-def ratio_spread(num: tuple[float, float, float], den: tuple[float, float, float]) -> tuple[float, float, float]:
+def ratio_spread(
+    num: tuple[float, float, float], den: tuple[float, float, float]
+) -> tuple[float, float, float]:
     """(median, min, max) of num/den from two (median, min, max) triples: the median ratio,
     and the widest ratio the spreads allow (num.min/den.max, num.max/den.min)."""
     n, nlo, nhi = num
@@ -48,8 +56,12 @@ def spread_of(values) -> tuple[float, float, float]:
 
 def error_bars(df, value: str = "median", lo: str = "min", hi: str = "max") -> dict:
     """plotly `error_y` for asymmetric min/max bars around a median column."""
-    return dict(type="data", symmetric=False, array=(df[hi] - df[value]).tolist(),
-                arrayminus=(df[value] - df[lo]).tolist())
+    return dict(
+        type="data",
+        symmetric=False,
+        array=(df[hi] - df[value]).tolist(),
+        arrayminus=(df[value] - df[lo]).tolist(),
+    )
 
 
 def fmt(triple: tuple[float, float, float], digits: int = 3, unit: str = "") -> str:
@@ -110,6 +122,9 @@ def values_at(cells, label: str, concurrency: int, col: str):
     sel = cells[(cells["label"] == label) & (cells["concurrency"] == concurrency)]
     ok = sel[(sel["status"] == "ok") & sel[col].notna()]
     if ok.empty:
-        errs = "; ".join(f"{r.get('status')}: {r.get('error')}" for r in sel.to_dict("records")) or "no such cell"
+        errs = (
+            "; ".join(f"{r.get('status')}: {r.get('error')}" for r in sel.to_dict("records"))
+            or "no such cell"
+        )
         raise RuntimeError(f"no successful cell for {label} at c={concurrency} ({col}): {errs[:1000]}")
     return spread_of(ok[col])

@@ -7,10 +7,11 @@
   rust) for every component in `gateway.twins.COMPONENTS`; "apply" restarts the
   `%gateway` session (or calls your own `on_apply(switches, shell)`).
 """
+
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -35,7 +36,7 @@ def cell_label(c: Mapping) -> str:
     if isinstance(sw, Mapping):
         sw = ",".join(f"{k}={v}" for k, v in sorted(sw.items()))
     if sw:
-        label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label):]
+        label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label) :]
     gov = c.get("governance")
     if isinstance(gov, str) and gov not in ("", "on"):
         label += f" gov={gov}"
@@ -77,15 +78,23 @@ class SweepPanel:
         self.title = title
         self.progress = W.IntProgress(min=0, max=max(total or 1, 1), description="cells", bar_style="info")
         self.status = W.HTML(f"<b>{title}</b>: waiting for the first cell")
-        layout = dict(height=320, width=540, margin=dict(l=50, r=10, t=40, b=40), xaxis=dict(title="concurrency", type="log"))
-        self.throughput = go.FigureWidget(layout=dict(layout, title="throughput (2xx/s)", yaxis=dict(title="req/s")))
+        layout = dict(
+            height=320,
+            width=540,
+            margin=dict(l=50, r=10, t=40, b=40),
+            xaxis=dict(title="concurrency", type="log"),
+        )
+        self.throughput = go.FigureWidget(
+            layout=dict(layout, title="throughput (2xx/s)", yaxis=dict(title="req/s"))
+        )
         self.gil = go.FigureWidget(layout=dict(layout, title="GIL", yaxis=dict(title="")))
         self.widget = W.VBox([W.HBox([self.progress, self.status]), W.HBox([self.throughput, self.gil])])
         self.cells: list[dict] = []
 
     @classmethod
-    def for_sweep(cls, kwargs: Mapping[str, Any]) -> "SweepPanel":
+    def for_sweep(cls, kwargs: Mapping[str, Any]) -> SweepPanel:
         """A panel sized from run_sweep's keywords (cells = labels x concurrencies x repeats)."""
+
         def n(key, default=1):
             v = kwargs.get(key)
             return len(v) if isinstance(v, (list, tuple)) else default
@@ -137,7 +146,9 @@ class SweepPanel:
     def done(self, result: Any = None) -> None:
         self.progress.bar_style = "success"
         where = getattr(result, "dir", None)
-        self.status.value = f"<b>{self.title}</b>: done, {self.n} cells" + (f" → <code>{where}</code>" if where else "")
+        self.status.value = f"<b>{self.title}</b>: done, {self.n} cells" + (
+            f" → <code>{where}</code>" if where else ""
+        )
 
 
 class SwitchPanel:
@@ -145,15 +156,25 @@ class SwitchPanel:
 
     FOLLOW = "mode"
 
-    def __init__(self, on_apply: Callable[[Any, str | None], Any] | None = None, mode: str = "py",
-                 shell: str | None = None):
+    def __init__(
+        self,
+        on_apply: Callable[[Any, str | None], Any] | None = None,
+        mode: str = "py",
+        shell: str | None = None,
+    ):
         from gateway.twins import COMPONENTS, MODES
 
         self.mode = W.ToggleButtons(options=list(MODES), value=mode, description="mode")
-        self.shell = W.Dropdown(options=["default", "fastapi", "asgi"], value=shell or "default", description="shell")
+        self.shell = W.Dropdown(
+            options=["default", "fastapi", "asgi"], value=shell or "default", description="shell"
+        )
         self.components = {
-            c: W.ToggleButtons(options=[self.FOLLOW, "python", "rust"], value=self.FOLLOW, description=c,
-                               style={"button_width": "70px"})
+            c: W.ToggleButtons(
+                options=[self.FOLLOW, "python", "rust"],
+                value=self.FOLLOW,
+                description=c,
+                style={"button_width": "70px"},
+            )
             for c in COMPONENTS
         }
         self.label = W.HTML()
@@ -163,8 +184,15 @@ class SwitchPanel:
         for w in [self.mode, *self.components.values()]:
             w.observe(lambda _change: self._refresh(), names="value")
         self.apply.on_click(lambda _b: self._apply())
-        self.widget = W.VBox([self.mode, self.shell, W.VBox(list(self.components.values())),
-                              W.HBox([self.apply, self.label]), self.output])
+        self.widget = W.VBox(
+            [
+                self.mode,
+                self.shell,
+                W.VBox(list(self.components.values())),
+                W.HBox([self.apply, self.label]),
+                self.output,
+            ]
+        )
         self._refresh()
 
     @property

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -35,19 +35,23 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
-from harness.notebooks import metric, write_metrics
+from IPython.display import Markdown, display
+
 from harness.bench.mmr import gate_metrics
+from harness.notebooks import write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
-from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
+from lab_ext.magics import run_bench
+from lab_ext.nb import (
+    error_bars,
+    fmt,
+    fmt_si,
+    notebook_run,
+    ratio_spread,
+)
 
 NOTEBOOK = "01_mmr_speedup"
 SIZES = {
@@ -66,7 +70,9 @@ print("run folder:", run.path)
 # ## Run the benchmark (`gatewaylab bench mmr`)
 
 # %%
-args = ["--impl", "both"] + (["--quick"] if S["quick"] else []) + [a for n in S["ns"] for a in ("--n", str(n))]
+args = (
+    ["--impl", "both"] + (["--quick"] if S["quick"] else []) + [a for n in S["ns"] for a in ("--n", str(n))]
+)
 data = run_bench("mmr", args, json_out=run.path / "mmr.json", quiet=True)
 rows = pd.DataFrame(data["rows"])
 bound = pd.DataFrame(data["sha256_bound"])
@@ -81,10 +87,12 @@ rows
 # Speedups are ratios of medians; the bracket is the widest ratio the two spreads allow
 # (slowest Rust value over fastest Python value, and the reverse).
 
+
 # %%
 def triple(df, **where):
     r = df.loc[np.logical_and.reduce([df[k] == v for k, v in where.items()])].iloc[0]
     return (float(r["leaves_per_s"]), float(r["min"]), float(r["max"]))
+
 
 table = []
 for n in sorted(rows["n"].unique()):
@@ -92,18 +100,20 @@ for n in sorted(rows["n"].unique()):
     rs = triple(rows, impl="rust", api="per_leaf", n=n)
     rb = triple(rows, impl="rust", api="batch", n=n)
     bd = triple(bound, n=n)
-    table.append({
-        "N": f"{n:,}",
-        "Python leaves/s": fmt_si(py),
-        "Rust per-leaf leaves/s": fmt_si(rs),
-        "per-leaf speedup": fmt(ratio_spread(rs, py), unit="x"),
-        "Rust batch leaves/s": fmt_si(rb),
-        "batch speedup": fmt(ratio_spread(rb, py), unit="x"),
-        "SHA-256 bound leaves/s": fmt_si(bd),
-        "Python / bound": f"{py[0] / bd[0]:.0%}",
-        "Rust per-leaf / bound": f"{rs[0] / bd[0]:.0%}",
-        "Rust batch / bound": f"{rb[0] / bd[0]:.0%}",
-    })
+    table.append(
+        {
+            "N": f"{n:,}",
+            "Python leaves/s": fmt_si(py),
+            "Rust per-leaf leaves/s": fmt_si(rs),
+            "per-leaf speedup": fmt(ratio_spread(rs, py), unit="x"),
+            "Rust batch leaves/s": fmt_si(rb),
+            "batch speedup": fmt(ratio_spread(rb, py), unit="x"),
+            "SHA-256 bound leaves/s": fmt_si(bd),
+            "Python / bound": f"{py[0] / bd[0]:.0%}",
+            "Rust per-leaf / bound": f"{rs[0] / bd[0]:.0%}",
+            "Rust batch / bound": f"{rb[0] / bd[0]:.0%}",
+        }
+    )
 speedup = pd.DataFrame(table)
 speedup
 
@@ -115,18 +125,32 @@ speedup
 # leaf on average).
 
 # %%
-series = [("python", "per_leaf", "Python, per leaf"), ("rust", "per_leaf", "Rust, per leaf"),
-          ("rust", "batch", "Rust, append_many")]
+series = [
+    ("python", "per_leaf", "Python, per leaf"),
+    ("rust", "per_leaf", "Rust, per leaf"),
+    ("rust", "batch", "Rust, append_many"),
+]
 fig_rate = go.Figure()
 for impl, api, name in series:
     d = rows[(rows["impl"] == impl) & (rows["api"] == api)].sort_values("n")
-    fig_rate.add_scatter(x=d["n"], y=d["leaves_per_s"], name=name, mode="lines+markers",
-                         error_y=error_bars(d, "leaves_per_s"))
+    fig_rate.add_scatter(
+        x=d["n"], y=d["leaves_per_s"], name=name, mode="lines+markers", error_y=error_bars(d, "leaves_per_s")
+    )
 b = bound.sort_values("n")
-fig_rate.add_scatter(x=b["n"], y=b["leaves_per_s"], name="SHA-256 bound (leaf hashing only)",
-                     mode="lines", line=dict(dash="dash", color="grey"), error_y=error_bars(b, "leaves_per_s"))
-fig_rate.update_layout(title="MMR append throughput", xaxis=dict(title="N leaves", type="log"),
-                       yaxis=dict(title="leaves/s", type="log"), height=450)
+fig_rate.add_scatter(
+    x=b["n"],
+    y=b["leaves_per_s"],
+    name="SHA-256 bound (leaf hashing only)",
+    mode="lines",
+    line=dict(dash="dash", color="grey"),
+    error_y=error_bars(b, "leaves_per_s"),
+)
+fig_rate.update_layout(
+    title="MMR append throughput",
+    xaxis=dict(title="N leaves", type="log"),
+    yaxis=dict(title="leaves/s", type="log"),
+    height=450,
+)
 fig_rate
 
 # %%
@@ -134,24 +158,38 @@ share = []
 for n in sorted(rows["n"].unique()):
     bd = triple(bound, n=n)[0]
     for impl, api, name in series:
-        share.append({"N": f"{n:,}", "series": name, "share of bound": triple(rows, impl=impl, api=api, n=n)[0] / bd})
+        share.append(
+            {"N": f"{n:,}", "series": name, "share of bound": triple(rows, impl=impl, api=api, n=n)[0] / bd}
+        )
 share = pd.DataFrame(share)
-fig_share = px.bar(share, x="N", y="share of bound", color="series", barmode="group",
-                   title="How close to the SHA-256 bound (1.0 = hashing is all the MMR costs)")
+fig_share = px.bar(
+    share,
+    x="N",
+    y="share of bound",
+    color="series",
+    barmode="group",
+    title="How close to the SHA-256 bound (1.0 = hashing is all the MMR costs)",
+)
 fig_share.update_yaxes(tickformat=".0%")
 fig_share
 
 # %%
 n_max = int(rows["n"].max())
-py, rs = triple(rows, impl="python", api="per_leaf", n=n_max), triple(rows, impl="rust", api="per_leaf", n=n_max)
+py, rs = (
+    triple(rows, impl="python", api="per_leaf", n=n_max),
+    triple(rows, impl="rust", api="per_leaf", n=n_max),
+)
 rb, bd = triple(rows, impl="rust", api="batch", n=n_max), triple(bound, n=n_max)
 METRICS.update(gate_metrics(data))  # the gated ratios, defined once in harness/bench/mmr.py
-display(Markdown(
-    f"At N = {n_max:,}: Rust per leaf is **{fmt(ratio_spread(rs, py), unit='x')}** the Python twin "
-    f"(the seed said about 3x); the batch API is **{fmt(ratio_spread(rb, py), unit='x')}** and reaches "
-    f"**{rb[0] / bd[0]:.0%}** of the SHA-256 bound, where Python reaches {py[0] / bd[0]:.0%}. "
-    "What is left between the batch API and the bound is the tree's own hashing (about one node hash per "
-    "leaf) and memory traffic; the per-leaf gap to the batch API is the FFI call per leaf."))
+display(
+    Markdown(
+        f"At N = {n_max:,}: Rust per leaf is **{fmt(ratio_spread(rs, py), unit='x')}** the Python twin "
+        f"(the seed said about 3x); the batch API is **{fmt(ratio_spread(rb, py), unit='x')}** and reaches "
+        f"**{rb[0] / bd[0]:.0%}** of the SHA-256 bound, where Python reaches {py[0] / bd[0]:.0%}. "
+        "What is left between the batch API and the bound is the tree's own hashing (about one node hash per "
+        "leaf) and memory traffic; the per-leaf gap to the batch API is the FFI call per leaf."
+    )
+)
 
 # %% [markdown]
 # ## Blog export
@@ -160,7 +198,21 @@ display(Markdown(
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"mmr_speedup": (speedup, "MMR append: leaves/s median [min–max], Rust/Python speedups and share of the SHA-256 bound"),}, figures={"mmr_leaves_per_s": fig_rate, "mmr_share_of_bound": fig_share,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "mmr_speedup": (
+            speedup,
+            "MMR append: leaves/s median [min–max], Rust/Python speedups and share of the SHA-256 bound",
+        ),
+    },
+    figures={
+        "mmr_leaves_per_s": fig_rate,
+        "mmr_share_of_bound": fig_share,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -37,18 +37,17 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
-import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
-from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
+from lab_ext.magics import run_bench
+from lab_ext.nb import (
+    fmt,
+    notebook_run,
+)
 
 NOTEBOOK = "02_spawn_cost"
 SIZES = {
@@ -69,7 +68,9 @@ print("run folder:", run.path)
 # %%
 res = {}
 for mode in S["modes"]:
-    args = ["--mode", mode] + (["--quick"] if S["quick"] else ["--rounds", str(S["rounds"]), "--calls", str(S["calls"])])
+    args = ["--mode", mode] + (
+        ["--quick"] if S["quick"] else ["--rounds", str(S["rounds"]), "--calls", str(S["calls"])]
+    )
     res[mode] = run_bench("spawn", args, json_out=run.path / f"spawn-{mode}.json", quiet=True)
 rows = pd.concat([pd.DataFrame(r["rows"]).assign(mode=m) for m, r in res.items()], ignore_index=True)
 run.write_table("spawn", rows)
@@ -86,17 +87,23 @@ table = []
 for mode, r in res.items():
     d = {row["what"]: row for row in r["rows"]}
     sp, ct = d["spawn_background"], d["create_task"]
-    table.append({
-        "mode": mode,
-        "spawn_background p50 µs": fmt((sp["p50_us"], sp["p50_min_us"], sp["p50_max_us"])),
-        "create_task p50 µs": fmt((ct["p50_us"], ct["p50_min_us"], ct["p50_max_us"])),
-        "ratio p50": fmt((r["ratio_p50"]["median"], r["ratio_p50"]["min"], r["ratio_p50"]["max"]), unit="x"),
-        "spawn_background p99 µs": fmt((sp["p99_us"], sp["p99_min_us"], sp["p99_max_us"])),
-        "create_task p99 µs": fmt((ct["p99_us"], ct["p99_min_us"], ct["p99_max_us"])),
-        "ratio p99": fmt((r["ratio_p99"]["median"], r["ratio_p99"]["min"], r["ratio_p99"]["max"]), unit="x"),
-        "calls per side": int(sp["calls"]),
-        "timer overhead ns": r.get("timer_overhead_ns"),
-    })
+    table.append(
+        {
+            "mode": mode,
+            "spawn_background p50 µs": fmt((sp["p50_us"], sp["p50_min_us"], sp["p50_max_us"])),
+            "create_task p50 µs": fmt((ct["p50_us"], ct["p50_min_us"], ct["p50_max_us"])),
+            "ratio p50": fmt(
+                (r["ratio_p50"]["median"], r["ratio_p50"]["min"], r["ratio_p50"]["max"]), unit="x"
+            ),
+            "spawn_background p99 µs": fmt((sp["p99_us"], sp["p99_min_us"], sp["p99_max_us"])),
+            "create_task p99 µs": fmt((ct["p99_us"], ct["p99_min_us"], ct["p99_max_us"])),
+            "ratio p99": fmt(
+                (r["ratio_p99"]["median"], r["ratio_p99"]["min"], r["ratio_p99"]["max"]), unit="x"
+            ),
+            "calls per side": int(sp["calls"]),
+            "timer overhead ns": r.get("timer_overhead_ns"),
+        }
+    )
 spawn_table = pd.DataFrame(table)
 spawn_table
 
@@ -104,17 +111,37 @@ spawn_table
 long = []
 for _, r in rows.iterrows():
     for q in ("p50", "p99"):
-        long.append({"mode": r["mode"], "what": r["what"], "quantile": q, "us": r[f"{q}_us"],
-                     "lo": r[f"{q}_min_us"], "hi": r[f"{q}_max_us"]})
+        long.append(
+            {
+                "mode": r["mode"],
+                "what": r["what"],
+                "quantile": q,
+                "us": r[f"{q}_us"],
+                "lo": r[f"{q}_min_us"],
+                "hi": r[f"{q}_max_us"],
+            }
+        )
 long = pd.DataFrame(long)
 fig_spawn = make_subplots(rows=1, cols=2, subplot_titles=("p50", "p99"))
 colors = {"spawn_background": "#636efa", "create_task": "#00cc96"}
 for i, q in enumerate(("p50", "p99"), start=1):
     for what in ("spawn_background", "create_task"):
         d = long[(long["quantile"] == q) & (long["what"] == what)]
-        fig_spawn.add_bar(x=d["mode"], y=d["us"], name=what, marker_color=colors[what], showlegend=(i == 1),
-                          error_y=dict(type="data", symmetric=False, array=(d["hi"] - d["us"]).tolist(),
-                                       arrayminus=(d["us"] - d["lo"]).tolist()), row=1, col=i)
+        fig_spawn.add_bar(
+            x=d["mode"],
+            y=d["us"],
+            name=what,
+            marker_color=colors[what],
+            showlegend=(i == 1),
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=(d["hi"] - d["us"]).tolist(),
+                arrayminus=(d["us"] - d["lo"]).tolist(),
+            ),
+            row=1,
+            col=i,
+        )
 fig_spawn.add_hline(y=2.43, line_dash="dot", annotation_text="seed: 2.43 µs", row=1, col=1)
 fig_spawn.update_layout(title="Per-call cost on the hot path (µs)", barmode="group", height=420)
 fig_spawn.update_yaxes(title_text="µs per call", row=1, col=1)
@@ -124,18 +151,23 @@ fig_spawn
 for mode, r in res.items():
     rp, r99 = r["ratio_p50"], r["ratio_p99"]
     tag = mode.replace("+", "")
-    METRICS[f"spawn_over_create_task_p50_{tag}"] = metric(rp["median"], rp["min"], rp["max"],
-                                                         desc=f"spawn_background / create_task p50, mode {mode}")
-    METRICS[f"spawn_over_create_task_p99_{tag}"] = metric(r99["median"], r99["min"], r99["max"],
-                                                         desc=f"spawn_background / create_task p99, mode {mode}")
+    METRICS[f"spawn_over_create_task_p50_{tag}"] = metric(
+        rp["median"], rp["min"], rp["max"], desc=f"spawn_background / create_task p50, mode {mode}"
+    )
+    METRICS[f"spawn_over_create_task_p99_{tag}"] = metric(
+        r99["median"], r99["min"], r99["max"], desc=f"spawn_background / create_task p99, mode {mode}"
+    )
 py = {row["what"]: row for row in res[S["modes"][0]]["rows"]}
-display(Markdown(
-    f"The hand-off costs **{py['spawn_background']['p50_us']:.2f} µs** at p50 (the seed said 2.43 µs), "
-    f"**{res[S['modes'][0]]['ratio_p50']['median']:.2f}x** a bare `create_task`; "
-    f"the tail is what the seed did not measure: p99 **{py['spawn_background']['p99_us']:.1f} µs**, "
-    f"{res[S['modes'][0]]['ratio_p99']['median']:.2f}x the bare task's p99. "
-    "Almost all of the hand-off is the task creation itself; what the gateway adds on top "
-    "(building the audit job, the queue put) is the difference between the two columns."))
+display(
+    Markdown(
+        f"The hand-off costs **{py['spawn_background']['p50_us']:.2f} µs** at p50 (the seed said 2.43 µs), "
+        f"**{res[S['modes'][0]]['ratio_p50']['median']:.2f}x** a bare `create_task`; "
+        f"the tail is what the seed did not measure: p99 **{py['spawn_background']['p99_us']:.1f} µs**, "
+        f"{res[S['modes'][0]]['ratio_p99']['median']:.2f}x the bare task's p99. "
+        "Almost all of the hand-off is the task creation itself; what the gateway adds on top "
+        "(building the audit job, the queue put) is the difference between the two columns."
+    )
+)
 
 # %% [markdown]
 # ## Blog export
@@ -144,7 +176,20 @@ display(Markdown(
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"spawn_cost": (spawn_table, "Background hand-off per call: µs median [per-round min–max], ratio to a bare create_task"),}, figures={"spawn_cost": fig_spawn,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "spawn_cost": (
+            spawn_table,
+            "Background hand-off per call: µs median [per-round min–max], ratio to a bare create_task",
+        ),
+    },
+    figures={
+        "spawn_cost": fig_spawn,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -49,25 +49,50 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
-import numpy as np
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    agg,
+    error_bars,
+    fmt,
+    fmt_si,
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+    values_at,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "03_concurrency_knee"
 SIZES = {
-    "full": dict(modes=["py", "py+rs", "rs-core"], concurrency=list(range(1, 17)), hw_profile="xeon-4c",
-                 duration_s=5.0, warmup_s=1.0, repeat=3, capacity=True, report=True),
-    "ci": dict(modes=["py", "py+rs", "rs-core"], concurrency=[1, 4, 16], hw_profile="ci-2c",
-               duration_s=1.5, warmup_s=0.5, repeat=1, capacity=True, report=False),
+    "full": dict(
+        modes=["py", "py+rs", "rs-core"],
+        concurrency=list(range(1, 17)),
+        hw_profile="xeon-4c",
+        duration_s=5.0,
+        warmup_s=1.0,
+        repeat=3,
+        capacity=True,
+        report=True,
+    ),
+    "ci": dict(
+        modes=["py", "py+rs", "rs-core"],
+        concurrency=[1, 4, 16],
+        hw_profile="ci-2c",
+        duration_s=1.5,
+        warmup_s=0.5,
+        repeat=1,
+        capacity=True,
+        report=False,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -81,37 +106,79 @@ print("run folder:", run.path)
 # ## Run the sweep (live panel: progress, throughput and GIL wait per cell)
 
 # %%
-panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
+panel = (
+    SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
+    if live_panel
+    else None
+)
 if panel is not None:
     display(panel.widget)
-res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
-                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=True,
-                           out=run.path, name="knee", capacity=S["capacity"], report=S["report"],
-                           report_images=False)
+res = run_sweep_with_panel(
+    panel,
+    modes=S["modes"],
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=True,
+    out=run.path,
+    name="knee",
+    capacity=S["capacity"],
+    report=S["report"],
+    report_images=False,
+)
 cells = label_cells(res.table)
 run.write_table("cells", cells)
 print("sweep run folder:", res.dir)
-cells[["label", "concurrency", "repeat", "status", "rps", "cpu_cores", "gil_held_share", "gil_wait_p99_us",
-       "loop_lag_p99_us", "probes_missing"]]
+cells[
+    [
+        "label",
+        "concurrency",
+        "repeat",
+        "status",
+        "rps",
+        "cpu_cores",
+        "gil_held_share",
+        "gil_wait_p99_us",
+        "loop_lag_p99_us",
+        "probes_missing",
+    ]
+]
 
 # %%
 ok = ok_cells(cells, NOTEBOOK)
-ok = ok.assign(native_hold_share=ok["native_hold_s"] / ok["duration_s"],
-               native_wait_share=ok["native_wait_s"] / ok["duration_s"])
-views = [("rps", "throughput (2xx/s)", "exact"), ("cpu_cores", "gateway CPU (cores)", "exact, /proc"),
-         ("gil_held_share", "1 · GIL held share", "sampled, py-spy"),
-         ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
-         ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
-         ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later")]
-fig_knee = make_subplots(rows=3, cols=2, subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how in views],
-                         vertical_spacing=0.12)
+ok = ok.assign(
+    native_hold_share=ok["native_hold_s"] / ok["duration_s"],
+    native_wait_share=ok["native_wait_s"] / ok["duration_s"],
+)
+views = [
+    ("rps", "throughput (2xx/s)", "exact"),
+    ("cpu_cores", "gateway CPU (cores)", "exact, /proc"),
+    ("gil_held_share", "1 · GIL held share", "sampled, py-spy"),
+    ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
+    ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
+    ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later"),
+]
+fig_knee = make_subplots(
+    rows=3, cols=2, subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how in views], vertical_spacing=0.12
+)
 palette = px.colors.qualitative.Plotly
-for i, (col, title, how) in enumerate(views):
+for i, (col, _title, _how) in enumerate(views):
     a = agg(ok, col)
     for j, (label, d) in enumerate(a.groupby("label", sort=False)):
-        fig_knee.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label,
-                             showlegend=(i == 0), mode="lines+markers", line=dict(color=palette[j % 10]),
-                             error_y=error_bars(d), row=i // 2 + 1, col=i % 2 + 1)
+        fig_knee.add_scatter(
+            x=d["concurrency"],
+            y=d["median"],
+            name=label,
+            legendgroup=label,
+            showlegend=(i == 0),
+            mode="lines+markers",
+            line=dict(color=palette[j % 10]),
+            error_y=error_bars(d),
+            row=i // 2 + 1,
+            col=i % 2 + 1,
+        )
 fig_knee.update_xaxes(type="log")
 fig_knee.update_xaxes(title_text="concurrency c", row=3)
 fig_knee.update_layout(height=950, title="Throughput and the four GIL views against concurrency")
@@ -135,13 +202,27 @@ for label, d in agg(ok, "rps").groupby("label", sort=False):
     knee = int(d.loc[d["median"] >= 0.9 * top, "concurrency"].min())  # first c within 10% of the top
     for c in sorted({int(d["concurrency"].min()), knee, int(d["concurrency"].max())}):
         cc = ok[(ok["label"] == label) & (ok["concurrency"] == c)]
-        rows.append({"label": label, "c": c, "knee": c == knee,
-                     "rps": fmt_si(spread_of(cc["rps"])),
-                     "CPU cores": fmt(spread_of(cc["cpu_cores"])),
-                     "GIL held (sampled)": fmt(spread_of(cc["gil_held_share"])) if cc["gil_held_share"].notna().any() else "n/a",
-                     "held by other threads (sampled)": fmt(spread_of(cc["gil_other_share"])) if cc["gil_other_share"].notna().any() else "n/a",
-                     "GIL wait p99 µs (exact)": fmt_si(spread_of(cc["gil_wait_p99_us"])) if cc["gil_wait_p99_us"].notna().any() else "n/a",
-                     "loop lag p99 µs (exact)": fmt_si(spread_of(cc["loop_lag_p99_us"])) if cc["loop_lag_p99_us"].notna().any() else "n/a"})
+        rows.append(
+            {
+                "label": label,
+                "c": c,
+                "knee": c == knee,
+                "rps": fmt_si(spread_of(cc["rps"])),
+                "CPU cores": fmt(spread_of(cc["cpu_cores"])),
+                "GIL held (sampled)": fmt(spread_of(cc["gil_held_share"]))
+                if cc["gil_held_share"].notna().any()
+                else "n/a",
+                "held by other threads (sampled)": fmt(spread_of(cc["gil_other_share"]))
+                if cc["gil_other_share"].notna().any()
+                else "n/a",
+                "GIL wait p99 µs (exact)": fmt_si(spread_of(cc["gil_wait_p99_us"]))
+                if cc["gil_wait_p99_us"].notna().any()
+                else "n/a",
+                "loop lag p99 µs (exact)": fmt_si(spread_of(cc["loop_lag_p99_us"]))
+                if cc["loop_lag_p99_us"].notna().any()
+                else "n/a",
+            }
+        )
 knee_table = pd.DataFrame(rows)
 knee_table
 
@@ -151,21 +232,30 @@ def med(label, c, col):
     v = ok[(ok["label"] == label) & (ok["concurrency"] == c)][col].dropna()
     return float(v.median()) if len(v) else float("nan")
 
+
 lines = []
 c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
 for label in ok["label"].unique():
-    cpu, held, other = med(label, c_hi, "cpu_cores"), med(label, c_hi, "gil_held_share"), med(label, c_hi, "gil_other_share")
+    cpu, held, other = (
+        med(label, c_hi, "cpu_cores"),
+        med(label, c_hi, "gil_held_share"),
+        med(label, c_hi, "gil_other_share"),
+    )
     w_lo, w_hi = med(label, c_lo, "gil_wait_p99_us"), med(label, c_hi, "gil_wait_p99_us")
     cores = run.meta.get("cores_used") or 1
     if cpu >= 0.85 and (other != other or other < 0.25):
-        verdict = ("one interpreter thread is saturated: the knee is CPU saturation of the event-loop thread; "
-                   "the GIL is held because that thread always has work, not because threads fight over it")
+        verdict = (
+            "one interpreter thread is saturated: the knee is CPU saturation of the event-loop thread; "
+            "the GIL is held because that thread always has work, not because threads fight over it"
+        )
     elif other == other and other >= 0.25:
         verdict = "threads other than the event loop hold the GIL a large share of the time: contention is real here"
     else:
         verdict = "the gateway is not CPU-bound at the top concurrency: the limit is elsewhere (upstream, load, I/O)"
-    lines.append(f"- **{label}** at c={c_hi}: CPU {cpu:.2f} cores, GIL held {held:.0%} (other threads {other:.0%}), "
-                 f"GIL wait p99 {w_lo:.0f} → {w_hi:.0f} µs from c={c_lo}: {verdict}.")
+    lines.append(
+        f"- **{label}** at c={c_hi}: CPU {cpu:.2f} cores, GIL held {held:.0%} (other threads {other:.0%}), "
+        f"GIL wait p99 {w_lo:.0f} → {w_hi:.0f} µs from c={c_lo}: {verdict}."
+    )
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -191,15 +281,29 @@ for (cell, rep, mode, c), d in entries.groupby(["cell", "repeat", "mode", "concu
     n = requests_by_cell[(cell, rep)]
     sel = d[d["entry"].isin(CROSSING[mode])]
     drains = d.loc[d["entry"] == "rs_core.drain", "calls"].sum()
-    rows.append({"mode": mode, "c": int(c), "repeat": int(rep),
-                 "GIL µs per request (exact)": sel["hold_us"].sum() / n,
-                 "completions per wake-up": (n / drains) if drains else float("nan")})
+    rows.append(
+        {
+            "mode": mode,
+            "c": int(c),
+            "repeat": int(rep),
+            "GIL µs per request (exact)": sel["hold_us"].sum() / n,
+            "completions per wake-up": (n / drains) if drains else float("nan"),
+        }
+    )
 crossing = pd.DataFrame(rows)
-crossing_table = (crossing.groupby(["mode", "c"])
-                  .agg(**{"GIL µs per request (exact)": ("GIL µs per request (exact)", lambda v: fmt(spread_of(v))),
-                          "completions per wake-up": ("completions per wake-up",
-                                                      lambda v: fmt(spread_of(v)) if v.notna().any() else "n/a")})
-                  .reset_index())
+crossing_table = (
+    crossing.groupby(["mode", "c"])
+    .agg(
+        **{
+            "GIL µs per request (exact)": ("GIL µs per request (exact)", lambda v: fmt(spread_of(v))),
+            "completions per wake-up": (
+                "completions per wake-up",
+                lambda v: fmt(spread_of(v)) if v.notna().any() else "n/a",
+            ),
+        }
+    )
+    .reset_index()
+)
 crossing_table
 
 # %%
@@ -208,23 +312,31 @@ for c in (c_lo, c_hi):
     a = sel.loc[sel["mode"] == "rs-core", "GIL µs per request (exact)"]
     b = sel.loc[sel["mode"] == "py+rs", "GIL µs per request (exact)"]
     if len(a) and len(b):
-        METRICS[f"rscore_over_pyrs_crossing_gil_c{c}"] = metric(*ratio_spread(spread_of(a), spread_of(b)),
-                                                               desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}")
-    METRICS[f"rscore_over_pyrs_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "rps"),
-                                                                 values_at(cells, "py+rs", c, "rps")),
-                                                   desc=f"rs-core / py+rs throughput at c={c}")
-    METRICS[f"rscore_over_pyrs_cpu_c{c}"] = metric(*ratio_spread(values_at(cells, "rs-core", c, "cpu_us_per_req"),
-                                                                 values_at(cells, "py+rs", c, "cpu_us_per_req")),
-                                                   desc=f"rs-core / py+rs CPU µs per request at c={c}")
+        METRICS[f"rscore_over_pyrs_crossing_gil_c{c}"] = metric(
+            *ratio_spread(spread_of(a), spread_of(b)),
+            desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}",
+        )
+    METRICS[f"rscore_over_pyrs_rps_c{c}"] = metric(
+        *ratio_spread(values_at(cells, "rs-core", c, "rps"), values_at(cells, "py+rs", c, "rps")),
+        desc=f"rs-core / py+rs throughput at c={c}",
+    )
+    METRICS[f"rscore_over_pyrs_cpu_c{c}"] = metric(
+        *ratio_spread(
+            values_at(cells, "rs-core", c, "cpu_us_per_req"), values_at(cells, "py+rs", c, "cpu_us_per_req")
+        ),
+        desc=f"rs-core / py+rs CPU µs per request at c={c}",
+    )
 
 # %%
 for c in (c_lo, c_hi):
-    METRICS[f"pyrs_over_py_rps_c{c}"] = metric(*ratio_spread(values_at(cells, "py+rs", c, "rps"),
-                                                             values_at(cells, "py", c, "rps")),
-                                               desc=f"py+rs / py throughput at c={c}")
-METRICS["py_rps_cmax_over_c1"] = metric(*ratio_spread(values_at(cells, "py", c_hi, "rps"),
-                                                      values_at(cells, "py", c_lo, "rps")),
-                                        desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)")
+    METRICS[f"pyrs_over_py_rps_c{c}"] = metric(
+        *ratio_spread(values_at(cells, "py+rs", c, "rps"), values_at(cells, "py", c, "rps")),
+        desc=f"py+rs / py throughput at c={c}",
+    )
+METRICS["py_rps_cmax_over_c1"] = metric(
+    *ratio_spread(values_at(cells, "py", c_hi, "rps"), values_at(cells, "py", c_lo, "rps")),
+    desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)",
+)
 pd.DataFrame(METRICS).T
 
 # %% [markdown]
@@ -234,8 +346,24 @@ pd.DataFrame(METRICS).T
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"knee": (knee_table, "py, py+rs and rs-core at the first, knee and top concurrency: median [min–max] over repeats"),
-                            "crossing": (crossing_table, "GIL time per request at the asyncio/Rust crossing (exact, extension counters): median [min–max] over repeats")}, figures={"knee_gil_views": fig_knee,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "knee": (
+            knee_table,
+            "py, py+rs and rs-core at the first, knee and top concurrency: median [min–max] over repeats",
+        ),
+        "crossing": (
+            crossing_table,
+            "GIL time per request at the asyncio/Rust crossing (exact, extension counters): median [min–max] over repeats",
+        ),
+    },
+    figures={
+        "knee_gil_views": fig_knee,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -43,24 +43,41 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 # %%
 # %load_ext lab_ext
 import json
-import numpy as np
+
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+from IPython.display import SVG, Markdown, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "04_flamegraphs"
 SIZES = {
-    "full": dict(modes=["py", "py+rs"], concurrency=[1, 16], hw_profile="xeon-4c",
-                 duration_s=8.0, warmup_s=1.0, pyspy_rate=100),
-    "ci": dict(modes=["py", "py+rs"], concurrency=[8], hw_profile="ci-2c",
-               duration_s=1.5, warmup_s=0.5, pyspy_rate=100),
+    "full": dict(
+        modes=["py", "py+rs"],
+        concurrency=[1, 16],
+        hw_profile="xeon-4c",
+        duration_s=8.0,
+        warmup_s=1.0,
+        pyspy_rate=100,
+    ),
+    "ci": dict(
+        modes=["py", "py+rs"],
+        concurrency=[8],
+        hw_profile="ci-2c",
+        duration_s=1.5,
+        warmup_s=0.5,
+        pyspy_rate=100,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -74,10 +91,22 @@ print("run folder:", run.path)
 panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]), title=NOTEBOOK) if live_panel else None
 if panel is not None:
     display(panel.widget)
-res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
-                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=1, gil=False,
-                           flamegraph=True, pyspy_rate=S["pyspy_rate"], out=run.path, name="flamegraphs",
-                           capacity=False, report=False)
+res = run_sweep_with_panel(
+    panel,
+    modes=S["modes"],
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=1,
+    gil=False,
+    flamegraph=True,
+    pyspy_rate=S["pyspy_rate"],
+    out=run.path,
+    name="flamegraphs",
+    capacity=False,
+    report=False,
+)
 cells = label_cells(res.table)
 run.write_table("cells", cells)
 ok = ok_cells(cells, NOTEBOOK)
@@ -87,14 +116,23 @@ ok[["label", "concurrency", "rps", "flamegraph_svg", "speedscope_json", "probes_
 # ## The flamegraphs (inline) and their speedscope files
 
 # %%
-from pathlib import Path
 import os
+from pathlib import Path
+
 for r in ok.to_dict("records"):
     svg = Path(res.dir) / r["flamegraph_svg"] if r.get("flamegraph_svg") else None
     ss = Path(res.dir) / r["speedscope_json"] if r.get("speedscope_json") else None
     rel = lambda p: os.path.relpath(p, Path.cwd())
-    display(Markdown(f"### {r['label']} at c={r['concurrency']} ({r['rps']:.0f} req/s)\n"
-                     + (f"[speedscope JSON]({rel(ss)}) · [SVG]({rel(svg)})" if ss and svg else "no profile: " + str(r.get("probes_missing")))))
+    display(
+        Markdown(
+            f"### {r['label']} at c={r['concurrency']} ({r['rps']:.0f} req/s)\n"
+            + (
+                f"[speedscope JSON]({rel(ss)}) · [SVG]({rel(svg)})"
+                if ss and svg
+                else "no profile: " + str(r.get("probes_missing"))
+            )
+        )
+    )
     if svg and svg.exists():
         display(SVG(filename=str(svg)))
 
@@ -106,6 +144,7 @@ for r in ok.to_dict("records"):
 # extension** (frames from `gateway._native` / the gatewaylab crates), or **other native**
 # (the interpreter, libc, system calls, idle waits).
 
+
 # %%
 def classify(frame):
     name, file = frame.get("name", ""), frame.get("file", "") or ""
@@ -114,6 +153,7 @@ def classify(frame):
     if "_native" in file or "gatewaylab" in name or "gatewaylab" in file:
         return "Rust extension"
     return "other native"
+
 
 def attribution(path):
     d = json.loads(Path(path).read_text())
@@ -129,19 +169,34 @@ def attribution(path):
             key = f"{leaf.get('name')} ({Path(leaf.get('file') or '?').name})"
             selfs[key] = selfs.get(key, 0) + w
     total = sum(kinds.values()) or 1
-    return {k: v / total for k, v in kinds.items()}, sorted(((v / total, k) for k, v in selfs.items()), reverse=True)[:8]
+    return {k: v / total for k, v in kinds.items()}, sorted(
+        ((v / total, k) for k, v in selfs.items()), reverse=True
+    )[:8]
+
 
 shares, tops = [], []
 for r in ok.to_dict("records"):
     if not r.get("speedscope_json"):
         continue
     kinds, top = attribution(Path(res.dir) / r["speedscope_json"])
-    shares.append({"label": r["label"], "c": r["concurrency"], **{k: kinds.get(k, 0.0) for k in ("Python", "Rust extension", "other native")}})
+    shares.append(
+        {
+            "label": r["label"],
+            "c": r["concurrency"],
+            **{k: kinds.get(k, 0.0) for k in ("Python", "Rust extension", "other native")},
+        }
+    )
     tops += [{"label": r["label"], "c": r["concurrency"], "frame": k, "self share": v} for v, k in top]
 shares, tops = pd.DataFrame(shares), pd.DataFrame(tops)
-fig_share = px.bar(shares.melt(id_vars=["label", "c"], var_name="where", value_name="share"),
-                   x=shares.melt(id_vars=["label", "c"])["label"] + " c=" + shares.melt(id_vars=["label", "c"])["c"].astype(str),
-                   y="share", color="where", title="Where the samples land (innermost frame)")
+fig_share = px.bar(
+    shares.melt(id_vars=["label", "c"], var_name="where", value_name="share"),
+    x=shares.melt(id_vars=["label", "c"])["label"]
+    + " c="
+    + shares.melt(id_vars=["label", "c"])["c"].astype(str),
+    y="share",
+    color="where",
+    title="Where the samples land (innermost frame)",
+)
 fig_share.update_layout(xaxis_title="", yaxis_tickformat=".0%")
 display(shares)
 display(tops)
@@ -152,8 +207,9 @@ profiled = ok["speedscope_json"].fillna("").astype(bool).sum()
 METRICS["flamegraph_coverage"] = metric(profiled / len(ok), desc="share of sweep cells with a py-spy profile")
 pyrs_py = shares[shares["label"] == "py+rs"]["Python"]
 py_py = shares[shares["label"] == "py"]["Python"]
-METRICS["python_share_pyrs_over_py"] = metric(*ratio_spread(spread_of(pyrs_py), spread_of(py_py)),
-                                              desc="share of samples in Python frames, py+rs / py")
+METRICS["python_share_pyrs_over_py"] = metric(
+    *ratio_spread(spread_of(pyrs_py), spread_of(py_py)), desc="share of samples in Python frames, py+rs / py"
+)
 pd.DataFrame(METRICS).T
 
 # %% [markdown]
@@ -163,8 +219,21 @@ pd.DataFrame(METRICS).T
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"sample_attribution": (shares.round(3), "Share of py-spy samples by innermost frame, per mode and concurrency (sampled)"),
-"top_frames": (tops.round(3), "Top frames by self time (sampled, py-spy --native)"),}, figures={"sample_attribution": fig_share,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "sample_attribution": (
+            shares.round(3),
+            "Share of py-spy samples by innermost frame, per mode and concurrency (sampled)",
+        ),
+        "top_frames": (tops.round(3), "Top frames by self time (sampled, py-spy --native)"),
+    },
+    figures={
+        "sample_attribution": fig_share,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -44,25 +44,48 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
-import numpy as np
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    agg,
+    error_bars,
+    fmt,
+    fmt_si,
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+    values_at,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "05_fast_vs_slow_upstream"
 SIZES = {
-    "full": dict(modes=["py", "py+rs"], concurrency=[1, 2, 4, 8, 16], hw_profile="xeon-4c",
-                 upstreams={"fast": 0.0, "slow": 200.0}, duration_s=5.0, warmup_s=1.0, repeat=3),
-    "ci": dict(modes=["py", "py+rs"], concurrency=[2], hw_profile="ci-2c",
-               upstreams={"fast": 0.0, "slow": 50.0}, duration_s=1.5, warmup_s=0.5, repeat=1),
+    "full": dict(
+        modes=["py", "py+rs"],
+        concurrency=[1, 2, 4, 8, 16],
+        hw_profile="xeon-4c",
+        upstreams={"fast": 0.0, "slow": 200.0},
+        duration_s=5.0,
+        warmup_s=1.0,
+        repeat=3,
+    ),
+    "ci": dict(
+        modes=["py", "py+rs"],
+        concurrency=[2],
+        hw_profile="ci-2c",
+        upstreams={"fast": 0.0, "slow": 50.0},
+        duration_s=1.5,
+        warmup_s=0.5,
+        repeat=1,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -75,31 +98,82 @@ print("run folder:", run.path)
 # %%
 frames = []
 for up, latency_ms in S["upstreams"].items():
-    panel = SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=f"{up} upstream ({latency_ms:g} ms)") if live_panel else None
+    panel = (
+        SweepPanel(
+            total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"],
+            title=f"{up} upstream ({latency_ms:g} ms)",
+        )
+        if live_panel
+        else None
+    )
     if panel is not None:
         display(panel.widget)
-    res = run_sweep_with_panel(panel, modes=S["modes"], concurrency=S["concurrency"], profile=S["hw_profile"],
-                               duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
-                               upstream=dict(latency_ms=latency_ms), out=run.path, name=f"upstream-{up}",
-                               capacity=False, report=False)
+    res = run_sweep_with_panel(
+        panel,
+        modes=S["modes"],
+        concurrency=S["concurrency"],
+        profile=S["hw_profile"],
+        duration_s=S["duration_s"],
+        warmup_s=S["warmup_s"],
+        repeat=S["repeat"],
+        gil=False,
+        upstream=dict(latency_ms=latency_ms),
+        out=run.path,
+        name=f"upstream-{up}",
+        capacity=False,
+        report=False,
+    )
     frames.append(label_cells(res.table).assign(upstream=up, upstream_latency_ms=latency_ms))
 cells = pd.concat(frames, ignore_index=True)
 run.write_table("cells", cells)
 ok = ok_cells(cells.assign(label=cells["label"] + " / " + cells["upstream"]), NOTEBOOK)
 ok = ok.assign(ovh_share_p50=ok["ovh_p50_us"] / ok["lat_p50_us"])
-ok[["upstream", "label", "concurrency", "rps", "lat_p50_us", "base_p50_us", "ovh_p50_us", "ovh_p99_us", "ovh_share_p50"]]
+ok[
+    [
+        "upstream",
+        "label",
+        "concurrency",
+        "rps",
+        "lat_p50_us",
+        "base_p50_us",
+        "ovh_p50_us",
+        "ovh_p99_us",
+        "ovh_share_p50",
+    ]
+]
 
 # %%
-fig_ovh = make_subplots(rows=1, cols=2, subplot_titles=("overhead p50 (µs)", "overhead as a share of client latency (p50)"))
+fig_ovh = make_subplots(
+    rows=1, cols=2, subplot_titles=("overhead p50 (µs)", "overhead as a share of client latency (p50)")
+)
 palette = px.colors.qualitative.Plotly
 for j, (label, d) in enumerate(agg(ok, "ovh_p50_us").groupby("label", sort=False)):
     dash = "dash" if label.endswith("slow") else "solid"
-    fig_ovh.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, mode="lines+markers",
-                        line=dict(color=palette[j % 10], dash=dash), error_y=error_bars(d), row=1, col=1)
+    fig_ovh.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10], dash=dash),
+        error_y=error_bars(d),
+        row=1,
+        col=1,
+    )
 for j, (label, d) in enumerate(agg(ok, "ovh_share_p50").groupby("label", sort=False)):
     dash = "dash" if label.endswith("slow") else "solid"
-    fig_ovh.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, showlegend=False,
-                        mode="lines+markers", line=dict(color=palette[j % 10], dash=dash), error_y=error_bars(d), row=1, col=2)
+    fig_ovh.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        showlegend=False,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10], dash=dash),
+        error_y=error_bars(d),
+        row=1,
+        col=2,
+    )
 fig_ovh.update_xaxes(title_text="concurrency c", type="log")
 fig_ovh.update_yaxes(tickformat=".0%", row=1, col=2)
 fig_ovh.update_layout(height=450, title="Gateway overhead against concurrency: fast vs slow upstream")
@@ -108,26 +182,43 @@ fig_ovh
 # %%
 rows = []
 for (label, c), d in ok.groupby(["label", "concurrency"]):
-    rows.append({"mode / upstream": label, "c": c, "rps": fmt_si(spread_of(d["rps"])),
-                 "client p50 µs": fmt_si(spread_of(d["lat_p50_us"])), "overhead p50 µs": fmt_si(spread_of(d["ovh_p50_us"])),
-                 "overhead p99 µs": fmt_si(spread_of(d["ovh_p99_us"])),
-                 "overhead share of p50": fmt(spread_of(d["ovh_share_p50"]))})
+    rows.append(
+        {
+            "mode / upstream": label,
+            "c": c,
+            "rps": fmt_si(spread_of(d["rps"])),
+            "client p50 µs": fmt_si(spread_of(d["lat_p50_us"])),
+            "overhead p50 µs": fmt_si(spread_of(d["ovh_p50_us"])),
+            "overhead p99 µs": fmt_si(spread_of(d["ovh_p99_us"])),
+            "overhead share of p50": fmt(spread_of(d["ovh_share_p50"])),
+        }
+    )
 ovh_table = pd.DataFrame(rows)
 ovh_table
 
 # %%
 c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
+
+
 def share(mode, up, c):
     return values_at(ok.assign(label=ok["label"]), f"{mode} / {up}", c, "ovh_share_p50")
+
+
 for mode in S["modes"]:
     tag = mode.replace("+", "")
     for c in (c_lo, c_hi):
-        METRICS[f"ovh_share_fast_over_slow_{tag}_c{c}"] = metric(*ratio_spread(share(mode, "fast", c), share(mode, "slow", c)),
-            desc=f"overhead share of client p50, fast / slow upstream, {mode}, c={c}")
+        METRICS[f"ovh_share_fast_over_slow_{tag}_c{c}"] = metric(
+            *ratio_spread(share(mode, "fast", c), share(mode, "slow", c)),
+            desc=f"overhead share of client p50, fast / slow upstream, {mode}, c={c}",
+        )
 f, sl = share("py", "fast", c_lo), share("py", "slow", c_lo)
-display(Markdown(f"With `py` at c={c_lo}, the gateway is **{f[0]:.0%}** of what the client waits for against the fast "
-                 f"upstream and **{sl[0]:.1%}** against the slow one: the same code, "
-                 f"{f[0] / sl[0]:.0f}x more visible when the upstream is fast."))
+display(
+    Markdown(
+        f"With `py` at c={c_lo}, the gateway is **{f[0]:.0%}** of what the client waits for against the fast "
+        f"upstream and **{sl[0]:.1%}** against the slow one: the same code, "
+        f"{f[0] / sl[0]:.0f}x more visible when the upstream is fast."
+    )
+)
 pd.DataFrame(METRICS).T
 
 # %% [markdown]
@@ -137,7 +228,20 @@ pd.DataFrame(METRICS).T
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"overhead": (ovh_table, "Gateway overhead, fast vs slow upstream: median [min–max] over repeats, closed loop"),}, figures={"overhead_vs_concurrency": fig_ovh,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "overhead": (
+            ovh_table,
+            "Gateway overhead, fast vs slow upstream: median [min–max] over repeats, closed loop",
+        ),
+    },
+    figures={
+        "overhead_vs_concurrency": fig_ovh,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

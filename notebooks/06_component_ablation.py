@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -41,26 +41,39 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
-import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    fmt,
+    fmt_si,
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "06_component_ablation"
 SIZES = {
-    "full": dict(components=None, concurrency=[8], hw_profile="xeon-4c", duration_s=5.0, warmup_s=1.0, repeat=3),
+    "full": dict(
+        components=None, concurrency=[8], hw_profile="xeon-4c", duration_s=5.0, warmup_s=1.0, repeat=3
+    ),
     # CI: the components with the most work per request, to keep `make test` short; two
     # repeats so that one stalled cell on a loaded machine does not decide the throughput gate
-    "ci": dict(components=["waf", "adapter", "mmr", "forwarder"], concurrency=[4], hw_profile="ci-2c",
-               duration_s=1.5, warmup_s=0.5, repeat=2),
+    "ci": dict(
+        components=["waf", "adapter", "mmr", "forwarder"],
+        concurrency=[4],
+        hw_profile="ci-2c",
+        duration_s=1.5,
+        warmup_s=0.5,
+        repeat=2,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -70,6 +83,7 @@ METRICS = {}
 print(MACHINE)
 print("run folder:", run.path)
 from gateway.twins import COMPONENTS
+
 # the router works only on a model group and this sweep has one upstream per model, so its row
 # would measure the router switched off: notebook 10 measures it, per twin, on a group of four
 COMPONENTS = S["components"] or [c for c in COMPONENTS if c != "router"]
@@ -81,47 +95,104 @@ n_cfg = len(switch_sets) + 2  # + py+rs (every component) + rs-core (the whole p
 panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
 if panel is not None:
     display(panel.widget)
-res_py = run_sweep_with_panel(panel, modes=["py"], switches=switch_sets, concurrency=S["concurrency"],
-                              profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
-                              repeat=S["repeat"], gil=False, out=run.path, name="ablation", capacity=False, report=False)
-res_rs = run_sweep_with_panel(panel, modes=["py+rs", "rs-core"], concurrency=S["concurrency"], profile=S["hw_profile"],
-                              duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
-                              out=run.path, name="ablation-all-rust", capacity=False, report=False)
+res_py = run_sweep_with_panel(
+    panel,
+    modes=["py"],
+    switches=switch_sets,
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="ablation",
+    capacity=False,
+    report=False,
+)
+res_rs = run_sweep_with_panel(
+    panel,
+    modes=["py+rs", "rs-core"],
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="ablation-all-rust",
+    capacity=False,
+    report=False,
+)
 cells = label_cells(pd.concat([res_py.table, res_rs.table], ignore_index=True))
 run.write_table("cells", cells)
 ok = ok_cells(cells, NOTEBOOK)
 ok[["label", "concurrency", "repeat", "rps", "cpu_us_per_req", "lat_p50_us", "ovh_p50_us"]]
 
 # %%
-base_rps, base_cpu = spread_of(ok[ok["label"] == "py"]["rps"]), spread_of(ok[ok["label"] == "py"]["cpu_us_per_req"])
+base_rps, base_cpu = (
+    spread_of(ok[ok["label"] == "py"]["rps"]),
+    spread_of(ok[ok["label"] == "py"]["cpu_us_per_req"]),
+)
 rows = []
 for label, d in ok.groupby("label", sort=False):
     rps, cpu = spread_of(d["rps"]), spread_of(d["cpu_us_per_req"])
-    comp = (label[len("py["):-1].replace("=rust", "") if label.startswith("py[")
-            else {"py": "(none)", "py+rs": "all (py+rs)", "rs-core": "whole pipeline, one call (rs-core)"}[label])
-    rows.append({"Rust component": comp, "label": label, "rps": rps[0], "rps_lo": rps[1], "rps_hi": rps[2],
-                 "speedup": ratio_spread(rps, base_rps)[0], "speedup_lo": ratio_spread(rps, base_rps)[1],
-                 "speedup_hi": ratio_spread(rps, base_rps)[2],
-                 "cpu_us_per_req": cpu[0], "cpu_saved_us": base_cpu[0] - cpu[0]})
+    comp = (
+        label[len("py[") : -1].replace("=rust", "")
+        if label.startswith("py[")
+        else {"py": "(none)", "py+rs": "all (py+rs)", "rs-core": "whole pipeline, one call (rs-core)"}[label]
+    )
+    rows.append(
+        {
+            "Rust component": comp,
+            "label": label,
+            "rps": rps[0],
+            "rps_lo": rps[1],
+            "rps_hi": rps[2],
+            "speedup": ratio_spread(rps, base_rps)[0],
+            "speedup_lo": ratio_spread(rps, base_rps)[1],
+            "speedup_hi": ratio_spread(rps, base_rps)[2],
+            "cpu_us_per_req": cpu[0],
+            "cpu_saved_us": base_cpu[0] - cpu[0],
+        }
+    )
 abl = pd.DataFrame(rows).sort_values("speedup", ascending=False)
 single = abl[~abl["label"].isin(["py", "py+rs", "rs-core"])]
 total_saved = float(abl.loc[abl["label"] == "py+rs", "cpu_saved_us"].iloc[0])
 abl["share of all-Rust CPU saving"] = abl["cpu_saved_us"] / total_saved if total_saved else float("nan")
-abl_table = pd.DataFrame({
-    "Rust component": abl["Rust component"],
-    "throughput req/s": [fmt_si((a, b, c)) for a, b, c in zip(abl["rps"], abl["rps_lo"], abl["rps_hi"])],
-    "speedup vs py": [fmt((a, b, c), unit="x") for a, b, c in zip(abl["speedup"], abl["speedup_lo"], abl["speedup_hi"])],
-    "CPU µs/request": abl["cpu_us_per_req"].round(1),
-    "CPU µs saved/request": abl["cpu_saved_us"].round(1),
-    "share of all-Rust saving": abl["share of all-Rust CPU saving"].map(lambda x: f"{x:.0%}" if x == x else "n/a"),
-})
+abl_table = pd.DataFrame(
+    {
+        "Rust component": abl["Rust component"],
+        "throughput req/s": [fmt_si((a, b, c)) for a, b, c in zip(abl["rps"], abl["rps_lo"], abl["rps_hi"])],
+        "speedup vs py": [
+            fmt((a, b, c), unit="x") for a, b, c in zip(abl["speedup"], abl["speedup_lo"], abl["speedup_hi"])
+        ],
+        "CPU µs/request": abl["cpu_us_per_req"].round(1),
+        "CPU µs saved/request": abl["cpu_saved_us"].round(1),
+        "share of all-Rust saving": abl["share of all-Rust CPU saving"].map(
+            lambda x: f"{x:.0%}" if x == x else "n/a"
+        ),
+    }
+)
 abl_table
 
 # %%
-fig_abl = make_subplots(rows=1, cols=2, subplot_titles=("throughput vs py (x)", "gateway CPU saved per request (µs)"))
-fig_abl.add_bar(x=abl["Rust component"], y=abl["speedup"], showlegend=False,
-                error_y=dict(type="data", symmetric=False, array=(abl["speedup_hi"] - abl["speedup"]).tolist(),
-                             arrayminus=(abl["speedup"] - abl["speedup_lo"]).tolist()), row=1, col=1)
+fig_abl = make_subplots(
+    rows=1, cols=2, subplot_titles=("throughput vs py (x)", "gateway CPU saved per request (µs)")
+)
+fig_abl.add_bar(
+    x=abl["Rust component"],
+    y=abl["speedup"],
+    showlegend=False,
+    error_y=dict(
+        type="data",
+        symmetric=False,
+        array=(abl["speedup_hi"] - abl["speedup"]).tolist(),
+        arrayminus=(abl["speedup"] - abl["speedup_lo"]).tolist(),
+    ),
+    row=1,
+    col=1,
+)
 fig_abl.add_hline(y=1.0, line_dash="dot", row=1, col=1)
 fig_abl.add_bar(x=abl["Rust component"], y=abl["cpu_saved_us"], showlegend=False, row=1, col=2)
 fig_abl.update_layout(height=450, title=f"One component at a time in Rust (c={S['concurrency'][0]})")
@@ -129,20 +200,38 @@ fig_abl
 
 # %%
 all_rs = abl[abl["label"] == "py+rs"].iloc[0]
-METRICS["all_rust_over_py_rps"] = metric(all_rs["speedup"], all_rs["speedup_lo"], all_rs["speedup_hi"],
-                                         desc=f"py+rs / py throughput at c={S['concurrency'][0]}")
+METRICS["all_rust_over_py_rps"] = metric(
+    all_rs["speedup"],
+    all_rs["speedup_lo"],
+    all_rs["speedup_hi"],
+    desc=f"py+rs / py throughput at c={S['concurrency'][0]}",
+)
 rsc = abl[abl["label"] == "rs-core"].iloc[0]
-METRICS["rscore_over_py_rps"] = metric(rsc["speedup"], rsc["speedup_lo"], rsc["speedup_hi"],
-                                       desc=f"rs-core / py throughput at c={S['concurrency'][0]}")
+METRICS["rscore_over_py_rps"] = metric(
+    rsc["speedup"],
+    rsc["speedup_lo"],
+    rsc["speedup_hi"],
+    desc=f"rs-core / py throughput at c={S['concurrency'][0]}",
+)
 best = single.iloc[0]
-METRICS["best_single_component_over_py_rps"] = metric(best["speedup"], best["speedup_lo"], best["speedup_hi"],
-                                                      desc=f"best single Rust component ({best['Rust component']}) / py throughput")
-METRICS["all_rust_over_py_cpu_per_req"] = metric(all_rs["cpu_us_per_req"] / float(abl.loc[abl["label"] == "py", "cpu_us_per_req"].iloc[0]),
-                                                 desc="py+rs / py gateway CPU µs per request (lower is better)")
+METRICS["best_single_component_over_py_rps"] = metric(
+    best["speedup"],
+    best["speedup_lo"],
+    best["speedup_hi"],
+    desc=f"best single Rust component ({best['Rust component']}) / py throughput",
+)
+METRICS["all_rust_over_py_cpu_per_req"] = metric(
+    all_rs["cpu_us_per_req"] / float(abl.loc[abl["label"] == "py", "cpu_us_per_req"].iloc[0]),
+    desc="py+rs / py gateway CPU µs per request (lower is better)",
+)
 summed = single["cpu_saved_us"].clip(lower=0).sum()
-display(Markdown(f"Switching everything to Rust saves **{total_saved:.0f} µs** of gateway CPU per request; "
-                 f"the single components, one at a time, save {summed:.0f} µs in total. "
-                 f"The biggest single win is **{best['Rust component']}** ({fmt((best['speedup'], best['speedup_lo'], best['speedup_hi']), unit='x')} throughput)."))
+display(
+    Markdown(
+        f"Switching everything to Rust saves **{total_saved:.0f} µs** of gateway CPU per request; "
+        f"the single components, one at a time, save {summed:.0f} µs in total. "
+        f"The biggest single win is **{best['Rust component']}** ({fmt((best['speedup'], best['speedup_lo'], best['speedup_hi']), unit='x')} throughput)."
+    )
+)
 pd.DataFrame(METRICS).T
 
 # %% [markdown]
@@ -152,7 +241,20 @@ pd.DataFrame(METRICS).T
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"ablation": (abl_table, "One Rust component at a time on top of py: throughput median [min–max] and CPU per request"),}, figures={"ablation": fig_abl,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "ablation": (
+            abl_table,
+            "One Rust component at a time on top of py: throughput median [min–max] and CPU per request",
+        ),
+    },
+    figures={
+        "ablation": fig_abl,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -47,27 +47,54 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import json
-import numpy as np
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
-from IPython.display import Markdown, SVG, display
+
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.magics import run_bench, run_sweep_with_panel
+from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    agg,
+    error_bars,
+    fmt,
+    fmt_si,
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+    values_at,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "07_rust_ladder"
 SIZES = {
-    "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="xeon-4c",
-                 duration_s=5.0, warmup_s=1.0, repeat=3, gov_concurrency=[16], plugin_concurrency=[1, 16],
-                 ack_rungs=["py", "py+rs", "rs-core", "rs-server"], ack_concurrency=[1, 16]),
-    "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=[1, 16, 50], hw_profile="ci-2c",
-               duration_s=1.5, warmup_s=0.5, repeat=1, gov_concurrency=[16], plugin_concurrency=[1],
-               ack_rungs=["py+rs", "rs-server"], ack_concurrency=[1, 16]),
+    "full": dict(
+        rungs=["py", "py+rs", "rs-core", "rs-server"],
+        concurrency=[1, 16, 50],
+        hw_profile="xeon-4c",
+        duration_s=5.0,
+        warmup_s=1.0,
+        repeat=3,
+        gov_concurrency=[16],
+        plugin_concurrency=[1, 16],
+        ack_rungs=["py", "py+rs", "rs-core", "rs-server"],
+        ack_concurrency=[1, 16],
+    ),
+    "ci": dict(
+        rungs=["py", "py+rs", "rs-core", "rs-server"],
+        concurrency=[1, 16, 50],
+        hw_profile="ci-2c",
+        duration_s=1.5,
+        warmup_s=0.5,
+        repeat=1,
+        gov_concurrency=[16],
+        plugin_concurrency=[1],
+        ack_rungs=["py+rs", "rs-server"],
+        ack_concurrency=[1, 16],
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -83,32 +110,55 @@ print("run folder:", run.path)
 # Every stage on and the ledger appending, on every rung.
 
 # %%
-panel = SweepPanel(total=len(S["rungs"]) * len(S["concurrency"]) * S["repeat"], title="the four rungs") if live_panel else None
+panel = (
+    SweepPanel(total=len(S["rungs"]) * len(S["concurrency"]) * S["repeat"], title="the four rungs")
+    if live_panel
+    else None
+)
 if panel is not None:
     display(panel.widget)
-res = run_sweep_with_panel(panel, modes=S["rungs"], concurrency=S["concurrency"], profile=S["hw_profile"],
-                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
-                           out=run.path, name="ladder", capacity=True, report=False)
+res = run_sweep_with_panel(
+    panel,
+    modes=S["rungs"],
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="ladder",
+    capacity=True,
+    report=False,
+)
 cells = label_cells(res.table)
 run.write_table("cells", cells)
 ok = ok_cells(cells, NOTEBOOK)
 capacity = res.capacity
-cap_rps = float(capacity["rps"].iloc[0]) if capacity is not None and len(capacity) and capacity["status"].iloc[0] == "ok" else float("nan")
-print(f"load generator capacity against the mock (c={int(capacity['concurrency'].iloc[0])}): {cap_rps:,.0f} req/s")
+cap_rps = (
+    float(capacity["rps"].iloc[0])
+    if capacity is not None and len(capacity) and capacity["status"].iloc[0] == "ok"
+    else float("nan")
+)
+print(
+    f"load generator capacity against the mock (c={int(capacity['concurrency'].iloc[0])}): {cap_rps:,.0f} req/s"
+)
 ok[["label", "concurrency", "repeat", "rps", "ovh_p50_us", "cpu_us_per_req", "rss_peak_mb"]]
 
 # %%
 c_lo, c_mid, c_hi = min(S["concurrency"]), 16, max(S["concurrency"])
 rows = []
 for rung in S["rungs"]:
-    rows.append({
-        "rung": rung,
-        f"added p50 µs (c={c_lo})": fmt_si(values_at(ok, rung, c_lo, "ovh_p50_us")),
-        f"req/s (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "rps")),
-        f"req/s (c={c_hi})": fmt_si(values_at(ok, rung, c_hi, "rps")),
-        f"CPU µs/req (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "cpu_us_per_req")),
-        "peak RSS MB": fmt(spread_of(ok[ok["label"] == rung]["rss_peak_mb"])),
-    })
+    rows.append(
+        {
+            "rung": rung,
+            f"added p50 µs (c={c_lo})": fmt_si(values_at(ok, rung, c_lo, "ovh_p50_us")),
+            f"req/s (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "rps")),
+            f"req/s (c={c_hi})": fmt_si(values_at(ok, rung, c_hi, "rps")),
+            f"CPU µs/req (c={c_mid})": fmt_si(values_at(ok, rung, c_mid, "cpu_us_per_req")),
+            "peak RSS MB": fmt(spread_of(ok[ok["label"] == rung]["rss_peak_mb"])),
+        }
+    )
 ladder_table = pd.DataFrame(rows)
 ladder_table
 
@@ -116,13 +166,34 @@ ladder_table
 fig_ladder = make_subplots(rows=1, cols=3, subplot_titles=("req/s", "CPU µs per request", "peak RSS (MB)"))
 palette = px.colors.qualitative.Plotly
 for j, (label, d) in enumerate(agg(ok, "rps").groupby("label", sort=False)):
-    fig_ladder.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, mode="lines+markers",
-                           line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=1)
+    fig_ladder.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10]),
+        error_y=error_bars(d),
+        row=1,
+        col=1,
+    )
 for j, (label, d) in enumerate(agg(ok, "cpu_us_per_req").groupby("label", sort=False)):
-    fig_ladder.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, showlegend=False,
-                           mode="lines+markers", line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=2)
+    fig_ladder.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        showlegend=False,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10]),
+        error_y=error_bars(d),
+        row=1,
+        col=2,
+    )
 rss = ok.groupby("label", sort=False)["rss_peak_mb"].max().reset_index()
-fig_ladder.add_bar(x=rss["label"], y=rss["rss_peak_mb"], marker_color=palette[:len(rss)], showlegend=False, row=1, col=3)
+fig_ladder.add_bar(
+    x=rss["label"], y=rss["rss_peak_mb"], marker_color=palette[: len(rss)], showlegend=False, row=1, col=3
+)
 fig_ladder.add_hline(y=cap_rps, line_dash="dot", annotation_text="load generator capacity", row=1, col=1)
 fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=1)
 fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=2)
@@ -136,21 +207,46 @@ fig_ladder
 # a request from being split in two), at one concurrency.
 
 # %%
-gov = run_sweep_with_panel(None, modes=S["rungs"], concurrency=S["gov_concurrency"], profile=S["hw_profile"],
-                           duration_s=S["duration_s"], warmup_s=S["warmup_s"], repeat=S["repeat"], gil=False,
-                           out=run.path, name="governance", capacity=False, report=False, governance=["on", "off"])
+gov = run_sweep_with_panel(
+    None,
+    modes=S["rungs"],
+    concurrency=S["gov_concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="governance",
+    capacity=False,
+    report=False,
+    governance=["on", "off"],
+)
 gcells = gov.table.assign(label=gov.table["mode"])
 run.write_table("governance", gcells)
 gok = ok_cells(gcells.assign(label=gcells["mode"] + " gov=" + gcells["governance"]), NOTEBOOK)
 c_g = max(S["gov_concurrency"])
 rows = []
 for rung in S["rungs"]:
-    on_rps, off_rps = values_at(gok, f"{rung} gov=on", c_g, "rps"), values_at(gok, f"{rung} gov=off", c_g, "rps")
-    on_cpu, off_cpu = values_at(gok, f"{rung} gov=on", c_g, "cpu_us_per_req"), values_at(gok, f"{rung} gov=off", c_g, "cpu_us_per_req")
-    rows.append({"rung": rung, f"req/s governance on (c={c_g})": fmt_si(on_rps), "req/s off": fmt_si(off_rps),
-                 "throughput kept with governance on": fmt(ratio_spread(on_rps, off_rps)),
-                 "CPU µs/req on": fmt_si(on_cpu), "CPU µs/req off": fmt_si(off_cpu),
-                 "governance CPU µs/req": f"{on_cpu[0] - off_cpu[0]:.0f}"})
+    on_rps, off_rps = (
+        values_at(gok, f"{rung} gov=on", c_g, "rps"),
+        values_at(gok, f"{rung} gov=off", c_g, "rps"),
+    )
+    on_cpu, off_cpu = (
+        values_at(gok, f"{rung} gov=on", c_g, "cpu_us_per_req"),
+        values_at(gok, f"{rung} gov=off", c_g, "cpu_us_per_req"),
+    )
+    rows.append(
+        {
+            "rung": rung,
+            f"req/s governance on (c={c_g})": fmt_si(on_rps),
+            "req/s off": fmt_si(off_rps),
+            "throughput kept with governance on": fmt(ratio_spread(on_rps, off_rps)),
+            "CPU µs/req on": fmt_si(on_cpu),
+            "CPU µs/req off": fmt_si(off_cpu),
+            "governance CPU µs/req": f"{on_cpu[0] - off_cpu[0]:.0f}",
+        }
+    )
 gov_table = pd.DataFrame(rows)
 gov_table
 
@@ -165,6 +261,7 @@ gov_table
 
 # %%
 import yaml
+
 from gateway.launch import start_gateway
 from gateway.stages.auth import hash_key
 from harness.native_procs import run_load, start_mock
@@ -179,16 +276,29 @@ def gw_config(mock_url, tag, ledger=None, **more):
     """A gateway config against the mock (one passthrough model, the sweep's key), its ledger
     under the run folder; `ledger` adds ledger keys, `more` top-level sections."""
     path = run.path / f"{tag}.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"base_url": mock_url}}], "passthrough": True,
-        "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
-        "ledger": {"dir": str(run.path / "ledgers" / tag), **(ledger or {})}, **more}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "mock", "upstream": {"base_url": mock_url}}],
+                "passthrough": True,
+                "keys": [{"id": "default", "sha256": hash_key(API_KEY)}],
+                "ledger": {"dir": str(run.path / "ledgers" / tag), **(ledger or {})},
+                **more,
+            }
+        )
+    )
     return str(path)
 
 
 def load(url, c, secs):
-    return run_load(url + "/v1/chat/completions", concurrency=c, duration_s=secs, cpus=prof.load_cpus,
-                    body=CHAT_BODY, headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+    return run_load(
+        url + "/v1/chat/completions",
+        concurrency=c,
+        duration_s=secs,
+        cpus=prof.load_cpus,
+        body=CHAT_BODY,
+        headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"},
+    )
 
 
 plugin_rows = []
@@ -199,18 +309,31 @@ with start_mock(port=0, cpus=prof.mock_cpus) as mock:
             for rung in ("py", "rs-server"):
                 for hooked in (False, True):
                     tag = f"{rung}-{'hook' if hooked else 'none'}-c{c}-r{rep}".replace("+", "p")
-                    cfg = gw_config(mock.url, f"plugin-{tag}",
-                                    plugins={"pre_call": ["gateway.plugins:example_keyword_filter"] if hooked else []})
+                    cfg = gw_config(
+                        mock.url,
+                        f"plugin-{tag}",
+                        plugins={"pre_call": ["gateway.plugins:example_keyword_filter"] if hooked else []},
+                    )
                     with start_gateway(None, None, mode=rung, config=cfg, cpus=prof.gateway_cpus) as gw:
                         load(gw.url, c, S["warmup_s"])
                         sampler = TreeSampler(gw.pid).start()
                         r = load(gw.url, c, S["duration_s"])
                         cpu = sampler.stop()
                     n = r.get("requests") or 0
-                    plugin_rows.append({"rung": rung, "plugin": hooked, "concurrency": c, "repeat": rep,
-                                        "rps": r.get("rps"), "ovh_p50_us": r["latency_us"]["p50"] - direct,
-                                        "cpu_us_per_req": (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / n * 1e6 if n else float("nan"),
-                                        "rss_peak_mb": cpu["rss_peak_mb"]})
+                    plugin_rows.append(
+                        {
+                            "rung": rung,
+                            "plugin": hooked,
+                            "concurrency": c,
+                            "repeat": rep,
+                            "rps": r.get("rps"),
+                            "ovh_p50_us": r["latency_us"]["p50"] - direct,
+                            "cpu_us_per_req": (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / n * 1e6
+                            if n
+                            else float("nan"),
+                            "rss_peak_mb": cpu["rss_peak_mb"],
+                        }
+                    )
 plugins = pd.DataFrame(plugin_rows)
 run.write_table("plugins", plugins)
 rows = []
@@ -218,10 +341,16 @@ for (rung, c), d in plugins.groupby(["rung", "concurrency"], sort=False):
     on, off = d[d["plugin"]], d[~d["plugin"]]
     dp50 = spread_of(on["ovh_p50_us"].to_numpy() - off["ovh_p50_us"].to_numpy())
     dcpu = spread_of(on["cpu_us_per_req"].to_numpy() - off["cpu_us_per_req"].to_numpy())
-    rows.append({"rung": rung, "c": c, "added p50 µs without → with plugin":
-                 f"{spread_of(off['ovh_p50_us'])[0]:.0f} → {spread_of(on['ovh_p50_us'])[0]:.0f}",
-                 "plugin cost, p50 µs": fmt(dp50), "plugin cost, CPU µs/req": fmt(dcpu),
-                 "peak RSS MB with plugin": fmt(spread_of(on["rss_peak_mb"]))})
+    rows.append(
+        {
+            "rung": rung,
+            "c": c,
+            "added p50 µs without → with plugin": f"{spread_of(off['ovh_p50_us'])[0]:.0f} → {spread_of(on['ovh_p50_us'])[0]:.0f}",
+            "plugin cost, p50 µs": fmt(dp50),
+            "plugin cost, CPU µs/req": fmt(dcpu),
+            "peak RSS MB with plugin": fmt(spread_of(on["rss_peak_mb"])),
+        }
+    )
 plugin_table = pd.DataFrame(rows)
 plugin_table
 
@@ -245,14 +374,26 @@ with start_mock(port=0, cpus=prof.mock_cpus) as mock:
                     with start_gateway(None, None, mode=rung, config=cfg, cpus=prof.gateway_cpus) as gw:
                         load(gw.url, c, S["warmup_s"])
                         r = load(gw.url, c, S["duration_s"])
-                    ack_rows.append({"rung": rung, "ack": ack, "concurrency": c, "repeat": rep, "rps": r.get("rps"),
-                                     "lat_p50_us": r["latency_us"]["p50"], "errors": sum((r.get("errors") or {}).values())})
+                    ack_rows.append(
+                        {
+                            "rung": rung,
+                            "ack": ack,
+                            "concurrency": c,
+                            "repeat": rep,
+                            "rps": r.get("rps"),
+                            "lat_p50_us": r["latency_us"]["p50"],
+                            "errors": sum((r.get("errors") or {}).values()),
+                        }
+                    )
 acks = pd.DataFrame(ack_rows)
 run.write_table("ack", acks)
 rows = []
 for rung, d in acks.groupby("rung", sort=False):
     row = {"rung": rung}
-    for c, col, what in ((min(S["ack_concurrency"]), "lat_p50_us", "p50 µs"), (max(S["ack_concurrency"]), "rps", "req/s")):
+    for c, col, what in (
+        (min(S["ack_concurrency"]), "lat_p50_us", "p50 µs"),
+        (max(S["ack_concurrency"]), "rps", "req/s"),
+    ):
         bg = d[(d["ack"] == "background") & (d["concurrency"] == c)].sort_values("repeat")[col].to_numpy()
         du = d[(d["ack"] == "durable") & (d["concurrency"] == c)].sort_values("repeat")[col].to_numpy()
         row[f"c={c} {what}, background"] = fmt(spread_of(bg))
@@ -266,19 +407,31 @@ ack_table
 # %%
 def at(rung, c, col):
     return values_at(ok, rung, c, col)
+
+
 for rung in S["rungs"]:
     tag = rung.replace("+", "").replace("-", "")
     if rung != "py":
-        METRICS[f"rps_{tag}_over_py_c{c_mid}"] = metric(*ratio_spread(at(rung, c_mid, "rps"), at("py", c_mid, "rps")),
-            desc=f"req/s {rung} / py at c={c_mid}, every stage on")
-        METRICS[f"cpu_per_req_py_over_{tag}_c{c_mid}"] = metric(*ratio_spread(at("py", c_mid, "cpu_us_per_req"), at(rung, c_mid, "cpu_us_per_req")),
-            desc=f"CPU µs/request py / {rung} at c={c_mid}")
-METRICS[f"rps_rsserver_over_pyrs_c{c_mid}"] = metric(*ratio_spread(at("rs-server", c_mid, "rps"), at("py+rs", c_mid, "rps")),
-    desc=f"req/s rs-server / py+rs at c={c_mid} (the issue's aim: >= 3x)")
+        METRICS[f"rps_{tag}_over_py_c{c_mid}"] = metric(
+            *ratio_spread(at(rung, c_mid, "rps"), at("py", c_mid, "rps")),
+            desc=f"req/s {rung} / py at c={c_mid}, every stage on",
+        )
+        METRICS[f"cpu_per_req_py_over_{tag}_c{c_mid}"] = metric(
+            *ratio_spread(at("py", c_mid, "cpu_us_per_req"), at(rung, c_mid, "cpu_us_per_req")),
+            desc=f"CPU µs/request py / {rung} at c={c_mid}",
+        )
+METRICS[f"rps_rsserver_over_pyrs_c{c_mid}"] = metric(
+    *ratio_spread(at("rs-server", c_mid, "rps"), at("py+rs", c_mid, "rps")),
+    desc=f"req/s rs-server / py+rs at c={c_mid} (the issue's aim: >= 3x)",
+)
 rss = {r: spread_of(ok[ok["label"] == r]["rss_peak_mb"]) for r in S["rungs"]}
-METRICS["rss_py_over_rsserver"] = metric(*ratio_spread(rss["py"], rss["rs-server"]), desc="peak RSS py / rs-server")
-METRICS["ovh_p50_py_over_rsserver_c1"] = metric(*ratio_spread(at("py", c_lo, "ovh_p50_us"), at("rs-server", c_lo, "ovh_p50_us")),
-    desc=f"added p50 py / rs-server at c={c_lo}")
+METRICS["rss_py_over_rsserver"] = metric(
+    *ratio_spread(rss["py"], rss["rs-server"]), desc="peak RSS py / rs-server"
+)
+METRICS["ovh_p50_py_over_rsserver_c1"] = metric(
+    *ratio_spread(at("py", c_lo, "ovh_p50_us"), at("rs-server", c_lo, "ovh_p50_us")),
+    desc=f"added p50 py / rs-server at c={c_lo}",
+)
 pd.DataFrame(METRICS).T
 
 
@@ -288,9 +441,12 @@ pd.DataFrame(METRICS).T
 # Derived from the tables above, on this machine (the numbers change; the sentence is
 # written from them each run).
 
+
 # %%
 def med(rung, c, col):
     return at(rung, c, col)[0]
+
+
 best = max(S["rungs"], key=lambda r: med(r, c_mid, "rps"))
 rs, pyrs, py = med("rs-server", c_mid, "rps"), med("py+rs", c_mid, "rps"), med("py", c_mid, "rps")
 # the gateway is the bottleneck only if it keeps its core(s) busy; rs-server's cores used = req/s x CPU s per request
@@ -304,11 +460,14 @@ lowest_c1 = min(S["rungs"], key=lambda r: med(r, c_lo, "ovh_p50_us"))
 text = (
     f"At c={c_mid} with every stage and the ledger on, `rs-server` served **{rs:,.0f} req/s**, "
     f"{rs / py:.1f}x `py` and {rs / pyrs:.1f}x `py+rs`"
-    + (f" -- but that is not the gateway's ceiling: it kept only {gw_cores:.2f} of its core busy, while the mock and the "
-       f"load generator share the other core (alone against the mock they reached {cap_rps:,.0f} req/s at "
-       f"c={int(capacity['concurrency'].iloc[0])}) with the rest of this machine's load, so throughput ratios between rungs "
-       f"are lower bounds and CPU per request is the figure that separates them. "
-       if saturated else ". ")
+    + (
+        f" -- but that is not the gateway's ceiling: it kept only {gw_cores:.2f} of its core busy, while the mock and the "
+        f"load generator share the other core (alone against the mock they reached {cap_rps:,.0f} req/s at "
+        f"c={int(capacity['concurrency'].iloc[0])}) with the rest of this machine's load, so throughput ratios between rungs "
+        f"are lower bounds and CPU per request is the figure that separates them. "
+        if saturated
+        else ". "
+    )
     + f"Per request, `rs-server` spends {cpu['rs-server']:.0f} µs of gateway CPU against {cpu['py']:.0f} µs on `py` "
     f"({cpu['py'] / cpu['rs-server']:.1f}x less), `rs-core` {cpu['rs-core']:.0f} µs and `py+rs` {cpu['py+rs']:.0f} µs; "
     f"it peaks at {rss['rs-server'][0]:.0f} MB RSS against {rss['py'][0]:.0f} MB ({rss['py'][0] / rss['rs-server'][0]:.1f}x less). "
@@ -322,13 +481,23 @@ text = (
     f"{plug.get(('py', c_p), '?')} µs in-process on `py`."
 )
 c_a, c_b = min(S["ack_concurrency"]), max(S["ack_concurrency"])
+
+
 def ack_ratio(rung, c, col):
     d = acks[(acks["rung"] == rung) & (acks["concurrency"] == c)].sort_values("repeat")
-    return spread_of(d[d["ack"] == "durable"][col].to_numpy() / d[d["ack"] == "background"][col].to_numpy())[0]
-text += (" Waiting for the record to be durable before answering (`ack: durable`, fsync group) multiplies c="
-         f"{c_a} p50 by " + ", ".join(f"{ack_ratio(r, c_a, 'lat_p50_us'):.2f}x on `{r}`" for r in S["ack_rungs"])
-         + f" and c={c_b} req/s by " + ", ".join(f"{ack_ratio(r, c_b, 'rps'):.2f}x" for r in S["ack_rungs"])
-         + " (same order): group commit shares one fsync among the requests in flight.")
+    return spread_of(d[d["ack"] == "durable"][col].to_numpy() / d[d["ack"] == "background"][col].to_numpy())[
+        0
+    ]
+
+
+text += (
+    " Waiting for the record to be durable before answering (`ack: durable`, fsync group) multiplies c="
+    f"{c_a} p50 by "
+    + ", ".join(f"{ack_ratio(r, c_a, 'lat_p50_us'):.2f}x on `{r}`" for r in S["ack_rungs"])
+    + f" and c={c_b} req/s by "
+    + ", ".join(f"{ack_ratio(r, c_b, 'rps'):.2f}x" for r in S["ack_rungs"])
+    + " (same order): group commit shares one fsync among the requests in flight."
+)
 display(Markdown(text))
 run.write_json("closing.json", {"text": text})
 
@@ -339,10 +508,32 @@ run.write_json("closing.json", {"text": text})
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={"ladder": (ladder_table, "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop"),
-"governance": (gov_table, "Cost of governance per rung: all stages + ledger on vs --stages none --audit off"),
-"plugins": (plugin_table, "One Python pre_call plugin: in-process on py, sidecar process on rs-server"),
-"ack": (ack_table, "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung"),}, figures={"ladder": fig_ladder,}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "ladder": (
+            ladder_table,
+            "The Rust ladder with every stage and the audit ledger on: median [min–max] over repeats, closed loop",
+        ),
+        "governance": (
+            gov_table,
+            "Cost of governance per rung: all stages + ledger on vs --stages none --audit off",
+        ),
+        "plugins": (
+            plugin_table,
+            "One Python pre_call plugin: in-process on py, sidecar process on rs-server",
+        ),
+        "ack": (
+            ack_table,
+            "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung",
+        ),
+    },
+    figures={
+        "ladder": fig_ladder,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

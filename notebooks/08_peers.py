@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -64,28 +64,60 @@ from lab_ext.widgets import SweepPanel
 
 NOTEBOOK = "08_peers"
 SIZES = {
-    "full": dict(targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
-                 concurrency=[1, 16, 50], seed002_c=50, hw_profile="xeon-4c", duration_s=3.0, warmup_s=1.0, repeat=3,
-                 side_repeat=2,  # ladders, upstream latencies and streaming: 2 repeats keep the study near 30 min
-                 side_targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
-                 rates=[250, 500, 1000, 2000, 4000, 8000, 12000, 16000], p99_cap_ms=50.0,
-                 fixed_rate=100, upstream_ms=[1, 50, 500], stream_rate=50,
-                 stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20)),
+    "full": dict(
+        targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+        concurrency=[1, 16, 50],
+        seed002_c=50,
+        hw_profile="xeon-4c",
+        duration_s=3.0,
+        warmup_s=1.0,
+        repeat=3,
+        side_repeat=2,  # ladders, upstream latencies and streaming: 2 repeats keep the study near 30 min
+        side_targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+        rates=[250, 500, 1000, 2000, 4000, 8000, 12000, 16000],
+        p99_cap_ms=50.0,
+        fixed_rate=100,
+        upstream_ms=[1, 50, 500],
+        stream_rate=50,
+        stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20),
+    ),
     # every target and figure of "full" at about a third of its cost (2 repeats, 2 s cells, one
     # repeat beside the closed loop): what a loaded 2-core box affords in about half an hour
-    "medium": dict(targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
-                   side_targets=["py", "py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
-                   concurrency=[1, 16, 50], seed002_c=50, hw_profile="xeon-4c", duration_s=2.0, warmup_s=0.5,
-                   repeat=2, side_repeat=1, rates=[250, 500, 1000, 2000, 4000, 8000], p99_cap_ms=50.0,
-                   fixed_rate=50, upstream_ms=[1, 50, 500], stream_rate=20,
-                   stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20)),
-    "ci": dict(targets=["py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
-               # one LiteLLM target beside the closed loop: its ~15 s start-up dominates a CI run
-               side_targets=["py+rs", "litellm-rust", "portkey", "noveum"],
-               concurrency=[1, 16], seed002_c=16, hw_profile="ci-2c", duration_s=1.0, warmup_s=0.5, repeat=1, side_repeat=1,
-               rates=[50, 200, 800], p99_cap_ms=50.0,
-               fixed_rate=20, upstream_ms=[1, 50, 500], stream_rate=20,
-               stream_upstream=dict(ttft_ms=20, itl_ms=5, tokens=8)),
+    "medium": dict(
+        targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+        side_targets=["py", "py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
+        concurrency=[1, 16, 50],
+        seed002_c=50,
+        hw_profile="xeon-4c",
+        duration_s=2.0,
+        warmup_s=0.5,
+        repeat=2,
+        side_repeat=1,
+        rates=[250, 500, 1000, 2000, 4000, 8000],
+        p99_cap_ms=50.0,
+        fixed_rate=50,
+        upstream_ms=[1, 50, 500],
+        stream_rate=20,
+        stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20),
+    ),
+    "ci": dict(
+        targets=["py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
+        # one LiteLLM target beside the closed loop: its ~15 s start-up dominates a CI run
+        side_targets=["py+rs", "litellm-rust", "portkey", "noveum"],
+        concurrency=[1, 16],
+        seed002_c=16,
+        hw_profile="ci-2c",
+        duration_s=1.0,
+        warmup_s=0.5,
+        repeat=1,
+        side_repeat=1,
+        rates=[50, 200, 800],
+        p99_cap_ms=50.0,
+        fixed_rate=20,
+        upstream_ms=[1, 50, 500],
+        stream_rate=20,
+        stream_upstream=dict(ttft_ms=20, itl_ms=5, tokens=8),
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -106,9 +138,19 @@ pd.DataFrame(peers.listing())[["peer", "pinned", "installed", "status", "where"]
 # %%
 def sweep(name, **kw):
     """One sweep into this run folder; every target of S unless `targets` is given."""
-    kw = {"targets": S["targets"], "profile": S["hw_profile"], "duration_s": S["duration_s"],
-          "warmup_s": S["warmup_s"], "repeat": S["repeat"], "gil": False, "capacity": False, "report": False,
-          "out": run.path, "name": name, **kw}
+    kw = {
+        "targets": S["targets"],
+        "profile": S["hw_profile"],
+        "duration_s": S["duration_s"],
+        "warmup_s": S["warmup_s"],
+        "repeat": S["repeat"],
+        "gil": False,
+        "capacity": False,
+        "report": False,
+        "out": run.path,
+        "name": name,
+        **kw,
+    }
     points = len(kw.get("rates") or kw.get("concurrency") or [1])
     panel = SweepPanel(total=len(kw["targets"]) * points * kw["repeat"], title=name) if live_panel else None
     if panel is not None:
@@ -119,7 +161,7 @@ def sweep(name, **kw):
 def why_failed(cells, target):
     """The first error of a target's cells, shortened for a table."""
     err = cells.loc[(cells["mode"] == target) & (cells["status"] != "ok"), "error"]
-    return (err.iloc[0][:120] if len(err) else "no cell")
+    return err.iloc[0][:120] if len(err) else "no cell"
 
 
 def failed_cells(cells):
@@ -146,8 +188,11 @@ def spread_at(df, target, col, **where):
 
 rows = []
 for t in S["targets"]:
-    row = {"target": t, "kind": "peer" if t not in ("py", "py+rs") else "rung",
-           "version": (closed.loc[closed["mode"] == t, "peer_version"].iloc[0] or "this repo")}
+    row = {
+        "target": t,
+        "kind": "peer" if t not in ("py", "py+rs") else "rung",
+        "version": (closed.loc[closed["mode"] == t, "peer_version"].iloc[0] or "this repo"),
+    }
     for c in S["concurrency"]:
         row[f"req/s c={c}"] = fmt_si(spread_at(ok, t, "rps", concurrency=c))
     row["added p50 µs (c=1)"] = fmt_si(spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"])))
@@ -166,24 +211,46 @@ closed_table
 # %%
 c2 = S["seed002_c"]
 lite = ok[ok["mode"].isin(["litellm", "litellm-rust"]) & (ok["concurrency"] == c2)]
-display(closed[closed["mode"].isin(["litellm", "litellm-rust"])][["mode", "concurrency", "path_check"]].drop_duplicates())
+display(
+    closed[closed["mode"].isin(["litellm", "litellm-rust"])][
+        ["mode", "concurrency", "path_check"]
+    ].drop_duplicates()
+)
 py_rps, rs_rps = spread_at(lite, "litellm", "rps"), spread_at(lite, "litellm-rust", "rps")
 py_mem, rs_mem = spread_at(ok, "litellm", "rss_peak_mb"), spread_at(ok, "litellm-rust", "rss_peak_mb")
-METRICS["litellm_rust_over_python_rps"] = metric(*ratio_spread(rs_rps, py_rps),
-                                                 desc=f"LiteLLM /v1/messages req/s, LITELLM_RUST=true / false, c={c2}")
-METRICS["litellm_rust_over_python_rss"] = metric(*ratio_spread(rs_mem, py_mem),
-                                                 desc="LiteLLM peak RSS, LITELLM_RUST=true / false")
-seed002 = pd.DataFrame([
-    {"": "seed 002 (their machine)", "LiteLLM Python req/s": "453", "Rust req/s": "6,782 (their Rust gateway)",
-     "Python peak MB": "358.9", "Rust peak MB": "31.7"},
-    {"": f"this run, c={c2}", "LiteLLM Python req/s": fmt_si(py_rps), "Rust req/s": fmt_si(rs_rps) + " (litellm-rust)",
-     "Python peak MB": fmt(py_mem), "Rust peak MB": fmt(rs_mem)},
-])
+METRICS["litellm_rust_over_python_rps"] = metric(
+    *ratio_spread(rs_rps, py_rps), desc=f"LiteLLM /v1/messages req/s, LITELLM_RUST=true / false, c={c2}"
+)
+METRICS["litellm_rust_over_python_rss"] = metric(
+    *ratio_spread(rs_mem, py_mem), desc="LiteLLM peak RSS, LITELLM_RUST=true / false"
+)
+seed002 = pd.DataFrame(
+    [
+        {
+            "": "seed 002 (their machine)",
+            "LiteLLM Python req/s": "453",
+            "Rust req/s": "6,782 (their Rust gateway)",
+            "Python peak MB": "358.9",
+            "Rust peak MB": "31.7",
+        },
+        {
+            "": f"this run, c={c2}",
+            "LiteLLM Python req/s": fmt_si(py_rps),
+            "Rust req/s": fmt_si(rs_rps) + " (litellm-rust)",
+            "Python peak MB": fmt(py_mem),
+            "Rust peak MB": fmt(rs_mem),
+        },
+    ]
+)
 display(seed002)
 r = METRICS["litellm_rust_over_python_rps"]
-display(Markdown(f"On `/v1/messages` LiteLLM's Rust bridge gives **{r['value']:.2f}x** the Python path's throughput "
-                 f"[{r['min']:.2f}–{r['max']:.2f}] at c={c2}: its stage 1 moves the transforms, while the proxy "
-                 "around them (FastAPI, routing, logging hooks) stays Python."))
+display(
+    Markdown(
+        f"On `/v1/messages` LiteLLM's Rust bridge gives **{r['value']:.2f}x** the Python path's throughput "
+        f"[{r['min']:.2f}–{r['max']:.2f}] at c={c2}: its stage 1 moves the transforms, while the proxy "
+        "around them (FastAPI, routing, logging hooks) stays Python."
+    )
+)
 
 # %% [markdown]
 # ## 3 · Seed 004's open-loop rate ladders
@@ -193,25 +260,40 @@ display(Markdown(f"On `/v1/messages` LiteLLM's Rust bridge gives **{r['value']:.
 # the cap and errors stay under 1%; a target's ladder stops at its first unsustained rate.
 
 # %%
-ladder = sweep("ladder", targets=S["side_targets"], rates=S["rates"], p99_cap_ms=S["p99_cap_ms"],
-               repeat=S["side_repeat"]).table
+ladder = sweep(
+    "ladder", targets=S["side_targets"], rates=S["rates"], p99_cap_ms=S["p99_cap_ms"], repeat=S["side_repeat"]
+).table
 run.write_table("ladder", ladder)
 sust = sustainable_rates(ladder, 1000 * S["p99_cap_ms"])
 lok = ladder[ladder["status"] == "ok"]
 p95_rows = []
 for (t, rate), d in lok.groupby(["mode", "rate"], sort=False):
-    p95_rows.append({"target": t, "rate/s": int(rate), "p50 ms": fmt(spread_of(d["lat_p50_us"] / 1e3)),
-                     "p95 ms": fmt(spread_of(d["lat_p95_us"] / 1e3)), "p99 ms": fmt(spread_of(d["lat_p99_us"] / 1e3)),
-                     "errors %": fmt(spread_of(100 * d["error_share"].fillna(0))),
-                     "sustained": bool(d["sustained"].all())})
+    p95_rows.append(
+        {
+            "target": t,
+            "rate/s": int(rate),
+            "p50 ms": fmt(spread_of(d["lat_p50_us"] / 1e3)),
+            "p95 ms": fmt(spread_of(d["lat_p95_us"] / 1e3)),
+            "p99 ms": fmt(spread_of(d["lat_p99_us"] / 1e3)),
+            "errors %": fmt(spread_of(100 * d["error_share"].fillna(0))),
+            "sustained": bool(d["sustained"].all()),
+        }
+    )
 p95_table = pd.DataFrame(p95_rows)
 fig_p95 = go.Figure()
 for t, d in lok.groupby("mode", sort=False):
     m = d.groupby("rate")["lat_p95_us"].median() / 1e3
     fig_p95.add_scatter(x=m.index, y=m.values, name=t, mode="lines+markers")
 fig_p95.add_hline(y=S["p99_cap_ms"], line_dash="dot", annotation_text=f"{S['p99_cap_ms']:g} ms")
-fig_p95.update_layout(title="p95 against open-loop arrival rate (CO-corrected)", xaxis_title="req/s", xaxis_type="log",
-                      yaxis_title="p95 ms", yaxis_type="log", template="plotly_white", height=420)
+fig_p95.update_layout(
+    title="p95 against open-loop arrival rate (CO-corrected)",
+    xaxis_title="req/s",
+    xaxis_type="log",
+    yaxis_title="p95 ms",
+    yaxis_type="log",
+    template="plotly_white",
+    height=420,
+)
 display(sust)
 fig_p95
 
@@ -221,9 +303,15 @@ fig_p95
 # %%
 frames = []
 for ms in S["upstream_ms"]:
-    t = sweep(f"upstream-{ms}ms", targets=S["side_targets"], rates=[S["fixed_rate"]], upstream=dict(latency_ms=ms),
-              repeat=S["side_repeat"],
-              duration_s=max(S["duration_s"], 4 * ms / 1000 + 1.0), p99_cap_ms=10 * ms + 1000).table
+    t = sweep(
+        f"upstream-{ms}ms",
+        targets=S["side_targets"],
+        rates=[S["fixed_rate"]],
+        upstream=dict(latency_ms=ms),
+        repeat=S["side_repeat"],
+        duration_s=max(S["duration_s"], 4 * ms / 1000 + 1.0),
+        p99_cap_ms=10 * ms + 1000,
+    ).table
     frames.append(t.assign(upstream_ms=ms))
 upstream = pd.concat(frames, ignore_index=True)
 run.write_table("upstream", upstream)
@@ -244,20 +332,35 @@ fast_slow
 # ## 5 · Streaming: time-to-first-byte overhead with an SSE upstream
 
 # %%
-stream = sweep("stream", targets=S["side_targets"], rates=[S["stream_rate"]], stream=True, upstream=dict(latency_ms=0, **S["stream_upstream"]),
-               repeat=S["side_repeat"],
-               p99_cap_ms=10_000).table
+stream = sweep(
+    "stream",
+    targets=S["side_targets"],
+    rates=[S["stream_rate"]],
+    stream=True,
+    upstream=dict(latency_ms=0, **S["stream_upstream"]),
+    repeat=S["side_repeat"],
+    p99_cap_ms=10_000,
+).table
 run.write_table("stream", stream)
 sok = stream[stream["status"] == "ok"]
-ttft = pd.DataFrame([{"target": t, "TTFB p50 µs": fmt_si(spread_at(sok, t, "ttfb_p50_us")),
-                      "added TTFB p50 µs": fmt_si(spread_at(sok, t, "ovh_ttfb_p50_us")),
-                      "added TTFB p99 µs": fmt_si(spread_at(sok, t, "ovh_ttfb_p99_us"))}
-                     if (sok["mode"] == t).any() else {"target": t, "TTFB p50 µs": "failed: " + why_failed(stream, t)}
-                     for t in S["side_targets"]])
+ttft = pd.DataFrame(
+    [
+        {
+            "target": t,
+            "TTFB p50 µs": fmt_si(spread_at(sok, t, "ttfb_p50_us")),
+            "added TTFB p50 µs": fmt_si(spread_at(sok, t, "ovh_ttfb_p50_us")),
+            "added TTFB p99 µs": fmt_si(spread_at(sok, t, "ovh_ttfb_p99_us")),
+        }
+        if (sok["mode"] == t).any()
+        else {"target": t, "TTFB p50 µs": "failed: " + why_failed(stream, t)}
+        for t in S["side_targets"]
+    ]
+)
 ttft
 
 # %% [markdown]
 # ## The figures side by side
+
 
 # %%
 def fs_value(t, col):
@@ -269,22 +372,31 @@ summary_rows = []
 for t in S["targets"]:
     s = sust[sust["mode"] == t]
     held = s["sustainable_rate"].iloc[0] if len(s) else None
-    summary_rows.append({
-        "target": t,
-        f"req/s c={min(S['concurrency'])}": fmt_si(spread_at(ok, t, "rps", concurrency=min(S["concurrency"]))),
-        "req/s c=16": fmt_si(spread_at(ok, t, "rps", concurrency=16)),
-        "added p50 µs": fmt_si(spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"]))),
-        "peak RSS MiB": fmt(spread_at(ok, t, "rss_peak_mb")),
-        "sustainable req/s": "not run" if held is None else (f"< {min(S['rates'])}" if math.isnan(held) else f"{held:g}"),
-        "added p50 µs @ 50 ms upstream": fs_value(t, "added p50 µs @ 50 ms"),
-        "added p50 µs @ 500 ms upstream": fs_value(t, "added p50 µs @ 500 ms"),
-    })
+    summary_rows.append(
+        {
+            "target": t,
+            f"req/s c={min(S['concurrency'])}": fmt_si(
+                spread_at(ok, t, "rps", concurrency=min(S["concurrency"]))
+            ),
+            "req/s c=16": fmt_si(spread_at(ok, t, "rps", concurrency=16)),
+            "added p50 µs": fmt_si(spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"]))),
+            "peak RSS MiB": fmt(spread_at(ok, t, "rss_peak_mb")),
+            "sustainable req/s": "not run"
+            if held is None
+            else (f"< {min(S['rates'])}" if math.isnan(held) else f"{held:g}"),
+            "added p50 µs @ 50 ms upstream": fs_value(t, "added p50 µs @ 50 ms"),
+            "added p50 µs @ 500 ms upstream": fs_value(t, "added p50 µs @ 500 ms"),
+        }
+    )
 summary = pd.DataFrame(summary_rows)
 for t in ("noveum", "portkey", "litellm"):
     if t in S["targets"] and "py+rs" in S["targets"]:
         METRICS[f"{t.replace('-', '_')}_over_pyrs_rps_c16"] = metric(
-            *ratio_spread(spread_at(ok, t, "rps", concurrency=16), spread_at(ok, "py+rs", "rps", concurrency=16)),
-            desc=f"{t} / py+rs req/s, closed loop c=16")
+            *ratio_spread(
+                spread_at(ok, t, "rps", concurrency=16), spread_at(ok, "py+rs", "rps", concurrency=16)
+            ),
+            desc=f"{t} / py+rs req/s, closed loop c=16",
+        )
 summary
 
 # %% [markdown]
@@ -294,15 +406,33 @@ summary
 # it), static PNG and SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={
-    "peers_summary": (summary, "Every target on one machine: median [min–max] over repeats"),
-    "closed_loop": (closed_table, "Closed loop: req/s, added p50 over the direct baseline, peak RSS of the process tree"),
-    "seed002_litellm": (seed002, "Seed 002's LiteLLM figures against this run (same route, LITELLM_RUST off / on)"),
-    "p95_vs_rate": (p95_table, "Open-loop ladders (CO-corrected): p50/p95/p99 per rate"),
-    "sustainable_rate": (sust, f"Highest rate with p99 <= {S['p99_cap_ms']:g} ms and < 1% errors"),
-    "fast_vs_slow": (fast_slow, f"Added latency at {S['fixed_rate']} req/s open loop, by upstream latency"),
-    "streaming_ttfb": (ttft, "Streaming: time to first byte and its overhead over the direct SSE baseline"),
-}, figures={"p95_vs_rate": fig_p95}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "peers_summary": (summary, "Every target on one machine: median [min–max] over repeats"),
+        "closed_loop": (
+            closed_table,
+            "Closed loop: req/s, added p50 over the direct baseline, peak RSS of the process tree",
+        ),
+        "seed002_litellm": (
+            seed002,
+            "Seed 002's LiteLLM figures against this run (same route, LITELLM_RUST off / on)",
+        ),
+        "p95_vs_rate": (p95_table, "Open-loop ladders (CO-corrected): p50/p95/p99 per rate"),
+        "sustainable_rate": (sust, f"Highest rate with p99 <= {S['p99_cap_ms']:g} ms and < 1% errors"),
+        "fast_vs_slow": (
+            fast_slow,
+            f"Added latency at {S['fixed_rate']} req/s open loop, by upstream latency",
+        ),
+        "streaming_ttfb": (
+            ttft,
+            "Streaming: time to first byte and its overhead over the direct SSE baseline",
+        ),
+    },
+    figures={"p95_vs_rate": fig_p95},
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

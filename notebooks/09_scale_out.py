@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -52,25 +52,55 @@ live_panel = True  # the live sweep widget; headless runs turn it off (its JS wo
 
 # %%
 # %load_ext lab_ext
-import numpy as np
 import pandas as pd
 import plotly.express as px
-from plotly.subplots import make_subplots
 from IPython.display import Markdown, display
+from plotly.subplots import make_subplots
+
 from harness.notebooks import metric, write_metrics
 from harness.profiles import place_workers, resolve
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
+from lab_ext.nb import (
+    agg,
+    error_bars,
+    fmt,
+    fmt_si,
+    label_cells,
+    notebook_run,
+    ok_cells,
+    ratio_spread,
+    spread_of,
+    values_at,
+)
 from lab_ext.widgets import SweepPanel
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, error_bars, fmt, fmt_si, label_cells, agg, ok_cells, values_at
 
 NOTEBOOK = "09_scale_out"
 SIZES = {
-    "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], workers=[1, 2, 4], concurrency=[1, 2, 4, 8, 16],
-                 hw_profile="xeon-4c", duration_s=5.0, warmup_s=1.0, repeat=3, ledger_rungs=["py", "rs-core"],
-                 ledger_concurrency=16, capacity=True),
-    "ci": dict(rungs=["py", "rs-core"], workers=[1, 2], concurrency=[1, 16], hw_profile="xeon-4c",
-               duration_s=0.5, warmup_s=0.2, repeat=1, ledger_rungs=["py"], ledger_concurrency=16, capacity=False),
+    "full": dict(
+        rungs=["py", "py+rs", "rs-core", "rs-server"],
+        workers=[1, 2, 4],
+        concurrency=[1, 2, 4, 8, 16],
+        hw_profile="xeon-4c",
+        duration_s=5.0,
+        warmup_s=1.0,
+        repeat=3,
+        ledger_rungs=["py", "rs-core"],
+        ledger_concurrency=16,
+        capacity=True,
+    ),
+    "ci": dict(
+        rungs=["py", "rs-core"],
+        workers=[1, 2],
+        concurrency=[1, 16],
+        hw_profile="xeon-4c",
+        duration_s=0.5,
+        warmup_s=0.2,
+        repeat=1,
+        ledger_rungs=["py"],
+        ledger_concurrency=16,
+        capacity=False,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -81,13 +111,22 @@ METRICS = {}
 hw = resolve(S["hw_profile"])
 placements = {w: place_workers(hw, w) for w in S["workers"]}
 CLAMPED = (not hw.profile_satisfied) or any(not p.satisfied for p in placements.values())
-CLAMP = ("CLAMPED on this machine: " + "; ".join(dict.fromkeys(
-    [f"profile {hw.name}: {n}" for n in hw.notes] + [n for p in placements.values() for n in p.notes
-                                                        if not n.startswith("profile: ")]))) if CLAMPED else \
-    f"profile {hw.name} satisfied"
+CLAMP = (
+    (
+        "CLAMPED on this machine: "
+        + "; ".join(
+            dict.fromkeys(
+                [f"profile {hw.name}: {n}" for n in hw.notes]
+                + [n for p in placements.values() for n in p.notes if not n.startswith("profile: ")]
+            )
+        )
+    )
+    if CLAMPED
+    else f"profile {hw.name} satisfied"
+)
 print(MACHINE)
 print(CLAMP)
-for w, p in placements.items():
+for p in placements.values():
     print(p.line())
 print("run folder:", run.path)
 
@@ -102,7 +141,7 @@ def knee(cs, rps) -> int:
     """The first c after which the next concurrency step adds less than 10% throughput
     (the last c when every step still adds more)."""
     pts = sorted(zip(cs, rps))
-    for (c0, r0), (c1, r1) in zip(pts, pts[1:]):
+    for (c0, r0), (_c1, r1) in zip(pts, pts[1:]):
         if r1 < 1.10 * r0:
             return int(c0)
     return int(pts[-1][0])
@@ -116,19 +155,37 @@ n_cells = len(S["rungs"]) * len(S["workers"]) * len(S["concurrency"]) * S["repea
 panel = SweepPanel(total=n_cells, title="rungs × workers × c") if live_panel else None
 if panel is not None:
     display(panel.widget)
-res = run_sweep_with_panel(panel, modes=S["rungs"], workers=S["workers"], concurrency=S["concurrency"],
-                           profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
-                           repeat=S["repeat"], gil=False, out=run.path, name="scaleout", capacity=S["capacity"],
-                           report=False)
+res = run_sweep_with_panel(
+    panel,
+    modes=S["rungs"],
+    workers=S["workers"],
+    concurrency=S["concurrency"],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="scaleout",
+    capacity=S["capacity"],
+    report=False,
+)
 cells = label_cells(res.table)
 run.write_table("cells", cells)
 ok = ok_cells(cells, NOTEBOOK)
 wtab = pd.read_parquet(res.dir / "workers.parquet")
 run.write_table("workers", wtab)
 capacity = res.capacity
-cap_rps = float(capacity["rps"].iloc[0]) if capacity is not None and len(capacity) and capacity["status"].iloc[0] == "ok" else float("nan")
-print(f"load generator capacity against the mock: {cap_rps:,.0f} req/s" if cap_rps == cap_rps else
-      "load generator capacity: not measured at this size")
+cap_rps = (
+    float(capacity["rps"].iloc[0])
+    if capacity is not None and len(capacity) and capacity["status"].iloc[0] == "ok"
+    else float("nan")
+)
+print(
+    f"load generator capacity against the mock: {cap_rps:,.0f} req/s"
+    if cap_rps == cap_rps
+    else "load generator capacity: not measured at this size"
+)
 ok[["label", "workers", "concurrency", "rps", "ovh_p50_us", "cpu_cores", "loop_lag_p99_us", "clamped"]]
 
 # %%
@@ -137,9 +194,18 @@ fig_curves = make_subplots(rows=1, cols=len(S["rungs"]), subplot_titles=S["rungs
 for i, rung in enumerate(S["rungs"]):
     for j, w in enumerate(S["workers"]):
         d = agg(ok[(ok["mode"] == rung) & (ok["workers"] == w)], "rps")
-        fig_curves.add_scatter(x=d["concurrency"], y=d["median"], error_y=error_bars(d), mode="lines+markers",
-                               name=f"{w} worker(s)", legendgroup=str(w), showlegend=i == 0,
-                               line=dict(color=palette[j % 10]), row=1, col=i + 1)
+        fig_curves.add_scatter(
+            x=d["concurrency"],
+            y=d["median"],
+            error_y=error_bars(d),
+            mode="lines+markers",
+            name=f"{w} worker(s)",
+            legendgroup=str(w),
+            showlegend=i == 0,
+            line=dict(color=palette[j % 10]),
+            row=1,
+            col=i + 1,
+        )
     fig_curves.update_xaxes(title_text="concurrency c", type="log", row=1, col=i + 1)
 if cap_rps == cap_rps:  # measured (not at ci size)
     fig_curves.add_hline(y=cap_rps, line_dash="dot", annotation_text="load generator capacity")
@@ -163,24 +229,58 @@ for (rung, w), d in ok.groupby(["mode", "workers"], sort=False):
     at = d[d["concurrency"] == k]
     wk = wtab[(wtab["mode"] == rung) & (wtab["workers"] == w) & (wtab["concurrency"] == k)]
     per_worker = wk.groupby("worker")["cpu_cores"].median()
-    rows.append({"rung": rung, "workers": int(w), "knee c": k, "req/s at knee": fmt_si(spread_of(at["rps"])),
-                 "peak req/s": fmt_si(spread_of(d[d["concurrency"] == a.loc[a["median"].idxmax(), "concurrency"]]["rps"])),
-                 "gateway CPU cores at knee": fmt(spread_of(at["cpu_cores"])),
-                 "CPU per worker at knee": " / ".join(f"{v:.2f}" for v in per_worker) or "–",
-                 "GIL wait p99 µs (worst worker)": f"{wk['gil_wait_p99_us'].max():.0f}" if wk["gil_wait_p99_us"].notna().any() else "n/a (no interpreter)",
-                 "loop lag p99 µs (worst worker)": f"{wk['loop_lag_p99_us'].max():.0f}" if wk["loop_lag_p99_us"].notna().any() else "n/a (no interpreter)",
-                 "clamped": bool(d["clamped"].any())})
+    rows.append(
+        {
+            "rung": rung,
+            "workers": int(w),
+            "knee c": k,
+            "req/s at knee": fmt_si(spread_of(at["rps"])),
+            "peak req/s": fmt_si(
+                spread_of(d[d["concurrency"] == a.loc[a["median"].idxmax(), "concurrency"]]["rps"])
+            ),
+            "gateway CPU cores at knee": fmt(spread_of(at["cpu_cores"])),
+            "CPU per worker at knee": " / ".join(f"{v:.2f}" for v in per_worker) or "–",
+            "GIL wait p99 µs (worst worker)": f"{wk['gil_wait_p99_us'].max():.0f}"
+            if wk["gil_wait_p99_us"].notna().any()
+            else "n/a (no interpreter)",
+            "loop lag p99 µs (worst worker)": f"{wk['loop_lag_p99_us'].max():.0f}"
+            if wk["loop_lag_p99_us"].notna().any()
+            else "n/a (no interpreter)",
+            "clamped": bool(d["clamped"].any()),
+        }
+    )
 knee_table = pd.DataFrame(rows)
 knee_table
 
 # %%
-fig_cpu = make_subplots(rows=1, cols=2, subplot_titles=("gateway CPU cores (process tree)", "CPU µs per request"))
+fig_cpu = make_subplots(
+    rows=1, cols=2, subplot_titles=("gateway CPU cores (process tree)", "CPU µs per request")
+)
 for j, (label, d) in enumerate(agg(ok, "cpu_cores").groupby("label", sort=False)):
-    fig_cpu.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, mode="lines+markers",
-                        line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=1)
+    fig_cpu.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10]),
+        error_y=error_bars(d),
+        row=1,
+        col=1,
+    )
 for j, (label, d) in enumerate(agg(ok, "cpu_us_per_req").groupby("label", sort=False)):
-    fig_cpu.add_scatter(x=d["concurrency"], y=d["median"], name=label, legendgroup=label, showlegend=False,
-                        mode="lines+markers", line=dict(color=palette[j % 10]), error_y=error_bars(d), row=1, col=2)
+    fig_cpu.add_scatter(
+        x=d["concurrency"],
+        y=d["median"],
+        name=label,
+        legendgroup=label,
+        showlegend=False,
+        mode="lines+markers",
+        line=dict(color=palette[j % 10]),
+        error_y=error_bars(d),
+        row=1,
+        col=2,
+    )
 for col in (1, 2):
     fig_cpu.update_xaxes(title_text="concurrency c", type="log", row=1, col=col)
 fig_cpu.update_layout(height=430, title=labelled("What the gateway's CPU does as workers are added"))
@@ -198,10 +298,22 @@ fig_cpu
 
 # %%
 lw = [w for w in S["workers"] if w > 1][:1]
-led = run_sweep_with_panel(None, modes=S["ledger_rungs"], workers=[1, *lw], concurrency=[S["ledger_concurrency"]],
-                           profile=S["hw_profile"], duration_s=S["duration_s"], warmup_s=S["warmup_s"],
-                           repeat=S["repeat"], gil=False, out=run.path, name="ledger", capacity=False, report=False,
-                           governance=["stages-only"])
+led = run_sweep_with_panel(
+    None,
+    modes=S["ledger_rungs"],
+    workers=[1, *lw],
+    concurrency=[S["ledger_concurrency"]],
+    profile=S["hw_profile"],
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["repeat"],
+    gil=False,
+    out=run.path,
+    name="ledger",
+    capacity=False,
+    report=False,
+    governance=["stages-only"],
+)
 lcells = label_cells(led.table)
 run.write_table("ledger_cost", lcells)
 lok = pd.concat([ok_cells(lcells, NOTEBOOK), ok[ok["mode"].isin(S["ledger_rungs"])]], ignore_index=True)
@@ -215,12 +327,23 @@ for rung in S["ledger_rungs"]:
         on_rps = values_at(lok, base, c_l, "rps")
         off_rps = values_at(lok, base.replace(rung, f"{rung} gov=stages-only", 1), c_l, "rps")
         cost = spread_of([a - b for a, b in zip(on_cpu, off_cpu)])
-        rows.append({"rung": rung, "workers": w, "ledger": "single" if w == 1 else f"sharded ({w} shards)",
-                     f"CPU µs/req ledger on (c={c_l})": fmt(on_cpu), "ledger off": fmt(off_cpu),
-                     "ledger cost, CPU µs/req": f"{on_cpu[0] - off_cpu[0]:.0f}",
-                     "req/s kept with the ledger": fmt(ratio_spread(on_rps, off_rps)), "clamped": CLAMPED})
+        rows.append(
+            {
+                "rung": rung,
+                "workers": w,
+                "ledger": "single" if w == 1 else f"sharded ({w} shards)",
+                f"CPU µs/req ledger on (c={c_l})": fmt(on_cpu),
+                "ledger off": fmt(off_cpu),
+                "ledger cost, CPU µs/req": f"{on_cpu[0] - off_cpu[0]:.0f}",
+                "req/s kept with the ledger": fmt(ratio_spread(on_rps, off_rps)),
+                "clamped": CLAMPED,
+            }
+        )
         METRICS[f"ledger_cpu_us_per_req_{rung.replace('+', '').replace('-', '')}_w{w}"] = metric(
-            on_cpu[0] - off_cpu[0], unit="µs", desc=f"{rung}, {w} worker(s): CPU µs/req ledger on - off at c={c_l}")
+            on_cpu[0] - off_cpu[0],
+            unit="µs",
+            desc=f"{rung}, {w} worker(s): CPU µs/req ledger on - off at c={c_l}",
+        )
 ledger_table = pd.DataFrame(rows)
 ledger_table
 
@@ -236,12 +359,22 @@ for rung in S["rungs"]:
     one = values_at(ok, rung, c_hi, "rps")
     many = values_at(ok, f"{rung} w={w_hi}", c_hi, "rps") if w_hi > 1 else one
     r = ratio_spread(many, one)
-    METRICS[f"rps_w{w_hi}_over_w1_{tag}_c{c_hi}"] = metric(*r, desc=f"req/s {w_hi} workers / 1 at c={c_hi}, {rung}")
+    METRICS[f"rps_w{w_hi}_over_w1_{tag}_c{c_hi}"] = metric(
+        *r, desc=f"req/s {w_hi} workers / 1 at c={c_hi}, {rung}"
+    )
     cpu1 = values_at(ok, rung, c_hi, "cpu_us_per_req")[0]
     cpun = values_at(ok, f"{rung} w={w_hi}", c_hi, "cpu_us_per_req")[0] if w_hi > 1 else cpu1
-    verdict.append({"rung": rung, f"req/s 1 worker (c={c_hi})": fmt_si(one), f"req/s {w_hi} workers": fmt_si(many),
-                    f"{w_hi} workers / 1": fmt(r), "CPU µs/req 1 → N": f"{cpu1:.0f} → {cpun:.0f}",
-                    "scale out pays here": bool(r[1] > 1.0), "clamped": CLAMPED})
+    verdict.append(
+        {
+            "rung": rung,
+            f"req/s 1 worker (c={c_hi})": fmt_si(one),
+            f"req/s {w_hi} workers": fmt_si(many),
+            f"{w_hi} workers / 1": fmt(r),
+            "CPU µs/req 1 → N": f"{cpu1:.0f} → {cpun:.0f}",
+            "scale out pays here": bool(r[1] > 1.0),
+            "clamped": CLAMPED,
+        }
+    )
 verdict_table = pd.DataFrame(verdict)
 verdict_table
 
@@ -250,29 +383,44 @@ pays = [v["rung"] for v in verdict if v["scale out pays here"]]
 mixed = [v["rung"] for v in verdict if not v["scale out pays here"]]
 kn = {(r["rung"], r["workers"]): r["knee c"] for r in knee_table.to_dict("records")}
 beyond = "beyond the spread of the repeats" if S["repeat"] > 1 else "(one repeat: no spread to judge by)"
-rise = (f"throughput rose {beyond} on {', '.join(f'`{r}`' for r in pays)}"
-        + (f" and did not on {', '.join(f'`{r}`' for r in mixed)}" if mixed else "")) if pays else \
-    f"throughput did not rise {beyond} on any rung ({', '.join(f'`{r}`' for r in mixed)})"
+rise = (
+    (
+        f"throughput rose {beyond} on {', '.join(f'`{r}`' for r in pays)}"
+        + (f" and did not on {', '.join(f'`{r}`' for r in mixed)}" if mixed else "")
+    )
+    if pays
+    else f"throughput did not rise {beyond} on any rung ({', '.join(f'`{r}`' for r in mixed)})"
+)
 text = (
     f"With {w_hi} workers at c={c_hi}, {rise}. Knees (1 → {w_hi} workers): "
     + "; ".join(f"`{r}` c={kn.get((r, 1), '?')} → c={kn.get((r, w_hi), '?')}" for r in S["rungs"])
     + ". "
-    + (f"**This machine is smaller than the profile** ({CLAMP}): the extra workers run on the core the mock "
-       f"and the load generator use, so every worker added takes CPU from the load that measures it; a gain here "
-       f"understates what a dedicated core gives, and a loss can be the load generator's, not the gateway's. "
-       f"On `xeon-4c` (4 gateway cores, mock and load on their own cores) each worker would own a core, so the "
-       f"same sweep would measure the gateway's scaling rather than its contention with the load generator, up to "
-       f"the mock's or the load generator's own limit"
-       + (f" (capacity here: {cap_rps:,.0f} req/s)" if cap_rps == cap_rps else "")
-       + "; only there can the seeds' recipe (pinned workers, low concurrency each) be confirmed or refuted, "
-       "and `rs-server` be compared fairly as one process of N threads against N processes of one thread. "
-       if CLAMPED else "The profile is satisfied: each worker owned its core. ")
+    + (
+        f"**This machine is smaller than the profile** ({CLAMP}): the extra workers run on the core the mock "
+        f"and the load generator use, so every worker added takes CPU from the load that measures it; a gain here "
+        f"understates what a dedicated core gives, and a loss can be the load generator's, not the gateway's. "
+        f"On `xeon-4c` (4 gateway cores, mock and load on their own cores) each worker would own a core, so the "
+        f"same sweep would measure the gateway's scaling rather than its contention with the load generator, up to "
+        f"the mock's or the load generator's own limit"
+        + (f" (capacity here: {cap_rps:,.0f} req/s)" if cap_rps == cap_rps else "")
+        + "; only there can the seeds' recipe (pinned workers, low concurrency each) be confirmed or refuted, "
+        "and `rs-server` be compared fairly as one process of N threads against N processes of one thread. "
+        if CLAMPED
+        else "The profile is satisfied: each worker owned its core. "
+    )
     + "The audit ledger costs "
-    + "; ".join(f"{r['ledger cost, CPU µs/req']} µs of gateway CPU per request on `{r['rung']}` as "
-                + ("one ledger (one process)" if r["workers"] == 1 else f"{r['workers']} shards ({r['workers']} workers)")
-                for r in ledger_table.to_dict("records"))
+    + "; ".join(
+        f"{r['ledger cost, CPU µs/req']} µs of gateway CPU per request on `{r['rung']}` as "
+        + (
+            "one ledger (one process)"
+            if r["workers"] == 1
+            else f"{r['workers']} shards ({r['workers']} workers)"
+        )
+        for r in ledger_table.to_dict("records")
+    )
     + " (ledger on minus off, same rung, same run"
-    + (", one repeat: indicative only" if S["repeat"] == 1 else "") + ")."
+    + (", one repeat: indicative only" if S["repeat"] == 1 else "")
+    + ")."
 )
 display(Markdown(text))
 run.write_json("closing.json", {"text": text, "clamped": CLAMPED, "clamp": CLAMP})
@@ -284,10 +432,20 @@ run.write_json("closing.json", {"text": text, "clamped": CLAMPED, "clamp": CLAMP
 # PNG and SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={
+written = export(
+    run.path,
+    tables={
         "knees": (knee_table, f"Knee per rung and worker count, with CPU and GIL views there. {CLAMP}"),
-        "ledger": (ledger_table, f"The sharded ledger's cost per request (ledger on - off, same rung). {CLAMP}"),
-        "verdict": (verdict_table, f"Scale out against up: N workers / 1 at c={c_hi}. {CLAMP}")}, figures={"curves": fig_curves, "cpu": fig_cpu}, profile=profile, meta=run.meta)
+        "ledger": (
+            ledger_table,
+            f"The sharded ledger's cost per request (ledger on - off, same rung). {CLAMP}",
+        ),
+        "verdict": (verdict_table, f"Scale out against up: N workers / 1 at c={c_hi}. {CLAMP}"),
+    },
+    figures={"curves": fig_curves, "cpu": fig_cpu},
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

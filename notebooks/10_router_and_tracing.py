@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -44,23 +44,54 @@ run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<noteb
 import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
+
 from harness import router_study
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
-from lab_ext.nb import notebook_run, ratio_spread, spread_of, fmt
+from lab_ext.nb import fmt, notebook_run, ratio_spread, spread_of
 
 NOTEBOOK = "10_router_and_tracing"
 SIZES = {
-    "full": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=8, duration_s=3.0, warmup_s=0.5, repeat=3,
-                 study_rungs=["py", "rs-server"], strategies=["simple-shuffle", "least-busy", "latency-based"],
-                 fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-                 allowed_fails=3, cooldown_ms=500, dead_s=2.0, after_s=1.5, book_n=20000,
-                 trace_concurrency=8, trace_repeat=5),
-    "ci": dict(rungs=["py", "py+rs", "rs-core", "rs-server"], concurrency=4, duration_s=0.3, warmup_s=0.1, repeat=1,
-               study_rungs=["rs-server"], strategies=["simple-shuffle", "latency-based"],
-               fast_ms=1.0, slow_ms=25.0, rates=[0.05, 0.2, 0.5], retries=[0, 2],
-               allowed_fails=3, cooldown_ms=300, dead_s=0.6, after_s=0.6, book_n=2000,
-               trace_concurrency=4, trace_repeat=1),
+    "full": dict(
+        rungs=["py", "py+rs", "rs-core", "rs-server"],
+        concurrency=8,
+        duration_s=3.0,
+        warmup_s=0.5,
+        repeat=3,
+        study_rungs=["py", "rs-server"],
+        strategies=["simple-shuffle", "least-busy", "latency-based"],
+        fast_ms=1.0,
+        slow_ms=25.0,
+        rates=[0.05, 0.2, 0.5],
+        retries=[0, 2],
+        allowed_fails=3,
+        cooldown_ms=500,
+        dead_s=2.0,
+        after_s=1.5,
+        book_n=20000,
+        trace_concurrency=8,
+        trace_repeat=5,
+    ),
+    "ci": dict(
+        rungs=["py", "py+rs", "rs-core", "rs-server"],
+        concurrency=4,
+        duration_s=0.3,
+        warmup_s=0.1,
+        repeat=1,
+        study_rungs=["rs-server"],
+        strategies=["simple-shuffle", "latency-based"],
+        fast_ms=1.0,
+        slow_ms=25.0,
+        rates=[0.05, 0.2, 0.5],
+        retries=[0, 2],
+        allowed_fails=3,
+        cooldown_ms=300,
+        dead_s=0.6,
+        after_s=0.6,
+        book_n=2000,
+        trace_concurrency=4,
+        trace_repeat=1,
+    ),
 }
 assert profile in SIZES, f"profile must be one of {list(SIZES)}, got {profile!r}"
 S = SIZES[profile]
@@ -85,8 +116,11 @@ def spread(df, col):
 # both twins are measured there (`--impl router=...`).
 
 # %%
-cost = pd.DataFrame(router_study.router_cost(S["rungs"], S["concurrency"], S["duration_s"], S["warmup_s"], S["repeat"],
-                                             tmp=str(run.path)))
+cost = pd.DataFrame(
+    router_study.router_cost(
+        S["rungs"], S["concurrency"], S["duration_s"], S["warmup_s"], S["repeat"], tmp=str(run.path)
+    )
+)
 run.write_table("router_cost", cost.drop(columns=[]))
 rows = []
 for rung in S["rungs"]:
@@ -94,25 +128,48 @@ for rung in S["rungs"]:
     for router, d in cost[(cost.rung == rung) & cost.group].groupby("router", sort=False):
         cpu = ratio_spread(spread(d, "cpu_us_per_req"), spread(off, "cpu_us_per_req"))
         rps = ratio_spread(spread(d, "rps"), spread(off, "rps"))
-        rows.append({"rung": rung, "router": router, "CPU µs/req, off": fmt(spread(off, "cpu_us_per_req")),
-                     "CPU µs/req, group": fmt(spread(d, "cpu_us_per_req")), "CPU ratio group/off": fmt(cpu),
-                     "req/s ratio group/off": fmt(rps), "p50 µs off": fmt(spread(off, "p50_us")),
-                     "p50 µs group": fmt(spread(d, "p50_us"))})
+        rows.append(
+            {
+                "rung": rung,
+                "router": router,
+                "CPU µs/req, off": fmt(spread(off, "cpu_us_per_req")),
+                "CPU µs/req, group": fmt(spread(d, "cpu_us_per_req")),
+                "CPU ratio group/off": fmt(cpu),
+                "req/s ratio group/off": fmt(rps),
+                "p50 µs off": fmt(spread(off, "p50_us")),
+                "p50 µs group": fmt(spread(d, "p50_us")),
+            }
+        )
         key = f"router_cpu_ratio_{rung}_{d['twin'].iloc[0]}".replace("+", "_")
-        METRICS[key] = metric(*cpu, desc=f"{rung}: gateway CPU per request, group of 4 / one upstream without router "
-                                        f"({d['twin'].iloc[0]} router twin)")
+        METRICS[key] = metric(
+            *cpu,
+            desc=f"{rung}: gateway CPU per request, group of 4 / one upstream without router "
+            f"({d['twin'].iloc[0]} router twin)",
+        )
 cost_table = pd.DataFrame(rows)
 cost_table
 
 # %%
-fig_cost = px.bar(cost[cost.group].assign(case=lambda d: d.rung + " · " + d.twin).groupby("case", sort=False)
-                  ["cpu_us_per_req"].median().reset_index(), x="case", y="cpu_us_per_req",
-                  title="Gateway CPU µs per request with a group of four (median over repeats)")
+fig_cost = px.bar(
+    cost[cost.group]
+    .assign(case=lambda d: d.rung + " · " + d.twin)
+    .groupby("case", sort=False)["cpu_us_per_req"]
+    .median()
+    .reset_index(),
+    x="case",
+    y="cpu_us_per_req",
+    title="Gateway CPU µs per request with a group of four (median over repeats)",
+)
 for rung in S["rungs"]:
     off = cost[(cost.rung == rung) & ~cost.group]["cpu_us_per_req"].median()
-    fig_cost.add_scatter(x=[f"{rung} · " + t for t in cost[(cost.rung == rung) & cost.group].twin.unique()],
-                         y=[off] * cost[(cost.rung == rung) & cost.group].twin.nunique(), mode="markers",
-                         marker=dict(symbol="line-ew-open", size=30), name=f"{rung} without router", showlegend=False)
+    fig_cost.add_scatter(
+        x=[f"{rung} · " + t for t in cost[(cost.rung == rung) & cost.group].twin.unique()],
+        y=[off] * cost[(cost.rung == rung) & cost.group].twin.nunique(),
+        mode="markers",
+        marker=dict(symbol="line-ew-open", size=30),
+        name=f"{rung} without router",
+        showlegend=False,
+    )
 fig_cost
 
 # %% [markdown]
@@ -122,18 +179,35 @@ fig_cost
 # the binding, so its figure bounds from above what `rs-core` and `rs-server` pay natively.
 
 # %%
-book = pd.DataFrame([{"twin": impl, "strategy": st, "ns": ns}
-                     for impl in ("python", "rust") for st in S["strategies"]
-                     for ns in router_study.bookkeeping_ns(impl, st, n=S["book_n"], repeat=max(S["repeat"], 3))])
+book = pd.DataFrame(
+    [
+        {"twin": impl, "strategy": st, "ns": ns}
+        for impl in ("python", "rust")
+        for st in S["strategies"]
+        for ns in router_study.bookkeeping_ns(impl, st, n=S["book_n"], repeat=max(S["repeat"], 3))
+    ]
+)
 run.write_table("router_bookkeeping", book)
-book_table = pd.DataFrame([{"strategy": st, "python twin, µs/request": fmt(tuple(x / 1000 for x in spread(d[d.twin == "python"], "ns"))),
-                            "rust twin (via the binding), µs/request": fmt(tuple(x / 1000 for x in spread(d[d.twin == "rust"], "ns"))),
-                            "python / rust": fmt(ratio_spread(spread(d[d.twin == "python"], "ns"), spread(d[d.twin == "rust"], "ns")))}
-                           for st, d in book.groupby("strategy", sort=False)])
+book_table = pd.DataFrame(
+    [
+        {
+            "strategy": st,
+            "python twin, µs/request": fmt(tuple(x / 1000 for x in spread(d[d.twin == "python"], "ns"))),
+            "rust twin (via the binding), µs/request": fmt(
+                tuple(x / 1000 for x in spread(d[d.twin == "rust"], "ns"))
+            ),
+            "python / rust": fmt(
+                ratio_spread(spread(d[d.twin == "python"], "ns"), spread(d[d.twin == "rust"], "ns"))
+            ),
+        }
+        for st, d in book.groupby("strategy", sort=False)
+    ]
+)
 for st, d in book.groupby("strategy", sort=False):
     METRICS[f"router_bookkeeping_py_over_rs_{st}".replace("-", "_")] = metric(
         *ratio_spread(spread(d[d.twin == "python"], "ns"), spread(d[d.twin == "rust"], "ns")),
-        desc=f"router twin alone ({st}, 4 deployments): Python ns per request / Rust ns per request (via the binding)")
+        desc=f"router twin alone ({st}, 4 deployments): Python ns per request / Rust ns per request (via the binding)",
+    )
 book_table
 
 # %% [markdown]
@@ -146,29 +220,60 @@ book_table
 # past it); `least-busy` follows the in-flight count, which a slow deployment keeps high.
 
 # %%
-slow = pd.concat([pd.DataFrame(router_study.slow_deployment(rung, S["strategies"], S["slow_ms"], S["fast_ms"],
-                                                            S["concurrency"], S["duration_s"], S["warmup_s"],
-                                                            S["repeat"], tmp=str(run.path)))
-                  for rung in S["study_rungs"]])
+slow = pd.concat(
+    [
+        pd.DataFrame(
+            router_study.slow_deployment(
+                rung,
+                S["strategies"],
+                S["slow_ms"],
+                S["fast_ms"],
+                S["concurrency"],
+                S["duration_s"],
+                S["warmup_s"],
+                S["repeat"],
+                tmp=str(run.path),
+            )
+        )
+        for rung in S["study_rungs"]
+    ]
+)
 run.write_table("slow_deployment", slow)
 rows = []
 for (rung, strategy), d in slow.groupby(["rung", "strategy"], sort=False):
-    rows.append({"rung": rung, "strategy": strategy, "share sent to the slow one": fmt(spread(d, "slow_share")),
-                 "p50 µs": fmt(spread(d, "p50_us")), "p99 µs": fmt(spread(d, "p99_us")), "req/s": fmt(spread(d, "rps"))})
+    rows.append(
+        {
+            "rung": rung,
+            "strategy": strategy,
+            "share sent to the slow one": fmt(spread(d, "slow_share")),
+            "p50 µs": fmt(spread(d, "p50_us")),
+            "p99 µs": fmt(spread(d, "p99_us")),
+            "req/s": fmt(spread(d, "rps")),
+        }
+    )
 slow_table = pd.DataFrame(rows)
 for rung in S["study_rungs"]:
     d = slow[slow.rung == rung]
     lat, shuf = d[d.strategy == "latency-based"], d[d.strategy == "simple-shuffle"]
     METRICS[f"latency_based_p99_gain_{rung}".replace("+", "_")] = metric(
         *ratio_spread(spread(shuf, "p99_us"), spread(lat, "p99_us")),
-        desc=f"{rung}: p99 with simple-shuffle / p99 with latency-based, one of four deployments 25x slower")
+        desc=f"{rung}: p99 with simple-shuffle / p99 with latency-based, one of four deployments 25x slower",
+    )
 slow_table
 
 # %%
-fig_slow = px.bar(slow.groupby(["rung", "strategy"], sort=False)[["p50_us", "p99_us"]].median().reset_index()
-                  .melt(id_vars=["rung", "strategy"], var_name="quantile", value_name="µs"),
-                  x="strategy", y="µs", color="quantile", barmode="group", facet_col="rung",
-                  title="Client latency with one slow deployment of four")
+fig_slow = px.bar(
+    slow.groupby(["rung", "strategy"], sort=False)[["p50_us", "p99_us"]]
+    .median()
+    .reset_index()
+    .melt(id_vars=["rung", "strategy"], var_name="quantile", value_name="µs"),
+    x="strategy",
+    y="µs",
+    color="quantile",
+    barmode="group",
+    facet_col="rung",
+    title="Client latency with one slow deployment of four",
+)
 fig_slow
 
 # %% [markdown]
@@ -180,24 +285,53 @@ fig_slow
 # 0.5–8 ms backoff. Upstream load is upstream requests per client request.
 
 # %%
-fail = pd.concat([pd.DataFrame(router_study.failing_deployment(rung, S["rates"], S["retries"], S["concurrency"],
-                                                               S["duration_s"], S["warmup_s"], S["repeat"],
-                                                               tmp=str(run.path)))
-                  for rung in S["study_rungs"]])
+fail = pd.concat(
+    [
+        pd.DataFrame(
+            router_study.failing_deployment(
+                rung,
+                S["rates"],
+                S["retries"],
+                S["concurrency"],
+                S["duration_s"],
+                S["warmup_s"],
+                S["repeat"],
+                tmp=str(run.path),
+            )
+        )
+        for rung in S["study_rungs"]
+    ]
+)
 run.write_table("failing_deployment", fail)
 rows = []
 for (rung, rate, n), d in fail.groupby(["rung", "fail_rate", "num_retries"], sort=False):
-    rows.append({"rung": rung, "deployment 0 fails": f"{rate:.0%}", "num_retries": n,
-                 "client error share": fmt(spread(d, "error_share")), "p99 µs": fmt(spread(d, "p99_us")),
-                 "upstream requests per request": fmt(spread(d, "upstream_per_request"))})
+    rows.append(
+        {
+            "rung": rung,
+            "deployment 0 fails": f"{rate:.0%}",
+            "num_retries": n,
+            "client error share": fmt(spread(d, "error_share")),
+            "p99 µs": fmt(spread(d, "p99_us")),
+            "upstream requests per request": fmt(spread(d, "upstream_per_request")),
+        }
+    )
 fail_table = pd.DataFrame(rows)
 fail_table
 
 # %%
-fig_fail = px.line(fail.groupby(["rung", "fail_rate", "num_retries"])[["p99_us", "upstream_per_request", "error_share"]]
-                   .median().reset_index().melt(id_vars=["rung", "fail_rate", "num_retries"]),
-                   x="fail_rate", y="value", color="num_retries", facet_col="variable", facet_row="rung", markers=True,
-                   title="Retries: p99, upstream load and client errors against the failing deployment's error rate")
+fig_fail = px.line(
+    fail.groupby(["rung", "fail_rate", "num_retries"])[["p99_us", "upstream_per_request", "error_share"]]
+    .median()
+    .reset_index()
+    .melt(id_vars=["rung", "fail_rate", "num_retries"]),
+    x="fail_rate",
+    y="value",
+    color="num_retries",
+    facet_col="variable",
+    facet_row="rung",
+    markers=True,
+    title="Retries: p99, upstream load and client errors against the failing deployment's error rate",
+)
 fig_fail.update_yaxes(matches=None)
 fig_fail
 
@@ -214,22 +348,39 @@ fig_fail
 # serves marks it back.
 
 # %%
-cool = [router_study.cooldown_reaction(rung, S["allowed_fails"], S["cooldown_ms"], S["dead_s"], S["after_s"],
-                                       tmp=str(run.path)) for rung in S["study_rungs"]]
+cool = [
+    router_study.cooldown_reaction(
+        rung, S["allowed_fails"], S["cooldown_ms"], S["dead_s"], S["after_s"], tmp=str(run.path)
+    )
+    for rung in S["study_rungs"]
+]
 run.write_json("cooldown.json", cool)
 cool_table = pd.DataFrame([{k: v for k, v in c.items() if k != "timeline"} for c in cool])
 for c in cool:
     if c["out_after_s"] is not None:
         METRICS[f"cooldown_out_s_{c['rung']}".replace("+", "_")] = metric(
-            c["out_after_s"], unit="s", desc=f"{c['rung']}: seconds from the kill to the failure that cooled it down "
-                                             f"(allowed_fails={c['allowed_fails']})")
+            c["out_after_s"],
+            unit="s",
+            desc=f"{c['rung']}: seconds from the kill to the failure that cooled it down "
+            f"(allowed_fails={c['allowed_fails']})",
+        )
 cool_table
 
 # %%
-tl = pd.concat([pd.DataFrame(c["timeline"], columns=["t_s", "status", "latency_s", "phase"]).assign(rung=c["rung"])
-                for c in cool])
-fig_cool = px.scatter(tl.assign(latency_ms=tl.latency_s * 1000), x="t_s", y="latency_ms", color="phase", facet_row="rung",
-                      title="Client latency around a killed (t=0) and restarted deployment; retried requests stand out")
+tl = pd.concat(
+    [
+        pd.DataFrame(c["timeline"], columns=["t_s", "status", "latency_s", "phase"]).assign(rung=c["rung"])
+        for c in cool
+    ]
+)
+fig_cool = px.scatter(
+    tl.assign(latency_ms=tl.latency_s * 1000),
+    x="t_s",
+    y="latency_ms",
+    color="phase",
+    facet_row="rung",
+    title="Client latency around a killed (t=0) and restarted deployment; retried requests stand out",
+)
 fig_cool
 
 # %% [markdown]
@@ -243,9 +394,18 @@ fig_cool
 
 # %%
 from harness.tracing_study import tracing_cost
-tstudy = tracing_cost(modes=S["rungs"], tracing=("off", "sampled:0.1", "on"), concurrency=S["trace_concurrency"],
-                      profile="xeon-4c", duration_s=S["duration_s"],
-                      warmup_s=S["warmup_s"], repeat=S["trace_repeat"], out=run.path, name="tracing")
+
+tstudy = tracing_cost(
+    modes=S["rungs"],
+    tracing=("off", "sampled:0.1", "on"),
+    concurrency=S["trace_concurrency"],
+    profile="xeon-4c",
+    duration_s=S["duration_s"],
+    warmup_s=S["warmup_s"],
+    repeat=S["trace_repeat"],
+    out=run.path,
+    name="tracing",
+)
 run.write_table("tracing_cells", tstudy.run.table)
 run.write_table("tracing", tstudy.table)
 display(Markdown(tstudy.markdown()))
@@ -262,14 +422,18 @@ for rung in S["rungs"]:
             r = r.iloc[0]
             tag = rung.replace("+", "").replace("-", "")
             METRICS[f"tracing_{mode.split(':')[0]}_cpu_ratio_{tag}"] = metric(
-                r["cpu_us_per_req_ratio"], r["cpu_us_per_req_ratio_min"], r["cpu_us_per_req_ratio_max"],
-                desc=f"CPU µs/request with tracing {mode} / off on {rung}")
+                r["cpu_us_per_req_ratio"],
+                r["cpu_us_per_req_ratio_min"],
+                r["cpu_us_per_req_ratio_max"],
+                desc=f"CPU µs/request with tracing {mode} / off on {rung}",
+            )
 
 # %% [markdown]
 # ## What this says
 #
 # Derived from the tables above, on this machine (the numbers change; the sentence is
 # written from them each run).
+
 
 # %%
 def med(df, col):
@@ -280,16 +444,22 @@ parts = []
 for rung in S["rungs"]:
     off = cost[(cost.rung == rung) & ~cost.group]
     for twin, d in cost[(cost.rung == rung) & cost.group].groupby("twin"):
-        parts.append(f"`{rung}` ({twin} twin) {med(d, 'cpu_us_per_req') - med(off, 'cpu_us_per_req'):+.0f} µs")
+        parts.append(
+            f"`{rung}` ({twin} twin) {med(d, 'cpu_us_per_req') - med(off, 'cpu_us_per_req'):+.0f} µs"
+        )
 bk = book[book.strategy == "simple-shuffle"]
 r0 = S["study_rungs"][0]
 f = fail[fail.rung == r0]
 hi = max(S["rates"])
-no, yes = f[(f.fail_rate == hi) & (f.num_retries == 0)], f[(f.fail_rate == hi) & (f.num_retries == max(S["retries"]))]
+no, yes = (
+    f[(f.fail_rate == hi) & (f.num_retries == 0)],
+    f[(f.fail_rate == hi) & (f.num_retries == max(S["retries"]))],
+)
 s = slow[slow.rung == r0]
 text = (
     "A group of four costs this much gateway CPU per request over one upstream without a router: "
-    + ", ".join(parts) + " (windows on a shared machine: the spread in the table is the noise floor). "
+    + ", ".join(parts)
+    + " (windows on a shared machine: the spread in the table is the noise floor). "
     f"The router's own bookkeeping is {med(bk[bk.twin == 'python'], 'ns') / 1000:.1f} µs per request in the Python twin "
     f"and {med(bk[bk.twin == 'rust'], 'ns') / 1000:.1f} µs in the Rust twin through the binding. "
     f"With one of four deployments 25x slower, on `{r0}` `latency-based` sent it "
@@ -299,14 +469,23 @@ text = (
     f"With a deployment failing {hi:.0%} of the time, retries took the client error share from "
     f"{med(no, 'error_share'):.1%} to {med(yes, 'error_share'):.1%} for {med(yes, 'upstream_per_request'):.2f} upstream "
     f"requests per request (p99 {med(no, 'p99_us'):,.0f} -> {med(yes, 'p99_us'):,.0f} µs). "
-    + " ".join(f"On `{c['rung']}` a killed deployment was out {c['out_after_s']:.3f} s after the kill "
-               f"({c['allowed_fails']} failed attempts, every one retried: {c['client_errors']} client errors) and back "
-               f"{c['back_after_restart_s']:.3f} s after its restart." for c in cool
-               if c["out_after_s"] is not None and c["back_after_restart_s"] is not None)
+    + " ".join(
+        f"On `{c['rung']}` a killed deployment was out {c['out_after_s']:.3f} s after the kill "
+        f"({c['allowed_fails']} failed attempts, every one retried: {c['client_errors']} client errors) and back "
+        f"{c['back_after_restart_s']:.3f} s after its restart."
+        for c in cool
+        if c["out_after_s"] is not None and c["back_after_restart_s"] is not None
+    )
     + " Tracing every request multiplies the gateway's CPU per request by "
-    + ", ".join(f"{t.cpu_us_per_req_ratio:.2f}x on `{t.mode}`" for t in tstudy.table[tstudy.table["tracing"] == "on"].itertuples())
+    + ", ".join(
+        f"{t.cpu_us_per_req_ratio:.2f}x on `{t.mode}`"
+        for t in tstudy.table[tstudy.table["tracing"] == "on"].itertuples()
+    )
     + "; sampling one request in ten, by "
-    + ", ".join(f"{t.cpu_us_per_req_ratio:.2f}x" for t in tstudy.table[tstudy.table["tracing"] == "sampled:0.1"].itertuples())
+    + ", ".join(
+        f"{t.cpu_us_per_req_ratio:.2f}x"
+        for t in tstudy.table[tstudy.table["tracing"] == "sampled:0.1"].itertuples()
+    )
     + " (same order)."
 )
 display(Markdown(text))
@@ -319,15 +498,44 @@ run.write_json("closing.json", {"text": text})
 # SVG images, and standalone HTML figures, written to `blog/` in the run folder.
 
 # %%
-written = export(run.path, tables={
-        "router_cost": (cost_table, "Router cost per request: a group of four against one upstream without router, per rung and twin"),
-        "router_bookkeeping": (book_table, "The router twin alone: begin + next + report per request, a group of four"),
-        "slow_deployment": (slow_table, "One of four deployments turns slow: traffic share and client latency per strategy"),
-        "failing_deployment": (fail_table, "Retries against a deployment failing at 5/20/50%: client errors, p99, upstream load"),
-        "cooldown": (cool_table, "Cooldown: seconds from a kill until the deployment is out, and from its restart until it is back"),
-        "tracing_cost": (tstudy.table, "What tracing costs per request, per rung: off, sampled:0.1 and on, as ratios to off"),
-}, figures={"router_cost": fig_cost, "slow_deployment": fig_slow, "failing_deployment": fig_fail,
-                  "cooldown": fig_cool, "tracing_cost": fig_tracing}, profile=profile, meta=run.meta)
+written = export(
+    run.path,
+    tables={
+        "router_cost": (
+            cost_table,
+            "Router cost per request: a group of four against one upstream without router, per rung and twin",
+        ),
+        "router_bookkeeping": (
+            book_table,
+            "The router twin alone: begin + next + report per request, a group of four",
+        ),
+        "slow_deployment": (
+            slow_table,
+            "One of four deployments turns slow: traffic share and client latency per strategy",
+        ),
+        "failing_deployment": (
+            fail_table,
+            "Retries against a deployment failing at 5/20/50%: client errors, p99, upstream load",
+        ),
+        "cooldown": (
+            cool_table,
+            "Cooldown: seconds from a kill until the deployment is out, and from its restart until it is back",
+        ),
+        "tracing_cost": (
+            tstudy.table,
+            "What tracing costs per request, per rung: off, sampled:0.1 and on, as ratios to off",
+        ),
+    },
+    figures={
+        "router_cost": fig_cost,
+        "slow_deployment": fig_slow,
+        "failing_deployment": fig_fail,
+        "cooldown": fig_cool,
+        "tracing_cost": fig_tracing,
+    },
+    profile=profile,
+    meta=run.meta,
+)
 display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind)))
 
 # %%

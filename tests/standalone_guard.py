@@ -6,6 +6,7 @@ the checkout's parent folder but outside the checkout; the root conftest.py inst
 fails the session if anything was recorded. Reads elsewhere (/tmp, the interpreter's own
 library) are not the concern here and are not recorded.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """environment.yml (conda users) mirrors pyproject.toml: the same packages with the same
 specifiers -- runtime dependencies, every optional extra (dev included) and the build
 backend (maturin), which conda users need to `pip install -e .`."""
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,9 @@ def _pyproject() -> dict[str, str]:
     out: dict[str, str] = {}
     for r in reqs:
         name, spec = _norm(r)
-        assert name not in out or out[name] == spec, f"{name} listed twice with different specifiers in pyproject.toml"
+        assert name not in out or out[name] == spec, (
+            f"{name} listed twice with different specifiers in pyproject.toml"
+        )
         out[name] = spec
     return out
 
@@ -65,4 +68,6 @@ def test_environment_python_matches_requires_python():
     version = pins[0].split("=", 1)[1].strip("=")
     from packaging.specifiers import SpecifierSet
 
-    assert version in SpecifierSet(data["project"]["requires-python"]) or f"{version}.0" in SpecifierSet(data["project"]["requires-python"])
+    assert version in SpecifierSet(data["project"]["requires-python"]) or f"{version}.0" in SpecifierSet(
+        data["project"]["requires-python"]
+    )

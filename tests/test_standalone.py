@@ -2,6 +2,7 @@
 checkout (a fresh clone has nothing next to it). Two guards: a scan of the sources for
 paths that climb out of the checkout, and the session-wide audit hook of tests/standalone_guard.py (installed by conftest.py) that
 records every file opened beside the checkout while the tests run."""
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,11 @@ def _sources() -> list[Path]:
     out += sorted((ROOT / "notebooks").glob("*.py"))
     for crate in (ROOT / "native").iterdir():
         if crate.is_dir() and crate.name != "target":
-            out += sorted(crate.rglob("*.rs")) + sorted(crate.glob("Cargo.toml")) + sorted(crate.glob("build.rs"))
+            out += (
+                sorted(crate.rglob("*.rs"))
+                + sorted(crate.glob("Cargo.toml"))
+                + sorted(crate.glob("build.rs"))
+            )
     return [p for p in out if p.is_file() and p != Path(__file__).resolve()]  # this file spells the patterns
 
 
@@ -54,7 +59,7 @@ def test_the_scan_catches_the_old_vector_paths():
     r = ROOT / "native" / "core" / "src" / "mmr.rs"
     assert _climbs(r, 'Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors/mmr_v2.json")')
     assert not _climbs(r, 'Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json")')
-    assert not _climbs(t, 'ROOT = Path(__file__).resolve().parents[2]')
+    assert not _climbs(t, "ROOT = Path(__file__).resolve().parents[2]")
 
 
 def test_the_session_hook_records_a_read_beside_the_checkout(tmp_path):

@@ -72,7 +72,8 @@ def _is_native(obj) -> bool:
         return getattr(rs, obj.__name__, None) is obj
     if inspect.isclass(obj):
         return getattr(rs, obj.__name__, None) is obj and not any(
-            inspect.isfunction(v) for v in vars(obj).values())
+            inspect.isfunction(v) for v in vars(obj).values()
+        )
     return False
 
 
@@ -98,8 +99,8 @@ def test_every_rust_twin_is_native_code(component):
 
 
 def test_the_native_check_is_not_fooled_by_python_objects():
-    from gateway.audit.mmr import MerkleMountainRange
     from gateway.audit.hashing import sha256_hex
+    from gateway.audit.mmr import MerkleMountainRange
 
     assert not _is_native(MerkleMountainRange) and not _is_native(sha256_hex)
     assert _is_native(twins.native().MerkleMountainRange) and _is_native(twins.native().sha256_hex)

@@ -12,6 +12,7 @@ Exact semantics (both twins; see gateway/audit/protocols.py):
   - millibits = floor(H * 1000 + 0.5).
 A body that is not JSON -> InvalidInput; JSON of another shape simply has no tokens (0).
 """
+
 from __future__ import annotations
 
 import json
@@ -156,8 +157,11 @@ def entropy_millibits(body: bytes) -> int:
     except RecursionError:
         raise InvalidInput(f"response body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     # a document needs more than MAX_JSON_DEPTH brackets to be that deep: count first, in C
-    if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and isinstance(doc, (dict, list))
-            and _deeper_than(doc, MAX_JSON_DEPTH)):
+    if (
+        raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+        and isinstance(doc, (dict, list))
+        and _deeper_than(doc, MAX_JSON_DEPTH)
+    ):
         raise InvalidInput(f"response body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(doc, dict):
         return 0

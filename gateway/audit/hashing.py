@@ -3,6 +3,7 @@
 Bodies are hashed as raw bytes; the result is lowercase hex, the form every audit record
 and proof uses (docs/formats.md).
 """
+
 from __future__ import annotations
 
 import hashlib

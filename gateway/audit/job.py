@@ -16,6 +16,7 @@ record is byte for byte what it was before tracing existed.
   [DONE]); completion_tokens counts chunks with non-empty delta content; entropy is the
   text entropy of that content.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,22 @@ from gateway.twins import Switches
 
 
 class AuditJob:
-    __slots__ = ("time_ns", "request_id", "key_id", "model", "status", "request_body", "response",
-                 "stream", "prompt_tokens", "latency_us", "waf", "trace_id", "done_ns", "durable")
+    __slots__ = (
+        "time_ns",
+        "request_id",
+        "key_id",
+        "model",
+        "status",
+        "request_body",
+        "response",
+        "stream",
+        "prompt_tokens",
+        "latency_us",
+        "waf",
+        "trace_id",
+        "done_ns",
+        "durable",
+    )
 
     def __init__(self, material, status: int, response, stream: bool, latency_us: int):
         self.time_ns = material.time_ns
@@ -88,11 +103,19 @@ class RecordAssembler:
                 except Exception:  # a body the analyzer cannot read still gets its record
                     entropy = 0
         rec = {
-            "seq": seq, "time_ns": j.time_ns, "request_id": j.request_id, "key_id": j.key_id,
-            "model": j.model, "status": j.status,
-            "request_sha256": self._sha256(j.request_body), "response_sha256": self._sha256(body),
-            "entropy_mbits": entropy, "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens, "latency_us": j.latency_us, "waf": j.waf,
+            "seq": seq,
+            "time_ns": j.time_ns,
+            "request_id": j.request_id,
+            "key_id": j.key_id,
+            "model": j.model,
+            "status": j.status,
+            "request_sha256": self._sha256(j.request_body),
+            "response_sha256": self._sha256(body),
+            "entropy_mbits": entropy,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "latency_us": j.latency_us,
+            "waf": j.waf,
         }
         if j.trace_id:  # only a traced (sampled) request's record has it
             rec["trace_id"] = j.trace_id

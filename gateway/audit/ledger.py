@@ -39,13 +39,14 @@ The twins come from `switches.load("mmr")` / `switches.load("wal")` (default:
 Thread safety: append/append_many/proofs are serialised by one lock, so the MMR and the
 WAL never disagree about the count.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from gateway.errors import InvalidInput, StoreCorruptError, WalCorruptError
 from gateway.twins import Switches
@@ -70,8 +71,14 @@ def _as_bytes(p):
 class AuditLedger:
     """WAL + MMR. `count`, `root()`, `recovery`, `append`, `append_many`, proofs, `flush`, `close`."""
 
-    def __init__(self, directory, fsync: str = "group", switches: Switches | None = None, nodes: str | None = None,
-                 **wal_options):
+    def __init__(
+        self,
+        directory,
+        fsync: str = "group",
+        switches: Switches | None = None,
+        nodes: str | None = None,
+        **wal_options,
+    ):
         nodes = nodes if nodes is not None else os.environ.get("GATEWAYLAB_LEDGER_NODES", "store")
         if nodes not in NODES:
             raise InvalidInput(f"nodes must be one of {', '.join(NODES)}, got {nodes!r}")
@@ -104,7 +111,9 @@ class AuditLedger:
             if tail:
                 self._last_len = len(tail[-1])
             if len(self._mmr) != self._wal.count:
-                raise RuntimeError(f"ledger rebuild mismatch: WAL has {self._wal.count} records, MMR {len(self._mmr)}")
+                raise RuntimeError(
+                    f"ledger rebuild mismatch: WAL has {self._wal.count} records, MMR {len(self._mmr)}"
+                )
             self._checkpointed = self.store_recovery["checkpoint"]
             if self.store_recovery["replayed"] or self.store_recovery["action"] != "resumed":
                 self._checkpoint()
@@ -188,8 +197,11 @@ class AuditLedger:
                 wal.close()
                 raise
             self._wal_end, self._last_len = cp["wal_end"], cp["last_frame_len"]
-            return wal, tail, {"action": "resumed", "checkpoint": cp["leaf_count"], "replayed": len(tail),
-                               "message": ""}
+            return (
+                wal,
+                tail,
+                {"action": "resumed", "checkpoint": cp["leaf_count"], "replayed": len(tail), "message": ""},
+            )
         # No checkpoint the files agree with: the whole WAL rebuilds the store.
         wal = self._open_wal()
         try:
@@ -316,4 +328,6 @@ class AuditLedger:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<AuditLedger {self.path!r} count={self.count} mmr={self.impls['mmr']} wal={self.impls['wal']}>"
+        return (
+            f"<AuditLedger {self.path!r} count={self.count} mmr={self.impls['mmr']} wal={self.impls['wal']}>"
+        )

@@ -10,16 +10,25 @@ and a bounded cache in memory (gateway/audit/node_store.py). Node k at height h 
 leaves [k*2^h, (k+1)*2^h) and sits at `node_pos(h, k)`, so proofs are index arithmetic, no
 tree walks. A leaf count n has one peak per set bit of n, kept in memory as a stack.
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Mapping
 from hashlib import sha256
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gateway.audit.hashing import BYTES_LIKE
-from gateway.audit.node_store import (CACHE_SLOTS, WRITE_BATCH, NodeStoreFile, encode_slot, leaves_for,
-                                      node_pos, nodes_for)
+from gateway.audit.node_store import (
+    CACHE_SLOTS,
+    WRITE_BATCH,
+    NodeStoreFile,
+    encode_slot,
+    leaves_for,
+    node_pos,
+    nodes_for,
+)
 from gateway.errors import AuditIndexError, InvalidInput, ProofError, StoreCorruptError
 
 EMPTY_ROOT = "0" * 64
@@ -147,7 +156,7 @@ class MerkleMountainRange:
             raise AuditIndexError(f"count {count} out of range 0..{self._count}")
         keep = nodes_for(count)
         if keep >= self._base:
-            del self._pending[keep - self._base:]
+            del self._pending[keep - self._base :]
         else:
             self._pending = []
             self._file.truncate(keep)  # type: ignore[union-attr]
@@ -180,8 +189,13 @@ class MerkleMountainRange:
         f.write_slot(seq, encode_slot(seq, self._count, wal_end, last_frame_len, root))
         if sync:
             f.sync()
-        cp = {"seq": seq, "leaf_count": self._count, "wal_end": wal_end, "last_frame_len": last_frame_len,
-              "root": root.hex()}
+        cp = {
+            "seq": seq,
+            "leaf_count": self._count,
+            "wal_end": wal_end,
+            "last_frame_len": last_frame_len,
+            "root": root.hex(),
+        }
         f.checkpoints = [cp] + [c for c in f.checkpoints if c["seq"] == seq - 1]
         return dict(cp)
 
@@ -218,7 +232,9 @@ class MerkleMountainRange:
         try:
             items = list(payloads)
         except TypeError:
-            raise InvalidInput(f"append_many takes a sequence of bytes, not {type(payloads).__name__}") from None
+            raise InvalidInput(
+                f"append_many takes a sequence of bytes, not {type(payloads).__name__}"
+            ) from None
         items = [_payload_bytes(p, i) for i, p in enumerate(items)]
         push = self._push_leaf
         for p in items:
@@ -246,7 +262,9 @@ class MerkleMountainRange:
         return f"<MerkleMountainRange leaves={self._count} root={self.root()[:12]}…>"
 
     # -- proofs ---------------------------------------------------------------------
-    def _lift_checked(self, node: bytes, first_leaf: int, height: int, path: list[bytes], peak: bytes) -> None:
+    def _lift_checked(
+        self, node: bytes, first_leaf: int, height: int, path: list[bytes], peak: bytes
+    ) -> None:
         """A path read back from the store must hash up to the peak held in memory: a store
         that fails this is corrupt and never serves a proof."""
         if self._file is None:
@@ -256,12 +274,13 @@ class MerkleMountainRange:
         if node != peak:
             raise StoreCorruptError(
                 f"node store {self._file.path}: the path of leaf {first_leaf} at height {height} does not reach "
-                "its peak; the store is corrupt (reopen the ledger to rebuild it from the WAL)")
+                "its peak; the store is corrupt (reopen the ledger to rebuild it from the WAL)"
+            )
 
     def inclusion_proof(self, index: int) -> dict:
         i = _check_index(index, self._count)
         layout = _peak_layout(self._count)
-        for pos, (h, offset) in enumerate(layout):
+        for pos, (h, offset) in enumerate(layout):  # noqa: B007 (pos and h are read after the loop)
             if i < offset + (1 << h):
                 break
         leaf = self._node(0, i)

@@ -21,6 +21,7 @@ durable, so a torn slot write leaves the other slot intact.
 The store is derived data: the WAL is the source of truth. What to do with a store that
 is short, torn, ahead of the WAL or corrupt is the ledger's business (gateway/audit/ledger.py).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -76,7 +77,13 @@ def decode_slot(raw: bytes) -> dict | None:
     seq, count, wal_end, last_len, root, _ = SLOT.unpack(raw)
     if seq < 1:
         return None
-    return {"seq": seq, "leaf_count": count, "wal_end": wal_end, "last_frame_len": last_len, "root": root.hex()}
+    return {
+        "seq": seq,
+        "leaf_count": count,
+        "wal_end": wal_end,
+        "last_frame_len": last_len,
+        "root": root.hex(),
+    }
 
 
 def empty_header() -> bytes:
@@ -109,8 +116,9 @@ class NodeStoreFile:
             if len(head) < HEADER_LEN or head[:8] != MAGIC or any(head[8:64]):
                 raise StoreCorruptError(f"node store {self.path}: bad header (not a node store v1 file)")
             self.checkpoints = sorted(
-                (c for c in (decode_slot(head[o:o + SLOT.size]) for o in SLOT_OFFSETS) if c is not None),
-                key=lambda c: -c["seq"])
+                (c for c in (decode_slot(head[o : o + SLOT.size]) for o in SLOT_OFFSETS) if c is not None),
+                key=lambda c: -c["seq"],
+            )
             self.torn_bytes = (size - HEADER_LEN) % NODE
             self.nodes = (size - HEADER_LEN) // NODE
         except BaseException:

@@ -11,9 +11,11 @@ Errors (both twins raise the same classes from `gateway.errors`):
   StoreCorruptError  a node store with a bad header, or a node that contradicts its peak
   NativePanic      a Rust panic (Rust twin only)
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 ProofJSON = Mapping[str, Any]
 

@@ -8,10 +8,11 @@ separators=(",", ":"), ensure_ascii=True)`. Both twins produce identical bytes.
 `build_record(...)` assembles the fields docs/formats.md lists for a record; `encode_record`
 validates and serialises any mapping of str -> int | str.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from gateway.errors import InvalidInput
 
@@ -19,9 +20,19 @@ I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
 # The fields of an audit record, in the order docs/formats.md lists them (the encoding sorts keys).
 RECORD_FIELDS = (
-    "seq", "time_ns", "request_id", "key_id", "model", "status",
-    "request_sha256", "response_sha256", "entropy_mbits",
-    "prompt_tokens", "completion_tokens", "latency_us", "waf",
+    "seq",
+    "time_ns",
+    "request_id",
+    "key_id",
+    "model",
+    "status",
+    "request_sha256",
+    "response_sha256",
+    "entropy_mbits",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_us",
+    "waf",
 )
 # Present only on some records: `trace_id` on a traced request's (gateway/tracing.py), so a
 # record of an untraced request keeps the bytes it had before the field existed.
@@ -68,11 +79,19 @@ def build_record(
     comes from `entropy_millibits`; `waf` is the WAF verdict (e.g. "allow", "block:<rule>").
     """
     rec = {
-        "seq": seq, "time_ns": time_ns, "request_id": request_id, "key_id": key_id,
-        "model": model, "status": status, "request_sha256": request_sha256,
-        "response_sha256": response_sha256, "entropy_mbits": entropy_mbits,
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "latency_us": latency_us, "waf": waf,
+        "seq": seq,
+        "time_ns": time_ns,
+        "request_id": request_id,
+        "key_id": key_id,
+        "model": model,
+        "status": status,
+        "request_sha256": request_sha256,
+        "response_sha256": response_sha256,
+        "entropy_mbits": entropy_mbits,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "latency_us": latency_us,
+        "waf": waf,
     }
     _check(rec)
     return rec

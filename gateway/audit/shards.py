@@ -25,13 +25,14 @@ counts pin every shard's length, so two different sets of shard states never sha
 combined root short of a SHA-256 collision. Shards appear in index order, empty shards
 included (count 0, root 64 zeros).
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import re
 import struct
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.errors import ConfigError, InvalidInput
 
@@ -48,8 +49,10 @@ def resolve_layout(requested: str | None, workers: int) -> str:
     if requested not in LAYOUTS:
         raise ConfigError(f"ledger.layout: expected one of {', '.join(LAYOUTS)}, got {requested!r}")
     if requested == "single" and workers > 1:
-        raise ConfigError(f"ledger.layout: single has one writer and cannot take {workers} workers; "
-                          "use sharded (one ledger per worker) or single-writer (one ledger process)")
+        raise ConfigError(
+            f"ledger.layout: single has one writer and cannot take {workers} workers; "
+            "use sharded (one ledger per worker) or single-writer (one ledger process)"
+        )
     return requested
 
 
@@ -64,8 +67,11 @@ def shard_dirs(ledger_dir: str) -> list[str]:
         names = os.listdir(ledger_dir)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    found = sorted(int(m.group(1)) for n in names if (m := _SHARD_RE.fullmatch(n))
-                   and os.path.isdir(os.path.join(ledger_dir, n)))
+    found = sorted(
+        int(m.group(1))
+        for n in names
+        if (m := _SHARD_RE.fullmatch(n)) and os.path.isdir(os.path.join(ledger_dir, n))
+    )
     if found and found != list(range(len(found))):
         missing = sorted(set(range(max(found) + 1)) - set(found))
         raise ConfigError(f"{ledger_dir}: sharded ledger lacks shard(s) {', '.join(map(str, missing))}")
@@ -85,18 +91,38 @@ def combined_root(shards: Sequence[Mapping]) -> str:
 
 def root_document(shards: Sequence[Mapping]) -> dict:
     """`/audit/root` of a sharded ledger: the shards, the combined root, and totals."""
-    rows = [{"shard": k, "count": int(s["count"]), "root": s["root"],
-             "durable_count": int(s.get("durable_count", 0))} for k, s in enumerate(shards)]
-    return {"layout": "sharded", "format": FORMAT, "shards": rows, "root": combined_root(rows),
-            "count": sum(r["count"] for r in rows), "durable_count": sum(r["durable_count"] for r in rows)}
+    rows = [
+        {
+            "shard": k,
+            "count": int(s["count"]),
+            "root": s["root"],
+            "durable_count": int(s.get("durable_count", 0)),
+        }
+        for k, s in enumerate(shards)
+    ]
+    return {
+        "layout": "sharded",
+        "format": FORMAT,
+        "shards": rows,
+        "root": combined_root(rows),
+        "count": sum(r["count"] for r in rows),
+        "durable_count": sum(r["durable_count"] for r in rows),
+    }
 
 
 def sharded_proof(shard: int, proof: Mapping, shards: Sequence[Mapping], kind: str = "inclusion") -> dict:
     """A shard's proof, the shard states it sits among and the combined root over them.
     `shards[shard]` must be the state the proof was made at (its count and root)."""
     rows = [{"shard": k, "count": int(s["count"]), "root": s["root"]} for k, s in enumerate(shards)]
-    return {"layout": "sharded", "format": FORMAT, "kind": kind, "shard": shard, "proof": dict(proof),
-            "shards": rows, "combined_root": combined_root(rows)}
+    return {
+        "layout": "sharded",
+        "format": FORMAT,
+        "kind": kind,
+        "shard": shard,
+        "proof": dict(proof),
+        "shards": rows,
+        "combined_root": combined_root(rows),
+    }
 
 
 def verify_sharded_proof(doc: Mapping, payload: bytes | None = None, mmr_cls=None) -> bool:
@@ -135,5 +161,14 @@ def shard_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-__all__: Iterable[str] = ("LAYOUTS", "resolve_layout", "shard_dir", "shard_dirs", "combined_root",
-                          "root_document", "sharded_proof", "verify_sharded_proof", "iter_layout")
+__all__: Iterable[str] = (
+    "LAYOUTS",
+    "resolve_layout",
+    "shard_dir",
+    "shard_dirs",
+    "combined_root",
+    "root_document",
+    "sharded_proof",
+    "verify_sharded_proof",
+    "iter_layout",
+)

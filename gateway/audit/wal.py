@@ -24,6 +24,7 @@ Group commit here: writes go to the file at once; a background flusher thread fs
 per batch, `group_delay_ms` after the first pending record, or at once when
 `group_max_records` are pending; `append_many` is one batch (fsynced before it returns).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -32,7 +33,7 @@ import os
 import struct
 import threading
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from gateway.errors import InvalidInput, WalCorruptError, WalError, WalLockedError
 
@@ -69,8 +70,8 @@ def _crc(version: int, data, pos: int, stop: int) -> int:
     """The CRC of the frame at `pos` whose payload ends at `stop`, as `version` defines it."""
     mv = memoryview(data)
     if version == 1:
-        return zlib.crc32(mv[pos + 8:stop])
-    return zlib.crc32(mv[pos + 8:stop], zlib.crc32(mv[pos:pos + 4]))
+        return zlib.crc32(mv[pos + 8 : stop])
+    return zlib.crc32(mv[pos + 8 : stop], zlib.crc32(mv[pos : pos + 4]))
 
 
 def encode_frame(payload: bytes, version: int = 2) -> bytes:
@@ -132,7 +133,9 @@ def scan(data, base: int = 0, version: int | None = None) -> tuple[list[bytes], 
         pos = 8
     elif base >= 8:
         if version not in (1, 2):
-            raise InvalidInput(f"a WAL scan from offset {base} needs the file's version (1 or 2), got {version!r}")
+            raise InvalidInput(
+                f"a WAL scan from offset {base} needs the file's version (1 or 2), got {version!r}"
+            )
         pos = 0
     else:
         raise InvalidInput(f"a WAL scan starts at offset 0 or at a frame boundary >= 8, not {base}")
@@ -142,12 +145,13 @@ def scan(data, base: int = 0, version: int | None = None) -> tuple[list[bytes], 
         stop = _frame_end(data, pos, size, version)
         if stop < 0:
             break
-        out.append(bytes(mv[pos + 8:stop]))
+        out.append(bytes(mv[pos + 8 : stop]))
         pos = stop
     if pos < size and _chain_to_eof_from(data, pos + 1, size, version) is not None:
         raise WalCorruptError(
             f"WAL corrupt: invalid frame at offset {base + pos} followed by valid frames (record {len(out)} after the scan start)",
-            base + pos)
+            base + pos,
+        )
     return out, base + pos
 
 
@@ -167,20 +171,40 @@ def _payload(p, i: int | None = None) -> bytes:
 class WriteAheadLog:
     """WAL writer with recovery (see module docstring and the Protocol)."""
 
-    def __init__(self, path, fsync: str = "group", group_delay_ms: float = 2.0, group_max_records: int = 256,
-                 trusted: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        path,
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        group_max_records: int = 256,
+        trusted: tuple[int, int] | None = None,
+    ):
         if fsync not in POLICIES:
             raise InvalidInput(f"fsync policy {fsync!r}: expected one of {', '.join(POLICIES)}")
-        if isinstance(group_max_records, bool) or not isinstance(group_max_records, int) or group_max_records < 1:
+        if (
+            isinstance(group_max_records, bool)
+            or not isinstance(group_max_records, int)
+            or group_max_records < 1
+        ):
             raise InvalidInput(f"group_max_records must be a positive int, got {group_max_records!r}")
-        if (isinstance(group_delay_ms, bool) or not isinstance(group_delay_ms, (int, float))
-                or not math.isfinite(group_delay_ms) or group_delay_ms < 0):
+        if (
+            isinstance(group_delay_ms, bool)
+            or not isinstance(group_delay_ms, (int, float))
+            or not math.isfinite(group_delay_ms)
+            or group_delay_ms < 0
+        ):
             raise InvalidInput(f"group_delay_ms must be a finite non-negative number, got {group_delay_ms!r}")
         if trusted is not None:
-            if (not isinstance(trusted, tuple) or len(trusted) != 2
-                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in trusted)
-                    or (trusted[1] < 8) or (trusted[0] == 0) != (trusted[1] == 8)):
-                raise InvalidInput(f"trusted must be (records, offset) with offset >= 8 at a frame boundary, got {trusted!r}")
+            if (
+                not isinstance(trusted, tuple)
+                or len(trusted) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in trusted)
+                or (trusted[1] < 8)
+                or (trusted[0] == 0) != (trusted[1] == 8)
+            ):
+                raise InvalidInput(
+                    f"trusted must be (records, offset) with offset >= 8 at a frame boundary, got {trusted!r}"
+                )
         self.path = os.fspath(path)
         self.fsync_policy = fsync
         self._delay = group_delay_ms / 1000.0
@@ -203,7 +227,9 @@ class WriteAheadLog:
         self._failed: str | None = None  # why the log stopped (an earlier write or fsync failed)
         self._flusher = None
         if fsync == "group":
-            self._flusher = threading.Thread(target=self._flush_loop, name=f"wal-flusher:{os.path.basename(self.path)}", daemon=True)
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"wal-flusher:{os.path.basename(self.path)}", daemon=True
+            )
             self._flusher.start()
 
     # -- open / recovery --------------------------------------------------------------
@@ -211,8 +237,11 @@ class WriteAheadLog:
         size = os.fstat(self._fd).st_size
         records, base = (0, 0) if trusted is None else trusted
         if base > size:
-            raise WalCorruptError(f"WAL {self.path} ends at offset {size}, before the end of its trusted prefix "
-                                  f"({records} records to offset {base})", size)
+            raise WalCorruptError(
+                f"WAL {self.path} ends at offset {size}, before the end of its trusted prefix "
+                f"({records} records to offset {base})",
+                size,
+            )
         version = None
         if base:
             version = header_version(os.pread(self._fd, 8, 0))
@@ -244,14 +273,14 @@ class WriteAheadLog:
             while off < len(buf):
                 off += os.pwrite(self._fd, mv[off:], self._end + off)
         except OSError as e:
-            raise self._fail(e)
+            raise self._fail(e) from e
         self._end += len(buf)
 
     def _fsync(self) -> None:
         try:
             os.fsync(self._fd)
         except OSError as e:
-            raise self._fail(e)
+            raise self._fail(e) from e
 
     def _fail(self, e: OSError) -> OSError:
         """A write or fsync failed: the log stops rather than risk a torn middle frame or
@@ -292,7 +321,9 @@ class WriteAheadLog:
         try:
             items = [_payload(p, i) for i, p in enumerate(payloads)]
         except TypeError:
-            raise InvalidInput(f"append_many takes a sequence of bytes, not {type(payloads).__name__}") from None
+            raise InvalidInput(
+                f"append_many takes a sequence of bytes, not {type(payloads).__name__}"
+            ) from None
         with self._lock:
             self._check_open()
             if self.fsync_policy == "always":
@@ -392,7 +423,9 @@ class WriteAheadLog:
             pass
 
     def __repr__(self) -> str:
-        return f"<WriteAheadLog {self.path!r} v{self.version} fsync={self.fsync_policy} records={self._count}>"
+        return (
+            f"<WriteAheadLog {self.path!r} v{self.version} fsync={self.fsync_policy} records={self._count}>"
+        )
 
     @staticmethod
     def replay(path, offset: int = 0) -> list[bytes]:

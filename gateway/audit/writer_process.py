@@ -33,6 +33,7 @@ Stopping (SIGTERM/SIGINT): stop accepting connections, keep serving connected wo
 they disconnect (they drain first) or `--grace` seconds pass, commit what is pending, close
 the ledger (checkpointing its node store), remove the socket, exit 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,15 @@ async def read_frame(reader: asyncio.StreamReader) -> Any | None:
 class LedgerWriter:
     """The server side: one AuditLedger, a Unix socket, group commit across connections."""
 
-    def __init__(self, directory: str, socket_path: str, switches: Switches, fsync: str = "group",
-                 group_delay_ms: float = 2.0, grace_s: float = 30.0):
+    def __init__(
+        self,
+        directory: str,
+        socket_path: str,
+        switches: Switches,
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        grace_s: float = 30.0,
+    ):
         opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
         self.ledger = AuditLedger(directory, fsync=fsync, switches=switches, **opts)
         self.encode = switches.load("record")
@@ -157,7 +165,11 @@ class LedgerWriter:
             if op == "append":
                 recs = msg.get("records")
                 if not isinstance(recs, list) or not recs:
-                    return {"ok": False, "kind": "invalid", "error": "append: 'records' must be a non-empty list"}
+                    return {
+                        "ok": False,
+                        "kind": "invalid",
+                        "error": "append: 'records' must be a non-empty list",
+                    }
                 fut = asyncio.get_running_loop().create_future()
                 self._pending.append((recs, fut))
                 self._wake.set()
@@ -165,11 +177,20 @@ class LedgerWriter:
             if op == "root":
                 async with self._io:
                     led = self.ledger
-                    return {"ok": True, "count": led.count, "root": led.root(), "durable_count": led.durable_count}
+                    return {
+                        "ok": True,
+                        "count": led.count,
+                        "root": led.root(),
+                        "durable_count": led.durable_count,
+                    }
             if op == "prove":
                 kind, n = msg.get("kind"), msg.get("n")
                 if kind not in ("inclusion", "consistency") or type(n) is not int:
-                    return {"ok": False, "kind": "invalid", "error": "prove: kind inclusion|consistency and int n"}
+                    return {
+                        "ok": False,
+                        "kind": "invalid",
+                        "error": "prove: kind inclusion|consistency and int n",
+                    }
                 fn = self.ledger.inclusion_proof if kind == "inclusion" else self.ledger.consistency_proof
                 async with self._io:
                     return {"ok": True, "proof": fn(n)}
@@ -212,16 +233,26 @@ class LedgerWriter:
                     async with self._io:
                         await asyncio.to_thread(self.ledger.append_many, payloads)
                 except Exception as e:  # noqa: BLE001 - every waiting worker hears it
-                    print(f"ledger writer: append of {len(payloads)} records failed: {type(e).__name__}: {e}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"ledger writer: append of {len(payloads)} records failed: {type(e).__name__}: {e}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     for fut, _, _ in done:
                         fut.set_result({"ok": False, "kind": "ledger", "error": f"{type(e).__name__}: {e}"})
                     continue
                 self.batches += 1
                 count, durable = self.ledger.count, self.ledger.durable_count
                 for fut, first, n in done:
-                    fut.set_result({"ok": True, "first": first, "count": n, "ledger_count": count,
-                                    "durable_count": durable})
+                    fut.set_result(
+                        {
+                            "ok": True,
+                            "first": first,
+                            "count": n,
+                            "ledger_count": count,
+                            "durable_count": durable,
+                        }
+                    )
             if stop:
                 return
 
@@ -253,14 +284,34 @@ class WriterProcess:
         return self.proc.pid
 
     @classmethod
-    def start(cls, directory: str, switches: Switches | None = None, fsync: str = "group",
-              group_delay_ms: float = 2.0, socket_path: str | None = None, ready_timeout: float = 30.0,
-              cpus=None) -> "WriterProcess":
+    def start(
+        cls,
+        directory: str,
+        switches: Switches | None = None,
+        fsync: str = "group",
+        group_delay_ms: float = 2.0,
+        socket_path: str | None = None,
+        ready_timeout: float = 30.0,
+        cpus=None,
+    ) -> WriterProcess:
         sw = switches if switches is not None else Switches.resolve()
         sock = socket_path or socket_path_for(directory)
-        args = [sys.executable, "-m", "gateway.audit.writer_process", "--dir", os.fspath(directory),
-                "--socket", sock, "--fsync", fsync, "--group-delay-ms", str(group_delay_ms),
-                "--mode", sw.mode, *[f"--impl={k}={v}" for k, v in sorted(sw.overrides.items())]]
+        args = [
+            sys.executable,
+            "-m",
+            "gateway.audit.writer_process",
+            "--dir",
+            os.fspath(directory),
+            "--socket",
+            sock,
+            "--fsync",
+            fsync,
+            "--group-delay-ms",
+            str(group_delay_ms),
+            "--mode",
+            sw.mode,
+            *[f"--impl={k}={v}" for k, v in sorted(sw.overrides.items())],
+        ]
         log = tempfile.NamedTemporaryFile(prefix="gatewaylab-writer-", suffix=".log", delete=False)
         root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -270,6 +321,7 @@ class WriterProcess:
             # the writer outlives no parent: SIGTERM (commit, close) when the process that started it dies,
             # so a killed gateway never leaves an orphan holding the WAL's lock
             import ctypes
+
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
             if cpu_set:
                 os.sched_setaffinity(0, cpu_set)
@@ -280,10 +332,14 @@ class WriterProcess:
         deadline = time.monotonic() + ready_timeout
         while READY not in wp.output():
             if proc.poll() is not None:
-                raise ConfigError(f"the ledger writer exited with {proc.returncode}: {wp.output().strip()[-2000:]}")
+                raise ConfigError(
+                    f"the ledger writer exited with {proc.returncode}: {wp.output().strip()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 wp.kill()
-                raise ConfigError(f"the ledger writer did not listen within {ready_timeout}s: {wp.output()[-2000:]}")
+                raise ConfigError(
+                    f"the ledger writer did not listen within {ready_timeout}s: {wp.output()[-2000:]}"
+                )
             time.sleep(0.02)
         return wp
 
@@ -319,7 +375,7 @@ class LedgerClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
-        self.count = 0           # the ledger's length as of the last reply (gauges, /health)
+        self.count = 0  # the ledger's length as of the last reply (gauges, /health)
         self.durable_count = 0
 
     async def connect(self, timeout: float = 10.0) -> None:
@@ -330,7 +386,9 @@ class LedgerClient:
                 return
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 if time.monotonic() > deadline:
-                    raise AuditUnavailable(f"the ledger writer at {self.socket_path} does not answer: {e}") from None
+                    raise AuditUnavailable(
+                        f"the ledger writer at {self.socket_path} does not answer: {e}"
+                    ) from None
                 await asyncio.sleep(0.05)
 
     async def call(self, msg: dict) -> dict:
@@ -427,7 +485,9 @@ class SingleWriterAudit(BackgroundAudit):
 def main(argv: list[str] | None = None) -> int:
     from gateway.audit.wal import POLICIES
 
-    p = argparse.ArgumentParser(prog="python -m gateway.audit.writer_process", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m gateway.audit.writer_process", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--dir", required=True, help="the ledger folder (audit.wal, audit.mmr)")
     p.add_argument("--socket", default=None, help=f"Unix socket path (default <dir>/{SOCKET_NAME})")
     p.add_argument("--fsync", default="group", choices=POLICIES)
@@ -438,8 +498,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         sw = Switches.resolve(mode=a.mode, impl=a.impl)
-        writer = LedgerWriter(a.dir, a.socket or socket_path_for(a.dir), sw, fsync=a.fsync,
-                              group_delay_ms=a.group_delay_ms, grace_s=a.grace)
+        writer = LedgerWriter(
+            a.dir,
+            a.socket or socket_path_for(a.dir),
+            sw,
+            fsync=a.fsync,
+            group_delay_ms=a.group_delay_ms,
+            grace_s=a.grace,
+        )
     except GatewayLabError as e:
         print(f"ledger writer: error: {e}", file=sys.stderr)
         return 1

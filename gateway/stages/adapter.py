@@ -39,6 +39,7 @@ kind "anthropic" (Messages API):
     error                                 -> InvalidInput("upstream stream error: <message>")
     anything else (ping, content_block_start/stop, message_stop, ...) -> []
 """
+
 from __future__ import annotations
 
 import orjson
@@ -67,7 +68,9 @@ def _dumps(obj) -> bytes:
         return orjson.dumps(obj)
     except orjson.JSONEncodeError as e:
         if "recursion" in str(e).lower():
-            raise InvalidInput("adapter: JSON nested too deeply to write (orjson: recursion limit reached)") from None
+            raise InvalidInput(
+                "adapter: JSON nested too deeply to write (orjson: recursion limit reached)"
+            ) from None
         raise InvalidInput(f"adapter: cannot write JSON ({e})") from None
 
 
@@ -80,9 +83,15 @@ def _finish(reason):
 
 
 def _chunk(public_model: str, delta: dict, finish) -> bytes:
-    return _dumps({"id": "chatcmpl-anthropic", "object": "chat.completion.chunk", "created": 0,
-                         "model": public_model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    return _dumps(
+        {
+            "id": "chatcmpl-anthropic",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": public_model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 class Adapter:
@@ -165,12 +174,22 @@ class Adapter:
             raise InvalidInput("adapter upstream response: usage token counts must be integers")
         if not -(2**63) <= i + o < 2**64:  # orjson writes 64-bit integers only
             raise InvalidInput("adapter upstream response: usage total exceeds 64 bits")
-        return _dumps({
-            "id": rid, "object": "chat.completion", "created": 0, "model": public_model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": _finish(r.get("stop_reason"))}],
-            "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o},
-        })
+        return _dumps(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": 0,
+                "model": public_model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": _finish(r.get("stop_reason")),
+                    }
+                ],
+                "usage": {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o},
+            }
+        )
 
     @staticmethod
     def _anthropic_event(event: bytes, public_model: str) -> list[bytes]:

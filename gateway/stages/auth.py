@@ -6,11 +6,12 @@ equal "bearer" ignoring ASCII case; the token is the rest with ASCII whitespace
 hex is compared with every stored hash (no early exit) using `hmac.compare_digest`; the
 first key id in mapping order whose hash matches is returned.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 
 from gateway.errors import InvalidInput
 

@@ -7,17 +7,19 @@ the upstream's own 4xx), unparseable body -> UpstreamMalformed (502, raised by t
 when the adapter cannot read the body). The Rust twin (gateway/stages/rust_forwarder.py)
 raises these same classes.
 """
+
 from __future__ import annotations
 
-import asyncio
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from yarl import URL
 
-from gateway.errors import (UpstreamError, UpstreamMalformed, UpstreamStatusError, UpstreamTimeout,  # noqa: F401
-                            UpstreamUnavailable)
-
+from gateway.errors import (
+    UpstreamStatusError,
+    UpstreamTimeout,  # noqa: F401
+    UpstreamUnavailable,
+)
 
 _SINGLE_DOT = {".", "%2e"}
 _DOUBLE_DOT = {"..", ".%2e", "%2e.", "%2e%2e"}
@@ -68,7 +70,9 @@ class Forwarder:
         # send(): the whole exchange within timeout_s; stream(): no gap between chunks longer
         # than timeout_s (a long stream may take longer in total).
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=timeout_s
+        )
         self._total = timeout_s
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
@@ -76,34 +80,53 @@ class Forwarder:
     def _client(self) -> aiohttp.ClientSession:
         s = self._session
         if s is None:
-            conn = aiohttp.TCPConnector(limit=self._pool, limit_per_host=self._pool, ttl_dns_cache=300,
-                                        enable_cleanup_closed=False)
+            conn = aiohttp.TCPConnector(
+                limit=self._pool, limit_per_host=self._pool, ttl_dns_cache=300, enable_cleanup_closed=False
+            )
             s = self._session = aiohttp.ClientSession(
-                connector=conn, timeout=self._timeout, auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
+                connector=conn,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            )
         return s
 
     async def send(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> tuple[int, bytes]:
         try:
-            async with self._client().post(URL(without_dot_segments(url), encoded=True), data=body,
-                                           headers=headers) as r:
+            async with self._client().post(
+                URL(without_dot_segments(url), encoded=True), data=body, headers=headers
+            ) as r:
                 return r.status, await r.read()
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream timed out after {self._total:g}s") from e
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as e:
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientResponseError,
+            OSError,
+        ) as e:
             raise UpstreamUnavailable(f"upstream connection failed: {type(e).__name__}: {e}") from e
 
     async def stream(self, url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
         try:
-            async with self._client().post(URL(without_dot_segments(url), encoded=True), data=body, headers=headers,
-                                           timeout=self._stream_timeout) as r:
+            async with self._client().post(
+                URL(without_dot_segments(url), encoded=True),
+                data=body,
+                headers=headers,
+                timeout=self._stream_timeout,
+            ) as r:
                 if not 200 <= r.status < 300:
                     raise UpstreamStatusError(r.status, await r.read())
                 async for chunk in r.content.iter_any():
                     yield chunk
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise UpstreamTimeout(f"upstream stream timed out (no data for {self._total:g}s)") from e
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError, OSError) as e:
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientResponseError,
+            OSError,
+        ) as e:
             raise UpstreamUnavailable(f"upstream connection failed: {type(e).__name__}: {e}") from e
 
     async def aclose(self) -> None:

@@ -21,6 +21,7 @@ cannot see (found by tests/reliability/framing_cases.py under uvicorn's httptool
 Most HTTP parsers (llhttp, h11) already refuse these; the guard makes the gateway's answer
 the same whichever server runs it, and closes the gaps some servers leave open.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,9 @@ def check_scope(scope) -> GuardError | None:
     """The request line's verdicts (see the module docstring); None when it is sound."""
     version = scope.get("http_version")
     if version != "1.1" and version != "1.0":
-        return GuardError(505, "unsupported_http_version", f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 only)")
+        return GuardError(
+            505, "unsupported_http_version", f"HTTP/{version} is not supported (HTTP/1.0 and 1.1 only)"
+        )
     hosts, te, empty_host = 0, False, False
     for name, value in scope["headers"]:
         if name == b"host":
@@ -51,7 +54,9 @@ def check_scope(scope) -> GuardError | None:
     if hosts > 1:
         return GuardError(400, "invalid_host", "more than one Host header")
     if (hosts == 0 and version == "1.1") or empty_host:  # granian fills in an empty Host when there is none
-        return GuardError(400, "invalid_host", "an HTTP/1.1 request without a Host header (or with an empty one)")
+        return GuardError(
+            400, "invalid_host", "an HTTP/1.1 request without a Host header (or with an empty one)"
+        )
     if te and version == "1.0":
         return GuardError(400, "ambiguous_framing", "Transfer-Encoding in an HTTP/1.0 request")
     return None
@@ -76,7 +81,9 @@ def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes 
             authorization = value
         elif name == b"transfer-encoding":
             if te is not None:
-                raise GuardError(400, "unsupported_transfer_encoding", "more than one Transfer-Encoding header")
+                raise GuardError(
+                    400, "unsupported_transfer_encoding", "more than one Transfer-Encoding header"
+                )
             te = value
         if name not in _GOOD_NAMES:
             if _BAD_NAME(name) is not None or not name:
@@ -102,7 +109,12 @@ def declared_too_large(headers, max_body_bytes: int) -> GuardError | None:
     the limit (413; the body is then discarded, not read). Everything else about the head is
     judged by the pipeline's guard (`check_headers`), after the bounded read."""
     declared = [v for n, v in headers if n == b"content-length" or n == b"transfer-encoding"]
-    if len(declared) == 1 and declared[0].isdigit() and len(declared[0]) <= 18 and int(declared[0]) > max_body_bytes:
+    if (
+        len(declared) == 1
+        and declared[0].isdigit()
+        and len(declared[0]) <= 18
+        and int(declared[0]) > max_body_bytes
+    ):
         return GuardError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
     return None  # ambiguous framing is the guard's 400, after the bounded read
 

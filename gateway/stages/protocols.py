@@ -5,9 +5,11 @@ Each has a Python twin in `gateway/stages/<stage>.py` and a Rust twin bound in
 results for identical inputs; parity tests in `tests/gateway/test_<stage>_parity.py`.
 Time is always passed in (never read inside), so both twins are deterministic under test.
 """
+
 from __future__ import annotations
 
-from typing import AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 
 @runtime_checkable

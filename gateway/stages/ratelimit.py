@@ -18,10 +18,11 @@ Arithmetic, in this order, so both twins give bit-identical floats (IEEE-754 dou
 Keys without limits are unlimited (0.0). `tokens` is an int >= 0; limits are ints >= 1.
 A request needing more tokens than the bucket holds at all gets `inf`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from gateway.errors import InvalidInput
 
@@ -35,9 +36,13 @@ class RateLimiter:
             try:
                 rpm, tpm = pair
             except (TypeError, ValueError):
-                raise InvalidInput(f"RateLimiter: limits for {key_id!r} must be (requests_per_min, tokens_per_min)") from None
+                raise InvalidInput(
+                    f"RateLimiter: limits for {key_id!r} must be (requests_per_min, tokens_per_min)"
+                ) from None
             for name, v in (("requests_per_min", rpm), ("tokens_per_min", tpm)):
-                if type(v) is not int or not 1 <= v <= 1 << 63:  # the Rust twin's range (differential fuzzing)
+                if (
+                    type(v) is not int or not 1 <= v <= 1 << 63
+                ):  # the Rust twin's range (differential fuzzing)
                     raise InvalidInput(f"RateLimiter: {name} for {key_id!r} must be an int >= 1, got {v!r}")
             lim[key_id] = (float(rpm), float(tpm), rpm / 60.0, tpm / 60.0)
         self._limits = lim

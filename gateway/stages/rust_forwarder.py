@@ -7,9 +7,10 @@ A thin wrapper around `gateway._native.NativeForwarder` giving it the `Forwarder
 While a request is in flight the asyncio loop awaits a plain future and the GIL is free;
 the Tokio threads never take it until the result is handed back.
 """
+
 from __future__ import annotations
 
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from gateway import _native
 from gateway.stages.forwarder import UpstreamStatusError, UpstreamTimeout, UpstreamUnavailable

@@ -22,10 +22,11 @@ fast path for case-insensitive patterns or leading alternations, so the default 
 their first word with explicit classes (`[Ii][Gg]...`) and fold the rest with `(?i:...)`,
 which both engines read the same way.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.errors import InvalidInput
 
@@ -104,9 +105,11 @@ class Waf:
             seen.add(rid)
         # (id, 0=literal / 1=literal ci / 2=regex, pattern or compiled search, required prefix)
         self._rules = tuple(
-            (rid, 2, rx.search, _required_prefix(rx.pattern, rx.flags)) if kind == "regex"
+            (rid, 2, rx.search, _required_prefix(rx.pattern, rx.flags))
+            if kind == "regex"
             else (rid, 1 if ci else 0, rx, None)
-            for rid, kind, rx, ci in compiled)
+            for rid, kind, rx, ci in compiled
+        )
         self._needs_lower = any(k == 1 or pre for _, k, _, pre in self._rules)
         self.ids = tuple(r[0] for r in compiled)
 
@@ -139,24 +142,70 @@ def default_rules() -> list[dict]:
     """The shipped rule set: prompt-injection phrases and secrets-like strings."""
     sp = "[ \\t]+"
     return [
-        {"id": "prompt_injection.ignore_instructions", "kind": "regex", "case_insensitive": False,
-         "pattern": f"{_ci('ignore')}{sp}(?i:(all{sp}|any{sp}|the{sp})?(previous|prior|above|earlier){sp}(instructions|prompts|rules|directions))"},
-        {"id": "prompt_injection.disregard", "kind": "regex", "case_insensitive": False,
-         "pattern": f"{_ci('disregard')}{sp}(?i:(all{sp}|any{sp}|the{sp}|your{sp})?(previous{sp}|prior{sp}|above{sp})?(instructions|rules|guidelines|system{sp}prompt))"},
-        {"id": "prompt_injection.reveal_system_prompt", "kind": "regex", "case_insensitive": False,
-         "pattern": f"{_ci('your')}{sp}(?i:(system|hidden|initial|original){sp}(prompt|instructions))"},
-        {"id": "prompt_injection.dan", "kind": "literal", "case_insensitive": True, "pattern": "do anything now"},
-        {"id": "prompt_injection.developer_mode", "kind": "literal", "case_insensitive": True, "pattern": "developer mode enabled"},
-        {"id": "secret.private_key", "kind": "regex", "case_insensitive": False,
-         "pattern": "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----"},
-        {"id": "secret.aws_access_key_id", "kind": "regex", "case_insensitive": False,
-         "pattern": "(AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}"},
-        {"id": "secret.aws_secret_access_key", "kind": "regex", "case_insensitive": False,
-         "pattern": _ci("aws_secret_access_key") + "[ \\t]*[=:][ \\t]*[A-Za-z0-9/+]{40}"},
-        {"id": "secret.github_token", "kind": "regex", "case_insensitive": False,
-         "pattern": "gh[pousr]_[A-Za-z0-9]{36}"},
-        {"id": "secret.slack_token", "kind": "regex", "case_insensitive": False,
-         "pattern": "xox[abposr]-[0-9A-Za-z-]{10,}"},
-        {"id": "secret.openai_key", "kind": "regex", "case_insensitive": False,
-         "pattern": "sk-(proj-)?[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9_-]{20,}"},
+        {
+            "id": "prompt_injection.ignore_instructions",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": f"{_ci('ignore')}{sp}(?i:(all{sp}|any{sp}|the{sp})?(previous|prior|above|earlier){sp}(instructions|prompts|rules|directions))",
+        },
+        {
+            "id": "prompt_injection.disregard",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": f"{_ci('disregard')}{sp}(?i:(all{sp}|any{sp}|the{sp}|your{sp})?(previous{sp}|prior{sp}|above{sp})?(instructions|rules|guidelines|system{sp}prompt))",
+        },
+        {
+            "id": "prompt_injection.reveal_system_prompt",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": f"{_ci('your')}{sp}(?i:(system|hidden|initial|original){sp}(prompt|instructions))",
+        },
+        {
+            "id": "prompt_injection.dan",
+            "kind": "literal",
+            "case_insensitive": True,
+            "pattern": "do anything now",
+        },
+        {
+            "id": "prompt_injection.developer_mode",
+            "kind": "literal",
+            "case_insensitive": True,
+            "pattern": "developer mode enabled",
+        },
+        {
+            "id": "secret.private_key",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----",
+        },
+        {
+            "id": "secret.aws_access_key_id",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": "(AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}",
+        },
+        {
+            "id": "secret.aws_secret_access_key",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": _ci("aws_secret_access_key") + "[ \\t]*[=:][ \\t]*[A-Za-z0-9/+]{40}",
+        },
+        {
+            "id": "secret.github_token",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": "gh[pousr]_[A-Za-z0-9]{36}",
+        },
+        {
+            "id": "secret.slack_token",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": "xox[abposr]-[0-9A-Za-z-]{10,}",
+        },
+        {
+            "id": "secret.openai_key",
+            "kind": "regex",
+            "case_insensitive": False,
+            "pattern": "sk-(proj-)?[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9_-]{20,}",
+        },
     ]

@@ -10,6 +10,7 @@ read its JSON back as plain summaries. Shared by harness/bench/{mmr,wal,hash,ent
 A Summary holds seconds per unit of work (median, min, max over every pyperf value,
 and the number of values); callers turn it into rates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,8 @@ def require_release() -> str:
     if prof != "release":
         raise DebugBuildRefused(
             f"gateway._native build profile is {prof!r}: refusing to report benchmark numbers "
-            "from anything but a release build (run `make dev`)")
+            "from anything but a release build (run `make dev`)"
+        )
     return prof
 
 
@@ -55,8 +57,13 @@ class Summary:
         return 1.0 / self.median, 1.0 / self.max, 1.0 / self.min
 
 
-def run_cases(cases: list[dict], pyperf_json: str | os.PathLike, quick: bool = False,
-              pyperf_args: list[str] | tuple[str, ...] = (), timeout: float = 3600) -> dict[str, Summary]:
+def run_cases(
+    cases: list[dict],
+    pyperf_json: str | os.PathLike,
+    quick: bool = False,
+    pyperf_args: list[str] | tuple[str, ...] = (),
+    timeout: float = 3600,
+) -> dict[str, Summary]:
     import pyperf
 
     out = Path(pyperf_json)
@@ -67,13 +74,25 @@ def run_cases(cases: list[dict], pyperf_json: str | os.PathLike, quick: bool = F
         json.dump(cases, fh)
         spec = fh.name
     try:
-        cmd = [sys.executable, "-m", "harness.bench._worker", "--spec", spec, "-o", str(out), "--quiet",
-               *(QUICK_ARGS if quick else FULL_ARGS), *pyperf_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.bench._worker",
+            "--spec",
+            spec,
+            "-o",
+            str(out),
+            "--quiet",
+            *(QUICK_ARGS if quick else FULL_ARGS),
+            *pyperf_args,
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             log = out.with_name(out.name + ".stderr.txt")
             log.write_text(r.stderr)
-            raise GatewayLabError(f"benchmark worker failed (exit {r.returncode}): {_root_cause(r.stderr)} (full log: {log})")
+            raise GatewayLabError(
+                f"benchmark worker failed (exit {r.returncode}): {_root_cause(r.stderr)} (full log: {log})"
+            )
     finally:
         os.unlink(spec)
     suite = pyperf.BenchmarkSuite.load(str(out))
@@ -99,8 +118,11 @@ def _root_cause(stderr: str) -> str:
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impl", choices=["python", "rust", "both"], default="both")
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
-    p.add_argument("--pyperf-json", metavar="PATH",
-                   help="keep pyperf's JSON here (default: OUT with .pyperf.json, else a temp file)")
+    p.add_argument(
+        "--pyperf-json",
+        metavar="PATH",
+        help="keep pyperf's JSON here (default: OUT with .pyperf.json, else a temp file)",
+    )
     p.add_argument("--quick", action="store_true", help="CI-sized run: fewer processes/values, smaller N")
     p.add_argument("--pyperf-args", default="", help="extra pyperf options, e.g. '--rigorous'")
 

@@ -8,12 +8,12 @@ benchmark named `name` in OUT.json. Timings are per unit of work (`inner_loops`)
 per leaf for `mmr`/`sha256_bound`, per record for `wal`, per call for `hash`/`entropy`, so
 `python -m pyperf compare_to` on two runs compares like with like.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -32,6 +32,7 @@ def case_mmr(c):
     MMR = twins.load("mmr", c["impl"])
     leaves = seed_leaves(c["n"])
     if c["api"] == "per_leaf":
+
         def f(loops):
             total = 0.0
             for _ in range(loops):
@@ -43,6 +44,7 @@ def case_mmr(c):
                 total += perf_counter() - t0
             return total
     else:
+
         def f(loops):
             total = 0.0
             for _ in range(loops):
@@ -51,6 +53,7 @@ def case_mmr(c):
                 m.append_many(leaves)
                 total += perf_counter() - t0
             return total
+
     return f, c["n"]
 
 
@@ -70,9 +73,17 @@ def case_sha256_bound(c):
 
 
 def record_payload(i: int, size: int) -> bytes:
-    body = json.dumps({"seq": i, "request_id": f"req-{i:012d}", "model": "gpt-4o-mini", "status": 200,
-                       "request_sha256": hashlib.sha256(b"q%d" % i).hexdigest()}, sort_keys=True,
-                      separators=(",", ":")).encode()
+    body = json.dumps(
+        {
+            "seq": i,
+            "request_id": f"req-{i:012d}",
+            "model": "gpt-4o-mini",
+            "status": 200,
+            "request_sha256": hashlib.sha256(b"q%d" % i).hexdigest(),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
     return (body * (size // len(body) + 1))[:size]
 
 
@@ -127,14 +138,34 @@ def case_hash(c):
 
 def entropy_body(case: str) -> bytes:
     words = [f"w{(i * 7919) % 97}" for i in range(300)]
-    choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"}
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": " ".join(words)},
+        "finish_reason": "stop",
+    }
     if case == "logprobs":
-        choice["logprobs"] = {"content": [
-            {"token": f"t{i}", "logprob": -0.1 * (i % 5),
-             "top_logprobs": [{"token": f"t{i}-{k}", "logprob": -0.1 * (i % 5) - 0.7 * k} for k in range(5)]}
-            for i in range(100)]}
-    return json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "m",
-                       "choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 300}}).encode()
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": f"t{i}",
+                    "logprob": -0.1 * (i % 5),
+                    "top_logprobs": [
+                        {"token": f"t{i}-{k}", "logprob": -0.1 * (i % 5) - 0.7 * k} for k in range(5)
+                    ],
+                }
+                for i in range(100)
+            ]
+        }
+    return json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [choice],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 300},
+        }
+    ).encode()
 
 
 def case_entropy(c):
@@ -152,7 +183,13 @@ def case_entropy(c):
     return f, 1
 
 
-CASES = {"mmr": case_mmr, "sha256_bound": case_sha256_bound, "wal": case_wal, "hash": case_hash, "entropy": case_entropy}
+CASES = {
+    "mmr": case_mmr,
+    "sha256_bound": case_sha256_bound,
+    "wal": case_wal,
+    "hash": case_hash,
+    "entropy": case_entropy,
+}
 
 
 UNIT_N = ("mmr", "sha256_bound", "wal")
@@ -174,8 +211,7 @@ def main() -> None:
     def add_cmdline_args(cmd, args):
         cmd.extend(["--spec", args.spec])
 
-    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args,
-                           program_args=("-m", "harness.bench._worker"))
+    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args, program_args=("-m", "harness.bench._worker"))
     runner.argparser.add_argument("--spec", required=True)
     args = runner.parse_args()
     with open(args.spec) as fh:

@@ -5,6 +5,7 @@ chat-completion bodies: `text` (300 whitespace tokens, the text branch) and `log
 JSON (`--json OUT`):
     {"rows": [{"impl", "case", "body_bytes", "ns_per_call", "min", "max"}, ...], "pyperf_json": PATH, "meta": {...}}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,28 +15,56 @@ from harness.bench import _runner as R
 CASES = ("text", "logprobs")
 
 
-def measure(impls=("python", "rust"), cases=CASES, quick: bool = False, pyperf_json="entropy.pyperf.json", pyperf_args=()) -> dict:
+def measure(
+    impls=("python", "rust"),
+    cases=CASES,
+    quick: bool = False,
+    pyperf_json="entropy.pyperf.json",
+    pyperf_args=(),
+) -> dict:
     if "rust" in impls:
         R.require_release()
     from harness.bench._worker import entropy_body
 
-    specs = [{"name": f"entropy.{impl}.{case}", "kind": "entropy", "impl": impl, "case": case} for case in cases for impl in impls]
+    specs = [
+        {"name": f"entropy.{impl}.{case}", "kind": "entropy", "impl": impl, "case": case}
+        for case in cases
+        for impl in impls
+    ]
     res = R.run_cases(specs, pyperf_json, quick=quick, pyperf_args=pyperf_args)
     rows = []
     for c in specs:
         s = res[c["name"]]
-        rows.append({"impl": c["impl"], "case": c["case"], "body_bytes": len(entropy_body(c["case"])),
-                     "ns_per_call": s.median * 1e9, "min": s.min * 1e9, "max": s.max * 1e9})
+        rows.append(
+            {
+                "impl": c["impl"],
+                "case": c["case"],
+                "body_bytes": len(entropy_body(c["case"])),
+                "ns_per_call": s.median * 1e9,
+                "min": s.min * 1e9,
+                "max": s.max * 1e9,
+            }
+        )
     from harness.meta import collect
 
-    meta = collect(parameters={"bench": "entropy", "impls": list(impls), "cases": list(cases), "quick": quick,
-                               "pyperf_args": list(pyperf_args)})
+    meta = collect(
+        parameters={
+            "bench": "entropy",
+            "impls": list(impls),
+            "cases": list(cases),
+            "quick": quick,
+            "pyperf_args": list(pyperf_args),
+        }
+    )
     return {"rows": rows, "pyperf_json": str(pyperf_json), "meta": meta}
 
 
 def markdown(result) -> str:
     by = {(r["impl"], r["case"]): r for r in result["rows"]}
-    lines = ["| body | bytes | Python per call | Rust per call | Python / Rust |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| body | bytes | Python per call | Rust per call | Python / Rust |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for case in [c for c in CASES if any(r["case"] == c for r in result["rows"])]:
         py, rs = by.get(("python", case)), by.get(("rust", case))
         size = (py or rs)["body_bytes"]

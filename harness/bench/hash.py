@@ -5,6 +5,7 @@ JSON (`--json OUT`):
     {"rows": [{"impl", "size", "ns_per_call", "min", "max", "mb_per_s"}, ...], "pyperf_json": PATH, "meta": {...}}
 ns_per_call is the median; min/max are the fastest/slowest pyperf value.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,21 +16,42 @@ SIZES = (64, 1024, 65536, 1 << 20)
 QUICK_SIZES = (64, 65536)
 
 
-def measure(impls=("python", "rust"), sizes=None, quick: bool = False, pyperf_json="hash.pyperf.json", pyperf_args=()) -> dict:
+def measure(
+    impls=("python", "rust"), sizes=None, quick: bool = False, pyperf_json="hash.pyperf.json", pyperf_args=()
+) -> dict:
     if "rust" in impls:
         R.require_release()
     sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
-    cases = [{"name": f"hash.{impl}.{size}", "kind": "hash", "impl": impl, "size": size} for size in sizes for impl in impls]
+    cases = [
+        {"name": f"hash.{impl}.{size}", "kind": "hash", "impl": impl, "size": size}
+        for size in sizes
+        for impl in impls
+    ]
     res = R.run_cases(cases, pyperf_json, quick=quick, pyperf_args=pyperf_args)
     rows = []
     for c in cases:
         s = res[c["name"]]
-        rows.append({"impl": c["impl"], "size": c["size"], "ns_per_call": s.median * 1e9, "min": s.min * 1e9,
-                     "max": s.max * 1e9, "mb_per_s": c["size"] / s.median / 1e6})
+        rows.append(
+            {
+                "impl": c["impl"],
+                "size": c["size"],
+                "ns_per_call": s.median * 1e9,
+                "min": s.min * 1e9,
+                "max": s.max * 1e9,
+                "mb_per_s": c["size"] / s.median / 1e6,
+            }
+        )
     from harness.meta import collect
 
-    meta = collect(parameters={"bench": "hash", "impls": list(impls), "sizes": list(sizes), "quick": quick,
-                               "pyperf_args": list(pyperf_args)})
+    meta = collect(
+        parameters={
+            "bench": "hash",
+            "impls": list(impls),
+            "sizes": list(sizes),
+            "quick": quick,
+            "pyperf_args": list(pyperf_args),
+        }
+    )
     return {"rows": rows, "pyperf_json": str(pyperf_json), "meta": meta}
 
 

@@ -15,6 +15,7 @@ JSON (`--json OUT`):
 leaves_per_s is the median over every pyperf value; min/max are the slowest/fastest value.
 A debug build of the extension is refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,30 +26,44 @@ NS = (100, 1_000, 10_000, 100_000)
 QUICK_NS = (100, 1_000)
 
 
-def measure(impls=("python", "rust"), ns=None, quick: bool = False, pyperf_json="mmr.pyperf.json",
-            pyperf_args=()) -> dict:
+def measure(
+    impls=("python", "rust"), ns=None, quick: bool = False, pyperf_json="mmr.pyperf.json", pyperf_args=()
+) -> dict:
     """Run the benchmark (pyperf subprocess) and return the JSON-shaped result."""
     R.require_release()
     ns = tuple(ns or (QUICK_NS if quick else NS))
     cases = []
     for n in ns:
         for impl in impls:
-            cases.append({"name": f"mmr.{impl}.per_leaf.n{n}", "kind": "mmr", "impl": impl, "api": "per_leaf", "n": n})
+            cases.append(
+                {"name": f"mmr.{impl}.per_leaf.n{n}", "kind": "mmr", "impl": impl, "api": "per_leaf", "n": n}
+            )
             if impl == "rust":
-                cases.append({"name": f"mmr.rust.batch.n{n}", "kind": "mmr", "impl": "rust", "api": "batch", "n": n})
+                cases.append(
+                    {"name": f"mmr.rust.batch.n{n}", "kind": "mmr", "impl": "rust", "api": "batch", "n": n}
+                )
         cases.append({"name": f"sha256_bound.n{n}", "kind": "sha256_bound", "n": n})
     res = R.run_cases(cases, pyperf_json, quick=quick, pyperf_args=pyperf_args)
     rows, bound = [], []
     for c in cases:
         med, lo, hi = res[c["name"]].rate()
         if c["kind"] == "mmr":
-            rows.append({"impl": c["impl"], "api": c["api"], "n": c["n"], "leaves_per_s": med, "min": lo, "max": hi})
+            rows.append(
+                {"impl": c["impl"], "api": c["api"], "n": c["n"], "leaves_per_s": med, "min": lo, "max": hi}
+            )
         else:
             bound.append({"n": c["n"], "leaves_per_s": med, "min": lo, "max": hi})
     from harness.meta import collect
 
-    meta = collect(parameters={"bench": "mmr", "impls": list(impls), "ns": list(ns), "quick": quick,
-                               "pyperf_args": list(pyperf_args)})
+    meta = collect(
+        parameters={
+            "bench": "mmr",
+            "impls": list(impls),
+            "ns": list(ns),
+            "quick": quick,
+            "pyperf_args": list(pyperf_args),
+        }
+    )
     return {
         "rows": rows,
         "sha256_bound_leaves_per_s": max(bound, key=lambda b: b["n"])["leaves_per_s"],
@@ -68,7 +83,9 @@ def _row(result, impl, api, n):
 def _ratio(a, b) -> str:
     if a is None or b is None:
         return "–"
-    return f"{a['leaves_per_s'] / b['leaves_per_s']:.1f}x ({a['min'] / b['max']:.1f}–{a['max'] / b['min']:.1f})"
+    return (
+        f"{a['leaves_per_s'] / b['leaves_per_s']:.1f}x ({a['min'] / b['max']:.1f}–{a['max'] / b['min']:.1f})"
+    )
 
 
 def _rate(r) -> str:
@@ -78,7 +95,11 @@ def _rate(r) -> str:
 def ratios(result) -> dict:
     """Headline figures at the largest N: rust/python per leaf, batch/python, batch share of the bound."""
     n = max(r["n"] for r in result["rows"])
-    py, rs, rb = _row(result, "python", "per_leaf", n), _row(result, "rust", "per_leaf", n), _row(result, "rust", "batch", n)
+    py, rs, rb = (
+        _row(result, "python", "per_leaf", n),
+        _row(result, "rust", "per_leaf", n),
+        _row(result, "rust", "batch", n),
+    )
     bound = next(b for b in result["sha256_bound"] if b["n"] == n)
     out = {"n": n}
     if py and rs:
@@ -98,7 +119,9 @@ def gate_metrics(result) -> dict[str, dict]:
 
     n = max(r["n"] for r in result["rows"])
     trip = lambda r: (r["leaves_per_s"], r["min"], r["max"])  # noqa: E731
-    py, rs, rb = (trip(_row(result, *k, n)) for k in (("python", "per_leaf"), ("rust", "per_leaf"), ("rust", "batch")))
+    py, rs, rb = (
+        trip(_row(result, *k, n)) for k in (("python", "per_leaf"), ("rust", "per_leaf"), ("rust", "batch"))
+    )
     bd = trip(next(b for b in result["sha256_bound"] if b["n"] == n))
 
     def ratio(a, b):  # (median, min, max): a.min/b.max .. a.max/b.min
@@ -106,8 +129,12 @@ def gate_metrics(result) -> dict[str, dict]:
 
     return {
         "mmr_per_leaf_speedup": metric(*ratio(rs, py), desc=f"Rust/Python leaves/s, per-leaf API, N={n}"),
-        "mmr_batch_speedup": metric(*ratio(rb, py), desc=f"Rust append_many / Python per-leaf leaves/s, N={n}"),
-        "mmr_batch_over_per_leaf": metric(*ratio(rb, rs), desc=f"Rust append_many / Rust per-leaf leaves/s, N={n}"),
+        "mmr_batch_speedup": metric(
+            *ratio(rb, py), desc=f"Rust append_many / Python per-leaf leaves/s, N={n}"
+        ),
+        "mmr_batch_over_per_leaf": metric(
+            *ratio(rb, rs), desc=f"Rust append_many / Rust per-leaf leaves/s, N={n}"
+        ),
         "mmr_batch_share_of_bound": metric(*ratio(rb, bd), desc=f"Rust append_many / SHA-256 bound, N={n}"),
         "mmr_python_share_of_bound": metric(*ratio(py, bd), desc=f"Python per-leaf / SHA-256 bound, N={n}"),
     }
@@ -123,11 +150,17 @@ def markdown(result) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in ns:
-        py, rs, rb = _row(result, "python", "per_leaf", n), _row(result, "rust", "per_leaf", n), _row(result, "rust", "batch", n)
+        py, rs, rb = (
+            _row(result, "python", "per_leaf", n),
+            _row(result, "rust", "per_leaf", n),
+            _row(result, "rust", "batch", n),
+        )
         b = bound.get(n)
         share = f"{rb['leaves_per_s'] / b['leaves_per_s']:.0%}" if rb and b else "–"
-        lines.append(f"| {n:,} | {_rate(py)} | {_rate(rs)} | {_ratio(rs, py)} | {_rate(rb)} | {_ratio(rb, py)} | "
-                     f"{_rate(b)} | {share} |")
+        lines.append(
+            f"| {n:,} | {_rate(py)} | {_rate(rs)} | {_ratio(rs, py)} | {_rate(rb)} | {_ratio(rb, py)} | "
+            f"{_rate(b)} | {share} |"
+        )
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ Timings are wall-clock medians (min–max) over repeats, taken on whatever else 
 running: the ratios, not the absolute figures, are the result. JSON (`--json OUT`):
 {"append": [...], "restart": [...], "proofs": [...], "soak": [...], "meta": {...}}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ def _append_once(MMR, leaves: list[bytes], api: str, store_dir: str | None) -> f
             app(p)
     else:
         for k in range(0, len(leaves), 256):
-            m.append_many(leaves[k:k + 256])
+            m.append_many(leaves[k : k + 256])
     dt = time.perf_counter() - t0
     m.close()
     return len(leaves) / dt
@@ -80,9 +81,18 @@ def bench_append(impls, n: int, repeat: int) -> list[dict]:
                 finally:
                     shutil.rmtree(d, ignore_errors=True)
             mem, st = _spread(rates["memory"]), _spread(rates["store"])
-            rows.append({"impl": impl, "api": api, "n": n, "memory_leaves_per_s": mem, "store_leaves_per_s": st,
-                         "ratio": st["median"] / mem["median"], "ratio_min": st["min"] / mem["max"],
-                         "ratio_max": st["max"] / mem["min"]})
+            rows.append(
+                {
+                    "impl": impl,
+                    "api": api,
+                    "n": n,
+                    "memory_leaves_per_s": mem,
+                    "store_leaves_per_s": st,
+                    "ratio": st["median"] / mem["median"],
+                    "ratio_min": st["min"] / mem["max"],
+                    "ratio_max": st["max"] / mem["min"],
+                }
+            )
     return rows
 
 
@@ -113,8 +123,9 @@ def _open_time(d: Path, sw, nodes: str, n: int) -> float:
     return dt
 
 
-def bench_restart(impls, sizes, repeat: int, record_bytes: int, workdir: Path, proofs: int,
-                  memory_max: int) -> tuple[list, list]:
+def bench_restart(
+    impls, sizes, repeat: int, record_bytes: int, workdir: Path, proofs: int, memory_max: int
+) -> tuple[list, list]:
     from gateway.audit.ledger import AuditLedger
     from gateway.twins import Switches
 
@@ -134,8 +145,15 @@ def bench_restart(impls, sizes, repeat: int, record_bytes: int, workdir: Path, p
                     times[nodes].append(_open_time(d, sw, nodes, n))
             st = _spread(times["store"])
             mem = _spread(times["memory"]) if "memory" in times else None
-            restart.append({"impl": impl, "n": n, "store_s": st, "memory_s": mem,
-                            "speedup": mem["median"] / st["median"] if mem else None})
+            restart.append(
+                {
+                    "impl": impl,
+                    "n": n,
+                    "store_s": st,
+                    "memory_s": mem,
+                    "speedup": mem["median"] / st["median"] if mem else None,
+                }
+            )
             if n == max(sizes):
                 with AuditLedger(d, fsync="none", switches=sw) as led:
                     rng = random.Random(16)
@@ -150,11 +168,19 @@ def bench_restart(impls, sizes, repeat: int, record_bytes: int, workdir: Path, p
                     cpu.sort()
                     # Wall time includes waiting for a CPU on a shared machine; the calling
                     # thread's CPU time does not (the Rust twin's detached work is in it too).
-                    proof_rows.append({"impl": impl, "n": n, "proofs": proofs,
-                                       "p50_us": lat[len(lat) // 2] / 1e3, "p99_us": lat[int(len(lat) * 0.99)] / 1e3,
-                                       "max_us": lat[-1] / 1e3, "cpu_p50_us": cpu[len(cpu) // 2] / 1e3,
-                                       "cpu_p99_us": cpu[int(len(cpu) * 0.99)] / 1e3,
-                                       "resident_hashes": led.resident_hashes})
+                    proof_rows.append(
+                        {
+                            "impl": impl,
+                            "n": n,
+                            "proofs": proofs,
+                            "p50_us": lat[len(lat) // 2] / 1e3,
+                            "p99_us": lat[int(len(lat) * 0.99)] / 1e3,
+                            "max_us": lat[-1] / 1e3,
+                            "cpu_p50_us": cpu[len(cpu) // 2] / 1e3,
+                            "cpu_p99_us": cpu[int(len(cpu) * 0.99)] / 1e3,
+                            "resident_hashes": led.resident_hashes,
+                        }
+                    )
         shutil.rmtree(d, ignore_errors=True)
     return restart, proof_rows
 
@@ -186,8 +212,9 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
     mock = start_mock()
     gw = None
     try:
-        gw = start_gateway(mock.url, API_KEY, mode=mode, ledger_dir=str(ledger),
-                           env={"GATEWAYLAB_LEDGER_NODES": nodes})
+        gw = start_gateway(
+            mock.url, API_KEY, mode=mode, ledger_dir=str(ledger), env={"GATEWAYLAB_LEDGER_NODES": nodes}
+        )
         pid = int(gw.app_pid)
         samples: list[tuple[float, int, int]] = []
         died: list[str] = []
@@ -209,8 +236,14 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
         try:
-            load = run_load(gw.url + CHAT_PATH, rate=rate, duration_s=seconds, body=CHAT_BODY, timeout_s=2,
-                            headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"})
+            load = run_load(
+                gw.url + CHAT_PATH,
+                rate=rate,
+                duration_s=seconds,
+                body=CHAT_BODY,
+                timeout_s=2,
+                headers={"authorization": f"Bearer {API_KEY}", "content-type": "application/json"},
+            )
         except Exception as e:  # noqa: BLE001 - a dead gateway: keep what was sampled, report it
             load = {"error": str(e)}
         stop.set()
@@ -224,12 +257,20 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
     after = [s for s in samples if s[0] >= seconds / 3] or samples
     per_record = _slope([s[1] for s in after], [s[2] for s in after]) if len(after) > 1 else float("nan")
     shutil.rmtree(ledger, ignore_errors=True)
-    return {"mode": mode, "nodes": nodes, "seconds": samples[-1][0] if samples else 0.0, "rate": rate,
-            "records": samples[-1][1] if samples else 0, "died": died[0] if died else None,
-            "rss_start_mb": samples[0][2] / 2**20 if samples else float("nan"),
-            "rss_end_mb": samples[-1][2] / 2**20 if samples else float("nan"),
-            "rss_growth_bytes_per_record": per_record, "samples": samples,
-            "load_ok_per_s": load.get("throughput") or load.get("rps"), "errors": load.get("errors")}
+    return {
+        "mode": mode,
+        "nodes": nodes,
+        "seconds": samples[-1][0] if samples else 0.0,
+        "rate": rate,
+        "records": samples[-1][1] if samples else 0,
+        "died": died[0] if died else None,
+        "rss_start_mb": samples[0][2] / 2**20 if samples else float("nan"),
+        "rss_end_mb": samples[-1][2] / 2**20 if samples else float("nan"),
+        "rss_growth_bytes_per_record": per_record,
+        "samples": samples,
+        "load_ok_per_s": load.get("throughput") or load.get("rps"),
+        "errors": load.get("errors"),
+    }
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -240,15 +281,25 @@ def _r(x: dict, fmt) -> str:
 def markdown(res: dict) -> str:
     out = []
     if res.get("append"):
-        out += ["**Append** (leaves/s; store / memory as median, worst–best pairing)", "",
-                "| twin | API | N | in memory | node store | store / memory |", "|---|---|---:|---:|---:|---:|"]
+        out += [
+            "**Append** (leaves/s; store / memory as median, worst–best pairing)",
+            "",
+            "| twin | API | N | in memory | node store | store / memory |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for r in res["append"]:
-            out.append(f"| {r['impl']} | {r['api']} | {r['n']:,} | {_r(r['memory_leaves_per_s'], R.fmt_rate)} | "
-                       f"{_r(r['store_leaves_per_s'], R.fmt_rate)} | {r['ratio']:.2f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |")
+            out.append(
+                f"| {r['impl']} | {r['api']} | {r['n']:,} | {_r(r['memory_leaves_per_s'], R.fmt_rate)} | "
+                f"{_r(r['store_leaves_per_s'], R.fmt_rate)} | {r['ratio']:.2f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) |"
+            )
         out.append("")
     if res.get("restart"):
-        out += ["**Restart** (seconds to open a cleanly closed ledger)", "",
-                "| twin | records | node store | in memory (full replay) | speedup |", "|---|---:|---:|---:|---:|"]
+        out += [
+            "**Restart** (seconds to open a cleanly closed ledger)",
+            "",
+            "| twin | records | node store | in memory (full replay) | speedup |",
+            "|---|---:|---:|---:|---:|",
+        ]
         sec = lambda s: f"{s:.3g}"  # noqa: E731
         for r in res["restart"]:
             mem = _r(r["memory_s"], sec) if r["memory_s"] else "not run"
@@ -256,21 +307,31 @@ def markdown(res: dict) -> str:
             out.append(f"| {r['impl']} | {r['n']:,} | {_r(r['store_s'], sec)} | {mem} | {speed} |")
         out.append("")
     if res.get("proofs"):
-        out += ["**Inclusion proofs from disk** (warm page cache)", "",
-                "| twin | records | proofs | p50 | p99 | max | CPU p50 | CPU p99 | node hashes in memory |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "**Inclusion proofs from disk** (warm page cache)",
+            "",
+            "| twin | records | proofs | p50 | p99 | max | CPU p50 | CPU p99 | node hashes in memory |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in res["proofs"]:
-            out.append(f"| {r['impl']} | {r['n']:,} | {r['proofs']:,} | {r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | "
-                       f"{r['max_us']:.0f} µs | {r['cpu_p50_us']:.1f} µs | {r['cpu_p99_us']:.1f} µs | {r['resident_hashes']:,} |")
+            out.append(
+                f"| {r['impl']} | {r['n']:,} | {r['proofs']:,} | {r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | "
+                f"{r['max_us']:.0f} µs | {r['cpu_p50_us']:.1f} µs | {r['cpu_p99_us']:.1f} µs | {r['resident_hashes']:,} |"
+            )
         out.append("")
     if res.get("soak"):
-        out += ["**Soak** (gateway RSS under a steady open-loop rate)", "",
-                "| mode | MMR nodes | seconds | records | RSS start → end | growth per record (after warm-up) |",
-                "|---|---|---:|---:|---:|---:|"]
+        out += [
+            "**Soak** (gateway RSS under a steady open-loop rate)",
+            "",
+            "| mode | MMR nodes | seconds | records | RSS start → end | growth per record (after warm-up) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for r in res["soak"]:
             note = f" (gateway died: {r['died']})" if r.get("died") else ""
-            out.append(f"| {r['mode']} | {r['nodes']} | {r['seconds']:.0f} | {r['records']:,} | "
-                       f"{r['rss_start_mb']:.1f} → {r['rss_end_mb']:.1f} MB | {r['rss_growth_bytes_per_record']:.1f} B{note} |")
+            out.append(
+                f"| {r['mode']} | {r['nodes']} | {r['seconds']:.0f} | {r['records']:,} | "
+                f"{r['rss_start_mb']:.1f} → {r['rss_end_mb']:.1f} MB | {r['rss_growth_bytes_per_record']:.1f} B{note} |"
+            )
     return "\n".join(out)
 
 
@@ -282,10 +343,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=5, help="append/restart: alternating runs per design")
     p.add_argument("--sizes", default="1000000", help="restart: ledger sizes, comma-separated")
     p.add_argument("--record-bytes", type=int, default=300, help="restart: bytes per WAL record")
-    p.add_argument("--memory-max", type=int, default=2_000_000,
-                   help="restart: time the in-memory design only up to this many records (it replays everything)")
+    p.add_argument(
+        "--memory-max",
+        type=int,
+        default=2_000_000,
+        help="restart: time the in-memory design only up to this many records (it replays everything)",
+    )
     p.add_argument("--proofs", type=int, default=20_000, help="proofs timed at the largest size")
-    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="soak seconds per mode and design (0: skip)")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="soak seconds per mode and design (0: skip)",
+    )
     p.add_argument("--rate", type=float, default=2000.0, help="soak: requests per second")
     p.add_argument("--sample", type=float, default=5.0, help="soak: seconds between RSS samples")
     p.add_argument("--modes", default="py,py+rs", help="soak: gateway modes")
@@ -307,12 +378,19 @@ def run(args: argparse.Namespace) -> int:
         if "append" in parts:
             res["append"] = bench_append(impls, n, repeat)
         if "restart" in parts:
-            res["restart"], res["proofs"] = bench_restart(impls, sizes, repeat, args.record_bytes, work,
-                                                          2000 if args.quick else args.proofs, args.memory_max)
+            res["restart"], res["proofs"] = bench_restart(
+                impls,
+                sizes,
+                repeat,
+                args.record_bytes,
+                work,
+                2000 if args.quick else args.proofs,
+                args.memory_max,
+            )
         if "soak" in parts and args.soak > 0 and not args.quick:
             for mode in args.modes.split(","):
                 # The in-memory design exists only in the Python ledger (rungs py and py+rs).
-                for nodes in (("memory", "store") if mode in ("py", "py+rs") else ("store",)):
+                for nodes in ("memory", "store") if mode in ("py", "py+rs") else ("store",):
                     res["soak"].append(soak_one(mode, nodes, args.soak, args.rate, args.sample, work))
                     print(f"bench mmrstore: soak {mode} {nodes} done", file=sys.stderr)
     finally:
@@ -320,7 +398,9 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
     from harness.meta import collect
 
-    res["meta"] = collect(parameters={"bench": "mmrstore", **{k: v for k, v in vars(args).items() if k != "json"}})
+    res["meta"] = collect(
+        parameters={"bench": "mmrstore", **{k: v for k, v in vars(args).items() if k != "json"}}
+    )
     print(markdown(res))
     if args.json:
         R.write_json(args.json, res)

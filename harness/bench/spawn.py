@@ -14,6 +14,7 @@ JSON (`--json OUT`):
      "pyperf_json": PATH, "meta": {...}}
 p50/p99 are over all calls; *_min/_max are the spread of the per-round figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,9 @@ async def _measure(rounds: int, calls: int, mode: str, ledger_dir: str) -> dict:
     return {"per": per, "timer_overhead_ns": float(np.median(timer)), "appended": bg.appended}
 
 
-def measure(rounds: int = 10, calls: int = 2000, mode: str = "py", quick: bool = False,
-            pyperf_json: str | None = None) -> dict:
+def measure(
+    rounds: int = 10, calls: int = 2000, mode: str = "py", quick: bool = False, pyperf_json: str | None = None
+) -> dict:
     if quick:
         rounds, calls = min(rounds, 4), min(calls, 500)
     with tempfile.TemporaryDirectory(prefix="gatewaylab-spawn-") as d:
@@ -96,9 +98,18 @@ def measure(rounds: int = 10, calls: int = 2000, mode: str = "py", quick: bool =
         r50 = [float(np.percentile(a, 50)) / 1e3 for a in arrs]
         r99 = [float(np.percentile(a, 99)) / 1e3 for a in arrs]
         p50s[what], p99s[what] = r50, r99
-        rows.append({"what": what, "calls": int(allv.size), "p50_us": float(np.percentile(allv, 50)),
-                     "p99_us": float(np.percentile(allv, 99)), "p50_min_us": min(r50), "p50_max_us": max(r50),
-                     "p99_min_us": min(r99), "p99_max_us": max(r99)})
+        rows.append(
+            {
+                "what": what,
+                "calls": int(allv.size),
+                "p50_us": float(np.percentile(allv, 50)),
+                "p99_us": float(np.percentile(allv, 99)),
+                "p50_min_us": min(r50),
+                "p50_max_us": max(r50),
+                "p99_min_us": min(r99),
+                "p99_max_us": max(r99),
+            }
+        )
 
     def ratio(d):
         rs = [a / b for a, b in zip(d["spawn_background"], d["create_task"])]
@@ -106,10 +117,16 @@ def measure(rounds: int = 10, calls: int = 2000, mode: str = "py", quick: bool =
 
     from harness.meta import collect
 
-    result = {"rows": rows, "ratio_p50": ratio(p50s), "ratio_p99": ratio(p99s),
-              "timer_overhead_ns": raw["timer_overhead_ns"], "records_appended": raw["appended"],
-              "meta": collect(parameters={"bench": "spawn", "rounds": rounds, "calls": calls, "mode": mode,
-                                          "quick": quick})}
+    result = {
+        "rows": rows,
+        "ratio_p50": ratio(p50s),
+        "ratio_p99": ratio(p99s),
+        "timer_overhead_ns": raw["timer_overhead_ns"],
+        "records_appended": raw["appended"],
+        "meta": collect(
+            parameters={"bench": "spawn", "rounds": rounds, "calls": calls, "mode": mode, "quick": quick}
+        ),
+    }
     if pyperf_json:
         _write_pyperf(pyperf_json, raw["per"])
         result["pyperf_json"] = str(pyperf_json)
@@ -122,11 +139,18 @@ def _write_pyperf(path: str, per: dict) -> None:
 
     benches = []
     for what, arrs in per.items():
-        runs = [pyperf.Run([float(a.mean()) / 1e9], metadata={"name": f"spawn.{what}", "unit": "second"},
-                           collect_metadata=False) for a in arrs]
+        runs = [
+            pyperf.Run(
+                [float(a.mean()) / 1e9],
+                metadata={"name": f"spawn.{what}", "unit": "second"},
+                collect_metadata=False,
+            )
+            for a in arrs
+        ]
         benches.append(pyperf.Benchmark(runs))
     suite = pyperf.BenchmarkSuite(benches)
     import os
+
     if os.path.exists(path):
         os.unlink(path)
     suite.dump(path)
@@ -135,13 +159,17 @@ def _write_pyperf(path: str, per: dict) -> None:
 def markdown(result: dict) -> str:
     lines = ["| what | p50 µs [rounds min–max] | p99 µs [rounds min–max] | calls |", "|---|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| `{r['what']}` | {r['p50_us']:.2f} [{r['p50_min_us']:.2f}–{r['p50_max_us']:.2f}] | "
-                     f"{r['p99_us']:.2f} [{r['p99_min_us']:.2f}–{r['p99_max_us']:.2f}] | {r['calls']:,} |")
+        lines.append(
+            f"| `{r['what']}` | {r['p50_us']:.2f} [{r['p50_min_us']:.2f}–{r['p50_max_us']:.2f}] | "
+            f"{r['p99_us']:.2f} [{r['p99_min_us']:.2f}–{r['p99_max_us']:.2f}] | {r['calls']:,} |"
+        )
     a, b = result["ratio_p50"], result["ratio_p99"]
     lines.append("")
-    lines.append(f"_spawn_background / create_task: p50 {a['median']:.2f}x [{a['min']:.2f}–{a['max']:.2f}], "
-                 f"p99 {b['median']:.2f}x [{b['min']:.2f}–{b['max']:.2f}] (per-round ratios); "
-                 f"timer overhead {result['timer_overhead_ns']:.0f} ns per call is included in both")
+    lines.append(
+        f"_spawn_background / create_task: p50 {a['median']:.2f}x [{a['min']:.2f}–{a['max']:.2f}], "
+        f"p99 {b['median']:.2f}x [{b['min']:.2f}–{b['max']:.2f}] (per-round ratios); "
+        f"timer overhead {result['timer_overhead_ns']:.0f} ns per call is included in both"
+    )
     return "\n".join(lines)
 
 

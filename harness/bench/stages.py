@@ -22,6 +22,7 @@ us_per_request is the median over every pyperf value; min/max the fastest/slowes
 
 The file is also the pyperf worker script (`python -m harness.bench.stages --stages-worker ...`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,25 +35,65 @@ import time
 from pathlib import Path
 
 PYTHON_ONLY = ("guard", "parse")
-TWIN_STAGES = ("auth", "waf.short", "waf.4k", "ratelimit", "adapter.request", "adapter.response",
-               "adapter.anthropic", "forward")
+TWIN_STAGES = (
+    "auth",
+    "waf.short",
+    "waf.4k",
+    "ratelimit",
+    "adapter.request",
+    "adapter.response",
+    "adapter.anthropic",
+    "forward",
+)
 QUICK_ARGS = ["--processes", "2", "--values", "2", "--warmups", "1", "--min-time", "0.01"]
 FULL_ARGS = ["--processes", "6", "--values", "3", "--warmups", "1", "--min-time", "0.05"]
 
-REQUEST = json.dumps({"model": "mock", "messages": [
-    {"role": "system", "content": "You are a helpful assistant."},
-    {"role": "user", "content": "Say hello in one short sentence."}], "max_tokens": 64}).encode()
-RESPONSE = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "mock",
-                       "choices": [{"index": 0, "message": {"role": "assistant",
-                                                            "content": "the quick brown fox jumps over the lazy dog"},
-                                    "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}).encode()
-ANTHROPIC_RESPONSE = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                                 "content": [{"type": "text", "text": "the quick brown fox"}],
-                                 "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 4}}).encode()
-HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"OpenAI/Python 1.99.0"), (b"accept", b"application/json"),
-           (b"content-type", b"application/json"), (b"authorization", b"Bearer sk-bench-key-3"),
-           (b"content-length", str(len(REQUEST)).encode()), (b"x-stainless-lang", b"python")]
+REQUEST = json.dumps(
+    {
+        "model": "mock",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in one short sentence."},
+        ],
+        "max_tokens": 64,
+    }
+).encode()
+RESPONSE = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "mock",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "the quick brown fox jumps over the lazy dog"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+    }
+).encode()
+ANTHROPIC_RESPONSE = json.dumps(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "text", "text": "the quick brown fox"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 4},
+    }
+).encode()
+HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"user-agent", b"OpenAI/Python 1.99.0"),
+    (b"accept", b"application/json"),
+    (b"content-type", b"application/json"),
+    (b"authorization", b"Bearer sk-bench-key-3"),
+    (b"content-length", str(len(REQUEST)).encode()),
+    (b"x-stainless-lang", b"python"),
+]
 
 
 # --- worker side ---------------------------------------------------------------------------
@@ -70,6 +111,7 @@ def _case(c):
             for _ in range(loops):
                 check_headers(HEADERS, 16384, 1 << 20)
             return perf() - t0
+
         return f
     if stage == "parse":
         import orjson
@@ -81,9 +123,11 @@ def _case(c):
             for _ in range(loops):
                 _prompt_text(orjson.loads(REQUEST))
             return perf() - t0
+
         return f
     if stage == "auth":
         from gateway.stages.auth import hash_key
+
         a = twins.load("auth", impl)({f"k{i}": hash_key(f"sk-bench-key-{i}") for i in range(4)})
         hdr = b"Bearer sk-bench-key-3"
         assert a.check(hdr) == "k3"
@@ -93,9 +137,11 @@ def _case(c):
             for _ in range(loops):
                 a.check(hdr)
             return perf() - t0
+
         return f
     if stage.startswith("waf"):
         from gateway.stages.waf import default_rules
+
         w = twins.load("waf", impl)(default_rules())
         base = "Say hello in one short sentence please."
         text = base if stage == "waf.short" else (base + " ") * (4096 // (len(base) + 1))
@@ -106,6 +152,7 @@ def _case(c):
             for _ in range(loops):
                 w.scan(text)
             return perf() - t0
+
         return f
     if stage == "ratelimit":
         rl = twins.load("ratelimit", impl)({"k": (10**9, 10**12)})
@@ -119,6 +166,7 @@ def _case(c):
             dt = perf() - t0
             clock[0] = now + loops * 1_000_000
             return dt
+
         return f
     if stage.startswith("adapter"):
         Adapter = twins.load("adapter", impl)
@@ -131,6 +179,7 @@ def _case(c):
                     a.to_upstream(REQUEST, "claude")
                     a.from_upstream(ANTHROPIC_RESPONSE, "mock")
                 return perf() - t0
+
             return f
         a = Adapter("openai")
         fn, arg = (a.to_upstream, REQUEST) if stage == "adapter.request" else (a.from_upstream, RESPONSE)
@@ -140,11 +189,13 @@ def _case(c):
             for _ in range(loops):
                 fn(arg, "mock")
             return perf() - t0
+
         return f
     if stage == "forward":
         import asyncio
 
         import uvloop
+
         loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
         fwd = twins.load("forwarder", impl)(timeout_s=10.0, pool=4)
@@ -161,6 +212,7 @@ def _case(c):
 
         def f(loops):
             return loop.run_until_complete(many(loops))
+
         return f
     raise ValueError(f"unknown stage {stage!r}")
 
@@ -184,12 +236,14 @@ def _worker_main() -> None:
             if "f" not in state:
                 state["f"] = _case(c)
             return state["f"](loops)
+
         runner.bench_time_func(c["name"], time_func)
 
 
 # --- parent side ---------------------------------------------------------------------------
-def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None, pyperf_args=(),
-            mock_cpus=None) -> dict:
+def measure(
+    impls=("python", "rust"), stages=None, quick=False, pyperf_json=None, pyperf_args=(), mock_cpus=None
+) -> dict:
     import pyperf
 
     from harness.bench import _runner as R
@@ -199,6 +253,7 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
         R.require_release()
     stages = list(stages or (PYTHON_ONLY + TWIN_STAGES))
     from gateway import twins
+
     unavailable = []
     for comp in ("auth", "waf", "ratelimit", "adapter", "forwarder"):
         for impl in impls:
@@ -210,7 +265,7 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
     component = lambda s: {"forward": "forwarder"}.get(s, s.split(".")[0])
     cases = []
     for s in stages:
-        for impl in (("python",) if s in PYTHON_ONLY else impls):
+        for impl in ("python",) if s in PYTHON_ONLY else impls:
             if (component(s), impl) not in missing:
                 cases.append({"name": f"stage.{s}.{impl}", "stage": s, "impl": impl})
     out = Path(pyperf_json or Path(tempfile.gettempdir()) / "gatewaylab-bench-stages.pyperf.json")
@@ -221,6 +276,7 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
     try:
         if "forward" in stages:
             from harness.native_procs import start_mock
+
             ncpu = os.cpu_count() or 1
             mock = start_mock(cpus=mock_cpus if mock_cpus is not None else ([ncpu - 1] if ncpu > 1 else None))
             for c in cases:
@@ -228,13 +284,27 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(cases, fh)
             spec = fh.name
-        cmd = [sys.executable, "-m", "harness.bench.stages", "--stages-worker", "--spec", spec, "-o", str(out), "--quiet",
-               *(QUICK_ARGS if quick else FULL_ARGS), *pyperf_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.bench.stages",
+            "--stages-worker",
+            "--spec",
+            spec,
+            "-o",
+            str(out),
+            "--quiet",
+            *(QUICK_ARGS if quick else FULL_ARGS),
+            *pyperf_args,
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         os.unlink(spec)
         if r.returncode != 0:
             from gateway.errors import GatewayLabError
-            raise GatewayLabError(f"stage benchmark worker failed (exit {r.returncode}): {R._root_cause(r.stderr)}")
+
+            raise GatewayLabError(
+                f"stage benchmark worker failed (exit {r.returncode}): {R._root_cause(r.stderr)}"
+            )
     finally:
         if mock is not None:
             mock.stop()
@@ -244,10 +314,25 @@ def measure(impls=("python", "rust"), stages=None, quick=False, pyperf_json=None
     for c in cases:
         b = by[c["name"]]
         vals = b.get_values()
-        rows.append({"stage": c["stage"], "impl": c["impl"], "us_per_request": b.median() * 1e6,
-                     "min": min(vals) * 1e6, "max": max(vals) * 1e6, "values": len(vals)})
-    meta = collect(parameters={"bench": "stages", "impls": list(impls), "stages": stages, "quick": quick,
-                               "pyperf_args": list(pyperf_args)})
+        rows.append(
+            {
+                "stage": c["stage"],
+                "impl": c["impl"],
+                "us_per_request": b.median() * 1e6,
+                "min": min(vals) * 1e6,
+                "max": max(vals) * 1e6,
+                "values": len(vals),
+            }
+        )
+    meta = collect(
+        parameters={
+            "bench": "stages",
+            "impls": list(impls),
+            "stages": stages,
+            "quick": quick,
+            "pyperf_args": list(pyperf_args),
+        }
+    )
     return {"rows": rows, "unavailable": unavailable, "pyperf_json": str(out), "meta": meta}
 
 
@@ -257,8 +342,14 @@ def markdown(result) -> str:
     for stage in dict.fromkeys(r["stage"] for r in result["rows"]):
         py, rs = by.get((stage, "python")), by.get((stage, "rust"))
         cell = lambda r: "–" if r is None else f"{r['us_per_request']:.3g} ({r['min']:.3g}–{r['max']:.3g})"
-        ratio = "–" if not (py and rs) else (f"{py['us_per_request'] / rs['us_per_request']:.2f}x "
-                                              f"({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})")
+        ratio = (
+            "–"
+            if not (py and rs)
+            else (
+                f"{py['us_per_request'] / rs['us_per_request']:.2f}x "
+                f"({py['min'] / rs['max']:.2f}–{py['max'] / rs['min']:.2f})"
+            )
+        )
         lines.append(f"| {stage} | {cell(py)} | {cell(rs)} | {ratio} |")
     for u in result.get("unavailable", []):
         lines.append(f"\nnot measured: {u['component']} ({u['impl']}): {u['reason']}")
@@ -267,8 +358,12 @@ def markdown(result) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impl", choices=["python", "rust", "both"], default="both")
-    p.add_argument("--stage", action="append", choices=list(PYTHON_ONLY + TWIN_STAGES),
-                   help="only these stages (repeatable)")
+    p.add_argument(
+        "--stage",
+        action="append",
+        choices=list(PYTHON_ONLY + TWIN_STAGES),
+        help="only these stages (repeatable)",
+    )
     p.add_argument("--json", metavar="OUT", help="write the result JSON here")
     p.add_argument("--pyperf-json", metavar="PATH", help="keep pyperf's JSON here")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
@@ -294,4 +389,5 @@ if __name__ == "__main__":
         _worker_main()
     else:  # pragma: no cover
         from harness.cli import main
+
         sys.exit(main(["bench", "stages", *sys.argv[1:]]))

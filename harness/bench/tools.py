@@ -25,6 +25,7 @@ JSON (`--json OUT`): {"machine": {"cores", "cpu_model", "mock_cpu", "gen_cpu"},
 Our generator runs in this process, pinned and with the GIL released (the same native code
 `gatewaylab load` runs), so its CPU and wall time cover the run only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,13 @@ from harness.bench import _runner as R
 
 ROUTES = {
     "health": ("GET", "/health", None),
-    "chat": ("POST", "/v1/chat/completions",
-             json.dumps({"model": "mock-1", "messages": [{"role": "user", "content": "Say something about gateways."}]})),
+    "chat": (
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {"model": "mock-1", "messages": [{"role": "user", "content": "Say something about gateways."}]}
+        ),
+    ),
 }
 
 
@@ -74,8 +80,10 @@ def _wrk_script(method: str, body: str | None, tmp: str) -> str | None:
         return None
     path = os.path.join(tmp, "req.lua")
     with open(path, "w") as f:
-        f.write(f'wrk.method = "{method}"\nwrk.body = {json.dumps(body or "")}\n'
-                'wrk.headers["Content-Type"] = "application/json"\n')
+        f.write(
+            f'wrk.method = "{method}"\nwrk.body = {json.dumps(body or "")}\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
     return path
 
 
@@ -85,7 +93,15 @@ def _cpu(proc) -> float:
 
 
 def run_wrk(url: str, concurrency: int, duration_s: float, script: str | None, cpu: int, mock_proc) -> dict:
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--latency", "--timeout", "10s"]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration_s))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if script:
         argv += ["-s", script]
     argv.append(url)
@@ -96,8 +112,13 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: str | None, c
         return ru.ru_utime + ru.ru_stime
 
     c0, m0, t0 = children_cpu(), _cpu(mock_proc), time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60,
-                       preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    p = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 60,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"wrk failed: {p.stderr.strip()}")
@@ -107,12 +128,19 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: str | None, c
     return r
 
 
-def run_ours(url: str, concurrency: int, duration_s: float, warmup_s: float, method: str, body: str | None,
-             mock_proc) -> dict:
+def run_ours(
+    url: str, concurrency: int, duration_s: float, warmup_s: float, method: str, body: str | None, mock_proc
+) -> dict:
     from gateway import twins
 
-    cfg = {"url": url, "concurrency": concurrency, "duration_s": duration_s, "warmup_s": warmup_s,
-           "method": method, "body": body}
+    cfg = {
+        "url": url,
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "method": method,
+        "body": body,
+    }
     m0, t0 = _cpu(mock_proc), time.perf_counter()
     r = json.loads(twins.native().run_load(json.dumps(cfg)))
     wall = time.perf_counter() - t0
@@ -126,8 +154,14 @@ def run_ours(url: str, concurrency: int, duration_s: float, warmup_s: float, met
     }
 
 
-def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), routes=("health", "chat"),
-            warmup_s: float = 0.5, quick: bool = False) -> dict:
+def measure(
+    duration_s: float = 3.0,
+    repeats: int = 5,
+    concurrencies=(1, 32),
+    routes=("health", "chat"),
+    warmup_s: float = 0.5,
+    quick: bool = False,
+) -> dict:
     import psutil
 
     from harness.native_procs import start_mock
@@ -142,7 +176,10 @@ def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), ro
     mock_cpu, gen_cpu = cpus[-1], cpus[0]
     own_affinity = set(cpus)
     samples: dict[tuple, list[dict]] = {}
-    with start_mock(cpus=[mock_cpu], threads=1, tokens=16, seed=1) as mock, tempfile.TemporaryDirectory() as tmp:
+    with (
+        start_mock(cpus=[mock_cpu], threads=1, tokens=16, seed=1) as mock,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         mproc = psutil.Process(mock.pid)
         os.sched_setaffinity(0, {gen_cpu})
         try:
@@ -164,25 +201,39 @@ def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), ro
 
     rows, ratios = [], []
     for (tool, route, c), rs in samples.items():
-        row = {"tool": tool, "route": route, "concurrency": c, "repeats": len(rs),
-               "errors": sum(r["errors"] for r in rs)}
+        row = {
+            "tool": tool,
+            "route": route,
+            "concurrency": c,
+            "repeats": len(rs),
+            "errors": sum(r["errors"] for r in rs),
+        }
         for k in ("rps", "p50_us", "p99_us", "mock_cpu_util", "gen_cpu_util"):
             row[k] = summarize(r[k] for r in rs if r[k] is not None)
-        row["mock_capacity_rps"] = summarize(r["rps"] / r["mock_cpu_util"] for r in rs if r["mock_cpu_util"] > 0)
+        row["mock_capacity_rps"] = summarize(
+            r["rps"] / r["mock_cpu_util"] for r in rs if r["mock_cpu_util"] > 0
+        )
         row["gen_capacity_rps"] = summarize(r["rps"] / r["gen_cpu_util"] for r in rs if r["gen_cpu_util"])
         rows.append(row)
     for route in routes:
         for c in concurrencies:
             ours, wrk = samples[("ours", route, c)], samples[("wrk", route, c)]
-            ratios.append({
-                "route": route, "concurrency": c,
-                "rps_ours_over_wrk": summarize(o["rps"] / w["rps"] for o, w in zip(ours, wrk)),
-                "p50_ours_over_wrk": summarize(o["p50_us"] / w["p50_us"] for o, w in zip(ours, wrk) if w["p50_us"]),
-                # requests per generator CPU-second: robust to other load on the machine
-                "gen_efficiency_ours_over_wrk": summarize(
-                    (o["rps"] / o["gen_cpu_util"]) / (w["rps"] / w["gen_cpu_util"])
-                    for o, w in zip(ours, wrk) if o["gen_cpu_util"] and w["gen_cpu_util"] and w["rps"]),
-            })
+            ratios.append(
+                {
+                    "route": route,
+                    "concurrency": c,
+                    "rps_ours_over_wrk": summarize(o["rps"] / w["rps"] for o, w in zip(ours, wrk)),
+                    "p50_ours_over_wrk": summarize(
+                        o["p50_us"] / w["p50_us"] for o, w in zip(ours, wrk) if w["p50_us"]
+                    ),
+                    # requests per generator CPU-second: robust to other load on the machine
+                    "gen_efficiency_ours_over_wrk": summarize(
+                        (o["rps"] / o["gen_cpu_util"]) / (w["rps"] / w["gen_cpu_util"])
+                        for o, w in zip(ours, wrk)
+                        if o["gen_cpu_util"] and w["gen_cpu_util"] and w["rps"]
+                    ),
+                }
+            )
 
     def row(tool, route, c):
         return next(r for r in rows if (r["tool"], r["route"], r["concurrency"]) == (tool, route, c))
@@ -191,23 +242,40 @@ def measure(duration_s: float = 3.0, repeats: int = 5, concurrencies=(1, 32), ro
     headline = {
         "mock_rps_one_core_chat": row("ours", "chat", cmax)["rps"] if "chat" in routes else None,
         "mock_rps_one_core_health": row("ours", "health", cmax)["rps"] if "health" in routes else None,
-        "mock_capacity_per_core_chat": row("ours", "chat", cmax)["mock_capacity_rps"] if "chat" in routes else None,
+        "mock_capacity_per_core_chat": row("ours", "chat", cmax)["mock_capacity_rps"]
+        if "chat" in routes
+        else None,
         "loadgen_capacity_per_core_health": row("ours", routes[0], cmax)["gen_capacity_rps"],
         "rps_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["rps_ours_over_wrk"] for r in ratios},
         "p50_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["p50_ours_over_wrk"] for r in ratios},
-        "gen_efficiency_ours_over_wrk": {f"{r['route']}@c{r['concurrency']}": r["gen_efficiency_ours_over_wrk"] for r in ratios},
+        "gen_efficiency_ours_over_wrk": {
+            f"{r['route']}@c{r['concurrency']}": r["gen_efficiency_ours_over_wrk"] for r in ratios
+        },
         "load_avg_1m_after": os.getloadavg()[0],
     }
     from harness.meta import collect, cpu_model
 
-    params = {"bench": "tools", "duration_s": duration_s, "warmup_s_ours": warmup_s, "repeats": repeats,
-              "concurrencies": list(concurrencies), "routes": list(routes), "quick": quick,
-              "wrk": "wrk -t1 -cC -dD --latency", "mock": "threads=1 tokens=16"}
+    params = {
+        "bench": "tools",
+        "duration_s": duration_s,
+        "warmup_s_ours": warmup_s,
+        "repeats": repeats,
+        "concurrencies": list(concurrencies),
+        "routes": list(routes),
+        "quick": quick,
+        "wrk": "wrk -t1 -cC -dD --latency",
+        "mock": "threads=1 tokens=16",
+    }
     return {
-        "machine": {"cores": os.cpu_count(), "cores_available": len(cpus), "cpu_model": cpu_model(),
-                    "mock_cpu": mock_cpu, "gen_cpu": gen_cpu,
-                    "note": f"{os.cpu_count()}-core machine: mock and generator get one core each"
-                            + ("" if len(cpus) >= 2 else " (only one core available: they share it)")},
+        "machine": {
+            "cores": os.cpu_count(),
+            "cores_available": len(cpus),
+            "cpu_model": cpu_model(),
+            "mock_cpu": mock_cpu,
+            "gen_cpu": gen_cpu,
+            "note": f"{os.cpu_count()}-core machine: mock and generator get one core each"
+            + ("" if len(cpus) >= 2 else " (only one core available: they share it)"),
+        },
         "params": params,
         "rows": rows,
         "ratios": ratios,
@@ -229,24 +297,36 @@ def _x(v: float) -> str:
 
 def markdown(result) -> str:
     m = result["machine"]
-    lines = [f"machine: {m['cores']} cores ({m['cpu_model']}); mock on CPU {m['mock_cpu']}, generators on CPU {m['gen_cpu']}",
-             "",
-             "| tool | route | c | req/s | p50 µs | p99 µs | mock CPU | gen CPU | req/s per mock core | req/s per gen core |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"machine: {m['cores']} cores ({m['cpu_model']}); mock on CPU {m['mock_cpu']}, generators on CPU {m['gen_cpu']}",
+        "",
+        "| tool | route | c | req/s | p50 µs | p99 µs | mock CPU | gen CPU | req/s per mock core | req/s per gen core |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(result["rows"], key=lambda r: (r["route"], r["concurrency"], r["tool"])):
-        lines.append(f"| {r['tool']} | {r['route']} | {r['concurrency']} | {_s(r['rps'])} | {_s(r['p50_us'])} | "
-                     f"{_s(r['p99_us'])} | {_s(r['mock_cpu_util'], _x)} | {_s(r['gen_cpu_util'], _x)} | "
-                     f"{_s(r['mock_capacity_rps'])} | {_s(r['gen_capacity_rps'])} |")
-    lines += ["", "| route | c | req/s ours / wrk | p50 ours / wrk | req per gen CPU-s ours / wrk |", "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['tool']} | {r['route']} | {r['concurrency']} | {_s(r['rps'])} | {_s(r['p50_us'])} | "
+            f"{_s(r['p99_us'])} | {_s(r['mock_cpu_util'], _x)} | {_s(r['gen_cpu_util'], _x)} | "
+            f"{_s(r['mock_capacity_rps'])} | {_s(r['gen_capacity_rps'])} |"
+        )
+    lines += [
+        "",
+        "| route | c | req/s ours / wrk | p50 ours / wrk | req per gen CPU-s ours / wrk |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in result["ratios"]:
-        lines.append(f"| {r['route']} | {r['concurrency']} | {_s(r['rps_ours_over_wrk'], _x)} | {_s(r['p50_ours_over_wrk'], _x)} | "
-                     f"{_s(r['gen_efficiency_ours_over_wrk'], _x)} |")
+        lines.append(
+            f"| {r['route']} | {r['concurrency']} | {_s(r['rps_ours_over_wrk'], _x)} | {_s(r['p50_ours_over_wrk'], _x)} | "
+            f"{_s(r['gen_efficiency_ours_over_wrk'], _x)} |"
+        )
     return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="1 s runs, 2 repeats")
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per run (wrk rounds to whole seconds)")
+    p.add_argument(
+        "--duration", type=float, default=3.0, help="seconds per run (wrk rounds to whole seconds)"
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--concurrency", type=int, action="append", help="repeatable; default 1 and 32")
     p.add_argument("--route", choices=sorted(ROUTES), action="append", help="repeatable; default both")
@@ -254,9 +334,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = measure(duration_s=args.duration, repeats=args.repeats,
-                     concurrencies=tuple(args.concurrency or (1, 32)),
-                     routes=tuple(args.route or ("health", "chat")), quick=args.quick)
+    result = measure(
+        duration_s=args.duration,
+        repeats=args.repeats,
+        concurrencies=tuple(args.concurrency or (1, 32)),
+        routes=tuple(args.route or ("health", "chat")),
+        quick=args.quick,
+    )
     print(markdown(result))
     if args.json_out:
         print(f"\nJSON: {R.write_json(args.json_out, result)}")

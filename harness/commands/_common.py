@@ -1,4 +1,5 @@
 """Options shared by several subcommands."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,11 +8,20 @@ from gateway.twins import MODES, Switches
 
 
 def add_switch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=list(MODES), default=None,
-                   help="rung: all Python twins (py), all Rust twins behind the Python pipeline (py+rs), or the "
-                        "whole hot path in one Rust call (rs-core); default $GATEWAYLAB_MODE or py")
-    p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust",
-                   help="override one component's twin (repeatable, or comma-separated)")
+    p.add_argument(
+        "--mode",
+        choices=list(MODES),
+        default=None,
+        help="rung: all Python twins (py), all Rust twins behind the Python pipeline (py+rs), or the "
+        "whole hot path in one Rust call (rs-core); default $GATEWAYLAB_MODE or py",
+    )
+    p.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="COMPONENT=python|rust",
+        help="override one component's twin (repeatable, or comma-separated)",
+    )
 
 
 def switches_from_args(args: argparse.Namespace) -> Switches:

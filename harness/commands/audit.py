@@ -25,6 +25,7 @@ layout (docs/workers.md).
 --impl picks the twin for both the WAL and the MMR (default: the `wal`/`mmr` switches
 from $GATEWAYLAB_MODE / $GATEWAYLAB_IMPL, i.e. Python unless set).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=ACTIONS)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--wal", metavar="PATH", help="the WAL file")
-    where.add_argument("--ledger", metavar="DIR", help="a ledger directory, single or sharded (verify, prove)")
+    where.add_argument(
+        "--ledger", metavar="DIR", help="a ledger directory, single or sharded (verify, prove)"
+    )
     p.add_argument("--shard", type=int, help="prove --ledger DIR of a sharded ledger: the shard")
     p.add_argument("--impl", choices=["python", "rust"], default=None, help="twin for WAL and MMR")
     p.add_argument("--index", type=int, help="prove: leaf index")
     p.add_argument("--old", type=int, help="consistency: the older leaf count")
-    p.add_argument("--fsync", choices=["always", "group", "none"], default="group", help="append: fsync policy")
-    p.add_argument("--repair", action="store_true", help="verify: replace a node store that disagrees with the WAL")
+    p.add_argument(
+        "--fsync", choices=["always", "group", "none"], default="group", help="append: fsync policy"
+    )
+    p.add_argument(
+        "--repair", action="store_true", help="verify: replace a node store that disagrees with the WAL"
+    )
 
 
 def _twins(impl: str | None):
@@ -111,7 +118,7 @@ def _verify_store(WAL, MMR, path: str, payloads: list[bytes], repair: bool) -> i
         fresh = os.path.join(tmpdir, STORE_NAME)
         mmr = MMR(store=fresh)
         for k in range(0, len(payloads), 65536):
-            mmr.append_many(payloads[k:k + 65536])
+            mmr.append_many(payloads[k : k + 65536])
         valid_end = 8 + sum(8 + len(p) for p in payloads)
         mmr.checkpoint(valid_end, len(payloads[-1]) if payloads else 0)
         mmr.close()
@@ -125,15 +132,24 @@ def _verify_store(WAL, MMR, path: str, payloads: list[bytes], repair: bool) -> i
             while todo and bad is None:
                 x, y = a.read(min(todo, 1 << 20)), b.read(min(todo, 1 << 20))
                 if x != y:
-                    i = next(k for k in range(len(x)) if x[k] != y[k]) if len(x) == len(y) else min(len(x), len(y))
+                    i = (
+                        next(k for k in range(len(x)) if x[k] != y[k])
+                        if len(x) == len(y)
+                        else min(len(x), len(y))
+                    )
                     bad = f"node {(pos + i) // NODE} differs from the one recomputed from the WAL"
                 pos, todo = pos + len(x), todo - len(x)
         if bad is None:
-            print(f"gatewaylab audit: node store {store}: its {held} leaves agree with the WAL", file=sys.stderr)
+            print(
+                f"gatewaylab audit: node store {store}: its {held} leaves agree with the WAL", file=sys.stderr
+            )
             return 0
         if not repair:
-            print(f"gatewaylab audit: error: node store {store} is corrupt: {bad}; "
-                  "rerun with --repair to rebuild it from the WAL", file=sys.stderr)
+            print(
+                f"gatewaylab audit: error: node store {store} is corrupt: {bad}; "
+                "rerun with --repair to rebuild it from the WAL",
+                file=sys.stderr,
+            )
             return 1
         import fcntl
 
@@ -141,11 +157,15 @@ def _verify_store(WAL, MMR, path: str, payloads: list[bytes], repair: bool) -> i
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                print(f"gatewaylab audit: error: node store {store} is in use; stop the gateway to repair it",
-                      file=sys.stderr)
+                print(
+                    f"gatewaylab audit: error: node store {store} is in use; stop the gateway to repair it",
+                    file=sys.stderr,
+                )
                 return 1
             os.replace(fresh, store)
-        print(f"gatewaylab audit: node store {store} was corrupt ({bad}); rebuilt from the WAL", file=sys.stderr)
+        print(
+            f"gatewaylab audit: node store {store} was corrupt ({bad}); rebuilt from the WAL", file=sys.stderr
+        )
         return 0
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -158,8 +178,10 @@ def _run_ledger(args: argparse.Namespace, WAL, MMR) -> int:
     from gateway.errors import ConfigError
 
     if args.action not in ("verify", "prove"):
-        print(f"gatewaylab audit {args.action}: takes --wal PATH (--ledger DIR is for verify and prove)",
-              file=sys.stderr)
+        print(
+            f"gatewaylab audit {args.action}: takes --wal PATH (--ledger DIR is for verify and prove)",
+            file=sys.stderr,
+        )
         return 2
     try:
         layout, dirs = iter_layout(args.ledger)
@@ -177,20 +199,36 @@ def _run_ledger(args: argparse.Namespace, WAL, MMR) -> int:
             continue
         payloads, mmr, truncated = _scan(WAL, MMR, path)
         scans.append((payloads, mmr, truncated, path))
-    rows = [{"shard": k, "count": len(m), "root": m.root(), "truncated_bytes": t,
-             "wal_version": _wal_version(p) if os.path.exists(p) else None}
-            for k, (_, m, t, p) in enumerate(scans)]
+    rows = [
+        {
+            "shard": k,
+            "count": len(m),
+            "root": m.root(),
+            "truncated_bytes": t,
+            "wal_version": _wal_version(p) if os.path.exists(p) else None,
+        }
+        for k, (_, m, t, p) in enumerate(scans)
+    ]
     if args.action == "prove":
         if args.shard is None or args.index is None:
             print("gatewaylab audit prove: a sharded ledger needs --shard K and --index I", file=sys.stderr)
             return 2
         if not 0 <= args.shard < len(rows):
-            print(f"gatewaylab audit prove: --shard {args.shard}: the ledger has shards 0..{len(rows) - 1}",
-                  file=sys.stderr)
+            print(
+                f"gatewaylab audit prove: --shard {args.shard}: the ledger has shards 0..{len(rows) - 1}",
+                file=sys.stderr,
+            )
             return 2
         _emit(sharded_proof(args.shard, scans[args.shard][1].inclusion_proof(args.index), rows))
         return 0
-    _emit({"layout": "sharded", "shards": rows, "count": sum(r["count"] for r in rows), "root": combined_root(rows)})
+    _emit(
+        {
+            "layout": "sharded",
+            "shards": rows,
+            "count": sum(r["count"] for r in rows),
+            "root": combined_root(rows),
+        }
+    )
     status = 0
     for payloads, _, _, path in scans:
         if os.path.exists(path):
@@ -208,8 +246,11 @@ def run(args: argparse.Namespace) -> int:
             lines = _read_lines(sys.stdin.buffer)
             with WAL(path, fsync=args.fsync) as wal:
                 if wal.recovery.get("truncated_bytes"):
-                    print(f"gatewaylab audit: recovered {path}: truncated a torn tail of "
-                          f"{wal.recovery['truncated_bytes']} bytes", file=sys.stderr)
+                    print(
+                        f"gatewaylab audit: recovered {path}: truncated a torn tail of "
+                        f"{wal.recovery['truncated_bytes']} bytes",
+                        file=sys.stderr,
+                    )
                 mmr = MMR()
                 existing = WAL.replay(path)
                 if existing:
@@ -222,8 +263,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "verify":
             payloads, mmr, truncated = _scan(WAL, MMR, path)
-            _emit({"count": len(mmr), "root": mmr.root(), "truncated_bytes": truncated,
-                   "wal_version": _wal_version(path)})
+            _emit(
+                {
+                    "count": len(mmr),
+                    "root": mmr.root(),
+                    "truncated_bytes": truncated,
+                    "wal_version": _wal_version(path),
+                }
+            )
             return _verify_store(WAL, MMR, path, payloads, args.repair)
         # prove --index I | consistency --old M
         value, flag = (args.index, "--index I") if args.action == "prove" else (args.old, "--old M")

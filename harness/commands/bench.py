@@ -1,5 +1,6 @@
 """`gatewaylab bench NAME ...`: each benchmark is a module `harness.bench.<name>` with
 `add_arguments(parser)` and `run(args) -> int` (pyperf underneath, JSON kept)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.name not in _available():
-        print(f"gatewaylab bench: unknown benchmark {args.name!r}; available: {', '.join(_available())}", file=sys.stderr)
+        print(
+            f"gatewaylab bench: unknown benchmark {args.name!r}; available: {', '.join(_available())}",
+            file=sys.stderr,
+        )
         return 2
     mod = importlib.import_module(f"harness.bench.{args.name}")
     p = argparse.ArgumentParser(prog=f"gatewaylab bench {args.name}")

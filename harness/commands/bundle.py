@@ -1,6 +1,7 @@
 """`gatewaylab bundle OUT [--python X.Y]`: wheels (the project with its extension + runtime
 dependencies only), the native binaries and a one-line run script, to sweep on another
 machine offline (engine: harness.bundle; docs/bundle.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="the bundle folder (new or empty)")
-    p.add_argument("--python", default=None, help="target CPython version, e.g. 3.11 (default: this interpreter's)")
+    p.add_argument(
+        "--python", default=None, help="target CPython version, e.g. 3.11 (default: this interpreter's)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

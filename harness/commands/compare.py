@@ -11,6 +11,7 @@ Each side may be several run folders, comma-separated: their repeats are pooled
 that drifts during the comparison moves both alike; see docs/peers.md for the false-alarm
 rates of the two ways.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,23 @@ import math
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_a", help="baseline run folder (or several, comma-separated: their repeats are pooled)")
+    p.add_argument(
+        "run_a", help="baseline run folder (or several, comma-separated: their repeats are pooled)"
+    )
     p.add_argument("run_b", help="candidate run folder (or several, comma-separated)")
-    p.add_argument("--factor", type=float, default=None,
-                   help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)")
+    p.add_argument(
+        "--factor",
+        type=float,
+        default=None,
+        help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)",
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--min-repeats", type=int, default=3,
-                   help="repeats each side needs before a cell can be flagged (default 3)")
+    p.add_argument(
+        "--min-repeats",
+        type=int,
+        default=3,
+        help="repeats each side needs before a cell can be flagged (default 3)",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="also write the verdicts as JSON")
     p.add_argument("--cells", action="store_true", help="print the per-cell table too")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when a metric is worse")
@@ -59,7 +70,9 @@ def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05,
             except FileNotFoundError:  # a run without a direct baseline is judged on its own figures
                 bases.append(None)
         # the machine-normalised judgement needs every run of the side to have its baseline
-        sides.append((pool_repeats(cells), pool_repeats(bases) if all(b is not None for b in bases) else None))
+        sides.append(
+            (pool_repeats(cells), pool_repeats(bases) if all(b is not None for b in bases) else None)
+        )
     (ca, ba), (cb, bb) = sides
     return compare_tables(ca, cb, factor=factor, alpha=alpha, min_repeats=min_repeats, base_a=ba, base_b=bb)
 
@@ -70,28 +83,45 @@ def _f(x: float, fmt: str = "{:.3f}") -> str:
 
 def run(args: argparse.Namespace) -> int:
     verdicts, cells = compare_runs(args.run_a, args.run_b, args.factor, args.alpha, args.min_repeats)
-    print(f"A: {args.run_a}\nB: {args.run_b}\n"
-          f"rule: a cell (same target, concurrency or rate) is flagged when both sides have >= {args.min_repeats} "
-          f"repeats, Mann-Whitney p < {args.alpha:g} or disjoint ranges, and its ratio is beyond the metric's "
-          "threshold; a metric is flagged when most of its cells are flagged one way and the geometric-mean "
-          "factor is beyond the threshold\n")
+    print(
+        f"A: {args.run_a}\nB: {args.run_b}\n"
+        f"rule: a cell (same target, concurrency or rate) is flagged when both sides have >= {args.min_repeats} "
+        f"repeats, Mann-Whitney p < {args.alpha:g} or disjoint ranges, and its ratio is beyond the metric's "
+        "threshold; a metric is flagged when most of its cells are flagged one way and the geometric-mean "
+        "factor is beyond the threshold\n"
+    )
     print("| metric | B/A factor | 95% CI | cells | cells flagged | threshold | beyond | verdict |")
     print("|---|---|---|---|---|---|---|---|")
     for v in verdicts:
-        print(f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | {v.cells_flagged} | "
-              f"{v.threshold:g}x | {'yes' if v.beyond_factor else 'no'} | "
-              f"{v.verdict.upper() if v.flagged else v.verdict} |")
+        print(
+            f"| {v.metric} | {_f(v.factor)} | [{_f(v.ci_low)}, {_f(v.ci_high)}] | {v.cells} | {v.cells_flagged} | "
+            f"{v.threshold:g}x | {'yes' if v.beyond_factor else 'no'} | "
+            f"{v.verdict.upper() if v.flagged else v.verdict} |"
+        )
     flagged = [v for v in verdicts if v.flagged]
-    print(f"\n{len(flagged)} metric(s) flagged" + (": " + ", ".join(f"{v.metric} {v.verdict}" for v in flagged)
-                                                  if flagged else ""))
+    print(
+        f"\n{len(flagged)} metric(s) flagged"
+        + (": " + ", ".join(f"{v.metric} {v.verdict}" for v in flagged) if flagged else "")
+    )
     if args.cells and len(cells):
         print()
-        print(cells.to_markdown(index=False) if hasattr(cells, "to_markdown") else cells.to_string(index=False))
+        print(
+            cells.to_markdown(index=False) if hasattr(cells, "to_markdown") else cells.to_string(index=False)
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"run_a": str(args.run_a), "run_b": str(args.run_b), "factor": args.factor, "alpha": args.alpha,
-                       "verdicts": [v.__dict__ | {"flagged": v.flagged} for v in verdicts],
-                       "cells": json.loads(cells.to_json(orient="records")) if len(cells) else []}, f, indent=2)
+            json.dump(
+                {
+                    "run_a": str(args.run_a),
+                    "run_b": str(args.run_b),
+                    "factor": args.factor,
+                    "alpha": args.alpha,
+                    "verdicts": [v.__dict__ | {"flagged": v.flagged} for v in verdicts],
+                    "cells": json.loads(cells.to_json(orient="records")) if len(cells) else [],
+                },
+                f,
+                indent=2,
+            )
     if args.fail_on_regression and any(v.verdict == "worse" for v in verdicts):
         return 1
     return 0

@@ -6,6 +6,7 @@ send time: coordinated omission corrected). Always bounded: `--duration` and/or 
 {"mode", "concurrency", "rate", "duration_s", "requests", "errors", "rps", "latency_us",
 ["ttfb_us",] "series", "meta"} (see native/tools/src/load.rs for the definitions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,11 +63,21 @@ def config_from_args(args: argparse.Namespace) -> dict:
 
         raise InvalidInput("give --duration and/or --requests: a run must be bounded")
     return {
-        "url": args.url, "concurrency": args.concurrency, "rate": args.rate,
-        "connections": args.connections, "duration_s": args.duration, "requests": args.requests,
-        "warmup_s": args.warmup, "method": args.method, "headers": _headers(args.header),
-        "body": _body(args.body), "stream": args.stream, "timeout_s": args.timeout,
-        "threads": args.threads, "seed": args.seed, "arrival": args.arrival,
+        "url": args.url,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "requests": args.requests,
+        "warmup_s": args.warmup,
+        "method": args.method,
+        "headers": _headers(args.header),
+        "body": _body(args.body),
+        "stream": args.stream,
+        "timeout_s": args.timeout,
+        "threads": args.threads,
+        "seed": args.seed,
+        "arrival": args.arrival,
         "max_duration_s": args.max_duration,
     }
 
@@ -79,7 +90,10 @@ def summary(r: dict) -> str:
         "latency us: " + "  ".join(f"{k}={lat[k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")),
     ]
     if "ttfb_us" in r:
-        lines.append("ttfb us:    " + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max")))
+        lines.append(
+            "ttfb us:    "
+            + "  ".join(f"{k}={r['ttfb_us'][k]}" for k in ("p50", "p90", "p95", "p99", "p999", "max"))
+        )
     if r["errors"]:
         lines.append("errors: " + ", ".join(f"{k}={n}" for k, n in sorted(r["errors"].items())))
     if r["mode"] == "open" and r["meta"].get("late_sends"):

@@ -5,6 +5,7 @@ then exits 0. `--port 0` (the default) picks a free port. Per-request headers ov
 default: x-mock-latency-ms, x-mock-jitter-ms, x-mock-ttft-ms, x-mock-itl-ms, x-mock-tokens,
 x-mock-error-status, x-mock-error-rate, x-mock-drop-rate, x-mock-stall-ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def pin(cpus: str | None) -> None:
         try:
             os.sched_setaffinity(0, s)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"--cpus {cpus}: cannot pin to {sorted(s)} ({e}); available: {sorted(os.sched_getaffinity(0))}") from e
+            raise ConfigError(
+                f"--cpus {cpus}: cannot pin to {sorted(s)} ({e}); available: {sorted(os.sched_getaffinity(0))}"
+            ) from e
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=16, help="completion tokens per answer")
     p.add_argument("--error-status", type=int, default=None, help="status of injected errors (default 500)")
     p.add_argument("--error-rate", type=float, default=None, help="share of API requests that get the error")
-    p.add_argument("--drop-rate", type=float, default=0.0, help="share of API requests whose connection is dropped")
+    p.add_argument(
+        "--drop-rate", type=float, default=0.0, help="share of API requests whose connection is dropped"
+    )
     p.add_argument("--stall-every", type=int, default=0, help="every N-th API request freezes the server ...")
     p.add_argument("--stall-ms", type=float, default=0.0, help="... for this long")
     p.add_argument("--seed", type=int, default=0)
@@ -63,11 +68,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> dict:
     return {
-        "host": args.host, "port": args.port, "latency_ms": args.latency_ms, "jitter_ms": args.jitter_ms,
-        "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms, "tokens": args.tokens,
-        "error_status": args.error_status, "error_rate": args.error_rate, "drop_rate": args.drop_rate,
-        "stall_every": args.stall_every, "stall_ms": args.stall_ms, "seed": args.seed,
-        "threads": args.threads, "model": args.model,
+        "host": args.host,
+        "port": args.port,
+        "latency_ms": args.latency_ms,
+        "jitter_ms": args.jitter_ms,
+        "ttft_ms": args.ttft_ms,
+        "itl_ms": args.itl_ms,
+        "tokens": args.tokens,
+        "error_status": args.error_status,
+        "error_rate": args.error_rate,
+        "drop_rate": args.drop_rate,
+        "stall_every": args.stall_every,
+        "stall_ms": args.stall_ms,
+        "seed": args.seed,
+        "threads": args.threads,
+        "model": args.model,
     }
 
 

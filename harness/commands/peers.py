@@ -1,9 +1,10 @@
 """`gatewaylab peers install [NAME ...]` and `gatewaylab peers list` (harness.peers).
 
-    gatewaylab peers install            # every installable peer, at the versions in harness/peers/versions.toml
-    gatewaylab peers install portkey    # just one
-    gatewaylab peers list               # installed versions and paths; Bifrost with the reason it is not here
+gatewaylab peers install            # every installable peer, at the versions in harness/peers/versions.toml
+gatewaylab peers install portkey    # just one
+gatewaylab peers list               # installed versions and paths; Bifrost with the reason it is not here
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     print("| peer | pinned | installed | status | package | where |")
     print("|---|---|---|---|---|---|")
     for r in peers.listing():
-        print(f"| {r['peer']} | {r['pinned']} | {r['installed'] or '-'} | {r['status']} | "
-              f"{r['registry']}: {r['package']} | {r['where']} |")
+        print(
+            f"| {r['peer']} | {r['pinned']} | {r['installed'] or '-'} | {r['status']} | "
+            f"{r['registry']}: {r['package']} | {r['where']} |"
+        )
     return 0

@@ -1,5 +1,6 @@
 """`gatewaylab report RUN_DIR [--format md|html]`: write report.md and/or report.html
 (plus static PNG/SVG figures for blog export) for a sweep run folder (engine: harness.report)."""
+
 from __future__ import annotations
 
 import argparse

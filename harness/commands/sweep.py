@@ -15,6 +15,7 @@ swept against every mode (`--impl mmr=python,wal=python` is one set of two overr
 Prints the run folder and the report path; exits 130 when interrupted (the partial run
 is kept and marked `partial: true`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,41 +30,93 @@ def _csv(values: list[str] | None) -> list[str] | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modes", nargs="+", default=None, help="comma list of modes: py, py+rs, rs-core, rs-server (default py,py+rs)")
-    p.add_argument("--targets", nargs="+", default=None,
-                   help="comma list of rungs and peers instead of --modes: py,py+rs,litellm,litellm-rust,"
-                        "litellm-chat,portkey,noveum (peers: `gatewaylab peers install` first)")
-    p.add_argument("--rates", nargs="+", default=None,
-                   help="open-loop rate ladder in req/s, e.g. 250,500,1000 (instead of --concurrency)")
-    p.add_argument("--p99-cap-ms", type=float, default=50.0,
-                   help="open loop: a rate is sustained when p99 <= this (default 50) and errors < 1%%")
-    p.add_argument("--stream", action="store_true", help="stream: true requests; records TTFB and its overhead")
-    p.add_argument("--impl", action="append", default=[], metavar="COMPONENT=python|rust[,...]",
-                   help="a per-component switches set swept with every mode (repeatable)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help="comma list of modes: py, py+rs, rs-core, rs-server (default py,py+rs)",
+    )
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        help="comma list of rungs and peers instead of --modes: py,py+rs,litellm,litellm-rust,"
+        "litellm-chat,portkey,noveum (peers: `gatewaylab peers install` first)",
+    )
+    p.add_argument(
+        "--rates",
+        nargs="+",
+        default=None,
+        help="open-loop rate ladder in req/s, e.g. 250,500,1000 (instead of --concurrency)",
+    )
+    p.add_argument(
+        "--p99-cap-ms",
+        type=float,
+        default=50.0,
+        help="open loop: a rate is sustained when p99 <= this (default 50) and errors < 1%%",
+    )
+    p.add_argument(
+        "--stream", action="store_true", help="stream: true requests; records TTFB and its overhead"
+    )
+    p.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="COMPONENT=python|rust[,...]",
+        help="a per-component switches set swept with every mode (repeatable)",
+    )
     p.add_argument("--shells", nargs="+", default=None, help="comma list: asgi,fastapi (default asgi)")
-    p.add_argument("--governance", nargs="+", default=None,
-                   help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only "
-                        "(default on)")
-    p.add_argument("--tracing", nargs="+", default=None,
-                   help="comma list of off, on, sampled:R: OpenTelemetry spans on the rungs, to a local OTLP "
-                        "receiver (default off; docs/tracing.md)")
+    p.add_argument(
+        "--governance",
+        nargs="+",
+        default=None,
+        help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only "
+        "(default on)",
+    )
+    p.add_argument(
+        "--tracing",
+        nargs="+",
+        default=None,
+        help="comma list of off, on, sampled:R: OpenTelemetry spans on the rungs, to a local OTLP "
+        "receiver (default off; docs/tracing.md)",
+    )
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
     p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
-    p.add_argument("--workers", nargs="+", default=None,
-                   help="comma list of gateway process counts per rung, e.g. 1,2,4 (default 1; docs/workers.md)")
-    p.add_argument("--profile", default="xeon-4c",
-                   help="xeon-4c (default), ci-2c, all, or 'gateway=0-3;mock=4;load=5'")
-    p.add_argument("--duration", type=float, default=None, help="measured seconds per cell (default 5; --ci 1.5)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell (default 1; --ci 0.5)")
+    p.add_argument(
+        "--workers",
+        nargs="+",
+        default=None,
+        help="comma list of gateway process counts per rung, e.g. 1,2,4 (default 1; docs/workers.md)",
+    )
+    p.add_argument(
+        "--profile", default="xeon-4c", help="xeon-4c (default), ci-2c, all, or 'gateway=0-3;mock=4;load=5'"
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="measured seconds per cell (default 5; --ci 1.5)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=None, help="warm-up seconds per cell (default 1; --ci 0.5)"
+    )
     p.add_argument("--repeat", type=int, default=None, help="repeats per cell (default 3; --ci 1)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--gil", dest="gil", action="store_true", default=True,
-                   help="py-spy GIL ownership per cell (default on)")
+    g.add_argument(
+        "--gil",
+        dest="gil",
+        action="store_true",
+        default=True,
+        help="py-spy GIL ownership per cell (default on)",
+    )
     g.add_argument("--no-gil", dest="gil", action="store_false", help="skip py-spy GIL sampling")
-    p.add_argument("--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)")
-    p.add_argument("--scalene", action="store_true", help="a scalene profile per configuration at the top concurrency")
+    p.add_argument(
+        "--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)"
+    )
+    p.add_argument(
+        "--scalene", action="store_true", help="a scalene profile per configuration at the top concurrency"
+    )
     p.add_argument("--upstream-latency-ms", type=float, default=0.0, help="mock upstream latency")
-    p.add_argument("--upstream-ttft-ms", type=float, default=None, help="mock time to first token (streaming)")
+    p.add_argument(
+        "--upstream-ttft-ms", type=float, default=None, help="mock time to first token (streaming)"
+    )
     p.add_argument("--upstream-itl-ms", type=float, default=None, help="mock inter-token delay (streaming)")
     p.add_argument("--upstream-tokens", type=int, default=None, help="mock tokens per answer")
     p.add_argument("--out", default=None, help="folder for the run folder (default data/runs)")
@@ -71,9 +124,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci", action="store_true", help="CI size: c in {1,2,4,8,16}, short cells, 1 repeat")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write report.md/html at the end")
-    p.add_argument("--raw", action="store_true",
-                   help="write the tables as JSON rows, no report (lean install without pandas; "
-                        "`gatewaylab import RUN_DIR` makes the Parquet tables and report later)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the tables as JSON rows, no report (lean install without pandas; "
+        "`gatewaylab import RUN_DIR` makes the Parquet tables and report later)",
+    )
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,9 +149,16 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "gil": args.gil,
         "flamegraph": args.flamegraph,
         "scalene": args.scalene,
-        "upstream": {k: v for k, v in {"latency_ms": args.upstream_latency_ms, "ttft_ms": args.upstream_ttft_ms,
-                                       "itl_ms": args.upstream_itl_ms, "tokens": args.upstream_tokens}.items()
-                     if v is not None},
+        "upstream": {
+            k: v
+            for k, v in {
+                "latency_ms": args.upstream_latency_ms,
+                "ttft_ms": args.upstream_ttft_ms,
+                "itl_ms": args.upstream_itl_ms,
+                "tokens": args.upstream_tokens,
+            }.items()
+            if v is not None
+        },
         "targets": _csv(args.targets),
         "rates": ",".join(_csv(args.rates)) if args.rates else None,
         "p99_cap_ms": args.p99_cap_ms,
@@ -127,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
     kw = sweep_kwargs(args)
     if kw["results"] == "parquet" and not _have_pandas():
-        raise ConfigError("pandas is not installed (a lean install): sweep with --raw, then `gatewaylab import "
-                          "RUN_DIR` on a machine with the analysis extra")
+        raise ConfigError(
+            "pandas is not installed (a lean install): sweep with --raw, then `gatewaylab import "
+            "RUN_DIR` on a machine with the analysis extra"
+        )
     res = run_sweep(**kw)
     meta = res.meta
     if kw["results"] == "raw":
@@ -136,10 +201,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         ok = int((res.table["status"] == "ok").sum()) if len(res.table) else 0
     print(f"run: {res.dir}")
-    print(f"cells: {ok} ok, {len(res.table) - ok} not ok; profile {meta.get('hardware_profile')} "
-          f"(profile_satisfied: {str(meta.get('profile_satisfied')).lower()})")
+    print(
+        f"cells: {ok} ok, {len(res.table) - ok} not ok; profile {meta.get('hardware_profile')} "
+        f"(profile_satisfied: {str(meta.get('profile_satisfied')).lower()})"
+    )
     if kw["results"] == "raw":
-        print(f"raw results (JSON rows): {res.dir / 'tables'}; tables and report: gatewaylab import {res.dir}")
+        print(
+            f"raw results (JSON rows): {res.dir / 'tables'}; tables and report: gatewaylab import {res.dir}"
+        )
     elif res.report.get("md"):
         print(f"report: {res.report['md']}")
         print(f"report: {res.report.get('html')}")

@@ -17,6 +17,7 @@ config pointing at the native mock, starts it pinned to the gateway cores with t
 and no outbound network, knows its readiness check and request shape, and stops its whole
 process tree (``_base.py``).
 """
+
 from __future__ import annotations
 
 import json

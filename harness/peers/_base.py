@@ -9,6 +9,7 @@ request leaves the machine. `stop()` SIGTERMs the whole group, then SIGKILLs wha
 The sweep measures a peer exactly like our gateway: `harness.probes.TreeSampler(pid)` over
 the process tree (CPU user+sys from /proc, peak RSS sampled at 20 Hz).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,41 +20,55 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from harness.peers.installer import PeerError, entry_point, on_disk_version
 from harness.peers import pins
+from harness.peers.installer import PeerError, on_disk_version
 
 # Variables that would let a peer phone home or use a proxy; dropped from its environment.
 _DROP = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 # Telemetry off for every peer (each reads its own; the others ignore them).
 TELEMETRY_OFF = {
-    "NO_PROXY": "*", "no_proxy": "*",
+    "NO_PROXY": "*",
+    "no_proxy": "*",
     "DO_NOT_TRACK": "1",
-    "LITELLM_TELEMETRY": "False", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-    "DISABLE_ADMIN_UI": "True", "NODE_ENV": "production", "ENVIRONMENT": "production",
-    "NOVEUM_GUARD_ENABLED": "false", "RUST_LOG": "warn",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_ADMIN_UI": "True",
+    "NODE_ENV": "production",
+    "ENVIRONMENT": "production",
+    "NOVEUM_GUARD_ENABLED": "false",
+    "RUST_LOG": "warn",
 }
 
 
 @dataclass(frozen=True)
 class RequestShape:
     """How a client talks to a target: route, headers and JSON body (streaming or not)."""
+
     path: str
     headers: Mapping[str, str]
     body: Mapping[str, Any]
-    route: str = "chat"            # "chat" (/v1/chat/completions) or "messages" (/v1/messages)
+    route: str = "chat"  # "chat" (/v1/chat/completions) or "messages" (/v1/messages)
 
-    def with_stream(self) -> "RequestShape":
+    def with_stream(self) -> RequestShape:
         return RequestShape(self.path, self.headers, {**self.body, "stream": True}, self.route)
 
 
-CHAT_BODY = {"model": "gpt-4o-mini", "max_tokens": 64,
-             "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
-MESSAGES_BODY = {"model": "claude-3-5-haiku-20241022", "max_tokens": 64,
-                 "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
+CHAT_BODY = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Summarise the GIL in one line."}],
+}
+MESSAGES_BODY = {
+    "model": "claude-3-5-haiku-20241022",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Summarise the GIL in one line."}],
+}
 ROUTE_PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
 
 
@@ -109,7 +124,7 @@ class PeerProcess:
                 continue
         return self.proc.returncode
 
-    def __enter__(self) -> "PeerProcess":
+    def __enter__(self) -> PeerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -130,8 +145,9 @@ class PeerTarget:
     Subclasses implement `argv`, `env` and `write_config`; `ready_path` answers 200 when the
     peer serves; `check` inspects one real response and returns a problem or None.
     """
-    name: str                     # sweep target name, e.g. "litellm-rust"
-    peer: str                     # install name, e.g. "litellm"
+
+    name: str  # sweep target name, e.g. "litellm-rust"
+    peer: str  # install name, e.g. "litellm"
     route: str = "chat"
     ready_path: str = "/health"
     ready_timeout_s: float = 90.0
@@ -150,8 +166,12 @@ class PeerTarget:
     def request(self, api_key: str, mock_url: str) -> RequestShape:
         """The request a client sends to this target (mock_url: where the peer is told to forward)."""
         body = MESSAGES_BODY if self.route == "messages" else CHAT_BODY
-        return RequestShape(ROUTE_PATHS[self.route], {"authorization": f"Bearer {api_key}",
-                                                      "content-type": "application/json"}, body, self.route)
+        return RequestShape(
+            ROUTE_PATHS[self.route],
+            {"authorization": f"Bearer {api_key}", "content-type": "application/json"},
+            body,
+            self.route,
+        )
 
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         return None if 200 <= status < 300 else f"HTTP {status}: {body[:200]!r}"
@@ -161,15 +181,23 @@ class PeerTarget:
     def version(self) -> str | None:
         return on_disk_version(self.peer)
 
-    def start(self, mock_url: str, cpus: Iterable[int], workdir: str | os.PathLike | None = None) -> PeerProcess:
+    def start(
+        self, mock_url: str, cpus: Iterable[int], workdir: str | os.PathLike | None = None
+    ) -> PeerProcess:
         """Start the peer pinned to `cpus`, pointed at the mock; return once it answers."""
         pin = pins()[self.peer]
         have = on_disk_version(self.peer)
         if have != pin["version"]:
-            raise PeerError(f"{self.peer} {pin['version']} is not installed (found {have or 'nothing'}): "
-                            f"run `gatewaylab peers install {self.peer}`")
+            raise PeerError(
+                f"{self.peer} {pin['version']} is not installed (found {have or 'nothing'}): "
+                f"run `gatewaylab peers install {self.peer}`"
+            )
         cpu_list = sorted(set(cpus))
-        wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"gatewaylab-{self.name}-"))
+        wd = (
+            Path(workdir)
+            if workdir is not None
+            else Path(tempfile.mkdtemp(prefix=f"gatewaylab-{self.name}-"))
+        )
         wd.mkdir(parents=True, exist_ok=True)
         self.write_config(mock_url, wd)
         port = free_port()
@@ -178,9 +206,16 @@ class PeerTarget:
         env.update(self.env(mock_url, cpu_list, port))
         log_path = str(wd / f"{self.name}.log")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(self.argv(port, wd, cpu_list), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, cwd=wd, start_new_session=True,
-                                    preexec_fn=lambda: os.sched_setaffinity(0, cpu_list))
+            proc = subprocess.Popen(
+                self.argv(port, wd, cpu_list),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=wd,
+                start_new_session=True,
+                preexec_fn=lambda: os.sched_setaffinity(0, cpu_list),
+            )
         pp = PeerProcess(self.name, proc, f"http://127.0.0.1:{port}", log_path, wd)
         pp.mock_url = mock_url
         try:
@@ -195,8 +230,10 @@ class PeerTarget:
         last = "no answer"
         while time.monotonic() < deadline:
             if not pp.alive():
-                raise PeerError(f"{self.name} exited with {pp.proc.returncode} before it was ready: "
-                                f"{pp.output(600).strip()!r}")
+                raise PeerError(
+                    f"{self.name} exited with {pp.proc.returncode} before it was ready: "
+                    f"{pp.output(600).strip()!r}"
+                )
             try:
                 with urllib.request.urlopen(pp.url + self.ready_path, timeout=2) as r:  # noqa: S310 (127.0.0.1)
                     if r.status == 200:
@@ -207,16 +244,21 @@ class PeerTarget:
             except OSError as e:
                 last = f"{type(e).__name__}"
             time.sleep(0.1)
-        raise PeerError(f"{self.name} not ready after {self.ready_timeout_s:.0f} s ({last}): "
-                        f"{pp.output(600).strip()!r}")
+        raise PeerError(
+            f"{self.name} not ready after {self.ready_timeout_s:.0f} s ({last}): {pp.output(600).strip()!r}"
+        )
 
     def probe(self, pp: PeerProcess, api_key: str, stream: bool = False) -> dict[str, Any]:
         """Send one real request; return {"status", "headers", "problem"} (problem None when it is right)."""
         shape = self.request(api_key, pp.mock_url)
         if stream:
             shape = shape.with_stream()
-        req = urllib.request.Request(pp.url + shape.path, data=json.dumps(shape.body).encode(),
-                                     headers=dict(shape.headers), method="POST")
+        req = urllib.request.Request(
+            pp.url + shape.path,
+            data=json.dumps(shape.body).encode(),
+            headers=dict(shape.headers),
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (127.0.0.1)
                 status, headers, body = r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
@@ -225,4 +267,9 @@ class PeerTarget:
         seen = {"status": status}
         if self.path_header:
             seen[self.path_header] = headers.get(self.path_header)
-        return {"status": status, "headers": headers, "seen": seen, "problem": self.check(status, headers, body)}
+        return {
+            "status": status,
+            "headers": headers,
+            "seen": seen,
+            "problem": self.check(status, headers, body),
+        }

@@ -4,6 +4,7 @@ Idempotent: a peer whose pinned version is already installed (checked on disk, n
 the manifest) is left alone, so a second run takes well under a second. A failed install
 raises `PeerError` with the installer's last lines; the peers installed before it stay.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -12,8 +13,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gateway.errors import GatewayLabError
 from harness.peers import manifest, peers_dir, pins
@@ -42,6 +44,7 @@ def venv_dir(name: str, version: str, python: str) -> Path:
 
 # ------------------------------------------------------------------ what is on disk
 
+
 def _site_packages(venv: Path) -> list[Path]:
     return sorted(venv.glob("lib/python3*/site-packages"))
 
@@ -64,7 +67,7 @@ def on_disk_version(name: str) -> str | None:
     if name == "litellm":
         for sp in _site_packages(d):
             for info in sp.glob("litellm-*.dist-info"):
-                ver = info.name[len("litellm-"):-len(".dist-info")]
+                ver = info.name[len("litellm-") : -len(".dist-info")]
                 if (d / "bin" / "litellm").exists() and (sp / "litellm_proxy_extras").exists():
                     return ver
         return None
@@ -85,10 +88,17 @@ def on_disk_version(name: str) -> str | None:
 
 # ------------------------------------------------------------------ installers
 
+
 def _run(argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     with open(log_path, "w") as logf:
-        proc = subprocess.run(argv, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                              cwd=cwd, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
     if proc.returncode != 0:
         tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-4:])
         raise PeerError(f"{' '.join(argv[:4])} ... failed (exit {proc.returncode}; log {log_path}): {tail}")
@@ -101,11 +111,23 @@ def _install_litellm(pin: dict, log_path: Path) -> None:
     if not py.exists():
         venv.parent.mkdir(parents=True, exist_ok=True)
         _run([python, "-m", "venv", str(venv)], log_path)
-    done = any(any(sp.glob(f"litellm-{pin['version']}.dist-info")) and (sp / "litellm_proxy_extras").exists()
-               for sp in _site_packages(venv))
+    done = any(
+        any(sp.glob(f"litellm-{pin['version']}.dist-info")) and (sp / "litellm_proxy_extras").exists()
+        for sp in _site_packages(venv)
+    )
     if not done:  # another checkout on this machine may have installed it already
-        _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              f"{pin['package']}=={pin['version']}"], log_path)
+        _run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"{pin['package']}=={pin['version']}",
+            ],
+            log_path,
+        )
     link = peers_dir() / "litellm"
     if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)  # an install from before the venv moved to the cache
@@ -117,12 +139,17 @@ def _install_portkey(pin: dict, log_path: Path) -> None:
     d = peers_dir() / "portkey"
     d.mkdir(parents=True, exist_ok=True)
     if not (d / "package.json").exists():
-        (d / "package.json").write_text(json.dumps({"name": "gatewaylab-peer-portkey", "private": True}) + "\n")
+        (d / "package.json").write_text(
+            json.dumps({"name": "gatewaylab-peer-portkey", "private": True}) + "\n"
+        )
     npm = shutil.which("npm")
     if npm is None:
         raise PeerError("npm is not installed (the Makefile installs Debian's nodejs/npm)")
-    _run([npm, "install", "--no-audit", "--no-fund", "--save-exact", f"{pin['package']}@{pin['version']}"],
-         log_path, cwd=d)
+    _run(
+        [npm, "install", "--no-audit", "--no-fund", "--save-exact", f"{pin['package']}@{pin['version']}"],
+        log_path,
+        cwd=d,
+    )
 
 
 def _install_noveum(pin: dict, log_path: Path) -> None:
@@ -131,12 +158,26 @@ def _install_noveum(pin: dict, log_path: Path) -> None:
         raise PeerError("cargo is not installed (Rust stable is a prerequisite, see README)")
     target = cargo_target_dir(pin["package"], pin["version"])
     target.mkdir(parents=True, exist_ok=True)
-    _run([cargo, "install", "--locked", "--root", str(peers_dir() / "noveum"), "--version", pin["version"],
-          pin["package"]], log_path, env={"CARGO_TARGET_DIR": str(target)})
+    _run(
+        [
+            cargo,
+            "install",
+            "--locked",
+            "--root",
+            str(peers_dir() / "noveum"),
+            "--version",
+            pin["version"],
+            pin["package"],
+        ],
+        log_path,
+        env={"CARGO_TARGET_DIR": str(target)},
+    )
 
 
 INSTALLERS: dict[str, Callable[[dict, Path], None]] = {
-    "litellm": _install_litellm, "portkey": _install_portkey, "noveum": _install_noveum,
+    "litellm": _install_litellm,
+    "portkey": _install_portkey,
+    "noveum": _install_noveum,
 }
 
 
@@ -148,11 +189,17 @@ def _write_manifest(data: dict[str, Any]) -> None:
 
 
 def _record(name: str, pin: dict, seconds: float | None, prev: dict | None) -> dict[str, Any]:
-    return {"version": pin["version"], "registry": pin["registry"], "package": pin["package"],
-            "path": str(peers_dir() / name), "entry": str(entry_point(name)),
-            "installed_at": (prev or {}).get("installed_at") if seconds is None else
-            _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "install_s": (prev or {}).get("install_s") if seconds is None else round(seconds, 1)}
+    return {
+        "version": pin["version"],
+        "registry": pin["registry"],
+        "package": pin["package"],
+        "path": str(peers_dir() / name),
+        "entry": str(entry_point(name)),
+        "installed_at": (prev or {}).get("installed_at")
+        if seconds is None
+        else _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "install_s": (prev or {}).get("install_s") if seconds is None else round(seconds, 1),
+    }
 
 
 def install(names: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -174,14 +221,19 @@ def install(names: list[str] | None = None, log: Callable[[str], None] = print) 
             data["peers"][n] = _record(n, pin, None, data["peers"].get(n))
             log(f"{n} {have}: already installed ({root / n})")
             continue
-        log(f"{n}: installing {pin['package']} {pin['version']} from {pin['registry']}"
-            + (f" (replacing {have})" if have else "") + " ...")
+        log(
+            f"{n}: installing {pin['package']} {pin['version']} from {pin['registry']}"
+            + (f" (replacing {have})" if have else "")
+            + " ..."
+        )
         t0 = time.monotonic()
         INSTALLERS[n](pin, root / "logs" / f"{n}.log")
         took = time.monotonic() - t0
         got = on_disk_version(n)
         if got != pin["version"]:
-            raise PeerError(f"{n}: installer finished but found version {got!r} on disk, pinned {pin['version']}")
+            raise PeerError(
+                f"{n}: installer finished but found version {got!r} on disk, pinned {pin['version']}"
+            )
         data["peers"][n] = _record(n, pin, took, data["peers"].get(n))
         _write_manifest(data)
         log(f"{n} {got}: installed in {took:.0f} s ({root / n})")
@@ -195,13 +247,31 @@ def listing() -> list[dict[str, Any]]:
     recorded = manifest()["peers"]
     for n, pin in pins().items():
         if not pin.get("installable", True):
-            rows.append({"peer": n, "pinned": pin.get("version", "-"), "installed": None, "status": "not installable",
-                         "where": pin["reason"], "package": pin["package"], "registry": pin["registry"]})
+            rows.append(
+                {
+                    "peer": n,
+                    "pinned": pin.get("version", "-"),
+                    "installed": None,
+                    "status": "not installable",
+                    "where": pin["reason"],
+                    "package": pin["package"],
+                    "registry": pin["registry"],
+                }
+            )
             continue
         have = on_disk_version(n)
         status = "installed" if have == pin["version"] else ("other version" if have else "not installed")
         rec = recorded.get(n) or {}
-        rows.append({"peer": n, "pinned": pin["version"], "installed": have, "status": status,
-                     "where": str(entry_point(n)) if have else "run `gatewaylab peers install " + n + "`",
-                     "package": pin["package"], "registry": pin["registry"], "install_s": rec.get("install_s")})
+        rows.append(
+            {
+                "peer": n,
+                "pinned": pin["version"],
+                "installed": have,
+                "status": status,
+                "where": str(entry_point(n)) if have else "run `gatewaylab peers install " + n + "`",
+                "package": pin["package"],
+                "registry": pin["registry"],
+                "install_s": rec.get("install_s"),
+            }
+        )
     return rows

@@ -14,13 +14,14 @@ native mock speaks Anthropic messages) and `/v1/chat/completions` with an OpenAI
 profile's gateway cores pin it); no database, a master key (LiteLLM refuses to start without one),
 telemetry off and the model cost map read from the wheel, not fetched.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-from harness.peers._base import MESSAGES_BODY, CHAT_BODY, PeerTarget, RequestShape
+from harness.peers._base import CHAT_BODY, MESSAGES_BODY, PeerTarget, RequestShape
 from harness.peers.installer import entry_point
 
 # LiteLLM refuses to start without a strong master key (its own check); every request carries it.
@@ -53,19 +54,34 @@ class LiteLLMTarget(PeerTarget):
             "general_settings:\n"
             f"  master_key: {MASTER_KEY}\n"
             "  disable_spend_logs: true\n"
-            "  disable_error_logs: true\n")
+            "  disable_error_logs: true\n"
+        )
 
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
-        return [str(entry_point("litellm")), "--config", str(workdir / "litellm.yaml"), "--host", "127.0.0.1",
-                "--port", str(port), "--num_workers", "1"]
+        return [
+            str(entry_point("litellm")),
+            "--config",
+            str(workdir / "litellm.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
 
     def env(self, mock_url: str, cpus: list[int], port: int) -> dict[str, str]:
-        return {"LITELLM_RUST": "true" if self.rust else "false", "ANTHROPIC_API_KEY": "sk-mock",
-                "OPENAI_API_KEY": "sk-mock"}
+        return {
+            "LITELLM_RUST": "true" if self.rust else "false",
+            "ANTHROPIC_API_KEY": "sk-mock",
+            "OPENAI_API_KEY": "sk-mock",
+        }
 
     def request(self, api_key: str, mock_url: str) -> RequestShape:
         base = super().request(api_key, mock_url)
-        return RequestShape(base.path, {**base.headers, "authorization": f"Bearer {MASTER_KEY}"}, base.body, base.route)
+        return RequestShape(
+            base.path, {**base.headers, "authorization": f"Bearer {MASTER_KEY}"}, base.body, base.route
+        )
 
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         bad = super().check(status, headers, body)

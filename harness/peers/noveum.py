@@ -4,6 +4,7 @@ No config file: `OPENAI_BASE_URL` points its OpenAI provider at the mock, `HOST=
 and `PORT` place it, `WORKER_THREADS` is the number of gateway cores (its Tokio runtime),
 Nova Guard is off and `RUST_LOG=warn`. Requests carry `x-provider: openai`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ class NoveumTarget(PeerTarget):
         return [str(entry_point("noveum"))]
 
     def env(self, mock_url: str, cpus: list[int], port: int) -> dict[str, str]:
-        return {"OPENAI_BASE_URL": mock_url, "HOST": "127.0.0.1", "PORT": str(port),
-                "WORKER_THREADS": str(len(cpus))}
+        return {
+            "OPENAI_BASE_URL": mock_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WORKER_THREADS": str(len(cpus)),
+        }
 
     def request(self, api_key: str, mock_url: str) -> RequestShape:
         base = super().request(api_key, mock_url)

@@ -6,6 +6,7 @@ request names its upstream with `x-portkey-provider: openai` and
 Its server binds every interface by default, so a preload (`loopback.cjs`) makes a listen
 without a host bind 127.0.0.1 only. `NODE_ENV=production` keeps its log UI off.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,12 @@ class PortkeyTarget(PeerTarget):
 
     def request(self, api_key: str, mock_url: str) -> RequestShape:
         base = super().request(api_key, mock_url)
-        return RequestShape(base.path, {**base.headers, "x-portkey-provider": "openai",
-                                        "x-portkey-custom-host": f"{mock_url}/v1"}, base.body, base.route)
+        return RequestShape(
+            base.path,
+            {**base.headers, "x-portkey-provider": "openai", "x-portkey-custom-host": f"{mock_url}/v1"},
+            base.body,
+            base.route,
+        )
 
 
 TARGETS = {"portkey": PortkeyTarget("portkey", "portkey", route="chat")}

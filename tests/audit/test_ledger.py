@@ -1,4 +1,5 @@
 """AuditLedger over each twin pair: append, reopen, recovery, proofs, locking."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """MerkleMountainRange, both twins: the shared vectors, proofs, tampering, bad input."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,6 @@ def test_roots_at_every_listed_count_per_leaf(MMR):
 @pytest.mark.parametrize("n", sorted(int(k) for k in VECTORS["roots"]))
 def test_roots_at_every_listed_count_batch(MMR, n):
     assert built(MMR, n, batch=True).root() == VECTORS["roots"][str(n)]
-
-
 
 
 def test_empty(MMR):

@@ -4,6 +4,7 @@ pattern): `python -m mypy.stubtest gateway._native` must pass, so the stub canno
 Every name the extension exposes must be in the stub and is checked in full (signatures,
 defaults, properties, static methods, @final); only the PyO3-generated `__all__` is allowlisted.
 """
+
 from __future__ import annotations
 
 import ast
@@ -16,8 +17,16 @@ from gateway import _native
 ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "gateway" / "_native.pyi"
 AUDIT_CORE = {
-    "build_profile", "gil_stats", "_debug_panic", "sha256_hex", "sha256_many", "encode_record",
-    "entropy_millibits", "text_entropy_millibits", "MerkleMountainRange", "WriteAheadLog",
+    "build_profile",
+    "gil_stats",
+    "_debug_panic",
+    "sha256_hex",
+    "sha256_many",
+    "encode_record",
+    "entropy_millibits",
+    "text_entropy_millibits",
+    "MerkleMountainRange",
+    "WriteAheadLog",
 }
 
 
@@ -41,8 +50,19 @@ def test_stub_matches_the_built_extension(tmp_path):
     # on its own ("X is not present in stub"), so the stub does not keep a copy of the list.
     allow.write_text("gateway\\._native\\.__all__\n")
     r = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "gateway._native", "--allowlist", str(allow), "--ignore-unused-allowlist"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy.stubtest",
+            "gateway._native",
+            "--allowlist",
+            str(allow),
+            "--ignore-unused-allowlist",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stdout + r.stderr
 

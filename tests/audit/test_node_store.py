@@ -2,6 +2,7 @@
 proofs from disk against an in-memory recomputation, recovery against the WAL (short,
 torn, ahead, corrupt -- at every cut point of the last record), a restart that does not
 replay the ledger, and a memory bound counted in node hashes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -224,7 +225,7 @@ def test_store_ahead_of_the_wal_is_cut_back(switches, tmp_path, small_checkpoint
     wal = (d / "audit.wal").read_bytes()
     # The WAL lost its last records (power loss before their fsync); the store kept them.
     frame_ends = [8]
-    for i in range(n):
+    for _i in range(n):
         frame_ends.append(frame_ends[-1] + 8 + 32)
     for keep in (n - 1, n - 3, 3 * K):
         for cut in range(frame_ends[keep], frame_ends[keep + 1]):  # every cut point of the next record
@@ -247,7 +248,7 @@ def test_corrupt_store_is_rebuilt_with_a_message(switches, tmp_path, small_check
     }
     for name, at in cases.items():
         data = bytearray(store)
-        for a in (at if isinstance(at, tuple) else (at,)):
+        for a in at if isinstance(at, tuple) else (at,):
             data[a] ^= 0x40
         (d / "audit.mmr").write_bytes(bytes(data))
         caplog.clear()
@@ -389,8 +390,10 @@ def test_kill_9_while_appending_loses_nothing_durable(impl, tmp_path, kill_after
 
     switches = Switches("py", {"mmr": impl, "wal": impl})
     roots = {}
-    for round_ in range(2):  # kill, reopen, write on, kill again
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), impl], stdout=subprocess.PIPE, text=True)
+    for _round in range(2):  # kill, reopen, write on, kill again
+        p = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), impl], stdout=subprocess.PIPE, text=True
+        )
         durable = 0
         try:
             for _ in range(kill_after):
@@ -404,7 +407,9 @@ def test_kill_9_while_appending_loses_nothing_durable(impl, tmp_path, kill_after
         with AuditLedger(tmp_path, switches=switches) as led:
             assert led.count >= durable
             assert led.store_recovery["action"] == "resumed", led.store_recovery
-            assert led.store_recovery["replayed"] < 64 + 2, led.store_recovery  # at most the tail since a checkpoint
+            assert led.store_recovery["replayed"] < 64 + 2, (
+                led.store_recovery
+            )  # at most the tail since a checkpoint
             for m, root in roots.items():
                 if m <= led.count:
                     proof = led.consistency_proof(m)

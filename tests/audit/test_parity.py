@@ -5,6 +5,7 @@ peaks, leaf hashes and proofs (and each twin verifying the other's proofs), tamp
 malformed proofs, WAL file bytes, cross-reading and recovery of each other's WALs, canonical
 record bytes and entropy values.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,10 @@ def set_at(proof, path, value):
 def test_mmr_roots_peaks_and_proofs_match(payloads, data):
     n = len(payloads)
     split = data.draw(st.integers(0, n), label="split")
-    py, r = build(PyMMR, payloads, split), build(RsMMR, payloads, data.draw(st.integers(0, n), label="split_rs"))
+    py, r = (
+        build(PyMMR, payloads, split),
+        build(RsMMR, payloads, data.draw(st.integers(0, n), label="split_rs")),
+    )
     assert len(py) == len(r) == py.leaf_count == r.leaf_count == n
     assert py.root() == r.root()
     assert py.peaks() == r.peaks()
@@ -124,7 +128,7 @@ def test_tampered_proofs_fail_in_both(payloads, data):
     s = get_at(proof, path)
     k = data.draw(st.integers(0, 63), label="char")
     c = data.draw(st.sampled_from([h for h in "0123456789abcdef" if h != s[k]]), label="new char")
-    bad = set_at(proof, path, s[:k] + c + s[k + 1:])
+    bad = set_at(proof, path, s[:k] + c + s[k + 1 :])
     for cls in (PyMMR, RsMMR):
         verify = cls.verify_inclusion if kind == "inclusion" else cls.verify_consistency
         assert verify(bad) is False, (cls, path)
@@ -162,7 +166,7 @@ def test_malformed_proofs_raise_proof_error_in_both(n, index, old):
     cases += [("consistency", p) for p in _malformations(r.consistency_proof(old))]
     # Dropping extra list items where the shape allows none is caught; the rest must raise.
     checked = 0
-    for kind, (what, bad) in cases:
+    for kind, (_what, bad) in cases:
         for cls in (PyMMR, RsMMR):
             verify = cls.verify_inclusion if kind == "inclusion" else cls.verify_consistency
             with pytest.raises(ProofError):
@@ -235,7 +239,9 @@ def test_wal_bytes_identical_and_cross_readable(payloads, data):
         fb = write_wal(RsWAL, b, payloads, data.draw(st.integers(0, n), label="split_rs"))
         assert fa == fb
         expected = b"GLWAL\x00\x02\n" + b"".join(
-            struct.pack("<I", len(p)) + struct.pack("<I", zlib.crc32(struct.pack("<I", len(p)) + p)) + p for p in payloads)
+            struct.pack("<I", len(p)) + struct.pack("<I", zlib.crc32(struct.pack("<I", len(p)) + p)) + p
+            for p in payloads
+        )
         assert fa == expected
         # Each twin replays and reopens the other's file, then keeps appending to it.
         assert PyWAL.replay(b) == RsWAL.replay(a) == payloads
@@ -330,7 +336,11 @@ def test_group_and_always_policies_write_the_same_bytes(tmp_path):
 @given(data=st.binary(max_size=5000))
 def test_sha256_hex_matches(data):
     assert rs.sha256_hex(data) == py_hashing.sha256_hex(data)
-    assert rs.sha256_hex(bytearray(data)) == rs.sha256_hex(memoryview(data)) == py_hashing.sha256_hex(memoryview(data))
+    assert (
+        rs.sha256_hex(bytearray(data))
+        == rs.sha256_hex(memoryview(data))
+        == py_hashing.sha256_hex(memoryview(data))
+    )
 
 
 record_values = st.one_of(I64, st.text(max_size=30))
@@ -345,9 +355,19 @@ def test_encode_record_identical_bytes(rec):
 
 
 @SETTINGS
-@given(rec=records, key=st.text(max_size=5), bad=st.one_of(
-    st.booleans(), st.floats(allow_nan=False), st.none(), st.binary(max_size=3),
-    st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1), st.lists(st.integers(), max_size=2)))
+@given(
+    rec=records,
+    key=st.text(max_size=5),
+    bad=st.one_of(
+        st.booleans(),
+        st.floats(allow_nan=False),
+        st.none(),
+        st.binary(max_size=3),
+        st.integers(min_value=2**63),
+        st.integers(max_value=-(2**63) - 1),
+        st.lists(st.integers(), max_size=2),
+    ),
+)
 def test_encode_record_rejects_the_same_values(rec, key, bad):
     rec = {**rec, key: bad}
     for enc in (rs.encode_record, py_record.encode_record):
@@ -383,9 +403,17 @@ position = st.fixed_dictionaries({"token": token, "logprob": logprob, "top_logpr
 
 
 @SETTINGS
-@given(positions=st.lists(position, max_size=12), text=texts, shape=st.sampled_from(["full", "no logprobs", "null content", "odd"]))
+@given(
+    positions=st.lists(position, max_size=12),
+    text=texts,
+    shape=st.sampled_from(["full", "no logprobs", "null content", "odd"]),
+)
 def test_logprob_entropy_matches(positions, text, shape):
-    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": {"content": positions}}
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": {"content": positions},
+    }
     if shape == "no logprobs":
         choice["logprobs"] = None
     elif shape == "null content":
@@ -397,8 +425,19 @@ def test_logprob_entropy_matches(positions, text, shape):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["choices", "message", "content", "logprobs", "top_logprobs", "logprob", "x"]), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["choices", "message", "content", "logprobs", "top_logprobs", "logprob", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 

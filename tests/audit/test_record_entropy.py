@@ -1,4 +1,5 @@
 """Hashing, the canonical audit record and entropy, both twins."""
+
 from __future__ import annotations
 
 import hashlib
@@ -65,10 +66,21 @@ def test_encode_record_is_canonical_json(encode_record, rec):
     assert encode_record(rec) == canonical(rec)
 
 
-@pytest.mark.parametrize("bad", [
-    {"flag": True}, {"x": 1.5}, {"x": None}, {"x": [1]}, {"x": {"y": 1}},
-    {"x": 2**63}, {"x": -(2**63) - 1}, {1: "x"}, "not a mapping", None,
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"flag": True},
+        {"x": 1.5},
+        {"x": None},
+        {"x": [1]},
+        {"x": {"y": 1}},
+        {"x": 2**63},
+        {"x": -(2**63) - 1},
+        {1: "x"},
+        "not a mapping",
+        None,
+    ],
+)
 def test_encode_record_rejects(encode_record, bad):
     with pytest.raises(InvalidInput):
         encode_record(bad)
@@ -76,9 +88,19 @@ def test_encode_record_rejects(encode_record, bad):
 
 def test_build_record_has_the_design_fields(encode_record):
     rec = build_record(
-        seq=7, time_ns=123, request_id="req-1", key_id="k1", model="m", status=200,
-        request_sha256=hashlib.sha256(b"q").hexdigest(), response_sha256=hashlib.sha256(b"r").hexdigest(),
-        entropy_mbits=1500, prompt_tokens=3, completion_tokens=4, latency_us=250, waf="allow",
+        seq=7,
+        time_ns=123,
+        request_id="req-1",
+        key_id="k1",
+        model="m",
+        status=200,
+        request_sha256=hashlib.sha256(b"q").hexdigest(),
+        response_sha256=hashlib.sha256(b"r").hexdigest(),
+        entropy_mbits=1500,
+        prompt_tokens=3,
+        completion_tokens=4,
+        latency_us=250,
+        waf="allow",
     )
     assert tuple(rec) == RECORD_FIELDS
     assert encode_record(rec) == canonical(rec)
@@ -94,7 +116,11 @@ def chat(content=None, logprobs=None):
 
 
 def position(*logprobs):
-    return {"token": "t", "logprob": logprobs[0], "top_logprobs": [{"token": f"t{i}", "logprob": v} for i, v in enumerate(logprobs)]}
+    return {
+        "token": "t",
+        "logprob": logprobs[0],
+        "top_logprobs": [{"token": f"t{i}", "logprob": v} for i, v in enumerate(logprobs)],
+    }
 
 
 def test_text_branch(entropy, text_entropy):

@@ -1,6 +1,7 @@
 """Rust discipline of the audit-core bindings: exact GIL accounting per entry point, panics
 as exceptions, one WAL writer per file (across twins and processes), clear errors on bad
 arguments, and safe concurrent use while a batch runs detached."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,13 @@ import pytest
 from gateway import _native as rs
 from gateway.audit.wal import WriteAheadLog as PyWAL
 from gateway.errors import (
-    AuditIndexError, InvalidInput, NativePanic, ProofError, WalCorruptError, WalError, WalLockedError,
+    AuditIndexError,
+    InvalidInput,
+    NativePanic,
+    ProofError,
+    WalCorruptError,
+    WalError,
+    WalLockedError,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,7 +114,10 @@ def test_panic_becomes_native_panic_and_the_module_keeps_working():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("first,second", [(rs.WriteAheadLog, rs.WriteAheadLog), (rs.WriteAheadLog, PyWAL), (PyWAL, rs.WriteAheadLog)])
+@pytest.mark.parametrize(
+    "first,second",
+    [(rs.WriteAheadLog, rs.WriteAheadLog), (rs.WriteAheadLog, PyWAL), (PyWAL, rs.WriteAheadLog)],
+)
 def test_second_writer_in_process_is_refused(tmp_path, first, second):
     path = str(tmp_path / "w.wal")
     w = first(path, fsync="none")
@@ -148,8 +158,12 @@ HOLDER = textwrap.dedent(
 def test_second_writer_across_processes_is_refused(tmp_path):
     path = str(tmp_path / "shared.wal")
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, path], cwd=ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", HOLDER, path],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "locked", child.stderr.read()
@@ -249,9 +263,17 @@ def test_malformed_proof_errors_name_the_problem():
 
 def test_wal_constructor_arguments(tmp_path):
     path = str(tmp_path / "w.wal")
-    for kwargs in ({"fsync": "sometimes"}, {"fsync": 1}, {"group_max_records": 0}, {"group_max_records": -1},
-                   {"group_max_records": True}, {"group_max_records": 2.0}, {"group_delay_ms": -1},
-                   {"group_delay_ms": "2"}, {"group_delay_ms": float("nan")}):
+    for kwargs in (
+        {"fsync": "sometimes"},
+        {"fsync": 1},
+        {"group_max_records": 0},
+        {"group_max_records": -1},
+        {"group_max_records": True},
+        {"group_max_records": 2.0},
+        {"group_delay_ms": -1},
+        {"group_delay_ms": "2"},
+        {"group_delay_ms": float("nan")},
+    ):
         with pytest.raises(InvalidInput):
             rs.WriteAheadLog(path, **kwargs)
     with pytest.raises(InvalidInput, match="path"):

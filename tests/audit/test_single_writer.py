@@ -1,6 +1,7 @@
 """The single-writer ledger layout (gateway/audit/writer_process.py, docs/single_writer.md):
 records from several client processes end up in one ledger that equals an independent
 recomputation, and kill -9 of a client loses nothing the ledger process acknowledged."""
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,14 @@ def _mmr_root(payloads: list[bytes]) -> str:
 
 def _client(sock: str, name: str, batches: int, size: int, pause: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", CLIENT, sock, name, str(batches), str(size), str(pause)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", CLIENT, sock, name, str(batches), str(size), str(pause)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("mode", ["py", "py+rs"])
@@ -82,7 +89,9 @@ def test_records_from_several_processes_make_one_ledger_and_kill9_loses_nothing_
             acked_victim += json.loads(line)
         victim.send_signal(signal.SIGKILL)
         out, _ = victim.communicate(timeout=30)
-        acked_victim += [i for line in out.splitlines() if line.strip() for i in json.loads(line)]  # printed = acked
+        acked_victim += [
+            i for line in out.splitlines() if line.strip() for i in json.loads(line)
+        ]  # printed = acked
         sent = {}
         for k, p in enumerate(steady):
             out, err = p.communicate(timeout=120)
@@ -101,7 +110,7 @@ def test_records_from_several_processes_make_one_ledger_and_kill9_loses_nothing_
     for name, want in sent.items():  # every steady client: all of it, in its own order
         assert [i for i in ids if i.startswith(name + "-")] == want == [f"{name}-{n}" for n in range(84)]
     victim_ids = [i for i in ids if i.startswith("victim-")]
-    assert victim_ids[:len(acked_victim)] == acked_victim, "kill -9 lost an acknowledged record"
+    assert victim_ids[: len(acked_victim)] == acked_victim, "kill -9 lost an acknowledged record"
     assert len(victim_ids) % 5 == 0  # batches are appended whole or not at all
     # bytes are the canonical record encoding (non-ASCII escaped) and the root recomputes
     assert b"caf\\u00e9" in payloads[0] or b"caf\\u00e9" in payloads[1]
@@ -118,6 +127,7 @@ def test_the_writer_refuses_a_bad_batch_and_answers_proofs(tmp_path):
 
     writer = WriterProcess.start(str(tmp_path / "ledger"), Switches("py"), fsync="none")
     try:
+
         async def go():
             c = LedgerClient(writer.socket)
             await c.connect()
@@ -155,6 +165,7 @@ def test_kill9_of_the_ledger_process_then_a_restart_continues_the_ledger(tmp_pat
     first = WriterProcess.start(d, Switches("py"), fsync="always")
     second = None
     try:
+
         async def go():
             nonlocal second
             c = LedgerClient(first.socket)

@@ -1,5 +1,6 @@
 """WriteAheadLog, both twins: the vector files (v2 and v1), recovery, corruption, zero fill,
 locking, policies. Frames here are built with struct and zlib, not by either twin."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,9 @@ def write(WAL, path, payloads, **kw):
 
 def test_vector_file_bytes(WAL, tmp_path):
     ex = WAL_V2["wal_v2_example"]
-    assert bytes.fromhex(ex["file_hex"]) == MAGIC_V2 + b"".join(frame(s.encode()) for s in ex["payloads_utf8"])
+    assert bytes.fromhex(ex["file_hex"]) == MAGIC_V2 + b"".join(
+        frame(s.encode()) for s in ex["payloads_utf8"]
+    )
     payloads = [s.encode() for s in ex["payloads_utf8"]]
     assert write(WAL, tmp_path / "a.wal", payloads).hex() == ex["file_hex"]
     with WAL(str(tmp_path / "b.wal"), fsync="none") as w:
@@ -87,7 +90,9 @@ def test_zero_fill_is_a_torn_tail_in_v2(WAL, tmp_path, start):
     ex = WAL_V2["wal_v2_example"]
     good = bytes.fromhex(ex["file_hex"])
     payloads = [s.encode() for s in ex["payloads_utf8"]]
-    cut = {"boundary": b"", "in_a_cut_frame": frame(b"record-3")[:11], "in_a_cut_header": frame(b"x")[:3]}[start]
+    cut = {"boundary": b"", "in_a_cut_frame": frame(b"record-3")[:11], "in_a_cut_header": frame(b"x")[:3]}[
+        start
+    ]
     for zeros in WAL_V2["zero_fill"]["zero_bytes"]:
         path = tmp_path / f"z{zeros}.wal"
         path.write_bytes(good + cut + bytes(zeros))
@@ -147,8 +152,17 @@ def test_empty_and_short_magic_prefix_are_completed(WAL, tmp_path, version):
         assert path.read_bytes() == MAGIC_V2
 
 
-@pytest.mark.parametrize("header", [b"XLWAL\x00\x01\n", b"GLWAL\x00\x03\n", b"GLWAL\x00\x00\n", b"nope",
-                                    b"GLWAL\x00\x01\nxx"[:8][::-1], b"GLWAL\x00\x02\r"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"XLWAL\x00\x01\n",
+        b"GLWAL\x00\x03\n",
+        b"GLWAL\x00\x00\n",
+        b"nope",
+        b"GLWAL\x00\x01\nxx"[:8][::-1],
+        b"GLWAL\x00\x02\r",
+    ],
+)
 def test_bad_header_is_corruption_at_offset_0(WAL, tmp_path, header):
     path = tmp_path / "h.wal"
     path.write_bytes(header + frame(b"data"))
@@ -233,7 +247,13 @@ def test_second_writer_refused_across_processes(WAL, tmp_path):
     )
     with WAL(path):
         for other in twins.IMPLS:
-            r = subprocess.run([sys.executable, "-c", code, other, path], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            r = subprocess.run(
+                [sys.executable, "-c", code, other, path],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert r.returncode == 3, (other, r.stdout, r.stderr)
 
 
@@ -297,7 +317,7 @@ def test_trusted_prefix_scans_only_the_tail(WAL, tmp_path):
     with WAL(str(path), fsync="none", trusted=(3, ends[3])) as w:
         assert w.count == 6 and w.recovery == {"records": 6, "truncated_bytes": len(frame(b"torn")) - 1}
         w.append(b"next")
-    assert path.read_bytes() == bytes(data[:ends[6]]) + frame(b"next")
+    assert path.read_bytes() == bytes(data[: ends[6]]) + frame(b"next")
 
 
 def test_trusted_prefix_bad_arguments(WAL, tmp_path):

@@ -15,6 +15,7 @@ nothing about them. The failing disk here is the file-size limit (RLIMIT_FSIZE: 
 it fails with EFBIG, as a full disk fails with ENOSPC), set in a child process so pytest's
 own files are not limited. tests/reliability/test_disk_full.py runs the same failure through
 every rung's gateway."""
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,13 @@ print(json.dumps(out))
 
 
 def _run(impl: str, fsync: str, path: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", SCENARIO, impl, fsync, str(path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", SCENARIO, impl, fsync, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout)
 
@@ -97,7 +103,7 @@ def test_a_failed_write_stops_the_wal_the_same_way_in_both_twins(tmp_path, fsync
         assert (py["count_after_batch"], py["durable_after_batch"]) == (7, 7)
     else:  # one write for the batch, which failed: the writer counts none of it
         assert py["count_after_batch"] == 5
-    stopped = ["WalError", f"WAL PATH stopped after an I/O error: File too large (os error 27)"]
+    stopped = ["WalError", "WAL PATH stopped after an I/O error: File too large (os error 27)"]
     assert py["later"] == [stopped, stopped, stopped]
     assert py["count_after_later"] == py["count_after_batch"]
     assert py["close"] == "ok"
@@ -138,8 +144,19 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("mode", ["py", "py+rs"])
 def test_a_ledger_whose_wal_stopped_still_closes_and_reopens(tmp_path, mode):
-    r = subprocess.run([sys.executable, "-c", LEDGER_SCENARIO, mode, str(tmp_path / "ledger")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", LEDGER_SCENARIO, mode, str(tmp_path / "ledger")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads(r.stdout) == {"append": "OSError", "count": 5, "root_kept": True, "close": "WalError",
-                                    "reopened": 5, "reopened_root_kept": True}
+    assert json.loads(r.stdout) == {
+        "append": "OSError",
+        "count": 5,
+        "root_kept": True,
+        "close": "WalError",
+        "reopened": 5,
+        "reopened_root_kept": True,
+    }

@@ -2,6 +2,7 @@
 fixture upstream (in a thread of the test process) for what the mock cannot be told through
 the gateway (faults chosen per request by model name, a gated stream, Anthropic events), and
 gateways started as child processes on 127.0.0.1 with free ports."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """Helpers for the gateway tests: a plain HTTP call that does not raise on 4xx/5xx, request
 bodies and headers, and the check every error answer must pass (OpenAI's error shape).
 Imported as `tests.gateway.helpers` (the tests folder is a package; nothing edits sys.path)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ import urllib.request
 API_KEY = "sk-gatewaylab-test"
 
 
-def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None, timeout: float = 10):
+def http(
+    method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None, timeout: float = 10
+):
     """(status, headers, body bytes) without raising on 4xx/5xx."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
@@ -61,27 +64,46 @@ def raw(url: str, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
                     cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
                     if cl and len(body) >= int(cl[0].split(b":")[1]):
                         break
-        except socket.timeout:
+        except TimeoutError:
             pass
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), body
 
 
 def head(extra: str, body: bytes = GOOD) -> bytes:
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
-            f"Content-Type: application/json\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode() + body
 
 
 FRAMING = {
-    "duplicate content-length": (lambda: head(f"Content-Length: {len(GOOD)}\r\nContent-Length: {len(GOOD)}\r\n"), 400),
+    "duplicate content-length": (
+        lambda: head(f"Content-Length: {len(GOOD)}\r\nContent-Length: {len(GOOD)}\r\n"),
+        400,
+    ),
     "content-length with transfer-encoding": (
-        lambda: head(f"Content-Length: {len(GOOD)}\r\nTransfer-Encoding: chunked\r\n",
-                     f"{len(GOOD):x}\r\n".encode() + GOOD + b"\r\n0\r\n\r\n"), 400),
+        lambda: head(
+            f"Content-Length: {len(GOOD)}\r\nTransfer-Encoding: chunked\r\n",
+            f"{len(GOOD):x}\r\n".encode() + GOOD + b"\r\n0\r\n\r\n",
+        ),
+        400,
+    ),
     "unknown transfer-encoding": (lambda: head("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), 400),
-    "transfer-encoding not chunked": (lambda: head(f"Transfer-Encoding: identity\r\nContent-Length: {len(GOOD)}\r\n"), 400),
+    "transfer-encoding not chunked": (
+        lambda: head(f"Transfer-Encoding: identity\r\nContent-Length: {len(GOOD)}\r\n"),
+        400,
+    ),
     "invalid header bytes": (lambda: head(f"X-Evil: a\x01b\r\nContent-Length: {len(GOOD)}\r\n"), 400),
-    "oversized headers": (lambda: head("X-Big: " + "a" * 40000 + f"\r\nContent-Length: {len(GOOD)}\r\n"), 400),
+    "oversized headers": (
+        lambda: head("X-Big: " + "a" * 40000 + f"\r\nContent-Length: {len(GOOD)}\r\n"),
+        400,
+    ),
     "oversized chunked body": (
-        lambda: head("Transfer-Encoding: chunked\r\n",
-                     b"".join(f"{65536:x}\r\n".encode() + b"a" * 65536 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"), 413),
+        lambda: head(
+            "Transfer-Encoding: chunked\r\n",
+            b"".join(f"{65536:x}\r\n".encode() + b"a" * 65536 + b"\r\n" for _ in range(20)) + b"0\r\n\r\n",
+        ),
+        413,
+    ),
 }

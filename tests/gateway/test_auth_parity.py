@@ -1,10 +1,12 @@
 """Auth twins give the same key id (or None) for every header, and the same errors."""
+
 from __future__ import annotations
 
 import hashlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.errors import InvalidInput
@@ -32,8 +34,12 @@ def _outcome(fn, *args):
 @given(
     keys=st.dictionaries(st.text(min_size=1, max_size=8), secrets, max_size=5),
     pick=st.integers(min_value=0, max_value=10),
-    sch=scheme, pre=ws, post=ws, sep=st.sampled_from([b" ", b"  ", b"\t", b""]),
-    noise=st.binary(max_size=12), use_noise=st.booleans(),
+    sch=scheme,
+    pre=ws,
+    post=ws,
+    sep=st.sampled_from([b" ", b"  ", b"\t", b""]),
+    noise=st.binary(max_size=12),
+    use_noise=st.booleans(),
 )
 def test_same_key_for_every_header(keys, pick, sch, pre, post, sep, noise, use_noise):
     stored = {k: _hash(s) for k, s in keys.items()}
@@ -57,9 +63,16 @@ def test_known_key_is_found_by_both():
         assert auth.check(None) is None
 
 
-@pytest.mark.parametrize("keys", [
-    {"k": "abc"}, {"k": "A" * 64}, {"k": "g" * 64}, {1: "a" * 64}, {"k": 5},
-])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"k": "abc"},
+        {"k": "A" * 64},
+        {"k": "g" * 64},
+        {1: "a" * 64},
+        {"k": 5},
+    ],
+)
 def test_bad_stored_hashes_are_invalid_input_in_both(keys):
     assert _outcome(PY, keys) == _outcome(RS, keys) == ("err", InvalidInput)
 

@@ -1,5 +1,6 @@
 """Every bad input docs/architecture.md lists gets its 4xx and an OpenAI-shaped body, never reaches
 the upstream, and the gateway keeps serving. Framing attacks go over raw sockets."""
+
 from __future__ import annotations
 
 import json
@@ -15,28 +16,69 @@ pytestmark = pytest.mark.slow
 # name -> (body, status, error code): the answer every rung and shell gives (the pipeline twins decide it)
 BAD_BODIES = {
     "malformed json": (b'{"model": "mock", "messages": [', 400, "invalid_json"),
-    "not an object": (b'[1, 2, 3]', 400, "invalid_request"),
-    "messages wrong type": (json.dumps({"model": "mock", "messages": "hi"}).encode(), 400, "invalid_messages"),
-    "model wrong type": (json.dumps({"model": 7, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "invalid_model"),
+    "not an object": (b"[1, 2, 3]", 400, "invalid_request"),
+    "messages wrong type": (
+        json.dumps({"model": "mock", "messages": "hi"}).encode(),
+        400,
+        "invalid_messages",
+    ),
+    "model wrong type": (
+        json.dumps({"model": 7, "messages": [{"role": "user", "content": "x"}]}).encode(),
+        400,
+        "invalid_model",
+    ),
     "stream wrong type": (json.dumps(chat_body(stream="yes")).encode(), 400, "invalid_stream"),
     "max_tokens wrong type": (json.dumps(chat_body(max_tokens="10")).encode(), 400, "invalid_max_tokens"),
-    "content wrong type": (json.dumps({"model": "mock", "messages": [{"role": "user", "content": 5}]}).encode(), 400, "invalid_messages"),
-    "bad role": (json.dumps({"model": "mock", "messages": [{"role": "wizard", "content": "x"}]}).encode(), 400, "invalid_messages"),
+    "content wrong type": (
+        json.dumps({"model": "mock", "messages": [{"role": "user", "content": 5}]}).encode(),
+        400,
+        "invalid_messages",
+    ),
+    "bad role": (
+        json.dumps({"model": "mock", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+        400,
+        "invalid_messages",
+    ),
     "missing messages": (json.dumps({"model": "mock"}).encode(), 400, "invalid_messages"),
-    "missing model": (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "invalid_model"),
+    "missing model": (
+        json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+        400,
+        "invalid_model",
+    ),
     "empty body": (b"", 400, "invalid_json"),
-    "invalid utf-8": (b'{"model": "mock", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "invalid_json"),
-    "deep nesting": (b'{"model": "mock", "messages": [{"role": "user", "content": "x"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "invalid_json"),
-    "oversized body": (b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"a" * (1 << 20) + b'"}]}', 413, "body_too_large"),
+    "invalid utf-8": (
+        b'{"model": "mock", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        400,
+        "invalid_json",
+    ),
+    "deep nesting": (
+        b'{"model": "mock", "messages": [{"role": "user", "content": "x"}], "x": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}",
+        400,
+        "invalid_json",
+    ),
+    "oversized body": (
+        b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"a" * (1 << 20) + b'"}]}',
+        413,
+        "body_too_large",
+    ),
 }
 
-@pytest.fixture(scope="module", params=[(shell, mode) for mode in MODES for shell in ("asgi", "fastapi")],
-                ids=lambda p: "-".join(p))
+
+@pytest.fixture(
+    scope="module",
+    params=[(shell, mode) for mode in MODES for shell in ("asgi", "fastapi")],
+    ids=lambda p: "-".join(p),
+)
 def gw(request, upstream, tmp_path_factory):
     from gateway.launch import start_gateway
+
     shell, mode = request.param
-    g = start_gateway(upstream.url, API_KEY, shell=shell, mode=mode,
-                      ledger_dir=str(tmp_path_factory.mktemp("ledger")))
+    g = start_gateway(
+        upstream.url, API_KEY, shell=shell, mode=mode, ledger_dir=str(tmp_path_factory.mktemp("ledger"))
+    )
     yield g
     g.stop()
 
@@ -62,12 +104,15 @@ def test_framing_attacks(gw, upstream, name):
     assert http("POST", gw.url + "/v1/chat/completions", GOOD, auth())[0] == 200
 
 
-@pytest.mark.parametrize("headers", [
-    {"Content-Type": "application/json"},
-    {"Authorization": "Bearer sk-wrong", "Content-Type": "application/json"},
-    {"Authorization": f"Basic {API_KEY}", "Content-Type": "application/json"},
-    {"Authorization": "Bearer ", "Content-Type": "application/json"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},
+        {"Authorization": "Bearer sk-wrong", "Content-Type": "application/json"},
+        {"Authorization": f"Basic {API_KEY}", "Content-Type": "application/json"},
+        {"Authorization": "Bearer ", "Content-Type": "application/json"},
+    ],
+)
 def test_auth_rejections(gw, upstream, headers):
     before = upstream.count
     err = assert_openai_error(http("POST", gw.url + "/v1/chat/completions", GOOD, headers)[::2], 401)
@@ -80,6 +125,7 @@ def _settled_count(gw) -> int:
     after it answers, so a record of the previous test can still be on its way): the audit
     queue empty and the count unchanged over three reads 50 ms apart."""
     import time
+
     seen: list[int] = []
     for _ in range(200):
         depth = json.loads(http("GET", gw.url + "/health")[2])["queue"]["depth"]
@@ -98,6 +144,7 @@ def test_waf_block_is_403_and_audited(gw, upstream):
     assert "prompt_injection.ignore_instructions" in err["message"] and err["code"] == "waf_blocked"
     assert upstream.count == before
     import time
+
     for _ in range(200):
         if json.loads(http("GET", gw.url + "/audit/root")[2])["count"] == root0 + 1:
             break

@@ -1,5 +1,6 @@
 """Upstream faults become 502/504 and are audited; rate limits answer 429 + Retry-After;
 shutdown with queued audit work loses no record."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import threading
 
 import pytest
 
-from gateway.twins import MODES
-from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body, http
 from gateway.audit.wal import WriteAheadLog
 from gateway.stages.auth import hash_key
+from gateway.twins import MODES
+from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body, http
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +34,24 @@ model_list:
     upstream: {{kind: openai, base_url: "http://127.0.0.1:{dead_port()}"}}
 passthrough: true
 keys: [{key_line}]
-ledger: {{dir: {tmp_path / 'ledger'}}}
+ledger: {{dir: {tmp_path / "ledger"}}}
 limits: {{upstream_timeout_s: 0.5}}
-{extra.pop('more', '')}
+{extra.pop("more", "")}
 """)
     return str(p)
 
 
-FAULTS = [("fault-500", False, 502), ("fault-reset", False, 502), ("fault-timeout", False, 504),
-          ("fault-malformed", False, 502), ("refused", False, 502),
-          ("fault-500", True, 502), ("fault-reset", True, 502), ("fault-timeout", True, 504), ("refused", True, 502)]
+FAULTS = [
+    ("fault-500", False, 502),
+    ("fault-reset", False, 502),
+    ("fault-timeout", False, 504),
+    ("fault-malformed", False, 502),
+    ("refused", False, 502),
+    ("fault-500", True, 502),
+    ("fault-reset", True, 502),
+    ("fault-timeout", True, 504),
+    ("refused", True, 502),
+]
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -50,25 +59,33 @@ def test_upstream_faults_are_502_504_and_audited(upstream, gateway_factory, tmp_
     gw = gateway_factory(None, config=write_config(tmp_path, upstream.url), ledger_dir=None, mode=mode)
     for model, stream, status in FAULTS:
         err = assert_openai_error(
-            http("POST", gw.url + "/v1/chat/completions", chat_body(model=model, stream=stream), auth())[::2], status)
+            http("POST", gw.url + "/v1/chat/completions", chat_body(model=model, stream=stream), auth())[::2],
+            status,
+        )
         assert err["type"] == "upstream_error", (model, stream, err)
     # an upstream 4xx passes through with its own OpenAI-shaped body
-    err = assert_openai_error(http("POST", gw.url + "/v1/chat/completions", chat_body(model="fault-400"), auth())[::2], 400)
+    err = assert_openai_error(
+        http("POST", gw.url + "/v1/chat/completions", chat_body(model="fault-400"), auth())[::2], 400
+    )
     assert err["code"] == "bad"
     # still serving
     assert http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())[0] == 200
     assert gw.stop() == 0
     records = [json.loads(p) for p in WriteAheadLog.replay(str(tmp_path / "ledger" / "audit.wal"))]
     assert [r["status"] for r in records] == [s for _, _, s in FAULTS] + [400, 200]
-    assert [r["model"] for r in records[:len(FAULTS)]] == [m for m, _, _ in FAULTS]
+    assert [r["model"] for r in records[: len(FAULTS)]] == [m for m, _, _ in FAULTS]
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path, mode):
-    cfg = write_config(tmp_path, upstream.url, key_line=f"{{id: team, sha256: {hash_key(API_KEY)}, rpm: 3, tpm: 100000}}")
+    cfg = write_config(
+        tmp_path, upstream.url, key_line=f"{{id: team, sha256: {hash_key(API_KEY)}, rpm: 3, tpm: 100000}}"
+    )
     gw = gateway_factory(None, config=cfg, ledger_dir=None, mode=mode)
     before = upstream.count
-    assert [http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())[0] for _ in range(3)] == [200] * 3
+    assert [http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())[0] for _ in range(3)] == [
+        200
+    ] * 3
     status, headers, body = http("POST", gw.url + "/v1/chat/completions", chat_body(), auth())
     err = assert_openai_error((status, body), 429)
     assert err["type"] == "rate_limit_error" and 1 <= int(headers["retry-after"]) <= 20
@@ -78,19 +95,27 @@ def test_rate_limit_429_with_retry_after(upstream, gateway_factory, tmp_path, mo
     assert assert_openai_error((status, body), 429)["code"] == "tokens_exceed_limit"
 
 
-@pytest.mark.parametrize("mode,policy", [("py", "block"), ("py", "drop"), ("py+rs", "block"), ("py+rs", "drop"),
-                                         ("rs-core", "block")])  # rs-core's ledger queue never drops
+@pytest.mark.parametrize(
+    "mode,policy",
+    [("py", "block"), ("py", "drop"), ("py+rs", "block"), ("py+rs", "drop"), ("rs-core", "block")],
+)  # rs-core's ledger queue never drops
 def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy, mode):
     """The ledger is slowed (200 ms per batch) and the queue is tiny, so work is queued when
     SIGTERM arrives; under `block` every answered request is in the WAL after shutdown, under
     `drop` what is missing is exactly what /metrics counted as dropped."""
-    cfg = write_config(tmp_path, upstream.url, more=f"background: {{queue_size: 2, policy: {policy}, batch_window_ms: 1}}")
-    gw = gateway_factory(None, config=cfg, ledger_dir=None, mode=mode, env={"GATEWAYLAB_LEDGER_DELAY_MS": "200"})
+    cfg = write_config(
+        tmp_path, upstream.url, more=f"background: {{queue_size: 2, policy: {policy}, batch_window_ms: 1}}"
+    )
+    gw = gateway_factory(
+        None, config=cfg, ledger_dir=None, mode=mode, env={"GATEWAYLAB_LEDGER_DELAY_MS": "200"}
+    )
     n, results = 24, []
 
     def client(k):
         for _ in range(n // 4):
-            results.append(http("POST", gw.url + "/v1/chat/completions", chat_body(f"req {k}"), auth(), timeout=30)[0])
+            results.append(
+                http("POST", gw.url + "/v1/chat/completions", chat_body(f"req {k}"), auth(), timeout=30)[0]
+            )
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
     for t in threads:
@@ -101,7 +126,15 @@ def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy
     dropped = 0
     if policy == "drop":
         m = http("GET", gw.url + "/metrics")[2].decode()
-        dropped = int(float(next(ln.split()[-1] for ln in m.splitlines() if ln.startswith("gateway_background_dropped_total"))))
+        dropped = int(
+            float(
+                next(
+                    ln.split()[-1]
+                    for ln in m.splitlines()
+                    if ln.startswith("gateway_background_dropped_total")
+                )
+            )
+        )
     queued = json.loads(http("GET", gw.url + "/audit/root")[2])["count"]
     assert gw.stop(timeout=60) == 0  # graceful: the lifespan drains the queue
     records = WriteAheadLog.replay(str(tmp_path / "ledger" / "audit.wal"))

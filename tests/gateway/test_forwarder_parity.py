@@ -7,6 +7,7 @@ method to vary and no response headers to compare.)
 
 Two upstreams, both on 127.0.0.1 and started and stopped by fixtures: a deterministic raw
 asyncio server (exact framing: chunk pacing, early close) and the project's native mock."""
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,8 @@ import socket
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.stages.forwarder import UpstreamStatusError, UpstreamTimeout, UpstreamUnavailable
@@ -43,8 +45,9 @@ class RawUpstream:
     def __enter__(self):
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)
-        self.url = "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop
+        ).result(10)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
     def __exit__(self, *exc):
@@ -55,6 +58,7 @@ class RawUpstream:
             for t in handlers:
                 t.cancel()
             await asyncio.gather(*handlers, return_exceptions=True)
+
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -77,23 +81,40 @@ class RawUpstream:
 
     async def _answer(self, path, hdrs, body, w) -> bool:
         def plain(status: int, data: bytes):
-            w.write(b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-                    % (status, len(data)) + data)
+            w.write(
+                b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+                % (status, len(data))
+                + data
+            )
 
         parts = path.split("?", 1)[0].strip("/").split("/")
         if parts[0] == "seen":  # what the upstream received, for any path below /seen/
-            seen = {"target": path, "body": body.hex(), "content-length": hdrs.get("content-length"),
-                    "caller": {k: v for k, v in hdrs.items() if k.startswith("x-") or k == "content-type"}}
+            seen = {
+                "target": path,
+                "body": body.hex(),
+                "content-length": hdrs.get("content-length"),
+                "caller": {k: v for k, v in hdrs.items() if k.startswith("x-") or k == "content-type"},
+            }
             plain(200, json.dumps(seen, sort_keys=True).encode())
         elif parts[0] == "answer":  # /answer/STATUS: the request body comes back as the response body
-            w.write(b"HTTP/1.1 %d X\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n"
-                    % (int(parts[1]), len(body)) + body)
-        elif parts[0] == "split":  # /split/DELAY_MS/S1-S2-...: the request body streamed back in pieces of these sizes
-            delay, sizes = int(parts[1]) / 1000, [int(x) for x in (parts[2] if len(parts) > 2 else "").split("-") if x]
-            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            w.write(
+                b"HTTP/1.1 %d X\r\ncontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n"
+                % (int(parts[1]), len(body))
+                + body
+            )
+        elif (
+            parts[0] == "split"
+        ):  # /split/DELAY_MS/S1-S2-...: the request body streamed back in pieces of these sizes
+            delay, sizes = (
+                int(parts[1]) / 1000,
+                [int(x) for x in (parts[2] if len(parts) > 2 else "").split("-") if x],
+            )
+            w.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
             at = 0
             for n in sizes:
-                piece = body[at:at + n]
+                piece = body[at : at + n]
                 at += n
                 if piece:
                     w.write(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -110,9 +131,11 @@ class RawUpstream:
             plain(int(parts[1]), b'{"error":{"message":"status %s"}}' % parts[1].encode())
         elif parts[0] == "chunks":
             n, delay = int(parts[1]), int(parts[2]) / 1000
-            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            w.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
             for i in range(n):
-                data = b"data: {\"i\": %d, \"pad\": \"%s\"}\n\n" % (i, b"x" * (i * 37 % 300))
+                data = b'data: {"i": %d, "pad": "%s"}\n\n' % (i, b"x" * (i * 37 % 300))
                 w.write(b"%x\r\n%s\r\n" % (len(data), data))
                 await w.drain()
                 await asyncio.sleep(delay)
@@ -169,21 +192,27 @@ async def _collect(fwd, url, body=b"{}", headers=()):
 
 def both(fn):
     """Run `fn(forwarder)` once per twin on a fresh loop; return {impl: result}."""
+
     async def run(impl):
         f = IMPLS[impl](timeout_s=TIMEOUT_S, pool=8, connect_timeout_s=1.0)
         try:
             return await fn(f)
         finally:
             await f.aclose()
+
     return {impl: asyncio.run(run(impl)) for impl in IMPLS}
 
 
 # valid URL pieces: unreserved characters and well-formed percent-escapes (a bare '%' is an
 # invalid URL, which the twins' HTTP clients treat differently: yarl re-escapes it as %25)
-_token = st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-._~") + ["%20", "%2F", "%C3%A9", "%25"])
+_token = st.sampled_from(
+    list("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-._~") + ["%20", "%2F", "%C3%A9", "%25"]
+)
 segment = st.lists(_token, min_size=1, max_size=10).map("".join)
 query = st.lists(st.tuples(segment, st.lists(_token, max_size=6).map("".join)), max_size=3)
-header_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).map(lambda s: "x-" + s)
+header_name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).map(
+    lambda s: "x-" + s
+)
 header_value = st.text(alphabet=[chr(c) for c in range(0x21, 0x7F)], max_size=40)
 headers = st.dictionaries(header_name, header_value, max_size=6)
 PARITY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -211,13 +240,22 @@ def test_send_delivers_the_same_request_upstream(raw, segments, q, body, hdrs):
 
 def _resolved(target: str) -> str:
     from gateway.stages.forwarder import without_dot_segments
-    return without_dot_segments("http://h" + target)[len("http://h"):]
+
+    return without_dot_segments("http://h" + target)[len("http://h") :]
 
 
-@pytest.mark.parametrize("segments,want", [
-    (["."], "/seen/"), (["a", ".."], "/seen/"), ([".", "a"], "/seen/a"), (["a", "..", "x"], "/seen/x"),
-    (["a", "%2E%2e", "b"], "/seen/b"), (["..."], "/seen/..."), (["a.", ".b"], "/seen/a./.b"),
-])
+@pytest.mark.parametrize(
+    "segments,want",
+    [
+        (["."], "/seen/"),
+        (["a", ".."], "/seen/"),
+        ([".", "a"], "/seen/a"),
+        (["a", "..", "x"], "/seen/x"),
+        (["a", "%2E%2e", "b"], "/seen/b"),
+        (["..."], "/seen/..."),
+        (["a.", ".b"], "/seen/a./.b"),
+    ],
+)
 def test_dot_segments_resolve_alike(raw, segments, want):
     """Found by the random test above: `/seen/.` reached the upstream as `/seen/.` from the
     Python twin and `/seen/` from the Rust twin (its URL parser resolves dot segments, as
@@ -229,8 +267,10 @@ def test_dot_segments_resolve_alike(raw, segments, want):
 
 
 @PARITY
-@given(status=st.sampled_from([200, 201, 204, 299, 400, 401, 404, 413, 429, 500, 502, 503, 504]),
-       body=st.binary(max_size=3000))
+@given(
+    status=st.sampled_from([200, 201, 204, 299, 400, 401, 404, 413, 429, 500, 502, 503, 504]),
+    body=st.binary(max_size=3000),
+)
 def test_send_same_status_and_body_for_any_answer(raw, status, body):
     if status == 204:
         body = b""  # a 204 has no body by definition
@@ -239,8 +279,11 @@ def test_send_same_status_and_body_for_any_answer(raw, status, body):
 
 
 @PARITY
-@given(body=st.binary(min_size=1, max_size=4000), cuts=st.lists(st.integers(1, 700), max_size=12),
-       delay_ms=st.sampled_from([0, 0, 1, 3]))
+@given(
+    body=st.binary(min_size=1, max_size=4000),
+    cuts=st.lists(st.integers(1, 700), max_size=12),
+    delay_ms=st.sampled_from([0, 0, 1, 3]),
+)
 def test_stream_same_bytes_for_any_chunking(raw, body, cuts, delay_ms):
     """The upstream's chunk boundaries fall anywhere (mid-line, mid-UTF-8, one byte): both
     twins yield the same bytes in order, with no empty pieces."""
@@ -256,7 +299,10 @@ def test_stream_same_bytes_for_any_chunking(raw, body, cuts, delay_ms):
 @given(body=st.binary(max_size=3000), tag=st.text(alphabet="abcXYZ-_019", max_size=10))
 def test_send_same_status_and_body(raw, body, tag):
     async def go(f):
-        return await _outcome(f.send(raw.url + "/echo", body, [("x-test", tag), ("content-type", "application/json")]))
+        return await _outcome(
+            f.send(raw.url + "/echo", body, [("x-test", tag), ("content-type", "application/json")])
+        )
+
     r = both(go)
     assert r["python"] == r["rust"]
     assert r["python"][1][0] == 200
@@ -278,18 +324,30 @@ def test_stream_same_chunks(raw, n, delay_ms):
         assert py == rs and len(rs) == n
 
 
-@pytest.mark.parametrize("path,err", [
-    ("/slow", UpstreamTimeout), ("/reset", UpstreamUnavailable), ("/close", UpstreamUnavailable),
-])
+@pytest.mark.parametrize(
+    "path,err",
+    [
+        ("/slow", UpstreamTimeout),
+        ("/reset", UpstreamUnavailable),
+        ("/close", UpstreamUnavailable),
+    ],
+)
 def test_send_faults_same_class(raw, path, err):
     r = both(lambda f: _outcome(f.send(raw.url + path, b"{}", [])))
     assert r["python"][:2] == r["rust"][:2] == ("err", err)
 
 
-@pytest.mark.parametrize("path,err", [
-    ("/slow", UpstreamTimeout), ("/stall", UpstreamTimeout), ("/reset", UpstreamUnavailable),
-    ("/close", UpstreamUnavailable), ("/status/503", UpstreamStatusError), ("/status/429", UpstreamStatusError),
-])
+@pytest.mark.parametrize(
+    "path,err",
+    [
+        ("/slow", UpstreamTimeout),
+        ("/stall", UpstreamTimeout),
+        ("/reset", UpstreamUnavailable),
+        ("/close", UpstreamUnavailable),
+        ("/status/503", UpstreamStatusError),
+        ("/status/429", UpstreamStatusError),
+    ],
+)
 def test_stream_faults_same_class(raw, path, err):
     r = both(lambda f: _outcome(_collect(f, raw.url + path)))
     assert r["python"] == r["rust"]
@@ -311,23 +369,41 @@ def test_status_error_http_status_mapping():
 def test_against_the_native_mock(mock):
     url = mock.url + "/v1/chat/completions"
     req = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    sreq = json.dumps({"model": "mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    sreq = json.dumps(
+        {"model": "mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
 
     async def go(f):
         status, body = await f.send(url, req, [("content-type", "application/json")])
         chunks = await _collect(f, url, sreq, [("x-mock-itl-ms", "5"), ("x-mock-tokens", "4")])
-        faults = [await _outcome(f.send(url, req, [(h, v)])) for h, v in
-                  (("x-mock-error-status", "500"), ("x-mock-drop-rate", "1"), ("x-mock-latency-ms", "2000"))]
-        return status, sorted(json.loads(body)), b"".join(chunks).count(b"data: "), [x[:2] if x[0] == "err" else x[1][0] for x in faults]
+        faults = [
+            await _outcome(f.send(url, req, [(h, v)]))
+            for h, v in (
+                ("x-mock-error-status", "500"),
+                ("x-mock-drop-rate", "1"),
+                ("x-mock-latency-ms", "2000"),
+            )
+        ]
+        return (
+            status,
+            sorted(json.loads(body)),
+            b"".join(chunks).count(b"data: "),
+            [x[:2] if x[0] == "err" else x[1][0] for x in faults],
+        )
 
     r = both(go)
     assert r["python"] == r["rust"]
-    assert r["rust"][0] == 200 and r["rust"][3] == [500, ("err", UpstreamUnavailable), ("err", UpstreamTimeout)]
+    assert r["rust"][0] == 200 and r["rust"][3] == [
+        500,
+        ("err", UpstreamUnavailable),
+        ("err", UpstreamTimeout),
+    ]
 
 
 def test_many_concurrent_requests_share_the_pool(raw):
     async def go(f):
         rs = await asyncio.gather(*(f.send(raw.url + "/echo", b"%d" % i, []) for i in range(64)))
         return sorted(json.loads(b)["body"] for _, b in rs)
+
     r = both(go)
     assert r["python"] == r["rust"] == sorted(str(i) for i in range(64))

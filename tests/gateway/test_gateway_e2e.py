@@ -1,6 +1,7 @@
 """The real `openai` client against a running gateway (both shells, both modes), and the
 audit trail it leaves: exactly one record per request, a root that an independent replay of
 the WAL reproduces, and proofs from the endpoints that verify."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import time
 import openai
 import pytest
 
-from tests.gateway.helpers import API_KEY, assert_openai_error, http
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 from gateway.twins import MODES, NO_INTERPRETER_MODES
+from tests.gateway.helpers import API_KEY, assert_openai_error, http
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ def wait_for_count(url: str, n: int, timeout: float = 20.0) -> dict:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m not in NO_INTERPRETER_MODES])  # rs-server: tests/rs_server
+@pytest.mark.parametrize(
+    "mode", [m for m in MODES if m not in NO_INTERPRETER_MODES]
+)  # rs-server: tests/rs_server
 @pytest.mark.parametrize("shell", ["asgi", "fastapi"])
 def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell, mode):
     gw = gateway_factory(native_mock.url, shell=shell, mode=mode)
@@ -46,8 +49,11 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     # any model name passes through (and comes back as the public name)
     r = client.chat.completions.create(model="some-other-model", messages=[{"role": "user", "content": "x"}])
     assert r.model == "some-other-model"
-    chunks = list(client.chat.completions.create(model="mock", stream=True,
-                                                  messages=[{"role": "user", "content": "stream please"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="mock", stream=True, messages=[{"role": "user", "content": "stream please"}]
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-1].choices[-1].finish_reason == "stop"
     n = n_json + 2
@@ -69,7 +75,9 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     assert http("GET", f"{gw.url}/audit/consistency?old=x")[0] == 400
 
     status, _, metrics = http("GET", gw.url + "/metrics")
-    assert status == 200 and b'gateway_requests_total{route="/v1/chat/completions",status="200"} 7.0' in metrics
+    assert (
+        status == 200 and b'gateway_requests_total{route="/v1/chat/completions",status="200"} 7.0' in metrics
+    )
     assert b'gateway_stage_seconds_count{stage="decide"}' in metrics
     assert b"gateway_background_queue_depth" in metrics and b"gateway_audit_lag_seconds_count" in metrics
     if mode == "py+rs":  # the extension's own GIL accounting, per Rust entry point
@@ -87,7 +95,9 @@ def test_openai_client_json_stream_and_audit(native_mock, gateway_factory, shell
     assert {r["status"] for r in records} == {200} and {r["key_id"] for r in records} == {"default"}
     assert {r["waf"] for r in records} == {"allow"}
     assert all(r["entropy_mbits"] >= 0 and r["latency_us"] > 0 for r in records)
-    assert records[0]["completion_tokens"] == 16 and records[-1]["completion_tokens"] > 0  # streamed: from the chunks
+    assert (
+        records[0]["completion_tokens"] == 16 and records[-1]["completion_tokens"] > 0
+    )  # streamed: from the chunks
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -104,25 +114,34 @@ def test_upstream_sees_the_upstream_model_name(upstream, gateway_factory, mode):
 def test_anthropic_upstream(upstream, gateway_factory, tmp_path, mode):
     cfg = tmp_path / "gw.yaml"
     from gateway.stages.auth import hash_key
+
     cfg.write_text(f"""
 model_list:
   - model_name: claude-public
     upstream: {{kind: anthropic, base_url: "{upstream.url}", model: claude-upstream}}
 keys: [{{id: k, sha256: {hash_key(API_KEY)}}}]
-ledger: {{dir: {tmp_path / 'led'}}}
+ledger: {{dir: {tmp_path / "led"}}}
 """)
     gw = gateway_factory(None, config=str(cfg), ledger_dir=None, mode=mode)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
-    r = client.chat.completions.create(model="claude-public", messages=[
-        {"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}])
+    r = client.chat.completions.create(
+        model="claude-public",
+        messages=[{"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}],
+    )
     assert r.choices[0].message.content == "the quick brown fox jumps over the lazy dog"
     assert r.model == "claude-public" and r.usage.total_tokens == 14
     sent = upstream.requests[-1]
     assert sent["path"] == "/v1/messages" and sent["body"]["model"] == "claude-upstream"
     assert sent["body"]["system"] == "terse" and sent["headers"]["anthropic-version"] == "2023-06-01"
-    chunks = list(client.chat.completions.create(model="claude-public", stream=True,
-                                                  messages=[{"role": "user", "content": "hi"}]))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "the quick brown fox jumps over the lazy dog"
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-public", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks)
+        == "the quick brown fox jumps over the lazy dog"
+    )
     assert chunks[-1].choices[0].finish_reason == "stop"
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="unknown", messages=[{"role": "user", "content": "hi"}])
@@ -136,8 +155,9 @@ def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell,
     10 s and reports that)."""
     gw = gateway_factory(upstream.url, shell=shell, mode=mode)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=30)
-    stream = client.chat.completions.create(model="gated-stream", stream=True,
-                                            messages=[{"role": "user", "content": "hi"}])
+    stream = client.chat.completions.create(
+        model="gated-stream", stream=True, messages=[{"role": "user", "content": "hi"}]
+    )
     it = iter(stream)
     first = next(it)
     assert first.choices[0].delta.role == "assistant"
@@ -154,8 +174,12 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell, 
 
     gw = gateway_factory(upstream.url, shell=shell, mode=mode)
     with httpx.Client(timeout=30) as c:
-        with c.stream("POST", gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
-                      json={"model": "gated-stream", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        with c.stream(
+            "POST",
+            gw.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            json={"model": "gated-stream", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as r:
             assert r.status_code == 200
             next(r.iter_raw())  # the first event arrived; now hang up
     # the gateway notices the hang-up while the upstream still holds its stream

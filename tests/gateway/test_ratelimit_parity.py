@@ -1,10 +1,12 @@
 """Rate-limit twins return bit-identical Retry-After values for identical call sequences."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.errors import InvalidInput
@@ -22,7 +24,9 @@ call = st.tuples(
     st.sampled_from(KEYS),
     st.one_of(st.integers(0, 2_000), st.integers(0, 2_000_000), st.just(2**70)),
     # time steps: mostly small increases, sometimes none, sometimes a long pause or a step back
-    st.one_of(st.integers(0, 50_000_000), st.integers(0, 120_000_000_000), st.just(0), st.integers(-1_000_000, 0)),
+    st.one_of(
+        st.integers(0, 50_000_000), st.integers(0, 120_000_000_000), st.just(0), st.integers(-1_000_000, 0)
+    ),
 )
 
 
@@ -52,9 +56,18 @@ def test_retry_after_is_exact():
         assert rl.check("unlimited", 10**30, 0) == 0.0
 
 
-@pytest.mark.parametrize("lim", [
-    {"k": (0, 10)}, {"k": (1, -1)}, {"k": (1.5, 10)}, {"k": (True, 10)}, {"k": (1,)}, {"k": 5}, {"k": (1, 2, 3)},
-])
+@pytest.mark.parametrize(
+    "lim",
+    [
+        {"k": (0, 10)},
+        {"k": (1, -1)},
+        {"k": (1.5, 10)},
+        {"k": (True, 10)},
+        {"k": (1,)},
+        {"k": 5},
+        {"k": (1, 2, 3)},
+    ],
+)
 def test_bad_limits_are_invalid_input_in_both(lim):
     for impl in (PY, RS):
         with pytest.raises(InvalidInput):

@@ -1,5 +1,6 @@
 """Each routing strategy, retries, fallbacks, cooldown and half-open recovery, against
 expectations written independently of the twins (both twins: the `impl` fixture)."""
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,16 @@ def test_usage_based_and_rate_limits(impl):
 
 
 def test_retries_back_off_with_jitter_then_fall_back(impl):
-    r = make(impl, {"a": [{}, {}], "b": [{}]}, num_retries=2, backoff_base_ms=10, backoff_max_ms=15, seed=3,
-             allowed_fails=100, fallbacks=[{"a": ["b"]}])
+    r = make(
+        impl,
+        {"a": [{}, {}], "b": [{}]},
+        num_retries=2,
+        backoff_base_ms=10,
+        backoff_max_ms=15,
+        seed=3,
+        allowed_fails=100,
+        fallbacks=[{"a": ["b"]}],
+    )
     now = 1
     att, s = send(r, now)
     seen = [s]
@@ -112,7 +121,10 @@ def test_retries_back_off_with_jitter_then_fall_back(impl):
         now += w[1]
         s = r.next(att, now)
         seen.append(s)
-    assert [x[1:] for x in seen[:2]] in ([("a", 0), ("a", 1)], [("a", 1), ("a", 0)])  # the retry avoids the failed one
+    assert [x[1:] for x in seen[:2]] in (
+        [("a", 0), ("a", 1)],
+        [("a", 1), ("a", 0)],
+    )  # the retry avoids the failed one
     r.report(att, "fail", 10, now)
     assert r.next(att, now) == ("send", "b", 0)  # retries spent: the fallback, without a wait
     r.report(att, "fail", 10, now)
@@ -120,8 +132,15 @@ def test_retries_back_off_with_jitter_then_fall_back(impl):
 
 
 def test_the_budget_stops_retries(impl):
-    r = make(impl, [{}], num_retries=5, backoff_base_ms=100, backoff_max_ms=100, retry_budget_ms=120,
-             allowed_fails=100)
+    r = make(
+        impl,
+        [{}],
+        num_retries=5,
+        backoff_base_ms=100,
+        backoff_max_ms=100,
+        retry_budget_ms=120,
+        allowed_fails=100,
+    )
     att, _ = send(r, 1)
     r.report(att, "fail", 1, 1)
     assert r.next(att, 1)[0] == "wait"  # 50..100 ms < 120 ms
@@ -132,8 +151,15 @@ def test_the_budget_stops_retries(impl):
 
 
 def test_cooldown_and_half_open_recovery(impl):
-    r = make(impl, [{}, {}], allowed_fails=2, fail_window_ms=1000, cooldown_ms=500, num_retries=0,
-             strategy="least-busy")
+    r = make(
+        impl,
+        [{}, {}],
+        allowed_fails=2,
+        fail_window_ms=1000,
+        cooldown_ms=500,
+        num_retries=0,
+        strategy="least-busy",
+    )
     now = 10 * MS
     # deployment 0 fails twice within the window; 1 answers
     fails = 0
@@ -177,17 +203,28 @@ def test_failures_outside_the_window_do_not_add_up(impl):
 
 def test_the_router_is_on_only_with_a_group_or_a_router_section():
     from gateway import config as cfgmod
+
     key = {"id": "k", "sha256": "0" * 64}
-    one = {"model_list": [{"model_name": "m", "upstream": {"base_url": "http://h1"}}], "keys": [key],
-           "ledger": {"dir": "led"}}
+    one = {
+        "model_list": [{"model_name": "m", "upstream": {"base_url": "http://h1"}}],
+        "keys": [key],
+        "ledger": {"dir": "led"},
+    }
     assert cfgmod.from_mapping(one, env={}).router is None  # today's path: one model, one upstream
     assert cfgmod.embedded("http://h1", "sk", "led").router is None
-    two = {**one, "model_list": one["model_list"] + [{"model_name": "m", "upstream": {"base_url": "http://h2"},
-                                                      "weight": 3}]}
+    two = {
+        **one,
+        "model_list": one["model_list"]
+        + [{"model_name": "m", "upstream": {"base_url": "http://h2"}, "weight": 3}],
+    }
     c = cfgmod.from_mapping(two, env={})
     assert [u.base_url for u in c.groups["m"]] == ["http://h1/v1", "http://h2/v1"]
     assert c.models["m"].base_url == "http://h1/v1"  # /v1/models and passthrough still see one entry
     cfg = json.loads(c.router)
-    assert cfg["groups"] == [{"name": "m", "deployments": [{"weight": 1, "rpm": None, "tpm": None},
-                                                           {"weight": 3, "rpm": None, "tpm": None}]}]
+    assert cfg["groups"] == [
+        {
+            "name": "m",
+            "deployments": [{"weight": 1, "rpm": None, "tpm": None}, {"weight": 3, "rpm": None, "tpm": None}],
+        }
+    ]
     assert cfgmod.from_mapping({**one, "router": {"num_retries": 1}}, env={}).router is not None

@@ -1,6 +1,7 @@
 """The router on every rung, through a real fleet of native mocks: retries across deployments
 (JSON and SSE), fallback to another group, cooldown keeping a failed deployment out, the
 503 when no deployment is left; each deployment's load is what the router twin predicts."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ pytestmark = pytest.mark.slow
 # deployment order: flaky[0] 500s, flaky[1] fine, dead[0] drops, backup[0] fine, lonely[0] drops
 FLEET = [{"error_status": 500, "error_rate": 1.0}, {}, {"drop_rate": 1.0}, {}, {"drop_rate": 1.0}]
 GROUPS = ["flaky", "flaky", "dead", "backup", "lonely"]
-ROUTER = {"strategy": "simple-shuffle", "seed": 11, "num_retries": 2, "backoff_base_ms": 1, "backoff_max_ms": 2,
-          "allowed_fails": 1, "cooldown_ms": 60000, "fallbacks": [{"dead": ["backup"]}]}
+ROUTER = {
+    "strategy": "simple-shuffle",
+    "seed": 11,
+    "num_retries": 2,
+    "backoff_base_ms": 1,
+    "backoff_max_ms": 2,
+    "allowed_fails": 1,
+    "cooldown_ms": 60000,
+    "fallbacks": [{"dead": ["backup"]}],
+}
 PLAN = ["flaky"] * 6 + ["dead"] * 3 + ["lonely"] * 2
 STREAMED = {2}  # the third flaky request asks for SSE
 
@@ -31,11 +40,23 @@ def fleet():
 
 
 def write(tmp_path, fleet) -> str:
-    ml = [{"model_name": g, "upstream": {"kind": "openai", "base_url": url}} for g, url in zip(GROUPS, fleet.urls)]
+    ml = [
+        {"model_name": g, "upstream": {"kind": "openai", "base_url": url}}
+        for g, url in zip(GROUPS, fleet.urls)
+    ]
     from gateway.stages.auth import hash_key
+
     p = tmp_path / "gw.yaml"
-    p.write_text(yaml.safe_dump({"model_list": ml, "keys": [{"id": "k", "sha256": hash_key(API_KEY)}],
-                                 "ledger": {"dir": str(tmp_path / "ledger")}, "router": ROUTER}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": ml,
+                "keys": [{"id": "k", "sha256": hash_key(API_KEY)}],
+                "ledger": {"dir": str(tmp_path / "ledger")},
+                "router": ROUTER,
+            }
+        )
+    )
     return str(p)
 
 
@@ -57,6 +78,7 @@ def predicted_loads(router_json: str) -> list[int]:
 @pytest.mark.parametrize("mode", list(twins.MODES))
 def test_retries_fallbacks_and_cooldown_through_the_fleet(fleet, gateway_factory, tmp_path, mode):
     from gateway import config as cfgmod
+
     path = write(tmp_path, fleet)
     want = predicted_loads(cfgmod.load(path).router)
     fleet.reset()

@@ -1,9 +1,11 @@
 """Router twins (gateway/router.py, native/core/src/router.rs): the same config, seed, clock
 and outcomes give the same steps, deployment states and in-flight counts, through the binding."""
+
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.router import STRATEGIES, router_config
@@ -49,20 +51,42 @@ def drive(router_cls, cfg: str, ops: list, groups: dict) -> list:
     return trace
 
 
-dep = st.fixed_dictionaries({"weight": st.integers(1, 5), "rpm": st.one_of(st.none(), st.integers(1, 6)),
-                             "tpm": st.one_of(st.none(), st.integers(1, 400))})
+dep = st.fixed_dictionaries(
+    {
+        "weight": st.integers(1, 5),
+        "rpm": st.one_of(st.none(), st.integers(1, 6)),
+        "tpm": st.one_of(st.none(), st.integers(1, 400)),
+    }
+)
 op = st.tuples(st.sampled_from(["new", "new", "ok", "fail", "fail", "cancel", "tick"]), st.integers(0, 200))
 
 
 @settings(max_examples=60, deadline=None)
-@given(strategy=st.sampled_from(STRATEGIES), a=st.lists(dep, min_size=1, max_size=4),
-       b=st.lists(dep, min_size=1, max_size=2), fallback=st.booleans(), seed=st.integers(0, 2**64 - 1),
-       retries=st.integers(0, 3), allowed=st.integers(1, 3), cooldown=st.integers(1, 3000),
-       budget=st.integers(1, 5000), ops=st.lists(op, max_size=60))
+@given(
+    strategy=st.sampled_from(STRATEGIES),
+    a=st.lists(dep, min_size=1, max_size=4),
+    b=st.lists(dep, min_size=1, max_size=2),
+    fallback=st.booleans(),
+    seed=st.integers(0, 2**64 - 1),
+    retries=st.integers(0, 3),
+    allowed=st.integers(1, 3),
+    cooldown=st.integers(1, 3000),
+    budget=st.integers(1, 5000),
+    ops=st.lists(op, max_size=60),
+)
 def test_twins_make_the_same_choices(strategy, a, b, fallback, seed, retries, allowed, cooldown, budget, ops):
-    section = {"strategy": strategy, "seed": seed, "num_retries": retries, "allowed_fails": allowed,
-               "cooldown_ms": cooldown, "retry_budget_ms": budget, "backoff_base_ms": 5, "backoff_max_ms": 40,
-               "fail_window_ms": 2000, "latency_window": 3}
+    section = {
+        "strategy": strategy,
+        "seed": seed,
+        "num_retries": retries,
+        "allowed_fails": allowed,
+        "cooldown_ms": cooldown,
+        "retry_budget_ms": budget,
+        "backoff_base_ms": 5,
+        "backoff_max_ms": 40,
+        "fail_window_ms": 2000,
+        "latency_window": 3,
+    }
     if fallback:
         section["fallbacks"] = [{"a": ["b"]}]
     cfg = router_config(section, {"a": a, "b": b})
@@ -71,15 +95,27 @@ def test_twins_make_the_same_choices(strategy, a, b, fallback, seed, retries, al
 
 
 BAD = [
-    ({"strategy": "fastest"}, "router.strategy: expected one of simple-shuffle, least-busy, latency-based, "
-                              "usage-based, got 'fastest'"),
+    (
+        {"strategy": "fastest"},
+        "router.strategy: expected one of simple-shuffle, least-busy, latency-based, "
+        "usage-based, got 'fastest'",
+    ),
     ({"num_retries": -1}, "router.num_retries: must be >= 0, got -1"),
     ({"cooldown_ms": 1.5}, "router.cooldown_ms: expected int, got 1.5"),
     ({"allowed_fails": True}, "router.allowed_fails: expected int, got True"),
-    ({"backoff_base_ms": 50, "backoff_max_ms": 10}, "router.backoff_max_ms: must be >= backoff_base_ms (50), got 10"),
-    ({"retries": 3}, "router.retries: unknown field; known: strategy, num_retries, retry_budget_ms, backoff_base_ms, "
-                     "backoff_max_ms, allowed_fails, fail_window_ms, cooldown_ms, latency_window, seed, fallbacks"),
-    ({"fallbacks": {"a": ["b"]}}, "router.fallbacks: expected a list of {model: [fallback models]}, got {'a': ['b']}"),
+    (
+        {"backoff_base_ms": 50, "backoff_max_ms": 10},
+        "router.backoff_max_ms: must be >= backoff_base_ms (50), got 10",
+    ),
+    (
+        {"retries": 3},
+        "router.retries: unknown field; known: strategy, num_retries, retry_budget_ms, backoff_base_ms, "
+        "backoff_max_ms, allowed_fails, fail_window_ms, cooldown_ms, latency_window, seed, fallbacks",
+    ),
+    (
+        {"fallbacks": {"a": ["b"]}},
+        "router.fallbacks: expected a list of {model: [fallback models]}, got {'a': ['b']}",
+    ),
     ({"fallbacks": [{"x": ["b"]}]}, "router.fallbacks[0]: unknown model 'x'"),
     ({"fallbacks": [{"a": ["b", "zz"]}]}, "router.fallbacks[0].a[1]: unknown model 'zz'"),
     ({"fallbacks": [{"a": ["a"]}]}, "router.fallbacks[0].a[0]: a model cannot fall back to itself"),
@@ -91,6 +127,7 @@ BAD = [
 @pytest.mark.parametrize("impl", twins.IMPLS)
 def test_a_bad_router_section_names_its_field(impl, section, message):
     from gateway.errors import ConfigError
+
     cfg = router_config(section, {"a": [{"weight": 1}], "b": [{"weight": 1}]})
     with pytest.raises(ConfigError) as e:
         twins.load("router", impl)(cfg)

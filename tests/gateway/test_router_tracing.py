@@ -1,6 +1,7 @@
 """A routed request, traced, on every rung: each upstream attempt of the router (a retry, a
 second deployment) is its own `attempt` span under the request's one `forward` span,
 numbered from 1, with the status that attempt got (docs/router.md, docs/tracing.md)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,15 @@ from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body,
 pytestmark = pytest.mark.slow
 
 # two deployments that both answer 500: a request is tried 1 + num_retries times, then fails
-ROUTER = {"strategy": "simple-shuffle", "seed": 3, "num_retries": 2, "backoff_base_ms": 1, "backoff_max_ms": 2,
-          "allowed_fails": 100, "cooldown_ms": 1000}
+ROUTER = {
+    "strategy": "simple-shuffle",
+    "seed": 3,
+    "num_retries": 2,
+    "backoff_base_ms": 1,
+    "backoff_max_ms": 2,
+    "allowed_fails": 100,
+    "cooldown_ms": 1000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +42,16 @@ def test_every_attempt_of_a_routed_request_is_a_span(mode, fleet, receiver, gate
     receiver.clear()
     fleet.reset()
     path = fleet.write_config(str(tmp_path), API_KEY, router=ROUTER)
-    gw = gateway_factory(None, config=path, ledger_dir=None, mode=mode, tracing="on",
-                         tracing_endpoint=receiver.endpoint)
-    err = assert_openai_error(http("POST", gw.url + "/v1/chat/completions", chat_body(model="mock"), auth())[::2], 502)
+    gw = gateway_factory(
+        None, config=path, ledger_dir=None, mode=mode, tracing="on", tracing_endpoint=receiver.endpoint
+    )
+    err = assert_openai_error(
+        http("POST", gw.url + "/v1/chat/completions", chat_body(model="mock"), auth())[::2], 502
+    )
     assert err["code"] == "upstream_status", err
-    spans = receiver.wait_for(lambda s: sum(x.name == "attempt" for x in s) >= 3 and any(x.name == "request" for x in s))
+    spans = receiver.wait_for(
+        lambda s: sum(x.name == "attempt" for x in s) >= 3 and any(x.name == "request" for x in s)
+    )
     assert gw.stop() == 0
     (trace,) = traces(spans).values()
     forward = [s for s in trace if s.name == "forward"]

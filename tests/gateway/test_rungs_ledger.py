@@ -1,21 +1,32 @@
 """Every rung writes the same audit record fields for the same request, and a ledger written
 by one rung continues under another: the WAL replays under both WAL twins, the root
 recomputes, and a consistency proof from the root before the switch verifies after it."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from tests.gateway.helpers import API_KEY, auth, chat_body, http
 from gateway.audit.ledger import WAL_NAME
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 from gateway.twins import MODES, load
+from tests.gateway.helpers import API_KEY, auth, chat_body, http
 
 # the fields a record takes from the request and the answer (not the clock or the request id)
-DERIVED = ("seq", "key_id", "model", "status", "request_sha256", "response_sha256", "entropy_mbits",
-           "prompt_tokens", "completion_tokens", "waf")
+DERIVED = (
+    "seq",
+    "key_id",
+    "model",
+    "status",
+    "request_sha256",
+    "response_sha256",
+    "entropy_mbits",
+    "prompt_tokens",
+    "completion_tokens",
+    "waf",
+)
 
 REQUESTS = [
     chat_body("Say hello."),
@@ -30,6 +41,7 @@ REQUESTS = [
 
 def _config(tmp_path, upstream_url: str) -> str:
     from gateway.stages.auth import hash_key
+
     p = tmp_path / "gw.yaml"
     p.write_text(
         "model_list:\n"
@@ -37,7 +49,8 @@ def _config(tmp_path, upstream_url: str) -> str:
         f"  - {{model_name: claude-upstream, upstream: {{kind: anthropic, base_url: '{upstream_url}'}}}}\n"
         "passthrough: true\n"
         f"keys: [{{id: team, sha256: {hash_key(API_KEY)}}}]\n"
-        f"ledger: {{dir: {tmp_path / 'ledger'}}}\n")
+        f"ledger: {{dir: {tmp_path / 'ledger'}}}\n"
+    )
     return str(p)
 
 

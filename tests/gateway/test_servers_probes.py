@@ -1,4 +1,5 @@
 """granian as the server, and the probes endpoint (on with GATEWAYLAB_PROBES=1, else 404)."""
+
 from __future__ import annotations
 
 import json
@@ -6,22 +7,31 @@ import json
 import openai
 import pytest
 
-from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 from gateway.audit.wal import WriteAheadLog
 from gateway.twins import MODES, NO_INTERPRETER_MODES
+from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("mode", [m for m in MODES if m not in NO_INTERPRETER_MODES])  # rs-server: tests/rs_server
+@pytest.mark.parametrize(
+    "mode", [m for m in MODES if m not in NO_INTERPRETER_MODES]
+)  # rs-server: tests/rs_server
 def test_granian_serves_streams_and_drains(upstream, gateway_factory, mode):
     gw = gateway_factory(upstream.url, server="granian", shell="asgi", mode=mode)
     assert gw.health()["server"] == "granian"
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
     r = client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content == "the quick brown fox jumps over the lazy dog"
-    chunks = list(client.chat.completions.create(model="mock", stream=True, messages=[{"role": "user", "content": "hi"}]))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "the quick brown fox jumps over the lazy dog"
+    chunks = list(
+        client.chat.completions.create(
+            model="mock", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks)
+        == "the quick brown fox jumps over the lazy dog"
+    )
     assert_openai_error(http("POST", gw.url + "/v1/chat/completions", b"{bad", auth())[::2], 400)
     # hyper (granian's HTTP layer) resolves two framings itself before the app sees them, the
     # RFC 9112 way: identical duplicate Content-Lengths fold into one, and Transfer-Encoding

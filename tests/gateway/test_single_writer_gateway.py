@@ -1,6 +1,7 @@
 """A gateway with `ledger.layout: single-writer` (docs/single_writer.md) writes the same
 records as the in-process ledger, serves root and proofs from the ledger process, and with
 `ack: durable` every answered request has its record even after kill -9 of the gateway."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,18 @@ from gateway.audit.ledger import WAL_NAME
 from gateway.audit.wal import WriteAheadLog
 from tests.gateway.helpers import API_KEY, auth, chat_body, http
 
-DERIVED = ("seq", "key_id", "model", "status", "request_sha256", "response_sha256", "entropy_mbits",
-           "prompt_tokens", "completion_tokens", "waf")
+DERIVED = (
+    "seq",
+    "key_id",
+    "model",
+    "status",
+    "request_sha256",
+    "response_sha256",
+    "entropy_mbits",
+    "prompt_tokens",
+    "completion_tokens",
+    "waf",
+)
 REQUESTS = [
     chat_body("Say hello."),
     chat_body("Stream it, please.", stream=True),
@@ -24,13 +35,15 @@ REQUESTS = [
 
 def _config(d, upstream_url: str, layout: str, ack: str = "background") -> str:
     from gateway.stages.auth import hash_key
+
     p = d / "gw.yaml"
     p.write_text(
         "model_list:\n"
         f"  - {{model_name: mock, upstream: {{base_url: '{upstream_url}'}}}}\n"
         "passthrough: true\n"
         f"keys: [{{id: team, sha256: {hash_key(API_KEY)}}}]\n"
-        f"ledger: {{dir: {d / 'ledger'}, layout: {layout}, ack: {ack}}}\n")
+        f"ledger: {{dir: {d / 'ledger'}, layout: {layout}, ack: {ack}}}\n"
+    )
     return str(p)
 
 
@@ -66,15 +79,19 @@ def test_single_writer_records_equal_the_in_process_ones(upstream, gateway_facto
 
 
 def test_durable_ack_survives_kill9_of_the_gateway(upstream, gateway_factory, tmp_path):
-    gw = gateway_factory(None, config=_config(tmp_path, upstream.url, "single-writer", "durable"), ledger_dir=None,
-                         mode="py")
-    answered = [http("POST", gw.url + "/v1/chat/completions", chat_body(f"n{i}"), auth())[0] for i in range(20)]
+    gw = gateway_factory(
+        None, config=_config(tmp_path, upstream.url, "single-writer", "durable"), ledger_dir=None, mode="py"
+    )
+    answered = [
+        http("POST", gw.url + "/v1/chat/completions", chat_body(f"n{i}"), auth())[0] for i in range(20)
+    ]
     assert answered == [200] * 20
     gw.kill()  # the ledger process gets SIGTERM from the kernel (PDEATHSIG): it commits and closes
     for _ in range(200):
         if not (tmp_path / "ledger" / "writer.sock").exists():
             break
         import time
+
         time.sleep(0.05)
     assert len(_records(tmp_path)) == 20
 

@@ -1,4 +1,5 @@
 """The Python twins of the hot-path stages, alone (parity with Rust: test_*_parity.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,17 +23,24 @@ def H(*pairs):
     return [(k.encode(), v.encode()) for k, v in pairs]
 
 
-@pytest.mark.parametrize("headers,status,code", [
-    (H(("content-length", "5"), ("content-length", "5")), 400, "duplicate_content_length"),
-    (H(("content-length", "5"), ("transfer-encoding", "chunked")), 400, "ambiguous_framing"),
-    (H(("transfer-encoding", "gzip")), 400, "unsupported_transfer_encoding"),
-    (H(("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")), 400, "unsupported_transfer_encoding"),
-    (H(("content-length", "-1")), 400, "invalid_content_length"),
-    (H(("x-bad", "a\x01b")), 400, "invalid_header"),
-    (H(("bad name", "x")), 400, "invalid_header"),
-    (H(("x-big", "a" * 20000)), 400, "headers_too_large"),
-    (H(("content-length", "2000000")), 413, "body_too_large"),
-])
+@pytest.mark.parametrize(
+    "headers,status,code",
+    [
+        (H(("content-length", "5"), ("content-length", "5")), 400, "duplicate_content_length"),
+        (H(("content-length", "5"), ("transfer-encoding", "chunked")), 400, "ambiguous_framing"),
+        (H(("transfer-encoding", "gzip")), 400, "unsupported_transfer_encoding"),
+        (
+            H(("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")),
+            400,
+            "unsupported_transfer_encoding",
+        ),
+        (H(("content-length", "-1")), 400, "invalid_content_length"),
+        (H(("x-bad", "a\x01b")), 400, "invalid_header"),
+        (H(("bad name", "x")), 400, "invalid_header"),
+        (H(("x-big", "a" * 20000)), 400, "headers_too_large"),
+        (H(("content-length", "2000000")), 413, "body_too_large"),
+    ],
+)
 def test_guard_rejects(headers, status, code):
     with pytest.raises(GuardError) as e:
         check_headers(headers, 16384, 1 << 20)
@@ -40,7 +48,12 @@ def test_guard_rejects(headers, status, code):
 
 
 def test_guard_accepts_and_returns_authorization():
-    hs = H(("host", "x"), ("content-length", "10"), ("authorization", "Bearer k"), ("user-agent", "é".encode().decode("latin-1")))
+    hs = H(
+        ("host", "x"),
+        ("content-length", "10"),
+        ("authorization", "Bearer k"),
+        ("user-agent", "é".encode().decode("latin-1")),
+    )
     assert check_headers(hs, 16384, 1 << 20) == b"Bearer k"
     assert check_headers(H(("transfer-encoding", "Chunked")), 16384, 100) is None
 
@@ -58,11 +71,16 @@ def test_read_body_enforces_limit_while_reading():
     # 8x the limit (800 bytes here), never forever
     assert e.value.status == 413 and len(sent) == 3 + 800 // 40 + 1
 
-    msgs = iter([{"type": "http.request", "body": b"ab", "more_body": True},
-                 {"type": "http.request", "body": b"cd", "more_body": False}])
+    msgs = iter(
+        [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.request", "body": b"cd", "more_body": False},
+        ]
+    )
 
     async def receive2():
         return next(msgs)
+
     assert asyncio.run(read_body(receive2, 100)) == b"abcd"
 
 
@@ -91,9 +109,13 @@ def test_waf_default_rules():
 
 
 def test_waf_first_rule_in_order_and_case_rules():
-    w = Waf([{"id": "b", "kind": "literal", "pattern": "World", "case_insensitive": True},
-             {"id": "a", "kind": "regex", "pattern": "hel+o"},
-             {"id": "c", "kind": "literal", "pattern": "ÉTÉ", "case_insensitive": True}])
+    w = Waf(
+        [
+            {"id": "b", "kind": "literal", "pattern": "World", "case_insensitive": True},
+            {"id": "a", "kind": "regex", "pattern": "hel+o"},
+            {"id": "c", "kind": "literal", "pattern": "ÉTÉ", "case_insensitive": True},
+        ]
+    )
     assert w.scan("hello world") == "b"  # rule order, not match position
     assert w.scan("hello") == "a"
     assert w.scan("ÉTÉ") == "c" and w.scan("été") is None  # only ASCII folds for literals
@@ -136,7 +158,9 @@ def test_adapter_openai():
     resp = b'{"id":"1","model":"up-model","choices":[]}'
     assert a.from_upstream(resp, "pub") == b'{"id":"1","model":"pub","choices":[]}'
     assert a.stream_event(b" [DONE] ", "pub") == []
-    assert a.stream_event(b'{"id":"1","model":"u","choices":[]}', "pub") == [b'{"id":"1","model":"pub","choices":[]}']
+    assert a.stream_event(b'{"id":"1","model":"u","choices":[]}', "pub") == [
+        b'{"id":"1","model":"pub","choices":[]}'
+    ]
     with pytest.raises(InvalidInput):
         a.from_upstream(b"not json", "pub")
 
@@ -146,12 +170,29 @@ def test_adapter_anthropic():
     up = json.loads(a.to_upstream(REQ, "claude"))
     assert list(up) == ["model", "max_tokens", "system", "messages", "stop_sequences", "stream"]
     assert up["system"] == "be brief" and up["messages"] == [{"role": "user", "content": "hi é"}]
-    back = json.loads(a.from_upstream(orjson.dumps({
-        "id": "m1", "type": "message", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
-        "stop_reason": "max_tokens", "usage": {"input_tokens": 3, "output_tokens": 4}}), "pub"))
-    assert back["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "ab"}, "finish_reason": "length"}
+    back = json.loads(
+        a.from_upstream(
+            orjson.dumps(
+                {
+                    "id": "m1",
+                    "type": "message",
+                    "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                    "stop_reason": "max_tokens",
+                    "usage": {"input_tokens": 3, "output_tokens": 4},
+                }
+            ),
+            "pub",
+        )
+    )
+    assert back["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "ab"},
+        "finish_reason": "length",
+    }
     assert back["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-    ev = a.stream_event(b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"yo"}}', "pub")
+    ev = a.stream_event(
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"yo"}}', "pub"
+    )
     assert json.loads(ev[0])["choices"][0]["delta"] == {"content": "yo"}
     assert a.stream_event(b'{"type":"ping"}', "pub") == []
     fin = a.stream_event(b'{"type":"message_delta","delta":{"stop_reason":"end_turn"}}', "pub")

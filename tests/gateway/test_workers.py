@@ -2,6 +2,7 @@
 processes on one port serve the real `openai` client, the unit reports its layout in /health,
 a drain completes every worker's records, kill -9 of one worker loses nothing durable, and
 the shard roots and proofs verify up to the combined root (docs/workers.md)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,12 @@ def _settled_root(gw, want: int, timeout: float = 10.0) -> dict:
 
 
 def _verify_cli(ledger) -> dict:
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "audit", "verify", "--ledger", str(ledger)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "audit", "verify", "--ledger", str(ledger)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -68,7 +73,8 @@ def test_workers_serve_openai_client_and_drain_every_shard(native_mock, gateway_
     for i in range(12):  # a new client (connection) per request: both workers take some
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=API_KEY, max_retries=0, timeout=10)
         r = client.chat.completions.with_raw_response.create(
-            model="mock", messages=[{"role": "user", "content": f"hi {i}"}])
+            model="mock", messages=[{"role": "user", "content": f"hi {i}"}]
+        )
         assert r.parse().choices[0].message.content
         served.add(int(r.headers["x-request-id"].split("-")[1], 16))  # req-<pid hex>-...
         client.close()
@@ -81,14 +87,18 @@ def test_workers_serve_openai_client_and_drain_every_shard(native_mock, gateway_
     assert got["layout"] == "sharded" and got["count"] == 20, got
     assert all(row["count"] > 0 for row in got["shards"]), got  # both workers served and recorded
     for k in range(2):  # each shard is an ordinary ledger: its records are complete JSON
-        recs = [json.loads(p) for p in WriteAheadLog.replay(str(tmp_path / "ledger" / f"shard-{k}" / WAL_NAME))]
+        recs = [
+            json.loads(p) for p in WriteAheadLog.replay(str(tmp_path / "ledger" / f"shard-{k}" / WAL_NAME))
+        ]
         assert [r["seq"] for r in recs] == list(range(len(recs)))
 
 
 @pytest.mark.parametrize("mode", ["py+rs", "rs-server"])
 def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_factory, tmp_path, mode):
     # rs-server: N one-thread processes (--threads is each worker's Tokio pool)
-    gw = _unit(gateway_factory, native_mock, tmp_path, mode, **({"threads": 1} if mode == "rs-server" else {}))
+    gw = _unit(
+        gateway_factory, native_mock, tmp_path, mode, **({"threads": 1} if mode == "rs-server" else {})
+    )
     h = gw.health()["workers"]
     assert (h["count"], h["ledger_layout"]) == (2, "sharded") and all(w["threads"] == 1 for w in h["workers"])
     assert _spread(gw, 10) == [200] * 10
@@ -119,13 +129,23 @@ def test_sharded_proofs_verify_up_to_the_combined_root(native_mock, gateway_fact
     # many digits; a sign is malformed; a shard number beyond the unit does not exist
     huge = "9" * 44
     err = assert_openai_error(http("GET", f"{gw.url}/audit/proof/{huge}?shard=0")[::2], 404)
-    assert err == {"message": f"leaf index {huge} out of range for an MMR of {root['shards'][0]['count']} leaves",
-                   "type": "invalid_request_error", "code": "index_out_of_range"}, err
-    assert assert_openai_error(http("GET", f"{gw.url}/audit/consistency?old={huge}&shard=1")[::2],
-                               400)["code"] == "old_out_of_range"
-    assert assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard={huge}")[::2],
-                               404)["code"] == "shard_out_of_range"
-    assert assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard=-1")[::2], 400)["code"] == "invalid_shard"
+    assert err == {
+        "message": f"leaf index {huge} out of range for an MMR of {root['shards'][0]['count']} leaves",
+        "type": "invalid_request_error",
+        "code": "index_out_of_range",
+    }, err
+    assert (
+        assert_openai_error(http("GET", f"{gw.url}/audit/consistency?old={huge}&shard=1")[::2], 400)["code"]
+        == "old_out_of_range"
+    )
+    assert (
+        assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard={huge}")[::2], 404)["code"]
+        == "shard_out_of_range"
+    )
+    assert (
+        assert_openai_error(http("GET", f"{gw.url}/audit/proof/0?shard=-1")[::2], 400)["code"]
+        == "invalid_shard"
+    )
     assert gw.stop() == 0
     got = _verify_cli(tmp_path / "ledger")  # the auditor's replay gives the combined root served
     assert (got["count"], got["root"]) == (root["count"], root["root"]), (got, root)
@@ -161,7 +181,7 @@ def test_kill9_of_one_worker_loses_nothing_durable(native_mock, gateway_factory,
         payloads = WriteAheadLog.replay(str(tmp_path / "ledger" / f"shard-{row['shard']}" / WAL_NAME))
         assert len(payloads) >= row["durable_count"]
         m = MerkleMountainRange()
-        m.append_many(payloads[:row["count"]])
+        m.append_many(payloads[: row["count"]])
         assert m.root() == row["root"]
     # the unit restarts on the same ledger: the killed shard recovers and the unit serves again
     gw2 = _unit(gateway_factory, native_mock, tmp_path, "py")
@@ -172,8 +192,14 @@ def test_kill9_of_one_worker_loses_nothing_durable(native_mock, gateway_factory,
 
 def test_combined_root_rule():
     rows = [{"count": 3, "root": "ab" * 32}, {"count": 0, "root": "00" * 32}]
-    want = hashlib.sha256(b"\x03" + struct.pack(">I", 2) + struct.pack(">Q", 3) + bytes.fromhex("ab" * 32)
-                          + struct.pack(">Q", 0) + bytes(32)).hexdigest()
+    want = hashlib.sha256(
+        b"\x03"
+        + struct.pack(">I", 2)
+        + struct.pack(">Q", 3)
+        + bytes.fromhex("ab" * 32)
+        + struct.pack(">Q", 0)
+        + bytes(32)
+    ).hexdigest()
     assert shards.combined_root(rows) == want
     assert shards.combined_root(rows[::-1]) != want  # shard order is part of the commitment
     assert shards.combined_root([]) == hashlib.sha256(b"\x03" + bytes(4)).hexdigest()
@@ -190,10 +216,22 @@ def test_layout_is_chosen_in_one_place():
 
 
 def test_a_bad_unit_is_one_line(native_mock, tmp_path):
-    env = dict(os.environ, GATEWAYLAB_SERVE=json.dumps({
-        "upstream": native_mock.url, "api_key": "k", "ledger": str(tmp_path / "l"), "workers": 2,
-        "ledger_layout": "single", "port": 0}))
-    p = subprocess.run([sys.executable, "-m", "gateway.server"], env=env, capture_output=True, text=True, timeout=60)
+    env = dict(
+        os.environ,
+        GATEWAYLAB_SERVE=json.dumps(
+            {
+                "upstream": native_mock.url,
+                "api_key": "k",
+                "ledger": str(tmp_path / "l"),
+                "workers": 2,
+                "ledger_layout": "single",
+                "port": 0,
+            }
+        ),
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "gateway.server"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "single has one writer" in p.stderr, p.stderr
 
 
@@ -206,12 +244,18 @@ def test_shard_files_are_the_same_bytes_from_both_twins(tmp_path, impl):
         base = tmp_path / twin
         rows = []
         for k, payloads in enumerate(recs):
-            with AuditLedger(shards.shard_dir(str(base), k), fsync="none",
-                             switches=Switches("py", {"mmr": twin, "wal": twin})) as led:
+            with AuditLedger(
+                shards.shard_dir(str(base), k),
+                fsync="none",
+                switches=Switches("py", {"mmr": twin, "wal": twin}),
+            ) as led:
                 led.append_many(payloads)
                 rows.append({"count": led.count, "root": led.root()})
         roots[twin] = shards.combined_root(rows)
-        assert shards.iter_layout(str(base)) == ("sharded", [shards.shard_dir(str(base), k) for k in range(3)])
+        assert shards.iter_layout(str(base)) == (
+            "sharded",
+            [shards.shard_dir(str(base), k) for k in range(3)],
+        )
     assert roots["python"] == roots[impl]
     for k in range(3):
         for name in (WAL_NAME, "audit.mmr"):

@@ -7,6 +7,7 @@ Model names: "fault-500" (HTTP 500), "fault-reset" (connection closed without a 
 `open_gate()` -- up to 10 s -- before the rest; `gate_opened_in_time` says which came first);
 anything else answers normally.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,7 @@ class FixtureUpstream:
         with self._lock:
             return len(self.requests)
 
-    def start(self) -> "FixtureUpstream":
+    def start(self) -> FixtureUpstream:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -68,10 +69,20 @@ class FixtureUpstream:
 
     async def _fault(self, request, model: str):
         if model == "fault-500":
-            return web.json_response({"error": {"message": "boom", "type": "server_error", "code": None}}, status=500)
+            return web.json_response(
+                {"error": {"message": "boom", "type": "server_error", "code": None}}, status=500
+            )
         if model == "fault-400":
-            return web.json_response({"error": {"message": "bad upstream request", "type": "invalid_request_error",
-                                                "code": "bad"}}, status=400)
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "bad upstream request",
+                        "type": "invalid_request_error",
+                        "code": "bad",
+                    }
+                },
+                status=400,
+            )
         if model == "fault-reset":
             request.transport.close()
             raise asyncio.CancelledError  # aiohttp drops the connection
@@ -85,7 +96,9 @@ class FixtureUpstream:
         body = await request.read()
         req = json.loads(body)
         with self._lock:
-            self.requests.append({"path": "/v1/chat/completions", "body": req, "headers": dict(request.headers)})
+            self.requests.append(
+                {"path": "/v1/chat/completions", "body": req, "headers": dict(request.headers)}
+            )
         fault = await self._fault(request, req.get("model", ""))
         if fault is not None:
             return fault
@@ -93,27 +106,66 @@ class FixtureUpstream:
         if req.get("stream"):
             resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await resp.prepare(request)
-            base = {"id": "chatcmpl-fixture", "object": "chat.completion.chunk", "created": 1, "model": req["model"]}
-            await resp.write(b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}).encode() + b"\n\n")
+            base = {
+                "id": "chatcmpl-fixture",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": req["model"],
+            }
+            await resp.write(
+                b"data: "
+                + json.dumps(
+                    {
+                        **base,
+                        "choices": [
+                            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                        ],
+                    }
+                ).encode()
+                + b"\n\n"
+            )
             if req["model"] == "gated-stream":
                 self._gate = asyncio.Event()
                 self.gate_opened_in_time = None
                 try:
                     await asyncio.wait_for(self._gate.wait(), 10)
                     self.gate_opened_in_time = True
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.gate_opened_in_time = False
             for i, w in enumerate(words):
-                ev = {**base, "choices": [{"index": 0, "delta": {"content": (" " if i else "") + w}, "finish_reason": None}]}
+                ev = {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"content": (" " if i else "") + w}, "finish_reason": None}
+                    ],
+                }
                 await resp.write(b"data: " + json.dumps(ev).encode() + b"\n\n")
-            await resp.write(b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).encode() + b"\n\n")
+            await resp.write(
+                b"data: "
+                + json.dumps(
+                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                ).encode()
+                + b"\n\n"
+            )
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
-        return web.json_response({
-            "id": "chatcmpl-fixture", "object": "chat.completion", "created": 1, "model": req["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}})
+        return web.json_response(
+            {
+                "id": "chatcmpl-fixture",
+                "object": "chat.completion",
+                "created": 1,
+                "model": req["model"],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop"}
+                ],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": len(words),
+                    "total_tokens": 5 + len(words),
+                },
+            }
+        )
 
     async def _messages(self, request: web.Request):
         body = await request.read()
@@ -129,15 +181,47 @@ class FixtureUpstream:
 
             async def ev(kind, data):
                 await resp.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
-            await ev("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": req["model"], "usage": {"input_tokens": 5}}})
-            await ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+
+            await ev(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {"id": "msg_1", "model": req["model"], "usage": {"input_tokens": 5}},
+                },
+            )
+            await ev(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
             for i, w in enumerate(TEXT.split()):
-                await ev("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": (" " if i else "") + w}})
+                await ev(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": (" " if i else "") + w},
+                    },
+                )
             await ev("content_block_stop", {"type": "content_block_stop", "index": 0})
-            await ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}})
+            await ev(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": 9},
+                },
+            )
             await ev("message_stop", {"type": "message_stop"})
             await resp.write_eof()
             return resp
-        return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": req["model"],
-                                  "content": [{"type": "text", "text": TEXT}], "stop_reason": "end_turn",
-                                  "usage": {"input_tokens": 5, "output_tokens": 9}})
+        return web.json_response(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": req["model"],
+                "content": [{"type": "text", "text": TEXT}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 5, "output_tokens": 9},
+            }
+        )

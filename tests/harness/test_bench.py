@@ -1,5 +1,6 @@
 """`gatewaylab bench mmr|wal|hash|entropy --quick`: runs end to end through pyperf
 subprocesses and writes the documented JSON shapes (timings are not asserted)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ GATEWAYLAB = entry_points.gatewaylab()
 def bench(tmp_path, name, *args):
     out = tmp_path / f"{name}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAYLAB_")}
-    r = subprocess.run([str(GATEWAYLAB), "bench", name, "--quick", "--json", str(out), *args],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [str(GATEWAYLAB), "bench", name, "--quick", "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     pj = Path(result["pyperf_json"])
@@ -40,7 +46,11 @@ def test_bench_mmr_shape(tmp_path):
     result, stdout = bench(tmp_path, "mmr", "--n", "100", "--n", "1000")
     assert set(result) >= {"rows", "sha256_bound_leaves_per_s", "meta"}
     got = {(r["impl"], r["api"], r["n"]) for r in result["rows"]}
-    assert got == {(i, a, n) for n in (100, 1000) for i, a in [("python", "per_leaf"), ("rust", "per_leaf"), ("rust", "batch")]}
+    assert got == {
+        (i, a, n)
+        for n in (100, 1000)
+        for i, a in [("python", "per_leaf"), ("rust", "per_leaf"), ("rust", "batch")]
+    }
     for r in result["rows"]:
         assert set(r) == {"impl", "api", "n", "leaves_per_s", "min", "max"}
         _spread_ok(r, "leaves_per_s")
@@ -51,7 +61,12 @@ def test_bench_mmr_shape(tmp_path):
 def test_bench_wal_shape(tmp_path):
     result, stdout = bench(tmp_path, "wal", "--dir", str(tmp_path))
     got = {(r["impl"], r["policy"], r["api"]) for r in result["rows"]}
-    assert got == {(i, p, a) for i in ("python", "rust") for p in ("always", "group", "none") for a in ("per_record", "batch")}
+    assert got == {
+        (i, p, a)
+        for i in ("python", "rust")
+        for p in ("always", "group", "none")
+        for a in ("per_record", "batch")
+    }
     for r in result["rows"]:
         _spread_ok(r, "records_per_s")
     assert not list(tmp_path.glob("*.wal")), "benchmark WAL files are cleaned up"
@@ -60,7 +75,9 @@ def test_bench_wal_shape(tmp_path):
 
 def test_bench_hash_and_entropy_shape(tmp_path):
     result, _ = bench(tmp_path, "hash", "--impl", "both")
-    assert {(r["impl"], r["size"]) for r in result["rows"]} == {(i, s) for i in ("python", "rust") for s in (64, 65536)}
+    assert {(r["impl"], r["size"]) for r in result["rows"]} == {
+        (i, s) for i in ("python", "rust") for s in (64, 65536)
+    }
     for r in result["rows"]:
         _spread_ok(r, "ns_per_call")
     result, _ = bench(tmp_path, "entropy", "--impl", "python")
@@ -86,12 +103,18 @@ def test_bench_mmrstore_shape(tmp_path):
     # Not pyperf-based (it times ledgers and a gateway, not a function): its own JSON only.
     out = tmp_path / "mmrstore.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAYLAB_")}
-    r = subprocess.run([str(GATEWAYLAB), "bench", "mmrstore", "--quick", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [str(GATEWAYLAB), "bench", "mmrstore", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     assert {(a["impl"], a["api"]) for a in result["append"]} == {
-        (i, a) for i in ("python", "rust") for a in ("per_leaf", "batch256")}
+        (i, a) for i in ("python", "rust") for a in ("per_leaf", "batch256")
+    }
     for a in result["append"]:
         assert a["ratio_min"] <= a["ratio"] <= a["ratio_max"]
     assert {x["impl"] for x in result["restart"]} == {"python", "rust"}

@@ -1,4 +1,5 @@
 """`gatewaylab bench spawn`: the real `_spawn_background` timed beside a bare create_task."""
+
 from __future__ import annotations
 
 import json

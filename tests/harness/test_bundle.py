@@ -4,6 +4,7 @@ JSON rows; `gatewaylab import` turns them into the usual typed Parquet tables an
 results say where their code came from (a bundle's manifest); the runtime dependency set
 holds no analysis package; CLI mistakes are one line. The full round trip (build a bundle,
 install it offline, sweep from it) is tests/harness/test_bundle_roundtrip.py (`make test-bundle`)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,22 @@ from harness.raw_results import import_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("pandas", "pyarrow", "plotly", "scalene", "IPython", "jupyterlab")
-TINY = ["--modes", "py", "--concurrency", "1", "--duration", "0.4", "--warmup", "0.1", "--repeat", "1",
-        "--profile", "ci-2c", "--no-gil", "--no-progress"]
+TINY = [
+    "--modes",
+    "py",
+    "--concurrency",
+    "1",
+    "--duration",
+    "0.4",
+    "--warmup",
+    "0.1",
+    "--repeat",
+    "1",
+    "--profile",
+    "ci-2c",
+    "--no-gil",
+    "--no-progress",
+]
 
 
 def _lean_env(tmp_path) -> dict[str, str]:
@@ -29,18 +44,28 @@ def _lean_env(tmp_path) -> dict[str, str]:
     block = tmp_path / "block"
     block.mkdir(exist_ok=True)
     for name in BLOCKED:
-        (block / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here (lean install)')\n")
+        (block / f"{name}.py").write_text(
+            f"raise ImportError('{name} is not installed here (lean install)')\n"
+        )
     return {**os.environ, "PYTHONPATH": f"{block}{os.pathsep}{ROOT}"}
 
 
 def _cli(args, env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_runtime_dependencies_hold_no_analysis_package():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    runtime = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in data["project"]["dependencies"]}
+    runtime = {
+        d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in data["project"]["dependencies"]
+    }
     analysis = {d.split(">")[0].strip().lower() for d in data["project"]["optional-dependencies"]["analysis"]}
     assert {"pandas", "pyarrow", "plotly"} <= analysis
     assert not runtime & (analysis | {"jupyterlab", "papermill", "ipykernel", "ipython", "kaleido"})
@@ -86,9 +111,17 @@ def test_results_carry_the_bundle_provenance(tmp_path, monkeypatch):
     from gateway.errors import ConfigError
     from harness import bundle, meta
 
-    manifest = {"format": bundle.FORMAT, "version": bundle.VERSION, "git_sha": "ab" * 20, "git_dirty": False,
-                "build_profile": "release", "rustc_version": "rustc 1.2.3", "python": "3.11",
-                "created": "2026-12-01T00:00:00Z", "project_wheel": "gatewaylab-0.1.0-cp311-abi3-x.whl"}
+    manifest = {
+        "format": bundle.FORMAT,
+        "version": bundle.VERSION,
+        "git_sha": "ab" * 20,
+        "git_dirty": False,
+        "build_profile": "release",
+        "rustc_version": "rustc 1.2.3",
+        "python": "3.11",
+        "created": "2026-12-01T00:00:00Z",
+        "project_wheel": "gatewaylab-0.1.0-cp311-abi3-x.whl",
+    }
     p = tmp_path / "bundle.json"
     p.write_text(json.dumps(manifest))
     monkeypatch.setenv(bundle.BUNDLE_ENV, str(p))
@@ -100,11 +133,14 @@ def test_results_carry_the_bundle_provenance(tmp_path, monkeypatch):
         meta.collect()
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--python", "2.7"], "requires Python >= 3.11"),
-    (["--python", "three"], "expected a CPython version"),
-    ([], "is not empty"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--python", "2.7"], "requires Python >= 3.11"),
+        (["--python", "three"], "expected a CPython version"),
+        ([], "is not empty"),
+    ],
+)
 def test_bundle_cli_mistakes_are_one_line(tmp_path, args, says):
     out = tmp_path / "b"
     out.mkdir()

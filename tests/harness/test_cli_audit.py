@@ -1,5 +1,6 @@
 """`gatewaylab audit ...` as a subprocess of the installed console script, both twins and
 across twins (append with one, verify/prove with the other)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,9 +10,8 @@ import subprocess
 
 import pytest
 
-from tests import entry_points
-
 from gateway.audit.mmr import MerkleMountainRange
+from tests import entry_points
 
 GATEWAYLAB = entry_points.gatewaylab()
 EMPTY = "0" * 64
@@ -19,7 +19,9 @@ EMPTY = "0" * 64
 
 def cli(*args, stdin: bytes = b"", check: bool = True):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAYLAB_")}
-    r = subprocess.run([str(GATEWAYLAB), "audit", *map(str, args)], input=stdin, capture_output=True, timeout=120, env=env)
+    r = subprocess.run(
+        [str(GATEWAYLAB), "audit", *map(str, args)], input=stdin, capture_output=True, timeout=120, env=env
+    )
     if check:
         assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r
@@ -45,7 +47,12 @@ def test_append_verify_prove_consistency(impl, tmp_path):
     lines += [b"epsilon", b"zeta"]
     m = expected(lines)
     assert r == {"count": 6, "root": m.root()}
-    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 6, "root": m.root(), "truncated_bytes": 0, "wal_version": 2}
+    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {
+        "count": 6,
+        "root": m.root(),
+        "truncated_bytes": 0,
+        "wal_version": 2,
+    }
     proof = out(cli("prove", "--wal", wal, "--impl", impl, "--index", 2))
     assert proof == m.inclusion_proof(2)
     assert MerkleMountainRange.verify_inclusion(proof, lines[2])
@@ -61,7 +68,12 @@ def test_verify_reports_torn_tail_without_modifying(impl, tmp_path):
         f.write(b"\x09\x00\x00\x00\xaa")
     before = wal.read_bytes()
     r = out(cli("verify", "--wal", wal, "--impl", impl))
-    assert r == {"count": 2, "root": expected([b"one", b"two"]).root(), "truncated_bytes": 5, "wal_version": 2}
+    assert r == {
+        "count": 2,
+        "root": expected([b"one", b"two"]).root(),
+        "truncated_bytes": 5,
+        "wal_version": 2,
+    }
     assert wal.read_bytes() == before
     # append recovers (truncates) and carries on
     r = out(cli("append", "--wal", wal, "--impl", impl, stdin=b"three\n"))
@@ -99,19 +111,30 @@ def test_bad_arguments(impl, tmp_path):
 def test_empty_wal(impl, tmp_path):
     wal = tmp_path / "e.wal"
     assert out(cli("append", "--wal", wal, "--impl", impl)) == {"count": 0, "root": EMPTY}
-    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {"count": 0, "root": EMPTY, "truncated_bytes": 0, "wal_version": 2}
+    assert out(cli("verify", "--wal", wal, "--impl", impl)) == {
+        "count": 0,
+        "root": EMPTY,
+        "truncated_bytes": 0,
+        "wal_version": 2,
+    }
 
 
 def test_verify_names_a_v1_wal_and_append_keeps_it_v1(impl, tmp_path):
     import json as _json
     from pathlib import Path
 
-    ex = _json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())["wal_v1_example"]
+    ex = _json.loads((Path(__file__).resolve().parents[1] / "vectors" / "mmr_v2.json").read_text())[
+        "wal_v1_example"
+    ]
     wal = tmp_path / "v1.wal"
     wal.write_bytes(bytes.fromhex(ex["file_hex"]))
     payloads = [p.encode() for p in ex["payloads_utf8"]]
     assert out(cli("verify", "--wal", wal, "--impl", impl)) == {
-        "count": 3, "root": expected(payloads).root(), "truncated_bytes": 0, "wal_version": 1}
+        "count": 3,
+        "root": expected(payloads).root(),
+        "truncated_bytes": 0,
+        "wal_version": 1,
+    }
     out(cli("append", "--wal", wal, "--impl", impl, stdin=b"four\n"))
     assert out(cli("verify", "--wal", wal, "--impl", impl))["wal_version"] == 1
     assert wal.read_bytes().startswith(bytes.fromhex(ex["file_hex"]))
@@ -124,8 +147,9 @@ def test_cross_twin(writer, reader, tmp_path):
     a = out(cli("append", "--wal", wal, "--impl", writer, stdin=b"\n".join(payloads)))
     v = out(cli("verify", "--wal", wal, "--impl", reader))
     assert v == {**a, "truncated_bytes": 0, "wal_version": 2}
-    assert out(cli("prove", "--wal", wal, "--impl", reader, "--index", 33)) == \
-        out(cli("prove", "--wal", wal, "--impl", writer, "--index", 33))
+    assert out(cli("prove", "--wal", wal, "--impl", reader, "--index", 33)) == out(
+        cli("prove", "--wal", wal, "--impl", writer, "--index", 33)
+    )
     b = out(cli("append", "--wal", wal, "--impl", reader, stdin=b"more\n"))
     assert b == {"count": 41, "root": expected(payloads + [b"more"]).root()}
 

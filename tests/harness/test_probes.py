@@ -1,5 +1,6 @@
 """In-gateway probes (gateway/probes.py) and the outside probes (harness/probes.py) on
 small live targets: labels, counts, reset windows, the injected-delay knob, py-spy parsing."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,6 @@
 """Hardware profiles (clamping is recorded), statistics (A/A flags nothing, a slowdown is
 flagged), the py-spy raw parser and the results schema: no servers, fast."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -7,7 +8,6 @@ import pytest
 
 from gateway.errors import ConfigError
 from harness import schema
-from harness.probes import parse_pyspy_raw
 from harness.profiles import parse_cpu_list, resolve
 from harness.stats import bootstrap_ci, compare_tables, mann_whitney, summarize
 from harness.sweep import parse_concurrency
@@ -83,8 +83,19 @@ def _cells(scale: float, seed: int, noise: float = 0.03) -> pd.DataFrame:
             for r in range(3):
                 f = 1 + rng.uniform(-noise, noise)
                 rps = 1000 * min(c, 4) / scale * f
-                rows.append(dict(mode=mode, switches="", shell="asgi", concurrency=c, repeat=r, status="ok", rps=rps,
-                                 lat_p50_us=c / rps * 1e6, lat_p99_us=2 * c / rps * 1e6))
+                rows.append(
+                    dict(
+                        mode=mode,
+                        switches="",
+                        shell="asgi",
+                        concurrency=c,
+                        repeat=r,
+                        status="ok",
+                        rps=rps,
+                        lat_p50_us=c / rps * 1e6,
+                        lat_p99_us=2 * c / rps * 1e6,
+                    )
+                )
     return schema.frame("cells", rows)
 
 
@@ -110,10 +121,29 @@ def test_sweep_cli_options_map_onto_run_sweep():
 
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)
-    kw = cmd.sweep_kwargs(p.parse_args(["--modes", "py,py+rs", "--concurrency", "1..4", "--ci", "--impl",
-                                        "mmr=python,wal=rust", "--shells", "asgi", "fastapi", "--no-gil"]))
+    kw = cmd.sweep_kwargs(
+        p.parse_args(
+            [
+                "--modes",
+                "py,py+rs",
+                "--concurrency",
+                "1..4",
+                "--ci",
+                "--impl",
+                "mmr=python,wal=rust",
+                "--shells",
+                "asgi",
+                "fastapi",
+                "--no-gil",
+            ]
+        )
+    )
     assert kw["modes"] == ("py", "py+rs") and kw["concurrency"] == "1..4" and kw["ci"] is True
-    assert kw["switches"] == ["mmr=python,wal=rust"] and kw["shells"] == ("asgi", "fastapi") and kw["gil"] is False
+    assert (
+        kw["switches"] == ["mmr=python,wal=rust"]
+        and kw["shells"] == ("asgi", "fastapi")
+        and kw["gil"] is False
+    )
     assert set(kw) <= set(inspect.signature(run_sweep).parameters)
     kw = cmd.sweep_kwargs(p.parse_args(["--concurrency", "1", "2", "4"]))
     assert parse_concurrency(kw["concurrency"]) == [1, 2, 4] and kw["modes"] == ("py", "py+rs")

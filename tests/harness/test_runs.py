@@ -1,4 +1,5 @@
 """Run folders and their metadata."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,36 @@ from gateway.twins import Switches
 from harness import meta, runs
 
 META_KEYS = {
-    "git_sha", "git_dirty", "build_profile", "python_version", "rustc_version", "cpu_model",
-    "cores_available", "cores_used", "cpu_affinity", "hardware_profile", "mode", "switches", "shell",
-    "parameters", "start_time",
+    "git_sha",
+    "git_dirty",
+    "build_profile",
+    "python_version",
+    "rustc_version",
+    "cpu_model",
+    "cores_available",
+    "cores_used",
+    "cpu_affinity",
+    "hardware_profile",
+    "mode",
+    "switches",
+    "shell",
+    "parameters",
+    "start_time",
 }
 
 
 def test_create_run_writes_meta_and_tables(tmp_path):
     sw = Switches("py+rs", {"mmr": "python"})
-    run = runs.create_run("my study/1", parameters={"c": [1, 2]}, switches=sw, root=tmp_path,
-                          shell="asgi", hardware_profile="xeon-4c", profile_satisfied=False, cores_used=2)
+    run = runs.create_run(
+        "my study/1",
+        parameters={"c": [1, 2]},
+        switches=sw,
+        root=tmp_path,
+        shell="asgi",
+        hardware_profile="xeon-4c",
+        profile_satisfied=False,
+        cores_used=2,
+    )
     assert run.path.parent == tmp_path
     assert re.fullmatch(r"\d{8}T\d{6}Z-my-study-1", run.name)
     m = json.loads((run.path / "meta.json").read_text())

@@ -3,6 +3,7 @@
 reason, a report, and leaves no process behind; `compare` of a run with itself flags
 nothing, and one repeat never flags (not even an injected slowdown); a
 failing configuration and an interrupted sweep leave consistent run folders."""
+
 from __future__ import annotations
 
 import json
@@ -18,13 +19,23 @@ from harness.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 
-TINY = dict(modes=("py", "py+rs"), concurrency=(1, 4), duration_s=1.5, warmup_s=0.3, repeat=1, progress=False,
-            report_images=False)
+TINY = dict(
+    modes=("py", "py+rs"),
+    concurrency=(1, 4),
+    duration_s=1.5,
+    warmup_s=0.3,
+    repeat=1,
+    progress=False,
+    report_images=False,
+)
 
 
 def _children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE]
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +43,16 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     before = {p.pid for p in _children()}
     base = run_sweep(profile="xeon-4c", out=out, name="tiny", **TINY)
-    slow = run_sweep(profile="xeon-4c", out=out, name="slow", gil=False, capacity=False, report=False,
-                     env={"GATEWAYLAB_INJECT_DELAY_US": "3000"}, **TINY)
+    slow = run_sweep(
+        profile="xeon-4c",
+        out=out,
+        name="slow",
+        gil=False,
+        capacity=False,
+        report=False,
+        env={"GATEWAYLAB_INJECT_DELAY_US": "3000"},
+        **TINY,
+    )
     leftovers = [p for p in _children() if p.pid not in before]
     return {"base": base, "slow": slow, "leftovers": leftovers}
 
@@ -46,8 +65,17 @@ def test_tiny_sweep_has_every_column_and_row(runs):
     assert len(t) == 4
     assert sorted(set(t["mode"])) == ["py", "py+rs"] and sorted(set(t["concurrency"])) == [1, 4]
     assert (t["status"] == "ok").all(), t[["cell", "status", "error"]].to_string()
-    for col in ("rps", "lat_p50_us", "lat_p99_us", "ovh_p50_us", "ovh_p99_us", "base_p50_us", "cpu_cores",
-                "rss_peak_mb", "requests"):
+    for col in (
+        "rps",
+        "lat_p50_us",
+        "lat_p99_us",
+        "ovh_p50_us",
+        "ovh_p99_us",
+        "base_p50_us",
+        "cpu_cores",
+        "rss_peak_mb",
+        "requests",
+    ):
         assert t[col].notna().all() and (t[col].abs() > 0).all(), col
     assert (t["lat_p99_us"] >= t["lat_p50_us"]).all()
     assert len(r.baseline) == 2 and (r.baseline["status"] == "ok").all()
@@ -130,9 +158,20 @@ def test_report_command_rewrites_markdown(runs, capsys):
 
 
 def test_failed_config_is_recorded_and_the_sweep_goes_on(tmp_path):
-    r = run_sweep(modes=("py",), switches=["mmr=python"], shells=("asgi", "no-such-shell"), concurrency=(1,),
-                  duration_s=1.0, warmup_s=0, repeat=1, gil=False, capacity=False, progress=False, out=tmp_path,
-                  report_images=False)
+    r = run_sweep(
+        modes=("py",),
+        switches=["mmr=python"],
+        shells=("asgi", "no-such-shell"),
+        concurrency=(1,),
+        duration_s=1.0,
+        warmup_s=0,
+        repeat=1,
+        gil=False,
+        capacity=False,
+        progress=False,
+        out=tmp_path,
+        report_images=False,
+    )
     t = r.table.set_index("shell")
     assert t.loc["asgi", "status"] == "ok" and t.loc["asgi", "switches"] == "mmr=python"
     assert t.loc["no-such-shell", "status"] == "failed"
@@ -149,8 +188,19 @@ def test_interrupted_sweep_is_a_consistent_partial_run(tmp_path):
         raise KeyboardInterrupt  # what Ctrl-C does mid-sweep
 
     before = {p.pid for p in _children()}
-    r = run_sweep(modes=("py",), concurrency=(1, 2), duration_s=1.0, warmup_s=0, repeat=1, gil=False,
-                  capacity=False, progress=False, out=tmp_path, on_cell=on_cell, report_images=False)
+    r = run_sweep(
+        modes=("py",),
+        concurrency=(1, 2),
+        duration_s=1.0,
+        warmup_s=0,
+        repeat=1,
+        gil=False,
+        capacity=False,
+        progress=False,
+        out=tmp_path,
+        on_cell=on_cell,
+        report_images=False,
+    )
     assert r.partial is True
     meta = json.loads((r.dir / "meta.json").read_text())
     assert meta["partial"] is True and meta["interrupted"] is True
@@ -159,8 +209,19 @@ def test_interrupted_sweep_is_a_consistent_partial_run(tmp_path):
 
 
 def test_flamegraph_on_request(tmp_path):
-    r = run_sweep(modes=("py",), concurrency=(2,), duration_s=1.0, warmup_s=0, repeat=1, gil=False, capacity=False,
-                  flamegraph=True, progress=False, out=tmp_path, report_images=False)
+    r = run_sweep(
+        modes=("py",),
+        concurrency=(2,),
+        duration_s=1.0,
+        warmup_s=0,
+        repeat=1,
+        gil=False,
+        capacity=False,
+        flamegraph=True,
+        progress=False,
+        out=tmp_path,
+        report_images=False,
+    )
     row = r.table.iloc[0]
     assert row["status"] == "ok"
     # py-spy can attach here (notebook 04 depends on it): both files must be written

@@ -2,6 +2,7 @@
 with 1 and N gateway processes, the cells table says how many and where, and a placement
 the machine cannot give (workers sharing cores with each other or with the mock and the
 load generator) is recorded per cell and on the report's figures."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,8 +12,20 @@ from harness.sweep import run_sweep
 
 
 def test_worker_axis_in_cells_with_clamping_recorded(tmp_path):
-    r = run_sweep(modes=("py",), workers=(1, 2), concurrency=(4,), duration_s=0.8, warmup_s=0.2, repeat=1,
-                  gil=False, capacity=False, progress=False, out=tmp_path, report_images=False, name="w")
+    r = run_sweep(
+        modes=("py",),
+        workers=(1, 2),
+        concurrency=(4,),
+        duration_s=0.8,
+        warmup_s=0.2,
+        repeat=1,
+        gil=False,
+        capacity=False,
+        progress=False,
+        out=tmp_path,
+        report_images=False,
+        name="w",
+    )
     t = r.table.set_index("workers")
     assert sorted(t.index) == [1, 2] and (t["status"] == "ok").all(), t[["status", "error"]]
     assert t.loc[2, "cell"].endswith("|w=2|c=4") and "|w=" not in t.loc[1, "cell"]

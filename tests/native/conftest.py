@@ -1,5 +1,6 @@
 """Fixtures for the native mock upstream and load generator: real child processes,
 127.0.0.1 only, free ports, always stopped (also on failure)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """`gatewaylab bench tools`: wrk output parsing, and one tiny end-to-end run (shape only)."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,7 +37,10 @@ def test_parse_wrk_refuses_garbage():
 def test_tiny_run_has_both_tools_and_ratios():
     r = tools.measure(duration_s=1.0, repeats=1, concurrencies=(4,), routes=("health",), warmup_s=0.1)
     assert r["machine"]["cores"] >= 1
-    assert {(x["tool"], x["route"], x["concurrency"]) for x in r["rows"]} == {("ours", "health", 4), ("wrk", "health", 4)}
+    assert {(x["tool"], x["route"], x["concurrency"]) for x in r["rows"]} == {
+        ("ours", "health", 4),
+        ("wrk", "health", 4),
+    }
     for x in r["rows"]:
         assert x["rps"]["median"] > 0 and x["errors"] == 0
     assert r["ratios"][0]["rps_ours_over_wrk"]["median"] > 0

@@ -3,6 +3,7 @@
 Behaviours, not timing budgets: every threshold below follows from what was injected
 (a 20 ms delay cannot produce a p50 under 20 ms), never from how fast this machine is.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,18 @@ LOAD_CPUS = [min(os.sched_getaffinity(0))]  # the mock fixtures take the last CP
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
-KEYS = {"mode", "concurrency", "rate", "duration_s", "requests", "errors", "rps", "latency_us", "series", "meta"}
+KEYS = {
+    "mode",
+    "concurrency",
+    "rate",
+    "duration_s",
+    "requests",
+    "errors",
+    "rps",
+    "latency_us",
+    "series",
+    "meta",
+}
 
 
 def load(url, **kw):
@@ -47,8 +59,14 @@ def test_injected_latency_shows_in_percentiles(mock):
 
 
 def test_streaming_ttfb_and_total(mock):
-    r = load(mock.url + CHAT, rate=50, duration_s=1.0, stream=True, body=dict(BODY, stream=True),
-             headers={"x-mock-ttft-ms": 30, "x-mock-itl-ms": 5, "x-mock-tokens": 5})
+    r = load(
+        mock.url + CHAT,
+        rate=50,
+        duration_s=1.0,
+        stream=True,
+        body=dict(BODY, stream=True),
+        headers={"x-mock-ttft-ms": 30, "x-mock-itl-ms": 5, "x-mock-tokens": 5},
+    )
     assert set(r) == KEYS | {"ttfb_us"}
     assert r["requests"] == 50 and not r["errors"]
     assert r["ttfb_us"]["p50"] >= 30_000
@@ -66,7 +84,9 @@ def test_stall_shows_in_open_loop_p99_and_hides_in_closed_loop_p99(make_mock):
     follows from the injected freeze, none from this machine's speed.
     """
     stall_ms = 200
-    closed = load(make_mock(stall_every=300, stall_ms=stall_ms).url + "/v1/models", concurrency=1, requests=900)
+    closed = load(
+        make_mock(stall_every=300, stall_ms=stall_ms).url + "/v1/models", concurrency=1, requests=900
+    )
     opened = load(make_mock(stall_every=300, stall_ms=stall_ms).url + "/v1/models", rate=1000, duration_s=1.5)
     assert not closed["errors"] and not opened["errors"]
     assert closed["requests"] == 900
@@ -82,8 +102,14 @@ def test_stall_shows_in_open_loop_p99_and_hides_in_closed_loop_p99(make_mock):
 
 def test_error_rate_counts_as_errors_and_matches_mock(make_mock):
     m = make_mock(seed=3)
-    r = load(m.url + CHAT, concurrency=2, requests=400, duration_s=30, body=BODY,
-             headers={"x-mock-error-status": 503, "x-mock-error-rate": 0.25})
+    r = load(
+        m.url + CHAT,
+        concurrency=2,
+        requests=400,
+        duration_s=30,
+        body=BODY,
+        headers={"x-mock-error-status": 503, "x-mock-error-rate": 0.25},
+    )
     s = m.stats()["by_route"][f"POST {CHAT}"]
     assert r["requests"] == 400
     assert r["errors"] == {"status_5xx": s["503"]}
@@ -134,8 +160,15 @@ def test_connection_refused_counts_connect_errors(make_mock):
 
 
 def test_timeout_counts_timeout_errors(mock):
-    r = load(mock.url + CHAT, concurrency=1, requests=2, duration_s=5, body=BODY, timeout_s=0.05,
-             headers={"x-mock-latency-ms": 300})
+    r = load(
+        mock.url + CHAT,
+        concurrency=1,
+        requests=2,
+        duration_s=5,
+        body=BODY,
+        timeout_s=0.05,
+        headers={"x-mock-latency-ms": 300},
+    )
     assert r["errors"] == {"timeout": 2}
 
 
@@ -144,13 +177,16 @@ def test_status_4xx_counted(mock):
     assert r["errors"] == {"status_4xx": 10}
 
 
-@pytest.mark.parametrize("cfg, match", [
-    ({"url": "http://127.0.0.1:1/", "concurrency": 1}, "bounded"),
-    ({"url": "http://127.0.0.1:1/", "concurrency": 1, "rate": 5, "duration_s": 1}, "not both"),
-    ({"url": "https://127.0.0.1:1/", "concurrency": 1, "duration_s": 1}, "http://"),
-    ({"url": "http://127.0.0.1:1/", "rate": -1, "duration_s": 1}, "rate"),
-    ({"url": "http://127.0.0.1:1/", "concurrency": 1, "duration_s": 1, "bogus": 1}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ({"url": "http://127.0.0.1:1/", "concurrency": 1}, "bounded"),
+        ({"url": "http://127.0.0.1:1/", "concurrency": 1, "rate": 5, "duration_s": 1}, "not both"),
+        ({"url": "https://127.0.0.1:1/", "concurrency": 1, "duration_s": 1}, "http://"),
+        ({"url": "http://127.0.0.1:1/", "rate": -1, "duration_s": 1}, "rate"),
+        ({"url": "http://127.0.0.1:1/", "concurrency": 1, "duration_s": 1, "bogus": 1}, "unknown field"),
+    ],
+)
 def test_bad_config_is_invalid_input(cfg, match):
     with pytest.raises(InvalidInput, match=match):
         twins.native().run_load(json.dumps(cfg))
@@ -165,7 +201,20 @@ def test_load_cli_text_and_json(mock):
     import subprocess
     import sys
 
-    base = [sys.executable, "-m", "harness.cli", "load", "--url", mock.url + "/health", "-c", "1", "-n", "20", "--duration", "5"]
+    base = [
+        sys.executable,
+        "-m",
+        "harness.cli",
+        "load",
+        "--url",
+        mock.url + "/health",
+        "-c",
+        "1",
+        "-n",
+        "20",
+        "--duration",
+        "5",
+    ]
     text = subprocess.run(base, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "closed c=1" in text.stdout and "requests=20" in text.stdout
     js = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=60)

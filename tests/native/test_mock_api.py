@@ -1,4 +1,5 @@
 """The mock speaks OpenAI and Anthropic-style answers that real clients parse."""
+
 from __future__ import annotations
 
 import json
@@ -14,12 +15,18 @@ MESSAGES = [{"role": "user", "content": "Say something about gateways."}]
 
 
 def client(mock, **headers) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mock.url + "/v1", api_key="unused", max_retries=0,
-                         default_headers={k.replace("_", "-"): str(v) for k, v in headers.items()})
+    return openai.OpenAI(
+        base_url=mock.url + "/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers={k.replace("_", "-"): str(v) for k, v in headers.items()},
+    )
 
 
 def test_openai_client_parses_json_answer_with_usage_and_logprobs(mock):
-    r = client(mock).chat.completions.create(model="m-1", messages=MESSAGES, logprobs=True, top_logprobs=3, max_tokens=7)
+    r = client(mock).chat.completions.create(
+        model="m-1", messages=MESSAGES, logprobs=True, top_logprobs=3, max_tokens=7
+    )
     choice = r.choices[0]
     assert r.object == "chat.completion" and r.model == "m-1"
     assert choice.finish_reason == "stop" and choice.message.role == "assistant"
@@ -32,12 +39,13 @@ def test_openai_client_parses_json_answer_with_usage_and_logprobs(mock):
         assert t.top_logprobs[0].token == t.token and t.logprob <= 0
         lps = [a.logprob for a in t.top_logprobs]
         assert lps == sorted(lps, reverse=True)
-        assert sum(2.718281828459045 ** lp for lp in lps) <= 1.0 + 1e-9  # a probability distribution (partial)
+        assert sum(2.718281828459045**lp for lp in lps) <= 1.0 + 1e-9  # a probability distribution (partial)
 
 
 def test_openai_client_parses_stream(mock):
     stream = client(mock, x_mock_tokens=9).chat.completions.create(
-        model="m-2", messages=MESSAGES, stream=True, logprobs=True, top_logprobs=2)
+        model="m-2", messages=MESSAGES, stream=True, logprobs=True, top_logprobs=2
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -46,7 +54,9 @@ def test_openai_client_parses_stream(mock):
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert chunks[-1].usage.completion_tokens == 9
     token_chunks = [c for c in chunks if c.choices and c.choices[0].logprobs]
-    assert len(token_chunks) == 9 and all(len(c.choices[0].logprobs.content[0].top_logprobs) == 2 for c in token_chunks)
+    assert len(token_chunks) == 9 and all(
+        len(c.choices[0].logprobs.content[0].top_logprobs) == 2 for c in token_chunks
+    )
 
 
 def test_stream_ends_with_done_marker(mock):
@@ -55,7 +65,7 @@ def test_stream_ends_with_done_marker(mock):
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
     for e in events[:-1]:
-        json.loads(e[len("data: "):])
+        json.loads(e[len("data: ") :])
 
 
 def _anthropic_events(text: str) -> list[tuple[str, dict]]:
@@ -71,19 +81,27 @@ def _anthropic_events(text: str) -> list[tuple[str, dict]]:
 
 
 def test_anthropic_style_stream_events_in_order(mock):
-    r = httpx.post(mock.url + "/v1/messages", json={"model": "claude-x", "max_tokens": 5, "stream": True, "messages": MESSAGES})
+    r = httpx.post(
+        mock.url + "/v1/messages",
+        json={"model": "claude-x", "max_tokens": 5, "stream": True, "messages": MESSAGES},
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     ev = _anthropic_events(r.text)
     names = [n for n, _ in ev]
     assert names == ["message_start", "content_block_start"] + ["content_block_delta"] * 5 + [
-        "content_block_stop", "message_delta", "message_stop"]
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert ev[0][1]["message"]["model"] == "claude-x" and ev[0][1]["message"]["usage"]["input_tokens"] > 0
     assert all(d["delta"]["type"] == "text_delta" for n, d in ev if n == "content_block_delta")
     assert ev[-2][1]["delta"]["stop_reason"] == "end_turn" and ev[-2][1]["usage"]["output_tokens"] == 5
 
 
 def test_anthropic_style_json(mock):
-    r = httpx.post(mock.url + "/v1/messages", json={"model": "claude-x", "max_tokens": 4, "messages": MESSAGES}).json()
+    r = httpx.post(
+        mock.url + "/v1/messages", json={"model": "claude-x", "max_tokens": 4, "messages": MESSAGES}
+    ).json()
     assert r["type"] == "message" and r["role"] == "assistant" and r["stop_reason"] == "end_turn"
     assert len(r["content"][0]["text"].split()) == 4 and r["usage"]["output_tokens"] == 4
 
@@ -101,7 +119,9 @@ def test_injected_error_has_openai_shape_and_status(mock):
     assert body.status_code == 503 and body.json()["type"] == "error"
 
 
-@pytest.mark.parametrize("headers", [{"x-mock-latency-ms": "abc"}, {"x-mock-error-rate": "2"}, {"x-mock-tokens": "1.5"}])
+@pytest.mark.parametrize(
+    "headers", [{"x-mock-latency-ms": "abc"}, {"x-mock-error-rate": "2"}, {"x-mock-tokens": "1.5"}]
+)
 def test_bad_control_headers_are_400(mock, headers):
     r = httpx.post(mock.url + "/v1/chat/completions", json={}, headers=headers)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
@@ -109,7 +129,9 @@ def test_bad_control_headers_are_400(mock, headers):
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]"])
 def test_bad_body_is_400_and_server_keeps_serving(mock, body):
-    r = httpx.post(mock.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    r = httpx.post(
+        mock.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and "message" in r.json()["error"]
     assert httpx.get(mock.url + "/health").status_code == 200
 
@@ -127,7 +149,11 @@ def test_stats_count_routes_and_reset(mock):
     httpx.get(mock.url + "/nope")
     s = mock.stats()
     assert s["total"] == 5
-    assert s["by_route"] == {"GET /health": {"200": 3}, "POST /v1/chat/completions": {"500": 1}, "other": {"404": 1}}
+    assert s["by_route"] == {
+        "GET /health": {"200": 3},
+        "POST /v1/chat/completions": {"500": 1},
+        "other": {"404": 1},
+    }
     assert mock.stats(reset=True)["total"] == 5  # ?reset=1 returns, then resets
     assert mock.stats()["total"] == 0
 
@@ -136,8 +162,12 @@ def test_same_seed_same_answers_other_seed_differs(make_mock):
     a, b, c = make_mock(seed=42), make_mock(seed=42), make_mock(seed=43)
 
     def contents(m):
-        return [httpx.post(m.url + "/v1/chat/completions", json={"messages": MESSAGES}).json()["choices"][0]["message"]["content"]
-                for _ in range(3)]
+        return [
+            httpx.post(m.url + "/v1/chat/completions", json={"messages": MESSAGES}).json()["choices"][0][
+                "message"
+            ]["content"]
+            for _ in range(3)
+        ]
 
     assert contents(a) == contents(b)
     assert contents(a) != contents(c)
@@ -195,7 +225,9 @@ def test_stall_header_freezes_the_whole_server(mock):
     t = threading.Thread(target=stall)
     t.start()
     deadline = time.monotonic() + 10
-    while mock.stats()["by_route"].get("GET /v1/models", {}).get("200", 0) < 1:  # the freeze has been triggered
+    while (
+        mock.stats()["by_route"].get("GET /v1/models", {}).get("200", 0) < 1
+    ):  # the freeze has been triggered
         assert time.monotonic() < deadline, "the stalling request never reached the mock"
         time.sleep(0.002)
     in_freeze = not done.is_set()

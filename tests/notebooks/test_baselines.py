@@ -6,6 +6,7 @@ The injections here feed a recorded run's metrics through the checker with the g
 metric degraded the way the regression would degrade it (a model stated beside each one);
 tests/notebooks/test_gate_injection.py produces degraded *real* measurements. Nothing
 here runs a notebook."""
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,29 @@ def _baseline(dirpath: Path, notebook: str, checks: list[dict]) -> None:
 @pytest.fixture
 def synthetic(tmp_path):
     results, baselines = tmp_path / "results", tmp_path / "baselines"
-    nbs.write_metrics(results / "01_mmr_speedup", "01_mmr_speedup", "ci", {
-        "mmr_batch_speedup": nbs.metric(12.5, 11.0, 13.0),
-        "mmr_per_leaf_speedup": 3.2,
-    })
-    nbs.write_metrics(results / "02_spawn_cost", "02_spawn_cost", "ci", {"spawn_over_create_task_p50": nbs.metric(1.8)})
-    _baseline(baselines, "01_mmr_speedup", [
-        {"metric": "mmr_batch_speedup", "op": ">=", "threshold": 5.0},
-        {"metric": "mmr_per_leaf_speedup", "op": ">=", "threshold": 1.5},
-    ])
-    _baseline(baselines, "02_spawn_cost", [{"metric": "spawn_over_create_task_p50", "op": "<=", "threshold": 4.0}])
+    nbs.write_metrics(
+        results / "01_mmr_speedup",
+        "01_mmr_speedup",
+        "ci",
+        {
+            "mmr_batch_speedup": nbs.metric(12.5, 11.0, 13.0),
+            "mmr_per_leaf_speedup": 3.2,
+        },
+    )
+    nbs.write_metrics(
+        results / "02_spawn_cost", "02_spawn_cost", "ci", {"spawn_over_create_task_p50": nbs.metric(1.8)}
+    )
+    _baseline(
+        baselines,
+        "01_mmr_speedup",
+        [
+            {"metric": "mmr_batch_speedup", "op": ">=", "threshold": 5.0},
+            {"metric": "mmr_per_leaf_speedup", "op": ">=", "threshold": 1.5},
+        ],
+    )
+    _baseline(
+        baselines, "02_spawn_cost", [{"metric": "spawn_over_create_task_p50", "op": "<=", "threshold": 4.0}]
+    )
     return results, baselines
 
 
@@ -51,10 +65,13 @@ def test_checker_passes_when_values_clear_thresholds(synthetic):
     assert nbs.main(["--check-only", str(results), "--baselines", str(baselines)]) == 0
 
 
-@pytest.mark.parametrize("notebook,metric,op,threshold", [
-    ("01_mmr_speedup", "mmr_batch_speedup", ">=", 12.6),        # floor just above 12.5
-    ("02_spawn_cost", "spawn_over_create_task_p50", "<=", 1.79),  # ceiling just below 1.8
-])
+@pytest.mark.parametrize(
+    "notebook,metric,op,threshold",
+    [
+        ("01_mmr_speedup", "mmr_batch_speedup", ">=", 12.6),  # floor just above 12.5
+        ("02_spawn_cost", "spawn_over_create_task_p50", "<=", 1.79),  # ceiling just below 1.8
+    ],
+)
 def test_a_failing_gate_names_everything(synthetic, capsys, notebook, metric, op, threshold):
     results, baselines = synthetic
     data = json.loads((baselines / f"{notebook}.json").read_text())
@@ -76,13 +93,20 @@ def test_a_failing_gate_names_everything(synthetic, capsys, notebook, metric, op
 
 def test_missing_metric_or_results_is_a_failure(synthetic):
     results, baselines = synthetic
-    _baseline(baselines, "03_concurrency_knee", [{"metric": "pyrs_over_py_throughput_cmax", "op": ">=", "threshold": 0.9}])
+    _baseline(
+        baselines,
+        "03_concurrency_knee",
+        [{"metric": "pyrs_over_py_throughput_cmax", "op": ">=", "threshold": 0.9}],
+    )
     data = json.loads((baselines / "01_mmr_speedup.json").read_text())
     data["checks"].append({"metric": "no_such_metric", "op": ">=", "threshold": 1})
     (baselines / "01_mmr_speedup.json").write_text(json.dumps(data))
 
     failed = {(c.notebook, c.metric): c for c in nbs.check_results(results, baselines) if not c.ok}
-    assert set(failed) == {("01_mmr_speedup", "no_such_metric"), ("03_concurrency_knee", "pyrs_over_py_throughput_cmax")}
+    assert set(failed) == {
+        ("01_mmr_speedup", "no_such_metric"),
+        ("03_concurrency_knee", "pyrs_over_py_throughput_cmax"),
+    }
     assert all(c.value is None for c in failed.values())
     assert "missing" in failed[("01_mmr_speedup", "no_such_metric")].message()
 
@@ -98,16 +122,19 @@ def test_bad_baseline_and_bad_metrics_are_rejected(tmp_path):
         nbs.write_metrics(tmp_path / "r", "x", "ci", {"m": float("nan")})
 
 
-@pytest.mark.parametrize("check,values,want", [
-    # advantage, higher is better: half of the median advantage (median 3 -> 2) beats the noise floor (2.5 * 0.85)
-    ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [2.5, 3.0, 3.5], 2.0),
-    # ... unless the noise floor is lower: worst 1.5 * 0.85 = 1.275 < 2.0
-    ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [1.5, 3.0, 3.5], 1.275),
-    # lower is better: half of 1 - 0.6 is 0.8; the noise ceiling 0.7 * 1.15 = 0.805 is higher
-    ({"metric": "m", "op": "<=", "rule": "advantage", "neutral": 1.0}, [0.5, 0.6, 0.7], 0.805),
-    ({"metric": "m", "op": "<=", "rule": "cost"}, [1.1, 1.2], 1.38),
-    ({"metric": "m", "op": ">=", "rule": "exact", "threshold": 1.0}, [1.0], 1.0),
-])
+@pytest.mark.parametrize(
+    "check,values,want",
+    [
+        # advantage, higher is better: half of the median advantage (median 3 -> 2) beats the noise floor (2.5 * 0.85)
+        ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [2.5, 3.0, 3.5], 2.0),
+        # ... unless the noise floor is lower: worst 1.5 * 0.85 = 1.275 < 2.0
+        ({"metric": "m", "op": ">=", "rule": "advantage", "neutral": 1.0}, [1.5, 3.0, 3.5], 1.275),
+        # lower is better: half of 1 - 0.6 is 0.8; the noise ceiling 0.7 * 1.15 = 0.805 is higher
+        ({"metric": "m", "op": "<=", "rule": "advantage", "neutral": 1.0}, [0.5, 0.6, 0.7], 0.805),
+        ({"metric": "m", "op": "<=", "rule": "cost"}, [1.1, 1.2], 1.38),
+        ({"metric": "m", "op": ">=", "rule": "exact", "threshold": 1.0}, [1.0], 1.0),
+    ],
+)
 def test_derivation_rule(check, values, want):
     assert nbs.derive_threshold(check, values) == pytest.approx(want, abs=1e-3)
 
@@ -134,7 +161,9 @@ def test_committed_threshold_is_the_one_the_recorded_runs_give(notebook, check):
     """A threshold is derived, not chosen: the rule applied to the recorded runs gives it."""
     assert check.get("why"), f"{notebook}/{check['metric']}: gate not explained"
     values = nbs.recorded_values(RUNS, notebook, check["metric"])
-    assert len(values) == len(_runs_of(notebook)), f"{notebook}/{check['metric']}: missing from some recorded runs of it"
+    assert len(values) == len(_runs_of(notebook)), (
+        f"{notebook}/{check['metric']}: missing from some recorded runs of it"
+    )
     if check.get("rule") == "exact":
         assert "margin" not in check
         return
@@ -163,10 +192,13 @@ def test_readme_reports_each_gate_and_its_false_alarms():
         assert f"{r['loo_at_min_margin']}/{r['runs']}" in row, (r["metric"], r["loo_at_min_margin"], row)
         if r["margin"] is not None:
             assert f"{r['margin']:.0%}" in row, (r["metric"], r["margin"], row)
-    assert re.search(r"\b" + str(len(RUNS)) + r" recorded", text), "the README must say how many runs are recorded"
+    assert re.search(r"\b" + str(len(RUNS)) + r" recorded", text), (
+        "the README must say how many runs are recorded"
+    )
 
 
 # --- injected regressions: every gate fails on the regression it guards ---------------------
+
 
 def _results_from_run(root: Path, run: dict, override: dict | None = None) -> Path:
     for nb, metrics in run["metrics"].items():
@@ -200,42 +232,65 @@ def _v(run, nb, name):
 # metric, given one recorded run (the model is in the lambda and the text).
 INJECTIONS = {
     ("01_mmr_speedup", "mmr_per_leaf_speedup"): (
-        "the Python MMR twin loaded under the Rust label: Python over Python", lambda r: 1.0),
+        "the Python MMR twin loaded under the Rust label: Python over Python",
+        lambda r: 1.0,
+    ),
     ("01_mmr_speedup", "mmr_batch_speedup"): (
-        "the Python MMR twin under the Rust label: its append_many is a Python loop", lambda r: 1.0),
+        "the Python MMR twin under the Rust label: its append_many is a Python loop",
+        lambda r: 1.0,
+    ),
     ("01_mmr_speedup", "mmr_batch_over_per_leaf"): (
         "the batch path removed (append_many loops over per-leaf appends): batch runs at the per-leaf speed",
-        lambda r: 1.0),
+        lambda r: 1.0,
+    ),
     ("01_mmr_speedup", "mmr_batch_share_of_bound"): (
         "the Python MMR twin under the Rust label: the share of the bound falls to the Python twin's",
-        lambda r: _v(r, "01_mmr_speedup", "mmr_python_share_of_bound")),
+        lambda r: _v(r, "01_mmr_speedup", "mmr_python_share_of_bound"),
+    ),
     ("02_spawn_cost", "spawn_over_create_task_p50_py"): (
         "a sleep in the hand-off: work as long again as a create_task done inline, p50 ratio + 1",
-        lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_py") + 1.0),
+        lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_py") + 1.0,
+    ),
     ("02_spawn_cost", "spawn_over_create_task_p50_pyrs"): (
-        "a sleep in the hand-off, py+rs", lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_pyrs") + 1.0),
+        "a sleep in the hand-off, py+rs",
+        lambda r: _v(r, "02_spawn_cost", "spawn_over_create_task_p50_pyrs") + 1.0,
+    ),
     ("03_concurrency_knee", "pyrs_over_py_rps_c16"): (
-        "every Rust twin swapped for its Python twin while labelled Rust: py+rs is py", lambda r: 1.0),
+        "every Rust twin swapped for its Python twin while labelled Rust: py+rs is py",
+        lambda r: 1.0,
+    ),
     ("03_concurrency_knee", "pyrs_over_py_rps_c1"): ("same, at c=1", lambda r: 1.0),
     ("03_concurrency_knee", "py_rps_cmax_over_c1"): (
-        "a blocking sleep in a stage that dominates the request: requests are served one at a time", lambda r: 1.0),
+        "a blocking sleep in a stage that dominates the request: requests are served one at a time",
+        lambda r: 1.0,
+    ),
     ("04_flamegraphs", "flamegraph_coverage"): ("one of the two ci cells without a profile", lambda r: 0.5),
     ("04_flamegraphs", "python_share_pyrs_over_py"): (
-        "the Rust twins swapped for their Python twins while labelled Rust: the same share of Python samples", lambda r: 1.0),
+        "the Rust twins swapped for their Python twins while labelled Rust: the same share of Python samples",
+        lambda r: 1.0,
+    ),
     ("05_fast_vs_slow_upstream", "ovh_share_fast_over_slow_py_c2"): (
         "a 50 ms sleep in a stage: the gateway is ~all of the fast latency and half of the slow one -> ~2",
-        lambda r: 2.0),
+        lambda r: 2.0,
+    ),
     ("05_fast_vs_slow_upstream", "ovh_share_fast_over_slow_pyrs_c2"): ("same, py+rs", lambda r: 2.0),
     ("06_component_ablation", "all_rust_over_py_cpu_per_req"): (
-        "the Rust twins swapped for their Python twins while labelled Rust: the same CPU per request", lambda r: 1.0),
+        "the Rust twins swapped for their Python twins while labelled Rust: the same CPU per request",
+        lambda r: 1.0,
+    ),
     ("06_component_ablation", "all_rust_over_py_rps"): ("same: the same throughput", lambda r: 1.0),
     ("07_rust_ladder", "cpu_per_req_py_over_rsserver_c16"): (
-        "rs-server serving through a Python pipeline: py's CPU per request", lambda r: 1.0),
+        "rs-server serving through a Python pipeline: py's CPU per request",
+        lambda r: 1.0,
+    ),
     ("07_rust_ladder", "cpu_per_req_py_over_rscore_c16"): (
         "rs-core falling back to the Python pipeline with the Rust twins (py+rs) per request: py over py+rs",
-        lambda r: _v(r, "07_rust_ladder", "cpu_per_req_py_over_pyrs_c16")),
+        lambda r: _v(r, "07_rust_ladder", "cpu_per_req_py_over_pyrs_c16"),
+    ),
     ("07_rust_ladder", "rss_py_over_rsserver"): (
-        "rs-server carrying an interpreter: a Python process's footprint", lambda r: 1.0),
+        "rs-server carrying an interpreter: a Python process's footprint",
+        lambda r: 1.0,
+    ),
 }
 
 
@@ -255,20 +310,28 @@ BLIND_SPOTS = {
 SEVERE = {
     ("01_mmr_speedup", "mmr_batch_over_per_leaf"): (
         "append_many at half the per-leaf speed (a batch path that copies and converts every payload twice)",
-        lambda r: 0.5),
+        lambda r: 0.5,
+    ),
     ("03_concurrency_knee", "pyrs_over_py_rps_c16"): (
         "a blocking sleep of three times the request's service time in a Rust-labelled stage: py+rs at a quarter of py",
-        lambda r: 0.25),
+        lambda r: 0.25,
+    ),
     ("03_concurrency_knee", "pyrs_over_py_rps_c1"): (
-        "a blocking sleep of nine times the service time in a Rust-labelled stage, at c=1: a tenth of py", lambda r: 0.1),
+        "a blocking sleep of nine times the service time in a Rust-labelled stage, at c=1: a tenth of py",
+        lambda r: 0.1,
+    ),
     ("06_component_ablation", "all_rust_over_py_cpu_per_req"): (
         "a busy-wait in a Rust-labelled stage as long as the rest of the request: CPU per request doubled",
-        lambda r: 2 * _v(r, "06_component_ablation", "all_rust_over_py_cpu_per_req")),
+        lambda r: 2 * _v(r, "06_component_ablation", "all_rust_over_py_cpu_per_req"),
+    ),
     ("06_component_ablation", "all_rust_over_py_rps"): (
         "a blocking sleep of three times the service time in a Rust-labelled stage: a quarter of the throughput",
-        lambda r: 0.25 * _v(r, "06_component_ablation", "all_rust_over_py_rps")),
+        lambda r: 0.25 * _v(r, "06_component_ablation", "all_rust_over_py_rps"),
+    ),
     ("07_rust_ladder", "cpu_per_req_py_over_rscore_c16"): (
-        "rs-core running the all-Python pipeline per request: py's CPU per request", lambda r: 1.0),
+        "rs-core running the all-Python pipeline per request: py's CPU per request",
+        lambda r: 1.0,
+    ),
 }
 
 
@@ -278,12 +341,17 @@ def test_every_gate_has_an_injection():
 
 
 def test_blind_spots_are_the_documented_ones():
-    blind = {(nb, c["metric"]) for nb, c in GATES
-             if nbs.OPS[c["op"]](INJECTIONS[(nb, c["metric"])][1](_runs_of(nb)[-1]), float(c["threshold"]))}
+    blind = {
+        (nb, c["metric"])
+        for nb, c in GATES
+        if nbs.OPS[c["op"]](INJECTIONS[(nb, c["metric"])][1](_runs_of(nb)[-1]), float(c["threshold"]))
+    }
     assert blind == BLIND_SPOTS
     text = README.read_text()
-    for nb, name in BLIND_SPOTS:
-        assert f"`{name}`" in text.split("### Blind spots", 1)[-1], f"{name}: blind spot not explained in the README"
+    for _nb, name in BLIND_SPOTS:
+        assert f"`{name}`" in text.split("### Blind spots", 1)[-1], (
+            f"{name}: blind spot not explained in the README"
+        )
 
 
 def _injected_fails(tmp_path, capsys, notebook, check, bad, what):
@@ -292,7 +360,11 @@ def _injected_fails(tmp_path, capsys, notebook, check, bad, what):
     results = _latest_results(tmp_path / "results", notebook, {name: nbs.metric(bad)})
     checks = nbs.check_results(results)
     failed = [c for c in checks if not c.ok]
-    assert [(c.notebook, c.metric) for c in failed] == [(notebook, name)], (what, bad, [c.message() for c in checks])
+    assert [(c.notebook, c.metric) for c in failed] == [(notebook, name)], (
+        what,
+        bad,
+        [c.message() for c in checks],
+    )
     assert nbs.main(["--check-only", str(results)]) == 1
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FAIL"))
     assert notebook in line and name in line and f"{bad:.4g}" in line

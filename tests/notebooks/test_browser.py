@@ -3,6 +3,7 @@ parameters injected as papermill does) opened in headless Debian Chromium (drive
 playwright, no browser download), Run All Cells: the live sweep panels count every cell,
 the notebook runs to its end (its metrics.json appears) and a plotly figure renders in the
 page. The screenshots land in test-artifacts/."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -58,28 +67,50 @@ def jupyterlab(tmp_path):
     work.mkdir()
     _study_notebook(work / f"{STUDY}.ipynb", tmp_path / "run")
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ,
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
-               PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
+        PYTHONPATH=str(ROOT),
+    )
     # only the notebook's own kernel, so Lab never stops to ask which one to start
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "jupyter_server_config.json").write_text(
-        json.dumps({"KernelSpecManager": {"allowed_kernelspecs": ["python3"]}}))
+        json.dumps({"KernelSpecManager": {"allowed_kernelspecs": ["python3"]}})
+    )
     jupyter = Path(sys.executable).parent / "jupyter"
     log = open(tmp_path / "jupyterlab.log", "w")
     proc = subprocess.Popen(
-        [str(jupyter), "lab", "--no-browser", "--ip", "127.0.0.1", f"--port={port}", "--port-retries=0",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None"]
+        [
+            str(jupyter),
+            "lab",
+            "--no-browser",
+            "--ip",
+            "127.0.0.1",
+            f"--port={port}",
+            "--port-retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}): {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"jupyter lab exited ({proc.returncode}): {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
                     if r.status == 200:
@@ -133,8 +164,12 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
     shot = ARTIFACTS / "jupyterlab-plotly.png"
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900})
+            str(tmp / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
             page.goto(f"{base}/lab/tree/{STUDY}.ipynb?token={token}", timeout=90_000)
@@ -142,10 +177,13 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
             _run_all_cells(page)
             # the live sweep panels (ipywidgets + plotly FigureWidget) render while the sweeps run,
             # and end by counting every cell of both sweeps (2 modes x 1 concurrency each)
-            page.wait_for_selector(".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=120_000)
+            page.wait_for_selector(
+                ".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=120_000
+            )
             page.wait_for_function(
                 "(document.querySelector('.jp-NotebookPanel .jp-Notebook').innerText.match(/done, 2 cells/g) || []).length >= 2",
-                timeout=600_000)
+                timeout=600_000,
+            )
             # the notebook ran to its end: the metrics the CI gate reads were written by the kernel
             for _ in range(600):
                 if (tmp / "run" / "metrics.json").exists():

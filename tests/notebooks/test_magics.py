@@ -1,5 +1,6 @@
 """The lab extension in a real IPython shell: %gateway against the native mock, %bench,
 %sweep with the CLI's options, %%profile."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ def _alive(pid: int) -> bool:
 
 def _chat(url: str, key: str) -> dict:
     body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}).encode()
-    req = urllib.request.Request(f"{url}/v1/chat/completions", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
         return json.loads(r.read())
@@ -48,7 +53,9 @@ def _chat(url: str, key: str) -> dict:
 def test_gateway_up_status_down(ip, capsys):
     ip.run_line_magic("gateway", "up --mode py")
     s = lab_ext.session()
-    assert s.up and s.gateway.url.startswith("http://127.0.0.1:") and s.mock.url.startswith("http://127.0.0.1:")
+    assert (
+        s.up and s.gateway.url.startswith("http://127.0.0.1:") and s.mock.url.startswith("http://127.0.0.1:")
+    )
     out = capsys.readouterr().out
     assert "gateway up at" in out and s.gateway.url in out
 
@@ -108,13 +115,31 @@ def test_bench_mmr_quick_returns_a_table(ip, capsys):
 
 
 def test_sweep_options_are_the_clis():
-    a = sweep_parser().parse_args(["--modes", "py,py+rs", "--concurrency", "1,4", "--duration", "2", "--repeat", "2",
-                                   "--impl", "mmr=python", "--no-gil", "--profile", "ci-2c"])
+    a = sweep_parser().parse_args(
+        [
+            "--modes",
+            "py,py+rs",
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "2",
+            "--repeat",
+            "2",
+            "--impl",
+            "mmr=python",
+            "--no-gil",
+            "--profile",
+            "ci-2c",
+        ]
+    )
     kw = sweep_kwargs(a)
     assert kw["modes"] == ("py", "py+rs") and kw["switches"] == ["mmr=python"]
     assert kw["duration_s"] == 2 and kw["repeat"] == 2 and kw["gil"] is False and kw["profile"] == "ci-2c"
     assert kw["tracing"] == ("off",)
-    assert sweep_kwargs(sweep_parser().parse_args(["--tracing", "off,sampled:0.1"]))["tracing"] == ("off", "sampled:0.1")
+    assert sweep_kwargs(sweep_parser().parse_args(["--tracing", "off,sampled:0.1"]))["tracing"] == (
+        "off",
+        "sampled:0.1",
+    )
     with pytest.raises(MagicUsageError):
         sweep_parser().parse_args(["--repeat", "many"])
 
@@ -124,26 +149,40 @@ def test_sweep_magic_runs_a_tiny_sweep_with_the_live_panel(ip, tmp_path, monkeyp
 
     panels = []
     real = widgets.SweepPanel.for_sweep
-    monkeypatch.setattr(widgets.SweepPanel, "for_sweep", classmethod(lambda cls, kw: panels.append(real(kw)) or panels[-1]))
-    res = ip.run_line_magic("sweep", f"--modes py --concurrency 1,2 --duration 0.5 --warmup 0.2 --repeat 1 --no-gil "
-                                     f"--no-report --no-progress --profile ci-2c --out {tmp_path}")
+    monkeypatch.setattr(
+        widgets.SweepPanel, "for_sweep", classmethod(lambda cls, kw: panels.append(real(kw)) or panels[-1])
+    )
+    res = ip.run_line_magic(
+        "sweep",
+        f"--modes py --concurrency 1,2 --duration 0.5 --warmup 0.2 --repeat 1 --no-gil "
+        f"--no-report --no-progress --profile ci-2c --out {tmp_path}",
+    )
     assert res.dir.parent == tmp_path
     assert list(res.table["status"]) == ["ok", "ok"] and (res.table["rps"] > 0).all()
     (panel,) = panels
     assert panel.n == 2 and panel.progress.value == 2
-    assert [tr.name for tr in panel.throughput.data] == ["py"] and list(panel.throughput.data[0].x) == [1.0, 2.0]
+    assert [tr.name for tr in panel.throughput.data] == ["py"] and list(panel.throughput.data[0].x) == [
+        1.0,
+        2.0,
+    ]
 
 
 def test_profile_cell_magic_with_py_spy(ip, tmp_path):
-    ip.run_cell_magic("profile", f"--out {tmp_path}",
-                      "import hashlib\nprofiled = 0\nfor i in range(200_000):\n    profiled += len(hashlib.sha256(b'x').digest())")
+    ip.run_cell_magic(
+        "profile",
+        f"--out {tmp_path}",
+        "import hashlib\nprofiled = 0\nfor i in range(200_000):\n    profiled += len(hashlib.sha256(b'x').digest())",
+    )
     assert ip.user_ns["profiled"] == 200_000 * 32  # the cell ran in the kernel's namespace
     (svg,) = tmp_path.glob("profile-*.svg")
     assert b"<svg" in svg.read_bytes()[:2000]
 
 
 def test_profile_cell_magic_with_scalene(ip, tmp_path):
-    ip.run_cell_magic("profile", f"--tool scalene --out {tmp_path}",
-                      "total = 0\nfor i in range(3_000_000):\n    total += i * i\n")
+    ip.run_cell_magic(
+        "profile",
+        f"--tool scalene --out {tmp_path}",
+        "total = 0\nfor i in range(3_000_000):\n    total += i * i\n",
+    )
     data = json.loads((tmp_path / "scalene-profile.json").read_text())
     assert data["files"], "scalene recorded no file"

@@ -2,6 +2,7 @@
 (notebooks/<name>.py) paired with the .ipynb papermill executes. The two must hold the same
 cells -- `jupytext --sync notebooks/<name>.py` puts them back in step -- and the script must
 be ordinary, compilable Python with a literal-only parameters cell."""
+
 from __future__ import annotations
 
 import ast
@@ -23,7 +24,9 @@ def test_every_notebook_has_a_source_and_no_generator_is_left():
     assert not (DIR / "_build.py").exists()
     for name in nbs.NOTEBOOKS:
         assert (DIR / f"{name}.py").is_file(), f"{name}: no jupytext source"
-        assert (DIR / f"{name}.ipynb").is_file(), f"{name}: no paired notebook (run `jupytext --sync notebooks/{name}.py`)"
+        assert (DIR / f"{name}.ipynb").is_file(), (
+            f"{name}: no paired notebook (run `jupytext --sync notebooks/{name}.py`)"
+        )
     stray = {p.stem for p in DIR.glob("[0-9][0-9]_*.ipynb")} - {p.stem for p in DIR.glob("[0-9][0-9]_*.py")}
     assert not stray, f"notebooks without a source: {sorted(stray)}"
 
@@ -33,9 +36,12 @@ def test_source_and_notebook_hold_the_same_cells(name):
     src = jupytext.read(DIR / f"{name}.py")
     ipynb = nbformat.read(DIR / f"{name}.ipynb", as_version=4)
     assert _cells(src) == _cells(ipynb), (
-        f"notebooks/{name}.py and .ipynb differ: run `.venv/bin/jupytext --sync notebooks/{name}.py`")
+        f"notebooks/{name}.py and .ipynb differ: run `.venv/bin/jupytext --sync notebooks/{name}.py`"
+    )
     assert src.metadata["jupytext"]["formats"] == "ipynb,py:percent"
-    assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), f"{name}.ipynb is committed with outputs"
+    assert all(not c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), (
+        f"{name}.ipynb is committed with outputs"
+    )
 
 
 @pytest.mark.parametrize("name", nbs.NOTEBOOKS)

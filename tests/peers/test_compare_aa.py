@@ -3,6 +3,7 @@ itself swung between them, a pair whose B has an injected 20% slowdown (harness.
 GATEWAYLAB_INJECT_DELAY_US, calibrated) is never called better and costs more CPU per
 request; one repeat can never flag; a run folder without a table and a load run in
 which every request failed each give one line and a non-zero exit."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,20 @@ def test_aa_pair_flags_nothing_and_the_injected_slowdown_is_caught(tmp_path):
 
 
 def _cells(scale: float, repeats: int):
-    rows = [dict(mode="py", switches="", shell="asgi", concurrency=c, repeat=r, status="ok", rps=1000 * c / scale,
-                 loop="closed") for c in (1, 4) for r in range(repeats)]
+    rows = [
+        dict(
+            mode="py",
+            switches="",
+            shell="asgi",
+            concurrency=c,
+            repeat=r,
+            status="ok",
+            rps=1000 * c / scale,
+            loop="closed",
+        )
+        for c in (1, 4)
+        for r in range(repeats)
+    ]
     return schema.frame("cells", rows)
 
 
@@ -42,9 +55,25 @@ def test_one_repeat_never_flags():
 
 def test_open_loop_cells_compare_rate_with_rate():
     def cells(scale):
-        return schema.frame("cells", [dict(mode="noveum", switches="", shell="-", concurrency=0, rate=rate, repeat=r,
-                                           status="ok", loop="open", lat_p50_us=rate * scale + r)
-                                      for rate in (100, 1000) for r in range(3)])
+        return schema.frame(
+            "cells",
+            [
+                dict(
+                    mode="noveum",
+                    switches="",
+                    shell="-",
+                    concurrency=0,
+                    rate=rate,
+                    repeat=r,
+                    status="ok",
+                    loop="open",
+                    lat_p50_us=rate * scale + r,
+                )
+                for rate in (100, 1000)
+                for r in range(3)
+            ],
+        )
+
     verdicts, per_cell = compare_tables(cells(1), cells(2))
     by = {v.metric: v for v in verdicts}
     assert by["lat_p50_us"].verdict == "worse" and len(per_cell) == 2
@@ -53,13 +82,39 @@ def test_open_loop_cells_compare_rate_with_rate():
 def _run(scale: float, direct_scale: float, repeats: int = 3, first_repeat: int = 0):
     """A cells table and its direct baseline: the gateway at 1000*c/scale req/s, the direct
     baseline at 5000*c/direct_scale, with a small repeat-to-repeat spread."""
-    cells = schema.frame("cells", [dict(mode="py+rs", switches="", shell="asgi", route="chat", concurrency=c,
-                                        repeat=first_repeat + r, status="ok", loop="closed",
-                                        rps=1000 * c / scale * (1 + 0.01 * r))
-                                   for c in (4, 8, 16) for r in range(repeats)])
-    base = schema.frame("baseline", [dict(concurrency=c, route="chat", repeat=first_repeat + r, status="ok",
-                                          loop="closed", rps=5000 * c / direct_scale * (1 + 0.01 * r))
-                                     for c in (4, 8, 16) for r in range(repeats)])
+    cells = schema.frame(
+        "cells",
+        [
+            dict(
+                mode="py+rs",
+                switches="",
+                shell="asgi",
+                route="chat",
+                concurrency=c,
+                repeat=first_repeat + r,
+                status="ok",
+                loop="closed",
+                rps=1000 * c / scale * (1 + 0.01 * r),
+            )
+            for c in (4, 8, 16)
+            for r in range(repeats)
+        ],
+    )
+    base = schema.frame(
+        "baseline",
+        [
+            dict(
+                concurrency=c,
+                route="chat",
+                repeat=first_repeat + r,
+                status="ok",
+                loop="closed",
+                rps=5000 * c / direct_scale * (1 + 0.01 * r),
+            )
+            for c in (4, 8, 16)
+            for r in range(repeats)
+        ],
+    )
     return cells, base
 
 
@@ -114,7 +169,9 @@ def test_factors_are_derived_from_the_recorded_aa_study():
     from harness.aa import derive_factors
     from harness.stats import FACTORS, METRICS
 
-    study = json.loads((Path(__file__).resolve().parents[2] / "data" / "aa" / "20261201-interleaved.json").read_text())
+    study = json.loads(
+        (Path(__file__).resolve().parents[2] / "data" / "aa" / "20261201-interleaved.json").read_text()
+    )
     assert len(study["aa"]) >= 20 and study["protocol"] == "interleaved"
     assert FACTORS == derive_factors(study)
     assert set(FACTORS) == set(METRICS)
@@ -127,11 +184,27 @@ def test_factors_are_derived_from_the_recorded_aa_study():
 def test_the_pooled_test_catches_what_one_cell_cannot():
     """Three cells of 3 v 3 repeats, each moved 1.3x with overlapping ranges in each cell: no
     cell is significant on its own, the pooled repeats are."""
+
     def cells(scale):
-        return schema.frame("cells", [dict(mode="py+rs", switches="", shell="asgi", route="chat", concurrency=c,
-                                           repeat=r, status="ok", loop="closed",
-                                           cpu_us_per_req=100.0 * scale * (1.0, 1.25, 0.8)[r])
-                                      for c in (4, 8, 16) for r in range(3)])
+        return schema.frame(
+            "cells",
+            [
+                dict(
+                    mode="py+rs",
+                    switches="",
+                    shell="asgi",
+                    route="chat",
+                    concurrency=c,
+                    repeat=r,
+                    status="ok",
+                    loop="closed",
+                    cpu_us_per_req=100.0 * scale * (1.0, 1.25, 0.8)[r],
+                )
+                for c in (4, 8, 16)
+                for r in range(3)
+            ],
+        )
+
     verdicts, per_cell = compare_tables(cells(1.0), cells(1.3))
     cpu = {v.metric: v for v in verdicts}["cpu_us_per_req"]
     assert set(per_cell[per_cell["metric"] == "cpu_us_per_req"]["flag"]) == {"same"}
@@ -150,8 +223,19 @@ def test_load_in_which_every_request_failed_exits_non_zero(capsys):
     from harness.native_procs import start_mock
 
     with start_mock(seed=1) as mock:  # a POST endpoint loaded without --body: every answer is a 4xx
-        code = cli_main(["load", "--url", mock.url + "/v1/chat/completions", "--concurrency", "1",
-                         "--duration", "0.3", "--method", "POST"])
+        code = cli_main(
+            [
+                "load",
+                "--url",
+                mock.url + "/v1/chat/completions",
+                "--concurrency",
+                "1",
+                "--duration",
+                "0.3",
+                "--method",
+                "POST",
+            ]
+        )
     captured = capsys.readouterr()
     assert code == 1
     assert "every request failed" in captured.err

@@ -3,6 +3,7 @@ first): each adapter in a short closed-loop cell and one open-loop step with non
 counts and the process tree's RSS recorded; LiteLLM's `x-litellm-rust` answer header on both
 of its /v1/messages targets; a peer that cannot start is a failed cell with its reason while
 the sweep goes on; install is idempotent and `list` names what cannot be installed."""
+
 from __future__ import annotations
 
 import psutil
@@ -15,13 +16,24 @@ from harness.sweep import run_sweep
 pytestmark = pytest.mark.slow
 
 PEER_TARGETS = ["litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"]
-SMALL = dict(profile="xeon-4c", duration_s=1.0, warmup_s=0.3, repeat=1, gil=False, capacity=False, report=False,
-             progress=False)
+SMALL = dict(
+    profile="xeon-4c",
+    duration_s=1.0,
+    warmup_s=0.3,
+    repeat=1,
+    gil=False,
+    capacity=False,
+    report=False,
+    progress=False,
+)
 
 
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    return {
+        p.pid
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +59,9 @@ def test_install_is_idempotent_and_list_names_bifrost(capsys):
     out = capsys.readouterr().out
     assert "| bifrost |" in out and "Go module proxy refuses" in out
     for name in ("litellm", "portkey", "noveum"):
-        assert f"| {name} | {peers.pins()[name]['version']} | {peers.pins()[name]['version']} | installed" in out
+        assert (
+            f"| {name} | {peers.pins()[name]['version']} | {peers.pins()[name]['version']} | installed" in out
+        )
 
 
 @pytest.mark.parametrize("loop", ["closed", "open"])
@@ -56,14 +70,16 @@ def test_each_peer_serves_through_the_sweep(sweeps, loop, target):
     t = sweeps[loop].table
     row = t[t["mode"] == target].iloc[0]
     assert row["status"] == "ok", row["error"]
-    assert row["target_kind"] == "peer" and row["peer_version"] == peers.installed_version(target.split("-")[0])
-    assert row["requests"] > 0 and row["rps"] > 0           # 2xx answers
+    assert row["target_kind"] == "peer" and row["peer_version"] == peers.installed_version(
+        target.split("-")[0]
+    )
+    assert row["requests"] > 0 and row["rps"] > 0  # 2xx answers
     assert row["rss_peak_mb"] > 0
     cpu = row["cpu_user_s"] + row["cpu_sys_s"]
     assert cpu == cpu and cpu >= 0  # measured (/proc); Noveum at 20 req/s spends less than one 10 ms tick
     if loop == "closed":
         assert cpu > 0
-    assert row["ovh_p50_us"] == row["ovh_p50_us"]            # the direct baseline on its route exists
+    assert row["ovh_p50_us"] == row["ovh_p50_us"]  # the direct baseline on its route exists
     if loop == "open":
         assert row["rate"] == 20 and row["concurrency"] == 0
 
@@ -74,7 +90,9 @@ def test_litellm_header_confirms_the_path(sweeps):
     assert t.loc["litellm", "path_check"] == "status=200,x-litellm-rust=None"
     assert t.loc["litellm", "route"] == t.loc["litellm-rust", "route"] == "messages"
     assert t.loc["litellm-chat", "route"] == "chat"
-    assert sweeps["closed"].meta["peers"] == {p: peers.installed_version(p) for p in ("litellm", "noveum", "portkey")}
+    assert sweeps["closed"].meta["peers"] == {
+        p: peers.installed_version(p) for p in ("litellm", "noveum", "portkey")
+    }
 
 
 def test_rungs_and_peers_share_one_run_and_leave_nothing_behind(sweeps):
@@ -89,17 +107,22 @@ def test_a_peer_that_cannot_start_is_a_failed_cell_and_the_sweep_goes_on(tmp_pat
     res = run_sweep(targets=["portkey", "py+rs"], concurrency=(2,), out=tmp_path, name="missing", **SMALL)
     t = res.table.set_index("mode")
     assert t.loc["portkey", "status"] == "failed"
-    assert "peer did not start" in t.loc["portkey", "error"] and "gatewaylab peers install portkey" in \
-        t.loc["portkey", "error"]
+    assert (
+        "peer did not start" in t.loc["portkey", "error"]
+        and "gatewaylab peers install portkey" in t.loc["portkey", "error"]
+    )
     assert t.loc["py+rs", "status"] == "ok"
 
 
 def test_open_loop_ladder_stops_at_the_first_unsustained_rate(tmp_path):
     # a cap no gateway meets (1 µs): the first rate fails, the rest are skipped, none sustained
-    res = run_sweep(targets=["noveum"], rates=[10, 20, 40], p99_cap_ms=0.001, out=tmp_path, name="ladder", **SMALL)
+    res = run_sweep(
+        targets=["noveum"], rates=[10, 20, 40], p99_cap_ms=0.001, out=tmp_path, name="ladder", **SMALL
+    )
     t = res.table.sort_values("rate")
     assert list(t["status"]) == ["ok", "skipped", "skipped"]
     assert "ladder stopped at 10/s" in t["error"].iloc[1]
     from harness.stats import sustainable_rates
+
     s = sustainable_rates(res.table, p99_cap_us=1.0)
     assert s["sustainable_rate"].isna().all() and s["first_failed_rate"].iloc[0] == 10

@@ -1,4 +1,5 @@
 """The target table: rungs and peers by name, one line for a mistake."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,21 @@ def test_peers_cli_rejects_unknown_and_uninstallable(capsys):
 def test_sweep_magic_takes_targets_and_rates():
     from lab_ext.magics import sweep_kwargs, sweep_parser
 
-    kw = sweep_kwargs(sweep_parser().parse_args(["--targets", "py+rs,noveum", "litellm-rust", "--rates", "100,400",
-                                                 "--p99-cap-ms", "20", "--stream", "--upstream-itl-ms", "5"]))
+    kw = sweep_kwargs(
+        sweep_parser().parse_args(
+            [
+                "--targets",
+                "py+rs,noveum",
+                "litellm-rust",
+                "--rates",
+                "100,400",
+                "--p99-cap-ms",
+                "20",
+                "--stream",
+                "--upstream-itl-ms",
+                "5",
+            ]
+        )
+    )
     assert kw["targets"] == ["py+rs", "noveum", "litellm-rust"] and kw["rates"] == "100,400"
     assert kw["p99_cap_ms"] == 20 and kw["stream"] is True and kw["upstream"]["itl_ms"] == 5

@@ -1,4 +1,5 @@
 """Fixtures the reliability tests share."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The rungs every reliability test runs on: every mode the twin registry knows (py, py+rs,
 rs-core, and rs-server once it is registered), so a new rung joins by name."""
+
 from gateway.twins import MODES
 
 RUNGS = list(MODES)

@@ -12,6 +12,7 @@ spliced frames — and have a budget:
 
 Each target reports its executions on stdout (`-s` shows them; `make fuzz` does).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,8 @@ import time
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.errors import WalCorruptError
@@ -63,8 +65,11 @@ def same(a, b, what):
 # --- building blocks -----------------------------------------------------------------------
 any_text = st.text(max_size=40)  # includes lone surrogates (category Cs)
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), any_text)
-json_doc = st.recursive(json_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                           st.dictionaries(any_text, inner, max_size=4)), max_leaves=15)
+json_doc = st.recursive(
+    json_scalar,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(any_text, inner, max_size=4)),
+    max_leaves=15,
+)
 
 
 def _dumps(doc) -> bytes:
@@ -79,14 +84,30 @@ def hostile_bytes(draw, base=None):
     for _ in range(draw(st.integers(0, 3))):
         how = draw(st.sampled_from(["cut", "flip", "insert", "nest", "bom", "none"]))
         if how == "cut" and data:
-            del data[draw(st.integers(0, len(data) - 1)):]
+            del data[draw(st.integers(0, len(data) - 1)) :]
         elif how == "flip" and data:
             i = draw(st.integers(0, len(data) - 1))
             data[i] = draw(st.integers(0, 255))
         elif how == "insert":
             i = draw(st.integers(0, len(data)))
-            data[i:i] = draw(st.sampled_from([b"NaN", b"-Infinity", b"-0", b"1e999", b"\x00", b"\xff", b'"\\ud800"',
-                                              b",", b"}", b"]", b"18446744073709551616", b'"a":1,"a":2']))
+            data[i:i] = draw(
+                st.sampled_from(
+                    [
+                        b"NaN",
+                        b"-Infinity",
+                        b"-0",
+                        b"1e999",
+                        b"\x00",
+                        b"\xff",
+                        b'"\\ud800"',
+                        b",",
+                        b"}",
+                        b"]",
+                        b"18446744073709551616",
+                        b'"a":1,"a":2',
+                    ]
+                )
+            )
         elif how == "nest":
             d = draw(st.integers(1, 3000))
             data = bytearray(b"[" * d + bytes(data) + b"]" * d)
@@ -168,8 +189,9 @@ def test_wal_recovery_differential():
 
 # --- record encoding ---------------------------------------------------------------------
 PY_REC, RS_REC = twins.load("record", "python"), twins.load("record", "rust")
-record_value = st.one_of(st.integers(-(2**64), 2**64), any_text, st.booleans(), st.none(), st.floats(),
-                         st.binary(max_size=3))
+record_value = st.one_of(
+    st.integers(-(2**64), 2**64), any_text, st.booleans(), st.none(), st.floats(), st.binary(max_size=3)
+)
 
 
 def test_record_encoding_differential():
@@ -185,7 +207,9 @@ def test_record_encoding_differential():
 PY_ENT, RS_ENT = twins.load("entropy", "python"), twins.load("entropy", "rust")
 
 
-entropy_doc = st.builds(lambda c: _dumps({"choices": [{"message": {"role": "assistant", "content": c}}]}), any_text)
+entropy_doc = st.builds(
+    lambda c: _dumps({"choices": [{"message": {"role": "assistant", "content": c}}]}), any_text
+)
 
 
 def test_entropy_differential():
@@ -201,8 +225,22 @@ def test_entropy_differential():
 from gateway.stages.waf import default_rules  # noqa: E402
 
 PY_WAF, RS_WAF = twins.load("waf", "python")(default_rules()), twins.load("waf", "rust")(default_rules())
-waf_words = st.sampled_from(["ignore previous instructions", "IGNORE ALL PREVIOUS", "system prompt", "sk-", "AKIA",
-                             "ghp_", "-----BEGIN RSA PRIVATE KEY-----", "\u0130", "\u212a", "\u017f", "\ud800", "\x00"])
+waf_words = st.sampled_from(
+    [
+        "ignore previous instructions",
+        "IGNORE ALL PREVIOUS",
+        "system prompt",
+        "sk-",
+        "AKIA",
+        "ghp_",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "\u0130",
+        "\u212a",
+        "\u017f",
+        "\ud800",
+        "\x00",
+    ]
+)
 
 
 def test_waf_differential():
@@ -215,17 +253,34 @@ def test_waf_differential():
 
 
 # --- adapter ------------------------------------------------------------------------------------
-ADAPTERS = {k: (twins.load("adapter", "python")(k), twins.load("adapter", "rust")(k)) for k in ("openai", "anthropic")}
-chat_request = st.builds(lambda msgs, extra: _dumps({"model": "m", "messages": msgs, **extra}),
-                         st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]),
-                                                         "content": st.one_of(any_text, json_doc)}), max_size=3),
-                         st.dictionaries(st.sampled_from(["max_tokens", "stream", "stop", "temperature", "x"]),
-                                         json_doc, max_size=3))
-upstream_reply = st.builds(lambda c, extra: _dumps({"id": "x", "type": "message", "content": c, **extra}),
-                           st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "tool_use"]),
-                                                           "text": st.one_of(any_text, json_doc)}), max_size=3),
-                           st.dictionaries(st.sampled_from(["usage", "stop_reason", "choices", "model"]), json_doc,
-                                           max_size=3))
+ADAPTERS = {
+    k: (twins.load("adapter", "python")(k), twins.load("adapter", "rust")(k)) for k in ("openai", "anthropic")
+}
+chat_request = st.builds(
+    lambda msgs, extra: _dumps({"model": "m", "messages": msgs, **extra}),
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "system", "assistant"]),
+                "content": st.one_of(any_text, json_doc),
+            }
+        ),
+        max_size=3,
+    ),
+    st.dictionaries(
+        st.sampled_from(["max_tokens", "stream", "stop", "temperature", "x"]), json_doc, max_size=3
+    ),
+)
+upstream_reply = st.builds(
+    lambda c, extra: _dumps({"id": "x", "type": "message", "content": c, **extra}),
+    st.lists(
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "tool_use"]), "text": st.one_of(any_text, json_doc)}
+        ),
+        max_size=3,
+    ),
+    st.dictionaries(st.sampled_from(["usage", "stop_reason", "choices", "model"]), json_doc, max_size=3),
+)
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
@@ -233,24 +288,36 @@ def test_adapter_differential(kind):
     py, rs = ADAPTERS[kind]
 
     @PASS
-    @given(body=st.one_of(hostile_bytes(chat_request), hostile_bytes(upstream_reply), st.binary(max_size=100)),
-           model=st.one_of(st.just("m"), any_text))
+    @given(
+        body=st.one_of(hostile_bytes(chat_request), hostile_bytes(upstream_reply), st.binary(max_size=100)),
+        model=st.one_of(st.just("m"), any_text),
+    )
     def one(body, model):
         for method in ("to_upstream", "from_upstream", "stream_event"):
-            same(lambda: outcome(getattr(py, method), body, model), lambda: outcome(getattr(rs, method), body, model),
-                 (method, body, model))
+            same(
+                lambda: outcome(getattr(py, method), body, model),
+                lambda: outcome(getattr(rs, method), body, model),
+                (method, body, model),
+            )
 
     budget(f"adapter[{kind}]", one)
 
 
 # --- rate limit ----------------------------------------------------------------------------------
 PY_RL, RS_RL = twins.load("ratelimit", "python"), twins.load("ratelimit", "rust")
-rl_limits = st.dictionaries(st.one_of(st.sampled_from(["a", "b"]), any_text),
-                            st.tuples(st.one_of(st.integers(-2, 10_000), st.none(), st.floats(), st.just(2**70)),
-                                      st.one_of(st.integers(-2, 10**6), st.none())), max_size=3)
-rl_call = st.tuples(st.one_of(st.sampled_from(["a", "b", "c"]), any_text),
-                    st.one_of(st.integers(-5, 2**70), st.booleans(), st.floats(), st.none()),
-                    st.one_of(st.integers(-(2**63), 2**63), st.integers(0, 10**11)))
+rl_limits = st.dictionaries(
+    st.one_of(st.sampled_from(["a", "b"]), any_text),
+    st.tuples(
+        st.one_of(st.integers(-2, 10_000), st.none(), st.floats(), st.just(2**70)),
+        st.one_of(st.integers(-2, 10**6), st.none()),
+    ),
+    max_size=3,
+)
+rl_call = st.tuples(
+    st.one_of(st.sampled_from(["a", "b", "c"]), any_text),
+    st.one_of(st.integers(-5, 2**70), st.booleans(), st.floats(), st.none()),
+    st.one_of(st.integers(-(2**63), 2**63), st.integers(0, 10**11)),
+)
 
 
 def test_ratelimit_differential():
@@ -263,8 +330,11 @@ def test_ratelimit_differential():
             return
         py, rs = a[1], b[1]
         for key, tokens, now in calls:
-            same(lambda: outcome(py.check, key, tokens, now), lambda: outcome(rs.check, key, tokens, now),
-                 (lim, key, tokens, now))
+            same(
+                lambda: outcome(py.check, key, tokens, now),
+                lambda: outcome(rs.check, key, tokens, now),
+                (lim, key, tokens, now),
+            )
 
     budget("ratelimit", one)
 
@@ -275,8 +345,10 @@ def test_entropy_depth_limit(depth, ok):
     """Found by test_entropy_differential: 128 nested arrays were 0 millibits in Python and
     InvalidInput in Rust (serde_json's limit), and ~1,000 were a RecursionError in Python; a
     response with deep junk beside its choices got different entropy on different rungs."""
-    for body in (b"[" * depth + b"]" * depth,
-                 b'{"choices":[{"message":{"content":"a b c"}}],"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"):
+    for body in (
+        b"[" * depth + b"]" * depth,
+        b'{"choices":[{"message":{"content":"a b c"}}],"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}",
+    ):
         got = [outcome(f, body) for f in (PY_ENT, RS_ENT)]
         assert got[0] == got[1]
         assert (got[0][0] == "ok") is ok, got
@@ -304,10 +376,19 @@ def test_ratelimit_limit_above_2_63_is_invalid_input_in_both():
             cls({"a": (1 << 70, 1)})
 
 
-@pytest.mark.parametrize("body", [b'\xef\xbb\xbf{"choices":[]}', '{"choices":[]}'.encode("utf-16"), b'[NaN]',
-                                  b'{"x":-Infinity}', b'{"choices":[{"message":{"content":"a \\ud800 b"}}]}',
-                                  b'1e999', b'{"choices":[],"x":-1e400}'],
-                         ids=["bom", "utf16", "nan", "infinity", "lone_surrogate_escape", "overflow", "overflow_inside"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"choices":[]}',
+        '{"choices":[]}'.encode("utf-16"),
+        b"[NaN]",
+        b'{"x":-Infinity}',
+        b'{"choices":[{"message":{"content":"a \\ud800 b"}}]}',
+        b"1e999",
+        b'{"choices":[],"x":-1e400}',
+    ],
+    ids=["bom", "utf16", "nan", "infinity", "lone_surrogate_escape", "overflow", "overflow_inside"],
+)
 def test_entropy_reads_only_what_serde_json_reads(body):
     """Found by test_entropy_differential: each was read by Python's json and refused by the
     Rust twin; now InvalidInput in both (a surrogate pair still reads)."""

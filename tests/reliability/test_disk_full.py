@@ -7,6 +7,7 @@ prlimit): a write past it fails with EFBIG, as a full disk fails with ENOSPC. Th
 stop after the first failed write or fsync (tests/audit/test_wal_io_error.py), so every later
 record fails too. Both Python rungs and the rs-server binary ignore SIGXFSZ, so the limit is
 an error, not a signal that kills the gateway."""
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,25 @@ pytestmark = pytest.mark.slow
 
 def _gateway(mock, ledger, mode):
     cfg = ledger.parent / f"gw-{mode}.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
-        "keys": [{"id": "d", "sha256": hash_key(KEY)}],
-        "ledger": {"dir": str(ledger), "fsync": "group", "ack": "durable"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
+                "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+                "ledger": {"dir": str(ledger), "fsync": "group", "ack": "durable"},
+            }
+        )
+    )
     return start_gateway(None, None, mode=mode, config=str(cfg))
 
 
 def _post(url):
-    req = urllib.request.Request(url + "/v1/chat/completions", data=BODY, method="POST",
-                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/v1/chat/completions",
+        data=BODY,
+        method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return r.status, r.headers["x-request-id"], json.loads(r.read())
@@ -65,8 +75,9 @@ def test_a_ledger_that_cannot_be_written_answers_503_and_loses_no_acknowledged_r
             acked.append(rid)
         assert _get(gw.url + "/audit/root")["durable_count"] == 5
         # the next record cannot be written whole: the limit falls inside its frame
-        resource.prlimit(gw.app_pid, resource.RLIMIT_FSIZE,
-                         (os.path.getsize(wal) + 100, resource.RLIM_INFINITY))
+        resource.prlimit(
+            gw.app_pid, resource.RLIMIT_FSIZE, (os.path.getsize(wal) + 100, resource.RLIM_INFINITY)
+        )
         for _ in range(3):  # the first hits the limit, the others a WAL that has stopped
             status, _, body = _post(gw.url)
             assert status == 503, (status, body)
@@ -80,7 +91,9 @@ def test_a_ledger_that_cannot_be_written_answers_503_and_loses_no_acknowledged_r
         # and says so, under the same metric name on every rung: three records not written
         with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as r:
             metrics = r.read().decode()
-        assert "gateway_audit_failures_total 3.0" in metrics, [m for m in metrics.splitlines() if "audit" in m]
+        assert "gateway_audit_failures_total 3.0" in metrics, [
+            m for m in metrics.splitlines() if "audit" in m
+        ]
     finally:
         gw.stop()
     # the same ledger, a new process without the limit: every acknowledged answer is there,
@@ -111,15 +124,24 @@ def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock
 
     ledger = tmp_path / "ledger"
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
-        "keys": [{"id": "d", "sha256": hash_key(KEY)}],
-        "ledger": {"dir": str(ledger), "fsync": "group", "ack": "durable"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
+                "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+                "ledger": {"dir": str(ledger), "fsync": "group", "ack": "durable"},
+            }
+        )
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # restore_signals (the default) puts SIGXFSZ back to SIG_DFL in the child, as a shell would
-    proc = subprocess.Popen([binary_path(), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, restore_signals=True)
+    proc = subprocess.Popen(
+        [binary_path(), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        restore_signals=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -130,8 +152,11 @@ def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock
                 assert proc.poll() is None and time.monotonic() < deadline, "the binary did not start"
                 time.sleep(0.1)
         assert _post(url)[0] == 200
-        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (os.path.getsize(ledger / "audit.wal") + 100,
-                                                            resource.RLIM_INFINITY))
+        resource.prlimit(
+            proc.pid,
+            resource.RLIMIT_FSIZE,
+            (os.path.getsize(ledger / "audit.wal") + 100, resource.RLIM_INFINITY),
+        )
         status, _, body = _post(url)
         assert (status, body["error"]["code"]) == (503, "audit_unavailable"), body
         assert proc.poll() is None, "the file-size limit killed the binary"

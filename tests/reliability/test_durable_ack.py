@@ -2,6 +2,7 @@
 durable_count already covers it), with one fsync shared by the batch; `background` (the
 seeds' order) answers first. On every rung: the Python background path (py, py+rs) and the
 Rust ledger thread (rs-core, rs-server) complete the answer after the batch's group commit."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,15 @@ pytestmark = pytest.mark.slow
 
 def _gateway(mock, tmp_path, mode, fsync, ack):
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
-        "keys": [{"id": "d", "sha256": hash_key(KEY)}],
-        "ledger": {"dir": str(tmp_path / "ledger"), "fsync": fsync, "ack": ack}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
+                "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+                "ledger": {"dir": str(tmp_path / "ledger"), "fsync": fsync, "ack": ack},
+            }
+        )
+    )
     return start_gateway(None, None, mode=mode, config=str(cfg))
 
 
@@ -34,8 +40,12 @@ def _get(url):
 
 
 def _post(url):
-    req = urllib.request.Request(url + "/v1/chat/completions", data=BODY, method="POST",
-                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/v1/chat/completions",
+        data=BODY,
+        method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         r.read()
         return r.status, r.headers["x-request-id"]
@@ -56,6 +66,7 @@ def test_every_answer_is_durable_before_it_leaves(mock, tmp_path, mode, fsync):
         assert proof["leaf_count"] >= 30
         # concurrent answers share group commits: 48 answers from 8 clients, each durable
         from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda _: _post(gw.url), range(48)))
         assert [s for s, _ in got] == [200] * 48
@@ -79,8 +90,14 @@ def test_bad_ack_is_a_config_error(tmp_path):
     from gateway.errors import ConfigError
 
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:1"}}],
-                                   "keys": [{"id": "d", "sha256": hash_key(KEY)}],
-                                   "ledger": {"dir": str(tmp_path), "ack": "eventually"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:1"}}],
+                "keys": [{"id": "d", "sha256": hash_key(KEY)}],
+                "ledger": {"dir": str(tmp_path), "ack": "eventually"},
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="ledger.ack"):
         load(str(cfg))

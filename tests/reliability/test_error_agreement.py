@@ -4,9 +4,9 @@ beyond the ledger is out of range however many digits; a sign, letter or nothing
 malformed) and the `type` of a 5xx, which follows its code: the upstream's failure is
 `upstream_error`, the gateway's own refusal (`overloaded` here) is `server_error`
 (gateway/errors.py error_type). Overload itself is tested in full by test_overload.py."""
+
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -52,8 +52,13 @@ def _dead_port() -> int:
 
 def _chat(url: str) -> tuple[int, bytes]:
     body = {"model": "mock", "messages": [{"role": "user", "content": "agree"}]}
-    s, _, b = http("POST", url + "/v1/chat/completions", body,
-                   {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}, timeout=20)
+    s, _, b = http(
+        "POST",
+        url + "/v1/chat/completions",
+        body,
+        {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        timeout=20,
+    )
     return s, b
 
 
@@ -76,12 +81,22 @@ def test_every_rung_gives_the_same_answers(slow_mock, tmp_path):
     answers: dict[str, list] = {}
     for mode in RUNGS:
         cfg = tmp_path / f"{mode}.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": slow_mock.url}},
-                           {"model_name": "refused",
-                            "upstream": {"kind": "openai", "base_url": f"http://127.0.0.1:{_dead_port()}"}}],
-            "keys": [{"id": "a", "sha256": hash_key(KEY)}],
-            "ledger": {"dir": str(tmp_path / f"ledger-{mode}")}, "limits": {"max_in_flight": 1}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {"model_name": "mock", "upstream": {"kind": "openai", "base_url": slow_mock.url}},
+                        {
+                            "model_name": "refused",
+                            "upstream": {"kind": "openai", "base_url": f"http://127.0.0.1:{_dead_port()}"},
+                        },
+                    ],
+                    "keys": [{"id": "a", "sha256": hash_key(KEY)}],
+                    "ledger": {"dir": str(tmp_path / f"ledger-{mode}")},
+                    "limits": {"max_in_flight": 1},
+                }
+            )
+        )
         gw = start_gateway(None, None, mode=mode, config=str(cfg))
         try:
             got = []
@@ -91,9 +106,12 @@ def test_every_rung_gives_the_same_answers(slow_mock, tmp_path):
                 assert err["code"] == code and err["type"] == "invalid_request_error", (mode, path, err)
                 got.append((path, s, err))
             # a 502: the upstream refused the connection -> upstream_error
-            s, _, body = http("POST", gw.url + "/v1/chat/completions",
-                              {"model": "refused", "messages": [{"role": "user", "content": "x"}]},
-                              {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+            s, _, body = http(
+                "POST",
+                gw.url + "/v1/chat/completions",
+                {"model": "refused", "messages": [{"role": "user", "content": "x"}]},
+                {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+            )
             err = assert_openai_error((s, body), 502)
             assert (err["code"], err["type"]) == ("upstream_unavailable", "upstream_error"), (mode, err)
             got.append(("refused", s, err["code"], err["type"]))  # its message names the OS error

@@ -2,15 +2,15 @@
 servers, with the native mock counting what reaches the upstream. Each case: the expected
 4xx (505 for a version), or a close with no status when the request never ends; nothing
 forwarded; never two responses; and a good request right after gets 200."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.framing_cases import CASES, LIMITS, good_request, run_case
-from tests.reliability.rungs import RUNGS
-
 from gateway.launch import start_gateway
 from gateway.twins import NO_INTERPRETER_MODES
+from tests.reliability.framing_cases import CASES, LIMITS, good_request, run_case
+from tests.reliability.rungs import RUNGS
 
 KEY = "sk-gatewaylab-framing"
 pytestmark = pytest.mark.slow
@@ -25,14 +25,21 @@ def mock():
 
 
 # the Python rungs under both ASGI servers; rs-server is its own server (hyper, "rs-server")
-@pytest.fixture(scope="module", params=[(r, s) for r in RUNGS if r not in NO_INTERPRETER_MODES
-                                        for s in ("uvicorn", "granian")]
-                + [(r, r) for r in RUNGS if r in NO_INTERPRETER_MODES],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(r, s) for r in RUNGS if r not in NO_INTERPRETER_MODES for s in ("uvicorn", "granian")]
+    + [(r, r) for r in RUNGS if r in NO_INTERPRETER_MODES],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def gateway(request, mock, tmp_path_factory):
     mode, server = request.param
-    gw = start_gateway(mock.url, KEY, mode=mode, server="uvicorn" if mode in NO_INTERPRETER_MODES else server,
-                       ledger_dir=str(tmp_path_factory.mktemp("ledger")))
+    gw = start_gateway(
+        mock.url,
+        KEY,
+        mode=mode,
+        server="uvicorn" if mode in NO_INTERPRETER_MODES else server,
+        ledger_dir=str(tmp_path_factory.mktemp("ledger")),
+    )
     yield gw, server
     gw.stop()
 

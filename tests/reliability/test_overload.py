@@ -3,6 +3,7 @@ once; beyond it the answer is 503 `overloaded` (OpenAI-shaped, with Retry-After)
 never forwarded upstream, never audited, counted in /metrics `gateway_requests_shed_total`,
 and the gateway goes on serving. Then one small overload step of `gatewaylab soak --scenario
 overload` with a slow upstream: what is admitted is answered and in the ledger."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,15 @@ def slow_mock():
 
 
 def _post(url: str, stream: bool = False) -> tuple[int, dict, bytes]:
-    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "overload"}], "stream": stream})
-    req = urllib.request.Request(url + "/v1/chat/completions", data=body.encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    body = json.dumps(
+        {"model": "mock", "messages": [{"role": "user", "content": "overload"}], "stream": stream}
+    )
+    req = urllib.request.Request(
+        url + "/v1/chat/completions",
+        data=body.encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, dict(r.headers), r.read()
@@ -56,18 +63,28 @@ def _metric(url: str, name: str) -> float:
 @pytest.mark.parametrize("mode", RUNGS)
 def test_beyond_the_limit_is_shed_at_once_and_never_forwarded(mode, slow_mock, tmp_path):
     cfg = tmp_path / "gw.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": slow_mock.url}}],
-        "keys": [{"id": "o", "sha256": hash_key(KEY)}],
-        "ledger": {"dir": str(tmp_path / "ledger")}, "limits": {"max_in_flight": LIMIT}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [
+                    {"model_name": "mock", "upstream": {"kind": "openai", "base_url": slow_mock.url}}
+                ],
+                "keys": [{"id": "o", "sha256": hash_key(KEY)}],
+                "ledger": {"dir": str(tmp_path / "ledger")},
+                "limits": {"max_in_flight": LIMIT},
+            }
+        )
+    )
     gw = start_gateway(None, None, mode=mode, config=str(cfg))
     try:
         assert _metric(gw.url, "gateway_requests_shed_total") == 0
         mock_before = slow_mock.stats()["total"]
         # LIMIT requests occupy the gateway (one of them a stream, which counts until its end)
         held: list = []
-        threads = [threading.Thread(target=lambda s=s: held.append(_post(gw.url, stream=s)))
-                   for s in [True] + [False] * (LIMIT - 1)]
+        threads = [
+            threading.Thread(target=lambda s=s: held.append(_post(gw.url, stream=s)))
+            for s in [True] + [False] * (LIMIT - 1)
+        ]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
@@ -100,8 +117,15 @@ def test_beyond_the_limit_is_shed_at_once_and_never_forwarded(mode, slow_mock, t
 
 def test_overload_step_sheds_and_loses_nothing_admitted():
     mode = RUNGS[-1]
-    r = soak.run_overload(mode, duration_s=3, factor=3.0, max_in_flight=4, mock_latency_ms=50,
-                          connections=32, recovery_limit_s=30)
+    r = soak.run_overload(
+        mode,
+        duration_s=3,
+        factor=3.0,
+        max_in_flight=4,
+        mock_latency_ms=50,
+        connections=32,
+        recovery_limit_s=30,
+    )
     assert r["shed"] > 0 and 0 < r["shed_rate"] < 1, r
     assert r["errors"].keys() <= {"status_5xx"}, r  # shed answers only: no timeout, no reset
     assert r["errors"].get("status_5xx", 0) == r["shed"], r
@@ -116,8 +140,11 @@ def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
     from gateway.server import build_config
 
     assert embedded("http://127.0.0.1:9", "k", str(tmp_path)).max_in_flight == MAX_IN_FLIGHT == 1024
-    doc = {"model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:9"}}],
-           "keys": [{"id": "a", "sha256": "0" * 64}], "ledger": {"dir": str(tmp_path)}}
+    doc = {
+        "model_list": [{"model_name": "m", "upstream": {"base_url": "http://127.0.0.1:9"}}],
+        "keys": [{"id": "a", "sha256": "0" * 64}],
+        "ledger": {"dir": str(tmp_path)},
+    }
     assert from_mapping({**doc, "limits": {"max_in_flight": 3}}).max_in_flight == 3
     with pytest.raises(ConfigError, match="limits.max_in_flight"):
         from_mapping({**doc, "limits": {"max_in_flight": 0}})

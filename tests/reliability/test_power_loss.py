@@ -28,6 +28,7 @@ only the prefix property is checked.
 The number of simulated cuts scales with $GATEWAYLAB_POWERLOSS_SCALE (default 1; `make
 fuzz` raises it).
 """
+
 from __future__ import annotations
 
 import os
@@ -111,14 +112,16 @@ def _recover(WAL, path: str):
 def test_power_loss_keeps_every_durable_record(impl, policy, tmp_path):
     WAL = twins.load("wal", impl)
     rng = random.Random(f"{impl}-{policy}")
-    payloads, checkpoints = _write_with_checkpoints(WAL, str(tmp_path / "w.wal"), policy, rng, steps=40 * SCALE)
+    payloads, checkpoints = _write_with_checkpoints(
+        WAL, str(tmp_path / "w.wal"), policy, rng, steps=40 * SCALE
+    )
     offsets = _offsets(payloads)
     promised = policy != "none"
     cuts = lost = 0
     for durable, written, image in checkpoints:
         assert durable <= written
         durable_end = offsets[durable] if promised else len(MAGIC)
-        assert image[:offsets[durable]] == MAGIC + b"".join(encode_frame(p) for p in payloads[:durable])
+        assert image[: offsets[durable]] == MAGIC + b"".join(encode_frame(p) for p in payloads[:durable])
         for k in range(6):
             tear = TEARS[k % len(TEARS)]
             disk = _damaged(image, durable_end, rng, tear)
@@ -128,7 +131,9 @@ def test_power_loss_keeps_every_durable_record(impl, policy, tmp_path):
             try:
                 count, _ = _recover(WAL, path)
             except WalCorruptError as e:
-                pytest.fail(f"{tear} tear at {len(disk)} B (durable prefix {durable_end}) refused as corrupt: {e}")
+                pytest.fail(
+                    f"{tear} tear at {len(disk)} B (durable prefix {durable_end}) refused as corrupt: {e}"
+                )
             cuts += 1
             if promised and count < durable:
                 lost += durable - count
@@ -149,8 +154,11 @@ def test_zero_filled_tail_is_torn_not_records(impl, tail, tmp_path):
     WAL = twins.load("wal", impl)
     frames = [encode_frame(b"record-%d" % i) for i in range(3)]
     path = str(tmp_path / "z.wal")
-    tail = {"zeros_at_boundary": b"\0" * 16, "zeros_and_torn_remainder": b"\0" * 19,
-            "zeros_after_cut_frame": frames[2][:5] + b"\0" * 16}[tail]
+    tail = {
+        "zeros_at_boundary": b"\0" * 16,
+        "zeros_and_torn_remainder": b"\0" * 19,
+        "zeros_after_cut_frame": frames[2][:5] + b"\0" * 16,
+    }[tail]
     with open(path, "wb") as f:
         f.write(MAGIC + b"".join(frames[:2]) + tail)
     assert WAL.replay(path) == [b"record-0", b"record-1"]
@@ -162,6 +170,7 @@ def test_zero_filled_tail_is_torn_not_records(impl, tail, tmp_path):
 
 
 # --- the gateway's promise: every answer acknowledged under ledger.ack durable survives ------
+
 
 def _frame_ends(image: bytes) -> list[tuple[int, bytes]]:
     """(end offset, payload) of every whole frame in a WAL image."""
@@ -177,8 +186,9 @@ def _frame_ends(image: bytes) -> list[tuple[int, bytes]]:
 
 # the Python background path (py; py+rs shares it) and the Rust ledger thread's rungs, under
 # group commit and under "always"
-_GATEWAY_CASES = ([(m, "group") for m in RUNGS if m != "py+rs"]
-                  + [(m, "always") for m in RUNGS if m in ("rs-core", "rs-server")])
+_GATEWAY_CASES = [(m, "group") for m in RUNGS if m != "py+rs"] + [
+    (m, "always") for m in RUNGS if m in ("rs-core", "rs-server")
+]
 
 
 @pytest.mark.slow
@@ -209,18 +219,28 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
     images = []
     with start_mock(seed=7) as mock:
         cfg = tmp_path / "gw.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}],
-            "keys": [{"id": "p", "sha256": hash_key(key)}],
-            "ledger": {"dir": str(tmp_path / "ledger"), "fsync": fsync, "ack": "durable"}}))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {"model_name": "mock", "upstream": {"kind": "openai", "base_url": mock.url}}
+                    ],
+                    "keys": [{"id": "p", "sha256": hash_key(key)}],
+                    "ledger": {"dir": str(tmp_path / "ledger"), "fsync": fsync, "ack": "durable"},
+                }
+            )
+        )
         gw = start_gateway(None, None, mode=mode, config=str(cfg))
         wal = tmp_path / "ledger" / "audit.wal"
 
         def client():
             while not stop.is_set():
-                req = urllib.request.Request(gw.url + "/v1/chat/completions", data=body, method="POST",
-                                             headers={"Authorization": f"Bearer {key}",
-                                                      "Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    gw.url + "/v1/chat/completions",
+                    data=body,
+                    method="POST",
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(req, timeout=10) as r:
                     r.read()
                     assert r.status == 200

@@ -1,6 +1,7 @@
 """The gateway against its OpenAPI description (docs/openapi.yaml), by schemathesis, on the
 Python rung and the Rust server at a small budget (harness/api_fuzz.py says what is checked;
 `make api-fuzz` runs every rung at a larger one)."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,8 @@ def test_a_wrong_description_is_caught(tmp_path):
 @pytest.mark.parametrize("mode", RUNGS)
 def test_proof_indexes_beyond_64_bits_are_out_of_range_not_500(mode, tmp_path):
     """Found by `make api-fuzz` on rs-core: /audit/proof/83166546515535157264384 overflowed the
-    binding's i64 and answered a plain-text 500; every rung answers 404 / 400 out of range (and
-400 invalid_index for a signed one: an index is digits only)."""
+        binding's i64 and answered a plain-text 500; every rung answers 404 / 400 out of range (and
+    400 invalid_index for a signed one: an index is digits only)."""
     import json
     import urllib.error
     import urllib.request
@@ -57,9 +58,11 @@ def test_proof_indexes_beyond_64_bits_are_out_of_range_not_500(mode, tmp_path):
     with start_mock(seed=3) as mock:
         gw = start_gateway(mock.url, api_fuzz.API_KEY, mode=mode, ledger_dir=str(tmp_path / "ledger"))
         try:
-            for path, status, code in [("/audit/proof/83166546515535157264384", 404, "index_out_of_range"),
-                                       ("/audit/proof/-99999999999999999999", 400, "invalid_index"),
-                                       ("/audit/consistency?old=99999999999999999999", 400, "old_out_of_range")]:
+            for path, status, code in [
+                ("/audit/proof/83166546515535157264384", 404, "index_out_of_range"),
+                ("/audit/proof/-99999999999999999999", 400, "invalid_index"),
+                ("/audit/consistency?old=99999999999999999999", 400, "old_out_of_range"),
+            ]:
                 with pytest.raises(urllib.error.HTTPError) as e:
                     urllib.request.urlopen(gw.url + path, timeout=5)
                 assert e.value.code == status, path

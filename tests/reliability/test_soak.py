@@ -1,6 +1,7 @@
 """`gatewaylab soak` and its scenarios at a small size: a 20-second steady soak that checks
 the tool, one overload step, one chaos step and 1,000 slow connections, on every rung where
 it is cheap enough (harness/soak.py)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,8 @@ import os
 
 import pytest
 
-from tests.reliability.rungs import RUNGS
-
 from harness import soak
+from tests.reliability.rungs import RUNGS
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,7 @@ def test_steady_soak_writes_a_run_with_its_figures(tmp_path):
     with open(os.path.join(run, "summary.json")) as f:
         assert json.load(f)["rate"] == 80
     import pandas as pd
+
     samples = pd.read_parquet(os.path.join(run, "samples.parquet"))
     assert len(samples) >= 15 and {"t", "rss_mb", "fds", "cpu_cores", "audit_lag"} <= set(samples.columns)
 

@@ -1,6 +1,7 @@
 """Fixtures for rung 3 (`rs-server`, the Rust gateway binary): the gateway tests' counting
 upstream and native mock, and gateways started the way users start them
 (`gateway.launch.start_gateway(mode="rs-server")` -> `python -m gateway.server` -> exec)."""
+
 from __future__ import annotations
 
 import os

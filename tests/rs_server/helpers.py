@@ -1,5 +1,6 @@
 """Helpers for the rs-server tests (the gateway tests' helpers, plus a ledger wait).
 Imported as `tests.rs_server.helpers`."""
+
 from __future__ import annotations
 
 import json

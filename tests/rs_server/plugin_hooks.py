@@ -1,11 +1,14 @@
 """pre_call hooks for the plugin tests (imported by the sidecar, or in-process on py)."""
+
 from __future__ import annotations
 
 import time
 
 
 def _text(call) -> str:
-    return " ".join(m.get("content") or "" for m in call.request["messages"] if isinstance(m.get("content"), str))
+    return " ".join(
+        m.get("content") or "" for m in call.request["messages"] if isinstance(m.get("content"), str)
+    )
 
 
 def deny_secrets(call):

@@ -1,6 +1,7 @@
 """The binary reads the Python gateway's YAML config with the same checks: for every bad
 config below, its one-line error is the Python ConfigError's message (naming the field), and
 a good config is accepted by both."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,10 +33,18 @@ BAD = {
     "model entry not a mapping": with_(model_list=["m"]),
     "model_name missing": with_(model_list=[{"upstream": {"base_url": "http://h"}}]),
     # the router (docs/router.md): the same name twice is a group of deployments
-    "group of mixed kinds": with_(model_list=[*BASE["model_list"], {"model_name": "m", "upstream": {
-        "kind": "anthropic", "base_url": "http://h"}}]),
-    "deployment weight zero": with_(model_list=[{"model_name": "m", "upstream": {"base_url": "http://h"}, "weight": 0}]),
-    "deployment rpm a float": with_(model_list=[{"model_name": "m", "upstream": {"base_url": "http://h"}, "rpm": 1.5}]),
+    "group of mixed kinds": with_(
+        model_list=[
+            *BASE["model_list"],
+            {"model_name": "m", "upstream": {"kind": "anthropic", "base_url": "http://h"}},
+        ]
+    ),
+    "deployment weight zero": with_(
+        model_list=[{"model_name": "m", "upstream": {"base_url": "http://h"}, "weight": 0}]
+    ),
+    "deployment rpm a float": with_(
+        model_list=[{"model_name": "m", "upstream": {"base_url": "http://h"}, "rpm": 1.5}]
+    ),
     "router not a mapping": with_(router=[1]),
     "router unknown field": with_(router={"retries": 2}),
     "router bad strategy": with_(router={"strategy": "fastest"}),
@@ -46,13 +55,22 @@ BAD = {
     "router fallback unknown": with_(router={"fallbacks": [{"m": ["x"]}]}),
     "router fallback to itself": with_(router={"fallbacks": [{"m": ["m"]}]}),
     "router fallback of another kind": with_(
-        model_list=[*BASE["model_list"], {"model_name": "c", "upstream": {"kind": "anthropic", "base_url": "http://h"}}],
-        router={"fallbacks": [{"m": ["c"]}]}),
-    "bad kind": with_(model_list=[{"model_name": "m", "upstream": {"kind": "cohere", "base_url": "http://h"}}]),
+        model_list=[
+            *BASE["model_list"],
+            {"model_name": "c", "upstream": {"kind": "anthropic", "base_url": "http://h"}},
+        ],
+        router={"fallbacks": [{"m": ["c"]}]},
+    ),
+    "bad kind": with_(
+        model_list=[{"model_name": "m", "upstream": {"kind": "cohere", "base_url": "http://h"}}]
+    ),
     "bad base_url": with_(model_list=[{"model_name": "m", "upstream": {"base_url": "ftp://h"}}]),
     "base_url not a str": with_(model_list=[{"model_name": "m", "upstream": {"base_url": 5}}]),
-    "unset api_key_env": with_(model_list=[{"model_name": "m", "upstream": {"base_url": "http://h",
-                                                                          "api_key_env": "GATEWAYLAB_NOPE_UNSET"}}]),
+    "unset api_key_env": with_(
+        model_list=[
+            {"model_name": "m", "upstream": {"base_url": "http://h", "api_key_env": "GATEWAYLAB_NOPE_UNSET"}}
+        ]
+    ),
     "no keys": with_(keys=[]),
     "bad sha256": with_(keys=[{"id": "a", "sha256": "ABC"}]),
     "duplicate key id": with_(keys=[{"id": "a", "sha256": KEY}, {"id": "a", "sha256": KEY}]),
@@ -64,8 +82,14 @@ BAD = {
     "waf rule no pattern": with_(waf={"rules": [{"id": "r", "kind": "literal"}]}),
     "waf rule no id": with_(waf={"rules": [{"kind": "literal", "pattern": "x"}]}),
     "waf rule lookahead": with_(waf={"rules": [{"id": "r", "kind": "regex", "pattern": "a(?=b)"}]}),
-    "waf duplicate id": with_(waf={"rules": [{"id": "r", "kind": "literal", "pattern": "x"},
-                                             {"id": "r", "kind": "literal", "pattern": "y"}]}),
+    "waf duplicate id": with_(
+        waf={
+            "rules": [
+                {"id": "r", "kind": "literal", "pattern": "x"},
+                {"id": "r", "kind": "literal", "pattern": "y"},
+            ]
+        }
+    ),
     "no ledger dir": with_(ledger={"fsync": "group"}),
     "bad fsync": with_(ledger={"dir": "led", "fsync": "sometimes"}),
     "negative group delay": with_(ledger={"dir": "led", "group_delay_ms": -1}),
@@ -94,11 +118,13 @@ BAD = {
 
 
 def binary_error(path) -> str:
-    p = subprocess.run([DEFAULT_BIN, "--config", str(path), "--port", "0"], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [DEFAULT_BIN, "--config", str(path), "--port", "0"], capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gatewaylab-server: error: "), p.stderr
-    return lines[0][len("gatewaylab-server: error: "):]
+    return lines[0][len("gatewaylab-server: error: ") :]
 
 
 @pytest.mark.parametrize("name", list(BAD))
@@ -134,6 +160,10 @@ def test_the_default_waf_rules_are_the_same(tmp_path):
     # and with the defaults off, the same rules as extra rules are accepted by both
     path.write_text(yaml.safe_dump(with_(waf={"default_rules": False, "rules": rules}), sort_keys=False))
     cfgmod.load(str(path))
-    p = subprocess.run([DEFAULT_BIN, "--config", str(path), "--port", "0", "--audit", "off", "--host", "256.0.0.1"],
-                       capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [DEFAULT_BIN, "--config", str(path), "--port", "0", "--audit", "off", "--host", "256.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "cannot listen" in p.stderr, p.stderr  # got past the config to binding

@@ -1,5 +1,6 @@
 """Starting rung 3 from Python: the flags the binary gets, a missing binary, and rs-server as
 a sweep mode (one configuration, interpreter probes not applicable)."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,25 @@ from gateway.errors import ConfigError
 
 
 def test_the_binary_gets_the_serve_flags_and_the_gateway_cores():
-    args = rs_server.server_args({"upstream": "http://127.0.0.1:9", "api_key": "k", "ledger": "/tmp/l", "port": 0,
-                                  "stages": "none", "audit": "off", "shell": "asgi", "server": "uvicorn"})
+    args = rs_server.server_args(
+        {
+            "upstream": "http://127.0.0.1:9",
+            "api_key": "k",
+            "ledger": "/tmp/l",
+            "port": 0,
+            "stages": "none",
+            "audit": "off",
+            "shell": "asgi",
+            "server": "uvicorn",
+        }
+    )
     assert args[0] == rs_server.binary_path()
     flags = dict(zip(args[1::2], args[2::2]))
-    assert flags["--upstream"] == "http://127.0.0.1:9" and flags["--api-key"] == "k" and flags["--ledger"] == "/tmp/l"
+    assert (
+        flags["--upstream"] == "http://127.0.0.1:9"
+        and flags["--api-key"] == "k"
+        and flags["--ledger"] == "/tmp/l"
+    )
     assert (flags["--stages"], flags["--audit"], flags["--port"]) == ("none", "off", "0")
     assert flags["--threads"] == str(len(os.sched_getaffinity(0)))
     assert flags["--python"] == sys.executable

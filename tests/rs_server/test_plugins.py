@@ -1,6 +1,7 @@
 """Python pre_call plugins: in a sidecar process on rs-server, in-process on py, with the
 same answers (pass, 403 plugin_rejected with the hook's message, 500 plugin_failed when the
 hook raises); on rs-server a slow sidecar gives 504 and a dead one 502, and the server goes on."""
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,16 @@ def _config(tmp_path, upstream_url: str, hooks: list[str], timeout_ms: float = 5
     from gateway.stages.auth import hash_key
 
     path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump({
-        "model_list": [{"model_name": "mock", "upstream": {"base_url": upstream_url}}],
-        "keys": [{"id": "team-a", "sha256": hash_key(API_KEY)}],
-        "ledger": {"dir": str(tmp_path / "ledger")},
-        "plugins": {"pre_call": hooks, "timeout_ms": timeout_ms, "max_in_flight": 4},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model_list": [{"model_name": "mock", "upstream": {"base_url": upstream_url}}],
+                "keys": [{"id": "team-a", "sha256": hash_key(API_KEY)}],
+                "ledger": {"dir": str(tmp_path / "ledger")},
+                "plugins": {"pre_call": hooks, "timeout_ms": timeout_ms, "max_in_flight": 4},
+            }
+        )
+    )
     return str(path)
 
 

@@ -1,5 +1,6 @@
 """SIGTERM under load loses no record: every request the binary answered is in the WAL after
 it exits, with its ledger thread slowed so work is queued when the signal arrives."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import threading
 
 import pytest
 
-from tests.rs_server.helpers import auth, chat_body, http
 from gateway.audit.wal import WriteAheadLog
+from tests.rs_server.helpers import auth, chat_body, http
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,9 @@ def test_sigterm_drains_the_audit_queue(native_mock, gateway_factory):
     def client(i):
         for j in range(15):
             try:
-                s, _, _ = http("POST", gw.url + "/v1/chat/completions", chat_body(f"c{i} r{j}"), auth(), timeout=10)
+                s, _, _ = http(
+                    "POST", gw.url + "/v1/chat/completions", chat_body(f"c{i} r{j}"), auth(), timeout=10
+                )
             except OSError:
                 return  # the listener closed: the gateway is stopping
             with lock:
@@ -31,6 +34,7 @@ def test_sigterm_drains_the_audit_queue(native_mock, gateway_factory):
     for t in threads:
         t.start()
     import time
+
     deadline = time.monotonic() + 60
     while len(answered) < 40 and time.monotonic() < deadline:
         time.sleep(0.005)

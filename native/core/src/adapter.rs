@@ -63,7 +63,11 @@ impl<'a> Json<'a> {
             Json::F64(f) => Json::F64(f),
             Json::Str(s) => Json::Str(Cow::Owned(s.into_owned())),
             Json::Arr(a) => Json::Arr(a.into_iter().map(Json::into_owned).collect()),
-            Json::Obj(kv) => Json::Obj(kv.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect()),
+            Json::Obj(kv) => Json::Obj(
+                kv.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                    .collect(),
+            ),
         }
     }
 
@@ -163,7 +167,11 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// `d.ddde+NN` / `d.ddde-N`.
 pub fn format_float(f: f64) -> String {
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let sci = format!("{:e}", f); // shortest digits, e.g. "-1.2345e16", "5e-324"
     let (neg, sci) = match sci.strip_prefix('-') {
@@ -182,7 +190,7 @@ pub fn format_float(f: f64) -> String {
             let k = exp as usize + 1;
             if digits.len() <= k {
                 out.push_str(&digits);
-                out.extend(std::iter::repeat('0').take(k - digits.len()));
+                out.extend(std::iter::repeat_n('0', k - digits.len()));
                 out.push_str(".0");
             } else {
                 out.push_str(&digits[..k]);
@@ -191,7 +199,7 @@ pub fn format_float(f: f64) -> String {
             }
         } else {
             out.push_str("0.");
-            out.extend(std::iter::repeat('0').take((-exp - 1) as usize));
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
             out.push_str(&digits);
         }
     } else {
@@ -257,7 +265,11 @@ impl<'de> Visitor<'de> for Seed {
         Ok(Json::I64(v))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(if v <= i64::MAX as u64 { Json::I64(v as i64) } else { Json::U64(v) })
+        Ok(if v <= i64::MAX as u64 {
+            Json::I64(v as i64)
+        } else {
+            Json::U64(v)
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json<'de>, E> {
         if v.is_finite() {
@@ -321,7 +333,10 @@ fn negative_zero_as_int(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             }
         } else if c == b'"' {
             in_str = true;
-        } else if c == b'-' && data.get(i + 1) == Some(&b'0') && !matches!(data.get(i + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9')) {
+        } else if c == b'-'
+            && data.get(i + 1) == Some(&b'0')
+            && !matches!(data.get(i + 2), Some(b'.' | b'e' | b'E' | b'0'..=b'9'))
+        {
             out[i] = b' ';
         }
     }
@@ -374,7 +389,9 @@ impl Kind {
 fn finish(reason: Option<&Json<'_>>) -> Result<Json<'static>, AdapterError> {
     Ok(match reason {
         None | Some(Json::Null) => Json::Null,
-        Some(Json::Arr(_)) | Some(Json::Obj(_)) => return err("adapter: stop_reason must be a string"),
+        Some(Json::Arr(_)) | Some(Json::Obj(_)) => {
+            return err("adapter: stop_reason must be a string")
+        }
         Some(r) => Json::Str(
             match r.as_str() {
                 Some("max_tokens") => "length",
@@ -435,7 +452,11 @@ impl Adapter {
         }
     }
 
-    pub fn stream_event(&self, event: &[u8], public_model: &str) -> Result<Vec<Vec<u8>>, AdapterError> {
+    pub fn stream_event(
+        &self,
+        event: &[u8],
+        public_model: &str,
+    ) -> Result<Vec<Vec<u8>>, AdapterError> {
         match self.kind {
             Kind::OpenAi => openai_event(event, public_model),
             Kind::Anthropic => anthropic_event(event, public_model),
@@ -484,14 +505,20 @@ fn anthropic_request<'a>(body: &'a [u8], upstream_model: &'a str) -> Result<Vec<
                 None => return err("adapter: a system message's content must be a string"),
             }
         } else {
-            messages.push(Json::Obj(vec![("role".into(), role.clone()), ("content".into(), content.clone())]));
+            messages.push(Json::Obj(vec![
+                ("role".into(), role.clone()),
+                ("content".into(), content.clone()),
+            ]));
         }
     }
     let max_tokens = match req.get("max_tokens") {
         None | Some(Json::Null) => Json::I64(1024),
         Some(v) => v.clone(),
     };
-    let mut out: Vec<(Cow<'a, str>, Json<'a>)> = vec![("model".into(), Json::Str(upstream_model.into())), ("max_tokens".into(), max_tokens)];
+    let mut out: Vec<(Cow<'a, str>, Json<'a>)> = vec![
+        ("model".into(), Json::Str(upstream_model.into())),
+        ("max_tokens".into(), max_tokens),
+    ];
     if !system.is_empty() {
         out.push(("system".into(), Json::Str(system.join("\n").into())));
     }
@@ -525,7 +552,9 @@ fn anthropic_response<'a>(body: &'a [u8], public_model: &'a str) -> Result<Vec<u
         Some(Json::Arr(blocks)) => {
             for b in blocks {
                 let Json::Obj(_) = b else { return bad("type") };
-                let Some(t) = b.get("type") else { return bad("type") };
+                let Some(t) = b.get("type") else {
+                    return bad("type");
+                };
                 if t.str_eq("text") {
                     match b.get("text") {
                         Some(Json::Str(s)) => text.push_str(s),
@@ -538,11 +567,18 @@ fn anthropic_response<'a>(body: &'a [u8], public_model: &'a str) -> Result<Vec<u
         Some(Json::Obj(o)) if o.is_empty() => {}
         Some(_) => return bad("content"),
     }
-    let Some(rid) = r.get("id") else { return bad("id") };
+    let Some(rid) = r.get("id") else {
+        return bad("id");
+    };
     let (i, o) = match r.get("usage") {
         Some(u) if u.truthy() => {
-            let Json::Obj(_) = u else { return err(format!("{WHAT}: usage must be an object")) };
-            (u.get("input_tokens").cloned().unwrap_or(Json::I64(0)), u.get("output_tokens").cloned().unwrap_or(Json::I64(0)))
+            let Json::Obj(_) = u else {
+                return err(format!("{WHAT}: usage must be an object"));
+            };
+            (
+                u.get("input_tokens").cloned().unwrap_or(Json::I64(0)),
+                u.get("output_tokens").cloned().unwrap_or(Json::I64(0)),
+            )
         }
         _ => (Json::I64(0), Json::I64(0)),
     };
@@ -574,14 +610,21 @@ fn anthropic_response<'a>(body: &'a [u8], public_model: &'a str) -> Result<Vec<u
                 ("index".into(), Json::I64(0)),
                 (
                     "message".into(),
-                    Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str(text.into()))]),
+                    Json::Obj(vec![
+                        ("role".into(), Json::Str("assistant".into())),
+                        ("content".into(), Json::Str(text.into())),
+                    ]),
                 ),
                 ("finish_reason".into(), fin),
             ])]),
         ),
         (
             "usage".into(),
-            Json::Obj(vec![("prompt_tokens".into(), i), ("completion_tokens".into(), o), ("total_tokens".into(), total)]),
+            Json::Obj(vec![
+                ("prompt_tokens".into(), i),
+                ("completion_tokens".into(), o),
+                ("total_tokens".into(), total),
+            ]),
         ),
     ]))
 }
@@ -597,25 +640,41 @@ fn py_str(v: Option<&Json<'_>>) -> String {
     }
 }
 
-fn anthropic_event<'a>(event: &'a [u8], public_model: &'a str) -> Result<Vec<Vec<u8>>, AdapterError> {
+fn anthropic_event<'a>(
+    event: &'a [u8],
+    public_model: &'a str,
+) -> Result<Vec<Vec<u8>>, AdapterError> {
     let ev = load_obj(event, "adapter stream event")?;
     let t = ev.get("type").and_then(Json::as_str);
     match t {
         Some("content_block_delta") => match ev.get("delta") {
-            Some(d @ Json::Obj(_)) if d.get("type").is_some_and(|t| t.str_eq("text_delta")) => match d.get("text") {
-                Some(Json::Str(s)) => Ok(vec![chunk(public_model, Json::Obj(vec![("content".into(), Json::Str(s.clone()))]), Json::Null)]),
-                _ => err("adapter stream event: text_delta without text"),
-            },
+            Some(d @ Json::Obj(_)) if d.get("type").is_some_and(|t| t.str_eq("text_delta")) => {
+                match d.get("text") {
+                    Some(Json::Str(s)) => Ok(vec![chunk(
+                        public_model,
+                        Json::Obj(vec![("content".into(), Json::Str(s.clone()))]),
+                        Json::Null,
+                    )]),
+                    _ => err("adapter stream event: text_delta without text"),
+                }
+            }
             _ => Ok(vec![]),
         },
         Some("message_start") => Ok(vec![chunk(
             public_model,
-            Json::Obj(vec![("role".into(), Json::Str("assistant".into())), ("content".into(), Json::Str("".into()))]),
+            Json::Obj(vec![
+                ("role".into(), Json::Str("assistant".into())),
+                ("content".into(), Json::Str("".into())),
+            ]),
             Json::Null,
         )]),
         Some("message_delta") => match ev.get("delta") {
             Some(d @ Json::Obj(_)) => match d.get("stop_reason") {
-                Some(sr) if !sr.is_null() => Ok(vec![chunk(public_model, Json::Obj(vec![]), finish(Some(sr))?)]),
+                Some(sr) if !sr.is_null() => Ok(vec![chunk(
+                    public_model,
+                    Json::Obj(vec![]),
+                    finish(Some(sr))?,
+                )]),
                 _ => Ok(vec![]),
             },
             _ => Ok(vec![]),
@@ -642,10 +701,21 @@ mod tests {
     #[test]
     fn floats_as_orjson() {
         for (f, want) in [
-            (1e20, "1e+20"), (1.5e-7, "1.5e-7"), (100.0, "100.0"), (0.1, "0.1"), (1e16, "1e+16"),
-            (1e-5, "0.00001"), (1e-6, "1e-6"), (1.2345e16, "1.2345e+16"), (9999999999999998.0, "9999999999999998.0"),
-            (-0.0, "-0.0"), (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
-            (0.0001234, "0.0001234"), (123456789.0, "123456789.0"), (-2.5, "-2.5"),
+            (1e20, "1e+20"),
+            (1.5e-7, "1.5e-7"),
+            (100.0, "100.0"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1e-5, "0.00001"),
+            (1e-6, "1e-6"),
+            (1.2345e16, "1.2345e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (-0.0, "-0.0"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.0001234, "0.0001234"),
+            (123456789.0, "123456789.0"),
+            (-2.5, "-2.5"),
         ] {
             assert_eq!(format_float(f), want, "{f:e}");
         }
@@ -653,10 +723,22 @@ mod tests {
 
     #[test]
     fn parse_keeps_order_and_duplicates_like_python() {
-        let v = parse(br#"{"b":1,"a":[true,null,-0,1.0,18446744073709551615,18446744073709551616],"b":3}"#).unwrap();
-        assert_eq!(s(&v.to_bytes().unwrap()), r#"{"b":3,"a":[true,null,0,1.0,18446744073709551615,1.8446744073709552e+19]}"#);
+        let v = parse(
+            br#"{"b":1,"a":[true,null,-0,1.0,18446744073709551615,18446744073709551616],"b":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s(&v.to_bytes().unwrap()),
+            r#"{"b":3,"a":[true,null,0,1.0,18446744073709551615,1.8446744073709552e+19]}"#
+        );
         assert!(parse(b"{} x").is_err());
-        assert_eq!(s(&parse(br#"[-0.0,-0e1,"-0",-0]"#).unwrap().to_bytes().unwrap()), r#"[-0.0,-0.0,"-0",0]"#);
+        assert_eq!(
+            s(&parse(br#"[-0.0,-0e1,"-0",-0]"#)
+                .unwrap()
+                .to_bytes()
+                .unwrap()),
+            r#"[-0.0,-0.0,"-0",0]"#
+        );
         assert!(parse(b"-01").is_err());
         assert!(parse(b"1e400").is_err());
         let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
@@ -664,16 +746,32 @@ mod tests {
         assert!(parse(&deep(254)).unwrap().to_bytes().is_some());
         assert!(parse(&deep(255)).unwrap().to_bytes().is_none());
         assert!(parse(&deep(1025)).is_err());
-        assert_eq!(s(&parse("\"\n\u{7f}é\"".replace('\n', "\\n").as_bytes()).unwrap().to_bytes().unwrap()), "\"\\n\u{7f}é\"");
+        assert_eq!(
+            s(&parse("\"\n\u{7f}é\"".replace('\n', "\\n").as_bytes())
+                .unwrap()
+                .to_bytes()
+                .unwrap()),
+            "\"\\n\u{7f}é\""
+        );
     }
 
     #[test]
     fn openai_swaps_the_model() {
         let a = Adapter::new(Kind::OpenAi);
-        assert_eq!(s(&a.to_upstream(br#"{"model":"x","messages":[]}"#, "up").unwrap()), r#"{"model":"up","messages":[]}"#);
-        assert_eq!(s(&a.to_upstream(br#"{"messages":[]}"#, "up").unwrap()), r#"{"messages":[],"model":"up"}"#);
+        assert_eq!(
+            s(&a.to_upstream(br#"{"model":"x","messages":[]}"#, "up")
+                .unwrap()),
+            r#"{"model":"up","messages":[]}"#
+        );
+        assert_eq!(
+            s(&a.to_upstream(br#"{"messages":[]}"#, "up").unwrap()),
+            r#"{"messages":[],"model":"up"}"#
+        );
         assert!(a.stream_event(b" [DONE]\n", "m").unwrap().is_empty());
-        assert_eq!(s(&a.stream_event(br#"{"id":"c","model":"u"}"#, "m").unwrap()[0]), r#"{"id":"c","model":"m"}"#);
+        assert_eq!(
+            s(&a.stream_event(br#"{"id":"c","model":"u"}"#, "m").unwrap()[0]),
+            r#"{"id":"c","model":"m"}"#
+        );
         assert!(a.to_upstream(b"[]", "m").is_err());
     }
 
@@ -691,23 +789,40 @@ mod tests {
             r#"{"id":"msg_1","object":"chat.completion","created":0,"model":"pub","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#
         );
         assert!(a.from_upstream(br#"{"content":[]}"#, "m").is_err());
-        assert!(a.to_upstream(br#"{"messages":[{"role":"system","content":[]}]}"#, "m").is_err());
+        assert!(a
+            .to_upstream(br#"{"messages":[{"role":"system","content":[]}]}"#, "m")
+            .is_err());
     }
 
     #[test]
     fn anthropic_stream_events() {
         let a = Adapter::new(Kind::Anthropic);
-        let ev = |b: &[u8]| a.stream_event(b, "pub").unwrap().iter().map(|c| s(c).to_string()).collect::<Vec<_>>();
+        let ev = |b: &[u8]| {
+            a.stream_event(b, "pub")
+                .unwrap()
+                .iter()
+                .map(|c| s(c).to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ev(br#"{"type":"ping"}"#), Vec::<String>::new());
         assert_eq!(
             ev(br#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"hi"}}"#),
-            vec![r#"{"id":"chatcmpl-anthropic","object":"chat.completion.chunk","created":0,"model":"pub","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#]
+            vec![
+                r#"{"id":"chatcmpl-anthropic","object":"chat.completion.chunk","created":0,"model":"pub","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#
+            ]
         );
         assert_eq!(
             ev(br#"{"type":"message_delta","delta":{"stop_reason":"end_turn"}}"#),
-            vec![r#"{"id":"chatcmpl-anthropic","object":"chat.completion.chunk","created":0,"model":"pub","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#]
+            vec![
+                r#"{"id":"chatcmpl-anthropic","object":"chat.completion.chunk","created":0,"model":"pub","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+            ]
         );
-        let e = a.stream_event(br#"{"type":"error","error":{"message":"overloaded"}}"#, "pub").unwrap_err();
+        let e = a
+            .stream_event(
+                br#"{"type":"error","error":{"message":"overloaded"}}"#,
+                "pub",
+            )
+            .unwrap_err();
         assert_eq!(e.0, "upstream stream error: overloaded");
     }
 }

@@ -27,7 +27,9 @@ impl ApiKeyAuth {
             let k = k.into();
             let mut d = [0u8; 32];
             let h = h.as_ref();
-            let lower_hex = h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            let lower_hex = h
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
             if h.len() != 64 || !lower_hex || hex::decode_to_slice(h, &mut d).is_err() {
                 return Err(AuthError::BadHash(k));
             }
@@ -73,10 +75,18 @@ fn is_ws(b: u8) -> bool {
 
 fn strip(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b {
-        if is_ws(*first) { b = rest } else { break }
+        if is_ws(*first) {
+            b = rest
+        } else {
+            break;
+        }
     }
     while let [rest @ .., last] = b {
-        if is_ws(*last) { b = rest } else { break }
+        if is_ws(*last) {
+            b = rest
+        } else {
+            break;
+        }
     }
     b
 }
@@ -90,7 +100,11 @@ mod tests {
     use super::*;
 
     fn auth() -> ApiKeyAuth {
-        ApiKeyAuth::new([("team-a", sha256_hex(b"sk-alpha")), ("team-b", sha256_hex(b"sk-beta"))]).unwrap()
+        ApiKeyAuth::new([
+            ("team-a", sha256_hex(b"sk-alpha")),
+            ("team-b", sha256_hex(b"sk-beta")),
+        ])
+        .unwrap()
     }
 
     #[test]
@@ -104,7 +118,17 @@ mod tests {
     #[test]
     fn rejects_missing_wrong_or_malformed() {
         let a = auth();
-        for h in [&b""[..], b"Bearer", b"Bearer ", b"Basic sk-alpha", b"Bearersk-alpha", b"Bearer sk-alphax", b"sk-alpha", b" Bearer sk-alpha", b"Bearer\tsk-alpha"] {
+        for h in [
+            &b""[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Basic sk-alpha",
+            b"Bearersk-alpha",
+            b"Bearer sk-alphax",
+            b"sk-alpha",
+            b" Bearer sk-alpha",
+            b"Bearer\tsk-alpha",
+        ] {
             assert_eq!(a.check(Some(h)), None, "{:?}", String::from_utf8_lossy(h));
         }
         assert_eq!(a.check(None), None);
@@ -112,7 +136,10 @@ mod tests {
 
     #[test]
     fn bad_stored_hash_is_an_error() {
-        assert_eq!(ApiKeyAuth::new([("k", "abc")]).err(), Some(AuthError::BadHash("k".into())));
+        assert_eq!(
+            ApiKeyAuth::new([("k", "abc")]).err(),
+            Some(AuthError::BadHash("k".into()))
+        );
         assert!(ApiKeyAuth::new([("k", "zz".repeat(32))]).is_err());
         assert!(ApiKeyAuth::new([("k", sha256_hex(b"x").to_uppercase())]).is_err());
     }

@@ -67,7 +67,12 @@ pub fn text_entropy_millibits_bytes(text: &[u8]) -> i64 {
 /// The per-position top_logprobs of `choices[0].logprobs.content`, when every entry
 /// carries a non-empty list of numeric logprobs; otherwise None (the text branch runs).
 fn top_logprobs(doc: &Value) -> Option<Vec<Vec<f64>>> {
-    let content = doc.get("choices")?.get(0)?.get("logprobs")?.get("content")?.as_array()?;
+    let content = doc
+        .get("choices")?
+        .get(0)?
+        .get("logprobs")?
+        .get("content")?
+        .as_array()?;
     if content.is_empty() {
         return None;
     }
@@ -97,7 +102,9 @@ pub enum PySum {
 
 /// `sum(xs)` as CPython computes it for a non-empty list of floats (start = int 0).
 pub fn py_sum(xs: &[f64], mode: PySum) -> f64 {
-    let Some((&first, rest)) = xs.split_first() else { return 0.0 };
+    let Some((&first, rest)) = xs.split_first() else {
+        return 0.0;
+    };
     // 0 + x0 (int + float) is x0, except that it turns -0.0 into 0.0.
     let mut f = 0.0 + first;
     match mode {

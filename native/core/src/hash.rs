@@ -157,8 +157,14 @@ mod tests {
 
     #[test]
     fn known_sha256() {
-        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
@@ -183,7 +189,10 @@ mod tests {
         let ps: Vec<[u8; 1]> = (0..100u8).map(|i| [i]).collect();
         let nodes: u64 = (0..100u64).map(|i| (!i).trailing_zeros() as u64).sum();
         assert_eq!(nodes, 100 - 100u64.count_ones() as u64);
-        assert_ne!(hash_work(ps.iter().map(|p| &p[..]), true), hash_work(ps.iter().map(|p| &p[..]), false));
+        assert_ne!(
+            hash_work(ps.iter().map(|p| &p[..]), true),
+            hash_work(ps.iter().map(|p| &p[..]), false)
+        );
     }
 
     #[test]

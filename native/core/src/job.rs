@@ -27,7 +27,9 @@ pub struct AuditJob {
 /// `orjson.loads(chunk)["choices"][0]["delta"].get("content")` when it is a non-empty str.
 fn delta_content(chunk: &[u8]) -> Option<String> {
     let v = adapter::parse(chunk).ok()?;
-    let Some(Json::Arr(choices)) = v.get("choices") else { return None };
+    let Some(Json::Arr(choices)) = v.get("choices") else {
+        return None;
+    };
     let delta = choices.first()?.get("delta")?;
     match delta.get("content") {
         Some(Json::Str(s)) if !s.is_empty() => Some(s.to_string()),
@@ -61,8 +63,12 @@ fn count(v: Option<&Json<'_>>, default: i64) -> Result<i64, ()> {
 /// (entropy, prompt_tokens, completion_tokens) of a non-streamed 2xx body; what cannot be
 /// read leaves entropy 0 and keeps the counts read so far (the Python twin's try block).
 fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64) {
-    let Ok(entropy) = entropy_millibits(body, mode) else { return (0, prompt_tokens, 0) };
-    let Ok(doc @ Json::Obj(_)) = adapter::parse(body) else { return (0, prompt_tokens, 0) };
+    let Ok(entropy) = entropy_millibits(body, mode) else {
+        return (0, prompt_tokens, 0);
+    };
+    let Ok(doc @ Json::Obj(_)) = adapter::parse(body) else {
+        return (0, prompt_tokens, 0);
+    };
     let usage = doc.get("usage");
     let empty = Json::Obj(Vec::new());
     let usage = match usage {
@@ -71,8 +77,12 @@ fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64)
         Some(u @ Json::Obj(_)) => u,
         Some(_) => return (0, prompt_tokens, 0),
     };
-    let Ok(completion) = count(usage.get("completion_tokens"), 0) else { return (0, prompt_tokens, 0) };
-    let Ok(prompt) = count(usage.get("prompt_tokens"), prompt_tokens) else { return (0, prompt_tokens, completion) };
+    let Ok(completion) = count(usage.get("completion_tokens"), 0) else {
+        return (0, prompt_tokens, 0);
+    };
+    let Ok(prompt) = count(usage.get("prompt_tokens"), prompt_tokens) else {
+        return (0, prompt_tokens, completion);
+    };
     (entropy, prompt, completion)
 }
 
@@ -94,10 +104,19 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
                 body.extend_from_slice(c);
                 body.extend_from_slice(b"\n\n");
             }
-            (text_entropy_millibits(&text), m.prompt_tokens, n, sha256_hex(&body))
+            (
+                text_entropy_millibits(&text),
+                m.prompt_tokens,
+                n,
+                sha256_hex(&body),
+            )
         }
         Answer::Body(b) => {
-            let (e, p, c) = if (200..300).contains(&job.status) { body_figures(b, m.prompt_tokens, mode) } else { (0, m.prompt_tokens, 0) };
+            let (e, p, c) = if (200..300).contains(&job.status) {
+                body_figures(b, m.prompt_tokens, mode)
+            } else {
+                (0, m.prompt_tokens, 0)
+            };
             (e, p, c, sha256_hex(b))
         }
     };
@@ -143,29 +162,70 @@ mod tests {
 
     #[test]
     fn usage_counts_and_fallbacks() {
-        let job = |body: &[u8]| AuditJob { material: material(), status: 200, answer: Answer::Body(body.to_vec()), latency_us: 7 };
-        let p = record_payload(0, &job(br#"{"usage":{"prompt_tokens":9,"completion_tokens":2}}"#), PySum::Plain);
+        let job = |body: &[u8]| AuditJob {
+            material: material(),
+            status: 200,
+            answer: Answer::Body(body.to_vec()),
+            latency_us: 7,
+        };
+        let p = record_payload(
+            0,
+            &job(br#"{"usage":{"prompt_tokens":9,"completion_tokens":2}}"#),
+            PySum::Plain,
+        );
         let s = String::from_utf8(p).unwrap();
-        assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":9"#), "{s}");
-        let s = String::from_utf8(record_payload(0, &job(br#"{"usage":{"completion_tokens":2,"prompt_tokens":"x"}}"#), PySum::Plain)).unwrap();
-        assert!(s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":3"#) && s.contains(r#""entropy_mbits":0"#), "{s}");
+        assert!(
+            s.contains(r#""completion_tokens":2"#) && s.contains(r#""prompt_tokens":9"#),
+            "{s}"
+        );
+        let s = String::from_utf8(record_payload(
+            0,
+            &job(br#"{"usage":{"completion_tokens":2,"prompt_tokens":"x"}}"#),
+            PySum::Plain,
+        ))
+        .unwrap();
+        assert!(
+            s.contains(r#""completion_tokens":2"#)
+                && s.contains(r#""prompt_tokens":3"#)
+                && s.contains(r#""entropy_mbits":0"#),
+            "{s}"
+        );
     }
 
     #[test]
     fn trace_id_only_when_traced() {
-        let mut job = AuditJob { material: material(), status: 404, answer: Answer::Body(b"{}".to_vec()), latency_us: 7 };
+        let mut job = AuditJob {
+            material: material(),
+            status: 404,
+            answer: Answer::Body(b"{}".to_vec()),
+            latency_us: 7,
+        };
         let plain = String::from_utf8(record_payload(0, &job, PySum::Plain)).unwrap();
         assert!(!plain.contains("trace_id"), "{plain}");
         job.material.trace_id = "0af7651916cd43dd8448eb211c80319c".into();
         let s = String::from_utf8(record_payload(0, &job, PySum::Plain)).unwrap();
-        assert!(s.ends_with(r#","trace_id":"0af7651916cd43dd8448eb211c80319c","waf":"allow"}"#), "{s}");
+        assert!(
+            s.ends_with(r#","trace_id":"0af7651916cd43dd8448eb211c80319c","waf":"allow"}"#),
+            "{s}"
+        );
     }
 
     #[test]
     fn stream_counts_content_chunks() {
-        let chunks = vec![br#"{"choices":[{"delta":{"content":"a"}}]}"#.to_vec(), br#"{"choices":[{"delta":{}}]}"#.to_vec()];
-        let job = AuditJob { material: material(), status: 200, answer: Answer::Chunks(chunks), latency_us: 1 };
+        let chunks = vec![
+            br#"{"choices":[{"delta":{"content":"a"}}]}"#.to_vec(),
+            br#"{"choices":[{"delta":{}}]}"#.to_vec(),
+        ];
+        let job = AuditJob {
+            material: material(),
+            status: 200,
+            answer: Answer::Chunks(chunks),
+            latency_us: 1,
+        };
         let s = String::from_utf8(record_payload(1, &job, PySum::Plain)).unwrap();
-        assert!(s.contains(r#""completion_tokens":1"#) && s.contains(r#""seq":1"#), "{s}");
+        assert!(
+            s.contains(r#""completion_tokens":1"#) && s.contains(r#""seq":1"#),
+            "{s}"
+        );
     }
 }

@@ -15,12 +15,12 @@
 //! per batch under "group", one per record under "always", none under "none"), or with the
 //! error when it could not be written. Jobs queued while a batch is being written form the
 //! next batch, so concurrent requests share one group commit.
-use crate::job::{record_payload, AuditJob};
+use crate::entropy::PySum;
 use crate::hash::leaf_hash;
+use crate::job::{record_payload, AuditJob};
 use crate::mmr::{ConsistencyProof, InclusionProof, Mmr, MmrError};
 use crate::node_store::Checkpoint;
 use crate::wal::{replay, replay_from, FsyncPolicy, Recovery, WalError, WalWriter, HEADER_LEN};
-use crate::entropy::PySum;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -69,7 +69,10 @@ fn store_err(e: MmrError) -> WalError {
 
 /// WAL bytes of the frames `ranges` and the payload length of the last one.
 fn tail_of(ranges: &[std::ops::Range<usize>]) -> (u64, Option<u32>) {
-    (ranges.iter().map(|r| WAL_HEADER + r.len() as u64).sum(), ranges.last().map(|r| r.len() as u32))
+    (
+        ranges.iter().map(|r| WAL_HEADER + r.len() as u64).sum(),
+        ranges.last().map(|r| r.len() as u32),
+    )
 }
 
 impl Ledger {
@@ -98,7 +101,10 @@ impl Ledger {
                 }
             }
             match why {
-                Some(w) => problems.push(format!("checkpoint {} ({} leaves): {w}", cp.seq, cp.leaf_count)),
+                Some(w) => problems.push(format!(
+                    "checkpoint {} ({} leaves): {w}",
+                    cp.seq, cp.leaf_count
+                )),
                 None => {
                     resumed = Some(cp);
                     break;
@@ -108,9 +114,20 @@ impl Ledger {
         let (wal, data, ranges, mut rec, wal_end, last_len) = match resumed {
             Some(cp) => {
                 let trusted = (cp.leaf_count > 0).then_some((cp.leaf_count, cp.wal_end));
-                let wal = WalWriter::open_trusted(&path, policy, group_delay_ms, GROUP_MAX_RECORDS, trusted)?;
+                let wal = WalWriter::open_trusted(
+                    &path,
+                    policy,
+                    group_delay_ms,
+                    GROUP_MAX_RECORDS,
+                    trusted,
+                )?;
                 let (data, ranges) = replay_from(&path, cp.wal_end)?;
-                let rec = StoreRecovery { action: "resumed", checkpoint: cp.leaf_count, replayed: ranges.len() as u64, message: String::new() };
+                let rec = StoreRecovery {
+                    action: "resumed",
+                    checkpoint: cp.leaf_count,
+                    replayed: ranges.len() as u64,
+                    message: String::new(),
+                };
                 (wal, data, ranges, rec, cp.wal_end, cp.last_frame_len)
             }
             None => {
@@ -119,10 +136,23 @@ impl Ledger {
                 let held = mmr.leaf_count();
                 mmr.truncate(0).map_err(store_err)?;
                 let rebuilt = !problems.is_empty() || held > 0 || !ranges.is_empty();
-                let mut rec = StoreRecovery { action: if rebuilt { "rebuilt" } else { "new" }, checkpoint: 0, replayed: ranges.len() as u64, message: String::new() };
+                let mut rec = StoreRecovery {
+                    action: if rebuilt { "rebuilt" } else { "new" },
+                    checkpoint: 0,
+                    replayed: ranges.len() as u64,
+                    message: String::new(),
+                };
                 if rebuilt {
-                    let why = if problems.is_empty() { "it has no checkpoint".to_string() } else { problems.join("; ") };
-                    rec.message = format!("node store {} rebuilt from the WAL ({} records): {why}", store.display(), ranges.len());
+                    let why = if problems.is_empty() {
+                        "it has no checkpoint".to_string()
+                    } else {
+                        problems.join("; ")
+                    };
+                    rec.message = format!(
+                        "node store {} rebuilt from the WAL ({} records): {why}",
+                        store.display(),
+                        ranges.len()
+                    );
                     if held > 0 || !problems.is_empty() {
                         eprintln!("gatewaylab ledger: {}", rec.message);
                     }
@@ -131,7 +161,8 @@ impl Ledger {
             }
         };
         let (bytes, last) = tail_of(&ranges);
-        mmr.append_many(ranges.iter().map(|r| &data[r.clone()])).map_err(store_err)?;
+        mmr.append_many(ranges.iter().map(|r| &data[r.clone()]))
+            .map_err(store_err)?;
         if mmr.leaf_count() != wal.count() {
             return Err(WalError::Invalid(format!(
                 "ledger rebuild mismatch: WAL has {} records, MMR {}",
@@ -148,7 +179,12 @@ impl Ledger {
             last_len: last.unwrap_or(last_len),
             checkpointed,
             sync: policy != FsyncPolicy::None,
-            store_recovery: StoreRecovery { action: "", checkpoint: 0, replayed: 0, message: String::new() },
+            store_recovery: StoreRecovery {
+                action: "",
+                checkpoint: 0,
+                replayed: 0,
+                message: String::new(),
+            },
         };
         if rec.replayed > 0 || rec.action != "resumed" {
             led.checkpoint()?;
@@ -160,7 +196,9 @@ impl Ledger {
     /// Make the WAL durable, then record in the store how far it matches the WAL.
     fn checkpoint(&mut self) -> Result<(), WalError> {
         self.wal.flush()?;
-        self.mmr.checkpoint(self.wal_end, self.last_len, self.sync).map_err(store_err)?;
+        self.mmr
+            .checkpoint(self.wal_end, self.last_len, self.sync)
+            .map_err(store_err)?;
         self.checkpointed = self.mmr.leaf_count();
         Ok(())
     }
@@ -191,7 +229,10 @@ impl Ledger {
     /// WAL first, then the MMR; returns the new count.
     pub fn append_many(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
         self.wal.append_many(payloads)?;
-        let n = self.mmr.append_many(payloads.iter().copied()).map_err(store_err)?;
+        let n = self
+            .mmr
+            .append_many(payloads.iter().copied())
+            .map_err(store_err)?;
         for p in payloads {
             self.wal_end += WAL_HEADER + p.len() as u64;
         }
@@ -215,7 +256,11 @@ impl Ledger {
         if self.wal.is_closed() {
             return Ok(());
         }
-        let r = if self.mmr.leaf_count() != self.checkpointed { self.checkpoint() } else { Ok(()) };
+        let r = if self.mmr.leaf_count() != self.checkpointed {
+            self.checkpoint()
+        } else {
+            Ok(())
+        };
         let w = self.wal.close();
         let m = self.mmr.close().map_err(store_err);
         r.and(w).and(m)
@@ -226,13 +271,18 @@ impl Ledger {
 fn check_checkpoint(mmr: &Mmr, wal: &Path, cp: &Checkpoint) -> Option<String> {
     let (c, o, last) = (cp.leaf_count, cp.wal_end, cp.last_frame_len as u64);
     if c > mmr.leaf_count() {
-        return Some(format!("the store holds {} leaves, fewer than its checkpoint of {c}", mmr.leaf_count()));
+        return Some(format!(
+            "the store holds {} leaves, fewer than its checkpoint of {c}",
+            mmr.leaf_count()
+        ));
     }
     if c == 0 {
         return (o != WAL_HEADER).then(|| format!("checkpoint of 0 leaves at WAL offset {o}"));
     }
     if o < 2 * WAL_HEADER + last {
-        return Some(format!("checkpoint offsets are impossible (end {o}, last frame {last} bytes)"));
+        return Some(format!(
+            "checkpoint offsets are impossible (end {o}, last frame {last} bytes)"
+        ));
     }
     let start = o - WAL_HEADER - last;
     let size = match std::fs::metadata(wal) {
@@ -240,7 +290,9 @@ fn check_checkpoint(mmr: &Mmr, wal: &Path, cp: &Checkpoint) -> Option<String> {
         Err(_) => return Some("the WAL is missing".into()),
     };
     if size < o {
-        return Some(format!("the WAL ends at byte {size}, before the checkpoint's {o}"));
+        return Some(format!(
+            "the WAL ends at byte {size}, before the checkpoint's {o}"
+        ));
     }
     let (data, ranges) = match replay_from(wal, start) {
         Ok(x) => x,
@@ -248,8 +300,17 @@ fn check_checkpoint(mmr: &Mmr, wal: &Path, cp: &Checkpoint) -> Option<String> {
     };
     match ranges.first() {
         Some(r) if r.len() as u64 == last => {
-            let ok = mmr.leaf_hash(c - 1).map(|h| h == leaf_hash(&data[r.clone()])).unwrap_or(false);
-            (!ok).then(|| format!("WAL record {} does not match the store's leaf {}", c - 1, c - 1))
+            let ok = mmr
+                .leaf_hash(c - 1)
+                .map(|h| h == leaf_hash(&data[r.clone()]))
+                .unwrap_or(false);
+            (!ok).then(|| {
+                format!(
+                    "WAL record {} does not match the store's leaf {}",
+                    c - 1,
+                    c - 1
+                )
+            })
         }
         _ => Some(format!("no {last}-byte WAL frame at byte {start}")),
     }
@@ -284,7 +345,11 @@ impl LedgerThread {
     /// Start the thread that owns `ledger`. `mode`: how entropy sums floats (see job.rs).
     /// `batch_delay`: a pause before each batch (zero in service; tests use it to have work
     /// queued when they stop the gateway, as GATEWAYLAB_LEDGER_DELAY_MS does on rungs 0-1).
-    pub fn spawn(ledger: Ledger, mode: PySum, batch_delay: std::time::Duration) -> std::io::Result<Self> {
+    pub fn spawn(
+        ledger: Ledger,
+        mode: PySum,
+        batch_delay: std::time::Duration,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let ledger = Arc::new(Mutex::new(ledger));
         let stats = Arc::new(LedgerStats::default());
@@ -292,7 +357,12 @@ impl LedgerThread {
         let handle = std::thread::Builder::new()
             .name("gatewaylab-ledger".into())
             .spawn(move || run(rx, &l2, &s2, mode, batch_delay))?;
-        Ok(Self { tx: Mutex::new(Some(tx)), ledger, stats, handle: Mutex::new(Some(handle)) })
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            ledger,
+            stats,
+            handle: Mutex::new(Some(handle)),
+        })
     }
 
     /// Hand a job over; false once the thread has been stopped.
@@ -316,7 +386,9 @@ impl LedgerThread {
 
     fn send(&self, job: AuditJob, ack: Option<Ack>) -> Result<(), Option<Ack>> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = tx.as_ref() else { return Err(ack) };
+        let Some(tx) = tx.as_ref() else {
+            return Err(ack);
+        };
         match tx.send(Msg::Job(Box::new(job), ack)) {
             Ok(()) => {
                 self.stats.submitted.fetch_add(1, Relaxed);
@@ -339,7 +411,9 @@ impl LedgerThread {
     /// Jobs handed over and not yet appended.
     pub fn depth(&self) -> u64 {
         let s = &self.stats;
-        s.submitted.load(Relaxed).saturating_sub(s.appended.load(Relaxed) + s.failed.load(Relaxed))
+        s.submitted
+            .load(Relaxed)
+            .saturating_sub(s.appended.load(Relaxed) + s.failed.load(Relaxed))
     }
 
     /// Append everything already submitted, close the WAL and stop the thread. Idempotent.
@@ -348,7 +422,9 @@ impl LedgerThread {
         let Some(tx) = tx else { return Ok(()) };
         let (ack_tx, ack_rx) = mpsc::channel();
         let r = if tx.send(Msg::Stop(ack_tx)).is_ok() {
-            ack_rx.recv().unwrap_or_else(|_| Err("ledger thread ended without closing".into()))
+            ack_rx
+                .recv()
+                .unwrap_or_else(|_| Err("ledger thread ended without closing".into()))
         } else {
             Err("ledger thread is gone".into())
         };
@@ -367,14 +443,24 @@ impl Drop for LedgerThread {
 
 /// Append the batch (one `append_many`: one write, and the fsync the policy promises), then
 /// call the acks of its jobs, outside the ledger's lock.
-fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box<AuditJob>>, acks: &mut Vec<Ack>, mode: PySum) {
+fn append_batch(
+    ledger: &Mutex<Ledger>,
+    stats: &LedgerStats,
+    batch: &mut Vec<Box<AuditJob>>,
+    acks: &mut Vec<Ack>,
+    mode: PySum,
+) {
     if batch.is_empty() {
         return;
     }
     let result = {
         let mut led = ledger.lock().unwrap_or_else(|e| e.into_inner());
         let base = led.count();
-        let payloads: Vec<Vec<u8>> = batch.iter().enumerate().map(|(i, j)| record_payload(base + i as u64, j, mode)).collect();
+        let payloads: Vec<Vec<u8>> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, j)| record_payload(base + i as u64, j, mode))
+            .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         led.append_many(&refs)
     };
@@ -385,7 +471,10 @@ fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box
         }
         Err(e) => {
             // never let one bad batch stop the thread; say so loudly (as the Python path does)
-            eprintln!("gateway: audit append failed for {} records: {e}", batch.len());
+            eprintln!(
+                "gateway: audit append failed for {} records: {e}",
+                batch.len()
+            );
             stats.failed.fetch_add(batch.len() as u64, Relaxed);
             Err(format!("the audit record could not be written: {e}"))
         }
@@ -396,7 +485,13 @@ fn append_batch(ledger: &Mutex<Ledger>, stats: &LedgerStats, batch: &mut Vec<Box
     batch.clear();
 }
 
-fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PySum, batch_delay: std::time::Duration) {
+fn run(
+    rx: Receiver<Msg>,
+    ledger: &Mutex<Ledger>,
+    stats: &LedgerStats,
+    mode: PySum,
+    batch_delay: std::time::Duration,
+) {
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
     let mut acks: Vec<Ack> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -421,7 +516,11 @@ fn run(rx: Receiver<Msg>, ledger: &Mutex<Ledger>, stats: &LedgerStats, mode: PyS
         append_batch(ledger, stats, &mut batch, &mut acks, mode);
         if let Some(ack) = stop {
             // everything sent before Stop is already in `batch` or appended
-            let r = ledger.lock().unwrap_or_else(|e| e.into_inner()).close().map_err(|e| e.to_string());
+            let r = ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .close()
+                .map_err(|e| e.to_string());
             let _ = ack.send(r);
             return;
         }
@@ -453,12 +552,16 @@ mod tests {
     }
 
     fn vectors() -> serde_json::Value {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
         serde_json::from_slice(&std::fs::read(p).expect("read node_store_v1.json")).expect("parse")
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn fresh_dir(name: &str) -> PathBuf {
@@ -471,7 +574,12 @@ mod tests {
     fn vector_files_are_those_of_the_python_ledger() {
         let v = vectors();
         let v = &v["ledger"];
-        let payloads: Vec<Vec<u8>> = v["payloads_hex"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let payloads: Vec<Vec<u8>> = v["payloads_hex"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| unhex(p.as_str().unwrap()))
+            .collect();
         let dir = fresh_dir("vector");
         let mut led = Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap();
         let first: Vec<&[u8]> = payloads[..5].iter().map(Vec::as_slice).collect();
@@ -480,8 +588,14 @@ mod tests {
             led.append_many(&[p.as_slice()]).unwrap();
         }
         led.close().unwrap();
-        assert_eq!(std::fs::read(dir.join(STORE_NAME)).unwrap(), unhex(v["store_hex"].as_str().unwrap()));
-        assert_eq!(std::fs::read(dir.join(WAL_NAME)).unwrap(), unhex(v["wal_hex"].as_str().unwrap()));
+        assert_eq!(
+            std::fs::read(dir.join(STORE_NAME)).unwrap(),
+            unhex(v["store_hex"].as_str().unwrap())
+        );
+        assert_eq!(
+            std::fs::read(dir.join(WAL_NAME)).unwrap(),
+            unhex(v["wal_hex"].as_str().unwrap())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -494,7 +608,15 @@ mod tests {
         led.append_many(&refs[..600]).unwrap();
         led.close().unwrap();
         let mut led = Ledger::open(&dir, FsyncPolicy::None, 0.0).unwrap();
-        assert_eq!(led.store_recovery(), &StoreRecovery { action: "resumed", checkpoint: 600, replayed: 0, message: String::new() });
+        assert_eq!(
+            led.store_recovery(),
+            &StoreRecovery {
+                action: "resumed",
+                checkpoint: 600,
+                replayed: 0,
+                message: String::new()
+            }
+        );
         led.append_many(&refs[600..]).unwrap();
         let root = led.root_hex();
         // A kill -9 now: the WAL has 1000 records, the store's checkpoint says 600.
@@ -506,17 +628,37 @@ mod tests {
         }
         led.close().unwrap();
         let mut again = Ledger::open(&crashed, FsyncPolicy::None, 0.0).unwrap();
-        assert_eq!((again.store_recovery().action, again.store_recovery().checkpoint, again.store_recovery().replayed), ("resumed", 600, 400));
+        assert_eq!(
+            (
+                again.store_recovery().action,
+                again.store_recovery().checkpoint,
+                again.store_recovery().replayed
+            ),
+            ("resumed", 600, 400)
+        );
         assert_eq!((again.count(), again.root_hex()), (1000, root.clone()));
         again.close().unwrap();
         let mut data = std::fs::read(crashed.join(STORE_NAME)).unwrap();
         data[2] ^= 1;
         std::fs::write(crashed.join(STORE_NAME), &data).unwrap();
         let mut again = Ledger::open(&crashed, FsyncPolicy::None, 0.0).unwrap();
-        assert_eq!((again.store_recovery().action, again.store_recovery().replayed), ("rebuilt", 1000));
-        assert!(again.store_recovery().message.contains("bad header"), "{:?}", again.store_recovery());
+        assert_eq!(
+            (
+                again.store_recovery().action,
+                again.store_recovery().replayed
+            ),
+            ("rebuilt", 1000)
+        );
+        assert!(
+            again.store_recovery().message.contains("bad header"),
+            "{:?}",
+            again.store_recovery()
+        );
         assert_eq!(again.root_hex(), root);
-        assert!(again.resident_hashes() < 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS);
+        assert!(
+            again.resident_hashes()
+                < 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS
+        );
         again.close().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&crashed);
@@ -527,27 +669,45 @@ mod tests {
         use std::sync::mpsc::channel;
         for policy in [FsyncPolicy::Group, FsyncPolicy::Always] {
             let dir = fresh_dir(&format!("ack-{}", policy.name()));
-            let t = Arc::new(LedgerThread::spawn(Ledger::open(&dir, policy, 50.0).unwrap(), PySum::Plain, std::time::Duration::from_millis(5)).unwrap());
+            let t = Arc::new(
+                LedgerThread::spawn(
+                    Ledger::open(&dir, policy, 50.0).unwrap(),
+                    PySum::Plain,
+                    std::time::Duration::from_millis(5),
+                )
+                .unwrap(),
+            );
             let (tx, rx) = channel();
             for i in 0..40 {
                 let (tx, t2) = (tx.clone(), Arc::clone(&t));
                 // each ack sees its own record durable (the group delay of 50 ms never had to pass)
-                assert!(t.submit_acked(job(i), Box::new(move |r| {
-                    let durable = t2.ledger().durable_count();
-                    tx.send((i, r, durable)).unwrap();
-                })));
+                assert!(t.submit_acked(
+                    job(i),
+                    Box::new(move |r| {
+                        let durable = t2.ledger().durable_count();
+                        tx.send((i, r, durable)).unwrap();
+                    })
+                ));
             }
-            let mut got: Vec<(i64, Result<(), String>, u64)> = (0..40).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+            let mut got: Vec<(i64, Result<(), String>, u64)> = (0..40)
+                .map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+                .collect();
             got.sort_by_key(|g| g.0);
             for (i, r, durable) in got {
                 assert_eq!(r, Ok(()));
-                assert!(durable > i as u64, "{policy:?}: record {i} acknowledged with durable_count {durable}");
+                assert!(
+                    durable > i as u64,
+                    "{policy:?}: record {i} acknowledged with durable_count {durable}"
+                );
             }
             t.drain().unwrap();
             // stopped: the ack is called at once with the error, the job refused
             let (tx, rx) = channel();
             assert!(!t.submit_acked(job(0), Box::new(move |r| tx.send(r).unwrap())));
-            assert_eq!(rx.try_recv().unwrap(), Err("the audit ledger is stopped".to_string()));
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                Err("the audit ledger is stopped".to_string())
+            );
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
@@ -556,7 +716,12 @@ mod tests {
     fn thread_appends_drains_and_reopens() {
         let dir = std::env::temp_dir().join(format!("gl-ledger-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let t = LedgerThread::spawn(Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap(), PySum::Plain, std::time::Duration::ZERO).unwrap();
+        let t = LedgerThread::spawn(
+            Ledger::open(&dir, FsyncPolicy::Group, 1.0).unwrap(),
+            PySum::Plain,
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
         for i in 0..300 {
             assert!(t.submit(job(i)));
         }

@@ -7,7 +7,9 @@
 //! size stays addressable at `node_pos(height, index)`: inclusion proofs for any index and
 //! consistency proofs from any older count are index arithmetic.
 use crate::hash::{from_hex, leaf_hash, node_hash, root_of_peaks, to_hex, Hash};
-use crate::node_store::{leaves_for, node_pos, nodes_for, Checkpoint, StoreError, StoreFile, WRITE_BATCH};
+use crate::node_store::{
+    leaves_for, node_pos, nodes_for, Checkpoint, StoreError, StoreFile, WRITE_BATCH,
+};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -136,7 +138,13 @@ impl Mmr {
         if f.nodes != base || f.torn_bytes != 0 {
             f.truncate(base)?;
         }
-        let mut m = Self { count, stack: Vec::new(), pending: Vec::new(), base, store: Some(f) };
+        let mut m = Self {
+            count,
+            stack: Vec::new(),
+            pending: Vec::new(),
+            base,
+            store: Some(f),
+        };
         m.stack = m.peaks_at(count)?;
         Ok(m)
     }
@@ -156,7 +164,9 @@ impl Mmr {
 
     /// The store's valid checkpoints, newest first (none in memory).
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
-        self.store.as_ref().map_or_else(Vec::new, |s| s.checkpoints.clone())
+        self.store
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.checkpoints.clone())
     }
 
     /// Append a payload; returns its leaf index.
@@ -226,14 +236,20 @@ impl Mmr {
     /// Drop every leaf from `count` on (and the nodes they completed).
     pub fn truncate(&mut self, count: u64) -> Result<(), MmrError> {
         if count > self.count {
-            return Err(MmrError::Index(format!("count {count} out of range 0..{}", self.count)));
+            return Err(MmrError::Index(format!(
+                "count {count} out of range 0..{}",
+                self.count
+            )));
         }
         let keep = nodes_for(count);
         if keep >= self.base {
             self.pending.truncate((keep - self.base) as usize);
         } else {
             self.pending.clear();
-            self.store.as_mut().expect("nodes below base are in the store").truncate(keep)?;
+            self.store
+                .as_mut()
+                .expect("nodes below base are in the store")
+                .truncate(keep)?;
             self.base = keep;
         }
         self.count = count;
@@ -244,15 +260,28 @@ impl Mmr {
     /// Record that the first `leaf_count` leaves are the WAL's records up to byte `wal_end`
     /// (the last with a `last_frame_len`-byte payload). The caller makes the WAL durable to
     /// `wal_end` first; the nodes are made durable here before the slot is written.
-    pub fn checkpoint(&mut self, wal_end: u64, last_frame_len: u32, sync: bool) -> Result<Checkpoint, MmrError> {
+    pub fn checkpoint(
+        &mut self,
+        wal_end: u64,
+        last_frame_len: u32,
+        sync: bool,
+    ) -> Result<Checkpoint, MmrError> {
         if self.store.is_none() {
-            return Err(MmrError::Invalid("an in-memory MerkleMountainRange has no store to checkpoint".into()));
+            return Err(MmrError::Invalid(
+                "an in-memory MerkleMountainRange has no store to checkpoint".into(),
+            ));
         }
         self.flush(sync)?;
         let root = self.root();
         let f = self.store.as_mut().expect("checked above");
         let seq = f.checkpoints.first().map_or(0, |c| c.seq) + 1;
-        let cp = Checkpoint { seq, leaf_count: self.count, wal_end, last_frame_len, root };
+        let cp = Checkpoint {
+            seq,
+            leaf_count: self.count,
+            wal_end,
+            last_frame_len,
+            root,
+        };
         f.write_slot(cp)?;
         if sync {
             f.sync()?;
@@ -304,19 +333,30 @@ impl Mmr {
     fn check_index(&self, index: u64) -> Result<(), MmrError> {
         let n = self.leaf_count();
         if index >= n {
-            return Err(MmrError::Index(format!("leaf index {index} out of range for an MMR of {n} leaves")));
+            return Err(MmrError::Index(format!(
+                "leaf index {index} out of range for an MMR of {n} leaves"
+            )));
         }
         Ok(())
     }
 
     /// Siblings that lift the node (`height`, covering leaf `leaf`) up to `top` height.
     fn path(&self, leaf: u64, height: u32, top: u32) -> Result<Vec<Hash>, MmrError> {
-        (height..top).map(|l| self.node(l, (leaf >> l) ^ 1)).collect()
+        (height..top)
+            .map(|l| self.node(l, (leaf >> l) ^ 1))
+            .collect()
     }
 
     /// A path read back from the store must hash up to the peak held in memory: a store
     /// that fails this is corrupt and never serves a proof.
-    fn check_path(&self, node: Hash, leaf: u64, height: u32, path: &[Hash], peak: &Hash) -> Result<(), MmrError> {
+    fn check_path(
+        &self,
+        node: Hash,
+        leaf: u64,
+        height: u32,
+        path: &[Hash],
+        peak: &Hash,
+    ) -> Result<(), MmrError> {
         match &self.store {
             Some(f) if lift(node, leaf, height, path) != *peak => Err(MmrError::Corrupt(format!(
                 "node store {}: the path of leaf {leaf} at height {height} does not reach its peak; the store is \
@@ -331,7 +371,10 @@ impl Mmr {
         self.check_index(index)?;
         let n = self.leaf_count();
         let peaks = peaks_of(n);
-        let k = peaks.iter().position(|p| p.contains(index)).expect("a valid index lies under a peak");
+        let k = peaks
+            .iter()
+            .position(|p| p.contains(index))
+            .expect("a valid index lies under a peak");
         let leaf = self.node(0, index)?;
         let siblings = self.path(index, 0, peaks[k].height)?;
         self.check_path(leaf, index, 0, &siblings, &self.stack[k])?;
@@ -348,14 +391,19 @@ impl Mmr {
     pub fn consistency_proof(&self, old_count: u64) -> Result<ConsistencyProof, MmrError> {
         let n = self.leaf_count();
         if old_count > n {
-            return Err(MmrError::Index(format!("old count {old_count} out of range for an MMR of {n} leaves")));
+            return Err(MmrError::Index(format!(
+                "old count {old_count} out of range for an MMR of {n} leaves"
+            )));
         }
         let new = peaks_of(n);
         let old = peaks_of(old_count);
         let old_peaks = self.peaks_at(old_count)?;
         let mut paths = Vec::with_capacity(old.len());
         for (op, oh) in old.iter().zip(&old_peaks) {
-            let k = new.iter().position(|p| p.contains(op.start)).expect("an old peak lies under a new peak");
+            let k = new
+                .iter()
+                .position(|p| p.contains(op.start))
+                .expect("an old peak lies under a new peak");
             let path = self.path(op.start, op.height, new[k].height)?;
             self.check_path(*oh, op.start, op.height, &path, &self.stack[k])?;
             paths.push(path);
@@ -376,7 +424,11 @@ impl Mmr {
 fn lift(mut node: Hash, leaf: u64, height: u32, siblings: &[Hash]) -> Hash {
     for (k, sib) in siblings.iter().enumerate() {
         let l = height + k as u32;
-        node = if (leaf >> l) & 1 == 0 { node_hash(&node, sib) } else { node_hash(sib, &node) };
+        node = if (leaf >> l) & 1 == 0 {
+            node_hash(&node, sib)
+        } else {
+            node_hash(sib, &node)
+        };
     }
     node
 }
@@ -391,7 +443,9 @@ impl InclusionProof {
             }
         }
         let peaks = peaks_of(self.leaf_count);
-        let Some(k) = peaks.iter().position(|p| p.contains(self.leaf_index)) else { return false };
+        let Some(k) = peaks.iter().position(|p| p.contains(self.leaf_index)) else {
+            return false;
+        };
         lift(self.leaf_hash, self.leaf_index, 0, &self.siblings) == self.peaks[k]
             && root_of_peaks(&self.peaks) == self.root
     }
@@ -418,7 +472,9 @@ impl InclusionProof {
         let peaks = hash_list(field(o, "peaks")?, "peaks")?;
         let root = hash_field(o, "root")?;
         if leaf_index >= leaf_count {
-            return Err(proof_err(format!("leaf_index {leaf_index} is not below leaf_count {leaf_count}")));
+            return Err(proof_err(format!(
+                "leaf_index {leaf_index} is not below leaf_count {leaf_count}"
+            )));
         }
         let shape = peaks_of(leaf_count);
         if peaks.len() != shape.len() {
@@ -428,7 +484,10 @@ impl InclusionProof {
                 peaks.len()
             )));
         }
-        let peak = shape.iter().find(|p| p.contains(leaf_index)).expect("leaf_index < leaf_count");
+        let peak = shape
+            .iter()
+            .find(|p| p.contains(leaf_index))
+            .expect("leaf_index < leaf_count");
         if siblings.len() != peak.height as usize {
             return Err(proof_err(format!(
                 "leaf {leaf_index} of {leaf_count} needs {} siblings, the proof lists {}",
@@ -436,25 +495,38 @@ impl InclusionProof {
                 siblings.len()
             )));
         }
-        Ok(Self { leaf_index, leaf_count, leaf_hash, siblings, peaks, root })
+        Ok(Self {
+            leaf_index,
+            leaf_count,
+            leaf_hash,
+            siblings,
+            peaks,
+            root,
+        })
     }
 }
 
 impl ConsistencyProof {
     pub fn verify(&self) -> bool {
-        if root_of_peaks(&self.old_peaks) != self.old_root || root_of_peaks(&self.new_peaks) != self.new_root {
+        if root_of_peaks(&self.old_peaks) != self.old_root
+            || root_of_peaks(&self.new_peaks) != self.new_root
+        {
             return false;
         }
         let new = peaks_of(self.new_count);
         let old = peaks_of(self.old_count);
         for ((op, old_hash), path) in old.iter().zip(&self.old_peaks).zip(&self.paths) {
-            let Some(k) = new.iter().position(|p| p.contains(op.start)) else { return false };
+            let Some(k) = new.iter().position(|p| p.contains(op.start)) else {
+                return false;
+            };
             // Where a step needs a left sibling, that sibling is necessarily the old peak of
             // that height; it must equal it, or the new tree does not extend the old one.
             for (step, sib) in path.iter().enumerate() {
                 let l = op.height + step as u32;
                 if (op.start >> l) & 1 == 1 {
-                    let Some(i) = old.iter().position(|p| p.height == l) else { return false };
+                    let Some(i) = old.iter().position(|p| p.height == l) else {
+                        return false;
+                    };
                     if &self.old_peaks[i] != sib {
                         return false;
                     }
@@ -496,7 +568,9 @@ impl ConsistencyProof {
         let old_root = hash_field(o, "old_root")?;
         let new_root = hash_field(o, "new_root")?;
         if old_count > new_count {
-            return Err(proof_err(format!("old_count {old_count} exceeds new_count {new_count}")));
+            return Err(proof_err(format!(
+                "old_count {old_count} exceeds new_count {new_count}"
+            )));
         }
         let old = peaks_of(old_count);
         let new = peaks_of(new_count);
@@ -510,16 +584,35 @@ impl ConsistencyProof {
             )));
         }
         if paths.len() != old.len() {
-            return Err(proof_err(format!("{} old peaks need {} paths, the proof lists {}", old.len(), old.len(), paths.len())));
+            return Err(proof_err(format!(
+                "{} old peaks need {} paths, the proof lists {}",
+                old.len(),
+                old.len(),
+                paths.len()
+            )));
         }
         for (j, (op, path)) in old.iter().zip(&paths).enumerate() {
-            let np = new.iter().find(|p| p.contains(op.start)).expect("old_count <= new_count");
+            let np = new
+                .iter()
+                .find(|p| p.contains(op.start))
+                .expect("old_count <= new_count");
             let want = (np.height - op.height) as usize;
             if path.len() != want {
-                return Err(proof_err(format!("paths[{j}] needs {want} siblings, the proof lists {}", path.len())));
+                return Err(proof_err(format!(
+                    "paths[{j}] needs {want} siblings, the proof lists {}",
+                    path.len()
+                )));
             }
         }
-        Ok(Self { old_count, new_count, old_peaks, new_peaks, paths, old_root, new_root })
+        Ok(Self {
+            old_count,
+            new_count,
+            old_peaks,
+            new_peaks,
+            paths,
+            old_root,
+            new_root,
+        })
     }
 }
 
@@ -542,11 +635,13 @@ fn hex_list(hs: &[Hash]) -> Vec<String> {
 }
 
 fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, MmrError> {
-    v.as_object().ok_or_else(|| proof_err(format!("{what} must be a JSON object")))
+    v.as_object()
+        .ok_or_else(|| proof_err(format!("{what} must be a JSON object")))
 }
 
 fn field<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a Value, MmrError> {
-    o.get(key).ok_or_else(|| proof_err(format!("proof is missing '{key}'")))
+    o.get(key)
+        .ok_or_else(|| proof_err(format!("proof is missing '{key}'")))
 }
 
 fn uint(o: &Map<String, Value>, key: &str) -> Result<u64, MmrError> {
@@ -566,8 +661,13 @@ fn hash_field(o: &Map<String, Value>, key: &str) -> Result<Hash, MmrError> {
 }
 
 fn hash_list(v: &Value, what: &str) -> Result<Vec<Hash>, MmrError> {
-    let a = v.as_array().ok_or_else(|| proof_err(format!("'{what}' must be a list of hashes")))?;
-    a.iter().enumerate().map(|(i, h)| parse_hash(h, &format!("'{what}'[{i}]"))).collect()
+    let a = v
+        .as_array()
+        .ok_or_else(|| proof_err(format!("'{what}' must be a list of hashes")))?;
+    a.iter()
+        .enumerate()
+        .map(|(i, h)| parse_hash(h, &format!("'{what}'[{i}]")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -576,8 +676,10 @@ mod tests {
     use crate::hash::sha256;
 
     fn vectors() -> Value {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/mmr_v2.json");
-        serde_json::from_slice(&std::fs::read(&p).expect("read mmr_v2.json")).expect("parse mmr_v2.json")
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors/mmr_v2.json");
+        serde_json::from_slice(&std::fs::read(&p).expect("read mmr_v2.json"))
+            .expect("parse mmr_v2.json")
     }
 
     fn seed_payload(i: u64) -> Hash {
@@ -629,9 +731,15 @@ mod tests {
     fn vector_batch_equals_per_leaf() {
         let payloads: Vec<Hash> = (0..1000).map(seed_payload).collect();
         let mut m = Mmr::new();
-        assert_eq!(m.append_many(payloads.iter().map(|p| &p[..])).unwrap(), 1000);
+        assert_eq!(
+            m.append_many(payloads.iter().map(|p| &p[..])).unwrap(),
+            1000
+        );
         assert_eq!(m.root(), build(1000).root());
-        assert_eq!(to_hex(&m.root()), vectors()["roots"]["1000"].as_str().unwrap());
+        assert_eq!(
+            to_hex(&m.root()),
+            vectors()["roots"]["1000"].as_str().unwrap()
+        );
     }
 
     #[test]
@@ -639,7 +747,9 @@ mod tests {
         let v = vectors();
         let ex = &v["inclusion_example"];
         let m = build(ex["leaf_count"].as_u64().unwrap());
-        let p = m.inclusion_proof(ex["leaf_index"].as_u64().unwrap()).unwrap();
+        let p = m
+            .inclusion_proof(ex["leaf_index"].as_u64().unwrap())
+            .unwrap();
         assert_eq!(&p.to_json(), ex);
         assert_eq!(verify_inclusion(ex, None), Ok(true));
         assert_eq!(verify_inclusion(ex, Some(&seed_payload(9))), Ok(true));
@@ -651,7 +761,9 @@ mod tests {
         let v = vectors();
         let ex = &v["consistency_example"];
         let m = build(ex["new_count"].as_u64().unwrap());
-        let p = m.consistency_proof(ex["old_count"].as_u64().unwrap()).unwrap();
+        let p = m
+            .consistency_proof(ex["old_count"].as_u64().unwrap())
+            .unwrap();
         assert_eq!(&p.to_json(), ex);
         assert_eq!(verify_consistency(ex), Ok(true));
         assert_eq!(to_hex(&p.old_root), v["roots"]["6"].as_str().unwrap());
@@ -674,7 +786,10 @@ mod tests {
                 assert_eq!(verify_consistency(&p.to_json()), Ok(true), "{old}->{n}");
             }
             assert!(matches!(m.inclusion_proof(n), Err(MmrError::Index(_))));
-            assert!(matches!(m.consistency_proof(n + 1), Err(MmrError::Index(_))));
+            assert!(matches!(
+                m.consistency_proof(n + 1),
+                Err(MmrError::Index(_))
+            ));
             if n < 40 {
                 m.append(&seed_payload(n)).unwrap();
             }
@@ -730,7 +845,11 @@ mod tests {
             flip_hex_chars(&proof, &mut tampered, &mut Vec::new(), &proof);
             assert!(tampered.len() >= 64 * 3);
             for t in &tampered {
-                let ok = if is_incl { verify_inclusion(t, None) } else { verify_consistency(t) };
+                let ok = if is_incl {
+                    verify_inclusion(t, None)
+                } else {
+                    verify_consistency(t)
+                };
                 assert_eq!(ok, Ok(false), "{t}");
             }
         }
@@ -740,7 +859,14 @@ mod tests {
     fn malformed_proofs_are_errors() {
         let good = build(11).inclusion_proof(9).unwrap().to_json();
         let mut cases: Vec<Value> = vec![json!([]), json!("x"), json!({})];
-        for key in ["leaf_index", "leaf_count", "leaf_hash", "siblings", "peaks", "root"] {
+        for key in [
+            "leaf_index",
+            "leaf_count",
+            "leaf_hash",
+            "siblings",
+            "peaks",
+            "root",
+        ] {
             let mut c = good.clone();
             c.as_object_mut().unwrap().remove(key);
             cases.push(c);
@@ -752,7 +878,10 @@ mod tests {
             ("leaf_index", json!(9.0)),
             ("leaf_count", json!(12)),
             ("leaf_hash", json!("zz")),
-            ("leaf_hash", json!(good["leaf_hash"].as_str().unwrap().to_uppercase())),
+            (
+                "leaf_hash",
+                json!(good["leaf_hash"].as_str().unwrap().to_uppercase()),
+            ),
             ("siblings", json!([])),
             ("siblings", json!("abc")),
             ("peaks", json!([good["root"].clone()])),
@@ -763,7 +892,10 @@ mod tests {
             cases.push(c);
         }
         for c in &cases {
-            assert!(matches!(verify_inclusion(c, None), Err(MmrError::Proof(_))), "{c}");
+            assert!(
+                matches!(verify_inclusion(c, None), Err(MmrError::Proof(_))),
+                "{c}"
+            );
         }
         let good = build(11).consistency_proof(6).unwrap().to_json();
         for (key, bad) in [
@@ -776,7 +908,10 @@ mod tests {
         ] {
             let mut c = good.clone();
             c[key] = bad;
-            assert!(matches!(verify_consistency(&c), Err(MmrError::Proof(_))), "{c}");
+            assert!(
+                matches!(verify_consistency(&c), Err(MmrError::Proof(_))),
+                "{c}"
+            );
         }
     }
 
@@ -795,26 +930,43 @@ mod tests {
         let mut st = Mmr::open(&path).unwrap();
         for i in 0..n {
             st.append(&seed_payload(i)).unwrap();
-            assert!(st.resident_hashes() <= 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS);
+            assert!(
+                st.resident_hashes()
+                    <= 64 + crate::node_store::WRITE_BATCH + crate::node_store::CACHE_SLOTS
+            );
         }
         assert_eq!(st.root(), mem.root());
         for i in [0, 1, 2, 1000, n / 2, n - 1] {
-            assert_eq!(st.inclusion_proof(i).unwrap(), mem.inclusion_proof(i).unwrap(), "i={i}");
+            assert_eq!(
+                st.inclusion_proof(i).unwrap(),
+                mem.inclusion_proof(i).unwrap(),
+                "i={i}"
+            );
         }
         for old in [0, 1, 5, 4096, n - 1, n] {
-            assert_eq!(st.consistency_proof(old).unwrap(), mem.consistency_proof(old).unwrap(), "old={old}");
+            assert_eq!(
+                st.consistency_proof(old).unwrap(),
+                mem.consistency_proof(old).unwrap(),
+                "old={old}"
+            );
         }
         assert!(matches!(Mmr::open(&path), Err(MmrError::Locked(_))));
         st.checkpoint(12345, 32, true).unwrap();
         st.close().unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(len, crate::node_store::HEADER_LEN + 32 * crate::node_store::nodes_for(n));
+        assert_eq!(
+            len,
+            crate::node_store::HEADER_LEN + 32 * crate::node_store::nodes_for(n)
+        );
         let mut st = Mmr::open(&path).unwrap();
         assert_eq!((st.leaf_count(), st.root()), (n, mem.root()));
         assert_eq!(st.checkpoints()[0].leaf_count, n);
         st.truncate(1000).unwrap();
         assert_eq!(st.root(), build(1000).root());
-        assert_eq!(st.inclusion_proof(999).unwrap(), build(1000).inclusion_proof(999).unwrap());
+        assert_eq!(
+            st.inclusion_proof(999).unwrap(),
+            build(1000).inclusion_proof(999).unwrap()
+        );
     }
 
     #[test]
@@ -837,21 +989,47 @@ mod tests {
 
     #[test]
     fn vector_store_file() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/node_store_v1.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors/node_store_v1.json");
         let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         let v = &v["mmr_store"];
-        let unhex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
-        let payloads: Vec<Vec<u8>> = v["payloads_hex"].as_array().unwrap().iter().map(|p| unhex(p.as_str().unwrap())).collect();
+        let unhex = |s: &str| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>()
+        };
+        let payloads: Vec<Vec<u8>> = v["payloads_hex"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| unhex(p.as_str().unwrap()))
+            .collect();
         let path = tmp_store("vector");
         let mut m = Mmr::open(&path).unwrap();
         m.append_many(payloads.iter().map(|p| &p[..])).unwrap();
         m.flush(true).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex_before_checkpoint"].as_str().unwrap()));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            unhex(v["file_hex_before_checkpoint"].as_str().unwrap())
+        );
         let cp = &v["checkpoint"];
-        let got = m.checkpoint(cp["wal_end"].as_u64().unwrap(), cp["last_frame_len"].as_u64().unwrap() as u32, true).unwrap();
-        assert_eq!((got.seq, got.leaf_count, to_hex(&got.root)), (1, 11, cp["root"].as_str().unwrap().to_string()));
+        let got = m
+            .checkpoint(
+                cp["wal_end"].as_u64().unwrap(),
+                cp["last_frame_len"].as_u64().unwrap() as u32,
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            (got.seq, got.leaf_count, to_hex(&got.root)),
+            (1, 11, cp["root"].as_str().unwrap().to_string())
+        );
         m.close().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), unhex(v["file_hex"].as_str().unwrap()));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            unhex(v["file_hex"].as_str().unwrap())
+        );
     }
 
     #[test]

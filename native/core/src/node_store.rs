@@ -47,7 +47,7 @@ pub fn node_pos(height: u32, index: u64) -> u64 {
 pub fn leaves_for(nodes: u64) -> u64 {
     let (mut lo, mut hi) = (0u64, nodes);
     while lo < hi {
-        let mid = lo + (hi - lo + 1) / 2;
+        let mid = lo + (hi - lo).div_ceil(2);
         if nodes_for(mid) <= nodes {
             lo = mid;
         } else {
@@ -152,10 +152,19 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 impl StoreFile {
     /// Open (creating an empty store if the file is missing or empty) and lock.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)?;
         if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             if e.kind() == io::ErrorKind::WouldBlock {
-                return Err(StoreError::Locked(format!("node store {} is locked by another writer", path.display())));
+                return Err(StoreError::Locked(format!(
+                    "node store {} is locked by another writer",
+                    path.display()
+                )));
             }
             return Err(e.into());
         }
@@ -213,7 +222,12 @@ impl StoreFile {
 
     /// Cache entries in use.
     pub fn cached(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|e| e.0 != u64::MAX).count()
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| e.0 != u64::MAX)
+            .count()
     }
 
     /// Write `nodes` starting at position `pos`.
@@ -240,7 +254,8 @@ impl StoreFile {
 
     /// Write `cp` into slot `cp.seq % 2` and remember it as the newest.
     pub fn write_slot(&mut self, cp: Checkpoint) -> io::Result<()> {
-        self.file.write_all_at(&cp.encode(), SLOT_OFFSETS[(cp.seq % 2) as usize])?;
+        self.file
+            .write_all_at(&cp.encode(), SLOT_OFFSETS[(cp.seq % 2) as usize])?;
         self.checkpoints.retain(|c| c.seq + 1 == cp.seq);
         self.checkpoints.insert(0, cp);
         Ok(())
@@ -297,7 +312,13 @@ mod tests {
 
     #[test]
     fn slot_round_trip_and_torn_slots() {
-        let cp = Checkpoint { seq: 7, leaf_count: 5, wal_end: 123, last_frame_len: 9, root: [3; 32] };
+        let cp = Checkpoint {
+            seq: 7,
+            leaf_count: 5,
+            wal_end: 123,
+            last_frame_len: 9,
+            root: [3; 32],
+        };
         let b = cp.encode();
         assert_eq!(Checkpoint::decode(&b), Some(cp));
         assert_eq!(Checkpoint::decode(&[0u8; 64]), None);

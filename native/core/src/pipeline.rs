@@ -22,7 +22,14 @@ use std::sync::Mutex;
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 pub const STAGES: [&str; 5] = ["auth", "parse", "waf", "ratelimit", "adapter"];
 pub const ANONYMOUS: &str = "anonymous";
-const ROLES: [&str; 6] = ["system", "user", "assistant", "tool", "developer", "function"];
+const ROLES: [&str; 6] = [
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "developer",
+    "function",
+];
 
 // --- configuration snapshot ------------------------------------------------------------
 
@@ -170,15 +177,31 @@ pub struct UpstreamFailure {
 
 impl UpstreamFailure {
     pub fn unavailable(detail: &str) -> Self {
-        Self { status: 502, code: "upstream_unavailable", message: format!("upstream connection failed: {detail}") }
+        Self {
+            status: 502,
+            code: "upstream_unavailable",
+            message: format!("upstream connection failed: {detail}"),
+        }
     }
     pub fn timeout(secs: f64) -> Self {
-        Self { status: 504, code: "upstream_timeout", message: format!("upstream timed out after {}s", fmt_g(secs)) }
+        Self {
+            status: 504,
+            code: "upstream_timeout",
+            message: format!("upstream timed out after {}s", fmt_g(secs)),
+        }
     }
     /// A non-2xx status where a stream was expected, or a 5xx/1xx/3xx answer.
     pub fn status(status: u16) -> Self {
-        let http = if (400..500).contains(&status) { status } else { 502 };
-        Self { status: http, code: "upstream_status", message: format!("upstream answered HTTP {status}") }
+        let http = if (400..500).contains(&status) {
+            status
+        } else {
+            502
+        };
+        Self {
+            status: http,
+            code: "upstream_status",
+            message: format!("upstream answered HTTP {status}"),
+        }
     }
     /// The router found no deployment of `model` it could send to (all cooling down or at
     /// their rate limits).
@@ -186,11 +209,18 @@ impl UpstreamFailure {
         Self {
             status: 503,
             code: "no_deployment_available",
-            message: format!("no deployment of model {} is available (cooling down or at its rate limit)", py_repr(model)),
+            message: format!(
+                "no deployment of model {} is available (cooling down or at its rate limit)",
+                py_repr(model)
+            ),
         }
     }
     pub fn malformed(what: &str, detail: &str) -> Self {
-        Self { status: 502, code: "upstream_malformed", message: format!("upstream sent a malformed {what}: {detail}") }
+        Self {
+            status: 502,
+            code: "upstream_malformed",
+            message: format!("upstream sent a malformed {what}: {detail}"),
+        }
     }
     pub fn body(&self) -> Vec<u8> {
         error_body(self.status, &self.message, self.code)
@@ -232,9 +262,16 @@ pub const UPSTREAM_CODES: &[&str] = &[
 /// (503 is both `overloaded` and `no_deployment_available`: the status alone cannot say).
 pub fn error_type(status: u16, code: &str) -> &'static str {
     if status >= 500 {
-        return if UPSTREAM_CODES.contains(&code) { "upstream_error" } else { "server_error" };
+        return if UPSTREAM_CODES.contains(&code) {
+            "upstream_error"
+        } else {
+            "server_error"
+        };
     }
-    ERROR_TYPES.iter().find(|(s, _)| *s == status).map_or("invalid_request_error", |(_, t)| t)
+    ERROR_TYPES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or("invalid_request_error", |(_, t)| t)
 }
 
 /// `{"error": {"message", "type", "code"}}`, written as orjson writes it.
@@ -254,16 +291,43 @@ pub fn error_body(status: u16, message: &str, code: &str) -> Vec<u8> {
 // --- the guard --------------------------------------------------------------------------
 
 fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
-    Rejection { status, code, message: message.into(), headers: Vec::new(), audit: None }
+    Rejection {
+        status,
+        code,
+        message: message.into(),
+        headers: Vec::new(),
+        audit: None,
+    }
 }
 
 fn framing(code: &'static str, message: &str) -> Rejection {
-    Rejection { status: 400, code, message: message.into(), headers: vec![("connection", "close".into())], audit: None }
+    Rejection {
+        status: 400,
+        code,
+        message: message.into(),
+        headers: vec![("connection", "close".into())],
+        audit: None,
+    }
 }
 
 fn token_byte(b: u8) -> bool {
-    matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
-        || b.is_ascii_digit()
+    matches!(
+        b,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ) || b.is_ascii_digit()
         || b.is_ascii_lowercase()
 }
 
@@ -289,41 +353,66 @@ pub fn check_headers<'h>(
         total += (name.len() + value.len() + 4) as u64;
         if name == b"content-length" {
             if content_length.is_some() {
-                return Err(framing("duplicate_content_length", "duplicate Content-Length header"));
+                return Err(framing(
+                    "duplicate_content_length",
+                    "duplicate Content-Length header",
+                ));
             }
             if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 18 {
-                return Err(framing("invalid_content_length", "Content-Length is not a decimal integer"));
+                return Err(framing(
+                    "invalid_content_length",
+                    "Content-Length is not a decimal integer",
+                ));
             }
             content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
         } else if name == b"authorization" {
             authorization = Some(value);
         } else if name == b"transfer-encoding" {
             if te.is_some() {
-                return Err(framing("unsupported_transfer_encoding", "more than one Transfer-Encoding header"));
+                return Err(framing(
+                    "unsupported_transfer_encoding",
+                    "more than one Transfer-Encoding header",
+                ));
             }
             te = Some(value);
         }
         if name.is_empty() || !name.iter().all(|&b| token_byte(b)) {
             return Err(framing("invalid_header", "invalid bytes in a header name"));
         }
-        if value.iter().any(|&b| b <= 0x08 || (0x0a..=0x1f).contains(&b) || b == 0x7f) {
+        if value
+            .iter()
+            .any(|&b| b <= 0x08 || (0x0a..=0x1f).contains(&b) || b == 0x7f)
+        {
             return Err(framing("invalid_header", "invalid bytes in a header value"));
         }
     }
     if total > max_header_bytes {
-        return Err(framing("headers_too_large", &format!("request headers exceed {max_header_bytes} bytes")));
+        return Err(framing(
+            "headers_too_large",
+            &format!("request headers exceed {max_header_bytes} bytes"),
+        ));
     }
     if let Some(te) = te {
         if content_length.is_some() {
-            return Err(framing("ambiguous_framing", "Content-Length together with Transfer-Encoding"));
+            return Err(framing(
+                "ambiguous_framing",
+                "Content-Length together with Transfer-Encoding",
+            ));
         }
         if !ascii_strip(te).eq_ignore_ascii_case(b"chunked") {
-            return Err(framing("unsupported_transfer_encoding", "Transfer-Encoding other than chunked"));
+            return Err(framing(
+                "unsupported_transfer_encoding",
+                "Transfer-Encoding other than chunked",
+            ));
         }
     }
     if let Some(cl) = content_length {
         if cl > max_body_bytes {
-            return Err(reject(413, "body_too_large", format!("request body exceeds {max_body_bytes} bytes")));
+            return Err(reject(
+                413,
+                "body_too_large",
+                format!("request body exceeds {max_body_bytes} bytes"),
+            ));
         }
     }
     Ok(authorization)
@@ -356,23 +445,39 @@ fn prompt_text(req: &Json<'_>) -> Result<String, BadRequest> {
     }
     match str_of(req.get("model")) {
         Some(m) if !m.is_empty() => {}
-        _ => return Err(bad("invalid_model", "'model' is required and must be a non-empty string")),
+        _ => {
+            return Err(bad(
+                "invalid_model",
+                "'model' is required and must be a non-empty string",
+            ))
+        }
     }
     let msgs = match req.get("messages") {
         Some(Json::Arr(a)) if !a.is_empty() => a,
-        _ => return Err(bad("invalid_messages", "'messages' is required and must be a non-empty array")),
+        _ => {
+            return Err(bad(
+                "invalid_messages",
+                "'messages' is required and must be a non-empty array",
+            ))
+        }
     };
     let mut parts: Vec<&str> = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
         if !matches!(m, Json::Obj(_)) {
-            return Err(bad("invalid_messages", format!("messages[{i}] must be an object")));
+            return Err(bad(
+                "invalid_messages",
+                format!("messages[{i}] must be an object"),
+            ));
         }
         let role = match str_of(m.get("role")) {
             Some(r) if ROLES.contains(&r) => r,
             _ => {
                 let mut sorted = ROLES;
                 sorted.sort_unstable();
-                return Err(bad("invalid_messages", format!("messages[{i}].role must be one of {}", sorted.join(", "))));
+                return Err(bad(
+                    "invalid_messages",
+                    format!("messages[{i}].role must be one of {}", sorted.join(", ")),
+                ));
             }
         };
         match m.get("content") {
@@ -380,20 +485,29 @@ fn prompt_text(req: &Json<'_>) -> Result<String, BadRequest> {
             Some(Json::Arr(ps)) => {
                 for (j, p) in ps.iter().enumerate() {
                     if !matches!(p, Json::Obj(_)) || str_of(p.get("type")).is_none() {
-                        return Err(bad("invalid_messages", format!("messages[{i}].content[{j}] must be a content part object")));
+                        return Err(bad(
+                            "invalid_messages",
+                            format!("messages[{i}].content[{j}] must be a content part object"),
+                        ));
                     }
                     match p.get("text") {
                         None | Some(Json::Null) => {}
                         Some(Json::Str(t)) => parts.push(t),
                         Some(_) => {
-                            return Err(bad("invalid_messages", format!("messages[{i}].content[{j}].text must be a string")))
+                            return Err(bad(
+                                "invalid_messages",
+                                format!("messages[{i}].content[{j}].text must be a string"),
+                            ))
                         }
                     }
                 }
             }
             c if is_null(c) && role == "assistant" => {}
             _ => {
-                return Err(bad("invalid_messages", format!("messages[{i}].content must be a string or an array of parts")))
+                return Err(bad(
+                    "invalid_messages",
+                    format!("messages[{i}].content must be a string or an array of parts"),
+                ))
             }
         }
     }
@@ -405,14 +519,27 @@ fn prompt_text(req: &Json<'_>) -> Result<String, BadRequest> {
         None | Some(Json::Null) => {}
         Some(Json::I64(n)) if *n >= 1 => {}
         Some(Json::U64(_)) => {}
-        _ => return Err(bad("invalid_max_tokens", "'max_tokens' must be a positive integer")),
+        _ => {
+            return Err(bad(
+                "invalid_max_tokens",
+                "'max_tokens' must be a positive integer",
+            ))
+        }
     }
-    Ok(if parts.len() == 1 { parts[0].to_string() } else { parts.join("\n") })
+    Ok(if parts.len() == 1 {
+        parts[0].to_string()
+    } else {
+        parts.join("\n")
+    })
 }
 
 /// Python's `repr()` of a str, for messages that quote a model name.
 pub fn py_repr(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(q);
     for c in s.chars() {
@@ -425,7 +552,9 @@ pub fn py_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -500,19 +629,35 @@ impl Pipeline {
     pub fn new(cfg: &PipelineConfig) -> Result<Self, String> {
         for s in &cfg.stages {
             if !STAGES.contains(&s.as_str()) {
-                return Err(format!("stages: unknown stage {}; known: all, none, {}", py_repr(s), STAGES.join(", ")));
+                return Err(format!(
+                    "stages: unknown stage {}; known: all, none, {}",
+                    py_repr(s),
+                    STAGES.join(", ")
+                ));
             }
         }
         let on = |s: &str| cfg.stages.iter().any(|x| x == s);
-        let auth = ApiKeyAuth::new(cfg.keys.iter().map(|k| (k.id.clone(), k.sha256.clone()))).map_err(|e| e.to_string())?;
+        let auth = ApiKeyAuth::new(cfg.keys.iter().map(|k| (k.id.clone(), k.sha256.clone())))
+            .map_err(|e| e.to_string())?;
         let mut rules = Vec::new();
         for r in &cfg.waf_rules {
             let kind = match r.kind.as_str() {
                 "regex" => RuleKind::Regex,
                 "literal" => RuleKind::Literal,
-                other => return Err(format!("waf rule {}: kind must be regex or literal, got {}", py_repr(&r.id), py_repr(other))),
+                other => {
+                    return Err(format!(
+                        "waf rule {}: kind must be regex or literal, got {}",
+                        py_repr(&r.id),
+                        py_repr(other)
+                    ))
+                }
             };
-            rules.push(Rule { id: r.id.clone(), kind, pattern: r.pattern.clone(), case_insensitive: r.case_insensitive });
+            rules.push(Rule {
+                id: r.id.clone(),
+                kind,
+                pattern: r.pattern.clone(),
+                case_insensitive: r.case_insensitive,
+            });
         }
         let waf = Waf::new(rules).map_err(|e| e.to_string())?;
         let limits = cfg.keys.iter().filter_map(|k| match (k.rpm, k.tpm) {
@@ -526,20 +671,45 @@ impl Pipeline {
         let mut routes = HashMap::new();
         let mut order = Vec::new();
         for m in &cfg.models {
-            let kind = Kind::parse(&m.kind).ok_or_else(|| format!("model {}: kind must be openai or anthropic", py_repr(&m.name)))?;
+            let kind = Kind::parse(&m.kind).ok_or_else(|| {
+                format!(
+                    "model {}: kind must be openai or anthropic",
+                    py_repr(&m.name)
+                )
+            })?;
             let headers = upstream_headers(kind, m.api_key.as_deref());
-            routes.insert(m.name.clone(), Route { kind, url: m.url.clone(), model: m.model.clone(), headers });
+            routes.insert(
+                m.name.clone(),
+                Route {
+                    kind,
+                    url: m.url.clone(),
+                    model: m.model.clone(),
+                    headers,
+                },
+            );
             order.push(m.name.clone());
         }
         let mut targets: HashMap<String, Vec<Route>> = HashMap::new();
         for d in &cfg.deployments {
-            let kind = Kind::parse(&d.kind).ok_or_else(|| format!("deployment of {}: kind must be openai or anthropic", py_repr(&d.group)))?;
+            let kind = Kind::parse(&d.kind).ok_or_else(|| {
+                format!(
+                    "deployment of {}: kind must be openai or anthropic",
+                    py_repr(&d.group)
+                )
+            })?;
             let headers = upstream_headers(kind, d.api_key.as_deref());
-            targets.entry(d.group.clone()).or_default().push(Route { kind, url: d.url.clone(), model: d.model.clone(), headers });
+            targets.entry(d.group.clone()).or_default().push(Route {
+                kind,
+                url: d.url.clone(),
+                model: d.model.clone(),
+                headers,
+            });
         }
         Ok(Self {
             auth_on: on("auth"),
-            parse_on: ["parse", "waf", "ratelimit", "adapter"].iter().any(|s| on(s)),
+            parse_on: ["parse", "waf", "ratelimit", "adapter"]
+                .iter()
+                .any(|s| on(s)),
             waf_on: on("waf"),
             ratelimit_on: on("ratelimit"),
             adapt_on: on("adapter"),
@@ -565,20 +735,37 @@ impl Pipeline {
 
     /// Deployment `index` of `group` for this request: its URL and headers, and the client's
     /// body adapted to its upstream model (as `decide` adapts it for the model's first).
-    pub fn target(&self, group: &str, index: usize, fwd: &Forwarding, request_body: &[u8]) -> Result<Target, UpstreamFailure> {
+    pub fn target(
+        &self,
+        group: &str,
+        index: usize,
+        fwd: &Forwarding,
+        request_body: &[u8],
+    ) -> Result<Target, UpstreamFailure> {
         let r = self
             .targets
             .get(group)
             .and_then(|g| g.get(index))
-            .ok_or_else(|| UpstreamFailure::unavailable(&format!("no deployment {index} of {}", py_repr(group))))?;
+            .ok_or_else(|| {
+                UpstreamFailure::unavailable(&format!(
+                    "no deployment {index} of {}",
+                    py_repr(group)
+                ))
+            })?;
         let first = self.routes.get(&fwd.public_model);
         let body = if fwd.adapt && first.is_none_or(|f| f.kind != r.kind || f.model != r.model) {
-            self.adapter(r.kind).to_upstream(request_body, &r.model).map_err(|e| UpstreamFailure::malformed("request", &e.0))?
+            self.adapter(r.kind)
+                .to_upstream(request_body, &r.model)
+                .map_err(|e| UpstreamFailure::malformed("request", &e.0))?
         } else {
             // decide() already adapted the body for this upstream model (or the adapter is off)
             fwd.body.clone()
         };
-        Ok(Target { url: r.url.clone(), headers: r.headers.clone(), body })
+        Ok(Target {
+            url: r.url.clone(),
+            headers: r.headers.clone(),
+            body,
+        })
     }
 
     pub fn audit_enabled(&self) -> bool {
@@ -601,7 +788,11 @@ impl Pipeline {
             return Some((r, r.model.clone()));
         }
         if self.passthrough {
-            return self.order.first().and_then(|n| self.routes.get(n)).map(|r| (r, model.to_string()));
+            return self
+                .order
+                .first()
+                .and_then(|n| self.routes.get(n))
+                .map(|r| (r, model.to_string()));
         }
         None
     }
@@ -615,10 +806,18 @@ impl Pipeline {
 
     fn decide_inner(&self, req: &Request<'_>, ctx: &Context<'_>) -> Result<Forwarding, Rejection> {
         if req.path != CHAT_PATH {
-            return Err(reject(404, "not_found", format!("no route for {} {}", req.method, req.path)));
+            return Err(reject(
+                404,
+                "not_found",
+                format!("no route for {} {}", req.method, req.path),
+            ));
         }
         if req.method != "POST" {
-            return Err(reject(405, "method_not_allowed", format!("method {} not allowed on {}", req.method, req.path)));
+            return Err(reject(
+                405,
+                "method_not_allowed",
+                format!("method {} not allowed on {}", req.method, req.path),
+            ));
         }
         // tracing spans of the stages (native/trace): with no subscriber they cost a branch
         let mut stage = Stage(None);
@@ -626,7 +825,11 @@ impl Pipeline {
         let authorization = check_headers(req.headers, self.max_header, self.max_body)?;
         let body = req.body;
         if body.len() as u64 > self.max_body {
-            return Err(reject(413, "body_too_large", format!("request body exceeds {} bytes", self.max_body)));
+            return Err(reject(
+                413,
+                "body_too_large",
+                format!("request body exceeds {} bytes", self.max_body),
+            ));
         }
         let key_id: String = if self.auth_on {
             stage.enter("auth");
@@ -671,7 +874,8 @@ impl Pipeline {
             });
         }
         stage.enter("parse");
-        let parsed = adapter::parse(body).map_err(|e| reject(400, "invalid_json", format!("invalid JSON body: {e}")))?;
+        let parsed = adapter::parse(body)
+            .map_err(|e| reject(400, "invalid_json", format!("invalid JSON body: {e}")))?;
         let text = prompt_text(&parsed).map_err(|BadRequest(code, msg)| reject(400, code, msg))?;
         let model = str_of(parsed.get("model")).unwrap_or_default().to_string();
         let prompt_tokens = (text.chars().count() as i64 + 3) / 4;
@@ -684,13 +888,24 @@ impl Pipeline {
                 }
                 return Err(Rejection {
                     audit,
-                    ..reject(403, "waf_blocked", format!("request blocked by WAF rule {rule}"))
+                    ..reject(
+                        403,
+                        "waf_blocked",
+                        format!("request blocked by WAF rule {rule}"),
+                    )
                 });
             }
         }
         stage.enter("route");
         let Some((route, upstream_model)) = self.route(&model) else {
-            return Err(Rejection { audit, ..reject(404, "model_not_found", format!("the model {} does not exist", py_repr(&model))) });
+            return Err(Rejection {
+                audit,
+                ..reject(
+                    404,
+                    "model_not_found",
+                    format!("the model {} does not exist", py_repr(&model)),
+                )
+            });
         };
         if self.ratelimit_on {
             stage.enter("ratelimit");
@@ -700,10 +915,16 @@ impl Pipeline {
                 _ => Tokens::N(0),
             };
             let cost = match max_tokens {
-                Tokens::N(n) => n.checked_add(prompt_tokens as u64).map_or(Tokens::Huge, Tokens::N),
+                Tokens::N(n) => n
+                    .checked_add(prompt_tokens as u64)
+                    .map_or(Tokens::Huge, Tokens::N),
                 Tokens::Huge => Tokens::Huge,
             };
-            let wait = self.ratelimit.lock().unwrap_or_else(|e| e.into_inner()).check(&key_id, cost, ctx.mono_ns);
+            let wait = self
+                .ratelimit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(&key_id, cost, ctx.mono_ns);
             if wait > 0.0 {
                 if wait.is_infinite() {
                     let n = match cost {
@@ -712,7 +933,13 @@ impl Pipeline {
                     };
                     return Err(Rejection {
                         audit,
-                        ..reject(429, "tokens_exceed_limit", format!("request needs {n} tokens, more than this key's per-minute limit"))
+                        ..reject(
+                            429,
+                            "tokens_exceed_limit",
+                            format!(
+                                "request needs {n} tokens, more than this key's per-minute limit"
+                            ),
+                        )
                     });
                 }
                 let retry = (wait.ceil() as i64).max(1);
@@ -731,10 +958,16 @@ impl Pipeline {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",
             };
-            self.adapter(route.kind).to_upstream(body, &upstream_model).map_err(|e| Rejection {
-                audit: audit.clone(),
-                ..reject(400, "invalid_request", format!("request cannot be sent to a {kind_name} upstream: {e}"))
-            })?
+            self.adapter(route.kind)
+                .to_upstream(body, &upstream_model)
+                .map_err(|e| Rejection {
+                    audit: audit.clone(),
+                    ..reject(
+                        400,
+                        "invalid_request",
+                        format!("request cannot be sent to a {kind_name} upstream: {e}"),
+                    )
+                })?
         } else {
             body.to_vec()
         };
@@ -753,15 +986,28 @@ impl Pipeline {
 
     /// An upstream answer -> (status, body, error code if the gateway wrote the body), or the
     /// failure to answer with (a 5xx/1xx/3xx, or a 2xx the adapter cannot read).
-    pub fn respond(&self, fwd: &Forwarding, status: u16, body: &[u8]) -> Result<(u16, Vec<u8>, Option<&'static str>), UpstreamFailure> {
-        if status >= 500 || status < 200 || (300..400).contains(&status) {
+    pub fn respond(
+        &self,
+        fwd: &Forwarding,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>, Option<&'static str>), UpstreamFailure> {
+        if !(200..500).contains(&status) || (300..400).contains(&status) {
             return Err(UpstreamFailure::status(status));
         }
         if status >= 400 {
             if is_openai_error(body) {
                 return Ok((status, body.to_vec(), None));
             }
-            return Ok((status, error_body(status, &format!("upstream answered HTTP {status}"), "upstream_status"), Some("upstream_status")));
+            return Ok((
+                status,
+                error_body(
+                    status,
+                    &format!("upstream answered HTTP {status}"),
+                    "upstream_status",
+                ),
+                Some("upstream_status"),
+            ));
         }
         if !fwd.adapt {
             return Ok((200, body.to_vec(), None));
@@ -773,7 +1019,12 @@ impl Pipeline {
     }
 
     pub fn relay(&self, fwd: &Forwarding) -> StreamRelay {
-        StreamRelay { adapter: fwd.adapt.then(|| Adapter::new(fwd.kind)), model: fwd.public_model.clone(), buf: Vec::new(), collected: Vec::new() }
+        StreamRelay {
+            adapter: fwd.adapt.then(|| Adapter::new(fwd.kind)),
+            model: fwd.public_model.clone(),
+            buf: Vec::new(),
+            collected: Vec::new(),
+        }
     }
 }
 
@@ -807,7 +1058,11 @@ fn sse_data(event: &[u8]) -> Option<Vec<u8>> {
     if event.starts_with(b"data:") && !event.contains(&b'\n') {
         return Some(strip(event));
     }
-    let lines: Vec<Vec<u8>> = event.split(|&b| b == b'\n').filter(|l| l.starts_with(b"data:")).map(strip).collect();
+    let lines: Vec<Vec<u8>> = event
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"data:"))
+        .map(strip)
+        .collect();
     (!lines.is_empty()).then(|| lines.join(&b'\n'))
 }
 
@@ -817,7 +1072,9 @@ impl StreamRelay {
         if chunk.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(adapter) = &self.adapter else { return Ok(chunk.to_vec()) };
+        let Some(adapter) = &self.adapter else {
+            return Ok(chunk.to_vec());
+        };
         if chunk.contains(&b'\r') {
             let mut c = Vec::with_capacity(chunk.len());
             let mut i = 0;
@@ -870,9 +1127,25 @@ mod tests {
 
     fn cfg(stages: &[&str]) -> PipelineConfig {
         PipelineConfig {
-            keys: vec![KeyConfig { id: "k".into(), sha256: crate::auth::sha256_hex(b"sk"), rpm: None, tpm: None }],
-            waf_rules: vec![RuleConfig { id: "r".into(), kind: "literal".into(), pattern: "evil".into(), case_insensitive: false }],
-            models: vec![ModelConfig { name: "mock".into(), kind: "openai".into(), url: "http://u/v1/chat/completions".into(), model: "mock".into(), api_key: None }],
+            keys: vec![KeyConfig {
+                id: "k".into(),
+                sha256: crate::auth::sha256_hex(b"sk"),
+                rpm: None,
+                tpm: None,
+            }],
+            waf_rules: vec![RuleConfig {
+                id: "r".into(),
+                kind: "literal".into(),
+                pattern: "evil".into(),
+                case_insensitive: false,
+            }],
+            models: vec![ModelConfig {
+                name: "mock".into(),
+                kind: "openai".into(),
+                url: "http://u/v1/chat/completions".into(),
+                model: "mock".into(),
+                api_key: None,
+            }],
             passthrough: true,
             max_body_bytes: 1000,
             max_header_bytes: 1000,
@@ -884,8 +1157,20 @@ mod tests {
     }
 
     fn run(p: &Pipeline, headers: &[(&[u8], &[u8])], body: &[u8]) -> Decision {
-        let req = Request { method: "POST", path: CHAT_PATH, headers, body };
-        p.decide(&req, &Context { time_ns: 1, mono_ns: 1, request_id: "r1" })
+        let req = Request {
+            method: "POST",
+            path: CHAT_PATH,
+            headers,
+            body,
+        };
+        p.decide(
+            &req,
+            &Context {
+                time_ns: 1,
+                mono_ns: 1,
+                request_id: "r1",
+            },
+        )
     }
 
     #[test]
@@ -895,13 +1180,19 @@ mod tests {
         let ok = br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#;
         match run(&p, h, ok) {
             Decision::Forward(f) => {
-                assert_eq!(f.body, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#.to_vec());
+                assert_eq!(
+                    f.body,
+                    br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#.to_vec()
+                );
                 assert_eq!(f.audit.unwrap().prompt_tokens, 1);
             }
             d => panic!("{d:?}"),
         }
         match run(&p, &[], ok) {
-            Decision::Reject(r) => assert_eq!((r.status, r.code, r.audit.is_none()), (401, "invalid_api_key", true)),
+            Decision::Reject(r) => assert_eq!(
+                (r.status, r.code, r.audit.is_none()),
+                (401, "invalid_api_key", true)
+            ),
             d => panic!("{d:?}"),
         }
         let blocked = br#"{"model":"x","messages":[{"role":"user","content":"evil"}]}"#;
@@ -912,8 +1203,14 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
-        match run(&p, &[(b"content-length", b"1"), (b"content-length", b"1")], ok) {
-            Decision::Reject(r) => assert_eq!((r.status, r.code), (400, "duplicate_content_length")),
+        match run(
+            &p,
+            &[(b"content-length", b"1"), (b"content-length", b"1")],
+            ok,
+        ) {
+            Decision::Reject(r) => {
+                assert_eq!((r.status, r.code), (400, "duplicate_content_length"))
+            }
             d => panic!("{d:?}"),
         }
     }
@@ -922,7 +1219,9 @@ mod tests {
     fn stages_none_forwards_unchanged() {
         let p = Pipeline::new(&cfg(&[])).unwrap();
         match run(&p, &[], b"not json") {
-            Decision::Forward(f) => assert_eq!((f.body.as_slice(), f.adapt), (&b"not json"[..], false)),
+            Decision::Forward(f) => {
+                assert_eq!((f.body.as_slice(), f.adapt), (&b"not json"[..], false))
+            }
             d => panic!("{d:?}"),
         }
     }
@@ -930,20 +1229,30 @@ mod tests {
     #[test]
     fn relay_splits_events_across_chunks() {
         let p = Pipeline::new(&cfg(&STAGES)).unwrap();
-        let f = match run(&p, &[(b"authorization", b"Bearer sk")], br#"{"model":"mock","messages":[{"role":"user","content":"hi"}],"stream":true}"#) {
+        let f = match run(
+            &p,
+            &[(b"authorization", b"Bearer sk")],
+            br#"{"model":"mock","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        ) {
             Decision::Forward(f) => f,
             d => panic!("{d:?}"),
         };
         let mut r = p.relay(&f);
         assert_eq!(r.feed(b"data: {\"model\":\"m\",\"a\":1}\r").unwrap(), b"");
-        assert_eq!(r.feed(b"\n\r\n").unwrap(), b"data: {\"model\":\"mock\",\"a\":1}\n\n".to_vec());
+        assert_eq!(
+            r.feed(b"\n\r\n").unwrap(),
+            b"data: {\"model\":\"mock\",\"a\":1}\n\n".to_vec()
+        );
         assert_eq!(r.collected.len(), 1);
         assert!(r.feed(b"data: {bad\n\n").is_err());
     }
 
     #[test]
     fn error_body_shape() {
-        assert_eq!(error_body(429, "x\"y", "c"), br#"{"error":{"message":"x\"y","type":"rate_limit_error","code":"c"}}"#.to_vec());
+        assert_eq!(
+            error_body(429, "x\"y", "c"),
+            br#"{"error":{"message":"x\"y","type":"rate_limit_error","code":"c"}}"#.to_vec()
+        );
     }
 
     #[test]

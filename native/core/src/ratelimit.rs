@@ -15,7 +15,11 @@ pub enum Tokens {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RateLimitError {
     #[error("RateLimiter: {name} for {key:?} must be an int >= 1, got {value}")]
-    BadLimit { key: String, name: &'static str, value: i128 },
+    BadLimit {
+        key: String,
+        name: &'static str,
+        value: i128,
+    },
 }
 
 struct Limits {
@@ -72,13 +76,28 @@ impl RateLimiter {
             let k: String = k.into();
             for (name, v) in [("requests_per_min", rpm), ("tokens_per_min", tpm)] {
                 if !(1..=(1i128 << 63)).contains(&v) {
-                    return Err(RateLimitError::BadLimit { key: k, name, value: v });
+                    return Err(RateLimitError::BadLimit {
+                        key: k,
+                        name,
+                        value: v,
+                    });
                 }
             }
             let (rpm, tpm) = (rpm as f64, tpm as f64);
-            out.insert(k, Limits { rpm, tpm, rrate: rpm / 60.0, trate: tpm / 60.0 });
+            out.insert(
+                k,
+                Limits {
+                    rpm,
+                    tpm,
+                    rrate: rpm / 60.0,
+                    trate: tpm / 60.0,
+                },
+            );
         }
-        Ok(Self { limits: out, state: HashMap::new() })
+        Ok(Self {
+            limits: out,
+            state: HashMap::new(),
+        })
     }
 
     /// Whether `key_id` has limits (keys without limits are unlimited).
@@ -92,10 +111,11 @@ impl RateLimiter {
         let Some(lim) = self.limits.get(key_id) else {
             return 0.0;
         };
-        let st = self
-            .state
-            .entry(key_id.to_string())
-            .or_insert(State { req: lim.rpm, tok: lim.tpm, last_ns: now_ns });
+        let st = self.state.entry(key_id.to_string()).or_insert(State {
+            req: lim.rpm,
+            tok: lim.tpm,
+            last_ns: now_ns,
+        });
         if now_ns > st.last_ns {
             let elapsed = (now_ns - st.last_ns) as f64 / 1e9;
             let r = st.req + elapsed * lim.rrate;
@@ -127,7 +147,11 @@ impl RateLimiter {
                 Tokens::N(n) if cmp_f_u(lim.tpm, Tokens::N(n)) == Ordering::Less => f64::INFINITY,
                 Tokens::N(n) => {
                     let w = (to_f(n) - tok) / lim.trate;
-                    if w > wait { w } else { wait }
+                    if w > wait {
+                        w
+                    } else {
+                        wait
+                    }
                 }
             };
         }
@@ -178,7 +202,10 @@ mod tests {
     fn exact_float_int_comparison() {
         assert_eq!(cmp_f_u(2.5, Tokens::N(2)), Ordering::Greater);
         assert_eq!(cmp_f_u(2.0, Tokens::N(2)), Ordering::Equal);
-        assert_eq!(cmp_f_u(9007199254740992.0, Tokens::N(9007199254740993)), Ordering::Less);
+        assert_eq!(
+            cmp_f_u(9007199254740992.0, Tokens::N(9007199254740993)),
+            Ordering::Less
+        );
         assert_eq!(cmp_f_u(-0.5, Tokens::N(0)), Ordering::Less);
     }
 }

@@ -14,10 +14,18 @@ pub enum Value<'a> {
 /// (a Python dict has none).
 pub fn encode_record(entries: &mut [(&str, Value<'_>)]) -> Vec<u8> {
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let cap = entries.iter().map(|(k, v)| k.len() + 4 + match v {
-        Value::Int(_) => 20,
-        Value::Str(s) => s.len() + 2,
-    }).sum::<usize>() + 2;
+    let cap = entries
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + 4
+                + match v {
+                    Value::Int(_) => 20,
+                    Value::Str(s) => s.len() + 2,
+                }
+        })
+        .sum::<usize>()
+        + 2;
     let mut out = Vec::with_capacity(cap);
     out.push(b'{');
     for (i, (k, v)) in entries.iter().enumerate() {
@@ -83,7 +91,11 @@ mod tests {
     fn sorted_compact() {
         assert_eq!(enc(vec![]), "{}");
         assert_eq!(
-            enc(vec![("b", Value::Int(-3)), ("a", Value::Str("x")), ("B", Value::Int(i64::MIN))]),
+            enc(vec![
+                ("b", Value::Int(-3)),
+                ("a", Value::Str("x")),
+                ("B", Value::Int(i64::MIN))
+            ]),
             r#"{"B":-9223372036854775808,"a":"x","b":-3}"#
         );
     }
@@ -92,7 +104,10 @@ mod tests {
     fn escapes_like_python() {
         // json.dumps({"k": "q\"\\\b\f\n\r\t\x00\x7f é€😀~ "}, ensure_ascii=True)
         assert_eq!(
-            enc(vec![("k", Value::Str("q\"\\\u{8}\u{c}\n\r\t\u{0}\u{7f} é€😀~ "))]),
+            enc(vec![(
+                "k",
+                Value::Str("q\"\\\u{8}\u{c}\n\r\t\u{0}\u{7f} é€😀~ ")
+            )]),
             r#"{"k":"q\"\\\b\f\n\r\t\u0000\u007f \u00e9\u20ac\ud83d\ude00~ "}"#
         );
     }
@@ -100,7 +115,12 @@ mod tests {
     #[test]
     fn code_point_order() {
         // Python: sorted(["é", "z", "😀", "\uffff"]) == ["z", "é", "\uffff", "😀"]
-        let r = enc(vec![("😀", Value::Int(1)), ("\u{ffff}", Value::Int(2)), ("é", Value::Int(3)), ("z", Value::Int(4))]);
+        let r = enc(vec![
+            ("😀", Value::Int(1)),
+            ("\u{ffff}", Value::Int(2)),
+            ("é", Value::Int(3)),
+            ("z", Value::Int(4)),
+        ]);
         assert_eq!(r, r#"{"z":4,"\u00e9":3,"\uffff":2,"\ud83d\ude00":1}"#);
     }
 }

@@ -7,7 +7,12 @@
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 
-pub const STRATEGIES: [&str; 4] = ["simple-shuffle", "least-busy", "latency-based", "usage-based"];
+pub const STRATEGIES: [&str; 4] = [
+    "simple-shuffle",
+    "least-busy",
+    "latency-based",
+    "usage-based",
+];
 const INTS: [(&str, u64, u64); 9] = [
     ("num_retries", 2, 0),
     ("retry_budget_ms", 10_000, 1),
@@ -42,7 +47,10 @@ pub fn py_repr(v: &Value) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
         Value::Object(o) => format!(
             "{{{}}}",
-            o.iter().map(|(k, v)| format!("{}: {}", crate::pipeline::py_repr(k), py_repr(v))).collect::<Vec<_>>().join(", ")
+            o.iter()
+                .map(|(k, v)| format!("{}: {}", crate::pipeline::py_repr(k), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -82,18 +90,35 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
     let m = match section {
         Value::Null => &empty,
         Value::Object(m) => m,
-        other => return Err(format!("router: expected a mapping, got {}", py_repr(other))),
+        other => {
+            return Err(format!(
+                "router: expected a mapping, got {}",
+                py_repr(other)
+            ))
+        }
     };
-    let fields: Vec<&str> = std::iter::once("strategy").chain(INTS.iter().map(|f| f.0)).chain(std::iter::once("fallbacks")).collect();
+    let fields: Vec<&str> = std::iter::once("strategy")
+        .chain(INTS.iter().map(|f| f.0))
+        .chain(std::iter::once("fallbacks"))
+        .collect();
     let mut unknown: Vec<&String> = m.keys().filter(|k| !fields.contains(&k.as_str())).collect();
     unknown.sort();
     if let Some(k) = unknown.first() {
-        return Err(format!("router.{k}: unknown field; known: {}", fields.join(", ")));
+        return Err(format!(
+            "router.{k}: unknown field; known: {}",
+            fields.join(", ")
+        ));
     }
     let strategy = match m.get("strategy") {
         None | Some(Value::Null) => "simple-shuffle".to_string(),
         Some(Value::String(s)) if STRATEGIES.contains(&s.as_str()) => s.clone(),
-        Some(v) => return Err(format!("router.strategy: expected one of {}, got {}", STRATEGIES.join(", "), py_repr(v))),
+        Some(v) => {
+            return Err(format!(
+                "router.strategy: expected one of {}, got {}",
+                STRATEGIES.join(", "),
+                py_repr(v)
+            ))
+        }
     };
     let mut ints = [0u64; 9];
     for (slot, (name, default, min)) in ints.iter_mut().zip(INTS) {
@@ -102,7 +127,8 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
             Some(v) => int_field(v, &format!("router.{name}"), min)?,
         };
     }
-    let [num_retries, retry_budget_ms, backoff_base_ms, backoff_max_ms, allowed_fails, fail_window_ms, cooldown_ms, latency_window, seed] = ints;
+    let [num_retries, retry_budget_ms, backoff_base_ms, backoff_max_ms, allowed_fails, fail_window_ms, cooldown_ms, latency_window, seed] =
+        ints;
     if backoff_max_ms < backoff_base_ms {
         return Err(format!("router.backoff_max_ms: must be >= backoff_base_ms ({backoff_base_ms}), got {backoff_max_ms}"));
     }
@@ -114,34 +140,59 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
                 let w = format!("router.fallbacks[{i}]");
                 let (src, dst) = match item.as_object() {
                     Some(o) if o.len() == 1 => o.iter().next().expect("one key"),
-                    _ => return Err(format!("{w}: expected a one-key mapping {{model: [fallback models]}}, got {}", py_repr(item))),
+                    _ => {
+                        return Err(format!(
+                            "{w}: expected a one-key mapping {{model: [fallback models]}}, got {}",
+                            py_repr(item)
+                        ))
+                    }
                 };
                 if !groups.contains(&src.as_str()) {
-                    return Err(format!("{w}: unknown model {}", crate::pipeline::py_repr(src)));
+                    return Err(format!(
+                        "{w}: unknown model {}",
+                        crate::pipeline::py_repr(src)
+                    ));
                 }
                 if fallbacks.iter().any(|(s, _)| s == src) {
-                    return Err(format!("{w}: duplicate model {}", crate::pipeline::py_repr(src)));
+                    return Err(format!(
+                        "{w}: duplicate model {}",
+                        crate::pipeline::py_repr(src)
+                    ));
                 }
                 let names = match dst.as_array() {
                     Some(a) if !a.is_empty() => a,
-                    _ => return Err(format!("{w}.{src}: expected a non-empty list of model names, got {}", py_repr(dst))),
+                    _ => {
+                        return Err(format!(
+                            "{w}.{src}: expected a non-empty list of model names, got {}",
+                            py_repr(dst)
+                        ))
+                    }
                 };
                 let mut out = Vec::new();
                 for (j, name) in names.iter().enumerate() {
                     match name.as_str() {
                         Some(n) if groups.contains(&n) => {
                             if n == src {
-                                return Err(format!("{w}.{src}[{j}]: a model cannot fall back to itself"));
+                                return Err(format!(
+                                    "{w}.{src}[{j}]: a model cannot fall back to itself"
+                                ));
                             }
                             out.push(n.to_string());
                         }
-                        _ => return Err(format!("{w}.{src}[{j}]: unknown model {}", py_repr(name))),
+                        _ => {
+                            return Err(format!("{w}.{src}[{j}]: unknown model {}", py_repr(name)))
+                        }
                     }
                 }
                 fallbacks.push((src.clone(), out));
             }
         }
-        Some(v) => return Err(format!("router.fallbacks: expected a list of {{model: [fallback models]}}, got {}", py_repr(v))),
+        Some(v) => {
+            return Err(format!(
+                "router.fallbacks: expected a list of {{model: [fallback models]}}, got {}",
+                py_repr(v)
+            ))
+        }
     }
     Ok(Settings {
         strategy,
@@ -238,9 +289,16 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Send to deployment `index` of `group` (the model asked for, or a fallback).
-    Send { group: String, index: usize },
-    Wait { ns: u64 },
-    GiveUp { reason: &'static str },
+    Send {
+        group: String,
+        index: usize,
+    },
+    Wait {
+        ns: u64,
+    },
+    GiveUp {
+        reason: &'static str,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,9 +357,13 @@ fn bad(msg: &str) -> String {
 impl Router {
     /// Router from `gateway.router.router_config`'s JSON: {"router": section, "groups": [...]}.
     pub fn from_json(config_json: &str) -> Result<Self, String> {
-        let raw: Value = serde_json::from_str(config_json).map_err(|e| bad(&format!("config is not JSON: {e}")))?;
+        let raw: Value = serde_json::from_str(config_json)
+            .map_err(|e| bad(&format!("config is not JSON: {e}")))?;
         let shape = || bad("config must be {\"router\": {...}, \"groups\": [...]}");
-        let groups_v = raw.get("groups").and_then(Value::as_array).ok_or_else(shape)?;
+        let groups_v = raw
+            .get("groups")
+            .and_then(Value::as_array)
+            .ok_or_else(shape)?;
         if !raw.is_object() {
             return Err(shape());
         }
@@ -309,19 +371,41 @@ impl Router {
         for g in groups_v {
             let err = || bad("each group must be {\"name\": str, \"deployments\": [...non-empty]}");
             let name = g.get("name").and_then(Value::as_str).ok_or_else(err)?;
-            let deps = g.get("deployments").and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(err)?;
+            let deps = g
+                .get("deployments")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(err)?;
             let mut specs = Vec::new();
             for d in deps {
-                let o = d.as_object().ok_or_else(|| bad(&format!("deployments of {} must be objects", crate::pipeline::py_repr(name))))?;
-                let lim = || bad(&format!("deployment of {}: weight, rpm and tpm must be ints >= 1", crate::pipeline::py_repr(name)));
+                let o = d.as_object().ok_or_else(|| {
+                    bad(&format!(
+                        "deployments of {} must be objects",
+                        crate::pipeline::py_repr(name)
+                    ))
+                })?;
+                let lim = || {
+                    bad(&format!(
+                        "deployment of {}: weight, rpm and tpm must be ints >= 1",
+                        crate::pipeline::py_repr(name)
+                    ))
+                };
                 let int = |k: &str, default: Option<u64>| -> Result<Option<u64>, String> {
                     match o.get(k) {
                         None => Ok(default),
                         Some(Value::Null) if k != "weight" => Ok(None),
-                        Some(v) => v.as_u64().filter(|n| *n >= 1 && !v.is_f64()).map(Some).ok_or_else(lim),
+                        Some(v) => v
+                            .as_u64()
+                            .filter(|n| *n >= 1 && !v.is_f64())
+                            .map(Some)
+                            .ok_or_else(lim),
                     }
                 };
-                specs.push(DeploymentSpec { weight: int("weight", Some(1))?.expect("default"), rpm: int("rpm", None)?, tpm: int("tpm", None)? });
+                specs.push(DeploymentSpec {
+                    weight: int("weight", Some(1))?.expect("default"),
+                    rpm: int("rpm", None)?,
+                    tpm: int("tpm", None)?,
+                });
             }
             groups.push((name.to_string(), specs));
         }
@@ -359,7 +443,10 @@ impl Router {
                 .collect();
         }
         Self {
-            strategy: STRATEGIES.iter().position(|x| *x == s.strategy).expect("validated"),
+            strategy: STRATEGIES
+                .iter()
+                .position(|x| *x == s.strategy)
+                .expect("validated"),
             num_retries: s.num_retries,
             budget_ns: s.retry_budget_ms.saturating_mul(1_000_000),
             base_us: s.backoff_base_ms.saturating_mul(1000),
@@ -390,7 +477,10 @@ impl Router {
 
     pub fn begin(&self, group: &str, tokens: u64, now_ns: u64) -> Result<Attempt, String> {
         if !self.has_group(group) {
-            return Err(bad(&format!("unknown model group {}", crate::pipeline::py_repr(group))));
+            return Err(bad(&format!(
+                "unknown model group {}",
+                crate::pipeline::py_repr(group)
+            )));
         }
         let mut chain = vec![group.to_string()];
         if let Some(f) = self.fallbacks.get(group) {
@@ -412,8 +502,16 @@ impl Router {
 
     pub fn next(&mut self, att: &mut Attempt, now: u64) -> Result<Step, String> {
         match att.state {
-            AttState::Sent => Err("Router.next: report the outcome of the attempt in flight first".into()),
-            AttState::Done => Ok(Step::GiveUp { reason: if att.reason.is_empty() { "done" } else { att.reason } }),
+            AttState::Sent => {
+                Err("Router.next: report the outcome of the attempt in flight first".into())
+            }
+            AttState::Done => Ok(Step::GiveUp {
+                reason: if att.reason.is_empty() {
+                    "done"
+                } else {
+                    att.reason
+                },
+            }),
             AttState::Start => {
                 let g = self.index[&att.chain[0]];
                 Ok(match self.pick(g, &[], att.tokens, now) {
@@ -447,12 +545,23 @@ impl Router {
         }
     }
 
-    pub fn report(&mut self, att: &mut Attempt, outcome: Outcome, latency_us: u64, now: u64) -> Result<Health, String> {
+    pub fn report(
+        &mut self,
+        att: &mut Attempt,
+        outcome: Outcome,
+        latency_us: u64,
+        now: u64,
+    ) -> Result<Health, String> {
         if att.state != AttState::Sent {
             return Err("Router.report: no attempt in flight".into());
         }
         let (g, i) = att.current.expect("sent");
-        let (window, cooldown, allowed, lw) = (self.window_ns, self.cooldown_ns, self.allowed_fails, self.latency_window);
+        let (window, cooldown, allowed, lw) = (
+            self.window_ns,
+            self.cooldown_ns,
+            self.allowed_fails,
+            self.latency_window,
+        );
         let d = &mut self.groups[g][i];
         d.in_flight -= 1;
         match outcome {
@@ -504,8 +613,18 @@ impl Router {
     }
 
     fn dep(&mut self, group: &str, index: usize) -> Result<&mut Deployment, String> {
-        let g = *self.index.get(group).ok_or_else(|| bad(&format!("unknown model group {}", crate::pipeline::py_repr(group))))?;
-        self.groups[g].get_mut(index).ok_or_else(|| bad(&format!("{} has no deployment {index}", crate::pipeline::py_repr(group))))
+        let g = *self.index.get(group).ok_or_else(|| {
+            bad(&format!(
+                "unknown model group {}",
+                crate::pipeline::py_repr(group)
+            ))
+        })?;
+        self.groups[g].get_mut(index).ok_or_else(|| {
+            bad(&format!(
+                "{} has no deployment {index}",
+                crate::pipeline::py_repr(group)
+            ))
+        })
     }
 
     pub fn health(&mut self, group: &str, index: usize, now: u64) -> Result<Health, String> {
@@ -533,7 +652,10 @@ impl Router {
         att.tried.push(i);
         att.state = AttState::Sent;
         att.sends += 1;
-        Step::Send { group: self.names[g].clone(), index: i }
+        Step::Send {
+            group: self.names[g].clone(),
+            index: i,
+        }
     }
 
     fn fallback(&mut self, att: &mut Attempt, now: u64) -> Step {
@@ -542,7 +664,11 @@ impl Router {
             att.tried.clear();
             if att.pos >= att.chain.len() {
                 att.state = AttState::Done;
-                att.reason = if att.sends > 0 { "exhausted" } else { "no_deployment" };
+                att.reason = if att.sends > 0 {
+                    "exhausted"
+                } else {
+                    "no_deployment"
+                };
                 return Step::GiveUp { reason: att.reason };
             }
             if now >= att.deadline {
@@ -558,7 +684,12 @@ impl Router {
     }
 
     fn backoff_ns(&mut self, k: u64) -> u64 {
-        let cap = self.base_us.checked_shl(k.min(40) as u32).filter(|c| c >> k.min(40) == self.base_us).unwrap_or(u64::MAX).min(self.max_us);
+        let cap = self
+            .base_us
+            .checked_shl(k.min(40) as u32)
+            .filter(|c| c >> k.min(40) == self.base_us)
+            .unwrap_or(u64::MAX)
+            .min(self.max_us);
         let half = cap / 2;
         let span = cap - half + 1;
         (half + self.draw() % span).saturating_mul(1000)
@@ -579,7 +710,10 @@ impl Router {
                 if d.spec.rpm.is_some_and(|r| d.usage.len() as u64 >= r) {
                     continue;
                 }
-                if d.spec.tpm.is_some_and(|t| d.usage_tokens as u128 + tokens as u128 > t as u128) {
+                if d.spec
+                    .tpm
+                    .is_some_and(|t| d.usage_tokens as u128 + tokens as u128 > t as u128)
+                {
                     continue;
                 }
             }
@@ -591,7 +725,10 @@ impl Router {
             _ => {}
         }
         if STRATEGIES[self.strategy] == "simple-shuffle" {
-            let weights: Vec<u64> = cands.iter().map(|&i| self.groups[g][i].spec.weight).collect();
+            let weights: Vec<u64> = cands
+                .iter()
+                .map(|&i| self.groups[g][i].spec.weight)
+                .collect();
             let mut r = self.draw() % weights.iter().sum::<u64>();
             for (&i, &w) in cands.iter().zip(&weights) {
                 if r < w {
@@ -604,8 +741,16 @@ impl Router {
         let deps = &self.groups[g];
         let tied: Vec<usize> = match STRATEGIES[self.strategy] {
             "least-busy" => {
-                let m = cands.iter().map(|&i| deps[i].in_flight).min().expect("non-empty");
-                cands.iter().copied().filter(|&i| deps[i].in_flight == m).collect()
+                let m = cands
+                    .iter()
+                    .map(|&i| deps[i].in_flight)
+                    .min()
+                    .expect("non-empty");
+                cands
+                    .iter()
+                    .copied()
+                    .filter(|&i| deps[i].in_flight == m)
+                    .collect()
             }
             "latency-based" => {
                 let mut tied = vec![cands[0]];
@@ -624,12 +769,24 @@ impl Router {
             _ => {
                 let head = |d: &Deployment| {
                     (
-                        d.spec.tpm.map_or(u64::MAX as i128, |t| t as i128 - d.usage_tokens as i128),
-                        d.spec.rpm.map_or(u64::MAX as i128, |r| r as i128 - d.usage.len() as i128),
+                        d.spec
+                            .tpm
+                            .map_or(u64::MAX as i128, |t| t as i128 - d.usage_tokens as i128),
+                        d.spec
+                            .rpm
+                            .map_or(u64::MAX as i128, |r| r as i128 - d.usage.len() as i128),
                     )
                 };
-                let best = cands.iter().map(|&i| head(&deps[i])).max().expect("non-empty");
-                cands.iter().copied().filter(|&i| head(&deps[i]) == best).collect()
+                let best = cands
+                    .iter()
+                    .map(|&i| head(&deps[i]))
+                    .max()
+                    .expect("non-empty");
+                cands
+                    .iter()
+                    .copied()
+                    .filter(|&i| head(&deps[i]) == best)
+                    .collect()
             }
         };
         if tied.len() == 1 {
@@ -653,7 +810,11 @@ impl Drop for Running<'_> {
     fn drop(&mut self) {
         if self.sent {
             let now = self.att.deadline; // any time: a cancel reads no clock
-            let _ = self.router.lock().unwrap_or_else(|e| e.into_inner()).report(&mut self.att, Outcome::Cancel, 0, now);
+            let _ = self
+                .router
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .report(&mut self.att, Outcome::Cancel, 0, now);
         }
     }
 }
@@ -680,7 +841,11 @@ where
 {
     let lock = || router.lock().unwrap_or_else(|e| e.into_inner());
     let att = lock().begin(group, tokens, clock())?;
-    let mut run = Running { router, att, sent: false };
+    let mut run = Running {
+        router,
+        att,
+        sent: false,
+    };
     let mut last = None;
     loop {
         let step = lock().next(&mut run.att, clock())?;
@@ -727,18 +892,35 @@ mod tests {
         let mut r = router("least-busy", 1);
         for t in [1, 2] {
             let mut a = r.begin("g", 1, t).unwrap();
-            assert_eq!(r.next(&mut a, t).unwrap(), Step::Send { group: "g".into(), index: 0 });
+            assert_eq!(
+                r.next(&mut a, t).unwrap(),
+                Step::Send {
+                    group: "g".into(),
+                    index: 0
+                }
+            );
             r.report(&mut a, Outcome::Fail, 5, t).unwrap();
         }
         assert_eq!(r.health("g", 0, 3).unwrap(), Health::Cooldown);
         let mut a = r.begin("g", 1, 3).unwrap();
-        assert_eq!(r.next(&mut a, 3).unwrap(), Step::GiveUp { reason: "no_deployment" });
+        assert_eq!(
+            r.next(&mut a, 3).unwrap(),
+            Step::GiveUp {
+                reason: "no_deployment"
+            }
+        );
         let t = 2 + 100_000_000;
         assert_eq!(r.health("g", 0, t).unwrap(), Health::HalfOpen);
         let mut a = r.begin("g", 1, t).unwrap();
         assert!(matches!(r.next(&mut a, t).unwrap(), Step::Send { .. }));
         let mut b = r.begin("g", 1, t).unwrap();
-        assert_eq!(r.next(&mut b, t).unwrap(), Step::GiveUp { reason: "no_deployment" }, "one probe at a time");
+        assert_eq!(
+            r.next(&mut b, t).unwrap(),
+            Step::GiveUp {
+                reason: "no_deployment"
+            },
+            "one probe at a time"
+        );
         assert_eq!(r.report(&mut a, Outcome::Ok, 5, t).unwrap(), Health::Ok);
     }
 
@@ -746,7 +928,8 @@ mod tests {
     fn bad_settings_name_the_field() {
         let e = parse_settings(&serde_json::json!({"num_retries": -1}), &["g"]).unwrap_err();
         assert_eq!(e, "router.num_retries: must be >= 0, got -1");
-        let e = parse_settings(&serde_json::json!({"fallbacks": [{"g": ["h"]}]}), &["g"]).unwrap_err();
+        let e =
+            parse_settings(&serde_json::json!({"fallbacks": [{"g": ["h"]}]}), &["g"]).unwrap_err();
         assert_eq!(e, "router.fallbacks[0].g[0]: unknown model 'h'");
         let e = parse_settings(&serde_json::json!({"strategy": "fastest"}), &["g"]).unwrap_err();
         assert!(e.starts_with("router.strategy: expected one of"), "{e}");
@@ -782,20 +965,38 @@ mod tests {
         };
         let out = block_on(drive(&r, "a", 1, || 5, send, |_| async {}));
         assert_eq!(out.unwrap().as_deref(), Some("b"));
-        assert_eq!(sent, [("a".to_string(), 0), ("a".to_string(), 0), ("b".to_string(), 0)]);
+        assert_eq!(
+            sent,
+            [
+                ("a".to_string(), 0),
+                ("a".to_string(), 0),
+                ("b".to_string(), 0)
+            ]
+        );
     }
 
     #[test]
     fn a_dropped_drive_releases_its_attempt() {
         let r = two_groups();
         {
-            let fut = drive(&r, "a", 1, || 5, |_, _| std::future::pending::<(Outcome, ())>(), |_| async {});
+            let fut = drive(
+                &r,
+                "a",
+                1,
+                || 5,
+                |_, _| std::future::pending::<(Outcome, ())>(),
+                |_| async {},
+            );
             let mut fut = std::pin::pin!(fut);
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(fut.as_mut().poll(&mut cx).is_pending());
             assert_eq!(r.lock().unwrap().in_flight("a", 0).unwrap(), 1);
         } // the client went away: the request's future is dropped mid-send
         assert_eq!(r.lock().unwrap().in_flight("a", 0).unwrap(), 0);
-        assert_eq!(r.lock().unwrap().health("a", 0, 5).unwrap(), Health::Ok, "a cancel is no failure");
+        assert_eq!(
+            r.lock().unwrap().health("a", 0, 5).unwrap(),
+            Health::Ok,
+            "a cancel is no failure"
+        );
     }
 }

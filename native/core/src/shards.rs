@@ -27,7 +27,8 @@ mod tests {
 
     #[test]
     fn vectors() {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors/shards_v1.json");
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors/shards_v1.json");
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         for case in v["cases"].as_array().unwrap() {
             let mut rows = Vec::new();
@@ -40,7 +41,10 @@ mod tests {
                 assert_eq!(to_hex(&m.root()), s["root"].as_str().unwrap());
                 rows.push((n, from_hex(s["root"].as_str().unwrap()).unwrap()));
             }
-            assert_eq!(to_hex(&combined_root(&rows)), case["combined"].as_str().unwrap());
+            assert_eq!(
+                to_hex(&combined_root(&rows)),
+                case["combined"].as_str().unwrap()
+            );
         }
     }
 }

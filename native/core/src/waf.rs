@@ -76,7 +76,12 @@ fn unshared() -> &'static regex::Regex {
 /// or not) whose literal members or ranges hold one of them gets all four. Not covered: a
 /// class member written as an escape (`\x49`, `\u0130`).
 pub fn translate(id: &str, pat: &str, ignorecase: bool) -> Result<(String, bool), WafError> {
-    let unsupported = |what| Err(WafError::Unsupported { id: id.to_string(), what });
+    let unsupported = |what| {
+        Err(WafError::Unsupported {
+            id: id.to_string(),
+            what,
+        })
+    };
     let c: Vec<char> = pat.chars().collect();
     let mut out = String::with_capacity(pat.len() + 16);
     let mut fancy = false;
@@ -93,16 +98,27 @@ pub fn translate(id: &str, pat: &str, ignorecase: bool) -> Result<(String, bool)
         let ch = c[i];
         if ch == '\\' {
             let Some(&n) = c.get(i + 1) else {
-                return Err(WafError::Invalid { id: id.into(), msg: "trailing backslash".into() });
+                return Err(WafError::Invalid {
+                    id: id.into(),
+                    msg: "trailing backslash".into(),
+                });
             };
             i += 2;
             class_start = false;
             match n {
                 '1'..='9' if !in_class => return unsupported("a backreference (\\N)"),
                 'g' => return unsupported("a backreference (\\g<...>)"),
-                's' => out.push_str(&if in_class { format!(r"\s{S_EXTRA}") } else { format!(r"[\s{S_EXTRA}]") }),
+                's' => out.push_str(&if in_class {
+                    format!(r"\s{S_EXTRA}")
+                } else {
+                    format!(r"[\s{S_EXTRA}]")
+                }),
                 'S' => out.push_str(&format!(r"[^\s{S_EXTRA}]")),
-                'w' => out.push_str(&if in_class { W.to_string() } else { format!("[{W}]") }),
+                'w' => out.push_str(&if in_class {
+                    W.to_string()
+                } else {
+                    format!("[{W}]")
+                }),
                 'W' => out.push_str(&format!("[^{W}]")),
                 'b' if !in_class => {
                     fancy = true;
@@ -167,7 +183,11 @@ pub fn translate(id: &str, pat: &str, ignorecase: bool) -> Result<(String, bool)
             }
             '(' if c.get(i + 1) == Some(&'?') => {
                 let rest: String = c[i + 2..].iter().take(3).collect();
-                if rest.starts_with('=') || rest.starts_with('!') || rest.starts_with("<=") || rest.starts_with("<!") {
+                if rest.starts_with('=')
+                    || rest.starts_with('!')
+                    || rest.starts_with("<=")
+                    || rest.starts_with("<!")
+                {
                     return unsupported("lookaround");
                 }
                 if rest.starts_with("P=") {
@@ -224,7 +244,9 @@ pub fn translate(id: &str, pat: &str, ignorecase: bool) -> Result<(String, bool)
                 out.push(ch);
             }
             'i' | 'I' | '\u{130}' | '\u{131}' if ci => out.push_str(&format!("[{DOTTED_I_CLASS}]")),
-            '*' | '+' | '?' | '}' if c.get(i + 1) == Some(&'+') => return unsupported("a possessive quantifier"),
+            '*' | '+' | '?' | '}' if c.get(i + 1) == Some(&'+') => {
+                return unsupported("a possessive quantifier")
+            }
             _ => out.push(ch),
         }
         i += 1;
@@ -238,7 +260,11 @@ const DOTTED_I_CLASS: &str = "iI\u{130}\u{131}";
 /// Whether a class's members (the text between `[` or `[^` and `]`) name one of i, I, İ, ı,
 /// as a literal or inside a range of literals. Escaped members are skipped.
 fn class_has_dotted_i(members: &[char]) -> bool {
-    let hit = |lo: char, hi: char| ['i', 'I', '\u{130}', '\u{131}'].iter().any(|&f| lo <= f && f <= hi);
+    let hit = |lo: char, hi: char| {
+        ['i', 'I', '\u{130}', '\u{131}']
+            .iter()
+            .any(|&f| lo <= f && f <= hi)
+    };
     let mut k = 0;
     let mut prev: Option<char> = None; // the last literal member: a range's start
     while k < members.len() {
@@ -286,14 +312,24 @@ impl Waf {
                 }
                 RuleKind::Regex => {
                     if let Some(m) = unshared().find(&r.pattern) {
-                        return Err(WafError::Unshared { id: r.id, found: m.as_str().to_string() });
+                        return Err(WafError::Unshared {
+                            id: r.id,
+                            found: m.as_str().to_string(),
+                        });
                     }
                     let (p, fancy) = translate(&r.id, &r.pattern, r.case_insensitive)?;
-                    let p = if r.case_insensitive { format!("(?i){p}") } else { p };
+                    let p = if r.case_insensitive {
+                        format!("(?i){p}")
+                    } else {
+                        p
+                    };
                     if fancy {
-                        Matcher::Fancy(
-                            fancy_regex::Regex::new(&p).map_err(|e| WafError::Invalid { id: r.id.clone(), msg: e.to_string() })?,
-                        )
+                        Matcher::Fancy(fancy_regex::Regex::new(&p).map_err(|e| {
+                            WafError::Invalid {
+                                id: r.id.clone(),
+                                msg: e.to_string(),
+                            }
+                        })?)
                     } else {
                         plain(&r.id, &p)?
                     }
@@ -315,10 +351,17 @@ impl Waf {
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(ci == 1)
                 .build(&pats)
-                .map_err(|e| WafError::Invalid { id: ids[rule_idx[0]].clone(), msg: e.to_string() })?;
+                .map_err(|e| WafError::Invalid {
+                    id: ids[rule_idx[0]].clone(),
+                    msg: e.to_string(),
+                })?;
             literals.push((ac, rule_idx));
         }
-        Ok(Self { ids, matchers, literals })
+        Ok(Self {
+            ids,
+            matchers,
+            literals,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -335,7 +378,11 @@ impl Waf {
         let first_lit = self
             .literals
             .iter()
-            .filter_map(|(ac, map)| ac.find_overlapping_iter(text).map(|m| map[m.pattern().as_usize()]).min())
+            .filter_map(|(ac, map)| {
+                ac.find_overlapping_iter(text)
+                    .map(|m| map[m.pattern().as_usize()])
+                    .min()
+            })
             .min();
         let limit = first_lit.unwrap_or(self.matchers.len());
         for (i, m) in self.matchers[..limit].iter().enumerate() {
@@ -358,7 +405,10 @@ fn plain(id: &str, p: &str) -> Result<Matcher, WafError> {
         .size_limit(1 << 24)
         .build()
         .map(Matcher::Plain)
-        .map_err(|e| WafError::Invalid { id: id.to_string(), msg: e.to_string() })
+        .map_err(|e| WafError::Invalid {
+            id: id.to_string(),
+            msg: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -368,33 +418,62 @@ mod tests {
     #[test]
     fn dotted_and_dotless_i_match_as_python_ignorecase_does() {
         // found by the WAF parity test: Python's IGNORECASE matches İ and ı where i/I match
-        let w = Waf::new(vec![rule("ci", RuleKind::Regex, "a*[A-Z]a*", true), rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
+        let w = Waf::new(vec![
+            rule("ci", RuleKind::Regex, "a*[A-Z]a*", true),
+            rule("cs", RuleKind::Regex, "[a-z]", false),
+        ])
+        .unwrap();
         assert_eq!(w.scan("İ"), Some("ci"));
         assert_eq!(w.scan("ı"), Some("ci"));
         let lit = Waf::new(vec![rule("ci", RuleKind::Regex, "a*İa*", true)]).unwrap();
-        assert_eq!((lit.scan("İ"), lit.scan("i"), lit.scan("I")), (Some("ci"), Some("ci"), Some("ci")));
+        assert_eq!(
+            (lit.scan("İ"), lit.scan("i"), lit.scan("I")),
+            (Some("ci"), Some("ci"), Some("ci"))
+        );
         let cs = Waf::new(vec![rule("cs", RuleKind::Regex, "[a-z]", false)]).unwrap();
         assert_eq!(cs.scan("İı"), None); // case-sensitive rules see the text as it is
-        // an inline (?i:...) group in a case-sensitive pattern: only the group folds
+                                         // an inline (?i:...) group in a case-sensitive pattern: only the group folds
         let inline = Waf::new(vec![rule("g", RuleKind::Regex, "(?i:[A-Z])x?", false)]).unwrap();
-        assert_eq!((inline.scan("İ"), inline.scan("ı"), inline.scan("1")), (Some("g"), Some("g"), None));
+        assert_eq!(
+            (inline.scan("İ"), inline.scan("ı"), inline.scan("1")),
+            (Some("g"), Some("g"), None)
+        );
         let scoped = Waf::new(vec![rule("s", RuleKind::Regex, "(?i:a)İ", false)]).unwrap();
-        assert_eq!((scoped.scan("AİX"), scoped.scan("Ai"), scoped.scan("aı")), (Some("s"), None, None));
+        assert_eq!(
+            (scoped.scan("AİX"), scoped.scan("Ai"), scoped.scan("aı")),
+            (Some("s"), None, None)
+        );
         let off = Waf::new(vec![rule("o", RuleKind::Regex, "(?-i:[i])z", true)]).unwrap();
-        assert_eq!((off.scan("iZ"), off.scan("İz"), off.scan("Iz")), (Some("o"), None, None));
+        assert_eq!(
+            (off.scan("iZ"), off.scan("İz"), off.scan("Iz")),
+            (Some("o"), None, None)
+        );
         let named = Waf::new(vec![rule("n", RuleKind::Regex, "(?P<id>i)", true)]).unwrap();
         assert_eq!(named.scan("İ"), Some("n")); // the group's name is not a literal
         let neg = Waf::new(vec![rule("x", RuleKind::Regex, "[^h-j]", true)]).unwrap();
-        assert_eq!((neg.scan("İ"), neg.scan("ı"), neg.scan("k")), (None, None, Some("x")));
+        assert_eq!(
+            (neg.scan("İ"), neg.scan("ı"), neg.scan("k")),
+            (None, None, Some("x"))
+        );
     }
 
     fn rule(id: &str, kind: RuleKind, p: &str, ci: bool) -> Rule {
-        Rule { id: id.into(), kind, pattern: p.into(), case_insensitive: ci }
+        Rule {
+            id: id.into(),
+            kind,
+            pattern: p.into(),
+            case_insensitive: ci,
+        }
     }
 
     fn waf() -> Waf {
         Waf::new(vec![
-            rule("inj", RuleKind::Regex, r"ignore\s+(all\s+)?previous\s+instructions", true),
+            rule(
+                "inj",
+                RuleKind::Regex,
+                r"ignore\s+(all\s+)?previous\s+instructions",
+                true,
+            ),
             rule("key", RuleKind::Regex, r"sk-[A-Za-z0-9]{20,}", false),
             rule("word", RuleKind::Regex, r"\bpass\b", false),
             rule("lit", RuleKind::Literal, "DROP TABLE", false),
@@ -407,8 +486,14 @@ mod tests {
     #[test]
     fn first_rule_in_order_wins() {
         let w = waf();
-        assert_eq!(w.scan("please IGNORE all previous\tinstructions; DROP TABLE x"), Some("inj"));
-        assert_eq!(w.scan("DROP TABLE x; sk-abcdefghijklmnopqrstuvwxyz"), Some("key"));
+        assert_eq!(
+            w.scan("please IGNORE all previous\tinstructions; DROP TABLE x"),
+            Some("inj")
+        );
+        assert_eq!(
+            w.scan("DROP TABLE x; sk-abcdefghijklmnopqrstuvwxyz"),
+            Some("key")
+        );
         assert_eq!(w.scan("x DROP TABLE y JailBreak"), Some("lit"));
         assert_eq!(w.scan("a JAILBREAK"), Some("lit-ci"));
         assert_eq!(w.scan("a JAİLBREAK"), None); // only ASCII letters fold
@@ -432,15 +517,36 @@ mod tests {
 
     #[test]
     fn rejects_what_the_twins_read_differently() {
-        for p in [r"(a)\1", r"a(?=b)", r"(?<!a)b", r"(?P<x>a)(?P=x)", r"(?>a)", r"a++", r"a\Z", r"(?(1)a|b)"] {
+        for p in [
+            r"(a)\1",
+            r"a(?=b)",
+            r"(?<!a)b",
+            r"(?P<x>a)(?P=x)",
+            r"(?>a)",
+            r"a++",
+            r"a\Z",
+            r"(?(1)a|b)",
+        ] {
             let e = Waf::new(vec![rule("r", RuleKind::Regex, p, false)]).err();
             assert!(matches!(e, Some(WafError::Unshared { .. })), "{p}: {e:?}");
         }
         // Caught by the translation when the raw-text test lets them through.
-        assert!(matches!(Waf::new(vec![rule("r", RuleKind::Regex, r"(?#c)a", false)]), Err(WafError::Unsupported { .. })));
-        assert!(matches!(Waf::new(vec![rule("r", RuleKind::Regex, "(", false)]), Err(WafError::Invalid { .. })));
-        assert!(matches!(Waf::new(vec![rule("r", RuleKind::Literal, "", false)]), Err(WafError::Empty { .. })));
-        let dup = vec![rule("r", RuleKind::Literal, "a", false), rule("r", RuleKind::Literal, "b", false)];
+        assert!(matches!(
+            Waf::new(vec![rule("r", RuleKind::Regex, r"(?#c)a", false)]),
+            Err(WafError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            Waf::new(vec![rule("r", RuleKind::Regex, "(", false)]),
+            Err(WafError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Waf::new(vec![rule("r", RuleKind::Literal, "", false)]),
+            Err(WafError::Empty { .. })
+        ));
+        let dup = vec![
+            rule("r", RuleKind::Literal, "a", false),
+            rule("r", RuleKind::Literal, "b", false),
+        ];
         assert!(matches!(Waf::new(dup), Err(WafError::Duplicate(_))));
     }
 }

@@ -13,7 +13,10 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::{Acquire, Release}};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Release},
+};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,7 +78,10 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub enum WalError {
     /// A bad frame (or header) followed by valid data; nothing was modified.
-    Corrupt { offset: u64, message: String },
+    Corrupt {
+        offset: u64,
+        message: String,
+    },
     /// Another writer holds the lock.
     Locked(String),
     /// Bad arguments (unknown policy, oversized payload, ...).
@@ -116,7 +122,9 @@ impl FsyncPolicy {
             "always" => Ok(Self::Always),
             "group" => Ok(Self::Group),
             "none" => Ok(Self::None),
-            _ => Err(WalError::Invalid(format!("fsync policy {s:?}: expected 'always', 'group' or 'none'"))),
+            _ => Err(WalError::Invalid(format!(
+                "fsync policy {s:?}: expected 'always', 'group' or 'none'"
+            ))),
         }
     }
     pub fn name(&self) -> &'static str {
@@ -214,7 +222,12 @@ fn valid_chain_after(data: &[u8], o: usize, version: Version) -> bool {
 pub fn scan(data: &[u8]) -> Result<Scan> {
     if data.len() < HEADER_LEN {
         if MAGIC_V2.starts_with(data) || MAGIC_V1.starts_with(data) {
-            return Ok(Scan { payloads: Vec::new(), valid_end: data.len(), header_incomplete: true, version: Version::V2 });
+            return Ok(Scan {
+                payloads: Vec::new(),
+                valid_end: data.len(),
+                header_incomplete: true,
+                version: Version::V2,
+            });
         }
         return Err(corrupt(0, BAD_HEADER));
     }
@@ -251,16 +264,27 @@ fn scan_frames(data: &[u8], start: usize, base: usize, version: Version) -> Resu
             }
         }
     }
-    Ok(Scan { payloads, valid_end: o, header_incomplete: false, version })
+    Ok(Scan {
+        payloads,
+        valid_end: o,
+        header_incomplete: false,
+        version,
+    })
 }
 
 fn corrupt(offset: u64, message: &str) -> WalError {
-    WalError::Corrupt { offset, message: message.to_string() }
+    WalError::Corrupt {
+        offset,
+        message: message.to_string(),
+    }
 }
 
 fn with_path(e: WalError, path: &Path) -> WalError {
     match e {
-        WalError::Corrupt { offset, message } => WalError::Corrupt { offset, message: format!("{}: {message}", path.display()) },
+        WalError::Corrupt { offset, message } => WalError::Corrupt {
+            offset,
+            message: format!("{}: {message}", path.display()),
+        },
         e => e,
     }
 }
@@ -281,7 +305,9 @@ pub fn replay_from(path: &Path, offset: u64) -> Result<(Vec<u8>, Vec<Range<usize
         return replay(path);
     }
     if offset < HEADER_LEN as u64 {
-        return Err(WalError::Invalid(format!("offset must be 0 or a frame boundary >= 8, got {offset}")));
+        return Err(WalError::Invalid(format!(
+            "offset must be 0 or a frame boundary >= 8, got {offset}"
+        )));
     }
     let mut f = File::open(path)?;
     let version = read_version(&mut f).map_err(|e| with_path(e, path))?;
@@ -363,7 +389,12 @@ pub struct WalWriter {
 
 impl WalWriter {
     /// Open (creating if missing), lock, recover. See the module docs.
-    pub fn open(path: &Path, policy: FsyncPolicy, group_delay_ms: f64, group_max_records: u64) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        policy: FsyncPolicy,
+        group_delay_ms: f64,
+        group_max_records: u64,
+    ) -> Result<Self> {
         Self::open_trusted(path, policy, group_delay_ms, group_max_records, None)
     }
 
@@ -384,15 +415,27 @@ impl WalWriter {
             }
         }
         if !(group_delay_ms.is_finite() && group_delay_ms >= 0.0) {
-            return Err(WalError::Invalid(format!("group_delay_ms must be a finite number >= 0, got {group_delay_ms}")));
+            return Err(WalError::Invalid(format!(
+                "group_delay_ms must be a finite number >= 0, got {group_delay_ms}"
+            )));
         }
         if group_max_records < 1 {
-            return Err(WalError::Invalid(format!("group_max_records must be >= 1, got {group_max_records}")));
+            return Err(WalError::Invalid(format!(
+                "group_max_records must be >= 1, got {group_max_records}"
+            )));
         }
-        let mut file = OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o644)
+            .open(path)?;
         if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             if e.kind() == io::ErrorKind::WouldBlock {
-                return Err(WalError::Locked(format!("WAL {} is locked by another writer", path.display())));
+                return Err(WalError::Locked(format!(
+                    "WAL {} is locked by another writer",
+                    path.display()
+                )));
             }
             return Err(e.into());
         }
@@ -418,7 +461,10 @@ impl WalWriter {
             file.read_to_end(&mut data)?;
             scan_tail(&data, base as usize, version).map_err(|e| with_path(e, path))?
         };
-        let mut recovery = Recovery { records: records + s.payloads.len() as u64, truncated_bytes: 0 };
+        let mut recovery = Recovery {
+            records: records + s.payloads.len() as u64,
+            truncated_bytes: 0,
+        };
         if s.header_incomplete {
             // no records: the file starts over as v2
             file.set_len(0)?;
@@ -497,17 +543,26 @@ impl WalWriter {
 
     fn usable<'a>(&'a self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
         if st.closed {
-            return Err(WalError::Stopped(format!("WAL {} is closed", self.path.display())));
+            return Err(WalError::Stopped(format!(
+                "WAL {} is closed",
+                self.path.display()
+            )));
         }
         if let Some(f) = &st.failed {
-            return Err(WalError::Stopped(format!("WAL {} stopped after an I/O error: {f}", self.path.display())));
+            return Err(WalError::Stopped(format!(
+                "WAL {} stopped after an I/O error: {f}",
+                self.path.display()
+            )));
         }
         Ok(st)
     }
 
     fn check_len(payload: &[u8]) -> Result<()> {
         if payload.len() > MAX_FRAME {
-            return Err(WalError::Invalid(format!("payload of {} bytes exceeds the {MAX_FRAME}-byte frame limit", payload.len())));
+            return Err(WalError::Invalid(format!(
+                "payload of {} bytes exceeds the {MAX_FRAME}-byte frame limit",
+                payload.len()
+            )));
         }
         Ok(())
     }
@@ -625,13 +680,21 @@ impl WalWriter {
             if st.closed {
                 return Ok(());
             }
-            let r = if st.failed.is_none() { self.flush_locked(&mut st) } else { Ok(()) };
+            let r = if st.failed.is_none() {
+                self.flush_locked(&mut st)
+            } else {
+                Ok(())
+            };
             st.closed = true;
             self.shared.publish(&st);
             self.shared.wake.notify_all();
             r
         };
-        let handle = self.flusher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -660,7 +723,11 @@ fn group_flusher(sh: &Shared, delay: Duration) {
                 let now = Instant::now();
                 let deadline = t + delay;
                 if now < deadline {
-                    st = sh.wake.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+                    st = sh
+                        .wake
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                     continue;
                 }
                 let target = st.count;
@@ -696,21 +763,34 @@ mod tests {
     }
 
     fn vector(file: &str, key: &str) -> (Vec<Vec<u8>>, String) {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors").join(file);
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/vectors")
+            .join(file);
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
         let ex = &v[key];
-        let payloads = ex["payloads_utf8"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().as_bytes().to_vec()).collect();
+        let payloads = ex["payloads_utf8"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().as_bytes().to_vec())
+            .collect();
         (payloads, ex["file_hex"].as_str().unwrap().to_string())
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn vector_file_bytes_every_policy() {
         let (payloads, want) = vector("wal_v2.json", "wal_v2_example");
-        assert_eq!(hex(&encode_file(Version::V2, payloads.iter().map(|p| &p[..]))), want);
+        assert_eq!(
+            hex(&encode_file(Version::V2, payloads.iter().map(|p| &p[..]))),
+            want
+        );
         for policy in [FsyncPolicy::Always, FsyncPolicy::Group, FsyncPolicy::None] {
             let path = tmp(&format!("vec-{}", policy.name()));
             {
@@ -733,7 +813,10 @@ mod tests {
     #[test]
     fn v1_vector_is_read_and_appended_as_v1() {
         let (payloads, want) = vector("mmr_v2.json", "wal_v1_example");
-        assert_eq!(hex(&encode_file(Version::V1, payloads.iter().map(|p| &p[..]))), want);
+        assert_eq!(
+            hex(&encode_file(Version::V1, payloads.iter().map(|p| &p[..]))),
+            want
+        );
         let path = tmp("v1");
         std::fs::write(&path, unhex(&want)).unwrap();
         let (data, ranges) = replay(&path).unwrap();
@@ -741,7 +824,13 @@ mod tests {
         assert_eq!(got, payloads.iter().map(|p| &p[..]).collect::<Vec<_>>());
         let w = WalWriter::open(&path, FsyncPolicy::Always, 0.0, 1).unwrap();
         assert_eq!(w.version(), Version::V1);
-        assert_eq!(w.recovery(), Recovery { records: 3, truncated_bytes: 0 });
+        assert_eq!(
+            w.recovery(),
+            Recovery {
+                records: 3,
+                truncated_bytes: 0
+            }
+        );
         w.append(b"four").unwrap();
         drop(w);
         let mut all: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
@@ -757,15 +846,25 @@ mod tests {
         let frames: Vec<Vec<u8>> = (0..3).map(|i| format!("record-{i}").into_bytes()).collect();
         let two = encode_file(Version::V2, frames[..2].iter().map(|p| &p[..]));
         let three = encode_file(Version::V2, frames.iter().map(|p| &p[..]));
-        for tail in [vec![0u8; 16], vec![0u8; 19], [&three[two.len()..two.len() + 5], &[0u8; 16][..]].concat()] {
+        for tail in [
+            vec![0u8; 16],
+            vec![0u8; 19],
+            [&three[two.len()..two.len() + 5], &[0u8; 16][..]].concat(),
+        ] {
             for zeros in [1usize, 7, 8, 9, 4096] {
                 let mut t = tail.clone();
-                t.extend(std::iter::repeat(0u8).take(zeros));
+                t.extend(std::iter::repeat_n(0u8, zeros));
                 let path = tmp("zeros");
                 std::fs::write(&path, [&two[..], &t[..]].concat()).unwrap();
                 assert_eq!(replay(&path).unwrap().1.len(), 2);
                 let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
-                assert_eq!(w.recovery(), Recovery { records: 2, truncated_bytes: t.len() as u64 });
+                assert_eq!(
+                    w.recovery(),
+                    Recovery {
+                        records: 2,
+                        truncated_bytes: t.len() as u64
+                    }
+                );
                 drop(w);
                 assert_eq!(std::fs::read(&path).unwrap(), two);
             }
@@ -784,11 +883,20 @@ mod tests {
         w.append(b"a").unwrap();
         drop(w);
         let w = WalWriter::open(&path, FsyncPolicy::Always, 0.0, 1).unwrap();
-        assert_eq!(w.recovery(), Recovery { records: 1, truncated_bytes: 0 });
+        assert_eq!(
+            w.recovery(),
+            Recovery {
+                records: 1,
+                truncated_bytes: 0
+            }
+        );
         assert_eq!(w.append(b"b").unwrap(), 1);
         assert_eq!(w.durable_count(), 2);
         drop(w);
-        assert_eq!(std::fs::read(&path).unwrap(), encode_file(Version::V2, [&b"a"[..], b"b"]));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            encode_file(Version::V2, [&b"a"[..], b"b"])
+        );
     }
 
     #[test]
@@ -807,12 +915,24 @@ mod tests {
             }
         }
         // each is a bad header (none is a prefix of a magic: those are torn headers, above)
-        for bad in [&b"X"[..], b"GLWAL\x00\x03\n", b"GLWAL\x01", b"GLWAX", b"GLWAL\x00\x01\r", b"GLWAL\x00\x02\r"] {
-            assert!(!MAGIC_V1.starts_with(bad) && !MAGIC_V2.starts_with(bad), "{bad:?} is a torn header, not a bad one");
+        for bad in [
+            &b"X"[..],
+            b"GLWAL\x00\x03\n",
+            b"GLWAL\x01",
+            b"GLWAX",
+            b"GLWAL\x00\x01\r",
+            b"GLWAL\x00\x02\r",
+        ] {
+            assert!(
+                !MAGIC_V1.starts_with(bad) && !MAGIC_V2.starts_with(bad),
+                "{bad:?} is a torn header, not a bad one"
+            );
             let path = tmp("badhdr");
             std::fs::write(&path, bad).unwrap();
             match WalWriter::open(&path, FsyncPolicy::None, 0.0, 1) {
-                Err(WalError::Corrupt { offset: 0, message }) => assert!(message.contains("offset 0"), "{message}"),
+                Err(WalError::Corrupt { offset: 0, message }) => {
+                    assert!(message.contains("offset 0"), "{message}")
+                }
                 other => panic!("{other:?}"),
             }
             assert_eq!(std::fs::read(&path).unwrap(), bad);
@@ -823,19 +943,25 @@ mod tests {
     fn torn_tail_at_every_offset() {
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3 + 7 * i as usize]).collect();
         for v in [Version::V1, Version::V2] {
-        let full = encode_file(v, payloads.iter().map(|p| &p[..]));
-        let last_start = encode_file(v, payloads[..4].iter().map(|p| &p[..])).len();
-        for cut in last_start..full.len() {
-            let path = tmp("torn");
-            std::fs::write(&path, &full[..cut]).unwrap();
-            assert_eq!(replay(&path).unwrap().1.len(), 4, "cut={cut}");
-            let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
-            assert_eq!(w.recovery(), Recovery { records: 4, truncated_bytes: (cut - last_start) as u64 });
-            assert_eq!(w.count(), 4);
-            w.append(&payloads[4]).unwrap();
-            drop(w);
-            assert_eq!(std::fs::read(&path).unwrap(), full, "cut={cut}");
-        }
+            let full = encode_file(v, payloads.iter().map(|p| &p[..]));
+            let last_start = encode_file(v, payloads[..4].iter().map(|p| &p[..])).len();
+            for cut in last_start..full.len() {
+                let path = tmp("torn");
+                std::fs::write(&path, &full[..cut]).unwrap();
+                assert_eq!(replay(&path).unwrap().1.len(), 4, "cut={cut}");
+                let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
+                assert_eq!(
+                    w.recovery(),
+                    Recovery {
+                        records: 4,
+                        truncated_bytes: (cut - last_start) as u64
+                    }
+                );
+                assert_eq!(w.count(), 4);
+                w.append(&payloads[4]).unwrap();
+                drop(w);
+                assert_eq!(std::fs::read(&path).unwrap(), full, "cut={cut}");
+            }
         }
     }
 
@@ -843,25 +969,25 @@ mod tests {
     fn flipped_bit_in_earlier_frame_is_corruption() {
         let payloads: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
         for v in [Version::V1, Version::V2] {
-        let full = encode_file(v, payloads.iter().map(|p| &p[..]));
-        let frame1 = 8 + 18;
-        for byte in frame1..frame1 + 18 {
-            for bit in 0..8 {
-                let mut data = full.clone();
-                data[byte] ^= 1 << bit;
-                let path = tmp("flip");
-                std::fs::write(&path, &data).unwrap();
-                match WalWriter::open(&path, FsyncPolicy::None, 0.0, 1) {
-                    Err(WalError::Corrupt { offset, message }) => {
-                        assert_eq!(offset, frame1 as u64);
-                        assert!(message.contains(&format!("offset {frame1}")), "{message}");
+            let full = encode_file(v, payloads.iter().map(|p| &p[..]));
+            let frame1 = 8 + 18;
+            for byte in frame1..frame1 + 18 {
+                for bit in 0..8 {
+                    let mut data = full.clone();
+                    data[byte] ^= 1 << bit;
+                    let path = tmp("flip");
+                    std::fs::write(&path, &data).unwrap();
+                    match WalWriter::open(&path, FsyncPolicy::None, 0.0, 1) {
+                        Err(WalError::Corrupt { offset, message }) => {
+                            assert_eq!(offset, frame1 as u64);
+                            assert!(message.contains(&format!("offset {frame1}")), "{message}");
+                        }
+                        other => panic!("byte {byte} bit {bit}: {other:?}"),
                     }
-                    other => panic!("byte {byte} bit {bit}: {other:?}"),
+                    assert!(matches!(replay(&path), Err(WalError::Corrupt { .. })));
+                    assert_eq!(std::fs::read(&path).unwrap(), data, "nothing modified");
                 }
-                assert!(matches!(replay(&path), Err(WalError::Corrupt { .. })));
-                assert_eq!(std::fs::read(&path).unwrap(), data, "nothing modified");
             }
-        }
         }
     }
 
@@ -873,7 +999,13 @@ mod tests {
         let path = tmp("garbage");
         std::fs::write(&path, &data).unwrap();
         let w = WalWriter::open(&path, FsyncPolicy::None, 0.0, 1).unwrap();
-        assert_eq!(w.recovery(), Recovery { records: 1, truncated_bytes: 5 });
+        assert_eq!(
+            w.recovery(),
+            Recovery {
+                records: 1,
+                truncated_bytes: 5
+            }
+        );
         drop(w);
         assert_eq!(std::fs::read(&path).unwrap().len(), good);
     }
@@ -882,7 +1014,10 @@ mod tests {
     fn second_writer_is_locked_out_until_close() {
         let path = tmp("lock");
         let w = WalWriter::open(&path, FsyncPolicy::Group, 2.0, 256).unwrap();
-        assert!(matches!(WalWriter::open(&path, FsyncPolicy::Group, 2.0, 256), Err(WalError::Locked(_))));
+        assert!(matches!(
+            WalWriter::open(&path, FsyncPolicy::Group, 2.0, 256),
+            Err(WalError::Locked(_))
+        ));
         // Replay needs no lock.
         w.append(b"x").unwrap();
         assert_eq!(replay(&path).unwrap().1.len(), 1);
@@ -903,7 +1038,10 @@ mod tests {
         w.append(b"d").unwrap();
         let t0 = Instant::now();
         while w.durable_count() < 4 {
-            assert!(t0.elapsed() < Duration::from_secs(10), "group flusher never fsynced");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "group flusher never fsynced"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         w.append_many(&[b"e", b"f"]).unwrap();
@@ -916,10 +1054,25 @@ mod tests {
     #[test]
     fn bad_arguments() {
         let path = tmp("args");
-        assert!(matches!(FsyncPolicy::parse("sometimes"), Err(WalError::Invalid(_))));
-        assert!(matches!(WalWriter::open(&path, FsyncPolicy::Group, -1.0, 1), Err(WalError::Invalid(_))));
-        assert!(matches!(WalWriter::open(&path, FsyncPolicy::Group, f64::NAN, 1), Err(WalError::Invalid(_))));
-        assert!(matches!(WalWriter::open(&path, FsyncPolicy::Group, 1.0, 0), Err(WalError::Invalid(_))));
-        assert!(matches!(replay(&tmp("missing").with_file_name("nope.wal")), Err(WalError::Io(_))));
+        assert!(matches!(
+            FsyncPolicy::parse("sometimes"),
+            Err(WalError::Invalid(_))
+        ));
+        assert!(matches!(
+            WalWriter::open(&path, FsyncPolicy::Group, -1.0, 1),
+            Err(WalError::Invalid(_))
+        ));
+        assert!(matches!(
+            WalWriter::open(&path, FsyncPolicy::Group, f64::NAN, 1),
+            Err(WalError::Invalid(_))
+        ));
+        assert!(matches!(
+            WalWriter::open(&path, FsyncPolicy::Group, 1.0, 0),
+            Err(WalError::Invalid(_))
+        ));
+        assert!(matches!(
+            replay(&tmp("missing").with_file_name("nope.wal")),
+            Err(WalError::Io(_))
+        ));
     }
 }

@@ -90,14 +90,24 @@ impl Upstream {
     }
 
     /// POST `body` to `url`; the response head, or a failure.
-    pub async fn post(&self, url: &str, headers: &[(String, String)], body: Bytes) -> Result<Response<Incoming>, Failure> {
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, Failure> {
         let mut b = Request::post(url);
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let req = b.body(Full::new(body)).map_err(|e| Failure::Unavailable(format!("bad upstream request: {e}")))?;
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| Failure::Unavailable(format!("bad upstream request: {e}")))?;
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(Failure::Timeout(format!("upstream timed out after {}s", secs(self.timeout)))),
+            Err(_) => Err(Failure::Timeout(format!(
+                "upstream timed out after {}s",
+                secs(self.timeout)
+            ))),
             Ok(Err(e)) => Err(Failure::Unavailable(chain(&e))),
             Ok(Ok(r)) => Ok(r),
         }

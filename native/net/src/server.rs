@@ -104,7 +104,10 @@ where
         let _ = stream.set_nodelay(true);
         let io = IdleIo::new(stream, limits.head_check.clone());
         let activity = io.activity.clone();
-        let svc = Tracked { inner: make_service(peer), activity: activity.clone() };
+        let svc = Tracked {
+            inner: make_service(peer),
+            activity: activity.clone(),
+        };
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
         let idle = limits.idle_timeout;
         tokio::spawn(async move {
@@ -167,7 +170,11 @@ impl HeadScan {
         }
         self.buf.extend_from_slice(data);
         // blank lines before a request line are allowed (RFC 9112 2.2)
-        let start = self.buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(self.buf.len());
+        let start = self
+            .buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(self.buf.len());
         let body = &self.buf[start..];
         let end = find(body, b"\r\n\r\n").or_else(|| find(body, b"\n\n"));
         if let Some(end) = end {
@@ -188,11 +195,13 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 impl Activity {
     fn touch(&self) {
         if let Some(s) = self.start {
-            self.last_ns.store(s.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.last_ns
+                .store(s.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
     fn last(&self) -> Instant {
-        self.start.expect("set at creation") + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
+        self.start.expect("set at creation")
+            + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
     }
     fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
@@ -280,13 +289,27 @@ impl IdleIo {
             last_ns: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         };
-        let scan = check.map(|check| HeadScan { buf: Vec::new(), active: false, check, refused: None });
-        Self { inner, activity: Arc::new(activity), scan, closed: false }
+        let scan = check.map(|check| HeadScan {
+            buf: Vec::new(),
+            active: false,
+            check,
+            refused: None,
+        });
+        Self {
+            inner,
+            activity: Arc::new(activity),
+            scan,
+            closed: false,
+        }
     }
 }
 
 impl AsyncRead for IdleIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.closed {
             return Poll::Ready(Ok(())); // EOF: a refused head ended the connection
         }
@@ -311,7 +334,11 @@ impl AsyncRead for IdleIo {
 }
 
 impl AsyncWrite for IdleIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -343,9 +370,14 @@ impl AsyncWrite for IdleIo {
 /// A current-thread runtime for one thread, a multi-thread one otherwise.
 pub fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
 }
 
@@ -354,7 +386,10 @@ pub async fn termination_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut t), Ok(mut i)) => {
                 tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
             }

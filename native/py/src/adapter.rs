@@ -1,8 +1,8 @@
 //! Adapter twin (`gateway.stages.adapter.Adapter`): OpenAI <-> OpenAI/Anthropic JSON,
 //! byte-identical to the Python twin's orjson output. Bodies over `DETACH_BYTES` are
 //! converted with the GIL released.
-use crate::entry;
 use crate::convert::type_name;
+use crate::entry;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::adapter::{self, Kind};
 use pyo3::prelude::*;
@@ -51,7 +51,11 @@ impl PyAdapter {
         let model = model_arg(model, name)?;
         let inner = &self.inner;
         let data: &[u8] = &data;
-        let r = if data.len() > DETACH_BYTES { c.detach(py, || f(inner, data, model)) } else { f(inner, data, model) };
+        let r = if data.len() > DETACH_BYTES {
+            c.detach(py, || f(inner, data, model))
+        } else {
+            f(inner, data, model)
+        };
         r.map_err(|e| invalid_input(e.0))
     }
 }
@@ -63,43 +67,87 @@ impl PyAdapter {
     fn new(kind: &Bound<'_, PyAny>) -> PyResult<Self> {
         let _c = entry!("adapter.new");
         guard(|| {
-            let k = kind.cast::<PyString>().ok().and_then(|s| s.to_str().ok()).and_then(Kind::parse);
+            let k = kind
+                .cast::<PyString>()
+                .ok()
+                .and_then(|s| s.to_str().ok())
+                .and_then(Kind::parse);
             match k {
-                Some(k) => Ok(Self { inner: adapter::Adapter::new(k), kind: kind.cast::<PyString>()?.to_str()?.to_string() }),
+                Some(k) => Ok(Self {
+                    inner: adapter::Adapter::new(k),
+                    kind: kind.cast::<PyString>()?.to_str()?.to_string(),
+                }),
                 None => {
                     let r = kind.repr().map(|r| r.to_string()).unwrap_or_default();
-                    Err(invalid_input(format!("Adapter: kind must be 'openai' or 'anthropic', got {r}")))
+                    Err(invalid_input(format!(
+                        "Adapter: kind must be 'openai' or 'anthropic', got {r}"
+                    )))
                 }
             }
         })
     }
 
-    fn to_upstream<'py>(&self, py: Python<'py>, body: &Bound<'py, PyAny>, upstream_model: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn to_upstream<'py>(
+        &self,
+        py: Python<'py>,
+        body: &Bound<'py, PyAny>,
+        upstream_model: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut c = entry!("adapter.to_upstream");
         guard(|| {
-            let out = self.run(py, "adapter", body, upstream_model, |a, b, m| a.to_upstream(b, m), &mut c)?;
+            let out = self.run(
+                py,
+                "adapter",
+                body,
+                upstream_model,
+                |a, b, m| a.to_upstream(b, m),
+                &mut c,
+            )?;
             Ok(PyBytes::new(py, &out))
         })
     }
 
-    fn from_upstream<'py>(&self, py: Python<'py>, body: &Bound<'py, PyAny>, public_model: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn from_upstream<'py>(
+        &self,
+        py: Python<'py>,
+        body: &Bound<'py, PyAny>,
+        public_model: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut c = entry!("adapter.from_upstream");
         guard(|| {
-            let out = self.run(py, "adapter upstream response", body, public_model, |a, b, m| a.from_upstream(b, m), &mut c)?;
+            let out = self.run(
+                py,
+                "adapter upstream response",
+                body,
+                public_model,
+                |a, b, m| a.from_upstream(b, m),
+                &mut c,
+            )?;
             Ok(PyBytes::new(py, &out))
         })
     }
 
     /// One upstream SSE event's data -> zero or more OpenAI chunk JSONs.
-    fn stream_event<'py>(&self, py: Python<'py>, event: &Bound<'py, PyAny>, public_model: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn stream_event<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        public_model: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut c = entry!("adapter.stream_event");
         guard(|| {
-            let out = self.run(py, "adapter stream event", event, public_model, |a, b, m| a.stream_event(b, m), &mut c)?;
+            let out = self.run(
+                py,
+                "adapter stream event",
+                event,
+                public_model,
+                |a, b, m| a.stream_event(b, m),
+                &mut c,
+            )?;
             PyList::new(py, out.iter().map(|b| PyBytes::new(py, b)))
         })
     }
 }
-
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyAdapter>()

@@ -1,8 +1,8 @@
 //! Auth twin (`gateway.stages.auth.ApiKeyAuth`): bearer secrets hashed with SHA-256 and
 //! compared in constant time (sha2 + subtle). A check is a few hundred nanoseconds, so it
 //! keeps the GIL.
-use crate::entry;
 use crate::convert::type_name;
+use crate::entry;
 use crate::errors::{guard, invalid_input};
 use gatewaylab_core::auth;
 use pyo3::prelude::*;
@@ -20,14 +20,16 @@ impl PyApiKeyAuth {
     fn new(keys: &Bound<'_, PyAny>) -> PyResult<Self> {
         let _c = entry!("auth.new");
         guard(|| {
-            let keys = keys
-                .cast::<PyMapping>()
-                .map_err(|_| invalid_input("ApiKeyAuth: keys must be a mapping of key id -> sha256 hex"))?;
+            let keys = keys.cast::<PyMapping>().map_err(|_| {
+                invalid_input("ApiKeyAuth: keys must be a mapping of key id -> sha256 hex")
+            })?;
             let mut pairs: Vec<(String, String)> = Vec::new();
             for item in keys.items()?.iter() {
                 let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
                 match (k.cast::<PyString>(), v.cast::<PyString>()) {
-                    (Ok(k), Ok(v)) => pairs.push((k.to_str()?.to_string(), v.to_str()?.to_string())),
+                    (Ok(k), Ok(v)) => {
+                        pairs.push((k.to_str()?.to_string(), v.to_str()?.to_string()))
+                    }
                     _ => return Err(invalid_input("ApiKeyAuth: key ids and hashes must be str")),
                 }
             }
@@ -40,7 +42,9 @@ impl PyApiKeyAuth {
     fn check(&self, authorization: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
         let _c = entry!("auth.check");
         guard(|| {
-            let Some(h) = authorization else { return Ok(None) };
+            let Some(h) = authorization else {
+                return Ok(None);
+            };
             if let Ok(b) = h.cast::<PyBytes>() {
                 return Ok(self.inner.check(Some(b.as_bytes())).map(str::to_string));
             }
@@ -54,7 +58,6 @@ impl PyApiKeyAuth {
         })
     }
 }
-
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyApiKeyAuth>()

@@ -13,7 +13,10 @@ use std::borrow::Cow;
 pub(crate) const DETACH_BYTES: usize = 2048;
 
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into())
 }
 
 /// The bytes of a bytes-like argument: `bytes` borrowed, `bytearray`/`memoryview` copied.
@@ -26,39 +29,58 @@ pub(crate) fn bytes_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<C
     }
     if obj.is_instance_of::<PyMemoryView>() {
         let b = obj.call_method0("tobytes")?;
-        let b = b.cast::<PyBytes>().map_err(|_| invalid_input(format!("{what}: memoryview.tobytes() did not return bytes")))?;
+        let b = b.cast::<PyBytes>().map_err(|_| {
+            invalid_input(format!("{what}: memoryview.tobytes() did not return bytes"))
+        })?;
         return Ok(Cow::Owned(b.as_bytes().to_vec()));
     }
-    Err(invalid_input(format!("{what} must be bytes, not {}", type_name(obj))))
+    Err(invalid_input(format!(
+        "{what} must be bytes, not {}",
+        type_name(obj)
+    )))
 }
 
 /// The items of a batch argument, kept alive so their bytes can be borrowed while detached.
 /// A single bytes-like or str value is refused (it would iterate as ints/chars).
-pub(crate) fn batch_items<'py>(obj: &Bound<'py, PyAny>, func: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+pub(crate) fn batch_items<'py>(
+    obj: &Bound<'py, PyAny>,
+    func: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
     if obj.is_instance_of::<PyBytes>()
         || obj.is_instance_of::<PyByteArray>()
         || obj.is_instance_of::<PyMemoryView>()
         || obj.is_instance_of::<PyString>()
     {
-        return Err(invalid_input(format!("{func} takes a sequence of bytes payloads, not a single value")));
+        return Err(invalid_input(format!(
+            "{func} takes a sequence of bytes payloads, not a single value"
+        )));
     }
-    let it = obj
-        .try_iter()
-        .map_err(|_| invalid_input(format!("{func} takes a sequence of bytes, not {}", type_name(obj))))?;
+    let it = obj.try_iter().map_err(|_| {
+        invalid_input(format!(
+            "{func} takes a sequence of bytes, not {}",
+            type_name(obj)
+        ))
+    })?;
     it.collect()
 }
 
 /// Every item's bytes (all-or-nothing: the first bad item is an `InvalidInput` naming it).
 pub(crate) fn batch_bytes<'a>(items: &'a [Bound<'_, PyAny>]) -> PyResult<Vec<Cow<'a, [u8]>>> {
-    items.iter().enumerate().map(|(i, o)| bytes_arg(o, &format!("payload {i}"))).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, o)| bytes_arg(o, &format!("payload {i}")))
+        .collect()
 }
 
 /// A non-negative index-like int. `bool` and non-int -> InvalidInput; negative or beyond
 /// u64 -> `Ok(None)` so the caller raises its out-of-range error with its own wording.
 pub(crate) fn index_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<u64>> {
     if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
-        return Err(invalid_input(format!("{what} must be int, not {}", type_name(obj))));
+        return Err(invalid_input(format!(
+            "{what} must be int, not {}",
+            type_name(obj)
+        )));
     }
     Ok(obj.extract::<u64>().ok())
 }
-

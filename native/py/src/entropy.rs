@@ -6,9 +6,9 @@
 //! The Python twin normalises with the built-in `sum()`, whose float algorithm changed in
 //! Python 3.12 (Neumaier compensation); the binding asks the running interpreter which one
 //! it has, so the twins agree to the bit on every version.
+use crate::convert::{bytes_arg, type_name, DETACH_BYTES};
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use crate::convert::{bytes_arg, type_name, DETACH_BYTES};
 use gatewaylab_core::entropy::{self, PySum};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
@@ -45,7 +45,9 @@ pub fn text_entropy_millibits(py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResu
         let bytes: &[u8] = match s.to_str() {
             Ok(t) => t.as_bytes(),
             Err(_) => {
-                owned = s.call_method1("encode", ("utf-8", "surrogatepass"))?.cast_into::<PyBytes>()?;
+                owned = s
+                    .call_method1("encode", ("utf-8", "surrogatepass"))?
+                    .cast_into::<PyBytes>()?;
                 owned.as_bytes()
             }
         };

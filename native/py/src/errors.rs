@@ -5,7 +5,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-fn class(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<Py<PyType>> {
+fn class(
+    py: Python<'_>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<Py<PyType>> {
     cell.get_or_try_init(py, || {
         let m = py.import("gateway.errors")?;
         Ok::<_, PyErr>(m.getattr(name)?.cast_into::<PyType>()?.unbind())

@@ -21,7 +21,9 @@ fn init_runtime() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).thread_name("gatewaylab-fwd").enable_all();
+        b.worker_threads(2)
+            .thread_name("gatewaylab-fwd")
+            .enable_all();
         pyo3_async_runtimes::tokio::init(b);
     });
 }
@@ -39,7 +41,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The pooled upstream client both Rust rungs use (the forwarder twin and rs-core).
-pub(crate) fn upstream_client(connect_timeout: Duration, pool: usize) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn upstream_client(
+    connect_timeout: Duration,
+    pool: usize,
+) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_max_idle_per_host(pool)
@@ -74,11 +79,20 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(v)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| invalid_input(format!("NativeForwarder: {name} must be a positive number of seconds, got {v}")))
+        .ok_or_else(|| {
+            invalid_input(format!(
+                "NativeForwarder: {name} must be a positive number of seconds, got {v}"
+            ))
+        })
 }
 
 impl PyNativeForwarder {
-    fn request(&self, url: &str, body: &[u8], headers: Vec<(String, String)>) -> PyResult<reqwest::RequestBuilder> {
+    fn request(
+        &self,
+        url: &str,
+        body: &[u8],
+        headers: Vec<(String, String)>,
+    ) -> PyResult<reqwest::RequestBuilder> {
         let client = self
             .client
             .lock()
@@ -113,22 +127,38 @@ impl PyNativeForwarder {
             let timeout = secs("timeout_s", timeout_s)?;
             let connect = secs("connect_timeout_s", connect_timeout_s)?;
             // reqwest's client spawns nothing until used; building it needs no runtime context.
-            let client = upstream_client(connect, pool).map_err(|e| invalid_input(format!("NativeForwarder: {e}")))?;
-            Ok(Self { client: std::sync::Mutex::new(Some(client)), timeout })
+            let client = upstream_client(connect, pool)
+                .map_err(|e| invalid_input(format!("NativeForwarder: {e}")))?;
+            Ok(Self {
+                client: std::sync::Mutex::new(Some(client)),
+                timeout,
+            })
         })
     }
 
     /// send(url, body, headers) -> awaitable (status, body): the whole exchange within timeout_s.
-    fn send<'py>(&self, py: Python<'py>, url: &str, body: &[u8], headers: Vec<(String, String)>) -> PyResult<Bound<'py, PyAny>> {
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        url: &str,
+        body: &[u8],
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.send");
         guard(|| {
             let rb = self.request(url, body, headers)?.timeout(self.timeout);
             let total = self.timeout.as_secs_f64();
             pyo3_async_runtimes::tokio::future_into_py(py, async move {
                 let fut = async {
-                    let r = rb.send().await.map_err(|e| map_err(e, "upstream request failed"))?;
+                    let r = rb
+                        .send()
+                        .await
+                        .map_err(|e| map_err(e, "upstream request failed"))?;
                     let status = r.status().as_u16();
-                    let b = r.bytes().await.map_err(|e| map_err(e, "upstream body failed"))?;
+                    let b = r
+                        .bytes()
+                        .await
+                        .map_err(|e| map_err(e, "upstream body failed"))?;
                     Ok::<_, PyErr>((status, b.to_vec()))
                 };
                 let (status, b) = tokio::time::timeout(Duration::from_secs_f64(total), fut)
@@ -141,7 +171,13 @@ impl PyNativeForwarder {
 
     /// open_stream(url, body, headers) -> awaitable (status, NativeStream) once the headers
     /// have arrived (within timeout_s).
-    fn open_stream<'py>(&self, py: Python<'py>, url: &str, body: &[u8], headers: Vec<(String, String)>) -> PyResult<Bound<'py, PyAny>> {
+    fn open_stream<'py>(
+        &self,
+        py: Python<'py>,
+        url: &str,
+        body: &[u8],
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.open_stream");
         guard(|| {
             let rb = self.request(url, body, headers)?;
@@ -152,7 +188,13 @@ impl PyNativeForwarder {
                     .map_err(|_| timeout_err("upstream stream", timeout.as_secs_f64()))?
                     .map_err(|e| map_err(e, "upstream request failed"))?;
                 let status = r.status().as_u16();
-                Ok((status, PyNativeStream { resp: Arc::new(Mutex::new(Some(r))), timeout }))
+                Ok((
+                    status,
+                    PyNativeStream {
+                        resp: Arc::new(Mutex::new(Some(r))),
+                        timeout,
+                    },
+                ))
             })
         })
     }
@@ -192,7 +234,9 @@ impl PyNativeStream {
         let timeout = self.timeout;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let mut guard = resp.lock().await;
-            let Some(r) = guard.as_mut() else { return Ok(None) };
+            let Some(r) = guard.as_mut() else {
+                return Ok(None);
+            };
             loop {
                 let c = tokio::time::timeout(timeout, r.chunk())
                     .await
@@ -217,7 +261,9 @@ impl PyNativeStream {
         let timeout = self.timeout;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let r = resp.lock().await.take();
-            let Some(r) = r else { return Ok(BytesOut(Vec::new())) };
+            let Some(r) = r else {
+                return Ok(BytesOut(Vec::new()));
+            };
             let b = tokio::time::timeout(timeout, r.bytes())
                 .await
                 .map_err(|_| timeout_err("upstream stream", timeout.as_secs_f64()))?
@@ -254,7 +300,15 @@ mod tests {
     fn every_post_carries_its_content_length() {
         let f = forwarder(1.0);
         for body in [&b""[..], b"{}", &[7u8; 3000][..]] {
-            let req = f.request("http://127.0.0.1:9/v1/x?y=1", body, vec![("x-a".into(), "b".into())]).unwrap().build().unwrap();
+            let req = f
+                .request(
+                    "http://127.0.0.1:9/v1/x?y=1",
+                    body,
+                    vec![("x-a".into(), "b".into())],
+                )
+                .unwrap()
+                .build()
+                .unwrap();
             assert_eq!(req.method(), reqwest::Method::POST);
             assert_eq!(req.headers()["x-a"], "b");
             if body.is_empty() {
@@ -267,9 +321,30 @@ mod tests {
     fn bad_header_and_closed_forwarder_are_errors_of_the_right_class() {
         let f = forwarder(1.0);
         Python::attach(|py| {
-            let e = f.request("http://127.0.0.1:9/", b"", vec![("bad header".into(), "v".into())]).err().unwrap();
-            assert!(e.get_type(py).name().unwrap().to_string().contains("InvalidInput"), "{e}");
-            let e = f.request("http://127.0.0.1:9/", b"", vec![("x-ok".into(), "line\nbreak".into())]).err().unwrap();
+            let e = f
+                .request(
+                    "http://127.0.0.1:9/",
+                    b"",
+                    vec![("bad header".into(), "v".into())],
+                )
+                .err()
+                .unwrap();
+            assert!(
+                e.get_type(py)
+                    .name()
+                    .unwrap()
+                    .to_string()
+                    .contains("InvalidInput"),
+                "{e}"
+            );
+            let e = f
+                .request(
+                    "http://127.0.0.1:9/",
+                    b"",
+                    vec![("x-ok".into(), "line\nbreak".into())],
+                )
+                .err()
+                .unwrap();
             assert!(e.to_string().contains("bad value for header"), "{e}");
             f.close();
             let e = f.request("http://127.0.0.1:9/", b"", vec![]).err().unwrap();
@@ -293,16 +368,30 @@ mod tests {
         drop(closed);
 
         let f = forwarder(0.2);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let timeout = rt.block_on(async { f.request(&silent_url, b"{}", vec![]).unwrap().timeout(f.timeout).send().await });
-        let refused = rt.block_on(async { f.request(&closed_url, b"{}", vec![]).unwrap().send().await });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let timeout = rt.block_on(async {
+            f.request(&silent_url, b"{}", vec![])
+                .unwrap()
+                .timeout(f.timeout)
+                .send()
+                .await
+        });
+        let refused =
+            rt.block_on(async { f.request(&closed_url, b"{}", vec![]).unwrap().send().await });
         let (timeout, refused) = (timeout.err().unwrap(), refused.err().unwrap());
         Python::attach(|py| {
             let t = map_err(timeout, "upstream request failed");
             assert!(t.is_instance_of::<PyTimeoutError>(py), "{t}");
             let c = map_err(refused, "upstream request failed");
             assert!(c.is_instance_of::<PyConnectionError>(py), "{c}");
-            assert!(c.to_string().starts_with("ConnectionError: upstream request failed: "), "{c}");
+            assert!(
+                c.to_string()
+                    .starts_with("ConnectionError: upstream request failed: "),
+                "{c}"
+            );
         });
         held.join().unwrap();
     }

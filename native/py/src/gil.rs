@@ -36,12 +36,21 @@ impl EntryStats {
     }
     pub fn register(&'static self) -> &'static Self {
         if !self.registered.load(Relaxed) && !self.registered.swap(true, Relaxed) {
-            REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(self);
+            REGISTRY
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self);
         }
         self
     }
     fn reset(&self) {
-        for a in [&self.calls, &self.hold_ns, &self.detached_ns, &self.reacquire_ns, &self.max_reacquire_ns] {
+        for a in [
+            &self.calls,
+            &self.hold_ns,
+            &self.detached_ns,
+            &self.reacquire_ns,
+            &self.max_reacquire_ns,
+        ] {
             a.store(0, Relaxed);
         }
     }
@@ -66,7 +75,12 @@ pub struct Call {
 
 impl Call {
     pub fn start(stats: &'static EntryStats) -> Self {
-        Self { stats, start: Instant::now(), detached: 0, wait: 0 }
+        Self {
+            stats,
+            start: Instant::now(),
+            detached: 0,
+            wait: 0,
+        }
     }
 
     /// Run `f` with the GIL released, accounting detached time and re-acquire wait.
@@ -129,10 +143,19 @@ mod tests {
 
     fn snapshot(py: Python<'_>, name: &str, reset: bool) -> (u64, u64, u64, u64, u64) {
         let all = gil_stats(py, reset).unwrap();
-        let d = all.get_item(name).unwrap().unwrap_or_else(|| panic!("{name} not registered"));
+        let d = all
+            .get_item(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} not registered"));
         let d = d.cast::<PyDict>().unwrap();
         let get = |k: &str| d.get_item(k).unwrap().unwrap().extract::<u64>().unwrap();
-        (get("calls"), get("hold_ns"), get("detached_ns"), get("reacquire_wait_ns"), get("max_reacquire_wait_ns"))
+        (
+            get("calls"),
+            get("hold_ns"),
+            get("detached_ns"),
+            get("reacquire_wait_ns"),
+            get("max_reacquire_wait_ns"),
+        )
     }
 
     #[test]
@@ -146,13 +169,30 @@ mod tests {
             }
             let (calls, hold, detached, wait, max_wait) = snapshot(py, "test.detach", true);
             assert_eq!(calls, 2);
-            assert!(detached >= 40_000_000, "two 20 ms sleeps with the GIL released: {detached} ns detached");
+            assert!(
+                detached >= 40_000_000,
+                "two 20 ms sleeps with the GIL released: {detached} ns detached"
+            );
             assert!(max_wait <= wait);
-            assert!(hold < detached, "the sleeps ran detached, not holding the GIL ({hold} ns held)");
-            assert_eq!(snapshot(py, "test.detach", false), (0, 0, 0, 0, 0), "reset clears the counters");
+            assert!(
+                hold < detached,
+                "the sleeps ran detached, not holding the GIL ({hold} ns held)"
+            );
+            assert_eq!(
+                snapshot(py, "test.detach", false),
+                (0, 0, 0, 0, 0),
+                "reset clears the counters"
+            );
             // registering twice keeps one entry
             S.register();
-            assert_eq!(gil_stats(py, false).unwrap().iter().filter(|(k, _)| k.to_string() == "test.detach").count(), 1);
+            assert_eq!(
+                gil_stats(py, false)
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| k.to_string() == "test.detach")
+                    .count(),
+                1
+            );
         });
     }
 

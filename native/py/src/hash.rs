@@ -12,11 +12,11 @@
 //! is one SHA-256 block and a node two, so an MMR batch can reach at most about a third of
 //! the leaves-only bound; `with_nodes=True` is the bound an MMR can actually approach.
 //!
+use crate::convert::{batch_bytes, batch_items, bytes_arg, DETACH_BYTES};
 use crate::entry;
 use crate::errors::guard;
 use gatewaylab_core::hash;
 use pyo3::prelude::*;
-use crate::convert::{batch_bytes, batch_items, bytes_arg, DETACH_BYTES};
 
 /// sha256_hex(data: bytes) -> str
 #[pyfunction]
@@ -24,7 +24,11 @@ pub fn sha256_hex(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<String> {
     let mut call = entry!("sha256_hex");
     guard(|| {
         let b = bytes_arg(data, "data")?;
-        Ok(if b.len() > DETACH_BYTES { call.detach(py, || hash::sha256_hex(&b)) } else { hash::sha256_hex(&b) })
+        Ok(if b.len() > DETACH_BYTES {
+            call.detach(py, || hash::sha256_hex(&b))
+        } else {
+            hash::sha256_hex(&b)
+        })
     })
 }
 
@@ -36,7 +40,9 @@ pub fn sha256_many(py: Python<'_>, payloads: &Bound<'_, PyAny>, with_nodes: bool
     guard(|| {
         let items = batch_items(payloads, "sha256_many")?;
         let slices = batch_bytes(&items)?;
-        let h = call.detach(py, || hash::hash_work(slices.iter().map(|s| &s[..]), with_nodes));
+        let h = call.detach(py, || {
+            hash::hash_work(slices.iter().map(|s| &s[..]), with_nodes)
+        });
         std::hint::black_box(h);
         Ok(())
     })

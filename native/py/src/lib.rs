@@ -2,22 +2,22 @@
 //! Each module file exposes `register(m)`; this file only wires them together.
 use pyo3::prelude::*;
 
-pub mod convert;
-pub mod errors;
-pub mod gil;
-pub mod auth;
-pub mod waf;
-pub mod ratelimit;
 pub mod adapter;
-pub mod forwarder;
-pub mod pipeline;
-pub mod router;
-pub mod hash;
-pub mod record;
+pub mod auth;
+pub mod convert;
 pub mod entropy;
+pub mod errors;
+pub mod forwarder;
+pub mod gil;
+pub mod hash;
 pub mod mmr;
-pub mod wal;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod record;
+pub mod router;
 pub mod tools;
+pub mod waf;
+pub mod wal;
 
 #[cfg(debug_assertions)]
 const BUILD_PROFILE: &str = "debug";
@@ -40,7 +40,12 @@ pub(crate) fn test_python() {
         Python::initialize();
         Python::attach(|py| {
             let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-            py.import("sys").unwrap().getattr("path").unwrap().call_method1("insert", (0, root)).unwrap();
+            py.import("sys")
+                .unwrap()
+                .getattr("path")
+                .unwrap()
+                .call_method1("insert", (0, root))
+                .unwrap();
         });
     });
 }

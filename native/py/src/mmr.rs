@@ -7,17 +7,21 @@
 //! (a leaf and its amortised one node hash are well under a microsecond; with a node store
 //! one `pwrite` per WRITE_BATCH nodes); `append_many`, proofs (which may read the store),
 //! opening, truncating, flushing and checkpointing run detached.
-use crate::errors::{guard, index_error, invalid_input, native_panic, proof_error, store_corrupt, wal_locked};
-use crate::gil::Call;
 use crate::convert::{batch_bytes, batch_items, bytes_arg, index_arg, type_name};
 use crate::entry;
-use gatewaylab_core::hash::{to_hex, Hash};
+use crate::errors::{
+    guard, index_error, invalid_input, native_panic, proof_error, store_corrupt, wal_locked,
+};
+use crate::gil::Call;
 use crate::wal::path_arg;
+use gatewaylab_core::hash::{to_hex, Hash};
 use gatewaylab_core::mmr::{self, ConsistencyProof, InclusionProof, Mmr, MmrError};
 use gatewaylab_core::node_store::Checkpoint;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString,
+};
 use serde_json::{Map, Value};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
@@ -53,7 +57,12 @@ fn checkpoint_dict<'py>(py: Python<'py>, c: &Checkpoint) -> PyResult<Bound<'py, 
 
 /// A non-negative int argument below `limit` (InvalidInput otherwise, naming `what`).
 fn uint_arg(obj: &Bound<'_, PyAny>, what: &str, limit: u64) -> PyResult<u64> {
-    let bad = || invalid_input(format!("{what} must be a non-negative int, got {}", obj.repr().map(|r| r.to_string()).unwrap_or_default()));
+    let bad = || {
+        invalid_input(format!(
+            "{what} must be a non-negative int, got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    };
     match index_arg(obj, what) {
         Ok(Some(v)) if v < limit => Ok(v),
         Ok(_) => Err(bad()),
@@ -100,7 +109,10 @@ fn py_to_json(v: &Bound<'_, PyAny>, depth: u32) -> Value {
         return Value::Null;
     }
     if let Ok(s) = v.cast::<PyString>() {
-        return s.to_str().map(|s| Value::String(s.to_owned())).unwrap_or(Value::Null);
+        return s
+            .to_str()
+            .map(|s| Value::String(s.to_owned()))
+            .unwrap_or(Value::Null);
     }
     if let Ok(b) = v.cast::<PyBool>() {
         return Value::Bool(b.is_true());
@@ -123,8 +135,23 @@ fn py_to_json(v: &Bound<'_, PyAny>, depth: u32) -> Value {
     Value::Null
 }
 
-const INCLUSION_KEYS: &[&str] = &["leaf_index", "leaf_count", "leaf_hash", "siblings", "peaks", "root"];
-const CONSISTENCY_KEYS: &[&str] = &["old_count", "new_count", "old_peaks", "new_peaks", "paths", "old_root", "new_root"];
+const INCLUSION_KEYS: &[&str] = &[
+    "leaf_index",
+    "leaf_count",
+    "leaf_hash",
+    "siblings",
+    "peaks",
+    "root",
+];
+const CONSISTENCY_KEYS: &[&str] = &[
+    "old_count",
+    "new_count",
+    "old_peaks",
+    "new_peaks",
+    "paths",
+    "old_root",
+    "new_root",
+];
 
 /// Where the JSON of a proof argument comes from: text to parse, or an already built value.
 enum ProofSource {
@@ -136,7 +163,9 @@ enum ProofSource {
 /// is a ProofError, as in the Python twin.
 fn proof_source(proof: &Bound<'_, PyAny>, keys: &[&str]) -> PyResult<ProofSource> {
     if let Ok(s) = proof.cast::<PyString>() {
-        let t = s.to_str().map_err(|_| proof_error("proof is not valid JSON: invalid Unicode"))?;
+        let t = s
+            .to_str()
+            .map_err(|_| proof_error("proof is not valid JSON: invalid Unicode"))?;
         return Ok(ProofSource::Text(t.as_bytes().to_vec()));
     }
     if proof.is_instance_of::<PyBytes>() || proof.is_instance_of::<PyByteArray>() {
@@ -147,7 +176,10 @@ fn proof_source(proof: &Bound<'_, PyAny>, keys: &[&str]) -> PyResult<ProofSource
     } else if let Ok(m) = proof.cast::<PyMapping>() {
         m.clone()
     } else {
-        return Err(proof_error(format!("proof must be a JSON object, not {}", type_name(proof))));
+        return Err(proof_error(format!(
+            "proof must be a JSON object, not {}",
+            type_name(proof)
+        )));
     };
     let mut obj = Map::new();
     for k in keys {
@@ -161,7 +193,9 @@ fn proof_source(proof: &Bound<'_, PyAny>, keys: &[&str]) -> PyResult<ProofSource
 fn parse(src: ProofSource) -> Result<Value, String> {
     match src {
         ProofSource::Json(v) => Ok(v),
-        ProofSource::Text(t) => serde_json::from_slice(&t).map_err(|e| format!("not valid JSON: {e}")),
+        ProofSource::Text(t) => {
+            serde_json::from_slice(&t).map_err(|e| format!("not valid JSON: {e}"))
+        }
     }
 }
 
@@ -177,7 +211,14 @@ impl PyMerkleMountainRange {
         }
     }
 
-    fn index(&self, py: Python<'_>, call: &mut Call, obj: &Bound<'_, PyAny>, what: &str, inclusive: bool) -> PyResult<(MutexGuard<'_, Mmr>, u64)> {
+    fn index(
+        &self,
+        py: Python<'_>,
+        call: &mut Call,
+        obj: &Bound<'_, PyAny>,
+        what: &str,
+        inclusive: bool,
+    ) -> PyResult<(MutexGuard<'_, Mmr>, u64)> {
         let i = index_arg(obj, what)?;
         let g = self.lock(py, call)?;
         let n = g.leaf_count();
@@ -212,7 +253,9 @@ impl PyMerkleMountainRange {
                     call.detach(py, || Mmr::open(&p)).map_err(mmr_err)?
                 }
             };
-            Ok(Self { inner: Mutex::new(inner) })
+            Ok(Self {
+                inner: Mutex::new(inner),
+            })
         })
     }
 
@@ -220,7 +263,12 @@ impl PyMerkleMountainRange {
     #[getter]
     fn store_path(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let mut call = entry!("mmr.store_path");
-        guard(|| Ok(self.lock(py, &mut call)?.store_path().map(|p| p.to_string_lossy().into_owned())))
+        guard(|| {
+            Ok(self
+                .lock(py, &mut call)?
+                .store_path()
+                .map(|p| p.to_string_lossy().into_owned()))
+        })
     }
 
     /// Node hashes held in memory: peaks + unwritten nodes + read-cache entries.
@@ -250,8 +298,13 @@ impl PyMerkleMountainRange {
             let (g, c) = self.index(py, &mut call, count, "count", true)?;
             drop(g);
             let inner = &self.inner;
-            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.truncate(c).map_err(Some)))
-                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+            call.detach(py, || {
+                inner
+                    .lock()
+                    .map_err(|_| None)
+                    .and_then(|mut g| g.truncate(c).map_err(Some))
+            })
+            .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
@@ -261,22 +314,38 @@ impl PyMerkleMountainRange {
         let mut call = entry!("mmr.flush");
         guard(|| {
             let inner = &self.inner;
-            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.flush(sync).map_err(Some)))
-                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+            call.detach(py, || {
+                inner
+                    .lock()
+                    .map_err(|_| None)
+                    .and_then(|mut g| g.flush(sync).map_err(Some))
+            })
+            .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
     /// Record that the first leaf_count leaves are the WAL's records up to byte `wal_end`;
     /// returns the checkpoint. The caller makes the WAL durable to `wal_end` first.
     #[pyo3(signature = (wal_end, last_frame_len, sync = true))]
-    fn checkpoint<'py>(&self, py: Python<'py>, wal_end: &Bound<'py, PyAny>, last_frame_len: &Bound<'py, PyAny>, sync: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn checkpoint<'py>(
+        &self,
+        py: Python<'py>,
+        wal_end: &Bound<'py, PyAny>,
+        last_frame_len: &Bound<'py, PyAny>,
+        sync: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let mut call = entry!("mmr.checkpoint");
         guard(|| {
             let end = uint_arg(wal_end, "wal_end", 1 << 63)?;
             let last = uint_arg(last_frame_len, "last_frame_len", 1 << 32)? as u32;
             let inner = &self.inner;
             let cp = call
-                .detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| g.checkpoint(end, last, sync).map_err(Some)))
+                .detach(py, || {
+                    inner
+                        .lock()
+                        .map_err(|_| None)
+                        .and_then(|mut g| g.checkpoint(end, last, sync).map_err(Some))
+                })
                 .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
             checkpoint_dict(py, &cp)
         })
@@ -287,8 +356,16 @@ impl PyMerkleMountainRange {
         let mut call = entry!("mmr.close");
         guard(|| {
             let inner = &self.inner;
-            call.detach(py, || inner.lock().map_err(|_| None).and_then(|mut g| if g.store_path().is_some() { g.close().map_err(Some) } else { Ok(()) }))
-                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+            call.detach(py, || {
+                inner.lock().map_err(|_| None).and_then(|mut g| {
+                    if g.store_path().is_some() {
+                        g.close().map_err(Some)
+                    } else {
+                        Ok(())
+                    }
+                })
+            })
+            .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
@@ -338,7 +415,14 @@ impl PyMerkleMountainRange {
     /// Peak hashes, left (tallest) to right.
     fn peaks(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let mut call = entry!("mmr.peaks");
-        guard(|| Ok(self.lock(py, &mut call)?.peaks().iter().map(to_hex).collect()))
+        guard(|| {
+            Ok(self
+                .lock(py, &mut call)?
+                .peaks()
+                .iter()
+                .map(to_hex)
+                .collect())
+        })
     }
 
     fn leaf_hash(&self, py: Python<'_>, index: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -347,35 +431,58 @@ impl PyMerkleMountainRange {
             let (g, i) = self.index(py, &mut call, index, "leaf index", false)?;
             drop(g);
             let inner = &self.inner;
-            call.detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.leaf_hash(i).map_err(Some)))
-                .map(|h| to_hex(&h))
-                .map_err(|e| e.map_or_else(poisoned, mmr_err))
+            call.detach(py, || {
+                inner
+                    .lock()
+                    .map_err(|_| None)
+                    .and_then(|g| g.leaf_hash(i).map_err(Some))
+            })
+            .map(|h| to_hex(&h))
+            .map_err(|e| e.map_or_else(poisoned, mmr_err))
         })
     }
 
     /// {"leaf_index","leaf_count","leaf_hash","siblings","peaks","root"}
-    fn inclusion_proof<'py>(&self, py: Python<'py>, index: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn inclusion_proof<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let mut call = entry!("mmr.inclusion_proof");
         guard(|| {
             let (g, i) = self.index(py, &mut call, index, "leaf index", false)?;
             drop(g);
             let inner = &self.inner;
             let p = call
-                .detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.inclusion_proof(i).map_err(Some)))
+                .detach(py, || {
+                    inner
+                        .lock()
+                        .map_err(|_| None)
+                        .and_then(|g| g.inclusion_proof(i).map_err(Some))
+                })
                 .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
             inclusion_dict(py, &p)
         })
     }
 
     /// {"old_count","new_count","old_peaks","new_peaks","paths","old_root","new_root"}
-    fn consistency_proof<'py>(&self, py: Python<'py>, old_count: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn consistency_proof<'py>(
+        &self,
+        py: Python<'py>,
+        old_count: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let mut call = entry!("mmr.consistency_proof");
         guard(|| {
             let (g, m) = self.index(py, &mut call, old_count, "old count", true)?;
             drop(g);
             let inner = &self.inner;
             let p = call
-                .detach(py, || inner.lock().map_err(|_| None).and_then(|g| g.consistency_proof(m).map_err(Some)))
+                .detach(py, || {
+                    inner
+                        .lock()
+                        .map_err(|_| None)
+                        .and_then(|g| g.consistency_proof(m).map_err(Some))
+                })
                 .map_err(|e| e.map_or_else(poisoned, mmr_err))?;
             consistency_dict(py, &p)
         })
@@ -385,12 +492,20 @@ impl PyMerkleMountainRange {
     /// Accepts a dict or a JSON string. Tampered -> False; malformed -> ProofError.
     #[staticmethod]
     #[pyo3(signature = (proof, payload = None))]
-    fn verify_inclusion(py: Python<'_>, proof: &Bound<'_, PyAny>, payload: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    fn verify_inclusion(
+        py: Python<'_>,
+        proof: &Bound<'_, PyAny>,
+        payload: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
         let mut call = entry!("mmr.verify_inclusion");
         guard(|| {
             let src = proof_source(proof, INCLUSION_KEYS)?;
             let parsed = call
-                .detach(py, || parse(src).map_err(MmrError::Proof).and_then(|v| InclusionProof::from_json(&v)))
+                .detach(py, || {
+                    parse(src)
+                        .map_err(MmrError::Proof)
+                        .and_then(|v| InclusionProof::from_json(&v))
+                })
                 .map_err(mmr_err)?;
             let payload = match payload {
                 Some(p) if !p.is_none() => Some(bytes_arg(p, "payload")?),
@@ -420,7 +535,11 @@ impl PyMerkleMountainRange {
         let mut call = entry!("mmr.repr");
         guard(|| {
             let g = self.lock(py, &mut call)?;
-            Ok(format!("<MerkleMountainRange leaves={} root={}…>", g.leaf_count(), &to_hex(&g.root())[..12]))
+            Ok(format!(
+                "<MerkleMountainRange leaves={} root={}…>",
+                g.leaf_count(),
+                &to_hex(&g.root())[..12]
+            ))
         })
     }
 }

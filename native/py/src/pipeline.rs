@@ -23,10 +23,12 @@ use gatewaylab_core::job::{Answer, AuditJob};
 use gatewaylab_core::ledger::{Ledger, LedgerThread};
 use gatewaylab_core::mmr::MmrError;
 use gatewaylab_core::pipeline::{
-    AuditMaterial, Context, Decision, Forwarding, Pipeline, PipelineConfig, Rejection, Request, UpstreamFailure, CHAT_PATH,
+    AuditMaterial, Context, Decision, Forwarding, Pipeline, PipelineConfig, Rejection, Request,
+    UpstreamFailure, CHAT_PATH,
 };
 use gatewaylab_core::router::{drive, Outcome, Router};
 use gatewaylab_core::wal::FsyncPolicy;
+use gatewaylab_trace::{self as trace, Attempt, Instrument, Span, WithSubscriber};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::collections::HashMap;
@@ -34,7 +36,6 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use gatewaylab_trace::{self as trace, Attempt, Instrument, Span, WithSubscriber};
 use tokio::sync::mpsc;
 
 fn sum_mode(py: Python<'_>) -> PySum {
@@ -51,8 +52,8 @@ fn parse_config(config_json: &str) -> PyResult<Pipeline> {
 
 /// The pipeline and, when the config routes groups, the router (gatewaylab_core::router).
 fn parse_config_router(config_json: &str) -> PyResult<(Pipeline, Option<Router>)> {
-    let cfg: PipelineConfig =
-        serde_json::from_str(config_json).map_err(|e| invalid_input(format!("pipeline config: {e}")))?;
+    let cfg: PipelineConfig = serde_json::from_str(config_json)
+        .map_err(|e| invalid_input(format!("pipeline config: {e}")))?;
     let router = match &cfg.router {
         None => None,
         Some(v) => Some(Router::from_json(&v.to_string()).map_err(invalid_input)?),
@@ -61,12 +62,17 @@ fn parse_config_router(config_json: &str) -> PyResult<(Pipeline, Option<Router>)
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock Python's `time.monotonic_ns()` reads.
 fn mono_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -74,13 +80,23 @@ fn mono_ns() -> i128 {
 
 fn header_pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
-    for item in headers.try_iter().map_err(|_| invalid_input(format!("headers must be a list of (bytes, bytes), not {}", type_name(headers))))? {
+    for item in headers.try_iter().map_err(|_| {
+        invalid_input(format!(
+            "headers must be a list of (bytes, bytes), not {}",
+            type_name(headers)
+        ))
+    })? {
         let item = item?;
-        let t = item.cast::<PyTuple>().map_err(|_| invalid_input("headers must be (bytes, bytes) pairs"))?;
+        let t = item
+            .cast::<PyTuple>()
+            .map_err(|_| invalid_input("headers must be (bytes, bytes) pairs"))?;
         if t.len() != 2 {
             return Err(invalid_input("headers must be (bytes, bytes) pairs"));
         }
-        out.push((bytes_arg(&t.get_item(0)?, "header name")?.into_owned(), bytes_arg(&t.get_item(1)?, "header value")?.into_owned()));
+        out.push((
+            bytes_arg(&t.get_item(0)?, "header name")?.into_owned(),
+            bytes_arg(&t.get_item(1)?, "header value")?.into_owned(),
+        ));
     }
     Ok(out)
 }
@@ -88,7 +104,15 @@ fn header_pairs<'py>(headers: &Bound<'py, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<
 fn material_tuple<'py>(py: Python<'py>, a: &Option<AuditMaterial>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match a {
         None => py.None().into_bound(py),
-        Some(a) => (a.time_ns, a.request_id.as_str(), a.key_id.as_str(), a.model.as_str(), PyBytes::new(py, &a.request_body), a.prompt_tokens, a.waf.as_str())
+        Some(a) => (
+            a.time_ns,
+            a.request_id.as_str(),
+            a.key_id.as_str(),
+            a.model.as_str(),
+            PyBytes::new(py, &a.request_body),
+            a.prompt_tokens,
+            a.waf.as_str(),
+        )
             .into_pyobject(py)?
             .into_any(),
     })
@@ -112,7 +136,11 @@ impl PyPipeline {
     #[new]
     fn new(config_json: &str) -> PyResult<Self> {
         let _c = entry!("pipeline.new");
-        guard(|| Ok(Self { inner: parse_config(config_json)? }))
+        guard(|| {
+            Ok(Self {
+                inner: parse_config(config_json)?,
+            })
+        })
     }
 
     /// decide(method, path, headers, body, time_ns, mono_ns, request_id) ->
@@ -135,21 +163,55 @@ impl PyPipeline {
         guard(|| {
             let hs = header_pairs(headers)?;
             let body = bytes_arg(body, "body")?;
-            let refs: Vec<(&[u8], &[u8])> = hs.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+            let refs: Vec<(&[u8], &[u8])> = hs
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                .collect();
             let d = call.detach(py, || {
-                let req = Request { method, path, headers: &refs, body: &body };
-                self.inner.decide(&req, &Context { time_ns, mono_ns: mono_ns as i128, request_id })
+                let req = Request {
+                    method,
+                    path,
+                    headers: &refs,
+                    body: &body,
+                };
+                self.inner.decide(
+                    &req,
+                    &Context {
+                        time_ns,
+                        mono_ns: mono_ns as i128,
+                        request_id,
+                    },
+                )
             });
             match d {
                 Decision::Reject(r) => {
-                    let h: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> =
-                        r.headers.iter().map(|(k, v)| (PyBytes::new(py, k.as_bytes()), PyBytes::new(py, v.as_bytes()))).collect();
+                    let h: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                PyBytes::new(py, k.as_bytes()),
+                                PyBytes::new(py, v.as_bytes()),
+                            )
+                        })
+                        .collect();
                     let audit = material_tuple(py, &r.audit)?;
                     ("reject", r.status, r.code, r.message, h, audit).into_pyobject(py)
                 }
                 Decision::Forward(f) => {
                     let audit = material_tuple(py, &f.audit)?;
-                    ("forward", f.url, f.headers, PyBytes::new(py, &f.body), f.stream, kind_name(f.kind), f.public_model, f.adapt, f.key_id, audit)
+                    (
+                        "forward",
+                        f.url,
+                        f.headers,
+                        PyBytes::new(py, &f.body),
+                        f.stream,
+                        kind_name(f.kind),
+                        f.public_model,
+                        f.adapt,
+                        f.key_id,
+                        audit,
+                    )
                         .into_pyobject(py)
                 }
             }
@@ -160,8 +222,15 @@ impl PyPipeline {
 // --- rung 2 -------------------------------------------------------------------------------
 
 enum Done {
-    Response { status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8> },
-    Stream { sid: u64, request_id: String },
+    Response {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
+    Stream {
+        sid: u64,
+        request_id: String,
+    },
     Chunk(Option<Vec<u8>>),
 }
 
@@ -223,7 +292,12 @@ impl Shared {
     fn audit(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, t0: Instant) {
         if let Some(material) = material {
             let latency_us = t0.elapsed().as_micros() as i64;
-            self.ledger.submit(AuditJob { material, status, answer, latency_us });
+            self.ledger.submit(AuditJob {
+                material,
+                status,
+                answer,
+                latency_us,
+            });
         }
     }
 
@@ -233,31 +307,71 @@ impl Shared {
     /// audited answer completes from the ledger thread instead, once the group commit that
     /// covers its record is done; a record that cannot be written turns it into 503
     /// `audit_unavailable` (never an answer without its record).
-    fn respond_now(self: &Arc<Self>, token: u64, status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8>, audit: Option<AuditMaterial>, t0: Instant) {
+    fn respond_now(
+        self: &Arc<Self>,
+        token: u64,
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        audit: Option<AuditMaterial>,
+        t0: Instant,
+    ) {
         let Some(material) = audit else {
-            return self.complete(token, Done::Response { status, headers, body });
+            return self.complete(
+                token,
+                Done::Response {
+                    status,
+                    headers,
+                    body,
+                },
+            );
         };
-        let job = AuditJob { material, status, answer: Answer::Body(body.clone()), latency_us: t0.elapsed().as_micros() as i64 };
+        let job = AuditJob {
+            material,
+            status,
+            answer: Answer::Body(body.clone()),
+            latency_us: t0.elapsed().as_micros() as i64,
+        };
         if !self.durable {
-            self.complete(token, Done::Response { status, headers, body });
+            self.complete(
+                token,
+                Done::Response {
+                    status,
+                    headers,
+                    body,
+                },
+            );
             self.ledger.submit(job);
             return;
         }
         let sh = Arc::clone(self);
-        self.ledger.submit_acked(job, Box::new(move |written| {
-            let done = match written {
-                Ok(()) => Done::Response { status, headers, body },
-                Err(why) => Done::Response {
-                    status: 503,
-                    headers: Vec::new(),
-                    body: gatewaylab_core::pipeline::error_body(503, &why, "audit_unavailable"),
-                },
-            };
-            sh.complete(token, done);
-        }));
+        self.ledger.submit_acked(
+            job,
+            Box::new(move |written| {
+                let done = match written {
+                    Ok(()) => Done::Response {
+                        status,
+                        headers,
+                        body,
+                    },
+                    Err(why) => Done::Response {
+                        status: 503,
+                        headers: Vec::new(),
+                        body: gatewaylab_core::pipeline::error_body(503, &why, "audit_unavailable"),
+                    },
+                };
+                sh.complete(token, done);
+            }),
+        );
     }
 
-    fn fail(self: &Arc<Self>, token: u64, f: UpstreamFailure, audit: Option<AuditMaterial>, t0: Instant) {
+    fn fail(
+        self: &Arc<Self>,
+        token: u64,
+        f: UpstreamFailure,
+        audit: Option<AuditMaterial>,
+        t0: Instant,
+    ) {
         self.upstream_errors.fetch_add(1, Relaxed);
         self.respond_now(token, f.status, Vec::new(), f.body(), audit, t0);
     }
@@ -308,8 +422,19 @@ impl PanicAnswer {
 impl Drop for PanicAnswer {
     fn drop(&mut self) {
         if self.armed && std::thread::panicking() {
-            let body = gatewaylab_core::pipeline::error_body(500, "internal error in the gateway (a Rust panic, contained)", "internal_error");
-            self.sh.complete(self.token, Done::Response { status: 500, headers: Vec::new(), body });
+            let body = gatewaylab_core::pipeline::error_body(
+                500,
+                "internal error in the gateway (a Rust panic, contained)",
+                "internal_error",
+            );
+            self.sh.complete(
+                self.token,
+                Done::Response {
+                    status: 500,
+                    headers: Vec::new(),
+                    body,
+                },
+            );
         }
     }
 }
@@ -325,32 +450,78 @@ async fn dispatcher(sh: Arc<Shared>) {
     }
 }
 
-async fn handle(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant) {
-    let mut guard = PanicAnswer { sh: Arc::clone(&sh), token, armed: true };
+async fn handle(
+    sh: Arc<Shared>,
+    token: u64,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    t0: Instant,
+) {
+    let mut guard = PanicAnswer {
+        sh: Arc::clone(&sh),
+        token,
+        armed: true,
+    };
     let rid = format!("{}{}", sh.prefix, sh.ids.fetch_add(1, Relaxed));
     // a sampled request runs in its span under the gateway's tracer; any other as without tracing
     let traced = sh.tracer.as_ref().and_then(|t| {
-        let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-        t.request_span(&refs, &rid, "rs-core").map(|span| (span, t.dispatch.clone()))
+        let refs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        t.request_span(&refs, &rid, "rs-core")
+            .map(|span| (span, t.dispatch.clone()))
     });
     match traced {
         None => answer(sh, token, headers, body, t0, rid, false).await,
         Some((span, dispatch)) => {
-            answer(sh, token, headers, body, t0, rid, true).instrument(span).with_subscriber(dispatch).await
+            answer(sh, token, headers, body, t0, rid, true)
+                .instrument(span)
+                .with_subscriber(dispatch)
+                .await
         }
     }
     guard.disarm();
 }
 
 /// `traced`: the task runs inside its request span (the current span).
-async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, body: Vec<u8>, t0: Instant, rid: String, traced: bool) {
+async fn answer(
+    sh: Arc<Shared>,
+    token: u64,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    t0: Instant,
+    rid: String,
+    traced: bool,
+) {
     let decision = {
-        let refs: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
-        let req = Request { method: "POST", path: CHAT_PATH, headers: &refs, body: &body };
-        sh.pipeline.decide(&req, &Context { time_ns: now_ns(), mono_ns: mono_ns(), request_id: &rid })
+        let refs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        let req = Request {
+            method: "POST",
+            path: CHAT_PATH,
+            headers: &refs,
+            body: &body,
+        };
+        sh.pipeline.decide(
+            &req,
+            &Context {
+                time_ns: now_ns(),
+                mono_ns: mono_ns(),
+                request_id: &rid,
+            },
+        )
     };
     let mut f = match decision {
-        Decision::Reject(Rejection { status, code, message, headers, mut audit }) => {
+        Decision::Reject(Rejection {
+            status,
+            code,
+            message,
+            headers,
+            mut audit,
+        }) => {
             if code == "waf_blocked" {
                 sh.waf_blocks.fetch_add(1, Relaxed);
             }
@@ -375,7 +546,8 @@ async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, b
         let status = r.status().as_u16();
         Ok::<_, reqwest::Error>((status, r.bytes().await?))
     };
-    let exchange = exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+    let exchange =
+        exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
     let result = tokio::time::timeout(sh.timeout, exchange).await;
     if let (Some(a), Ok(Ok((status, _)))) = (&attempt, &result) {
         trace::attempt_status(&a.span, *status);
@@ -387,7 +559,11 @@ async fn answer(sh: Arc<Shared>, token: u64, headers: Vec<(Vec<u8>, Vec<u8>)>, b
         Ok(Ok((status, rbody))) => match sh.pipeline.respond(&f, status, &rbody) {
             Err(fail) => sh.fail(token, fail, f.audit, t0),
             Ok((status, out, _)) => {
-                let headers = if status == 200 { vec![("x-request-id", rid)] } else { Vec::new() };
+                let headers = if status == 200 {
+                    vec![("x-request-id", rid)]
+                } else {
+                    Vec::new()
+                };
                 sh.respond_now(token, status, headers, out, f.audit, t0)
             }
         },
@@ -411,7 +587,9 @@ async fn open_stream(
     attempt: Option<&Attempt>,
 ) -> Result<(reqwest::Response, Vec<u8>), (UpstreamFailure, bool)> {
     let secs = sh.timeout.as_secs_f64();
-    let send = rb.send().instrument(attempt.map_or_else(Span::none, |a| a.span.clone()));
+    let send = rb
+        .send()
+        .instrument(attempt.map_or_else(Span::none, |a| a.span.clone()));
     let mut resp = match tokio::time::timeout(sh.timeout, send).await {
         Err(_) => return Err((UpstreamFailure::timeout(secs), true)),
         Ok(Err(e)) => return Err((failure(e, secs), true)),
@@ -432,7 +610,14 @@ async fn open_stream(
     Ok((resp, first))
 }
 
-async fn stream(sh: Arc<Shared>, token: u64, f: Forwarding, rid: String, t0: Instant, attempt: Option<Attempt>) {
+async fn stream(
+    sh: Arc<Shared>,
+    token: u64,
+    f: Forwarding,
+    rid: String,
+    t0: Instant,
+    attempt: Option<Attempt>,
+) {
     let tp = attempt.as_ref().and_then(|a| a.traceparent.as_deref());
     let opened = open_stream(&sh, request(&sh, &f, tp), attempt.as_ref()).await;
     drop(attempt);
@@ -447,7 +632,11 @@ fn retryable(status: u16) -> bool {
     status == 429 || status >= 500
 }
 
-fn target_request(sh: &Shared, t: gatewaylab_core::pipeline::Target, traceparent: Option<&str>) -> reqwest::RequestBuilder {
+fn target_request(
+    sh: &Shared,
+    t: gatewaylab_core::pipeline::Target,
+    traceparent: Option<&str>,
+) -> reqwest::RequestBuilder {
     let mut rb = sh.client.post(&t.url).body(t.body);
     for (k, v) in &t.headers {
         rb = rb.header(k.as_str(), v.as_str());
@@ -460,12 +649,20 @@ fn target_request(sh: &Shared, t: gatewaylab_core::pipeline::Target, traceparent
 
 /// A request to a model group: each attempt goes where the router says (docs/router.md).
 /// `traced`: each attempt gets its own attempt span (numbered from 1) and `traceparent`.
-async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: String, t0: Instant, traced: bool) {
+async fn routed(
+    sh: Arc<Shared>,
+    token: u64,
+    f: Forwarding,
+    body: Vec<u8>,
+    rid: String,
+    t0: Instant,
+    traced: bool,
+) {
     let router = sh.router.as_ref().expect("routed requests have a router");
     let secs = sh.timeout.as_secs_f64();
     let clock = || sh.epoch.elapsed().as_nanos() as u64;
     let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
-    let tokens = (body.len() as u64 + 3) / 4;
+    let tokens = (body.len() as u64).div_ceil(4);
     let (sh2, f2, body2) = (&sh, &f, &body);
     let attempts = std::sync::atomic::AtomicU32::new(0);
     // the next attempt's request: numbered from 1, with its own span and traceparent when traced
@@ -488,9 +685,16 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
             }
         };
         return match drive(router, &f.public_model, tokens, clock, send, sleep).await {
-            Ok(Some(Ok((resp, first)))) => relay(Arc::clone(&sh), token, f, resp, first, rid, t0).await,
+            Ok(Some(Ok((resp, first)))) => {
+                relay(Arc::clone(&sh), token, f, resp, first, rid, t0).await
+            }
             Ok(Some(Err(fail))) => sh.fail(token, fail, f.audit, t0),
-            Ok(None) => sh.fail(token, UpstreamFailure::no_deployment(&f.public_model), f.audit, t0),
+            Ok(None) => sh.fail(
+                token,
+                UpstreamFailure::no_deployment(&f.public_model),
+                f.audit,
+                t0,
+            ),
             Err(e) => sh.fail(token, UpstreamFailure::unavailable(&e), f.audit, t0),
         };
     }
@@ -505,7 +709,8 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
             let status = r.status().as_u16();
             Ok::<_, reqwest::Error>((status, r.bytes().await?))
         };
-        let exchange = exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
+        let exchange =
+            exchange.instrument(attempt.as_ref().map_or_else(Span::none, |a| a.span.clone()));
         let result = tokio::time::timeout(sh2.timeout, exchange).await;
         if let (Some(a), Ok(Ok((status, _)))) = (&attempt, &result) {
             trace::attempt_status(&a.span, *status);
@@ -513,29 +718,62 @@ async fn routed(sh: Arc<Shared>, token: u64, f: Forwarding, body: Vec<u8>, rid: 
         match result {
             Err(_) => (Outcome::Fail, Err(UpstreamFailure::timeout(secs))),
             Ok(Err(e)) => (Outcome::Fail, Err(failure(e, secs))),
-            Ok(Ok((status, b))) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, b))),
+            Ok(Ok((status, b))) => (
+                if retryable(status) {
+                    Outcome::Fail
+                } else {
+                    Outcome::Ok
+                },
+                Ok((status, b)),
+            ),
         }
     };
     match drive(router, &f.public_model, tokens, clock, send, sleep).await {
         Err(e) => sh.fail(token, UpstreamFailure::unavailable(&e), f.audit, t0),
-        Ok(None) => sh.fail(token, UpstreamFailure::no_deployment(&f.public_model), f.audit, t0),
+        Ok(None) => sh.fail(
+            token,
+            UpstreamFailure::no_deployment(&f.public_model),
+            f.audit,
+            t0,
+        ),
         Ok(Some(Err(fail))) => sh.fail(token, fail, f.audit, t0),
         Ok(Some(Ok((status, rbody)))) => match sh.pipeline.respond(&f, status, &rbody) {
             Err(fail) => sh.fail(token, fail, f.audit, t0),
             Ok((status, out, _)) => {
-                let headers = if status == 200 { vec![("x-request-id", rid)] } else { Vec::new() };
+                let headers = if status == 200 {
+                    vec![("x-request-id", rid)]
+                } else {
+                    Vec::new()
+                };
                 sh.respond_now(token, status, headers, out, f.audit, t0)
             }
         },
     }
 }
 
-async fn relay(sh: Arc<Shared>, token: u64, f: Forwarding, mut resp: reqwest::Response, first: Vec<u8>, rid: String, t0: Instant) {
+async fn relay(
+    sh: Arc<Shared>,
+    token: u64,
+    f: Forwarding,
+    mut resp: reqwest::Response,
+    first: Vec<u8>,
+    rid: String,
+    t0: Instant,
+) {
     let secs = sh.timeout.as_secs_f64();
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let sid = sh.next_sid.fetch_add(1, Relaxed);
-    sh.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(sid, Arc::new(tokio::sync::Mutex::new(rx)));
-    sh.complete(token, Done::Stream { sid, request_id: rid });
+    sh.streams
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sid, Arc::new(tokio::sync::Mutex::new(rx)));
+    sh.complete(
+        token,
+        Done::Stream {
+            sid,
+            request_id: rid,
+        },
+    );
     let mut relay = sh.pipeline.relay(&f);
     let mut chunk = first;
     let mut final_status: u16 = 499; // until we know better: the client went away
@@ -585,7 +823,12 @@ async fn relay(sh: Arc<Shared>, token: u64, f: Forwarding, mut resp: reqwest::Re
         sh.streams_abandoned.fetch_add(1, Relaxed);
     }
     drop(tx);
-    sh.audit(f.audit, final_status, Answer::Chunks(std::mem::take(&mut relay.collected)), t0);
+    sh.audit(
+        f.audit,
+        final_status,
+        Answer::Chunks(std::mem::take(&mut relay.collected)),
+        t0,
+    );
 }
 
 #[pyclass(name = "RsCore", module = "gateway._native", frozen)]
@@ -609,9 +852,14 @@ impl PyRsCore {
             let r = call.detach(py, || {
                 let led = self.shared.ledger.ledger();
                 if n < 0 {
-                    return Err(format!("{what} {n} out of range for an MMR of {} leaves", led.count()));
+                    return Err(format!(
+                        "{what} {n} out of range for an MMR of {} leaves",
+                        led.count()
+                    ));
                 }
-                f(&led, n as u64).map(|v| v.to_string()).map_err(|e| e.to_string())
+                f(&led, n as u64)
+                    .map(|v| v.to_string())
+                    .map_err(|e| e.to_string())
             });
             r.map_err(index_error)
         })
@@ -619,7 +867,9 @@ impl PyRsCore {
 
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
         let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        rt.as_ref().map(|r| r.handle().clone()).ok_or_else(|| invalid_input("RsCore is shut down"))
+        rt.as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| invalid_input("RsCore is shut down"))
     }
 }
 
@@ -649,23 +899,37 @@ impl PyRsCore {
             let durable = match ack {
                 "background" => false,
                 "durable" => true,
-                other => return Err(invalid_input(format!("RsCore: ack must be 'background' or 'durable', got {other:?}"))),
+                other => {
+                    return Err(invalid_input(format!(
+                        "RsCore: ack must be 'background' or 'durable', got {other:?}"
+                    )))
+                }
             };
             let policy = FsyncPolicy::parse(fsync).map_err(|e| invalid_input(e.to_string()))?;
             let ledger = Ledger::open(std::path::Path::new(ledger_dir), policy, group_delay_ms)
                 .map_err(crate::wal::wal_err)?;
-            let delay = Duration::try_from_secs_f64(ledger_delay_ms / 1000.0)
-                .map_err(|_| invalid_input(format!("RsCore: ledger_delay_ms must be >= 0, got {ledger_delay_ms}")))?;
-            let ledger = LedgerThread::spawn(ledger, sum_mode(py), delay).map_err(|e| invalid_input(format!("ledger thread: {e}")))?;
+            let delay = Duration::try_from_secs_f64(ledger_delay_ms / 1000.0).map_err(|_| {
+                invalid_input(format!(
+                    "RsCore: ledger_delay_ms must be >= 0, got {ledger_delay_ms}"
+                ))
+            })?;
+            let ledger = LedgerThread::spawn(ledger, sum_mode(py), delay)
+                .map_err(|e| invalid_input(format!("ledger thread: {e}")))?;
             let timeout = Duration::try_from_secs_f64(timeout_s)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| invalid_input(format!("RsCore: timeout_s must be a positive number of seconds, got {timeout_s}")))?;
+                .ok_or_else(|| {
+                    invalid_input(format!(
+                        "RsCore: timeout_s must be a positive number of seconds, got {timeout_s}"
+                    ))
+                })?;
             // before the runtime: the OTLP exporter's blocking client must not start inside it
             let mode = trace::Mode::parse(tracing).map_err(invalid_input)?;
-            let tracer = trace::Tracer::new(mode, tracing_endpoint, "gatewaylab", 200).map_err(invalid_input)?;
-            let client = crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
-                .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
+            let tracer = trace::Tracer::new(mode, tracing_endpoint, "gatewaylab", 200)
+                .map_err(invalid_input)?;
+            let client =
+                crate::forwarder::upstream_client(Duration::from_secs(5).min(timeout), pool)
+                    .map_err(|e| invalid_input(format!("RsCore: {e}")))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers.max(1))
                 .thread_name("gatewaylab-rs-core")
@@ -675,7 +939,10 @@ impl PyRsCore {
             // SAFETY: plain syscall; the fd is closed in Drop.
             let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
             if efd < 0 {
-                return Err(invalid_input(format!("RsCore: eventfd: {}", std::io::Error::last_os_error())));
+                return Err(invalid_input(format!(
+                    "RsCore: eventfd: {}",
+                    std::io::Error::last_os_error()
+                )));
             }
             let shared = Arc::new(Shared {
                 inbox: Mutex::new(Vec::new()),
@@ -701,7 +968,11 @@ impl PyRsCore {
                 tracer,
             });
             runtime.spawn(dispatcher(Arc::clone(&shared)));
-            Ok(Self { shared, runtime: Mutex::new(Some(runtime)), started: Instant::now() })
+            Ok(Self {
+                shared,
+                runtime: Mutex::new(Some(runtime)),
+                started: Instant::now(),
+            })
         })
     }
 
@@ -719,18 +990,35 @@ impl PyRsCore {
         guard(|| {
             let t0 = Instant::now();
             let mut batch = Vec::new();
-            for item in requests.try_iter().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))? {
+            for item in requests
+                .try_iter()
+                .map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))?
+            {
                 let item = item?;
-                let t = item.cast::<PyTuple>().map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))?;
+                let t = item
+                    .cast::<PyTuple>()
+                    .map_err(|_| invalid_input("submit takes a list of (token, headers, body)"))?;
                 if t.len() != 3 {
-                    return Err(invalid_input("submit takes a list of (token, headers, body)"));
+                    return Err(invalid_input(
+                        "submit takes a list of (token, headers, body)",
+                    ));
                 }
                 let token: u64 = t.get_item(0)?.extract()?;
                 let hs = header_pairs(&t.get_item(1)?)?;
                 let body = bytes_arg(&t.get_item(2)?, "body")?.into_owned();
-                batch.push(Submitted { token, headers: hs, body, t0 });
+                batch.push(Submitted {
+                    token,
+                    headers: hs,
+                    body,
+                    t0,
+                });
             }
-            if self.runtime.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            if self
+                .runtime
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
                 return Err(invalid_input("RsCore is shut down"));
             }
             if batch.is_empty() {
@@ -757,7 +1045,13 @@ impl PyRsCore {
     fn next_chunk(&self, py: Python<'_>, token: u64, stream_id: u64) -> PyResult<()> {
         let mut call = entry!("rs_core.next_chunk");
         guard(|| {
-            let rx = self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&stream_id).cloned();
+            let rx = self
+                .shared
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&stream_id)
+                .cloned();
             let sh = Arc::clone(&self.shared);
             let Some(rx) = rx else {
                 sh.complete(token, Done::Chunk(None));
@@ -767,7 +1061,10 @@ impl PyRsCore {
             let task = async move {
                 let c = rx.lock().await.recv().await;
                 if c.is_none() {
-                    sh.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream_id);
+                    sh.streams
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&stream_id);
                 }
                 sh.complete(token, Done::Chunk(c));
             };
@@ -779,7 +1076,11 @@ impl PyRsCore {
     /// close_stream(stream_id): the client is gone; the relay stops and audits 499.
     fn close_stream(&self, stream_id: u64) {
         let _c = entry!("rs_core.close_stream");
-        self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream_id);
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream_id);
     }
 
     /// Every completion waiting, as a list of (token, value); resets the eventfd first, so a
@@ -789,18 +1090,41 @@ impl PyRsCore {
         guard(|| {
             let mut buf: u64 = 0;
             // SAFETY: reading 8 bytes into a u64 we own from our non-blocking eventfd.
-            unsafe { libc::read(self.shared.efd, &mut buf as *mut u64 as *mut libc::c_void, 8) };
-            let items = std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()));
+            unsafe {
+                libc::read(
+                    self.shared.efd,
+                    &mut buf as *mut u64 as *mut libc::c_void,
+                    8,
+                )
+            };
+            let items =
+                std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()));
             let out = PyList::empty(py);
             for (token, d) in items {
                 let v: Bound<'py, PyAny> = match d {
-                    Done::Response { status, headers, body } => {
-                        let h: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> =
-                            headers.iter().map(|(k, v)| (PyBytes::new(py, k.as_bytes()), PyBytes::new(py, v.as_bytes()))).collect();
-                        (status, h, PyBytes::new(py, &body), py.None()).into_pyobject(py)?.into_any()
+                    Done::Response {
+                        status,
+                        headers,
+                        body,
+                    } => {
+                        let h: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    PyBytes::new(py, k.as_bytes()),
+                                    PyBytes::new(py, v.as_bytes()),
+                                )
+                            })
+                            .collect();
+                        (status, h, PyBytes::new(py, &body), py.None())
+                            .into_pyobject(py)?
+                            .into_any()
                     }
                     Done::Stream { sid, request_id } => {
-                        let h = vec![(PyBytes::new(py, b"x-request-id"), PyBytes::new(py, request_id.as_bytes()))];
+                        let h = vec![(
+                            PyBytes::new(py, b"x-request-id"),
+                            PyBytes::new(py, request_id.as_bytes()),
+                        )];
                         (200u16, h, py.None(), sid).into_pyobject(py)?.into_any()
                     }
                     Done::Chunk(Some(b)) => PyBytes::new(py, &b).into_any(),
@@ -826,13 +1150,17 @@ impl PyRsCore {
     /// inclusion_proof(index) -> proof JSON text (AuditIndexError when out of range)
     fn inclusion_proof(&self, py: Python<'_>, index: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.inclusion_proof");
-        self.prove(py, &mut call, "leaf index", index, |led, i| led.inclusion_proof(i).map(|p| p.to_json()))
+        self.prove(py, &mut call, "leaf index", index, |led, i| {
+            led.inclusion_proof(i).map(|p| p.to_json())
+        })
     }
 
     /// consistency_proof(old_count) -> proof JSON text (AuditIndexError when out of range)
     fn consistency_proof(&self, py: Python<'_>, old_count: i64) -> PyResult<String> {
         let mut call = entry!("rs_core.consistency_proof");
-        self.prove(py, &mut call, "old count", old_count, |led, m| led.consistency_proof(m).map(|p| p.to_json()))
+        self.prove(py, &mut call, "old count", old_count, |led, m| {
+            led.consistency_proof(m).map(|p| p.to_json())
+        })
     }
 
     /// Counters for /health and /metrics.
@@ -858,7 +1186,11 @@ impl PyRsCore {
     fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
         let mut call = entry!("rs_core.shutdown");
         guard(|| {
-            let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let rt = self
+                .runtime
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             let r = call.detach(py, move || {
                 if let Some(rt) = rt {
                     rt.shutdown_timeout(Duration::from_secs(5));
@@ -875,7 +1207,12 @@ impl PyRsCore {
 
 impl Drop for PyRsCore {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             rt.shutdown_background();
         }
         let _ = self.shared.ledger.drain();
@@ -911,7 +1248,22 @@ mod tests {
             "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
         });
         Python::attach(|py| {
-            PyRsCore::new(py, &cfg.to_string(), dir.to_str().unwrap(), "none", 1.0, 1.0, 4, "req-", 1, 0.0, "background", "off", trace::DEFAULT_ENDPOINT).unwrap()
+            PyRsCore::new(
+                py,
+                &cfg.to_string(),
+                dir.to_str().unwrap(),
+                "none",
+                1.0,
+                1.0,
+                4,
+                "req-",
+                1,
+                0.0,
+                "background",
+                "off",
+                trace::DEFAULT_ENDPOINT,
+            )
+            .unwrap()
         })
     }
 
@@ -926,24 +1278,54 @@ mod tests {
         let sh = Arc::clone(&c.shared);
         let rt = c.handle().unwrap();
         let joined = rt.block_on(rt.spawn(async move {
-            let _guard = PanicAnswer { sh, token: 7, armed: true };
+            let _guard = PanicAnswer {
+                sh,
+                token: 7,
+                armed: true,
+            };
             panic!("boom");
         }));
         assert!(joined.unwrap_err().is_panic());
         match taken(&c).as_slice() {
-            [(7, Done::Response { status: 500, body, .. })] => {
+            [(
+                7,
+                Done::Response {
+                    status: 500, body, ..
+                },
+            )] => {
                 assert!(String::from_utf8_lossy(body).contains("\"code\":\"internal_error\""))
             }
-            other => panic!("expected one 500 for token 7, got {} completions", other.len()),
+            other => panic!(
+                "expected one 500 for token 7, got {} completions",
+                other.len()
+            ),
         }
         // the same core still answers: a request without a key is a 401 with no upstream involved
         let sh = Arc::clone(&c.shared);
-        rt.block_on(handle(sh, 8, vec![], br#"{"model":"mock"}"#.to_vec(), Instant::now()));
-        assert!(matches!(taken(&c).as_slice(), [(8, Done::Response { status: 401, .. })]));
+        rt.block_on(handle(
+            sh,
+            8,
+            vec![],
+            br#"{"model":"mock"}"#.to_vec(),
+            Instant::now(),
+        ));
+        assert!(matches!(
+            taken(&c).as_slice(),
+            [(8, Done::Response { status: 401, .. })]
+        ));
         // a task that finishes normally completes once, with no 500 from its disarmed guard
         let sh = Arc::clone(&c.shared);
-        rt.block_on(handle(sh, 9, vec![(b"authorization".to_vec(), b"Bearer sk".to_vec())], b"{".to_vec(), Instant::now()));
-        assert!(matches!(taken(&c).as_slice(), [(9, Done::Response { status: 400, .. })]));
+        rt.block_on(handle(
+            sh,
+            9,
+            vec![(b"authorization".to_vec(), b"Bearer sk".to_vec())],
+            b"{".to_vec(),
+            Instant::now(),
+        ));
+        assert!(matches!(
+            taken(&c).as_slice(),
+            [(9, Done::Response { status: 400, .. })]
+        ));
         Python::attach(|py| c.shutdown(py)).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }

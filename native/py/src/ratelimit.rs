@@ -39,35 +39,56 @@ impl PyRateLimiter {
                     .map_err(|_| invalid_input("RateLimiter: key ids must be str"))?
                     .to_str()?
                     .to_string();
-                let bad_pair = || invalid_input(format!("RateLimiter: limits for {key:?} must be (requests_per_min, tokens_per_min)"));
+                let bad_pair = || {
+                    invalid_input(format!("RateLimiter: limits for {key:?} must be (requests_per_min, tokens_per_min)"))
+                };
                 let items: Vec<Bound<'_, PyAny>> = match pair.try_iter() {
                     Ok(it) => it.collect::<PyResult<_>>().map_err(|_| bad_pair())?,
                     Err(_) => return Err(bad_pair()),
                 };
-                let [rpm, tpm] = items.as_slice() else { return Err(bad_pair()) };
+                let [rpm, tpm] = items.as_slice() else {
+                    return Err(bad_pair());
+                };
                 let mut vals = [0i128; 2];
-                for (slot, (name, v)) in vals.iter_mut().zip([("requests_per_min", rpm), ("tokens_per_min", tpm)]) {
-                    let n = exact_int(v).and_then(|i| i.extract::<i128>().ok()).filter(|n| *n >= 1);
+                for (slot, (name, v)) in vals
+                    .iter_mut()
+                    .zip([("requests_per_min", rpm), ("tokens_per_min", tpm)])
+                {
+                    let n = exact_int(v)
+                        .and_then(|i| i.extract::<i128>().ok())
+                        .filter(|n| *n >= 1);
                     match n {
                         Some(n) => *slot = n,
                         None => {
                             let r = v.repr().map(|r| r.to_string()).unwrap_or_default();
-                            return Err(invalid_input(format!("RateLimiter: {name} for {key:?} must be an int >= 1, got {r}")));
+                            return Err(invalid_input(format!(
+                                "RateLimiter: {name} for {key:?} must be an int >= 1, got {r}"
+                            )));
                         }
                     }
                 }
                 out.push((key, vals[0], vals[1]));
             }
-            let inner = ratelimit::RateLimiter::new(out).map_err(|e| invalid_input(e.to_string()))?;
-            Ok(Self { inner: Mutex::new(inner) })
+            let inner =
+                ratelimit::RateLimiter::new(out).map_err(|e| invalid_input(e.to_string()))?;
+            Ok(Self {
+                inner: Mutex::new(inner),
+            })
         })
     }
 
     /// 0.0 if admitted; otherwise Retry-After seconds (nothing debited).
-    fn check(&self, key_id: &Bound<'_, PyAny>, tokens: &Bound<'_, PyAny>, now_ns: &Bound<'_, PyAny>) -> PyResult<f64> {
+    fn check(
+        &self,
+        key_id: &Bound<'_, PyAny>,
+        tokens: &Bound<'_, PyAny>,
+        now_ns: &Bound<'_, PyAny>,
+    ) -> PyResult<f64> {
         let _c = entry!("ratelimit.check");
         guard(|| {
-            let Ok(key) = key_id.cast::<PyString>() else { return Ok(0.0) };
+            let Ok(key) = key_id.cast::<PyString>() else {
+                return Ok(0.0);
+            };
             let key = key.to_str()?;
             let mut rl = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if !rl.is_limited(key) {
@@ -75,7 +96,9 @@ impl PyRateLimiter {
             }
             let bad_tokens = || {
                 let r = tokens.repr().map(|r| r.to_string()).unwrap_or_default();
-                invalid_input(format!("RateLimiter.check: tokens must be an int >= 0, got {r}"))
+                invalid_input(format!(
+                    "RateLimiter.check: tokens must be an int >= 0, got {r}"
+                ))
             };
             let t = match exact_int(tokens) {
                 None => return Err(bad_tokens()),
@@ -86,8 +109,14 @@ impl PyRateLimiter {
                 },
             };
             let now: i128 = match now_ns.cast::<PyInt>() {
-                Ok(i) => i.extract().map_err(|_| invalid_input("RateLimiter.check: now_ns out of range"))?,
-                Err(_) => return Err(invalid_input("RateLimiter.check: now_ns must be an int (nanoseconds)")),
+                Ok(i) => i
+                    .extract()
+                    .map_err(|_| invalid_input("RateLimiter.check: now_ns out of range"))?,
+                Err(_) => {
+                    return Err(invalid_input(
+                        "RateLimiter.check: now_ns must be an int (nanoseconds)",
+                    ))
+                }
             };
             Ok(rl.check(key, t, now))
         })

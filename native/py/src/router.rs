@@ -51,55 +51,104 @@ impl PyRouter {
                     invalid_input(e)
                 }
             })?;
-            Ok(Self { inner: Mutex::new(r) })
+            Ok(Self {
+                inner: Mutex::new(r),
+            })
         })
     }
 
-    fn begin(&self, group: &str, tokens: &Bound<'_, PyAny>, now_ns: &Bound<'_, PyAny>) -> PyResult<PyAttempt> {
+    fn begin(
+        &self,
+        group: &str,
+        tokens: &Bound<'_, PyAny>,
+        now_ns: &Bound<'_, PyAny>,
+    ) -> PyResult<PyAttempt> {
         let _c = entry!("router.begin");
         guard(|| {
             let (t, now) = (nonneg(tokens, "tokens")?, nonneg(now_ns, "now_ns")?);
             let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let a = r.begin(group, t, now).map_err(invalid_input)?;
-            Ok(PyAttempt { inner: Mutex::new(a) })
+            Ok(PyAttempt {
+                inner: Mutex::new(a),
+            })
         })
     }
 
-    fn next<'py>(&self, py: Python<'py>, att: &PyAttempt, now_ns: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn next<'py>(
+        &self,
+        py: Python<'py>,
+        att: &PyAttempt,
+        now_ns: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("router.next");
         guard(|| {
             let now = nonneg(now_ns, "now_ns")?;
             let mut a = att.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let s = self.inner.lock().unwrap_or_else(|e| e.into_inner()).next(&mut a, now).map_err(invalid_input)?;
+            let s = self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next(&mut a, now)
+                .map_err(invalid_input)?;
             step(py, s)
         })
     }
 
-    fn report(&self, att: &PyAttempt, outcome: &str, latency_us: &Bound<'_, PyAny>, now_ns: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    fn report(
+        &self,
+        att: &PyAttempt,
+        outcome: &str,
+        latency_us: &Bound<'_, PyAny>,
+        now_ns: &Bound<'_, PyAny>,
+    ) -> PyResult<&'static str> {
         let _c = entry!("router.report");
         guard(|| {
             let o = Outcome::parse(outcome).ok_or_else(|| {
-                invalid_input(format!("Router.report: outcome must be one of ok, fail, cancel, got {}", gatewaylab_core::pipeline::py_repr(outcome)))
+                invalid_input(format!(
+                    "Router.report: outcome must be one of ok, fail, cancel, got {}",
+                    gatewaylab_core::pipeline::py_repr(outcome)
+                ))
             })?;
             let (lat, now) = (nonneg(latency_us, "latency_us")?, nonneg(now_ns, "now_ns")?);
             let mut a = att.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let h = self.inner.lock().unwrap_or_else(|e| e.into_inner()).report(&mut a, o, lat, now).map_err(invalid_input)?;
+            let h = self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .report(&mut a, o, lat, now)
+                .map_err(invalid_input)?;
             Ok(h.name())
         })
     }
 
-    fn state(&self, group: &str, index: usize, now_ns: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+    fn state(
+        &self,
+        group: &str,
+        index: usize,
+        now_ns: &Bound<'_, PyAny>,
+    ) -> PyResult<&'static str> {
         let _c = entry!("router.state");
         guard(|| {
             let now = nonneg(now_ns, "now_ns")?;
-            let h = self.inner.lock().unwrap_or_else(|e| e.into_inner()).health(group, index, now).map_err(invalid_input)?;
+            let h = self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .health(group, index, now)
+                .map_err(invalid_input)?;
             Ok(h.name())
         })
     }
 
     fn in_flight(&self, group: &str, index: usize) -> PyResult<u64> {
         let _c = entry!("router.in_flight");
-        guard(|| self.inner.lock().unwrap_or_else(|e| e.into_inner()).in_flight(group, index).map_err(invalid_input))
+        guard(|| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .in_flight(group, index)
+                .map_err(invalid_input)
+        })
     }
 }
 

@@ -17,9 +17,10 @@ use crate::errors::{guard, invalid_input};
 fn run_mock(py: Python<'_>, config_json: &str) -> PyResult<()> {
     let mut call = entry!("run_mock");
     guard(|| {
-        let cfg: gatewaylab_tools::mock::MockConfig =
-            serde_json::from_str(config_json).map_err(|e| invalid_input(format!("mock config: {e}")))?;
-        cfg.validate().map_err(|m| invalid_input(format!("mock config: {m}")))?;
+        let cfg: gatewaylab_tools::mock::MockConfig = serde_json::from_str(config_json)
+            .map_err(|e| invalid_input(format!("mock config: {e}")))?;
+        cfg.validate()
+            .map_err(|m| invalid_input(format!("mock config: {m}")))?;
         call.detach(py, move || {
             gatewaylab_tools::mock::run_blocking(cfg, |addr| {
                 let mut out = std::io::stdout().lock();
@@ -38,9 +39,10 @@ fn run_mock(py: Python<'_>, config_json: &str) -> PyResult<()> {
 fn run_load(py: Python<'_>, config_json: &str) -> PyResult<String> {
     let mut call = entry!("run_load");
     guard(|| {
-        let cfg: gatewaylab_tools::load::LoadConfig =
-            serde_json::from_str(config_json).map_err(|e| invalid_input(format!("load config: {e}")))?;
-        let plan = gatewaylab_tools::load::Plan::new(cfg).map_err(|m| invalid_input(format!("load config: {m}")))?;
+        let cfg: gatewaylab_tools::load::LoadConfig = serde_json::from_str(config_json)
+            .map_err(|e| invalid_input(format!("load config: {e}")))?;
+        let plan = gatewaylab_tools::load::Plan::new(cfg)
+            .map_err(|m| invalid_input(format!("load config: {m}")))?;
         let result = call
             .detach(py, move || gatewaylab_tools::load::run_blocking(plan))
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("load generator: {e}")))?;

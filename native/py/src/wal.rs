@@ -5,9 +5,9 @@
 //! replay) runs with the GIL released. Group commit uses a writer-side flusher thread in the
 //! core (`gatewaylab_core::wal`), which never touches Python. `count`/`durable_count` and
 //! the lock are the core's; a writer busy in an fsync never blocks the GIL.
+use crate::convert::{batch_bytes, batch_items, bytes_arg, type_name};
 use crate::entry;
 use crate::errors::{guard, invalid_input, wal_error, wal_locked};
-use crate::convert::{batch_bytes, batch_items, bytes_arg, type_name};
 use gatewaylab_core::wal::{self, FsyncPolicy, WalError, WalWriter};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
@@ -41,9 +41,16 @@ pub(crate) fn wal_err(e: WalError) -> PyErr {
 
 /// `os.fspath(path)` as a str path (str or os.PathLike; bytes paths are refused).
 pub(crate) fn path_arg(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<String> {
-    let fs = py.import("os")?.getattr("fspath")?.call1((path,)).map_err(|_| {
-        invalid_input(format!("path must be str or os.PathLike, not {}", type_name(path)))
-    })?;
+    let fs = py
+        .import("os")?
+        .getattr("fspath")?
+        .call1((path,))
+        .map_err(|_| {
+            invalid_input(format!(
+                "path must be str or os.PathLike, not {}",
+                type_name(path)
+            ))
+        })?;
     let s = fs
         .cast::<PyString>()
         .map_err(|_| invalid_input(format!("path must be a str path, not {}", type_name(&fs))))?;
@@ -72,22 +79,35 @@ impl PyWriteAheadLog {
                 None => FsyncPolicy::Group,
                 Some(f) => {
                     let s = f.cast::<PyString>().map_err(|_| {
-                        invalid_input(format!("fsync policy {}: expected one of always, group, none", repr(f)))
+                        invalid_input(format!(
+                            "fsync policy {}: expected one of always, group, none",
+                            repr(f)
+                        ))
                     })?;
                     FsyncPolicy::parse(s.to_str()?).map_err(wal_err)?
                 }
             };
             let max = match group_max_records {
                 None => 256,
-                Some(v) => match (v.is_instance_of::<PyBool>(), v.is_instance_of::<PyInt>(), v.extract::<u64>()) {
+                Some(v) => match (
+                    v.is_instance_of::<PyBool>(),
+                    v.is_instance_of::<PyInt>(),
+                    v.extract::<u64>(),
+                ) {
                     (false, true, Ok(n)) if n >= 1 => n,
-                    _ => return Err(invalid_input(format!("group_max_records must be a positive int, got {}", repr(v)))),
+                    _ => {
+                        return Err(invalid_input(format!(
+                            "group_max_records must be a positive int, got {}",
+                            repr(v)
+                        )))
+                    }
                 },
             };
             let delay = match group_delay_ms {
                 None => 2.0,
                 Some(v) => {
-                    let number = !v.is_instance_of::<PyBool>() && (v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>());
+                    let number = !v.is_instance_of::<PyBool>()
+                        && (v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>());
                     match v.extract::<f64>() {
                         Ok(d) if number && d.is_finite() && d >= 0.0 => d,
                         _ => {
@@ -103,7 +123,9 @@ impl PyWriteAheadLog {
                 None => None,
                 Some(t) if t.is_none() => None,
                 Some(t) => {
-                    let bad = || invalid_input(format!("trusted must be (records, offset) with offset >= 8 at a frame boundary, got {}", repr(t)));
+                    let bad = || {
+                        invalid_input(format!("trusted must be (records, offset) with offset >= 8 at a frame boundary, got {}", repr(t)))
+                    };
                     let tup = t.cast::<pyo3::types::PyTuple>().map_err(|_| bad())?;
                     if tup.len() != 2 {
                         return Err(bad());
@@ -120,7 +142,11 @@ impl PyWriteAheadLog {
             };
             let path = path_arg(py, path)?;
             let p = PathBuf::from(&path);
-            let inner = call.detach(py, || WalWriter::open_trusted(&p, policy, delay, max, trusted)).map_err(wal_err)?;
+            let inner = call
+                .detach(py, || {
+                    WalWriter::open_trusted(&p, policy, delay, max, trusted)
+                })
+                .map_err(wal_err)?;
             Ok(Self { inner, path })
         })
     }
@@ -212,7 +238,13 @@ impl PyWriteAheadLog {
     }
 
     fn __repr__(&self) -> String {
-        format!("<WriteAheadLog {:?} v{} fsync={} records={}>", self.path, self.inner.version().number(), self.inner.policy().name(), self.inner.count())
+        format!(
+            "<WriteAheadLog {:?} v{} fsync={} records={}>",
+            self.path,
+            self.inner.version().number(),
+            self.inner.policy().name(),
+            self.inner.count()
+        )
     }
 
     /// Every record's payload, without taking the lock and without modifying the file
@@ -220,18 +252,33 @@ impl PyWriteAheadLog {
     /// boundary >= 8 the caller vouches for), only the records from that byte on.
     #[staticmethod]
     #[pyo3(signature = (path, offset = None), text_signature = "(path, offset=0)")]
-    fn replay<'py>(py: Python<'py>, path: &Bound<'py, PyAny>, offset: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+    fn replay<'py>(
+        py: Python<'py>,
+        path: &Bound<'py, PyAny>,
+        offset: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut call = entry!("wal.replay");
         guard(|| {
             let off = match offset {
                 None => 0,
-                Some(o) => match (o.is_instance_of::<PyBool>(), o.is_instance_of::<PyInt>(), o.extract::<u64>()) {
+                Some(o) => match (
+                    o.is_instance_of::<PyBool>(),
+                    o.is_instance_of::<PyInt>(),
+                    o.extract::<u64>(),
+                ) {
                     (false, true, Ok(v)) if v == 0 || v >= 8 => v,
-                    _ => return Err(invalid_input(format!("offset must be 0 or a frame boundary >= 8, got {}", repr(o)))),
+                    _ => {
+                        return Err(invalid_input(format!(
+                            "offset must be 0 or a frame boundary >= 8, got {}",
+                            repr(o)
+                        )))
+                    }
                 },
             };
             let p = PathBuf::from(path_arg(py, path)?);
-            let (data, ranges) = call.detach(py, || wal::replay_from(&p, off)).map_err(wal_err)?;
+            let (data, ranges) = call
+                .detach(py, || wal::replay_from(&p, off))
+                .map_err(wal_err)?;
             PyList::new(py, ranges.into_iter().map(|r| PyBytes::new(py, &data[r])))
         })
     }
@@ -248,7 +295,9 @@ impl Drop for PyWriteAheadLog {
 }
 
 fn repr(o: &Bound<'_, PyAny>) -> String {
-    o.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<?>".into())
+    o.repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<?>".into())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -24,9 +24,8 @@ use gatewaylab_core::entropy::PySum;
 use gatewaylab_core::job::{Answer, AuditJob};
 use gatewaylab_core::ledger::{Ledger, LedgerThread};
 use gatewaylab_core::pipeline::{
-    DeploymentConfig,
-    self, AuditMaterial, Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Rejection,
-    RuleConfig, UpstreamFailure,
+    self, AuditMaterial, Context, Decision, DeploymentConfig, Forwarding, KeyConfig, ModelConfig,
+    Pipeline, PipelineConfig, Rejection, RuleConfig, UpstreamFailure,
 };
 use gatewaylab_core::router::{drive, Outcome, Router};
 use gatewaylab_core::wal::FsyncPolicy;
@@ -94,7 +93,8 @@ fn retryable(status: u16) -> bool {
 pub fn json_response(status: u16, body: impl Into<Bytes>) -> Response<GwBody> {
     let mut r = Response::new(GwBody::full(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -126,8 +126,18 @@ async fn discard_body(body: &mut Incoming, cap: usize) {
 }
 
 fn body_error(status: u16, code: &'static str, message: String) -> Rejection {
-    let headers = if status == 400 { vec![("connection", "close".to_string())] } else { Vec::new() };
-    Rejection { status, code, message, headers, audit: None }
+    let headers = if status == 400 {
+        vec![("connection", "close".to_string())]
+    } else {
+        Vec::new()
+    };
+    Rejection {
+        status,
+        code,
+        message,
+        headers,
+        audit: None,
+    }
 }
 
 /// The whole body, failing with 413 as soon as it grows past `max` (never buffering more;
@@ -140,20 +150,34 @@ async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Rejection> 
         let frame = match tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
             Err(_) => {
                 let secs = BODY_READ_TIMEOUT.as_secs();
-                return Err(body_error(408, "request_timeout", format!("request body not received within {secs}s")));
+                return Err(body_error(
+                    408,
+                    "request_timeout",
+                    format!("request body not received within {secs}s"),
+                ));
             }
             Ok(None) => break,
             Ok(Some(Err(_))) => {
                 // hyper refused the body's framing (bad chunk size or extension) or the client went away
-                return Err(body_error(400, "client_disconnected", "client disconnected while sending the body".into()));
+                return Err(body_error(
+                    400,
+                    "client_disconnected",
+                    "client disconnected while sending the body".into(),
+                ));
             }
             Ok(Some(Ok(f))) => f,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         size += data.len();
         if size > max {
             discard_body(body, 8 * max).await;
-            return Err(body_error(413, "body_too_large", format!("request body exceeds {max} bytes")));
+            return Err(body_error(
+                413,
+                "body_too_large",
+                format!("request body exceeds {max} bytes"),
+            ));
         }
         match first.take() {
             None if buf.is_empty() => first = Some(data),
@@ -249,7 +273,10 @@ fn stages_label(stages: &[String]) -> String {
 }
 
 pub fn unix_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn failure(f: Failure, timeout: Duration) -> UpstreamFailure {
@@ -262,16 +289,36 @@ fn failure(f: Failure, timeout: Duration) -> UpstreamFailure {
 /// The core pipeline's view of the configuration.
 pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
     PipelineConfig {
-        keys: cfg.keys.iter().map(|k| KeyConfig { id: k.id.clone(), sha256: k.sha256.clone(), rpm: k.rpm, tpm: k.tpm }).collect(),
+        keys: cfg
+            .keys
+            .iter()
+            .map(|k| KeyConfig {
+                id: k.id.clone(),
+                sha256: k.sha256.clone(),
+                rpm: k.rpm,
+                tpm: k.tpm,
+            })
+            .collect(),
         waf_rules: cfg
             .waf_rules
             .iter()
-            .map(|r| RuleConfig { id: r.id.clone(), kind: r.kind.clone(), pattern: r.pattern.clone(), case_insensitive: r.case_insensitive })
+            .map(|r| RuleConfig {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                pattern: r.pattern.clone(),
+                case_insensitive: r.case_insensitive,
+            })
             .collect(),
         models: cfg
             .models
             .iter()
-            .map(|(name, u)| ModelConfig { name: name.clone(), kind: u.kind.clone(), url: u.url(), model: u.model.clone(), api_key: u.api_key.clone() })
+            .map(|(name, u)| ModelConfig {
+                name: name.clone(),
+                kind: u.kind.clone(),
+                url: u.url(),
+                model: u.model.clone(),
+                api_key: u.api_key.clone(),
+            })
             .collect(),
         passthrough: cfg.passthrough,
         max_body_bytes: cfg.max_body_bytes as u64,
@@ -282,7 +329,13 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
         deployments: cfg
             .deployments
             .iter()
-            .map(|(name, u)| DeploymentConfig { group: name.clone(), kind: u.kind.clone(), url: u.url(), model: u.model.clone(), api_key: u.api_key.clone() })
+            .map(|(name, u)| DeploymentConfig {
+                group: name.clone(),
+                kind: u.kind.clone(),
+                url: u.url(),
+                model: u.model.clone(),
+                api_key: u.api_key.clone(),
+            })
             .collect(),
     }
 }
@@ -290,7 +343,13 @@ pub fn pipeline_config(cfg: &Config) -> PipelineConfig {
 impl Gateway {
     /// `tracer`: built by `run` before the runtime starts (the OTLP exporter's blocking
     /// client must not be created inside it); None with tracing off.
-    pub fn new(cfg: Config, opts: Options, sidecar: Option<Sidecar>, sum: PySum, tracer: Option<gatewaylab_trace::Tracer>) -> Result<Self, String> {
+    pub fn new(
+        cfg: Config,
+        opts: Options,
+        sidecar: Option<Sidecar>,
+        sum: PySum,
+        tracer: Option<gatewaylab_trace::Tracer>,
+    ) -> Result<Self, String> {
         let pipeline = Pipeline::new(&pipeline_config(&cfg))?;
         let router = match &cfg.router {
             None => None,
@@ -302,22 +361,33 @@ impl Gateway {
             Duration::from_secs(5),
         );
         let ledger = if cfg.audit {
-            let policy = FsyncPolicy::parse(&cfg.fsync).map_err(|e| format!("ledger.fsync: {e}"))?;
+            let policy =
+                FsyncPolicy::parse(&cfg.fsync).map_err(|e| format!("ledger.fsync: {e}"))?;
             let led = Ledger::open(Path::new(&cfg.ledger_dir), policy, cfg.group_delay_ms)
                 .map_err(|e| format!("ledger {}: {e}", cfg.ledger_dir))?;
             let r = led.recovery();
             if r.truncated_bytes > 0 {
-                eprintln!("gateway: ledger recovery truncated a torn tail of {} bytes", r.truncated_bytes);
+                eprintln!(
+                    "gateway: ledger recovery truncated a torn tail of {} bytes",
+                    r.truncated_bytes
+                );
             }
             // GATEWAYLAB_LEDGER_DELAY_MS: a pause before each batch, so tests can stop the
             // gateway with work queued (as on the other rungs)
-            let delay_ms: f64 = std::env::var("GATEWAYLAB_LEDGER_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let delay_ms: f64 = std::env::var("GATEWAYLAB_LEDGER_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
             let delay = Duration::try_from_secs_f64(delay_ms.max(0.0) / 1000.0).unwrap_or_default();
             Some(LedgerThread::spawn(led, sum, delay).map_err(|e| format!("ledger thread: {e}"))?)
         } else {
             None
         };
-        let id_prefix = format!("req-{:x}-{:x}-", std::process::id(), (unix_ns() as u64) & 0xffff_ffff);
+        let id_prefix = format!(
+            "req-{:x}-{:x}-",
+            std::process::id(),
+            (unix_ns() as u64) & 0xffff_ffff
+        );
         let durable = cfg.ack == "durable";
         let unit = match (opts.worker, &opts.unit_dir) {
             (Some((index, count)), Some(dir)) => Some(Unit {
@@ -358,15 +428,22 @@ impl Gateway {
                     let rid = format!("{}{}", self.id_prefix, self.ids.fetch_add(1, Relaxed));
                     // a sampled request runs in its span under the tracer; any other as without tracing
                     let traced = self.tracer.as_ref().and_then(|t| {
-                        let pairs: Vec<(&[u8], &[u8])> =
-                            req.headers().iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
-                        t.request_span(&pairs, &rid, "rs-server").map(|span| (span, t.dispatch.clone()))
+                        let pairs: Vec<(&[u8], &[u8])> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+                            .collect();
+                        t.request_span(&pairs, &rid, "rs-server")
+                            .map(|span| (span, t.dispatch.clone()))
                     });
                     match traced {
                         None => self.chat(req, t0, permit, rid, false).await,
                         Some((span, dispatch)) => {
                             use gatewaylab_trace::{Instrument, WithSubscriber};
-                            self.chat(req, t0, permit, rid, true).instrument(span).with_subscriber(dispatch).await
+                            self.chat(req, t0, permit, rid, true)
+                                .instrument(span)
+                                .with_subscriber(dispatch)
+                                .await
                         }
                     }
                 }
@@ -374,7 +451,8 @@ impl Gateway {
         } else {
             self.other(req, &path).await
         };
-        self.metrics.count_request(route_label(&path), resp.status().as_u16());
+        self.metrics
+            .count_request(route_label(&path), resp.status().as_u16());
         resp
     }
 
@@ -394,20 +472,39 @@ impl Gateway {
     fn shed(&self) -> Response<GwBody> {
         self.metrics.incr("requests_shed");
         let n = self.cfg.max_in_flight;
-        let mut r = error(503, &format!("the gateway is overloaded ({n} requests in flight); retry after {RETRY_AFTER_S} s"), "overloaded");
-        r.headers_mut().insert("retry-after", HeaderValue::from(RETRY_AFTER_S));
+        let mut r = error(
+            503,
+            &format!(
+                "the gateway is overloaded ({n} requests in flight); retry after {RETRY_AFTER_S} s"
+            ),
+            "overloaded",
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(RETRY_AFTER_S));
         r
     }
 
     /// The guard on hyper's view of the head: the core's `check_headers`, the function
     /// rung 2 runs (what hyper hides is refused earlier, by `raw_head_check`).
     fn guard(&self, headers: &hyper::HeaderMap) -> Result<(), Rejection> {
-        let pairs: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
-        pipeline::check_headers(&pairs, self.cfg.max_header_bytes as u64, self.cfg.max_body_bytes as u64).map(|_| ())
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        pipeline::check_headers(
+            &pairs,
+            self.cfg.max_header_bytes as u64,
+            self.cfg.max_body_bytes as u64,
+        )
+        .map(|_| ())
     }
 
     /// The guard on the head, then the body within its limit (gateway/shell_asgi.py's order).
-    async fn head_and_body(&self, parts: &hyper::http::request::Parts, body: &mut Incoming) -> Result<Bytes, Rejection> {
+    async fn head_and_body(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: &mut Incoming,
+    ) -> Result<Bytes, Rejection> {
         let max_b = self.cfg.max_body_bytes as usize;
         if let Err(r) = self.guard(&parts.headers) {
             if r.status == 413 {
@@ -429,8 +526,10 @@ impl Gateway {
                 "/v1/models" => return json_response(200, self.models()),
                 "/metrics" => {
                     let mut r = Response::new(GwBody::full(self.metrics_text()));
-                    r.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                    r.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
                     return r;
                 }
                 "/audit/root" => return self.audit_root().await,
@@ -439,24 +538,53 @@ impl Gateway {
                     return match query_param(parts.uri.query(), "old") {
                         None => error(400, "query parameter 'old' is required", "missing_old"),
                         Some(old) => {
-                            self.proof(&old, "'old'", "invalid_old", false, 400, "old_out_of_range", shard).await
+                            self.proof(
+                                &old,
+                                "'old'",
+                                "invalid_old",
+                                false,
+                                400,
+                                "old_out_of_range",
+                                shard,
+                            )
+                            .await
                         }
                     };
                 }
                 p if p.starts_with("/audit/proof/") => {
                     let raw = percent_decode(&p["/audit/proof/".len()..], false);
                     let shard = query_param(parts.uri.query(), "shard");
-                    return self.proof(&raw, "leaf index", "invalid_index", true, 404, "index_out_of_range", shard).await;
+                    return self
+                        .proof(
+                            &raw,
+                            "leaf index",
+                            "invalid_index",
+                            true,
+                            404,
+                            "index_out_of_range",
+                            shard,
+                        )
+                        .await;
                 }
                 _ => {}
             }
         }
-        let known = matches!(path, "/health" | "/v1/models" | "/metrics" | "/audit/root" | "/audit/consistency" | CHAT)
-            || path.starts_with("/audit/proof/");
+        let known = matches!(
+            path,
+            "/health" | "/v1/models" | "/metrics" | "/audit/root" | "/audit/consistency" | CHAT
+        ) || path.starts_with("/audit/proof/");
         if known {
-            error(405, &format!("method {} not allowed on {path}", parts.method), "method_not_allowed")
+            error(
+                405,
+                &format!("method {} not allowed on {path}", parts.method),
+                "method_not_allowed",
+            )
         } else {
-            error(404, &format!("no route for {} {path}", parts.method), "not_found")
+            error(
+                404,
+                &format!("no route for {} {path}", parts.method),
+                "not_found",
+            )
         }
     }
 
@@ -468,7 +596,14 @@ impl Gateway {
 
     /// The audit hand-off of a whole answer, once the answer has gone to the connection
     /// (body.rs: after_send), so the response is written before the ledger thread wakes.
-    fn audit_after_send(self: &Arc<Self>, resp: &mut Response<GwBody>, material: Option<AuditMaterial>, status: u16, answer: Vec<u8>, t0: Instant) {
+    fn audit_after_send(
+        self: &Arc<Self>,
+        resp: &mut Response<GwBody>,
+        material: Option<AuditMaterial>,
+        status: u16,
+        answer: Vec<u8>,
+        t0: Instant,
+    ) {
         if material.is_none() || self.ledger.is_none() {
             return;
         }
@@ -484,7 +619,14 @@ impl Gateway {
     /// Under ledger.ack durable: hand the job over and wait until the group commit that
     /// covers its record is done; a record that cannot be written turns the answer into 503
     /// `audit_unavailable`. Otherwise the audit goes after the answer (`audit_after_send`).
-    async fn finish(self: &Arc<Self>, mut resp: Response<GwBody>, material: Option<AuditMaterial>, status: u16, answer: Vec<u8>, t0: Instant) -> Response<GwBody> {
+    async fn finish(
+        self: &Arc<Self>,
+        mut resp: Response<GwBody>,
+        material: Option<AuditMaterial>,
+        status: u16,
+        answer: Vec<u8>,
+        t0: Instant,
+    ) -> Response<GwBody> {
         let ledger = match (&material, self.ledger.as_ref()) {
             (Some(_), Some(l)) if self.durable => l,
             _ => {
@@ -496,44 +638,95 @@ impl Gateway {
         let latency_us = t0.elapsed().as_micros() as i64;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let ts = Instant::now();
-        ledger.submit_acked(AuditJob { material, status, answer: Answer::Body(answer), latency_us }, Box::new(move |r| {
-            let _ = tx.send(r); // the client may be gone: the record is written all the same
-        }));
-        self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
+        ledger.submit_acked(
+            AuditJob {
+                material,
+                status,
+                answer: Answer::Body(answer),
+                latency_us,
+            },
+            Box::new(move |r| {
+                let _ = tx.send(r); // the client may be gone: the record is written all the same
+            }),
+        );
+        self.metrics
+            .observe("spawn", ts.elapsed().as_nanos() as u64);
         match rx.await {
             Ok(Ok(())) => resp,
             Ok(Err(why)) => error(503, &why, "audit_unavailable"),
-            Err(_) => error(503, "the audit ledger stopped before the record was written", "audit_unavailable"),
+            Err(_) => error(
+                503,
+                "the audit ledger stopped before the record was written",
+                "audit_unavailable",
+            ),
         }
     }
 
-    fn submit_job(&self, material: Option<AuditMaterial>, status: u16, answer: Answer, latency_us: i64) {
-        let (Some(material), Some(ledger)) = (material, self.ledger.as_ref()) else { return };
+    fn submit_job(
+        &self,
+        material: Option<AuditMaterial>,
+        status: u16,
+        answer: Answer,
+        latency_us: i64,
+    ) {
+        let (Some(material), Some(ledger)) = (material, self.ledger.as_ref()) else {
+            return;
+        };
         let ts = Instant::now();
-        if !ledger.submit(AuditJob { material, status, answer, latency_us }) {
+        if !ledger.submit(AuditJob {
+            material,
+            status,
+            answer,
+            latency_us,
+        }) {
             // only after shutdown began: the drain has already been asked for
             self.metrics.incr("background_dropped");
         }
-        self.metrics.observe("spawn", ts.elapsed().as_nanos() as u64);
+        self.metrics
+            .observe("spawn", ts.elapsed().as_nanos() as u64);
     }
 
     /// `traced`: this runs inside the request's span (native/trace), under the gateway's tracer;
     /// `permit`: its place among the requests in flight (held until the answer, or the relay, ends).
-    async fn chat(self: &Arc<Self>, req: Request<Incoming>, t0: Instant, permit: InFlight, rid: String, traced: bool) -> Response<GwBody> {
+    async fn chat(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        t0: Instant,
+        permit: InFlight,
+        rid: String,
+        traced: bool,
+    ) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
         let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
             Err(r) => return rejection_response(&r),
         };
-        let pairs: Vec<(&[u8], &[u8])> =
-            parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+            .collect();
         let mono_ns = self.started.elapsed().as_nanos() as i128;
-        let ctx = Context { time_ns: unix_ns(), mono_ns, request_id: &rid };
-        let request = pipeline::Request { method: "POST", path: CHAT, headers: &pairs, body: &body };
+        let ctx = Context {
+            time_ns: unix_ns(),
+            mono_ns,
+            request_id: &rid,
+        };
+        let request = pipeline::Request {
+            method: "POST",
+            path: CHAT,
+            headers: &pairs,
+            body: &body,
+        };
         let decision = self.pipeline.decide(&request, &ctx);
         let t1 = Instant::now();
-        self.metrics.observe("decide", t1.duration_since(t0).as_nanos() as u64);
-        let trace_id = if traced { gatewaylab_trace::current_trace_id() } else { None };
+        self.metrics
+            .observe("decide", t1.duration_since(t0).as_nanos() as u64);
+        let trace_id = if traced {
+            gatewaylab_trace::current_trace_id()
+        } else {
+            None
+        };
         let stamp = |audit: &mut Option<AuditMaterial>| {
             if let (Some(a), Some(id)) = (audit.as_mut(), trace_id.as_ref()) {
                 a.trace_id = id.clone();
@@ -548,15 +741,22 @@ impl Gateway {
                 let resp = rejection_response(&r);
                 let out = r.body();
                 let resp = self.finish(resp, r.audit, r.status, out, t0).await;
-                self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+                self.metrics
+                    .observe("total", t0.elapsed().as_nanos() as u64);
                 return resp;
             }
             Decision::Forward(f) => f,
         };
         stamp(&mut fwd.audit);
         if self.sidecar.is_some() {
-            if let Some((status, code, message)) =
-                run_plugins(&self.metrics, self.sidecar.as_ref(), &fwd.key_id, &fwd.public_model, &body).await
+            if let Some((status, code, message)) = run_plugins(
+                &self.metrics,
+                self.sidecar.as_ref(),
+                &fwd.key_id,
+                &fwd.public_model,
+                &body,
+            )
+            .await
             {
                 let out = pipeline::error_body(status, &message, code);
                 let resp = json_response(status, out.clone());
@@ -571,15 +771,22 @@ impl Gateway {
         if let Some(tp) = attempt.as_ref().and_then(|a| a.traceparent.clone()) {
             fwd.headers.push(("traceparent".to_string(), tp));
         }
-        let attempt_span = attempt.as_ref().map_or_else(tracing_span_none, |a| a.span.clone());
+        let attempt_span = attempt
+            .as_ref()
+            .map_or_else(tracing_span_none, |a| a.span.clone());
         if fwd.stream {
             use gatewaylab_trace::Instrument;
-            return self.stream(fwd, t0, rid, permit).instrument(attempt_span).await;
+            return self
+                .stream(fwd, t0, rid, permit)
+                .instrument(attempt_span)
+                .await;
         }
         let t2;
         let sent = {
             use gatewaylab_trace::Instrument;
-            let post = self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone()));
+            let post = self
+                .upstream
+                .post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone()));
             post.instrument(attempt_span).await
         };
         if let (Some(a), Ok(r)) = (&attempt, &sent) {
@@ -594,9 +801,11 @@ impl Gateway {
                     Err(f) => Err(failure(f, self.upstream.timeout())),
                     Ok(b) => {
                         t2 = Instant::now();
-                        self.metrics.observe("forward", t2.duration_since(t1).as_nanos() as u64);
+                        self.metrics
+                            .observe("forward", t2.duration_since(t1).as_nanos() as u64);
                         let r = self.pipeline.respond(&fwd, status, &b);
-                        self.metrics.observe("respond", t2.elapsed().as_nanos() as u64);
+                        self.metrics
+                            .observe("respond", t2.elapsed().as_nanos() as u64);
                         r
                     }
                 }
@@ -619,26 +828,43 @@ impl Gateway {
                 self.finish(r, fwd.audit, f.status, out, t0).await
             }
         };
-        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        self.metrics
+            .observe("total", t0.elapsed().as_nanos() as u64);
         resp
     }
 
     /// A stream that failed before its first byte (or a routed request that failed): a whole
     /// error answer, audited as one.
-    async fn stream_failed(self: &Arc<Self>, fwd: Forwarding, f: UpstreamFailure, t0: Instant) -> Response<GwBody> {
+    async fn stream_failed(
+        self: &Arc<Self>,
+        fwd: Forwarding,
+        f: UpstreamFailure,
+        t0: Instant,
+    ) -> Response<GwBody> {
         self.metrics.incr("upstream_errors");
         let out = f.body();
         let r = json_response(f.status, out.clone());
         let r = self.finish(r, fwd.audit, f.status, out, t0).await;
-        self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+        self.metrics
+            .observe("total", t0.elapsed().as_nanos() as u64);
         r
     }
 
     /// SSE: the upstream's head and first chunk decide between an error answer and a
     /// stream; then a relay task adapts each upstream chunk as it arrives.
-    async fn stream(self: &Arc<Self>, fwd: Forwarding, t0: Instant, rid: String, permit: InFlight) -> Response<GwBody> {
+    async fn stream(
+        self: &Arc<Self>,
+        fwd: Forwarding,
+        t0: Instant,
+        rid: String,
+        permit: InFlight,
+    ) -> Response<GwBody> {
         let timeout = self.upstream.timeout();
-        let resp = match self.upstream.post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone())).await {
+        let resp = match self
+            .upstream
+            .post(&fwd.url, &fwd.headers, Bytes::from(fwd.body.clone()))
+            .await
+        {
             Ok(r) => r,
             Err(f) => return self.stream_failed(fwd, failure(f, timeout), t0).await,
         };
@@ -650,7 +876,9 @@ impl Gateway {
         let mut up = resp.into_body();
         if !(200..300).contains(&status) {
             let _ = self.upstream.collect(&mut up).await;
-            return self.stream_failed(fwd, UpstreamFailure::status(status), t0).await;
+            return self
+                .stream_failed(fwd, UpstreamFailure::status(status), t0)
+                .await;
         }
         let first = match self.upstream.next_chunk(&mut up).await {
             Ok(c) => c,
@@ -674,7 +902,7 @@ impl Gateway {
         let timeout = self.upstream.timeout();
         let clock = || self.started.elapsed().as_nanos() as u64;
         let sleep = |ns| tokio::time::sleep(Duration::from_nanos(ns));
-        let tokens = (body.len() as u64 + 3) / 4;
+        let tokens = (body.len() as u64).div_ceil(4);
         let (f2, b2) = (&fwd, &body);
         let attempts = AtomicU64::new(0);
         let attempts = &attempts;
@@ -690,8 +918,12 @@ impl Gateway {
             }
             let post = {
                 use gatewaylab_trace::Instrument;
-                let span = attempt.as_ref().map_or_else(tracing_span_none, |a| a.span.clone());
-                self.upstream.post(&t.url, &t.headers, Bytes::from(t.body)).instrument(span)
+                let span = attempt
+                    .as_ref()
+                    .map_or_else(tracing_span_none, |a| a.span.clone());
+                self.upstream
+                    .post(&t.url, &t.headers, Bytes::from(t.body))
+                    .instrument(span)
             };
             let resp = match post.await {
                 Ok(r) => r,
@@ -706,7 +938,14 @@ impl Gateway {
                 // a JSON answer, or a stream refused with a status: read the body either way
                 return match self.upstream.collect(&mut up).await {
                     Err(f) => (Outcome::Fail, Err(failure(f, timeout))),
-                    Ok(b) => (if retryable(status) { Outcome::Fail } else { Outcome::Ok }, Ok((status, None, b))),
+                    Ok(b) => (
+                        if retryable(status) {
+                            Outcome::Fail
+                        } else {
+                            Outcome::Ok
+                        },
+                        Ok((status, None, b)),
+                    ),
                 };
             }
             match self.upstream.next_chunk(&mut up).await {
@@ -722,7 +961,10 @@ impl Gateway {
         match result {
             Err(f) => self.stream_failed(fwd, f, t0).await,
             Ok((_, Some((up, first)), _)) => self.relay(fwd, up, first, t0, rid, permit),
-            Ok((status, None, _)) if fwd.stream => self.stream_failed(fwd, UpstreamFailure::status(status), t0).await,
+            Ok((status, None, _)) if fwd.stream => {
+                self.stream_failed(fwd, UpstreamFailure::status(status), t0)
+                    .await
+            }
             Ok((status, None, b)) => match self.pipeline.respond(&fwd, status, &b) {
                 Err(f) => self.stream_failed(fwd, f, t0).await,
                 Ok((status, out, _)) => {
@@ -733,7 +975,8 @@ impl Gateway {
                         }
                     }
                     let r = self.finish(r, fwd.audit, status, out, t0).await;
-                    self.metrics.observe("total", t0.elapsed().as_nanos() as u64);
+                    self.metrics
+                        .observe("total", t0.elapsed().as_nanos() as u64);
                     r
                 }
             },
@@ -816,7 +1059,9 @@ impl Gateway {
     fn local_root(&self) -> Option<serde_json::Value> {
         let l = self.ledger.as_ref()?;
         let led = l.ledger();
-        Some(json!({"count": led.count(), "root": led.root_hex(), "durable_count": led.durable_count()}))
+        Some(
+            json!({"count": led.count(), "root": led.root_hex(), "durable_count": led.durable_count()}),
+        )
     }
 
     /// The control protocol's answer (crate::unit; gateway.workers.Peers._local).
@@ -832,14 +1077,26 @@ impl Gateway {
                 let led = l.ledger();
                 let count = led.count();
                 let out = match u64::try_from(n) {
-                    Err(_) if op == "inclusion" => Err(format!("leaf index {n} out of range for an MMR of {count} leaves")),
-                    Err(_) => Err(format!("old count {n} out of range for an MMR of {count} leaves")),
-                    Ok(n) if op == "inclusion" => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
-                    Ok(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+                    Err(_) if op == "inclusion" => Err(format!(
+                        "leaf index {n} out of range for an MMR of {count} leaves"
+                    )),
+                    Err(_) => Err(format!(
+                        "old count {n} out of range for an MMR of {count} leaves"
+                    )),
+                    Ok(n) if op == "inclusion" => led
+                        .inclusion_proof(n)
+                        .map(|p| p.to_json())
+                        .map_err(|e| e.to_string()),
+                    Ok(n) => led
+                        .consistency_proof(n)
+                        .map(|p| p.to_json())
+                        .map_err(|e| e.to_string()),
                 };
                 match out {
-                    Ok(proof) => json!({"ok": {"proof": proof, "root": {"count": led.count(), "root": led.root_hex(),
-                                                                       "durable_count": led.durable_count()}}}),
+                    Ok(proof) => {
+                        json!({"ok": {"proof": proof, "root": {"count": led.count(), "root": led.root_hex(),
+                                                                       "durable_count": led.durable_count()}}})
+                    }
                     Err(m) => json!({"error": m, "index_error": true}),
                 }
             }
@@ -856,17 +1113,33 @@ impl Gateway {
     }
 
     /// Every shard's state, or the 503 that names the shards not answering.
-    async fn shard_states(&self, unit: &Unit, skip: Option<usize>) -> Result<Vec<serde_json::Value>, Response<GwBody>> {
+    async fn shard_states(
+        &self,
+        unit: &Unit,
+        skip: Option<usize>,
+    ) -> Result<Vec<serde_json::Value>, Response<GwBody>> {
         let req = json!({"op": "root"});
-        let answers = futures_util::future::join_all((0..unit.count).map(|k| self.ask(unit, k, &req))).await;
+        let answers =
+            futures_util::future::join_all((0..unit.count).map(|k| self.ask(unit, k, &req))).await;
         let down: Vec<String> = answers
             .iter()
             .enumerate()
-            .filter(|(k, a)| Some(*k) != skip && a.get("ok").map_or(true, |v| v.is_null()))
-            .map(|(k, a)| format!("shard {k}: {}", a.get("error").and_then(|e| e.as_str()).unwrap_or("no ledger")))
+            .filter(|(k, a)| Some(*k) != skip && a.get("ok").is_none_or(|v| v.is_null()))
+            .map(|(k, a)| {
+                format!(
+                    "shard {k}: {}",
+                    a.get("error")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("no ledger")
+                )
+            })
             .collect();
         if !down.is_empty() {
-            return Err(error(503, &format!("the combined root needs every shard; {}", down.join("; ")), "shard_unavailable"));
+            return Err(error(
+                503,
+                &format!("the combined root needs every shard; {}", down.join("; ")),
+                "shard_unavailable",
+            ));
         }
         Ok(answers.into_iter().map(|mut a| a["ok"].take()).collect())
     }
@@ -876,7 +1149,10 @@ impl Gateway {
         let pairs: Vec<(u64, gatewaylab_core::hash::Hash)> = rows
             .iter()
             .map(|r| {
-                let root = r["root"].as_str().and_then(gatewaylab_core::hash::from_hex).unwrap_or([0u8; 32]);
+                let root = r["root"]
+                    .as_str()
+                    .and_then(gatewaylab_core::hash::from_hex)
+                    .unwrap_or([0u8; 32]);
                 (r["count"].as_u64().unwrap_or(0), root)
             })
             .collect();
@@ -894,13 +1170,16 @@ impl Gateway {
             .map(|(k, s)| json!({"shard": k, "count": s["count"], "root": s["root"], "durable_count": s["durable_count"]}))
             .collect();
         let count: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap_or(0)).sum();
-        let durable: u64 = rows.iter().map(|r| r["durable_count"].as_u64().unwrap_or(0)).sum();
+        let durable: u64 = rows
+            .iter()
+            .map(|r| r["durable_count"].as_u64().unwrap_or(0))
+            .sum();
         let doc = json!({"layout": "sharded", "format": "shards v1", "root": Self::combined(&rows), "count": count,
                          "durable_count": durable, "shards": rows});
         json_response(200, serde_json::to_vec(&doc).expect("serialises"))
     }
 
-    async fn audit_root(self: &Self) -> Response<GwBody> {
+    async fn audit_root(&self) -> Response<GwBody> {
         if let Some(unit) = self.unit.as_ref().filter(|u| u.sharded) {
             if self.ledger.is_some() {
                 return self.sharded_root(unit).await;
@@ -931,25 +1210,43 @@ impl Gateway {
         shard: Option<String>,
     ) -> Response<GwBody> {
         let Some(digits) = index_digits(raw) else {
-            return error(400, &format!("{what} must be a non-negative integer, got {}", crate::config::py_str(raw)),
-                         invalid_code);
+            return error(
+                400,
+                &format!(
+                    "{what} must be a non-negative integer, got {}",
+                    crate::config::py_str(raw)
+                ),
+                invalid_code,
+            );
         };
         let n = index_value(digits);
         let Some(l) = self.ledger.as_ref() else {
             return error(404, "the audit ledger is off (--audit off)", "audit_off");
         };
         if let Some(unit) = self.unit.as_ref().filter(|u| u.sharded) {
-            return self.shard_proof(unit, n, digits, inclusion, range_status, range_code, shard).await;
+            return self
+                .shard_proof(unit, n, digits, inclusion, range_status, range_code, shard)
+                .await;
         }
         if shard.is_some() {
-            return error(400, "query parameter 'shard' applies to a sharded ledger only", "not_sharded");
+            return error(
+                400,
+                "query parameter 'shard' applies to a sharded ledger only",
+                "not_sharded",
+            );
         }
         let led = l.ledger();
         let count = led.count();
         let out = match n {
             None => Err(out_of_range(inclusion, digits, count)),
-            Some(n) if inclusion => led.inclusion_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
-            Some(n) => led.consistency_proof(n).map(|p| p.to_json()).map_err(|e| e.to_string()),
+            Some(n) if inclusion => led
+                .inclusion_proof(n)
+                .map(|p| p.to_json())
+                .map_err(|e| e.to_string()),
+            Some(n) => led
+                .consistency_proof(n)
+                .map(|p| p.to_json())
+                .map_err(|e| e.to_string()),
         };
         match out {
             Ok(v) => json_response(200, serde_json::to_vec(&v).expect("a proof serialises")),
@@ -959,35 +1256,75 @@ impl Gateway {
 
     /// Shard K's proof made by its owner, among every shard's state (docs/workers.md).
     #[allow(clippy::too_many_arguments)]
-    async fn shard_proof(&self, unit: &Unit, n: Option<u64>, digits: &str, inclusion: bool, range_status: u16,
-                         range_code: &str, shard: Option<String>) -> Response<GwBody> {
+    async fn shard_proof(
+        &self,
+        unit: &Unit,
+        n: Option<u64>,
+        digits: &str,
+        inclusion: bool,
+        range_status: u16,
+        range_code: &str,
+        shard: Option<String>,
+    ) -> Response<GwBody> {
         let last = unit.count - 1;
         let Some(raw) = shard else {
-            return error(400, &format!("query parameter 'shard' (0..{last}) is required: the ledger is sharded"),
-                         "missing_shard");
+            return error(
+                400,
+                &format!("query parameter 'shard' (0..{last}) is required: the ledger is sharded"),
+                "missing_shard",
+            );
         };
         let Some(k_digits) = index_digits(&raw) else {
-            return error(400, &format!("'shard' must be a non-negative integer, got {}", crate::config::py_str(&raw)),
-                         "invalid_shard");
+            return error(
+                400,
+                &format!(
+                    "'shard' must be a non-negative integer, got {}",
+                    crate::config::py_str(&raw)
+                ),
+                "invalid_shard",
+            );
         };
         let Some(k) = k_digits.parse::<usize>().ok().filter(|k| *k < unit.count) else {
-            return error(404, &format!("shard {k_digits} does not exist (0..{last})"), "shard_out_of_range");
+            return error(
+                404,
+                &format!("shard {k_digits} does not exist (0..{last})"),
+                "shard_out_of_range",
+            );
         };
-        let kind = if inclusion { "inclusion" } else { "consistency" };
+        let kind = if inclusion {
+            "inclusion"
+        } else {
+            "consistency"
+        };
         let Some(n) = n else {
             // beyond any ledger: out of range against the shard's count, no proof to ask for
             let got = self.ask(unit, k, &json!({"op": "root"})).await;
-            return match got.get("ok").and_then(|v| v.get("count")).and_then(|c| c.as_u64()) {
-                Some(count) => error(range_status, &out_of_range(inclusion, digits, count), range_code),
+            return match got
+                .get("ok")
+                .and_then(|v| v.get("count"))
+                .and_then(|c| c.as_u64())
+            {
+                Some(count) => error(
+                    range_status,
+                    &out_of_range(inclusion, digits, count),
+                    range_code,
+                ),
                 None => {
-                    let msg = got.get("error").and_then(|e| e.as_str()).unwrap_or("no ledger");
+                    let msg = got
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("no ledger");
                     error(503, &format!("shard {k}: {msg}"), "shard_unavailable")
                 }
             };
         };
         let mut got = self.ask(unit, k, &json!({"op": kind, "n": n})).await;
         let Some(ok) = got.get_mut("ok").map(|v| v.take()) else {
-            let msg = got.get("error").and_then(|e| e.as_str()).unwrap_or("no answer").to_string();
+            let msg = got
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no answer")
+                .to_string();
             if got.get("index_error").and_then(|v| v.as_bool()) == Some(true) {
                 return error(range_status, &msg, range_code);
             }
@@ -1036,12 +1373,16 @@ impl Gateway {
 
     /// Records the ledger thread could not write (a stopped WAL: a full disk, say).
     fn audit_failures(&self) -> u64 {
-        self.ledger.as_ref().map_or(0, |l| l.stats().failed.load(Relaxed))
+        self.ledger
+            .as_ref()
+            .map_or(0, |l| l.stats().failed.load(Relaxed))
     }
 
     fn health(&self) -> Vec<u8> {
-        let switches: serde_json::Map<String, serde_json::Value> =
-            crate::config::COMPONENTS.iter().map(|c| (c.to_string(), json!("rust"))).collect();
+        let switches: serde_json::Map<String, serde_json::Value> = crate::config::COMPONENTS
+            .iter()
+            .map(|c| (c.to_string(), json!("rust")))
+            .collect();
         let (records, depth, spawned) = self.ledger_counts();
         let v = json!({
             "status": "ok", "pid": std::process::id(), "shell": "hyper", "server": "gatewaylab-server",
@@ -1068,14 +1409,22 @@ impl Gateway {
                                        "threads": self.opts.threads, "alive": true}],
                           "dead": [], "clamped": false, "notes": []});
         };
-        let unit: serde_json::Value = self.unit.as_ref()
+        let unit: serde_json::Value = self
+            .unit
+            .as_ref()
             .and_then(|u| std::fs::read(u.layout_file()).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| json!({"workers": [], "notes": [], "clamped": false}));
         let workers = unit.get("workers").cloned().unwrap_or_else(|| json!([]));
-        let dead: Vec<serde_json::Value> = workers.as_array().map(|ws| ws.iter()
-            .filter(|w| w.get("alive") == Some(&json!(false)))
-            .filter_map(|w| w.get("index").cloned()).collect()).unwrap_or_default();
+        let dead: Vec<serde_json::Value> = workers
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .filter(|w| w.get("alive") == Some(&json!(false)))
+                    .filter_map(|w| w.get("index").cloned())
+                    .collect()
+            })
+            .unwrap_or_default();
         json!({"count": count, "index": index, "layout": "workers", "ledger_layout": unit.get("ledger_layout"),
                "ready": unit.get("ready").cloned().unwrap_or(json!(false)),
                "workers": workers, "dead": dead, "clamped": unit.get("clamped").cloned().unwrap_or(json!(false)),
@@ -1088,7 +1437,12 @@ impl Gateway {
         self.metrics.set("background_spawned", spawned);
         self.metrics.set("audit_failures", self.audit_failures());
         let in_flight = self.in_flight.load(Relaxed) as f64;
-        self.metrics.render(&[("background_queue_depth", depth as f64), ("requests_in_flight", in_flight)]).into_bytes()
+        self.metrics
+            .render(&[
+                ("background_queue_depth", depth as f64),
+                ("requests_in_flight", in_flight),
+            ])
+            .into_bytes()
     }
 
     /// Stop: drain the audit queue into the WAL and close it.
@@ -1116,25 +1470,46 @@ pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&body);
         Some(out)
     };
-    let refuse = |why: &str| answer(400, "Bad Request", &format!("malformed HTTP request: {why}"), "bad_http_framing");
+    let refuse = |why: &str| {
+        answer(
+            400,
+            "Bad Request",
+            &format!("malformed HTTP request: {why}"),
+            "bad_http_framing",
+        )
+    };
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     // the request line's verdicts, as the Python rungs' guard gives them (gateway/stages/guard.py
     // check_scope): HTTP/1.0 and 1.1 only (505), exactly one non-empty Host on HTTP/1.1, no
     // Transfer-Encoding on HTTP/1.0
     let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
-    let version = request_line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    if version.starts_with(b"HTTP/") && version != b"HTTP/1.1" && version != b"HTTP/1.0" && version.len() == 8
-        && version[5].is_ascii_digit() && version[6] == b'.' && version[7].is_ascii_digit()
+    let version = request_line
+        .rsplit(|&b| b == b' ')
+        .next()
+        .unwrap_or_default();
+    if version.starts_with(b"HTTP/")
+        && version != b"HTTP/1.1"
+        && version != b"HTTP/1.0"
+        && version.len() == 8
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit()
     {
         let v = String::from_utf8_lossy(&version[5..]).into_owned();
-        return answer(505, "HTTP Version Not Supported", &format!("HTTP/{v} is not supported (HTTP/1.0 and 1.1 only)"),
-                      "unsupported_http_version");
+        return answer(
+            505,
+            "HTTP Version Not Supported",
+            &format!("HTTP/{v} is not supported (HTTP/1.0 and 1.1 only)"),
+            "unsupported_http_version",
+        );
     }
     let (mut cl, mut te, mut hosts, mut empty_host) = (0, 0, 0, false);
     for line in head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { return refuse("header line without a colon") };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return refuse("header line without a colon");
+        };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         if name.is_empty() || !name.iter().all(|&b| token(b)) {
             return refuse("invalid bytes in a header name");
@@ -1158,13 +1533,28 @@ pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
         return refuse("Content-Length together with Transfer-Encoding");
     }
     if hosts > 1 {
-        return answer(400, "Bad Request", "more than one Host header", "invalid_host");
+        return answer(
+            400,
+            "Bad Request",
+            "more than one Host header",
+            "invalid_host",
+        );
     }
     if (hosts == 0 && version == b"HTTP/1.1") || empty_host {
-        return answer(400, "Bad Request", "an HTTP/1.1 request without a Host header (or with an empty one)", "invalid_host");
+        return answer(
+            400,
+            "Bad Request",
+            "an HTTP/1.1 request without a Host header (or with an empty one)",
+            "invalid_host",
+        );
     }
     if te > 0 && version == b"HTTP/1.0" {
-        return answer(400, "Bad Request", "Transfer-Encoding in an HTTP/1.0 request", "ambiguous_framing");
+        return answer(
+            400,
+            "Bad Request",
+            "Transfer-Encoding in an HTTP/1.0 request",
+            "ambiguous_framing",
+        );
     }
     None
 }
@@ -1200,7 +1590,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|c| libc::CPU_ISSET(*c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
     }
 }
 
@@ -1211,11 +1603,18 @@ fn tracing_span_none() -> gatewaylab_trace::Span {
 
 pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
     // before the runtime: the OTLP exporter's blocking HTTP client must not start inside it
-    let tracer = gatewaylab_trace::Tracer::new(cfg.tracing, &cfg.tracing_endpoint, "gatewaylab", 200)?;
+    let tracer =
+        gatewaylab_trace::Tracer::new(cfg.tracing, &cfg.tracing_endpoint, "gatewaylab", 200)?;
     let tracer_at_exit = tracer.clone();
-    let rt = gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
+    let rt =
+        gatewaylab_net::server::build_runtime(opts.threads).map_err(|e| format!("runtime: {e}"))?;
     let result = rt.block_on(async move {
-        let cannot = |e: std::io::Error| format!("--port: cannot listen on {}:{}: {}", opts.host, opts.port, e);
+        let cannot = |e: std::io::Error| {
+            format!(
+                "--port: cannot listen on {}:{}: {}",
+                opts.host, opts.port, e
+            )
+        };
         let listener = if opts.reuse_port {
             // a worker of a unit: every worker listens on the port with SO_REUSEPORT and the
             // kernel spreads connections over them
@@ -1224,14 +1623,20 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
                 .map_err(cannot)?
                 .next()
                 .ok_or_else(|| format!("--host: {} resolves to no address", opts.host))?;
-            let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-                .map_err(cannot)?;
+            let sock = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(cannot)?;
             sock.set_reuseaddr(true).map_err(cannot)?;
             sock.set_reuseport(true).map_err(cannot)?;
             sock.bind(addr).map_err(cannot)?;
             sock.listen(2048).map_err(cannot)?
         } else {
-            tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.map_err(cannot)?
+            tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+                .await
+                .map_err(cannot)?
         };
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let sidecar = if cfg.plugins.pre_call.is_empty() {
@@ -1252,7 +1657,10 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         let limits = gatewaylab_net::server::Limits {
             max_connections: 4096,
             // above the guard's own limit, so its 400 headers_too_large answers first
-            max_header_bytes: (cfg.max_header_bytes as usize).saturating_mul(2).max(16 * 1024) + 4096,
+            max_header_bytes: (cfg.max_header_bytes as usize)
+                .saturating_mul(2)
+                .max(16 * 1024)
+                + 4096,
             header_read_timeout: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(30),
@@ -1284,7 +1692,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
                             Ok(r) => r,
                             Err(_) => {
                                 g.metrics.count_request("other", 500);
-                                error(500, "internal error while serving the request", "internal_error")
+                                error(
+                                    500,
+                                    "internal error while serving the request",
+                                    "internal_error",
+                                )
                             }
                         };
                         Ok::<_, Infallible>(resp)
@@ -1301,7 +1713,9 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
         while gw.pending_audits.load(Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let drained = tokio::task::spawn_blocking(move || gw.shutdown()).await.map_err(|e| e.to_string())?;
+        let drained = tokio::task::spawn_blocking(move || gw.shutdown())
+            .await
+            .map_err(|e| e.to_string())?;
         served.and(drained)
     });
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -1319,19 +1733,37 @@ mod tests {
         raw_head_check(head.as_bytes()).map(|r| {
             let text = String::from_utf8(r).unwrap();
             let body = text.split("\r\n\r\n").nth(1).unwrap();
-            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["message"].as_str().unwrap().to_string()
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
     }
 
     #[test]
     fn raw_heads_hyper_would_normalise_are_refused() {
         let h = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n";
-        assert_eq!(code(&format!("{h}content-length: 2\r\nContent-Length: 2")).unwrap(), "malformed HTTP request: duplicate Content-Length header");
-        assert!(code(&format!("{h}content-length: 2\r\ntransfer-encoding: chunked")).unwrap().contains("together"));
-        assert!(code(&format!("{h}x-evil: a\x01b")).unwrap().contains("header value"));
-        assert!(code(&format!("{h}bad name: a")).unwrap().contains("header name"));
-        assert_eq!(code(&format!("{h}content-length: 2\r\nauthorization: Bearer k")), None);
-        assert_eq!(code(&format!("{h}transfer-encoding: gzip, chunked")), None); // the guard's, on hyper's view
+        assert_eq!(
+            code(&format!("{h}content-length: 2\r\nContent-Length: 2")).unwrap(),
+            "malformed HTTP request: duplicate Content-Length header"
+        );
+        assert!(code(&format!(
+            "{h}content-length: 2\r\ntransfer-encoding: chunked"
+        ))
+        .unwrap()
+        .contains("together"));
+        assert!(code(&format!("{h}x-evil: a\x01b"))
+            .unwrap()
+            .contains("header value"));
+        assert!(code(&format!("{h}bad name: a"))
+            .unwrap()
+            .contains("header name"));
+        assert_eq!(
+            code(&format!("{h}content-length: 2\r\nauthorization: Bearer k")),
+            None
+        );
+        assert_eq!(code(&format!("{h}transfer-encoding: gzip, chunked")), None);
+        // the guard's, on hyper's view
     }
 
     #[test]
@@ -1343,10 +1775,15 @@ mod tests {
         assert_eq!(index_value(&huge), None);
         assert_eq!(index_value("9223372036854775807"), Some(i64::MAX as u64));
         assert_eq!(index_value("9223372036854775808"), None);
-        for bad in ["", "x", "-1", "+1", " 1", "1_000", "1__0", "_1", "1.0", "0x10", "\u{663}"] {
+        for bad in [
+            "", "x", "-1", "+1", " 1", "1_000", "1__0", "_1", "1.0", "0x10", "\u{663}",
+        ] {
             assert_eq!(index_digits(bad), None, "{bad}");
         }
-        assert_eq!(query_param(Some("a=1&old=%33"), "old").as_deref(), Some("3"));
+        assert_eq!(
+            query_param(Some("a=1&old=%33"), "old").as_deref(),
+            Some("3")
+        );
         assert_eq!(query_param(Some("old=+1"), "old").as_deref(), Some(" 1"));
         assert_eq!(percent_decode("+1%2B", false), "+1+"); // a path keeps its plus
     }

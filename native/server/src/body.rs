@@ -28,11 +28,17 @@ pub struct GwBody {
 
 impl GwBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
-        Self { kind: Kind::Full(Some(b.into())), after_send: None }
+        Self {
+            kind: Kind::Full(Some(b.into())),
+            after_send: None,
+        }
     }
 
     pub fn stream(rx: mpsc::Receiver<Bytes>) -> Self {
-        Self { kind: Kind::Stream(rx), after_send: None }
+        Self {
+            kind: Kind::Stream(rx),
+            after_send: None,
+        }
     }
 
     /// Run `f` once the body has been handed to the connection (or dropped unsent).
@@ -58,7 +64,10 @@ impl Body for GwBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),

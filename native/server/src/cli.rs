@@ -89,7 +89,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             return Err(USAGE.into());
         }
         let mut value = || -> Result<String, String> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| format!("{flag}: expected a value"))
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag}: expected a value"))
         };
         match flag.as_str() {
             "--config" => o.config = Some(value()?),
@@ -99,11 +102,16 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--host" => o.host = value()?,
             "--port" => {
                 let v = value()?;
-                o.port = v.parse().map_err(|_| format!("--port: expected a port number, got {v:?}"))?;
+                o.port = v
+                    .parse()
+                    .map_err(|_| format!("--port: expected a port number, got {v:?}"))?;
             }
             "--threads" => {
                 let v = value()?;
-                o.threads = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("--threads: expected a positive integer, got {v:?}"))?;
+                o.threads =
+                    v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        format!("--threads: expected a positive integer, got {v:?}")
+                    })?;
             }
             "--stages" => o.stages = Some(value()?),
             "--audit" => {
@@ -123,12 +131,16 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--max-in-flight" => {
                 let v = value()?;
-                o.max_in_flight = Some(v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("--max-in-flight: expected a positive integer, got {v:?}"))?);
+                o.max_in_flight = Some(v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("--max-in-flight: expected a positive integer, got {v:?}")
+                })?);
             }
             "--mode" => {
                 let v = value()?;
                 if v != "rs-server" {
-                    return Err(format!("--mode: this binary is rung 3 (rs-server), got {v:?}"));
+                    return Err(format!(
+                        "--mode: this binary is rung 3 (rs-server), got {v:?}"
+                    ));
                 }
             }
             "--python" => o.python = value()?,
@@ -137,20 +149,32 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                 o.float_sum = match v.as_str() {
                     "plain" => gatewaylab_core::entropy::PySum::Plain,
                     "neumaier" => gatewaylab_core::entropy::PySum::Neumaier,
-                    _ => return Err(format!("--float-sum: expected plain or neumaier, got {v:?}")),
+                    _ => {
+                        return Err(format!(
+                            "--float-sum: expected plain or neumaier, got {v:?}"
+                        ))
+                    }
                 };
             }
             "--reuse-port" => o.reuse_port = true,
             "--worker" => {
                 let v = value()?;
-                let parsed = v.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
-                o.worker = Some(parsed.filter(|(k, n)| k < n).ok_or_else(|| format!("--worker: expected K/N with K < N, got {v:?}"))?);
+                let parsed = v
+                    .split_once('/')
+                    .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+                o.worker = Some(
+                    parsed
+                        .filter(|(k, n)| k < n)
+                        .ok_or_else(|| format!("--worker: expected K/N with K < N, got {v:?}"))?,
+                );
             }
             "--unit-dir" => o.unit_dir = Some(value()?),
             "--ledger-layout" => {
                 let v = value()?;
                 if v != "single" && v != "sharded" {
-                    return Err(format!("--ledger-layout: expected single or sharded, got {v:?}"));
+                    return Err(format!(
+                        "--ledger-layout: expected single or sharded, got {v:?}"
+                    ));
                 }
                 o.ledger_layout = Some(v);
             }
@@ -173,8 +197,14 @@ pub fn build_config(o: &mut Options) -> Result<Config, String> {
         }
         config::load(path)?
     } else {
-        let up = o.upstream.as_deref().ok_or("--upstream: required without --config")?;
-        let key = o.api_key.as_deref().ok_or("--api-key: required without --config")?;
+        let up = o
+            .upstream
+            .as_deref()
+            .ok_or("--upstream: required without --config")?;
+        let key = o
+            .api_key
+            .as_deref()
+            .ok_or("--api-key: required without --config")?;
         if o.ledger.is_none() {
             o.ledger = Some(temp_ledger_dir()?);
         }
@@ -258,23 +288,76 @@ mod tests {
 
     #[test]
     fn flags() {
-        let o = parse_args(&s(&["--upstream", "http://h:1", "--api-key=k", "--threads", "2", "--audit", "off"])).unwrap();
-        assert_eq!((o.upstream.as_deref(), o.api_key.as_deref(), o.threads, o.audit), (Some("http://h:1"), Some("k"), 2, Some(false)));
-        assert_eq!(parse_args(&s(&["--threads", "0"])).unwrap_err(), "--threads: expected a positive integer, got \"0\"");
-        assert!(parse_args(&s(&["--bogus"])).unwrap_err().starts_with("--bogus: unknown argument"));
+        let o = parse_args(&s(&[
+            "--upstream",
+            "http://h:1",
+            "--api-key=k",
+            "--threads",
+            "2",
+            "--audit",
+            "off",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                o.upstream.as_deref(),
+                o.api_key.as_deref(),
+                o.threads,
+                o.audit
+            ),
+            (Some("http://h:1"), Some("k"), 2, Some(false))
+        );
+        assert_eq!(
+            parse_args(&s(&["--threads", "0"])).unwrap_err(),
+            "--threads: expected a positive integer, got \"0\""
+        );
+        assert!(parse_args(&s(&["--bogus"]))
+            .unwrap_err()
+            .starts_with("--bogus: unknown argument"));
         assert!(parse_args(&s(&["--mode", "py"])).is_err());
-        let mut o = parse_args(&s(&["--upstream", "http://h:1", "--api-key", "k", "--ledger", "/tmp/x", "--ack", "durable", "--max-in-flight=3"])).unwrap();
+        let mut o = parse_args(&s(&[
+            "--upstream",
+            "http://h:1",
+            "--api-key",
+            "k",
+            "--ledger",
+            "/tmp/x",
+            "--ack",
+            "durable",
+            "--max-in-flight=3",
+        ]))
+        .unwrap();
         let c = build_config(&mut o).unwrap();
         assert_eq!((c.ack.as_str(), c.max_in_flight), ("durable", 3));
-        assert_eq!(parse_args(&s(&["--ack", "later"])).unwrap_err(), "--ack: expected background or durable, got \"later\"");
-        assert_eq!(parse_args(&s(&["--max-in-flight", "0"])).unwrap_err(), "--max-in-flight: expected a positive integer, got \"0\"");
+        assert_eq!(
+            parse_args(&s(&["--ack", "later"])).unwrap_err(),
+            "--ack: expected background or durable, got \"later\""
+        );
+        assert_eq!(
+            parse_args(&s(&["--max-in-flight", "0"])).unwrap_err(),
+            "--max-in-flight: expected a positive integer, got \"0\""
+        );
     }
 
     #[test]
     fn zero_config_needs_both_flags() {
         let mut o = parse_args(&s(&["--upstream", "http://h:1"])).unwrap();
-        assert_eq!(build_config(&mut o).unwrap_err(), "--api-key: required without --config");
-        let mut o = parse_args(&s(&["--upstream", "nope", "--api-key", "k", "--ledger", "/tmp/x"])).unwrap();
-        assert_eq!(build_config(&mut o).unwrap_err(), "--upstream: 'nope' is not an http(s) URL");
+        assert_eq!(
+            build_config(&mut o).unwrap_err(),
+            "--api-key: required without --config"
+        );
+        let mut o = parse_args(&s(&[
+            "--upstream",
+            "nope",
+            "--api-key",
+            "k",
+            "--ledger",
+            "/tmp/x",
+        ]))
+        .unwrap();
+        assert_eq!(
+            build_config(&mut o).unwrap_err(),
+            "--upstream: 'nope' is not an http(s) URL"
+        );
     }
 }

@@ -21,11 +21,36 @@ pub const SHELLS: &[&str] = &["asgi", "fastapi"];
 pub const SERVERS: &[&str] = &["uvicorn", "granian"];
 /// gateway.twins.MODES, in its order (messages list them).
 pub const MODES: &[&str] = &["py", "py+rs", "rs-core", "rs-server"];
-pub const COMPONENTS: &[&str] =
-    &["hash", "record", "entropy", "mmr", "wal", "auth", "waf", "ratelimit", "adapter", "forwarder", "router"];
+pub const COMPONENTS: &[&str] = &[
+    "hash",
+    "record",
+    "entropy",
+    "mmr",
+    "wal",
+    "auth",
+    "waf",
+    "ratelimit",
+    "adapter",
+    "forwarder",
+    "router",
+];
 const TOP: &[&str] = &[
-    "audit", "background", "impl", "keys", "ledger", "limits", "mode", "model_list", "passthrough", "plugins",
-    "router", "server", "shell", "stages", "tracing", "waf",
+    "audit",
+    "background",
+    "impl",
+    "keys",
+    "ledger",
+    "limits",
+    "mode",
+    "model_list",
+    "passthrough",
+    "plugins",
+    "router",
+    "server",
+    "shell",
+    "stages",
+    "tracing",
+    "waf",
 ];
 /// gateway.pipeline.STAGES, in its order
 pub const STAGES: &[&str] = &["auth", "parse", "waf", "ratelimit", "adapter"];
@@ -40,7 +65,15 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn url(&self) -> String {
-        format!("{}{}", self.base_url, if self.kind == "anthropic" { "/messages" } else { "/chat/completions" })
+        format!(
+            "{}{}",
+            self.base_url,
+            if self.kind == "anthropic" {
+                "/messages"
+            } else {
+                "/chat/completions"
+            }
+        )
     }
 }
 
@@ -122,10 +155,16 @@ pub fn py_repr(v: &Value) -> String {
             }
         }
         Value::String(s) => py_str(s),
-        Value::Sequence(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(py_repr).collect::<Vec<_>>().join(", ")
+        ),
         Value::Mapping(m) => format!(
             "{{{}}}",
-            m.iter().map(|(k, v)| format!("{}: {}", py_repr(k), py_repr(v))).collect::<Vec<_>>().join(", ")
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", py_repr(k), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Value::Tagged(t) => py_repr(&t.value),
     }
@@ -195,7 +234,11 @@ fn get<'a>(m: &'a Mapping, key: &str, w: &str, ty: Ty) -> Result<Option<&'a Valu
     match field(m, key) {
         None => Ok(None),
         Some(v) if ty.accepts(v) => Ok(Some(v)),
-        Some(v) => Err(format!("{w}{key}: expected {}, got {}", ty.name(), py_repr(v))),
+        Some(v) => Err(format!(
+            "{w}{key}: expected {}, got {}",
+            ty.name(),
+            py_repr(v)
+        )),
     }
 }
 
@@ -215,7 +258,11 @@ fn check_one_of(v: &str, choices: &[&str], w: &str, key: &str) -> Result<()> {
     if choices.contains(&v) {
         Ok(())
     } else {
-        Err(format!("{w}{key}: expected one of {}, got {}", choices.join(", "), py_str(v)))
+        Err(format!(
+            "{w}{key}: expected one of {}, got {}",
+            choices.join(", "),
+            py_str(v)
+        ))
     }
 }
 
@@ -261,7 +308,9 @@ fn number(m: &Mapping, key: &str, w: &str, default: f64, positive: bool) -> Resu
 }
 
 fn mapping<'a>(m: &'a Mapping, key: &str, w: &str, empty: &'a Mapping) -> Result<&'a Mapping> {
-    Ok(get(m, key, w, Ty::Map)?.map(|v| v.as_mapping().expect("checked")).unwrap_or(empty))
+    Ok(get(m, key, w, Ty::Map)?
+        .map(|v| v.as_mapping().expect("checked"))
+        .unwrap_or(empty))
 }
 
 /// gateway.config.normalise_base_url
@@ -285,7 +334,9 @@ pub fn normalise_base_url(url: &str, w: &str) -> Result<String> {
 }
 
 fn hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The shipped rule set, the same as `gateway.stages.waf.default_rules()` (a test compares
@@ -293,12 +344,28 @@ fn hex64(s: &str) -> bool {
 pub fn default_rules() -> Vec<WafRule> {
     fn ci(word: &str) -> String {
         word.chars()
-            .map(|c| if c.is_ascii_alphabetic() { format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()) } else { c.to_string() })
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    c.to_string()
+                }
+            })
             .collect()
     }
     let sp = "[ \\t]+";
-    let r = |id: &str, pattern: String| WafRule { id: id.into(), kind: "regex".into(), pattern, case_insensitive: false };
-    let l = |id: &str, pattern: &str| WafRule { id: id.into(), kind: "literal".into(), pattern: pattern.into(), case_insensitive: true };
+    let r = |id: &str, pattern: String| WafRule {
+        id: id.into(),
+        kind: "regex".into(),
+        pattern,
+        case_insensitive: false,
+    };
+    let l = |id: &str, pattern: &str| WafRule {
+        id: id.into(),
+        kind: "literal".into(),
+        pattern: pattern.into(),
+        case_insensitive: true,
+    };
     vec![
         r("prompt_injection.ignore_instructions", format!("{}{sp}(?i:(all{sp}|any{sp}|the{sp})?(previous|prior|above|earlier){sp}(instructions|prompts|rules|directions))", ci("ignore"))),
         r("prompt_injection.disregard", format!("{}{sp}(?i:(all{sp}|any{sp}|the{sp}|your{sp})?(previous{sp}|prior{sp}|above{sp})?(instructions|rules|guidelines|system{sp}prompt))", ci("disregard"))),
@@ -336,16 +403,31 @@ fn waf_rule(v: &Value) -> Result<WafRule> {
     let rid = m.get("id").unwrap_or(&none);
     let id = match rid {
         Value::String(s) if !s.is_empty() => s.clone(),
-        other => return Err(format!("Waf: rule id must be a non-empty str, got {}", py_repr(other))),
+        other => {
+            return Err(format!(
+                "Waf: rule id must be a non-empty str, got {}",
+                py_repr(other)
+            ))
+        }
     };
     let pattern = match m.get("pattern") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(format!("Waf: rule {}: pattern must be a non-empty str", py_str(&id))),
+        _ => {
+            return Err(format!(
+                "Waf: rule {}: pattern must be a non-empty str",
+                py_str(&id)
+            ))
+        }
     };
     let ci = match m.get("case_insensitive") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(format!("Waf: rule {}: case_insensitive must be a bool", py_str(&id))),
+        Some(_) => {
+            return Err(format!(
+                "Waf: rule {}: case_insensitive must be a bool",
+                py_str(&id)
+            ))
+        }
     };
     let kind = match m.get("kind") {
         Some(Value::String(k)) if k == "regex" || k == "literal" => k.clone(),
@@ -357,7 +439,12 @@ fn waf_rule(v: &Value) -> Result<WafRule> {
             ))
         }
     };
-    let rule = WafRule { id, kind, pattern, case_insensitive: ci };
+    let rule = WafRule {
+        id,
+        kind,
+        pattern,
+        case_insensitive: ci,
+    };
     compile_rules(std::slice::from_ref(&rule))?;
     Ok(rule)
 }
@@ -368,7 +455,11 @@ pub fn compile_rules(rules: &[WafRule]) -> Result<gatewaylab_core::waf::Waf> {
         .iter()
         .map(|r| Rule {
             id: r.id.clone(),
-            kind: if r.kind == "literal" { RuleKind::Literal } else { RuleKind::Regex },
+            kind: if r.kind == "literal" {
+                RuleKind::Literal
+            } else {
+                RuleKind::Regex
+            },
             pattern: r.pattern.clone(),
             case_insensitive: r.case_insensitive,
         })
@@ -377,7 +468,11 @@ pub fn compile_rules(rules: &[WafRule]) -> Result<gatewaylab_core::waf::Waf> {
         // the Python twin's wording for the errors both twins name the same way
         WafError::Duplicate(id) => format!("Waf: duplicate rule id {}", py_str(&id)),
         WafError::Unshared { id, found } => {
-            format!("Waf: rule {}: {} is not supported by both regex engines", py_str(&id), py_str(&found))
+            format!(
+                "Waf: rule {}: {} is not supported by both regex engines",
+                py_str(&id),
+                py_str(&found)
+            )
         }
         other => other.to_string(),
     })
@@ -385,7 +480,11 @@ pub fn compile_rules(rules: &[WafRule]) -> Result<gatewaylab_core::waf::Waf> {
 
 /// gateway.config.from_mapping. `env` looks up `api_key_env` variables; relative ledger
 /// directories are taken from `base_dir` (the config file's directory).
-pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Path) -> Result<Config> {
+pub fn from_value(
+    d: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    base_dir: &Path,
+) -> Result<Config> {
     let d = match d {
         Value::Mapping(m) => m,
         Value::Null => &Mapping::new(),
@@ -408,37 +507,62 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let mut first_index: Vec<usize> = Vec::new();
     let mut specs: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
     let mut deployments: Vec<(String, Upstream)> = Vec::new();
-    let ml = required(d, "model_list", "", Ty::List)?.as_sequence().expect("checked");
+    let ml = required(d, "model_list", "", Ty::List)?
+        .as_sequence()
+        .expect("checked");
     if ml.is_empty() {
         return Err("model_list: needs at least one model".into());
     }
     for (i, entry) in ml.iter().enumerate() {
         let w = format!("model_list[{i}].");
-        let entry = entry.as_mapping().ok_or_else(|| format!("model_list[{i}]: expected a mapping"))?;
-        let name = required(entry, "model_name", &w, Ty::Str)?.as_str().expect("checked").to_string();
-        let up = required(entry, "upstream", &w, Ty::Map)?.as_mapping().expect("checked");
+        let entry = entry
+            .as_mapping()
+            .ok_or_else(|| format!("model_list[{i}]: expected a mapping"))?;
+        let name = required(entry, "model_name", &w, Ty::Str)?
+            .as_str()
+            .expect("checked")
+            .to_string();
+        let up = required(entry, "upstream", &w, Ty::Map)?
+            .as_mapping()
+            .expect("checked");
         let w2 = format!("{w}upstream.");
         let kind = str_one_of(up, "kind", &w2, "openai", &["openai", "anthropic"])?;
-        let base = required(up, "base_url", &w2, Ty::Str)?.as_str().expect("checked");
+        let base = required(up, "base_url", &w2, Ty::Str)?
+            .as_str()
+            .expect("checked");
         let base = normalise_base_url(base, &format!("{w2}base_url"))?;
         let api_key = match get(up, "api_key_env", &w2, Ty::Str)? {
             None => None,
             Some(v) => {
                 let var = v.as_str().expect("checked");
-                Some(env(var).ok_or_else(|| format!("{w2}api_key_env: environment variable {var} is not set"))?)
+                Some(env(var).ok_or_else(|| {
+                    format!("{w2}api_key_env: environment variable {var} is not set")
+                })?)
             }
         };
         let weight = positive_int(entry, "weight", &w, Some(1))?.expect("default");
         let rpm = positive_int(entry, "rpm", &w, None)?;
         let tpm = positive_int(entry, "tpm", &w, None)?;
-        let model = get(up, "model", &w2, Ty::Str)?.and_then(|v| v.as_str()).unwrap_or(&name).to_string();
-        let upstream = Upstream { kind: kind.clone(), base_url: base, model, api_key };
+        let model = get(up, "model", &w2, Ty::Str)?
+            .and_then(|v| v.as_str())
+            .unwrap_or(&name)
+            .to_string();
+        let upstream = Upstream {
+            kind: kind.clone(),
+            base_url: base,
+            model,
+            api_key,
+        };
         match models.iter().position(|(n, _)| *n == name) {
             Some(at) => {
                 let first = &models[at].1;
                 if first.kind != kind {
                     let fi = first_index[at];
-                    return Err(format!("{w2}kind: the deployments of {} share one kind; model_list[{fi}] is {}", py_str(&name), first.kind));
+                    return Err(format!(
+                        "{w2}kind: the deployments of {} share one kind; model_list[{fi}] is {}",
+                        py_str(&name),
+                        first.kind
+                    ));
                 }
             }
             None => {
@@ -448,7 +572,8 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
             }
         }
         let slot = specs.iter_mut().find(|(n, _)| *n == name).expect("pushed");
-        slot.1.push(serde_json::json!({"weight": weight, "rpm": rpm, "tpm": tpm}));
+        slot.1
+            .push(serde_json::json!({"weight": weight, "rpm": rpm, "tpm": tpm}));
         deployments.push((name, upstream));
     }
     let router = if d.contains_key("router") || specs.iter().any(|(_, v)| v.len() > 1) {
@@ -458,7 +583,13 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
         };
         let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
         let settings = gatewaylab_core::router::parse_settings(&section, &names)?;
-        let kind_of = |n: &str| models.iter().find(|(m, _)| m == n).map(|(_, u)| u.kind.clone()).unwrap_or_default();
+        let kind_of = |n: &str| {
+            models
+                .iter()
+                .find(|(m, _)| m == n)
+                .map(|(_, u)| u.kind.clone())
+                .unwrap_or_default()
+        };
         for (i, (src, dst)) in settings.fallbacks.iter().enumerate() {
             for (j, name) in dst.iter().enumerate() {
                 let (a, b) = (kind_of(name), kind_of(src));
@@ -467,7 +598,10 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
                 }
             }
         }
-        let groups: Vec<serde_json::Value> = specs.iter().map(|(n, v)| serde_json::json!({"name": n, "deployments": v})).collect();
+        let groups: Vec<serde_json::Value> = specs
+            .iter()
+            .map(|(n, v)| serde_json::json!({"name": n, "deployments": v}))
+            .collect();
         Some(serde_json::json!({"router": section, "groups": groups}))
     } else {
         None
@@ -477,22 +611,39 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     if let Some(ks) = get(d, "keys", "", Ty::List)? {
         for (i, k) in ks.as_sequence().expect("checked").iter().enumerate() {
             let w = format!("keys[{i}].");
-            let k = k.as_mapping().ok_or_else(|| format!("keys[{i}]: expected a mapping"))?;
-            let id = required(k, "id", &w, Ty::Str)?.as_str().expect("checked").to_string();
+            let k = k
+                .as_mapping()
+                .ok_or_else(|| format!("keys[{i}]: expected a mapping"))?;
+            let id = required(k, "id", &w, Ty::Str)?
+                .as_str()
+                .expect("checked")
+                .to_string();
             if keys.iter().any(|x| x.id == id) {
                 return Err(format!("{w}id: duplicate {}", py_str(&id)));
             }
-            let digest = required(k, "sha256", &w, Ty::Str)?.as_str().expect("checked").to_string();
+            let digest = required(k, "sha256", &w, Ty::Str)?
+                .as_str()
+                .expect("checked")
+                .to_string();
             if !hex64(&digest) {
-                return Err(format!("{w}sha256: expected 64 lowercase hex digits (sha256 of the key)"));
+                return Err(format!(
+                    "{w}sha256: expected 64 lowercase hex digits (sha256 of the key)"
+                ));
             }
             let rpm = positive_int(k, "rpm", &w, None)?;
             let tpm = positive_int(k, "tpm", &w, None)?;
             if rpm.is_none() != tpm.is_none() {
                 let which = if tpm.is_none() { "tpm" } else { "rpm" };
-                return Err(format!("{w}{which}: rpm and tpm go together (set both or neither)"));
+                return Err(format!(
+                    "{w}{which}: rpm and tpm go together (set both or neither)"
+                ));
             }
-            keys.push(ApiKey { id, sha256: digest, rpm, tpm });
+            keys.push(ApiKey {
+                id,
+                sha256: digest,
+                rpm,
+                tpm,
+            });
         }
     }
     if keys.is_empty() {
@@ -502,7 +653,9 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     let empty = Mapping::new();
     let waf = mapping(d, "waf", "", &empty)?;
     let mut rules = Vec::new();
-    let defaults = get(waf, "default_rules", "waf.", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(true);
+    let defaults = get(waf, "default_rules", "waf.", Ty::Bool)?
+        .map(|v| v.as_bool().expect("checked"))
+        .unwrap_or(true);
     if defaults {
         rules.extend(default_rules());
     }
@@ -514,7 +667,10 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     compile_rules(&rules).map_err(|e| format!("waf.rules: {e}"))?;
 
     let led = mapping(d, "ledger", "", &empty)?;
-    let ledger_dir = get(led, "dir", "ledger.", Ty::Str)?.ok_or("ledger.dir: required")?.as_str().expect("checked");
+    let ledger_dir = get(led, "dir", "ledger.", Ty::Str)?
+        .ok_or("ledger.dir: required")?
+        .as_str()
+        .expect("checked");
     let ledger_dir = if Path::new(ledger_dir).is_absolute() {
         ledger_dir.to_string()
     } else {
@@ -527,21 +683,44 @@ pub fn from_value(d: &Value, env: &dyn Fn(&str) -> Option<String>, base_dir: &Pa
     for (k, v) in imp {
         let k = k.as_str().map(str::to_string).unwrap_or_else(|| py_repr(k));
         if !COMPONENTS.contains(&k.as_str()) {
-            return Err(format!("impl: impl override {}: unknown component; known: {}", py_str(&k), COMPONENTS.join(", ")));
+            return Err(format!(
+                "impl: impl override {}: unknown component; known: {}",
+                py_str(&k),
+                COMPONENTS.join(", ")
+            ));
         }
         if v.as_str() != Some("python") && v.as_str() != Some("rust") {
-            return Err(format!("impl: impl override {k}={}: expected 'python' or 'rust'", py_repr(v)));
+            return Err(format!(
+                "impl: impl override {k}={}: expected 'python' or 'rust'",
+                py_repr(v)
+            ));
         }
     }
     let stages = match d.get("stages") {
         None => STAGES.iter().map(|s| s.to_string()).collect(),
-        Some(Value::String(s)) => parse_stages(&s.split(',').map(str::to_string).collect::<Vec<_>>(), s == "all", s == "none")?,
-        Some(Value::Sequence(items)) if items.iter().all(Value::is_string) => {
-            parse_stages(&items.iter().map(|v| v.as_str().expect("checked").to_string()).collect::<Vec<_>>(), false, false)?
+        Some(Value::String(s)) => parse_stages(
+            &s.split(',').map(str::to_string).collect::<Vec<_>>(),
+            s == "all",
+            s == "none",
+        )?,
+        Some(Value::Sequence(items)) if items.iter().all(Value::is_string) => parse_stages(
+            &items
+                .iter()
+                .map(|v| v.as_str().expect("checked").to_string())
+                .collect::<Vec<_>>(),
+            false,
+            false,
+        )?,
+        Some(other) => {
+            return Err(format!(
+                "stages: expected all, none or a list of stage names, got {}",
+                py_repr(other)
+            ))
         }
-        Some(other) => return Err(format!("stages: expected all, none or a list of stage names, got {}", py_repr(other))),
     };
-    let passthrough = get(d, "passthrough", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(false);
+    let passthrough = get(d, "passthrough", "", Ty::Bool)?
+        .map(|v| v.as_bool().expect("checked"))
+        .unwrap_or(false);
     let fsync = str_one_of(led, "fsync", "ledger.", "group", FSYNC)?;
     let group_delay_ms = number(led, "group_delay_ms", "ledger.", 2.0, true)?;
     let ack = str_one_of(led, "ack", "ledger.", "background", ACKS)?;
@@ -553,14 +732,19 @@ use sharded"
     let queue_size = positive_int(bg, "queue_size", "background.", Some(10000))?.expect("default");
     let queue_policy = str_one_of(bg, "policy", "background.", "block", POLICIES)?;
     let batch_window_ms = number(bg, "batch_window_ms", "background.", 0.0, false)?;
-    let max_body_bytes = positive_int(lim, "max_body_bytes", "limits.", Some(1 << 20))?.expect("default");
-    let max_header_bytes = positive_int(lim, "max_header_bytes", "limits.", Some(16384))?.expect("default");
+    let max_body_bytes =
+        positive_int(lim, "max_body_bytes", "limits.", Some(1 << 20))?.expect("default");
+    let max_header_bytes =
+        positive_int(lim, "max_header_bytes", "limits.", Some(16384))?.expect("default");
     let upstream_timeout_s = number(lim, "upstream_timeout_s", "limits.", 30.0, true)?;
     let upstream_pool = positive_int(lim, "upstream_pool", "limits.", Some(256))?.expect("default");
-    let max_in_flight = positive_int(lim, "max_in_flight", "limits.", Some(MAX_IN_FLIGHT))?.expect("default");
+    let max_in_flight =
+        positive_int(lim, "max_in_flight", "limits.", Some(MAX_IN_FLIGHT))?.expect("default");
     str_one_of(d, "shell", "", "asgi", SHELLS)?;
     str_one_of(d, "server", "", "uvicorn", SERVERS)?;
-    let audit = get(d, "audit", "", Ty::Bool)?.map(|v| v.as_bool().expect("checked")).unwrap_or(true);
+    let audit = get(d, "audit", "", Ty::Bool)?
+        .map(|v| v.as_bool().expect("checked"))
+        .unwrap_or(true);
     let plugins = plugins(mapping(d, "plugins", "", &empty)?)?;
     let (tracing, tracing_endpoint) = tracing(mapping(d, "tracing", "", &empty)?)?;
     Ok(Config {
@@ -592,24 +776,42 @@ use sharded"
 
 /// `tracing: {mode: off|on|sampled:R, endpoint: URL}` (gateway/config.py checks the same).
 fn tracing(t: &Mapping) -> Result<(gatewaylab_trace::Mode, String)> {
-    let mut unknown: Vec<String> = t.keys().map(|k| k.as_str().map_or_else(|| py_repr(k), str::to_string))
-        .filter(|k| k != "mode" && k != "endpoint").collect();
+    let mut unknown: Vec<String> = t
+        .keys()
+        .map(|k| k.as_str().map_or_else(|| py_repr(k), str::to_string))
+        .filter(|k| k != "mode" && k != "endpoint")
+        .collect();
     unknown.sort();
     if let Some(u) = unknown.first() {
         return Err(format!("tracing.{u}: unknown field; known: endpoint, mode"));
     }
     let mode = match t.get("mode") {
         None => gatewaylab_trace::Mode::Off,
-        Some(Value::Bool(b)) => if *b { gatewaylab_trace::Mode::On } else { gatewaylab_trace::Mode::Off },
-        Some(Value::String(s)) => gatewaylab_trace::Mode::parse(s).map_err(|e| format!("tracing.mode: {}", e.trim_start_matches("tracing: ")))?,
-        Some(other) => return Err(format!("tracing.mode: expected off, on or sampled:R with 0 <= R <= 1, got {}", py_repr(other))),
+        Some(Value::Bool(b)) => {
+            if *b {
+                gatewaylab_trace::Mode::On
+            } else {
+                gatewaylab_trace::Mode::Off
+            }
+        }
+        Some(Value::String(s)) => gatewaylab_trace::Mode::parse(s)
+            .map_err(|e| format!("tracing.mode: {}", e.trim_start_matches("tracing: ")))?,
+        Some(other) => {
+            return Err(format!(
+                "tracing.mode: expected off, on or sampled:R with 0 <= R <= 1, got {}",
+                py_repr(other)
+            ))
+        }
     };
     let endpoint = match get(t, "endpoint", "tracing.", Ty::Str)? {
         None => gatewaylab_trace::DEFAULT_ENDPOINT.to_string(),
         Some(v) => {
             let s = v.as_str().expect("checked");
             if !(s.starts_with("http://") || s.starts_with("https://")) {
-                return Err(format!("tracing.endpoint: expected an http(s) URL, got {}", py_str(s)));
+                return Err(format!(
+                    "tracing.endpoint: expected an http(s) URL, got {}",
+                    py_str(s)
+                ));
             }
             s.to_string()
         }
@@ -625,13 +827,25 @@ pub fn parse_stages(names: &[String], all: bool, none: bool) -> Result<Vec<Strin
     if none {
         return Ok(Vec::new());
     }
-    let names: Vec<&str> = names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+    let names: Vec<&str> = names
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
     for n in &names {
         if !STAGES.contains(n) {
-            return Err(format!("stages: unknown stage {}; known: all, none, {}", py_str(n), STAGES.join(", ")));
+            return Err(format!(
+                "stages: unknown stage {}; known: all, none, {}",
+                py_str(n),
+                STAGES.join(", ")
+            ));
         }
     }
-    Ok(STAGES.iter().filter(|s| names.contains(s)).map(|s| s.to_string()).collect())
+    Ok(STAGES
+        .iter()
+        .filter(|s| names.contains(s))
+        .map(|s| s.to_string())
+        .collect())
 }
 
 /// `plugins: {pre_call: [module.path:function, ...], timeout_ms: 200, max_in_flight: 64}`
@@ -641,7 +855,9 @@ fn plugins(p: &Mapping) -> Result<Plugins> {
     if let Some(list) = get(p, "pre_call", "plugins.", Ty::List)? {
         for (i, v) in list.as_sequence().expect("checked").iter().enumerate() {
             let w = format!("plugins.pre_call[{i}]");
-            let s = v.as_str().ok_or_else(|| format!("{w}: expected str, got {}", py_repr(v)))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("{w}: expected str, got {}", py_repr(v)))?;
             let ok = s.split_once(':').is_some_and(|(m, f)| {
                 !m.is_empty()
                     && !f.is_empty()
@@ -649,7 +865,10 @@ fn plugins(p: &Mapping) -> Result<Plugins> {
                     && is_identifier(f)
             });
             if !ok {
-                return Err(format!("{w}: expected 'module.path:function', got {}", py_str(s)));
+                return Err(format!(
+                    "{w}: expected 'module.path:function', got {}",
+                    py_str(s)
+                ));
             }
             pre_call.push(s.to_string());
         }
@@ -663,13 +882,16 @@ fn plugins(p: &Mapping) -> Result<Plugins> {
 
 fn is_identifier(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(f) if f == '_' || f.is_ascii_alphabetic()) && c.all(|x| x == '_' || x.is_ascii_alphanumeric())
+    matches!(c.next(), Some(f) if f == '_' || f.is_ascii_alphabetic())
+        && c.all(|x| x == '_' || x.is_ascii_alphanumeric())
 }
 
 /// gateway.config.load
 pub fn load(path: &str) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("config file {path}: {}", strerror(&e)))?;
-    let v: Value = serde_yaml::from_str(&text).map_err(|e| format!("config file {path}: invalid YAML: {e}"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {path}: {}", strerror(&e)))?;
+    let v: Value = serde_yaml::from_str(&text)
+        .map_err(|e| format!("config file {path}: invalid YAML: {e}"))?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| Path::new(path).to_path_buf());
     let base = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     from_value(&v, &|k| std::env::var(k).ok(), &base)
@@ -707,7 +929,11 @@ mod tests {
     use super::*;
 
     fn parse(y: &str) -> Result<Config> {
-        from_value(&serde_yaml::from_str(y).unwrap(), &|_| None, Path::new("/tmp"))
+        from_value(
+            &serde_yaml::from_str(y).unwrap(),
+            &|_| None,
+            Path::new("/tmp"),
+        )
     }
 
     const OK: &str = "model_list: [{model_name: m, upstream: {base_url: 'http://127.0.0.1:9'}}]\n\
@@ -718,28 +944,50 @@ mod tests {
     fn a_minimal_config_gets_the_python_defaults() {
         let c = parse(OK).unwrap();
         assert_eq!(c.models[0].1.base_url, "http://127.0.0.1:9/v1");
-        assert_eq!(c.models[0].1.url(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(
+            c.models[0].1.url(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
         assert_eq!(c.ledger_dir, "/tmp/led");
         assert_eq!(c.waf_rules.len(), 11);
-        assert_eq!((c.max_body_bytes, c.max_header_bytes, c.upstream_pool), (1 << 20, 16384, 256));
+        assert_eq!(
+            (c.max_body_bytes, c.max_header_bytes, c.upstream_pool),
+            (1 << 20, 16384, 256)
+        );
         assert_eq!(c.fsync, "group");
         assert!(c.plugins.pre_call.is_empty());
     }
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, fsync: sometimes}")).unwrap_err();
-        assert_eq!(e, "ledger.fsync: expected one of always, group, none, got 'sometimes'");
-        assert_eq!(parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}")).unwrap().ack, "durable");
+        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, fsync: sometimes}"))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "ledger.fsync: expected one of always, group, none, got 'sometimes'"
+        );
+        assert_eq!(
+            parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: durable}"))
+                .unwrap()
+                .ack,
+            "durable"
+        );
         assert_eq!(parse(OK).unwrap().max_in_flight, MAX_IN_FLIGHT);
         let e = parse(&format!("{OK}\nlimits: {{max_in_flight: 0}}")).unwrap_err();
         assert!(e.starts_with("limits.max_in_flight: "), "{e}");
-        let e = parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: later}")).unwrap_err();
-        assert_eq!(e, "ledger.ack: expected one of background, durable, got 'later'");
+        let e =
+            parse(&OK.replace("ledger: {dir: led}", "ledger: {dir: led, ack: later}")).unwrap_err();
+        assert_eq!(
+            e,
+            "ledger.ack: expected one of background, durable, got 'later'"
+        );
         let e = parse(&OK.replace("id: a,", "id: a, rpm: 0,")).unwrap_err();
         assert_eq!(e, "keys[0].rpm: must be > 0, got 0");
         let e = parse(&format!("{OK}colour: blue\n")).unwrap_err();
-        assert!(e.starts_with("colour: unknown field; known: audit, background, impl"), "{e}");
+        assert!(
+            e.starts_with("colour: unknown field; known: audit, background, impl"),
+            "{e}"
+        );
         let e = parse(&format!("{OK}limits: {{max_body_bytes: true}}\n")).unwrap_err();
         assert_eq!(e, "limits.max_body_bytes: expected int, got True");
     }
@@ -748,13 +996,25 @@ mod tests {
     fn python_repr() {
         assert_eq!(py_str("it's"), "\"it's\"");
         assert_eq!(py_float(2.0), "2.0");
-        assert_eq!(py_repr(&serde_yaml::from_str("[1, a, null]").unwrap()), "[1, 'a', None]");
+        assert_eq!(
+            py_repr(&serde_yaml::from_str("[1, a, null]").unwrap()),
+            "[1, 'a', None]"
+        );
     }
 
     #[test]
     fn base_urls_normalise_like_python() {
-        assert_eq!(normalise_base_url("http://h:1/", "x").unwrap(), "http://h:1/v1");
-        assert_eq!(normalise_base_url("http://h:1/api/v2/", "x").unwrap(), "http://h:1/api/v2");
-        assert_eq!(normalise_base_url("ftp://h", "x").unwrap_err(), "x: 'ftp://h' is not an http(s) URL");
+        assert_eq!(
+            normalise_base_url("http://h:1/", "x").unwrap(),
+            "http://h:1/v1"
+        );
+        assert_eq!(
+            normalise_base_url("http://h:1/api/v2/", "x").unwrap(),
+            "http://h:1/api/v2"
+        );
+        assert_eq!(
+            normalise_base_url("ftp://h", "x").unwrap_err(),
+            "x: 'ftp://h' is not an http(s) URL"
+        );
     }
 }

@@ -9,12 +9,13 @@ use std::sync::Mutex;
 
 /// seconds, as gateway/metrics.py's _BUCKETS
 const BUCKETS: [f64; 22] = [
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BUCKET_LABELS: [&str; 22] = [
-    "1e-06", "2.5e-06", "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0",
+    "1e-06", "2.5e-06", "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
+    "10.0",
 ];
 /// gateway/metrics.py's STAGES, then the plugin call (rs-server's sidecar)
 pub const STAGES: [&str; 6] = ["decide", "forward", "respond", "spawn", "total", "plugins"];
@@ -37,7 +38,10 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self { counts: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) }
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+        }
     }
 }
 
@@ -59,9 +63,17 @@ impl Histogram {
         }
         acc += self.counts[22].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"+Inf\"}} {acc}.0");
-        let braces = if label.is_empty() { String::new() } else { format!("{{{label}}}") };
+        let braces = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{{{label}}}")
+        };
         let _ = writeln!(out, "{name}_count{braces} {acc}.0");
-        let _ = writeln!(out, "{name}_sum{braces} {}", float(self.sum_ns.load(Relaxed) as f64 / 1e9));
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            float(self.sum_ns.load(Relaxed) as f64 / 1e9)
+        );
     }
 }
 
@@ -83,32 +95,52 @@ pub struct Metrics {
 }
 
 pub fn stage_index(name: &str) -> usize {
-    STAGES.iter().position(|s| *s == name).expect("a known stage")
+    STAGES
+        .iter()
+        .position(|s| *s == name)
+        .expect("a known stage")
 }
 
 impl Metrics {
     /// `route` comes from a fixed set (never the raw path), so the label set is bounded.
     pub fn count_request(&self, route: &'static str, status: u16) {
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((route, status)).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((route, status))
+            .or_default() += 1;
     }
 
     pub fn incr(&self, counter: &str) {
-        let i = COUNTERS.iter().position(|c| *c == counter).expect("a known counter");
+        let i = COUNTERS
+            .iter()
+            .position(|c| *c == counter)
+            .expect("a known counter");
         self.counters[i].fetch_add(1, Relaxed);
     }
 
     pub fn add(&self, counter: &str, n: u64) {
-        let i = COUNTERS.iter().position(|c| *c == counter).expect("a known counter");
+        let i = COUNTERS
+            .iter()
+            .position(|c| *c == counter)
+            .expect("a known counter");
         self.counters[i].fetch_add(n, Relaxed);
     }
 
     pub fn set(&self, counter: &str, n: u64) {
-        let i = COUNTERS.iter().position(|c| *c == counter).expect("a known counter");
+        let i = COUNTERS
+            .iter()
+            .position(|c| *c == counter)
+            .expect("a known counter");
         self.counters[i].store(n, Relaxed);
     }
 
     pub fn get(&self, counter: &str) -> u64 {
-        let i = COUNTERS.iter().position(|c| *c == counter).expect("a known counter");
+        let i = COUNTERS
+            .iter()
+            .position(|c| *c == counter)
+            .expect("a known counter");
         self.counters[i].load(Relaxed)
     }
 
@@ -120,24 +152,44 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP gateway_requests_total HTTP requests by route and status\n");
         out.push_str("# TYPE gateway_requests_total counter\n");
-        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "gateway_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}.0");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "gateway_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}.0"
+            );
         }
         out.push_str("# HELP gateway_stage_seconds hot-path stage latency\n# TYPE gateway_stage_seconds histogram\n");
         for (name, h) in STAGES.iter().zip(self.stage.iter()) {
-            h.render(&mut out, "gateway_stage_seconds", &format!("stage=\"{name}\""));
+            h.render(
+                &mut out,
+                "gateway_stage_seconds",
+                &format!("stage=\"{name}\""),
+            );
         }
         out.push_str("# HELP gateway_audit_lag_seconds request end -> ledger append\n");
         out.push_str("# TYPE gateway_audit_lag_seconds histogram\n");
-        self.audit_lag.render(&mut out, "gateway_audit_lag_seconds", "");
+        self.audit_lag
+            .render(&mut out, "gateway_audit_lag_seconds", "");
         for (name, c) in COUNTERS.iter().zip(self.counters.iter()) {
             let help = name.replace('_', " ");
-            let _ = writeln!(out, "# HELP gateway_{name}_total {help}\n# TYPE gateway_{name}_total counter");
+            let _ = writeln!(
+                out,
+                "# HELP gateway_{name}_total {help}\n# TYPE gateway_{name}_total counter"
+            );
             let _ = writeln!(out, "gateway_{name}_total {}.0", c.load(Relaxed));
         }
         for (name, v) in gauges {
             let help = name.replace('_', " ");
-            let _ = writeln!(out, "# HELP gateway_{name} {help}\n# TYPE gateway_{name} gauge\ngateway_{name} {}", float(*v));
+            let _ = writeln!(
+                out,
+                "# HELP gateway_{name} {help}\n# TYPE gateway_{name} gauge\ngateway_{name} {}",
+                float(*v)
+            );
         }
         out
     }
@@ -155,8 +207,13 @@ mod tests {
         m.observe("total", 1_000);
         m.incr("waf_blocks");
         let t = m.render(&[("audit_queue_depth", 3.0)]);
-        assert!(t.contains("gateway_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1.0\n"));
-        assert!(t.contains("gateway_stage_seconds_bucket{stage=\"total\",le=\"1e-06\"} 1.0\n"), "{t}");
+        assert!(t.contains(
+            "gateway_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1.0\n"
+        ));
+        assert!(
+            t.contains("gateway_stage_seconds_bucket{stage=\"total\",le=\"1e-06\"} 1.0\n"),
+            "{t}"
+        );
         assert!(t.contains("gateway_stage_seconds_bucket{stage=\"total\",le=\"2.5e-05\"} 2.0\n"));
         assert!(t.contains("gateway_stage_seconds_count{stage=\"total\"} 2.0\n"));
         assert!(t.contains("gateway_waf_blocks_total 1.0\n"));
@@ -171,7 +228,10 @@ mod tests {
         }
         let t = m.render(&[]);
         for (k, name) in COUNTERS.iter().enumerate() {
-            assert!(t.contains(&format!("gateway_{name}_total {}.0\n", k + 1)), "{name}: {t}");
+            assert!(
+                t.contains(&format!("gateway_{name}_total {}.0\n", k + 1)),
+                "{name}: {t}"
+            );
         }
     }
 }

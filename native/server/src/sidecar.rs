@@ -39,9 +39,24 @@ impl CallError {
     /// (status, code, message) of the client's answer
     pub fn answer(&self) -> (u16, &'static str, String) {
         match self {
-            CallError::Timeout(d) => (504, "plugin_timeout", format!("plugin sidecar gave no answer within {} ms", d.as_millis())),
-            CallError::Busy(d) => (503, "plugin_busy", format!("plugin sidecar had no free slot within {} ms", d.as_millis())),
-            CallError::Unavailable(m) => (502, "plugin_unavailable", format!("plugin sidecar unavailable: {m}")),
+            CallError::Timeout(d) => (
+                504,
+                "plugin_timeout",
+                format!("plugin sidecar gave no answer within {} ms", d.as_millis()),
+            ),
+            CallError::Busy(d) => (
+                503,
+                "plugin_busy",
+                format!(
+                    "plugin sidecar had no free slot within {} ms",
+                    d.as_millis()
+                ),
+            ),
+            CallError::Unavailable(m) => (
+                502,
+                "plugin_unavailable",
+                format!("plugin sidecar unavailable: {m}"),
+            ),
         }
     }
 }
@@ -77,18 +92,29 @@ impl Sidecar {
         max_in_flight: usize,
         startup: Duration,
     ) -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!("gatewaylab-sidecar-{}-{}", std::process::id(), nanos()));
-        std::fs::create_dir(&dir).map_err(|e| format!("plugins: cannot create {}: {e}", dir.display()))?;
+        let dir = std::env::temp_dir().join(format!(
+            "gatewaylab-sidecar-{}-{}",
+            std::process::id(),
+            nanos()
+        ));
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("plugins: cannot create {}: {e}", dir.display()))?;
         let dir = TempDir(dir);
         let path = dir.0.join("plugins.sock");
-        let listener = UnixListener::bind(&path).map_err(|e| format!("plugins: cannot bind {}: {e}", path.display()))?;
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| format!("plugins: cannot bind {}: {e}", path.display()))?;
         let mut cmd = tokio::process::Command::new(python);
-        cmd.arg("-m").arg("gateway.plugins").arg("--socket").arg(&path);
+        cmd.arg("-m")
+            .arg("gateway.plugins")
+            .arg("--socket")
+            .arg(&path);
         for h in hooks {
             cmd.arg("--hook").arg(h);
         }
         cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| format!("plugins: cannot start the sidecar ({python}): {e}"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("plugins: cannot start the sidecar ({python}): {e}"))?;
         let pid = child.id().unwrap_or(0);
         let stream = tokio::select! {
             r = listener.accept() => r.map_err(|e| format!("plugins: sidecar did not connect: {e}"))?.0,
@@ -124,8 +150,12 @@ impl Sidecar {
                 if rd.read_exact(&mut buf).await.is_err() {
                     break;
                 }
-                let Ok(v) = serde_json::from_slice::<Value>(&buf) else { break };
-                let Some(id) = v.get("id").and_then(Value::as_u64) else { break };
+                let Ok(v) = serde_json::from_slice::<Value>(&buf) else {
+                    break;
+                };
+                let Some(id) = v.get("id").and_then(Value::as_u64) else {
+                    break;
+                };
                 let verdict = if let Some(m) = v.get("reject").and_then(Value::as_str) {
                     Verdict::Reject(m.to_string())
                 } else if let Some(m) = v.get("error").and_then(Value::as_str) {
@@ -133,7 +163,11 @@ impl Sidecar {
                 } else {
                     Verdict::Pass
                 };
-                if let Some(tx) = pending_r.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                if let Some(tx) = pending_r
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+                {
                     let _ = tx.send(verdict);
                 }
             }
@@ -164,9 +198,16 @@ impl Sidecar {
 
     /// Run the hooks on one request. `request` is the client's JSON body (already parsed
     /// once by the pipeline, so it is valid JSON and goes into the frame as it is).
-    pub async fn pre_call(&self, key_id: &str, model: &str, request: &[u8]) -> Result<Verdict, CallError> {
+    pub async fn pre_call(
+        &self,
+        key_id: &str,
+        model: &str,
+        request: &[u8],
+    ) -> Result<Verdict, CallError> {
         if !self.alive() {
-            return Err(CallError::Unavailable("the sidecar process has exited".into()));
+            return Err(CallError::Unavailable(
+                "the sidecar process has exited".into(),
+            ));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
@@ -175,7 +216,10 @@ impl Sidecar {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
         let mut json = Vec::with_capacity(request.len() + 96);
         json.extend_from_slice(format!("{{\"id\":{id},\"key_id\":").as_bytes());
         serde_json::to_writer(&mut json, key_id).expect("a string serialises");
@@ -188,14 +232,24 @@ impl Sidecar {
         frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
         frame.extend_from_slice(&json);
         if self.tx.send(frame).is_err() || !self.alive() {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            return Err(CallError::Unavailable("the sidecar process has exited".into()));
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(CallError::Unavailable(
+                "the sidecar process has exited".into(),
+            ));
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(CallError::Unavailable("the sidecar process has exited".into())),
+            Ok(Err(_)) => Err(CallError::Unavailable(
+                "the sidecar process has exited".into(),
+            )),
             Err(_) => {
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 Err(CallError::Timeout(self.timeout))
             }
         }
@@ -203,5 +257,8 @@ impl Sidecar {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

@@ -50,7 +50,9 @@ impl Unit {
         };
         let unavailable = |why: String| json!({"error": format!("worker {k} is not answering ({why})"), "unavailable": true});
         match tokio::time::timeout(Duration::from_secs(10), talk).await {
-            Ok(Ok(l)) if !l.is_empty() => serde_json::from_str(&l).unwrap_or_else(|e| unavailable(format!("bad answer: {e}"))),
+            Ok(Ok(l)) if !l.is_empty() => {
+                serde_json::from_str(&l).unwrap_or_else(|e| unavailable(format!("bad answer: {e}")))
+            }
             Ok(Ok(_)) => unavailable("closed the control connection".into()),
             Ok(Err(e)) => unavailable(e.to_string()),
             Err(_) => unavailable("timeout".into()),

@@ -4,6 +4,6 @@
 //!   errors, dropped connections and server-wide stalls; `/mock/stats` counts what it saw.
 //! - [`load`]: a closed-loop / open-loop HTTP/1.1 load generator with HDR histograms,
 //!   coordinated-omission correction (open loop), per-second series and errors by kind.
-pub mod mock;
 pub mod load;
+pub mod mock;
 pub mod timer;

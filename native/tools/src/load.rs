@@ -96,8 +96,14 @@ impl Default for LoadConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Mode {
-    Closed { concurrency: usize },
-    Open { rate: f64, connections: usize, poisson: bool },
+    Closed {
+        concurrency: usize,
+    },
+    Open {
+        rate: f64,
+        connections: usize,
+        poisson: bool,
+    },
 }
 
 /// A validated config, ready to run.
@@ -117,7 +123,9 @@ pub struct Plan {
 
 fn secs(name: &str, v: f64, min: f64) -> Result<Duration, String> {
     if !v.is_finite() || v < min || v > 1e6 {
-        return Err(format!("{name} must be a number in [{min}, 1e6] seconds, got {v}"));
+        return Err(format!(
+            "{name} must be a number in [{min}, 1e6] seconds, got {v}"
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -128,26 +136,48 @@ impl Plan {
             (Some(c), None) if (1..=100_000).contains(&c) => Mode::Closed { concurrency: c },
             (Some(c), None) => return Err(format!("concurrency must be in 1..=100000, got {c}")),
             (None, Some(r)) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => {
-                let connections = cfg.connections.unwrap_or(((r * 0.05).ceil() as usize).clamp(16, 1024));
+                let connections = cfg
+                    .connections
+                    .unwrap_or(((r * 0.05).ceil() as usize).clamp(16, 1024));
                 if !(1..=100_000).contains(&connections) {
-                    return Err(format!("connections must be in 1..=100000, got {connections}"));
+                    return Err(format!(
+                        "connections must be in 1..=100000, got {connections}"
+                    ));
                 }
                 let poisson = match cfg.arrival.as_str() {
                     "uniform" => false,
                     "poisson" => true,
-                    a => return Err(format!("arrival must be \"uniform\" or \"poisson\", got {a:?}")),
+                    a => {
+                        return Err(format!(
+                            "arrival must be \"uniform\" or \"poisson\", got {a:?}"
+                        ))
+                    }
                 };
-                Mode::Open { rate: r, connections, poisson }
+                Mode::Open {
+                    rate: r,
+                    connections,
+                    poisson,
+                }
             }
-            (None, Some(r)) => return Err(format!("rate must be a number in (0, 1e7] requests/s, got {r}")),
-            (Some(_), Some(_)) => return Err("give either concurrency (closed loop) or rate (open loop), not both".into()),
+            (None, Some(r)) => {
+                return Err(format!(
+                    "rate must be a number in (0, 1e7] requests/s, got {r}"
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(
+                    "give either concurrency (closed loop) or rate (open loop), not both".into(),
+                )
+            }
             (None, None) => return Err("give concurrency (closed loop) or rate (open loop)".into()),
         };
         let max = secs("max_duration_s", cfg.max_duration_s, 0.001)?;
         let window = match (cfg.duration_s, cfg.requests) {
             (Some(d), _) => secs("duration_s", d, 0.001)?.min(max),
             (None, Some(_)) => max,
-            (None, None) => return Err("give duration_s and/or requests: a run must be bounded".into()),
+            (None, None) => {
+                return Err("give duration_s and/or requests: a run must be bounded".into())
+            }
         };
         if cfg.requests == Some(0) {
             return Err("requests must be >= 1".into());
@@ -157,11 +187,19 @@ impl Plan {
         if cfg.threads == 0 || cfg.threads > 256 {
             return Err(format!("threads must be in 1..=256, got {}", cfg.threads));
         }
-        let uri: Uri = cfg.url.parse().map_err(|e| format!("url {:?}: {e}", cfg.url))?;
+        let uri: Uri = cfg
+            .url
+            .parse()
+            .map_err(|e| format!("url {:?}: {e}", cfg.url))?;
         if uri.scheme_str() != Some("http") {
-            return Err(format!("url must start with http:// (no TLS), got {:?}", cfg.url));
+            return Err(format!(
+                "url must start with http:// (no TLS), got {:?}",
+                cfg.url
+            ));
         }
-        let host = uri.host().ok_or_else(|| format!("url has no host: {:?}", cfg.url))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("url has no host: {:?}", cfg.url))?;
         let port = uri.port_u16().unwrap_or(80);
         let host_plain = host.trim_start_matches('[').trim_end_matches(']');
         let addr = (host_plain, port)
@@ -170,29 +208,53 @@ impl Plan {
             .next()
             .ok_or_else(|| format!("cannot resolve {host}"))?;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let path: Uri = if path.is_empty() { Uri::from_static("/") } else { path.parse().map_err(|e| format!("path: {e}"))? };
+        let path: Uri = if path.is_empty() {
+            Uri::from_static("/")
+        } else {
+            path.parse().map_err(|e| format!("path: {e}"))?
+        };
         let body = Bytes::from(cfg.body.clone().unwrap_or_default());
         let method = match &cfg.method {
-            Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| format!("bad method {m:?}"))?,
+            Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("bad method {m:?}"))?,
             None if cfg.body.is_some() => Method::POST,
             None => Method::GET,
         };
         let mut headers = HeaderMap::new();
-        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_else(|| host.to_string());
-        headers.insert(HOST, HeaderValue::from_str(&authority).map_err(|e| format!("host header: {e}"))?);
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| host.to_string());
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&authority).map_err(|e| format!("host header: {e}"))?,
+        );
         if cfg.body.is_some() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.trim().as_bytes()).map_err(|_| format!("bad header name {k:?}"))?;
-            let value = HeaderValue::from_str(v.trim()).map_err(|_| format!("bad value for header {k:?}: {v:?}"))?;
+            let name = HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|_| format!("bad header name {k:?}"))?;
+            let value = HeaderValue::from_str(v.trim())
+                .map_err(|_| format!("bad value for header {k:?}: {v:?}"))?;
             if name == HOST || name == CONTENT_TYPE {
                 headers.insert(name, value);
             } else {
                 headers.append(name, value);
             }
         }
-        Ok(Self { mode, addr, uri: path, method, headers, body, window, warmup, timeout, cfg })
+        Ok(Self {
+            mode,
+            addr,
+            uri: path,
+            method,
+            headers,
+            body,
+            window,
+            warmup,
+            timeout,
+            cfg,
+        })
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
@@ -223,7 +285,11 @@ fn hist(sigfig: u8) -> Histogram<u64> {
 /// What happened to one request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Answer { status: u16, ttfb: Option<Instant>, bytes: u64 },
+    Answer {
+        status: u16,
+        ttfb: Option<Instant>,
+        bytes: u64,
+    },
     Failed(&'static str),
 }
 
@@ -297,7 +363,12 @@ fn us(d: Duration) -> u64 {
 }
 
 fn empty_bucket() -> Bucket {
-    Bucket { requests: 0, ok: 0, errors: 0, hist: hist(2) }
+    Bucket {
+        requests: 0,
+        ok: 0,
+        errors: 0,
+        hist: hist(2),
+    }
 }
 
 /// Add `b` into `series[i]`, growing the series as needed.
@@ -315,7 +386,10 @@ fn add_bucket(series: &mut Vec<Bucket>, i: usize, b: &Bucket) {
 impl Recorder {
     /// A recorder that hands each finished second over to `sink`.
     pub fn with_sink(sink: SeriesSink) -> Self {
-        Self { sink: Some(sink), ..Self::default() }
+        Self {
+            sink: Some(sink),
+            ..Self::default()
+        }
     }
 
     /// Hand every bucket before second `upto` over to the sink (all of them with `None`).
@@ -365,12 +439,17 @@ impl Recorder {
         let b = &mut self.series[i];
         b.requests += 1;
         match o {
-            Outcome::Answer { status, ttfb, bytes } => {
+            Outcome::Answer {
+                status,
+                ttfb,
+                bytes,
+            } => {
                 let lat = us(done.saturating_duration_since(start));
                 self.latency.saturating_record(lat);
                 b.hist.saturating_record(lat);
                 if let Some(t) = ttfb {
-                    self.ttfb.saturating_record(us(t.saturating_duration_since(start)));
+                    self.ttfb
+                        .saturating_record(us(t.saturating_duration_since(start)));
                 }
                 self.bytes += bytes;
                 match status_kind(*status) {
@@ -500,7 +579,13 @@ pub struct Arrivals {
 
 impl Arrivals {
     pub fn new(rate: f64, poisson: bool, seed: u64) -> Self {
-        let mut a = Self { i: 0, next_s: 0.0, rate, poisson, rng: SmallRng::seed_from_u64(seed) };
+        let mut a = Self {
+            i: 0,
+            next_s: 0.0,
+            rate,
+            poisson,
+            rng: SmallRng::seed_from_u64(seed),
+        };
         if poisson {
             a.next_s = a.gap();
         }
@@ -515,7 +600,11 @@ impl Arrivals {
         let t = self.next_s;
         self.i += 1;
         // Uniform: i/R, not a running sum, so rounding never drifts.
-        self.next_s = if self.poisson { t + self.gap() } else { self.i as f64 / self.rate };
+        self.next_s = if self.poisson {
+            t + self.gap()
+        } else {
+            self.i as f64 / self.rate
+        };
         t
     }
 }
@@ -524,7 +613,9 @@ impl Schedule {
     pub fn new(plan: &Plan, t0: Instant) -> Self {
         let window_start = t0 + plan.warmup;
         let open = match plan.mode {
-            Mode::Open { rate, poisson, .. } => Some(Mutex::new(Arrivals::new(rate, poisson, plan.cfg.seed))),
+            Mode::Open { rate, poisson, .. } => {
+                Some(Mutex::new(Arrivals::new(rate, poisson, plan.cfg.seed)))
+            }
             Mode::Closed { .. } => None,
         };
         Self {
@@ -578,7 +669,9 @@ impl Schedule {
 type Conn = SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Conn, &'static str> {
-    gatewaylab_net::client::connect_http1(addr).await.map_err(|_| "connect")
+    gatewaylab_net::client::connect_http1(addr)
+        .await
+        .map_err(|_| "connect")
 }
 
 /// Error kind of a transport failure.
@@ -646,7 +739,11 @@ async fn exchange(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
             }
         }
     }
-    Outcome::Answer { status, ttfb: if plan.cfg.stream { ttfb } else { None }, bytes }
+    Outcome::Answer {
+        status,
+        ttfb: if plan.cfg.stream { ttfb } else { None },
+        bytes,
+    }
 }
 
 async fn timed_exchange(plan: &Plan, conn: &mut Option<Conn>) -> Outcome {
@@ -671,7 +768,12 @@ async fn wait_until(due: Instant) {
     }
 }
 
-async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>, sink: SeriesSink) -> Recorder {
+async fn worker(
+    plan: Arc<Plan>,
+    sched: Arc<Schedule>,
+    mut conn: Option<Conn>,
+    sink: SeriesSink,
+) -> Recorder {
     let mut rec = Recorder::with_sink(sink);
     let lag_tolerance = Duration::from_millis(1);
     loop {
@@ -684,7 +786,9 @@ async fn worker(plan: Arc<Plan>, sched: Arc<Schedule>, mut conn: Option<Conn>, s
                 }
             }
             Mode::Open { .. } => {
-                let Some((due, m)) = sched.next_open() else { break };
+                let Some((due, m)) = sched.next_open() else {
+                    break;
+                };
                 let now = Instant::now();
                 if due > now {
                     wait_until(due).await;
@@ -715,14 +819,22 @@ pub async fn run(plan: Plan) -> LoadResult {
     let mut pre = tokio::task::JoinSet::new();
     for _ in 0..plan.workers() {
         let (addr, to) = (plan.addr, plan.timeout);
-        pre.spawn(async move { tokio::time::timeout(to, connect(addr)).await.ok().and_then(Result::ok) });
+        pre.spawn(async move {
+            tokio::time::timeout(to, connect(addr))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
     }
     let mut conns = Vec::with_capacity(plan.workers());
     while let Some(r) = pre.join_next().await {
         conns.push(r.ok().flatten());
     }
     let cpu_start = process_cpu_s();
-    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let t0 = Instant::now();
     let sched = Arc::new(Schedule::new(&plan, t0));
     let sink: SeriesSink = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -740,17 +852,32 @@ pub async fn run(plan: Plan) -> LoadResult {
     let finished = Instant::now();
     let cpu_s = process_cpu_s() - cpu_start;
     let mut r = finish(&plan, &sched, rec, started_unix, finished);
-    let wall = finished.saturating_duration_since(t0).as_secs_f64().max(1e-9);
+    let wall = finished
+        .saturating_duration_since(t0)
+        .as_secs_f64()
+        .max(1e-9);
     r.meta["cpu_s"] = json!(cpu_s);
     r.meta["cpu_util"] = json!(cpu_s / wall);
     r
 }
 
-fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finished: Instant) -> LoadResult {
+fn finish(
+    plan: &Plan,
+    sched: &Schedule,
+    rec: Recorder,
+    started_unix: f64,
+    finished: Instant,
+) -> LoadResult {
     let planned = plan.window.as_secs_f64();
     // A count-bounded run ends when its last measured request finished.
     let duration_s = if sched.budget_hit.load(Relaxed) {
-        rec.last_done.map(|d| d.saturating_duration_since(sched.window_start).as_secs_f64()).unwrap_or(planned).min(planned)
+        rec.last_done
+            .map(|d| {
+                d.saturating_duration_since(sched.window_start)
+                    .as_secs_f64()
+            })
+            .unwrap_or(planned)
+            .min(planned)
     } else {
         planned
     };
@@ -776,7 +903,9 @@ fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finis
         .collect();
     let (mode, concurrency, rate, connections) = match plan.mode {
         Mode::Closed { concurrency } => ("closed", Some(concurrency), None, concurrency),
-        Mode::Open { rate, connections, .. } => ("open", None, Some(rate), connections),
+        Mode::Open {
+            rate, connections, ..
+        } => ("open", None, Some(rate), connections),
     };
     let meta = json!({
         "url": plan.cfg.url,
@@ -807,10 +936,18 @@ fn finish(plan: &Plan, sched: &Schedule, rec: Recorder, started_unix: f64, finis
         rate,
         duration_s,
         requests: rec.requests,
-        errors: rec.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        errors: rec
+            .errors
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         rps: rec.ok as f64 / duration_s,
         latency_us: percentiles(&rec.latency),
-        ttfb_us: if plan.cfg.stream { Some(percentiles(&rec.ttfb)) } else { None },
+        ttfb_us: if plan.cfg.stream {
+            Some(percentiles(&rec.ttfb))
+        } else {
+            None
+        },
         series,
         meta,
     }
@@ -870,7 +1007,10 @@ mod tests {
 
     #[test]
     fn schedule_admits_exactly_the_budget_and_skips_warmup() {
-        let plan = Plan::new(cfg(json!({"url": "http://127.0.0.1:9/", "concurrency": 2, "requests": 5, "warmup_s": 1.0}))).unwrap();
+        let plan = Plan::new(cfg(
+            json!({"url": "http://127.0.0.1:9/", "concurrency": 2, "requests": 5, "warmup_s": 1.0}),
+        ))
+        .unwrap();
         let t0 = Instant::now();
         let s = Schedule::new(&plan, t0);
         assert_eq!(s.admit(t0), Some(false)); // warm-up: sent, not measured, not counted
@@ -882,7 +1022,10 @@ mod tests {
 
     #[test]
     fn schedule_stops_at_window_end() {
-        let plan = Plan::new(cfg(json!({"url": "http://127.0.0.1:9/", "rate": 100.0, "duration_s": 1.0}))).unwrap();
+        let plan = Plan::new(cfg(
+            json!({"url": "http://127.0.0.1:9/", "rate": 100.0, "duration_s": 1.0}),
+        ))
+        .unwrap();
         let s = Schedule::new(&plan, Instant::now());
         let mut n = 0;
         while s.next_open().is_some() {
@@ -896,12 +1039,30 @@ mod tests {
         let mut r = Recorder::default();
         let t = Instant::now();
         for i in 1..=100u64 {
-            let o = Outcome::Answer { status: 200, ttfb: None, bytes: 10 };
+            let o = Outcome::Answer {
+                status: 200,
+                ttfb: None,
+                bytes: 10,
+            };
             r.record(t, t, t + Duration::from_micros(i * 100), &o);
         }
-        r.record(t, t + Duration::from_millis(1500), t + Duration::from_secs(2), &Outcome::Failed("reset"));
+        r.record(
+            t,
+            t + Duration::from_millis(1500),
+            t + Duration::from_secs(2),
+            &Outcome::Failed("reset"),
+        );
         let mut other = Recorder::default();
-        other.record(t, t, t + Duration::from_micros(50), &Outcome::Answer { status: 503, ttfb: None, bytes: 1 });
+        other.record(
+            t,
+            t,
+            t + Duration::from_micros(50),
+            &Outcome::Answer {
+                status: 503,
+                ttfb: None,
+                bytes: 1,
+            },
+        );
         r.merge(other);
         assert_eq!(r.requests, 102);
         assert_eq!(r.ok, 100);
@@ -921,20 +1082,44 @@ mod tests {
     fn recorder_hands_finished_seconds_to_the_sink() {
         let t = Instant::now();
         let sink: SeriesSink = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (mut a, mut b) = (Recorder::with_sink(sink.clone()), Recorder::with_sink(sink.clone()));
+        let (mut a, mut b) = (
+            Recorder::with_sink(sink.clone()),
+            Recorder::with_sink(sink.clone()),
+        );
         let mut plain = Recorder::default();
-        let ok = Outcome::Answer { status: 200, ttfb: None, bytes: 1 };
+        let ok = Outcome::Answer {
+            status: 200,
+            ttfb: None,
+            bytes: 1,
+        };
         for sec in 0..50u64 {
             for k in 0..3u64 {
                 let start = t + Duration::from_millis(sec * 1000 + k * 100);
-                let (rec, other) = if k % 2 == 0 { (&mut a, &mut plain) } else { (&mut b, &mut plain) };
+                let (rec, other) = if k % 2 == 0 {
+                    (&mut a, &mut plain)
+                } else {
+                    (&mut b, &mut plain)
+                };
                 rec.record(t, start, start + Duration::from_micros(100 + sec), &ok);
                 other.record(t, start, start + Duration::from_micros(100 + sec), &ok);
             }
-            assert!(a.series.len() <= 1 && b.series.len() <= 1, "a worker holds only its current second");
+            assert!(
+                a.series.len() <= 1 && b.series.len() <= 1,
+                "a worker holds only its current second"
+            );
         }
-        b.record(t, t + Duration::from_secs(52), t + Duration::from_secs(53), &Outcome::Failed("reset"));
-        plain.record(t, t + Duration::from_secs(52), t + Duration::from_secs(53), &Outcome::Failed("reset"));
+        b.record(
+            t,
+            t + Duration::from_secs(52),
+            t + Duration::from_secs(53),
+            &Outcome::Failed("reset"),
+        );
+        plain.record(
+            t,
+            t + Duration::from_secs(52),
+            t + Duration::from_secs(53),
+            &Outcome::Failed("reset"),
+        );
         a.flush_series();
         b.flush_series();
         let series = std::mem::take(&mut *sink.lock().unwrap());
@@ -980,9 +1165,17 @@ mod tests {
     #[test]
     fn closed_loop_against_the_mock_counts_exactly() {
         use crate::mock::{MockConfig, MockHandle};
-        let m = MockHandle::start(MockConfig { drop_rate: 0.1, seed: 11, ..Default::default() }).unwrap();
-        let plan = Plan::new(cfg(json!({"url": format!("{}/v1/chat/completions", m.url()), "concurrency": 3,
-                                         "requests": 200, "duration_s": 30.0, "body": "{}"}))).unwrap();
+        let m = MockHandle::start(MockConfig {
+            drop_rate: 0.1,
+            seed: 11,
+            ..Default::default()
+        })
+        .unwrap();
+        let plan = Plan::new(cfg(
+            json!({"url": format!("{}/v1/chat/completions", m.url()), "concurrency": 3,
+                                         "requests": 200, "duration_s": 30.0, "body": "{}"}),
+        ))
+        .unwrap();
         let r = run_blocking(plan).unwrap();
         assert_eq!(r.requests, 200);
         let drops = r.errors.get("reset").copied().unwrap_or(0);
@@ -995,9 +1188,16 @@ mod tests {
         use crate::mock::{MockConfig, MockHandle};
         // Every request takes >= 20 ms; with one connection at 200/s the generator falls behind,
         // and the queueing shows in the latency instead of being omitted.
-        let m = MockHandle::start(MockConfig { latency_ms: 20.0, ..Default::default() }).unwrap();
-        let plan = Plan::new(cfg(json!({"url": format!("{}/v1/models", m.url()), "rate": 200.0,
-                                         "connections": 1, "duration_s": 0.5}))).unwrap();
+        let m = MockHandle::start(MockConfig {
+            latency_ms: 20.0,
+            ..Default::default()
+        })
+        .unwrap();
+        let plan = Plan::new(cfg(
+            json!({"url": format!("{}/v1/models", m.url()), "rate": 200.0,
+                                         "connections": 1, "duration_s": 0.5}),
+        ))
+        .unwrap();
         let r = run_blocking(plan).unwrap();
         assert_eq!(r.requests, 100);
         assert!(r.meta["late_sends"].as_u64().unwrap() > 50);

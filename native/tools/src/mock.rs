@@ -101,14 +101,19 @@ impl MockConfig {
                 return Err(format!("{name} must be a finite number >= 0, got {v}"));
             }
         }
-        for (name, v) in [("error_rate", self.error_rate.unwrap_or(0.0)), ("drop_rate", self.drop_rate)] {
+        for (name, v) in [
+            ("error_rate", self.error_rate.unwrap_or(0.0)),
+            ("drop_rate", self.drop_rate),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be in [0, 1], got {v}"));
             }
         }
         if let Some(s) = self.error_status {
             if !(100..=999).contains(&s) {
-                return Err(format!("error_status must be an HTTP status (100..999), got {s}"));
+                return Err(format!(
+                    "error_status must be an HTTP status (100..999), got {s}"
+                ));
             }
         }
         if self.threads == 0 {
@@ -144,7 +149,10 @@ fn header_f64(h: &HeaderMap, name: &str) -> Result<Option<f64>, String> {
         None => Ok(None),
         Some(v) => {
             let s = v.to_str().map_err(|_| format!("{name}: not ASCII"))?;
-            let x: f64 = s.trim().parse().map_err(|_| format!("{name}: not a number: {s:?}"))?;
+            let x: f64 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name}: not a number: {s:?}"))?;
             if !x.is_finite() || x < 0.0 {
                 return Err(format!("{name}: must be a finite number >= 0, got {s:?}"));
             }
@@ -162,7 +170,11 @@ impl Behaviour {
         let itl = header_f64(h, "x-mock-itl-ms")?.unwrap_or(cfg.itl_ms);
         let tokens = match header_f64(h, "x-mock-tokens")? {
             Some(t) if t.fract() == 0.0 && t <= 1_000_000.0 => t as u32,
-            Some(t) => return Err(format!("x-mock-tokens: must be an integer <= 1000000, got {t}")),
+            Some(t) => {
+                return Err(format!(
+                    "x-mock-tokens: must be an integer <= 1000000, got {t}"
+                ))
+            }
             None => cfg.tokens,
         };
         let h_status = header_f64(h, "x-mock-error-status")?;
@@ -176,22 +188,34 @@ impl Behaviour {
         let error_rate = match (h_rate, h_status) {
             (Some(r), _) => r,
             (None, Some(_)) => 1.0,
-            (None, None) => cfg.error_rate.unwrap_or(if cfg.error_status.is_some() { 1.0 } else { 0.0 }),
+            (None, None) => {
+                cfg.error_rate
+                    .unwrap_or(if cfg.error_status.is_some() { 1.0 } else { 0.0 })
+            }
         };
         let drop_rate = header_f64(h, "x-mock-drop-rate")?.unwrap_or(cfg.drop_rate);
-        for (name, v) in [("x-mock-error-rate", error_rate), ("x-mock-drop-rate", drop_rate)] {
+        for (name, v) in [
+            ("x-mock-error-rate", error_rate),
+            ("x-mock-drop-rate", drop_rate),
+        ] {
             if v > 1.0 {
                 return Err(format!("{name}: must be in [0, 1], got {v}"));
             }
         }
-        let stall = header_f64(h, "x-mock-stall-ms")?.filter(|&x| x > 0.0).map(ms);
+        let stall = header_f64(h, "x-mock-stall-ms")?
+            .filter(|&x| x > 0.0)
+            .map(ms);
         Ok(Self {
             latency: ms(latency),
             jitter: ms(jitter),
             ttft: ms(ttft),
             itl: ms(itl),
             tokens,
-            error_status: if error_rate > 0.0 { Some(error_status.unwrap_or(500)) } else { error_status },
+            error_status: if error_rate > 0.0 {
+                Some(error_status.unwrap_or(500))
+            } else {
+                error_status
+            },
             error_rate,
             drop_rate,
             stall,
@@ -213,7 +237,11 @@ struct StatsInner {
 
 impl Default for StatsInner {
     fn default() -> Self {
-        Self { since: SystemTime::now(), started: Instant::now(), counts: BTreeMap::new() }
+        Self {
+            since: SystemTime::now(),
+            started: Instant::now(),
+            counts: BTreeMap::new(),
+        }
     }
 }
 
@@ -229,10 +257,17 @@ impl Stats {
         let mut by_route: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
         let mut total = 0;
         for ((route, outcome), n) in g.counts.iter() {
-            by_route.entry(route).or_default().insert(outcome.clone(), *n);
+            by_route
+                .entry(route)
+                .or_default()
+                .insert(outcome.clone(), *n);
             total += n;
         }
-        let since = g.since.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let since = g
+            .since
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         let v = json!({
             "since_unix_s": since,
             "elapsed_s": g.started.elapsed().as_secs_f64(),
@@ -271,7 +306,8 @@ impl MockState {
 
     fn trigger_stall(&self, d: Duration) {
         let until = self.base.elapsed() + d;
-        self.stall_until_ns.fetch_max(until.as_nanos() as u64, Relaxed);
+        self.stall_until_ns
+            .fetch_max(until.as_nanos() as u64, Relaxed);
     }
 
     /// Wait while the server is frozen.
@@ -288,7 +324,9 @@ impl MockState {
 
 /// splitmix64: decorrelates (seed, request number) into a RNG seed.
 pub fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x6A09_E667_F3BC_C909);
+    let mut z = seed
+        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x6A09_E667_F3BC_C909);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -315,15 +353,22 @@ impl MockBody {
     /// Chunks, each sent after its delay (counted from the previous chunk).
     /// Chunks that follow without delay are merged, so an unpaced stream is one write.
     pub fn paced(chunks: Vec<(Duration, Bytes)>) -> Self {
-        let mut merged: std::collections::VecDeque<(Duration, Vec<u8>)> = std::collections::VecDeque::new();
+        let mut merged: std::collections::VecDeque<(Duration, Vec<u8>)> =
+            std::collections::VecDeque::new();
         for (d, b) in chunks {
             match merged.back_mut() {
                 Some((_, prev)) if d.is_zero() => prev.extend_from_slice(&b),
                 _ => merged.push_back((d, b.to_vec())),
             }
         }
-        let chunks = merged.into_iter().map(|(d, b)| (d, Bytes::from(b))).collect();
-        MockBody::Paced(Paced { chunks, sleep: None })
+        let chunks = merged
+            .into_iter()
+            .map(|(d, b)| (d, Bytes::from(b)))
+            .collect();
+        MockBody::Paced(Paced {
+            chunks,
+            sleep: None,
+        })
     }
 }
 
@@ -331,7 +376,10 @@ impl Body for MockBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             MockBody::Paced(p) => loop {
@@ -371,13 +419,70 @@ impl Body for MockBody {
 // Generated content
 
 const VOCAB: &[&str] = &[
-    "the", "gateway", "forwards", "a", "request", "to", "an", "upstream", "model", "and", "audits",
-    "every", "response", "with", "Merkle", "proof", "latency", "is", "measured", "from", "intended",
-    "send", "time", "so", "coordinated", "omission", "does", "not", "hide", "stalls", "tokens",
-    "stream", "back", "as", "server", "sent", "events", "while", "Rust", "releases", "GIL", "for",
-    "work", "that", "takes", "longer", "than", "microsecond", "Python", "keeps", "hot", "path",
-    "simple", "readable", "mock", "answers", "quickly", "under", "load", "generator", "counts", "errors",
-    "by", "kind",
+    "the",
+    "gateway",
+    "forwards",
+    "a",
+    "request",
+    "to",
+    "an",
+    "upstream",
+    "model",
+    "and",
+    "audits",
+    "every",
+    "response",
+    "with",
+    "Merkle",
+    "proof",
+    "latency",
+    "is",
+    "measured",
+    "from",
+    "intended",
+    "send",
+    "time",
+    "so",
+    "coordinated",
+    "omission",
+    "does",
+    "not",
+    "hide",
+    "stalls",
+    "tokens",
+    "stream",
+    "back",
+    "as",
+    "server",
+    "sent",
+    "events",
+    "while",
+    "Rust",
+    "releases",
+    "GIL",
+    "for",
+    "work",
+    "that",
+    "takes",
+    "longer",
+    "than",
+    "microsecond",
+    "Python",
+    "keeps",
+    "hot",
+    "path",
+    "simple",
+    "readable",
+    "mock",
+    "answers",
+    "quickly",
+    "under",
+    "load",
+    "generator",
+    "counts",
+    "errors",
+    "by",
+    "kind",
 ];
 
 /// One generated token with its logprob and alternatives (most likely first).
@@ -397,7 +502,11 @@ pub fn gen_tokens(rng: &mut SmallRng, n: u32, top_k: usize) -> Vec<Token> {
             let space = if i == 0 { "" } else { " " };
             let first = rng.random_range(0..VOCAB.len());
             if k == 0 {
-                return Token { text: format!("{space}{}", VOCAB[first]), logprob: 0.0, top: Vec::new() };
+                return Token {
+                    text: format!("{space}{}", VOCAB[first]),
+                    logprob: 0.0,
+                    top: Vec::new(),
+                };
             }
             // A random categorical distribution over k candidates; the chosen token is the top one.
             let mut w: Vec<f64> = (0..k).map(|_| rng.random::<f64>().powi(3) + 1e-3).collect();
@@ -406,9 +515,18 @@ pub fn gen_tokens(rng: &mut SmallRng, n: u32, top_k: usize) -> Vec<Token> {
             let top: Vec<(String, f64)> = w
                 .iter()
                 .enumerate()
-                .map(|(j, wj)| (format!("{space}{}", VOCAB[(first + j * 7) % VOCAB.len()]), (wj / sum).ln()))
+                .map(|(j, wj)| {
+                    (
+                        format!("{space}{}", VOCAB[(first + j * 7) % VOCAB.len()]),
+                        (wj / sum).ln(),
+                    )
+                })
                 .collect();
-            Token { text: top[0].0.clone(), logprob: top[0].1, top }
+            Token {
+                text: top[0].0.clone(),
+                logprob: top[0].1,
+                top,
+            }
         })
         .collect()
 }
@@ -422,7 +540,13 @@ fn openai_logprobs(toks: &[Token], top_n: usize) -> Value {
         .iter()
         .map(|t| {
             let mut e = logprob_entry(&t.text, t.logprob);
-            e["top_logprobs"] = Value::Array(t.top.iter().take(top_n).map(|(s, l)| logprob_entry(s, *l)).collect());
+            e["top_logprobs"] = Value::Array(
+                t.top
+                    .iter()
+                    .take(top_n)
+                    .map(|(s, l)| logprob_entry(s, *l))
+                    .collect(),
+            );
             e
         })
         .collect();
@@ -449,17 +573,25 @@ fn prompt_tokens(req: &ApiRequest) -> u64 {
         match v {
             Value::String(s) => s.chars().count(),
             Value::Array(a) => a.iter().map(chars).sum(),
-            Value::Object(o) => o.iter().filter(|(k, _)| *k == "content" || *k == "text").map(|(_, v)| chars(v)).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| *k == "content" || *k == "text")
+                .map(|(_, v)| chars(v))
+                .sum(),
             _ => 0,
         }
     }
     let msgs = req.messages.as_deref().unwrap_or(&[]);
-    let c: usize = msgs.iter().map(chars).sum::<usize>() + req.system.as_ref().map(chars).unwrap_or(0);
+    let c: usize =
+        msgs.iter().map(chars).sum::<usize>() + req.system.as_ref().map(chars).unwrap_or(0);
     (c as u64).div_ceil(4) + 3 * msgs.len() as u64 + 1
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -493,9 +625,15 @@ fn route(m: &Method, path: &str) -> (Route, &'static str) {
         ("/health", &Method::GET) => (Route::Health, "GET /health"),
         ("/mock/stats", &Method::GET) => (Route::Stats, ""),
         ("/mock/stats/reset", &Method::POST) => (Route::StatsReset, ""),
-        ("/v1/chat/completions" | "/v1/messages" | "/v1/models" | "/health" | "/mock/stats" | "/mock/stats/reset", _) => {
-            (Route::BadMethod, "other")
-        }
+        (
+            "/v1/chat/completions"
+            | "/v1/messages"
+            | "/v1/models"
+            | "/health"
+            | "/mock/stats"
+            | "/mock/stats/reset",
+            _,
+        ) => (Route::BadMethod, "other"),
         _ => (Route::NotFound, "other"),
     }
 }
@@ -503,7 +641,8 @@ fn route(m: &Method, path: &str) -> (Route, &'static str) {
 fn json_response(status: u16, v: &Value) -> Response<MockBody> {
     let mut r = Response::new(MockBody::full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -534,9 +673,16 @@ impl std::fmt::Display for Dropped {
 }
 impl std::error::Error for Dropped {}
 
-pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Response<MockBody>, Dropped> {
+pub async fn handle(
+    state: Arc<MockState>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Dropped> {
     let (r, name) = route(req.method(), req.uri().path());
-    let reset_query = req.uri().query().map(|q| q.split('&').any(|kv| kv == "reset=1" || kv == "reset=true")).unwrap_or(false);
+    let reset_query = req
+        .uri()
+        .query()
+        .map(|q| q.split('&').any(|kv| kv == "reset=1" || kv == "reset=true"))
+        .unwrap_or(false);
     let (parts, body) = req.into_parts();
     // Always drain the body so the connection stays usable.
     let body = match body.collect().await {
@@ -574,7 +720,10 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
     let err_draw: f64 = rng.random();
 
     let n = state.api_seq.fetch_add(1, Relaxed) + 1;
-    if state.cfg.stall_every > 0 && n.is_multiple_of(state.cfg.stall_every) && state.cfg.stall_ms > 0.0 {
+    if state.cfg.stall_every > 0
+        && n.is_multiple_of(state.cfg.stall_every)
+        && state.cfg.stall_ms > 0.0
+    {
         state.trigger_stall(ms(state.cfg.stall_ms));
     }
     if let Some(d) = b.stall {
@@ -588,7 +737,10 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
     if let (Some(status), true) = (b.error_status, err_draw < b.error_rate) {
         state.stats.count(name, status.to_string());
         sleep_and_unstall(&state, delay).await;
-        return Ok(json_response(status, &error_body(r, status, "injected error (x-mock-error-status)")));
+        return Ok(json_response(
+            status,
+            &error_body(r, status, "injected error (x-mock-error-status)"),
+        ));
     }
     if r == Route::Models {
         state.stats.count(name, "200");
@@ -604,18 +756,31 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
         Ok(v @ Value::Object(_)) => serde_json::from_value(v).unwrap_or_default(),
         Ok(_) => {
             state.stats.count(name, "400");
-            return Ok(json_response(400, &error_body(r, 400, "request body must be a JSON object")));
+            return Ok(json_response(
+                400,
+                &error_body(r, 400, "request body must be a JSON object"),
+            ));
         }
         Err(e) => {
             state.stats.count(name, "400");
-            return Ok(json_response(400, &error_body(r, 400, &format!("invalid JSON body: {e}"))));
+            return Ok(json_response(
+                400,
+                &error_body(r, 400, &format!("invalid JSON body: {e}")),
+            ));
         }
     };
     state.stats.count(name, "200");
-    let cap = api.max_completion_tokens.or(api.max_tokens).unwrap_or(u64::MAX);
+    let cap = api
+        .max_completion_tokens
+        .or(api.max_tokens)
+        .unwrap_or(u64::MAX);
     let n_tokens = (b.tokens as u64).min(cap).max(1) as u32;
     let want_lp = api.logprobs.unwrap_or(false) && r == Route::Chat;
-    let top_n = if want_lp { api.top_logprobs.unwrap_or(0).min(20) as usize } else { 0 };
+    let top_n = if want_lp {
+        api.top_logprobs.unwrap_or(0).min(20) as usize
+    } else {
+        0
+    };
     let toks = gen_tokens(&mut rng, n_tokens, if want_lp { top_n.max(1) } else { 0 });
     let model = api.model.clone().unwrap_or_else(|| state.cfg.model.clone());
     let p_tok = prompt_tokens(&api);
@@ -632,7 +797,9 @@ pub async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> Result<Res
             sleep_and_unstall(&state, gen_time).await;
             json_response(200, &messages_json(seq, &model, &toks, p_tok))
         }
-        (Route::Chat, true) => sse_response(chat_sse(seq, &model, &toks, want_lp, top_n, p_tok, b.ttft, b.itl)),
+        (Route::Chat, true) => sse_response(chat_sse(
+            seq, &model, &toks, want_lp, top_n, p_tok, b.ttft, b.itl,
+        )),
         (_, true) => sse_response(messages_sse(seq, &model, &toks, p_tok, b.ttft, b.itl)),
         _ => unreachable!("routes handled above"),
     };
@@ -649,8 +816,10 @@ async fn sleep_and_unstall(state: &MockState, d: Duration) {
 
 fn sse_response(chunks: Vec<(Duration, Bytes)>) -> Response<MockBody> {
     let mut r = Response::new(MockBody::paced(chunks));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -662,7 +831,14 @@ fn usage(p: u64, c: usize) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c as u64})
 }
 
-pub fn chat_json(seq: u64, model: &str, toks: &[Token], lp: bool, top_n: usize, p_tok: u64) -> Value {
+pub fn chat_json(
+    seq: u64,
+    model: &str,
+    toks: &[Token],
+    lp: bool,
+    top_n: usize,
+    p_tok: u64,
+) -> Value {
     json!({
         "id": format!("chatcmpl-mock-{seq}"),
         "object": "chat.completion",
@@ -680,7 +856,16 @@ pub fn chat_json(seq: u64, model: &str, toks: &[Token], lp: bool, top_n: usize, 
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn chat_sse(seq: u64, model: &str, toks: &[Token], lp: bool, top_n: usize, p_tok: u64, ttft: Duration, itl: Duration) -> Vec<(Duration, Bytes)> {
+pub fn chat_sse(
+    seq: u64,
+    model: &str,
+    toks: &[Token],
+    lp: bool,
+    top_n: usize,
+    p_tok: u64,
+    ttft: Duration,
+    itl: Duration,
+) -> Vec<(Duration, Bytes)> {
     let id = format!("chatcmpl-mock-{seq}");
     let created = now_unix();
     let chunk = |delta: Value, logprobs: Value, finish: Value| {
@@ -692,9 +877,20 @@ pub fn chat_sse(seq: u64, model: &str, toks: &[Token], lp: bool, top_n: usize, p
     };
     let mut out = Vec::with_capacity(toks.len() + 4);
     // The first event waits for the first token, so time to first byte = time to first token.
-    out.push((ttft, sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null))));
+    out.push((
+        ttft,
+        sse(&chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+            Value::Null,
+        )),
+    ));
     for (i, t) in toks.iter().enumerate() {
-        let lpv = if lp { openai_logprobs(std::slice::from_ref(t), top_n) } else { Value::Null };
+        let lpv = if lp {
+            openai_logprobs(std::slice::from_ref(t), top_n)
+        } else {
+            Value::Null
+        };
         let d = if i == 0 { Duration::ZERO } else { itl };
         out.push((d, sse(&chunk(json!({"content": t.text}), lpv, Value::Null))));
     }
@@ -718,7 +914,14 @@ pub fn messages_json(seq: u64, model: &str, toks: &[Token], p_tok: u64) -> Value
     })
 }
 
-pub fn messages_sse(seq: u64, model: &str, toks: &[Token], p_tok: u64, ttft: Duration, itl: Duration) -> Vec<(Duration, Bytes)> {
+pub fn messages_sse(
+    seq: u64,
+    model: &str,
+    toks: &[Token],
+    p_tok: u64,
+    ttft: Duration,
+    itl: Duration,
+) -> Vec<(Duration, Bytes)> {
     let mut out = Vec::with_capacity(toks.len() + 5);
     let start = json!({"type": "message_start", "message": {
         "id": format!("msg_mock_{seq}"), "type": "message", "role": "assistant", "model": model,
@@ -732,11 +935,20 @@ pub fn messages_sse(seq: u64, model: &str, toks: &[Token], p_tok: u64, ttft: Dur
         let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t.text}});
         out.push((d, sse_event("content_block_delta", &delta)));
     }
-    out.push((Duration::ZERO, sse_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0}))));
+    out.push((
+        Duration::ZERO,
+        sse_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ),
+    ));
     let md = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                     "usage": {"output_tokens": toks.len()}});
     out.push((Duration::ZERO, sse_event("message_delta", &md)));
-    out.push((Duration::ZERO, sse_event("message_stop", &json!({"type": "message_stop"}))));
+    out.push((
+        Duration::ZERO,
+        sse_event("message_stop", &json!({"type": "message_stop"})),
+    ));
     out
 }
 
@@ -745,8 +957,15 @@ pub fn messages_sse(seq: u64, model: &str, toks: &[Token], p_tok: u64, ttft: Dur
 
 /// Serve on `listener` until `shutdown` resolves (the shared server loop, with no idle
 /// cutoff: a client's pooled keep-alive connection stays usable between runs).
-pub async fn serve(listener: TcpListener, state: Arc<MockState>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let limits = gatewaylab_net::server::Limits { drain_timeout: Duration::from_millis(200), ..Default::default() };
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<MockState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limits = gatewaylab_net::server::Limits {
+        drain_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
     gatewaylab_net::server::serve(
         listener,
         limits,
@@ -763,7 +982,8 @@ pub use gatewaylab_net::server::{build_runtime, termination_signal};
 
 /// Bind, call `on_ready(addr)`, serve until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run_blocking(cfg: MockConfig, on_ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
-    cfg.validate().map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    cfg.validate()
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let rt = build_runtime(cfg.threads)?;
     rt.block_on(async move {
         let listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
@@ -787,7 +1007,8 @@ pub struct MockHandle {
 
 impl MockHandle {
     pub fn start(cfg: MockConfig) -> std::io::Result<Self> {
-        cfg.validate().map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+        cfg.validate()
+            .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
         let (tx_addr, rx_addr) = std::sync::mpsc::channel();
         let (tx_stop, rx_stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -811,7 +1032,11 @@ impl MockHandle {
             .recv()
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .map_err(std::io::Error::other)?;
-        Ok(Self { addr, stop: Some(tx_stop), thread: Some(thread) })
+        Ok(Self {
+            addr,
+            stop: Some(tx_stop),
+            thread: Some(thread),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -844,11 +1069,29 @@ mod tests {
 
     #[test]
     fn headers_override_server_defaults() {
-        let cfg = MockConfig { latency_ms: 5.0, tokens: 8, ..Default::default() };
+        let cfg = MockConfig {
+            latency_ms: 5.0,
+            tokens: 8,
+            ..Default::default()
+        };
         let b = Behaviour::resolve(&cfg, &HeaderMap::new()).unwrap();
-        assert_eq!((b.latency, b.tokens, b.error_rate, b.error_status), (Duration::from_millis(5), 8, 0.0, None));
-        let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-latency-ms", "1.5"), ("x-mock-tokens", "3"), ("x-mock-error-status", "429")])).unwrap();
-        assert_eq!((b.latency, b.tokens, b.error_rate, b.error_status), (Duration::from_micros(1500), 3, 1.0, Some(429)));
+        assert_eq!(
+            (b.latency, b.tokens, b.error_rate, b.error_status),
+            (Duration::from_millis(5), 8, 0.0, None)
+        );
+        let b = Behaviour::resolve(
+            &cfg,
+            &headers(&[
+                ("x-mock-latency-ms", "1.5"),
+                ("x-mock-tokens", "3"),
+                ("x-mock-error-status", "429"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (b.latency, b.tokens, b.error_rate, b.error_status),
+            (Duration::from_micros(1500), 3, 1.0, Some(429))
+        );
         let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-error-rate", "0.5")])).unwrap();
         assert_eq!((b.error_rate, b.error_status), (0.5, Some(500)));
         let b = Behaviour::resolve(&cfg, &headers(&[("x-mock-stall-ms", "7")])).unwrap();
@@ -858,19 +1101,48 @@ mod tests {
     #[test]
     fn bad_headers_are_rejected() {
         let cfg = MockConfig::default();
-        for (k, v) in [("x-mock-latency-ms", "-1"), ("x-mock-latency-ms", "nan"), ("x-mock-drop-rate", "1.5"),
-                       ("x-mock-error-status", "42"), ("x-mock-tokens", "2.5"), ("x-mock-itl-ms", "soon")] {
-            assert!(Behaviour::resolve(&cfg, &headers(&[(k, v)])).is_err(), "{k}: {v}");
+        for (k, v) in [
+            ("x-mock-latency-ms", "-1"),
+            ("x-mock-latency-ms", "nan"),
+            ("x-mock-drop-rate", "1.5"),
+            ("x-mock-error-status", "42"),
+            ("x-mock-tokens", "2.5"),
+            ("x-mock-itl-ms", "soon"),
+        ] {
+            assert!(
+                Behaviour::resolve(&cfg, &headers(&[(k, v)])).is_err(),
+                "{k}: {v}"
+            );
         }
     }
 
     #[test]
     fn config_validation() {
         assert!(MockConfig::default().validate().is_ok());
-        assert!(MockConfig { drop_rate: 2.0, ..Default::default() }.validate().is_err());
-        assert!(MockConfig { latency_ms: -1.0, ..Default::default() }.validate().is_err());
-        assert!(MockConfig { threads: 0, ..Default::default() }.validate().is_err());
-        assert!(MockConfig { host: "localhost".into(), ..Default::default() }.validate().is_err());
+        assert!(MockConfig {
+            drop_rate: 2.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(MockConfig {
+            latency_ms: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(MockConfig {
+            threads: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(MockConfig {
+            host: "localhost".into(),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         let parsed: Result<MockConfig, _> = serde_json::from_str(r#"{"latency": 3}"#);
         assert!(parsed.is_err(), "unknown fields are refused");
     }
@@ -896,13 +1168,23 @@ mod tests {
     #[test]
     fn chat_stream_is_openai_chunks_ending_with_done() {
         let toks = gen_tokens(&mut SmallRng::seed_from_u64(1), 3, 0);
-        let chunks = chat_sse(9, "m", &toks, false, 0, 5, Duration::from_millis(10), Duration::from_millis(2));
+        let chunks = chat_sse(
+            9,
+            "m",
+            &toks,
+            false,
+            0,
+            5,
+            Duration::from_millis(10),
+            Duration::from_millis(2),
+        );
         assert_eq!(chunks.first().unwrap().0, Duration::from_millis(10));
         assert_eq!(&chunks.last().unwrap().1[..], b"data: [DONE]\n\n");
         let mut content = String::new();
         for (_, b) in &chunks[..chunks.len() - 1] {
             let s = std::str::from_utf8(b).unwrap();
-            let v: Value = serde_json::from_str(s.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+            let v: Value =
+                serde_json::from_str(s.strip_prefix("data: ").unwrap().trim_end()).unwrap();
             assert_eq!(v["object"], "chat.completion.chunk");
             content += v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
         }
@@ -914,10 +1196,28 @@ mod tests {
         let toks = gen_tokens(&mut SmallRng::seed_from_u64(1), 2, 0);
         let names: Vec<String> = messages_sse(1, "m", &toks, 4, Duration::ZERO, Duration::ZERO)
             .iter()
-            .map(|(_, b)| std::str::from_utf8(b).unwrap().lines().next().unwrap().trim_start_matches("event: ").to_string())
+            .map(|(_, b)| {
+                std::str::from_utf8(b)
+                    .unwrap()
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("event: ")
+                    .to_string()
+            })
             .collect();
-        assert_eq!(names, ["message_start", "content_block_start", "content_block_delta", "content_block_delta",
-                           "content_block_stop", "message_delta", "message_stop"]);
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
     }
 
     #[test]
@@ -935,8 +1235,13 @@ mod tests {
 
     #[test]
     fn prompt_tokens_grow_with_the_prompt() {
-        let short: ApiRequest = serde_json::from_value(json!({"messages": [{"role": "user", "content": "hi"}]})).unwrap();
-        let long: ApiRequest = serde_json::from_value(json!({"messages": [{"role": "user", "content": "hi ".repeat(100)}]})).unwrap();
+        let short: ApiRequest =
+            serde_json::from_value(json!({"messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap();
+        let long: ApiRequest = serde_json::from_value(
+            json!({"messages": [{"role": "user", "content": "hi ".repeat(100)}]}),
+        )
+        .unwrap();
         assert!(prompt_tokens(&long) > prompt_tokens(&short) + 50);
     }
 }

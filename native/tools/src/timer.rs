@@ -36,14 +36,25 @@ async fn precise_until(at: Instant) {
         return;
     }
     // SAFETY: plain syscalls on a descriptor this function creates and owns.
-    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+    let fd = unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return tokio::time::sleep_until(at.into()).await;
     }
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let spec = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long },
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        },
     };
     if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
         return tokio::time::sleep_until(at.into()).await;
@@ -79,7 +90,10 @@ mod tests {
 
     #[test]
     fn sleeps_at_least_the_duration_and_in_order() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let t0 = Instant::now();
             let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

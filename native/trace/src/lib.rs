@@ -25,7 +25,9 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -85,7 +87,12 @@ impl Tracer {
     /// None when `mode` is off (nothing is initialised). `endpoint` is the full OTLP/HTTP
     /// traces URL; `flush_ms` the batch processor's delay between exports. Build it outside
     /// any Tokio runtime (the blocking exporter has one of its own).
-    pub fn new(mode: Mode, endpoint: &str, service: &str, flush_ms: u64) -> Result<Option<Tracer>, String> {
+    pub fn new(
+        mode: Mode,
+        endpoint: &str,
+        service: &str,
+        flush_ms: u64,
+    ) -> Result<Option<Tracer>, String> {
         let sampler = match mode {
             Mode::Off => return Ok(None),
             Mode::On => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
@@ -103,9 +110,17 @@ impl Tracer {
             .with_max_queue_size(65536)
             .build();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
+            .with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(batch)
+                    .build(),
+            )
             .with_sampler(sampler)
-            .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service.to_string())
+                    .build(),
+            )
             .build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("gatewaylab"));
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
@@ -117,10 +132,24 @@ impl Tracer {
     /// pairs). Run the request under `dispatch` only when this is Some: an unsampled
     /// request then makes no more spans (the core's stage spans see no subscriber), as the
     /// Python twin makes none for it.
-    pub fn request_span(&self, headers: &[(&[u8], &[u8])], request_id: &str, rung: &'static str) -> Option<Span> {
+    pub fn request_span(
+        &self,
+        headers: &[(&[u8], &[u8])],
+        request_id: &str,
+        rung: &'static str,
+    ) -> Option<Span> {
         let span = tracing::dispatcher::with_default(&self.dispatch, || {
-            let span = tracing::info_span!("request", otel.name = "request", otel.kind = "server", rung, request_id);
-            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"traceparent")) {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "request",
+                otel.kind = "server",
+                rung,
+                request_id
+            );
+            if headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(b"traceparent"))
+            {
                 let parent = TraceContextPropagator::new().extract(&Headers(headers));
                 if parent.span().span_context().is_valid() {
                     let _ = span.set_parent(parent);
@@ -149,7 +178,10 @@ impl Extractor for Headers<'_, '_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().filter_map(|(n, _)| std::str::from_utf8(n).ok()).collect()
+        self.0
+            .iter()
+            .filter_map(|(n, _)| std::str::from_utf8(n).ok())
+            .collect()
     }
 }
 
@@ -164,7 +196,14 @@ pub fn stage(name: &'static str) -> Span {
 /// The span of upstream attempt `n` (1-based), child of the current span (`forward`). The
 /// forwarder calls this once per attempt and sends [`traceparent`] of it upstream.
 pub fn attempt(n: u32, url: &str) -> Span {
-    tracing::info_span!("attempt", otel.name = "attempt", otel.kind = "client", attempt = n as i64, url, http.status_code = tracing::field::Empty)
+    tracing::info_span!(
+        "attempt",
+        otel.name = "attempt",
+        otel.kind = "client",
+        attempt = n as i64,
+        url,
+        http.status_code = tracing::field::Empty
+    )
 }
 
 /// A traced request's forward stage and one upstream attempt in it: the spans and the
@@ -183,7 +222,11 @@ impl Attempt {
         let forward = stage("forward");
         let span = forward.in_scope(|| attempt(n, url));
         let traceparent = traceparent(&span);
-        Attempt { span, _forward: forward, traceparent }
+        Attempt {
+            span,
+            _forward: forward,
+            traceparent,
+        }
     }
 }
 
@@ -226,32 +269,67 @@ mod tests {
         assert_eq!(Mode::parse("on"), Ok(Mode::On));
         assert_eq!(Mode::parse("sampled:0.25"), Ok(Mode::Sampled(0.25)));
         assert_eq!(Mode::parse("sampled:0.25").unwrap().label(), "sampled:0.25");
-        for bad in ["", "ON", "sampled:", "sampled:2", "sampled:-0.1", "sampled:x", "sample:0.1"] {
-            assert!(Mode::parse(bad).unwrap_err().starts_with("tracing: expected"), "{bad}");
+        for bad in [
+            "",
+            "ON",
+            "sampled:",
+            "sampled:2",
+            "sampled:-0.1",
+            "sampled:x",
+            "sample:0.1",
+        ] {
+            assert!(
+                Mode::parse(bad)
+                    .unwrap_err()
+                    .starts_with("tracing: expected"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn off_initialises_nothing() {
-        assert!(Tracer::new(Mode::Off, DEFAULT_ENDPOINT, "t", 100).unwrap().is_none());
+        assert!(Tracer::new(Mode::Off, DEFAULT_ENDPOINT, "t", 100)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn ids_and_traceparent_follow_the_client() {
-        let t = Tracer::new(Mode::On, "http://127.0.0.1:9/v1/traces", "t", 10_000).unwrap().unwrap();
+        let t = Tracer::new(Mode::On, "http://127.0.0.1:9/v1/traces", "t", 10_000)
+            .unwrap()
+            .unwrap();
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let hs: Vec<(&[u8], &[u8])> = vec![(b"traceparent", tp.as_bytes())];
         let span = t.request_span(&hs, "r1", "rs-server").unwrap();
-        assert_eq!(trace_id(&span).as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
-        let a = tracing::dispatcher::with_default(&t.dispatch, || span.in_scope(|| attempt(1, "http://u")));
+        assert_eq!(
+            trace_id(&span).as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        let a = tracing::dispatcher::with_default(&t.dispatch, || {
+            span.in_scope(|| attempt(1, "http://u"))
+        });
         let up = traceparent(&a).unwrap();
-        assert!(up.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && up.ends_with("-01"), "{up}");
+        assert!(
+            up.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && up.ends_with("-01"),
+            "{up}"
+        );
         assert_ne!(&up[36..52], "b7ad6b7169203331");
         // sampled:0 keeps nothing of its own, but a sampled parent still wins (parent-based)
-        let z = Tracer::new(Mode::Sampled(0.0), "http://127.0.0.1:9/v1/traces", "t", 10_000).unwrap().unwrap();
+        let z = Tracer::new(
+            Mode::Sampled(0.0),
+            "http://127.0.0.1:9/v1/traces",
+            "t",
+            10_000,
+        )
+        .unwrap()
+        .unwrap();
         assert!(z.request_span(&[], "r2", "rs-server").is_none());
         assert!(trace_id(&z.request_span(&hs, "r3", "rs-server").unwrap()).is_some());
-        let unsampled: Vec<(&[u8], &[u8])> = vec![(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")];
+        let unsampled: Vec<(&[u8], &[u8])> = vec![(
+            b"traceparent",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        )];
         assert!(t.request_span(&unsampled, "r4", "rs-server").is_none()); // the client's flag wins
         drop(span);
         drop(a);

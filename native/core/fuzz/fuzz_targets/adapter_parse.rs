@@ -5,8 +5,14 @@ use gatewaylab_core::adapter::{parse, Adapter, Kind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, body)) = data.split_first() else { return };
-    let kind = if sel & 1 == 0 { Kind::OpenAi } else { Kind::Anthropic };
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let kind = if sel & 1 == 0 {
+        Kind::OpenAi
+    } else {
+        Kind::Anthropic
+    };
     let a = Adapter::new(kind);
     match (sel >> 1) % 3 {
         0 => {

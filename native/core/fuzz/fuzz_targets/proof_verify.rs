@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
         }
         None => return,
     };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else { return };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return;
+    };
     let _ = verify_inclusion(&v, Some(payload));
     let _ = verify_inclusion(&v, None);
     let _ = verify_consistency(&v);

@@ -10,13 +10,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = scan(data) else { return };
     assert!(s.valid_end <= data.len());
     if s.header_incomplete {
-        assert!(s.payloads.is_empty() && (MAGIC_V1.starts_with(data) || MAGIC_V2.starts_with(data)));
+        assert!(
+            s.payloads.is_empty() && (MAGIC_V1.starts_with(data) || MAGIC_V2.starts_with(data))
+        );
         return;
     }
     assert_eq!(Version::of_header(&data[..8]), Some(s.version));
     let payloads: Vec<&[u8]> = s.payloads.iter().map(|r| &data[r.clone()]).collect();
     let again = encode_file(s.version, payloads.iter().copied());
-    assert_eq!(&again[..], &data[..s.valid_end], "the valid prefix is the frames, re-encoded");
+    assert_eq!(
+        &again[..],
+        &data[..s.valid_end],
+        "the valid prefix is the frames, re-encoded"
+    );
     let rescan = scan(&data[..s.valid_end]).expect("a valid prefix scans");
     assert_eq!(rescan.payloads, s.payloads);
     assert_eq!(rescan.valid_end, s.valid_end);
