@@ -1,7 +1,7 @@
 //! The adapter's parsers on any bytes, both kinds, all three directions: never panics, and
 //! whatever it produces parses again with the adapter's own (Python-compatible) JSON reader.
 #![no_main]
-use gatewaylab_core::adapter::{parse, Adapter, Kind};
+use gatewaylab_core::stages::adapter::{parse, Adapter, Kind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,8 +3,8 @@
 //! Input: byte 0 = flags (bit 0: add a valid Authorization, bit 1: an Anthropic upstream),
 //! byte 1 = length of a header block ("name: value" lines), then the block, then the body.
 #![no_main]
-use gatewaylab_core::adapter::parse;
-use gatewaylab_core::auth::sha256_hex;
+use gatewaylab_core::stages::adapter::parse;
+use gatewaylab_core::stages::auth::sha256_hex;
 use gatewaylab_core::pipeline::{
     Context, Decision, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Request, RuleConfig,
     STAGES,
