@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.ladder import RUNGS
 from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 from harness import probes as outside
 from harness import schema
@@ -505,8 +506,8 @@ class Sweep:
             API_KEY,
             mode=cfg.mode,
             impl=dict(cfg.overrides) or None,
-            shell=cfg.shell,
-            server=self.server,
+            # the ASGI shell and server are the Python rungs' (rs-server serves itself)
+            **({"shell": cfg.shell, "server": self.server} if RUNGS[cfg.mode].shells else {}),
             ledger_dir=str(ledger),
             env=env,
             stages=stages,
