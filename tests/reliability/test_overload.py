@@ -137,6 +137,7 @@ def test_overload_step_sheds_and_loses_nothing_admitted():
 def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
     from gateway.config import MAX_IN_FLIGHT, embedded, from_mapping
     from gateway.errors import ConfigError
+    from gateway.options import ServeOptions
     from gateway.server import build_config
 
     assert embedded("http://127.0.0.1:9", "k", str(tmp_path)).max_in_flight == MAX_IN_FLIGHT == 1024
@@ -148,7 +149,7 @@ def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
     assert from_mapping({**doc, "limits": {"max_in_flight": 3}}).max_in_flight == 3
     with pytest.raises(ConfigError, match="limits.max_in_flight"):
         from_mapping({**doc, "limits": {"max_in_flight": 0}})
-    opts = {"upstream": "http://127.0.0.1:9", "api_key": "k", "ledger": str(tmp_path)}
-    assert build_config({**opts, "max_in_flight": 5}).max_in_flight == 5
-    with pytest.raises(ConfigError, match="--max-in-flight"):
-        build_config({**opts, "max_in_flight": 0})
+    opts = ServeOptions(upstream="http://127.0.0.1:9", api_key="k", ledger=str(tmp_path))
+    assert build_config(opts.replace(max_in_flight=5)).max_in_flight == 5
+    with pytest.raises(ConfigError, match="^--max-in-flight: expected a positive integer, got 0$"):
+        opts.replace(max_in_flight=0)
