@@ -63,6 +63,14 @@ impl std::fmt::Display for Failure {
 /// `.%2e`, `%2e.`, `%2e%2e`, any case) drops the segment before it, and either one last
 /// leaves the path ending in `/`. Everything else goes as given.
 pub fn without_dot_segments(url: &str) -> std::borrow::Cow<'_, str> {
+    // a dot segment starts right after a `/` with `.` or `%` (`%2e`): without one, no work
+    if !url
+        .as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'))
+    {
+        return url.into();
+    }
     let single = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
     let double = |s: &str| {
         ["..", ".%2e", "%2e.", "%2e%2e"]
@@ -79,9 +87,6 @@ pub fn without_dot_segments(url: &str) -> std::borrow::Cow<'_, str> {
     let Some(path) = path.strip_prefix('/') else {
         return url.into();
     };
-    if !path.contains(['.', '%']) {
-        return url.into(); // no dot segment, however spelled (the common case: no work)
-    }
     let segments: Vec<&str> = path.split('/').collect();
     if !segments.iter().any(|s| single(s) || double(s)) {
         return url.into();
