@@ -20,7 +20,7 @@ pub mod relay;
 use crate::errors::{error_body, py_repr, UpstreamFailure};
 use crate::stages::adapter::{self, Adapter, Json, Kind};
 use crate::stages::auth::ApiKeyAuth;
-use crate::stages::guard::check_headers;
+use crate::stages::guard::{check_headers, GuardError};
 use crate::stages::ratelimit::{RateLimiter, Tokens};
 use crate::stages::waf::{Rule, RuleKind, Waf};
 use serde::Deserialize;
@@ -148,6 +148,19 @@ pub struct Rejection {
     /// Extra response headers (connection: close after a framing error, retry-after).
     pub headers: Vec<(&'static str, String)>,
     pub audit: Option<AuditMaterial>,
+}
+
+/// The guard's refusals: never audited.
+impl From<GuardError> for Rejection {
+    fn from(g: GuardError) -> Self {
+        Rejection {
+            status: g.status,
+            code: g.code,
+            message: g.message,
+            headers: g.headers,
+            audit: None,
+        }
+    }
 }
 
 impl Rejection {
@@ -544,6 +557,8 @@ impl Pipeline {
         }
     }
 
+    // a Decision carries either one: boxing the rejection would only add an allocation
+    #[allow(clippy::result_large_err)]
     fn decide_inner(&self, req: &Request<'_>, ctx: &Context<'_>) -> Result<Forwarding, Rejection> {
         if req.path != CHAT_PATH {
             return Err(reject(

@@ -118,7 +118,8 @@ pub enum Reply {
 /// does dropping it, so no answer loses its record whatever the shell does with it.
 pub struct Handoff {
     engine: Arc<Engine>,
-    job: Option<AuditJob>,
+    /// boxed here already: the ledger thread's channel carries it boxed
+    job: Option<Box<AuditJob>>,
 }
 
 impl Handoff {
@@ -452,12 +453,12 @@ impl Engine {
             };
         };
         let body = Bytes::from(body);
-        let job = AuditJob {
+        let job = Box::new(AuditJob {
             material,
             status,
             answer: Answer::Body(body.to_vec()),
             latency_us: t0.elapsed().as_micros() as i64,
-        };
+        });
         let reply = if self.config.ledger.ack == Ack::Durable {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let ts = Instant::now();
@@ -506,7 +507,7 @@ impl Engine {
     }
 
     /// Hand a job to the ledger thread.
-    pub(crate) fn submit_job(&self, job: AuditJob) {
+    pub(crate) fn submit_job(&self, job: impl Into<Box<AuditJob>>) {
         let ts = Instant::now();
         if !self.ledger.submit(job) {
             // only after shutdown began: the drain has already been asked for

@@ -214,22 +214,35 @@ impl Upstream {
 
     /// The whole body, within the timeout between chunks.
     pub async fn collect(&self, body: &mut Incoming) -> Result<Bytes, Failure> {
-        let mut first: Option<Bytes> = None;
-        let mut buf = BytesMut::new();
+        let mut all = Gather::default();
         while let Some(c) = self.next_chunk(body).await? {
-            match first.take() {
-                None if buf.is_empty() => first = Some(c),
-                Some(f) => {
-                    buf.extend_from_slice(&f);
-                    buf.extend_from_slice(&c);
-                }
-                None => buf.extend_from_slice(&c),
-            }
+            all.push(c);
         }
-        Ok(match first {
-            Some(f) => f,
-            None => buf.freeze(),
-        })
+        Ok(all.finish())
+    }
+}
+
+/// A body gathered from its chunks: a body of one chunk is that chunk, never copied.
+#[derive(Default)]
+pub struct Gather {
+    first: Option<Bytes>,
+    buf: BytesMut,
+}
+
+impl Gather {
+    pub fn push(&mut self, c: Bytes) {
+        match self.first.take() {
+            None if self.buf.is_empty() => self.first = Some(c),
+            Some(f) => {
+                self.buf.extend_from_slice(&f);
+                self.buf.extend_from_slice(&c);
+            }
+            None => self.buf.extend_from_slice(&c),
+        }
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.buf.freeze())
     }
 }
 

@@ -107,6 +107,7 @@ impl PyAdapter {
         })
     }
 
+    #[allow(clippy::wrong_self_convention)] // the Python twin's method name (Adapter.from_upstream)
     fn from_upstream<'py>(
         &self,
         py: Python<'py>,

@@ -28,15 +28,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-pub(crate) fn header_pairs(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
-    let bad = || invalid_input("headers must be a list of (bytes, bytes) pairs");
+/// The items of a list of `n`-tuples, or InvalidInput(`what`).
+fn tuples<'py>(
+    list: &Bound<'py, PyAny>,
+    n: usize,
+    what: &str,
+) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    let bad = || invalid_input(what.to_string());
     let mut out = Vec::new();
-    for item in headers.try_iter().map_err(|_| bad())? {
-        let item = item?;
-        let t = item.cast::<PyTuple>().map_err(|_| bad())?;
-        if t.len() != 2 {
+    for item in list.try_iter().map_err(|_| bad())? {
+        let t = item?.cast_into::<PyTuple>().map_err(|_| bad())?;
+        if t.len() != n {
             return Err(bad());
         }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+pub(crate) fn header_pairs(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for t in tuples(headers, 2, "headers must be a list of (bytes, bytes) pairs")? {
         out.push((
             bytes_arg(&t.get_item(0)?, "header name")?.into_owned(),
             bytes_arg(&t.get_item(1)?, "header value")?.into_owned(),
@@ -296,14 +308,8 @@ impl PyRsCore {
         let mut call = entry!("rs_core.submit");
         guard(|| {
             let t0 = Instant::now();
-            let bad = || invalid_input("submit takes a list of (token, headers, body)");
             let mut batch = Vec::new();
-            for item in requests.try_iter().map_err(|_| bad())? {
-                let item = item?;
-                let t = item.cast::<PyTuple>().map_err(|_| bad())?;
-                if t.len() != 3 {
-                    return Err(bad());
-                }
+            for t in tuples(requests, 3, "submit takes a list of (token, headers, body)")? {
                 batch.push(Submitted {
                     token: t.get_item(0)?.extract()?,
                     headers: header_pairs(&t.get_item(1)?)?,

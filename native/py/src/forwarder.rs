@@ -69,7 +69,21 @@ impl PyNativeForwarder {
             .clone()
             .ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))
     }
+
+    /// The client and the request, made now: a bad URL or header raises here, unsent.
+    fn prepare(
+        &self,
+        url: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> PyResult<(Upstream, Request)> {
+        let req = Upstream::request(url, headers, Bytes::copy_from_slice(body))
+            .map_err(|f| py_err(f, "upstream request"))?;
+        Ok((self.client()?, req))
+    }
 }
+
+type Request = hyper::Request<http_body_util::Full<Bytes>>;
 
 #[pymethods]
 impl PyNativeForwarder {
@@ -99,9 +113,7 @@ impl PyNativeForwarder {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.send");
         guard(|| {
-            let up = self.client()?;
-            let req = Upstream::request(url, &headers, Bytes::copy_from_slice(body))
-                .map_err(|f| py_err(f, "upstream request"))?;
+            let (up, req) = self.prepare(url, body, &headers)?;
             let total = self.timeout;
             pyo3_async_runtimes::tokio::future_into_py(py, async move {
                 let exchange = async {
@@ -135,9 +147,7 @@ impl PyNativeForwarder {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.open_stream");
         guard(|| {
-            let up = self.client()?;
-            let req = Upstream::request(url, &headers, Bytes::copy_from_slice(body))
-                .map_err(|f| py_err(f, "upstream request"))?;
+            let (up, req) = self.prepare(url, body, &headers)?;
             pyo3_async_runtimes::tokio::future_into_py(py, async move {
                 let r = up
                     .send(req)

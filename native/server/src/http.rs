@@ -14,13 +14,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use gatewaylab_core::errors::error_body;
-use gatewaylab_core::pipeline::{Rejection, CHAT_PATH as CHAT};
-use gatewaylab_core::stages::guard;
+use gatewaylab_core::pipeline::CHAT_PATH as CHAT;
+use gatewaylab_core::stages::guard::{self, GuardError};
 use gatewaylab_engine::ops::{percent_decode, query_param, OpAnswer, JSON};
 use gatewaylab_engine::unit::Unit;
 use gatewaylab_engine::{Engine, Reply, Spec};
+use gatewaylab_net::client::Gather;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
@@ -58,8 +59,8 @@ fn with_headers(mut r: Response<GwBody>, headers: &[(&'static str, String)]) -> 
     r
 }
 
-fn rejection(r: &Rejection) -> Response<GwBody> {
-    with_headers(response(r.status, JSON, r.body()), &r.headers)
+fn refused(g: &GuardError) -> Response<GwBody> {
+    with_headers(response(g.status, JSON, g.body()), &g.headers)
 }
 
 /// The engine's reply on the wire. A whole answer's audit hand-off runs once hyper is done
@@ -104,39 +105,23 @@ async fn discard_body(body: &mut Incoming, cap: usize) {
     }
 }
 
-fn body_error(status: u16, code: &'static str, message: String) -> Rejection {
-    let headers = if status == 400 {
-        vec![("connection", "close".to_string())]
-    } else {
-        Vec::new()
-    };
-    Rejection {
-        status,
-        code,
-        message,
-        headers,
-        audit: None,
-    }
-}
-
 /// The whole body, failing with 413 as soon as it grows past `max` (never buffering more;
 /// the Python guard's `read_body`).
-async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Rejection> {
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
+async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, GuardError> {
+    let mut all = Gather::default();
     let mut size = 0usize;
     loop {
         let frame = match tokio::time::timeout(BODY_READ_TIMEOUT, body.frame()).await {
             Err(_) => {
                 let secs = BODY_READ_TIMEOUT.as_secs();
                 let msg = format!("request body not received within {secs}s");
-                return Err(body_error(408, "request_timeout", msg));
+                return Err(GuardError::new(408, "request_timeout", msg));
             }
             Ok(None) => break,
             Ok(Some(Err(_))) => {
                 // hyper refused the body's framing (bad chunk size or extension) or the client went away
-                let msg = "client disconnected while sending the body".into();
-                return Err(body_error(400, "client_disconnected", msg));
+                let msg = "client disconnected while sending the body";
+                return Err(GuardError::new(400, "client_disconnected", msg));
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -147,18 +132,11 @@ async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Rejection> 
         if size > max {
             discard_body(body, 8 * max).await;
             let msg = format!("request body exceeds {max} bytes");
-            return Err(body_error(413, "body_too_large", msg));
+            return Err(GuardError::new(413, "body_too_large", msg));
         }
-        match first.take() {
-            None if buf.is_empty() => first = Some(data),
-            Some(f) => {
-                buf.extend_from_slice(&f);
-                buf.extend_from_slice(&data);
-            }
-            None => buf.extend_from_slice(&data),
-        }
+        all.push(data);
     }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
+    Ok(all.finish())
 }
 
 fn route_label(path: &str) -> &'static str {
@@ -221,7 +199,7 @@ impl Shell {
         let (parts, mut body) = req.into_parts();
         let body = match self.head_and_body(&parts, &mut body).await {
             Ok(b) => b,
-            Err(r) => return rejection(&r),
+            Err(g) => return refused(&g),
         };
         let pairs = header_pairs(&parts.headers);
         reply(self.engine.chat(permit, &pairs, body, t0).await)
@@ -233,22 +211,22 @@ impl Shell {
         &self,
         parts: &hyper::http::request::Parts,
         body: &mut Incoming,
-    ) -> Result<Bytes, Rejection> {
+    ) -> Result<Bytes, GuardError> {
         let max = self.max_body_bytes as usize;
         let pairs = header_pairs(&parts.headers);
-        if let Err(r) = guard::check_headers(&pairs, self.max_header_bytes, self.max_body_bytes) {
-            if r.status == 413 {
+        if let Err(g) = guard::check_headers(&pairs, self.max_header_bytes, self.max_body_bytes) {
+            if g.status == 413 {
                 discard_body(body, 8 * max).await; // declared too large: drop the body, then answer
             }
-            return Err(r);
+            return Err(g);
         }
         read_body(body, max).await
     }
 
     async fn other(&self, req: Request<Incoming>, path: &str) -> Response<GwBody> {
         let (parts, mut body) = req.into_parts();
-        if let Err(r) = self.head_and_body(&parts, &mut body).await {
-            return rejection(&r);
+        if let Err(g) = self.head_and_body(&parts, &mut body).await {
+            return refused(&g);
         }
         let e = &self.engine;
         let query = parts.uri.query();

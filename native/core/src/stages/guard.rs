@@ -3,15 +3,47 @@
 //! without a word (the Python rungs' httptools refuses exactly these; rs-server's hyper
 //! shell runs it before hyper sees the head), and `check_headers` on the parsed header list
 //! (every rung: inside the core pipeline's `decide`, and in the shells before a body is read).
-use crate::pipeline::{reject, Rejection};
+use crate::errors::error_body;
 
-fn framing(code: &'static str, message: &str) -> Rejection {
-    Rejection {
-        status: 400,
-        code,
-        message: message.into(),
-        headers: vec![("connection", "close".into())],
-        audit: None,
+/// A request refused before it is read or decided (gateway/errors.py GuardError): never
+/// audited; a framing error closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// extra response headers (`connection: close` after a framing error)
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl GuardError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        let headers = if status == 400 {
+            vec![("connection", "close".to_string())]
+        } else {
+            Vec::new()
+        };
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers,
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        error_body(self.status, &self.message, self.code)
+    }
+}
+
+fn framing(code: &'static str, message: &str) -> GuardError {
+    GuardError::new(400, code, message)
+}
+
+fn reject(status: u16, code: &'static str, message: impl Into<String>) -> GuardError {
+    GuardError {
+        headers: Vec::new(),
+        ..GuardError::new(status, code, message)
     }
 }
 
@@ -49,7 +81,7 @@ pub fn check_headers<'h>(
     headers: &[(&'h [u8], &'h [u8])],
     max_header_bytes: u64,
     max_body_bytes: u64,
-) -> Result<Option<&'h [u8]>, Rejection> {
+) -> Result<Option<&'h [u8]>, GuardError> {
     let mut content_length: Option<u64> = None;
     let mut authorization = None;
     let mut te: Option<&[u8]> = None;
@@ -131,10 +163,10 @@ pub fn check_headers<'h>(
 /// exactly one non-empty Host on HTTP/1.1, no Transfer-Encoding on HTTP/1.0. The Python
 /// rungs' parser (httptools under uvicorn) refuses the framing cases before their guard runs,
 /// with 400 `bad_http_framing` (gateway/server.py); so does this.
-pub fn check_head(head: &[u8]) -> Option<Rejection> {
+pub fn check_head(head: &[u8]) -> Option<GuardError> {
     let refuse = |why: &str| {
         let msg = format!("malformed HTTP request: {why}");
-        Some(reject(400, "bad_http_framing", msg))
+        Some(framing("bad_http_framing", &msg))
     };
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let request_line = head.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -184,15 +216,15 @@ pub fn check_head(head: &[u8]) -> Option<Rejection> {
         return refuse("Content-Length together with Transfer-Encoding");
     }
     if hosts > 1 {
-        return Some(reject(400, "invalid_host", "more than one Host header"));
+        return Some(framing("invalid_host", "more than one Host header"));
     }
     if (hosts == 0 && version == b"HTTP/1.1") || empty_host {
         let msg = "an HTTP/1.1 request without a Host header (or with an empty one)";
-        return Some(reject(400, "invalid_host", msg));
+        return Some(framing("invalid_host", msg));
     }
     if te > 0 && version == b"HTTP/1.0" {
         let msg = "Transfer-Encoding in an HTTP/1.0 request";
-        return Some(reject(400, "ambiguous_framing", msg));
+        return Some(framing("ambiguous_framing", msg));
     }
     None
 }
