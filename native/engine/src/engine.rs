@@ -535,3 +535,97 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &std::path::Path, ack: &str, max_in_flight: u64) -> Arc<Engine> {
+        let sha = gatewaylab_core::hash::sha256_hex(b"sk");
+        let spec = serde_json::json!({
+            "config": {
+                "pipeline": {
+                    "keys": [{"id": "k", "sha256": sha, "rpm": null, "tpm": null}],
+                    "waf_rules": [{"id": "r", "kind": "literal", "pattern": "evil", "case_insensitive": false}],
+                    "passthrough": true, "max_body_bytes": 1000, "max_header_bytes": 1000,
+                    "models": [{"name": "m", "kind": "openai", "url": "http://127.0.0.1:9/v1/chat/completions",
+                                "model": "m", "api_key": null}],
+                    "stages": ["auth", "parse", "waf", "ratelimit", "adapter"], "audit": true,
+                    "router": null, "deployments": [],
+                },
+                "ledger": {"dir": dir.to_str().unwrap(), "fsync": "none", "group_delay_ms": 1.0, "ack": ack},
+                "limits": {"upstream_timeout_s": 1.0, "upstream_pool": 4, "max_in_flight": max_in_flight},
+                "plugins": {"pre_call": [], "timeout_ms": 200.0, "max_in_flight": 64},
+                "tracing": {"mode": "off", "ratio": 0.0, "endpoint": "http://127.0.0.1:4318/v1/traces"},
+            },
+            "engine": {"rung": "rs-server", "threads": 1, "float_sum": "plain", "ledger_delay_ms": 0.0},
+        });
+        Arc::new(Engine::new(Spec::from_json(&spec.to_string()).unwrap(), None).unwrap())
+    }
+
+    fn status(r: &Reply) -> u16 {
+        match r {
+            Reply::Whole { status, .. } => *status,
+            Reply::Stream { .. } => 200,
+        }
+    }
+
+    #[test]
+    fn admission_sheds_beyond_the_limit_and_frees_places() {
+        let dir = std::env::temp_dir().join(format!("gl-engine-admit-{}", std::process::id()));
+        let e = engine(&dir, "background", 1);
+        let held = e.admit().expect("the first place");
+        assert!(e.admit().is_none());
+        match e.shed() {
+            Reply::Whole {
+                status, headers, ..
+            } => assert_eq!(
+                (status, headers),
+                (503, vec![("retry-after", "1".to_string())])
+            ),
+            Reply::Stream { .. } => panic!("a shed answer is whole"),
+        }
+        assert_eq!(e.metrics.get(Counter::RequestsShed), 1);
+        drop(held);
+        assert!(e.admit().is_some() && e.in_flight() == 0);
+        e.drain().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refusals_are_answered_and_audited_as_decided_on_either_ack() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for ack in ["background", "durable"] {
+            let dir = std::env::temp_dir().join(format!("gl-engine-{ack}-{}", std::process::id()));
+            let e = engine(&dir, ack, 8);
+            let auth: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer sk")];
+            let blocked = br#"{"model":"m","messages":[{"role":"user","content":"evil"}]}"#;
+            let chat = |h: &'static [(&'static [u8], &'static [u8])], b: &'static [u8]| {
+                let e = Arc::clone(&e);
+                rt.block_on(async move {
+                    let p = e.admit().unwrap();
+                    e.chat(p, h, Bytes::from_static(b), Instant::now()).await
+                })
+            };
+            assert_eq!(status(&chat(&[], blocked)), 401); // no key: not audited
+            let r = chat(auth, blocked); // a WAF block: audited
+            assert_eq!(status(&r), 403);
+            assert_eq!(e.metrics.get(Counter::WafBlocks), 1);
+            match (ack, r) {
+                ("background", Reply::Whole { handoff, .. }) => {
+                    assert!(handoff.is_some() && e.pending_handoffs() == 1);
+                    drop(handoff); // dropping a handoff hands the job over
+                    assert_eq!(e.pending_handoffs(), 0);
+                }
+                (_, Reply::Whole { handoff, .. }) => assert!(handoff.is_none()), // written already
+                _ => panic!("a refusal is whole"),
+            }
+            e.drain().unwrap();
+            assert_eq!(e.root().0, 1);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
