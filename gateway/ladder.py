@@ -100,6 +100,15 @@ def refusal(rung: Rung, option: str, why: str) -> ConfigError:
     return ConfigError(f"{option}: not available on {rung.mode} ({_WHY[why]})")
 
 
+def server_label(mode: str, server: str | None) -> str:
+    """What serves HTTP for `mode` (results say which): the server asked for, else the rung's
+    own (empty for a mode that is no rung: starting it fails, in its own words)."""
+    if server:
+        return server
+    r = RUNGS.get(mode)
+    return r.server_label if r is not None else ""
+
+
 def rung(mode: str) -> Rung:
     try:
         return RUNGS[mode]

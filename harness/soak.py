@@ -44,8 +44,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from gateway.errors import GatewayLabError
-from gateway.ladder import RUNGS
+from gateway.errors import ConfigError, GatewayLabError
+from gateway.ladder import server_label
 
 API_KEY = "sk-gatewaylab-soak"
 BODY = {
@@ -124,11 +124,11 @@ class _Rig:
                 ledger_dir=self.ledger,
                 cpus=self.profile.gateway_cpus,
             )
-        except RuntimeError as e:
+        except (RuntimeError, ConfigError) as e:  # the child failed, or its options did
             self.mock.stop()
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             raise SoakError(
-                f"the gateway (mode {self.mode!r}, {self.server or RUNGS[self.mode].server_label}) did not start: {lines[-1] if lines else e}"
+                f"the gateway (mode {self.mode!r}, {server_label(self.mode, self.server)}) did not start: {lines[-1] if lines else e}"
             ) from None
         self.url = self.gw.url + "/v1/chat/completions"
         self.app_pid = self.gw.app_pid
@@ -348,7 +348,7 @@ def run_steady(
     summary = {
         "scenario": "steady",
         "mode": mode,
-        "server": server or RUNGS[mode].server_label,
+        "server": server_label(mode, server),
         "duration_s": duration_s,
         "measured_s": measured,
         "rate": rate,
@@ -382,7 +382,7 @@ def run_steady(
         parameters={
             "duration_s": duration_s,
             "rate": rate,
-            "server": server or RUNGS[mode].server_label,
+            "server": server_label(mode, server),
             "warmup_s": warm,
         },
         root=out_root,
@@ -525,7 +525,7 @@ def run_overload(
     return {
         "scenario": "overload",
         "mode": mode,
-        "server": server or RUNGS[mode].server_label,
+        "server": server_label(mode, server),
         "capacity_rps": cap,
         "rate": rate,
         "duration_s": duration_s,
@@ -604,7 +604,7 @@ def run_chaos(
     return {
         "scenario": "chaos",
         "mode": mode,
-        "server": server or RUNGS[mode].server_label,
+        "server": server_label(mode, server),
         "duration_s": duration_s,
         "rate": rate,
         "mock": mock,
@@ -677,7 +677,7 @@ def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server
     return {
         "scenario": "idle",
         "mode": mode,
-        "server": server or RUNGS[mode].server_label,
+        "server": server_label(mode, server),
         "connections": connections,
         "refused": refused,
         "held_open_at_end": held,
@@ -763,7 +763,7 @@ def run_peak(
     return {
         "scenario": "peak",
         "mode": mode,
-        "server": server or RUNGS[mode].server_label,
+        "server": server_label(mode, server),
         "connections": connections,
         "seconds": seconds,
         "rate": rate,

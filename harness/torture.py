@@ -49,8 +49,8 @@ from collections.abc import Callable
 
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import scan
-from gateway.errors import GatewayLabError, WalCorruptError
-from gateway.ladder import RUNGS
+from gateway.errors import ConfigError, GatewayLabError, WalCorruptError
+from gateway.ladder import server_label
 
 WAL_NAME = "audit.wal"
 API_KEY = "sk-gatewaylab-torture"
@@ -247,9 +247,7 @@ def run_torture(
     ledger = ledger_dir or tempfile.mkdtemp(prefix="gatewaylab-torture-")
     os.makedirs(ledger, exist_ok=True)
     wal_path = os.path.join(ledger, WAL_NAME)
-    res = TortureResult(
-        mode=mode, server=server or RUNGS[mode].server_label, ack=ack, fsync=fsync, ledger_dir=ledger
-    )
+    res = TortureResult(mode=mode, server=server_label(mode, server), ack=ack, fsync=fsync, ledger_dir=ledger)
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
     with (
@@ -265,7 +263,7 @@ def run_torture(
                 return start_gateway(
                     None, None, mode=mode, server=server, shell=shell, config=cfg, ledger_dir=ledger
                 )
-            except RuntimeError as e:
+            except (RuntimeError, ConfigError) as e:  # the child failed, or its options did
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
                 raise TortureError(
                     f"the gateway (mode {mode!r}, {res.server}) did not start: {lines[-1] if lines else e}"
