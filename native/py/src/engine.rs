@@ -529,7 +529,7 @@ mod tests {
                 "ledger": {"dir": dir.to_str().unwrap(), "fsync": "none", "group_delay_ms": 1.0, "ack": "background"},
                 "limits": {"upstream_timeout_s": 1.0, "upstream_pool": 4, "max_in_flight": 8},
                 "plugins": {"pre_call": [], "timeout_ms": 200.0, "max_in_flight": 64},
-                "tracing": {"mode": "off", "endpoint": "http://127.0.0.1:4318/v1/traces"},
+                "tracing": {"mode": "off", "ratio": 0.0, "endpoint": "http://127.0.0.1:4318/v1/traces"},
             },
             "engine": {"rung": "rs-core", "threads": 1, "float_sum": "plain", "ledger_delay_ms": 0.0},
         });
