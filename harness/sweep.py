@@ -15,7 +15,10 @@ Steps (docs/architecture.md "Hardware profiles", "Measurements"; docs/formats.md
    marked `partial: true` in meta.json), raw per-cell JSON artefacts, and the report.
 
 Repeats are the outer loop and configurations alternate inside it, so slow drift of the
-machine spreads over every mode instead of biasing one. A failed cell is recorded with its
+machine spreads over every mode instead of biasing one. `order="alternate"` also reverses the
+configurations in every other repeat (A B C, C B A, A B C, ...), so that no configuration is
+always measured first or last in its round (`round_order`; the runner's confirmation of a
+tripped timing gate uses it, harness/notebooks.py). A failed cell is recorded with its
 error (status "failed") and the sweep goes on; a dead gateway is restarted for the next
 cell. Every child process is stopped in `finally`, at exit, and on SIGTERM.
 
@@ -223,6 +226,19 @@ def _configs(
     return out
 
 
+# the order of the configurations inside each repeat (see the module docstring)
+ORDERS = ("fixed", "alternate")
+
+
+def round_order(configs: Sequence[Config], rep: int, order: str = "fixed") -> list[Config]:
+    """The configurations in the order repeat `rep` measures them."""
+    if order not in ORDERS:
+        from gateway.errors import ConfigError
+
+        raise ConfigError(f"order {order!r}: expected one of {', '.join(ORDERS)}")
+    return list(configs)[::-1] if order == "alternate" and rep % 2 == 1 else list(configs)
+
+
 def _pct(lat: Mapping[str, Any] | None, p: str) -> float | None:
     if not lat:
         return None
@@ -281,6 +297,7 @@ class Sweep:
         results="parquet",
         workers=(1,),
         tracing=("off",),
+        order="fixed",
     ):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
@@ -306,6 +323,8 @@ class Sweep:
         self.profile: ResolvedProfile = resolve(profile)
         self.placements = {w: place_workers(self.profile, w) for w in self.workers}
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
+        self.order = order
+        round_order(self.configs, 0, order)  # validates
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
         self.upstream = dict(upstream or {})
         self.out, self.progress, self.on_cell, self.name = out, progress, on_cell, name
@@ -355,6 +374,7 @@ class Sweep:
             "max_error_share": self.max_error_share,
             "stream": self.stream,
             "repeat": self.repeat,
+            "order": self.order,
             "gil": self.gil,
             "flamegraph": self.flamegraph,
             "scalene": self.scalene,
@@ -1143,7 +1163,7 @@ class Sweep:
                     for c in self.points:
                         self.measure_baseline(rep, c, route)
                 self._flush()
-                for cfg in self.configs:
+                for cfg in round_order(self.configs, rep, self.order):
                     self._run_config(cfg, rep)
             if self.scalene:
                 self._step("scalene")
@@ -1242,6 +1262,7 @@ def run_sweep(
     results: str = "parquet",
     workers: str | int | Iterable[int] = (1,),
     tracing: Sequence[str] = ("off",),
+    order: str = "fixed",
 ) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
@@ -1251,7 +1272,8 @@ def run_sweep(
     gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
     "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped. `tracing` sweeps
     OpenTelemetry on the rungs: "off", "on", "sampled:R" (spans go to a local OTLP receiver
-    the sweep starts; docs/tracing.md).
+    the sweep starts; docs/tracing.md). `order` ("fixed" or "alternate", ORDERS) is the order of
+    the configurations inside each repeat: the same every time, or reversed every other repeat.
 
     `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
@@ -1303,5 +1325,6 @@ def run_sweep(
         results=results,
         workers=workers,
         tracing=tuple(tracing),
+        order=order,
     )
     return sweep.execute()

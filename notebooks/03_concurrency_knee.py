@@ -46,6 +46,7 @@
 profile = "full"
 run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
 live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+confirm_rounds = 0  # > 0: a timing gate's confirmation, its gated cells in that many interleaved rounds
 
 # %%
 # %load_ext lab_ext
@@ -120,7 +121,8 @@ res = run_sweep_with_panel(
     profile=S["hw_profile"],
     duration_s=S["duration_s"],
     warmup_s=S["warmup_s"],
-    repeat=S["repeat"],
+    repeat=max(S["repeat"], confirm_rounds),
+    order="alternate" if confirm_rounds else "fixed",  # a confirmation: A B C, C B A, ...
     gil=True,
     out=run.path,
     name="knee",

@@ -41,6 +41,7 @@
 profile = "full"
 run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
 live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+confirm_rounds = 0  # > 0: a timing gate's confirmation, its gated cells in that many interleaved rounds
 
 # %%
 # %load_ext lab_ext
@@ -96,8 +97,12 @@ print(MACHINE)
 print("run folder:", run.path)
 
 # %%
+# A confirmation (confirm_rounds > 0) runs the two sweeps in rounds, alternating which goes
+# first, so that the gated fast / slow ratio is measured interleaved.
+ups = list(S["upstreams"].items())
+schedule = [(i, u) for i in range(max(1, confirm_rounds)) for u in (ups if i % 2 == 0 else ups[::-1])]
 frames = []
-for up, latency_ms in S["upstreams"].items():
+for i, (up, latency_ms) in schedule:
     panel = (
         SweepPanel(
             total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"],
@@ -119,11 +124,11 @@ for up, latency_ms in S["upstreams"].items():
         gil=False,
         upstream=dict(latency_ms=latency_ms),
         out=run.path,
-        name=f"upstream-{up}",
+        name=f"upstream-{up}" + (f"-round{i}" if confirm_rounds else ""),
         capacity=False,
         report=False,
     )
-    frames.append(label_cells(res.table).assign(upstream=up, upstream_latency_ms=latency_ms))
+    frames.append(label_cells(res.table).assign(upstream=up, upstream_latency_ms=latency_ms, round=i))
 cells = pd.concat(frames, ignore_index=True)
 run.write_table("cells", cells)
 ok = ok_cells(cells.assign(label=cells["label"] + " / " + cells["upstream"]), NOTEBOOK)

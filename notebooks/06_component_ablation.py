@@ -38,6 +38,7 @@
 profile = "full"
 run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
 live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+confirm_rounds = 0  # > 0: a timing gate's confirmation, its gated cells in that many interleaved rounds
 
 # %%
 # %load_ext lab_ext
@@ -95,36 +96,31 @@ n_cfg = len(switch_sets) + 2  # + py+rs (every component) + rs-core (the whole p
 panel = SweepPanel(total=n_cfg * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK) if live_panel else None
 if panel is not None:
     display(panel.widget)
-res_py = run_sweep_with_panel(
-    panel,
-    modes=["py"],
-    switches=switch_sets,
-    concurrency=S["concurrency"],
-    profile=S["hw_profile"],
-    duration_s=S["duration_s"],
-    warmup_s=S["warmup_s"],
-    repeat=S["repeat"],
-    gil=False,
-    out=run.path,
-    name="ablation",
-    capacity=False,
-    report=False,
-)
-res_rs = run_sweep_with_panel(
-    panel,
-    modes=["py+rs", "rs-core"],
-    concurrency=S["concurrency"],
-    profile=S["hw_profile"],
-    duration_s=S["duration_s"],
-    warmup_s=S["warmup_s"],
-    repeat=S["repeat"],
-    gil=False,
-    out=run.path,
-    name="ablation-all-rust",
-    capacity=False,
-    report=False,
-)
-cells = label_cells(pd.concat([res_py.table, res_rs.table], ignore_index=True))
+# The ablation (py, one component in Rust at a time) and the all-Rust rungs. A confirmation
+# (confirm_rounds > 0) runs the two sweeps in rounds, one repeat each, alternating which goes
+# first, so that the gated py+rs / py ratios are measured interleaved.
+sweeps = [
+    dict(modes=["py"], switches=switch_sets, name="ablation"),
+    dict(modes=["py+rs", "rs-core"], name="ablation-all-rust"),
+]
+tables = []
+for i in range(max(1, confirm_rounds)):
+    for sw in sweeps if i % 2 == 0 else sweeps[::-1]:
+        res = run_sweep_with_panel(
+            panel,
+            **{**sw, "name": sw["name"] + (f"-round{i}" if confirm_rounds else "")},
+            concurrency=S["concurrency"],
+            profile=S["hw_profile"],
+            duration_s=S["duration_s"],
+            warmup_s=S["warmup_s"],
+            repeat=1 if confirm_rounds else S["repeat"],
+            gil=False,
+            out=run.path,
+            capacity=False,
+            report=False,
+        )
+        tables.append(res.table.assign(round=i))
+cells = label_cells(pd.concat(tables, ignore_index=True))
 run.write_table("cells", cells)
 ok = ok_cells(cells, NOTEBOOK)
 ok[["label", "concurrency", "repeat", "rps", "cpu_us_per_req", "lat_p50_us", "ovh_p50_us"]]
