@@ -389,6 +389,7 @@ class Gateway(GatewayBase):
         super().__init__(config, shell=shell, server=server)
         sw = self.switches
         self.pipeline = Pipeline(config, config.stages, config.audit)
+        self.metrics.stage_runs = self.pipeline.stage_runs
         self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
         if (
