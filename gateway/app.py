@@ -160,6 +160,12 @@ class GatewayBase(ABC):
 
     # --- lifecycle ----------------------------------------------------------------------
     async def startup(self) -> None:
+        if os.environ.get("GATEWAYLAB_INJECT_DELAY_US"):  # a test-only slowdown (gateway/probes.py)
+            import asyncio
+
+            from gateway import probes
+
+            probes.install_inject_delay(asyncio.get_running_loop())
         if os.environ.get("GATEWAYLAB_PROBES") == "1":
             import asyncio
 
