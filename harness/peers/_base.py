@@ -179,7 +179,7 @@ class PeerTarget:
     ready_timeout_s: float = 90.0
     path_header: str | None = None  # an answer header that says which path served (LiteLLM's x-litellm-rust)
     # what it runs besides forwarding, as this adapter starts it (checked in part by `probe`:
-    # a request with a wrong key must be refused exactly when `auth` says so)
+    # a request with a wrong key must be refused, a 4xx, exactly when `auth` says so)
     governance: Governance = Governance()
 
     # ---- hooks
@@ -279,7 +279,9 @@ class PeerTarget:
 
     def probe(self, pp: PeerProcess, api_key: str, stream: bool = False) -> dict[str, Any]:
         """Send one real request, and one with a wrong key; return {"status", "headers", "seen",
-        "problem"} (problem None when it is right). The wrong key must be refused (401/403)
+        "problem"} (problem None when it is right). The wrong key must be refused (a 4xx: the
+        mock takes any key, so only the gateway can refuse it; LiteLLM answers a key that is not
+        its master key with 400 "No connected db." as it has no database to look it up in)
         exactly when `governance.auth` says the peer checks keys."""
         shape = self.request(api_key, pp.mock_url)
         if stream:
@@ -292,7 +294,7 @@ class PeerTarget:
         wrong = {**shape.headers, "authorization": f"Bearer {WRONG_KEY}"}
         wrong_status = _post(pp.url + shape.path, wrong, shape.body)[0]
         seen["wrong_key"] = wrong_status
-        if problem is None and (wrong_status in (401, 403)) != self.governance.auth:
+        if problem is None and (400 <= wrong_status < 500) != self.governance.auth:
             problem = (
                 f"governance says auth={self.governance.auth}, but a request with a wrong key got "
                 f"HTTP {wrong_status}"

@@ -34,7 +34,7 @@ MASTER_KEY = "sk-gatewaylab-" + "5f0c9a7e3b1d4e6f8a2c0b9d7e5f3a1c"
 
 GOVERNANCE = Governance(
     auth=True,
-    notes="auth: the master key, compared on every request (no database: no virtual keys); "
+    notes="auth: the master key, compared on every request (no database: any other key gets 400); "
     "no guardrail; no per-key limits (they need the database); spend and error logs off; no callbacks",
 )
 
