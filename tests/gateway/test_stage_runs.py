@@ -32,7 +32,9 @@ def _runs_when_audited(url: str, n: int, timeout_s: float = 15.0) -> dict[str, i
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_every_stage_runs_once_per_request_on_the_benchmark_config(mode, native_mock, gateway_factory, tmp_path):
+def test_every_stage_runs_once_per_request_on_the_benchmark_config(
+    mode, native_mock, gateway_factory, tmp_path
+):
     cfg = write_bench_config(tmp_path / "bench.yaml", native_mock.url, API_KEY, tmp_path / "ledger")
     gw = gateway_factory(None, config=cfg, mode=mode)
     before = read_counters(gw.url)["stage_runs"]
