@@ -1352,7 +1352,12 @@ class Sweep:
     def _scalene_profiles(self) -> None:
         """One extra gateway per configuration under scalene, driven at the top concurrency."""
         c = max(self.concurrency)
-        for cfg in (c_ for c_ in self.configs if c_.kind == "rung"):
+        # one profile per configuration: not again for its view cells or per upstream
+        for cfg in (
+            c_
+            for c_ in self.configs
+            if c_.kind == "rung" and c_.probes == "off" and c_.upstream in ("", next(iter(self.upstreams)))
+        ):
             stem = cfg.stem
             out_json = self.run.artefact(f"scalene/{stem}.json")
             wrapper, why = outside.scalene_command(out_json)
