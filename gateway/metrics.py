@@ -9,11 +9,14 @@ lock (everything runs on the event loop thread).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+# gateway_stage_runs_total{stage}: how many times each stage ran, from the pipeline's own
+# counters (gateway/pipeline.py RUN_STAGES) plus "audit", the audit records written.
+RUNS_AUDIT = "audit"
 # decide: guard to adapter (the pure pipeline, timed as one: per-stage costs are `gatewaylab bench stages`);
 # forward: the upstream exchange; respond: the response adapter; spawn: the audit hand-off.
 STAGES = ("decide", "forward", "respond", "spawn", "total")
@@ -83,6 +86,8 @@ class Metrics:
         self.gauges: dict[str, Callable[[], float]] = {}
         # called at scrape time before the counters are read (rs-core copies the Rust side's)
         self.refresh: Callable[[], None] | None = None
+        # {stage: times it ran} of the rung's pipeline (gateway_stage_runs_total), read at scrape time
+        self.stage_runs: Callable[[], Mapping[str, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -111,6 +116,14 @@ class Metrics:
         yield h
         for name, n in self.counters.items():
             yield CounterMetricFamily(f"gateway_{name}", name.replace("_", " "), value=n)
+        if self.stage_runs is not None:
+            c = CounterMetricFamily(
+                "gateway_stage_runs", "times each stage ran (audit: records written)", labels=["stage"]
+            )
+            for name, n in self.stage_runs().items():
+                c.add_metric([name], n)
+            c.add_metric([RUNS_AUDIT], self.counters["audit_records"])
+            yield c
         for name, fn in self.gauges.items():
             yield GaugeMetricFamily(f"gateway_{name}", name.replace("_", " "), value=fn())
         try:

@@ -18,7 +18,8 @@ probe thread, one timer callback per ``GATEWAYLAB_LAG_INTERVAL_MS`` (default 10 
 
 Test knob: ``GATEWAYLAB_INJECT_DELAY_US=N`` makes every task created on the gateway's loop
 busy-wait N microseconds while holding the GIL (an injected slowdown that a sweep comparison
-must flag). Never set outside tests.
+must flag), with the probes on or off (``install_inject_delay``, called at startup). Never set
+outside tests.
 """
 
 from __future__ import annotations
@@ -236,12 +237,21 @@ def start(loop: asyncio.AbstractEventLoop | None = None) -> ProbeHandle:
     gil.start()
     lag = LoopLag(loop, lag_interval)
     lag.start()
-    delay_us = int(os.environ.get("GATEWAYLAB_INJECT_DELAY_US", "0") or 0)
+    _current = ProbeHandle(gil, lag)
+    _current.inject_delay_us = inject_delay_us()  # type: ignore[attr-defined]
+    return _current
+
+
+def inject_delay_us() -> int:
+    return int(os.environ.get("GATEWAYLAB_INJECT_DELAY_US", "0") or 0)
+
+
+def install_inject_delay(loop: asyncio.AbstractEventLoop) -> int:
+    """The test knob GATEWAYLAB_INJECT_DELAY_US on `loop` (probes on or off); its value."""
+    delay_us = inject_delay_us()
     if delay_us > 0:
         loop.set_task_factory(_inject_delay_factory(delay_us))
-    _current = ProbeHandle(gil, lag)
-    _current.inject_delay_us = delay_us  # type: ignore[attr-defined]
-    return _current
+    return delay_us
 
 
 def snapshot(reset: bool = False) -> dict[str, Any]:

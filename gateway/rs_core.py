@@ -97,6 +97,7 @@ class RsCoreGateway(GatewayBase):
         self._tokens = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics.refresh = self._refresh_metrics
+        self.metrics.stage_runs = self.core.stage_runs
         self.metrics.gauges["background_queue_depth"] = lambda: self.core.stats()["audit_queue_depth"]
         self.metrics.gauges["audit_records_in_ledger"] = lambda: self.core.root()[0]
 

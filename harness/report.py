@@ -75,6 +75,11 @@ def line_label(row) -> str:
     tr = row.get("tracing")
     if isinstance(tr, str) and tr not in ("", "off"):
         lab += f" trace={tr}"
+    up = row.get("upstream")
+    if isinstance(up, str) and up:
+        lab += f" up={up}"
+    if row.get("probes") == "on":  # a GIL/loop view cell (probes inside the gateway)
+        lab += " probes=on"
     return f"{lab} {row['shell']}"
 
 

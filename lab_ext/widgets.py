@@ -29,7 +29,8 @@ _GIL = (  # the GIL view plotted, in order of preference, with its axis title
 
 def cell_label(c: Mapping) -> str:
     """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`),
-    the worker count when more than one (`py w=2`), tracing when not "off" (`py trace=on`)
+    the worker count when more than one (`py w=2`), tracing when not "off" (`py trace=on`), the
+    upstream's name in a sweep over several (`py up=slow`), `probes=on` on a GIL/loop view cell
     and the shell when it is not the default asgi."""
     label = str(c.get("mode") or c.get("label") or "?")
     sw = c.get("switches")
@@ -38,7 +39,7 @@ def cell_label(c: Mapping) -> str:
     if sw:
         label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label) :]
     gov = c.get("governance")
-    if isinstance(gov, str) and gov not in ("", "on"):
+    if isinstance(gov, str) and gov not in ("", "on", "shipped"):  # shipped: a peer as it comes
         label += f" gov={gov}"
     w = c.get("workers")
     if isinstance(w, (int, float)) and w > 1:  # the worker axis (docs/workers.md)
@@ -46,6 +47,11 @@ def cell_label(c: Mapping) -> str:
     tr = c.get("tracing")
     if isinstance(tr, str) and tr not in ("", "off"):
         label += f" trace={tr}"
+    up = c.get("upstream")
+    if isinstance(up, str) and up:  # one of several mock upstreams (harness.sweep `upstreams`)
+        label += f" up={up}"
+    if c.get("probes") == "on":  # a GIL/loop view cell: probes inside the gateway, not for throughput
+        label += " probes=on"
     if c.get("shell") and c.get("shell") != "asgi":
         label += f" ({c['shell']})"
     return label

@@ -104,9 +104,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="gil",
         action="store_true",
         default=True,
-        help="py-spy GIL ownership per cell (default on)",
+        help="GIL/loop view cells beside the throughput cells on interpreter rungs: the in-gateway "
+        "probes and py-spy run there only (default on)",
     )
-    g.add_argument("--no-gil", dest="gil", action="store_false", help="skip py-spy GIL sampling")
+    g.add_argument("--no-gil", dest="gil", action="store_false", help="throughput cells only (no view cells)")
     p.add_argument(
         "--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)"
     )

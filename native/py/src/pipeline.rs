@@ -143,6 +143,11 @@ impl PyPipeline {
         })
     }
 
+    /// {stage: times it ran} (gateway/pipeline.py `Pipeline.stage_runs`'s twin).
+    fn stage_runs(&self) -> HashMap<&'static str, u64> {
+        self.inner.stage_runs().into_iter().collect()
+    }
+
     /// decide(method, path, headers, body, time_ns, mono_ns, request_id) ->
     /// ("reject", status, code, message, headers, audit) |
     /// ("forward", url, headers, body, stream, kind, public_model, adapt, key_id, audit);
@@ -1161,6 +1166,11 @@ impl PyRsCore {
         self.prove(py, &mut call, "old count", old_count, |led, m| {
             led.consistency_proof(m).map(|p| p.to_json())
         })
+    }
+
+    /// {stage: times it ran} of the core pipeline (gateway_stage_runs_total; "audit": stats()).
+    fn stage_runs(&self) -> HashMap<&'static str, u64> {
+        self.shared.pipeline.stage_runs().into_iter().collect()
     }
 
     /// Counters for /health and /metrics.

@@ -1437,12 +1437,14 @@ impl Gateway {
         self.metrics.set("background_spawned", spawned);
         self.metrics.set("audit_failures", self.audit_failures());
         let in_flight = self.in_flight.load(Relaxed) as f64;
-        self.metrics
-            .render(&[
-                ("background_queue_depth", depth as f64),
-                ("requests_in_flight", in_flight),
-            ])
-            .into_bytes()
+        let mut text = self.metrics.render(&[
+            ("background_queue_depth", depth as f64),
+            ("requests_in_flight", in_flight),
+        ]);
+        let mut runs = self.pipeline.stage_runs().to_vec();
+        runs.push(("audit", records));
+        crate::metrics::render_stage_runs(&mut text, &runs);
+        text.into_bytes()
     }
 
     /// Stop: drain the audit queue into the WAL and close it.

@@ -195,6 +195,17 @@ impl Metrics {
     }
 }
 
+/// `gateway_stage_runs_total{stage}`: how many times each stage ran, as the Python rungs
+/// render it (`gateway/metrics.py`): the core pipeline's counters
+/// (`gatewaylab_core::pipeline::RUN_STAGES`), then `audit`, the records the ledger wrote.
+pub fn render_stage_runs(out: &mut String, runs: &[(&str, u64)]) {
+    out.push_str("# HELP gateway_stage_runs_total times each stage ran (audit: records written)\n");
+    out.push_str("# TYPE gateway_stage_runs_total counter\n");
+    for (name, n) in runs {
+        let _ = writeln!(out, "gateway_stage_runs_total{{stage=\"{name}\"}} {n}.0");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +229,19 @@ mod tests {
         assert!(t.contains("gateway_stage_seconds_count{stage=\"total\"} 2.0\n"));
         assert!(t.contains("gateway_waf_blocks_total 1.0\n"));
         assert!(t.contains("gateway_audit_queue_depth 3.0\n"));
+    }
+
+    #[test]
+    fn stage_runs_render_as_one_family() {
+        let mut t = String::new();
+        render_stage_runs(&mut t, &[("guard", 3), ("audit", 2)]);
+        assert_eq!(
+            t,
+            "# HELP gateway_stage_runs_total times each stage ran (audit: records written)\n\
+             # TYPE gateway_stage_runs_total counter\n\
+             gateway_stage_runs_total{stage=\"guard\"} 3.0\n\
+             gateway_stage_runs_total{stage=\"audit\"} 2.0\n"
+        );
     }
 
     #[test]
