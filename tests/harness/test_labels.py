@@ -236,7 +236,7 @@ def test_the_gate_reports_a_missing_metric_as_a_failure(tmp_path):
 
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "nb.json").write_text(
-        '{"notebook": "nb", "checks": [{"metric": "m", "op": ">=", "rule": "exact", "threshold": 1.0}]}'
+        '{"notebook": "nb", "checks": [{"metric": "m", "op": ">=", "rule": "exact", "tier": "timing", "threshold": 1.0}]}'
     )
     write_metrics(tmp_path / "res" / "nb", "nb", "ci", {"other": 2.0})
     (check,) = check_results(tmp_path / "res", tmp_path / "base", runs_dir=tmp_path / "none")
