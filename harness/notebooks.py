@@ -63,6 +63,8 @@ BASELINE_DIR = ROOT / "data" / "baselines"
 RUNS_DIR = ROOT / "data" / "runs"
 KERNEL_NAME = "gatewaylab"
 METRICS_FILE = "metrics.json"
+# {metric: why it was not measured} for metrics a notebook left out (a cell behind them not ok)
+MISSING_FILE = "metrics_missing.json"
 SCHEMA = "gatewaylab.notebook-metrics/1"
 
 RECORDED_RUNS_DIR = BASELINE_DIR / "runs"
@@ -130,6 +132,12 @@ def write_metrics(
         )
     )
     return p
+
+
+def load_missing(run_dir: Path | str) -> dict[str, str]:
+    """The notebook's reasons for the metrics it left out ({} when it left none out)."""
+    p = Path(run_dir) / MISSING_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def load_metrics(run_dir: Path | str) -> dict:
@@ -351,9 +359,9 @@ def check_results(
                 checks.append(Check(nb, name, None, op, thr, False, tier, f"no results: {e}", against))
                 continue
             if name not in metrics:
-                checks.append(
-                    Check(nb, name, None, op, thr, False, tier, f"not in {nb}/{METRICS_FILE}", against)
-                )
+                why = load_missing(Path(results_root) / nb).get(name)
+                note = f"not measured: {why}" if why else f"not in {nb}/{METRICS_FILE}"
+                checks.append(Check(nb, name, None, op, thr, False, tier, note, against))
                 continue
             v = float(metrics[name]["value"])
             checks.append(

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.notebooks import MISSING_FILE
+
 
 def notebook_run(
     notebook: str,
@@ -180,7 +182,7 @@ def write_missing(run_dir, missing: dict):
     metrics.json, which leaves these metrics out) and return it as a table to show."""
     import pandas as pd
 
-    (Path(run_dir) / "metrics_missing.json").write_text(json.dumps(missing, indent=2, sort_keys=True) + "\n")
+    (Path(run_dir) / MISSING_FILE).write_text(json.dumps(missing, indent=2, sort_keys=True) + "\n")
     if missing:
         import warnings
 
