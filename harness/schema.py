@@ -28,7 +28,10 @@ _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell[|gov=G][|trace=T]|c=N (or rate=R, open loop)"),
+    "cell": (
+        "string",
+        "cell key: mode|switches|shell[|gov=G][|trace=T][|w=N][|py=PYTHON]|c=N (or rate=R, open loop)",
+    ),
     "mode": (
         "string",
         "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)",
@@ -40,6 +43,12 @@ CELLS: dict[str, tuple[str, str]] = {
     "tracing": (
         "string",
         "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off",
+    ),
+    "python": (
+        "string",
+        "the interpreter the gateway ran on: implementation, version, build flags (GIL or "
+        "free-threaded, JIT), e.g. 'CPython 3.12.1 GIL'; '' where none is on the request path "
+        "(rs-server, peers); --pythons makes it an axis (docs/interpreters.md)",
     ),
     "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
     "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),

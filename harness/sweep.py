@@ -99,6 +99,7 @@ class Config:
     governance: str = "on"  # rungs: GOVERNANCE; peers: always "on" (what they ship)
     workers: int = 1  # rungs: gateway processes (--workers; 1 = one plain process)
     tracing: str = "off"  # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
+    python: str = ""  # the interpreter axis (--pythons): its label; "" = the harness's own interpreter
 
     @property
     def switches_label(self) -> str:
@@ -113,6 +114,7 @@ class Config:
         gov = "" if self.governance == "on" else f"|gov={self.governance}"
         gov += "" if self.tracing == "off" else f"|trace={self.tracing}"
         w = "" if self.workers == 1 else f"|w={self.workers}"
+        w += f"|py={self.python}" if self.python else ""
         return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (
             f"rate={c:g}" if loop == "open" else f"c={c}"
         )
@@ -123,6 +125,10 @@ class Config:
         gov = "" if self.governance == "on" else f"-gov{self.governance}"
         gov += "" if self.tracing == "off" else f"-trace{self.tracing.replace(':', '')}"
         w = "" if self.workers == 1 else f"-w{self.workers}"
+        if self.python:
+            from harness.interpreters import slug
+
+            w += f"-{slug(self.python)}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
 
 
@@ -184,10 +190,11 @@ def parse_workers(spec: str | int | Iterable[int]) -> list[int]:
 
 
 def _configs(
-    modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",)
+    modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",), pythons=("",)
 ) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance x workers x tracing) and the
-    peers, in target order. Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
+    """Configs for the rungs (mode x switches x shell x governance x workers x tracing, and x
+    pythons for the rungs with an interpreter) and the peers, in target order. Tracing labels
+    are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -215,11 +222,18 @@ def _configs(
                 for g in governance:
                     for w in workers:
                         for t in tracing:
-                            out.append(
-                                Config(
-                                    mode, tuple(sorted(ov.items())), shell, governance=g, workers=w, tracing=t
+                            for py in ("",) if mode in NO_INTERPRETER_MODES else pythons:
+                                out.append(
+                                    Config(
+                                        mode,
+                                        tuple(sorted(ov.items())),
+                                        shell,
+                                        governance=g,
+                                        workers=w,
+                                        tracing=t,
+                                        python=py,
+                                    )
                                 )
-                            )
     return out
 
 
@@ -281,6 +295,7 @@ class Sweep:
         results="parquet",
         workers=(1,),
         tracing=("off",),
+        pythons=None,
     ):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
@@ -294,7 +309,29 @@ class Sweep:
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
         self.workers = parse_workers(workers)
-        self.configs = _configs(self.modes, switches, shells, self.targets, governance, self.workers, tracing)
+        from harness import interpreters
+
+        # the interpreter axis: resolved here (quick), its venvs built once the configs are valid
+        self.home_python = interpreters.running_label()
+        self.python_found, self.python_interps = interpreters.resolve_spec(pythons) if pythons else (None, [])
+        if self.python_interps and scalene:
+            from gateway.errors import ConfigError
+
+            raise ConfigError("--scalene with --pythons: scalene runs in the harness's own interpreter only")
+        self.configs = _configs(
+            self.modes,
+            switches,
+            shells,
+            self.targets,
+            governance,
+            self.workers,
+            tracing,
+            tuple(i.label for i in self.python_interps) or ("",),
+        )
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        if self.python_interps and once:
+            print(f"--pythons: {', '.join(once)}: {interpreters.NOT_ON_AXIS}")
+        self.python_envs = {e.label: e for e in interpreters.prepare_all(self.python_interps)}
         self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
@@ -338,9 +375,11 @@ class Sweep:
                     "governance": c.governance,
                     "workers": c.workers,
                     "tracing": c.tracing,
+                    "python": c.python,
                 }
                 for c in self.configs
             ],
+            "pythons": list(self.python_envs),
             "workers": self.workers,
             "worker_placement": {
                 str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
@@ -387,9 +426,23 @@ class Sweep:
                 "loop": self.loop,
                 "peers": self._peer_versions(),
                 "results": self.results,
+                "interpreters": self._python_axis(),
             },
         )
         return self.run
+
+    def _python_axis(self) -> dict[str, Any]:
+        """meta.json: the interpreter the harness runs gateways with, and the axis (--pythons):
+        each venv, what discovery found, and the targets measured once (no interpreter)."""
+        from harness.interpreters import NOT_ON_AXIS
+
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        return {
+            "home": self.home_python,
+            "axis": {label: e.to_dict() for label, e in self.python_envs.items()},
+            "discovery": self.python_found.to_dict() if self.python_found is not None else None,
+            "not_on_axis": {m: NOT_ON_AXIS for m in once} if self.python_envs else {},
+        }
 
     def _peer_versions(self) -> dict[str, Any]:
         """{peer: version} from the install manifest, for the peers this sweep measures."""
@@ -494,6 +547,10 @@ class Sweep:
                 kw["threads"] = 1  # N single-threaded processes (rs-server --threads N is one process)
         else:
             kw["cpus"] = self.profile.gateway_cpus
+        if cfg.python:  # the interpreter axis: that venv's interpreter and install
+            venv = self.python_envs[cfg.python]
+            kw["python"] = str(venv.python)
+            env = {**env, **{k: v for k, v in venv.env().items() if k.startswith("GATEWAYLAB_")}}
         if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
             if self.otlp is None:
                 from harness.otlp import OtlpReceiver
@@ -675,6 +732,7 @@ class Sweep:
             "switches": cfg.switches_label,
             "governance": cfg.governance,
             "tracing": cfg.tracing,
+            "python": cfg.python or (self.home_python if cfg.interpreter else ""),
             "impl": impl,
             "workers": cfg.workers,
             "worker_cpus": (
@@ -723,12 +781,14 @@ class Sweep:
             wpids = self.gateway.worker_pids() if unit else []  # every worker, measured one by one
             if unit and len(wpids) != cfg.workers:
                 raise RuntimeError(f"{cfg.workers - len(wpids)} of {cfg.workers} workers are not running")
+            no_gil = False
             if interp:
-                self._probes(reset=True, every_worker=unit)
+                pre = self._probes(reset=True, every_worker=unit)
+                no_gil = pre.get("gil_enabled") is False  # a free-threaded build with the GIL off
             sampler = outside.TreeSampler(self.gateway.pid).start()
             wsamplers = [outside.TreeSampler(p).start() for p in wpids]
             spies: list = []
-            if self.gil and interp:
+            if self.gil and interp and not no_gil:
                 spies = [
                     outside.PySpyGil(
                         p,
@@ -824,6 +884,10 @@ class Sweep:
                 missing.append("gil_ownership: not sampled (a peer, not our gateway)")
             elif self.gil and not interp:
                 missing.append(f"gil_ownership: {NOT_APPLICABLE}")
+            elif self.gil and no_gil:
+                from gateway.probes import NO_GIL
+
+                missing.append(f"gil_ownership: {NO_GIL}")
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
             if self.flamegraph and not interp:
@@ -1242,6 +1306,7 @@ def run_sweep(
     results: str = "parquet",
     workers: str | int | Iterable[int] = (1,),
     tracing: Sequence[str] = ("off",),
+    pythons: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
@@ -1263,6 +1328,10 @@ def run_sweep(
     `workers` table has each worker's CPU and GIL views. `results="raw"` writes JSON rows and no
     report (the lean install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
     overhead over the direct baseline); give the mock `ttft_ms`/`itl_ms`/`tokens` in `upstream`.
+    `pythons` ("3.11,3.12,3.13" or interpreter paths; harness.interpreters) is the interpreter
+    axis: each rung with an interpreter (py, py+rs, rs-core) runs once per interpreter, in that
+    interpreter's venv; rs-server and peers run once (meta.json `interpreters.not_on_axis`).
+    The cells' `python` column names the interpreter of every cell that has one.
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -1303,5 +1372,6 @@ def run_sweep(
         results=results,
         workers=workers,
         tracing=tuple(tracing),
+        pythons=pythons,
     )
     return sweep.execute()
