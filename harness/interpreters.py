@@ -562,6 +562,10 @@ def _locked(path: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _lock_path(venv: Path) -> Path:
+    return venv.parent / (venv.name + ".lock")
+
+
 def _maturin() -> str:
     cand = Path(sys.executable).parent / "maturin"
     exe = str(cand) if cand.exists() else shutil.which("maturin")
@@ -661,7 +665,7 @@ class InterpreterEnv:
     @contextlib.contextmanager
     def hold(self) -> Iterator[InterpreterEnv]:
         """Use the venv: a reinstall by another process waits until this block ends."""
-        with _locked(self.venv.with_suffix(".lock"), shared=True):
+        with _locked(_lock_path(self.venv), shared=True):
             yield self
 
     def to_dict(self) -> dict[str, Any]:
@@ -785,7 +789,7 @@ def prepare(
         "source_hash": source,
     }
     say = log or (lambda _m: None)
-    with _locked(venv.with_suffix(".lock")):
+    with _locked(_lock_path(venv)):
         old = _read_manifest(venv)
         action = plan(old, want)
         if action == "reuse":

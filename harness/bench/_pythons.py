@@ -326,6 +326,7 @@ def comparison_markdown(rows: list[dict]) -> str:
         cells = []
         for lab in labels:
             r = by.get((comp, meas, lab))
-            cells.append("–" if r is None else f"{r['value']:.3g} {unit} [{r['min']:.3g}–{r['max']:.3g}]")
+            u = "x" if unit == "x" else f" {unit}"
+            cells.append("–" if r is None else f"{r['value']:.3g}{u} [{r['min']:.3g}–{r['max']:.3g}]")
         lines.append(f"| {comp} | {what.get(meas, meas)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
