@@ -834,6 +834,11 @@ def prepare(
             "timings": timings,
             "check": check,
         }
+        # the cold build's timings outlive later reinstalls (notebook 11 reports both)
+        if action == "build":
+            manifest["first_build"] = {"built_at": manifest["built_at"], "timings": timings}
+        else:  # None for a venv whose manifest predates this record
+            manifest["first_build"] = (old or {}).get("first_build")
         tmp = venv / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         tmp.replace(venv / MANIFEST)
