@@ -314,10 +314,13 @@ class Sweep:
         # the interpreter axis: resolved here (quick), its venvs built once the configs are valid
         self.home_python = interpreters.running_label()
         self.python_found, self.python_interps = interpreters.resolve_spec(pythons) if pythons else (None, [])
-        if self.python_interps and scalene:
+        if self.python_interps and (scalene or any(t != "off" for t in tracing)):
             from gateway.errors import ConfigError
 
-            raise ConfigError("--scalene with --pythons: scalene runs in the harness's own interpreter only")
+            raise ConfigError(
+                "--pythons with --scalene or --tracing: the venvs hold the runtime dependencies only "
+                "(scalene and OpenTelemetry are the analysis extra's, in the harness's own venv)"
+            )
         self.configs = _configs(
             self.modes,
             switches,
@@ -332,6 +335,9 @@ class Sweep:
         if self.python_interps and once:
             print(f"--pythons: {', '.join(once)}: {interpreters.NOT_ON_AXIS}")
         self.python_envs = {e.label: e for e in interpreters.prepare_all(self.python_interps)}
+        self._held = contextlib.ExitStack()  # shared locks: no reinstall under a running gateway
+        for e in self.python_envs.values():
+            self._held.enter_context(e.hold())
         self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
@@ -605,6 +611,7 @@ class Sweep:
             with contextlib.suppress(Exception):
                 m.stop()
         outside.cleanup_all()
+        self._held.close()
 
     def _gateway_alive(self) -> bool:
         g = self.gateway

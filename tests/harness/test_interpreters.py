@@ -554,3 +554,14 @@ def test_a_sweep_cell_on_a_gateway_without_a_gil_says_no_gil(tmp_path):
         assert f"{view}: {NO_GIL}" in row["probes_missing"], row["probes_missing"]
     assert row.get("gil_wait_p99_us") is None and row.get("gil_held_share") is None
     assert row.get("loop_lag_p99_us") is not None  # view 4 still measured
+
+
+@pytest.mark.parametrize("extra", [{"scalene": True}, {"tracing": ("on",)}])
+def test_the_axis_refuses_what_its_venvs_cannot_run_before_building_them(tmp_path, monkeypatch, extra):
+    from harness.sweep import run_sweep
+
+    monkeypatch.setenv("GATEWAYLAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="--pythons with --scalene or --tracing") as e:
+        run_sweep(modes=("py",), pythons="3.12", concurrency=[1], out=tmp_path, progress=False, **extra)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("*-sweep"))
