@@ -83,6 +83,7 @@ NOTEBOOKS = [
     "08_peers",
     "09_scale_out",
     "10_router_and_tracing",
+    "11_interpreters",
 ]
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

@@ -80,6 +80,8 @@ def line_label(row) -> str:
         lab += f" up={up}"
     if row.get("probes") == "on":  # a GIL/loop view cell (probes inside the gateway)
         lab += " probes=on"
+    if "|py=" in str(row.get("cell") or ""):  # the interpreter axis: every line names its interpreter
+        return f"{lab} {row['shell']} · {row['python']}"
     return f"{lab} {row['shell']}"
 
 
@@ -311,11 +313,17 @@ def write_markdown(run_dir: Path, run, t) -> Path:
                 )
             )
             md.append("")
+        nogil = set(no_gil_lines(_ok(cells)))
         for line, g in s.groupby("line"):
             md += [f"### {line}", ""]
             rows = [
                 [_fmt(r[x]) if x == "rate" else str(r[x]), str(r["n"])]
-                + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"]) for c in cols]
+                + [
+                    "no GIL"
+                    if line in nogil and c in NO_GIL_COLS
+                    else _spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"])
+                    for c in cols
+                ]
                 for _, r in g.iterrows()
             ]
             md.append(
@@ -392,13 +400,17 @@ GIL_VIEW_COLS = [
 
 
 def _gil_views_md(cells) -> list[str]:
-    """The four GIL views side by side per line and concurrency (medians over repeats)."""
+    """The four GIL views side by side per line and concurrency (medians over repeats); views
+    1-3 of a line that ran without a GIL read "no GIL"."""
+    from gateway.probes import NO_GIL
+
     df = _ok(cells)
     if not len(df):
         return []
     df = df.copy()
     df["native_wait_share"] = df["native_wait_s"] / df["duration_s"]
-    cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and df[c].notna().any()]
+    nogil = df["probes_missing"].fillna("").str.contains(NO_GIL, regex=False)
+    cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and (df[c].notna().any() or nogil.any())]
     out = [
         "## The four GIL views against concurrency (medians over repeats)",
         "",
@@ -409,15 +421,41 @@ def _gil_views_md(cells) -> list[str]:
     ]
     for line, g in df.groupby("line"):
         med = g.groupby("concurrency")[[c for c, _ in cols]].median()
+        # a free-threaded interpreter with the GIL off: its GIL views say so, never zeros or gaps
+        no_gil = g["probes_missing"].fillna("").str.contains(NO_GIL, regex=False).all()
+
+        def cell(k, r):
+            return "no GIL" if no_gil and k in NO_GIL_COLS else _fmt(float(r[k]))
+
         out += [f"### {line}", ""]
         out.append(
             _md_table(
-                [[str(c)] + [_fmt(float(r[k])) for k, _ in cols] for c, r in med.iterrows()],
+                [[str(c)] + [cell(k, r) for k, _ in cols] for c, r in med.iterrows()],
                 ["c"] + [h for _, h in cols],
             )
         )
         out.append("")
     return out
+
+
+# The columns of GIL views 1-3, which have nothing to show without a GIL (view 4, loop lag, has).
+NO_GIL_COLS = {
+    "gil_held_share",
+    "gil_main_share",
+    "gil_other_share",
+    "native_wait_share",
+    "native_wait_s",
+    "gil_wait_p50_us",
+    "gil_wait_p99_us",
+}
+
+
+def no_gil_lines(df) -> list[str]:
+    """The lines (of `_ok` cells) that ran without a GIL: every cell of theirs says so."""
+    from gateway.probes import NO_GIL
+
+    flag = df["probes_missing"].fillna("").str.contains(NO_GIL, regex=False)
+    return sorted(line for line, f in flag.groupby(df["line"]) if f.all())
 
 
 def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple[str, Any]]:
@@ -450,6 +488,9 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
             )
         if "clamped" in df.columns and df["clamped"].any():
             title += " — CLAMPED: the machine is smaller than the profile (see clamp_notes)"
+        nogil = no_gil_lines(df) if col in NO_GIL_COLS else []
+        if nogil:  # not zeros, not a silent gap: those lines had no GIL to measure
+            title += " — no GIL: " + ", ".join(nogil)
         fig.update_layout(
             title=title,
             xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency (closed loop)",

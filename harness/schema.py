@@ -30,7 +30,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
     "cell": (
         "string",
-        "cell key: mode|switches|shell[|gov=G][|trace=T][|w=N][|probes=on][|up=U]|c=N (or rate=R, open loop)",
+        "cell key: mode|switches|shell[|gov=G][|trace=T][|w=N][|probes=on][|up=U][|py=PYTHON]|c=N (or rate=R, open loop)",
     ),
     "mode": (
         "string",
@@ -73,6 +73,12 @@ CELLS: dict[str, tuple[str, str]] = {
     "tracing": (
         "string",
         "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off",
+    ),
+    "python": (
+        "string",
+        "the interpreter the gateway ran on: implementation, version, build flags (GIL or "
+        "free-threaded, JIT), e.g. 'CPython 3.12.1 GIL'; '' where none is on the request path "
+        "(rs-server, peers); --pythons makes it an axis (docs/interpreters.md)",
     ),
     "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
     "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),

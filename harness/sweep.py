@@ -127,6 +127,7 @@ class Config:
     tracing: str = "off"  # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
     probes: str = "off"  # "on": a GIL/loop view cell (in-gateway probes, py-spy); "off": throughput
     upstream: str = ""  # the mock upstream's name (`upstreams`); "" = the sweep's one upstream
+    python: str = ""  # the interpreter axis (--pythons): its label; "" = the harness's own interpreter
 
     @property
     def switches_label(self) -> str:
@@ -143,6 +144,7 @@ class Config:
         w = "" if self.workers == 1 else f"|w={self.workers}"
         w += "" if self.probes == "off" else f"|probes={self.probes}"
         w += f"|up={self.upstream}" if self.upstream else ""
+        w += f"|py={self.python}" if self.python else ""
         return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (
             f"rate={c:g}" if loop == "open" else f"c={c}"
         )
@@ -155,6 +157,10 @@ class Config:
         w = "" if self.workers == 1 else f"-w{self.workers}"
         w += "" if self.probes == "off" else f"-probes{self.probes}"
         w += f"-up{self.upstream}" if self.upstream else ""
+        if self.python:
+            from harness.interpreters import slug
+
+            w += f"-{slug(self.python)}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
 
     @property
@@ -234,12 +240,13 @@ def _configs(
     tracing=("off",),
     gil=False,
     upstreams=("",),
+    pythons=("",),
 ) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance x workers x tracing) and the
-    peers, in target order, each once per upstream (adjacent, so they alternate); a switch set
-    that gives a mode the same twins as an earlier one is left out; with `gil`,
-    every interpreter rung's throughput config is followed by its view config (probes on).
-    Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
+    """Configs for the rungs (mode x switches x shell x governance x workers x tracing, and x
+    pythons for the rungs with an interpreter) and the peers, in target order, each once per
+    upstream (adjacent, so they alternate); a switch set that gives a mode the same twins as an
+    earlier one is left out; with `gil`, every interpreter rung's throughput config is followed
+    by its view config (probes on). Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -271,23 +278,27 @@ def _configs(
                 for g in governance:
                     for w in workers:
                         for t in tracing:
-                            for u in upstreams:
-                                probes = (
-                                    ("off", "on") if gil and mode not in NO_INTERPRETER_MODES else ("off",)
-                                )
-                                for pr in probes:
-                                    out.append(
-                                        Config(
-                                            mode,
-                                            tuple(sorted(ov.items())),
-                                            shell,
-                                            governance=g,
-                                            workers=w,
-                                            tracing=t,
-                                            probes=pr,
-                                            upstream=u,
-                                        )
+                            for py in ("",) if mode in NO_INTERPRETER_MODES else pythons:
+                                for u in upstreams:
+                                    probes = (
+                                        ("off", "on")
+                                        if gil and mode not in NO_INTERPRETER_MODES
+                                        else ("off",)
                                     )
+                                    for pr in probes:
+                                        out.append(
+                                            Config(
+                                                mode,
+                                                tuple(sorted(ov.items())),
+                                                shell,
+                                                governance=g,
+                                                workers=w,
+                                                tracing=t,
+                                                probes=pr,
+                                                upstream=u,
+                                                python=py,
+                                            )
+                                        )
     return out
 
 
@@ -511,6 +522,7 @@ class Sweep:
         tracing=("off",),
         order="fixed",
         upstreams=None,
+        pythons=None,
     ):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
@@ -532,6 +544,18 @@ class Sweep:
         self.upstreams: dict[str, dict[str, Any]] = (
             {str(k): dict(v) for k, v in upstreams.items()} if upstreams else {"": dict(upstream or {})}
         )
+        from harness import interpreters
+
+        # the interpreter axis: resolved here (quick), its venvs built once the configs are valid
+        self.home_python = interpreters.running_label()
+        self.python_found, self.python_interps = interpreters.resolve_spec(pythons) if pythons else (None, [])
+        if self.python_interps and (scalene or any(t != "off" for t in tracing)):
+            from gateway.errors import ConfigError
+
+            raise ConfigError(
+                "--pythons with --scalene or --tracing: the venvs hold the runtime dependencies only "
+                "(scalene and OpenTelemetry are the analysis extra's, in the harness's own venv)"
+            )
         self.configs = _configs(
             self.modes,
             switches,
@@ -542,7 +566,15 @@ class Sweep:
             tracing,
             gil,
             tuple(self.upstreams),
+            tuple(i.label for i in self.python_interps) or ("",),
         )
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        if self.python_interps and once:
+            print(f"--pythons: {', '.join(once)}: {interpreters.NOT_ON_AXIS}")
+        self.python_envs = {e.label: e for e in interpreters.prepare_all(self.python_interps)}
+        self._held = contextlib.ExitStack()  # shared locks: no reinstall under a running gateway
+        for e in self.python_envs.values():
+            self._held.enter_context(e.hold())
         self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
@@ -593,9 +625,11 @@ class Sweep:
                     "tracing": c.tracing,
                     "probes": c.probes,
                     "upstream": c.upstream,
+                    "python": c.python,
                 }
                 for c in self.configs
             ],
+            "pythons": list(self.python_envs),
             "workers": self.workers,
             "worker_placement": {
                 str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
@@ -662,9 +696,23 @@ class Sweep:
                 "loop": self.loop,
                 "peers": self._peer_versions(),
                 "results": self.results,
+                "interpreters": self._python_axis(),
             },
         )
         return self.run
+
+    def _python_axis(self) -> dict[str, Any]:
+        """meta.json: the interpreter the harness runs gateways with, and the axis (--pythons):
+        each venv, what discovery found, and the targets measured once (no interpreter)."""
+        from harness.interpreters import NOT_ON_AXIS
+
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        return {
+            "home": self.home_python,
+            "axis": {label: e.to_dict() for label, e in self.python_envs.items()},
+            "discovery": self.python_found.to_dict() if self.python_found is not None else None,
+            "not_on_axis": {m: NOT_ON_AXIS for m in once} if self.python_envs else {},
+        }
 
     def _peer_versions(self) -> dict[str, Any]:
         """{peer: version} from the install manifest, for the peers this sweep measures."""
@@ -778,6 +826,10 @@ class Sweep:
                 kw["threads"] = 1  # N single-threaded processes (rs-server --threads N is one process)
         else:
             kw["cpus"] = self.profile.gateway_cpus
+        if cfg.python:  # the interpreter axis: that venv's interpreter and install
+            venv = self.python_envs[cfg.python]
+            kw["python"] = str(venv.python)
+            env = {**env, **{k: v for k, v in venv.env().items() if k.startswith("GATEWAYLAB_")}}
         if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
             if self.otlp is None:
                 from harness.otlp import OtlpReceiver
@@ -835,6 +887,7 @@ class Sweep:
             with contextlib.suppress(Exception):
                 m.stop()
         outside.cleanup_all()
+        self._held.close()
 
     def _gateway_alive(self) -> bool:
         g = self.gateway
@@ -992,6 +1045,7 @@ class Sweep:
             "switches": cfg.switches_label,
             "governance": cfg.governance,
             "tracing": cfg.tracing,
+            "python": cfg.python or (self.home_python if cfg.interpreter else ""),
             "impl": impl,
             "workers": cfg.workers,
             "worker_cpus": (
@@ -1060,12 +1114,14 @@ class Sweep:
             wpids = self.gateway.worker_pids() if unit else []  # every worker, measured one by one
             if unit and len(wpids) != cfg.workers:
                 raise RuntimeError(f"{cfg.workers - len(wpids)} of {cfg.workers} workers are not running")
+            no_gil = False
             if views:
-                self._probes(reset=True, every_worker=unit)
+                pre = self._probes(reset=True, every_worker=unit)
+                no_gil = pre.get("gil_enabled") is False  # a free-threaded build with the GIL off
             sampler = outside.TreeSampler(self.gateway.pid).start()
             wsamplers = [outside.TreeSampler(p).start() for p in wpids]
             spies: list = []
-            if views:
+            if views and not no_gil:
                 spies = [
                     outside.PySpyGil(
                         p,
@@ -1167,6 +1223,10 @@ class Sweep:
                 missing.append(f"gil_ownership: {NOT_APPLICABLE}")
             elif not views:
                 missing.append("gil_ownership: not sampled in a throughput cell (probes=off)")
+            elif no_gil:
+                from gateway.probes import NO_GIL
+
+                missing.append(f"gil_ownership: {NO_GIL}")
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
             if self.flamegraph and not interp:
@@ -1608,6 +1668,7 @@ def run_sweep(
     tracing: Sequence[str] = ("off",),
     order: str = "fixed",
     upstreams: Mapping[str, Mapping[str, Any]] | None = None,
+    pythons: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
@@ -1637,6 +1698,10 @@ def run_sweep(
     `upstreams={"fast": {"latency_ms": 0}, "slow": {"latency_ms": 50}}` (instead of `upstream`)
     measures every configuration against each named mock upstream, alternating inside every
     repeat, with a direct baseline per upstream (`upstream` column).
+    `pythons` ("3.11,3.12,3.13" or interpreter paths; harness.interpreters) is the interpreter
+    axis: each rung with an interpreter (py, py+rs, rs-core) runs once per interpreter, in that
+    interpreter's venv; rs-server and peers run once (meta.json `interpreters.not_on_axis`).
+    The cells' `python` column names the interpreter of every cell that has one.
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -1679,5 +1744,6 @@ def run_sweep(
         tracing=tuple(tracing),
         order=order,
         upstreams=upstreams,
+        pythons=pythons,
     )
     return sweep.execute()

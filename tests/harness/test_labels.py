@@ -242,6 +242,8 @@ def test_the_gate_reports_a_missing_metric_as_a_failure(tmp_path):
     (check,) = check_results(tmp_path / "res", tmp_path / "base", runs_dir=tmp_path / "none")
     assert not check.ok and check.value is None and "missing" in check.message()
     # the notebook's reason, when it wrote one, is what the failure says
-    (tmp_path / "res" / "nb" / "metrics_missing.json").write_text('{"m": "the py cell failed: upstream reset"}')
+    (tmp_path / "res" / "nb" / "metrics_missing.json").write_text(
+        '{"m": "the py cell failed: upstream reset"}'
+    )
     (check,) = check_results(tmp_path / "res", tmp_path / "base", runs_dir=tmp_path / "none")
     assert not check.ok and "upstream reset" in check.message()

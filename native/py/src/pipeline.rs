@@ -871,10 +871,11 @@ impl PyRsCore {
     }
 
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
-        let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        rt.as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| invalid_input("RsCore is shut down"))
+        // the error object is made after the lock is released (docs/interpreters.md)
+        let h = (self.runtime.lock().unwrap_or_else(|e| e.into_inner()))
+            .as_ref()
+            .map(|r| r.handle().clone());
+        h.ok_or_else(|| invalid_input("RsCore is shut down"))
     }
 }
 
