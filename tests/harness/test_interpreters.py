@@ -541,13 +541,13 @@ def test_a_sweep_cell_on_a_gateway_without_a_gil_says_no_gil(tmp_path):
         results="raw",
     )
     s.python_envs = {i.label: env}
-    s.configs = [Config("py", (), "asgi", python=i.label)]
+    s.configs = [Config("py", (), "asgi", probes="on", python=i.label)]  # a GIL/loop view cell
     (row,) = s.execute().table
     assert row["status"] == "ok", row["error"]
     assert (
         row["python"] == i.label == "CPython " + ".".join(map(str, sys.version_info[:3])) + " free-threaded"
     )
-    assert row["cell"] == f"py||asgi|py={i.label}|c=1"
+    assert row["cell"] == f"py||asgi|probes=on|py={i.label}|c=1"
     from gateway.probes import NO_GIL
 
     for view in ("gil_ownership", "gil_wait", "native_gil"):
