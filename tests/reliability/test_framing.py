@@ -1,7 +1,7 @@
 """The framing corpus (framing_cases.py) over raw sockets, against every rung under both
 servers, with the native mock counting what reaches the upstream. Each case: the expected
-4xx (505 for a version), or a close with no status when the request never ends; nothing
-forwarded; never two responses; and a good request right after gets 200."""
+4xx (505 for a version) with an OpenAI-shaped body, or a close with no status when the request
+never ends; nothing forwarded; never two responses; and a good request right after gets 200."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from gateway.launch import start_gateway
 from gateway.twins import NO_INTERPRETER_MODES
-from tests.reliability.framing_cases import CASES, LIMITS, good_request, run_case
+from tests.reliability.framing_cases import BARE, CASES, LIMITS, good_request, run_case
 from tests.reliability.rungs import RUNGS
 
 KEY = "sk-gatewaylab-framing"
@@ -56,7 +56,9 @@ def test_case_is_held(gateway, mock, case):
     outcome = run_case(host, port, case, KEY)
     forwarded = _total(mock) - before
     good = good_request(host, port, KEY)
-    problems = outcome.problems(case, forwarded, LIMITS.get((server, case.name)))
+    problems = outcome.problems(
+        case, forwarded, LIMITS.get((server, case.name)), BARE.get(server, frozenset())
+    )
     if good != 200:
         problems.append(f"the next good request got {good}")
     assert _total(mock) - before == forwarded + 1 or good != 200
