@@ -135,7 +135,7 @@ class BlogExport:
         self.figures[name] = fig
 
     def write(self) -> dict[str, list[str]]:
-        from lab_ext.figcheck import FigureCheckError, check_figures
+        from harness.figcheck import FigureCheckError, check_figures
 
         out = Path(self.run_dir) / "blog"
         machine = machine_line(self.meta, self.profile)

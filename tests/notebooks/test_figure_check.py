@@ -10,8 +10,8 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
+from harness.figcheck import FigureCheckError, check_figures
 from lab_ext.export import BlogExport, figure_stamp, stamped
-from lab_ext.figcheck import FigureCheckError, check_figures
 
 pytestmark = pytest.mark.browser
 

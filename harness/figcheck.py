@@ -1,7 +1,7 @@
 """The figure check: a plotly figure drawn by plotly.js in headless Chromium at the size it is
 exported, then measured, as a reader would look at it.
 
-    from lab_ext.figcheck import check_figures
+    from harness.figcheck import check_figures
     findings = check_figures({"p95_vs_rate": fig}, width=1100, height=500)   # [] when sound
     print("\\n".join(map(str, findings)))
 
@@ -17,8 +17,8 @@ Rules (one `Finding` per broken rule, naming the figure and the axis or text):
             A range that starts at zero is compared with the data and zero.
   canvas    title, subtitle, legend, annotations, axis titles and tick labels lie inside the
             canvas; a legend that has to scroll is cut.
-  overlap   title, subtitle, legend, annotations and axis titles do not overlap each other, nor
-            the tick labels of one axis each other.
+  overlap   title, subtitle, legend, annotations and axis titles do not overlap each other or
+            any tick label, nor the tick labels of one axis each other.
   ticks     on a categorical-like axis (the independent axis of a trace with at most
             MAX_MEASURED distinct integer values: concurrency, worker counts, rates) the labelled
             ticks are exactly the measured values.
@@ -143,13 +143,14 @@ async ({data, layout, width, height}) => {
     const labels = [];
     gd.querySelectorAll(`.${ax._id}tick text`).forEach((e) => {
       const b = box(e);
-      if (b[2] - b[0] > 0 && e.textContent.trim()) labels.push({label: e.textContent.trim(), box: b});
+      const rotated = /rotate\((?!0[,)])/.test(e.getAttribute('transform') || '');
+      if (b[2] - b[0] > 0 && e.textContent.trim()) labels.push({label: e.textContent.trim(), box: b, rotated});
     });
     axes.push({
       name: key, id: ax._id, type: ax.type, visible: ax.visible !== false,
       showticklabels: ax.showticklabels !== false, rangemode: ax.rangemode,
       title: (ax.title && ax.title.text) || '', tickformat: ax.tickformat || '',
-      domain: ax.domain || [0, 1], anchor: ax.anchor || '',
+      domain: ax.domain || [0, 1], anchor: ax.anchor || '', matches: ax.matches || '',
       ticksuffix: ax.ticksuffix || '', range: (ax.range || []).map((r) => ax.r2l(r)),
       data: ext(gd._fullData.filter((t) => t.visible === true)),
       shapes: ext(fl.shapes || []),
@@ -283,7 +284,8 @@ def findings_for(name: str, fig, m: dict, width: int, height: int) -> list[Findi
             continue
         if ax["type"] not in ("linear", "log"):
             continue
-        spans = [e for e in (ax["data"], ax["shapes"]) if e]
+        group = [o for o in m["axes"] if (o["matches"] or o["id"]) == (ax["matches"] or ax["id"])]
+        spans = [e for o in group for e in (o["data"], o["shapes"]) if e]  # shared axes share a range
         if not spans:
             continue
         dlo, dhi = min(e[0] for e in spans), max(e[1] for e in spans)
@@ -307,7 +309,12 @@ def findings_for(name: str, fig, m: dict, width: int, height: int) -> list[Findi
             )
 
     # canvas and overlap: text inside the canvas, the big pieces apart
-    for t in m["texts"] + [dict(kind="tick label", **lab) for ax in m["axes"] for lab in ax["labels"]]:
+    ticklabels = [
+        {"kind": "tick label", "label": lab["label"], "box": lab["box"]}
+        for ax in m["axes"]
+        for lab in ax["labels"]
+    ]
+    for t in m["texts"] + ticklabels:
         x0, y0, x1, y1 = t["box"]
         if (
             x0 < -TOLERANCE_PX
@@ -330,8 +337,12 @@ def findings_for(name: str, fig, m: dict, width: int, height: int) -> list[Findi
             area = _overlap(a["box"], b["box"])
             if area > 4.0:
                 bad("overlap", f"{a['kind']} {a['label'][:40]!r} overlaps {b['kind']} {b['label'][:40]!r}")
+    for lab in ticklabels:
+        for t in big:
+            if _overlap(lab["box"], t["box"]) > 4.0:
+                bad("overlap", f"tick label {lab['label'][:40]!r} overlaps {t['kind']} {t['label'][:40]!r}")
     for ax in m["axes"]:
-        labs = ax["labels"]
+        labs = [lab for lab in ax["labels"] if not lab["rotated"]]  # a rotated label's box is not its ink
         for i, a in enumerate(labs):
             for b in labs[i + 1 :]:
                 if _overlap(a["box"], b["box"]) > 1.0:
@@ -346,7 +357,6 @@ def findings_for(name: str, fig, m: dict, width: int, height: int) -> list[Findi
             or not ax["showticklabels"]
             or ax["type"] not in ("linear", "log")
             or not vals
-            or len(vals) < 2
             or len(vals) > MAX_MEASURED
             or any(v != round(v) for v in vals)
         ):
