@@ -95,7 +95,9 @@ def view_blog(blog_dir: Path | str, shots_dir: Path | str | None = None, width: 
                 p.goto(h.resolve().as_uri(), wait_until="load")
                 try:
                     p.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
-                    n = p.evaluate("() => document.querySelectorAll('.js-plotly-plot .plot .trace').length")
+                    n = p.evaluate(
+                        "() => document.querySelectorAll('.js-plotly-plot .cartesianlayer .trace').length"
+                    )
                 except PlaywrightTimeout:  # nothing drawn: recorded as broken, the caller asserts
                     n = 0
                 view.figures[h.name] = n
