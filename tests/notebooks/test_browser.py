@@ -194,6 +194,12 @@ def test_lab_runs_the_rust_ladder_on_the_ci_profile_and_its_export_reads_well(ju
                 timeout=900_000,
             )
             page.locator(".jp-OutputArea .widget-vbox").first.scroll_into_view_if_needed()
+            # ... and its throughput chart drew a line per rung (the FigureWidget synced its data)
+            page.wait_for_function(
+                "(document.querySelector('.jp-OutputArea .widget-vbox .js-plotly-plot') || {querySelectorAll: () => []})"
+                ".querySelectorAll('.cartesianlayer .trace').length >= 4",
+                timeout=60_000,
+            )
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-sweep-panel.png"))
             # the notebook ran to its end: the metrics the CI gate reads were written by the kernel
             for _ in range(900):
