@@ -10,6 +10,7 @@
 //!   of the request (hyper closes the connection when it runs out).
 //! - `idle_timeout`: a keep-alive connection with no request in flight for this long is
 //!   closed (checked by the connection task; hyper has no idle timer of its own).
+//!
 //! Body read timeouts belong to the handler, which knows what it reads.
 //!
 //! Raw head check: hyper normalises framings a smuggling guard wants to refuse (it keeps
