@@ -458,17 +458,29 @@ def no_gil_lines(df) -> list[str]:
     return sorted(line for line, f in flag.groupby(df["line"]) if f.all())
 
 
-def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple[str, Any]]:
-    """One plotly figure per metric: value against concurrency, one line per configuration."""
+# how each figure's values were taken (schema.LABELS); the rest are exact counts and timings
+_SAMPLED = {"gil_held_share": "sampled (py-spy)", "rss_peak_mb": "sampled (20 Hz)"}
+
+
+def figures(
+    cells, cols: Iterable[tuple[str, str, str]] = FIGURES, meta: dict | None = None
+) -> list[tuple[str, Any]]:
+    """One plotly figure per metric: value against concurrency (or arrival rate), one line per
+    configuration. Each names its load, whether its values are exact or sampled and the repeats
+    (subtitle), has ticks at the measured x values, and with `meta` the machine and build
+    (footer): what harness.figcheck asks of every figure."""
     import plotly.graph_objects as go
 
     df = _ok(cells)
     out = []
+    x = xcol(cells)
+    xs = sorted(float(v) for v in df[x].dropna().unique()) if x in df.columns else []
+    repeats = int(df.groupby(["line", x]).size().max()) if len(df) else 0
+    clamped = "clamped" in df.columns and bool(df["clamped"].any())
     for col, title, unit in cols:
         if col not in df.columns or df[col].isna().all():
             continue
         fig = go.Figure()
-        x = xcol(cells)
         for line, g in df.groupby("line"):
             agg = g.groupby(x)[col].agg(["median", "min", "max"]).reset_index()
             fig.add_trace(
@@ -486,28 +498,61 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
                     ),
                 )
             )
-        if "clamped" in df.columns and df["clamped"].any():
-            title += " — CLAMPED: the machine is smaller than the profile (see clamp_notes)"
+        how = [
+            "open loop (CO-corrected)" if x == "rate" else "closed loop",
+            _SAMPLED.get(col, "sampled" if "sampled" in title else "exact"),
+            f"median of {repeats} repeat(s), bars min–max",
+        ]
+        if clamped:
+            how.insert(0, "CLAMPED: the machine is smaller than the profile (clamp_notes)")
         nogil = no_gil_lines(df) if col in NO_GIL_COLS else []
         if nogil:  # not zeros, not a silent gap: those lines had no GIL to measure
-            title += " — no GIL: " + ", ".join(nogil)
+            how.append("no GIL: " + ", ".join(nogil))
         fig.update_layout(
-            title=title,
-            xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency (closed loop)",
+            title=dict(text=title, subtitle=dict(text="; ".join(how))),
+            xaxis=dict(
+                title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency c (closed loop)",
+                tickvals=xs if len(xs) <= 12 else None,  # ticks at the measured values
+            ),
             yaxis_title=unit,
             template="plotly_white",
-            height=380,
-            margin=dict(l=60, r=20, t=50, b=50),
+            width=900,
+            height=440,  # the static image's size too: what the check measures is what is written
+            margin=dict(l=60, r=20, t=80, b=50),
         )
+        if meta is not None:
+            _footer(fig, meta)
         out.append((col, fig))
     return out
+
+
+def _footer(fig, meta: dict) -> None:
+    """The machine and build under the plot (harness.meta.describe's first fields)."""
+    sha = (meta.get("git_sha") or "nogit")[:10] + ("+dirty" if meta.get("git_dirty") else "")
+    text = (
+        f"{meta.get('cpu_model') or 'unknown CPU'} · {meta.get('cores_used')}/{meta.get('cores_available')} "
+        f"cores · {meta.get('build_profile') or 'no'} build · {sha}"
+    )
+    fig.update_layout(margin_b=fig.layout.margin.b + 22)
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-(fig.layout.margin.b - 22),
+        showarrow=False,
+        font=dict(size=10, color="#666"),
+    )
 
 
 def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[str], list[str]]:
     import plotly.io as pio
 
     meta = run.meta
-    figs = figures(t["cells"]) if t["cells"] is not None and len(t["cells"]) else []
+    figs = figures(t["cells"], meta=meta) if t["cells"] is not None and len(t["cells"]) else []
     notes: list[str] = []
     body = [f"<h1>Sweep report — {run.name}</h1>", "<ul>"]
     body += [f"<li>{_html_escape(line[2:])}</li>" for line in _header(meta)]
@@ -540,12 +585,12 @@ def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[s
         paths = [str(outdir / f"{col}.png") for col, _ in figs]
         try:
             # one browser session for every figure (kaleido >= 1); one call per figure is ~4 s each
-            pio.write_images(fig=[f for _, f in figs], file=paths, width=900, height=420)
+            pio.write_images(fig=[f for _, f in figs], file=paths, width=900, height=440)
             imgs = paths
         except Exception as e:  # noqa: BLE001 - older plotly/kaleido: one by one, SVG as the fallback
             try:
                 for (_col, fig), path in zip(figs, paths):
-                    fig.write_image(path, width=900, height=420)
+                    fig.write_image(path, width=900, height=440)
                     imgs.append(path)
             except Exception:  # noqa: BLE001
                 notes.append(

@@ -199,7 +199,12 @@ fig_share = px.bar(
     color="where",
     title="Where the samples land (innermost frame)",
 )
-fig_share.update_layout(xaxis_title="", yaxis_tickformat=".0%")
+fig_share.update_layout(
+    xaxis_title="",
+    yaxis_tickformat=".0%",
+    title_subtitle_text=f"sampled: py-spy --native at {S['pyspy_rate']} Hz over {S['duration_s']:g} s, "
+    "closed loop, 1 repeat per cell",
+)
 display(shares)
 display(tops)
 fig_share

@@ -230,9 +230,19 @@ fig_ladder.add_bar(
     x=rss["label"], y=rss["rss_peak_mb"], marker_color=palette[: len(rss)], showlegend=False, row=1, col=3
 )
 fig_ladder.add_hline(y=cap_rps, line_dash="dot", annotation_text="load generator capacity", row=1, col=1)
-fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=1)
-fig_ladder.update_xaxes(title_text="concurrency c", type="log", row=1, col=2)
-fig_ladder.update_layout(height=450, title="The Rust ladder, every stage and the audit ledger on")
+fig_ladder.update_xaxes(title_text="concurrency c", type="log", tickvals=S["concurrency"], row=1, col=1)
+fig_ladder.update_xaxes(title_text="concurrency c", type="log", tickvals=S["concurrency"], row=1, col=2)
+fig_ladder.update_layout(
+    height=450,
+    margin_t=120,  # the subtitle above the panel titles
+    title=dict(
+        text="The Rust ladder, every stage and the audit ledger on",
+        subtitle=dict(
+            text="closed loop; exact: 2xx counted, CPU from /proc; RSS sampled; "
+            f"median of {S['repeat']} repeat(s), bars min–max; RSS: the peak over every cell"
+        ),
+    ),
+)
 fig_ladder
 
 # %% [markdown]

@@ -328,6 +328,20 @@ fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Reject
     }
 }
 
+/// hyper's default (rs-server, granian): a head with more header fields is refused with 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// 431 (RFC 6585 §5), closing the connection as hyper does for a head over its buffer.
+fn too_large_head(message: String) -> Rejection {
+    Rejection {
+        status: 431,
+        code: "headers_too_large",
+        message,
+        headers: vec![("connection", "close".into())],
+        audit: None,
+    }
+}
+
 fn framing(code: &'static str, message: &str) -> Rejection {
     Rejection {
         status: 400,
@@ -415,10 +429,14 @@ pub fn check_headers<'h>(
         }
     }
     if total > max_header_bytes {
-        return Err(framing(
-            "headers_too_large",
-            &format!("request headers exceed {max_header_bytes} bytes"),
-        ));
+        return Err(too_large_head(format!(
+            "request headers exceed {max_header_bytes} bytes"
+        )));
+    }
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Err(too_large_head(format!(
+            "more than {MAX_HEADER_FIELDS} header fields"
+        )));
     }
     if let Some(te) = te {
         if content_length.is_some() {

@@ -157,13 +157,27 @@ async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, Rejection> 
                 ));
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => {
-                // hyper refused the body's framing (bad chunk size or extension) or the client went away
-                return Err(body_error(
-                    400,
-                    "client_disconnected",
-                    "client disconnected while sending the body".into(),
-                ));
+            Ok(Some(Err(e))) => {
+                // hyper refused the body's framing (a bad chunk size, chunk extensions or
+                // trailers over its 16 KiB caps: an InvalidData I/O error under the body error),
+                // or the client went away; the Python rungs answer the first as
+                // gateway/framing.py does
+                let refused = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .filter(|io| io.kind() == std::io::ErrorKind::InvalidData);
+                return Err(if let Some(why) = refused {
+                    body_error(
+                        400,
+                        "bad_http_framing",
+                        format!("malformed HTTP request: {why}"),
+                    )
+                } else {
+                    body_error(
+                        400,
+                        "client_disconnected",
+                        "client disconnected while sending the body".into(),
+                    )
+                });
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -1461,6 +1475,25 @@ impl Gateway {
 /// Content-Length beside Transfer-Encoding (hyper drops the Content-Length). The Python
 /// rungs' HTTP parser (httptools under uvicorn) refuses exactly these before the guard runs,
 /// answering 400 `bad_http_framing` (gateway/server.py); so does this, on a closed connection.
+/// The answer to a head over the net layer's limits: 431 `headers_too_large`.
+fn head_too_large_answer() -> Vec<u8> {
+    let body = pipeline::error_body(
+        431,
+        &format!(
+            "request head too large (over the server's buffer or {} header fields)",
+            pipeline::MAX_HEADER_FIELDS
+        ),
+        "headers_too_large",
+    );
+    let mut out = format!(
+        "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
 pub fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
     let answer = |status: u16, reason: &str, message: &str, code: &str| {
         let body = pipeline::error_body(status, message, code);
@@ -1667,6 +1700,10 @@ pub fn run(cfg: Config, opts: Options) -> Result<(), String> {
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(30),
             head_check: Some(Arc::new(raw_head_check)),
+            // a head over hyper's buffer or field count: the guard's 431, OpenAI-shaped, not
+            // hyper's bare one (the Python rungs give the same: gateway/framing.py, guard.py)
+            head_too_large: Some(head_too_large_answer()),
+            max_header_fields: pipeline::MAX_HEADER_FIELDS,
         };
         let gw = Arc::new(Gateway::new(cfg, opts, sidecar, sum, tracer)?);
         if let Some(unit) = gw.unit.as_ref() {
