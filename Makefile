@@ -57,8 +57,11 @@ peers: dev
 test-py: dev peers
 	$(PY) -m pytest -q
 
+# then the exports as a reader sees them: each notebook's blog folder rendered in headless
+# Chromium, screenshots in the run folder (tests/notebooks/test_blog_exports.py, newest ci run)
 test-notebooks: dev
 	$(PY) -m harness.notebooks --profile ci
+	$(PY) -m pytest -q -p no:cacheprovider tests/notebooks/test_blog_exports.py
 
 # The bundle round trip (docs/bundle.md): build a bundle, install it into a fresh venv offline
 # (--no-index), sweep from it without pandas, import the raw results; about 1-2 minutes, part of

@@ -230,6 +230,8 @@ class Pipeline:
     (gateway.config.Config.normalized()["pipeline"])."""
 
     def __new__(cls, config_json: str) -> Self: ...
+    def stage_runs(self) -> dict[str, int]:
+        """{stage: times it ran}: gateway.pipeline.RUN_STAGES, counted as the Python twin does."""
     def decide(
         self,
         method: str,
@@ -247,6 +249,9 @@ class Pipeline:
 COUNTERS: Final[list[str]]
 STAGES: Final[list[str]]
 BUCKETS: Final[list[float]]
+# gateway_stage_runs_total{stage}: the pipeline stages either twin counts, then the records written
+RUN_STAGES: Final[list[str]]
+RUNS_AUDIT: Final[str]
 
 @final
 class RsCore:
@@ -265,6 +270,9 @@ class RsCore:
     def consistency_proof(self, old_count: int) -> str: ...
     def stats(self) -> dict[str, float]:
         """Every counter of COUNTERS, the gauges, and the crossing's `completed`/`wakeups`."""
+    def stage_runs(self) -> dict[str, int]:
+        """{stage: times it ran} of the core pipeline (RUN_STAGES; gateway_stage_runs_total, whose
+        RUNS_AUDIT is stats()["audit_records"])."""
     def stage_histograms(self) -> dict[str, tuple[list[int], int]]:
         """{stage: (bucket counts, the last past every bound; sum in ns)}."""
     def shutdown(self) -> None: ...

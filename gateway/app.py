@@ -156,6 +156,12 @@ class GatewayBase(ABC):
 
     # --- lifecycle ----------------------------------------------------------------------
     async def startup(self) -> None:
+        if os.environ.get("GATEWAYLAB_INJECT_DELAY_US"):  # a test-only slowdown (gateway/probes.py)
+            import asyncio
+
+            from gateway import probes
+
+            probes.install_inject_delay(asyncio.get_running_loop())
         if os.environ.get("GATEWAYLAB_PROBES") == "1":
             import asyncio
 
@@ -390,6 +396,7 @@ class Gateway(GatewayBase):
         super().__init__(config)
         sw = self.switches
         self.pipeline = Pipeline(config, config.stages, config.audit)
+        self.metrics.stage_runs = self.pipeline.stage_runs
         self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
         if (

@@ -114,9 +114,10 @@ class GuardError(RequestRejected):
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Extra response headers: after a framing error (400) nothing more on the connection
-        can be trusted, so it is closed; a 413 has sound framing and the server discards the
-        unread body, so the client can finish sending and read the answer."""
-        return [(b"connection", b"close")] if self.status == 400 else []
+        can be trusted, so it is closed, as after an oversized head (431, which hyper closes
+        too); a 413 has sound framing and the server discards the unread body, so the client
+        can finish sending and read the answer."""
+        return [(b"connection", b"close")] if self.status in (400, 431) else []
 
 
 class AuditUnavailable(GatewayLabError):

@@ -126,12 +126,17 @@ def start_gateway(
     tracing_endpoint: str | None = None,
     ack: str | None = None,
     max_in_flight: int | None = None,
+    python: str | None = None,
 ) -> GatewayProcess:
     """The serve options (gateway.options.ServeOptions; None: the config's value) and how to
     run the child. `workers` N: a unit of N worker processes on one port (gateway/workers.py);
     the child is their supervisor, pinned to the union of `worker_cpus` (worker k on
     `worker_cpus[k]`) or to `cpus` (worker k on the k-th of them). `shell` and `server` apply
-    to the Python rungs (gateway/ladder.py); rs-server refuses them."""
+    to the Python rungs (gateway/ladder.py); rs-server refuses them.
+
+    `python`: run the gateway with this venv's interpreter and the project installed there
+    (harness.interpreters), not this checkout: the child starts in the venv, without the
+    checkout on its path."""
     port = free_port()
     if ledger_dir is None and config is None:
         ledger_dir = tempfile.mkdtemp(prefix="gatewaylab-ledger-")
@@ -165,7 +170,9 @@ def start_gateway(
     )
     if opts.worker_cpus is not None and cpus is None:
         cpus = sorted({c for w in opts.worker_cpus for c in w})
-    args = [sys.executable, "-m", "gateway.server"]
+    if python is not None and wrapper:
+        raise ValueError("start_gateway: a wrapper runs the checkout's gateway/server.py, not a venv's")
+    args = [python or sys.executable, "-m", "gateway.server"]
     if (
         wrapper
     ):  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
@@ -175,7 +182,12 @@ def start_gateway(
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env[SERVE_ENV] = opts.to_json()
-    child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
+    if python is None:
+        child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
+        cwd = _ROOT
+    else:  # the venv's own install: nothing of the checkout on sys.path (not even the cwd)
+        child_env.pop("PYTHONPATH", None)
+        cwd = os.path.dirname(os.path.dirname(os.path.abspath(python)))
     cpu_set = set(cpus) if cpus is not None else None
     log = tempfile.NamedTemporaryFile(prefix="gatewaylab-gateway-", suffix=".log", delete=False)
     proc = subprocess.Popen(
@@ -183,7 +195,7 @@ def start_gateway(
         stdout=log,
         stderr=subprocess.STDOUT,
         env=child_env,
-        cwd=_ROOT,
+        cwd=cwd,
         preexec_fn=(lambda: os.sched_setaffinity(0, cpu_set)) if cpu_set else None,
     )
     log.close()

@@ -9,7 +9,7 @@ lock (everything runs on the event loop thread).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -21,10 +21,14 @@ from gateway import _native
 # (`gateway_<name>_total`), the hot-path stages (`gateway_stage_seconds{stage}`: decide =
 # guard to adapter, the pure pipeline; forward = the upstream exchange; respond = the
 # response adapter; spawn = the audit hand-off; total; plugins = rs-server's sidecar call)
-# and the histogram buckets (seconds, fine at the low end where the stages live).
+# and the histogram buckets (seconds, fine at the low end where the stages live); and the
+# pipeline stages whose runs are counted (`gateway_stage_runs_total{stage}`: RUN_STAGES, what
+# either pipeline twin counts, then RUNS_AUDIT, the audit records written).
 COUNTERS: tuple[str, ...] = tuple(_native.COUNTERS)
 STAGES: tuple[str, ...] = tuple(_native.STAGES)
 _BUCKETS: tuple[float, ...] = tuple(_native.BUCKETS)
+RUN_STAGES: tuple[str, ...] = tuple(_native.RUN_STAGES)
+RUNS_AUDIT: str = _native.RUNS_AUDIT
 _BUCKETS_NS = tuple(int(b * 1e9) for b in _BUCKETS)
 
 
@@ -63,6 +67,8 @@ class Metrics:
         self.gauges: dict[str, Callable[[], float]] = {}
         # called at scrape time before the counters are read (rs-core copies the Rust side's)
         self.refresh: Callable[[], None] | None = None
+        # {stage: times it ran} of the rung's pipeline (gateway_stage_runs_total), read at scrape time
+        self.stage_runs: Callable[[], Mapping[str, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -91,6 +97,15 @@ class Metrics:
         yield h
         for name, n in self.counters.items():
             yield CounterMetricFamily(f"gateway_{name}", name.replace("_", " "), value=n)
+        if self.stage_runs is not None:
+            c = CounterMetricFamily(
+                "gateway_stage_runs", "times each stage ran (audit: records written)", labels=["stage"]
+            )
+            runs = self.stage_runs()
+            for name in RUN_STAGES:
+                c.add_metric([name], runs[name])
+            c.add_metric([RUNS_AUDIT], self.counters["audit_records"])
+            yield c
         for name, fn in self.gauges.items():
             yield GaugeMetricFamily(f"gateway_{name}", name.replace("_", " "), value=fn())
         stats = _native.gil_stats(False)

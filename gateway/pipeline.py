@@ -9,6 +9,12 @@ Order of the stages, each switchable with `stages` (the guard always runs):
 
     guard (head + body size) -> auth -> parse/validate -> WAF -> route -> rate limit -> adapter
 
+Each stage counts the times it ran (`Pipeline.stage_runs()`, RUN_STAGES; exported on /metrics as
+`gateway_stage_runs_total{stage}` so a sweep can show that every stage its label claims ran):
+`ratelimit` counts only checks against a key that has limits (a key without limits is let
+through without touching a bucket), and `forward` / `respond` count upstream answers handed
+back to the pipeline (`respond` for a whole answer, `relay` for a stream).
+
 Audited: every request that passed auth and whose body parsed (WAF blocks, unknown models,
 rate-limit rejections and upstream failures included). Guard, auth and malformed-body
 rejections are not: they carry no identity or model to account for, and auditing them would
@@ -36,6 +42,7 @@ from gateway.errors import (
     UpstreamStatusError,
     error_type,
 )
+from gateway.metrics import RUN_STAGES
 from gateway.stages.guard import check_headers
 
 CHAT_PATH = "/v1/chat/completions"
@@ -43,6 +50,11 @@ STAGES = ("auth", "parse", "waf", "ratelimit", "adapter")
 _NEEDS_PARSE = frozenset(("waf", "ratelimit", "adapter"))
 _ROLES = frozenset(("system", "user", "assistant", "tool", "developer", "function"))
 ANONYMOUS = "anonymous"  # key id of requests when the auth stage is off
+# what Pipeline.stage_runs() counts (RUN_STAGES: the metric names' one list, which the Rust
+# twin counts too; the rungs add "audit"), by position in that list
+_GUARD, _AUTH, _PARSE, _WAF, _ROUTE, _RL, _ADAPT, _FORWARD, _RESPOND = map(
+    RUN_STAGES.index, ("guard", "auth", "parse", "waf", "route", "ratelimit", "adapter", "forward", "respond")
+)
 
 
 def parse_stages(spec: str | Iterable[str] | None) -> frozenset[str]:
@@ -215,23 +227,31 @@ class Pipeline:
         self._adapt_on = "adapter" in stages
         self.auth = sw.load("auth")({k.id: k.sha256 for k in config.keys})
         self.waf = sw.load("waf")([dict(r) for r in config.waf_rules])
-        self.ratelimit = sw.load("ratelimit")(
-            {k.id: (k.rpm, k.tpm) for k in config.keys if k.rpm is not None}
-        )
+        limits = {k.id: (k.rpm, k.tpm) for k in config.keys if k.rpm is not None}
+        self.ratelimit = sw.load("ratelimit")(limits)
+        self._limited = frozenset(limits)
+        # times each stage ran (RUN_STAGES): plain ints, everything runs on the event loop
+        self.runs = [0] * len(RUN_STAGES)
         adapter_cls = sw.load("adapter")
         self.adapters = {"openai": adapter_cls("openai"), "anthropic": adapter_cls("anthropic")}
         self._up_headers = {up: upstream_headers(up.kind, up.api_key) for up in config.models.values()}
         self._default = next(iter(config.models.values()))
 
+    def stage_runs(self) -> dict[str, int]:
+        """{stage: times it ran} since start, for every stage of RUN_STAGES."""
+        return dict(zip(RUN_STAGES, self.runs))
+
     def decide(self, req: Request, ctx: Context) -> Rejection | Forwarding:
         cfg = self.config
         m = ctx.marks  # a tracing concern only: a clock read per stage, when sampled
+        runs = self.runs
         if req.path != CHAT_PATH:
             return _reject(404, "not_found", f"no route for {req.method} {req.path}")
         if req.method != "POST":
             return _reject(405, "method_not_allowed", f"method {req.method} not allowed on {req.path}")
         if m is not None:
             m.append(("guard", _ns()))
+        runs[_GUARD] += 1
         try:
             authorization = check_headers(req.headers, cfg.max_header_bytes, cfg.max_body_bytes)
         except GuardError as e:
@@ -242,6 +262,7 @@ class Pipeline:
         if self._auth_on:
             if m is not None:
                 m.append(("auth", _ns()))
+            runs[_AUTH] += 1
             key_id = self.auth.check(authorization)
             if key_id is None:
                 return _reject(
@@ -263,6 +284,7 @@ class Pipeline:
             return Forwarding(up.url, self._up_headers[up], body, False, up.kind, "", False, key_id, audit)
         if m is not None:
             m.append(("parse", _ns()))
+        runs[_PARSE] += 1
         try:
             parsed = orjson.loads(body)
             text = prompt_text(parsed)
@@ -280,6 +302,7 @@ class Pipeline:
         if self._waf_on:
             if m is not None:
                 m.append(("waf", _ns()))
+            runs[_WAF] += 1
             rule = self.waf.scan(text)
             if rule is not None:
                 if audit is not None:
@@ -287,6 +310,7 @@ class Pipeline:
                 return _reject(403, "waf_blocked", f"request blocked by WAF rule {rule}", audit)
         if m is not None:
             m.append(("route", _ns()))
+        runs[_ROUTE] += 1
         route = cfg.route(model)
         if route is None:
             return _reject(404, "model_not_found", f"the model {model!r} does not exist", audit)
@@ -295,6 +319,8 @@ class Pipeline:
             if m is not None:
                 m.append(("ratelimit", _ns()))
             cost = prompt_tokens + (parsed.get("max_tokens") or 0)
+            if key_id in self._limited:
+                runs[_RL] += 1
             wait = self.ratelimit.check(key_id, cost, ctx.mono_ns)
             if wait > 0.0:
                 if math.isinf(wait):
@@ -314,6 +340,7 @@ class Pipeline:
         if self._adapt_on:
             if m is not None:
                 m.append(("adapter", _ns()))
+            runs[_ADAPT] += 1
             try:
                 up_body = self.adapters[upstream.kind].to_upstream(body, upstream_model)
             except InvalidInput as e:
@@ -340,6 +367,9 @@ class Pipeline:
     def respond(self, fwd: Forwarding, status: int, body: bytes) -> tuple[int, bytes, str | None]:
         """An upstream answer -> (status, body, error code or None). Raises UpstreamStatusError
         (a 5xx/1xx/3xx) and UpstreamMalformed (a 2xx the adapter cannot read)."""
+        runs = self.runs
+        runs[_FORWARD] += 1
+        runs[_RESPOND] += 1
         if status >= 500 or status < 200 or 300 <= status < 400:
             raise UpstreamStatusError(status, body)
         if status >= 400:
@@ -358,6 +388,7 @@ class Pipeline:
             raise UpstreamMalformed(f"upstream sent a malformed response: {e}") from None
 
     def relay(self, fwd: Forwarding) -> StreamRelay:
+        self.runs[_FORWARD] += 1
         return StreamRelay(self.adapters[fwd.kind] if fwd.adapt else None, fwd.public_model)
 
 

@@ -16,9 +16,14 @@ at ``GET /debug/probes`` (``snapshot(reset)``). Three views, each labelled:
 Cheap by construction: one wake-up per ``GATEWAYLAB_PROBE_INTERVAL_MS`` (default 2 ms) on the
 probe thread, one timer callback per ``GATEWAYLAB_LAG_INTERVAL_MS`` (default 10 ms) on the loop.
 
+Without a GIL (a free-threaded build running with the GIL off, ``sys._is_gil_enabled()``
+false) there is nothing for views 2 and 3 to time: the probe thread is not started and both
+views say ``NO_GIL`` as their reason, never zeros. Loop lag is measured as always.
+
 Test knob: ``GATEWAYLAB_INJECT_DELAY_US=N`` makes every task created on the gateway's loop
 busy-wait N microseconds while holding the GIL (an injected slowdown that a sweep comparison
-must flag). Never set outside tests.
+must flag), with the probes on or off (``install_inject_delay``, called at startup). Never set
+outside tests.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -34,6 +40,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 EXACT, SAMPLED = "exact", "sampled"
+NO_GIL = "no GIL (free-threaded build, GIL off)"
 _HIGHEST_NS = 60 * 1_000_000_000  # 60 s
 _SIG = 3
 
@@ -163,7 +170,20 @@ class LoopLag:
             self.loop.call_soon_threadsafe(self._handle.cancel)
 
 
+def gil_enabled() -> bool:
+    """Whether this process runs with a GIL: always before 3.13; on a free-threaded build,
+    unless an extension without free-threading support (or PYTHON_GIL=1) turned it back on."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+def _no_gil(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"label": EXACT, "available": False, "reason": NO_GIL, **(extra or {})}
+
+
 def _native_stats(reset: bool) -> dict[str, Any]:
+    if not gil_enabled():
+        return _no_gil({"entries": {}, "totals": {}})
     try:
         from gateway import _native  # type: ignore[attr-defined]
     except ImportError as e:
@@ -232,23 +252,34 @@ def start(loop: asyncio.AbstractEventLoop | None = None) -> ProbeHandle:
     loop = loop or asyncio.get_running_loop()
     interval = float(os.environ.get("GATEWAYLAB_PROBE_INTERVAL_MS", "2")) / 1e3
     lag_interval = float(os.environ.get("GATEWAYLAB_LAG_INTERVAL_MS", "10")) / 1e3
-    gil = GilProbe(interval)
-    gil.start()
+    gil = None
+    if gil_enabled():  # without a GIL there is no acquisition to time
+        gil = GilProbe(interval)
+        gil.start()
     lag = LoopLag(loop, lag_interval)
     lag.start()
-    delay_us = int(os.environ.get("GATEWAYLAB_INJECT_DELAY_US", "0") or 0)
+    _current = ProbeHandle(gil, lag)
+    _current.inject_delay_us = inject_delay_us()  # type: ignore[attr-defined]
+    return _current
+
+
+def inject_delay_us() -> int:
+    return int(os.environ.get("GATEWAYLAB_INJECT_DELAY_US", "0") or 0)
+
+
+def install_inject_delay(loop: asyncio.AbstractEventLoop) -> int:
+    """The test knob GATEWAYLAB_INJECT_DELAY_US on `loop` (probes on or off); its value."""
+    delay_us = inject_delay_us()
     if delay_us > 0:
         loop.set_task_factory(_inject_delay_factory(delay_us))
-    _current = ProbeHandle(gil, lag)
-    _current.inject_delay_us = delay_us  # type: ignore[attr-defined]
-    return _current
+    return delay_us
 
 
 def snapshot(reset: bool = False) -> dict[str, Any]:
     """All probe figures since the last reset (JSON-ready). `reset=True` starts a new window."""
     now = time.monotonic_ns()
     h = _current
-    out: dict[str, Any] = {"pid": os.getpid(), "running": h is not None}
+    out: dict[str, Any] = {"pid": os.getpid(), "running": h is not None, "gil_enabled": gil_enabled()}
     if h is None:
         missing = {"label": EXACT, "available": False, "reason": "probes not started (GATEWAYLAB_PROBES!=1)"}
         out.update(window_s=None, gil_wait=dict(missing), loop_lag=dict(missing), native=_native_stats(reset))
@@ -257,18 +288,21 @@ def snapshot(reset: bool = False) -> dict[str, Any]:
     out["inject_delay_us"] = getattr(h, "inject_delay_us", 0)
     if reset:
         h.window_start_ns = now
-    gh, gtotal = h.gil.rec.take(reset)
-    gil = {
-        "label": EXACT,
-        "available": True,
-        "reason": None,
-        **_summary(gh),
-        "total_wait_s": gtotal / 1e9,
-        "interval_ms": h.gil.interval_s * 1e3,
-        "timer_slack_1ns": h.gil.timer_slack_set,
-        "calibration": h.gil.calibration,
-        "note": "deadline-to-GIL latency; includes OS wake-up latency (see calibration)",
-    }
+    if h.gil is None:
+        gil = _no_gil()
+    else:
+        gh, gtotal = h.gil.rec.take(reset)
+        gil = {
+            "label": EXACT,
+            "available": True,
+            "reason": None,
+            **_summary(gh),
+            "total_wait_s": gtotal / 1e9,
+            "interval_ms": h.gil.interval_s * 1e3,
+            "timer_slack_1ns": h.gil.timer_slack_set,
+            "calibration": h.gil.calibration,
+            "note": "deadline-to-GIL latency; includes OS wake-up latency (see calibration)",
+        }
     lh, ltotal = h.lag.rec.take(reset)
     lag = {
         "label": EXACT,

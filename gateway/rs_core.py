@@ -42,6 +42,7 @@ class RsCoreGateway(GatewayBase):
         self._tokens = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics.refresh = self._refresh_metrics
+        self.metrics.stage_runs = self.core.stage_runs
         # the engine's gauges, read at scrape time
         for name in ("background_queue_depth", "requests_in_flight", "audit_records_in_ledger"):
             self.metrics.gauges[name] = lambda name=name: self.core.stats()[name]

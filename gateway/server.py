@@ -14,13 +14,12 @@ supervisor's and the rs-server launcher's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
 
 from gateway import config as cfgmod
-from gateway import ladder
+from gateway import framing, ladder
 from gateway.errors import ConfigError
 from gateway.options import ServeOptions
 from gateway.twins import Switches, parse_impl
@@ -173,7 +172,7 @@ def _serve_uvicorn(opts: ServeOptions) -> int:
     config = uvicorn.Config(
         app,
         loop="none",
-        http=_openai_400_protocol(),
+        http=framing.protocol_class(),  # llhttp with hyper's caps, OpenAI-shaped refusals
         lifespan="on",
         log_level="warning",
         access_log=False,
@@ -201,31 +200,6 @@ def _serve_uvicorn(opts: ServeOptions) -> int:
 
     uvloop.run(main())
     return 0 if srv.started else 1
-
-
-def _openai_400_protocol():
-    """uvicorn's httptools protocol, answering unparseable requests (bad framing the parser
-    itself refuses) with an OpenAI-shaped JSON error instead of plain text."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class OpenAIErrorHttpToolsProtocol(HttpToolsProtocol):
-        def send_400_response(self, msg: str) -> None:
-            body = json.dumps(
-                {
-                    "error": {
-                        "message": f"malformed HTTP request: {msg}",
-                        "type": "invalid_request_error",
-                        "code": "bad_http_framing",
-                    }
-                }
-            ).encode()
-            self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-            )
-            self.transport.close()
-
-    return OpenAIErrorHttpToolsProtocol
 
 
 def _serve_granian(opts: ServeOptions) -> int:

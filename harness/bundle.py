@@ -215,6 +215,22 @@ def provenance() -> dict[str, Any]:
     """Where the running code came from, for meta.json: a bundle (its manifest named by
     $GATEWAYLAB_BUNDLE, set by run.sh), or a checkout / an install of this tree."""
     path = os.environ.get(BUNDLE_ENV)
+    venv = os.environ.get("GATEWAYLAB_VENV")  # harness.interpreters.VENV_ENV
+    if not path and venv:  # a venv of the interpreter axis: built from a checkout, described by its manifest
+        from harness.interpreters import read_venv_manifest
+
+        v = read_venv_manifest(venv)
+        return {
+            "kind": "venv",
+            "manifest": venv,
+            "git_sha": v.get("git_sha"),
+            "git_dirty": v.get("git_dirty"),
+            "checkout": v.get("checkout"),
+            "source_hash": v.get("source_hash"),
+            "project_version": v.get("project_version"),
+            "wheel": v.get("wheel"),
+            "flavor": v.get("flavor"),
+        }
     if not path:
         return {"kind": "checkout" if (REPO / ".git").exists() else "install"}
     m = read_manifest(path)

@@ -8,7 +8,8 @@ A step is `Step(name, title, run)` where `run(ctx) -> str` does its measurements
 its artefacts through `ctx.run` (a harness.runs.Run) and returns its markdown section.
 Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench mmr), the
 WAL study (bench wal), spawn cost (bench spawn) and the concurrency sweep over the rungs py, py+rs
-and rs-core.
+and rs-core. Everything runs on the harness's own interpreter; the report ends with the one
+command that repeats the study on every interpreter the machine has (`INTERPRETER_AXIS`).
 """
 
 from __future__ import annotations
@@ -121,8 +122,14 @@ def step_sweep(ctx: Context) -> str:
     kw = (
         dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
     )
-    res = run_sweep(
-        modes=RUNGS, profile="xeon-4c", out=ctx.run.path / "sweeps", name="rungs", progress=True, **kw
+    res = run_sweep(  # throughput cells only: the demo reports no GIL view
+        modes=RUNGS,
+        profile="xeon-4c",
+        out=ctx.run.path / "sweeps",
+        name="rungs",
+        progress=True,
+        gil=False,
+        **kw,
     )
     ctx.results["sweep"] = res
     pk = peaks(res.table)
@@ -146,6 +153,14 @@ def step_sweep(ctx: Context) -> str:
         lines += ["", f"{len(bad)} cell(s) did not complete; see the sweep report."]
     return "\n".join(lines)
 
+
+# The interpreter axis (docs/interpreters.md): the report's last line, with this run's interpreter.
+INTERPRETER_AXIS = (
+    "These figures are from {python}. The interpreter is an axis too: "
+    "`gatewaylab sweep --modes py,py+rs,rs-core --pythons 3.11,3.12,3.13` (and `gatewaylab bench mmr "
+    "--pythons 3.11,3.12,3.13`) repeat the study on each CPython found, each in its own venv "
+    "(docs/interpreters.md; notebook 11_interpreters)."
+)
 
 STEPS: list[Step] = [
     Step("mmr", "MMR: Python twin vs Rust twin vs the SHA-256 bound", step_mmr),
@@ -211,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Load average (1 min) at start {run.meta['load_average'][0]:.1f}, at end {end_load[0]:.1f} "
             f"on {run.meta['cores_available']} cores: other work on the machine widens the spreads.\n"
         )
-    report = run.write_text("report.md", "\n".join(header + sections))
+    footer = [INTERPRETER_AXIS.format(python=run.meta.get("python") or "this interpreter"), ""]
+    report = run.write_text("report.md", "\n".join(header + sections + footer))
+    ctx.log(INTERPRETER_AXIS.format(python=run.meta.get("python") or "this interpreter"))
     print(report)
     return 0 if all("**step failed:**" not in s for s in sections) else 1
 

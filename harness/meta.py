@@ -107,13 +107,14 @@ def collect(
     """Everything docs/architecture.md asks to store with a result (see module docstring)."""
     from gateway.twins import Switches
     from harness.bundle import provenance
+    from harness.interpreters import running_label
 
     sw = switches if switches is not None else Switches.resolve()
     affinity = cpu_affinity()
     prov = provenance()
     built = (
         {"git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"]}
-        if prov["kind"] == "bundle"
+        if prov["kind"] in ("bundle", "venv")
         else git_info()
     )
     meta: dict[str, Any] = {
@@ -123,6 +124,7 @@ def collect(
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
+        "python": running_label(),  # implementation, version, build flags (harness.interpreters)
         "rustc_version": prov["rustc_version"] if prov["kind"] == "bundle" else rustc_version(),
         "cpu_model": cpu_model(),
         "cores_total": os.cpu_count(),
@@ -157,7 +159,9 @@ def describe(meta: Mapping[str, Any]) -> str:
         parts.append(f"profile {meta['hardware_profile']}" + ("" if sat in (None, True) else " (clamped)"))
     parts.append(f"{meta.get('build_profile') or 'no'} build")
     parts.append(f"mode {meta.get('switches_label') or meta.get('mode')}")
-    parts.append(f"{meta.get('python_implementation', 'Python')} {meta.get('python_version')}")
+    parts.append(
+        meta.get("python") or f"{meta.get('python_implementation', 'Python')} {meta.get('python_version')}"
+    )
     if meta.get("rustc_version"):
         parts.append(meta["rustc_version"].split(" (")[0])
     if meta.get("load_average"):

@@ -75,6 +75,13 @@ def line_label(row) -> str:
     tr = row.get("tracing")
     if isinstance(tr, str) and tr not in ("", "off"):
         lab += f" trace={tr}"
+    up = row.get("upstream")
+    if isinstance(up, str) and up:
+        lab += f" up={up}"
+    if row.get("probes") == "on":  # a GIL/loop view cell (probes inside the gateway)
+        lab += " probes=on"
+    if "|py=" in str(row.get("cell") or ""):  # the interpreter axis: every line names its interpreter
+        return f"{lab} {row['shell']} · {row['python']}"
     return f"{lab} {row['shell']}"
 
 
@@ -306,11 +313,17 @@ def write_markdown(run_dir: Path, run, t) -> Path:
                 )
             )
             md.append("")
+        nogil = set(no_gil_lines(_ok(cells)))
         for line, g in s.groupby("line"):
             md += [f"### {line}", ""]
             rows = [
                 [_fmt(r[x]) if x == "rate" else str(r[x]), str(r["n"])]
-                + [_spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"]) for c in cols]
+                + [
+                    "no GIL"
+                    if line in nogil and c in NO_GIL_COLS
+                    else _spread(r[f"{c}_median"], r[f"{c}_min"], r[f"{c}_max"])
+                    for c in cols
+                ]
                 for _, r in g.iterrows()
             ]
             md.append(
@@ -387,13 +400,17 @@ GIL_VIEW_COLS = [
 
 
 def _gil_views_md(cells) -> list[str]:
-    """The four GIL views side by side per line and concurrency (medians over repeats)."""
+    """The four GIL views side by side per line and concurrency (medians over repeats); views
+    1-3 of a line that ran without a GIL read "no GIL"."""
+    from gateway.probes import NO_GIL
+
     df = _ok(cells)
     if not len(df):
         return []
     df = df.copy()
     df["native_wait_share"] = df["native_wait_s"] / df["duration_s"]
-    cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and df[c].notna().any()]
+    nogil = df["probes_missing"].fillna("").str.contains(NO_GIL, regex=False)
+    cols = [(c, h) for c, h in GIL_VIEW_COLS if c in df.columns and (df[c].notna().any() or nogil.any())]
     out = [
         "## The four GIL views against concurrency (medians over repeats)",
         "",
@@ -404,10 +421,16 @@ def _gil_views_md(cells) -> list[str]:
     ]
     for line, g in df.groupby("line"):
         med = g.groupby("concurrency")[[c for c, _ in cols]].median()
+        # a free-threaded interpreter with the GIL off: its GIL views say so, never zeros or gaps
+        no_gil = g["probes_missing"].fillna("").str.contains(NO_GIL, regex=False).all()
+
+        def cell(k, r):
+            return "no GIL" if no_gil and k in NO_GIL_COLS else _fmt(float(r[k]))
+
         out += [f"### {line}", ""]
         out.append(
             _md_table(
-                [[str(c)] + [_fmt(float(r[k])) for k, _ in cols] for c, r in med.iterrows()],
+                [[str(c)] + [cell(k, r) for k, _ in cols] for c, r in med.iterrows()],
                 ["c"] + [h for _, h in cols],
             )
         )
@@ -415,17 +438,51 @@ def _gil_views_md(cells) -> list[str]:
     return out
 
 
-def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple[str, Any]]:
-    """One plotly figure per metric: value against concurrency, one line per configuration."""
+# The columns of GIL views 1-3, which have nothing to show without a GIL (view 4, loop lag, has).
+NO_GIL_COLS = {
+    "gil_held_share",
+    "gil_main_share",
+    "gil_other_share",
+    "native_wait_share",
+    "native_wait_s",
+    "gil_wait_p50_us",
+    "gil_wait_p99_us",
+}
+
+
+def no_gil_lines(df) -> list[str]:
+    """The lines (of `_ok` cells) that ran without a GIL: every cell of theirs says so."""
+    from gateway.probes import NO_GIL
+
+    if "probes_missing" not in df.columns:  # a table without probe notes has no no-GIL line
+        return []
+    flag = df["probes_missing"].fillna("").str.contains(NO_GIL, regex=False)
+    return sorted(line for line, f in flag.groupby(df["line"]) if f.all())
+
+
+# how each figure's values were taken (schema.LABELS); the rest are exact counts and timings
+_SAMPLED = {"gil_held_share": "sampled (py-spy)", "rss_peak_mb": "sampled (20 Hz)"}
+
+
+def figures(
+    cells, cols: Iterable[tuple[str, str, str]] = FIGURES, meta: dict | None = None
+) -> list[tuple[str, Any]]:
+    """One plotly figure per metric: value against concurrency (or arrival rate), one line per
+    configuration. Each names its load, whether its values are exact or sampled and the repeats
+    (subtitle), has ticks at the measured x values, and with `meta` the machine and build
+    (footer): what harness.figcheck asks of every figure."""
     import plotly.graph_objects as go
 
     df = _ok(cells)
     out = []
+    x = xcol(cells)
+    xs = sorted(float(v) for v in df[x].dropna().unique()) if x in df.columns else []
+    repeats = int(df.groupby(["line", x]).size().max()) if len(df) else 0
+    clamped = "clamped" in df.columns and bool(df["clamped"].any())
     for col, title, unit in cols:
         if col not in df.columns or df[col].isna().all():
             continue
         fig = go.Figure()
-        x = xcol(cells)
         for line, g in df.groupby("line"):
             agg = g.groupby(x)[col].agg(["median", "min", "max"]).reset_index()
             fig.add_trace(
@@ -443,25 +500,61 @@ def figures(cells, cols: Iterable[tuple[str, str, str]] = FIGURES) -> list[tuple
                     ),
                 )
             )
-        if "clamped" in df.columns and df["clamped"].any():
-            title += " — CLAMPED: the machine is smaller than the profile (see clamp_notes)"
+        how = [
+            "open loop (CO-corrected)" if x == "rate" else "closed loop",
+            _SAMPLED.get(col, "sampled" if "sampled" in title else "exact"),
+            f"median of {repeats} repeat(s), bars min–max",
+        ]
+        if clamped:
+            how.insert(0, "CLAMPED: the machine is smaller than the profile (clamp_notes)")
+        nogil = no_gil_lines(df) if col in NO_GIL_COLS else []
+        if nogil:  # not zeros, not a silent gap: those lines had no GIL to measure
+            how.append("no GIL: " + ", ".join(nogil))
         fig.update_layout(
-            title=title,
-            xaxis_title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency (closed loop)",
+            title=dict(text=title, subtitle=dict(text="; ".join(how))),
+            xaxis=dict(
+                title="arrival rate, req/s (open loop)" if x == "rate" else "concurrency c (closed loop)",
+                tickvals=xs if len(xs) <= 12 else None,  # ticks at the measured values
+            ),
             yaxis_title=unit,
             template="plotly_white",
-            height=380,
-            margin=dict(l=60, r=20, t=50, b=50),
+            width=900,
+            height=440,  # the static image's size too: what the check measures is what is written
+            margin=dict(l=60, r=20, t=80, b=50),
         )
+        if meta is not None:
+            _footer(fig, meta)
         out.append((col, fig))
     return out
+
+
+def _footer(fig, meta: dict) -> None:
+    """The machine and build under the plot (harness.meta.describe's first fields)."""
+    sha = (meta.get("git_sha") or "nogit")[:10] + ("+dirty" if meta.get("git_dirty") else "")
+    text = (
+        f"{meta.get('cpu_model') or 'unknown CPU'} · {meta.get('cores_used')}/{meta.get('cores_available')} "
+        f"cores · {meta.get('build_profile') or 'no'} build · {sha}"
+    )
+    fig.update_layout(margin_b=fig.layout.margin.b + 22)
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-(fig.layout.margin.b - 22),
+        showarrow=False,
+        font=dict(size=10, color="#666"),
+    )
 
 
 def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[str], list[str]]:
     import plotly.io as pio
 
     meta = run.meta
-    figs = figures(t["cells"]) if t["cells"] is not None and len(t["cells"]) else []
+    figs = figures(t["cells"], meta=meta) if t["cells"] is not None and len(t["cells"]) else []
     notes: list[str] = []
     body = [f"<h1>Sweep report — {run.name}</h1>", "<ul>"]
     body += [f"<li>{_html_escape(line[2:])}</li>" for line in _header(meta)]
@@ -494,12 +587,12 @@ def write_html(run_dir: Path, run, t, images: bool = True) -> tuple[Path, list[s
         paths = [str(outdir / f"{col}.png") for col, _ in figs]
         try:
             # one browser session for every figure (kaleido >= 1); one call per figure is ~4 s each
-            pio.write_images(fig=[f for _, f in figs], file=paths, width=900, height=420)
+            pio.write_images(fig=[f for _, f in figs], file=paths, width=900, height=440)
             imgs = paths
         except Exception as e:  # noqa: BLE001 - older plotly/kaleido: one by one, SVG as the fallback
             try:
                 for (_col, fig), path in zip(figs, paths):
-                    fig.write_image(path, width=900, height=420)
+                    fig.write_image(path, width=900, height=440)
                     imgs.append(path)
             except Exception:  # noqa: BLE001
                 notes.append(

@@ -28,18 +28,57 @@ _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
 # name -> (pandas dtype, description)
 CELLS: dict[str, tuple[str, str]] = {
     "run_id": ("string", "run folder name"),
-    "cell": ("string", "cell key: mode|switches|shell[|gov=G][|trace=T]|c=N (or rate=R, open loop)"),
+    "cell": (
+        "string",
+        "cell key: mode|switches|shell[|gov=G][|trace=T][|w=N][|probes=on][|up=U][|py=PYTHON]|c=N (or rate=R, open loop)",
+    ),
     "mode": (
         "string",
         "target: a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (litellm, portkey, ...)",
     ),
     "governance": (
         "string",
-        "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; peers: on",
+        "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; "
+        "peers: shipped (what that includes: the gov_* columns)",
     ),
+    **{
+        f"gov_{f}": ("bool", f"the target ran {what} on every request (peers: as their adapter starts them)")
+        for f, what in (
+            ("auth", "a check of the client's key"),
+            ("waf", "a WAF over the prompt"),
+            ("ratelimit", "per-key rate limits it could refuse at"),
+            ("ledger", "an audit record into an fsynced log"),
+            ("tracing", "span or per-request telemetry export"),
+        )
+    },
+    "governance_notes": ("string", "how the target runs each governance feature, in words"),
+    "claimed_stages": (
+        "string",
+        "rungs: the stages the label claims ran for every request (gateway_stage_runs_total names)",
+    ),
+    "stage_runs": ("string", "rungs: JSON {stage: times it ran in the window}, from the gateway's counters"),
+    "stage_check": (
+        "string",
+        "rungs: the claimed stages' counts, or why a claimed stage did not run once per request "
+        "(the cell then failed); peers: n/a",
+    ),
+    "expected_errors": ("string", "the errors the cell set out to cause ('none': any error fails the cell)"),
+    "errors_by_kind": ("string", "JSON {kind: n} of the load generator's errors in the window"),
+    "upstream": ("string", "the mock upstream's name in a sweep over several ('' = the one upstream)"),
+    "probes": (
+        "string",
+        "off: a throughput cell (no probe inside the target); on: a GIL/loop view cell (interpreter rungs)",
+    ),
+    "probes_ran": ("string", "every probe that ran during the cell, with its rate"),
     "tracing": (
         "string",
         "rungs: off, on or sampled:R (OpenTelemetry spans to a local OTLP receiver); peers: off",
+    ),
+    "python": (
+        "string",
+        "the interpreter the gateway ran on: implementation, version, build flags (GIL or "
+        "free-threaded, JIT), e.g. 'CPython 3.12.1 GIL'; '' where none is on the request path "
+        "(rs-server, peers); --pythons makes it an axis (docs/interpreters.md)",
     ),
     "target_kind": ("string", "rung (our gateway) or peer (harness.peers)"),
     "route": ("string", "chat (/v1/chat/completions) or messages (/v1/messages)"),
@@ -64,8 +103,12 @@ CELLS: dict[str, tuple[str, str]] = {
     "rate": ("float64", "open-loop arrival rate, req/s (null in a closed-loop cell)"),
     "stream": ("bool", "requests sent with stream: true (TTFB recorded)"),
     "repeat": ("int64", "repeat index, 0-based"),
-    "status": ("string", "ok | failed | skipped (an open-loop ladder stopped below this rate) | interrupted"),
-    "error": ("string", "error message of a failed cell ('' when ok)"),
+    "status": (
+        "string",
+        "ok (successful answers, no error the cell did not set out to cause, every claimed stage ran) | "
+        "failed | skipped (an open-loop ladder stopped below this rate) | interrupted",
+    ),
+    "error": ("string", "why a cell failed ('' when ok)"),
     "loop": ("string", "closed (fixed concurrency) or open (fixed rate)"),
     "duration_s": ("float64", "measured window length (warm-up excluded)"),
     "requests": ("int64", "completed 2xx responses in the window"),
@@ -89,7 +132,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "cpu_user_s": ("float64", "gateway process tree user CPU seconds in the window (/proc)"),
     "cpu_sys_s": ("float64", "gateway process tree system CPU seconds in the window (/proc)"),
     "cpu_cores": ("float64", "gateway CPU: (user+sys) seconds per second"),
-    "cpu_us_per_req": ("float64", "gateway CPU microseconds per completed request"),
+    "cpu_us_per_req": ("float64", "gateway CPU microseconds per successful (2xx) answer"),
     "rss_peak_mb": ("float64", "peak RSS of the gateway process tree during the window (sampled 20 Hz)"),
     "rss_hwm_mb": ("float64", "gateway main process VmHWM, reset at window start (exact)"),
     "gil_wait_count": ("float64", "GIL view 3 (exact): acquisitions timed by the probe thread"),
@@ -125,6 +168,7 @@ BASELINE: dict[str, tuple[str, str]] = {
     "concurrency": ("int64", "closed-loop concurrency c (0 in an open-loop row)"),
     "rate": ("float64", "open-loop arrival rate, req/s"),
     "route": ("string", "chat or messages: the mock route loaded directly"),
+    "upstream": ("string", "the mock upstream's name in a sweep over several ('' = the one upstream)"),
     "loop": ("string", "closed or open"),
     "repeat": ("int64", "repeat index"),
     "status": ("string", "ok | failed"),

@@ -15,9 +15,29 @@ Steps (docs/architecture.md "Hardware profiles", "Measurements"; docs/formats.md
    marked `partial: true` in meta.json), raw per-cell JSON artefacts, and the report.
 
 Repeats are the outer loop and configurations alternate inside it, so slow drift of the
-machine spreads over every mode instead of biasing one. A failed cell is recorded with its
-error (status "failed") and the sweep goes on; a dead gateway is restarted for the next
-cell. Every child process is stopped in `finally`, at exit, and on SIGTERM.
+machine spreads over every mode instead of biasing one (`upstreams={"fast": {...}, "slow":
+{...}}` adds an axis of mock upstreams, one mock each, alternating the same way).
+`order="alternate"` also reverses the configurations in every other repeat (A B C, C B A,
+A B C, ...), so that no configuration is always measured first or last in its round
+(`round_order`; the runner's confirmation of a tripped timing gate uses it,
+harness/notebooks.py). A failed cell is recorded with its error (status "failed") and the
+sweep goes on; a dead gateway is restarted for the next cell. Every child process is stopped
+in `finally`, at exit, and on SIGTERM.
+
+Labels that tell the truth (docs/architecture.md "Measurements"):
+- our rungs run `harness.targets.bench_config`: the key has rpm/tpm limits no run reaches, so
+  the rate limiter does its work on every request;
+- after each cell of a rung the gateway's `gateway_stage_runs_total{stage}` counters (read from
+  /metrics before and after the window) must show every stage the cell's label claims
+  (`claimed_stages`) ran once per request: at least once per successful answer, at most once
+  per request sent; a claimed stage that did not run fails the cell (`stage_check`);
+- a cell is ok only if it has successful answers and no error it did not set out to cause
+  (`expected_errors`: injected upstream errors, an open-loop ladder's overload); any other
+  error fails it, so no gate reads it;
+- CPU per request is over successful answers only;
+- throughput cells run no probe inside the gateway; with `gil=True` every interpreter rung
+  gets view cells of its own (`probes="on"`: the GIL probe thread, the loop ticker, the
+  extension's counters and py-spy), labelled `probes=on`; `probes_ran` says what ran.
 
 `out` is the folder under which the timestamped run folder is created (default data/runs
 or $GATEWAYLAB_RUNS_DIR).
@@ -62,6 +82,8 @@ CHAT_BODY = {
     "messages": [{"role": "user", "content": "Summarise the GIL in one line."}],
 }
 _PCTS = ("p50", "p90", "p95", "p99", "p999", "max")
+# what every cell runs, on every target: nothing inside the target's process
+PROBES_OUTSIDE = "cpu and rss of the process tree (/proc, from outside)"
 
 
 @dataclass
@@ -91,15 +113,22 @@ GOVERNANCE = {
 }
 
 
+# peers run as shipped: what that includes is their governance matrix (harness.peers._base.Governance)
+PEER_GOVERNANCE = "shipped"
+
+
 @dataclass(frozen=True)
 class Config:
     mode: str  # a rung's mode, or a peer target's name (harness.targets)
     overrides: tuple[tuple[str, str], ...]
     shell: str
     kind: str = "rung"  # "rung" (our gateway) or "peer"
-    governance: str = "on"  # rungs: GOVERNANCE; peers: always "on" (what they ship)
+    governance: str = "on"  # rungs: GOVERNANCE; peers: PEER_GOVERNANCE (their matrix says what that is)
     workers: int = 1  # rungs: gateway processes (--workers; 1 = one plain process)
     tracing: str = "off"  # rungs: off | on | sampled:R (gateway --tracing); peers: "off"
+    probes: str = "off"  # "on": a GIL/loop view cell (in-gateway probes, py-spy); "off": throughput
+    upstream: str = ""  # the mock upstream's name (`upstreams`); "" = the sweep's one upstream
+    python: str = ""  # the interpreter axis (--pythons): its label; "" = the harness's own interpreter
 
     @property
     def switches_label(self) -> str:
@@ -111,9 +140,12 @@ class Config:
         return self.kind == "rung" and self.mode not in NO_INTERPRETER_MODES
 
     def key(self, c: float, loop: str = "closed") -> str:
-        gov = "" if self.governance == "on" else f"|gov={self.governance}"
+        gov = "" if self.governance in ("on", PEER_GOVERNANCE) else f"|gov={self.governance}"
         gov += "" if self.tracing == "off" else f"|trace={self.tracing}"
         w = "" if self.workers == 1 else f"|w={self.workers}"
+        w += "" if self.probes == "off" else f"|probes={self.probes}"
+        w += f"|up={self.upstream}" if self.upstream else ""
+        w += f"|py={self.python}" if self.python else ""
         return f"{self.mode}|{self.switches_label}|{self.shell}{gov}{w}|" + (
             f"rate={c:g}" if loop == "open" else f"c={c}"
         )
@@ -121,10 +153,25 @@ class Config:
     @property
     def stem(self) -> str:
         """File-name form of the configuration (artefacts, ledgers)."""
-        gov = "" if self.governance == "on" else f"-gov{self.governance}"
+        gov = "" if self.governance in ("on", PEER_GOVERNANCE) else f"-gov{self.governance}"
         gov += "" if self.tracing == "off" else f"-trace{self.tracing.replace(':', '')}"
         w = "" if self.workers == 1 else f"-w{self.workers}"
+        w += "" if self.probes == "off" else f"-probes{self.probes}"
+        w += f"-up{self.upstream}" if self.upstream else ""
+        if self.python:
+            from harness.interpreters import slug
+
+            w += f"-{slug(self.python)}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
+
+    @property
+    def stages(self) -> str:
+        """The rung's --stages (GOVERNANCE)."""
+        return GOVERNANCE[self.governance][0]
+
+    @property
+    def audit(self) -> bool:
+        return GOVERNANCE[self.governance][1] == "on"
 
 
 def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
@@ -185,10 +232,22 @@ def parse_workers(spec: str | int | Iterable[int]) -> list[int]:
 
 
 def _configs(
-    modes, switches, shells, targets=None, governance=("on",), workers=(1,), tracing=("off",)
+    modes,
+    switches,
+    shells,
+    targets=None,
+    governance=("on",),
+    workers=(1,),
+    tracing=("off",),
+    gil=False,
+    upstreams=("",),
+    pythons=("",),
 ) -> list[Config]:
-    """Configs for the rungs (mode x switches x shell x governance x workers x tracing) and the
-    peers, in target order. Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
+    """Configs for the rungs (mode x switches x shell x governance x workers x tracing, and x
+    pythons for the rungs with an interpreter) and the peers, in target order, each once per
+    upstream (adjacent, so they alternate); a switch set that gives a mode the same twins as an
+    earlier one is left out; with `gil`, every interpreter rung's throughput config is followed
+    by its view config (probes on). Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
     from harness.targets import kind, target
@@ -204,24 +263,57 @@ def _configs(
     out = []
     for mode in targets or modes:
         if targets and kind(target(mode)) == "peer":
-            out.append(Config(mode, (), "-", "peer"))
+            out += [Config(mode, (), "-", "peer", PEER_GOVERNANCE, upstream=u) for u in upstreams]
             continue
+        resolved: set[frozenset] = set()
         for sw in sw_list:
             if sw and mode not in PER_COMPONENT_MODES:
                 continue  # per-component switches apply to py and py+rs only (rs-core/rs-server: all Rust)
             ov = parse_impl(sw) if sw else {}
-            Switches(mode, ov)  # validates
+            same = frozenset(Switches(mode, ov).as_dict().items())  # validates
+            if same in resolved:
+                continue  # the same twins as a set before it on this mode (py+rs with waf=rust is py+rs)
+            resolved.add(same)
             # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
             for shell in shells[:1] if mode in NO_INTERPRETER_MODES else shells:
                 for g in governance:
                     for w in workers:
                         for t in tracing:
-                            out.append(
-                                Config(
-                                    mode, tuple(sorted(ov.items())), shell, governance=g, workers=w, tracing=t
-                                )
-                            )
+                            for py in ("",) if mode in NO_INTERPRETER_MODES else pythons:
+                                for u in upstreams:
+                                    probes = (
+                                        ("off", "on")
+                                        if gil and mode not in NO_INTERPRETER_MODES
+                                        else ("off",)
+                                    )
+                                    for pr in probes:
+                                        out.append(
+                                            Config(
+                                                mode,
+                                                tuple(sorted(ov.items())),
+                                                shell,
+                                                governance=g,
+                                                workers=w,
+                                                tracing=t,
+                                                probes=pr,
+                                                upstream=u,
+                                                python=py,
+                                            )
+                                        )
     return out
+
+
+# the order of the configurations inside each repeat (see the module docstring)
+ORDERS = ("fixed", "alternate")
+
+
+def round_order(configs: Sequence[Config], rep: int, order: str = "fixed") -> list[Config]:
+    """The configurations in the order repeat `rep` measures them."""
+    if order not in ORDERS:
+        from gateway.errors import ConfigError
+
+        raise ConfigError(f"order {order!r}: expected one of {', '.join(ORDERS)}")
+    return list(configs)[::-1] if order == "alternate" and rep % 2 == 1 else list(configs)
 
 
 def _pct(lat: Mapping[str, Any] | None, p: str) -> float | None:
@@ -234,6 +326,153 @@ def _pct(lat: Mapping[str, Any] | None, p: str) -> float | None:
 def _get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (127.0.0.1 only)
         return json.loads(r.read())
+
+
+# --- what a cell set out to cause, and what its label claims ran ----------------------------
+
+# the load generator's error kinds an overloaded target produces (an open-loop ladder's subject)
+OVERLOAD_KINDS = frozenset(("timeout", "connect", "reset", "status_5xx"))
+
+
+@dataclass(frozen=True)
+class ExpectedErrors:
+    """The errors a cell set out to cause: their kinds (the load generator's: status_4xx,
+    status_5xx, status_other, timeout, connect, reset, protocol, io) and the largest share of
+    finished requests they are expected to take (`share` None: no bound here, e.g. an open-loop
+    ladder, whose overload errors its `sustained` verdict judges)."""
+
+    kinds: frozenset[str] = frozenset()
+    share: float | None = 0.0
+    why: str = "none"
+
+
+def expected_errors(upstream: Mapping[str, Any], loop: str) -> ExpectedErrors:
+    """What a cell with this mock upstream (`start_mock` options) and loop sets out to cause:
+    nothing, unless the mock injects errors (error_status/error_rate: that status, a 5xx
+    becoming the gateway's 502; drop_rate: 502s; stalls: 504s and timeouts) or the loop is open."""
+    kinds: set[str] = set()
+    share: float | None = 0.0
+    why = []
+    status, rate = upstream.get("error_status"), upstream.get("error_rate")
+    if status is not None and rate is None:
+        rate = 1.0  # the mock's rule: a status alone answers every request with it
+    if rate:
+        status = int(status or 500)
+        kinds.add("status_4xx" if 400 <= status < 500 else "status_5xx")
+        share += float(rate)
+        why.append(f"the mock answers {status} to {float(rate):.0%} of requests")
+    if upstream.get("drop_rate"):
+        kinds.add("status_5xx")
+        share += float(upstream["drop_rate"])
+        why.append(f"the mock drops {float(upstream['drop_rate']):.0%} of connections (502)")
+    if upstream.get("stall_every") and upstream.get("stall_ms"):
+        kinds |= {"status_5xx", "timeout"}
+        share = None
+        why.append(f"the mock stalls every {upstream['stall_every']}th request for {upstream['stall_ms']} ms")
+    if loop == "open":
+        kinds |= OVERLOAD_KINDS
+        share = None
+        why.append("an open-loop ladder looks for overload (judged by `sustained`)")
+    return ExpectedErrors(frozenset(kinds), share, "; ".join(why) or "none")
+
+
+def cell_verdict(
+    ok_n: int,
+    finished: int,
+    errors_by_kind: Mapping[str, int],
+    expected: ExpectedErrors,
+    statuses: Mapping[str, int] | None = None,
+) -> tuple[str, str]:
+    """(status, error) of a measured cell: "ok" only with successful answers and no error it did
+    not set out to cause (other kinds, or more than the expected share allows by chance);
+    `statuses`: the gateway's own answers by status in the window, named in the reason."""
+    errs = {k: int(n) for k, n in errors_by_kind.items() if n}
+    total = sum(errs.values())
+    seen = ""
+    if statuses:
+        bad = {k: n for k, n in sorted(statuses.items()) if n and not k.startswith("2")}
+        seen = f"; the gateway answered {', '.join(f'{k} x{n}' for k, n in bad.items())}" if bad else ""
+    if ok_n <= 0:
+        return "failed", f"no successful requests ({total} errors: {errs}{seen})"
+    unexpected = {k: n for k, n in errs.items() if k not in expected.kinds}
+    if unexpected:
+        return "failed", (
+            f"unexpected errors: {sum(unexpected.values())} of {finished} requests "
+            f"({', '.join(f'{k}: {n}' for k, n in unexpected.items())}{seen}); "
+            f"the cell set out to cause: {expected.why}"
+        )
+    if expected.share is not None and finished and total:
+        p = expected.share
+        bound = p + 5 * math.sqrt(max(p * (1 - p), 0.0) / finished) + 2 / finished
+        if total / finished > bound:
+            return "failed", (
+                f"errors on {total / finished:.2%} of {finished} requests, more than the "
+                f"{p:.1%} the cell set out to cause ({expected.why}{seen})"
+            )
+    return "ok", ""
+
+
+def claimed_stages(cfg: Config, stream: bool) -> tuple[str, ...]:
+    """The stages a rung cell's label claims ran for every request (gateway_stage_runs_total
+    names): the guard, the --stages that are on (parse and route whenever a stage needs the
+    parsed body), forward, respond (whole answers; a stream is relayed), audit (--audit on)."""
+    if cfg.kind == "peer":
+        return ()
+    from gateway.pipeline import parse_stages
+
+    on = parse_stages(cfg.stages)
+    parse = bool(on & {"parse", "waf", "ratelimit", "adapter"})
+    out = ["guard"]
+    out += ["auth"] if "auth" in on else []
+    out += ["parse"] if parse else []
+    out += ["waf"] if "waf" in on else []
+    out += ["route"] if parse else []
+    out += ["ratelimit"] if "ratelimit" in on else []
+    out += ["adapter"] if "adapter" in on else []
+    out += ["forward"] + ([] if stream else ["respond"]) + (["audit"] if cfg.audit else [])
+    return tuple(out)
+
+
+def check_stages(claimed: Sequence[str], runs: Mapping[str, int], ok_n: int, sent: int) -> tuple[bool, str]:
+    """Whether every claimed stage ran once per request in the window: at least once per
+    successful answer and at most once per request sent. (ok, "stage=n, ..." or the reasons)."""
+    bad = []
+    for st in claimed:
+        n = runs.get(st)
+        if n is None:
+            bad.append(f"{st}: no gateway_stage_runs_total{{stage={st!r}}} on /metrics")
+        elif n < ok_n:
+            bad.append(f"{st} ran {n} times for {ok_n} successful answers")
+        elif n > sent:
+            bad.append(f"{st} ran {n} times for {sent} requests sent")
+    if bad:
+        return False, "claimed stages that did not run once per request: " + "; ".join(bad)
+    return True, ", ".join(f"{st}={runs[st]}" for st in claimed)
+
+
+def read_counters(url: str) -> dict[str, Any]:
+    """The gateway's counters the cell checks, from /metrics: {"stage_runs": {stage: n},
+    "statuses": {status: n} (chat answers), "queue_depth": background audit queue}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:  # noqa: S310 (127.0.0.1 only)
+        text = r.read().decode()
+    runs: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    depth = None
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name == "gateway_stage_runs_total":
+                runs[smp.labels["stage"]] = int(smp.value)
+            elif smp.name == "gateway_requests_total" and smp.labels.get("route") == CHAT_PATH:
+                statuses[smp.labels["status"]] = int(smp.value)
+            elif smp.name == "gateway_background_queue_depth":
+                depth = smp.value
+    return {"stage_runs": runs, "statuses": statuses, "queue_depth": depth}
+
+
+def _diff(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: int(v) - int(before.get(k, 0)) for k, v in after.items()}
 
 
 class _Interrupted(Exception):
@@ -282,6 +521,9 @@ class Sweep:
         results="parquet",
         workers=(1,),
         tracing=("off",),
+        order="fixed",
+        upstreams=None,
+        pythons=None,
     ):
         from harness.raw_results import RESULTS
         from harness.targets import RUNGS, parse_targets, target
@@ -295,7 +537,45 @@ class Sweep:
         self.targets = parse_targets(targets) if targets else None
         self.modes = tuple(t for t in self.targets if t in RUNGS) if self.targets else tuple(modes)
         self.workers = parse_workers(workers)
-        self.configs = _configs(self.modes, switches, shells, self.targets, governance, self.workers, tracing)
+        if upstreams is not None and upstream is not None:
+            from gateway.errors import ConfigError
+
+            raise ConfigError("give either upstream (one mock) or upstreams (named mocks), not both")
+        # name -> the mock's options; "" is the one upstream of a sweep without `upstreams`
+        self.upstreams: dict[str, dict[str, Any]] = (
+            {str(k): dict(v) for k, v in upstreams.items()} if upstreams else {"": dict(upstream or {})}
+        )
+        from harness import interpreters
+
+        # the interpreter axis: resolved here (quick), its venvs built once the configs are valid
+        self.home_python = interpreters.running_label()
+        self.python_found, self.python_interps = interpreters.resolve_spec(pythons) if pythons else (None, [])
+        if self.python_interps and (scalene or any(t != "off" for t in tracing)):
+            from gateway.errors import ConfigError
+
+            raise ConfigError(
+                "--pythons with --scalene or --tracing: the venvs hold the runtime dependencies only "
+                "(scalene and OpenTelemetry are the analysis extra's, in the harness's own venv)"
+            )
+        self.configs = _configs(
+            self.modes,
+            switches,
+            shells,
+            self.targets,
+            governance,
+            self.workers,
+            tracing,
+            gil,
+            tuple(self.upstreams),
+            tuple(i.label for i in self.python_interps) or ("",),
+        )
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        if self.python_interps and once:
+            print(f"--pythons: {', '.join(once)}: {interpreters.NOT_ON_AXIS}")
+        self.python_envs = {e.label: e for e in interpreters.prepare_all(self.python_interps)}
+        self._held = contextlib.ExitStack()  # shared locks: no reinstall under a running gateway
+        for e in self.python_envs.values():
+            self._held.enter_context(e.hold())
         self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
@@ -307,8 +587,10 @@ class Sweep:
         self.profile: ResolvedProfile = resolve(profile)
         self.placements = {w: place_workers(self.profile, w) for w in self.workers}
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
+        self.order = order
+        round_order(self.configs, 0, order)  # validates
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
-        self.upstream = dict(upstream or {})
+        self.upstream = self.upstreams[next(iter(self.upstreams))]  # the first (the only one, usually)
         self.out, self.progress, self.on_cell, self.name = out, progress, on_cell, name
         self.server, self.env = server, dict(env or {})
         self.pyspy_rate, self.do_capacity = pyspy_rate, capacity
@@ -322,13 +604,16 @@ class Sweep:
         self.thread_rows: list[dict] = []
         self.entry_rows: list[dict] = []
         self.worker_rows: list[dict] = []
-        self.mock = None
+        self.mock = None  # the first upstream's mock (capacity, meta); every one: self.mocks
+        self.mocks: dict[str, Any] = {}
         self.gateway = None
         self.run = None
         self.bar = None
 
     # ------------------------------------------------------------------ params / run folder
     def parameters(self) -> dict[str, Any]:
+        from harness.targets import unreachable_limits
+
         return {
             "modes": list(self.modes),
             "configs": [
@@ -339,9 +624,13 @@ class Sweep:
                     "governance": c.governance,
                     "workers": c.workers,
                     "tracing": c.tracing,
+                    "probes": c.probes,
+                    "upstream": c.upstream,
+                    "python": c.python,
                 }
                 for c in self.configs
             ],
+            "pythons": list(self.python_envs),
             "workers": self.workers,
             "worker_placement": {
                 str(w): {"cpus": p.cpus, "satisfied": p.satisfied, "notes": p.notes}
@@ -356,16 +645,36 @@ class Sweep:
             "max_error_share": self.max_error_share,
             "stream": self.stream,
             "repeat": self.repeat,
+            "order": self.order,
             "gil": self.gil,
             "flamegraph": self.flamegraph,
             "scalene": self.scalene,
             "upstream": self.upstream,
+            "upstreams": self.upstreams if len(self.upstreams) > 1 or "" not in self.upstreams else None,
+            "key_limits": unreachable_limits(),
+            "probes": self.probes_description(),
             "server": self.server,
             "pyspy_rate": self.pyspy_rate,
             "loop": self.loop,
             "env": {k: v for k, v in self.env.items()},
             "load_opts": self.load_opts,
         }
+
+    def probes_description(self) -> dict[str, str]:
+        """Which probes run in which cells (meta.json `parameters.probes`; per cell: `probes_ran`)."""
+        return {
+            "throughput cells (probes=off), every target": PROBES_OUTSIDE,
+            "view cells (probes=on), interpreter rungs only, with gil=True": self._probes_inside(),
+        }
+
+    def _probes_inside(self) -> str:
+        env = {**os.environ, **self.env}
+        gil_ms = env.get("GATEWAYLAB_PROBE_INTERVAL_MS") or "2"
+        lag_ms = env.get("GATEWAYLAB_LAG_INTERVAL_MS") or "10"
+        return (
+            f"{PROBES_OUTSIDE}; in the gateway: GIL probe thread every {gil_ms} ms, event-loop ticker "
+            f"every {lag_ms} ms, the extension's GIL counters; py-spy --gil at {self.pyspy_rate} Hz"
+        )
 
     def _open_run(self):
         from harness.runs import create_run
@@ -388,9 +697,23 @@ class Sweep:
                 "loop": self.loop,
                 "peers": self._peer_versions(),
                 "results": self.results,
+                "interpreters": self._python_axis(),
             },
         )
         return self.run
+
+    def _python_axis(self) -> dict[str, Any]:
+        """meta.json: the interpreter the harness runs gateways with, and the axis (--pythons):
+        each venv, what discovery found, and the targets measured once (no interpreter)."""
+        from harness.interpreters import NOT_ON_AXIS
+
+        once = sorted({c.mode for c in self.configs if not c.interpreter})
+        return {
+            "home": self.home_python,
+            "axis": {label: e.to_dict() for label, e in self.python_envs.items()},
+            "discovery": self.python_found.to_dict() if self.python_found is not None else None,
+            "not_on_axis": {m: NOT_ON_AXIS for m in once} if self.python_envs else {},
+        }
 
     def _peer_versions(self) -> dict[str, Any]:
         """{peer: version} from the install manifest, for the peers this sweep measures."""
@@ -441,7 +764,7 @@ class Sweep:
         from harness.targets import target
 
         if cfg is not None and cfg.kind == "peer":
-            shape = target(cfg.mode).request(API_KEY, self.mock.url)
+            shape = target(cfg.mode).request(API_KEY, self.mocks[cfg.upstream].url)
         else:
             body = CHAT_BODY if route == "chat" else MESSAGES_BODY
             shape = RequestShape(
@@ -472,22 +795,31 @@ class Sweep:
         return r
 
     def _start_mock(self):
+        """One mock per upstream, all on the mock cores (only the one a cell uses is busy)."""
         from harness.native_procs import start_mock
 
-        self.mock = start_mock(port=0, cpus=self.profile.mock_cpus, **self.upstream)
+        for name, opts in self.upstreams.items():
+            self.mocks[name] = start_mock(port=0, cpus=self.profile.mock_cpus, **opts)
+        self.mock = self.mocks[next(iter(self.upstreams))]
         return self.mock
 
     def _start_gateway(self, cfg: Config, wrapper: list[str] | None = None):
         from gateway.launch import start_gateway
+        from harness.targets import write_bench_config
 
         if cfg.kind == "peer":
             return self._start_peer(cfg)
-        env = {**self.env, "GATEWAYLAB_PROBES": "1"}
+        # in-gateway probes only in a view cell: throughput cells carry none (like rs-server, peers)
+        env = {**self.env, "GATEWAYLAB_PROBES": "1" if cfg.probes == "on" else "0"}
         kw: dict[str, Any] = {}
         if wrapper:
             kw["wrapper"] = wrapper
         ledger = self.run.artefact(f"ledgers/{cfg.stem}")
         ledger.mkdir(parents=True, exist_ok=True)
+        # the benchmark config: the key's limits far above the load, so the rate limiter runs
+        config = write_bench_config(
+            self.run.artefact(f"configs/{cfg.stem}.yaml"), self.mocks[cfg.upstream].url, API_KEY, ledger
+        )
         stages, audit = GOVERNANCE[cfg.governance]
         if cfg.workers > 1:  # a unit of workers, one per placed core (docs/workers.md)
             kw.update(workers=cfg.workers, worker_cpus=self.placements[cfg.workers].cpus)
@@ -495,6 +827,10 @@ class Sweep:
                 kw["threads"] = 1  # N single-threaded processes (rs-server --threads N is one process)
         else:
             kw["cpus"] = self.profile.gateway_cpus
+        if cfg.python:  # the interpreter axis: that venv's interpreter and install
+            venv = self.python_envs[cfg.python]
+            kw["python"] = str(venv.python)
+            env = {**env, **{k: v for k, v in venv.env().items() if k.startswith("GATEWAYLAB_")}}
         if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
             if self.otlp is None:
                 from harness.otlp import OtlpReceiver
@@ -502,8 +838,9 @@ class Sweep:
                 self.otlp = OtlpReceiver(keep=False)
             kw.update(tracing=cfg.tracing, tracing_endpoint=self.otlp.endpoint)
         self.gateway = start_gateway(
-            self.mock.url,
-            API_KEY,
+            None,
+            None,
+            config=config,
             mode=cfg.mode,
             impl=dict(cfg.overrides) or None,
             # the ASGI shell and server are the Python rungs' (rs-server serves itself)
@@ -524,7 +861,9 @@ class Sweep:
 
         t = target(cfg.mode)
         self.gateway = t.start(
-            self.mock.url, self.profile.gateway_cpus, workdir=self.run.artefact(f"peers/{cfg.mode}")
+            self.mocks[cfg.upstream].url,
+            self.profile.gateway_cpus,
+            workdir=self.run.artefact(f"peers/{cfg.stem}"),
         )
         check = t.probe(self.gateway, API_KEY, stream=self.stream)
         self.peer_checks[cfg.mode] = check["seen"]
@@ -544,11 +883,12 @@ class Sweep:
         rx, self.otlp = self.otlp, None
         if rx is not None:
             rx.close()
-        m, self.mock = self.mock, None
-        if m is not None:
+        mocks, self.mocks, self.mock = list(self.mocks.values()), {}, None
+        for m in mocks:
             with contextlib.suppress(Exception):
                 m.stop()
         outside.cleanup_all()
+        self._held.close()
 
     def _gateway_alive(self) -> bool:
         g = self.gateway
@@ -562,6 +902,24 @@ class Sweep:
             return True
         except OSError:
             return False
+
+    def _settled_counters(
+        self, url: str, claimed: Sequence[str], since: Mapping[str, Any], timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """`read_counters` once the background audit has caught up with the requests since
+        `since` (every request past the guard has its record; the audit is written after the
+        answer), or after `timeout_s`: the window's counts are then what they are."""
+        cur = read_counters(url)
+        if "audit" not in claimed:
+            return cur
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            d = _diff(cur["stage_runs"], since["stage_runs"])
+            if d.get("audit", 0) >= d.get("guard", 0):
+                break
+            time.sleep(0.05)
+            cur = read_counters(url)
+        return cur
 
     def _probes(self, reset: bool, every_worker: bool = False) -> dict[str, Any]:
         q = "&".join(x for x, on in (("reset=1", reset), ("workers=all", every_worker)) if on)
@@ -606,15 +964,24 @@ class Sweep:
             return {"concurrency": 0, "rate": float(point)}
         return {"concurrency": int(point), "rate": None}
 
-    def measure_baseline(self, rep: int, c: float, route: str = "chat") -> None:
-        self._step(f"direct {route} {'rate' if self.loop == 'open' else 'c'}={c:g} r={rep}")
-        row: dict[str, Any] = {**self._point_fields(c), "repeat": rep, "route": route, "loop": self.loop}
+    def measure_baseline(self, rep: int, c: float, route: str = "chat", upstream: str = "") -> None:
+        up = f" up={upstream}" if upstream else ""
+        self._step(f"direct {route}{up} {'rate' if self.loop == 'open' else 'c'}={c:g} r={rep}")
+        row: dict[str, Any] = {
+            **self._point_fields(c),
+            "repeat": rep,
+            "route": route,
+            "upstream": upstream,
+            "loop": self.loop,
+        }
         shape = self._shape(None, route)
+        url = self.mocks[upstream].url
         try:
             if self.warmup_s > 0:
-                self._load(self.mock.url, c, self.warmup_s, shape)
-            r = self._load(self.mock.url, c, self.duration_s, shape)
-            self.run.write_json(f"raw/baseline/{route}-{self.loop}{c:g}-r{rep}.json", r)
+                self._load(url, c, self.warmup_s, shape)
+            r = self._load(url, c, self.duration_s, shape)
+            tag = f"-up{upstream}" if upstream else ""
+            self.run.write_json(f"raw/baseline/{route}{tag}-{self.loop}{c:g}-r{rep}.json", r)
             row.update(
                 status="ok",
                 error="",
@@ -630,14 +997,17 @@ class Sweep:
         self.base_rows.append(row)
         self._advance()
 
-    def _baseline_for(self, c: float, route: str = "chat") -> dict[str, float | None]:
+    def _baseline_for(self, c: float, route: str = "chat", upstream: str = "") -> dict[str, float | None]:
         import statistics
 
         key = "rate" if self.loop == "open" else "concurrency"
         ok = [
             r
             for r in self.base_rows
-            if r[key] == c and r.get("route", "chat") == route and r.get("status") == "ok"
+            if r[key] == c
+            and r.get("route", "chat") == route
+            and r.get("upstream", "") == upstream
+            and r.get("status") == "ok"
         ]
         out: dict[str, float | None] = {}
         for p in _PCTS:
@@ -676,6 +1046,7 @@ class Sweep:
             "switches": cfg.switches_label,
             "governance": cfg.governance,
             "tracing": cfg.tracing,
+            "python": cfg.python or (self.home_python if cfg.interpreter else ""),
             "impl": impl,
             "workers": cfg.workers,
             "worker_cpus": (
@@ -694,14 +1065,29 @@ class Sweep:
             "route": t.route if peer else "chat",
             "peer_version": installed_version(t.peer) if peer else None,
             "stream": self.stream,
+            "upstream": cfg.upstream,
+            "probes": cfg.probes,
+            "probes_ran": self._probes_inside() if cfg.probes == "on" else PROBES_OUTSIDE,
+            **self._governance(cfg).columns(),
+            "claimed_stages": ",".join(claimed_stages(cfg, self.stream)),
+            "expected_errors": expected_errors(self.upstreams[cfg.upstream], self.loop).why,
             "started_at": _utc(),
         }
+
+    def _governance(self, cfg: Config):
+        """What the target ran besides forwarding (harness.peers._base.Governance)."""
+        from harness.targets import rung_governance, target
+
+        if cfg.kind == "peer":
+            return target(cfg.mode).governance
+        return rung_governance(cfg.stages, cfg.audit, cfg.tracing)
 
     def measure_cell(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
         key = cfg.key(c, self.loop)
         self._step(f"{key} r={rep}")
         peer = cfg.kind == "peer"
         interp = cfg.interpreter
+        views = interp and cfg.probes == "on"  # a view cell: in-gateway probes and py-spy
         row = self._row_head(cfg, rep, c)
         missing: list[str] = []
         raw: dict[str, Any] = {"cell": key, "repeat": rep}
@@ -717,19 +1103,26 @@ class Sweep:
                 row["path_check"] = ",".join(
                     f"{k}={v}" for k, v in self.peer_checks.get(cfg.mode, {}).items()
                 )
+            unit = cfg.workers > 1 and not peer
+            claimed = claimed_stages(cfg, self.stream)
+            # the stage counters of one process: a unit of workers answers /metrics from one of them
+            counted = bool(claimed) and not unit
+            start = read_counters(url) if counted else None
             if self.warmup_s > 0:
                 self._load(url, c, self.warmup_s, shape)
+            before = self._settled_counters(url, claimed, start) if counted else None
             pid = self._app_pid()
-            unit = cfg.workers > 1 and not peer
             wpids = self.gateway.worker_pids() if unit else []  # every worker, measured one by one
             if unit and len(wpids) != cfg.workers:
                 raise RuntimeError(f"{cfg.workers - len(wpids)} of {cfg.workers} workers are not running")
-            if interp:
-                self._probes(reset=True, every_worker=unit)
+            no_gil = False
+            if views:
+                pre = self._probes(reset=True, every_worker=unit)
+                no_gil = pre.get("gil_enabled") is False  # a free-threaded build with the GIL off
             sampler = outside.TreeSampler(self.gateway.pid).start()
             wsamplers = [outside.TreeSampler(p).start() for p in wpids]
             spies: list = []
-            if self.gil and interp:
+            if views and not no_gil:
                 spies = [
                     outside.PySpyGil(
                         p,
@@ -751,6 +1144,8 @@ class Sweep:
                     snap = {"error": f"not available: {cfg.mode} is a peer, not our gateway"}
                 elif not interp:
                     snap = {"error": NOT_APPLICABLE}
+                elif not views:
+                    snap = {"error": "off in a throughput cell (probes=off; views run in cells of their own)"}
                 else:
                     try:
                         snap = self._probes(reset=True, every_worker=unit)
@@ -770,10 +1165,13 @@ class Sweep:
                 worker_probes=wsnaps,
                 worker_pyspy=spy_all[1:],
             )
+            after = self._settled_counters(url, claimed, before) if counted else None
             lat = r.get("latency_us") or {}
-            base = self._baseline_for(c, row["route"])
+            base = self._baseline_for(c, row["route"], cfg.upstream)
             ok_n = int((r.get("meta") or {}).get("ok") or 0)
             done_n = int(r.get("requests") or 0)
+            sent = int((r.get("meta") or {}).get("sent") or done_n)
+            row["errors_by_kind"] = json.dumps(r.get("errors_by_kind") or {}, sort_keys=True)
             row.update(
                 duration_s=r.get("duration_s"),
                 requests=ok_n,
@@ -801,9 +1199,8 @@ class Sweep:
                 rss_peak_mb=cpu["rss_peak_mb"],
                 rss_hwm_mb=cpu["rss_hwm_mb"],
             )
-            done = r.get("requests") or 0
-            if done and cpu.get("cpu_user_s") is not None:
-                row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / done * 1e6
+            if ok_n and cpu.get("cpu_user_s") is not None:  # over successful answers only
+                row["cpu_us_per_req"] = (cpu["cpu_user_s"] + cpu["cpu_sys_s"]) / ok_n * 1e6
             missing += [f"cpu: {m}" for m in cpu.get("missing", [])]
             self._fill_inside(row, snap, missing, key, cfg, c, rep)
             if unit:
@@ -825,6 +1222,12 @@ class Sweep:
                 missing.append("gil_ownership: not sampled (a peer, not our gateway)")
             elif self.gil and not interp:
                 missing.append(f"gil_ownership: {NOT_APPLICABLE}")
+            elif not views:
+                missing.append("gil_ownership: not sampled in a throughput cell (probes=off)")
+            elif no_gil:
+                from gateway.probes import NO_GIL
+
+                missing.append(f"gil_ownership: {NO_GIL}")
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
             if self.flamegraph and not interp:
@@ -850,13 +1253,28 @@ class Sweep:
                     row["speedscope_json"] = os.path.relpath(fg["speedscope"], self.run.path)
                 if fg["missing"]:
                     missing.append(f"flamegraph: {fg['missing']}")
-            errs = r.get("errors") or 0
-            row["status"] = "ok" if ok_n > 0 else "failed"
-            row["error"] = (
-                ""
-                if row["status"] == "ok"
-                else f"no successful requests ({errs} errors: {r.get('errors_by_kind') or {}})"
+            statuses = None
+            if counted:
+                runs = _diff(after["stage_runs"], before["stage_runs"])
+                statuses = _diff(after["statuses"], before["statuses"])
+                row["stage_runs"] = json.dumps(runs, sort_keys=True)
+                raw["stage_runs"] = {"before": before, "after": after, "sent": sent, "ok": ok_n}
+                stages_ok, row["stage_check"] = check_stages(claimed, runs, ok_n, sent)
+            elif peer:
+                stages_ok, row["stage_check"] = True, "n/a: a peer has no stage counters (see gov_* columns)"
+            else:
+                stages_ok = True
+                row["stage_check"] = f"not verified: /metrics answers for one of {cfg.workers} workers"
+                missing.append(f"stage counters: {row['stage_check']}")
+            row["status"], row["error"] = cell_verdict(
+                ok_n,
+                done_n,
+                r.get("errors_by_kind") or {},
+                expected_errors(self.upstreams[cfg.upstream], self.loop),
+                statuses,
             )
+            if row["status"] == "ok" and not stages_ok:
+                row["status"], row["error"] = "failed", f"stage check: {row['stage_check']}"
             p99 = row.get("lat_p99_us")
             row["sustained"] = bool(
                 row["status"] == "ok"
@@ -1015,7 +1433,12 @@ class Sweep:
     def _scalene_profiles(self) -> None:
         """One extra gateway per configuration under scalene, driven at the top concurrency."""
         c = max(self.concurrency)
-        for cfg in (c_ for c_ in self.configs if c_.kind == "rung"):
+        # one profile per configuration: not again for its view cells or per upstream
+        for cfg in (
+            c_
+            for c_ in self.configs
+            if c_.kind == "rung" and c_.probes == "off" and c_.upstream in ("", next(iter(self.upstreams)))
+        ):
             stem = cfg.stem
             out_json = self.run.artefact(f"scalene/{stem}.json")
             wrapper, why = outside.scalene_command(out_json)
@@ -1063,7 +1486,7 @@ class Sweep:
 
     # ------------------------------------------------------------------ the sweep
     def total_steps(self) -> int:
-        return self.repeat * len(self.points) * (len(self.routes) + len(self.configs))
+        return self.repeat * len(self.points) * (len(self.routes) * len(self.upstreams) + len(self.configs))
 
     def _failed_rows(self, cfg: Config, rep: int, points, status: str, error: str, probes: str) -> None:
         for c in points:
@@ -1140,11 +1563,12 @@ class Sweep:
                 self._step("load generator capacity")
                 self.measure_capacity()
             for rep in range(self.repeat):
-                for route in self.routes:
-                    for c in self.points:
-                        self.measure_baseline(rep, c, route)
+                for upstream in self.upstreams:
+                    for route in self.routes:
+                        for c in self.points:
+                            self.measure_baseline(rep, c, route, upstream)
                 self._flush()
-                for cfg in self.configs:
+                for cfg in round_order(self.configs, rep, self.order):
                     self._run_config(cfg, rep)
             if self.scalene:
                 self._step("scalene")
@@ -1243,6 +1667,9 @@ def run_sweep(
     results: str = "parquet",
     workers: str | int | Iterable[int] = (1,),
     tracing: Sequence[str] = ("off",),
+    order: str = "fixed",
+    upstreams: Mapping[str, Mapping[str, Any]] | None = None,
+    pythons: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
@@ -1252,7 +1679,8 @@ def run_sweep(
     gateway does besides forwarding: "on" (every stage, audit on), "off" (no stage, no audit),
     "stages-only", "audit-only" (GOVERNANCE); peers always run as shipped. `tracing` sweeps
     OpenTelemetry on the rungs: "off", "on", "sampled:R" (spans go to a local OTLP receiver
-    the sweep starts; docs/tracing.md).
+    the sweep starts; docs/tracing.md). `order` ("fixed" or "alternate", ORDERS) is the order of
+    the configurations inside each repeat: the same every time, or reversed every other repeat.
 
     `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
@@ -1264,6 +1692,17 @@ def run_sweep(
     `workers` table has each worker's CPU and GIL views. `results="raw"` writes JSON rows and no
     report (the lean install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
     overhead over the direct baseline); give the mock `ttft_ms`/`itl_ms`/`tokens` in `upstream`.
+
+    `gil=True` adds, beside every interpreter rung's throughput cells (no probe inside the
+    gateway), view cells with the in-gateway GIL/loop probes and py-spy (`probes` column "on",
+    labelled `probes=on`); figures compared across targets come from the throughput cells.
+    `upstreams={"fast": {"latency_ms": 0}, "slow": {"latency_ms": 50}}` (instead of `upstream`)
+    measures every configuration against each named mock upstream, alternating inside every
+    repeat, with a direct baseline per upstream (`upstream` column).
+    `pythons` ("3.11,3.12,3.13" or interpreter paths; harness.interpreters) is the interpreter
+    axis: each rung with an interpreter (py, py+rs, rs-core) runs once per interpreter, in that
+    interpreter's venv; rs-server and peers run once (meta.json `interpreters.not_on_axis`).
+    The cells' `python` column names the interpreter of every cell that has one.
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -1283,7 +1722,7 @@ def run_sweep(
         gil=gil,
         flamegraph=flamegraph,
         scalene=scalene,
-        upstream=dict(latency_ms=0) if upstream is None else upstream,
+        upstream=upstream if upstreams is not None else dict(latency_ms=0) if upstream is None else upstream,
         out=out,
         progress=progress,
         on_cell=on_cell,
@@ -1304,5 +1743,8 @@ def run_sweep(
         results=results,
         workers=workers,
         tracing=tuple(tracing),
+        order=order,
+        upstreams=upstreams,
+        pythons=pythons,
     )
     return sweep.execute()

@@ -5,12 +5,17 @@ standalone HTML figures, written into a run folder.
     blog = BlogExport(run_dir, profile="ci")
     blog.table("mmr_speedup", df, caption="Rust/Python leaves/s, median [min, max] of 5 runs")
     blog.figure("mmr_throughput", fig)
-    paths = blog.write()        # -> run_dir/blog/{*.md, *.png, *.svg, *.html, index.md}
+    paths = blog.write()        # -> run_dir/blog/{*.md, *.png, *.svg, *.html, *.json, index.md}
 
 Every table is written with a one-line description of the machine and profile under it,
-so a table pasted into a post never travels without its context. Static images go through
-kaleido (>= 1), which drives the system Chromium; all figures of one export share one
-browser session.
+so a table pasted into a post never travels without its context. Every figure gets the same
+context as a footer (`figure_stamp`: CPU, cores, build, commit, profile) and is then checked
+as a reader would see it (`lab_ext.figcheck`: finite ranges that fit the data, text inside
+the canvas, ticks at the measured values, units, exact/sampled, load and repeats); a figure
+with findings stops the export (FigureCheckError), so a notebook cannot publish it. The
+static images, the interactive HTML and the check all use one size per figure (the figure's
+own, else `image_width` x 500). Static images go through kaleido (>= 1), which drives the
+system Chromium; all figures of one export share one browser session.
 """
 
 from __future__ import annotations
@@ -38,6 +43,48 @@ def machine_line(meta: Mapping[str, Any] | None = None, profile: str | None = No
     if profile:
         line += f"; notebook profile {profile}"
     return line + (f"; {extra}" if extra else "")
+
+
+def figure_stamp(meta: Mapping[str, Any] | None = None, profile: str | None = None) -> str:
+    """The footer every exported figure carries: CPU, cores, build, commit and profile, e.g.
+    `Intel(R) Xeon(R) · 2/2 cores · release build · 1592fe7d1a · notebook profile ci`."""
+    m = meta if meta is not None else machine_meta()
+    parts = [
+        m.get("cpu_model") or "unknown CPU",
+        f"{m.get('cores_used')}/{m.get('cores_available')} cores",
+    ]
+    if m.get("hardware_profile"):
+        sat = m.get("profile_satisfied")
+        parts.append(f"hw profile {m['hardware_profile']}" + ("" if sat in (None, True) else " (clamped)"))
+    parts.append(f"{m.get('build_profile') or 'no'} build")
+    parts.append((m.get("git_sha") or "nogit")[:10] + ("+dirty" if m.get("git_dirty") else ""))
+    if profile:
+        parts.append(f"notebook profile {profile}")
+    return " · ".join(str(p) for p in parts)
+
+
+def stamped(fig, stamp: str, width: int, height: int):
+    """A copy of `fig` at width x height with `stamp` as a small footer below the plot (the
+    bottom margin grows by one line to hold it)."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    bottom = out.layout.margin.b if out.layout.margin.b is not None else 80  # plotly's default
+    out.update_layout(width=width, height=height, margin_b=bottom + 22)
+    out.add_annotation(
+        text=stamp,
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-bottom,
+        showarrow=False,
+        align="left",
+        font=dict(size=10, color="#666"),
+    )
+    return out
 
 
 def fmt_spread(median: float, lo: float, hi: float, digits: int = 3) -> str:
@@ -88,10 +135,20 @@ class BlogExport:
         self.figures[name] = fig
 
     def write(self) -> dict[str, list[str]]:
+        from harness.figcheck import FigureCheckError, check_figures
+
         out = Path(self.run_dir) / "blog"
-        out.mkdir(parents=True, exist_ok=True)
         machine = machine_line(self.meta, self.profile)
-        written: dict[str, list[str]] = {"tables": [], "images": [], "html": []}
+        stamp = figure_stamp(self.meta, self.profile)
+        ready = {
+            name: stamped(fig, stamp, fig.layout.width or self.image_width, fig.layout.height or 500)
+            for name, fig in self.figures.items()
+        }
+        findings = check_figures(ready) if ready else []
+        if findings:  # nothing is written: a post must not pick up a broken figure
+            raise FigureCheckError(findings)
+        out.mkdir(parents=True, exist_ok=True)
+        written: dict[str, list[str]] = {"tables": [], "images": [], "html": [], "figures": []}
         index = [f"# Blog export\n\n_{machine}_\n"]
         for name, (df, caption) in self.tables.items():
             p = out / f"{name}.md"
@@ -99,15 +156,18 @@ class BlogExport:
             written["tables"].append(str(p))
             index.append(f"## {caption or name}\n\n{to_markdown(df, '', machine)}")
         figs, paths, widths, heights = [], [], [], []
-        for name, fig in self.figures.items():
+        for name, fig in ready.items():
             h = out / f"{name}.html"
             fig.write_html(h, include_plotlyjs=True, full_html=True)  # standalone: plotly.js inlined
             written["html"].append(str(h))
+            j = out / f"{name}.json"  # the figure itself, to check or restyle later
+            j.write_text(fig.to_json())
+            written["figures"].append(str(j))
             for ext in self.image_formats:
                 figs.append(fig)
                 paths.append(out / f"{name}.{ext}")
-                widths.append(fig.layout.width or self.image_width)  # blog width unless the figure sets one
-                heights.append(fig.layout.height or 500)
+                widths.append(fig.layout.width)  # the size the check drew it at
+                heights.append(fig.layout.height)
             index.append(f"![{name}]({name}.{self.image_formats[0]})\n\n[interactive]({name}.html)\n")
         if figs:
             import plotly.io as pio

@@ -2,6 +2,12 @@
 
 from lab_ext.nb import notebook_run, ratio_spread, error_bars
 run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.runs.Run
+
+A gated figure never comes from a cell that is not ok (harness.sweep: no successful answer, an
+error the cell did not set out to cause, or a claimed stage that did not run): `values_at`
+raises `NotMeasured` naming the cells, `gated(METRICS, MISSING, name, compute)` then leaves the
+metric out (the regression check reports it missing, never a value from bad data) and
+`MISSING` keeps the reason, which `write_missing` saves beside metrics.json and shows.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from harness.notebooks import MISSING_FILE
 
 
 def notebook_run(
@@ -116,9 +124,14 @@ def ok_cells(cells, what: str = "sweep"):
     return ok
 
 
+class NotMeasured(RuntimeError):
+    """No ok cell behind a figure: what is computed from it is not measured (the reason says
+    which cells and why)."""
+
+
 def values_at(cells, label: str, concurrency: int, col: str):
-    """(median, min, max) of `col` over the ok cells of `label` at `concurrency`; a clear
-    error naming the failed cells when there is none."""
+    """(median, min, max) of `col` over the ok cells of `label` at `concurrency`; NotMeasured
+    naming the cells that were not ok (and why) when there is none."""
     sel = cells[(cells["label"] == label) & (cells["concurrency"] == concurrency)]
     ok = sel[(sel["status"] == "ok") & sel[col].notna()]
     if ok.empty:
@@ -126,5 +139,53 @@ def values_at(cells, label: str, concurrency: int, col: str):
             "; ".join(f"{r.get('status')}: {r.get('error')}" for r in sel.to_dict("records"))
             or "no such cell"
         )
-        raise RuntimeError(f"no successful cell for {label} at c={concurrency} ({col}): {errs[:1000]}")
+        raise NotMeasured(f"no ok cell for {label} at c={concurrency} ({col}): {errs[:1000]}")
     return spread_of(ok[col])
+
+
+def usable_cells(cells, what: str = "sweep"):
+    """The ok cells; every other cell is shown (warning) with its reason, never used. Unlike
+    `ok_cells` a label without an ok cell is no error here: what needs it is `NotMeasured`."""
+    bad = cells[cells["status"] != "ok"]
+    if len(bad):
+        import warnings
+
+        for r in bad.to_dict("records"):
+            warnings.warn(
+                f"{what}: cell {r.get('cell')} r{r.get('repeat')} not used ({r.get('status')}): {r.get('error')}",
+                stacklevel=2,
+            )
+    return cells[cells["status"] == "ok"]
+
+
+def gated(metrics: dict, missing: dict, name: str, compute, *args, **kw) -> None:
+    """`metrics[name] = compute(*args, **kw)`, unless a cell behind it is not ok (`NotMeasured`):
+    then the metric is left out, so its gate fails as missing, and `missing[name]` says why."""
+    try:
+        metrics[name] = compute(*args, **kw)
+    except NotMeasured as e:
+        metrics.pop(name, None)
+        missing[name] = str(e)
+
+
+def shown(compute, *args, **kw) -> str:
+    """A table entry: `compute(*args, **kw)`, or "not measured: <reason>" when a cell behind it
+    is not ok."""
+    try:
+        return compute(*args, **kw)
+    except NotMeasured as e:
+        return f"not measured: {str(e)[:100]}"
+
+
+def write_missing(run_dir, missing: dict):
+    """Save `missing` ({metric: reason}) as `metrics_missing.json` in the run folder (beside
+    metrics.json, which leaves these metrics out) and return it as a table to show."""
+    import pandas as pd
+
+    (Path(run_dir) / MISSING_FILE).write_text(json.dumps(missing, indent=2, sort_keys=True) + "\n")
+    if missing:
+        import warnings
+
+        for k, why in missing.items():
+            warnings.warn(f"metric {k} not measured: {why}", stacklevel=2)
+    return pd.DataFrame({"metric": list(missing), "why it is missing": list(missing.values())})

@@ -1,8 +1,11 @@
-"""Widgets (ipywidgets + plotly FigureWidget; no npm build).
+"""Widgets (ipywidgets + plotly; no npm build).
 
 - `SweepPanel`: progress of a sweep and two charts, throughput and a GIL view against
   concurrency, one line per mode/switch label, updated as each cell finishes
-  (`run_sweep(..., on_cell=panel.on_cell)`; `%sweep` wires it for you).
+  (`run_sweep(..., on_cell=panel.on_cell)`; `%sweep` wires it for you). The charts are plain
+  plotly figures redrawn into `ipywidgets.Output` areas: a plotly FigureWidget does not draw
+  its data in JupyterLab until the kernel is idle, i.e. after the sweep that feeds it (its
+  view waits on messages the busy kernel answers only then).
 - `SwitchPanel`: mode, ASGI shell and a per-component choice (follow the mode, python,
   rust) for every component in `gateway.twins.COMPONENTS`; "apply" restarts the
   `%gateway` session (or calls your own `on_apply(switches, shell)`).
@@ -29,7 +32,8 @@ _GIL = (  # the GIL view plotted, in order of preference, with its axis title
 
 def cell_label(c: Mapping) -> str:
     """`py`, `py+rs`, `rs-core`, `py[mmr=rust]`, plus governance when not "on" (`rs-core gov=off`),
-    the worker count when more than one (`py w=2`), tracing when not "off" (`py trace=on`)
+    the worker count when more than one (`py w=2`), tracing when not "off" (`py trace=on`), the
+    upstream's name in a sweep over several (`py up=slow`), `probes=on` on a GIL/loop view cell
     and the shell when it is not the default asgi."""
     label = str(c.get("mode") or c.get("label") or "?")
     sw = c.get("switches")
@@ -38,7 +42,7 @@ def cell_label(c: Mapping) -> str:
     if sw:
         label += f"[{sw}]" if not str(sw).startswith(label) else str(sw)[len(label) :]
     gov = c.get("governance")
-    if isinstance(gov, str) and gov not in ("", "on"):
+    if isinstance(gov, str) and gov not in ("", "on", "shipped"):  # shipped: a peer as it comes
         label += f" gov={gov}"
     w = c.get("workers")
     if isinstance(w, (int, float)) and w > 1:  # the worker axis (docs/workers.md)
@@ -46,6 +50,11 @@ def cell_label(c: Mapping) -> str:
     tr = c.get("tracing")
     if isinstance(tr, str) and tr not in ("", "off"):
         label += f" trace={tr}"
+    up = c.get("upstream")
+    if isinstance(up, str) and up:  # one of several mock upstreams (harness.sweep `upstreams`)
+        label += f" up={up}"
+    if c.get("probes") == "on":  # a GIL/loop view cell: probes inside the gateway, not for throughput
+        label += " probes=on"
     if c.get("shell") and c.get("shell") != "asgi":
         label += f" ({c['shell']})"
     return label
@@ -84,12 +93,20 @@ class SweepPanel:
             margin=dict(l=50, r=10, t=40, b=40),
             xaxis=dict(title="concurrency", type="log"),
         )
-        self.throughput = go.FigureWidget(
+        self.throughput = go.Figure(
             layout=dict(layout, title="throughput (2xx/s)", yaxis=dict(title="req/s"))
         )
-        self.gil = go.FigureWidget(layout=dict(layout, title="GIL", yaxis=dict(title="")))
-        self.widget = W.VBox([W.HBox([self.progress, self.status]), W.HBox([self.throughput, self.gil])])
+        self.gil = go.Figure(layout=dict(layout, title="GIL", yaxis=dict(title="")))
+        self._out = {id(self.throughput): W.Output(), id(self.gil): W.Output()}
+        self.widget = W.VBox(
+            [
+                W.HBox([self.progress, self.status]),
+                W.HBox([self._out[id(f)] for f in (self.throughput, self.gil)]),
+            ]
+        )
         self.cells: list[dict] = []
+        for fig in (self.throughput, self.gil):
+            self._draw(fig)
 
     @classmethod
     def for_sweep(cls, kwargs: Mapping[str, Any]) -> SweepPanel:
@@ -110,14 +127,25 @@ class SweepPanel:
 
         display(self.widget)
 
-    def _add_point(self, fig: go.FigureWidget, label: str, x: float, y: float) -> None:
+    def _draw(self, fig: go.Figure) -> None:
+        """Put `fig` (as it is now) into its output area: an output message the page shows at
+        once, busy kernel or not."""
+        import plotly.io as pio
+
+        # JupyterLab's plotly mime bundle, set as the Output widget's whole state (IPython's
+        # display machinery would publish the figure into the running cell, beside the panel)
+        data = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_plotly_json())
+        self._out[id(fig)].outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+
+    def _add_point(self, fig: go.Figure, label: str, x: float, y: float) -> None:
         for tr in fig.data:
             if tr.name == label:
                 pts = sorted(zip(list(tr.x) + [x], list(tr.y) + [y]))
-                with fig.batch_update():
-                    tr.x, tr.y = [p[0] for p in pts], [p[1] for p in pts]
-                return
-        fig.add_scatter(x=[x], y=[y], name=label, mode="lines+markers")
+                tr.x, tr.y = [p[0] for p in pts], [p[1] for p in pts]
+                break
+        else:
+            fig.add_scatter(x=[x], y=[y], name=label, mode="lines+markers")
+        self._draw(fig)
 
     def on_cell(self, cell: Any) -> None:
         """Feed one finished sweep cell (a mapping, a Series or a dataclass)."""
@@ -136,6 +164,7 @@ class SweepPanel:
                 self._add_point(self.gil, label, float(conc), float(c[key]))
                 if self.gil.layout.yaxis.title.text != title:
                     self.gil.layout.yaxis.title.text = title
+                    self._draw(self.gil)
                 break
         if c.get("status") not in (None, "ok"):
             tp = f"{c.get('status')}: {str(c.get('error') or '')[:120]}"

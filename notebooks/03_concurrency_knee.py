@@ -31,6 +31,15 @@
 # CPU (user+sys seconds per second of the gateway process tree, from /proc) is shown too:
 # a knee where one core is saturated is a different story from a knee where threads queue
 # for the GIL.
+#
+# **Two kinds of cell.** The views need probes inside the gateway (a probe thread waking every
+# 2 ms, a loop ticker every 10 ms, py-spy sampling from outside) that cost throughput, so they
+# run in cells of their own (`probes=on`), interleaved with throughput cells that carry no probe
+# at all: throughput, CPU and every gated ratio come from the throughput cells, the four views
+# from the view cells at the same concurrency. Every rung runs with its rate limiter doing
+# bucket work (limits far above the load), every claimed stage is shown to have run by the
+# gateway's own counters, CPU per request is over successful answers, and a cell with an error
+# it did not set out to cause is not used.
 
 # %% [markdown]
 # **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
@@ -46,6 +55,7 @@
 profile = "full"
 run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
 live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+confirm_rounds = 0  # > 0: a timing gate's confirmation, its gated cells in that many interleaved rounds
 
 # %%
 # %load_ext lab_ext
@@ -58,16 +68,19 @@ from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.nb import (
+    NotMeasured,
     agg,
     error_bars,
     fmt,
     fmt_si,
+    gated,
     label_cells,
     notebook_run,
-    ok_cells,
     ratio_spread,
     spread_of,
+    usable_cells,
     values_at,
+    write_missing,
 )
 from lab_ext.widgets import SweepPanel
 
@@ -99,6 +112,7 @@ S = SIZES[profile]
 run = notebook_run(NOTEBOOK, profile, run_dir, parameters=S)
 MACHINE = machine_line(run.meta, profile)
 METRICS = {}
+MISSING = {}  # metric -> why it is not measured (a cell behind it was not ok)
 print(MACHINE)
 print("run folder:", run.path)
 
@@ -107,7 +121,7 @@ print("run folder:", run.path)
 
 # %%
 panel = (
-    SweepPanel(total=len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
+    SweepPanel(total=2 * len(S["modes"]) * len(S["concurrency"]) * S["repeat"], title=NOTEBOOK)
     if live_panel
     else None
 )
@@ -120,7 +134,8 @@ res = run_sweep_with_panel(
     profile=S["hw_profile"],
     duration_s=S["duration_s"],
     warmup_s=S["warmup_s"],
-    repeat=S["repeat"],
+    repeat=max(S["repeat"], confirm_rounds),
+    order="alternate" if confirm_rounds else "fixed",  # a confirmation: A B C, C B A, ...
     gil=True,
     out=run.path,
     name="knee",
@@ -142,30 +157,42 @@ cells[
         "gil_held_share",
         "gil_wait_p99_us",
         "loop_lag_p99_us",
+        "stage_check",
         "probes_missing",
     ]
 ]
 
 # %%
-ok = ok_cells(cells, NOTEBOOK)
+ok = usable_cells(cells, NOTEBOOK)
 ok = ok.assign(
     native_hold_share=ok["native_hold_s"] / ok["duration_s"],
     native_wait_share=ok["native_wait_s"] / ok["duration_s"],
 )
+# throughput cells (no probe inside the gateway) and view cells (the probes on), both by mode
+tput = ok[ok["probes"] == "off"].assign(label=lambda d: d["mode"])
+view = ok[ok["probes"] == "on"].assign(label=lambda d: d["mode"])
 views = [
-    ("rps", "throughput (2xx/s)", "exact"),
-    ("cpu_cores", "gateway CPU (cores)", "exact, /proc"),
-    ("gil_held_share", "1 · GIL held share", "sampled, py-spy"),
-    ("native_hold_share", "2 · Rust entry points: GIL held (s/s)", "exact, extension counters"),
-    ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread"),
-    ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later"),
+    ("rps", "throughput (2xx/s)", "exact, throughput cells", tput),
+    ("cpu_cores", "gateway CPU (cores)", "exact, /proc, throughput cells", tput),
+    ("gil_held_share", "1 · GIL held share", "sampled, py-spy, view cells", view),
+    (
+        "native_hold_share",
+        "2 · Rust entry points: GIL held (s/s)",
+        "exact, extension counters, view cells",
+        view,
+    ),
+    ("gil_wait_p99_us", "3 · GIL acquisition wait p99 (µs)", "exact, probe thread, view cells", view),
+    ("loop_lag_p99_us", "4 · event-loop lag p99 (µs)", "exact, call_later, view cells", view),
 ]
 fig_knee = make_subplots(
-    rows=3, cols=2, subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how in views], vertical_spacing=0.12
+    rows=3,
+    cols=2,
+    subplot_titles=[f"{t}<br><sup>{how}</sup>" for _, t, how, _ in views],
+    vertical_spacing=0.12,
 )
 palette = px.colors.qualitative.Plotly
-for i, (col, _title, _how) in enumerate(views):
-    a = agg(ok, col)
+for i, (col, _title, _how, src) in enumerate(views):
+    a = agg(src, col)
     for j, (label, d) in enumerate(a.groupby("label", sort=False)):
         fig_knee.add_scatter(
             x=d["concurrency"],
@@ -179,9 +206,19 @@ for i, (col, _title, _how) in enumerate(views):
             row=i // 2 + 1,
             col=i % 2 + 1,
         )
-fig_knee.update_xaxes(type="log")
+fig_knee.update_xaxes(type="log", tickvals=S["concurrency"])  # ticks at the measured c only
 fig_knee.update_xaxes(title_text="concurrency c", row=3)
-fig_knee.update_layout(height=950, title="Throughput and the four GIL views against concurrency")
+fig_knee.update_layout(
+    height=950,
+    margin_t=130,  # the subtitle above the first row's panel titles
+    title=dict(
+        text="Throughput and the four GIL views against concurrency",
+        subtitle=dict(
+            text=f"closed loop; median of {S['repeat']} repeat(s) per point, bars min–max; "
+            "each panel says exact or sampled"
+        ),
+    ),
+)
 fig_knee
 
 # %% [markdown]
@@ -197,18 +234,19 @@ fig_knee
 
 # %%
 rows = []
-for label, d in agg(ok, "rps").groupby("label", sort=False):
+for label, d in agg(tput, "rps").groupby("label", sort=False):
     top = d["median"].max()
     knee = int(d.loc[d["median"] >= 0.9 * top, "concurrency"].min())  # first c within 10% of the top
     for c in sorted({int(d["concurrency"].min()), knee, int(d["concurrency"].max())}):
-        cc = ok[(ok["label"] == label) & (ok["concurrency"] == c)]
+        tc = tput[(tput["label"] == label) & (tput["concurrency"] == c)]
+        cc = view[(view["label"] == label) & (view["concurrency"] == c)]
         rows.append(
             {
                 "label": label,
                 "c": c,
                 "knee": c == knee,
-                "rps": fmt_si(spread_of(cc["rps"])),
-                "CPU cores": fmt(spread_of(cc["cpu_cores"])),
+                "rps": fmt_si(spread_of(tc["rps"])) if len(tc) else "not measured",
+                "CPU cores": fmt(spread_of(tc["cpu_cores"])) if len(tc) else "not measured",
                 "GIL held (sampled)": fmt(spread_of(cc["gil_held_share"]))
                 if cc["gil_held_share"].notna().any()
                 else "n/a",
@@ -228,20 +266,20 @@ knee_table
 
 
 # %%
-def med(label, c, col):
-    v = ok[(ok["label"] == label) & (ok["concurrency"] == c)][col].dropna()
+def med(src, label, c, col):
+    v = src[(src["label"] == label) & (src["concurrency"] == c)][col].dropna()
     return float(v.median()) if len(v) else float("nan")
 
 
 lines = []
 c_lo, c_hi = min(S["concurrency"]), max(S["concurrency"])
-for label in ok["label"].unique():
+for label in tput["label"].unique():
     cpu, held, other = (
-        med(label, c_hi, "cpu_cores"),
-        med(label, c_hi, "gil_held_share"),
-        med(label, c_hi, "gil_other_share"),
+        med(tput, label, c_hi, "cpu_cores"),
+        med(view, label, c_hi, "gil_held_share"),
+        med(view, label, c_hi, "gil_other_share"),
     )
-    w_lo, w_hi = med(label, c_lo, "gil_wait_p99_us"), med(label, c_hi, "gil_wait_p99_us")
+    w_lo, w_hi = med(view, label, c_lo, "gil_wait_p99_us"), med(view, label, c_hi, "gil_wait_p99_us")
     cores = run.meta.get("cores_used") or 1
     if cpu >= 0.85 and (other != other or other < 0.25):
         verdict = (
@@ -271,8 +309,8 @@ display(Markdown("\n".join(lines)))
 # wake-up, shared by the completions it hands over) on `rs-core`.
 
 # %%
-entries = pd.read_parquet(res.dir / "gil_entries.parquet")
-requests_by_cell = ok.groupby(["cell", "repeat"])["requests"].first()
+entries = pd.read_parquet(res.dir / "gil_entries.parquet")  # view cells only: the counters are a probe
+requests_by_cell = view.groupby(["cell", "repeat"])["requests"].first()
 CROSSING = {"py+rs": ["forwarder.send"], "rs-core": ["rs_core.submit", "rs_core.drain"]}
 rows = []
 for (cell, rep, mode, c), d in entries.groupby(["cell", "repeat", "mode", "concurrency"]):
@@ -306,37 +344,79 @@ crossing_table = (
 )
 crossing_table
 
+
 # %%
-for c in (c_lo, c_hi):
-    sel = crossing[crossing["c"] == c]
-    a = sel.loc[sel["mode"] == "rs-core", "GIL µs per request (exact)"]
-    b = sel.loc[sel["mode"] == "py+rs", "GIL µs per request (exact)"]
-    if len(a) and len(b):
-        METRICS[f"rscore_over_pyrs_crossing_gil_c{c}"] = metric(
-            *ratio_spread(spread_of(a), spread_of(b)),
-            desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}",
-        )
-    METRICS[f"rscore_over_pyrs_rps_c{c}"] = metric(
-        *ratio_spread(values_at(cells, "rs-core", c, "rps"), values_at(cells, "py+rs", c, "rps")),
-        desc=f"rs-core / py+rs throughput at c={c}",
+def ratio(a, ca, b, cb, col, desc):
+    """A ratio of two throughput cells' figures (label "py" etc.: the cells without probes)."""
+    return metric(*ratio_spread(values_at(cells, a, ca, col), values_at(cells, b, cb, col)), desc=desc)
+
+
+def crossing_ratio(c):
+    sel = crossing[crossing["c"] == c] if len(crossing) else crossing
+    a = sel.loc[sel["mode"] == "rs-core", "GIL µs per request (exact)"] if len(sel) else []
+    b = sel.loc[sel["mode"] == "py+rs", "GIL µs per request (exact)"] if len(sel) else []
+    if not (len(a) and len(b)):
+        raise NotMeasured(f"no ok view cell of rs-core and py+rs at c={c} (the crossing's counters)")
+    return metric(
+        *ratio_spread(spread_of(a), spread_of(b)),
+        desc=f"GIL µs per request at the asyncio/Rust crossing, rs-core / py+rs, c={c}",
     )
-    METRICS[f"rscore_over_pyrs_cpu_c{c}"] = metric(
-        *ratio_spread(
-            values_at(cells, "rs-core", c, "cpu_us_per_req"), values_at(cells, "py+rs", c, "cpu_us_per_req")
-        ),
-        desc=f"rs-core / py+rs CPU µs per request at c={c}",
+
+
+for c in (c_lo, c_hi):
+    gated(METRICS, MISSING, f"rscore_over_pyrs_crossing_gil_c{c}", crossing_ratio, c)
+    gated(
+        METRICS,
+        MISSING,
+        f"rscore_over_pyrs_rps_c{c}",
+        ratio,
+        "rs-core",
+        c,
+        "py+rs",
+        c,
+        "rps",
+        f"rs-core / py+rs throughput at c={c}",
+    )
+    gated(
+        METRICS,
+        MISSING,
+        f"rscore_over_pyrs_cpu_c{c}",
+        ratio,
+        "rs-core",
+        c,
+        "py+rs",
+        c,
+        "cpu_us_per_req",
+        f"rs-core / py+rs CPU µs per request at c={c}",
     )
 
 # %%
 for c in (c_lo, c_hi):
-    METRICS[f"pyrs_over_py_rps_c{c}"] = metric(
-        *ratio_spread(values_at(cells, "py+rs", c, "rps"), values_at(cells, "py", c, "rps")),
-        desc=f"py+rs / py throughput at c={c}",
+    gated(
+        METRICS,
+        MISSING,
+        f"pyrs_over_py_rps_c{c}",
+        ratio,
+        "py+rs",
+        c,
+        "py",
+        c,
+        "rps",
+        f"py+rs / py throughput at c={c}",
     )
-METRICS["py_rps_cmax_over_c1"] = metric(
-    *ratio_spread(values_at(cells, "py", c_hi, "rps"), values_at(cells, "py", c_lo, "rps")),
-    desc=f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)",
+gated(
+    METRICS,
+    MISSING,
+    "py_rps_cmax_over_c1",
+    ratio,
+    "py",
+    c_hi,
+    "py",
+    c_lo,
+    "rps",
+    f"py throughput at c={c_hi} / at c={c_lo} (how far concurrency helps)",
 )
+display(write_missing(run.path, MISSING))
 pd.DataFrame(METRICS).T
 
 # %% [markdown]

@@ -39,6 +39,7 @@
 profile = "full"
 run_dir = None  # papermill passes a folder; None -> data/runs/<UTC time>-<notebook>/
 live_panel = True  # the live sweep widget; headless runs turn it off (its JS would bloat the saved notebook)
+confirm_rounds = 0  # > 0: a timing gate's confirmation, its gated cells in that many interleaved rounds
 
 # %%
 # %load_ext lab_ext
@@ -98,7 +99,8 @@ res = run_sweep_with_panel(
     profile=S["hw_profile"],
     duration_s=S["duration_s"],
     warmup_s=S["warmup_s"],
-    repeat=1,
+    repeat=max(1, confirm_rounds),
+    order="alternate" if confirm_rounds else "fixed",  # a confirmation: A B, B A, ...
     gil=False,
     flamegraph=True,
     pyspy_rate=S["pyspy_rate"],
@@ -197,7 +199,12 @@ fig_share = px.bar(
     color="where",
     title="Where the samples land (innermost frame)",
 )
-fig_share.update_layout(xaxis_title="", yaxis_tickformat=".0%")
+fig_share.update_layout(
+    xaxis_title="",
+    yaxis_tickformat=".0%",
+    title_subtitle_text=f"sampled: py-spy --native at {S['pyspy_rate']} Hz over {S['duration_s']:g} s, "
+    "closed loop, 1 repeat per cell",
+)
 display(shares)
 display(tops)
 fig_share

@@ -37,6 +37,16 @@
 # 4. fast vs slow upstream (mock latency 1, 50 and 500 ms) at a fixed open-loop rate;
 # 5. streaming: time-to-first-byte overhead with an SSE upstream that has inter-token delays.
 #
+# **Like with like.** A peer runs as it ships, and the governance matrix says what that
+# includes (auth, WAF, rate limit, fsynced ledger, tracing: from each adapter, the auth column
+# checked against a request with a wrong key): none of them runs a WAF, a rate limit or an
+# fsynced ledger here. So each peer is set beside a passthrough row of ours (`--stages none
+# --audit off`: the smuggling guard and the forwarder only) on `rs-server` and `py+rs` as well
+# as beside our fully governed rows, and a ratio is only formed on the same route
+# (`/v1/chat/completions`): LiteLLM's `/v1/messages` targets are compared with each other only.
+# No target carries a probe inside its process (`gil=False`); CPU per request is over
+# successful answers; a cell with an error it did not set out to cause is not used.
+#
 # On this 2-core machine the profile is clamped (one gateway core, the mock and the load
 # generator share the other): compare targets inside one run, as ratios.
 
@@ -57,15 +67,16 @@ from IPython.display import Markdown, display
 from harness import peers
 from harness.notebooks import metric, write_metrics
 from harness.stats import sustainable_rates
+from harness.targets import RUNGS
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
-from lab_ext.nb import fmt, fmt_si, notebook_run, ratio_spread, spread_of
+from lab_ext.nb import fmt, fmt_si, notebook_run, ratio_spread, spread_of, write_missing
 from lab_ext.widgets import SweepPanel
 
 NOTEBOOK = "08_peers"
 SIZES = {
     "full": dict(
-        targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+        targets=["py", "py+rs", "rs-server", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
         concurrency=[1, 16, 50],
         seed002_c=50,
         hw_profile="xeon-4c",
@@ -84,7 +95,7 @@ SIZES = {
     # every target and figure of "full" at about a third of its cost (2 repeats, 2 s cells, one
     # repeat beside the closed loop): what a loaded 2-core box affords in about half an hour
     "medium": dict(
-        targets=["py", "py+rs", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
+        targets=["py", "py+rs", "rs-server", "litellm", "litellm-rust", "litellm-chat", "portkey", "noveum"],
         side_targets=["py", "py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
         concurrency=[1, 16, 50],
         seed002_c=50,
@@ -101,7 +112,7 @@ SIZES = {
         stream_upstream=dict(ttft_ms=50, itl_ms=10, tokens=20),
     ),
     "ci": dict(
-        targets=["py+rs", "litellm", "litellm-rust", "portkey", "noveum"],
+        targets=["py+rs", "rs-server", "litellm", "litellm-rust", "portkey", "noveum"],
         # one LiteLLM target beside the closed loop: its ~15 s start-up dominates a CI run
         side_targets=["py+rs", "litellm-rust", "portkey", "noveum"],
         concurrency=[1, 16],
@@ -130,6 +141,7 @@ PEERS = {p: peers.installed_version(p) for p in needed}  # from the install mani
 run.update_meta(peers=PEERS)  # every machine line of this run (tables, blog) names them
 MACHINE = machine_line(run.meta, profile)
 METRICS = {}
+MISSING = {}  # metric -> why it is not measured (a cell behind it was not ok)
 print(MACHINE)
 print("run folder:", run.path)
 pd.DataFrame(peers.listing())[["peer", "pinned", "installed", "status", "where"]]
@@ -171,12 +183,25 @@ def failed_cells(cells):
 
 # %% [markdown]
 # ## 1 · Closed loop: throughput, added latency and memory per target
+#
+# Our rungs twice: with every stage and the ledger on, and as a passthrough (`--stages none
+# --audit off`), the like-for-like row for a peer that runs no governance.
 
 # %%
-closed = sweep("closed", concurrency=S["concurrency"]).table
+closed = sweep("closed", concurrency=S["concurrency"], governance=["on", "off"]).table
 run.write_table("closed", closed)
 display(failed_cells(closed))
 ok = closed[closed["status"] == "ok"]
+# the governance matrix: what each target ran besides forwarding (gov_* columns of every cell)
+GOV = ["gov_auth", "gov_waf", "gov_ratelimit", "gov_ledger", "gov_tracing"]
+matrix = (
+    closed.drop_duplicates(["mode", "governance"])[["mode", "governance", "route", *GOV, "governance_notes"]]
+    .rename(columns={"mode": "target", "governance": "as run"})
+    .replace({True: "yes", False: "no"})
+    .rename(columns={g: g.removeprefix("gov_") for g in GOV})
+    .reset_index(drop=True)
+)
+display(matrix)
 
 
 def spread_at(df, target, col, **where):
@@ -186,19 +211,35 @@ def spread_at(df, target, col, **where):
     return spread_of(sel[col]) if len(sel) else (math.nan, math.nan, math.nan)
 
 
+def rows_of(t):
+    """(row label, governance) per row of a target: our rungs governed and passthrough."""
+    if t in RUNGS:
+        return [(t, "on"), (f"{t} passthrough", "off")]
+    return [(t, "shipped")]
+
+
 rows = []
 for t in S["targets"]:
-    row = {
-        "target": t,
-        "kind": "peer" if t not in ("py", "py+rs") else "rung",
-        "version": (closed.loc[closed["mode"] == t, "peer_version"].iloc[0] or "this repo"),
-    }
-    for c in S["concurrency"]:
-        row[f"req/s c={c}"] = fmt_si(spread_at(ok, t, "rps", concurrency=c))
-    row["added p50 µs (c=1)"] = fmt_si(spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"])))
-    row["peak RSS MiB"] = fmt(spread_at(ok, t, "rss_peak_mb"))
-    row["CPU µs/req (top c)"] = fmt_si(spread_at(ok, t, "cpu_us_per_req", concurrency=max(S["concurrency"])))
-    rows.append(row)
+    for name, g in rows_of(t):
+        sel = closed[(closed["mode"] == t) & (closed["governance"] == g)]
+        row = {
+            "target": name,
+            "kind": "rung" if t in RUNGS else "peer",
+            "version": (sel["peer_version"].iloc[0] if len(sel) else "") or "this repo",
+            "route": sel["route"].iloc[0] if len(sel) else "",
+            "governance": "+".join(x.removeprefix("gov_") for x in GOV if len(sel) and sel[x].iloc[0])
+            or "none",
+        }
+        for c in S["concurrency"]:
+            row[f"req/s c={c}"] = fmt_si(spread_at(ok, t, "rps", concurrency=c, governance=g))
+        row["added p50 µs (c=1)"] = fmt_si(
+            spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"]), governance=g)
+        )
+        row["peak RSS MiB"] = fmt(spread_at(ok, t, "rss_peak_mb", governance=g))
+        row["CPU µs/req (top c)"] = fmt_si(
+            spread_at(ok, t, "cpu_us_per_req", concurrency=max(S["concurrency"]), governance=g)
+        )
+        rows.append(row)
 closed_table = pd.DataFrame(rows)
 closed_table
 
@@ -218,11 +259,28 @@ display(
 )
 py_rps, rs_rps = spread_at(lite, "litellm", "rps"), spread_at(lite, "litellm-rust", "rps")
 py_mem, rs_mem = spread_at(ok, "litellm", "rss_peak_mb"), spread_at(ok, "litellm-rust", "rss_peak_mb")
-METRICS["litellm_rust_over_python_rps"] = metric(
-    *ratio_spread(rs_rps, py_rps), desc=f"LiteLLM /v1/messages req/s, LITELLM_RUST=true / false, c={c2}"
+
+
+def put(name, triple, desc, why):
+    """A metric only from ok cells: a side without one leaves it missing, with the reason."""
+    if all(x == x for x in triple):
+        METRICS[name] = metric(*triple, desc=desc)
+    else:
+        MISSING[name] = why
+
+
+why_lite = "; ".join(f"{t}: {why_failed(closed, t)}" for t in ("litellm", "litellm-rust"))
+put(
+    "litellm_rust_over_python_rps",
+    ratio_spread(rs_rps, py_rps),
+    f"LiteLLM /v1/messages req/s, LITELLM_RUST=true / false, c={c2}",
+    why_lite,
 )
-METRICS["litellm_rust_over_python_rss"] = metric(
-    *ratio_spread(rs_mem, py_mem), desc="LiteLLM peak RSS, LITELLM_RUST=true / false"
+put(
+    "litellm_rust_over_python_rss",
+    ratio_spread(rs_mem, py_mem),
+    "LiteLLM peak RSS, LITELLM_RUST=true / false",
+    why_lite,
 )
 seed002 = pd.DataFrame(
     [
@@ -243,12 +301,14 @@ seed002 = pd.DataFrame(
     ]
 )
 display(seed002)
-r = METRICS["litellm_rust_over_python_rps"]
+r = METRICS.get("litellm_rust_over_python_rps")
 display(
     Markdown(
         f"On `/v1/messages` LiteLLM's Rust bridge gives **{r['value']:.2f}x** the Python path's throughput "
         f"[{r['min']:.2f}–{r['max']:.2f}] at c={c2}: its stage 1 moves the transforms, while the proxy "
         "around them (FastAPI, routing, logging hooks) stays Python."
+        if r
+        else f"Not measured: {MISSING['litellm_rust_over_python_rps']}"
     )
 )
 
@@ -284,11 +344,28 @@ fig_p95 = go.Figure()
 for t, d in lok.groupby("mode", sort=False):
     m = d.groupby("rate")["lat_p95_us"].median() / 1e3
     fig_p95.add_scatter(x=m.index, y=m.values, name=t, mode="lines+markers")
-fig_p95.add_hline(y=S["p99_cap_ms"], line_dash="dot", annotation_text=f"{S['p99_cap_ms']:g} ms")
+# the cap's line; its label goes on separately: on a log axis plotly reads an annotation's y in
+# log10 units (a label at y=50 sat at 10^50 and stretched the axis to 10^54), a shape's in data units
+fig_p95.add_hline(y=S["p99_cap_ms"], line_dash="dot")
+fig_p95.add_annotation(
+    text=f"p99 cap {S['p99_cap_ms']:g} ms",
+    x=1,
+    xref="x domain",
+    xanchor="right",
+    y=math.log10(S["p99_cap_ms"]),
+    yref="y",
+    yanchor="bottom",
+    showarrow=False,
+)
 fig_p95.update_layout(
-    title="p95 against open-loop arrival rate (CO-corrected)",
-    xaxis_title="req/s",
-    xaxis_type="log",
+    title=dict(
+        text="p95 against open-loop arrival rate (CO-corrected)",
+        subtitle=dict(
+            text="open loop, latency from the intended send time; exact (every request in an HDR histogram); "
+            f"median of {S['side_repeat']} repeat(s)"
+        ),
+    ),
+    xaxis=dict(title="arrival rate, req/s", type="log", tickvals=S["rates"]),
     yaxis_title="p95 ms",
     yaxis_type="log",
     template="plotly_white",
@@ -372,31 +449,54 @@ summary_rows = []
 for t in S["targets"]:
     s = sust[sust["mode"] == t]
     held = s["sustainable_rate"].iloc[0] if len(s) else None
-    summary_rows.append(
-        {
-            "target": t,
-            f"req/s c={min(S['concurrency'])}": fmt_si(
-                spread_at(ok, t, "rps", concurrency=min(S["concurrency"]))
-            ),
-            "req/s c=16": fmt_si(spread_at(ok, t, "rps", concurrency=16)),
-            "added p50 µs": fmt_si(spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"]))),
-            "peak RSS MiB": fmt(spread_at(ok, t, "rss_peak_mb")),
-            "sustainable req/s": "not run"
-            if held is None
-            else (f"< {min(S['rates'])}" if math.isnan(held) else f"{held:g}"),
-            "added p50 µs @ 50 ms upstream": fs_value(t, "added p50 µs @ 50 ms"),
-            "added p50 µs @ 500 ms upstream": fs_value(t, "added p50 µs @ 500 ms"),
-        }
-    )
-summary = pd.DataFrame(summary_rows)
-for t in ("noveum", "portkey", "litellm"):
-    if t in S["targets"] and "py+rs" in S["targets"]:
-        METRICS[f"{t.replace('-', '_')}_over_pyrs_rps_c16"] = metric(
-            *ratio_spread(
-                spread_at(ok, t, "rps", concurrency=16), spread_at(ok, "py+rs", "rps", concurrency=16)
-            ),
-            desc=f"{t} / py+rs req/s, closed loop c=16",
+    for name, g in rows_of(t):
+        summary_rows.append(
+            {
+                "target": name,
+                "route": closed.loc[closed["mode"] == t, "route"].iloc[0],
+                "governance": matrix.loc[
+                    (matrix["target"] == t) & (matrix["as run"] == g), ["auth", "waf", "ratelimit", "ledger"]
+                ]
+                .apply(lambda r: "+".join(k for k, v in r.items() if v == "yes") or "none", axis=1)
+                .iloc[0],
+                f"req/s c={min(S['concurrency'])}": fmt_si(
+                    spread_at(ok, t, "rps", concurrency=min(S["concurrency"]), governance=g)
+                ),
+                "req/s c=16": fmt_si(spread_at(ok, t, "rps", concurrency=16, governance=g)),
+                "added p50 µs": fmt_si(
+                    spread_at(ok, t, "ovh_p50_us", concurrency=min(S["concurrency"]), governance=g)
+                ),
+                "peak RSS MiB": fmt(spread_at(ok, t, "rss_peak_mb", governance=g)),
+                "sustainable req/s": "not run"
+                if held is None or g == "off"
+                else (f"< {min(S['rates'])}" if math.isnan(held) else f"{held:g}"),
+                "added p50 µs @ 50 ms upstream": fs_value(t, "added p50 µs @ 50 ms")
+                if g != "off"
+                else "not run",
+                "added p50 µs @ 500 ms upstream": fs_value(t, "added p50 µs @ 500 ms")
+                if g != "off"
+                else "not run",
+            }
         )
+summary = pd.DataFrame(summary_rows)
+# ratios only like with like: the same route (chat completions), the peer (which runs no WAF,
+# rate limit or ledger here) against our passthrough rows; LiteLLM's /v1/messages targets are
+# compared with each other only (section 2)
+for t in ("noveum", "portkey", "litellm-chat"):
+    for ours in ("py+rs", "rs-server"):
+        if t in S["targets"] and ours in S["targets"]:
+            r = ratio_spread(
+                spread_at(ok, t, "rps", concurrency=16),
+                spread_at(ok, ours, "rps", concurrency=16, governance="off"),
+            )
+            put(  # only from ok cells on both sides (a not-ok cell is never read)
+                f"{t.replace('-', '_')}_over_{ours.replace('+', '').replace('-', '')}_passthrough_rps_c16",
+                r,
+                f"{t} as shipped / {ours} --stages none --audit off, req/s on /v1/chat/completions, "
+                "closed loop c=16",
+                f"{t}: {why_failed(closed, t)}; {ours} passthrough: "
+                + why_failed(closed[closed["governance"] == "off"], ours),
+            )
 summary
 
 # %% [markdown]
@@ -437,5 +537,6 @@ display(Markdown("\n".join(f"- `{p}`" for kind in written.values() for p in kind
 
 # %%
 # the ratios the CI regression check reads (data/baselines/<notebook>.json, when one exists)
+display(write_missing(run.path, MISSING))
 print(write_metrics(run.path, NOTEBOOK, profile, METRICS))
 pd.DataFrame(METRICS).T[["value", "min", "max", "desc"]]

@@ -132,9 +132,17 @@ print("run folder:", run.path)
 
 
 # %%
-def labelled(title: str) -> str:
-    """Every figure title carries the clamping (the issue's rule: say so on every figure)."""
-    return f"{title}<br><sup>{CLAMP[:220]}</sup>"
+def labelled(title: str) -> dict:
+    """Every figure says whether the placement was clamped (the full note, CLAMP, is under every
+    table: a figure's subtitle has room for one line) and how it was measured."""
+    clamp = f"CLAMPED: this machine is smaller than profile {hw.name}" if CLAMPED else f"profile {hw.name}"
+    return dict(
+        text=title,
+        subtitle=dict(
+            text=f"{clamp}; closed loop; exact: 2xx counted, CPU from /proc; "
+            f"median of {S['repeat']} repeat(s), bars min–max"
+        ),
+    )
 
 
 def knee(cs, rps) -> int:
@@ -206,11 +214,15 @@ for i, rung in enumerate(S["rungs"]):
             row=1,
             col=i + 1,
         )
-    fig_curves.update_xaxes(title_text="concurrency c", type="log", row=1, col=i + 1)
+    fig_curves.update_xaxes(
+        title_text="concurrency c", type="log", tickvals=S["concurrency"], row=1, col=i + 1
+    )
 if cap_rps == cap_rps:  # measured (not at ci size)
     fig_curves.add_hline(y=cap_rps, line_dash="dot", annotation_text="load generator capacity")
 fig_curves.update_yaxes(title_text="req/s", row=1, col=1)
-fig_curves.update_layout(height=430, title=labelled("req/s against c, one line per worker count"))
+fig_curves.update_layout(
+    height=430, margin_t=120, title=labelled("req/s against c, one line per worker count")
+)
 fig_curves
 
 # %% [markdown]
@@ -282,8 +294,10 @@ for j, (label, d) in enumerate(agg(ok, "cpu_us_per_req").groupby("label", sort=F
         col=2,
     )
 for col in (1, 2):
-    fig_cpu.update_xaxes(title_text="concurrency c", type="log", row=1, col=col)
-fig_cpu.update_layout(height=430, title=labelled("What the gateway's CPU does as workers are added"))
+    fig_cpu.update_xaxes(title_text="concurrency c", type="log", tickvals=S["concurrency"], row=1, col=col)
+fig_cpu.update_layout(
+    height=430, margin_t=120, title=labelled("What the gateway's CPU does as workers are added")
+)
 fig_cpu
 
 # %% [markdown]

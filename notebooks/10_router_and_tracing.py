@@ -158,8 +158,14 @@ fig_cost = px.bar(
     .reset_index(),
     x="case",
     y="cpu_us_per_req",
+    labels={"cpu_us_per_req": "gateway CPU per request (µs)", "case": "rung · router twin"},
     title="Gateway CPU µs per request with a group of four (median over repeats)",
 )
+MEASURED = (
+    f"closed loop, c={S['concurrency']}; exact: 2xx counted, CPU from /proc, latencies in HDR histograms; "
+    f"median of {S['repeat']} repeat(s)"
+)
+fig_cost.update_layout(title_subtitle_text=MEASURED + "; dash: the same rung without the router")
 for rung in S["rungs"]:
     off = cost[(cost.rung == rung) & ~cost.group]["cpu_us_per_req"].median()
     fig_cost.add_scatter(
@@ -266,6 +272,7 @@ fig_slow = px.bar(
     slow.groupby(["rung", "strategy"], sort=False)[["p50_us", "p99_us"]]
     .median()
     .reset_index()
+    .rename(columns={"p50_us": "p50", "p99_us": "p99"})
     .melt(id_vars=["rung", "strategy"], var_name="quantile", value_name="µs"),
     x="strategy",
     y="µs",
@@ -274,6 +281,7 @@ fig_slow = px.bar(
     facet_col="rung",
     title="Client latency with one slow deployment of four",
 )
+fig_slow.update_layout(title_subtitle_text=MEASURED)
 fig_slow
 
 # %% [markdown]
@@ -323,6 +331,14 @@ fig_fail = px.line(
     fail.groupby(["rung", "fail_rate", "num_retries"])[["p99_us", "upstream_per_request", "error_share"]]
     .median()
     .reset_index()
+    # each panel its own quantity, named with its unit (the panel's title)
+    .rename(
+        columns={
+            "p99_us": "p99 µs",
+            "upstream_per_request": "upstream requests per request",
+            "error_share": "client error share",
+        }
+    )
     .melt(id_vars=["rung", "fail_rate", "num_retries"]),
     x="fail_rate",
     y="value",
@@ -330,9 +346,13 @@ fig_fail = px.line(
     facet_col="variable",
     facet_row="rung",
     markers=True,
+    labels={"fail_rate": "deployment 0's error rate", "num_retries": "num_retries"},
     title="Retries: p99, upstream load and client errors against the failing deployment's error rate",
 )
-fig_fail.update_yaxes(matches=None)
+fig_fail.update_yaxes(matches=None, showticklabels=True, title_text="")
+fig_fail.update_xaxes(tickvals=S["rates"], tickformat=".0%")
+fig_fail.for_each_annotation(lambda a: a.update(text=a.text.split("=", 1)[-1]))
+fig_fail.update_layout(title_subtitle_text=MEASURED)
 fig_fail
 
 # %% [markdown]
@@ -379,7 +399,11 @@ fig_cool = px.scatter(
     y="latency_ms",
     color="phase",
     facet_row="rung",
+    labels={"t_s": "time since the kill (s)", "latency_ms": "client latency (ms)"},
     title="Client latency around a killed (t=0) and restarted deployment; retried requests stand out",
+)
+fig_cool.update_layout(
+    title_subtitle_text="one paced client, closed loop (c=1); exact: every request's latency; one run"
 )
 fig_cool
 

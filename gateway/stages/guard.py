@@ -7,7 +7,8 @@ Rejects (status, code):
   a Content-Length that is not a decimal integer 400 invalid_content_length
   header names outside the RFC 9110 token set,
   or values with control bytes (not HTAB)        400 invalid_header
-  header block larger than max_header_bytes      400 headers_too_large
+  header block larger than max_header_bytes,
+  or more than MAX_HEADER_FIELDS header fields   431 headers_too_large (RFC 6585 §5)
   declared body larger than max_body_bytes       413 body_too_large
 The body limit is also enforced while reading (`read_body`), for chunked bodies.
 
@@ -32,6 +33,9 @@ from gateway.errors import GuardError
 _BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]").search
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
+
+# hyper's default (granian, rs-server): a head with more header fields is refused with 431
+MAX_HEADER_FIELDS = 100
 
 # Header names already checked (clients send the same few names over and over); bounded.
 _GOOD_NAMES: set[bytes] = set()
@@ -93,7 +97,9 @@ def check_headers(headers, max_header_bytes: int, max_body_bytes: int) -> bytes 
         if _BAD_VALUE(value) is not None:
             raise GuardError(400, "invalid_header", "invalid bytes in a header value")
     if total > max_header_bytes:
-        raise GuardError(400, "headers_too_large", f"request headers exceed {max_header_bytes} bytes")
+        raise GuardError(431, "headers_too_large", f"request headers exceed {max_header_bytes} bytes")
+    if len(headers) > MAX_HEADER_FIELDS:
+        raise GuardError(431, "headers_too_large", f"more than {MAX_HEADER_FIELDS} header fields")
     if te is not None:
         if content_length is not None:
             raise GuardError(400, "ambiguous_framing", "Content-Length together with Transfer-Encoding")

@@ -41,11 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config(d: Path, upstream: str, layout: str, ack: str) -> str:
     from gateway.stages.auth import hash_key
+    from harness.targets import unreachable_limits
 
+    lim = unreachable_limits()  # the rate limiter runs, never refuses (harness.targets)
     p = d / "gw.yaml"
     p.write_text(
         f"model_list: [{{model_name: gpt-4o-mini, upstream: {{base_url: '{upstream}'}}}}]\n"
-        f"keys: [{{id: bench, sha256: {hash_key(KEY)}}}]\n"
+        f"keys: [{{id: bench, sha256: {hash_key(KEY)}, rpm: {lim['rpm']}, tpm: {lim['tpm']}}}]\n"
         f"ledger: {{dir: {d / 'ledger'}, layout: {layout}, ack: {ack}}}\n"
     )
     return str(p)

@@ -207,13 +207,21 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
     from gateway.launch import start_gateway
     from harness.native_procs import run_load, start_mock
     from harness.sweep import API_KEY, CHAT_BODY, CHAT_PATH
+    from harness.targets import write_bench_config
 
     ledger = workdir / f"soak-{mode}-{nodes}".replace("+", "p")
     mock = start_mock()
     gw = None
     try:
+        ledger.mkdir(parents=True, exist_ok=True)
+        config = write_bench_config(ledger.with_suffix(".yaml"), mock.url, API_KEY, ledger)
         gw = start_gateway(
-            mock.url, API_KEY, mode=mode, ledger_dir=str(ledger), env={"GATEWAYLAB_LEDGER_NODES": nodes}
+            None,
+            None,
+            config=config,
+            mode=mode,
+            ledger_dir=str(ledger),
+            env={"GATEWAYLAB_LEDGER_NODES": nodes},
         )
         pid = int(gw.app_pid)
         samples: list[tuple[float, int, int]] = []

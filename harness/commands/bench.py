@@ -1,5 +1,8 @@
 """`gatewaylab bench NAME ...`: each benchmark is a module `harness.bench.<name>` with
-`add_arguments(parser)` and `run(args) -> int` (pyperf underneath, JSON kept)."""
+`add_arguments(parser)` and `run(args) -> int` (pyperf underneath, JSON kept).
+
+`--pythons 3.11,3.12,3.13` (before or after NAME) runs the benchmark on each interpreter, each in
+its own venv, and compares them (harness.bench._pythons, docs/interpreters.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ def _available() -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="benchmark: " + "|".join(_available()))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    p.add_argument(
+        "--pythons",
+        default=None,
+        help="versions or paths, e.g. 3.11,3.12,3.13: run on each (docs/interpreters.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from harness.bench._pythons import run_across, split_pythons_flag
+
+    rest, pythons = split_pythons_flag(list(args.rest))
+    if pythons or args.pythons:
+        return run_across(args.name, rest, pythons or args.pythons)
     mod = importlib.import_module(f"harness.bench.{args.name}")
     p = argparse.ArgumentParser(prog=f"gatewaylab bench {args.name}")
     mod.add_arguments(p)
-    return int(mod.run(p.parse_args(args.rest)) or 0)
+    return int(mod.run(p.parse_args(rest)) or 0)

@@ -8,6 +8,7 @@
     gatewaylab sweep --targets py+rs,noveum --rates 250,500,1000,2000 --p99-cap-ms 50   # open-loop ladders
     gatewaylab sweep --targets py+rs,portkey --stream --upstream-ttft-ms 20 --upstream-itl-ms 5 --rates 50
     gatewaylab sweep --raw --modes py,py+rs     # lean install (no pandas): JSON rows, `gatewaylab import` later
+    gatewaylab sweep --modes py,py+rs,rs-core --pythons 3.11,3.12,3.13   # the interpreter axis
 
 Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
 takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
@@ -80,6 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of off, on, sampled:R: OpenTelemetry spans on the rungs, to a local OTLP "
         "receiver (default off; docs/tracing.md)",
     )
+    p.add_argument(
+        "--pythons",
+        nargs="+",
+        default=None,
+        help="the interpreter axis: versions or paths, e.g. 3.11,3.12,3.13 (py, py+rs, rs-core run "
+        "on each, in its own venv; docs/interpreters.md)",
+    )
     p.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian"])
     p.add_argument("--concurrency", nargs="+", default=None, help="1..16 (default) or 1,2,4,8,16")
     p.add_argument(
@@ -104,9 +112,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="gil",
         action="store_true",
         default=True,
-        help="py-spy GIL ownership per cell (default on)",
+        help="GIL/loop view cells beside the throughput cells on interpreter rungs: the in-gateway "
+        "probes and py-spy run there only (default on)",
     )
-    g.add_argument("--no-gil", dest="gil", action="store_false", help="skip py-spy GIL sampling")
+    g.add_argument("--no-gil", dest="gil", action="store_false", help="throughput cells only (no view cells)")
     p.add_argument(
         "--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)"
     )
@@ -142,6 +151,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "governance": tuple(_csv(args.governance) or ("on",)),
         "workers": ",".join(_csv(args.workers) or ("1",)),
         "tracing": tuple(_csv(args.tracing) or ("off",)),
+        "pythons": _csv(getattr(args, "pythons", None)),
         "profile": args.profile,
         "duration_s": args.duration,
         "warmup_s": args.warmup,

@@ -47,6 +47,32 @@ TELEMETRY_OFF = {
 
 
 @dataclass(frozen=True)
+class Governance:
+    """What a target runs besides forwarding, feature by feature (DESIGN.md "Measurements": a
+    peer's row says which governance features it ran). `auth`: the gateway checks the client's
+    key on every request; `waf`: it scans prompts against rules; `ratelimit`: it keeps per-key
+    limits it could refuse at; `ledger`: it writes an audit record per request to an fsynced
+    log; `tracing`: it exports spans or per-request telemetry. `notes` says how, in words."""
+
+    auth: bool = False
+    waf: bool = False
+    ratelimit: bool = False
+    ledger: bool = False
+    tracing: bool = False
+    notes: str = ""
+
+    FEATURES = ("auth", "waf", "ratelimit", "ledger", "tracing")
+
+    def columns(self) -> dict[str, Any]:
+        """The cells-table columns: gov_<feature> booleans and governance_notes."""
+        return {**{f"gov_{f}": getattr(self, f) for f in self.FEATURES}, "governance_notes": self.notes}
+
+    def label(self) -> str:
+        """`auth+waf+ratelimit+ledger` (the features on), or `none`."""
+        return "+".join(f for f in self.FEATURES if getattr(self, f)) or "none"
+
+
+@dataclass(frozen=True)
 class RequestShape:
     """How a client talks to a target: route, headers and JSON body (streaming or not)."""
 
@@ -152,6 +178,9 @@ class PeerTarget:
     ready_path: str = "/health"
     ready_timeout_s: float = 90.0
     path_header: str | None = None  # an answer header that says which path served (LiteLLM's x-litellm-rust)
+    # what it runs besides forwarding, as this adapter starts it (checked in part by `probe`:
+    # a request with a wrong key must be refused, a 4xx, exactly when `auth` says so)
+    governance: Governance = Governance()
 
     # ---- hooks
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
@@ -249,27 +278,37 @@ class PeerTarget:
         )
 
     def probe(self, pp: PeerProcess, api_key: str, stream: bool = False) -> dict[str, Any]:
-        """Send one real request; return {"status", "headers", "problem"} (problem None when it is right)."""
+        """Send one real request, and one with a wrong key; return {"status", "headers", "seen",
+        "problem"} (problem None when it is right). The wrong key must be refused (a 4xx: the
+        mock takes any key, so only the gateway can refuse it; LiteLLM answers a key that is not
+        its master key with 400 "No connected db." as it has no database to look it up in)
+        exactly when `governance.auth` says the peer checks keys."""
         shape = self.request(api_key, pp.mock_url)
         if stream:
             shape = shape.with_stream()
-        req = urllib.request.Request(
-            pp.url + shape.path,
-            data=json.dumps(shape.body).encode(),
-            headers=dict(shape.headers),
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (127.0.0.1)
-                status, headers, body = r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-        except urllib.error.HTTPError as e:
-            status, headers, body = e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-        seen = {"status": status}
+        status, headers, body = _post(pp.url + shape.path, shape.headers, shape.body)
+        seen: dict[str, Any] = {"status": status}
         if self.path_header:
             seen[self.path_header] = headers.get(self.path_header)
-        return {
-            "status": status,
-            "headers": headers,
-            "seen": seen,
-            "problem": self.check(status, headers, body),
-        }
+        problem = self.check(status, headers, body)
+        wrong = {**shape.headers, "authorization": f"Bearer {WRONG_KEY}"}
+        wrong_status = _post(pp.url + shape.path, wrong, shape.body)[0]
+        seen["wrong_key"] = wrong_status
+        if problem is None and (400 <= wrong_status < 500) != self.governance.auth:
+            problem = (
+                f"governance says auth={self.governance.auth}, but a request with a wrong key got "
+                f"HTTP {wrong_status}"
+            )
+        return {"status": status, "headers": headers, "seen": seen, "problem": problem}
+
+
+WRONG_KEY = "sk-gatewaylab-not-a-key-of-this-gateway"
+
+
+def _post(url: str, headers: Mapping[str, str], body: Mapping[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (127.0.0.1)
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()

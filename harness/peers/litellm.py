@@ -13,6 +13,10 @@ native mock speaks Anthropic messages) and `/v1/chat/completions` with an OpenAI
 `x-litellm-rust` response header is `true` exactly on `litellm-rust`. One worker (the
 profile's gateway cores pin it); no database, a master key (LiteLLM refuses to start without one),
 telemetry off and the model cost map read from the wheel, not fetched.
+
+What it runs besides forwarding (`GOVERNANCE`): the master key is checked on every request (no
+database, so no virtual keys, per-key limits or spend log); no guardrail, no rate limit
+configured, no callback exporting traces or logs.
 """
 
 from __future__ import annotations
@@ -21,16 +25,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.peers._base import CHAT_BODY, MESSAGES_BODY, PeerTarget, RequestShape
+from harness.peers._base import CHAT_BODY, MESSAGES_BODY, Governance, PeerTarget, RequestShape
 from harness.peers.installer import entry_point
 
 # LiteLLM refuses to start without a strong master key (its own check); every request carries it.
 MASTER_KEY = "sk-gatewaylab-" + "5f0c9a7e3b1d4e6f8a2c0b9d7e5f3a1c"
 
 
+GOVERNANCE = Governance(
+    auth=True,
+    notes="auth: the master key, compared on every request (no database: any other key gets 400); "
+    "no guardrail; no per-key limits (they need the database); spend and error logs off; no callbacks",
+)
+
+
 @dataclass(frozen=True)
 class LiteLLMTarget(PeerTarget):
     rust: bool = False
+    governance: Governance = GOVERNANCE
     ready_path: str = "/health/liveliness"
     path_header: str | None = "x-litellm-rust"
 

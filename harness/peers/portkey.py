@@ -5,6 +5,10 @@ request names its upstream with `x-portkey-provider: openai` and
 `x-portkey-custom-host: <mock>/v1` (127.0.0.1 is on its default trusted-host list).
 Its server binds every interface by default, so a preload (`loopback.cjs`) makes a listen
 without a host bind 127.0.0.1 only. `NODE_ENV=production` keeps its log UI off.
+
+What it runs besides forwarding (`GOVERNANCE`): nothing. It has no client keys of its own (the
+Authorization header goes on to the provider), no guardrail named in the request, no rate
+limit, and the open-source gateway keeps no log store.
 """
 
 from __future__ import annotations
@@ -13,15 +17,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.peers._base import PeerTarget, RequestShape
+from harness.peers._base import Governance, PeerTarget, RequestShape
 from harness.peers.installer import PeerError, entry_point
 
 _PRELOAD = Path(__file__).with_name("loopback.cjs")
 
 
+GOVERNANCE = Governance(
+    notes="no key of its own (Authorization goes on to the provider); no guardrail in the request; "
+    "no rate limit; no log store (open-source gateway, headless)",
+)
+
+
 @dataclass(frozen=True)
 class PortkeyTarget(PeerTarget):
     ready_path: str = "/"
+    governance: Governance = GOVERNANCE
 
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
         node = shutil.which("node")

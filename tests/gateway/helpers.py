@@ -101,7 +101,7 @@ FRAMING = {
     "invalid header bytes": (lambda: head(f"X-Evil: a\x01b\r\nContent-Length: {len(GOOD)}\r\n"), 400),
     "oversized headers": (
         lambda: head("X-Big: " + "a" * 40000 + f"\r\nContent-Length: {len(GOOD)}\r\n"),
-        400,
+        431,  # RFC 6585 §5, on every rung (docs/reliability.md)
     ),
     "oversized chunked body": (
         lambda: head(

@@ -37,7 +37,8 @@ def H(*pairs):
         (H(("content-length", "-1")), 400, "invalid_content_length"),
         (H(("x-bad", "a\x01b")), 400, "invalid_header"),
         (H(("bad name", "x")), 400, "invalid_header"),
-        (H(("x-big", "a" * 20000)), 400, "headers_too_large"),
+        (H(("x-big", "a" * 20000)), 431, "headers_too_large"),
+        (H(*[(f"x-h{i}", "v") for i in range(101)]), 431, "headers_too_large"),  # over 100 fields
         (H(("content-length", "2000000")), 413, "body_too_large"),
     ],
 )

@@ -30,6 +30,7 @@ def test_demo_quick_writes_a_run_folder_with_report(tmp_path):
     run = runs.open_run(report.parent)
     text = report.read_text()
     assert "| N | Python" in text and "SHA-256 bound" in text and "cores" in text
+    assert "--pythons 3.11,3.12,3.13" in text and "The interpreter is an axis" in text
     assert {"mmr", "mmr_sha256_bound"} <= set(run.tables())
     assert (run.path / "mmr.pyperf.json").exists()
     assert json.loads((run.path / "mmr.json").read_text())["rows"]

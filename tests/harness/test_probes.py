@@ -86,8 +86,9 @@ def test_injected_delay_slows_every_task(fresh_probes, monkeypatch):
     monkeypatch.setenv("GATEWAYLAB_INJECT_DELAY_US", "2000")
 
     async def main():
-        h = probes.start(asyncio.get_running_loop())
         loop = asyncio.get_running_loop()
+        h = probes.start(loop)
+        assert probes.install_inject_delay(loop) == 2000  # what the gateway's startup does
         t0 = time.perf_counter()
         await asyncio.gather(*[loop.create_task(asyncio.sleep(0)) for _ in range(5)])
         dt = time.perf_counter() - t0

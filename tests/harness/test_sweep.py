@@ -1,6 +1,6 @@
 """The sweep harness end to end, on the real gateway, mock and load generator: a tiny sweep
-(two modes, c in {1, 4}, short cells) produces every column, GIL figures or an explicit
-reason, a report, and leaves no process behind; `compare` of a run with itself flags
+(two modes, c in {1, 4}, short cells) produces every column, throughput cells without probes
+and GIL view cells with figures or an explicit reason, a report, and leaves no process behind; `compare` of a run with itself flags
 nothing, and one repeat never flags (not even an injected slowdown); a
 failing configuration and an interrupted sweep leave consistent run folders."""
 
@@ -62,8 +62,9 @@ def test_tiny_sweep_has_every_column_and_row(runs):
     t = r.table
     assert list(t.columns) == list(schema.CELLS)
     assert schema.validate("cells", t) == []
-    assert len(t) == 4
+    assert len(t) == 8  # a throughput cell and a view cell (gil=True) per mode and c
     assert sorted(set(t["mode"])) == ["py", "py+rs"] and sorted(set(t["concurrency"])) == [1, 4]
+    assert sorted(t["probes"]) == ["off"] * 4 + ["on"] * 4
     assert (t["status"] == "ok").all(), t[["cell", "status", "error"]].to_string()
     for col in (
         "rps",
@@ -84,10 +85,13 @@ def test_tiny_sweep_has_every_column_and_row(runs):
 
 
 def test_every_gil_view_has_figures(runs):
-    """All four views run here (py-spy can attach on this machine: notebook 04 profiles
-    every cell), so a view that comes back as a "missing" reason is a broken probe, not an
-    acceptable outcome."""
+    """All four views run in the view cells (py-spy can attach on this machine: notebook 04
+    profiles every cell), so a view that comes back as a "missing" reason is a broken probe,
+    not an acceptable outcome; the throughput cells run none of them."""
     t = runs["base"].table
+    tput = t[t["probes"] == "off"]
+    assert tput[["gil_wait_count", "loop_lag_p99_us", "pyspy_samples", "native_calls"]].isna().all().all()
+    t = t[t["probes"] == "on"]
     views = {
         "gil_wait": ["gil_wait_p50_us", "gil_wait_p99_us", "gil_wait_count"],
         "loop_lag": ["loop_lag_p50_us", "loop_lag_p99_us"],

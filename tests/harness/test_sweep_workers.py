@@ -19,14 +19,14 @@ def test_worker_axis_in_cells_with_clamping_recorded(tmp_path):
         duration_s=0.8,
         warmup_s=0.2,
         repeat=1,
-        gil=False,
+        gil=True,  # each worker's own in-gateway views, in the view cells
         capacity=False,
         progress=False,
         out=tmp_path,
         report_images=False,
         name="w",
     )
-    t = r.table.set_index("workers")
+    t = r.table[r.table["probes"] == "off"].set_index("workers")
     assert sorted(t.index) == [1, 2] and (t["status"] == "ok").all(), t[["status", "error"]]
     assert t.loc[2, "cell"].endswith("|w=2|c=4") and "|w=" not in t.loc[1, "cell"]
     placement = place_workers(resolve("xeon-4c"), 2)
@@ -36,11 +36,14 @@ def test_worker_axis_in_cells_with_clamping_recorded(tmp_path):
             assert note in t.loc[2, "clamp_notes"]
     assert t.loc[2, "worker_cpus"].startswith("w0:")
     w = pd.read_parquet(r.dir / "workers.parquet")
+    views = w[w["cell"].str.contains("probes=on")]
+    assert views["loop_lag_p99_us"].notna().all()  # each worker's own in-gateway view
+    assert w[~w["cell"].str.contains("probes=on")]["loop_lag_p99_us"].isna().all()  # none in throughput
+    w = views
     per = w.groupby("workers")["worker"].nunique()
     assert per.loc[1] == 1 and per.loc[2] == 2
     two = w[w["workers"] == 2]
     assert two["pid"].nunique() == 2 and (two["cpu_cores"] > 0).all()  # each worker did work
-    assert two["loop_lag_p99_us"].notna().all()  # each worker's own in-gateway view
     md = (r.dir / "report.md").read_text()
     assert "workers 2: cpus" in md
     if t.loc[2, "clamped"]:

@@ -21,7 +21,9 @@ README = nbs.BASELINE_DIR / "README.md"
 
 
 def _baseline(dirpath: Path, notebook: str, checks: list[dict]) -> None:
+    """A baseline file; a check without a tier is a timing gate (the file states it)."""
     dirpath.mkdir(parents=True, exist_ok=True)
+    checks = [{"tier": "timing", **c} for c in checks]
     (dirpath / f"{notebook}.json").write_text(json.dumps({"notebook": notebook, "checks": checks}))
 
 
@@ -99,7 +101,7 @@ def test_missing_metric_or_results_is_a_failure(synthetic):
         [{"metric": "pyrs_over_py_throughput_cmax", "op": ">=", "threshold": 0.9}],
     )
     data = json.loads((baselines / "01_mmr_speedup.json").read_text())
-    data["checks"].append({"metric": "no_such_metric", "op": ">=", "threshold": 1})
+    data["checks"].append({"metric": "no_such_metric", "op": ">=", "threshold": 1, "tier": "timing"})
     (baselines / "01_mmr_speedup.json").write_text(json.dumps(data))
 
     failed = {(c.notebook, c.metric): c for c in nbs.check_results(results, baselines) if not c.ok}
@@ -118,6 +120,10 @@ def test_bad_baseline_and_bad_metrics_are_rejected(tmp_path):
     _baseline(tmp_path / "c", "x", [{"metric": "m", "op": ">=", "threshold": 1, "rule": "guess"}])
     with pytest.raises(ValueError, match="rule"):
         nbs.load_baselines(tmp_path / "c")
+    for tier in (None, "wall"):  # the tier is stated, and is one of TIERS
+        _baseline(tmp_path / f"t{tier}", "x", [{"metric": "m", "op": ">=", "threshold": 1, "tier": tier}])
+        with pytest.raises(ValueError, match="tier"):
+            nbs.load_baselines(tmp_path / f"t{tier}")
     with pytest.raises(ValueError, match="finite"):
         nbs.write_metrics(tmp_path / "r", "x", "ci", {"m": float("nan")})
 
@@ -154,6 +160,15 @@ def test_there_are_enough_recorded_runs():
     for nb in sorted(gated):
         having = [run["file"] for run in RUNS if nb in run["metrics"]]
         assert len(having) >= 4, f"{nb}: thresholds need at least four recorded ci runs of it, have {having}"
+
+
+@pytest.mark.parametrize("notebook,check", GATES, ids=GATE_IDS)
+def test_every_gate_has_its_tier(notebook, check):
+    """Each gate says what it measures (harness.notebooks.TIERS): the wall-clock ratios gated
+    so far are `timing` gates, whose trips are confirmed by re-measuring before they fail;
+    `work` gates (instruction counts) fail at once."""
+    assert check["tier"] in nbs.TIERS
+    assert check["tier"] == "timing", f"{notebook}/{check['metric']}: every gate so far is a wall-clock ratio"
 
 
 @pytest.mark.parametrize("notebook,check", GATES, ids=GATE_IDS)

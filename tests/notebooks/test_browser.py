@@ -1,8 +1,10 @@
-"""A real browser: JupyterLab on loopback with a token, a study notebook (05, with the ci
-parameters injected as papermill does) opened in headless Debian Chromium (driven by
-playwright, no browser download), Run All Cells: the live sweep panels count every cell,
-the notebook runs to its end (its metrics.json appears) and a plotly figure renders in the
-page. The screenshots land in test-artifacts/."""
+"""A real browser: JupyterLab on loopback with a token, a study notebook (07, the Rust
+ladder, with the ci parameters injected as papermill does) opened in headless Debian Chromium
+(driven by playwright, no browser download), Run All Cells: the live sweep panel is visible
+while the four rungs run and ends counting every cell, the notebook runs to its end (its
+metrics.json appears), a plotly figure renders in the page, and the blog export the run wrote
+is opened (lab_ext/blog_view.py) and holds its tables and its figure. The screenshots land in
+the run folder and in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-STUDY = "05_fast_vs_slow_upstream"  # a study notebook with plotly figures and the live sweep panels
+STUDY = "07_rust_ladder"  # a study notebook with plotly figures, the live sweep panel and a blog export
+# its ci size: 4 rungs x 3 concurrencies x 1 repeat in the panel's sweep
+PANEL_CELLS = 12
 
 
 def _study_notebook(path: Path, run_dir: Path) -> None:
@@ -156,10 +160,13 @@ def _run_all_cells(page, attempts: int = 3) -> None:
     raise AssertionError("Run All Cells never started a cell")
 
 
-def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
+def test_lab_runs_the_rust_ladder_on_the_ci_profile_and_its_export_reads_well(jupyterlab):
     from playwright.sync_api import sync_playwright
 
+    from lab_ext.blog_view import view_blog
+
     base, token, tmp = jupyterlab
+    run = tmp / "run"
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "jupyterlab-plotly.png"
     with sync_playwright() as pw:
@@ -175,24 +182,34 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
             page.goto(f"{base}/lab/tree/{STUDY}.ipynb?token={token}", timeout=90_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
             _run_all_cells(page)
-            # the live sweep panels (ipywidgets + plotly FigureWidget) render while the sweeps run,
-            # and end by counting every cell of both sweeps (2 modes x 1 concurrency each)
-            page.wait_for_selector(
+            # the live sweep panel (ipywidgets + plotly FigureWidget) renders while the sweep runs
+            panel = page.wait_for_selector(
                 ".jp-OutputArea .widget-hprogress, .jp-OutputArea .widget-progress", timeout=120_000
             )
+            panel.scroll_into_view_if_needed()
+            assert panel.is_visible()
             page.wait_for_function(
-                "(document.querySelector('.jp-NotebookPanel .jp-Notebook').innerText.match(/done, 2 cells/g) || []).length >= 2",
-                timeout=600_000,
+                "document.querySelector('.jp-NotebookPanel .jp-Notebook').innerText.includes("
+                f"'done, {PANEL_CELLS} cells')",
+                timeout=900_000,
             )
+            page.locator(".jp-OutputArea .widget-vbox").first.scroll_into_view_if_needed()
+            # ... and its throughput chart drew a line per rung (the FigureWidget synced its data)
+            page.wait_for_function(
+                "(document.querySelector('.jp-OutputArea .widget-vbox .js-plotly-plot') || {querySelectorAll: () => []})"
+                ".querySelectorAll('.cartesianlayer .trace').length >= 4",
+                timeout=60_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-sweep-panel.png"))
             # the notebook ran to its end: the metrics the CI gate reads were written by the kernel
-            for _ in range(600):
-                if (tmp / "run" / "metrics.json").exists():
+            for _ in range(900):
+                if (run / "metrics.json").exists():
                     break
                 page.wait_for_timeout(1000)
-            assert (tmp / "run" / "metrics.json").exists(), "the notebook did not run to its end"
-            metrics = json.loads((tmp / "run" / "metrics.json").read_text())["metrics"]
-            assert "ovh_share_fast_over_slow_py_c2" in metrics
-            # ... and its overhead figure drew data in the page, not just an empty frame
+            assert (run / "metrics.json").exists(), "the notebook did not run to its end"
+            metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+            assert "rss_py_over_rsserver" in metrics
+            # ... and its ladder figure drew data in the page, not just an empty frame
             fig = page.wait_for_selector(".jp-OutputArea .js-plotly-plot .main-svg", timeout=60_000)
             assert fig.is_visible()
             page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60_000)
@@ -201,16 +218,22 @@ def test_lab_runs_a_study_notebook_on_the_ci_profile(jupyterlab):
                 no_news.first.click()  # the news prompt would cover part of the screenshot
             # the kernel ran the study on the injected parameters (Lab renders only the cells in
             # view, so this is read from the run folder, not the page)
-            meta = json.loads((tmp / "run" / "meta.json").read_text())
+            meta = json.loads((run / "meta.json").read_text())
             assert meta["parameters"]["profile"] == "ci" and meta["parameters"]["notebook"] == STUDY
             fig.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
-            page.locator(".jp-OutputArea .widget-vbox").last.scroll_into_view_if_needed()
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-sweep-panel.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "jupyterlab-FAILED.png"))  # what the page showed
             raise
         finally:
             ctx.close()
+    # the blog export this run wrote, as a reader opens it: its four tables and its figure
+    manifest = json.loads((run / "blog" / "manifest.json").read_text())
+    view = view_blog(run / "blog")
+    assert not view.broken, view.broken
+    assert len(view.tables) == len(manifest["tables"]) >= 4 and all(view.tables), view.tables
+    assert view.images == ["ladder.png"] and view.figures.get("ladder.html", 0) > 0, view
+    for p in view.screenshots:
+        shutil.copy(p, ARTIFACTS / f"07-export-{p.name}")
     assert shot.stat().st_size > 10_000
     shutil.copy(shot, tmp / shot.name)

@@ -86,13 +86,32 @@ def test_each_peer_serves_through_the_sweep(sweeps, loop, target):
 
 def test_litellm_header_confirms_the_path(sweeps):
     t = sweeps["closed"].table.set_index("mode")
-    assert t.loc["litellm-rust", "path_check"] == "status=200,x-litellm-rust=true"
-    assert t.loc["litellm", "path_check"] == "status=200,x-litellm-rust=None"
+    # ... and LiteLLM refuses a wrong key (its governance says it checks the master key)
+    # (400 "No connected db.": a key that is not the master key is looked up in a database it has not)
+    assert t.loc["litellm-rust", "path_check"] == "status=200,x-litellm-rust=true,wrong_key=400"
+    assert t.loc["litellm", "path_check"] == "status=200,x-litellm-rust=None,wrong_key=400"
     assert t.loc["litellm", "route"] == t.loc["litellm-rust", "route"] == "messages"
     assert t.loc["litellm-chat", "route"] == "chat"
     assert sweeps["closed"].meta["peers"] == {
         p: peers.installed_version(p) for p in ("litellm", "noveum", "portkey")
     }
+
+
+def test_peer_rows_carry_the_governance_matrix_they_ran(sweeps):
+    """Peers are labelled as shipped, with what that includes; the auth claim was checked with
+    a wrong key when each started (Portkey and Noveum pass it on to the upstream)."""
+    t = sweeps["closed"].table.set_index("mode")
+    for target in PEER_TARGETS:
+        row = t.loc[target]
+        assert row["governance"] == "shipped" and row["governance_notes"], target
+        assert not (row["gov_waf"] or row["gov_ratelimit"] or row["gov_ledger"] or row["gov_tracing"]), target
+        assert row["stage_check"].startswith("n/a") and row["claimed_stages"] == ""
+    assert t.loc["litellm-chat", "gov_auth"] and t.loc["litellm-chat", "path_check"].endswith("wrong_key=400")
+    for target in ("portkey", "noveum"):
+        assert not t.loc[target, "gov_auth"] and t.loc[target, "path_check"] == "status=200,wrong_key=200"
+    ours = t.loc["py+rs"]
+    assert ours["governance"] == "on" and ours["gov_auth"] and ours["gov_ratelimit"] and ours["gov_ledger"]
+    assert "ratelimit=" in ours["stage_check"]
 
 
 def test_rungs_and_peers_share_one_run_and_leave_nothing_behind(sweeps):

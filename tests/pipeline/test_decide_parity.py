@@ -1,7 +1,7 @@
 """decide() parity: the Python pipeline twin (with the py twins and with the py+rs twins) and
 the Rust pipeline twin give the same verdict, status, error code, extra headers, upstream
 request bytes and audit material for valid, invalid and random requests, with rate-limit
-state evolving in step."""
+state evolving in step, and count the same stage runs (`stage_runs`) after every request."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from gateway import _native
 from gateway.config import from_mapping
-from gateway.pipeline import STAGES, Context, Forwarding, Pipeline, Rejection, Request, parse_stages
+from gateway.pipeline import (
+    RUN_STAGES,
+    STAGES,
+    Context,
+    Forwarding,
+    Pipeline,
+    Rejection,
+    Request,
+    parse_stages,
+)
 from gateway.stages.auth import hash_key
 from gateway.twins import Switches
 
@@ -93,6 +102,9 @@ class Twins:
         b = py_view(self.pyrs.decide(req, ctx))
         c = rs_view(self.rs.decide(method, path, headers, body, ctx.time_ns, ctx.mono_ns, ctx.request_id))
         assert a == b == c, (headers, body)
+        # the stages each twin says ran (gateway_stage_runs_total) agree request by request
+        runs = self.py.stage_runs()
+        assert runs == self.pyrs.stage_runs() == self.rs.stage_runs(), (headers, body)
         return a
 
 
@@ -240,10 +252,16 @@ def test_valid_invalid_and_limited_requests_cover_every_verdict():
     limited = [twins.check(auth(LIMITED), ok)[0:3] for _ in range(4)]
     assert [v[0] for v in limited] == ["forward"] * 3 + ["reject"] and limited[3][2] == "rate_limit_exceeded"
     assert twins.check(auth(LIMITED), ok, method="GET")[1:3] == (405, "method_not_allowed")
+    # only the limited key's requests consult a bucket: the team key has no limits
+    runs = twins.py.stage_runs()
+    assert runs["ratelimit"] == 4 and runs["guard"] == 11 and runs["forward"] == runs["respond"] == 0
 
 
 def test_stage_names_are_one_list():
     assert list(STAGES) == ["auth", "parse", "waf", "ratelimit", "adapter"]
+    twins = Twins()
+    assert list(twins.py.stage_runs()) == list(RUN_STAGES)
+    assert set(twins.rs.stage_runs()) == set(RUN_STAGES)
 
 
 # Every 5xx (status, code) some rung answers (grep gateway/ and native/ for them), with the

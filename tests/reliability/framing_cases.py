@@ -8,8 +8,9 @@ syntax, §6 message body, §7 chunked coding) and the PortSwigger request-smuggl
 Bad cases are POSTs to /v1/chat/completions with a valid key and a valid chat body, so a
 server that let one through would forward it (the mock's count shows it). What must hold
 for each bad case:
-  - the answer is one of `expect` (a 4xx; 505 for an unsupported version) — or, when the
-    case is `incomplete` (the request never ends), the connection closes with no status;
+  - the answer is one of `expect` (a 4xx; 505 for an unsupported version) with an
+    OpenAI-shaped body (or, for the statuses in BARE, the server's own empty one) — or, when the case is `incomplete` (the request never ends), the
+    connection closes with no status;
   - the upstream sees nothing;
   - at most one response comes back (never two: the bytes were not split into two requests);
   - a good request on a new connection still gets 200.
@@ -27,6 +28,7 @@ counts upstream requests, so another server (rs-server) can run the same corpus:
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import socket
 import time
@@ -90,6 +92,7 @@ ONE = frozenset({1})
 BAD = frozenset({400})
 BAD_OR_413 = frozenset({400, 413})
 TOO_LARGE = frozenset({400, 413, 414, 431})
+HEADERS_TOO_LARGE = frozenset({431})  # RFC 6585 §5, on every rung and server
 VERSION = frozenset({505})
 REFUSED = frozenset(range(400, 500))  # any 4xx: the exact code is the server's
 OK = frozenset({200})
@@ -344,14 +347,96 @@ CASES: list[Case] = [
         OK | REFUSED,
         "RFC 6455 (the gateway speaks no WebSocket: never 101)",
     ),
-    # --- header count and size ----------------------------------------------------------
+    # --- chunk extensions and trailers: capped at 16 KiB each (hyper's caps; Node.js
+    # capped extensions for CVE-2024-22019), trailer fields never read as headers ----------
+    Case(
+        "control_chunk_ext_under_cap",
+        _head(TE) + b"%x;e=" % len(BODY) + b"x" * 15000 + b"\r\n" + BODY + b"\r\n0\r\n\r\n",
+        OK,
+        "15 KB of chunk extensions: under the 16 KiB cap",
+        forwards=ONE,
+    ),
+    Case(
+        "control_trailer",
+        _head(TE) + b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\nX-Checksum: abc\r\n\r\n",
+        OK,
+        "RFC 9112 §7.1.2 (a trailer field; ignored)",
+        forwards=ONE,
+    ),
+    Case(
+        "chunk_ext_100k",
+        _head(TE) + b"%x;e=" % len(BODY) + b"x" * 100_000 + b"\r\n" + BODY + b"\r\n0\r\n\r\n",
+        BAD,
+        "RFC 9112 §7.1.1; CVE-2024-22019 (unbounded chunk extensions)",
+    ),
+    Case(
+        "chunk_ext_over_many_chunks",
+        _head(TE)
+        + b"".join(b"1;e=" + b"x" * 1000 + b"\r\n" + BODY[i : i + 1] + b"\r\n" for i in range(len(BODY)))
+        + b"0\r\n\r\n",
+        BAD,
+        "CVE-2024-22019 (the cap is per request, not per chunk)",
+    ),
+    Case(
+        "chunk_ext_after_data",
+        _head(TE) + b"%x\r\n" % len(BODY) + BODY + b"\r\n1;e=" + b"x" * 100_000 + b"\r\n \r\n0\r\n\r\n",
+        BAD,
+        "CVE-2024-22019 (a complete JSON body before the oversized chunk is not forwarded)",
+    ),
+    Case(
+        "trailer_100k",
+        _head(TE) + b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\nX-T: " + b"a" * 100_000 + b"\r\n\r\n",
+        BAD,
+        "RFC 9112 §7.1.2; trailer section over the 16 KiB cap",
+    ),
+    Case(
+        "trailer_fields_5000",
+        _head(TE)
+        + b"%x\r\n" % len(BODY)
+        + BODY
+        + b"\r\n0\r\n"
+        + b"".join(b"X-T%d: a\r\n" % i for i in range(5000))
+        + b"\r\n",
+        BAD,
+        "RFC 9112 §7.1.2; more trailer fields than the 100 allowed",
+    ),
+    Case(
+        "trailer_authorization",
+        _head(TE, auth=False) + b"%x\r\n" % len(BODY) + BODY + b"\r\n0\r\nAuthorization: {AUTH}\r\n\r\n",
+        frozenset({401}),
+        "RFC 9110 §6.5.1 (a trailer field is not a header field: no key, 401)",
+    ),
+    # --- header count and size: 431 headers_too_large (RFC 6585 §5) -------------------
     Case(
         "headers_many",
         _head(*[b"X-H%d: v" % i for i in range(2000)], _cl()) + BODY,
-        TOO_LARGE,
+        HEADERS_TOO_LARGE,
         "RFC 6585 §5 (431); gateway limit max_header_bytes",
     ),
-    Case("header_huge_value", _head(b"X-Big: " + b"a" * 70000, _cl()) + BODY, TOO_LARGE, "RFC 6585 §5 (431)"),
+    Case(
+        "headers_5000",
+        _head(*[b"X-H%d: v" % i for i in range(5000)], _cl()) + BODY,
+        HEADERS_TOO_LARGE,
+        "RFC 6585 §5 (431): 5,000 header lines",
+    ),
+    Case(
+        "headers_over_field_limit",
+        _head(*[b"X-H%d: v" % i for i in range(120)], _cl()) + BODY,
+        HEADERS_TOO_LARGE,
+        "RFC 6585 §5 (431): over 100 header fields, a small head",
+    ),
+    Case(
+        "header_huge_value",
+        _head(b"X-Big: " + b"a" * 70000, _cl()) + BODY,
+        HEADERS_TOO_LARGE,
+        "RFC 6585 §5 (431): a 70 KB header line",
+    ),
+    Case(
+        "header_value_over_guard_limit",
+        _head(b"X-Big: " + b"a" * 20000, _cl()) + BODY,
+        HEADERS_TOO_LARGE,
+        "RFC 6585 §5 (431): over limits.max_header_bytes, under every server's buffer",
+    ),
     Case(
         "target_huge",
         _head(_cl(), target=PATH + b"?q=" + b"a" * 70000) + BODY,
@@ -369,6 +454,14 @@ _HYPER_CLTE = Limit(
     closes=True,
 )
 _PARSER_VERSION = "the server's HTTP/1 parser refuses the request line before the gateway runs, with 400"
+
+# Statuses a server answers by itself, with an empty body, for bytes its parser refuses before
+# any gateway code runs. granian (hyper): a head it cannot parse (400), a target over its
+# buffer (414), more than 100 header fields (431). rs-server: what `raw_head_check` does not
+# look at and hyper refuses (400: Content-Length grammar, two Transfer-Encodings, request-line
+# spacing and version grammar). The status is every rung's; only the body is not OpenAI-shaped
+# (docs/reliability.md). Every other refusal must be OpenAI-shaped.
+BARE: dict[str, frozenset] = {"granian": frozenset({400, 414, 431}), "rs-server": frozenset({400})}
 
 # (server, case name) -> what that server does instead; see Limit and docs/reliability.md.
 LIMITS: dict[tuple[str, str], Limit] = {
@@ -435,7 +528,10 @@ class Outcome:
     hung: bool  # neither an answer nor a close within the time allowed
     raw: bytes
 
-    def problems(self, case: Case, forwarded: int, limit: Limit | None = None) -> list[str]:
+    def problems(
+        self, case: Case, forwarded: int, limit: Limit | None = None, bare: frozenset = frozenset()
+    ) -> list[str]:
+        """What went wrong; `bare`: statuses this server may answer with an empty body (BARE)."""
         out = []
         expect, forwards = (limit.expect, limit.forwards) if limit else (case.expect, case.forwards)
         if forwarded not in forwards:
@@ -458,7 +554,25 @@ class Outcome:
             out.append(f"status {self.statuses[0]}, expected one of {sorted(expect)}")
         if 101 in self.statuses:
             out.append("switched protocols (101)")
+        body = _first_body(self.raw)
+        if self.statuses and self.statuses[0] >= 400 and not (self.statuses[0] in bare and not body):
+            try:
+                err = json.loads(body)["error"]
+                shaped = all(isinstance(err.get(k), str) for k in ("message", "type", "code"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                shaped = False
+            if not shaped:
+                out.append(f"status {self.statuses[0]} without an OpenAI-shaped body: {body[:120]!r}")
         return out
+
+
+def _first_body(data: bytes) -> bytes:
+    """The body of the first response in `data` (Content-Length framed, else up to the close)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return b""
+    cl = re.search(rb"\r\ncontent-length: *(\d+)", data[:end].lower())
+    return data[end + 4 : end + 4 + int(cl.group(1))] if cl else data[end + 4 :]
 
 
 _STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")

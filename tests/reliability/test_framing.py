@@ -1,7 +1,7 @@
 """The framing corpus (framing_cases.py) over raw sockets, against every rung under both
 servers, with the native mock counting what reaches the upstream. Each case: the expected
-4xx (505 for a version), or a close with no status when the request never ends; nothing
-forwarded; never two responses; and a good request right after gets 200."""
+4xx (505 for a version) with an OpenAI-shaped body, or a close with no status when the request
+never ends; nothing forwarded; never two responses; and a good request right after gets 200."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from gateway.launch import start_gateway
 from gateway.twins import NO_INTERPRETER_MODES
-from tests.reliability.framing_cases import CASES, LIMITS, good_request, run_case
+from tests.reliability.framing_cases import BARE, CASES, LIMITS, good_request, run_case
 from tests.reliability.rungs import RUNGS
 
 KEY = "sk-gatewaylab-framing"
@@ -56,8 +56,47 @@ def test_case_is_held(gateway, mock, case):
     outcome = run_case(host, port, case, KEY)
     forwarded = _total(mock) - before
     good = good_request(host, port, KEY)
-    problems = outcome.problems(case, forwarded, LIMITS.get((server, case.name)))
+    problems = outcome.problems(
+        case, forwarded, LIMITS.get((server, case.name)), BARE.get(server, frozenset())
+    )
     if good != 200:
         problems.append(f"the next good request got {good}")
     assert _total(mock) - before == forwarded + 1 or good != 200
     assert not problems, f"{case.name} ({case.ref}): {problems}; raw answer {outcome.raw[:300]!r}"
+
+
+def test_pipelined_requests_are_each_answered(gateway, mock):
+    """Three requests in one write (chunked with an extension and a trailer, Content-Length,
+    chunked in many small chunks): three 200s in order, three forwards. The uvicorn protocol
+    cuts the stream itself to count extensions and trailers (gateway/framing.py); this is the
+    case where a cut in the wrong place would show."""
+    import socket
+    import time
+
+    from tests.reliability.framing_cases import AUTH, BODY, TE, _cl, _head, _parse_responses
+
+    gateway, _server = gateway
+    port = int(gateway.url.rsplit(":", 1)[1])
+    raw = (
+        _head(TE)
+        + b"%x;e=1\r\n" % len(BODY)
+        + BODY
+        + b"\r\n0\r\nX-Sum: 1\r\n\r\n"
+        + _head(_cl())
+        + BODY
+        + _head(TE)
+        + b"".join(b"1\r\n" + BODY[i : i + 1] + b"\r\n" for i in range(len(BODY)))
+        + b"0\r\n\r\n"
+    ).replace(AUTH, b"Bearer " + KEY.encode())
+    before = _total(mock)
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        deadline = time.monotonic() + 30
+        while len(_parse_responses(data)) < 3 and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert _parse_responses(data) == [200, 200, 200], data[:600]
+    assert _total(mock) - before == 3

@@ -15,6 +15,11 @@
 //! Laid out as the Python twin is: the guard is `stages/guard.rs` (gateway/stages/guard.py),
 //! the error answers `errors.rs` (gateway/errors.py), `decide` and `respond` here and the
 //! stream relay in `pipeline/relay.rs` (gateway/pipeline.py's StreamRelay).
+//!
+//! Each stage counts the times it ran (`Pipeline::stage_runs`, [`RUN_STAGES`]; relaxed atomic
+//! adds), as the Python twin does: `ratelimit` counts only checks against a key that has
+//! limits, `forward`/`respond` count upstream answers handed back (`respond` for a whole answer,
+//! `relay` for a stream). The rungs export them as `gateway_stage_runs_total{stage}`.
 pub mod relay;
 
 use crate::errors::{error_body, py_repr, UpstreamFailure};
@@ -25,6 +30,7 @@ use crate::stages::ratelimit::{RateLimiter, Tokens};
 use crate::stages::waf::{Rule, RuleKind, Waf};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 pub use relay::StreamRelay;
@@ -32,6 +38,28 @@ pub use relay::StreamRelay;
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 pub const STAGES: [&str; 5] = ["auth", "parse", "waf", "ratelimit", "adapter"];
 pub const ANONYMOUS: &str = "anonymous";
+/// What `Pipeline::stage_runs` counts, in order (gateway/pipeline.py RUN_STAGES; the rungs add
+/// "audit", the records their ledger wrote).
+pub const RUN_STAGES: [&str; 9] = [
+    "guard",
+    "auth",
+    "parse",
+    "waf",
+    "route",
+    "ratelimit",
+    "adapter",
+    "forward",
+    "respond",
+];
+const GUARD: usize = 0;
+const AUTH: usize = 1;
+const PARSE: usize = 2;
+const WAF: usize = 3;
+const ROUTE: usize = 4;
+const RATELIMIT: usize = 5;
+const ADAPTER: usize = 6;
+const FORWARD: usize = 7;
+const RESPOND: usize = 8;
 const ROLES: [&str; 6] = [
     "system",
     "user",
@@ -363,6 +391,8 @@ pub struct Pipeline {
     anthropic: Adapter,
     /// group -> its deployments (the router picks the index), when the router is on
     targets: HashMap<String, Vec<Route>>,
+    /// times each stage ran (RUN_STAGES)
+    runs: [AtomicU64; RUN_STAGES.len()],
 }
 
 /// The span of the stage running now (`tracing`, exported by native/trace when a gateway
@@ -478,7 +508,18 @@ impl Pipeline {
             openai: Adapter::new(Kind::OpenAi),
             anthropic: Adapter::new(Kind::Anthropic),
             targets,
+            runs: std::array::from_fn(|_| AtomicU64::new(0)),
         })
+    }
+
+    /// (stage, times it ran) for every stage of [`RUN_STAGES`], since the pipeline was built.
+    pub fn stage_runs(&self) -> [(&'static str, u64); RUN_STAGES.len()] {
+        std::array::from_fn(|i| (RUN_STAGES[i], self.runs[i].load(Relaxed)))
+    }
+
+    #[inline]
+    fn ran(&self, stage: usize) {
+        self.runs[stage].fetch_add(1, Relaxed);
     }
 
     /// The request's model is a group the router routes.
@@ -577,6 +618,7 @@ impl Pipeline {
         // tracing spans of the stages (native/trace): with no subscriber they cost a branch
         let mut stage = Stage(None);
         stage.enter("guard");
+        self.ran(GUARD);
         let authorization = check_headers(req.headers, self.max_header, self.max_body)?;
         let body = req.body;
         if body.len() as u64 > self.max_body {
@@ -588,6 +630,7 @@ impl Pipeline {
         }
         let key_id: String = if self.auth_on {
             stage.enter("auth");
+            self.ran(AUTH);
             match self.auth.check(authorization) {
                 Some(k) => k.to_string(),
                 None => {
@@ -629,6 +672,7 @@ impl Pipeline {
             });
         }
         stage.enter("parse");
+        self.ran(PARSE);
         let parsed = adapter::parse(body)
             .map_err(|e| reject(400, "invalid_json", format!("invalid JSON body: {e}")))?;
         let text = prompt_text(&parsed).map_err(|BadRequest(code, msg)| reject(400, code, msg))?;
@@ -637,6 +681,7 @@ impl Pipeline {
         let mut audit = material(&model, prompt_tokens);
         if self.waf_on {
             stage.enter("waf");
+            self.ran(WAF);
             if let Some(rule) = self.waf.scan(&text) {
                 if let Some(a) = audit.as_mut() {
                     a.waf = format!("block:{rule}");
@@ -652,6 +697,7 @@ impl Pipeline {
             }
         }
         stage.enter("route");
+        self.ran(ROUTE);
         let Some((route, upstream_model)) = self.route(&model) else {
             return Err(Rejection {
                 audit,
@@ -675,11 +721,13 @@ impl Pipeline {
                     .map_or(Tokens::Huge, Tokens::N),
                 Tokens::Huge => Tokens::Huge,
             };
-            let wait = self
-                .ratelimit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .check(&key_id, cost, ctx.mono_ns);
+            let wait = {
+                let mut limiter = self.ratelimit.lock().unwrap_or_else(|e| e.into_inner());
+                if limiter.is_limited(&key_id) {
+                    self.ran(RATELIMIT); // a bucket is consulted (a key without limits is let through)
+                }
+                limiter.check(&key_id, cost, ctx.mono_ns)
+            };
             if wait > 0.0 {
                 if wait.is_infinite() {
                     let n = match cost {
@@ -709,6 +757,7 @@ impl Pipeline {
         }
         let up_body = if self.adapt_on {
             stage.enter("adapter");
+            self.ran(ADAPTER);
             let kind_name = match route.kind {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",
@@ -747,6 +796,8 @@ impl Pipeline {
         status: u16,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>, Option<&'static str>), UpstreamFailure> {
+        self.ran(FORWARD);
+        self.ran(RESPOND);
         if !(200..500).contains(&status) || (300..400).contains(&status) {
             return Err(UpstreamFailure::status(status));
         }
@@ -774,6 +825,7 @@ impl Pipeline {
     }
 
     pub fn relay(&self, fwd: &Forwarding) -> StreamRelay {
+        self.ran(FORWARD);
         StreamRelay::new(
             fwd.adapt.then(|| Adapter::new(fwd.kind)),
             fwd.public_model.clone(),
@@ -880,6 +932,54 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn stage_runs_count_what_ran() {
+        let runs = |p: &Pipeline| -> HashMap<&str, u64> { p.stage_runs().into_iter().collect() };
+        let h: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer sk")];
+        let ok = br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#;
+        // a key without limits: the limiter lets it through without a bucket, and is not counted
+        let p = Pipeline::new(&cfg(&STAGES)).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(run(&p, h, ok), Decision::Forward(_)));
+        }
+        let r = runs(&p);
+        for s in ["guard", "auth", "parse", "waf", "route", "adapter"] {
+            assert_eq!(r[s], 3, "{s}: {r:?}");
+        }
+        assert_eq!((r["ratelimit"], r["forward"], r["respond"]), (0, 0, 0));
+        // a key with limits: one bucket check per request; an answer counts forward + respond
+        let mut c = cfg(&STAGES);
+        c.keys[0].rpm = Some(1_000_000_000_000);
+        c.keys[0].tpm = Some(1_000_000_000_000_000);
+        let p = Pipeline::new(&c).unwrap();
+        let Decision::Forward(f) = run(&p, h, ok) else {
+            panic!("forwarded")
+        };
+        p.respond(
+            &f,
+            200,
+            br#"{"id":"x","object":"chat.completion","choices":[]}"#,
+        )
+        .ok();
+        let _ = p.relay(&f);
+        let r = runs(&p);
+        assert_eq!(
+            (r["ratelimit"], r["forward"], r["respond"]),
+            (1, 2, 1),
+            "{r:?}"
+        );
+        // a rejection stops the count where the request stopped: no key, no auth past the guard
+        let _ = run(&p, &[], ok);
+        let r = runs(&p);
+        assert_eq!((r["guard"], r["auth"], r["parse"]), (2, 2, 1), "{r:?}");
+        // the passthrough: the guard only
+        let p = Pipeline::new(&cfg(&[])).unwrap();
+        let _ = run(&p, &[], b"not json");
+        let r = runs(&p);
+        assert_eq!(r["guard"], 1);
+        assert_eq!(r.values().sum::<u64>(), 1, "{r:?}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The gateway's metric names, once for every rung, and the Prometheus text the Rust rungs
 //! write: `gateway_requests_total{route,status}`, `gateway_stage_seconds{stage}`,
 //! `gateway_audit_lag_seconds`, one `gateway_<name>_total` per [`COUNTERS`] entry, and the
-//! gauges. The Python rungs read [`COUNTERS`], [`STAGES`] and [`BUCKETS`] through the
-//! extension (`gateway._native`, read by gateway/metrics.py), so a name exists in one list.
-//! A counter family with labels (per-stage run counts, say) joins [`Metrics::render`].
+//! gauges, and `gateway_stage_runs_total{stage}` ([`RUN_STAGES`] and [`RUNS_AUDIT`]). The
+//! Python rungs read [`COUNTERS`], [`STAGES`], [`BUCKETS`], [`RUN_STAGES`] and [`RUNS_AUDIT`]
+//! through the extension (`gateway._native`, read by gateway/metrics.py), so a name exists in
+//! one list.
 //!
 //! Observations are relaxed atomic adds: no lock on the request path, whichever worker
 //! thread serves it.
@@ -23,6 +24,14 @@ const BUCKET_LABELS: [&str; 22] = [
     "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0",
     "10.0",
 ];
+
+/// The pipeline stages whose runs are counted, `gateway_stage_runs_total{stage}`: the core
+/// pipeline's list (what either pipeline twin counts; `ratelimit` only checks against a key
+/// with limits, `forward` upstream answers handed to respond or the relay, `respond` whole
+/// answers), then [`RUNS_AUDIT`].
+pub use gatewaylab_core::pipeline::RUN_STAGES;
+/// The last `gateway_stage_runs_total` label: the audit records the ledger wrote.
+pub const RUNS_AUDIT: &str = "audit";
 
 /// Hot-path stages: `decide` (guard to adapter, the pure pipeline), `forward` (the upstream
 /// exchange), `respond` (the response adapter), `spawn` (the audit hand-off), `total`, and
@@ -196,8 +205,9 @@ impl Metrics {
         &self.stage[stage as usize]
     }
 
-    /// The whole page; `gauges` are read by the caller at scrape time.
-    pub fn render(&self, gauges: &[(&str, f64)]) -> String {
+    /// The whole page; `gauges` and the pipeline's stage `runs` (in [`RUN_STAGES`]' order)
+    /// are read by the caller at scrape time.
+    pub fn render(&self, gauges: &[(&str, f64)], runs: &[u64; RUN_STAGES.len()]) -> String {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP gateway_requests_total HTTP requests by route and status\n");
         out.push_str("# TYPE gateway_requests_total counter\n");
@@ -232,6 +242,15 @@ impl Metrics {
             );
             let _ = writeln!(out, "gateway_{name}_total {}.0", c.load(Relaxed));
         }
+        // as gateway/metrics.py renders it: the pipeline's counts, then the records written
+        out.push_str(
+            "# HELP gateway_stage_runs_total times each stage ran (audit: records written)\n",
+        );
+        out.push_str("# TYPE gateway_stage_runs_total counter\n");
+        let audit = self.get(Counter::AuditRecords);
+        for (name, n) in RUN_STAGES.iter().zip(runs).chain([(&RUNS_AUDIT, &audit)]) {
+            let _ = writeln!(out, "gateway_stage_runs_total{{stage=\"{name}\"}} {n}.0");
+        }
         for (name, v) in gauges {
             let help = name.replace('_', " ");
             let _ = writeln!(
@@ -255,7 +274,7 @@ mod tests {
         m.observe(Stage::Total, 12_000);
         m.observe(Stage::Total, 1_000);
         m.incr(Counter::WafBlocks);
-        let t = m.render(&[("audit_queue_depth", 3.0)]);
+        let t = m.render(&[("audit_queue_depth", 3.0)], &[0; RUN_STAGES.len()]);
         assert!(t.contains(
             "gateway_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1.0\n"
         ));
@@ -270,13 +289,32 @@ mod tests {
     }
 
     #[test]
+    fn stage_runs_render_as_one_family() {
+        let m = Metrics::default();
+        m.set(Counter::AuditRecords, 2);
+        let mut runs = [0; RUN_STAGES.len()];
+        runs[0] = 3;
+        let t = m.render(&[], &runs);
+        let mut want = String::from(
+            "# HELP gateway_stage_runs_total times each stage ran (audit: records written)\n\
+             # TYPE gateway_stage_runs_total counter\n\
+             gateway_stage_runs_total{stage=\"guard\"} 3.0\n",
+        );
+        for s in &RUN_STAGES[1..] {
+            want.push_str(&format!("gateway_stage_runs_total{{stage=\"{s}\"}} 0.0\n"));
+        }
+        want.push_str("gateway_stage_runs_total{stage=\"audit\"} 2.0\n");
+        assert!(t.contains(&want), "{t}");
+    }
+
+    #[test]
     fn every_counter_has_its_name_and_renders() {
         let m = Metrics::default();
         for (k, c) in Counter::ALL.iter().enumerate() {
             assert_eq!(*c as usize, k, "Counter::ALL is in the enum's order");
             m.set(*c, k as u64 + 1);
         }
-        let t = m.render(&[]);
+        let t = m.render(&[], &[0; RUN_STAGES.len()]);
         for (k, c) in Counter::ALL.iter().enumerate() {
             assert!(
                 t.contains(&format!("gateway_{}_total {}.0\n", c.name(), k + 1)),

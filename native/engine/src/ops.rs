@@ -9,7 +9,7 @@ use gatewaylab_core::errors::{error_body, py_repr};
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, RUN_STAGES};
 use crate::unit::Unit;
 
 /// An endpoint's answer: status, content type, body.
@@ -411,13 +411,20 @@ impl Engine {
         out
     }
 
+    /// (stage, times it ran) for every stage of [`RUN_STAGES`] (the core pipeline's counts;
+    /// `gateway_stage_runs_total`, whose `audit` is [`Counter::AuditRecords`]).
+    pub fn stage_runs(&self) -> [(&'static str, u64); RUN_STAGES.len()] {
+        self.pipeline.stage_runs()
+    }
+
     /// GET /metrics (Prometheus text)
     pub fn metrics_text(&self) -> OpAnswer {
         self.sync_ledger_counters();
+        let runs = self.stage_runs().map(|(_, n)| n);
         OpAnswer {
             status: 200,
             content_type: PROMETHEUS,
-            body: self.metrics.render(&self.gauges()).into_bytes(),
+            body: self.metrics.render(&self.gauges(), &runs).into_bytes(),
         }
     }
 

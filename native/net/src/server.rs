@@ -21,6 +21,10 @@
 //! passed to it, and if it returns a response, that response is written and the connection
 //! closed before hyper sees the head. (Heads pipelined behind a request in flight are not
 //! checked: hyper's own framing, which is unambiguous, is all there is for them.)
+//! With `head_too_large` set, a head that grows past `max_header_bytes` or past
+//! `max_header_fields` lines is answered with that response (and the connection closed)
+//! before hyper's own buffer limit answers it with an empty 431; the same for pipelined heads
+//! is hyper's.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +51,11 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     pub drain_timeout: Duration,
     pub head_check: Option<HeadCheck>,
+    /// the whole response for a head over the limits (needs `head_check`), e.g. an
+    /// OpenAI-shaped 431; None leaves such heads to hyper
+    pub head_too_large: Option<Vec<u8>>,
+    /// header fields a head may have (hyper's own limit is 100)
+    pub max_header_fields: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +69,8 @@ impl Default for Limits {
             idle_timeout: None,
             drain_timeout: Duration::from_secs(30),
             head_check: None,
+            head_too_large: None,
+            max_header_fields: 100,
         }
     }
 }
@@ -88,6 +99,7 @@ where
     http.timer(TokioTimer::new())
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_header_fields)
         .header_read_timeout(limits.header_read_timeout);
     loop {
         let permit = tokio::select! {
@@ -103,7 +115,7 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let io = IdleIo::new(stream, limits.head_check.clone());
+        let io = IdleIo::new(stream, &limits);
         let activity = io.activity.clone();
         let svc = Tracked {
             inner: make_service(peer),
@@ -154,6 +166,8 @@ struct HeadScan {
     buf: Vec<u8>,
     active: bool,
     check: HeadCheck,
+    /// (hyper's buffer size, header fields, the answer) for a head over them
+    too_large: Option<(usize, usize, Vec<u8>)>,
     /// the answer to write instead of serving the head
     refused: Option<Vec<u8>>,
 }
@@ -178,6 +192,18 @@ impl HeadScan {
             .unwrap_or(self.buf.len());
         let body = &self.buf[start..];
         let end = find(body, b"\r\n\r\n").or_else(|| find(body, b"\n\n"));
+        if let Some((max_bytes, max_fields, answer)) = &self.too_large {
+            // over hyper's buffer (which holds the leading blank lines too) or over the
+            // fields, counted on what has arrived: answered before hyper refuses it bare
+            let head = &body[..end.unwrap_or(body.len())];
+            let lines = head.iter().filter(|&&b| b == b'\n').count();
+            if self.buf.len() >= *max_bytes || lines > *max_fields {
+                self.refused = Some(answer.clone());
+                self.active = false;
+                self.buf.clear();
+                return;
+            }
+        }
         if let Some(end) = end {
             self.refused = (self.check)(&body[..end]);
             self.active = false;
@@ -284,16 +310,23 @@ pub struct IdleIo {
 }
 
 impl IdleIo {
-    fn new(inner: TcpStream, check: Option<HeadCheck>) -> Self {
+    fn new(inner: TcpStream, limits: &Limits) -> Self {
         let activity = Activity {
             start: Some(Instant::now()),
             last_ns: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
         };
-        let scan = check.map(|check| HeadScan {
+        let scan = limits.head_check.clone().map(|check| HeadScan {
             buf: Vec::new(),
             active: false,
             check,
+            too_large: limits.head_too_large.clone().map(|answer| {
+                (
+                    limits.max_header_bytes.max(8192),
+                    limits.max_header_fields,
+                    answer,
+                )
+            }),
             refused: None,
         });
         Self {

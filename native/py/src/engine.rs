@@ -17,7 +17,7 @@ use crate::entry;
 use crate::errors::{guard, index_error, invalid_input};
 use bytes::Bytes;
 use gatewaylab_core::errors::error_body;
-use gatewaylab_engine::metrics::{BUCKETS, COUNTERS, STAGES};
+use gatewaylab_engine::metrics::{BUCKETS, COUNTERS, RUNS_AUDIT, RUN_STAGES, STAGES};
 use gatewaylab_engine::{BuildError, Engine, Reply, Spec};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -219,10 +219,11 @@ pub struct PyRsCore {
 
 impl PyRsCore {
     fn handle(&self) -> PyResult<tokio::runtime::Handle> {
-        let rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
-        rt.as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| invalid_input("RsCore is shut down"))
+        // the error object is made after the lock is released (docs/interpreters.md)
+        let h = (self.runtime.lock().unwrap_or_else(|e| e.into_inner()))
+            .as_ref()
+            .map(|r| r.handle().clone());
+        h.ok_or_else(|| invalid_input("RsCore is shut down"))
     }
 
     /// A proof from the ledger as JSON text, built detached; out of range -> AuditIndexError.
@@ -454,6 +455,12 @@ impl PyRsCore {
         out
     }
 
+    /// {stage: times it ran} of the core pipeline (gateway_stage_runs_total; "audit": stats()).
+    fn stage_runs(&self) -> HashMap<&'static str, u64> {
+        let _c = entry!("rs_core.stage_runs");
+        self.shared.engine.stage_runs().into_iter().collect()
+    }
+
     /// The stage histograms: {stage: (bucket counts, the last past every bound; sum ns)}.
     fn stage_histograms(&self) -> HashMap<&'static str, (Vec<u64>, u64)> {
         let _c = entry!("rs_core.stage_histograms");
@@ -508,6 +515,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("COUNTERS", COUNTERS.to_vec())?;
     m.add("STAGES", STAGES.to_vec())?;
     m.add("BUCKETS", BUCKETS.to_vec())?;
+    m.add("RUN_STAGES", RUN_STAGES.to_vec())?;
+    m.add("RUNS_AUDIT", RUNS_AUDIT)?;
     m.add_class::<PyRsCore>()
 }
 

@@ -64,10 +64,13 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 
 impl PyNativeForwarder {
     fn client(&self) -> PyResult<Upstream> {
-        let client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        client
-            .clone()
-            .ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))
+        // the error object is made after the lock is released (docs/interpreters.md)
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        client.ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))
     }
 
     /// The client and the request, made now: a bad URL or header raises here, unsent.

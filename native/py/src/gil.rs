@@ -119,7 +119,10 @@ impl Drop for Call {
 #[pyo3(signature = (reset = false))]
 pub fn gil_stats<'py>(py: Python<'py>, reset: bool) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
-    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    // copied out first: no Python object is made while the registry's lock is held (a thread
+    // registering its first call would wait for it attached; free-threaded, a collection
+    // triggered by an allocation here would then wait for that thread: docs/interpreters.md)
+    let reg: Vec<&'static EntryStats> = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for s in reg.iter() {
         let d = PyDict::new(py);
         d.set_item("calls", s.calls.load(Relaxed))?;

@@ -52,7 +52,12 @@ pub(crate) fn test_python() {
     });
 }
 
-#[pymodule]
+/// `gil_used = false`: the module declares it runs safely without the GIL on a free-threaded
+/// interpreter (docs/interpreters.md gives the argument): every class is `frozen` with its
+/// mutable state behind a Rust lock or atomics, bytes-likes that can change are copied before
+/// the GIL is released, and no Python API is called while holding a lock that an attached
+/// thread may wait for (such waits happen detached, or the lock is held for Rust work only).
+#[pymodule(gil_used = false)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("build_profile", BUILD_PROFILE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -11,6 +11,7 @@ use gatewaylab_core::pipeline::{
 use gatewaylab_core::stages::adapter::Kind;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
+use std::collections::HashMap;
 
 /// The pipeline (the router's config, when there is one, is the router twin's to check).
 fn parse_config(config_json: &str) -> PyResult<Pipeline> {
@@ -59,6 +60,11 @@ impl PyPipeline {
                 inner: parse_config(config_json)?,
             })
         })
+    }
+
+    /// {stage: times it ran} (gateway/pipeline.py `Pipeline.stage_runs`'s twin).
+    fn stage_runs(&self) -> HashMap<&'static str, u64> {
+        self.inner.stage_runs().into_iter().collect()
     }
 
     /// decide(method, path, headers, body, time_ns, mono_ns, request_id) ->

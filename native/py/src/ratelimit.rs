@@ -90,8 +90,10 @@ impl PyRateLimiter {
                 return Ok(0.0);
             };
             let key = key.to_str()?;
-            let mut rl = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if !rl.is_limited(key) {
+            // The lock is held for Rust work only, never across a Python call (the arguments
+            // are read between the two short holds): the set of limited keys is fixed at
+            // construction, so the answer of the first hold still stands at the second.
+            if !self.lock().is_limited(key) {
                 return Ok(0.0);
             }
             let bad_tokens = || {
@@ -118,8 +120,14 @@ impl PyRateLimiter {
                     ))
                 }
             };
-            Ok(rl.check(key, t, now))
+            Ok(self.lock().check(key, t, now))
         })
+    }
+}
+
+impl PyRateLimiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ratelimit::RateLimiter> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

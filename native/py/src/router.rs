@@ -5,7 +5,7 @@ use crate::errors::{guard, invalid_input};
 use gatewaylab_core::router::{self, Attempt, Outcome, Step};
 use pyo3::prelude::*;
 use pyo3::types::PyInt;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 #[pyclass(name = "Router", module = "gateway._native", frozen)]
 pub struct PyRouter {
@@ -66,8 +66,7 @@ impl PyRouter {
         let _c = entry!("router.begin");
         guard(|| {
             let (t, now) = (nonneg(tokens, "tokens")?, nonneg(now_ns, "now_ns")?);
-            let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let a = r.begin(group, t, now).map_err(invalid_input)?;
+            let a = self.lock().begin(group, t, now).map_err(invalid_input)?;
             Ok(PyAttempt {
                 inner: Mutex::new(a),
             })
@@ -83,14 +82,11 @@ impl PyRouter {
         let _c = entry!("router.next");
         guard(|| {
             let now = nonneg(now_ns, "now_ns")?;
-            let mut a = att.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let s = self
-                .inner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next(&mut a, now)
-                .map_err(invalid_input)?;
-            step(py, s)
+            let s = {
+                let mut a = att.lock();
+                self.lock().next(&mut a, now)
+            };
+            step(py, s.map_err(invalid_input)?)
         })
     }
 
@@ -110,14 +106,11 @@ impl PyRouter {
                 ))
             })?;
             let (lat, now) = (nonneg(latency_us, "latency_us")?, nonneg(now_ns, "now_ns")?);
-            let mut a = att.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let h = self
-                .inner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .report(&mut a, o, lat, now)
-                .map_err(invalid_input)?;
-            Ok(h.name())
+            let h = {
+                let mut a = att.lock();
+                self.lock().report(&mut a, o, lat, now)
+            };
+            Ok(h.map_err(invalid_input)?.name())
         })
     }
 
@@ -130,25 +123,31 @@ impl PyRouter {
         let _c = entry!("router.state");
         guard(|| {
             let now = nonneg(now_ns, "now_ns")?;
-            let h = self
-                .inner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .health(group, index, now)
-                .map_err(invalid_input)?;
-            Ok(h.name())
+            let h = self.lock().health(group, index, now);
+            Ok(h.map_err(invalid_input)?.name())
         })
     }
 
     fn in_flight(&self, group: &str, index: usize) -> PyResult<u64> {
         let _c = entry!("router.in_flight");
         guard(|| {
-            self.inner
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .in_flight(group, index)
-                .map_err(invalid_input)
+            let n = self.lock().in_flight(group, index);
+            n.map_err(invalid_input)
         })
+    }
+}
+
+// The locks are held for the core's bookkeeping only: every Python call (argument checks,
+// error objects, the returned tuple) happens outside them (docs/interpreters.md).
+impl PyRouter {
+    fn lock(&self) -> MutexGuard<'_, router::Router> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PyAttempt {
+    fn lock(&self) -> MutexGuard<'_, Attempt> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

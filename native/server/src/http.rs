@@ -118,10 +118,24 @@ async fn read_body(body: &mut Incoming, max: usize) -> Result<Bytes, GuardError>
                 return Err(GuardError::new(408, "request_timeout", msg));
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) => {
-                // hyper refused the body's framing (bad chunk size or extension) or the client went away
-                let msg = "client disconnected while sending the body";
-                return Err(GuardError::new(400, "client_disconnected", msg));
+            Ok(Some(Err(e))) => {
+                // hyper refused the body's framing (a bad chunk size, chunk extensions or
+                // trailers over its 16 KiB caps: an InvalidData I/O error under the body error),
+                // or the client went away; the Python rungs answer the first as
+                // gateway/framing.py does
+                let refused = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .filter(|io| io.kind() == std::io::ErrorKind::InvalidData);
+                return Err(match refused {
+                    Some(why) => {
+                        let msg = format!("malformed HTTP request: {why}");
+                        GuardError::new(400, "bad_http_framing", msg)
+                    }
+                    None => {
+                        let msg = "client disconnected while sending the body";
+                        GuardError::new(400, "client_disconnected", msg)
+                    }
+                });
             }
             Ok(Some(Ok(f))) => f,
         };
@@ -264,7 +278,23 @@ impl Shell {
 /// What the raw head shows and hyper's view hides: the core guard's `check_head`, written
 /// out as a whole response on a closing connection.
 fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
-    let r = guard::check_head(head)?;
+    guard::check_head(head).map(|r| whole_answer(&r))
+}
+
+/// The answer to a head over the net layer's limits (hyper's buffer, or more header fields
+/// than the guard's [`guard::MAX_HEADER_FIELDS`]): the guard's 431 `headers_too_large`,
+/// OpenAI-shaped, instead of hyper's bare 431.
+fn head_too_large_answer() -> Vec<u8> {
+    let msg = format!(
+        "request head too large (over the server's buffer or {} header fields)",
+        guard::MAX_HEADER_FIELDS
+    );
+    whole_answer(&GuardError::new(431, "headers_too_large", msg))
+}
+
+/// A refusal as a whole HTTP/1.1 response on a closing connection (written by the net layer
+/// before hyper sees the head).
+fn whole_answer(r: &GuardError) -> Vec<u8> {
     let body = r.body();
     let reason = StatusCode::from_u16(r.status)
         .ok()
@@ -277,7 +307,7 @@ fn raw_head_check(head: &[u8]) -> Option<Vec<u8>> {
     )
     .into_bytes();
     out.extend_from_slice(&body);
-    Some(out)
+    out
 }
 
 async fn listen(
@@ -355,12 +385,16 @@ pub fn run(spec: ServerSpec) -> Result<(), String> {
         let max_header = e.config().pipeline.max_header_bytes as usize;
         let limits = gatewaylab_net::server::Limits {
             max_connections: 4096,
-            // above the guard's own limit, so its 400 headers_too_large answers first
+            // above the guard's own limit, so its 431 headers_too_large answers first
             max_header_bytes: max_header.saturating_mul(2).max(16 * 1024) + 4096,
             header_read_timeout: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(30),
             head_check: Some(Arc::new(raw_head_check)),
+            // a head over hyper's buffer or field count: the guard's 431, OpenAI-shaped, not
+            // hyper's bare one (the Python rungs give the same: gateway/framing.py, guard.py)
+            head_too_large: Some(head_too_large_answer()),
+            max_header_fields: guard::MAX_HEADER_FIELDS,
         };
         if let Some(unit) = e.unit() {
             // a worker of a unit: its peers reach its shard here (bound before it announces)

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(rescan.valid_end, s.valid_end);
     if s.version == Version::V2 {
         let mut zeroed = data[..s.valid_end].to_vec();
-        zeroed.extend(std::iter::repeat(0u8).take(1 + data.len() % 40));
+        zeroed.extend(std::iter::repeat_n(0u8, 1 + data.len() % 40));
         let z = scan(&zeroed).expect("zero fill after a valid prefix is torn, not corrupt");
         assert_eq!(z.payloads, s.payloads, "zero fill adds no records");
         assert_eq!(z.valid_end, s.valid_end);

@@ -6,7 +6,8 @@
 use crate::errors::error_body;
 
 /// A request refused before it is read or decided (gateway/errors.py GuardError): never
-/// audited; a framing error closes the connection.
+/// audited; a framing error (400) or an oversized head (431, as hyper closes) closes the
+/// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardError {
     pub status: u16,
@@ -18,7 +19,7 @@ pub struct GuardError {
 
 impl GuardError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        let headers = if status == 400 {
+        let headers = if status == 400 || status == 431 {
             vec![("connection", "close".to_string())]
         } else {
             Vec::new()
@@ -34,6 +35,14 @@ impl GuardError {
     pub fn body(&self) -> Vec<u8> {
         error_body(self.status, &self.message, self.code)
     }
+}
+
+/// hyper's default (rs-server, granian): a head with more header fields is refused with 431.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// 431 (RFC 6585 §5), closing the connection as hyper does for a head over its buffer.
+fn too_large_head(message: String) -> GuardError {
+    GuardError::new(431, "headers_too_large", message)
 }
 
 fn framing(code: &'static str, message: &str) -> GuardError {
@@ -124,10 +133,14 @@ pub fn check_headers<'h>(
         }
     }
     if total > max_header_bytes {
-        return Err(framing(
-            "headers_too_large",
-            &format!("request headers exceed {max_header_bytes} bytes"),
-        ));
+        return Err(too_large_head(format!(
+            "request headers exceed {max_header_bytes} bytes"
+        )));
+    }
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Err(too_large_head(format!(
+            "more than {MAX_HEADER_FIELDS} header fields"
+        )));
     }
     if let Some(te) = te {
         if content_length.is_some() {
