@@ -331,16 +331,19 @@ class LabMagics(Magics):
             display(panel.widget)
         return run_sweep_with_panel(panel, **kwargs)
 
-    # %bench mmr|spawn|wal [options]
+    # %bench NAME [options]: every `gatewaylab bench` benchmark (instructions included)
     @line_magic
     def bench(self, line: str):
+        from harness.commands.bench import _available
+
+        names = _available()
         argv = shlex.split(line)
         if not argv or argv[0] in ("-h", "--help"):
-            print("usage: %bench mmr|spawn|wal [benchmark options, e.g. --quick]")
+            print(f"usage: %bench {'|'.join(names)} [benchmark options, e.g. --quick]")
             return None
         name, rest = argv[0], argv[1:]
-        if name not in ("mmr", "spawn", "wal", "hash", "entropy", "stages"):
-            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected mmr|spawn|wal")
+        if name not in names:
+            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected {'|'.join(names)}")
         return bench_frame(name, run_bench(name, rest))
 
     # %%profile [--tool py-spy|scalene]
