@@ -110,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--components",
         nargs="*",
         help=f"also (or, with no --modes/--targets, only) per-component counts: {','.join(COMPONENTS)} "
-        "(no value: all)",
+        "or one stage (stage.auth, stage.waf.4k, ...); no value: all",
     )
     p.add_argument("--impl", choices=["python", "rust", "both"], default="both", help="components' twins")
     p.add_argument("--n1", type=int, default=N1, help=f"requests in the smaller run (default {N1})")

@@ -48,8 +48,23 @@ def component_cases(components: Iterable[str], impls: Sequence[str]) -> list[dic
     """The driver cases of `components` for the twins `impls`; ConfigError on an unknown name."""
     cases: list[dict[str, Any]] = []
     for comp in components:
+        if comp.startswith("stage."):  # one stage: stage.auth, stage.waf.4k, ...
+            st = comp.removeprefix("stage.")
+            if st in PYTHON_ONLY_STAGES:
+                cases += (
+                    [{"kind": "stage", "stage": st, "impl": "python", "api": "call"}]
+                    if "python" in impls
+                    else []
+                )
+            elif st in STAGES:
+                cases += [{"kind": "stage", "stage": st, "impl": i, "api": "call"} for i in impls]
+            else:
+                raise ConfigError(
+                    f"component {comp!r}: no such stage; stages: {', '.join(PYTHON_ONLY_STAGES + STAGES)}"
+                )
+            continue
         if comp not in COMPONENTS:
-            raise ConfigError(f"component {comp!r}: expected one of {', '.join(COMPONENTS)}")
+            raise ConfigError(f"component {comp!r}: expected one of {', '.join(COMPONENTS)} or stage.NAME")
         if comp == "stages":
             for st in PYTHON_ONLY_STAGES:
                 if "python" in impls:
