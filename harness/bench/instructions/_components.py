@@ -119,37 +119,16 @@ def _component_blocks(c: dict[str, Any], n1: int, n2: int) -> tuple[float | None
 def _record_blocks(n1: int, n2: int) -> float:
     """SHA-256 blocks per audit record of the `record` driver: request and response body
     hashes, the leaf hash of each record, and the MMR's new nodes."""
-    from gateway.audit.job import AuditJob, RecordAssembler
-    from gateway.pipeline import AuditMaterial
+    from gateway.audit.job import RecordAssembler
     from gateway.twins import Switches
-    from harness.bench.instructions._driver import REQUEST_BODY, _response_body
+    from harness.bench.instructions._driver import record_jobs
 
-    asm = RecordAssembler(Switches("py"))
-    resp = _response_body()
-
-    def leaf_blocks(n: int) -> int:
-        total = 0
-        for i in range(n):
-            job = AuditJob(
-                AuditMaterial(
-                    1_700_000_000_000_000_000 + i,
-                    f"req-{i:012d}",
-                    "default",
-                    "gpt-4o-mini",
-                    REQUEST_BODY,
-                    12,
-                    "pass",
-                ),
-                200,
-                resp,
-                False,
-                1500 + i % 100,
-            )
-            total += sha256_blocks(1 + len(asm.payload(i, job)))
-        return total
-
-    per = sha256_blocks(len(REQUEST_BODY)) + sha256_blocks(len(resp))
-    return per + (leaf_blocks(n2) - leaf_blocks(n1) + mmr_node_blocks(n2) - mmr_node_blocks(n1)) / (n2 - n1)
+    asm = RecordAssembler(Switches("py"))  # both twins assemble the same bytes
+    jobs = record_jobs(n2)
+    leaf = [sha256_blocks(1 + len(asm.payload(i, j))) for i, j in enumerate(jobs)]
+    bodies = sha256_blocks(len(jobs[0].request_body)) + sha256_blocks(len(jobs[0].response))
+    nodes = mmr_node_blocks(n2) - mmr_node_blocks(n1)
+    return bodies + (sum(leaf[n1:]) + nodes) / (n2 - n1)
 
 
 def measure_components(

@@ -1,7 +1,8 @@
 """The driver `gatewaylab bench instructions --components` runs under Cachegrind (and natively,
-to time the SHA-256 paths). Never imported by the parent.
+to time the SHA-256 paths). The parent imports it only for `record_jobs`, to count the
+SHA-256 blocks of the records the `record` case assembles.
 
-    python -m harness.bench._instr_driver CASE_JSON UNITS
+    python -m harness.bench.instructions._driver CASE_JSON UNITS
 
 builds the case's inputs for every size in CASE_JSON["sizes"] (so two runs at different
 UNITS do exactly the same set-up), then does UNITS units of its work. The parent runs it at
@@ -29,16 +30,10 @@ import sys
 import tempfile
 import time
 
-# What an audit record is made of (the gateway's own types; the bodies a benchmark sends).
+# The request body of an audit record (the bytes a benchmark client sends).
 REQUEST_BODY = json.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise the GIL in one line."}]}
 ).encode()
-
-
-def _response_body() -> bytes:
-    from harness.bench.stages import RESPONSE
-
-    return RESPONSE
 
 
 def _per_size(c, make):
@@ -97,17 +92,14 @@ def case_wal(c, units):
     return run_batch
 
 
-def case_record(c, units):
-    from gateway.audit.job import AuditJob, RecordAssembler
-    from gateway.audit.ledger import AuditLedger
+def record_jobs(n: int) -> list:
+    """n audit jobs as the hot path hands them over: the benchmark's request, the stage
+    benchmark's 9-token response (the parent counts their SHA-256 blocks from these too)."""
+    from gateway.audit.job import AuditJob
     from gateway.pipeline import AuditMaterial
-    from gateway.twins import Switches
+    from harness.bench.stages import RESPONSE
 
-    sw = Switches("py" if c["impl"] == "python" else "py+rs")
-    asm = RecordAssembler(sw)
-    ledger = AuditLedger(tempfile.mkdtemp(prefix="gatewaylab-instr-ledger-"), fsync="none", switches=sw)
-    response = _response_body()
-    make = lambda n: [  # noqa: E731
+    return [
         AuditJob(
             AuditMaterial(
                 time_ns=1_700_000_000_000_000_000 + i,
@@ -119,13 +111,23 @@ def case_record(c, units):
                 waf="pass",
             ),
             200,
-            response,
+            RESPONSE,
             False,
             1500 + i % 100,
         )
         for i in range(n)
     ]
-    jobs = _per_size(c, make)[units]
+
+
+def case_record(c, units):
+    from gateway.audit.job import RecordAssembler
+    from gateway.audit.ledger import AuditLedger
+    from gateway.twins import Switches
+
+    sw = Switches("py" if c["impl"] == "python" else "py+rs")
+    asm = RecordAssembler(sw)
+    ledger = AuditLedger(tempfile.mkdtemp(prefix="gatewaylab-instr-ledger-"), fsync="none", switches=sw)
+    jobs = _per_size(c, record_jobs)[units]
 
     def run():
         payload, append = asm.payload, ledger.append
