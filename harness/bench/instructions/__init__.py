@@ -10,6 +10,7 @@ operation), counted exactly by Cachegrind.
     run.per_request("rs-server")                           # median Ir per request, governance on
     run.ratio("rs-server", "rs-server@off")                # rs-server against its own passthrough
     run.ratio("py", "py+rs")                               # names: target, target@governance
+    run.ratio("py", "py+rs", without_sha_skew=True)        # an estimate with SHA-256 as natively
     comps = instructions.measure_components(("stages", "mmr"), repeat=2)
     comps.ratio("stage.auth.python", "stage.auth.rust")    # a twin's advantage, per call
     comps.ratio("mmr.rust.per_leaf", "mmr.rust.batch")     # names: component.impl[.api]

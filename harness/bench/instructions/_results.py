@@ -71,10 +71,21 @@ class InstructionRun:
         `mmr.rust.batch`, `record.python`, `sha256.openssl`)."""
         return self._find(name)["median"]
 
-    def ratio(self, a: str, b: str) -> float:
+    def ratio(self, a: str, b: str, without_sha_skew: bool = False) -> float:
         """median(a) / median(b). Names: `target` (governance on, or a peer),
-        `target@governance` (`rs-server@off`), or a component's key (`mmr.python.per_leaf`)."""
-        return self._find(a)["median"] / self._find(b)["median"]
+        `target@governance` (`rs-server@off`), or a component's key (`mmr.python.per_leaf`).
+
+        The default is exact (Cachegrind counts on both sides). `without_sha_skew=True`
+        first takes each side's SHA-256 skew off its median: an estimate of the ratio with
+        the hashing as the native CPU does it (the skew's native side is estimated where the
+        machine has no hardware counters); KeyError when a side's skew is not modelled."""
+        sa, sb = self._find(a), self._find(b)
+        if not without_sha_skew:
+            return sa["median"] / sb["median"]
+        for name, s in ((a, sa), (b, sb)):
+            if s.get("sha256_skew_per_unit") is None:
+                raise KeyError(f"{name!r}: its SHA-256 skew is not modelled (a peer's hashing is unknown)")
+        return (sa["median"] - sa["sha256_skew_per_unit"]) / (sb["median"] - sb["sha256_skew_per_unit"])
 
     # -- tables
     def frame(self, table: str = "instructions"):
