@@ -15,6 +15,15 @@ from harness.bench.instructions import _cachegrind as cg
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def precompile() -> None:
+    """Byte-compile the checkout's packages first: a run that compiled a changed module's .pyc
+    would count the compiler too (hundreds of thousands of instructions, in one run only)."""
+    import compileall
+
+    for pkg in ("gateway", "harness"):
+        compileall.compile_dir(str(ROOT / pkg), quiet=2, workers=1)
+
+
 def driver_argv(case: dict, units: int) -> list[str]:
     """`python -m harness.bench.instructions._driver CASE UNITS` with this interpreter."""
     return [sys.executable, "-m", "harness.bench.instructions._driver", json.dumps(case), str(units)]

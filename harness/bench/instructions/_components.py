@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.errors import ConfigError, GatewayLabError
 from harness.bench.instructions import _cachegrind as cg
-from harness.bench.instructions._common import one_line, run_driver
+from harness.bench.instructions._common import one_line, precompile, run_driver
 from harness.bench.instructions._results import InstructionRun
 from harness.bench.instructions._sha256 import (
     SHA256_CALLS,
@@ -154,6 +154,7 @@ def measure_components(
     sizes = {**COMPONENT_UNITS, **(sizes or {})}
     cases = component_cases(components, impls)
     log = log or (lambda s: None)
+    precompile()
     cal = sha256_calibration()
     run = InstructionRun(sha256=cal)
     t_start = time.monotonic()

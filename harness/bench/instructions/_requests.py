@@ -19,7 +19,7 @@ from typing import Any
 
 from gateway.errors import ConfigError, GatewayLabError
 from harness.bench.instructions import _cachegrind as cg
-from harness.bench.instructions._common import one_line
+from harness.bench.instructions._common import one_line, precompile
 from harness.bench.instructions._results import PEER_GOVERNANCE, InstructionRun, key, run_meta
 from harness.bench.instructions._sha256 import (
     hash_impl,
@@ -347,6 +347,7 @@ def measure(
     todo = specs(targets, governance)
     log = log or (lambda s: None)
     prof = resolve(profile)
+    precompile()
     cal = sha256_calibration()
     params = {
         "targets": list(dict.fromkeys(s.target for s in todo)),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayLabError
-from harness.bench.instructions._common import driver_argv, driver_env, last_line, run_driver
+from harness.bench.instructions._common import driver_argv, driver_env, last_line, precompile, run_driver
 
 SHA256_UNITS = (64, 192)  # blocks per message in the two Cachegrind runs, hashed SHA256_CALLS times
 SHA256_CALLS = 16
@@ -106,6 +106,7 @@ def sha256_calibration(refresh: bool = False) -> dict[str, Any]:
     global _CALIBRATION
     if _CALIBRATION is not None and not refresh:
         return _CALIBRATION
+    precompile()
     n1, n2 = SHA256_UNITS
     calls = SHA256_CALLS
     flags = _cpu_flags()
