@@ -267,6 +267,12 @@ INSTRUCTIONS: dict[str, tuple[str, str]] = {
     "processes": ("int64", "processes Cachegrind followed (and summed) in the larger run"),
     "audit_records": ("int64", "records in the ledger after the larger run (0 with the audit off)"),
     "wall_s": ("float64", "wall seconds of both runs under Cachegrind"),
+    "serve_s_n1": (
+        "float64",
+        "seconds the smaller run served (ready to stop): held to the larger run's, so work on a "
+        "timer (uvicorn's tick) cancels",
+    ),
+    "serve_s_n2": ("float64", "seconds the larger run served (ready to stop)"),
     **_SKEW,
     "label": ("string", "exact: cachegrind Ir, user space"),
 }

@@ -20,12 +20,15 @@ operation), counted exactly by Cachegrind.
 Method (docs/architecture.md "Measurements"). Each target runs under `valgrind
 --tool=cachegrind --cache-sim=no --trace-children=yes` (the gateway's processes only: the
 native mock and load generator run natively, pinned to their own cores by the hardware
-profile), from start to a graceful exit, twice: once serving N1 requests, once N2 (closed
+profile), from start to a graceful exit, twice: once serving N2 requests, then once N1 (closed
 loop, c = 1, one probe request before each). With the audit on, the gateway is stopped only
 once `/audit/root` counts every request, so the background audit work of all of them is in
-the count; the ledger is checked afterwards. Instructions per request =
-(I(N2) - I(N1)) / (N2 - N1): start-up, the probe and shutdown cancel. Components run a small
-driver (_driver.py) the same way at two sizes.
+the count; the ledger is checked afterwards. The smaller run is kept serving as long as the
+larger one did, so work on a timer (uvicorn's 10 Hz tick: ~120 k Ir a second on an idle py
+gateway) is the same in both. Instructions per request = (I(N2) - I(N1)) / (N2 - N1):
+start-up, the probe, timers and shutdown cancel. The checkout is byte-compiled first, and
+Python runs with PYTHONHASHSEED=0, so no run counts a compiler or a different hash seed. Components run a small
+driver (harness/bench/_instr_driver.py) the same way at two sizes.
 
 What the count sees: every instruction the gateway executes in user space, in every thread,
 the audit path included; it does not move with the machine's load. What it cannot see: time

@@ -25,8 +25,8 @@ def precompile() -> None:
 
 
 def driver_argv(case: dict, units: int) -> list[str]:
-    """`python -m harness.bench.instructions._driver CASE UNITS` with this interpreter."""
-    return [sys.executable, "-m", "harness.bench.instructions._driver", json.dumps(case), str(units)]
+    """`python -m harness.bench._instr_driver CASE UNITS` with this interpreter."""
+    return [sys.executable, "-m", "harness.bench._instr_driver", json.dumps(case), str(units)]
 
 
 def driver_env(extra: dict[str, str] | None = None) -> dict[str, str]:

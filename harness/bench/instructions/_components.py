@@ -1,4 +1,4 @@
-"""Instructions per unit of a component twin: a driver (_driver.py) under Cachegrind at two
+"""Instructions per unit of a component twin: a driver (harness/bench/_instr_driver.py) under Cachegrind at two
 sizes, differenced like requests."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from harness.bench.instructions._sha256 import (
     skew_fields,
 )
 
-# Components (`--components`): each expands to driver cases (_driver.py).
+# Components (`--components`): each expands to driver cases (harness/bench/_instr_driver.py).
 STAGES = (
     "auth",
     "waf.short",
@@ -121,7 +121,7 @@ def _record_blocks(n1: int, n2: int) -> float:
     hashes, the leaf hash of each record, and the MMR's new nodes."""
     from gateway.audit.job import RecordAssembler
     from gateway.twins import Switches
-    from harness.bench.instructions._driver import record_jobs
+    from harness.bench._instr_driver import record_jobs
 
     asm = RecordAssembler(Switches("py"))  # both twins assemble the same bytes
     jobs = record_jobs(n2)
@@ -139,7 +139,7 @@ def measure_components(
     log: Callable[[str], None] | None = None,
 ) -> InstructionRun:
     """Instructions per unit of each component twin: a driver under Cachegrind at two sizes
-    (harness/bench/instructions/_driver.py), differenced like requests. Units: a stage call, an MMR
+    (harness/bench/_instr_driver.py), differenced like requests. Units: a stage call, an MMR
     leaf, a WAL record, an audit record (entropy + record + hashes + MMR + WAL), a SHA-256 block."""
     cg.valgrind()
     if not isinstance(repeat, int) or repeat < 1:

@@ -52,6 +52,7 @@ class Sample:
     processes: int
     wall_s: float
     sha_by_symbol: int
+    serve_s: float = 0.0  # from ready to stop
     audit_records: int = 0
     leaf_blocks: int = 0  # SHA-256 blocks of every MMR leaf hash H(0x00 || record)
     request_bytes: int = 0
@@ -147,7 +148,11 @@ class _Bench:
             CHAT_BODY,
         )
 
-    def sample(self, spec: Spec, n: int, workdir: Path) -> Sample:
+    def sample(self, spec: Spec, n: int, workdir: Path, hold_s: float = 0.0) -> Sample:
+        """One life of the target under Cachegrind serving `n` requests. `hold_s`: keep it
+        serving at least this long (from ready to stop) before stopping it, so that work on
+        a timer (uvicorn's 10 Hz tick costs a py gateway ~120 k Ir a second, idle) is the
+        same in both runs of a pair and cancels."""
         from harness.configs import write_benchmark_config
         from harness.native_procs import run_load
 
@@ -196,6 +201,7 @@ class _Bench:
             if why:
                 raise Unfollowable(why) from None
             raise GatewayLabError(f"did not start under Cachegrind: {one_line(e)}") from None
+        t_ready = time.monotonic()
         try:
             status, answer = _post(proc.url + shape.path, body, dict(shape.headers), REQUEST_TIMEOUT_S)
             if status != 200:
@@ -217,6 +223,10 @@ class _Bench:
             audit_on = spec.kind == "rung" and GOVERNANCE[spec.governance][1] == "on"
             if audit_on:
                 _wait_audit(proc.url, n + 1, STOP_TIMEOUT_S)
+            left = hold_s - (time.monotonic() - t_ready)
+            if left > 0:
+                time.sleep(left)
+            serve_s = time.monotonic() - t_ready
         except BaseException:
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -234,6 +244,7 @@ class _Bench:
             ir=counts.total,
             processes=len(counts.by_pid),
             wall_s=time.monotonic() - t0,
+            serve_s=serve_s,
             sha_by_symbol=counts.matching(cg.SHA256_SYMBOLS),
             request_bytes=len(body),
             response_bytes=len(answer),
@@ -282,6 +293,8 @@ def _request_row(spec: Spec, rep: int, a: Sample, b: Sample, server: str, cal: d
         "processes": b.processes,
         "audit_records": b.audit_records,
         "wall_s": a.wall_s + b.wall_s,
+        "serve_s_n1": a.serve_s,
+        "serve_s_n2": b.serve_s,
         **skew_fields(blocks, impl, per, by_symbol, cal),
         "label": cg.LABEL,
     }
@@ -371,12 +384,13 @@ def measure(
                         continue
                     head = _head(spec, rep, server)
                     try:
-                        samples = []
+                        stem = base / f"r{rep}-{spec.key.replace('@', '-').replace('+', 'p')}"
+                        # the larger run first: the smaller one then serves as long as it did
+                        big = bench.sample(spec, n2, Path(f"{stem}-n{n2}"))
+                        small = bench.sample(spec, n1, Path(f"{stem}-n{n1}"), hold_s=big.serve_s)
                         for n in (n1, n2):
-                            d = base / f"r{rep}-{spec.key.replace('@', '-').replace('+', 'p')}-n{n}"
-                            samples.append(bench.sample(spec, n, d))
-                            shutil.rmtree(d, ignore_errors=True)
-                        row = _request_row(spec, rep, samples[0], samples[1], server, cal)
+                            shutil.rmtree(f"{stem}-n{n}", ignore_errors=True)
+                        row = _request_row(spec, rep, small, big, server, cal)
                         log(
                             f"{spec.key} r{rep}: {row['ir_per_unit']:,.0f} Ir/request "
                             f"({row['wall_s']:.0f} s under Cachegrind)"

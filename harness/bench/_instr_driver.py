@@ -1,8 +1,9 @@
 """The driver `gatewaylab bench instructions --components` runs under Cachegrind (and natively,
-to time the SHA-256 paths). The parent imports it only for `record_jobs`, to count the
+to time the SHA-256 paths). It lives outside the `instructions` package so that running it
+imports only what its case needs. The parent imports it only for `record_jobs`, to count the
 SHA-256 blocks of the records the `record` case assembles.
 
-    python -m harness.bench.instructions._driver CASE_JSON UNITS
+    python -m harness.bench._instr_driver CASE_JSON UNITS
 
 builds the case's inputs for every size in CASE_JSON["sizes"] (so two runs at different
 UNITS do exactly the same set-up), then does UNITS units of its work. The parent runs it at
