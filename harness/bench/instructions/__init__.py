@@ -22,8 +22,9 @@ Method (docs/architecture.md "Measurements"). Each target runs under `valgrind
 native mock and load generator run natively, pinned to their own cores by the hardware
 profile), from start to a graceful exit, twice: once serving N2 requests, then once N1 (closed
 loop, c = 1, one probe request before each). With the audit on, the gateway is stopped only
-once `/audit/root` counts every request, so the background audit work of all of them is in
-the count; the ledger is checked afterwards. The smaller run is kept serving as long as the
+once its WAL holds a record of every request (read from the file, not by polling the
+gateway) and one `/audit/root` request counts them, so the background audit work of all of
+them is in the count; the ledger is checked again afterwards. The smaller run is kept serving as long as the
 larger one did, so work on a timer (uvicorn's 10 Hz tick: ~120 k Ir a second on an idle py
 gateway) is the same in both. Instructions per request = (I(N2) - I(N1)) / (N2 - N1):
 start-up, the probe, timers and shutdown cancel. The checkout is byte-compiled first, and
