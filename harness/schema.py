@@ -273,6 +273,11 @@ INSTRUCTIONS: dict[str, tuple[str, str]] = {
         "timer (uvicorn's tick) cancels",
     ),
     "serve_s_n2": ("float64", "seconds the larger run served (ready to stop)"),
+    "upstream_extra": (
+        "int64",
+        "requests the target sent the upstream beyond one per client request in the larger run "
+        "(0 on our rungs; a peer's own calls)",
+    ),
     **_SKEW,
     "label": ("string", "exact: cachegrind Ir, user space"),
 }
