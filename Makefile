@@ -6,14 +6,16 @@ NATIVE_STAMP := .venv/.native-stamp
 SYS_STAMP    := .venv/.sys-stamp
 RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) -print)
 # Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures),
-# python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
-SYS_PKGS := wrk chromium python3-dev
+# python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3),
+# valgrind (Cachegrind: `gatewaylab bench instructions`, instructions per request)
+SYS_PKGS := wrk chromium python3-dev valgrind
 
 .PHONY: dev demo test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools api-fuzz lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
-$(SYS_STAMP):
+# re-checked when this file changes (a package added to SYS_PKGS reaches existing checkouts)
+$(SYS_STAMP): Makefile
 	@mkdir -p .venv
 	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -185,7 +185,7 @@ def run_bench(
     args: list[str] | None = None,
     json_out: str | Path | None = None,
     quiet: bool = False,
-    timeout_s: float = 1800,
+    timeout_s: float | None = 1800,
 ) -> dict:
     """Run `gatewaylab bench NAME ARGS --json OUT` in a child process (pyperf spawns its own
     workers, which a kernel cannot host) and return the parsed JSON."""
@@ -331,17 +331,21 @@ class LabMagics(Magics):
             display(panel.widget)
         return run_sweep_with_panel(panel, **kwargs)
 
-    # %bench mmr|spawn|wal [options]
+    # %bench NAME [options]: every `gatewaylab bench` benchmark (instructions included)
     @line_magic
     def bench(self, line: str):
+        from harness.commands.bench import _available
+
+        names = _available()
         argv = shlex.split(line)
         if not argv or argv[0] in ("-h", "--help"):
-            print("usage: %bench mmr|spawn|wal [benchmark options, e.g. --quick]")
+            print(f"usage: %bench {'|'.join(names)} [benchmark options, e.g. --quick]")
             return None
         name, rest = argv[0], argv[1:]
-        if name not in ("mmr", "spawn", "wal", "hash", "entropy", "stages"):
-            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected mmr|spawn|wal")
-        return bench_frame(name, run_bench(name, rest))
+        if name not in names:
+            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected {'|'.join(names)}")
+        # instruction counts run targets under valgrind for many minutes; their own steps are bounded
+        return bench_frame(name, run_bench(name, rest, timeout_s=None if name == "instructions" else 1800))
 
     # %%profile [--tool py-spy|scalene]
     @cell_magic

@@ -211,9 +211,16 @@ class PeerTarget:
         return on_disk_version(self.peer)
 
     def start(
-        self, mock_url: str, cpus: Iterable[int], workdir: str | os.PathLike | None = None
+        self,
+        mock_url: str,
+        cpus: Iterable[int],
+        workdir: str | os.PathLike | None = None,
+        wrapper: Iterable[str] | None = None,
+        ready_timeout_s: float | None = None,
     ) -> PeerProcess:
-        """Start the peer pinned to `cpus`, pointed at the mock; return once it answers."""
+        """Start the peer pinned to `cpus`, pointed at the mock; return once it answers.
+        `wrapper` is a command prefix to run it under (e.g. Cachegrind; then give a longer
+        `ready_timeout_s` than the peer's own)."""
         pin = pins()[self.peer]
         have = on_disk_version(self.peer)
         if have != pin["version"]:
@@ -236,7 +243,7 @@ class PeerTarget:
         log_path = str(wd / f"{self.name}.log")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                self.argv(port, wd, cpu_list),
+                [*(wrapper or ()), *self.argv(port, wd, cpu_list)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -248,14 +255,14 @@ class PeerTarget:
         pp = PeerProcess(self.name, proc, f"http://127.0.0.1:{port}", log_path, wd)
         pp.mock_url = mock_url
         try:
-            self._wait_ready(pp)
+            self._wait_ready(pp, self.ready_timeout_s if ready_timeout_s is None else ready_timeout_s)
         except BaseException:
             pp.stop()
             raise
         return pp
 
-    def _wait_ready(self, pp: PeerProcess) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
+    def _wait_ready(self, pp: PeerProcess, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
             if not pp.alive():
@@ -273,9 +280,7 @@ class PeerTarget:
             except OSError as e:
                 last = f"{type(e).__name__}"
             time.sleep(0.1)
-        raise PeerError(
-            f"{self.name} not ready after {self.ready_timeout_s:.0f} s ({last}): {pp.output(600).strip()!r}"
-        )
+        raise PeerError(f"{self.name} not ready after {timeout_s:.0f} s ({last}): {pp.output(600).strip()!r}")
 
     def probe(self, pp: PeerProcess, api_key: str, stream: bool = False) -> dict[str, Any]:
         """Send one real request, and one with a wrong key; return {"status", "headers", "seen",
