@@ -1298,6 +1298,7 @@ class Sweep:
 
         tools = flamegraph_tools(cfg.mode)
         fg_s = max(1.0, self.duration_s)
+        at = f"{row['rate']:g} req/s" if self.loop == "open" else f"c={row['concurrency']}"
         where = self.run.path / "flamegraphs"
         rel = lambda p: os.path.relpath(p, self.run.path)  # noqa: E731
         if PYSPY in tools:
@@ -1325,7 +1326,7 @@ class Sweep:
                 rate=self.pyspy_rate,
                 cpus=self.profile.harness_cpus,
                 load=load,
-                title=f"{row['cell']}: {native_threads(cfg.mode)}",
+                title=f"{cfg.mode} at {at}: {native_threads(cfg.mode)}",
             )
             raw["perf_flamegraph"] = pf
             threads = ", ".join(f"{n} ({k} samples)" for n, k in pf["threads"].items())

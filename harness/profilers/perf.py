@@ -198,7 +198,7 @@ def record(
             svg,
             title=title or f"{stem}: every thread (perf)",
             subtitle=f"{out['label']}; {out['samples']} samples, {out['unwound_share']:.0%} whole stacks; "
-            f"{out['process'][:90]}; threads: {names}",
+            f"{out['process'].split(':', 1)[0]}; threads: {names}",
         )
         out["svg"] = str(svg)
         out["speedscope"] = str(
