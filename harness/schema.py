@@ -295,9 +295,10 @@ def frame(table: str, rows: Iterable[dict[str, Any]]):
 
     cols = TABLES[table]
     df = pd.DataFrame(list(rows))
-    for name in cols:
-        if name not in df.columns:
-            df[name] = pd.Series([None] * len(df), dtype="object")
+    absent = [name for name in cols if name not in df.columns]
+    if absent:  # added at once: one column at a time fragments the frame (pandas warns)
+        fill = pd.DataFrame({n: pd.Series([None] * len(df), dtype="object", index=df.index) for n in absent})
+        df = pd.concat([df, fill], axis=1)
     df = df[list(cols)]
     for name, (dtype, _) in cols.items():
         if dtype == "string":
