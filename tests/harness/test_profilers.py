@@ -311,3 +311,27 @@ def test_cachegrind_files_are_valgrind_output(cg_runs):
         assert any("gatewaylab-server" in c for c in prof.commands), prof.commands
         r = subprocess.run(["cg_annotate", "--auto=no", str(files[0])], capture_output=True, text=True)
         assert r.returncode == 0 and f"{prof.summary:,}" in r.stdout
+
+
+def test_report_lists_the_flamegraphs_by_path():
+    import pandas as pd
+
+    from harness.report import _flamegraphs_md
+
+    cells = pd.DataFrame(
+        [
+            {
+                "cell": "rs-core||asgi|c=8",
+                "repeat": 0,
+                "flamegraph_svg": "flamegraphs/a.svg",
+                "flamegraph_label": "sampled (py-spy --native, 100 Hz); pid 1; the Python threads",
+                "perf_flamegraph_svg": "flamegraphs/a.perf.svg",
+                "perf_flamegraph_label": "sampled (perf cpu-clock, 100 Hz); 10 samples",
+            },
+            {"cell": "py||asgi|c=8", "repeat": 0, "flamegraph_svg": "", "perf_flamegraph_svg": ""},
+        ]
+    )
+    md = "\n".join(_flamegraphs_md(cells))
+    assert md.count("\n| rs-core\\|\\|asgi\\|c=8 | 0 |") == 2
+    assert "`flamegraphs/a.perf.svg` | sampled (perf cpu-clock, 100 Hz)" in md and "py\\|" not in md
+    assert _flamegraphs_md(cells.iloc[1:]) == []
