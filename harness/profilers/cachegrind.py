@@ -32,7 +32,7 @@ import os
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,16 @@ class Profile:
     files: dict[str, Counter] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
     events: str = ""
+
+    @classmethod
+    def from_counts(cls, summary: int, by_file_function: Mapping[tuple[str, str], int]) -> Profile:
+        """A profile from counts already read, keyed (file, function) as `cg_annotate` keys
+        them (e.g. `harness.bench.instructions._cachegrind.Counts`: `.total`, `.functions`)."""
+        prof = cls(summary=int(summary), events="Ir")
+        for (fl, fn), ir in by_file_function.items():
+            prof.functions[fn] += ir
+            prof.files.setdefault(fn, Counter())[fl or NO_FILE] += ir
+        return prof
 
 
 def read(files: Files) -> Profile:

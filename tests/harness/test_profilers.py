@@ -233,6 +233,28 @@ def test_per_function_instructions_per_request(cg_runs):
     assert [r["rank"] for r in rows] == list(range(1, 16)) and rows[0]["label"] == cachegrind.LABEL
 
 
+def test_a_view_from_counts_read_elsewhere(cg_runs):
+    """Counts keyed (file, function), as another reader of the same files keeps them, give
+    the same view as the files."""
+    from collections import Counter
+
+    runs, _ = cg_runs
+    direct = cachegrind.per_request_functions(runs[N1], runs[N2], N1, N2)
+
+    def keyed(prof):
+        return Counter({(fl, fn): ir for fn, files in prof.files.items() for fl, ir in files.items()})
+
+    a, b = cachegrind.read(runs[N1]), cachegrind.read(runs[N2])
+    view = cachegrind.FunctionView(
+        N1,
+        N2,
+        cachegrind.Profile.from_counts(a.summary, keyed(a)),
+        cachegrind.Profile.from_counts(b.summary, keyed(b)),
+    )
+    assert view.per_request == direct.per_request
+    assert [f.as_row() for f in view.top(30)] == [f.as_row() for f in direct.top(30)]
+
+
 def test_per_function_counts_match_cg_annotate(cg_runs):
     """Valgrind's own tools on the same two files (cg_diff, then cg_annotate listing every
     file:function pair) give the same per-function differences, function by function."""
