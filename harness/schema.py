@@ -160,7 +160,17 @@ CELLS: dict[str, tuple[str, str]] = {
     "gil_other_share": ("float64", "GIL view 1 (sampled): share held by all other threads"),
     "probes_missing": ("string", "'probe: reason; ...' for every probe that could not run"),
     "flamegraph_svg": ("string", "relative path of the py-spy --native flamegraph (on request)"),
-    "speedscope_json": ("string", "relative path of the speedscope profile (on request)"),
+    "speedscope_json": ("string", "relative path of the py-spy speedscope profile (on request)"),
+    "flamegraph_label": ("string", "how the py-spy flamegraph was made: sampled, rate, process, threads"),
+    "perf_flamegraph_svg": (
+        "string",
+        "relative path of the perf flamegraph, every thread (on request; rungs with native threads, peers)",
+    ),
+    "perf_speedscope_json": ("string", "relative path of the perf profile as speedscope JSON (on request)"),
+    "perf_flamegraph_label": (
+        "string",
+        "how the perf flamegraph was made: sampled (perf cpu-clock, N Hz), process, threads and their samples",
+    ),
     "scalene_json": ("string", "relative path of the scalene profile (on request)"),
     "gateway_pid": ("float64", "gateway process id"),
     "started_at": ("string", "UTC ISO time the cell's window started"),
@@ -389,9 +399,10 @@ def frame(table: str, rows: Iterable[dict[str, Any]]):
 
     cols = columns(table)
     df = pd.DataFrame(list(rows))
-    for name in cols:
-        if name not in df.columns:
-            df[name] = pd.Series([None] * len(df), dtype="object")
+    absent = [name for name in cols if name not in df.columns]
+    if absent:  # added at once: one column at a time fragments the frame (pandas warns)
+        fill = pd.DataFrame({n: pd.Series([None] * len(df), dtype="object", index=df.index) for n in absent})
+        df = pd.concat([df, fill], axis=1)
     df = df[list(cols)]
     for name, (dtype, _) in cols.items():
         if dtype == "string":

@@ -148,6 +148,8 @@ class PeerProcess:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        # a JIT's perf map (node --perf-basic-prof writes /tmp/perf-<pid>.map while it runs)
+        Path(f"/tmp/perf-{self.proc.pid}.map").unlink(missing_ok=True)
         return self.proc.returncode
 
     def __enter__(self) -> PeerProcess:
@@ -181,6 +183,9 @@ class PeerTarget:
     # what it runs besides forwarding, as this adapter starts it (checked in part by `probe`:
     # a request with a wrong key must be refused, a 4xx, exactly when `auth` says so)
     governance: Governance = Governance()
+    # what runs the peer: "python" (py-spy sees its frames), "node" (a JIT: perf names its
+    # code through node's perf map) or "native" (a compiled binary: perf); harness.targets
+    runtime: str = "native"
 
     # ---- hooks
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
@@ -205,6 +210,13 @@ class PeerTarget:
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         return None if 200 <= status < 300 else f"HTTP {status}: {body[:200]!r}"
 
+    def profiling_env(self) -> dict[str, str]:
+        """Environment that lets perf name the peer's frames (a JIT's map file), for a
+        peer started to be profiled; nothing for a compiled or Python peer."""
+        from harness.profilers.perf import PERF_MAP_ENV
+
+        return dict(PERF_MAP_ENV) if self.runtime == "node" else {}
+
     # ---- shared
     @property
     def version(self) -> str | None:
@@ -217,10 +229,12 @@ class PeerTarget:
         workdir: str | os.PathLike | None = None,
         wrapper: Iterable[str] | None = None,
         ready_timeout_s: float | None = None,
+        profiling: bool = False,
     ) -> PeerProcess:
         """Start the peer pinned to `cpus`, pointed at the mock; return once it answers.
         `wrapper` is a command prefix to run it under (e.g. Cachegrind; then give a longer
-        `ready_timeout_s` than the peer's own)."""
+        `ready_timeout_s` than the peer's own). `profiling`: with `profiling_env()` (perf can
+        then name a JIT's frames)."""
         pin = pins()[self.peer]
         have = on_disk_version(self.peer)
         if have != pin["version"]:
@@ -240,6 +254,8 @@ class PeerTarget:
         env = {k: v for k, v in os.environ.items() if k not in _DROP}
         env.update(TELEMETRY_OFF)
         env.update(self.env(mock_url, cpu_list, port))
+        if profiling:
+            env.update(self.profiling_env())
         log_path = str(wd / f"{self.name}.log")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
