@@ -6,14 +6,17 @@ NATIVE_STAMP := .venv/.native-stamp
 SYS_STAMP    := .venv/.sys-stamp
 RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) -print)
 # Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures),
-# python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3)
-SYS_PKGS := wrk chromium python3-dev
+# python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3),
+# valgrind (Cachegrind: `gatewaylab bench instructions`, instructions per request),
+# linux-perf (native flamegraphs: perf record -e cpu-clock)
+SYS_PKGS := wrk chromium python3-dev valgrind linux-perf
 
-.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools api-fuzz lab clean sysdeps peers
+.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools flame-tools api-fuzz lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
-$(SYS_STAMP):
+# re-checked when this file changes (a package added to SYS_PKGS reaches existing checkouts)
+$(SYS_STAMP): Makefile
 	@mkdir -p .venv
 	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -54,12 +57,12 @@ test-rust: dev
 peers: dev
 	$(PY) -m harness.cli peers install
 
-test-py: dev peers
+test-py: dev peers flame-tools
 	$(PY) -m pytest -q
 
 # then the exports as a reader sees them: each notebook's blog folder rendered in headless
 # Chromium, screenshots in the run folder (tests/notebooks/test_blog_exports.py, newest ci run)
-test-notebooks: dev
+test-notebooks: dev flame-tools
 	$(PY) -m harness.notebooks --profile ci
 	$(PY) -m pytest -q -p no:cacheprovider tests/notebooks/test_blog_exports.py
 
@@ -77,6 +80,14 @@ FUZZ_SMOKE_SECONDS ?= 5
 
 fuzz-tools:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+# Native flamegraphs (docs/profiling.md): inferno folds `perf script` output and draws the SVG;
+# perf itself is Debian's (SYS_PKGS). Idempotent: once in cargo's bin folder, a second run returns at once.
+INFERNO_VERSION ?= 0.12.8
+flame-tools:
+	@PATH="$${CARGO_HOME:-$$HOME/.cargo}/bin:$$PATH"; \
+	command -v inferno-flamegraph >/dev/null && command -v inferno-collapse-perf >/dev/null || \
+	  cargo install inferno --locked --version $(INFERNO_VERSION)
 
 test-fuzz: dev fuzz-tools
 	native/core/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
@@ -96,7 +107,7 @@ test: dev peers test-rust test-fuzz test-py test-bundle test-notebooks
 demo: dev
 	$(PY) -m harness.demo
 
-lab: dev
+lab: dev flame-tools
 	.venv/bin/jupyter lab --ip 127.0.0.1 notebooks/
 
 clean:

@@ -15,7 +15,7 @@ COMMANDS = {
     "mock": "run the native mock upstream",
     "load": "run the native load generator",
     "sweep": "concurrency sweep over modes/switches/shells",
-    "bench": "microbenchmarks: mmr|spawn|wal|hash|entropy|stages",
+    "bench": "microbenchmarks: mmr|spawn|wal|hash|entropy|stages|...; instructions (Cachegrind)",
     "report": "write report.md / report.html for a run folder",
     "compare": "compare two run folders (significance and factor)",
     "audit": "append/verify/prove/consistency on a WAL file",

@@ -365,6 +365,7 @@ def write_markdown(run_dir: Path, run, t) -> Path:
                 )
             )
             md.append("")
+        md += _flamegraphs_md(cells)
         bad = cells[cells["status"] != "ok"]
         if len(bad):
             md += ["## Failed or interrupted cells", ""]
@@ -383,6 +384,22 @@ def write_markdown(run_dir: Path, run, t) -> Path:
     p = run_dir / "report.md"
     p.write_text("\n".join(md) + "\n")
     return p
+
+
+def _flamegraphs_md(cells) -> list[str]:
+    """The flamegraphs of the run (`--flamegraph`), by path in the run folder, with their labels."""
+    rows = []
+    for r in cells.to_dict("records"):
+        for tool, svg, label in (
+            ("py-spy", "flamegraph_svg", "flamegraph_label"),
+            ("perf", "perf_flamegraph_svg", "perf_flamegraph_label"),
+        ):
+            if r.get(svg):
+                how = str(r.get(label) or "")[:300]
+                rows.append([r["cell"].replace("|", "\\|"), str(r["repeat"]), tool, f"`{r[svg]}`", how])
+    if not rows:
+        return []
+    return ["## Flamegraphs (sampled)", "", _md_table(rows, ["cell", "repeat", "tool", "SVG", "how"]), ""]
 
 
 GIL_VIEW_COLS = [

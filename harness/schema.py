@@ -9,6 +9,9 @@ A sweep run folder holds these tidy Parquet tables (one row per measurement):
 - ``gil_threads.parquet`` GIL view 1 (sampled): one row per cell, repeat and thread
 - ``gil_entries.parquet`` GIL view 2 (exact): one row per cell, repeat and Rust entry point
 - ``workers.parquet``   one row per cell, repeat and gateway worker: its CPU and GIL views
+- ``instructions.parquet`` / ``instr_components.parquet``  `gatewaylab bench instructions`:
+                        instructions per request (per target, governance, repeat) and per
+                        unit of a component, each with its SHA-256 skew
 
 Units are in the column names (``_us`` microseconds, ``_s`` seconds, ``_mb`` MiB). Every
 GIL/loop column belongs to a view whose label (exact or sampled) is in ``LABELS``. A probe
@@ -157,7 +160,17 @@ CELLS: dict[str, tuple[str, str]] = {
     "gil_other_share": ("float64", "GIL view 1 (sampled): share held by all other threads"),
     "probes_missing": ("string", "'probe: reason; ...' for every probe that could not run"),
     "flamegraph_svg": ("string", "relative path of the py-spy --native flamegraph (on request)"),
-    "speedscope_json": ("string", "relative path of the speedscope profile (on request)"),
+    "speedscope_json": ("string", "relative path of the py-spy speedscope profile (on request)"),
+    "flamegraph_label": ("string", "how the py-spy flamegraph was made: sampled, rate, process, threads"),
+    "perf_flamegraph_svg": (
+        "string",
+        "relative path of the perf flamegraph, every thread (on request; rungs with native threads, peers)",
+    ),
+    "perf_speedscope_json": ("string", "relative path of the perf profile as speedscope JSON (on request)"),
+    "perf_flamegraph_label": (
+        "string",
+        "how the perf flamegraph was made: sampled (perf cpu-clock, N Hz), process, threads and their samples",
+    ),
     "scalene_json": ("string", "relative path of the scalene profile (on request)"),
     "gateway_pid": ("float64", "gateway process id"),
     "started_at": ("string", "UTC ISO time the cell's window started"),
@@ -255,6 +268,92 @@ WORKERS: dict[str, tuple[str, str]] = {
     "gil_main_share": ("float64", "GIL view 1 (sampled) in this worker: share held by its event-loop thread"),
 }
 
+# `gatewaylab bench instructions` (harness/bench/instructions.py): one row per target x
+# governance x repeat (a request) or per component x repeat (a call, leaf or record). Every
+# count is exact (Cachegrind Ir, user space) and carries its SHA-256 skew beside it.
+_SKEW: dict[str, tuple[str, str]] = {
+    "sha256_blocks_per_unit": (
+        "float64",
+        "SHA-256 blocks (64 bytes) hashed per unit, counted from the payload sizes (null: not modelled)",
+    ),
+    "sha256_ir_per_unit": (
+        "float64",
+        "instructions of those blocks under Cachegrind (blocks x the path's exact Ir per block)",
+    ),
+    "sha256_native_ir_est_per_unit": (
+        "float64",
+        "what the same blocks cost natively, in instructions (perf when the machine has counters, "
+        "else an estimate from native timing: sha256_method)",
+    ),
+    "sha256_skew_per_unit": (
+        "float64",
+        "sha256_ir_per_unit - sha256_native_ir_est_per_unit: instructions Cachegrind counts that the "
+        "native run does not execute (SHA-NI hidden by valgrind)",
+    ),
+    "sha256_skew_share": ("float64", "sha256_skew_per_unit / ir_per_unit"),
+    "sha256_ir_by_symbol_per_unit": (
+        "float64",
+        "Ir in functions named like SHA-256 (Rust sha2; OpenSSL here has no symbols): a cross-check",
+    ),
+    "sha256_method": ("string", "how the native side of the skew was obtained"),
+}
+
+INSTRUCTIONS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name ('' outside a run folder)"),
+    "target": ("string", "a rung's mode (py, py+rs, rs-core, rs-server) or a peer target (noveum, ...)"),
+    "target_kind": ("string", "rung or peer"),
+    "governance": (
+        "string",
+        "rungs: on (every stage + ledger), off (--stages none --audit off), stages-only, audit-only; "
+        "peers: as-shipped",
+    ),
+    "stages": ("string", "--stages given to the rung ('' for peers)"),
+    "audit": ("string", "--audit given to the rung ('' for peers)"),
+    "server": ("string", "the Python rungs' ASGI server (uvicorn, granian); '' otherwise"),
+    "repeat": ("int64", "repeat index, 0-based (repeats are the outer loop)"),
+    "status": ("string", "ok | failed | unfollowable (valgrind cannot run the target)"),
+    "error": ("string", "why a row is not ok, in one line"),
+    "n1": ("int64", "requests in the smaller run (closed loop, c = 1)"),
+    "n2": ("int64", "requests in the larger run"),
+    "ir_n1": ("float64", "Ir of the gateway's processes over the whole smaller run (start to exit)"),
+    "ir_n2": ("float64", "Ir over the whole larger run"),
+    "ir_per_unit": ("float64", "instructions per request: (ir_n2 - ir_n1) / (n2 - n1)"),
+    "processes": ("int64", "processes Cachegrind followed (and summed) in the larger run"),
+    "audit_records": ("int64", "records in the ledger after the larger run (0 with the audit off)"),
+    "wall_s": ("float64", "wall seconds of both runs under Cachegrind"),
+    "serve_s_n1": (
+        "float64",
+        "seconds the smaller run served (ready to stop): held to the larger run's, so work on a "
+        "timer (uvicorn's tick) cancels",
+    ),
+    "serve_s_n2": ("float64", "seconds the larger run served (ready to stop)"),
+    "upstream_extra": (
+        "int64",
+        "requests the target sent the upstream beyond one per client request in the larger run "
+        "(0 on our rungs; a peer's own calls)",
+    ),
+    **_SKEW,
+    "label": ("string", "exact: cachegrind Ir, user space"),
+}
+
+INSTR_COMPONENTS: dict[str, tuple[str, str]] = {
+    "run_id": ("string", "run folder name ('' outside a run folder)"),
+    "component": ("string", "stage.auth, stage.waf.short, ..., mmr, wal, record, sha256"),
+    "impl": ("string", "python | rust (sha256: openssl | rust)"),
+    "api": ("string", "per_leaf | batch (mmr), per_record | batch (wal), call (stages, record), block"),
+    "unit": ("string", "call | leaf | record | block"),
+    "repeat": ("int64", "repeat index"),
+    "status": ("string", "ok | failed"),
+    "error": ("string", "why a row is not ok"),
+    "n1": ("int64", "units in the smaller driver run"),
+    "n2": ("int64", "units in the larger driver run"),
+    "ir_n1": ("float64", "Ir of the smaller driver run"),
+    "ir_n2": ("float64", "Ir of the larger driver run"),
+    "ir_per_unit": ("float64", "instructions per unit: (ir_n2 - ir_n1) / (n2 - n1)"),
+    **_SKEW,
+    "label": ("string", "exact: cachegrind Ir, user space"),
+}
+
 TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "cells": CELLS,
     "baseline": BASELINE,
@@ -263,6 +362,20 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "gil_entries": GIL_ENTRIES,
     "workers": WORKERS,
 }
+# Tables of benchmarks that write into a run folder of their own (not a sweep's tables).
+BENCH_TABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "instructions": INSTRUCTIONS,
+    "instr_components": INSTR_COMPONENTS,
+}
+
+
+def columns(table: str) -> dict[str, tuple[str, str]]:
+    """A table's columns: name -> (dtype, description)."""
+    cols = TABLES.get(table) or BENCH_TABLES.get(table)
+    if cols is None:
+        raise KeyError(f"unknown table {table!r}; known: {', '.join([*TABLES, *BENCH_TABLES])}")
+    return cols
+
 
 # Which measurement label each view carries (docs/architecture.md "Measurements").
 LABELS: dict[str, str] = {
@@ -273,6 +386,7 @@ LABELS: dict[str, str] = {
     "cpu (/proc)": "exact",
     "rss_peak (20 Hz sampling)": "sampled",
     "latency (HDR, load generator)": "exact",
+    "instructions (cachegrind Ir, user space)": "exact",
 }
 
 # Key of one cell (repeats share it).
@@ -283,11 +397,12 @@ def frame(table: str, rows: Iterable[dict[str, Any]]):
     """Rows -> a DataFrame with exactly the table's columns, in order, with their dtypes."""
     import pandas as pd
 
-    cols = TABLES[table]
+    cols = columns(table)
     df = pd.DataFrame(list(rows))
-    for name in cols:
-        if name not in df.columns:
-            df[name] = pd.Series([None] * len(df), dtype="object")
+    absent = [name for name in cols if name not in df.columns]
+    if absent:  # added at once: one column at a time fragments the frame (pandas warns)
+        fill = pd.DataFrame({n: pd.Series([None] * len(df), dtype="object", index=df.index) for n in absent})
+        df = pd.concat([df, fill], axis=1)
     df = df[list(cols)]
     for name, (dtype, _) in cols.items():
         if dtype == "string":
@@ -304,7 +419,7 @@ def frame(table: str, rows: Iterable[dict[str, Any]]):
 def validate(table: str, df) -> list[str]:
     """Problems with a loaded table (missing columns, wrong dtypes); empty when it conforms."""
     problems = []
-    for name, (dtype, _) in TABLES[table].items():
+    for name, (dtype, _) in columns(table).items():
         if name not in df.columns:
             problems.append(f"{table}: missing column {name}")
         elif str(df[name].dtype) not in (dtype, {"string": "str"}.get(dtype, dtype)) and not (
@@ -317,5 +432,5 @@ def validate(table: str, df) -> list[str]:
 def describe(table: str = "cells") -> str:
     """Markdown documentation of a table."""
     lines = ["| column | dtype | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | {t} | {d} |" for k, (t, d) in TABLES[table].items()]
+    lines += [f"| `{k}` | {t} | {d} |" for k, (t, d) in columns(table).items()]
     return "\n".join(lines)

@@ -590,6 +590,13 @@ class Sweep:
         self.order = order
         round_order(self.configs, 0, order)  # validates
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
+        if flamegraph:  # said once here; each cell's probes_missing says it again
+            from harness.profilers.perf import missing_tools
+            from harness.targets import PERF, flamegraph_tools
+
+            why = missing_tools() if any(PERF in flamegraph_tools(c.mode) for c in self.configs) else None
+            if why:
+                print(f"--flamegraph: {why}; the perf flamegraphs will be missing")
         self.upstream = self.upstreams[next(iter(self.upstreams))]  # the first (the only one, usually)
         self.out, self.progress, self.on_cell, self.name = out, progress, on_cell, name
         self.server, self.env = server, dict(env or {})
@@ -864,6 +871,7 @@ class Sweep:
             self.mocks[cfg.upstream].url,
             self.profile.gateway_cpus,
             workdir=self.run.artefact(f"peers/{cfg.stem}"),
+            profiling=self.flamegraph,  # a JIT peer writes the map perf names its code by
         )
         check = t.probe(self.gateway, API_KEY, stream=self.stream)
         self.peer_checks[cfg.mode] = check["seen"]
@@ -1230,29 +1238,9 @@ class Sweep:
                 missing.append(f"gil_ownership: {NO_GIL}")
             else:
                 self._fill_pyspy(row, spy_res, missing, key, cfg, c, rep)
-            if self.flamegraph and not interp:
-                missing.append(
-                    f"flamegraph: {NOT_APPLICABLE}"
-                    if not peer
-                    else "flamegraph: not recorded (a peer, not our gateway)"
-                )
-            elif self.flamegraph:
-                fg = outside.record_flamegraph(
-                    pid,
-                    max(1.0, self.duration_s),
-                    self.run.path / "flamegraphs",
-                    stem,
-                    rate=self.pyspy_rate,
-                    cpus=self.profile.harness_cpus,
-                    load=lambda: self._load(url, c, max(1.5, self.duration_s + 0.5)),
-                )
-                raw["flamegraph"] = fg
-                if fg["svg"]:
-                    row["flamegraph_svg"] = os.path.relpath(fg["svg"], self.run.path)
-                if fg["speedscope"]:
-                    row["speedscope_json"] = os.path.relpath(fg["speedscope"], self.run.path)
-                if fg["missing"]:
-                    missing.append(f"flamegraph: {fg['missing']}")
+            if self.flamegraph:
+                drive = lambda: self._load(url, c, max(1.5, self.duration_s + 0.5), shape)  # noqa: E731
+                self._flamegraphs(cfg, pid, stem, drive, row, raw, missing)
             statuses = None
             if counted:
                 runs = _diff(after["stage_runs"], before["stage_runs"])
@@ -1301,6 +1289,59 @@ class Sweep:
                 with contextlib.suppress(Exception):
                     self.on_cell(dict(row))
         return row
+
+    def _flamegraphs(self, cfg: Config, pid: int, stem: str, load, row, raw, missing) -> None:
+        """The cell's flamegraphs, each over a window of its own after the measured one (a
+        profiler never runs during the measured window): py-spy on the Python threads, perf
+        on every thread (`harness.targets.flamegraph_tools`), each with its label."""
+        from harness.profilers import perf
+        from harness.targets import PERF, PYSPY, flamegraph_tools, native_threads
+
+        tools = flamegraph_tools(cfg.mode)
+        fg_s = max(1.0, self.duration_s)
+        at = f"{row['rate']:g} req/s" if self.loop == "open" else f"c={row['concurrency']}"
+        where = self.run.path / "flamegraphs"
+        rel = lambda p: os.path.relpath(p, self.run.path)  # noqa: E731
+        if PYSPY in tools:
+            fg = outside.record_flamegraph(
+                pid, fg_s, where, stem, rate=self.pyspy_rate, cpus=self.profile.harness_cpus, load=load
+            )
+            raw["flamegraph"] = fg
+            row["flamegraph_label"] = (
+                f"sampled (py-spy --native, {self.pyspy_rate} Hz); pid {pid}; the Python threads"
+            )
+            if fg["svg"]:
+                row["flamegraph_svg"] = rel(fg["svg"])
+            if fg["speedscope"]:
+                row["speedscope_json"] = rel(fg["speedscope"])
+            if fg["missing"]:
+                missing.append(f"flamegraph: {fg['missing']}")
+        elif cfg.kind == "rung":
+            missing.append(f"flamegraph (py-spy): {NOT_APPLICABLE}: see the perf flamegraph")
+        if PERF in tools:
+            pf = perf.record(
+                pid,
+                fg_s,
+                where,
+                stem,
+                rate=self.pyspy_rate,
+                cpus=self.profile.harness_cpus,
+                load=load,
+                title=f"{cfg.mode} at {at}: {native_threads(cfg.mode)}",
+            )
+            raw["perf_flamegraph"] = pf
+            threads = ", ".join(f"{n} ({k} samples)" for n, k in pf["threads"].items())
+            whole = f", {pf['unwound_share']:.0%} unwound whole" if pf["unwound_share"] is not None else ""
+            row["perf_flamegraph_label"] = (
+                f"{pf['label']}; {pf['samples']} samples{whole}; {pf['process']}; {native_threads(cfg.mode)}"
+                + (f"; threads: {threads}" if threads else "")
+            )
+            if pf["svg"]:
+                row["perf_flamegraph_svg"] = rel(pf["svg"])
+            if pf["speedscope"]:
+                row["perf_speedscope_json"] = rel(pf["speedscope"])
+            if pf["missing"]:
+                missing.append(f"perf flamegraph: {pf['missing']}")
 
     def _fill_inside(self, row, snap, missing, key, cfg, c, rep) -> None:
         if "error" in snap:

@@ -51,6 +51,39 @@ TARGETS: dict[str, Rung | PeerTarget] = {
 }
 
 
+# Which flamegraph tools see a target (harness.profilers): py-spy samples the Python threads
+# (Python frames and the native frames under them); perf samples every thread, so it is the
+# one view of a process without an interpreter and of the native threads beside one.
+PYSPY, PERF = "py-spy", "perf"
+# our rungs' processes: is there an interpreter, and native threads py-spy cannot see?
+_RUNG_THREADS = {
+    "py": (True, ""),
+    "py+rs": (True, "the Rust forwarder's Tokio runtime (gatewaylab-fwd)"),
+    "rs-core": (True, "the Rust pipeline's Tokio runtime and ledger thread"),
+    "rs-server": (False, "every thread: the binary's Tokio runtime and ledger thread"),
+}
+
+
+def flamegraph_tools(name: str) -> tuple[str, ...]:
+    """The flamegraph tools of a target, py-spy first: ("py-spy",), ("perf",) or both."""
+    t = target(name)
+    if isinstance(t, Rung):
+        interp, native = _RUNG_THREADS[name]
+        return (PYSPY,) * interp + (PERF,) * bool(native)
+    return (PYSPY,) if t.runtime == "python" else (PERF,)
+
+
+def native_threads(name: str) -> str:
+    """What perf sees in a target that py-spy does not (a label's words)."""
+    t = target(name)
+    if isinstance(t, Rung):
+        return _RUNG_THREADS[name][1]
+    return {
+        "node": "every thread; JS frames named from node's perf map (--perf-basic-prof): "
+        "function and file:line, as the bundle names them; V8-inlined functions show as their caller"
+    }.get(t.runtime, "every thread of the binary")
+
+
 def kind(t: Rung | PeerTarget) -> str:
     return "rung" if isinstance(t, Rung) else "peer"
 

@@ -7,6 +7,8 @@
     df = %bench mmr --quick
     %%profile --tool py-spy --native
     <cell>
+    %%profile --tool perf --target gateway      # every thread of the gateway, e.g. rs-server
+    <cell that drives it>
 
 The gateway and its native mock upstream run as child processes on 127.0.0.1 (through
 `harness.native_procs.start_mock` and `gateway.launch.start_gateway`); they are stopped by
@@ -185,7 +187,7 @@ def run_bench(
     args: list[str] | None = None,
     json_out: str | Path | None = None,
     quiet: bool = False,
-    timeout_s: float = 1800,
+    timeout_s: float | None = 1800,
 ) -> dict:
     """Run `gatewaylab bench NAME ARGS --json OUT` in a child process (pyperf spawns its own
     workers, which a kernel cannot host) and return the parsed JSON."""
@@ -331,34 +333,49 @@ class LabMagics(Magics):
             display(panel.widget)
         return run_sweep_with_panel(panel, **kwargs)
 
-    # %bench mmr|spawn|wal [options]
+    # %bench NAME [options]: every `gatewaylab bench` benchmark (instructions included)
     @line_magic
     def bench(self, line: str):
+        from harness.commands.bench import _available
+
+        names = _available()
         argv = shlex.split(line)
         if not argv or argv[0] in ("-h", "--help"):
-            print("usage: %bench mmr|spawn|wal [benchmark options, e.g. --quick]")
+            print(f"usage: %bench {'|'.join(names)} [benchmark options, e.g. --quick]")
             return None
         name, rest = argv[0], argv[1:]
-        if name not in ("mmr", "spawn", "wal", "hash", "entropy", "stages"):
-            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected mmr|spawn|wal")
-        return bench_frame(name, run_bench(name, rest))
+        if name not in names:
+            raise MagicUsageError(f"%bench: unknown benchmark {name!r}; expected {'|'.join(names)}")
+        # instruction counts run targets under valgrind for many minutes; their own steps are bounded
+        return bench_frame(name, run_bench(name, rest, timeout_s=None if name == "instructions" else 1800))
 
-    # %%profile [--tool py-spy|scalene]
+    # %%profile [--tool py-spy|perf|scalene] [--target kernel|gateway|PID]
     @cell_magic
     def profile(self, line: str, cell: str):
         p = _Parser(prog="%%profile")
-        p.add_argument("--tool", choices=["py-spy", "scalene"], default="py-spy")
+        p.add_argument("--tool", choices=["py-spy", "perf", "scalene"], default="py-spy")
+        p.add_argument(
+            "--target",
+            default="kernel",
+            help="the process to profile while the cell runs: kernel (this one, default), gateway "
+            "(the %%gateway session's) or a pid (a peer, say); py-spy and perf only",
+        )
         p.add_argument(
             "--out", default=None, help="folder for the profile (default: a temp folder kept for the session)"
         )
-        p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+        p.add_argument("--rate", type=int, default=None, help="samples per second (py-spy 250, perf 99)")
         p.add_argument("--native", action="store_true", help="py-spy: include native (Rust/C) frames")
         p.add_argument("--format", choices=["flamegraph", "speedscope"], default="flamegraph")
         a = p.parse_args(shlex.split(line))
+        pid = profile_target(a.target, a.tool)
         out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="lab-profile-"))
         out.mkdir(parents=True, exist_ok=True)
         if a.tool == "py-spy":
-            return profile_with_pyspy(self.shell, cell, out, rate=a.rate, native=a.native, fmt=a.format)
+            return profile_with_pyspy(
+                self.shell, cell, out, rate=a.rate or 250, native=a.native, fmt=a.format, pid=pid
+            )
+        if a.tool == "perf":
+            return profile_with_perf(self.shell, cell, out, pid, rate=a.rate or 99)
         return profile_with_scalene(cell, out)
 
 
@@ -367,17 +384,78 @@ def _exe(name: str) -> str:
     return str(cand) if cand.exists() else name
 
 
+def profile_target(target: str, tool: str) -> int:
+    """`--target` -> a pid: this kernel, the session's gateway (its app process), or a pid.
+    py-spy on a process without an interpreter is refused in one line naming perf."""
+    if target == "kernel":
+        return os.getpid()
+    if tool == "scalene":
+        raise MagicUsageError("%%profile: scalene runs the cell itself; --target is for py-spy and perf")
+    if target == "gateway":
+        s = session()
+        if not s.up:
+            raise MagicUsageError("%%profile --target gateway: no gateway is up (%gateway up --mode ...)")
+        from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
+
+        if tool == "py-spy" and s.mode in NO_INTERPRETER_MODES:
+            raise MagicUsageError(f"%%profile --tool py-spy: {s.mode}: {NOT_APPLICABLE}; use --tool perf")
+        return int(s.gateway.app_pid)
+    try:
+        pid = int(target)
+    except ValueError:
+        raise MagicUsageError(f"%%profile --target {target!r}: expected kernel, gateway or a pid") from None
+    if not Path(f"/proc/{pid}").exists():
+        raise MagicUsageError(f"%%profile --target {pid}: no such process")
+    return pid
+
+
+def profile_with_perf(shell, cell: str, out: Path, pid: int, rate: int = 99) -> Path:
+    """perf on every thread of `pid` while the cell runs (folded and drawn by inferno); the
+    flamegraph is shown inline with its label. A missing perf or inferno is one line."""
+    from harness.profilers import perf
+
+    why = perf.missing_tools()
+    if why:
+        raise MagicUsageError(f"%%profile --tool perf: {why}")
+    stem = f"profile-{time.strftime('%H%M%S')}"
+    res = perf.record(
+        pid,
+        None,
+        out,
+        stem,
+        rate=rate,
+        load=lambda: shell.run_cell(cell),
+        title=f"%%profile cell: every thread of pid {pid} (perf)",
+    )
+    if res["svg"] is None:
+        raise RuntimeError(f"perf wrote no flamegraph: {res['missing']}")
+    from IPython.display import SVG, display
+
+    display(SVG(filename=res["svg"]))
+    threads = ", ".join(f"{n} ({k})" for n, k in res["threads"].items())
+    print(f"{res['label']}; {res['process']}; threads (samples): {threads}")
+    print(f"perf profile: {res['svg']} · speedscope: {res['speedscope']}")
+    return Path(res["svg"])
+
+
 def profile_with_pyspy(
-    shell, cell: str, out: Path, rate: int = 250, native: bool = False, fmt: str = "flamegraph"
+    shell,
+    cell: str,
+    out: Path,
+    rate: int = 250,
+    native: bool = False,
+    fmt: str = "flamegraph",
+    pid: int | None = None,
 ) -> Path:
-    """Attach py-spy to this kernel while the cell runs; the flamegraph is shown inline."""
+    """Attach py-spy to this kernel (or `pid`) while the cell runs; the flamegraph is shown inline."""
+    pid = os.getpid() if pid is None else pid
     ext = "svg" if fmt == "flamegraph" else "speedscope.json"
     path = out / f"profile-{time.strftime('%H%M%S')}.{ext}"
     cmd = [
         _exe("py-spy"),
         "record",
         "--pid",
-        str(os.getpid()),
+        str(pid),
         "--rate",
         str(rate),
         "--format",
@@ -407,7 +485,10 @@ def profile_with_pyspy(
 
     if fmt == "flamegraph":
         display(SVG(filename=str(path)))
-    print(f"py-spy profile: {path}")
+    print(
+        f"sampled (py-spy{' --native' if native else ''}, {rate} Hz); pid {pid}; the Python threads"
+        f"\npy-spy profile: {path}"
+    )
     return path
 
 

@@ -28,6 +28,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A benchmark's options: a usage mistake is one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message} (--help for usage)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser(name: str) -> argparse.ArgumentParser:
+    """The option parser of benchmark `name` (the CLI's and the `%bench` magic's)."""
+    mod = importlib.import_module(f"harness.bench.{name}")
+    p = OneLineParser(prog=f"gatewaylab bench {name}")
+    mod.add_arguments(p)
+    return p
+
+
 def run(args: argparse.Namespace) -> int:
     if args.name not in _available():
         print(
@@ -41,6 +57,4 @@ def run(args: argparse.Namespace) -> int:
     if pythons or args.pythons:
         return run_across(args.name, rest, pythons or args.pythons)
     mod = importlib.import_module(f"harness.bench.{args.name}")
-    p = argparse.ArgumentParser(prog=f"gatewaylab bench {args.name}")
-    mod.add_arguments(p)
-    return int(mod.run(p.parse_args(rest)) or 0)
+    return int(mod.run(parser(args.name).parse_args(rest)) or 0)

@@ -117,7 +117,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-gil", dest="gil", action="store_false", help="throughput cells only (no view cells)")
     p.add_argument(
-        "--flamegraph", action="store_true", help="py-spy --native flamegraph per cell (SVG + speedscope)"
+        "--flamegraph",
+        action="store_true",
+        help="flamegraphs per cell (SVG + speedscope): py-spy --native on the Python threads, "
+        "perf cpu-clock on every thread of a rung with native threads or a peer",
     )
     p.add_argument(
         "--scalene", action="store_true", help="a scalene profile per configuration at the top concurrency"

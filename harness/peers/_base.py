@@ -148,6 +148,8 @@ class PeerProcess:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        # a JIT's perf map (node --perf-basic-prof writes /tmp/perf-<pid>.map while it runs)
+        Path(f"/tmp/perf-{self.proc.pid}.map").unlink(missing_ok=True)
         return self.proc.returncode
 
     def __enter__(self) -> PeerProcess:
@@ -181,6 +183,9 @@ class PeerTarget:
     # what it runs besides forwarding, as this adapter starts it (checked in part by `probe`:
     # a request with a wrong key must be refused, a 4xx, exactly when `auth` says so)
     governance: Governance = Governance()
+    # what runs the peer: "python" (py-spy sees its frames), "node" (a JIT: perf names its
+    # code through node's perf map) or "native" (a compiled binary: perf); harness.targets
+    runtime: str = "native"
 
     # ---- hooks
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
@@ -205,15 +210,31 @@ class PeerTarget:
     def check(self, status: int, headers: Mapping[str, str], body: bytes) -> str | None:
         return None if 200 <= status < 300 else f"HTTP {status}: {body[:200]!r}"
 
+    def profiling_env(self) -> dict[str, str]:
+        """Environment that lets perf name the peer's frames (a JIT's map file), for a
+        peer started to be profiled; nothing for a compiled or Python peer."""
+        from harness.profilers.perf import PERF_MAP_ENV
+
+        return dict(PERF_MAP_ENV) if self.runtime == "node" else {}
+
     # ---- shared
     @property
     def version(self) -> str | None:
         return on_disk_version(self.peer)
 
     def start(
-        self, mock_url: str, cpus: Iterable[int], workdir: str | os.PathLike | None = None
+        self,
+        mock_url: str,
+        cpus: Iterable[int],
+        workdir: str | os.PathLike | None = None,
+        wrapper: Iterable[str] | None = None,
+        ready_timeout_s: float | None = None,
+        profiling: bool = False,
     ) -> PeerProcess:
-        """Start the peer pinned to `cpus`, pointed at the mock; return once it answers."""
+        """Start the peer pinned to `cpus`, pointed at the mock; return once it answers.
+        `wrapper` is a command prefix to run it under (e.g. Cachegrind; then give a longer
+        `ready_timeout_s` than the peer's own). `profiling`: with `profiling_env()` (perf can
+        then name a JIT's frames)."""
         pin = pins()[self.peer]
         have = on_disk_version(self.peer)
         if have != pin["version"]:
@@ -233,10 +254,12 @@ class PeerTarget:
         env = {k: v for k, v in os.environ.items() if k not in _DROP}
         env.update(TELEMETRY_OFF)
         env.update(self.env(mock_url, cpu_list, port))
+        if profiling:
+            env.update(self.profiling_env())
         log_path = str(wd / f"{self.name}.log")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                self.argv(port, wd, cpu_list),
+                [*(wrapper or ()), *self.argv(port, wd, cpu_list)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -248,14 +271,14 @@ class PeerTarget:
         pp = PeerProcess(self.name, proc, f"http://127.0.0.1:{port}", log_path, wd)
         pp.mock_url = mock_url
         try:
-            self._wait_ready(pp)
+            self._wait_ready(pp, self.ready_timeout_s if ready_timeout_s is None else ready_timeout_s)
         except BaseException:
             pp.stop()
             raise
         return pp
 
-    def _wait_ready(self, pp: PeerProcess) -> None:
-        deadline = time.monotonic() + self.ready_timeout_s
+    def _wait_ready(self, pp: PeerProcess, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
             if not pp.alive():
@@ -273,9 +296,7 @@ class PeerTarget:
             except OSError as e:
                 last = f"{type(e).__name__}"
             time.sleep(0.1)
-        raise PeerError(
-            f"{self.name} not ready after {self.ready_timeout_s:.0f} s ({last}): {pp.output(600).strip()!r}"
-        )
+        raise PeerError(f"{self.name} not ready after {timeout_s:.0f} s ({last}): {pp.output(600).strip()!r}")
 
     def probe(self, pp: PeerProcess, api_key: str, stream: bool = False) -> dict[str, Any]:
         """Send one real request, and one with a wrong key; return {"status", "headers", "seen",

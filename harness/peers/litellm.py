@@ -43,6 +43,7 @@ GOVERNANCE = Governance(
 class LiteLLMTarget(PeerTarget):
     rust: bool = False
     governance: Governance = GOVERNANCE
+    runtime: str = "python"
     ready_path: str = "/health/liveliness"
     path_header: str | None = "x-litellm-rust"
 

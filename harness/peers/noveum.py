@@ -28,6 +28,7 @@ GOVERNANCE = Governance(
 class NoveumTarget(PeerTarget):
     ready_path: str = "/health"
     governance: Governance = GOVERNANCE
+    runtime: str = "native"
 
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
         return [str(entry_point("noveum"))]

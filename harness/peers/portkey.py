@@ -33,6 +33,7 @@ GOVERNANCE = Governance(
 class PortkeyTarget(PeerTarget):
     ready_path: str = "/"
     governance: Governance = GOVERNANCE
+    runtime: str = "node"
 
     def argv(self, port: int, workdir: Path, cpus: list[int]) -> list[str]:
         node = shutil.which("node")

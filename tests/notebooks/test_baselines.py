@@ -279,7 +279,10 @@ INJECTIONS = {
         "a blocking sleep in a stage that dominates the request: requests are served one at a time",
         lambda r: 1.0,
     ),
-    ("04_flamegraphs", "flamegraph_coverage"): ("one of the two ci cells without a profile", lambda r: 0.5),
+    ("04_flamegraphs", "flamegraph_coverage"): (
+        "two of the four ci cells without one of their profiles (the perf graphs of rs-core and rs-server)",
+        lambda r: 0.5,
+    ),
     ("04_flamegraphs", "python_share_pyrs_over_py"): (
         "the Rust twins swapped for their Python twins while labelled Rust: the same share of Python samples",
         lambda r: 1.0,

@@ -186,3 +186,33 @@ def test_profile_cell_magic_with_scalene(ip, tmp_path):
     )
     data = json.loads((tmp_path / "scalene-profile.json").read_text())
     assert data["files"], "scalene recorded no file"
+
+
+def test_profile_cell_magic_with_perf_on_the_rs_server_gateway(ip, tmp_path, capsys):
+    """%%profile --tool perf --target gateway: every thread of the session's rs-server while
+    the cell drives it, drawn inline, with its label."""
+    ip.run_line_magic("gateway", "up --mode rs-server --quiet")
+    s = lab_ext.session()
+    ip.user_ns["_url"], ip.user_ns["_key"] = s.gateway.url, s.api_key
+    ip.run_cell_magic(
+        "profile",
+        f"--tool perf --target gateway --out {tmp_path}",
+        "from harness.native_procs import run_load\n"
+        "r = run_load(_url + '/v1/chat/completions', concurrency=4, duration_s=1.5, "
+        "body={'model': 'm', 'messages': [{'role': 'user', 'content': 'hi'}]}, "
+        "headers={'authorization': 'Bearer ' + _key, 'content-type': 'application/json'})",
+    )
+    assert ip.user_ns["r"]["rps"] > 0  # the cell ran in the kernel's namespace
+    (svg,) = tmp_path.glob("profile-*.perf.svg")
+    text = svg.read_text()
+    assert "<svg" in text[:2000] and "gatewaylab_" in text
+    out = capsys.readouterr().out
+    assert "sampled (perf cpu-clock, 99 Hz)" in out and f"pid {s.gateway.app_pid} (gatewaylab-serv)" in out
+
+
+def test_profile_cell_magic_refuses_py_spy_without_an_interpreter(ip, tmp_path):
+    ip.run_line_magic("gateway", "up --mode rs-server --quiet")
+    with pytest.raises(MagicUsageError, match=r"not applicable \(no interpreter\); use --tool perf"):
+        ip.run_cell_magic("profile", f"--target gateway --out {tmp_path}", "pass")
+    with pytest.raises(MagicUsageError, match="expected kernel, gateway or a pid"):
+        ip.run_cell_magic("profile", "--tool perf --target nowhere", "pass")
