@@ -47,7 +47,7 @@ $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
 # The binding crate's tests run in an embedded interpreter: built without `extension-module`
 # so that they link the venv interpreter's libpython (found through LD_LIBRARY_PATH).
 test-rust: dev
-	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-tools -p gatewaylab-server -p gatewaylab-trace
+	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-engine -p gatewaylab-tools -p gatewaylab-server -p gatewaylab-trace
 	cd native && PYO3_PYTHON=$(CURDIR)/$(PY) \
 	  LD_LIBRARY_PATH="$$($(CURDIR)/$(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
 	  cargo test --release -p gatewaylab-py --no-default-features

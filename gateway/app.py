@@ -31,7 +31,6 @@ from gateway.config import Config
 from gateway.errors import (
     AuditIndexError,
     AuditUnavailable,
-    ConfigError,
     InvalidInput,
     UpstreamError,
     UpstreamStatusError,
@@ -50,7 +49,7 @@ from gateway.pipeline import (
 from gateway.plugins import PreCallHooks
 
 _perf = time.perf_counter_ns
-RETRY_AFTER_S = 1  # Retry-After on a shed request (native/server/src/app.rs has its copy)
+RETRY_AFTER_S = 1  # Retry-After on a shed request (the Rust rungs': native/engine RETRY_AFTER_S)
 _JSON = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -112,7 +111,7 @@ _RANGE_WHAT = {"inclusion": "leaf index", "consistency": "old count"}
 
 def index_digits(raw: str) -> str | None:
     """`raw` without its leading zeros when it is a non-negative integer in ASCII digits, else None
-    (native/server/src/app.rs index_digits)."""
+    (the Rust rungs': native/engine/src/ops.rs index_digits)."""
     if not (raw.isascii() and raw.isdigit()):
         return None
     return raw.lstrip("0") or "0"
@@ -128,26 +127,24 @@ def error(status: int, message: str, code: str, headers: list | None = None) -> 
     return Response(status, error_body(status, message, code), h)
 
 
-def make_gateway(config: Config, *, shell: str = "asgi", server: str = "uvicorn") -> GatewayBase:
+def make_gateway(config: Config, *, threads: int | None = None) -> GatewayBase:
+    """The gateway of the config's rung (checked by gateway/server.py build_config against the
+    table of rungs, gateway/ladder.py). `threads`: rs-core's Tokio workers (None: one per CPU
+    this process may run on)."""
     if config.switches.mode == "rs-core":
-        if config.ledger_layout == "single-writer":
-            raise ConfigError(
-                "ledger.layout single-writer is for py and py+rs (rs-core's ledger is its own Rust "
-                "thread); docs/single_writer.md"
-            )
         from gateway.rs_core import RsCoreGateway
 
-        return RsCoreGateway(config, shell=shell, server=server)
-    return Gateway(config, shell=shell, server=server)
+        return RsCoreGateway(config, threads=threads)
+    return Gateway(config)
 
 
 class GatewayBase(ABC):
     """What a shell calls. Subclasses provide the chat pipeline, the ledger and health details."""
 
-    def __init__(self, config: Config, *, shell: str, server: str):
+    def __init__(self, config: Config):
         self.config = config
-        self.shell = shell
-        self.server = server
+        self.shell = config.shell
+        self.server = config.server
         self.switches = config.switches
         self.metrics = Metrics()
         self.probes = None
@@ -155,7 +152,6 @@ class GatewayBase(ABC):
         self.peers: workers.Peers | None = None
         self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xFFFFFFFF:x}-"
         self.in_flight = 0
-        self.metrics.counters["requests_shed"] = 0
         self.metrics.gauges["requests_in_flight"] = lambda: self.in_flight
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -354,9 +350,14 @@ class GatewayBase(ABC):
                     "switches": self.switches.as_dict(),
                     "stages": stages_label(self.config.stages),
                     "audit_enabled": self.config.audit,
+                    "limits": {"max_in_flight": self.config.max_in_flight},
+                    "tracing": self.config.tracing.label(),
+                    "plugins": {"pre_call": list(self.config.plugins.pre_call)},
                     "queue": queue,
                     "audit": audit,
-                    "workers": workers.health_section(self.worker, self._threads()),
+                    "workers": workers.health_section(
+                        self.worker, self._threads(), self.config.ledger_layout
+                    ),
                 }
             ),
         )
@@ -391,8 +392,8 @@ class GatewayBase(ABC):
 class Gateway(GatewayBase):
     """Rungs 0 and 1: the Python pipeline, the forwarder twin and the background audit path."""
 
-    def __init__(self, config: Config, *, shell: str = "asgi", server: str = "uvicorn"):
-        super().__init__(config, shell=shell, server=server)
+    def __init__(self, config: Config):
+        super().__init__(config)
         sw = self.switches
         self.pipeline = Pipeline(config, config.stages, config.audit)
         self.metrics.stage_runs = self.pipeline.stage_runs

@@ -22,6 +22,8 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 
+from gateway.options import ServeOptions
+
 SERVE_ENV = "GATEWAYLAB_SERVE"  # gateway.server.ENV
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,8 +108,8 @@ def start_gateway(
     api_key: str | None,
     mode: str = "py",
     impl: str | Iterable[str] | Mapping[str, str] | None = None,
-    shell: str = "asgi",
-    server: str = "uvicorn",
+    shell: str | None = None,
+    server: str | None = None,
     ledger_dir: str | None = None,
     cpus: Iterable[int] | None = None,
     env: Mapping[str, str] | None = None,
@@ -122,11 +124,15 @@ def start_gateway(
     ledger_layout: str | None = None,
     tracing: str | None = None,
     tracing_endpoint: str | None = None,
+    ack: str | None = None,
+    max_in_flight: int | None = None,
     python: str | None = None,
 ) -> GatewayProcess:
-    """`workers` N: a unit of N worker processes on one port (gateway/workers.py); the child
-    is their supervisor, pinned to the union of `worker_cpus` (worker k on `worker_cpus[k]`)
-    or to `cpus` (worker k on the k-th of them).
+    """The serve options (gateway.options.ServeOptions; None: the config's value) and how to
+    run the child. `workers` N: a unit of N worker processes on one port (gateway/workers.py);
+    the child is their supervisor, pinned to the union of `worker_cpus` (worker k on
+    `worker_cpus[k]`) or to `cpus` (worker k on the k-th of them). `shell` and `server` apply
+    to the Python rungs (gateway/ladder.py); rs-server refuses them.
 
     `python`: run the gateway with this venv's interpreter and the project installed there
     (harness.interpreters), not this checkout: the child starts in the venv, without the
@@ -140,28 +146,30 @@ def start_gateway(
         impl = [impl]
     # the options `gateway.server.serve` takes, carried in its environment variable: the
     # gateway starts itself (python -m gateway.server), never through the harness's CLI
-    opts = {
-        "config": config,
-        "upstream": None if config else upstream_url,
-        "api_key": None if config else api_key,
-        "ledger": ledger_dir,
-        "mode": mode or None,
-        "impl": list(impl or []),
-        "shell": shell,
-        "server": server,
-        "stages": stages,
-        "audit": audit,
-        "host": "127.0.0.1",
-        "port": port,
-        "threads": threads,
-        "workers": workers,
-        "ledger_layout": ledger_layout,
-        "worker_cpus": [sorted(w) for w in worker_cpus] if worker_cpus is not None else None,
-        "tracing": tracing,
-        "tracing_endpoint": tracing_endpoint,
-    }
-    if worker_cpus is not None and cpus is None:
-        cpus = sorted({c for w in opts["worker_cpus"] for c in w})
+    opts = ServeOptions(
+        config=config,
+        upstream=None if config else upstream_url,
+        api_key=None if config else api_key,
+        ledger=ledger_dir,
+        mode=mode or None,
+        impl=tuple(impl or ()),
+        shell=shell,
+        server=server,
+        stages=stages,
+        audit=audit,
+        ack=ack,
+        max_in_flight=max_in_flight,
+        host="127.0.0.1",
+        port=port,
+        threads=threads,
+        workers=workers,
+        ledger_layout=ledger_layout,
+        worker_cpus=tuple(tuple(sorted(w)) for w in worker_cpus) if worker_cpus is not None else None,
+        tracing=tracing,
+        tracing_endpoint=tracing_endpoint,
+    )
+    if opts.worker_cpus is not None and cpus is None:
+        cpus = sorted({c for w in opts.worker_cpus for c in w})
     if python is not None and wrapper:
         raise ValueError("start_gateway: a wrapper runs the checkout's gateway/server.py, not a venv's")
     args = [python or sys.executable, "-m", "gateway.server"]
@@ -173,7 +181,7 @@ def start_gateway(
         args = [*w, *([] if "{script}" in wrapper else [script])]
     child_env = dict(os.environ)
     child_env.update(env or {})
-    child_env[SERVE_ENV] = json.dumps(opts)
+    child_env[SERVE_ENV] = opts.to_json()
     if python is None:
         child_env["PYTHONPATH"] = _ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
         cwd = _ROOT

@@ -6,17 +6,26 @@ straight to it (SIGTERM drains its audit queue), nothing Python stays on the req
 Worker threads default to the CPUs this process may run on, i.e. the profile's gateway
 cores.
 
+The binary reads one JSON spec (`--spec FILE`, native/server/src/cli.rs): the configuration
+gateway/config.py checked and normalized, the engine's options and its server options. It
+validates nothing itself, so the config has one validator and one set of messages for every
+rung. The spec travels in a memfd, so nothing is left on disk.
+
 The binary is `native/target/release/gatewaylab-server` in this checkout (`make dev` builds
-it), or the path in $GATEWAYLAB_SERVER_BIN. It reads the same YAML config and flags; see
-native/server/src/cli.rs and docs/rs_server.md.
+it), or the path in $GATEWAYLAB_SERVER_BIN; see docs/rs_server.md.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
+import orjson
+
+from gateway.config import Config, engine_spec
 from gateway.errors import ConfigError
+from gateway.options import ServeOptions
 
 BIN_ENV = "GATEWAYLAB_SERVER_BIN"
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,57 +41,46 @@ def binary_path() -> str:
     return path
 
 
-def server_args(opts: dict) -> list[str]:
-    """`gateway.server` options -> the binary's command line (the same flags)."""
-    if opts.get("impl"):
-        raise ConfigError(
-            "--impl: rs-server runs every component in Rust; per-component twins apply to py and py+rs"
-        )
-    # --shell / --server name the Python rungs' ASGI shell and server: rs-server is its own (hyper)
-    args = [binary_path()]
-    if opts.get("config"):
-        args += ["--config", opts["config"]]
-    if opts.get("upstream"):
-        args += ["--upstream", opts["upstream"]]
-    if opts.get("api_key"):
-        args += ["--api-key", opts["api_key"]]
-    if opts.get("ledger"):
-        args += ["--ledger", opts["ledger"]]
-    if opts.get("stages") is not None:
-        args += ["--stages", opts["stages"]]
-    if opts.get("audit") is not None:
-        args += ["--audit", opts["audit"]]
-    if opts.get("ack") is not None:
-        args += ["--ack", opts["ack"]]
-    if opts.get("max_in_flight") is not None:
-        args += ["--max-in-flight", str(opts["max_in_flight"])]
-    if opts.get("tracing") is not None:
-        args += ["--tracing", opts["tracing"]]
-    if opts.get("tracing_endpoint") is not None:
-        args += ["--tracing-endpoint", opts["tracing_endpoint"]]
-    threads = opts.get("threads") or len(os.sched_getaffinity(0))
-    args += [
-        "--host",
-        opts.get("host") or "127.0.0.1",
-        "--port",
-        str(int(opts.get("port") or 0)),
-        "--threads",
-        str(threads),
-        "--python",
-        sys.executable,
-        # record entropy sums floats as this interpreter's sum() does (Neumaier from 3.12)
-        "--float-sum",
-        "neumaier" if sys.version_info >= (3, 12) else "plain",
-    ]
-    return args
+def spec(opts: ServeOptions, config: Config, worker: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The binary's spec: `config` (checked by gateway/server.py build_config), the engine's
+    options and the server's. `worker`: {"index", "count", "unit_dir", "layout"} for a worker
+    of a unit (gateway/workers.py)."""
+    s = engine_spec(config, opts.threads)
+    s["server"] = {
+        "host": opts.host,
+        "port": opts.port,
+        "reuse_port": opts.reuse_port,
+        "worker": worker,
+        # the plugin sidecar's interpreter (python -m gateway.plugins)
+        "python": sys.executable,
+    }
+    return s
 
 
-def exec_server(opts: dict) -> None:
-    """Replace this process with the binary (never returns)."""
-    args = server_args(opts)
+def spec_fd(s: dict[str, Any]) -> int:
+    """The spec in an anonymous in-memory file, inherited by the binary (read as /dev/fd/N)."""
+    fd = os.memfd_create("gatewaylab-server-spec", 0)
+    os.set_inheritable(fd, True)
+    os.write(fd, orjson.dumps(s))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def command(fd: int) -> list[str]:
+    """The binary's command line, reading its spec from inherited descriptor `fd`."""
+    return [binary_path(), "--spec", f"/dev/fd/{fd}"]
+
+
+def environment() -> dict[str, str]:
     env = dict(os.environ)
     # the plugin sidecar (python -m gateway.plugins) imports this checkout's gateway package
     env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def exec_server(opts: ServeOptions, config: Config) -> None:
+    """Replace this process with the binary (never returns)."""
+    args = command(spec_fd(spec(opts, config)))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(args[0], args, env)
+    os.execve(args[0], args, environment())

@@ -5,89 +5,75 @@
 SIGTERM, when the server stops accepting, finishes in-flight requests and runs the ASGI
 lifespan shutdown (which drains the audit queue).
 
-Options are a plain dict (also carried to granian's worker process in $GATEWAYLAB_SERVE):
-  config | (upstream, api_key, ledger), mode, impl (list of C=python|rust), shell, server,
-  host, port; workers (N: supervise N workers, gateway/workers.py), worker_cpus,
-  ledger_layout (single|sharded|single-writer), reuse_port (a worker of a unit: listen with
-  SO_REUSEPORT); tracing (off|on|sampled:R), tracing_endpoint.
+Options are one `gateway.options.ServeOptions` (carried to a child process, granian's worker
+or a unit's worker, as JSON in $GATEWAYLAB_SERVE). `build_config` is the one path from
+options to a checked configuration, for every rung: the gateway's own, the workers'
+supervisor's and the rs-server launcher's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
-import tempfile
 
 from gateway import config as cfgmod
-from gateway import framing
+from gateway import framing, ladder
 from gateway.errors import ConfigError
+from gateway.options import ServeOptions
 from gateway.twins import Switches, parse_impl
 
 ENV = "GATEWAYLAB_SERVE"
 
 
-def build_config(opts: dict) -> cfgmod.Config:
-    if opts.get("config"):
-        if opts.get("upstream") or opts.get("api_key"):
-            raise ConfigError("--config: give either --config or --upstream/--api-key, not both")
-        cfg = cfgmod.load(opts["config"])
+def build_config(opts: ServeOptions) -> cfgmod.Config:
+    """The configuration the options describe, checked (gateway/config.py), with every option
+    the rung cannot honour refused in one line (gateway/ladder.py)."""
+    if opts.config:
+        cfg = cfgmod.load(opts.config, ledger_dir=opts.ledger)
     else:
-        if not opts.get("upstream"):
+        if not opts.upstream:
             raise ConfigError("--upstream: required without --config")
-        if not opts.get("api_key"):
+        if not opts.api_key:
             raise ConfigError("--api-key: required without --config")
-        ledger = opts.get("ledger") or tempfile.mkdtemp(prefix="gatewaylab-ledger-")
-        cfg = cfgmod.embedded(opts["upstream"], opts["api_key"], ledger)
-        if opts.get("ledger") is None:
-            opts["ledger"] = ledger
-    if opts.get("ledger") and opts.get("config"):
-        cfg = dataclasses.replace(cfg, ledger_dir=opts["ledger"])
+        if not opts.ledger:
+            raise ConfigError("--ledger: required without --config (ServeOptions.with_ledger picks one)")
+        cfg = cfgmod.embedded(opts.upstream, opts.api_key, opts.ledger)
     sw = cfg.switches
-    mode = opts.get("mode") or sw.mode
-    impl = {**sw.overrides, **parse_impl(opts.get("impl") or None)}
-    shell = opts.get("shell") or cfg.shell
-    if shell not in cfgmod.SHELLS:
-        raise ConfigError(f"--shell: expected one of {', '.join(cfgmod.SHELLS)}, got {shell!r}")
-    changes = {"switches": Switches(mode, impl), "shell": shell}
-    if opts.get("ack") is not None:
-        if opts["ack"] not in cfgmod.ACKS:
-            raise ConfigError(f"--ack: expected one of {', '.join(cfgmod.ACKS)}, got {opts['ack']!r}")
-        changes["ack"] = opts["ack"]
-    if opts.get("max_in_flight") is not None:
-        n = opts["max_in_flight"]
-        if type(n) is not int or n < 1:
-            raise ConfigError(f"--max-in-flight: expected a positive integer, got {n!r}")
-        changes["max_in_flight"] = n
-    if opts.get("stages") is not None:
+    mode = opts.mode or sw.mode
+    changes: dict = {"switches": Switches(mode, {**sw.overrides, **parse_impl(opts.impl or None)})}
+    if opts.shell is not None:
+        changes["shell"] = opts.shell
+    if opts.server is not None:
+        changes["server"] = opts.server
+    if opts.ack is not None:
+        changes["ack"] = opts.ack
+    if opts.max_in_flight is not None:
+        changes["max_in_flight"] = opts.max_in_flight
+    if opts.stages is not None:
         from gateway.pipeline import parse_stages
 
-        changes["stages"] = parse_stages(opts["stages"])
-    if opts.get("ledger_layout") is not None:
-        from gateway.audit.shards import resolve_layout
-
-        # a worker of a unit is one writer of its own shard: the unit checked the worker count
-        changes["ledger_layout"] = resolve_layout(opts["ledger_layout"], 1)
-    if opts.get("audit") is not None:
-        if opts["audit"] not in ("on", "off"):
-            raise ConfigError(f"--audit: expected on or off, got {opts['audit']!r}")
-        changes["audit"] = opts["audit"] == "on"
-    if opts.get("tracing") is not None:
+        changes["stages"] = parse_stages(opts.stages)
+    if opts.ledger_layout is not None:
+        changes["ledger_layout"] = opts.ledger_layout
+    if opts.audit is not None:
+        changes["audit"] = opts.audit == "on"
+    if opts.tracing is not None:
         from gateway.tracing import parse_mode
 
-        changes["tracing"] = parse_mode(opts["tracing"])
-    if opts.get("tracing_endpoint") is not None:
-        changes["tracing_endpoint"] = opts["tracing_endpoint"]
+        changes["tracing"] = parse_mode(opts.tracing)
+    if opts.tracing_endpoint is not None:
+        changes["tracing_endpoint"] = opts.tracing_endpoint
+    ladder.check(mode, cfg, opts.given())
     return dataclasses.replace(cfg, **changes)
 
 
-def build_app(opts: dict):
+def build_app(opts: ServeOptions):
     from gateway.app import make_gateway
 
     cfg = build_config(opts)
-    gw = make_gateway(cfg, shell=cfg.shell, server=opts.get("server") or "uvicorn")
+    gw = make_gateway(cfg, threads=opts.threads)
     if cfg.shell == "fastapi":
         from gateway.shell_fastapi import make_app
 
@@ -133,7 +119,7 @@ class FramingGuard:
 
 def granian_app():
     """Factory granian's worker calls (options from $GATEWAYLAB_SERVE)."""
-    return build_app(json.loads(os.environ[ENV]))
+    return build_app(ServeOptions.from_json(os.environ[ENV]))
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -155,51 +141,33 @@ def _announce(host: str, port: int) -> None:
     print(f"gateway listening on http://{host}:{port}", flush=True)
 
 
-def _mode(opts: dict) -> str:
-    if opts.get("mode"):
-        return opts["mode"]
-    if opts.get("config"):
-        return cfgmod.load(opts["config"]).switches.mode
-    return os.environ.get("GATEWAYLAB_MODE") or "py"
-
-
-def _sharded_unit(opts: dict) -> bool:
-    """Run as a unit of workers: --workers given, or a sharded ledger (one shard per worker)."""
-    if opts.get("workers") is not None:
-        return True
-    if opts.get("ledger_layout") is not None:
-        return opts["ledger_layout"] == "sharded"
-    return bool(opts.get("config")) and cfgmod.load(opts["config"]).ledger_layout == "sharded"
-
-
-def serve(opts: dict) -> int:
-    if not opts.get("reuse_port") and _sharded_unit(opts):  # --workers N: supervise N workers
+def serve(opts: ServeOptions) -> int:
+    opts = opts.with_ledger()
+    cfg = build_config(opts)  # every option checked, for every rung, before anything starts
+    if not opts.reuse_port and (
+        opts.workers is not None or cfg.ledger_layout == "sharded"
+    ):  # --workers N: supervise N workers (a sharded ledger: one a shard)
         from gateway import workers
 
-        return workers.supervise({**opts, "workers": opts.get("workers") or 1})
-    if _mode(opts) == "rs-server":  # rung 3: this process becomes the Rust binary
+        return workers.supervise(opts.replace(workers=opts.workers or 1))
+    if cfg.switches.mode == "rs-server":  # rung 3: this process becomes the Rust binary
         from gateway import rs_server
 
-        rs_server.exec_server(opts)
-    server = opts.get("server") or (build_config(dict(opts)).server if opts.get("config") else "uvicorn")
-    host = opts.get("host") or "127.0.0.1"
-    port = int(opts.get("port") or 0)
-    if server == "uvicorn":
-        return _serve_uvicorn(opts, host, port)
-    if server == "granian":
-        return _serve_granian(opts, host, port)
-    raise ConfigError(f"--server: expected uvicorn or granian, got {server!r}")
+        rs_server.exec_server(opts, cfg)
+    if cfg.server == "uvicorn":
+        return _serve_uvicorn(opts)
+    return _serve_granian(opts)
 
 
-def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
+def _serve_uvicorn(opts: ServeOptions) -> int:
     import asyncio
 
     import uvicorn
     import uvloop
 
-    opts = dict(opts, server="uvicorn")
+    host = opts.host
     app = build_app(opts)  # config errors surface here, before binding
-    sock = _bind(host, port, reuse_port=bool(opts.get("reuse_port")))
+    sock = _bind(host, opts.port, reuse_port=opts.reuse_port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -234,17 +202,16 @@ def _serve_uvicorn(opts: dict, host: str, port: int) -> int:
     return 0 if srv.started else 1
 
 
-def _serve_granian(opts: dict, host: str, port: int) -> int:
+def _serve_granian(opts: ServeOptions) -> int:
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.server import Server
 
-    opts = dict(opts, server="granian")
-    build_config(opts)  # fail fast in this process on bad configuration (also fixes the ledger dir)
+    host, port = opts.host, opts.port
     if port == 0:
         s = _bind(host, 0)
         port = s.getsockname()[1]
         s.close()
-    os.environ[ENV] = json.dumps(opts)
+    os.environ[ENV] = opts.to_json()
     # HTTP/1 only and no WebSockets: the gateway serves neither h2 (prior knowledge or h2c)
     # nor WebSocket upgrades, and granian's auto mode would answer an h2 preface with h2.
     srv = Server(
@@ -270,7 +237,7 @@ def main() -> int:
     """`python -m gateway.server` with the options in $GATEWAYLAB_SERVE (gateway.launch starts
     gateways this way); a configuration mistake is one line on stderr and exit status 2."""
     try:
-        return serve(json.loads(os.environ[ENV]))
+        return serve(ServeOptions.from_json(os.environ[ENV]))
     except ConfigError as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2

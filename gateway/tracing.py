@@ -52,7 +52,8 @@ OFF = TracingMode("off", 0.0)
 
 
 def parse_mode(spec: str) -> TracingMode:
-    """The same spelling and checks as native/trace's `Mode::parse` (ConfigError otherwise)."""
+    """The one parser of a tracing mode (ConfigError otherwise): the Rust rungs get the parsed
+    mode in their normalized config (gateway/config.py)."""
     bad = f"tracing: expected off, on or sampled:R with 0 <= R <= 1, got {spec!r}"
     if spec == "off":
         return OFF

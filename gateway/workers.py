@@ -25,9 +25,9 @@ ledger is `<ledger>/shard-k`. Every worker listens on a Unix control socket in t
 runtime directory, so any worker can answer `/audit/root` with every shard's root and the
 combined root, and hand a proof request to the shard's owner (`Peers`).
 
-Rung 3 (`rs-server`): the workers are the Rust binary, each told `--reuse-port`, its shard
-with `--ledger` and the unit with `--worker K/N --unit-dir DIR`; it
-speaks the same control protocol (native/server/src/unit.rs).
+Rung 3 (`rs-server`): the workers are the Rust binary, each given its spec
+(gateway/rs_server.py: reuse_port, its shard as the ledger directory, its place in the unit
+and the unit's runtime directory); it speaks the same control protocol (native/engine/src/unit.rs).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from gateway.errors import AuditIndexError, ConfigError
+from gateway.options import ServeOptions
 
 WORKER_ENV = "GATEWAYLAB_WORKER"
 LAYOUT_FILE = "workers.json"
@@ -111,15 +112,16 @@ def current() -> WorkerInfo | None:
     )
 
 
-def health_section(info: WorkerInfo | None, threads: int) -> dict:
+def health_section(info: WorkerInfo | None, threads: int, ledger_layout: str | None = None) -> dict:
     """`/health`'s "workers": the unit's layout (from the supervisor's workers.json), this
-    worker's index; a single process reports itself as worker 0 of 1."""
+    worker's index; a single process reports itself as worker 0 of 1, with its ledger layout
+    (single, or single-writer: its own ledger process)."""
     if info is None:
         return {
             "count": 1,
             "index": 0,
             "layout": "single-process",
-            "ledger_layout": None,
+            "ledger_layout": ledger_layout or "single",
             "ready": True,
             "workers": [
                 {
@@ -238,35 +240,28 @@ def _pdeathsig() -> None:
         pass
 
 
-def supervise(opts: dict) -> int:
-    """Run `opts["workers"]` gateway workers as one unit (module docstring). Returns the exit status."""
+def supervise(opts: ServeOptions) -> int:
+    """Run `opts.workers` gateway workers as one unit (module docstring). Returns the exit status."""
     from gateway import server
     from gateway.audit.shards import resolve_layout, shard_dir
 
-    n = int(opts["workers"])
-    mode = server._mode(opts)
+    n = int(opts.workers or 1)
+    opts = opts.with_ledger()
+    cfg = server.build_config(opts)  # every option checked for the rung (gateway/ladder.py)
+    mode = cfg.switches.mode
     rs_server = mode == "rs-server"
-    if mode not in ("py", "py+rs", "rs-core", "rs-server"):
-        raise ConfigError(f"--workers: not available on {mode!r}")
-    if not rs_server and (opts.get("server") or "uvicorn") != "uvicorn":
+    if not rs_server and cfg.server != "uvicorn":
         raise ConfigError(
             "--workers: the workers run uvicorn (granian has its own worker model); use --server uvicorn"
         )
-    base_opts = dict(opts)
-    base_opts.pop("workers", None)
-    cfg = server.build_config(base_opts)  # validates and fixes the ledger directory
-    layout = resolve_layout(opts.get("ledger_layout") or cfg.ledger_layout, n)
-    if layout == "single" and n > 1:  # resolve_layout refuses this; kept explicit for readers
-        raise ConfigError("--workers: a single ledger has one writer")
-    if layout == "single-writer" and mode not in ("py", "py+rs"):
-        raise ConfigError(
-            f"ledger.layout single-writer is for py and py+rs ({mode}'s ledger is its own Rust "
-            "thread); use sharded"
-        )
-    ledger = base_opts.get("ledger") or cfg.ledger_dir
-    cpus, notes = place(n, sorted(os.sched_getaffinity(0)), opts.get("worker_cpus"))
-    host = opts.get("host") or "127.0.0.1"
-    sock = reserve_port(host, int(opts.get("port") or 0))
+    layout = resolve_layout(cfg.ledger_layout, n)
+    ledger = cfg.ledger_dir
+    # threads serving requests in a worker: the Rust rungs' Tokio workers (one unless
+    # --threads says), the Python rungs' one event loop
+    threads = opts.threads or 1
+    cpus, notes = place(n, sorted(os.sched_getaffinity(0)), opts.worker_cpus)
+    host = opts.host
+    sock = reserve_port(host, opts.port)
     port = sock.getsockname()[1]
     runtime = tempfile.mkdtemp(prefix="gatewaylab-workers-")
     procs: list[subprocess.Popen] = []
@@ -300,7 +295,7 @@ def supervise(opts: dict) -> int:
                     "index": k,
                     "pid": p.pid,
                     "cpus": cpus[k],
-                    "threads": _threads(opts, rs_server),
+                    "threads": threads,
                     "alive": p.poll() is None,
                     "exit": p.returncode,
                     "ledger": shard_dir(ledger, k) if layout == "sharded" else ledger,
@@ -327,37 +322,31 @@ def supervise(opts: dict) -> int:
                 cpus=sorted({c for cs in cpus for c in cs}),
             )
         for k in range(n):
-            wopts = dict(
-                base_opts,
-                host=host,
+            wopts = opts.replace(
+                workers=None,
+                worker_cpus=None,
                 port=port,
                 reuse_port=True,
                 ledger_layout=layout,
                 ledger=shard_dir(ledger, k) if layout == "sharded" else ledger,
+                threads=threads if mode in ("rs-core", "rs-server") else None,
             )
-            if mode == "rs-server":
-                wopts["threads"] = opts.get("threads") or 1
             info = {"index": k, "count": n, "runtime_dir": runtime, "layout": layout, "cpus": cpus[k]}
             env = dict(os.environ)
-            env[server.ENV] = json.dumps(wopts)
+            env[server.ENV] = wopts.to_json()
             env[WORKER_ENV] = json.dumps(info)
             env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
             if writer is not None:
                 env[SOCKET_ENV] = writer.socket
             log = os.path.join(runtime, f"worker-{k}.log")
             logs.append(log)
+            fds: tuple[int, ...] = ()
             if rs_server:
                 from gateway import rs_server as rs
 
-                args = rs.server_args(wopts) + [
-                    "--reuse-port",
-                    "--worker",
-                    f"{k}/{n}",
-                    "--unit-dir",
-                    runtime,
-                    "--ledger-layout",
-                    layout,
-                ]
+                worker = {"index": k, "count": n, "unit_dir": runtime, "layout": layout}
+                fds = (rs.spec_fd(rs.spec(wopts, server.build_config(wopts), worker)),)
+                args = rs.command(fds[0])
             else:
                 args = [sys.executable, "-m", "gateway.server"]
             cpu_set = set(cpus[k])
@@ -366,12 +355,22 @@ def supervise(opts: dict) -> int:
                 os.sched_setaffinity(0, cs)
                 _pdeathsig()
 
-            with open(log, "wb") as out:
-                procs.append(
-                    subprocess.Popen(
-                        args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=_ROOT, preexec_fn=pre
+            try:
+                with open(log, "wb") as out:
+                    procs.append(
+                        subprocess.Popen(
+                            args,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                            cwd=_ROOT,
+                            preexec_fn=pre,
+                            pass_fds=fds,
+                        )
                     )
-                )
+            finally:
+                for fd in fds:
+                    os.close(fd)
         write_layout()
         # the unit starts together: every worker answers on its control socket (Python) or
         # has announced itself (rs-server), or the whole unit stops
@@ -449,12 +448,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"--port: cannot listen on {host}:{port}: {e.strerror}") from None
     return sock
-
-
-def _threads(opts: dict, rs_server: bool) -> int:
-    """Threads serving requests in a worker: rs-server's Tokio workers; rs-core's Tokio pool is
-    one per core of the worker (1); the Python rungs' one event loop."""
-    return int(opts.get("threads") or 1) if rs_server else 1
 
 
 def _ready(runtime: str, k: int) -> bool:

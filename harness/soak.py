@@ -44,7 +44,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from gateway.errors import GatewayLabError
+from gateway.errors import ConfigError, GatewayLabError
+from gateway.ladder import server_label
 
 API_KEY = "sk-gatewaylab-soak"
 BODY = {
@@ -91,7 +92,7 @@ class _Rig:
     def __init__(
         self,
         mode: str,
-        server: str,
+        server: str | None,
         mock_opts: dict,
         upstream_timeout_s: float = 30.0,
         max_in_flight: int | None = None,
@@ -123,11 +124,11 @@ class _Rig:
                 ledger_dir=self.ledger,
                 cpus=self.profile.gateway_cpus,
             )
-        except RuntimeError as e:
+        except (RuntimeError, ConfigError) as e:  # the child failed, or its options did
             self.mock.stop()
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             raise SoakError(
-                f"the gateway (mode {self.mode!r}, {self.server}) did not start: {lines[-1] if lines else e}"
+                f"the gateway (mode {self.mode!r}, {server_label(self.mode, self.server)}) did not start: {lines[-1] if lines else e}"
             ) from None
         self.url = self.gw.url + "/v1/chat/completions"
         self.app_pid = self.gw.app_pid
@@ -262,7 +263,7 @@ def run_steady(
     duration_s: float,
     rate: float | None = None,
     *,
-    server: str = "uvicorn",
+    server: str | None = None,
     warmup_s: float | None = None,
     fraction: float = 0.7,
     out_root: str | None = None,
@@ -347,7 +348,7 @@ def run_steady(
     summary = {
         "scenario": "steady",
         "mode": mode,
-        "server": server,
+        "server": server_label(mode, server),
         "duration_s": duration_s,
         "measured_s": measured,
         "rate": rate,
@@ -378,7 +379,12 @@ def run_steady(
     }
     run = create_run(
         f"soak-{mode}",
-        parameters={"duration_s": duration_s, "rate": rate, "server": server, "warmup_s": warm},
+        parameters={
+            "duration_s": duration_s,
+            "rate": rate,
+            "server": server_label(mode, server),
+            "warmup_s": warm,
+        },
         root=out_root,
         hardware_profile=rig.profile.name,
         profile_satisfied=rig.profile.profile_satisfied,
@@ -445,7 +451,7 @@ def run_overload(
     duration_s: float = 30.0,
     factor: float = 2.0,
     *,
-    server: str = "uvicorn",
+    server: str | None = None,
     capacity: float | None = None,
     recovery_limit_s: float = 60.0,
     max_in_flight: int | None = None,
@@ -519,7 +525,7 @@ def run_overload(
     return {
         "scenario": "overload",
         "mode": mode,
-        "server": server,
+        "server": server_label(mode, server),
         "capacity_rps": cap,
         "rate": rate,
         "duration_s": duration_s,
@@ -549,7 +555,7 @@ def run_chaos(
     duration_s: float = 10.0,
     rate: float = 100.0,
     *,
-    server: str = "uvicorn",
+    server: str | None = None,
     error_rate: float = 0.1,
     drop_rate: float = 0.05,
     stall_every: int = 150,
@@ -598,7 +604,7 @@ def run_chaos(
     return {
         "scenario": "chaos",
         "mode": mode,
-        "server": server,
+        "server": server_label(mode, server),
         "duration_s": duration_s,
         "rate": rate,
         "mock": mock,
@@ -617,7 +623,7 @@ def run_chaos(
 
 
 # --- idle / slowloris ----------------------------------------------------------------------------
-def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server: str = "uvicorn") -> dict:
+def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server: str | None = None) -> dict:
     """Hold `connections` half-sent request heads open (one more header byte every second)
     while a closed loop of good requests runs; report their statuses."""
     from harness.native_procs import run_load
@@ -671,7 +677,7 @@ def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server
     return {
         "scenario": "idle",
         "mode": mode,
-        "server": server,
+        "server": server_label(mode, server),
         "connections": connections,
         "refused": refused,
         "held_open_at_end": held,
@@ -687,7 +693,7 @@ PEAK_PHASES = ("few", "few", "many", "few", "many", "many", "few")
 
 
 def run_peak(
-    mode: str, connections: int = 256, seconds: float = 5.0, rate: float = 300.0, *, server: str = "uvicorn"
+    mode: str, connections: int = 256, seconds: float = 5.0, rate: float = 300.0, *, server: str | None = None
 ) -> dict:
     """RSS and open fds after each phase of PEAK_PHASES (see the module docstring): `few` is
     open loop at `rate` on a pool of 8 connections, `many` a closed loop of `connections`
@@ -757,7 +763,7 @@ def run_peak(
     return {
         "scenario": "peak",
         "mode": mode,
-        "server": server,
+        "server": server_label(mode, server),
         "connections": connections,
         "seconds": seconds,
         "rate": rate,

@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.ladder import RUNGS
 from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
 from harness import probes as outside
 from harness import schema
@@ -849,8 +850,8 @@ class Sweep:
             config=config,
             mode=cfg.mode,
             impl=dict(cfg.overrides) or None,
-            shell=cfg.shell,
-            server=self.server,
+            # the ASGI shell and server are the Python rungs' (rs-server serves itself)
+            **({"shell": cfg.shell, "server": self.server} if RUNGS[cfg.mode].shells else {}),
             ledger_dir=str(ledger),
             env=env,
             stages=stages,

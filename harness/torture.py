@@ -49,7 +49,8 @@ from collections.abc import Callable
 
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import scan
-from gateway.errors import GatewayLabError, WalCorruptError
+from gateway.errors import ConfigError, GatewayLabError, WalCorruptError
+from gateway.ladder import server_label
 
 WAL_NAME = "audit.wal"
 API_KEY = "sk-gatewaylab-torture"
@@ -215,8 +216,8 @@ def run_torture(
     kills: int,
     *,
     ack: str = "background",
-    server: str = "uvicorn",
-    shell: str = "asgi",
+    server: str | None = None,
+    shell: str | None = None,
     fsync: str = "group",
     rate: float = 200.0,
     seed: int | None = None,
@@ -246,7 +247,7 @@ def run_torture(
     ledger = ledger_dir or tempfile.mkdtemp(prefix="gatewaylab-torture-")
     os.makedirs(ledger, exist_ok=True)
     wal_path = os.path.join(ledger, WAL_NAME)
-    res = TortureResult(mode=mode, server=server, ack=ack, fsync=fsync, ledger_dir=ledger)
+    res = TortureResult(mode=mode, server=server_label(mode, server), ack=ack, fsync=fsync, ledger_dir=ledger)
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
     with (
@@ -262,10 +263,10 @@ def run_torture(
                 return start_gateway(
                     None, None, mode=mode, server=server, shell=shell, config=cfg, ledger_dir=ledger
                 )
-            except RuntimeError as e:
+            except (RuntimeError, ConfigError) as e:  # the child failed, or its options did
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
                 raise TortureError(
-                    f"the gateway (mode {mode!r}, {server}) did not start: {lines[-1] if lines else e}"
+                    f"the gateway (mode {mode!r}, {res.server}) did not start: {lines[-1] if lines else e}"
                 ) from None
 
         def check_restart(gw) -> None:

@@ -109,7 +109,7 @@ class GatewaySession:
                 self.api_key,
                 mode=sw.mode,
                 impl=dict(sw.overrides) or None,
-                shell=shell or "asgi",
+                shell=shell,
                 **gateway_opts,
             )
         except BaseException:

@@ -35,8 +35,8 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.errors import ConfigError, InvalidInput
+from gateway.ladder import LAYOUTS
 
-LAYOUTS = ("single", "sharded", "single-writer")
 SHARD_PREFIX = "shard-"
 FORMAT = "shards v1"
 _SHARD_RE = re.compile(r"shard-(\d+)")

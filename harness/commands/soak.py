@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from gateway.ladder import SERVERS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", required=True, help="the rung, as `gatewaylab serve --mode` takes it")
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=None, help="steady: requests/s (default 70%% of a probed capacity)"
     )
     p.add_argument("--scenario", choices=["steady", "overload", "chaos", "idle", "peak"], default="steady")
-    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument("--server", choices=list(SERVERS), default=None, help="Python rungs (default: uvicorn)")
     p.add_argument("--factor", type=float, default=2.0, help="overload: times capacity")
     p.add_argument(
         "--connections",

@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from gateway.ladder import SERVERS, SHELLS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -19,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--kills", type=int, required=True, help="number of SIGKILLs")
     p.add_argument("--ack", choices=["background", "durable"], default="background")
-    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
-    p.add_argument("--shell", choices=["asgi", "fastapi"], default="asgi")
+    p.add_argument("--server", choices=list(SERVERS), default=None, help="Python rungs (default: uvicorn)")
+    p.add_argument("--shell", choices=list(SHELLS), default=None, help="Python rungs (default: asgi)")
     p.add_argument(
         "--fsync", choices=["always", "group", "none"], default="group", help="the WAL's fsync policy"
     )

@@ -119,8 +119,9 @@ def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock
     import subprocess
     import time
 
+    from gateway import rs_server, server
     from gateway.launch import free_port
-    from gateway.rs_server import binary_path
+    from gateway.options import ServeOptions
 
     ledger = tmp_path / "ledger"
     cfg = tmp_path / "gw.yaml"
@@ -135,9 +136,12 @@ def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    opts = ServeOptions(config=str(cfg), mode="rs-server", port=port)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(rs_server.spec(opts, server.build_config(opts))))
     # restore_signals (the default) puts SIGXFSZ back to SIG_DFL in the child, as a shell would
     proc = subprocess.Popen(
-        [binary_path(), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+        [rs_server.binary_path(), "--spec", str(spec)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         restore_signals=True,

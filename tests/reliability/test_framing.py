@@ -37,7 +37,7 @@ def gateway(request, mock, tmp_path_factory):
         mock.url,
         KEY,
         mode=mode,
-        server="uvicorn" if mode in NO_INTERPRETER_MODES else server,
+        server=None if mode in NO_INTERPRETER_MODES else server,
         ledger_dir=str(tmp_path_factory.mktemp("ledger")),
     )
     yield gw, server

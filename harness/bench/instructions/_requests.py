@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError, GatewayLabError
+from gateway.ladder import RUNGS
 from harness.bench.instructions import _cachegrind as cg
 from harness.bench.instructions._common import one_line, precompile
 from harness.bench.instructions._results import PEER_GOVERNANCE, InstructionRun, key, run_meta
@@ -187,12 +188,13 @@ class _Bench:
 
                 stages, audit = GOVERNANCE[spec.governance]
                 config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
+                rung = RUNGS[spec.target]  # a rung that serves HTTP itself takes no --shell/--server
                 proc = start_gateway(
                     None,
                     None,
                     mode=spec.target,
-                    shell=self.shell,
-                    server=self.server,
+                    shell=self.shell if rung.shells else None,
+                    server=self.server if rung.servers else None,
                     ledger_dir=str(ledger),
                     config=str(config),
                     cpus=self.profile.gateway_cpus,

@@ -2,11 +2,11 @@
 //!
 //! The Python twin is `gateway/audit/job.py` (`RecordAssembler.record`); both give the same
 //! payload bytes for the same job. A job is the request's `AuditMaterial` plus the answer.
-use crate::adapter::{self, Json};
 use crate::entropy::{entropy_millibits, text_entropy_millibits, PySum};
 use crate::hash::sha256_hex;
 use crate::pipeline::AuditMaterial;
 use crate::record::{encode_record, Value};
+use crate::stages::adapter::{self, Json};
 
 #[derive(Debug, Clone)]
 pub enum Answer {

@@ -365,15 +365,16 @@ impl LedgerThread {
         })
     }
 
-    /// Hand a job over; false once the thread has been stopped.
-    pub fn submit(&self, job: AuditJob) -> bool {
-        self.send(job, None).is_ok()
+    /// Hand a job over (boxed or not: the channel carries it boxed); false once the thread
+    /// has been stopped.
+    pub fn submit(&self, job: impl Into<Box<AuditJob>>) -> bool {
+        self.send(job.into(), None).is_ok()
     }
 
     /// Hand a job over and have `ack` called once its record is durable (or failed). Once the
     /// thread has been stopped the job is refused and `ack` is called at once with the error.
-    pub fn submit_acked(&self, job: AuditJob, ack: Ack) -> bool {
-        match self.send(job, Some(ack)) {
+    pub fn submit_acked(&self, job: impl Into<Box<AuditJob>>, ack: Ack) -> bool {
+        match self.send(job.into(), Some(ack)) {
             Ok(()) => true,
             Err(ack) => {
                 if let Some(ack) = ack {
@@ -384,12 +385,12 @@ impl LedgerThread {
         }
     }
 
-    fn send(&self, job: AuditJob, ack: Option<Ack>) -> Result<(), Option<Ack>> {
+    fn send(&self, job: Box<AuditJob>, ack: Option<Ack>) -> Result<(), Option<Ack>> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = tx.as_ref() else {
             return Err(ack);
         };
-        match tx.send(Msg::Job(Box::new(job), ack)) {
+        match tx.send(Msg::Job(job, ack)) {
             Ok(()) => {
                 self.stats.submitted.fetch_add(1, Relaxed);
                 Ok(())
@@ -443,6 +444,7 @@ impl Drop for LedgerThread {
 
 /// Append the batch (one `append_many`: one write, and the fsync the policy promises), then
 /// call the acks of its jobs, outside the ledger's lock.
+#[allow(clippy::vec_box)] // the jobs arrive boxed (a small channel message); unboxing would copy each
 fn append_batch(
     ledger: &Mutex<Ledger>,
     stats: &LedgerStats,
