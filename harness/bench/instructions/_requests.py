@@ -185,14 +185,19 @@ class _Bench:
                 from gateway.launch import start_gateway
                 from harness.targets import write_bench_config
 
+                from gateway.ladder import rung
+
                 stages, audit = GOVERNANCE[spec.governance]
                 config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
+                # --shell/--server only where the rung has them (rs-server serves HTTP itself and
+                # refuses both)
+                shells = rung(spec.target).shells
                 proc = start_gateway(
                     None,
                     None,
                     mode=spec.target,
-                    shell=self.shell,
-                    server=self.server,
+                    shell=self.shell if shells else None,
+                    server=self.server if shells else None,
                     ledger_dir=str(ledger),
                     config=str(config),
                     cpus=self.profile.gateway_cpus,
