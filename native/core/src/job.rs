@@ -2,7 +2,7 @@
 //!
 //! The Python twin is `gateway/audit/job.py` (`RecordAssembler.record`); both give the same
 //! payload bytes for the same job. A job is the request's `AuditMaterial` plus the answer.
-use crate::entropy::{entropy_millibits, text_entropy_millibits, PySum};
+use crate::entropy::{doc_entropy_bits, parse_body, text_entropy_millibits, to_millibits, PySum};
 use crate::hash::sha256_hex;
 use crate::pipeline::AuditMaterial;
 use crate::record::{encode_record, Value};
@@ -62,13 +62,15 @@ fn count(v: Option<&Json<'_>>, default: i64) -> Result<i64, ()> {
 
 /// (entropy, prompt_tokens, completion_tokens) of a non-streamed 2xx body; what cannot be
 /// read leaves entropy 0 and keeps the counts read so far (the Python twin's try block).
+/// The body is parsed once: the entropy and the usage counts read the same document.
 fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64) {
-    let Ok(entropy) = entropy_millibits(body, mode) else {
+    let Ok(doc) = parse_body(body) else {
         return (0, prompt_tokens, 0);
     };
-    let Ok(doc @ Json::Obj(_)) = adapter::parse(body) else {
+    let entropy = to_millibits(doc_entropy_bits(&doc, mode));
+    if !matches!(doc, Json::Obj(_)) {
         return (0, prompt_tokens, 0);
-    };
+    }
     let usage = doc.get("usage");
     let empty = Json::Obj(Vec::new());
     let usage = match usage {
