@@ -123,24 +123,25 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
         }
     };
     let request_sha = sha256_hex(&m.request_body);
+    // in key order already (encode_record sorts; a sorted list costs it one pass)
     let mut entries = vec![
-        ("seq", Value::Int(seq as i64)),
-        ("time_ns", Value::Int(m.time_ns)),
-        ("request_id", Value::Str(&m.request_id)),
+        ("completion_tokens", Value::Int(completion_tokens)),
+        ("entropy_mbits", Value::Int(entropy)),
         ("key_id", Value::Str(&m.key_id)),
+        ("latency_us", Value::Int(job.latency_us)),
         ("model", Value::Str(&m.model)),
-        ("status", Value::Int(job.status as i64)),
+        ("prompt_tokens", Value::Int(prompt_tokens)),
+        ("request_id", Value::Str(&m.request_id)),
         ("request_sha256", Value::Str(&request_sha)),
         ("response_sha256", Value::Str(&response_sha)),
-        ("entropy_mbits", Value::Int(entropy)),
-        ("prompt_tokens", Value::Int(prompt_tokens)),
-        ("completion_tokens", Value::Int(completion_tokens)),
-        ("latency_us", Value::Int(job.latency_us)),
+        ("seq", Value::Int(seq as i64)),
+        ("status", Value::Int(job.status as i64)),
+        ("time_ns", Value::Int(m.time_ns)),
         ("waf", Value::Str(&m.waf)),
     ];
     // only a traced (sampled) request's record has it: every other record is as before
     if !m.trace_id.is_empty() {
-        entries.push(("trace_id", Value::Str(&m.trace_id)));
+        entries.insert(12, ("trace_id", Value::Str(&m.trace_id)));
     }
     encode_record(&mut entries)
 }
