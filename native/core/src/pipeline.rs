@@ -756,6 +756,7 @@ impl Pipeline {
                 });
             }
         }
+        let stream = matches!(parsed.get("stream"), Some(Json::Bool(true)));
         let up_body = if self.adapt_on {
             stage.enter("adapter");
             self.ran(ADAPTER);
@@ -763,8 +764,9 @@ impl Pipeline {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",
             };
+            // the document the parse stage read: the body is parsed once
             self.adapter(route.kind)
-                .to_upstream(body, &upstream_model)
+                .to_upstream_doc(parsed, &upstream_model)
                 .map_err(|e| Rejection {
                     audit: audit.clone(),
                     ..reject(
@@ -780,7 +782,7 @@ impl Pipeline {
             url: route.url.clone(),
             headers: route.headers.clone(),
             body: up_body,
-            stream: matches!(parsed.get("stream"), Some(Json::Bool(true))),
+            stream,
             kind: route.kind,
             public_model: model,
             adapt: self.adapt_on,
