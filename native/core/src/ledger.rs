@@ -9,7 +9,9 @@
 //! any rung or twin continues under any other and both write the same bytes.
 //!
 //! `LedgerThread` takes audit jobs over a channel and appends them in batches (one WAL write
-//! and, under fsync "group", one group commit per batch): the hot path only sends a message.
+//! per batch): the hot path only sends a message. Under fsync "group", a batch that carries
+//! an `Ack` is fsynced before its acks are called; a batch nobody waits on joins the WAL's
+//! pending group, which its flusher fsyncs within `group_delay_ms`.
 //! A job may carry an `Ack` (`ledger.ack: durable`): the thread calls it once the batch
 //! holding the job's record has been written and fsynced as the policy promises (one fsync
 //! per batch under "group", one per record under "always", none under "none"), or with the
@@ -226,9 +228,24 @@ impl Ledger {
         crate::hash::to_hex(&self.mmr.root())
     }
 
-    /// WAL first, then the MMR; returns the new count.
+    /// WAL first, then the MMR; returns the new count. The batch is durable when it
+    /// returns (as the fsync policy promises).
     pub fn append_many(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
-        self.wal.append_many(payloads)?;
+        self.append_batch(payloads, true)
+    }
+
+    /// `append_many` whose WAL batch joins the pending group commit (`WalWriter::
+    /// append_many_grouped`): durable within `group_delay_ms` under "group", not on return.
+    pub fn append_many_grouped(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
+        self.append_batch(payloads, false)
+    }
+
+    fn append_batch(&mut self, payloads: &[&[u8]], durable_now: bool) -> Result<u64, WalError> {
+        if durable_now {
+            self.wal.append_many(payloads)?;
+        } else {
+            self.wal.append_many_grouped(payloads)?;
+        }
         let n = self
             .mmr
             .append_many(payloads.iter().copied())
@@ -464,7 +481,13 @@ fn append_batch(
             .map(|(i, j)| record_payload(base + i as u64, j, mode))
             .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        led.append_many(&refs)
+        if acks.is_empty() {
+            // nobody waits on this batch (ack background): it joins the group commit, so a
+            // low rate does not pay one fsync per request
+            led.append_many_grouped(&refs)
+        } else {
+            led.append_many(&refs)
+        }
     };
     let result = match result {
         Ok(_) => {
