@@ -182,10 +182,9 @@ class _Bench:
                     ready_timeout_s=READY_TIMEOUT_S,
                 )
             else:
+                from gateway.ladder import rung
                 from gateway.launch import start_gateway
                 from harness.targets import write_bench_config
-
-                from gateway.ladder import rung
 
                 stages, audit = GOVERNANCE[spec.governance]
                 config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
