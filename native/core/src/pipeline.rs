@@ -383,14 +383,15 @@ pub struct Pipeline {
     auth: ApiKeyAuth,
     waf: Waf,
     ratelimit: Mutex<RateLimiter>,
-    routes: HashMap<String, Route>,
+    /// model name -> route; keyed by the configured names (fixed at start): foldhash, not SipHash
+    routes: HashMap<String, Route, foldhash::fast::RandomState>,
     /// Model names in configuration order (passthrough goes to the first).
     order: Vec<String>,
     passthrough: bool,
     openai: Adapter,
     anthropic: Adapter,
     /// group -> its deployments (the router picks the index), when the router is on
-    targets: HashMap<String, Vec<Route>>,
+    targets: HashMap<String, Vec<Route>, foldhash::fast::RandomState>,
     /// times each stage ran (RUN_STAGES)
     runs: [AtomicU64; RUN_STAGES.len()],
 }
@@ -451,7 +452,7 @@ impl Pipeline {
         if cfg.models.is_empty() {
             return Err("model_list: needs at least one model".into());
         }
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::default();
         let mut order = Vec::new();
         for m in &cfg.models {
             let kind = Kind::parse(&m.kind).ok_or_else(|| {
@@ -472,7 +473,7 @@ impl Pipeline {
             );
             order.push(m.name.clone());
         }
-        let mut targets: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut targets: HashMap<String, Vec<Route>, _> = HashMap::default();
         for d in &cfg.deployments {
             let kind = Kind::parse(&d.kind).ok_or_else(|| {
                 format!(
@@ -755,6 +756,7 @@ impl Pipeline {
                 });
             }
         }
+        let stream = matches!(parsed.get("stream"), Some(Json::Bool(true)));
         let up_body = if self.adapt_on {
             stage.enter("adapter");
             self.ran(ADAPTER);
@@ -762,8 +764,9 @@ impl Pipeline {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",
             };
+            // the document the parse stage read: the body is parsed once
             self.adapter(route.kind)
-                .to_upstream(body, &upstream_model)
+                .to_upstream_doc(parsed, &upstream_model)
                 .map_err(|e| Rejection {
                     audit: audit.clone(),
                     ..reject(
@@ -779,7 +782,7 @@ impl Pipeline {
             url: route.url.clone(),
             headers: route.headers.clone(),
             body: up_body,
-            stream: matches!(parsed.get("stream"), Some(Json::Bool(true))),
+            stream,
             kind: route.kind,
             public_model: model,
             adapt: self.adapt_on,

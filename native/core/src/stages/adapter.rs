@@ -439,9 +439,26 @@ impl Adapter {
     }
 
     pub fn to_upstream(&self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, AdapterError> {
+        self.to_upstream_doc(load_obj(body, "adapter")?, upstream_model)
+    }
+
+    /// `to_upstream` of a request body the caller has parsed already (with `parse`: the
+    /// pipeline's parse stage), so it is not parsed twice.
+    pub fn to_upstream_doc<'a>(
+        &self,
+        doc: Json<'a>,
+        upstream_model: &'a str,
+    ) -> Result<Vec<u8>, AdapterError> {
+        if !matches!(doc, Json::Obj(_)) {
+            return err("adapter: expected a JSON object");
+        }
         match self.kind {
-            Kind::OpenAi => swap_model(body, upstream_model),
-            Kind::Anthropic => anthropic_request(body, upstream_model),
+            Kind::OpenAi => {
+                let mut obj = doc;
+                obj.set("model", Json::Str(upstream_model.into()));
+                dump(obj)
+            }
+            Kind::Anthropic => anthropic_request(doc, upstream_model),
         }
     }
 
@@ -488,8 +505,7 @@ fn openai_event<'a>(event: &'a [u8], public_model: &'a str) -> Result<Vec<Vec<u8
     Ok(vec![dump(obj)?])
 }
 
-fn anthropic_request<'a>(body: &'a [u8], upstream_model: &'a str) -> Result<Vec<u8>, AdapterError> {
-    let req = load_obj(body, "adapter")?;
+fn anthropic_request<'a>(req: Json<'a>, upstream_model: &'a str) -> Result<Vec<u8>, AdapterError> {
     let Some(Json::Arr(msgs)) = req.get("messages") else {
         return err("adapter: 'messages' must be a list");
     };

@@ -35,9 +35,12 @@ struct State {
     last_ns: i128,
 }
 
+/// Keyed by the configured keys' ids (a handful, fixed at start): foldhash, not SipHash.
+type Map<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 pub struct RateLimiter {
-    limits: HashMap<String, Limits>,
-    state: HashMap<String, State>,
+    limits: Map<Limits>,
+    state: Map<State>,
 }
 
 /// Exact comparison of a finite float with an unsigned integer (as Python compares them).
@@ -71,7 +74,7 @@ impl RateLimiter {
         I: IntoIterator<Item = (K, i128, i128)>,
         K: Into<String>,
     {
-        let mut out = HashMap::new();
+        let mut out = Map::default();
         for (k, rpm, tpm) in limits {
             let k: String = k.into();
             for (name, v) in [("requests_per_min", rpm), ("tokens_per_min", tpm)] {
@@ -96,7 +99,7 @@ impl RateLimiter {
         }
         Ok(Self {
             limits: out,
-            state: HashMap::new(),
+            state: Map::default(),
         })
     }
 
