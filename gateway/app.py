@@ -20,12 +20,13 @@ import itertools
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from typing import Protocol
 
 import orjson
 
-from gateway import workers
+from gateway import probes, workers
 from gateway.audit.job import AuditJob
+from gateway.audit.writer_process import SingleWriterAudit
 from gateway.background import BackgroundAudit
 from gateway.config import Config
 from gateway.errors import (
@@ -63,10 +64,19 @@ class Response:
         self.headers = headers if headers is not None else [_JSON]
 
 
+class ChunkStream(Protocol):
+    """A stream's body: an async generator of chunks, or one that frees its admission place
+    (`_InFlightStream`); the shells close it when the client goes away."""
+
+    def __aiter__(self) -> ChunkStream: ...
+    async def __anext__(self) -> bytes: ...
+    async def aclose(self) -> None: ...
+
+
 class StreamResponse:
     __slots__ = ("status", "headers", "chunks")
 
-    def __init__(self, chunks: AsyncIterator[bytes], headers: list):
+    def __init__(self, chunks: ChunkStream, headers: list):
         self.status = 200
         self.headers = headers
         self.chunks = chunks
@@ -78,15 +88,16 @@ class _InFlightStream:
 
     __slots__ = ("_chunks", "_gw")
 
-    def __init__(self, chunks: AsyncIterator[bytes], gw: GatewayBase):
-        self._chunks, self._gw = chunks, gw
+    def __init__(self, chunks: ChunkStream, gw: GatewayBase):
+        self._chunks: ChunkStream = chunks
+        self._gw: GatewayBase | None = gw
 
     def _release(self) -> None:
         if self._gw is not None:
             self._gw.in_flight -= 1
             self._gw = None
 
-    def __aiter__(self):
+    def __aiter__(self) -> _InFlightStream:
         return self
 
     async def __anext__(self) -> bytes:
@@ -147,7 +158,7 @@ class GatewayBase(ABC):
         self.server = config.server
         self.switches = config.switches
         self.metrics = Metrics()
-        self.probes = None
+        self.probes: probes.ProbeHandle | None = None
         self.worker = workers.current()  # None: a lone process; else this worker of a unit
         self.peers: workers.Peers | None = None
         self._id_prefix = f"req-{os.getpid():x}-{time.time_ns() & 0xFFFFFFFF:x}-"
@@ -157,16 +168,8 @@ class GatewayBase(ABC):
     # --- lifecycle ----------------------------------------------------------------------
     async def startup(self) -> None:
         if os.environ.get("GATEWAYLAB_INJECT_DELAY_US"):  # a test-only slowdown (gateway/probes.py)
-            import asyncio
-
-            from gateway import probes
-
             probes.install_inject_delay(asyncio.get_running_loop())
         if os.environ.get("GATEWAYLAB_PROBES") == "1":
-            import asyncio
-
-            from gateway import probes
-
             self.probes = probes.start(asyncio.get_running_loop())
         if self.worker is not None:  # last: the supervisor takes the control socket as "ready"
             self.peers = workers.Peers(self.worker, self)
@@ -219,13 +222,20 @@ class GatewayBase(ABC):
     def sharded(self) -> bool:
         return self.worker is not None and self.worker.sharded
 
+    @property
+    def _unit(self) -> workers.Peers:
+        """The other workers of this one's unit (a sharded ledger's endpoints ask them)."""
+        if self.peers is None:
+            raise RuntimeError("not a worker of a unit, or not started")
+        return self.peers
+
     async def audit_root(self) -> Response:
         """The ledger's root; sharded: every shard's root and the combined root (docs/workers.md)."""
         if not self.sharded:
             return Response(200, orjson.dumps(await self._root()))
         from gateway.audit.shards import root_document
 
-        answers = await self.peers.ask_all({"op": "root"})
+        answers = await self._unit.ask_all({"op": "root"})
         down = [f"shard {k}: {a['error']}" for k, a in enumerate(answers) if "ok" not in a]
         if down:
             return error(503, "the combined root needs every shard; " + "; ".join(down), "shard_unavailable")
@@ -280,7 +290,8 @@ class GatewayBase(ABC):
         """Shard K's proof made by its owner, among every shard's state (docs/workers.md)."""
         from gateway.audit.shards import sharded_proof
 
-        count = self.worker.count
+        unit = self._unit
+        count = unit.info.count
         if shard is None:
             return error(
                 400,
@@ -294,16 +305,16 @@ class GatewayBase(ABC):
             return error(404, f"shard {k_digits} does not exist (0..{count - 1})", "shard_out_of_range")
         k = int(k_digits)
         if n is None:  # beyond any ledger: out of range against the shard's count, no proof to ask for
-            got = await self.peers.ask(k, {"op": "root"})
+            got = await unit.ask(k, {"op": "root"})
             if "ok" not in got:
                 return error(503, f"shard {k}: {got['error']}", "shard_unavailable")
             return error(range_status, out_of_range(kind, digits, got["ok"]["count"]), range_code)
-        got = await self.peers.ask(k, {"op": kind, "n": n})
+        got = await unit.ask(k, {"op": kind, "n": n})
         if "ok" not in got:
             if got.get("index_error"):
                 return error(range_status, got["error"], range_code)
             return error(503, f"shard {k}: {got['error']}", "shard_unavailable")
-        roots = await self.peers.ask_all({"op": "root"})
+        roots = await unit.ask_all({"op": "root"})
         down = [f"shard {j}: {a['error']}" for j, a in enumerate(roots) if j != k and "ok" not in a]
         if down:
             return error(503, "the combined root needs every shard; " + "; ".join(down), "shard_unavailable")
@@ -371,8 +382,6 @@ class GatewayBase(ABC):
         """The in-gateway probes; `every_worker` (?workers=all): {"workers": [one per worker]}."""
         if self.probes is None:
             return error(404, "probes are off (start the gateway with GATEWAYLAB_PROBES=1)", "probes_off")
-        from gateway import probes
-
         if every_worker and self.peers is not None:
             answers = await self.peers.ask_all({"op": "probes", "reset": reset})
             return Response(
@@ -399,12 +408,8 @@ class Gateway(GatewayBase):
         self.metrics.stage_runs = self.pipeline.stage_runs
         self.hooks = PreCallHooks(config.plugins.pre_call)
         self.forwarder = sw.load("forwarder")(timeout_s=config.upstream_timeout_s, pool=config.upstream_pool)
-        if (
-            config.ledger_layout == "single-writer"
-        ):  # records go to one ledger process (docs/single_writer.md)
-            from gateway.audit.writer_process import SingleWriterAudit as audit_cls
-        else:
-            audit_cls = BackgroundAudit
+        # single-writer: records go to one ledger process (docs/single_writer.md)
+        audit_cls = SingleWriterAudit if config.ledger_layout == "single-writer" else BackgroundAudit
         self.background = audit_cls(
             config.ledger_dir,
             sw,
@@ -461,7 +466,7 @@ class Gateway(GatewayBase):
         stage["decide"].observe_ns(t1 - t0)
         if tr is not None:
             tr.decided(d.audit)
-        if type(d) is Rejection:
+        if isinstance(d, Rejection):
             if d.code == "waf_blocked":
                 self.metrics.counters["waf_blocks"] += 1
             resp = Response(d.status, d.body, [_JSON, *d.headers])
@@ -510,6 +515,7 @@ class Gateway(GatewayBase):
         answer ends it. A stream is retried only until its first chunk arrives. `tr` (tracing
         on): one attempt span per attempt, each with its own traceparent upstream."""
         router, now = self.router, time.monotonic_ns
+        assert router is not None  # _chat routes only with a router
         att = router.begin(fwd.public_model, (len(request_body) + 3) // 4, now())
         last: tuple | None = None  # ("status", Forwarding, status, body) | ("error", UpstreamError)
         if tr is not None:
@@ -565,8 +571,8 @@ class Gateway(GatewayBase):
             )
         elif last[0] == "error":
             self.metrics.counters["upstream_errors"] += 1
-            e = last[1]
-            resp = error(e.http_status, str(e), e.code)
+            err = last[1]
+            resp = error(err.http_status, str(err), err.code)
         else:
             _, target, status, rbody = last
             try:

@@ -376,7 +376,7 @@ def from_mapping(
                     )
         router_json = router_config(d.get("router"), specs)
 
-    keys = []
+    keys: list[ApiKey] = []
     for i, k in enumerate(_get(d, "keys", "", list, [])):
         w = f"keys[{i}]."
         if not isinstance(k, Mapping):

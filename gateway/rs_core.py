@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import orjson
 
@@ -40,12 +41,15 @@ class RsCoreGateway(GatewayBase):
         self._pending: dict[int, asyncio.Future] = {}
         self._outbox: list[tuple] = []  # requests read in this loop iteration, submitted at its end
         self._tokens = itertools.count()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by startup(), before any request
         self.metrics.refresh = self._refresh_metrics
         self.metrics.stage_runs = self.core.stage_runs
         # the engine's gauges, read at scrape time
         for name in ("background_queue_depth", "requests_in_flight", "audit_records_in_ledger"):
-            self.metrics.gauges[name] = lambda name=name: self.core.stats()[name]
+            self.metrics.gauges[name] = self._gauge(name)
+
+    def _gauge(self, name: str) -> Callable[[], float]:
+        return lambda: self.core.stats()[name]
 
     # --- lifecycle ----------------------------------------------------------------------
     async def startup(self) -> None:

@@ -134,6 +134,7 @@ async def _send_stream(send, receive, resp: StreamResponse) -> None:
     import asyncio
 
     relay = asyncio.current_task()
+    assert relay is not None  # the server runs each request as a task
     gone = False
 
     async def watch():

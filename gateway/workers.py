@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -60,7 +61,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def place(
-    n: int, cpus: list[int], worker_cpus: list[list[int]] | None = None
+    n: int, cpus: list[int], worker_cpus: Sequence[Sequence[int]] | None = None
 ) -> tuple[list[list[int]], list[str]]:
     """Worker k -> its CPU list, and a note for every worker that shares a CPU with another."""
     if n < 1:
