@@ -116,7 +116,7 @@ def run_on_rung(mode: str, examples: int, seed: int = 0) -> dict:
 
     import yaml
 
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
     from harness.native_procs import start_mock
 

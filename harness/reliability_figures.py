@@ -32,7 +32,7 @@ def _spread(xs) -> str:
 
 def ack_cost(mode: str, repeat: int, seconds: float = 4.0) -> list[dict]:
     """c=1 p50 and c=16 req/s, background vs durable, fsync group and always; interleaved."""
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
     from harness.native_procs import run_load, start_mock
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import psutil
 
-from gateway.launch import GatewayProcess, start_gateway
+from gateway.serving.launch import GatewayProcess, start_gateway
 from harness.fleet import Fleet, start_fleet
 from harness.native_procs import run_load, start_mock
 

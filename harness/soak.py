@@ -106,7 +106,7 @@ class _Rig:
         self.load_cpus = self.profile.load_cpus
 
     def __enter__(self):
-        from gateway.launch import start_gateway
+        from gateway.serving.launch import start_gateway
         from harness.native_procs import start_mock
 
         self.tmp = tempfile.TemporaryDirectory(prefix="gatewaylab-soak-")

@@ -811,7 +811,7 @@ class Sweep:
         return self.mock
 
     def _start_gateway(self, cfg: Config, wrapper: list[str] | None = None):
-        from gateway.launch import start_gateway
+        from gateway.serving.launch import start_gateway
         from harness.targets import write_bench_config
 
         if cfg.kind == "peer":

@@ -1,7 +1,7 @@
 """Sweep targets: our rungs and the peers, in one table (`--targets py,py+rs,litellm,...`).
 
     from harness.targets import TARGETS, target
-    target("py+rs").kind           # "rung": started by gateway.launch with --mode py+rs
+    target("py+rs").kind           # "rung": started by gateway.serving.launch with --mode py+rs
     target("litellm-rust").kind    # "peer": harness.peers.litellm, LITELLM_RUST=true
 
 A new rung joins by name: every mode in `gateway.twins.MODES` is a target, started exactly

@@ -5,7 +5,7 @@
     r = run_torture("py+rs", kills=20)      # -> TortureResult; r.ok, r.records_lost == 0
 
 One ledger directory and one native mock for the whole run. Each cycle:
-  1. start the gateway (gateway.launch.start_gateway) on the ledger; check that it recovered
+  1. start the gateway (gateway.serving.launch.start_gateway) on the ledger; check that it recovered
      exactly the log this module recovered after the previous kill (count and root), and that
      a torn tail found then is gone from the file;
   2. drive it open loop from the native load generator (harness.native_procs.run_load);
@@ -230,7 +230,7 @@ def run_torture(
     log: Callable[[str], None] | None = None,
 ) -> TortureResult:
     """Run `kills` kill/verify/restart cycles on one ledger; see the module docstring."""
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.native_procs import run_load, start_mock
 
     if ack not in ACKS:

@@ -11,7 +11,7 @@
     <cell that drives it>
 
 The gateway and its native mock upstream run as child processes on 127.0.0.1 (through
-`harness.native_procs.start_mock` and `gateway.launch.start_gateway`); they are stopped by
+`harness.native_procs.start_mock` and `gateway.serving.launch.start_gateway`); they are stopped by
 `%gateway down`, when the extension is unloaded, and at interpreter exit.
 """
 
@@ -98,7 +98,7 @@ class GatewaySession:
 
             self.otlp = OtlpReceiver()
             gateway_opts.update(tracing=tmode.label(), tracing_endpoint=self.otlp.endpoint)
-        from gateway.launch import start_gateway
+        from gateway.serving.launch import start_gateway
         from harness.native_procs import start_mock
 
         self.api_key = api_key or self.api_key

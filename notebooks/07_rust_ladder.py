@@ -312,7 +312,7 @@ gov_table
 # (the sidecar's CPU counts: it is in the gateway's process tree).
 
 # %%
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from harness.native_procs import run_load, start_mock
 from harness.probes import TreeSampler
 from harness.profiles import resolve

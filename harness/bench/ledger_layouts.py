@@ -74,7 +74,7 @@ def measure(
 ) -> dict[str, Any]:
     from gateway.audit.ledger import WAL_NAME
     from gateway.audit.wal import WriteAheadLog
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.meta import collect
     from harness.native_procs import run_load, start_mock
     from harness.probes import TreeSampler

@@ -204,7 +204,7 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
     import json
     import urllib.request
 
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.native_procs import run_load, start_mock
     from harness.sweep import API_KEY, CHAT_BODY, CHAT_PATH
     from harness.targets import write_bench_config

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from tests.gateway.helpers import API_KEY
 from tests.gateway.upstream import FixtureUpstream
 

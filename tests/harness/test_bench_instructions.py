@@ -80,7 +80,7 @@ def test_benchmark_config_is_zero_config_plus_limits_no_run_reaches(tmp_path):
 @pytest.mark.parametrize("mode", ["py", "rs-server"])
 def test_the_limits_of_the_benchmark_config_reach_the_rate_limiter(tmp_path, mode):
     """The same config with a limit a run does reach answers 429: the limits are wired."""
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.native_procs import start_mock
 
     with start_mock() as mock:

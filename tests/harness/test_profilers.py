@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from harness.native_procs import run_load, start_mock
 from harness.profilers import cachegrind, perf
 from harness.targets import PERF, PYSPY, TARGETS, flamegraph_tools
@@ -178,7 +178,7 @@ def _cachegrind_life(mock, n: int, workdir: Path) -> list[Path]:
         "valgrind",
         "--tool=cachegrind",
         "--cache-sim=no",
-        "--trace-children=yes",  # gateway/server.py execs the binary: follow it
+        "--trace-children=yes",  # gateway/serving/server.py execs the binary: follow it
         f"--cachegrind-out-file={out}/cachegrind.out.%p",
         f"--log-file={out}/valgrind.%p.log",
     ]

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from tests.reliability.rungs import DURABLE_ACK_RUNGS
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from tests.gateway.helpers import assert_openai_error, http
 from tests.reliability.rungs import RUNGS

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from harness import soak
 from tests.reliability.rungs import RUNGS
@@ -146,8 +146,7 @@ def test_overload_step_sheds_and_loses_nothing_admitted():
 def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
     from gateway.config import MAX_IN_FLIGHT, embedded, from_mapping
     from gateway.errors import ConfigError
-    from gateway.options import ServeOptions
-    from gateway.server import build_config
+    from gateway.options import ServeOptions, build_config
 
     assert embedded("http://127.0.0.1:9", "k", str(tmp_path)).max_in_flight == MAX_IN_FLIGHT == 1024
     doc = {

@@ -206,7 +206,7 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
 
     import yaml
 
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
     from harness.native_procs import start_mock
 

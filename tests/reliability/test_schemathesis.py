@@ -25,7 +25,7 @@ def test_answers_match_the_openapi_description(mode):
 
 def test_a_wrong_description_is_caught(tmp_path):
     """The checks bite: a description that asks /health for a field it does not serve fails."""
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.native_procs import start_mock
 
     with open(api_fuzz.SPEC, encoding="utf-8") as f:
@@ -52,7 +52,7 @@ def test_proof_indexes_beyond_64_bits_are_out_of_range_not_500(mode, tmp_path):
     import urllib.error
     import urllib.request
 
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from harness.native_procs import start_mock
 
     with start_mock(seed=3) as mock:

@@ -10,9 +10,9 @@ import sys
 import orjson
 import pytest
 
-from gateway import rs_server, server
 from gateway.errors import ConfigError
-from gateway.options import ServeOptions
+from gateway.options import ServeOptions, build_config
+from gateway.rungs import rs_server
 
 
 def test_the_binary_gets_one_spec_with_the_checked_config_and_the_gateway_cores(tmp_path):
@@ -26,7 +26,7 @@ def test_the_binary_gets_one_spec_with_the_checked_config_and_the_gateway_cores(
         ack="durable",
         max_in_flight=3,
     )
-    cfg = server.build_config(opts)
+    cfg = build_config(opts)
     s = rs_server.spec(opts, cfg)
     assert set(s) == {"config", "engine", "server"}
     c = s["config"]

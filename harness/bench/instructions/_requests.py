@@ -182,7 +182,7 @@ class _Bench:
                     ready_timeout_s=READY_TIMEOUT_S,
                 )
             else:
-                from gateway.launch import start_gateway
+                from gateway.serving.launch import start_gateway
                 from harness.targets import write_bench_config
 
                 stages, audit = GOVERNANCE[spec.governance]

@@ -8,7 +8,7 @@
 
 Two implementations of one interface (`GatewayBase`), picked by `make_gateway` from the mode:
 `Gateway` for rungs 0 and 1 (`py`, `py+rs`: the Python pipeline calling the twins the
-switches choose) and `gateway.rs_core.RsCoreGateway` for rung 2 (`rs-core`: one awaitable
+switches choose) and `gateway.rungs.rs_core.RsCoreGateway` for rung 2 (`rs-core`: one awaitable
 Rust call per request). Shells talk to `GatewayBase` only. Errors use the OpenAI shape
 {"error": {"message", "type", "code"}} (gateway/errors.py error_type: the type from the status, a 5xx's from its code).
 """
@@ -24,7 +24,7 @@ from typing import Protocol
 
 import orjson
 
-from gateway import probes, workers
+from gateway import probes
 from gateway.audit.job import AuditJob
 from gateway.audit.writer_process import SingleWriterAudit
 from gateway.background import BackgroundAudit
@@ -48,10 +48,11 @@ from gateway.pipeline import (
     upstream_headers,
 )
 from gateway.plugins import PreCallHooks
+from gateway.serving import worker as workers
 
 _perf = time.perf_counter_ns
 RETRY_AFTER_S = 1  # Retry-After on a shed request (the Rust rungs': native/engine RETRY_AFTER_S)
-_JSON = (b"content-type", b"application/json")
+JSON_HEADER = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
@@ -61,7 +62,7 @@ class Response:
     def __init__(self, status: int, body: bytes, headers: list | None = None):
         self.status = status
         self.body = body
-        self.headers = headers if headers is not None else [_JSON]
+        self.headers = headers if headers is not None else [JSON_HEADER]
 
 
 class ChunkStream(Protocol):
@@ -134,16 +135,16 @@ def out_of_range(kind: str, digits: str, count: int) -> str:
 
 
 def error(status: int, message: str, code: str, headers: list | None = None) -> Response:
-    h = [_JSON] if headers is None else [_JSON, *headers]
+    h = [JSON_HEADER] if headers is None else [JSON_HEADER, *headers]
     return Response(status, error_body(status, message, code), h)
 
 
 def make_gateway(config: Config, *, threads: int | None = None) -> GatewayBase:
-    """The gateway of the config's rung (checked by gateway/server.py build_config against the
+    """The gateway of the config's rung (checked by gateway.options.build_config against the
     table of rungs, gateway/ladder.py). `threads`: rs-core's Tokio workers (None: one per CPU
     this process may run on)."""
     if config.switches.mode == "rs-core":
-        from gateway.rs_core import RsCoreGateway
+        from gateway.rungs.rs_core import RsCoreGateway
 
         return RsCoreGateway(config, threads=threads)
     return Gateway(config)
@@ -469,7 +470,7 @@ class Gateway(GatewayBase):
         if isinstance(d, Rejection):
             if d.code == "waf_blocked":
                 self.metrics.counters["waf_blocks"] += 1
-            resp = Response(d.status, d.body, [_JSON, *d.headers])
+            resp = Response(d.status, d.body, [JSON_HEADER, *d.headers])
             if d.audit is None:
                 stage["total"].observe_ns(_perf() - t0)
                 return resp
@@ -490,7 +491,9 @@ class Gateway(GatewayBase):
             stage["forward"].observe_ns(t2 - t1)
             status, out, _ = self.pipeline.respond(d, status, rbody)
             stage["respond"].observe_ns(_perf() - t2)
-            headers = [_JSON, (b"x-request-id", ctx.request_id.encode())] if status == 200 else [_JSON]
+            headers = (
+                [JSON_HEADER, (b"x-request-id", ctx.request_id.encode())] if status == 200 else [JSON_HEADER]
+            )
             resp = Response(status, out, headers)
         except UpstreamError as e:
             self.metrics.counters["upstream_errors"] += 1
@@ -577,7 +580,7 @@ class Gateway(GatewayBase):
             _, target, status, rbody = last
             try:
                 status, out, _ = self.pipeline.respond(target, status, rbody)
-                headers = [_JSON, (b"x-request-id", rid.encode())] if status == 200 else [_JSON]
+                headers = [JSON_HEADER, (b"x-request-id", rid.encode())] if status == 200 else [JSON_HEADER]
                 resp = Response(status, out, headers)
             except UpstreamError as e:
                 self.metrics.counters["upstream_errors"] += 1

@@ -13,10 +13,10 @@ from fastapi.responses import Response as FastResponse
 from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.app import GatewayBase, Response, StreamResponse, error
 from gateway.errors import GuardError
 from gateway.pipeline import CHAT_PATH
 from gateway.pipeline import Request as ChatRequest
+from gateway.rungs.base import GatewayBase, Response, StreamResponse, error
 from gateway.stages.guard import check_headers, declared_too_large, discard_body
 
 _perf = time.perf_counter_ns

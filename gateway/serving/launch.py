@@ -22,10 +22,9 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 
-from gateway.options import ServeOptions
+from gateway.options import SERVE_ENV, ServeOptions
 
-SERVE_ENV = "GATEWAYLAB_SERVE"  # gateway.server.ENV
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -129,7 +128,7 @@ def start_gateway(
     python: str | None = None,
 ) -> GatewayProcess:
     """The serve options (gateway.options.ServeOptions; None: the config's value) and how to
-    run the child. `workers` N: a unit of N worker processes on one port (gateway/workers.py);
+    run the child. `workers` N: a unit of N worker processes on one port (gateway/serving/supervisor.py);
     the child is their supervisor, pinned to the union of `worker_cpus` (worker k on
     `worker_cpus[k]`) or to `cpus` (worker k on the k-th of them). `shell` and `server` apply
     to the Python rungs (gateway/ladder.py); rs-server refuses them.
@@ -144,8 +143,8 @@ def start_gateway(
         impl = [f"{k}={v}" for k, v in impl.items()]
     elif isinstance(impl, str):
         impl = [impl]
-    # the options `gateway.server.serve` takes, carried in its environment variable: the
-    # gateway starts itself (python -m gateway.server), never through the harness's CLI
+    # the options `gateway.serving.server.serve` takes, carried in its environment variable:
+    # the gateway starts itself (python -m gateway.serving.server), never through the harness's CLI
     opts = ServeOptions(
         config=config,
         upstream=None if config else upstream_url,
@@ -171,12 +170,14 @@ def start_gateway(
     if opts.worker_cpus is not None and cpus is None:
         cpus = sorted({c for w in opts.worker_cpus for c in w})
     if python is not None and wrapper:
-        raise ValueError("start_gateway: a wrapper runs the checkout's gateway/server.py, not a venv's")
-    args = [python or sys.executable, "-m", "gateway.server"]
+        raise ValueError(
+            "start_gateway: a wrapper runs the checkout's gateway/serving/server.py, not a venv's"
+        )
+    args = [python or sys.executable, "-m", "gateway.serving.server"]
     if (
         wrapper
-    ):  # a profiler that runs a script; "{script}" marks where gateway/server.py goes (default: last)
-        script = os.path.join(_ROOT, "gateway", "server.py")
+    ):  # a profiler that runs a script; "{script}" marks where gateway/serving/server.py goes (default: last)
+        script = os.path.join(_ROOT, "gateway", "serving", "server.py")
         w = [script if a == "{script}" else a for a in wrapper]
         args = [*w, *([] if "{script}" in wrapper else [script])]
     child_env = dict(os.environ)

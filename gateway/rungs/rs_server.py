@@ -1,6 +1,6 @@
 """Rung 3 (`--mode rs-server`): the standalone Rust gateway binary, started from Python.
 
-`gateway.server.serve` hands rs-server options here and this process *becomes* the binary
+`gateway.serving.server.serve` hands rs-server options here and this process *becomes* the binary
 (`os.execv`): same pid, same CPU affinity (the launcher pins before exec), signals go
 straight to it (SIGTERM drains its audit queue), nothing Python stays on the request path.
 Worker threads default to the CPUs this process may run on, i.e. the profile's gateway
@@ -28,7 +28,7 @@ from gateway.errors import ConfigError
 from gateway.options import ServeOptions
 
 BIN_ENV = "GATEWAYLAB_SERVER_BIN"
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BIN = os.path.join(_ROOT, "native", "target", "release", "gatewaylab-server")
 
 
@@ -42,9 +42,9 @@ def binary_path() -> str:
 
 
 def spec(opts: ServeOptions, config: Config, worker: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The binary's spec: `config` (checked by gateway/server.py build_config), the engine's
+    """The binary's spec: `config` (checked by gateway.options.build_config), the engine's
     options and the server's. `worker`: {"index", "count", "unit_dir", "layout"} for a worker
-    of a unit (gateway/workers.py)."""
+    of a unit (gateway/serving/supervisor.py)."""
     s = engine_spec(config, opts.threads)
     s["server"] = {
         "host": opts.host,

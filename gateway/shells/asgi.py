@@ -1,4 +1,4 @@
-"""The lean shell: a raw ASGI application around `gateway.app.Gateway`, no framework.
+"""The lean shell: a raw ASGI application around `gateway.rungs.base.GatewayBase`, no framework.
 
 Routing is a dict lookup on (method, path); the guard runs on the raw header list and the
 body limit while reading; responses go out as one `http.response.start` and one body
@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs
 
-from gateway.app import GatewayBase, Response, StreamResponse, error
 from gateway.errors import GuardError
 from gateway.pipeline import CHAT_PATH as CHAT
 from gateway.pipeline import Request
+from gateway.rungs.base import GatewayBase, Response, StreamResponse, error
 from gateway.stages.guard import check_headers, declared_too_large, discard_body, read_body
 
 _perf = time.perf_counter_ns

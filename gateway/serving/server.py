@@ -6,80 +6,38 @@ SIGTERM, when the server stops accepting, finishes in-flight requests and runs t
 lifespan shutdown (which drains the audit queue).
 
 Options are one `gateway.options.ServeOptions` (carried to a child process, granian's worker
-or a unit's worker, as JSON in $GATEWAYLAB_SERVE). `build_config` is the one path from
-options to a checked configuration, for every rung: the gateway's own, the workers'
-supervisor's and the rs-server launcher's.
+or a unit's worker, as JSON in $GATEWAYLAB_SERVE), checked into a configuration by
+`gateway.options.build_config`, the one path for every rung. From here a gateway becomes a
+unit of workers (gateway/serving/supervisor.py), the rs-server binary (rung 3,
+gateway/rungs/rs_server.py), or a rung behind a Python shell under uvicorn or granian.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sys
 
-from gateway import config as cfgmod
-from gateway import framing, ladder
 from gateway.errors import ConfigError
-from gateway.options import ServeOptions
-from gateway.twins import Switches, parse_impl
-
-ENV = "GATEWAYLAB_SERVE"
-
-
-def build_config(opts: ServeOptions) -> cfgmod.Config:
-    """The configuration the options describe, checked (gateway/config.py), with every option
-    the rung cannot honour refused in one line (gateway/ladder.py)."""
-    if opts.config:
-        cfg = cfgmod.load(opts.config, ledger_dir=opts.ledger)
-    else:
-        if not opts.upstream:
-            raise ConfigError("--upstream: required without --config")
-        if not opts.api_key:
-            raise ConfigError("--api-key: required without --config")
-        if not opts.ledger:
-            raise ConfigError("--ledger: required without --config (ServeOptions.with_ledger picks one)")
-        cfg = cfgmod.embedded(opts.upstream, opts.api_key, opts.ledger)
-    sw = cfg.switches
-    mode = opts.mode or sw.mode
-    changes: dict = {"switches": Switches(mode, {**sw.overrides, **parse_impl(opts.impl or None)})}
-    if opts.shell is not None:
-        changes["shell"] = opts.shell
-    if opts.server is not None:
-        changes["server"] = opts.server
-    if opts.ack is not None:
-        changes["ack"] = opts.ack
-    if opts.max_in_flight is not None:
-        changes["max_in_flight"] = opts.max_in_flight
-    if opts.stages is not None:
-        from gateway.pipeline import parse_stages
-
-        changes["stages"] = parse_stages(opts.stages)
-    if opts.ledger_layout is not None:
-        changes["ledger_layout"] = opts.ledger_layout
-    if opts.audit is not None:
-        changes["audit"] = opts.audit == "on"
-    if opts.tracing is not None:
-        from gateway.tracing import parse_mode
-
-        changes["tracing"] = parse_mode(opts.tracing)
-    if opts.tracing_endpoint is not None:
-        changes["tracing_endpoint"] = opts.tracing_endpoint
-    ladder.check(mode, cfg, opts.given())
-    return dataclasses.replace(cfg, **changes)
+from gateway.options import SERVE_ENV, ServeOptions, build_config
+from gateway.pipeline import error_body
+from gateway.rungs import rs_server
+from gateway.rungs.base import make_gateway
+from gateway.serving import framing
+from gateway.serving.supervisor import supervise
+from gateway.shells.asgi import AsgiShell
+from gateway.stages.guard import check_scope
 
 
 def build_app(opts: ServeOptions):
-    from gateway.app import make_gateway
-
     cfg = build_config(opts)
     gw = make_gateway(cfg, threads=opts.threads)
     if cfg.shell == "fastapi":
-        from gateway.shell_fastapi import make_app
+        # imported only when asked for: FastAPI and Starlette take a while to import, and
+        # the lean shell is the default
+        from gateway.shells.fastapi import make_app
 
         return FramingGuard(make_app(gw))
-    from gateway.shell_asgi import AsgiShell
-
     return FramingGuard(AsgiShell(gw))
 
 
@@ -91,9 +49,6 @@ class FramingGuard:
     __slots__ = ("app", "_check", "_body")
 
     def __init__(self, app):
-        from gateway.pipeline import error_body
-        from gateway.stages.guard import check_scope
-
         self.app, self._check, self._body = app, check_scope, error_body
 
     async def __call__(self, scope, receive, send):
@@ -119,13 +74,13 @@ class FramingGuard:
 
 def granian_app():
     """Factory granian's worker calls (options from $GATEWAYLAB_SERVE)."""
-    return build_app(ServeOptions.from_json(os.environ[ENV]))
+    return build_app(ServeOptions.from_json(os.environ[SERVE_ENV]))
 
 
 def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:  # a worker of a unit (gateway/workers.py): the port is shared
+    if reuse_port:  # a worker of a unit (gateway/serving/supervisor.py): the port is shared
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
@@ -147,12 +102,8 @@ def serve(opts: ServeOptions) -> int:
     if not opts.reuse_port and (
         opts.workers is not None or cfg.ledger_layout == "sharded"
     ):  # --workers N: supervise N workers (a sharded ledger: one a shard)
-        from gateway import workers
-
-        return workers.supervise(opts.replace(workers=opts.workers or 1))
+        return supervise(opts.replace(workers=opts.workers or 1))
     if cfg.switches.mode == "rs-server":  # rung 3: this process becomes the Rust binary
-        from gateway import rs_server
-
         rs_server.exec_server(opts, cfg)
     if cfg.server == "uvicorn":
         return _serve_uvicorn(opts)
@@ -211,11 +162,11 @@ def _serve_granian(opts: ServeOptions) -> int:
         s = _bind(host, 0)
         port = s.getsockname()[1]
         s.close()
-    os.environ[ENV] = opts.to_json()
+    os.environ[SERVE_ENV] = opts.to_json()
     # HTTP/1 only and no WebSockets: the gateway serves neither h2 (prior knowledge or h2c)
     # nor WebSocket upgrades, and granian's auto mode would answer an h2 preface with h2.
     srv = Server(
-        "gateway.server:granian_app",
+        "gateway.serving.server:granian_app",
         address=host,
         port=port,
         interface=Interfaces.ASGI,
@@ -234,10 +185,11 @@ def _serve_granian(opts: ServeOptions) -> int:
 
 
 def main() -> int:
-    """`python -m gateway.server` with the options in $GATEWAYLAB_SERVE (gateway.launch starts
-    gateways this way); a configuration mistake is one line on stderr and exit status 2."""
+    """`python -m gateway.serving.server` with the options in $GATEWAYLAB_SERVE
+    (gateway.serving.launch starts gateways this way); a configuration mistake is one line on
+    stderr and exit status 2."""
     try:
-        return serve(ServeOptions.from_json(os.environ[ENV]))
+        return serve(ServeOptions.from_json(os.environ[SERVE_ENV]))
     except ConfigError as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 2
@@ -245,5 +197,5 @@ def main() -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     if __package__ in (None, ""):  # run as a script (profilers): import the package, not this file
-        from gateway.server import main
+        from gateway.serving.server import main
     sys.exit(main())

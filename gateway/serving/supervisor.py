@@ -1,7 +1,8 @@
 """`--workers N`: N gateway processes on one listening socket, supervised as one unit
-(docs/workers.md).
+(docs/workers.md). This is the supervisor's side; what runs inside each worker (its place in
+the unit, the control socket, /health's "workers") is gateway/serving/worker.py.
 
-    python -m gateway.server  with {"workers": N, ...} in $GATEWAYLAB_SERVE
+    python -m gateway.serving.server  with {"workers": N, ...} in $GATEWAYLAB_SERVE
       -> this process becomes the supervisor: it reserves the port (bound with SO_REUSEPORT,
          never listening), starts N workers that each listen on it with SO_REUSEPORT (the
          kernel spreads connections over them by hash; one shared accept queue let whichever
@@ -23,16 +24,15 @@ with another worker is labelled in the layout (`clamped`, `notes`).
 Ledger: the layout comes from gateway.audit.shards (one place); under `sharded`, worker k's
 ledger is `<ledger>/shard-k`. Every worker listens on a Unix control socket in the unit's
 runtime directory, so any worker can answer `/audit/root` with every shard's root and the
-combined root, and hand a proof request to the shard's owner (`Peers`).
+combined root, and hand a proof request to the shard's owner (`gateway.serving.worker.Peers`).
 
 Rung 3 (`rs-server`): the workers are the Rust binary, each given its spec
-(gateway/rs_server.py: reuse_port, its shard as the ledger directory, its place in the unit
+(gateway/rungs/rs_server.py: reuse_port, its shard as the ledger directory, its place in the unit
 and the unit's runtime directory); it speaks the same control protocol (native/engine/src/unit.rs).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import json
 import os
@@ -44,16 +44,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import orjson
+from gateway.audit.shards import resolve_layout, shard_dir
+from gateway.audit.writer_process import SOCKET_ENV, WriterProcess
+from gateway.errors import ConfigError
+from gateway.options import SERVE_ENV, ServeOptions, build_config
+from gateway.rungs import rs_server as rs
+from gateway.serving.worker import LAYOUT_FILE, WORKER_ENV
 
-from gateway.errors import AuditIndexError, ConfigError
-from gateway.options import ServeOptions
-
-WORKER_ENV = "GATEWAYLAB_WORKER"
-LAYOUT_FILE = "workers.json"
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PR_SET_PDEATHSIG = 1
 
 
@@ -82,155 +81,6 @@ def place(
     return placed, notes
 
 
-# ---------------------------------------------------------------- inside a worker
-
-
-@dataclass
-class WorkerInfo:
-    """What a worker knows about its unit ($GATEWAYLAB_WORKER)."""
-
-    index: int
-    count: int
-    runtime_dir: str
-    layout: str
-    cpus: list[int] = field(default_factory=list)
-
-    def socket_path(self, k: int) -> str:
-        return os.path.join(self.runtime_dir, f"worker-{k}.sock")
-
-    @property
-    def sharded(self) -> bool:
-        return self.layout == "sharded"
-
-
-def current() -> WorkerInfo | None:
-    raw = os.environ.get(WORKER_ENV)
-    if not raw:
-        return None
-    d = json.loads(raw)
-    return WorkerInfo(
-        int(d["index"]), int(d["count"]), d["runtime_dir"], d["layout"], list(d.get("cpus") or [])
-    )
-
-
-def health_section(info: WorkerInfo | None, threads: int, ledger_layout: str | None = None) -> dict:
-    """`/health`'s "workers": the unit's layout (from the supervisor's workers.json), this
-    worker's index; a single process reports itself as worker 0 of 1, with its ledger layout
-    (single, or single-writer: its own ledger process)."""
-    if info is None:
-        return {
-            "count": 1,
-            "index": 0,
-            "layout": "single-process",
-            "ledger_layout": ledger_layout or "single",
-            "ready": True,
-            "workers": [
-                {
-                    "index": 0,
-                    "pid": os.getpid(),
-                    "cpus": sorted(os.sched_getaffinity(0)),
-                    "threads": threads,
-                    "alive": True,
-                }
-            ],
-            "dead": [],
-            "clamped": False,
-            "notes": [],
-        }
-    try:
-        with open(os.path.join(info.runtime_dir, LAYOUT_FILE)) as f:
-            unit = json.load(f)
-    except (OSError, ValueError):
-        unit = {"workers": [], "notes": [], "clamped": False}
-    for w in unit.get("workers", []):
-        if w["index"] == info.index:
-            w["threads"] = threads
-    return {
-        "count": info.count,
-        "index": info.index,
-        "layout": "workers",
-        "ledger_layout": info.layout,
-        "ready": unit.get("ready", False),
-        "workers": unit.get("workers", []),
-        "dead": [w["index"] for w in unit.get("workers", []) if not w["alive"]],
-        "clamped": unit.get("clamped", False),
-        "notes": unit.get("notes", []),
-    }
-
-
-class Peers:
-    """The worker's side of the unit: a control socket serving its own shard, and the client
-    that asks the other workers for theirs. `gateway` is the worker's GatewayBase."""
-
-    def __init__(self, info: WorkerInfo, gateway):
-        self.info = info
-        self.gateway = gateway
-        self._server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> None:
-        path = self.info.socket_path(self.info.index)
-        if os.path.exists(path):
-            os.unlink(path)
-        self._server = await asyncio.start_unix_server(self._serve, path=path)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                writer.write(orjson.dumps(await self._local(orjson.loads(line))) + b"\n")
-                await writer.drain()
-        except (ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-    async def _local(self, req: dict) -> dict:
-        op = req.get("op")
-        try:
-            if op == "root":
-                return {"ok": await self.gateway._root()}
-            if op in ("inclusion", "consistency"):
-                proof = orjson.loads(await self.gateway._prove(op, int(req["n"])))
-                return {"ok": {"proof": proof, "root": await self.gateway._root()}}
-            if op == "probes":
-                from gateway import probes
-
-                if self.gateway.probes is None:
-                    return {"error": "probes are off"}
-                return {"ok": probes.snapshot(reset=bool(req.get("reset")))}
-        except AuditIndexError as e:
-            return {"error": str(e), "index_error": True}
-        return {"error": f"unknown op {op!r}"}
-
-    async def ask(self, k: int, req: dict, timeout: float = 10.0) -> dict:
-        """Worker k's answer to `req` ({"ok": ...} or {"error": ...}); this worker answers itself."""
-        if k == self.info.index:
-            return await self._local(req)
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.info.socket_path(k)), timeout
-            )
-        except (TimeoutError, OSError) as e:
-            return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
-        try:
-            writer.write(orjson.dumps(req) + b"\n")
-            line = await asyncio.wait_for(reader.readline(), timeout)
-            if not line:
-                return {"error": f"worker {k} closed the control connection", "unavailable": True}
-            return orjson.loads(line)
-        except (TimeoutError, OSError) as e:
-            return {"error": f"worker {k} is not answering ({type(e).__name__}: {e})", "unavailable": True}
-        finally:
-            writer.close()
-
-    async def ask_all(self, req: dict) -> list[dict]:
-        return list(await asyncio.gather(*(self.ask(k, req) for k in range(self.info.count))))
-
-
 # ---------------------------------------------------------------- the supervisor
 
 
@@ -243,12 +93,9 @@ def _pdeathsig() -> None:
 
 def supervise(opts: ServeOptions) -> int:
     """Run `opts.workers` gateway workers as one unit (module docstring). Returns the exit status."""
-    from gateway import server
-    from gateway.audit.shards import resolve_layout, shard_dir
-
     n = int(opts.workers or 1)
     opts = opts.with_ledger()
-    cfg = server.build_config(opts)  # every option checked for the rung (gateway/ladder.py)
+    cfg = build_config(opts)  # every option checked for the rung (gateway/ladder.py)
     mode = cfg.switches.mode
     rs_server = mode == "rs-server"
     if not rs_server and cfg.server != "uvicorn":
@@ -313,8 +160,6 @@ def supervise(opts: ServeOptions) -> int:
 
     try:
         if layout == "single-writer":
-            from gateway.audit.writer_process import SOCKET_ENV, WriterProcess
-
             writer = WriterProcess.start(
                 ledger,
                 cfg.switches,
@@ -334,7 +179,7 @@ def supervise(opts: ServeOptions) -> int:
             )
             info = {"index": k, "count": n, "runtime_dir": runtime, "layout": layout, "cpus": cpus[k]}
             env = dict(os.environ)
-            env[server.ENV] = wopts.to_json()
+            env[SERVE_ENV] = wopts.to_json()
             env[WORKER_ENV] = json.dumps(info)
             env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
             if writer is not None:
@@ -343,13 +188,11 @@ def supervise(opts: ServeOptions) -> int:
             logs.append(log)
             fds: tuple[int, ...] = ()
             if rs_server:
-                from gateway import rs_server as rs
-
                 worker = {"index": k, "count": n, "unit_dir": runtime, "layout": layout}
-                fds = (rs.spec_fd(rs.spec(wopts, server.build_config(wopts), worker)),)
+                fds = (rs.spec_fd(rs.spec(wopts, build_config(wopts), worker)),)
                 args = rs.command(fds[0])
             else:
-                args = [sys.executable, "-m", "gateway.server"]
+                args = [sys.executable, "-m", "gateway.serving.server"]
             cpu_set = set(cpus[k])
 
             def pre(cs=cpu_set):

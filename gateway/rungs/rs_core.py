@@ -26,10 +26,10 @@ from collections.abc import Callable
 import orjson
 
 from gateway import _native
-from gateway.app import _JSON, SSE_HEADERS, GatewayBase, Response, StreamResponse
 from gateway.config import Config, engine_spec
 from gateway.errors import AuditIndexError
 from gateway.pipeline import Request
+from gateway.rungs.base import JSON_HEADER, SSE_HEADERS, GatewayBase, Response, StreamResponse
 
 
 class RsCoreGateway(GatewayBase):
@@ -102,7 +102,7 @@ class RsCoreGateway(GatewayBase):
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
         status, headers, body, stream_id = await self._submit(request)
         if stream_id is None:
-            return Response(status, body, [_JSON, *headers])
+            return Response(status, body, [JSON_HEADER, *headers])
         return StreamResponse(self._chunks(stream_id), [*SSE_HEADERS, *headers])
 
     async def _chunks(self, stream_id: int):
