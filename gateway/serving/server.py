@@ -22,7 +22,7 @@ from gateway.errors import ConfigError
 from gateway.options import SERVE_ENV, ServeOptions, build_config
 from gateway.pipeline import error_body
 from gateway.rungs import rs_server
-from gateway.rungs.base import make_gateway
+from gateway.rungs.factory import make_gateway
 from gateway.serving import framing
 from gateway.serving.supervisor import supervise
 from gateway.shells.asgi import AsgiShell
