@@ -44,7 +44,7 @@ zero-config default built from `--upstream URL --api-key KEY`.
                                       # over a Unix socket to one ledger process; py, py+rs;
                                       # docs/single_writer.md); unset: single for one process,
                                       # sharded for --workers N > 1
-      ack: background                 # background: answer, then record (seeds 000/001) |
+      ack: background                 # background: answer, then record (docs/claims.md answer-first) |
                                       # durable: the answer waits until its record is durable
                                       # under the fsync policy (one fsync per batch, shared)
     background:

@@ -1,4 +1,4 @@
-"""Long-running and hostile-load checks of one rung (DESIGN.md "Reliability"; the tool behind
+"""Long-running and hostile-load checks of one rung (docs/reliability.md; the tool behind
 `gatewaylab soak`). Five scenarios, each starting its own native mock and gateway:
 
   steady    open loop at a steady rate (default 70% of the capacity a short closed-loop probe

@@ -369,7 +369,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def sustainable_rates(cells, p99_cap_us: float = 50_000.0, max_error_share: float = 0.01):
-    """Seed 004's figure per target of an open-loop ladder: the highest rate whose median p99
+    """The open-loop figure of docs/claims.md `open-loop-p95`, per target of a ladder: the highest rate whose median p99
     (over repeats) is at most `p99_cap_us` with a median error share under `max_error_share`.
 
     Returns a DataFrame: mode, sustainable_rate (NaN when not even the lowest rate held),

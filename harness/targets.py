@@ -31,7 +31,7 @@ from gateway.twins import MODES
 from harness.peers import litellm, noveum, portkey
 from harness.peers._base import Governance, PeerTarget
 
-# Our own gateway's rungs, by mode name (DESIGN.md "The Rust ladder"): one source, the twins' modes.
+# Our own gateway's rungs, by mode name (docs/ladder.md): one source, the twins' modes.
 RUNGS: tuple[str, ...] = tuple(MODES)
 
 

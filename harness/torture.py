@@ -1,5 +1,5 @@
-"""Kill -9 under load: the ledger's crash promises, checked after every kill (DESIGN.md
-"Reliability"; the tool behind `gatewaylab torture`).
+"""Kill -9 under load: the ledger's crash promises, checked after every kill (docs/reliability.md;
+the tool behind `gatewaylab torture`).
 
     from harness.torture import run_torture
     r = run_torture("py+rs", kills=20)      # -> TortureResult; r.ok, r.records_lost == 0
@@ -28,7 +28,7 @@ Acknowledged answers: beside the load generator, `ack_clients` threads send requ
 time and note the x-request-id of every 200 they receive. After each kill, every noted id
 whose answer arrived must have its record in the recovered log under `--ack durable`
 (`acked_missing` must be 0); under `background` the count is reported, not a failure (the
-seeds answer before the record is written, so a kill can take acknowledged records with it).
+default answers before the record is written, so a kill can take acknowledged records with it).
 
 A kill -9 keeps the page cache, so it never tests fsync; the power-loss cuts in
 tests/reliability/test_power_loss.py do.

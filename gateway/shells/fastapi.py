@@ -1,4 +1,4 @@
-"""The FastAPI shell, in the style of the seeds: FastAPI routes, a smuggling-guard middleware
+"""The FastAPI shell, in the style of the Aegis gateway (docs/claims.md): FastAPI routes, a smuggling-guard middleware
 at the ASGI level, exception handlers for the OpenAI error shape. Same `Gateway` pipeline
 as the lean shell, so the two differ only in what the framework costs.
 """

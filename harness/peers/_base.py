@@ -48,7 +48,7 @@ TELEMETRY_OFF = {
 
 @dataclass(frozen=True)
 class Governance:
-    """What a target runs besides forwarding, feature by feature (DESIGN.md "Measurements": a
+    """What a target runs besides forwarding, feature by feature (docs/architecture.md, "Measurements": a
     peer's row says which governance features it ran). `auth`: the gateway checks the client's
     key on every request; `waf`: it scans prompts against rules; `ratelimit`: it keeps per-key
     limits it could refuse at; `ledger`: it writes an audit record per request to an fsynced

@@ -1,6 +1,6 @@
 """ledger.ack durable: an answer leaves only once its record is durable (the WAL's
 durable_count already covers it), with one fsync shared by the batch; `background` (the
-seeds' order) answers first. On every rung: the Python background path (py, py+rs) and the
+published order, docs/claims.md `answer-first`) answers first. On every rung: the Python background path (py, py+rs) and the
 Rust ledger thread (rs-core, rs-server) complete the answer after the batch's group commit."""
 
 from __future__ import annotations

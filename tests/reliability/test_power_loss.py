@@ -1,4 +1,4 @@
-"""Simulated power loss (DESIGN.md "Reliability"): nothing acknowledged as durable is lost.
+"""Simulated power loss (docs/reliability.md): nothing acknowledged as durable is lost.
 
 kill -9 keeps the page cache, so it never tests fsync. Here a WAL twin writes a random mix of
 appends, batches, flushes and pauses (so the group-commit thread gets to fsync); after every
