@@ -15,8 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Written so that this file does not match itself: a numbered seed document ("seed 002",
-# "seeds 000/001"), "the seed's" / "the seeds'", "the seeds", or the old design document.
+# A numbered seed document ("seed 002", "seeds 000/001"), "the seed's" / "the seeds'",
+# "the seeds", or the old design document.
 OUTSIDE = re.compile(
     r"seeds?\s+0\d\d|seeds'|seed's|\bthe\s+seeds\b|" + "DESIGN" + r"\.md",
     re.IGNORECASE,
@@ -41,8 +41,8 @@ def _text(rel: str) -> str | None:
 def test_nothing_refers_to_a_document_outside_the_repository():
     bad = []
     for rel in _tracked():
-        if rel.startswith(NOT_YET) or rel.startswith("data/"):
-            continue
+        if rel.startswith(NOT_YET) or rel.startswith("data/") or rel == "tests/test_docs.py":
+            continue  # (this file names the patterns it looks for)
         text = _text(rel)
         if text is None:
             continue
