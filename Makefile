@@ -112,12 +112,12 @@ fuzz: dev fuzz-tools
 # schemathesis against docs/openapi.yaml on every rung (make test: py and rs-server, 10 examples)
 API_FUZZ_EXAMPLES ?= 200
 api-fuzz: dev
-	$(PY) -m harness.api_fuzz --examples $(API_FUZZ_EXAMPLES)
+	$(PY) -m harness.infra.api_fuzz --examples $(API_FUZZ_EXAMPLES)
 
 test: dev lint peers test-rust test-fuzz test-py test-bundle test-notebooks
 
 demo: dev
-	$(PY) -m harness.demo
+	$(PY) -m harness.studies.demo
 
 lab: dev flame-tools
 	.venv/bin/jupyter lab --ip 127.0.0.1 notebooks/

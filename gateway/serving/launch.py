@@ -134,7 +134,7 @@ def start_gateway(
     to the Python rungs (gateway/ladder.py); rs-server refuses them.
 
     `python`: run the gateway with this venv's interpreter and the project installed there
-    (harness.interpreters), not this checkout: the child starts in the venv, without the
+    (harness.infra.interpreters), not this checkout: the child starts in the venv, without the
     checkout on its path."""
     port = free_port()
     if ledger_dir is None and config is None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from gateway.serving.launch import start_gateway
-from harness.native_procs import run_load, start_mock
+from harness.infra.native_procs import run_load, start_mock
+from harness.infra.targets import PERF, PYSPY, TARGETS, flamegraph_tools
 from harness.profilers import cachegrind, perf
-from harness.targets import PERF, PYSPY, TARGETS, flamegraph_tools
 
 pytestmark = pytest.mark.slow
 
@@ -338,7 +338,7 @@ def test_cachegrind_files_are_valgrind_output(cg_runs):
 def test_report_lists_the_flamegraphs_by_path():
     import pandas as pd
 
-    from harness.report import _flamegraphs_md
+    from harness.results.report import _flamegraphs_md
 
     cells = pd.DataFrame(
         [

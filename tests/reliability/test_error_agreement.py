@@ -71,7 +71,7 @@ def _in_flight(url: str) -> float:
 
 @pytest.fixture(scope="module")
 def slow_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(latency_ms=1500, seed=12) as m:
         yield m

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=9) as m:
         yield m

@@ -17,7 +17,7 @@ import yaml
 
 from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
-from harness import soak
+from harness.infra import soak
 from tests.reliability.rungs import RUNGS
 
 KEY = "sk-gatewaylab-overload"
@@ -29,7 +29,7 @@ LATENCY_MS = 400
 
 @pytest.fixture(scope="module")
 def slow_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(latency_ms=LATENCY_MS, seed=11) as m:
         yield m

@@ -208,7 +208,7 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
 
     from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     key = "sk-gatewaylab-powerloss"
     body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "power"}]}).encode()

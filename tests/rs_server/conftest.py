@@ -27,7 +27,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def native_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=7) as mock:
         yield mock

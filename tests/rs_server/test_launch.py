@@ -64,7 +64,7 @@ def test_a_missing_binary_says_how_to_build_it(monkeypatch, tmp_path):
 
 
 def test_rs_server_is_one_sweep_configuration_whatever_the_shells():
-    from harness.sweep import _configs
+    from harness.infra.sweep import _configs
 
     cfgs = _configs(["py", "rs-server"], None, ["asgi", "fastapi"])
     assert [(c.mode, c.shell) for c in cfgs] == [("py", "asgi"), ("py", "fastapi"), ("rs-server", "asgi")]

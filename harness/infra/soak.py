@@ -28,7 +28,7 @@
             done in every phase; a high-water mark grows at the first peak, stays when the
             connections close, and hardly moves at later peaks of the same size.
 
-    from harness.soak import run_steady, run_overload, run_chaos, run_idle, run_peak
+    from harness.infra.soak import run_steady, run_overload, run_chaos, run_idle, run_peak
     r = run_steady("py", duration_s=20)      # dict; r["rss_growth"], r["p99_drift"], r["run_dir"]
 """
 
@@ -98,7 +98,7 @@ class _Rig:
         max_in_flight: int | None = None,
         profile: str = "xeon-4c",
     ):
-        from harness.profiles import resolve
+        from harness.infra.profiles import resolve
 
         self.mode, self.server, self.mock_opts, self.timeout = mode, server, mock_opts, upstream_timeout_s
         self.max_in_flight = max_in_flight
@@ -107,7 +107,7 @@ class _Rig:
 
     def __enter__(self):
         from gateway.serving.launch import start_gateway
-        from harness.native_procs import start_mock
+        from harness.infra.native_procs import start_mock
 
         self.tmp = tempfile.TemporaryDirectory(prefix="gatewaylab-soak-")
         self.ledger = os.path.join(self.tmp.name, "ledger")
@@ -161,13 +161,13 @@ class _Rig:
 
 
 def _tree(pid: int) -> list[int]:
-    from harness.probes import _children
+    from harness.infra.probes import _children
 
     return [pid, *_children(pid)]
 
 
 def _rss_mb(pid: int) -> float:
-    from harness.probes import _rss_bytes
+    from harness.infra.probes import _rss_bytes
 
     return sum(_rss_bytes(p) for p in _tree(pid)) / 2**20
 
@@ -184,7 +184,7 @@ def _fds(pid: int) -> int | None:
 
 
 def _cpu_ticks(pid: int) -> int:
-    from harness.probes import _read_stat
+    from harness.infra.probes import _read_stat
 
     total = 0
     for p in _tree(pid):
@@ -219,7 +219,7 @@ def _joined(th: threading.Thread, out: dict, timeout: float) -> dict:
 
 def probe_capacity(url: str, seconds: float = 3.0, concurrency: int = 16, cpus=None) -> float:
     """Closed-loop requests/s at c=16: the rung's capacity on this machine, roughly."""
-    from harness.native_procs import run_load
+    from harness.infra.native_procs import run_load
 
     r = run_load(
         url, concurrency=concurrency, duration_s=seconds, warmup_s=0.5, headers=HEADERS, body=BODY, cpus=cpus
@@ -270,8 +270,8 @@ def run_steady(
     images: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    from harness.native_procs import run_load
-    from harness.runs import create_run
+    from harness.infra.native_procs import run_load
+    from harness.results.runs import create_run
 
     say = log or (lambda s: None)
     if duration_s <= 0:
@@ -464,7 +464,7 @@ def run_overload(
     says how much was shed, the latency of what was admitted (2xx only), and whether the
     ledger, read after a graceful stop, holds exactly one record per admitted answer."""
     from gateway.audit.wal import scan
-    from harness.native_procs import run_load
+    from harness.infra.native_procs import run_load
 
     say = log or (lambda s: None)
     with _Rig(mode, server, {"latency_ms": mock_latency_ms, "seed": 2}, max_in_flight=max_in_flight) as rig:
@@ -567,7 +567,7 @@ def run_chaos(
     client timeout means the gateway hung."""
     from gateway.audit.mmr import MerkleMountainRange
     from gateway.audit.wal import scan
-    from harness.native_procs import run_load
+    from harness.infra.native_procs import run_load
 
     mock = {
         "latency_ms": 1.0,
@@ -626,7 +626,7 @@ def run_chaos(
 def run_idle(mode: str, connections: int = 1000, seconds: float = 5.0, *, server: str | None = None) -> dict:
     """Hold `connections` half-sent request heads open (one more header byte every second)
     while a closed loop of good requests runs; report their statuses."""
-    from harness.native_procs import run_load
+    from harness.infra.native_procs import run_load
 
     with _Rig(mode, server, {"latency_ms": 1.0, "seed": 4}) as rig:
         host, port = "127.0.0.1", int(rig.gw.url.rsplit(":", 1)[1])
@@ -701,7 +701,7 @@ def run_peak(
     (`first_peak_mb`), what the later peaks added on top (`later_peaks_mb`) and what the
     phases of few connections after a peak gave back (`returned_after_peaks_mb`, 0 when the
     allocator keeps it)."""
-    from harness.native_procs import run_load
+    from harness.infra.native_procs import run_load
 
     if connections < 9:
         raise SoakError(f"peak: --connections must be above the 8 of the quiet phases, got {connections}")

@@ -1,7 +1,7 @@
 """The figure check: a plotly figure drawn by plotly.js in headless Chromium at the size it is
 exported, then measured, as a reader would look at it.
 
-    from harness.figcheck import check_figures
+    from harness.results.figcheck import check_figures
     findings = check_figures({"p95_vs_rate": fig}, width=1100, height=500)   # [] when sound
     print("\\n".join(map(str, findings)))
 

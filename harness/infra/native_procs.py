@@ -4,7 +4,7 @@ Both tools are Rust (native/tools, exposed through `gateway._native`) and run in
 processes, `gatewaylab mock` and `gatewaylab load`, pinned with `os.sched_setaffinity`, so
 they never compete with the process under test for its GIL or its cores.
 
-    from harness.native_procs import start_mock, run_load
+    from harness.infra.native_procs import start_mock, run_load
 
     with start_mock(cpus=[1], latency_ms=2, seed=7) as mock:   # waits for "listening on ..."
         r = run_load(mock.url + "/v1/chat/completions", concurrency=4, duration_s=1.0,

@@ -14,9 +14,9 @@ JupyterLab and pandas are not installed:
 
 On the target every result's meta.json says `"provenance": {"kind": "bundle", ...}` with the
 bundle's git sha, build profile and Python version ($GATEWAYLAB_BUNDLE, set by run.sh, names
-the manifest; harness.meta reads it). `gatewaylab import RUN_DIR` at home makes the tables.
+the manifest; harness.results.meta reads it). `gatewaylab import RUN_DIR` at home makes the tables.
 
-    from harness.bundle import build_bundle
+    from harness.infra.bundle import build_bundle
     manifest = build_bundle("/tmp/xeon-bundle", python="3.11")
 
 Building needs this checkout (`make dev` done), maturin, and the package registry for the
@@ -42,7 +42,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FORMAT = "gatewaylab-bundle"
 VERSION = 1
 MANIFEST = "bundle.json"
@@ -95,7 +95,7 @@ def _platform_tags() -> list[str]:
 
 def build_bundle(out: str | os.PathLike, python: str | None = None) -> dict[str, Any]:
     """Write a bundle into `out` (new or empty); returns its manifest (also OUT/bundle.json)."""
-    from harness.meta import build_profile, git_info, rustc_version
+    from harness.results.meta import build_profile, git_info, rustc_version
 
     python = python or f"{sys.version_info.major}.{sys.version_info.minor}"
     if not re.fullmatch(r"\d\.\d{1,2}", python):
@@ -215,9 +215,9 @@ def provenance() -> dict[str, Any]:
     """Where the running code came from, for meta.json: a bundle (its manifest named by
     $GATEWAYLAB_BUNDLE, set by run.sh), or a checkout / an install of this tree."""
     path = os.environ.get(BUNDLE_ENV)
-    venv = os.environ.get("GATEWAYLAB_VENV")  # harness.interpreters.VENV_ENV
+    venv = os.environ.get("GATEWAYLAB_VENV")  # harness.infra.interpreters.VENV_ENV
     if not path and venv:  # a venv of the interpreter axis: built from a checkout, described by its manifest
-        from harness.interpreters import read_venv_manifest
+        from harness.infra.interpreters import read_venv_manifest
 
         v = read_venv_manifest(venv)
         return {

@@ -1,6 +1,6 @@
 """Router experiments on a mock fleet (notebooks/10_router_and_tracing, docs/router.md).
 
-    profile -> start a fleet (harness/fleet.py) -> a gateway on it (any rung, either router
+    profile -> start a fleet (harness/infra/fleet.py) -> a gateway on it (any rung, either router
     twin) -> closed-loop load (the native load generator) -> req/s, p50/p99, gateway CPU per
     request, each deployment's load
 
@@ -23,8 +23,8 @@ import orjson
 import psutil
 
 from gateway.serving.launch import GatewayProcess, start_gateway
-from harness.fleet import Fleet, start_fleet
-from harness.native_procs import run_load, start_mock
+from harness.infra.fleet import Fleet, start_fleet
+from harness.infra.native_procs import run_load, start_mock
 
 API_KEY = "sk-gatewaylab-router-study"
 BODY = {"model": "mock", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}

@@ -1,11 +1,11 @@
-"""The main study, what `make demo` runs: `python -m harness.demo [--quick] [--steps a,b]`.
+"""The main study, what `make demo` runs: `python -m harness.studies.demo [--quick] [--steps a,b]`.
 
 It creates one run folder (`data/runs/<timestamp>-demo/`), runs each study step into it,
 and writes `report.md` (a one-line machine/build description, then one section per step:
 markdown tables with spread) beside each step's JSON, pyperf JSON and Parquet tables.
 
 A step is `Step(name, title, run)` where `run(ctx) -> str` does its measurements, writes
-its artefacts through `ctx.run` (a harness.runs.Run) and returns its markdown section.
+its artefacts through `ctx.run` (a harness.results.runs.Run) and returns its markdown section.
 Adding to the study is appending to `STEPS`. Steps today: the MMR study (bench mmr), the
 WAL study (bench wal), spawn cost (bench spawn) and the concurrency sweep over the rungs py, py+rs
 and rs-core. Everything runs on the harness's own interpreter; the report ends with the one
@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness import runs
-from harness.meta import describe
+from harness.results import runs
+from harness.results.meta import describe
 
 
 @dataclass
@@ -116,8 +116,8 @@ RUNGS = ("py", "py+rs", "rs-core")
 
 
 def step_sweep(ctx: Context) -> str:
-    from harness.report import peaks
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
+    from harness.results.report import peaks
 
     kw = (
         dict(ci=True) if ctx.quick else dict(concurrency=range(1, 17), duration_s=3.0, warmup_s=1.0, repeat=3)
@@ -171,7 +171,7 @@ STEPS: list[Step] = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m harness.studies.demo", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     p.add_argument(
         "--steps",

@@ -1,6 +1,6 @@
 """The reliability figures of docs/reliability.md, in one run folder (data/runs/<t>-reliability).
 
-    python -m harness.reliability_figures [--modes py,py+rs] [--kills 100] [--durable-kills 30]
+    python -m harness.studies.reliability_figures [--modes py,py+rs] [--kills 100] [--durable-kills 30]
         [--soak-s 1800] [--overload-s 30] [--chaos-s 30] [--ack-repeat 5] [--skip torture,ack,...]
 
 Per rung: torture (kills, records lost, roots checked, torn tails; with --ack durable:
@@ -34,7 +34,7 @@ def ack_cost(mode: str, repeat: int, seconds: float = 4.0) -> list[dict]:
     """c=1 p50 and c=16 req/s, background vs durable, fsync group and always; interleaved."""
     from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
-    from harness.native_procs import run_load, start_mock
+    from harness.infra.native_procs import run_load, start_mock
 
     key = "sk-ack-cost"
     body = {"model": "mock", "messages": [{"role": "user", "content": "ack cost"}], "max_tokens": 8}
@@ -96,7 +96,7 @@ def ack_cost(mode: str, repeat: int, seconds: float = 4.0) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.reliability_figures")
+    p = argparse.ArgumentParser(prog="python -m harness.studies.reliability_figures")
     p.add_argument("--modes", default="py,py+rs")
     p.add_argument("--kills", type=int, default=100)
     p.add_argument("--durable-kills", type=int, default=30)
@@ -110,9 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="runs root")
     a = p.parse_args(argv)
     from gateway.errors import GatewayLabError
-    from harness import soak
-    from harness.runs import create_run
-    from harness.torture import run_torture
+    from harness.infra import soak
+    from harness.infra.torture import run_torture
+    from harness.results.runs import create_run
 
     skip = set(filter(None, a.skip.split(",")))
     modes = a.modes.split(",")

@@ -1,6 +1,6 @@
 """Sweep targets: our rungs and the peers, in one table (`--targets py,py+rs,litellm,...`).
 
-    from harness.targets import TARGETS, target
+    from harness.infra.targets import TARGETS, target
     target("py+rs").kind           # "rung": started by gateway.serving.launch with --mode py+rs
     target("litellm-rust").kind    # "peer": harness.peers.litellm, LITELLM_RUST=true
 
@@ -15,7 +15,7 @@ builds its gateway config with it): the zero-config shape (one passthrough model
 the upstream, one client key) whose key carries rpm/tpm limits far above any load a run
 reaches (`unreachable_limits`), so the rate limiter does its bucket work on every request and
 never refuses one. A run that did reach them would get 429s, counted as errors, which make its
-cells not ok (harness.sweep). What each target really ran, per governance feature, is
+cells not ok (harness.infra.sweep). What each target really ran, per governance feature, is
 `governance(...)`: our rungs' from their options, a peer's from its adapter.
 """
 

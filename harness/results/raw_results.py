@@ -6,13 +6,13 @@ table is `tables/<name>.json` instead of `<name>.parquet`, and there is no repor
 
     {"format": "gatewaylab-raw-table", "version": 1, "table": "cells", "rows": [{...}, ...]}
 
-The rows are exactly the dicts the sweep would hand to `harness.schema.frame`, so nothing is
+The rows are exactly the dicts the sweep would hand to `harness.results.schema.frame`, so nothing is
 computed twice and no column is lost. Back on the notebook machine:
 
-    from harness.raw_results import import_run
+    from harness.results.raw_results import import_run
     dest = import_run("xeon-run/20261201T001500Z-sweep")     # -> data/runs/<same name>
     # copies the folder under the runs root (in_place=True converts where it lies), writes
-    # the Parquet tables with harness.schema (typed, validated), then report.md/html;
+    # the Parquet tables with harness.results.schema (typed, validated), then report.md/html;
     # meta.json gains "imported": {"at", "from", "tables"} and keeps its "provenance".
 
 `gatewaylab import RUN_DIR [--out ROOT] [--in-place] [--no-report]` is the command line.
@@ -35,7 +35,7 @@ TABLES_DIR = "tables"
 
 
 def write_raw_tables(run, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[Path]:
-    """Write each table's rows to `tables/<name>.json` in the run folder (harness.runs.Run)."""
+    """Write each table's rows to `tables/<name>.json` in the run folder (harness.results.runs.Run)."""
     out = []
     for name, rows in tables.items():
         out.append(
@@ -78,9 +78,9 @@ def import_run(
     images: bool = False,
 ) -> Path:
     """Turn a raw run folder into the usual one (Parquet tables + report); returns its path."""
-    from harness import schema
-    from harness.meta import utc_now
-    from harness.runs import META_FILE, open_run, runs_root
+    from harness.results import schema
+    from harness.results.meta import utc_now
+    from harness.results.runs import META_FILE, open_run, runs_root
 
     src = Path(src)
     if not (src / META_FILE).is_file():
@@ -110,7 +110,7 @@ def import_run(
         results="parquet", imported={"at": utc_now(), "from": str(src.resolve()), "tables": names}
     )
     if report:
-        from harness.report import write_report
+        from harness.results.report import write_report
 
         write_report(dest, images=images)
     return dest

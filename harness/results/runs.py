@@ -6,7 +6,7 @@ API:
 
     run = create_run(name, parameters=None, switches=None, root=None, **meta_kw) -> Run
         makes the folder (timestamp like 20261122T045012Z; a numeric suffix if taken) and
-        writes meta.json from harness.meta.collect(parameters=..., switches=..., **meta_kw).
+        writes meta.json from harness.results.meta.collect(parameters=..., switches=..., **meta_kw).
     run.path / run.name / run.meta
     run.write_table(name, rows) -> Path       rows: DataFrame or list of dicts -> <name>.parquet
     run.read_table(name) -> DataFrame
@@ -32,9 +32,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import meta as _meta
+from harness.results import meta as _meta
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 META_FILE = "meta.json"
 
 

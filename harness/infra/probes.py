@@ -409,7 +409,7 @@ def scalene_command(out_json: Path) -> tuple[list[str] | None, str | None]:
     exe = _venv_bin("scalene")
     if exe is None:
         return None, "scalene not installed"
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     # scalene writes its profile at a normal exit, but a signalled uvicorn/uvloop server exits
     # without it; --profile-interval makes it rewrite the (cumulative) profile every second.
     return [

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import schema
+from harness.results import schema
 
 # (column, title, unit) — the figures, in order.
 FIGURES: list[tuple[str, str, str]] = [
@@ -158,7 +158,7 @@ def _md_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _load(run_dir: Path):
-    from harness.runs import load_table, open_run
+    from harness.results.runs import load_table, open_run
 
     run = open_run(run_dir)
     tables = {}
@@ -171,7 +171,7 @@ def _load(run_dir: Path):
 
 
 def _header(meta: dict[str, Any]) -> list[str]:
-    from harness.meta import describe
+    from harness.results.meta import describe
 
     prof = meta.get("profile") or {}
     lines = [f"- machine: {describe(meta)}"]
@@ -233,7 +233,7 @@ def write_markdown(run_dir: Path, run, t) -> Path:
         md.append("")
     base = t.get("baseline")
     if base is not None and len(base):
-        from harness.stats import summarize
+        from harness.results.stats import summarize
 
         md += ["## Direct baseline (load → mock)", ""]
         rows = []
@@ -296,7 +296,7 @@ def write_markdown(run_dir: Path, run, t) -> Path:
         cols = [c for c in TABLE_COLS if f"{c}_median" in s.columns]
         x = xcol(cells)
         if x == "rate":
-            from harness.stats import sustainable_rates
+            from harness.results.stats import sustainable_rates
 
             p = meta.get("parameters") or {}
             sr = sustainable_rates(
@@ -487,7 +487,7 @@ def figures(
     """One plotly figure per metric: value against concurrency (or arrival rate), one line per
     configuration. Each names its load, whether its values are exact or sampled and the repeats
     (subtitle), has ticks at the measured x values, and with `meta` the machine and build
-    (footer): what harness.figcheck asks of every figure."""
+    (footer): what harness.results.figcheck asks of every figure."""
     import plotly.graph_objects as go
 
     df = _ok(cells)
@@ -546,7 +546,7 @@ def figures(
 
 
 def _footer(fig, meta: dict) -> None:
-    """The machine and build under the plot (harness.meta.describe's first fields)."""
+    """The machine and build under the plot (harness.results.meta.describe's first fields)."""
     sha = (meta.get("git_sha") or "nogit")[:10] + ("+dirty" if meta.get("git_dirty") else "")
     text = (
         f"{meta.get('cpu_model') or 'unknown CPU'} · {meta.get('cores_used')}/{meta.get('cores_available')} "

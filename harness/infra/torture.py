@@ -1,14 +1,14 @@
 """Kill -9 under load: the ledger's crash promises, checked after every kill (docs/reliability.md;
 the tool behind `gatewaylab torture`).
 
-    from harness.torture import run_torture
+    from harness.infra.torture import run_torture
     r = run_torture("py+rs", kills=20)      # -> TortureResult; r.ok, r.records_lost == 0
 
 One ledger directory and one native mock for the whole run. Each cycle:
   1. start the gateway (gateway.serving.launch.start_gateway) on the ledger; check that it recovered
      exactly the log this module recovered after the previous kill (count and root), and that
      a torn tail found then is gone from the file;
-  2. drive it open loop from the native load generator (harness.native_procs.run_load);
+  2. drive it open loop from the native load generator (harness.infra.native_procs.run_load);
   3. sample /audit/root (count, root, durable_count) every `sample_ms` until a random moment,
      then SIGKILL the gateway (for granian, the master and its worker) a few ms after the
      last sample, so kills land anywhere relative to the writes;
@@ -231,7 +231,7 @@ def run_torture(
 ) -> TortureResult:
     """Run `kills` kill/verify/restart cycles on one ledger; see the module docstring."""
     from gateway.serving.launch import start_gateway
-    from harness.native_procs import run_load, start_mock
+    from harness.infra.native_procs import run_load, start_mock
 
     if ack not in ACKS:
         raise TortureError(f"--ack: expected one of {', '.join(ACKS)}, got {ack!r}")

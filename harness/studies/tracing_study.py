@@ -6,12 +6,12 @@
                          # ratio to the same rung with tracing off, median [min–max]
     study.markdown()     # the same, formatted for a report
 
-One sweep (harness.sweep) with `tracing` as an axis: every configuration runs once per
+One sweep (harness.infra.sweep) with `tracing` as an axis: every configuration runs once per
 repeat, in turn, so the rung with and without tracing share each stretch of machine load;
 ratios are taken per repeat (traced / off, same repeat) and summarised as median [min–max]
 over the repeats. CPU µs per request (the gateway process tree's user+sys over the cell,
 per completed request) is the steadiest figure on a loaded machine; req/s and p50 come from
-the load generator. Spans go to the sweep's local OTLP receiver (harness.otlp), which counts
+the load generator. Spans go to the sweep's local OTLP receiver (harness.infra.otlp), which counts
 and keeps nothing; its decoding runs outside the gateway's cores.
 """
 
@@ -32,7 +32,7 @@ FIGURES = (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s"), ("lat_p50_us", "
 
 @dataclass
 class TracingCost:
-    run: Any  # harness.sweep.RunResult (run folder, cells table)
+    run: Any  # harness.infra.sweep.RunResult (run folder, cells table)
     table: Any  # pandas DataFrame, one row per (mode, tracing)
     concurrency: int
 
@@ -145,7 +145,7 @@ def tracing_cost(
 ) -> TracingCost:
     """Sweep `modes` x `tracing` at one concurrency and tabulate the cost (module docstring).
     "off" is always measured (it is what the ratios divide by)."""
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     tracing = tuple(dict.fromkeys(("off", *tracing)))
     res = run_sweep(

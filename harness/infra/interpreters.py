@@ -1,7 +1,7 @@
 """The interpreter axis (docs/interpreters.md): find the machine's Pythons, build and cache one
 venv per interpreter holding this project and its extension, and say which could not be used.
 
-    from harness import interpreters as I
+    from harness.infra import interpreters as I
     found = I.discover()                  # PATH and `pyenv versions`, each interpreter probed
     print(found.line())                   # one line: what was found, what cannot be used and why
     chosen = I.resolve("3.11,3.12,3.13", found)     # or paths; ConfigError in one line otherwise
@@ -48,10 +48,10 @@ from typing import Any
 
 from gateway.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "gatewaylab-venv.json"
 MANIFEST_FORMAT = "gatewaylab-interpreter-venv/1"
-# set for the processes run in a venv: names its manifest (read by harness.bundle.provenance)
+# set for the processes run in a venv: names its manifest (read by harness.infra.bundle.provenance)
 VENV_ENV = "GATEWAYLAB_VENV"
 
 # PyO3 0.30 builds free-threaded extensions for CPython 3.14t and newer (its changelog:
@@ -819,7 +819,7 @@ def prepare(
         check = _verify(venv, i)
         total = time.perf_counter() - t0
         timings["total_s"] = round(total, 2)
-        from harness.meta import git_info
+        from harness.results.meta import git_info
 
         manifest = {
             **want,

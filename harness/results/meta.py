@@ -15,7 +15,7 @@ API (small on purpose; everything returns plain JSON-able values):
     git_info(root=REPO) -> {"git_sha", "git_dirty"}
 
 Missing facts are None, never guessed. `provenance` says where the code came from
-(harness.bundle.provenance): a checkout, or a bundle on the target hardware, whose manifest
+(harness.infra.bundle.provenance): a checkout, or a bundle on the target hardware, whose manifest
 then gives the git sha, dirty flag and rustc version (an installed bundle has no .git, no rustc).
 """
 
@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
@@ -106,8 +106,8 @@ def collect(
 ) -> dict[str, Any]:
     """Everything docs/architecture.md asks to store with a result (see module docstring)."""
     from gateway.twins import Switches
-    from harness.bundle import provenance
-    from harness.interpreters import running_label
+    from harness.infra.bundle import provenance
+    from harness.infra.interpreters import running_label
 
     sw = switches if switches is not None else Switches.resolve()
     affinity = cpu_affinity()
@@ -124,7 +124,7 @@ def collect(
         "python_version": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
-        "python": running_label(),  # implementation, version, build flags (harness.interpreters)
+        "python": running_label(),  # implementation, version, build flags (harness.infra.interpreters)
         "rustc_version": prov["rustc_version"] if prov["kind"] == "bundle" else rustc_version(),
         "cpu_model": cpu_model(),
         "cores_total": os.cpu_count(),

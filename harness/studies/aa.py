@@ -1,11 +1,11 @@
 """Does `compare` raise false alarms, and does it catch a real slowdown? (A/A and A/B pairs)
 
-    python -m harness.aa --pairs 20 --slowdown 0.2 --out data/runs/aa     # the study (about 40 min)
-    python -m harness.aa --protocol sequential ...                        # A's whole sweep, then B's
-    from harness.aa import study; res = study(pairs=2, slowdown=0.2)     # tests: a small size
+    python -m harness.studies.aa --pairs 20 --slowdown 0.2 --out data/runs/aa     # the study (about 40 min)
+    python -m harness.studies.aa --protocol sequential ...                        # A's whole sweep, then B's
+    from harness.studies.aa import study; res = study(pairs=2, slowdown=0.2)     # tests: a small size
 
 Each pair compares A with B on a small sweep (`SIZE`: one rung, three concurrencies, three
-repeats, short windows) with `harness.stats.compare_tables` at its defaults, direct baselines
+repeats, short windows) with `harness.results.stats.compare_tables` at its defaults, direct baselines
 included. By default the pair is interleaved -- A and B alternate one repeat at a time and
 each side's repeats are pooled -- because on a shared machine the swings are between runs,
 not between repeats (docs/peers.md); `--protocol sequential` runs A's sweep, then B's.
@@ -50,7 +50,7 @@ KNOB = "GATEWAYLAB_INJECT_DELAY_US"
 
 
 def _sweep(out: Path, name: str, env: dict[str, str] | None = None, **size: Any):
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     res = run_sweep(out=out, name=name, env=env, **{**SIZE, **size})
     if res.partial:  # a sweep turns SIGTERM/Ctrl-C into a partial run; the study stops with it
@@ -95,9 +95,9 @@ PROTOCOLS = ("sequential", "interleaved")
 def _pair(root: Path, tag: str, env_b: dict[str, str] | None, protocol: str, **size: Any):
     """One comparison: (verdicts, A cells, B cells). `sequential`: sweep A (all its repeats),
     then sweep B. `interleaved`: A and B alternate one repeat at a time (A B A B A B), and each
-    side's repeats are pooled (`harness.stats.pool_repeats`), so a machine that drifts during the
+    side's repeats are pooled (`harness.results.stats.pool_repeats`), so a machine that drifts during the
     pair moves both sides alike -- `gatewaylab compare A1,A2,A3 B1,B2,B3` reads runs made so."""
-    from harness.stats import compare_tables, pool_repeats
+    from harness.results.stats import compare_tables, pool_repeats
 
     if protocol == "sequential":
         ra, rb = _sweep(root, f"{tag}-a", **size), _sweep(root, f"{tag}-b", env=env_b, **size)
@@ -124,7 +124,7 @@ def study(
     protocol: str = "interleaved",
     **size: Any,
 ) -> dict[str, Any]:
-    from harness.runs import runs_root
+    from harness.results.runs import runs_root
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -188,9 +188,9 @@ def derive_factors(
 ) -> dict[str, float]:
     """compare's per-metric factors from a study's A/A pairs: the largest A/A move of each
     metric's geometric-mean factor (either way), widened by `margin`, never below `floor`
-    (harness.stats.DEFAULT_FACTOR), rounded up to 0.01. A change must move a metric further
+    (harness.results.stats.DEFAULT_FACTOR), rounded up to 0.01. A change must move a metric further
     than two runs of the same build moved it (data/aa/ holds the study the defaults come from)."""
-    from harness.stats import DEFAULT_FACTOR, METRICS
+    from harness.results.stats import DEFAULT_FACTOR, METRICS
 
     floor = DEFAULT_FACTOR if floor is None else floor
     widest: dict[str, float] = {}
@@ -224,7 +224,7 @@ def reanalyse(aa_json: str | Path, log=print) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.aa", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m harness.studies.aa", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--slowdown", type=float, default=0.2)
     p.add_argument("--out", default=None)

@@ -1,8 +1,8 @@
 """Concurrency sweeps: profile -> start processes -> drive load -> probe -> store -> report.
 
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
     res = run_sweep(modes=("py", "py+rs"), concurrency=range(1, 17), profile="xeon-4c")
-    res.dir, res.table            # run folder, cells table (pandas; schema: harness.schema.CELLS)
+    res.dir, res.table            # run folder, cells table (pandas; schema: harness.results.schema.CELLS)
 
 Steps (docs/architecture.md "Hardware profiles", "Measurements"; docs/formats.md "Run folders"):
 1. resolve the hardware profile (clamped to this machine, recorded in meta.json);
@@ -25,7 +25,7 @@ sweep goes on; a dead gateway is restarted for the next cell. Every child proces
 in `finally`, at exit, and on SIGTERM.
 
 Labels that tell the truth (docs/architecture.md "Measurements"):
-- our rungs run `harness.targets.bench_config`: the key has rpm/tpm limits no run reaches, so
+- our rungs run `harness.infra.targets.bench_config`: the key has rpm/tpm limits no run reaches, so
   the rate limiter does its work on every request;
 - after each cell of a rung the gateway's `gateway_stage_runs_total{stage}` counters (read from
   /metrics before and after the window) must show every stage the cell's label claims
@@ -43,7 +43,7 @@ Labels that tell the truth (docs/architecture.md "Measurements"):
 or $GATEWAYLAB_RUNS_DIR).
 
 `results="raw"` (`gatewaylab sweep --raw`) writes the tables as JSON rows instead of Parquet
-(harness.raw_results) and no report: the lean install on the target hardware has no pandas
+(harness.results.raw_results) and no report: the lean install on the target hardware has no pandas
 (docs/bundle.md); `gatewaylab import RUN_DIR` makes the Parquet tables and the report later.
 """
 
@@ -67,9 +67,9 @@ from typing import Any
 
 from gateway.ladder import RUNGS
 from gateway.twins import NO_INTERPRETER_MODES, NOT_APPLICABLE
-from harness import probes as outside
-from harness import schema
-from harness.profiles import ResolvedProfile, place_workers, resolve
+from harness.infra import probes as outside
+from harness.infra.profiles import ResolvedProfile, place_workers, resolve
+from harness.results import schema
 
 CI_CONCURRENCY = (1, 2, 4, 8, 16)
 CI_DURATION_S = 1.5
@@ -119,7 +119,7 @@ PEER_GOVERNANCE = "shipped"
 
 @dataclass(frozen=True)
 class Config:
-    mode: str  # a rung's mode, or a peer target's name (harness.targets)
+    mode: str  # a rung's mode, or a peer target's name (harness.infra.targets)
     overrides: tuple[tuple[str, str], ...]
     shell: str
     kind: str = "rung"  # "rung" (our gateway) or "peer"
@@ -159,7 +159,7 @@ class Config:
         w += "" if self.probes == "off" else f"-probes{self.probes}"
         w += f"-up{self.upstream}" if self.upstream else ""
         if self.python:
-            from harness.interpreters import slug
+            from harness.infra.interpreters import slug
 
             w += f"-{slug(self.python)}"
         return f"{self.mode}-{self.switches_label or 'none'}-{self.shell}{gov}{w}".replace("+", "p")
@@ -250,7 +250,7 @@ def _configs(
     by its view config (probes on). Tracing labels are normalised (`sampled:.10` -> `sampled:0.1`)."""
     from gateway.errors import ConfigError
     from gateway.twins import PER_COMPONENT_MODES, Switches, parse_impl
-    from harness.targets import kind, target
+    from harness.infra.targets import kind, target
 
     shells = list(shells)
     for g in governance:
@@ -525,8 +525,8 @@ class Sweep:
         upstreams=None,
         pythons=None,
     ):
-        from harness.raw_results import RESULTS
-        from harness.targets import RUNGS, parse_targets, target
+        from harness.infra.targets import RUNGS, parse_targets, target
+        from harness.results.raw_results import RESULTS
 
         if results not in RESULTS:
             from gateway.errors import ConfigError
@@ -545,7 +545,7 @@ class Sweep:
         self.upstreams: dict[str, dict[str, Any]] = (
             {str(k): dict(v) for k, v in upstreams.items()} if upstreams else {"": dict(upstream or {})}
         )
-        from harness import interpreters
+        from harness.infra import interpreters
 
         # the interpreter axis: resolved here (quick), its venvs built once the configs are valid
         self.home_python = interpreters.running_label()
@@ -576,7 +576,7 @@ class Sweep:
         self._held = contextlib.ExitStack()  # shared locks: no reinstall under a running gateway
         for e in self.python_envs.values():
             self._held.enter_context(e.hold())
-        self.otlp = None  # harness.otlp.OtlpReceiver, started for the first traced config
+        self.otlp = None  # harness.infra.otlp.OtlpReceiver, started for the first traced config
         self.concurrency = parse_concurrency(concurrency)
         self.rates = parse_rates(rates) if rates is not None else None
         self.loop = "open" if self.rates else "closed"
@@ -591,8 +591,8 @@ class Sweep:
         round_order(self.configs, 0, order)  # validates
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
         if flamegraph:  # said once here; each cell's probes_missing says it again
+            from harness.infra.targets import PERF, flamegraph_tools
             from harness.profilers.perf import missing_tools
-            from harness.targets import PERF, flamegraph_tools
 
             why = missing_tools() if any(PERF in flamegraph_tools(c.mode) for c in self.configs) else None
             if why:
@@ -619,7 +619,7 @@ class Sweep:
 
     # ------------------------------------------------------------------ params / run folder
     def parameters(self) -> dict[str, Any]:
-        from harness.targets import unreachable_limits
+        from harness.infra.targets import unreachable_limits
 
         return {
             "modes": list(self.modes),
@@ -684,7 +684,7 @@ class Sweep:
         )
 
     def _open_run(self):
-        from harness.runs import create_run
+        from harness.results.runs import create_run
 
         p = self.profile
         self.run = create_run(
@@ -712,7 +712,7 @@ class Sweep:
     def _python_axis(self) -> dict[str, Any]:
         """meta.json: the interpreter the harness runs gateways with, and the axis (--pythons):
         each venv, what discovery found, and the targets measured once (no interpreter)."""
-        from harness.interpreters import NOT_ON_AXIS
+        from harness.infra.interpreters import NOT_ON_AXIS
 
         once = sorted({c.mode for c in self.configs if not c.interpreter})
         return {
@@ -724,8 +724,8 @@ class Sweep:
 
     def _peer_versions(self) -> dict[str, Any]:
         """{peer: version} from the install manifest, for the peers this sweep measures."""
+        from harness.infra.targets import target
         from harness.peers import installed_version
-        from harness.targets import target
 
         peers = sorted({target(c.mode).peer for c in self.configs if c.kind == "peer"})
         return {p: installed_version(p) for p in peers}
@@ -743,7 +743,7 @@ class Sweep:
             for r in rows:
                 r["run_id"] = run_id
         if self.results == "raw":
-            from harness.raw_results import write_raw_tables
+            from harness.results.raw_results import write_raw_tables
 
             write_raw_tables(
                 self.run,
@@ -767,8 +767,8 @@ class Sweep:
     # ------------------------------------------------------------------ processes
     def _shape(self, cfg: Config | None, route: str = "chat"):
         """The request a target gets (a peer's own shape; ours: chat completions with our key)."""
+        from harness.infra.targets import target
         from harness.peers._base import MESSAGES_BODY, ROUTE_PATHS, RequestShape
-        from harness.targets import target
 
         if cfg is not None and cfg.kind == "peer":
             shape = target(cfg.mode).request(API_KEY, self.mocks[cfg.upstream].url)
@@ -787,7 +787,7 @@ class Sweep:
     ) -> dict[str, Any]:
         """Load against base_url + the shape's path: closed loop at concurrency `point`, or open
         loop at `point` req/s when the sweep has rates."""
-        from harness.native_procs import run_load
+        from harness.infra.native_procs import run_load
 
         shape = shape or self._shape(None)
         opts = {"body": dict(shape.body), "headers": dict(shape.headers), **self.load_opts, **extra}
@@ -803,7 +803,7 @@ class Sweep:
 
     def _start_mock(self):
         """One mock per upstream, all on the mock cores (only the one a cell uses is busy)."""
-        from harness.native_procs import start_mock
+        from harness.infra.native_procs import start_mock
 
         for name, opts in self.upstreams.items():
             self.mocks[name] = start_mock(port=0, cpus=self.profile.mock_cpus, **opts)
@@ -812,7 +812,7 @@ class Sweep:
 
     def _start_gateway(self, cfg: Config, wrapper: list[str] | None = None):
         from gateway.serving.launch import start_gateway
-        from harness.targets import write_bench_config
+        from harness.infra.targets import write_bench_config
 
         if cfg.kind == "peer":
             return self._start_peer(cfg)
@@ -840,7 +840,7 @@ class Sweep:
             env = {**env, **{k: v for k, v in venv.env().items() if k.startswith("GATEWAYLAB_")}}
         if cfg.tracing != "off":  # spans need a receiver: the harness's own (counts, keeps nothing)
             if self.otlp is None:
-                from harness.otlp import OtlpReceiver
+                from harness.infra.otlp import OtlpReceiver
 
                 self.otlp = OtlpReceiver(keep=False)
             kw.update(tracing=cfg.tracing, tracing_endpoint=self.otlp.endpoint)
@@ -863,8 +863,8 @@ class Sweep:
     def _start_peer(self, cfg: Config):
         """Start a peer target pinned to the gateway cores and check one real answer (a peer
         that answers wrongly, e.g. LiteLLM's Rust bridge not serving, fails to start)."""
+        from harness.infra.targets import target
         from harness.peers.installer import PeerError
-        from harness.targets import target
 
         t = target(cfg.mode)
         self.gateway = t.start(
@@ -1030,8 +1030,8 @@ class Sweep:
 
     def _row_head(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
         from gateway.twins import Switches
+        from harness.infra.targets import target
         from harness.peers import installed_version
-        from harness.targets import target
 
         peer = cfg.kind == "peer"
         impl = (
@@ -1084,7 +1084,7 @@ class Sweep:
 
     def _governance(self, cfg: Config):
         """What the target ran besides forwarding (harness.peers._base.Governance)."""
-        from harness.targets import rung_governance, target
+        from harness.infra.targets import rung_governance, target
 
         if cfg.kind == "peer":
             return target(cfg.mode).governance
@@ -1293,9 +1293,9 @@ class Sweep:
     def _flamegraphs(self, cfg: Config, pid: int, stem: str, load, row, raw, missing) -> None:
         """The cell's flamegraphs, each over a window of its own after the measured one (a
         profiler never runs during the measured window): py-spy on the Python threads, perf
-        on every thread (`harness.targets.flamegraph_tools`), each with its label."""
+        on every thread (`harness.infra.targets.flamegraph_tools`), each with its label."""
+        from harness.infra.targets import PERF, PYSPY, flamegraph_tools, native_threads
         from harness.profilers import perf
-        from harness.targets import PERF, PYSPY, flamegraph_tools, native_threads
 
         tools = flamegraph_tools(cfg.mode)
         fg_s = max(1.0, self.duration_s)
@@ -1648,7 +1648,7 @@ class Sweep:
             )
         if self.do_report:
             try:
-                from harness.report import write_report
+                from harness.results.report import write_report
 
                 rep_info = write_report(self.run.path, images=self.report_images)
             except Exception as e:  # noqa: BLE001
@@ -1723,12 +1723,12 @@ def run_sweep(
     the sweep starts; docs/tracing.md). `order` ("fixed" or "alternate", ORDERS) is the order of
     the configurations inside each repeat: the same every time, or reversed every other repeat.
 
-    `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.targets.TARGETS) replaces
+    `targets` ("py,py+rs,litellm,litellm-rust,portkey,noveum"; harness.infra.targets.TARGETS) replaces
     `modes`: rungs and peers measured side by side. `rates` (req/s) turns the concurrency sweep
     into open-loop rate ladders (CO-corrected); a cell is `sustained` when its p99 is at most
     `p99_cap_ms` and its error share under `max_error_share`, and a target's ladder stops at
     its first unsustained rate. `workers` ("1,2,4") is an axis of gateway processes per rung
-    (--workers; one per gateway core, placed by harness.profiles.place_workers, clamped and
+    (--workers; one per gateway core, placed by harness.infra.profiles.place_workers, clamped and
     noted per cell when the machine is smaller: `clamped`, `clamp_notes`, `worker_cpus`); the
     `workers` table has each worker's CPU and GIL views. `results="raw"` writes JSON rows and no
     report (the lean install; `RunResult.table` is then a list of row dicts). `stream=True` sends `stream: true` and records TTFB (with its
@@ -1740,7 +1740,7 @@ def run_sweep(
     `upstreams={"fast": {"latency_ms": 0}, "slow": {"latency_ms": 50}}` (instead of `upstream`)
     measures every configuration against each named mock upstream, alternating inside every
     repeat, with a direct baseline per upstream (`upstream` column).
-    `pythons` ("3.11,3.12,3.13" or interpreter paths; harness.interpreters) is the interpreter
+    `pythons` ("3.11,3.12,3.13" or interpreter paths; harness.infra.interpreters) is the interpreter
     axis: each rung with an interpreter (py, py+rs, rs-core) runs once per interpreter, in that
     interpreter's venv; rs-server and peers run once (meta.json `interpreters.not_on_axis`).
     The cells' `python` column names the interpreter of every cell that has one.

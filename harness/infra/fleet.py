@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from harness.native_procs import MockProcess, start_mock
+from harness.infra.native_procs import MockProcess, start_mock
 
 CHAT = "POST /v1/chat/completions"
 
@@ -71,7 +71,7 @@ class Fleet:
         key `api_key`, its ledger in `directory`; returns its path. `router=None` still routes
         (a group turns the router on) with the default settings. `more` adds top-level fields."""
         from gateway.stages.auth import hash_key
-        from harness.targets import unreachable_limits
+        from harness.infra.targets import unreachable_limits
 
         cfg: dict[str, Any] = {
             "model_list": [*self.model_list(model, weights, limits), *map(dict, extra_models)],

@@ -40,7 +40,7 @@ METRICS: dict[str, bool] = {
 # the metric's geometric-mean factor between two runs of the same build in the recorded A/A
 # study (data/aa/20261201-interleaved.json: 20 interleaved pairs of ci-sized sweeps on the
 # shared 2-core machine), widened by 5% and never below DEFAULT_FACTOR
-# (harness.aa.derive_factors; tests/peers/test_compare_aa.py checks these are what it gives).
+# (harness.studies.aa.derive_factors; tests/peers/test_compare_aa.py checks these are what it gives).
 # CPU per request moved at most 1.09x between A/A runs, so a 20% slowdown (1.25x CPU) clears
 # it; throughput and tails moved 1.4-5.9x (machine swings, scheduler stalls), so on this
 # machine they flag only big changes.
