@@ -256,7 +256,7 @@ RUNS_AUDIT: Final[str]
 @final
 class RsCore:
     """Rung 2: the engine (native/engine) on a Tokio runtime; completions through `drain()`
-    when the eventfd `fileno()` is readable (gateway/rs_core.py). `spec_json`:
+    when the eventfd `fileno()` is readable (gateway/rungs/rs_core.py). `spec_json`:
     gateway.config.engine_spec as JSON."""
 
     def __new__(cls, spec_json: str) -> Self: ...

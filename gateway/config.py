@@ -44,7 +44,7 @@ zero-config default built from `--upstream URL --api-key KEY`.
                                       # over a Unix socket to one ledger process; py, py+rs;
                                       # docs/single_writer.md); unset: single for one process,
                                       # sharded for --workers N > 1
-      ack: background                 # background: answer, then record (seeds 000/001) |
+      ack: background                 # background: answer, then record (docs/claims.md answer-first) |
                                       # durable: the answer waits until its record is durable
                                       # under the fsync policy (one fsync per batch, shared)
     background:
@@ -79,7 +79,7 @@ Every error is a ConfigError whose message names the field (`keys[1].sha256: ...
 module is the one validator of the config for every rung: the Rust rungs get
 `Config.normalized()` (as JSON) and only deserialize it. What each rung supports (`background`
 on the Python rungs only, say) is gateway/ladder.py's table, checked with the serve options in
-gateway/server.py build_config.
+gateway.options.build_config.
 """
 
 from __future__ import annotations
@@ -94,10 +94,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidInput
 from gateway.ladder import LAYOUTS, SERVERS, SHELLS
+from gateway.pipeline import parse_stages
 from gateway.plugins import PluginConfig
 from gateway.plugins import parse_config as parse_plugins
+from gateway.router import parse_settings, router_config
+from gateway.stages.auth import hash_key
+from gateway.stages.waf import Waf, default_rules
 from gateway.tracing import DEFAULT_ENDPOINT, OFF, TracingMode
 from gateway.tracing import parse_mode as parse_tracing
 from gateway.twins import MODES, Switches, parse_impl
@@ -235,7 +239,7 @@ class Config:
 
 def engine_spec(config: Config, threads: int | None = None) -> dict[str, Any]:
     """What the Rust engine is built from (`RsCore(spec)` on rs-core; the rs-server binary's
-    spec adds its server options, gateway/rs_server.py): the normalized configuration, and the
+    spec adds its server options, gateway/rungs/rs_server.py): the normalized configuration, and the
     engine's options. `threads`: Tokio worker threads (None: one per CPU this process may
     run on, i.e. the gateway cores it is pinned to)."""
     return {
@@ -364,8 +368,6 @@ def from_mapping(
         specs[name].append(spec)
     router_json = None
     if "router" in d or any(len(g) > 1 for g in groups.values()):
-        from gateway.router import parse_settings, router_config
-
         settings = parse_settings(d.get("router"), groups)
         for i, (src, dst) in enumerate(settings["fallbacks"]):
             for j, name in enumerate(dst):
@@ -376,7 +378,7 @@ def from_mapping(
                     )
         router_json = router_config(d.get("router"), specs)
 
-    keys = []
+    keys: list[ApiKey] = []
     for i, k in enumerate(_get(d, "keys", "", list, [])):
         w = f"keys[{i}]."
         if not isinstance(k, Mapping):
@@ -406,13 +408,8 @@ def from_mapping(
     waf = _get(d, "waf", "", Mapping, {})
     rules: list = []
     if _get(waf, "default_rules", "waf.", bool, True):
-        from gateway.stages.waf import default_rules
-
         rules += default_rules()
     extra = _get(waf, "rules", "waf.", list, [])
-    from gateway.errors import InvalidInput
-    from gateway.stages.waf import Waf
-
     for i, r in enumerate(extra):
         try:
             Waf([r])
@@ -438,8 +435,6 @@ def from_mapping(
         parse_impl(dict(impl))
     except ConfigError as e:
         raise ConfigError(f"impl: {e}") from None
-    from gateway.pipeline import parse_stages
-
     stages_raw = d.get("stages", "all")
     if (
         stages_raw is None
@@ -533,8 +528,6 @@ def embedded(
 ) -> Config:
     """The zero-config default: one model `mock` on `upstream` (any other model name is
     passed through to it), one client key `default` with secret `api_key`."""
-    from gateway.stages.auth import hash_key
-
     if not api_key:
         raise ConfigError("--api-key: must not be empty")
     normalise_base_url(upstream, "--upstream")  # name the flag the user typed

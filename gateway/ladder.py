@@ -6,7 +6,7 @@ and plugin placement it supports, and which probes apply to it.
     check(mode, config, options)    -> None, or the one-line ConfigError naming the rung
 
 Read by the command line (harness/commands/serve.py: choices and help), the config paths
-(gateway/server.py build_config runs `check` for every rung, so `gatewaylab serve`, the
+(gateway/options.py build_config runs `check` for every rung, so `gatewaylab serve`, the
 workers' supervisor and the rs-server launcher refuse the same things with the same words),
 twin selection (gateway/twins.py MODES), the sweep (which probes apply) and
 tests/gateway/test_ladder.py, which walks every (rung, option) pair: each works, shown by

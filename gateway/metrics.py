@@ -59,7 +59,7 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.stage = {s: Histogram() for s in STAGES}
         self.audit_lag = Histogram()

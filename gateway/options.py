@@ -4,12 +4,15 @@
     ServeOptions.from_json(os.environ["GATEWAYLAB_SERVE"])   # a child process's copy
     opts.to_json()
 
-The command line (harness/commands/serve.py), `gateway.launch.start_gateway` (tests, sweeps,
-notebooks), the server (gateway/server.py), the workers' supervisor (gateway/workers.py) and
-the rs-server launcher (gateway/rs_server.py) all build or read this object; each value is
-checked here, once, with one message. Which rung can honour which option is
-gateway/ladder.py's table, checked with the configuration (gateway/server.py build_config).
-None means "not given": the configuration's value (or its default) holds.
+The command line (harness/commands/serve.py), `gateway.serving.launch.start_gateway` (tests,
+sweeps, notebooks), the server (gateway/serving/server.py), the workers' supervisor
+(gateway/serving/supervisor.py) and the rs-server launcher (gateway/rungs/rs_server.py) all
+build or read this object; each value is checked here, once, with one message.
+
+`build_config(options)` is the one path from options to a checked configuration, for every
+rung: the configuration (gateway/config.py) with the options applied, and every option the
+rung cannot honour refused in one line (gateway/ladder.py's table). None means "not given":
+the configuration's value (or its default) holds.
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import config as cfgmod
+from gateway import ladder
 from gateway.config import ACKS
 from gateway.errors import ConfigError
 from gateway.ladder import LAYOUTS, MODES, SERVERS, SHELLS
+from gateway.pipeline import parse_stages
+from gateway.tracing import parse_mode
+from gateway.twins import Switches, parse_impl
+
+# the environment variable a child process (python -m gateway.serving.server, granian's
+# worker, a unit's worker) reads its options from, as ServeOptions.to_json()
+SERVE_ENV = "GATEWAYLAB_SERVE"
 
 
 def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -52,7 +64,7 @@ class ServeOptions:
     ack: str | None = None  # background | durable
     max_in_flight: int | None = None
     threads: int | None = None  # Tokio worker threads (rs-core, rs-server)
-    workers: int | None = None  # N worker processes on one port (gateway/workers.py)
+    workers: int | None = None  # N worker processes on one port (gateway/serving/supervisor.py)
     worker_cpus: tuple[tuple[int, ...], ...] | None = None  # worker k's CPUs
     ledger_layout: str | None = None  # single | sharded | single-writer
     tracing: str | None = None  # off | on | sampled:R
@@ -76,12 +88,8 @@ class ServeOptions:
         if self.worker_cpus is not None:
             object.__setattr__(self, "worker_cpus", tuple(tuple(int(c) for c in w) for w in self.worker_cpus))
         if self.tracing is not None:
-            from gateway.tracing import parse_mode
-
             parse_mode(self.tracing)
         if self.stages is not None:
-            from gateway.pipeline import parse_stages
-
             parse_stages(self.stages)
 
     def given(self) -> dict[str, Any]:
@@ -104,3 +112,41 @@ class ServeOptions:
     @classmethod
     def from_json(cls, text: str) -> ServeOptions:
         return cls(**json.loads(text))
+
+
+def build_config(opts: ServeOptions) -> cfgmod.Config:
+    """The configuration the options describe, checked (gateway/config.py), with every option
+    the rung cannot honour refused in one line (gateway/ladder.py)."""
+    if opts.config:
+        cfg = cfgmod.load(opts.config, ledger_dir=opts.ledger)
+    else:
+        if not opts.upstream:
+            raise ConfigError("--upstream: required without --config")
+        if not opts.api_key:
+            raise ConfigError("--api-key: required without --config")
+        if not opts.ledger:
+            raise ConfigError("--ledger: required without --config (ServeOptions.with_ledger picks one)")
+        cfg = cfgmod.embedded(opts.upstream, opts.api_key, opts.ledger)
+    sw = cfg.switches
+    mode = opts.mode or sw.mode
+    changes: dict = {"switches": Switches(mode, {**sw.overrides, **parse_impl(opts.impl or None)})}
+    if opts.shell is not None:
+        changes["shell"] = opts.shell
+    if opts.server is not None:
+        changes["server"] = opts.server
+    if opts.ack is not None:
+        changes["ack"] = opts.ack
+    if opts.max_in_flight is not None:
+        changes["max_in_flight"] = opts.max_in_flight
+    if opts.stages is not None:
+        changes["stages"] = parse_stages(opts.stages)
+    if opts.ledger_layout is not None:
+        changes["ledger_layout"] = opts.ledger_layout
+    if opts.audit is not None:
+        changes["audit"] = opts.audit == "on"
+    if opts.tracing is not None:
+        changes["tracing"] = parse_mode(opts.tracing)
+    if opts.tracing_endpoint is not None:
+        changes["tracing_endpoint"] = opts.tracing_endpoint
+    ladder.check(mode, cfg, opts.given())
+    return dataclasses.replace(cfg, **changes)

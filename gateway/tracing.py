@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -142,7 +143,7 @@ class RequestTrace:
         self.marks: list | None = [] if sampled else None
         self.trace_id = f"{sc.trace_id:032x}" if sampled else ""
         self._ctx = tracer._in_context(span) if sampled else None
-        self._forward = None
+        self._forward: Any = None  # the forward stage's span, once it begins
 
     def decided(self, audit) -> None:
         """The pipeline has decided: its stage marks become spans; the audit material (if

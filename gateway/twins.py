@@ -25,9 +25,9 @@ from gateway.ladder import RUNGS, refusal
 PYTHON, RUST = "python", "rust"
 IMPLS = (PYTHON, RUST)
 # mode -> the twin every component defaults to, from the table of rungs (gateway/ladder.py).
-# `rs-core` (rung 2) runs the whole pipeline in one Rust call (gateway/rs_core.py), so its
+# `rs-core` (rung 2) runs the whole pipeline in one Rust call (gateway/rungs/rs_core.py), so its
 # components are all Rust and not switchable; `rs-server` (rung 3) is the standalone Rust
-# binary (gateway/rs_server.py): no Python twins at all.
+# binary (gateway/rungs/rs_server.py): no Python twins at all.
 MODES = {m: r.twins for m, r in RUNGS.items()}
 PER_COMPONENT_MODES = tuple(m for m, r in RUNGS.items() if r.per_component)
 # rungs with no Python interpreter in the gateway process: GIL, event-loop and py-spy/scalene

@@ -61,8 +61,8 @@ import pandas as pd
 import plotly.express as px
 from IPython.display import SVG, Markdown, display
 
+from harness.infra.targets import PERF, PYSPY, flamegraph_tools
 from harness.notebooks import metric, write_metrics
-from harness.targets import PERF, PYSPY, flamegraph_tools
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.nb import (

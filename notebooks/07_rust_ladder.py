@@ -312,12 +312,12 @@ gov_table
 # (the sidecar's CPU counts: it is in the gateway's process tree).
 
 # %%
-from gateway.launch import start_gateway
-from harness.native_procs import run_load, start_mock
-from harness.probes import TreeSampler
-from harness.profiles import resolve
-from harness.sweep import API_KEY, CHAT_BODY, ExpectedErrors, cell_verdict
-from harness.targets import write_bench_config
+from gateway.serving.launch import start_gateway
+from harness.infra.native_procs import run_load, start_mock
+from harness.infra.probes import TreeSampler
+from harness.infra.profiles import resolve
+from harness.infra.sweep import API_KEY, CHAT_BODY, ExpectedErrors, cell_verdict
+from harness.infra.targets import write_bench_config
 
 prof = resolve(S["hw_profile"])
 

@@ -57,8 +57,8 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
+from harness.infra.profiles import place_workers, resolve
 from harness.notebooks import metric, write_metrics
-from harness.profiles import place_workers, resolve
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.nb import (

@@ -50,9 +50,9 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from harness import interp_study as study
-from harness import interpreters
+from harness.infra import interpreters
 from harness.notebooks import write_metrics
+from harness.studies import interp_study as study
 from lab_ext.export import export, machine_line, to_markdown
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.nb import notebook_run

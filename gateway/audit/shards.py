@@ -32,7 +32,7 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.errors import ConfigError, InvalidInput
 from gateway.ladder import LAYOUTS
@@ -161,7 +161,7 @@ def shard_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-__all__: Iterable[str] = (
+__all__ = (
     "LAYOUTS",
     "resolve_layout",
     "shard_dir",

@@ -122,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.options import ServeOptions
-    from gateway.server import serve
+    from gateway.serving.server import serve
 
     opts = ServeOptions(
         config=args.config,

@@ -1,6 +1,6 @@
 """`gatewaylab soak --mode M --duration S [--rate R]`: a steady open-loop soak of one rung
-(harness/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle|peak` runs
-the other checks of harness/soak.py instead. Prints a summary (or `--json`)."""
+(harness/infra/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle|peak` runs
+the other checks of harness/infra/soak.py instead. Prints a summary (or `--json`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import soak
+    from harness.infra import soak
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

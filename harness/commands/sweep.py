@@ -1,4 +1,4 @@
-"""`gatewaylab sweep`: a concurrency sweep (docs/formats.md "CLI contract"; engine: harness.sweep).
+"""`gatewaylab sweep`: a concurrency sweep (docs/formats.md "CLI contract"; engine: harness.infra.sweep).
 
     gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
     gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat
@@ -145,7 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Parsed options -> `harness.sweep.run_sweep` keywords (also used by lab_ext's %sweep)."""
+    """Parsed options -> `harness.infra.sweep.run_sweep` keywords (also used by lab_ext's %sweep)."""
     conc = ",".join(args.concurrency) if args.concurrency else None
     kw: dict[str, Any] = {
         "modes": tuple(_csv(args.modes) or ("py", "py+rs")),
@@ -199,7 +199,7 @@ def _have_pandas() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.errors import ConfigError
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     kw = sweep_kwargs(args)
     if kw["results"] == "parquet" and not _have_pandas():

@@ -1,5 +1,5 @@
 """`gatewaylab torture --mode M --kills N [--ack background|durable]`: kill -9 under load,
-then check the ledger's crash promises after every kill (harness/torture.py says which).
+then check the ledger's crash promises after every kill (harness/infra/torture.py says which).
 
 Prints one line per kill and a summary; `--json` prints the result as one JSON object.
 Exit status 0 when no record was lost, no root failed its prefix check and the WAL was never
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.torture import run_torture, summary
+    from harness.infra.torture import run_torture, summary
 
     def log(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)

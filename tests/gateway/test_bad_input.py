@@ -82,7 +82,7 @@ BAD_BODIES = {
     ids=lambda p: "-".join(x for x in p if x),
 )
 def gw(request, upstream, tmp_path_factory):
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
 
     shell, mode = request.param
     g = start_gateway(

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway import server
 from gateway.errors import ConfigError
 from gateway.ladder import RUNGS, Rung
-from gateway.launch import start_gateway
-from gateway.options import ServeOptions
+from gateway.options import ServeOptions, build_config
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from harness.cli import main as cli
 from tests.gateway.helpers import API_KEY
@@ -175,7 +174,7 @@ def test_each_option_works_or_is_refused_naming_the_rung(mode, option, native_mo
     opts = ServeOptions(config=config, ledger=ledger, mode=mode, **option.kw)
     if not option.supported(RUNGS[mode]):
         with pytest.raises(ConfigError) as e:
-            server.build_config(opts)
+            build_config(opts)
         msg = str(e.value)
         assert "\n" not in msg and f"not available on {mode} (" in msg, msg
         # the command line says the same, in one line, and starts nothing

@@ -98,13 +98,12 @@ def test_durable_ack_survives_kill9_of_the_gateway(upstream, gateway_factory, tm
 
 @pytest.mark.parametrize("mode", ["rs-core", "rs-server"])
 def test_the_rust_rungs_refuse_the_single_writer_layout(upstream, tmp_path, mode):
-    from gateway import server
     from gateway.errors import ConfigError
-    from gateway.options import ServeOptions
+    from gateway.options import ServeOptions, build_config
 
     path = _config(tmp_path, upstream.url, "single-writer")
     want = f"^ledger.layout single-writer: not available on {mode} \\(its ledger is its own Rust thread"
     with pytest.raises(ConfigError, match=want):
-        server.build_config(ServeOptions(config=path, mode=mode))
+        build_config(ServeOptions(config=path, mode=mode))
     with pytest.raises(ConfigError, match=want.replace("ledger.layout", "--ledger-layout")):
-        server.build_config(ServeOptions(config=path, mode=mode, ledger_layout="single-writer", workers=2))
+        build_config(ServeOptions(config=path, mode=mode, ledger_layout="single-writer", workers=2))

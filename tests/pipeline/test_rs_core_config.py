@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gateway import server
 from gateway.errors import ConfigError
-from gateway.options import ServeOptions
+from gateway.options import ServeOptions, build_config
 from gateway.stages.auth import hash_key
 
 
@@ -25,5 +24,5 @@ def test_rs_core_refuses_python_plugins(tmp_path):
         )
     )
     with pytest.raises(ConfigError, match=r"^plugins\.pre_call: not available on rs-core \(.*rs-server"):
-        server.build_config(ServeOptions(config=str(path), mode="rs-core"))
+        build_config(ServeOptions(config=str(path), mode="rs-core"))
     assert not (tmp_path / "ledger").exists(), "nothing may be opened before the refusal"

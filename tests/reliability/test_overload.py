@@ -15,9 +15,9 @@ import urllib.request
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
-from harness import soak
+from harness.infra import soak
 from tests.reliability.rungs import RUNGS
 
 KEY = "sk-gatewaylab-overload"
@@ -29,7 +29,7 @@ LATENCY_MS = 400
 
 @pytest.fixture(scope="module")
 def slow_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(latency_ms=LATENCY_MS, seed=11) as m:
         yield m
@@ -146,8 +146,7 @@ def test_overload_step_sheds_and_loses_nothing_admitted():
 def test_max_in_flight_is_validated_and_defaults_to_1024(tmp_path):
     from gateway.config import MAX_IN_FLIGHT, embedded, from_mapping
     from gateway.errors import ConfigError
-    from gateway.options import ServeOptions
-    from gateway.server import build_config
+    from gateway.options import ServeOptions, build_config
 
     assert embedded("http://127.0.0.1:9", "k", str(tmp_path)).max_in_flight == MAX_IN_FLIGHT == 1024
     doc = {

@@ -10,9 +10,9 @@ import sys
 import orjson
 import pytest
 
-from gateway import rs_server, server
 from gateway.errors import ConfigError
-from gateway.options import ServeOptions
+from gateway.options import ServeOptions, build_config
+from gateway.rungs import rs_server
 
 
 def test_the_binary_gets_one_spec_with_the_checked_config_and_the_gateway_cores(tmp_path):
@@ -26,7 +26,7 @@ def test_the_binary_gets_one_spec_with_the_checked_config_and_the_gateway_cores(
         ack="durable",
         max_in_flight=3,
     )
-    cfg = server.build_config(opts)
+    cfg = build_config(opts)
     s = rs_server.spec(opts, cfg)
     assert set(s) == {"config", "engine", "server"}
     c = s["config"]
@@ -64,7 +64,7 @@ def test_a_missing_binary_says_how_to_build_it(monkeypatch, tmp_path):
 
 
 def test_rs_server_is_one_sweep_configuration_whatever_the_shells():
-    from harness.sweep import _configs
+    from harness.infra.sweep import _configs
 
     cfgs = _configs(["py", "rs-server"], None, ["asgi", "fastapi"])
     assert [(c.mode, c.shell) for c in cfgs] == [("py", "asgi"), ("py", "fastapi"), ("rs-server", "asgi")]

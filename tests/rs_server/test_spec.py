@@ -14,7 +14,7 @@ import yaml
 
 from gateway import config as cfgmod
 from gateway.errors import ConfigError
-from gateway.rs_server import binary_path
+from gateway.rungs.rs_server import binary_path
 
 KEY = "0" * 64
 BASE = {
@@ -98,7 +98,7 @@ def test_the_binary_refuses_a_spec_out_of_step_in_one_line(tmp_path):
         [binary_path(), "--config", "gateway.yaml"], capture_output=True, text=True, timeout=30
     )
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "gatewaylab-server: error: usage: gatewaylab-server --spec FILE  (JSON: see gateway/rs_server.py)"
+        "gatewaylab-server: error: usage: gatewaylab-server --spec FILE  (JSON: see gateway/rungs/rs_server.py)"
     ]
 
 

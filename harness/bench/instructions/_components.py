@@ -201,7 +201,7 @@ def measure_components(
                 }
             )
             log(f"{name}.{c['impl']}.{c['api']} r{rep}: {per:,.0f} Ir/{_UNIT[c['kind']]}")
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     run.meta = collect(parameters={"components": list(components), "impls": list(impls), "repeat": repeat})
     run.meta.update(

@@ -29,7 +29,7 @@ from harness.bench.instructions._sha256 import (
     sha256_calibration,
     skew_fields,
 )
-from harness.sweep import GOVERNANCE  # governance -> (--stages, --audit): the sweep's axis
+from harness.infra.sweep import GOVERNANCE  # governance -> (--stages, --audit): the sweep's axis
 
 RUNG_TARGETS = ("py", "py+rs", "rs-core", "rs-server")
 N1, N2 = 200, 600
@@ -126,14 +126,14 @@ class _Bench:
     """The native mock (pinned, shared by every target) and one target's life under Cachegrind."""
 
     def __init__(self, profile, server: str, shell: str):
-        from harness.profiles import resolve
+        from harness.infra.profiles import resolve
 
         self.profile = resolve(profile)
         self.server, self.shell = server, shell
         self.mock = None
 
     def __enter__(self):
-        from harness.native_procs import start_mock
+        from harness.infra.native_procs import start_mock
 
         self.mock = start_mock(cpus=self.profile.mock_cpus, latency_ms=0)
         return self
@@ -143,8 +143,8 @@ class _Bench:
             self.mock.stop()
 
     def _shape(self, spec: Spec):
+        from harness.infra.targets import target
         from harness.peers._base import RequestShape
-        from harness.targets import target
 
         if spec.kind == "peer":
             return target(spec.target).request(API_KEY, self.mock.url)
@@ -159,7 +159,7 @@ class _Bench:
         serving at least this long (from ready to stop) before stopping it, so that work on
         a timer (uvicorn's 10 Hz tick costs a py gateway ~120 k Ir a second, idle) is the
         same in both runs of a pair and cancels."""
-        from harness.native_procs import run_load
+        from harness.infra.native_procs import run_load
 
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / "cachegrind"
@@ -173,7 +173,7 @@ class _Bench:
         proc = None
         try:
             if spec.kind == "peer":
-                from harness.targets import target
+                from harness.infra.targets import target
 
                 proc = target(spec.target).start(
                     self.mock.url,
@@ -183,8 +183,8 @@ class _Bench:
                     ready_timeout_s=READY_TIMEOUT_S,
                 )
             else:
-                from gateway.launch import start_gateway
-                from harness.targets import write_bench_config
+                from gateway.serving.launch import start_gateway
+                from harness.infra.targets import write_bench_config
 
                 stages, audit = GOVERNANCE[spec.governance]
                 config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
@@ -329,7 +329,7 @@ def _head(spec: Spec, rep: int, server: str) -> dict[str, Any]:
 
 def specs(targets: Sequence[str], governance: Sequence[str]) -> list[Spec]:
     """Rungs x governance settings, peers once (as shipped); ConfigError on an unknown name."""
-    from harness.targets import kind, parse_targets, target
+    from harness.infra.targets import kind, parse_targets, target
 
     for g in governance:
         if g not in GOVERNANCE:
@@ -367,7 +367,7 @@ def measure(
     run under Cachegrind at n1 and n2 requests, `repeat` times (repeats the outer loop).
     A target valgrind cannot run is reported in `unfollowable` (one line) and the rest go on;
     a configuration that fails otherwise gets a failed row with its error."""
-    from harness.profiles import resolve
+    from harness.infra.profiles import resolve
 
     cg.valgrind()
     check_sizes(n1, n2, repeat)

@@ -35,7 +35,7 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ack {
-    /// answer, then record (seeds 000/001)
+    /// answer, then record (docs/claims.md `answer-first`)
     Background,
     /// the answer waits until its record is durable under the fsync policy
     Durable,

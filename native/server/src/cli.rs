@@ -1,8 +1,8 @@
 //! The command line: `gatewaylab-server --spec FILE`.
 //!
-//! FILE is JSON written by `gateway/rs_server.py` (`gatewaylab serve --mode rs-server` and
+//! FILE is JSON written by `gateway/rungs/rs_server.py` (`gatewaylab serve --mode rs-server` and
 //! the workers' supervisor write it; a user who wants the binary alone can write it the same
-//! way, `gateway.rs_server.spec_json`):
+//! way, `gateway.rungs.rs_server.spec`):
 //!
 //! ```text
 //! {"config": <gateway/config.py's normalized config>, "engine": <the engine's options>,
@@ -13,7 +13,7 @@
 //! Every value in it was checked, with its message, by gateway/config.py and
 //! gateway/options.py; this only deserializes (an unknown field or a wrong type is a caller
 //! out of step with them). `server.reuse_port`: listen with SO_REUSEPORT on a port its unit
-//! shares (a worker of `--workers N`, gateway/workers.py), which also names its place and
+//! shares (a worker of `--workers N`, gateway/serving/supervisor.py), which also names its place and
 //! the unit's runtime directory (the layout shown in /health and the workers' control
 //! sockets). `server.python`: the interpreter that runs the plugin sidecar. Prints
 //! `gateway listening on http://HOST:PORT` once it accepts connections; SIGTERM or SIGINT
@@ -51,7 +51,7 @@ pub struct Worker {
     pub layout: String,
 }
 
-const USAGE: &str = "usage: gatewaylab-server --spec FILE  (JSON: see gateway/rs_server.py)";
+const USAGE: &str = "usage: gatewaylab-server --spec FILE  (JSON: see gateway/rungs/rs_server.py)";
 
 pub fn parse_args(args: &[String]) -> Result<ServerSpec, String> {
     let path = match args {

@@ -65,7 +65,7 @@ fn refused(g: &GuardError) -> Response<GwBody> {
 
 /// The engine's reply on the wire. A whole answer's audit hand-off runs once hyper is done
 /// with the body (body.rs: after_send), so the response is written before the ledger thread
-/// wakes (seeds 000/001: the response first, the record after).
+/// wakes (docs/claims.md `answer-first`: the response first, the record after).
 fn reply(reply: Reply) -> Response<GwBody> {
     match reply {
         Reply::Whole {

@@ -1,4 +1,4 @@
-//! Python `pre_call` plugins in a sidecar process (seed 002), protocol in `gateway/plugins.py`.
+//! Python `pre_call` plugins in a sidecar process (docs/claims.md `plugins-sidecar`), protocol in `gateway/plugins.py`.
 //!
 //! The binary binds a Unix socket in a private temp directory, starts
 //! `PYTHON -m gateway.plugins --socket PATH --hook ...` and accepts its one connection.
