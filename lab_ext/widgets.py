@@ -55,7 +55,7 @@ def cell_label(c: Mapping) -> str:
         label += f" up={up}"
     if c.get("probes") == "on":  # a GIL/loop view cell: probes inside the gateway, not for throughput
         label += " probes=on"
-    if c.get("shell") and c.get("shell") != "asgi":
+    if c.get("shell") not in (None, "", "asgi", "-"):  # "-": no shell (rs-server, peers)
         label += f" ({c['shell']})"
     return label
 

@@ -274,8 +274,8 @@ def _configs(
             if same in resolved:
                 continue  # the same twins as a set before it on this mode (py+rs with waf=rust is py+rs)
             resolved.add(same)
-            # rs-server is its own server: the ASGI shell does not apply (one config, not one per shell)
-            for shell in shells[:1] if mode in NO_INTERPRETER_MODES else shells:
+            # rs-server is its own server: no ASGI shell applies (one config, labelled "-" like a peer's)
+            for shell in shells if RUNGS[mode].shells else ("-",):
                 for g in governance:
                     for w in workers:
                         for t in tracing:

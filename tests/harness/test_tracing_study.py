@@ -36,7 +36,7 @@ def test_tracing_cost_table(tmp_path):
     ]
     assert set(cells[cells["tracing"] == "on"]["cell"]) == {
         "py||asgi|trace=on|c=2",
-        "rs-server||asgi|trace=on|c=2",
+        "rs-server||-|trace=on|c=2",
     }
     t = study.table
     assert list(zip(t["mode"], t["tracing"])) == [
