@@ -156,6 +156,10 @@ def load(component: str, impl: str) -> Any:
         raise ConfigError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
     if impl not in IMPLS:
         raise ConfigError(f"impl {impl!r}: expected 'python' or 'rust'")
+    from gateway import inject  # test-only regressions (GATEWAYLAB_INJECT), off by default
+
+    if impl == RUST and inject.python_as_rust(component):
+        impl = PYTHON  # injected: the Rust label loads the Python twin
     path = REGISTRY[component][IMPLS.index(impl)]
     if impl == RUST:
         native()  # clear error when the extension is missing
@@ -167,4 +171,6 @@ def load(component: str, impl: str) -> Any:
                 f"the built extension has no Rust twin for {component!r} ({path}); rebuild with `make dev`"
             )
         raise ImportError(f"{path} not found")
+    if impl == RUST and component == "mmr" and "mmr-batch-per-leaf" in inject.active():
+        return inject.batch_per_leaf(obj)  # injected: the batch path removed
     return obj

@@ -143,6 +143,11 @@ def collect(
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }
+    from gateway import inject
+
+    injected = inject.active()
+    if injected:  # test-only regressions (gateway/inject.py): never carried silently
+        meta["inject"] = list(injected)
     if extra:
         meta.update(extra)
     return meta

@@ -658,6 +658,16 @@ pub struct Pipeline {
     targets: HashMap<String, Vec<Route>>,
     /// times each stage ran (RUN_STAGES)
     runs: [AtomicU64; RUN_STAGES.len()],
+    /// test-only: `GATEWAYLAB_INJECT=waf-twice` makes the WAF scan every prompt twice, a
+    /// stage doing extra work for the work gates' injection tests (gateway/inject.py)
+    waf_twice: bool,
+}
+
+/// Whether the test-only injection `name` is set in `GATEWAYLAB_INJECT` (gateway/inject.py).
+fn injected(name: &str) -> bool {
+    std::env::var("GATEWAYLAB_INJECT")
+        .map(|v| v.split(',').any(|p| p.trim() == name))
+        .unwrap_or(false)
 }
 
 /// The span of the stage running now (`tracing`, exported by native/trace when a gateway
@@ -774,6 +784,7 @@ impl Pipeline {
             anthropic: Adapter::new(Kind::Anthropic),
             targets,
             runs: std::array::from_fn(|_| AtomicU64::new(0)),
+            waf_twice: injected("waf-twice"),
         })
     }
 
@@ -945,6 +956,9 @@ impl Pipeline {
         if self.waf_on {
             stage.enter("waf");
             self.ran(WAF);
+            if self.waf_twice {
+                std::hint::black_box(self.waf.scan(std::hint::black_box(&text)));
+            }
             if let Some(rule) = self.waf.scan(&text) {
                 if let Some(a) = audit.as_mut() {
                     a.waf = format!("block:{rule}");
