@@ -1,0 +1,111 @@
+"""The work gates fail on real injected regressions, measured, not typed in.
+
+Each test runs the notebook's own work-gate measurement (`harness.work_gates`, Cachegrind
+through `harness.bench.instructions`, at ci size) with a test-only regression planted by
+`GATEWAYLAB_INJECT` (gateway/inject.py; every process of the measurement inherits it), checks
+the measured ratios against the committed gates (data/baselines/), and asserts that the gate
+named for the regression FAILS on the measured value, that the run's metadata records the
+injection, and that without it the gate passes: every recorded run of the same measurement
+(at least WORK_MIN_RUNS, none injected: --record refuses that) clears the gate and lies beyond
+the injected value. The 07 tests measure
+only the rungs and governance settings their gate reads, to keep each test to a minute or
+two; the ratio is computed by the same code as the notebook's (`ladder_metrics`).
+
+Regressions: a Rust twin replaced by its Python twin under the Rust label (the MMR; auth;
+the four stage twins on py+rs), the MMR's batch path removed (append_many loops over append),
+and a stage doing extra work on a Rust rung (the WAF scanning every prompt twice in the
+Rust pipeline of rs-server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import inject
+from harness import notebooks as nbs
+from harness import work_gates
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def _checks(tmp_path, w: work_gates.WorkMeasurement) -> dict[str, nbs.Check]:
+    results = tmp_path / "results"
+    nbs.write_metrics(results / w.notebook, w.notebook, "ci", w.metrics)
+    checks = nbs.check_results(results, notebooks=[w.notebook])
+    return {c.metric: c for c in checks if c.metric in w.metrics}
+
+
+def _measure(monkeypatch, injection: str | None, fn, *args, **kwargs) -> work_gates.WorkMeasurement:
+    if injection:
+        monkeypatch.setenv(inject.ENV, injection)
+    else:
+        monkeypatch.delenv(inject.ENV, raising=False)
+    w = fn("ci", *args, **kwargs)
+    meta = w.run.meta
+    assert meta.get("inject") == (injection.split(",") if injection else None), meta.get("inject")
+    return w
+
+
+def _fails(tmp_path, capsys, w, gate: str, injection: str) -> None:
+    checks = _checks(tmp_path, w)
+    with capsys.disabled():  # the figures for the closing note
+        print(f"\n[injection {injection}] " + "; ".join(c.message() for c in checks.values()))
+    c = checks[gate]
+    assert c.tier == "work" and c.value is not None
+    assert not c.ok, c.message()
+    assert c.result() == "FAIL (work gate)"
+    _clean_runs_pass(w.notebook, gate, c.value)
+
+
+def _clean_runs_pass(notebook: str, gate: str, injected: float) -> None:
+    """Without the injection the gate passes: every recorded run (the same measurement, no
+    injection: --record refuses one) clears it, and the injected value lies outside them all."""
+    runs = nbs.load_recorded_runs()
+    values = nbs.recorded_values(runs, notebook, gate)
+    (check,) = [c for c in nbs.load_baselines()[notebook] if c["metric"] == gate]
+    assert len(values) >= nbs.WORK_MIN_RUNS and all(
+        nbs.OPS[check["op"]](v, check["threshold"]) for v in values
+    )
+    assert injected < min(values) if check["op"].startswith(">") else injected > max(values)
+
+
+def test_an_unknown_injection_is_refused(monkeypatch):
+    monkeypatch.setenv(inject.ENV, "waf-thrice")
+    with pytest.raises(Exception, match="unknown injection"):
+        inject.active()
+
+
+def test_mmr_python_twin_under_the_rust_label_fails_the_per_leaf_work_gate(tmp_path, capsys, monkeypatch):
+    injection = "python-as-rust:mmr"
+    _fails(
+        tmp_path,
+        capsys,
+        _measure(monkeypatch, injection, work_gates.measure_01),
+        "mmr_work_rust_over_python_per_leaf",
+        injection,
+    )
+
+
+def test_mmr_batch_path_removed_fails_the_batch_work_gate(tmp_path, capsys, monkeypatch):
+    injection = "mmr-batch-per-leaf"
+    w = _measure(monkeypatch, injection, work_gates.measure_01)
+    _fails(tmp_path, capsys, w, "mmr_work_batch_over_per_leaf", injection)
+
+
+def test_auth_python_twin_under_the_rust_label_fails_its_twin_work_gate(tmp_path, capsys, monkeypatch):
+    injection = "python-as-rust:auth"
+    w = _measure(monkeypatch, injection, work_gates.measure_06, twins=("auth",))
+    _fails(tmp_path, capsys, w, "twin_work_auth", injection)
+
+
+def test_python_stage_twins_on_pyrs_fail_the_py_over_pyrs_work_gate(tmp_path, capsys, monkeypatch):
+    injection = "python-as-rust:auth,python-as-rust:waf,python-as-rust:ratelimit,python-as-rust:adapter"
+    kw = dict(noveum=False, rungs=("py", "py+rs"), governance=("on",))
+    w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
+    _fails(tmp_path, capsys, w, "work_py_over_pyrs", injection)
+
+
+def test_waf_scanning_twice_on_rs_server_fails_the_stages_work_gate(tmp_path, capsys, monkeypatch):
+    injection = "waf-twice"
+    kw = dict(noveum=False, rungs=("rs-server",), governance=("off", "stages-only"))
+    w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
+    _fails(tmp_path, capsys, w, "work_rsserver_stages_over_passthrough", injection)
