@@ -196,6 +196,7 @@ RULES = ("advantage", "cost", "exact")
 MIN_MARGIN = 0.15  # the least room beyond the worst recorded value, as a fraction of it
 WORK_LOSS = 0.05  # a work gate fails once this share of the median's distance from neutral is lost
 WORK_MARGIN_STEP = 0.005  # a work gate's noise margin: from 0.5%, in steps of 0.5%
+WORK_MIN_RUNS = 20  # recorded values a work gate is derived from, at the least
 
 
 @dataclass
@@ -492,6 +493,10 @@ def record_run(
     out = Path(runs_dir) if runs_dir is not None else RECORDED_RUNS_DIR
     out.mkdir(parents=True, exist_ok=True)
     p = out / f"{stamp}.json"
+    for i in range(2, 100):  # two runs recorded in the same second (parallel --work-only loops) keep both
+        if not p.exists():
+            break
+        p = out / f"{stamp}-{i}.json"
     p.write_text(
         json.dumps(
             {
@@ -727,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         "--work-only",
         action="store_true",
         help="measure only the work gates (instruction counts, harness.work_gates) of the notebooks "
-        "that have them, without papermill, and check those gates",
+        "that have them, without papermill (and without what no gate reads: 07's Noveum row), and "
+        "check those gates",
     )
     p.add_argument(
         "--derive",
@@ -917,8 +923,9 @@ def _work_only(args: argparse.Namespace, names: list[str]) -> int:
         print(f"[notebooks] measuring the work gates of {nb} (profile={args.profile}) ...", flush=True)
         t = time.perf_counter()
         try:
-            w = work_gates.measure(nb, args.profile)
+            w = work_gates.measure(nb, args.profile, gated_only=True)
             write_metrics(root / nb, nb, args.profile, w.metrics)
+            (root / nb / "instructions.json").write_text(json.dumps(w.run.to_json(), indent=1, default=str))
             runs.append(NotebookRun(nb, time.perf_counter() - t, True))
         except Exception as e:  # noqa: BLE001 - reported as the notebook's failure, in one line
             runs.append(NotebookRun(nb, time.perf_counter() - t, False, f"{type(e).__name__}: {e}"[:800]))

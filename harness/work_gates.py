@@ -214,8 +214,13 @@ MEASURES: dict[str, Callable[..., WorkMeasurement]] = {
 }
 
 
-def measure(notebook: str, profile: str = "ci", log: Callable[[str], None] | None = None) -> WorkMeasurement:
-    """The work-gate measurement of `notebook` (KeyError when it has none: MEASURES)."""
+def measure(
+    notebook: str, profile: str = "ci", log: Callable[[str], None] | None = None, gated_only: bool = False
+) -> WorkMeasurement:
+    """The work-gate measurement of `notebook` (KeyError when it has none: MEASURES).
+    `gated_only` leaves out what no gate reads (07: Noveum), as `--work-only` does."""
     if profile not in SIZES:
         raise ValueError(f"profile {profile!r}: expected one of {list(SIZES)}")
+    if notebook == "07_rust_ladder" and gated_only:
+        return measure_07(profile, log=log, noveum=False)
     return MEASURES[notebook](profile, log=log)

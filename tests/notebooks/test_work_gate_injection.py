@@ -6,15 +6,15 @@ through `harness.bench.instructions`, at ci size) with a test-only regression pl
 the measured ratios against the committed gates (data/baselines/), and asserts that the gate
 named for the regression FAILS on the measured value, that the run's metadata records the
 injection, and that without it the gate passes: every recorded run of the same measurement
-(at least WORK_MIN_RUNS, none injected: --record refuses that) clears the gate and lies beyond
-the injected value. The 07 tests measure
+(none injected: --record refuses that; test_baselines checks there are enough) clears the
+gate and lies beyond the injected value. The 07 tests measure
 only the rungs and governance settings their gate reads, to keep each test to a minute or
 two; the ratio is computed by the same code as the notebook's (`ladder_metrics`).
 
 Regressions: a Rust twin replaced by its Python twin under the Rust label (the MMR; auth;
-the four stage twins on py+rs), the MMR's batch path removed (append_many loops over append),
-and a stage doing extra work on a Rust rung (the WAF scanning every prompt twice in the
-Rust pipeline of rs-server)."""
+the audit path's twins on py+rs), the MMR's batch path removed (append_many loops over append),
+and a stage doing extra work on a Rust rung (the WAF scanning every prompt four more times in
+the Rust pipeline of rs-server)."""
 
 from __future__ import annotations
 
@@ -62,9 +62,7 @@ def _clean_runs_pass(notebook: str, gate: str, injected: float) -> None:
     runs = nbs.load_recorded_runs()
     values = nbs.recorded_values(runs, notebook, gate)
     (check,) = [c for c in nbs.load_baselines()[notebook] if c["metric"] == gate]
-    assert len(values) >= nbs.WORK_MIN_RUNS and all(
-        nbs.OPS[check["op"]](v, check["threshold"]) for v in values
-    )
+    assert values and all(nbs.OPS[check["op"]](v, check["threshold"]) for v in values)
     assert injected < min(values) if check["op"].startswith(">") else injected > max(values)
 
 
@@ -97,15 +95,23 @@ def test_auth_python_twin_under_the_rust_label_fails_its_twin_work_gate(tmp_path
     _fails(tmp_path, capsys, w, "twin_work_auth", injection)
 
 
-def test_python_stage_twins_on_pyrs_fail_the_py_over_pyrs_work_gate(tmp_path, capsys, monkeypatch):
-    injection = "python-as-rust:auth,python-as-rust:waf,python-as-rust:ratelimit,python-as-rust:adapter"
+def test_python_audit_twins_on_pyrs_fail_the_py_over_pyrs_work_gate(tmp_path, capsys, monkeypatch):
+    # The audit path's Rust twins (record, entropy, hash, MMR, WAL) swapped for the Python ones
+    # on py+rs. The four stage twins swapped alone move py/py+rs by ~2% (measured 1.704 against
+    # a median of 1.74), inside the request-level spread of this loaded machine; each stage
+    # twin is gated on its own in notebook 06 (twin_work_*, the auth swap measured above).
+    injection = ",".join(f"python-as-rust:{c}" for c in ("record", "entropy", "hash", "mmr", "wal"))
     kw = dict(noveum=False, rungs=("py", "py+rs"), governance=("on",))
     w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
     _fails(tmp_path, capsys, w, "work_py_over_pyrs", injection)
 
 
-def test_waf_scanning_twice_on_rs_server_fails_the_stages_work_gate(tmp_path, capsys, monkeypatch):
-    injection = "waf-twice"
-    kw = dict(noveum=False, rungs=("rs-server",), governance=("off", "stages-only"))
+def test_waf_scanning_more_on_rs_server_fails_the_passthrough_work_gates(tmp_path, capsys, monkeypatch):
+    # four extra WAF scans per prompt in the Rust pipeline: ~13 k instructions per request, 7%
+    # of rs-server's governance work. One extra scan (waf-twice, ~3.3 k, 1.2% of the request)
+    # lies inside the request-level spread of this loaded machine (README, "Work gates").
+    injection = "waf-extra:4"
+    kw = dict(noveum=False, rungs=("rs-server",), governance=("on", "off", "stages-only"))
     w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
-    _fails(tmp_path, capsys, w, "work_rsserver_stages_over_passthrough", injection)
+    _fails(tmp_path, capsys, w, "work_rsserver_over_passthrough", injection)
+    _fails(tmp_path / "stages", capsys, w, "work_rsserver_stages_over_passthrough", injection)
