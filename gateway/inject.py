@@ -10,13 +10,15 @@ one silently; `python -m harness.notebooks --record` refuses to record a run tha
     GATEWAYLAB_INJECT=python-as-rust:auth,python-as-rust:waf   # Rust twins that are the Python ones
     GATEWAYLAB_INJECT=mmr-batch-per-leaf                       # append_many loops over append
     GATEWAYLAB_INJECT=waf-twice                                # the Rust pipeline's WAF scans twice
+    GATEWAYLAB_INJECT=waf-extra:4                              # ... and four more times
 
 - `python-as-rust:COMPONENT`: the registry's Rust entry of COMPONENT loads the Python twin
   (`gateway.twins.load`), the regression of a Rust twin silently replaced under its label.
 - `mmr-batch-per-leaf`: the Rust MMR's `append_many` calls the per-leaf `append` once per
   leaf from Python, the batch path removed.
-- `waf-twice`: the Rust pipeline (rungs `rs-core` and `rs-server`, native/core's `Pipeline`)
-  scans every prompt twice, a stage doing extra work. Read by the native code itself.
+- `waf-twice`, `waf-extra:N`: the Rust pipeline (rungs `rs-core` and `rs-server`,
+  native/core's `Pipeline`) scans every prompt once (N times) more, a stage doing extra
+  work. Read by the native code itself.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ def active(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     for name in out:
         if name in SIMPLE:
             continue
+        if name.startswith("waf-extra:") and name.removeprefix("waf-extra:").isdigit():
+            continue
         if name.startswith(PYTHON_AS_RUST) and name.removeprefix(PYTHON_AS_RUST) in REGISTRY:
             continue
         raise ConfigError(
-            f"{ENV}: unknown injection {name!r}; known: {', '.join(SIMPLE)}, "
+            f"{ENV}: unknown injection {name!r}; known: {', '.join(SIMPLE)}, waf-extra:N, "
             f"{PYTHON_AS_RUST}COMPONENT ({', '.join(REGISTRY)})"
         )
     return out

@@ -658,16 +658,25 @@ pub struct Pipeline {
     targets: HashMap<String, Vec<Route>>,
     /// times each stage ran (RUN_STAGES)
     runs: [AtomicU64; RUN_STAGES.len()],
-    /// test-only: `GATEWAYLAB_INJECT=waf-twice` makes the WAF scan every prompt twice, a
-    /// stage doing extra work for the work gates' injection tests (gateway/inject.py)
-    waf_twice: bool,
+    /// test-only: extra WAF scans of every prompt (`GATEWAYLAB_INJECT=waf-twice`: one,
+    /// `waf-extra:N`: N), a stage doing extra work for the work gates' injection tests
+    /// (gateway/inject.py); 0 unless injected
+    waf_extra: u32,
 }
 
-/// Whether the test-only injection `name` is set in `GATEWAYLAB_INJECT` (gateway/inject.py).
-fn injected(name: &str) -> bool {
-    std::env::var("GATEWAYLAB_INJECT")
-        .map(|v| v.split(',').any(|p| p.trim() == name))
-        .unwrap_or(false)
+/// The extra WAF scans the test-only `GATEWAYLAB_INJECT` asks for (gateway/inject.py).
+fn injected_waf_extra() -> u32 {
+    let v = std::env::var("GATEWAYLAB_INJECT").unwrap_or_default();
+    v.split(',')
+        .map(str::trim)
+        .map(|p| match p {
+            "waf-twice" => 1,
+            _ => p
+                .strip_prefix("waf-extra:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+        .sum()
 }
 
 /// The span of the stage running now (`tracing`, exported by native/trace when a gateway
@@ -784,7 +793,7 @@ impl Pipeline {
             anthropic: Adapter::new(Kind::Anthropic),
             targets,
             runs: std::array::from_fn(|_| AtomicU64::new(0)),
-            waf_twice: injected("waf-twice"),
+            waf_extra: injected_waf_extra(),
         })
     }
 
@@ -956,7 +965,7 @@ impl Pipeline {
         if self.waf_on {
             stage.enter("waf");
             self.ran(WAF);
-            if self.waf_twice {
+            for _ in 0..self.waf_extra {
                 std::hint::black_box(self.waf.scan(std::hint::black_box(&text)));
             }
             if let Some(rule) = self.waf.scan(&text) {
