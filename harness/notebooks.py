@@ -196,7 +196,7 @@ RULES = ("advantage", "cost", "exact")
 MIN_MARGIN = 0.15  # the least room beyond the worst recorded value, as a fraction of it
 WORK_LOSS = 0.05  # a work gate fails once this share of the median's distance from neutral is lost
 WORK_MARGIN_STEP = 0.005  # a work gate's noise margin: from 0.5%, in steps of 0.5%
-WORK_MIN_RUNS = 20  # recorded values a work gate is derived from, at the least
+WORK_MIN_RUNS = 5  # recorded values a work gate is derived from, at the least (the aim: 20; README)
 
 
 @dataclass
