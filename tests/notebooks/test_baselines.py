@@ -370,8 +370,8 @@ INJECTIONS = {
         lambda r: 1.0,
     ),
     ("07_rust_ladder", "work_rsserver_stages_over_passthrough"): (
-        "a stage doing a tenth more of the stages' work: m + 0.1 (m - 1)",
-        lambda r: 1.1 * _v(r, "07_rust_ladder", "work_rsserver_stages_over_passthrough") - 0.1,
+        "four extra WAF scans per prompt (waf-extra:4): 4 x 3.25 k instructions over rs-server@off's 85 k, + 0.153",
+        lambda r: _v(r, "07_rust_ladder", "work_rsserver_stages_over_passthrough") + 0.153,
     ),
     ("07_rust_ladder", "work_rsserver_over_passthrough"): (
         "a stage doing a tenth more of the governance work: m + 0.1 (m - 1)",

@@ -106,12 +106,14 @@ def test_python_audit_twins_on_pyrs_fail_the_py_over_pyrs_work_gate(tmp_path, ca
     _fails(tmp_path, capsys, w, "work_py_over_pyrs", injection)
 
 
-def test_waf_scanning_more_on_rs_server_fails_the_passthrough_work_gates(tmp_path, capsys, monkeypatch):
+def test_waf_scanning_more_on_rs_server_fails_the_stages_work_gate(tmp_path, capsys, monkeypatch):
     # four extra WAF scans per prompt in the Rust pipeline: ~13 k instructions per request, 7%
     # of rs-server's governance work. One extra scan (waf-twice, ~3.3 k, 1.2% of the request)
     # lies inside the request-level spread of this loaded machine (README, "Work gates").
     injection = "waf-extra:4"
     kw = dict(noveum=False, rungs=("rs-server",), governance=("on", "off", "stages-only"))
     w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
-    _fails(tmp_path, capsys, w, "work_rsserver_over_passthrough", injection)
-    _fails(tmp_path / "stages", capsys, w, "work_rsserver_stages_over_passthrough", injection)
+    _fails(tmp_path, capsys, w, "work_rsserver_stages_over_passthrough", injection)
+    # The governance-tax gate (everything on / off) sees the same 13 k against a larger
+    # denominator: measured 3.281 and 3.250 against its gate of 3.245, too close to assert on
+    # this machine (its recorded spread is 3.136-3.164); printed above for the record.
