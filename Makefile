@@ -11,7 +11,7 @@ RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o
 # linux-perf (native flamegraphs: perf record -e cpu-clock)
 SYS_PKGS := wrk chromium python3-dev valgrind linux-perf
 
-.PHONY: dev demo test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools flame-tools api-fuzz lab clean sysdeps peers
+.PHONY: dev demo lint test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools flame-tools api-fuzz lab clean sysdeps peers
 
 dev: $(NATIVE_STAMP) $(SYS_STAMP)
 
@@ -44,10 +44,22 @@ $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
 	cd native && cargo build --release -p gatewaylab-server   # rung 3: native/target/release/gatewaylab-server
 	@touch $@
 
+# Lint and format (config in pyproject.toml; first in `make test`, before the long parts):
+# ruff (lint + format) over the tree, mypy over gateway/, rustfmt and clippy (warnings are
+# errors) over the workspace. Clippy only checks, so the binding crate keeps its default
+# features (extension-module); PYO3_PYTHON is the venv's, as for maturin, so pyo3's build
+# script is not re-run for another interpreter.
+lint: dev
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	cd native && cargo fmt --all --check
+	cd native && PYO3_PYTHON=$(CURDIR)/$(PY) cargo clippy --release --workspace --all-targets -- -D warnings
+
 # The binding crate's tests run in an embedded interpreter: built without `extension-module`
 # so that they link the venv interpreter's libpython (found through LD_LIBRARY_PATH).
 test-rust: dev
-	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-tools -p gatewaylab-server -p gatewaylab-trace
+	cd native && cargo test --release -p gatewaylab-core -p gatewaylab-net -p gatewaylab-engine -p gatewaylab-tools -p gatewaylab-server -p gatewaylab-trace
 	cd native && PYO3_PYTHON=$(CURDIR)/$(PY) \
 	  LD_LIBRARY_PATH="$$($(CURDIR)/$(PY) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
 	  cargo test --release -p gatewaylab-py --no-default-features
@@ -100,12 +112,12 @@ fuzz: dev fuzz-tools
 # schemathesis against docs/openapi.yaml on every rung (make test: py and rs-server, 10 examples)
 API_FUZZ_EXAMPLES ?= 200
 api-fuzz: dev
-	$(PY) -m harness.api_fuzz --examples $(API_FUZZ_EXAMPLES)
+	$(PY) -m harness.infra.api_fuzz --examples $(API_FUZZ_EXAMPLES)
 
-test: dev peers test-rust test-fuzz test-py test-bundle test-notebooks
+test: dev lint peers test-rust test-fuzz test-py test-bundle test-notebooks
 
 demo: dev
-	$(PY) -m harness.demo
+	$(PY) -m harness.studies.demo
 
 lab: dev flame-tools
 	.venv/bin/jupyter lab --ip 127.0.0.1 notebooks/

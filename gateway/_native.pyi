@@ -197,8 +197,9 @@ class Adapter:
 
 @final
 class NativeForwarder:
-    """reqwest on a shared Tokio runtime; the methods return asyncio awaitables. Failures:
-    TimeoutError, ConnectionError (mapped to UpstreamError by gateway.stages.rust_forwarder)."""
+    """native/net's pooled client on a shared Tokio runtime; the methods return asyncio
+    awaitables. Failures: TimeoutError, ConnectionError (mapped to UpstreamError by
+    gateway.stages.rust_forwarder), InvalidInput (a bad URL or header)."""
 
     def __new__(cls, timeout_s: float = 30.0, pool: int = 256, connect_timeout_s: float = 5.0) -> Self: ...
     def send(self, url: str, body: bytes, headers: list[tuple[str, str]]) -> Any:
@@ -226,7 +227,7 @@ _Audit: TypeAlias = tuple[int, str, str, str, bytes, int, str] | None
 @final
 class Pipeline:
     """The pipeline twin (native/core/src/pipeline.rs) for parity tests; config as JSON
-    (gateway.rs_core.pipeline_config)."""
+    (gateway.config.Config.normalized()["pipeline"])."""
 
     def __new__(cls, config_json: str) -> Self: ...
     def stage_runs(self) -> dict[str, int]:
@@ -244,26 +245,21 @@ class Pipeline:
         """("reject", status, code, message, headers, audit) or
         ("forward", url, headers, body, stream, kind, public_model, adapt, key_id, audit)."""
 
+# The metric names of every rung (native/engine/src/metrics.rs; read by gateway/metrics.py).
+COUNTERS: Final[list[str]]
+STAGES: Final[list[str]]
+BUCKETS: Final[list[float]]
+# gateway_stage_runs_total{stage}: the pipeline stages either twin counts, then the records written
+RUN_STAGES: Final[list[str]]
+RUNS_AUDIT: Final[str]
+
 @final
 class RsCore:
-    """Rung 2: the whole hot path on a Tokio runtime; completions through `drain()` when the
-    eventfd `fileno()` is readable (gateway/rs_core.py)."""
+    """Rung 2: the engine (native/engine) on a Tokio runtime; completions through `drain()`
+    when the eventfd `fileno()` is readable (gateway/rungs/rs_core.py). `spec_json`:
+    gateway.config.engine_spec as JSON."""
 
-    def __new__(
-        cls,
-        config_json: str,
-        ledger_dir: str,
-        fsync: str = "group",
-        group_delay_ms: float = 2.0,
-        timeout_s: float = 30.0,
-        pool: int = 256,
-        id_prefix: str = "req-",
-        workers: int = 1,
-        ledger_delay_ms: float = 0.0,
-        ack: str = "background",
-        tracing: str = "off",
-        tracing_endpoint: str = "http://127.0.0.1:4318/v1/traces",
-    ) -> Self: ...
+    def __new__(cls, spec_json: str) -> Self: ...
     def fileno(self) -> int: ...
     def submit(self, requests: list[tuple[int, _Headers, bytes]]) -> None: ...
     def next_chunk(self, token: int, stream_id: int) -> None: ...
@@ -272,7 +268,11 @@ class RsCore:
     def root(self) -> tuple[int, str, int]: ...
     def inclusion_proof(self, index: int) -> str: ...
     def consistency_proof(self, old_count: int) -> str: ...
-    def stats(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, float]:
+        """Every counter of COUNTERS, the gauges, and the crossing's `completed`/`wakeups`."""
     def stage_runs(self) -> dict[str, int]:
-        """{stage: times it ran} of the core pipeline (gateway_stage_runs_total; audit: stats())."""
+        """{stage: times it ran} of the core pipeline (RUN_STAGES; gateway_stage_runs_total, whose
+        RUNS_AUDIT is stats()["audit_records"])."""
+    def stage_histograms(self) -> dict[str, tuple[list[int], int]]:
+        """{stage: (bucket counts, the last past every bound; sum in ns)}."""
     def shutdown(self) -> None: ...

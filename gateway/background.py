@@ -63,9 +63,11 @@ class BackgroundAudit:
         self._inline = fsync != "always" and not self._durable
         self._assembler = RecordAssembler(switches)
         self._tasks: set[asyncio.Task] = set()
-        self._queue: asyncio.Queue | None = None
+        # made again on the running loop by start(), which also sets _loop (the hot path
+        # reads both without a check: nothing is submitted before start)
+        self._queue: asyncio.Queue[AuditJob | None] = asyncio.Queue(queue_size)
         self._worker: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop
         self.io_lock = asyncio.Lock()  # readers (audit endpoints) never see a half-applied batch
         self._window_s = batch_window_ms / 1000.0
         self._delay_s = float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0) / 1000.0
@@ -77,8 +79,9 @@ class BackgroundAudit:
         metrics.gauges["audit_records_in_ledger"] = lambda: self.ledger.count
 
     def _open_ledger(self, ledger_dir: str, fsync: str, group_delay_ms: float):
-        wal_opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
-        return AuditLedger(ledger_dir, fsync=fsync, switches=self.switches, **wal_opts)
+        if fsync == "group":
+            return AuditLedger(ledger_dir, fsync=fsync, switches=self.switches, group_delay_ms=group_delay_ms)
+        return AuditLedger(ledger_dir, fsync=fsync, switches=self.switches)
 
     # --- readers (the audit endpoints) ----------------------------------------------------
     async def root_view(self) -> dict:
@@ -132,7 +135,7 @@ class BackgroundAudit:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue else 0
+        return self._queue.qsize()
 
     @property
     def saturated(self) -> bool:

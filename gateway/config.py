@@ -44,7 +44,7 @@ zero-config default built from `--upstream URL --api-key KEY`.
                                       # over a Unix socket to one ledger process; py, py+rs;
                                       # docs/single_writer.md); unset: single for one process,
                                       # sharded for --workers N > 1
-      ack: background                 # background: answer, then record (seeds 000/001) |
+      ack: background                 # background: answer, then record (docs/claims.md answer-first) |
                                       # durable: the answer waits until its record is durable
                                       # under the fsync policy (one fsync per batch, shared)
     background:
@@ -59,7 +59,7 @@ zero-config default built from `--upstream URL --api-key KEY`.
       upstream_pool: 256
       max_in_flight: 1024             # chat requests served at once; beyond it 503 `overloaded`
                                       # with Retry-After, never forwarded (admission control)
-    mode: py                          # py | py+rs | rs-core
+    mode: py                          # py | py+rs | rs-core | rs-server
     stages: all                       # all | none | a list of auth, parse, waf, ratelimit, adapter
                                       # (the smuggling guard always runs; waf/ratelimit/adapter
                                       # imply parse); off stages cost nothing (gateway/pipeline.py)
@@ -75,32 +75,41 @@ zero-config default built from `--upstream URL --api-key KEY`.
     shell: asgi                       # asgi | fastapi
     server: uvicorn                   # uvicorn | granian
 
-Every error is a ConfigError whose message names the field (`keys[1].sha256: ...`).
+Every error is a ConfigError whose message names the field (`keys[1].sha256: ...`). This
+module is the one validator of the config for every rung: the Rust rungs get
+`Config.normalized()` (as JSON) and only deserialize it. What each rung supports (`background`
+on the Python rungs only, say) is gateway/ladder.py's table, checked with the serve options in
+gateway.options.build_config.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.audit.shards import LAYOUTS
-from gateway.errors import ConfigError
+import orjson
+
+from gateway.errors import ConfigError, InvalidInput
+from gateway.ladder import LAYOUTS, SERVERS, SHELLS
+from gateway.pipeline import parse_stages
 from gateway.plugins import PluginConfig
 from gateway.plugins import parse_config as parse_plugins
+from gateway.router import parse_settings, router_config
+from gateway.stages.auth import hash_key
+from gateway.stages.waf import Waf, default_rules
 from gateway.tracing import DEFAULT_ENDPOINT, OFF, TracingMode
 from gateway.tracing import parse_mode as parse_tracing
 from gateway.twins import MODES, Switches, parse_impl
 
-SHELLS = ("asgi", "fastapi")
-SERVERS = ("uvicorn", "granian")
 FSYNC = ("always", "group", "none")
 ACKS = ("background", "durable")
 POLICIES = ("block", "drop")
-MAX_IN_FLIGHT = 1024  # limits.max_in_flight's default (native/server/src/config.rs has its copy)
+MAX_IN_FLIGHT = 1024  # limits.max_in_flight's default
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -155,6 +164,9 @@ class Config:
     router: str | None = None
     tracing: TracingMode = OFF
     tracing_endpoint: str = DEFAULT_ENDPOINT
+    # the fields the YAML set itself (`shell`, `server`, `background.queue_size`, ...): an
+    # option a rung cannot honour is refused only when asked for (gateway/ladder.py)
+    given: frozenset[str] = frozenset()
 
     def route(self, model: str) -> tuple[Upstream, str] | None:
         """Public model name -> (upstream, upstream model name), or None if unknown."""
@@ -164,6 +176,84 @@ class Config:
         if self.passthrough and self.models:
             return next(iter(self.models.values())), model
         return None
+
+    def normalized(self) -> dict[str, Any]:
+        """The configuration as the Rust engine reads it (native/engine/src/spec.rs `Config`):
+        every value checked here, defaults filled in; the engine only deserializes it.
+        Python-only settings (`background.*`, shell, server, twins) are not in it: the Rust
+        rungs refuse them when given (gateway/ladder.py)."""
+        return {
+            "pipeline": {
+                "keys": [{"id": k.id, "sha256": k.sha256, "rpm": k.rpm, "tpm": k.tpm} for k in self.keys],
+                "waf_rules": [
+                    {
+                        "id": r["id"],
+                        "kind": r["kind"],
+                        "pattern": r["pattern"],
+                        "case_insensitive": bool(r.get("case_insensitive", False)),
+                    }
+                    for r in self.waf_rules
+                ],
+                "models": [
+                    {"name": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
+                    for name, up in self.models.items()
+                ],
+                "passthrough": self.passthrough,
+                "max_body_bytes": self.max_body_bytes,
+                "max_header_bytes": self.max_header_bytes,
+                "stages": sorted(self.stages),
+                "audit": self.audit,
+                # the router (docs/router.md): None keeps the one-upstream-a-model path
+                "router": orjson.loads(self.router) if self.router is not None else None,
+                "deployments": [
+                    {"group": name, "kind": up.kind, "url": up.url, "model": up.model, "api_key": up.api_key}
+                    for name, ups in self.groups.items()
+                    for up in ups
+                ]
+                if self.router is not None
+                else [],
+            },
+            "ledger": {
+                "dir": self.ledger_dir,
+                "fsync": self.fsync,
+                "group_delay_ms": self.group_delay_ms,
+                "ack": self.ack,
+            },
+            "limits": {
+                "upstream_timeout_s": self.upstream_timeout_s,
+                "upstream_pool": self.upstream_pool,
+                "max_in_flight": self.max_in_flight,
+            },
+            "plugins": {
+                "pre_call": list(self.plugins.pre_call),
+                "timeout_ms": float(self.plugins.timeout_ms),
+                "max_in_flight": self.plugins.max_in_flight,
+            },
+            "tracing": {
+                "mode": self.tracing.kind,
+                "ratio": self.tracing.ratio,
+                "endpoint": self.tracing_endpoint,
+            },
+        }
+
+
+def engine_spec(config: Config, threads: int | None = None) -> dict[str, Any]:
+    """What the Rust engine is built from (`RsCore(spec)` on rs-core; the rs-server binary's
+    spec adds its server options, gateway/rungs/rs_server.py): the normalized configuration, and the
+    engine's options. `threads`: Tokio worker threads (None: one per CPU this process may
+    run on, i.e. the gateway cores it is pinned to)."""
+    return {
+        "config": config.normalized(),
+        "engine": {
+            "rung": config.switches.mode,
+            "threads": threads or len(os.sched_getaffinity(0)),
+            # record entropy sums floats as this interpreter's sum() does (Neumaier from 3.12)
+            "float_sum": "neumaier" if sys.version_info >= (3, 12) else "plain",
+            # a pause before each audit batch, so tests can stop a gateway with work queued
+            # (the same knob as gateway/background.py's)
+            "ledger_delay_ms": float(os.environ.get("GATEWAYLAB_LEDGER_DELAY_MS", "0") or 0),
+        },
+    }
 
 
 def normalise_base_url(url: str, where: str) -> str:
@@ -222,7 +312,14 @@ _TOP = {
 }
 
 
-def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
+def from_mapping(
+    d: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    base_dir: str = ".",
+    ledger_dir: str | None = None,
+) -> Config:
+    """`ledger_dir` (`--ledger DIR`) is the ledger directory whatever `ledger.dir` says, and
+    satisfies it when the file leaves it unset."""
     env = os.environ if env is None else env
     if not isinstance(d, Mapping):
         raise ConfigError("config: the top level must be a mapping")
@@ -271,8 +368,6 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         specs[name].append(spec)
     router_json = None
     if "router" in d or any(len(g) > 1 for g in groups.values()):
-        from gateway.router import parse_settings, router_config
-
         settings = parse_settings(d.get("router"), groups)
         for i, (src, dst) in enumerate(settings["fallbacks"]):
             for j, name in enumerate(dst):
@@ -283,7 +378,7 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
                     )
         router_json = router_config(d.get("router"), specs)
 
-    keys = []
+    keys: list[ApiKey] = []
     for i, k in enumerate(_get(d, "keys", "", list, [])):
         w = f"keys[{i}]."
         if not isinstance(k, Mapping):
@@ -313,13 +408,8 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
     waf = _get(d, "waf", "", Mapping, {})
     rules: list = []
     if _get(waf, "default_rules", "waf.", bool, True):
-        from gateway.stages.waf import default_rules
-
         rules += default_rules()
     extra = _get(waf, "rules", "waf.", list, [])
-    from gateway.errors import InvalidInput
-    from gateway.stages.waf import Waf
-
     for i, r in enumerate(extra):
         try:
             Waf([r])
@@ -332,10 +422,11 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         raise ConfigError(f"waf.rules: {e}") from None
 
     led = _get(d, "ledger", "", Mapping, {})
-    ledger_dir = _get(led, "dir", "ledger.", str, None)
+    in_file = _get(led, "dir", "ledger.", str, None)
     if ledger_dir is None:
-        raise ConfigError("ledger.dir: required")
-    ledger_dir = os.path.join(base_dir, ledger_dir) if not os.path.isabs(ledger_dir) else ledger_dir
+        if in_file is None:
+            raise ConfigError("ledger.dir: required (or give --ledger DIR)")
+        ledger_dir = os.path.join(base_dir, in_file) if not os.path.isabs(in_file) else in_file
     bg = _get(d, "background", "", Mapping, {})
     lim = _get(d, "limits", "", Mapping, {})
     mode = _get(d, "mode", "", str, None, _one_of(tuple(MODES)))
@@ -344,8 +435,6 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         parse_impl(dict(impl))
     except ConfigError as e:
         raise ConfigError(f"impl: {e}") from None
-    from gateway.pipeline import parse_stages
-
     stages_raw = d.get("stages", "all")
     if (
         stages_raw is None
@@ -410,10 +499,11 @@ def from_mapping(d: Mapping[str, Any], env: Mapping[str, str] | None = None, bas
         router=router_json,
         tracing=tracing,
         tracing_endpoint=endpoint,
+        given=frozenset([k for k in ("shell", "server") if k in d] + [f"background.{k}" for k in bg]),
     )
 
 
-def load(path: str, env: Mapping[str, str] | None = None) -> Config:
+def load(path: str, env: Mapping[str, str] | None = None, ledger_dir: str | None = None) -> Config:
     import yaml
 
     try:
@@ -423,7 +513,9 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"config file {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path}: invalid YAML: {e}") from None
-    return from_mapping(data or {}, env, base_dir=os.path.dirname(os.path.abspath(path)))
+    return from_mapping(
+        data or {}, env, base_dir=os.path.dirname(os.path.abspath(path)), ledger_dir=ledger_dir
+    )
 
 
 def embedded(
@@ -436,8 +528,6 @@ def embedded(
 ) -> Config:
     """The zero-config default: one model `mock` on `upstream` (any other model name is
     passed through to it), one client key `default` with secret `api_key`."""
-    from gateway.stages.auth import hash_key
-
     if not api_key:
         raise ConfigError("--api-key: must not be empty")
     normalise_base_url(upstream, "--upstream")  # name the flag the user typed

@@ -4,7 +4,7 @@ The work gates of the notebooks (data/baselines/README.md) must fail on real reg
 measured, not on numbers typed into the checker. These switches plant such regressions in a
 real gateway or benchmark. They are **test-only**: off by default (the variable unset), read
 at start-up from the environment of the process, and every result that collects run
-metadata records them (`harness.meta.collect` stores `inject`), so no real result carries
+metadata records them (`harness.results.meta.collect` stores `inject`), so no real result carries
 one silently; `python -m harness.notebooks --record` refuses to record a run that has one.
 
     GATEWAYLAB_INJECT=python-as-rust:auth,python-as-rust:waf   # Rust twins that are the Python ones

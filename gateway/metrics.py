@@ -14,37 +14,21 @@ from collections.abc import Callable, Mapping
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-# gateway_stage_runs_total{stage}: how many times each stage ran, from the pipeline's own
-# counters (gateway/pipeline.py RUN_STAGES) plus "audit", the audit records written.
-RUNS_AUDIT = "audit"
-# decide: guard to adapter (the pure pipeline, timed as one: per-stage costs are `gatewaylab bench stages`);
-# forward: the upstream exchange; respond: the response adapter; spawn: the audit hand-off.
-STAGES = ("decide", "forward", "respond", "spawn", "total")
-# seconds; fine at the low end where the stages live
-_BUCKETS = (
-    1e-6,
-    2.5e-6,
-    5e-6,
-    1e-5,
-    2.5e-5,
-    5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    1e-3,
-    2.5e-3,
-    5e-3,
-    1e-2,
-    2.5e-2,
-    5e-2,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
+from gateway import _native
+
+# The metric names of every rung, one list each, owned by the Rust engine
+# (native/engine/src/metrics.rs) and read here through the extension: the counters
+# (`gateway_<name>_total`), the hot-path stages (`gateway_stage_seconds{stage}`: decide =
+# guard to adapter, the pure pipeline; forward = the upstream exchange; respond = the
+# response adapter; spawn = the audit hand-off; total; plugins = rs-server's sidecar call)
+# and the histogram buckets (seconds, fine at the low end where the stages live); and the
+# pipeline stages whose runs are counted (`gateway_stage_runs_total{stage}`: RUN_STAGES, what
+# either pipeline twin counts, then RUNS_AUDIT, the audit records written).
+COUNTERS: tuple[str, ...] = tuple(_native.COUNTERS)
+STAGES: tuple[str, ...] = tuple(_native.STAGES)
+_BUCKETS: tuple[float, ...] = tuple(_native.BUCKETS)
+RUN_STAGES: tuple[str, ...] = tuple(_native.RUN_STAGES)
+RUNS_AUDIT: str = _native.RUNS_AUDIT
 _BUCKETS_NS = tuple(int(b * 1e9) for b in _BUCKETS)
 
 
@@ -59,6 +43,11 @@ class Histogram:
         self.counts[bisect_left(_BUCKETS_NS, ns)] += 1
         self.sum_ns += ns
 
+    def set(self, counts: list[int], sum_ns: int) -> None:
+        """Take another histogram's state (rs-core: the engine's, at scrape time)."""
+        self.counts = list(counts)
+        self.sum_ns = sum_ns
+
     def family_args(self):
         acc, out = 0, []
         for b, c in zip(_BUCKETS, self.counts):
@@ -70,19 +59,11 @@ class Histogram:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.stage = {s: Histogram() for s in STAGES}
         self.audit_lag = Histogram()
-        self.counters = {
-            "background_spawned": 0,
-            "background_dropped": 0,
-            "audit_records": 0,
-            "audit_failures": 0,
-            "upstream_errors": 0,
-            "waf_blocks": 0,
-            "streams_abandoned": 0,
-        }
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.gauges: dict[str, Callable[[], float]] = {}
         # called at scrape time before the counters are read (rs-core copies the Rust side's)
         self.refresh: Callable[[], None] | None = None
@@ -120,18 +101,14 @@ class Metrics:
             c = CounterMetricFamily(
                 "gateway_stage_runs", "times each stage ran (audit: records written)", labels=["stage"]
             )
-            for name, n in self.stage_runs().items():
-                c.add_metric([name], n)
+            runs = self.stage_runs()
+            for name in RUN_STAGES:
+                c.add_metric([name], runs[name])
             c.add_metric([RUNS_AUDIT], self.counters["audit_records"])
             yield c
         for name, fn in self.gauges.items():
             yield GaugeMetricFamily(f"gateway_{name}", name.replace("_", " "), value=fn())
-        try:
-            from gateway import _native
-
-            stats = _native.gil_stats(False)
-        except Exception:  # extension not built: no GIL counters to report
-            stats = {}
+        stats = _native.gil_stats(False)
         if stats:
             fams = {
                 k: CounterMetricFamily(f"gateway_native_{k}", f"Rust entry points: {k}", labels=["entry"])

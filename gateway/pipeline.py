@@ -42,6 +42,7 @@ from gateway.errors import (
     UpstreamStatusError,
     error_type,
 )
+from gateway.metrics import RUN_STAGES
 from gateway.stages.guard import check_headers
 
 CHAT_PATH = "/v1/chat/completions"
@@ -49,9 +50,11 @@ STAGES = ("auth", "parse", "waf", "ratelimit", "adapter")
 _NEEDS_PARSE = frozenset(("waf", "ratelimit", "adapter"))
 _ROLES = frozenset(("system", "user", "assistant", "tool", "developer", "function"))
 ANONYMOUS = "anonymous"  # key id of requests when the auth stage is off
-# what Pipeline.stage_runs() counts, in order (the Rust twin's RUN_STAGES; the rungs add "audit")
-RUN_STAGES = ("guard", "auth", "parse", "waf", "route", "ratelimit", "adapter", "forward", "respond")
-_GUARD, _AUTH, _PARSE, _WAF, _ROUTE, _RL, _ADAPT, _FORWARD, _RESPOND = range(len(RUN_STAGES))
+# what Pipeline.stage_runs() counts (RUN_STAGES: the metric names' one list, which the Rust
+# twin counts too; the rungs add "audit"), by position in that list
+_GUARD, _AUTH, _PARSE, _WAF, _ROUTE, _RL, _ADAPT, _FORWARD, _RESPOND = map(
+    RUN_STAGES.index, ("guard", "auth", "parse", "waf", "route", "ratelimit", "adapter", "forward", "respond")
+)
 
 
 def parse_stages(spec: str | Iterable[str] | None) -> frozenset[str]:

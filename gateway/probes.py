@@ -226,7 +226,7 @@ def _inject_delay_factory(delay_us: int):
 
 
 class ProbeHandle:
-    def __init__(self, gil: GilProbe | None, lag: LoopLag | None) -> None:
+    def __init__(self, gil: GilProbe | None, lag: LoopLag) -> None:
         self.gil, self.lag = gil, lag
         self.started_ns = time.monotonic_ns()
         self.window_start_ns = self.started_ns

@@ -38,7 +38,7 @@ Semantics (both twins, operation for operation):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -129,7 +129,7 @@ def parse_settings(section: Any, groups: Mapping[str, Any]) -> dict:
     return out
 
 
-def router_config(section: Any, groups: Mapping[str, list[Mapping[str, Any]]]) -> str:
+def router_config(section: Any, groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """What both twins' constructors read (JSON): the raw `router:` section and the groups
     ({name: [{"weight", "rpm", "tpm"}, ...]}, in model_list order)."""
     return orjson.dumps(
@@ -319,7 +319,7 @@ class Router:
             )
         _nonneg(latency_us, "latency_us")
         _nonneg(now_ns, "now_ns")
-        if att.state != "sent":
+        if att.state != "sent" or att.current is None:
             raise InvalidInput("Router.report: no attempt in flight")
         g, i = att.current
         d = self.groups[g][i]

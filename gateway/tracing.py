@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import ConfigError
 
@@ -52,7 +53,8 @@ OFF = TracingMode("off", 0.0)
 
 
 def parse_mode(spec: str) -> TracingMode:
-    """The same spelling and checks as native/trace's `Mode::parse` (ConfigError otherwise)."""
+    """The one parser of a tracing mode (ConfigError otherwise): the Rust rungs get the parsed
+    mode in their normalized config (gateway/config.py)."""
     bad = f"tracing: expected off, on or sampled:R with 0 <= R <= 1, got {spec!r}"
     if spec == "off":
         return OFF
@@ -141,7 +143,7 @@ class RequestTrace:
         self.marks: list | None = [] if sampled else None
         self.trace_id = f"{sc.trace_id:032x}" if sampled else ""
         self._ctx = tracer._in_context(span) if sampled else None
-        self._forward = None
+        self._forward: Any = None  # the forward stage's span, once it begins
 
     def decided(self, audit) -> None:
         """The pipeline has decided: its stage marks become spans; the audit material (if

@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ConfigError, RustTwinUnavailable
+from gateway.ladder import RUNGS, refusal
 
 PYTHON, RUST = "python", "rust"
 IMPLS = (PYTHON, RUST)
-# mode -> the twin every component defaults to. `rs-core` (rung 2) runs the whole pipeline
-# in one Rust call (gateway/rs_core.py), so its components are all Rust and not switchable.
-# `rs-server` (rung 3) is the standalone Rust binary (gateway/rs_server.py): no Python twins at all.
-MODES = {"py": PYTHON, "py+rs": RUST, "rs-core": RUST, "rs-server": RUST}
-PER_COMPONENT_MODES = ("py", "py+rs")
+# mode -> the twin every component defaults to, from the table of rungs (gateway/ladder.py).
+# `rs-core` (rung 2) runs the whole pipeline in one Rust call (gateway/rungs/rs_core.py), so its
+# components are all Rust and not switchable; `rs-server` (rung 3) is the standalone Rust
+# binary (gateway/rungs/rs_server.py): no Python twins at all.
+MODES = {m: r.twins for m, r in RUNGS.items()}
+PER_COMPONENT_MODES = tuple(m for m, r in RUNGS.items() if r.per_component)
 # rungs with no Python interpreter in the gateway process: GIL, event-loop and py-spy/scalene
 # probes do not apply to them (they say "not applicable (no interpreter)").
-NO_INTERPRETER_MODES = ("rs-server",)
+NO_INTERPRETER_MODES = tuple(m for m, r in RUNGS.items() if not r.interpreter)
 NOT_APPLICABLE = "not applicable (no interpreter)"
 
 # component -> (python twin, rust twin), as "module:attribute" import paths.
@@ -109,11 +111,7 @@ class Switches:
             raise ConfigError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
         object.__setattr__(self, "overrides", parse_impl(self.overrides))
         if self.overrides and self.mode not in PER_COMPONENT_MODES:
-            raise ConfigError(
-                f"impl override {','.join(sorted(self.overrides))}: mode {self.mode} runs every "
-                f"component in Rust in one call; per-component twins apply to "
-                f"{' and '.join(PER_COMPONENT_MODES)}"
-            )
+            raise refusal(RUNGS[self.mode], f"impl override {','.join(sorted(self.overrides))}", "impl")
 
     @classmethod
     def resolve(

@@ -486,7 +486,7 @@ def record_run(
         confirmations[nb] = {
             k: {f: v[f] for f in ("value", "min", "max") if f in v} for k, v in sorted(m.items())
         }
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     meta = collect(parameters={"notebooks": "ci"})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.figcheck import CHROMIUM, CHROMIUM_ARGS
+from harness.results.figcheck import CHROMIUM, CHROMIUM_ARGS
 
 _CSS = """
 body { font-family: sans-serif; max-width: 1120px; margin: 24px auto; color: #222; }

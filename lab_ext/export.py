@@ -28,8 +28,8 @@ from typing import Any
 
 
 def machine_meta() -> dict[str, Any]:
-    """Run metadata from `harness.meta.collect()` (the one source of truth)."""
-    from harness import meta as hmeta
+    """Run metadata from `harness.results.meta.collect()` (the one source of truth)."""
+    from harness.results import meta as hmeta
 
     return hmeta.collect()
 
@@ -37,7 +37,7 @@ def machine_meta() -> dict[str, Any]:
 def machine_line(meta: Mapping[str, Any] | None = None, profile: str | None = None, extra: str = "") -> str:
     """One line: CPU, cores, build, switches, Python, Rust, git sha, and the notebook profile.
     E.g. `Machine: Intel(R) Xeon(R) · 2/2 cores (of 2) · release build · ... ; notebook profile ci`."""
-    from harness import meta as hmeta
+    from harness.results import meta as hmeta
 
     line = "Machine: " + hmeta.describe(meta if meta is not None else machine_meta())
     if profile:
@@ -135,7 +135,7 @@ class BlogExport:
         self.figures[name] = fig
 
     def write(self) -> dict[str, list[str]]:
-        from harness.figcheck import FigureCheckError, check_figures
+        from harness.results.figcheck import FigureCheckError, check_figures
 
         out = Path(self.run_dir) / "blog"
         machine = machine_line(self.meta, self.profile)

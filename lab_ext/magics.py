@@ -11,7 +11,7 @@
     <cell that drives it>
 
 The gateway and its native mock upstream run as child processes on 127.0.0.1 (through
-`harness.native_procs.start_mock` and `gateway.launch.start_gateway`); they are stopped by
+`harness.infra.native_procs.start_mock` and `gateway.serving.launch.start_gateway`); they are stopped by
 `%gateway down`, when the extension is unloaded, and at interpreter exit.
 """
 
@@ -69,7 +69,7 @@ class GatewaySession:
     shell: str | None = None
     started_at: float | None = None
     tracing: str = "off"
-    otlp: Any = None  # harness.otlp.OtlpReceiver while a traced gateway is up: `.spans()`
+    otlp: Any = None  # harness.infra.otlp.OtlpReceiver while a traced gateway is up: `.spans()`
 
     @property
     def up(self) -> bool:
@@ -94,12 +94,12 @@ class GatewaySession:
         if self.up:
             self.stop()
         if tmode.enabled:
-            from harness.otlp import OtlpReceiver
+            from harness.infra.otlp import OtlpReceiver
 
             self.otlp = OtlpReceiver()
             gateway_opts.update(tracing=tmode.label(), tracing_endpoint=self.otlp.endpoint)
-        from gateway.launch import start_gateway
-        from harness.native_procs import start_mock
+        from gateway.serving.launch import start_gateway
+        from harness.infra.native_procs import start_mock
 
         self.api_key = api_key or self.api_key
         self.mock = start_mock(**({} if latency_ms is None else {"latency_ms": latency_ms}))
@@ -109,7 +109,7 @@ class GatewaySession:
                 self.api_key,
                 mode=sw.mode,
                 impl=dict(sw.overrides) or None,
-                shell=shell or "asgi",
+                shell=shell,
                 **gateway_opts,
             )
         except BaseException:
@@ -239,8 +239,8 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_sweep_with_panel(panel=None, **kwargs):
-    """`harness.sweep.run_sweep(**kwargs)` with a live panel fed through `on_cell`."""
-    from harness.sweep import run_sweep
+    """`harness.infra.sweep.run_sweep(**kwargs)` with a live panel fed through `on_cell`."""
+    from harness.infra.sweep import run_sweep
 
     if panel is not None:
         user_cb = kwargs.pop("on_cell", None)

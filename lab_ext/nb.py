@@ -1,9 +1,9 @@
 """Small helpers the notebooks share: their run folder, spreads of ratios, error bars.
 
 from lab_ext.nb import notebook_run, ratio_spread, error_bars
-run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.runs.Run
+run = notebook_run("01_mmr_speedup", profile, run_dir, parameters={...})   # harness.results.runs.Run
 
-A gated figure never comes from a cell that is not ok (harness.sweep: no successful answer, an
+A gated figure never comes from a cell that is not ok (harness.infra.sweep: no successful answer, an
 error the cell did not set out to cause, or a claimed stage that did not run): `values_at`
 raises `NotMeasured` naming the cells, `gated(METRICS, MISSING, name, compute)` then leaves the
 metric out (the regression check reports it missing, never a value from bad data) and
@@ -28,8 +28,8 @@ def notebook_run(
 ):
     """The notebook's run folder: `run_dir` when papermill passes one (the regression check
     reads it back), else a new `data/runs/<UTC time>-<notebook>/`. meta.json comes from
-    `harness.meta.collect` either way."""
-    from harness import meta, runs
+    `harness.results.meta.collect` either way."""
+    from harness.results import meta, runs
 
     params = {"notebook": notebook, "profile": profile, **dict(parameters or {})}
     if run_dir is None:

@@ -20,7 +20,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 # Names a sweep cell may use for the same quantity, first match wins. The sweep API
-# (harness.sweep) owns the result schema; these keep the panel tolerant of its growth.
+# (harness.infra.sweep) owns the result schema; these keep the panel tolerant of its growth.
 _CONC = ("concurrency", "c")
 _TPUT = ("rps", "throughput_rps", "throughput")
 _GIL = (  # the GIL view plotted, in order of preference, with its axis title
@@ -51,11 +51,11 @@ def cell_label(c: Mapping) -> str:
     if isinstance(tr, str) and tr not in ("", "off"):
         label += f" trace={tr}"
     up = c.get("upstream")
-    if isinstance(up, str) and up:  # one of several mock upstreams (harness.sweep `upstreams`)
+    if isinstance(up, str) and up:  # one of several mock upstreams (harness.infra.sweep `upstreams`)
         label += f" up={up}"
     if c.get("probes") == "on":  # a GIL/loop view cell: probes inside the gateway, not for throughput
         label += " probes=on"
-    if c.get("shell") and c.get("shell") != "asgi":
+    if c.get("shell") not in (None, "", "asgi", "-"):  # "-": no shell (rs-server, peers)
         label += f" ({c['shell']})"
     return label
 

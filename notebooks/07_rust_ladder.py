@@ -31,7 +31,7 @@
 # `rs-server`.
 #
 # **What the labels mean.** "Every stage on" is shown, not assumed: the key carries rpm/tpm
-# limits far above the load (`harness.targets.bench_config`), so the rate limiter does its
+# limits far above the load (`harness.infra.targets.bench_config`), so the rate limiter does its
 # bucket work on every request, and after each cell the gateway's own counters
 # (`gateway_stage_runs_total`) must show every stage ran once per request, or the cell fails.
 # CPU per request is over successful answers; a cell with any error it did not set out to cause
@@ -39,7 +39,7 @@
 # why). No probe runs inside any rung here (`gil=False`): the compared set is measured alike.
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# **How it is measured.** `harness.infra.sweep.run_sweep`: the native mock upstream and the native
 # load generator run as separate processes pinned to their own cores (the hardware profile is
 # clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
 # cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
@@ -314,18 +314,18 @@ gov_table
 # (the sidecar's CPU counts: it is in the gateway's process tree).
 
 # %%
-from gateway.launch import start_gateway
-from harness.native_procs import run_load, start_mock
-from harness.probes import TreeSampler
-from harness.profiles import resolve
-from harness.sweep import API_KEY, CHAT_BODY, ExpectedErrors, cell_verdict
-from harness.targets import write_bench_config
+from gateway.serving.launch import start_gateway
+from harness.infra.native_procs import run_load, start_mock
+from harness.infra.probes import TreeSampler
+from harness.infra.profiles import resolve
+from harness.infra.sweep import API_KEY, CHAT_BODY, ExpectedErrors, cell_verdict
+from harness.infra.targets import write_bench_config
 
 prof = resolve(S["hw_profile"])
 
 
 def gw_config(mock_url, tag, ledger=None, **more):
-    """The benchmark config against the mock (harness.targets.bench_config: one passthrough
+    """The benchmark config against the mock (harness.infra.targets.bench_config: one passthrough
     model, the sweep's key with limits far above the load), its ledger under the run folder;
     `ledger` adds ledger keys, `more` top-level sections."""
     return write_bench_config(

@@ -65,9 +65,9 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 
 from harness import peers
+from harness.infra.targets import RUNGS
 from harness.notebooks import metric, write_metrics
-from harness.stats import sustainable_rates
-from harness.targets import RUNGS
+from harness.results.stats import sustainable_rates
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
 from lab_ext.nb import fmt, fmt_si, notebook_run, ratio_spread, spread_of, write_missing

@@ -45,8 +45,8 @@ import pandas as pd
 import plotly.express as px
 from IPython.display import Markdown, display
 
-from harness import router_study
 from harness.notebooks import metric, write_metrics
+from harness.studies import router_study
 from lab_ext.export import export, machine_line
 from lab_ext.nb import fmt, notebook_run, ratio_spread, spread_of
 
@@ -417,7 +417,7 @@ fig_cool
 # loop**, CPU **exact** (/proc); ratios per repeat, median [min–max].
 
 # %%
-from harness.tracing_study import tracing_cost
+from harness.studies.tracing_study import tracing_cost
 
 tstudy = tracing_cost(
     modes=S["rungs"],

@@ -50,9 +50,9 @@ import plotly.graph_objects as go
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from harness import interp_study as study
-from harness import interpreters
+from harness.infra import interpreters
 from harness.notebooks import write_metrics
+from harness.studies import interp_study as study
 from lab_ext.export import export, machine_line, to_markdown
 from lab_ext.magics import run_bench, run_sweep_with_panel
 from lab_ext.nb import notebook_run
@@ -261,7 +261,13 @@ for j, (label, _tag) in enumerate(PY):
         )
 fig_knee.update_xaxes(title_text="concurrency c (closed loop)", tickvals=sw["concurrency"])
 fig_knee.update_yaxes(title_text="2xx req/s (exact, median)", row=1, col=1)
-fig_knee.update_layout(title="Throughput against c, per interpreter", height=420)
+fig_knee.update_layout(
+    title=dict(
+        text="Throughput against c, per interpreter",
+        subtitle=dict(text=f"closed loop; exact; median of {sw['repeat']} repeats (bars: min–max)"),
+    ),
+    height=420,
+)
 display(knee)
 fig_knee
 
@@ -304,8 +310,22 @@ for label, _tag in PY:
         ),
     )
 fig_adv.add_hline(y=1.0, line_dash="dot", annotation_text="no advantage")
-fig_adv.update_yaxes(type="log", title_text="Python cost ÷ Rust cost (median, min–max)")
-fig_adv.update_layout(title="Rust advantage per component, per interpreter", barmode="group", height=480)
+fig_adv.update_yaxes(
+    type="log",
+    title_text="Python cost ÷ Rust cost, × (median, min–max)",
+    tickvals=[0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100],  # 1-2-5 steps: log minor ticks crowd
+)
+fig_adv.update_layout(
+    title=dict(
+        text="Rust advantage per component, per interpreter",
+        subtitle=dict(
+            text="exact timings: each benchmark's own repeats, and closed-loop sweep cells, "
+            f"median of {sw['repeat']} repeats"
+        ),
+    ),
+    barmode="group",
+    height=480,
+)
 
 first, last = PY[0][0], PY[-1][0]
 pair = adv[adv["python"].isin([first, last])].pivot_table(index="component", columns="python", values="value")

@@ -19,6 +19,7 @@ record is byte for byte what it was before tracing existed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -58,7 +59,9 @@ class AuditJob:
         self.stream = stream
         self.latency_us = latency_us
         self.done_ns = time.perf_counter_ns()
-        self.durable = None  # ledger.ack durable: a future resolved once the record is durable
+        self.durable: asyncio.Future | None = (
+            None  # ledger.ack durable: a future resolved once the record is durable
+        )
 
 
 class RecordAssembler:

@@ -87,7 +87,7 @@ class AuditLedger:
         self.directory = os.fspath(directory)
         os.makedirs(self.directory, exist_ok=True)
         self.path = os.path.join(self.directory, WAL_NAME)
-        self.store_path = os.path.join(self.directory, STORE_NAME)
+        self.store_path: str | None = os.path.join(self.directory, STORE_NAME)
         self._wal_cls = self.switches.load("wal")
         self._mmr_cls = self.switches.load("mmr")
         self._fsync = fsync

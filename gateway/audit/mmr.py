@@ -1,5 +1,5 @@
-"""Merkle Mountain Range v2 over SHA-256 -- the Python twin (the baseline the seed
-compares against; the Rust twin is `gateway._native.MerkleMountainRange`).
+"""Merkle Mountain Range v2 over SHA-256 -- the Python twin (the baseline of the
+published MMR table, docs/claims.md `mmr-3x`; the Rust twin is `gateway._native.MerkleMountainRange`).
 
 Scheme (docs/formats.md): leaf = H(0x00||payload), node = H(0x01||left||right),
 root = H(0x02||peak_0||...||peak_k), peaks left (tallest) to right; empty root = 64 zeros.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from gateway.errors import InvalidInput
 
@@ -72,7 +73,7 @@ def build_record(
     completion_tokens: int,
     latency_us: int,
     waf: str,
-) -> dict[str, int | str]:
+) -> dict[str, Any]:
     """The audit record for one request as a dict (validated; encode with `encode_record`).
 
     `request_sha256` / `response_sha256` are `sha256_hex` of the raw bodies; `entropy_mbits`

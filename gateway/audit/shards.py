@@ -32,11 +32,11 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.errors import ConfigError, InvalidInput
+from gateway.ladder import LAYOUTS
 
-LAYOUTS = ("single", "sharded", "single-writer")
 SHARD_PREFIX = "shard-"
 FORMAT = "shards v1"
 _SHARD_RE = re.compile(r"shard-(\d+)")
@@ -161,7 +161,7 @@ def shard_of(path: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-__all__: Iterable[str] = (
+__all__ = (
     "LAYOUTS",
     "resolve_layout",
     "shard_dir",

@@ -356,6 +356,7 @@ class WriteAheadLog:
                     continue
                 fd = self._fd
                 self._lock.release()
+                failed: OSError | None
                 try:
                     os.fsync(fd)  # appends continue meanwhile; they join the next batch
                 except OSError as e:

@@ -97,12 +97,16 @@ class LedgerWriter:
         group_delay_ms: float = 2.0,
         grace_s: float = 30.0,
     ):
-        opts = {"group_delay_ms": group_delay_ms} if fsync == "group" else {}
-        self.ledger = AuditLedger(directory, fsync=fsync, switches=switches, **opts)
+        if fsync == "group":
+            self.ledger = AuditLedger(
+                directory, fsync=fsync, switches=switches, group_delay_ms=group_delay_ms
+            )
+        else:
+            self.ledger = AuditLedger(directory, fsync=fsync, switches=switches)
         self.encode = switches.load("record")
         self.socket_path = socket_path
         self.grace_s = grace_s
-        self._pending: list[tuple[list, asyncio.Future]] = []
+        self._pending: list[tuple[list, asyncio.Future | None]] = []  # None: the stop mark
         self._wake = asyncio.Event()
         self._clients: set[asyncio.Task] = set()
         self._io = asyncio.Lock()  # readers never see a half-applied group
@@ -139,6 +143,7 @@ class LedgerWriter:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # the server runs each client handler as a task
         self._clients.add(task)
         try:
             while True:
@@ -397,6 +402,7 @@ class LedgerClient:
         async with self._lock:
             if self._writer is None:
                 await self.connect(timeout=5.0)
+            assert self._writer is not None and self._reader is not None  # connect() set both
             try:
                 self._writer.write(frame(msg))
                 await self._writer.drain()

@@ -42,6 +42,8 @@ kind "anthropic" (Messages API):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from gateway.errors import InvalidInput
@@ -98,6 +100,8 @@ class Adapter:
     __slots__ = ("kind", "to_upstream", "from_upstream", "stream_event")
 
     def __init__(self, kind: str):
+        self.to_upstream: Callable[[bytes, str], bytes]
+        self.from_upstream: Callable[[bytes, str], bytes]
         if kind == "openai":
             self.to_upstream = self._openai_swap_model
             self.from_upstream = self._openai_swap_model

@@ -12,7 +12,7 @@ Rejects (status, code):
   declared body larger than max_body_bytes       413 body_too_large
 The body limit is also enforced while reading (`read_body`), for chunked bodies.
 
-`check_scope` runs in front of the shell (gateway/server.py wraps every app in
+`check_scope` runs in front of the shell (gateway/serving/server.py wraps every app in
 `FramingGuard`) on what the server decided from the request line, which the header checks
 cannot see (found by tests/reliability/framing_cases.py under uvicorn's httptools):
   an HTTP version other than 1.0 / 1.1 (httptools passes 0.9 and 2.0 on) 505 unsupported_http_version

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gateway.errors import InvalidInput
 
@@ -38,7 +39,7 @@ _ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnop
 _ASCII_LOWER_STR = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _compile(rule: Mapping) -> tuple[str, str, object, bool]:
+def _compile(rule: Mapping) -> tuple[str, str, re.Pattern[str] | str, bool]:
     if not isinstance(rule, Mapping):
         raise InvalidInput(f"Waf: each rule must be a mapping, got {type(rule).__name__}")
     rid, kind, pattern = rule.get("id"), rule.get("kind"), rule.get("pattern")
@@ -70,8 +71,9 @@ def _required_prefix(pattern: str, flags: int) -> str | None:
     if flags & re.IGNORECASE:
         return None
     try:
-        from re import _parser as sre_parse  # Python >= 3.11
-        from re._constants import IN, LITERAL
+        # the regex parser is private and has no stubs (Python >= 3.11 names it re._parser)
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+        from re._constants import IN, LITERAL  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - older Pythons
         return None
     try:
@@ -104,12 +106,13 @@ class Waf:
                 raise InvalidInput(f"Waf: duplicate rule id {rid!r}")
             seen.add(rid)
         # (id, 0=literal / 1=literal ci / 2=regex, pattern or compiled search, required prefix)
-        self._rules = tuple(
-            (rid, 2, rx.search, _required_prefix(rx.pattern, rx.flags))
-            if kind == "regex"
-            else (rid, 1 if ci else 0, rx, None)
-            for rid, kind, rx, ci in compiled
-        )
+        rules_: list[tuple[str, int, Any, str | None]] = []
+        for rid, _kind, rx, ci in compiled:
+            if isinstance(rx, re.Pattern):  # kind "regex"
+                rules_.append((rid, 2, rx.search, _required_prefix(rx.pattern, rx.flags)))
+            else:
+                rules_.append((rid, 1 if ci else 0, rx, None))
+        self._rules = tuple(rules_)
         self._needs_lower = any(k == 1 or pre for _, k, _, pre in self._rules)
         self.ids = tuple(r[0] for r in compiled)
 
@@ -119,7 +122,7 @@ class Waf:
                 raise InvalidInput(f"Waf.scan: text must be str, got {type(text).__name__}")
         if not text.isascii() and _SURROGATE(text) is not None:  # as the Rust twin (differential fuzzing)
             raise InvalidInput("Waf.scan: text is not valid Unicode (a lone surrogate)")
-        lowered = None
+        lowered = text  # read only by the rules that set _needs_lower
         if self._needs_lower:
             # str.lower() is ASCII folding exactly when the text is ASCII (isascii is O(1)).
             lowered = text.lower() if text.isascii() else text.translate(_ASCII_LOWER_STR)

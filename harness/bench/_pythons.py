@@ -83,7 +83,7 @@ def run_across(name: str, rest: list[str], spec: str, out=print) -> int:
     import argparse
     import importlib
 
-    from harness import interpreters as I
+    from harness.infra import interpreters as I
 
     mod = importlib.import_module(f"harness.bench.{name}")
     # the benchmark's own options are checked here, before any venv is built
@@ -132,7 +132,7 @@ def run_across(name: str, rest: list[str], spec: str, out=print) -> int:
     )
     if json_out:
         from harness.bench._runner import write_json
-        from harness.meta import collect
+        from harness.results.meta import collect
 
         doc: dict[str, Any] = {
             "format": FORMAT,

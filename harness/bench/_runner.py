@@ -34,7 +34,7 @@ class DebugBuildRefused(GatewayLabError):
 
 
 def require_release() -> str:
-    from harness.meta import build_profile
+    from harness.results.meta import build_profile
 
     prof = build_profile()
     if prof != "release":

@@ -45,7 +45,7 @@ def measure(
                 "max": s.max * 1e9,
             }
         )
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     meta = collect(
         parameters={

@@ -41,7 +41,7 @@ def measure(
                 "mb_per_s": c["size"] / s.median / 1e6,
             }
         )
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     meta = collect(
         parameters={

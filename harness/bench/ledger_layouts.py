@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _config(d: Path, upstream: str, layout: str, ack: str) -> str:
     from gateway.stages.auth import hash_key
-    from harness.targets import unreachable_limits
+    from harness.infra.targets import unreachable_limits
 
     lim = unreachable_limits()  # the rate limiter runs, never refuses (harness.targets)
     p = d / "gw.yaml"
@@ -74,11 +74,11 @@ def measure(
 ) -> dict[str, Any]:
     from gateway.audit.ledger import WAL_NAME
     from gateway.audit.wal import WriteAheadLog
-    from gateway.launch import start_gateway
-    from harness.meta import collect
-    from harness.native_procs import run_load, start_mock
-    from harness.probes import TreeSampler
-    from harness.profiles import resolve
+    from gateway.serving.launch import start_gateway
+    from harness.infra.native_procs import run_load, start_mock
+    from harness.infra.probes import TreeSampler
+    from harness.infra.profiles import resolve
+    from harness.results.meta import collect
 
     prof = resolve(profile)
     headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}

@@ -53,7 +53,7 @@ def measure(
             )
         else:
             bound.append({"n": c["n"], "leaves_per_s": med, "min": lo, "max": hi})
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     meta = collect(
         parameters={

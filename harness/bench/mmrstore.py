@@ -204,10 +204,10 @@ def soak_one(mode: str, nodes: str, seconds: float, rate: float, sample_s: float
     import json
     import urllib.request
 
-    from gateway.launch import start_gateway
-    from harness.native_procs import run_load, start_mock
-    from harness.sweep import API_KEY, CHAT_BODY, CHAT_PATH
-    from harness.targets import write_bench_config
+    from gateway.serving.launch import start_gateway
+    from harness.infra.native_procs import run_load, start_mock
+    from harness.infra.sweep import API_KEY, CHAT_BODY, CHAT_PATH
+    from harness.infra.targets import write_bench_config
 
     ledger = workdir / f"soak-{mode}-{nodes}".replace("+", "p")
     mock = start_mock()
@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     res["meta"] = collect(
         parameters={"bench": "mmrstore", **{k: v for k, v in vars(args).items() if k != "json"}}

@@ -115,7 +115,7 @@ def measure(
         rs = [a / b for a, b in zip(d["spawn_background"], d["create_task"])]
         return {"median": float(np.median(rs)), "min": float(min(rs)), "max": float(max(rs))}
 
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     result = {
         "rows": rows,

@@ -247,7 +247,7 @@ def measure(
     import pyperf
 
     from harness.bench import _runner as R
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     if "rust" in impls:
         R.require_release()
@@ -275,7 +275,7 @@ def measure(
     mock = None
     try:
         if "forward" in stages:
-            from harness.native_procs import start_mock
+            from harness.infra.native_procs import start_mock
 
             ncpu = os.cpu_count() or 1
             mock = start_mock(cpus=mock_cpus if mock_cpus is not None else ([ncpu - 1] if ncpu > 1 else None))

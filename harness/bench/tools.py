@@ -164,8 +164,8 @@ def measure(
 ) -> dict:
     import psutil
 
-    from harness.native_procs import start_mock
-    from harness.stats import summarize
+    from harness.infra.native_procs import start_mock
+    from harness.results.stats import summarize
 
     R.require_release()
     if shutil.which("wrk") is None:
@@ -253,7 +253,7 @@ def measure(
         },
         "load_avg_1m_after": os.getloadavg()[0],
     }
-    from harness.meta import collect, cpu_model
+    from harness.results.meta import collect, cpu_model
 
     params = {
         "bench": "tools",

@@ -71,7 +71,7 @@ def measure(
                 "max": hi,
             }
         )
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     meta = collect(
         parameters={

@@ -1,6 +1,6 @@
 """`gatewaylab bundle OUT [--python X.Y]`: wheels (the project with its extension + runtime
 dependencies only), the native binaries and a one-line run script, to sweep on another
-machine offline (engine: harness.bundle; docs/bundle.md)."""
+machine offline (engine: harness.infra.bundle; docs/bundle.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.bundle import build_bundle
+    from harness.infra.bundle import build_bundle
 
     m = build_bundle(args.out, python=args.python)
     wheels = [f for f in m["files"] if f["path"].startswith("wheels/")]

@@ -1,5 +1,5 @@
 """`gatewaylab compare RUN_A RUN_B`: per metric, is B different from A, significantly AND by
-more than a factor (asv-style; harness.stats.compare_tables): like cells only (same target
+more than a factor (asv-style; harness.results.stats.compare_tables): like cells only (same target
 and concurrency or rate), >= 3 repeats per side, and most cells agreeing. Exit 0 always
 unless `--fail-on-regression` is given and some metric is worse (then 1).
 
@@ -7,7 +7,7 @@ unless `--fail-on-regression` is given and some metric is worse (then 1).
     gatewaylab compare A1,A2,A3 B1,B2,B3      # interleaved runs (A1 B1 A2 B2 A3 B3), each side pooled
 
 Each side may be several run folders, comma-separated: their repeats are pooled
-(harness.stats.pool_repeats). Run the two sides alternately (one repeat each) and a machine
+(harness.results.stats.pool_repeats). Run the two sides alternately (one repeat each) and a machine
 that drifts during the comparison moves both alike; see docs/peers.md for the false-alarm
 rates of the two ways.
 """
@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--factor",
         type=float,
         default=None,
-        help="smallest ratio that counts, for every metric (default: per metric, harness.stats.FACTORS)",
+        help="smallest ratio that counts, for every metric (default: per metric, harness.results.stats.FACTORS)",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument(
@@ -52,8 +52,8 @@ def compare_runs(run_a, run_b, factor: float | None = None, alpha: float = 0.05,
     """(verdicts, per_cell DataFrame) for two sweep run folders, or two lists of run folders
     whose repeats are pooled per side (an interleaved comparison)."""
     from gateway.errors import InvalidInput
-    from harness.runs import load_table
-    from harness.stats import compare_tables, pool_repeats
+    from harness.results.runs import load_table
+    from harness.results.stats import compare_tables, pool_repeats
 
     sides = []
     for side in (_side(run_a), _side(run_b)):

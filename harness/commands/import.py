@@ -1,6 +1,6 @@
 """`gatewaylab import RUN_DIR [--out ROOT] [--in-place] [--no-report]`: a raw run folder (from
 `gatewaylab sweep --raw`, e.g. on the target hardware through a bundle) -> the usual Parquet
-tables and report (engine: harness.raw_results; docs/bundle.md)."""
+tables and report (engine: harness.results.raw_results; docs/bundle.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.raw_results import import_run
+    from harness.results.raw_results import import_run
 
     dest = import_run(
         args.run_dir, root=args.out, in_place=args.in_place, report=not args.no_report, images=args.images

@@ -1,5 +1,5 @@
 """`gatewaylab report RUN_DIR [--format md|html]`: write report.md and/or report.html
-(plus static PNG/SVG figures for blog export) for a sweep run folder (engine: harness.report)."""
+(plus static PNG/SVG figures for blog export) for a sweep run folder (engine: harness.results.report)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gateway.errors import ConfigError
-    from harness.report import write_report
+    from harness.results.report import write_report
 
     d = Path(args.run_dir)
     if not (d / "cells.parquet").exists() and (d / "tables" / "cells.json").exists():

@@ -1,18 +1,30 @@
 """`gatewaylab serve`: run the gateway (docs/formats.md "CLI contract").
 
-    gatewaylab serve (--config FILE | --upstream URL --api-key KEY [--ledger DIR])
-                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--workers N] [--ledger-layout single|sharded|single-writer] [--stages all|none|LIST] [--audit on|off] [--tracing off|on|sampled:R] [--impl C=python|rust ...] [--shell fastapi|asgi]
-                     [--server uvicorn|granian] [--port P] [--host 127.0.0.1]
+    gatewaylab serve (--config FILE | --upstream URL --api-key KEY) [--ledger DIR]
+                     [--mode py|py+rs|rs-core|rs-server] [--threads N] [--workers N]
+                     [--ledger-layout single|sharded|single-writer] [--stages all|none|LIST]
+                     [--audit on|off] [--ack background|durable] [--max-in-flight N]
+                     [--tracing off|on|sampled:R] [--tracing-endpoint URL]
+                     [--impl C=python|rust ...] [--shell asgi|fastapi] [--server uvicorn|granian]
+                     [--port P] [--host 127.0.0.1]
 
-Prints `gateway listening on http://HOST:PORT` when it accepts connections; SIGTERM or
-Ctrl-C stops it gracefully (in-flight requests finish, the audit queue drains).
+The flags become one `gateway.options.ServeOptions` (each value checked there, once); what
+each rung supports is gateway/ladder.py's table, and an option a rung cannot honour is
+refused in one line naming the rung. Prints `gateway listening on http://HOST:PORT` when it
+accepts connections; SIGTERM or Ctrl-C stops it gracefully (in-flight requests finish, the
+audit queue drains).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from harness.commands._common import add_switch_arguments
+from gateway.ladder import LAYOUTS, MODES, RUNGS, SERVERS, SHELLS
+
+
+def _rungs(what) -> str:
+    """The rungs that support an option, from the table of rungs."""
+    return ", ".join(m for m, r in RUNGS.items() if what(r))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,13 +33,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--upstream", help="zero-config: upstream base URL (model `mock`, other names passed through)"
     )
     p.add_argument("--api-key", dest="api_key", help="zero-config: the client API key to accept")
-    p.add_argument("--ledger", help="audit ledger directory (default: the config's, or a new temp dir)")
-    add_switch_arguments(p)
     p.add_argument(
-        "--shell", choices=["asgi", "fastapi"], default=None, help="ASGI shell (default: config's, else asgi)"
+        "--ledger", help="audit ledger directory (default: the config's ledger.dir, or a new temp dir)"
     )
     p.add_argument(
-        "--server", choices=["uvicorn", "granian"], default=None, help="default: config's, else uvicorn"
+        "--mode",
+        default=None,
+        metavar="|".join(MODES),
+        help="rung (default: the config's, else $GATEWAYLAB_MODE, else py)",
+    )
+    p.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="COMPONENT=python|rust",
+        help=f"override one component's twin (repeatable, or comma-separated; {_rungs(lambda r: r.per_component)})",
+    )
+    p.add_argument(
+        "--shell",
+        default=None,
+        metavar="|".join(SHELLS),
+        help=f"ASGI shell (default: config's, else asgi; {_rungs(lambda r: r.shells)})",
+    )
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="|".join(SERVERS),
+        help=f"default: config's, else uvicorn ({_rungs(lambda r: r.servers)})",
     )
     p.add_argument(
         "--stages",
@@ -35,9 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="all|none|auth,parse,waf,ratelimit,adapter",
         help="hot-path stages to run (default: config's, else all; the guard always runs)",
     )
-    p.add_argument(
-        "--audit", choices=["on", "off"], default=None, help="audit ledger on or off (default: on)"
-    )
+    p.add_argument("--audit", default=None, metavar="on|off", help="audit ledger on or off (default: on)")
     p.add_argument(
         "--tracing",
         default=None,
@@ -55,27 +85,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="rs-server: worker threads (default: the CPUs the gateway is pinned to)",
+        help=f"worker threads in one process ({_rungs(lambda r: r.threads)}; default: the CPUs "
+        "the gateway is pinned to)",
     )
     p.add_argument(
         "--workers",
         type=int,
         default=None,
         help="N gateway processes on one port, one per gateway core, supervised as one unit "
-        "(py, py+rs, rs-core, rs-server; docs/workers.md)",
+        f"({_rungs(lambda r: True)}; docs/workers.md)",
     )
     p.add_argument(
         "--ledger-layout",
         dest="ledger_layout",
-        choices=["single", "sharded", "single-writer"],
         default=None,
+        metavar="|".join(LAYOUTS),
         help="audit ledger layout (default: single for one process, sharded for --workers N; "
-        "single-writer: one ledger process, py and py+rs)",
+        f"single-writer: one ledger process, {_rungs(lambda r: 'single-writer' in r.layouts)})",
     )
     p.add_argument(
         "--ack",
-        choices=["background", "durable"],
         default=None,
+        metavar="background|durable",
         help="answer before the record is written (background, default) or once it is durable",
     )
     p.add_argument(
@@ -90,27 +121,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.server import serve
+    from gateway.options import ServeOptions
+    from gateway.serving.server import serve
 
-    opts = {
-        "config": args.config,
-        "upstream": args.upstream,
-        "api_key": args.api_key,
-        "ledger": args.ledger,
-        "mode": args.mode,
-        "impl": args.impl,
-        "stages": args.stages,
-        "audit": args.audit,
-        "ack": args.ack,
-        "max_in_flight": args.max_in_flight,
-        "shell": args.shell,
-        "server": args.server,
-        "host": args.host,
-        "port": args.port,
-        "threads": args.threads,
-        "workers": args.workers,
-        "ledger_layout": args.ledger_layout,
-        "tracing": args.tracing,
-        "tracing_endpoint": args.tracing_endpoint,
-    }
+    opts = ServeOptions(
+        config=args.config,
+        upstream=args.upstream,
+        api_key=args.api_key,
+        ledger=args.ledger,
+        mode=args.mode,
+        impl=tuple(args.impl),
+        stages=args.stages,
+        audit=args.audit,
+        ack=args.ack,
+        max_in_flight=args.max_in_flight,
+        shell=args.shell,
+        server=args.server,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        workers=args.workers,
+        ledger_layout=args.ledger_layout,
+        tracing=args.tracing,
+        tracing_endpoint=args.tracing_endpoint,
+    )
     return serve(opts)

@@ -1,12 +1,14 @@
 """`gatewaylab soak --mode M --duration S [--rate R]`: a steady open-loop soak of one rung
-(harness/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle|peak` runs
-the other checks of harness/soak.py instead. Prints a summary (or `--json`)."""
+(harness/infra/soak.py), writing a run folder with a plot; `--scenario overload|chaos|idle|peak` runs
+the other checks of harness/infra/soak.py instead. Prints a summary (or `--json`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from gateway.ladder import SERVERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=None, help="steady: requests/s (default 70%% of a probed capacity)"
     )
     p.add_argument("--scenario", choices=["steady", "overload", "chaos", "idle", "peak"], default="steady")
-    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    p.add_argument("--server", choices=list(SERVERS), default=None, help="Python rungs (default: uvicorn)")
     p.add_argument("--factor", type=float, default=2.0, help="overload: times capacity")
     p.add_argument(
         "--connections",
@@ -40,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness import soak
+    from harness.infra import soak
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""`gatewaylab sweep`: a concurrency sweep (docs/formats.md "CLI contract"; engine: harness.sweep).
+"""`gatewaylab sweep`: a concurrency sweep (docs/formats.md "CLI contract"; engine: harness.infra.sweep).
 
     gatewaylab sweep --modes py,py+rs --concurrency 1..16 --profile xeon-4c --duration 5 --repeat 3 --gil
     gatewaylab sweep --ci                      # c in {1,2,4,8,16}, 1.5 s cells, 1 repeat
@@ -9,6 +9,7 @@
     gatewaylab sweep --targets py+rs,portkey --stream --upstream-ttft-ms 20 --upstream-itl-ms 5 --rates 50
     gatewaylab sweep --raw --modes py,py+rs     # lean install (no pandas): JSON rows, `gatewaylab import` later
     gatewaylab sweep --modes py,py+rs,rs-core --pythons 3.11,3.12,3.13   # the interpreter axis
+    gatewaylab sweep --targets rs-server,noveum --concurrency 16 --repeat 8 --order alternate --no-gil
 
 Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
 takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
@@ -106,6 +107,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--warmup", type=float, default=None, help="warm-up seconds per cell (default 1; --ci 0.5)"
     )
     p.add_argument("--repeat", type=int, default=None, help="repeats per cell (default 3; --ci 1)")
+    p.add_argument(
+        "--order",
+        default="fixed",
+        help="fixed (default) or alternate: every other repeat measures the configurations in reverse (A B C, C B A), "
+        "so a drift in the machine's load falls on every configuration alike (interleaved rounds)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--gil",
@@ -145,7 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Parsed options -> `harness.sweep.run_sweep` keywords (also used by lab_ext's %sweep)."""
+    """Parsed options -> `harness.infra.sweep.run_sweep` keywords (also used by lab_ext's %sweep)."""
     conc = ",".join(args.concurrency) if args.concurrency else None
     kw: dict[str, Any] = {
         "modes": tuple(_csv(args.modes) or ("py", "py+rs")),
@@ -159,6 +166,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "repeat": args.repeat,
+        "order": args.order,
         "gil": args.gil,
         "flamegraph": args.flamegraph,
         "scalene": args.scalene,
@@ -199,7 +207,7 @@ def _have_pandas() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.errors import ConfigError
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     kw = sweep_kwargs(args)
     if kw["results"] == "parquet" and not _have_pandas():

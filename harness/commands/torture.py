@@ -1,5 +1,5 @@
 """`gatewaylab torture --mode M --kills N [--ack background|durable]`: kill -9 under load,
-then check the ledger's crash promises after every kill (harness/torture.py says which).
+then check the ledger's crash promises after every kill (harness/infra/torture.py says which).
 
 Prints one line per kill and a summary; `--json` prints the result as one JSON object.
 Exit status 0 when no record was lost, no root failed its prefix check and the WAL was never
@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from gateway.ladder import SERVERS, SHELLS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -19,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--kills", type=int, required=True, help="number of SIGKILLs")
     p.add_argument("--ack", choices=["background", "durable"], default="background")
-    p.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
-    p.add_argument("--shell", choices=["asgi", "fastapi"], default="asgi")
+    p.add_argument("--server", choices=list(SERVERS), default=None, help="Python rungs (default: uvicorn)")
+    p.add_argument("--shell", choices=list(SHELLS), default=None, help="Python rungs (default: asgi)")
     p.add_argument(
         "--fsync", choices=["always", "group", "none"], default="group", help="the WAL's fsync policy"
     )
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.torture import run_torture, summary
+    from harness.infra.torture import run_torture, summary
 
     def log(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)

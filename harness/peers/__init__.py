@@ -1,4 +1,4 @@
-"""Peer gateways: real gateways measured beside our rungs, in the same run (DESIGN.md "Peers").
+"""Peer gateways: real gateways measured beside our rungs, in the same run (docs/peers.md).
 
     from harness import peers
     peers.install(["portkey"])          # from its own registry into .peers/portkey (idempotent)

@@ -6,7 +6,7 @@ minus anything that could reach out (proxies unset, every peer's telemetry switc
 `NO_PROXY=*`); the adapters point every upstream at the native mock on 127.0.0.1, so no
 request leaves the machine. `stop()` SIGTERMs the whole group, then SIGKILLs what lingers.
 
-The sweep measures a peer exactly like our gateway: `harness.probes.TreeSampler(pid)` over
+The sweep measures a peer exactly like our gateway: `harness.infra.probes.TreeSampler(pid)` over
 the process tree (CPU user+sys from /proc, peak RSS sampled at 20 Hz).
 """
 
@@ -48,7 +48,7 @@ TELEMETRY_OFF = {
 
 @dataclass(frozen=True)
 class Governance:
-    """What a target runs besides forwarding, feature by feature (DESIGN.md "Measurements": a
+    """What a target runs besides forwarding, feature by feature (docs/architecture.md, "Measurements": a
     peer's row says which governance features it ran). `auth`: the gateway checks the client's
     key on every request; `waf`: it scans prompts against rules; `ratelimit`: it keeps per-key
     limits it could refuse at; `ledger`: it writes an audit record per request to an fsynced
@@ -184,7 +184,7 @@ class PeerTarget:
     # a request with a wrong key must be refused, a 4xx, exactly when `auth` says so)
     governance: Governance = Governance()
     # what runs the peer: "python" (py-spy sees its frames), "node" (a JIT: perf names its
-    # code through node's perf map) or "native" (a compiled binary: perf); harness.targets
+    # code through node's perf map) or "native" (a compiled binary: perf); harness.infra.targets
     runtime: str = "native"
 
     # ---- hooks

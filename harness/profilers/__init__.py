@@ -6,6 +6,6 @@
 - ``cachegrind``: where one request's instructions go, per function, from two Cachegrind
   runs at N1 and N2 requests, differenced (exact, user space).
 Which flamegraph tools a target gets (py-spy for the Python threads, perf for every thread)
-is ``harness.targets.flamegraph_tools``; py-spy's own flamegraphs stay in
-``harness.probes.record_flamegraph``. docs/profiling.md says how each view is made.
+is ``harness.infra.targets.flamegraph_tools``; py-spy's own flamegraphs stay in
+``harness.infra.probes.record_flamegraph``. docs/profiling.md says how each view is made.
 """

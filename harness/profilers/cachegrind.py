@@ -185,7 +185,7 @@ class FunctionView:
         return self.functions()[:n]
 
     def rows(self, n: int | None = None) -> list[dict[str, Any]]:
-        """Table rows (dicts; `harness.schema`-style plain values), with the target and label."""
+        """Table rows (dicts; `harness.results.schema`-style plain values), with the target and label."""
         fns = self.functions()
         return [
             {"target": self.target, "rank": k + 1, **f.as_row(), "n1": self.n1, "n2": self.n2, "label": LABEL}

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.probes import _LIVE, _preexec, kill_group
+from harness.infra.probes import _LIVE, _preexec, kill_group
 
 EVENT = "cpu-clock"
 CALL_GRAPH = "dwarf,65528"  # bytes of stack copied per sample (the most perf takes)

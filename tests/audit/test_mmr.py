@@ -233,3 +233,16 @@ def test_malformed_consistency_proofs_raise(MMR):
     for bad in bads:
         with pytest.raises(ProofError):
             MMR.verify_consistency(bad)
+
+
+def test_the_root_does_not_commit_to_the_leaf_count(MMR):
+    """docs/formats.md (a finding of the proof_verify fuzz target): a proof whose count is
+    changed to another count of the same peak shape still verifies, every hash unchanged; a
+    count of another shape is refused. So a verifier takes the count from a root it trusts."""
+    m = built(MMR, 6)  # peaks of 4 and 2 leaves
+    p = m.inclusion_proof(2)
+    assert MMR.verify_inclusion({**p, "leaf_count": 5}, seed_leaf(2))  # peaks of 4 and 1
+    c = m.consistency_proof(4)
+    assert MMR.verify_consistency({**c, "new_count": 5})
+    with pytest.raises(ProofError):
+        MMR.verify_inclusion({**p, "leaf_count": 7})  # three peaks: another shape

@@ -193,8 +193,8 @@ def test_out_of_range_errors_have_the_same_words_in_both(n):
     """Both MMR twins word an index past the MMR alike, and as the core's ledger does
     (native/core/src/mmr.rs, which rs-core and rs-server answer with), so every rung's 404 /
     400 out of range says the same thing."""
-    from gateway.app import out_of_range
     from gateway.errors import AuditIndexError
+    from gateway.rungs.base import out_of_range
 
     twins = [build(cls, [b"%d" % i for i in range(n)], 0) for cls in (PyMMR, RsMMR)]
     for bad in (n, n + 5, -1, 2**63, 2**64, 10**44):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from tests.gateway.helpers import API_KEY
 from tests.gateway.upstream import FixtureUpstream
 
@@ -15,7 +15,7 @@ from tests.gateway.upstream import FixtureUpstream
 @pytest.fixture(scope="module")
 def native_mock():
     """The project's own mock upstream (Rust, its own process)."""
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=7) as mock:
         yield mock

@@ -9,7 +9,11 @@ import socket
 import urllib.error
 import urllib.request
 
+from gateway.ladder import RUNGS
+
 API_KEY = "sk-gatewaylab-test"
+# every rung under each of its ASGI shells (gateway/ladder.py; rs-server serves itself: None)
+MODE_SHELLS = [(m, s) for m, r in RUNGS.items() for s in (r.shells or (None,))]
 
 
 def http(

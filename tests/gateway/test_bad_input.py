@@ -7,8 +7,17 @@ import json
 
 import pytest
 
-from gateway.twins import MODES
-from tests.gateway.helpers import API_KEY, FRAMING, GOOD, assert_openai_error, auth, chat_body, http, raw
+from tests.gateway.helpers import (
+    API_KEY,
+    FRAMING,
+    GOOD,
+    MODE_SHELLS,
+    assert_openai_error,
+    auth,
+    chat_body,
+    http,
+    raw,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +78,11 @@ BAD_BODIES = {
 
 @pytest.fixture(
     scope="module",
-    params=[(shell, mode) for mode in MODES for shell in ("asgi", "fastapi")],
-    ids=lambda p: "-".join(p),
+    params=[(shell, mode) for mode, shell in MODE_SHELLS],
+    ids=lambda p: "-".join(x for x in p if x),
 )
 def gw(request, upstream, tmp_path_factory):
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
 
     shell, mode = request.param
     g = start_gateway(

@@ -103,9 +103,10 @@ def test_shutdown_drains_queued_work(upstream, gateway_factory, tmp_path, policy
     """The ledger is slowed (200 ms per batch) and the queue is tiny, so work is queued when
     SIGTERM arrives; under `block` every answered request is in the WAL after shutdown, under
     `drop` what is missing is exactly what /metrics counted as dropped."""
-    cfg = write_config(
-        tmp_path, upstream.url, more=f"background: {{queue_size: 2, policy: {policy}, batch_window_ms: 1}}"
-    )
+    # `background.*` is the Python audit queue's (rs-core refuses it: its queue is the Rust
+    # ledger thread's, unbounded); the slowed ledger queues work on every rung
+    more = f"background: {{queue_size: 2, policy: {policy}, batch_window_ms: 1}}" if mode != "rs-core" else ""
+    cfg = write_config(tmp_path, upstream.url, more=more)
     gw = gateway_factory(
         None, config=cfg, ledger_dir=None, mode=mode, env={"GATEWAYLAB_LEDGER_DELAY_MS": "200"}
     )

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from gateway import twins
 from gateway.stages.forwarder import UpstreamStatusError, UpstreamTimeout, UpstreamUnavailable
-from harness.native_procs import start_mock
+from harness.infra.native_procs import start_mock
 
 IMPLS = {impl: twins.load("forwarder", impl) for impl in twins.IMPLS}
 TIMEOUT_S = 0.5

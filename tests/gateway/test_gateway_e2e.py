@@ -13,7 +13,7 @@ import pytest
 from gateway.audit.mmr import MerkleMountainRange
 from gateway.audit.wal import WriteAheadLog
 from gateway.twins import MODES, NO_INTERPRETER_MODES
-from tests.gateway.helpers import API_KEY, assert_openai_error, http
+from tests.gateway.helpers import API_KEY, MODE_SHELLS, assert_openai_error, http
 
 pytestmark = pytest.mark.slow
 
@@ -147,8 +147,7 @@ ledger: {{dir: {tmp_path / "led"}}}
         client.chat.completions.create(model="unknown", messages=[{"role": "user", "content": "hi"}])
 
 
-@pytest.mark.parametrize("shell", ["asgi", "fastapi"])
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode,shell", MODE_SHELLS)
 def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell, mode):
     """The upstream holds the rest of its stream until the client has seen the first chunk:
     a gateway that buffered the stream would never deliver it (the upstream gives up after
@@ -167,8 +166,7 @@ def test_stream_is_passed_through_not_buffered(upstream, gateway_factory, shell,
     assert upstream.gate_opened_in_time is True
 
 
-@pytest.mark.parametrize("shell", ["asgi", "fastapi"])
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode,shell", MODE_SHELLS)
 def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell, mode):
     import httpx
 

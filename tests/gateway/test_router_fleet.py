@@ -11,7 +11,7 @@ import yaml
 
 from gateway import twins
 from gateway.router import Router
-from harness.fleet import start_fleet
+from harness.infra.fleet import start_fleet
 from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body, http
 
 pytestmark = pytest.mark.slow

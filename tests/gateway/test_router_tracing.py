@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gateway import twins
-from harness.fleet import start_fleet
-from harness.otlp import OtlpReceiver, traces
+from harness.infra.fleet import start_fleet
+from harness.infra.otlp import OtlpReceiver, traces
 from tests.gateway.helpers import API_KEY, assert_openai_error, auth, chat_body, http
 
 pytestmark = pytest.mark.slow

@@ -96,13 +96,14 @@ def test_durable_ack_survives_kill9_of_the_gateway(upstream, gateway_factory, tm
     assert len(_records(tmp_path)) == 20
 
 
-def test_rs_core_refuses_the_single_writer_layout(upstream, tmp_path):
-    from gateway import config as cfg
-    from gateway.app import make_gateway
+@pytest.mark.parametrize("mode", ["rs-core", "rs-server"])
+def test_the_rust_rungs_refuse_the_single_writer_layout(upstream, tmp_path, mode):
     from gateway.errors import ConfigError
-    from gateway.twins import Switches
+    from gateway.options import ServeOptions, build_config
 
-    c = cfg.load(_config(tmp_path, upstream.url, "single-writer"))
-    c = cfg.Config(**{**c.__dict__, "switches": Switches("rs-core")})
-    with pytest.raises(ConfigError, match="single-writer is for py and py\\+rs"):
-        make_gateway(c)
+    path = _config(tmp_path, upstream.url, "single-writer")
+    want = f"^ledger.layout single-writer: not available on {mode} \\(its ledger is its own Rust thread"
+    with pytest.raises(ConfigError, match=want):
+        build_config(ServeOptions(config=path, mode=mode))
+    with pytest.raises(ConfigError, match=want.replace("ledger.layout", "--ledger-layout")):
+        build_config(ServeOptions(config=path, mode=mode, ledger_layout="single-writer", workers=2))

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.pipeline import RUN_STAGES
 from gateway.twins import MODES
-from harness.sweep import read_counters
-from harness.targets import write_bench_config
+from harness.infra.sweep import read_counters
+from harness.infra.targets import write_bench_config
 from tests.gateway.helpers import API_KEY, auth, chat_body, http
 
 N = 12

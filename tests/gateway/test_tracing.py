@@ -15,7 +15,7 @@ from gateway.audit.wal import WriteAheadLog
 from gateway.errors import ConfigError
 from gateway.tracing import parse_mode
 from gateway.twins import MODES
-from harness.otlp import OtlpReceiver, traces, tree
+from harness.infra.otlp import OtlpReceiver, traces, tree
 from tests.gateway.helpers import auth, chat_body, http
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"

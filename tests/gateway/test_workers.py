@@ -1,4 +1,4 @@
-"""`--workers N` (gateway/workers.py) and the sharded ledger (gateway/audit/shards.py): N
+"""`--workers N` (gateway/serving/supervisor.py) and the sharded ledger (gateway/audit/shards.py): N
 processes on one port serve the real `openai` client, the unit reports its layout in /health,
 a drain completes every worker's records, kill -9 of one worker loses nothing durable, and
 the shard roots and proofs verify up to the combined root (docs/workers.md)."""
@@ -230,7 +230,7 @@ def test_a_bad_unit_is_one_line(native_mock, tmp_path):
         ),
     )
     p = subprocess.run(
-        [sys.executable, "-m", "gateway.server"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "gateway.serving.server"], env=env, capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "single has one writer" in p.stderr, p.stderr
 

@@ -87,8 +87,8 @@ def test_bench_hash_and_entropy_shape(tmp_path):
 
 
 def test_debug_build_is_refused(monkeypatch):
-    from harness import meta
     from harness.bench import _runner
+    from harness.results import meta
 
     monkeypatch.setattr(meta, "build_profile", lambda: "debug")
     with pytest.raises(_runner.DebugBuildRefused, match="debug"):

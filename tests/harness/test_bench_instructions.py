@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import embedded, from_mapping
-from harness import schema
 from harness.bench import instructions as I
 from harness.bench.instructions import _cachegrind as cg
-from harness.targets import UNREACHABLE_RPM, UNREACHABLE_TPM, bench_config, write_bench_config
+from harness.infra.targets import UNREACHABLE_RPM, UNREACHABLE_TPM, bench_config, write_bench_config
+from harness.results import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDER_VALGRIND = pytest.mark.timeout(1800)  # ~3 minutes on a quiet machine, far more on a busy one
@@ -80,8 +80,8 @@ def test_benchmark_config_is_zero_config_plus_limits_no_run_reaches(tmp_path):
 @pytest.mark.parametrize("mode", ["py", "rs-server"])
 def test_the_limits_of_the_benchmark_config_reach_the_rate_limiter(tmp_path, mode):
     """The same config with a limit a run does reach answers 429: the limits are wired."""
-    from gateway.launch import start_gateway
-    from harness.native_procs import start_mock
+    from gateway.serving.launch import start_gateway
+    from harness.infra.native_procs import start_mock
 
     with start_mock() as mock:
         path = write_bench_config(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import schema
-from harness.raw_results import import_run
+from harness.results import schema
+from harness.results.raw_results import import_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("pandas", "pyarrow", "plotly", "scalene", "IPython", "jupyterlab")
@@ -109,7 +109,8 @@ def test_a_raw_sweep_without_pandas_imports_into_parquet_tables_and_a_report(tmp
 
 def test_results_carry_the_bundle_provenance(tmp_path, monkeypatch):
     from gateway.errors import ConfigError
-    from harness import bundle, meta
+    from harness.infra import bundle
+    from harness.results import meta
 
     manifest = {
         "format": bundle.FORMAT,

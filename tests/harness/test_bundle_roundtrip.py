@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from harness import schema
-from harness.bundle import build_bundle
-from harness.meta import git_info
-from harness.raw_results import import_run
+from harness.infra.bundle import build_bundle
+from harness.results import schema
+from harness.results.meta import git_info
+from harness.results.raw_results import import_run
 
 pytestmark = [pytest.mark.bundle, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""`python -m harness.demo --quick` (what `make demo` runs, CI-sized): one run folder with
+"""`python -m harness.studies.demo --quick` (what `make demo` runs, CI-sized): one run folder with
 meta.json, the step's JSON/pyperf JSON/Parquet and a report.md with the tables."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import runs
+from harness.results import runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_demo_quick_writes_a_run_folder_with_report(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "harness.demo", "--quick", "--steps", "mmr", "--root", str(tmp_path)],
+        [sys.executable, "-m", "harness.studies.demo", "--quick", "--steps", "mmr", "--root", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,7 +45,7 @@ def test_demo_quick_writes_a_run_folder_with_report(tmp_path):
 
 def test_demo_rejects_unknown_steps(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "harness.demo", "--steps", "nope", "--root", str(tmp_path)],
+        [sys.executable, "-m", "harness.studies.demo", "--steps", "nope", "--root", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

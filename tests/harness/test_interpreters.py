@@ -1,4 +1,4 @@
-"""The interpreter axis (harness.interpreters, docs/interpreters.md): discovery, the build-flag
+"""The interpreter axis (harness.infra.interpreters, docs/interpreters.md): discovery, the build-flag
 choice, the one-line refusals, the venv cache's keying, the `python` column and labels, the
 `--pythons` flag of bench and sweep, and the "no GIL" views.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from harness import interpreters as I
+from harness.infra import interpreters as I
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -327,7 +327,7 @@ def test_a_venv_manifest_is_read_only_when_it_is_one(tmp_path):
 
 
 def test_provenance_names_the_venv(tmp_path, monkeypatch):
-    from harness.bundle import provenance
+    from harness.infra.bundle import provenance
 
     p = tmp_path / I.MANIFEST
     p.write_text(json.dumps(_want(git_sha="abc123", git_dirty=True, wheel="w.whl")))
@@ -383,7 +383,7 @@ def test_bench_checks_its_own_options_before_building_anything(tmp_path, monkeyp
 
 
 def test_sweep_configs_put_the_interpreter_rungs_on_the_axis_and_rs_server_once():
-    from harness.sweep import Config, _configs
+    from harness.infra.sweep import Config, _configs
 
     labels = ("CPython 3.11.7 GIL", "CPython 3.13.0 GIL")
     cfgs = _configs(("py", "py+rs", "rs-core", "rs-server"), None, ("asgi",), pythons=labels)
@@ -398,8 +398,8 @@ def test_sweep_configs_put_the_interpreter_rungs_on_the_axis_and_rs_server_once(
 
 
 def test_every_line_of_an_axis_run_names_its_interpreter():
-    from harness.report import line_label
-    from harness.schema import CELLS
+    from harness.results.report import line_label
+    from harness.results.schema import CELLS
 
     assert "python" in CELLS
     row = {
@@ -413,7 +413,7 @@ def test_every_line_of_an_axis_run_names_its_interpreter():
 
 
 def test_results_say_which_interpreter_wrote_them():
-    from harness.meta import collect, describe
+    from harness.results.meta import collect, describe
 
     m = collect()
     assert m["python"] == I.running_label()
@@ -450,7 +450,7 @@ def test_the_report_reads_no_gil_where_a_line_had_none(tmp_path):
     import pandas as pd
 
     from gateway.probes import NO_GIL
-    from harness import report, schema
+    from harness.results import report, schema
 
     base = {"status": "ok", "shell": "asgi", "duration_s": 1.0, "rps": 100.0, "loop_lag_p99_us": 50.0}
     rows = []
@@ -511,7 +511,7 @@ def test_a_sweep_cell_on_a_gateway_without_a_gil_says_no_gil(tmp_path):
     """A real sweep cell whose gateway runs on an interpreter reporting the GIL off (this
     Python, `sys._is_gil_enabled` patched by a sitecustomize, the checkout on its path): the
     cell carries the interpreter's label, py-spy is not run, and every GIL view says why."""
-    from harness.sweep import Config, Sweep
+    from harness.infra.sweep import Config, Sweep
 
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
@@ -563,7 +563,7 @@ def test_a_sweep_cell_on_a_gateway_without_a_gil_says_no_gil(tmp_path):
 
 @pytest.mark.parametrize("extra", [{"scalene": True}, {"tracing": ("on",)}])
 def test_the_axis_refuses_what_its_venvs_cannot_run_before_building_them(tmp_path, monkeypatch, extra):
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     monkeypatch.setenv("GATEWAYLAB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="--pythons with --scalene or --tracing") as e:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import interpreters as I
+from harness.infra import interpreters as I
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_a_312_venv_is_built_once_reused_reinstalled_and_runs_a_bench_and_a_swee
     assert (row["component"], row["measure"], row["tag"]) == ("hash 64 B", "rust_advantage", i.tag)
     assert (tmp_path / f"hash.{i.slug}.json").exists() and (tmp_path / f"hash.{i.slug}.pyperf.json").exists()
 
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     res = run_sweep(
         modes=("py", "rs-server"), pythons="3.12", concurrency=[1], duration_s=0.6, warmup_s=0.2,

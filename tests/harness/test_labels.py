@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from gateway import config as cfgmod
-from harness import targets
-from harness.peers._base import Governance
-from harness.sweep import (
+from harness.infra import targets
+from harness.infra.sweep import (
     Config,
     ExpectedErrors,
     _configs,
@@ -23,6 +22,7 @@ from harness.sweep import (
     claimed_stages,
     expected_errors,
 )
+from harness.peers._base import Governance
 from lab_ext.nb import NotMeasured, gated, shown, values_at, write_missing
 
 

@@ -1,4 +1,4 @@
-"""In-gateway probes (gateway/probes.py) and the outside probes (harness/probes.py) on
+"""In-gateway probes (gateway/probes.py) and the outside probes (harness/infra/probes.py) on
 small live targets: labels, counts, reset windows, the injected-delay knob, py-spy parsing."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import pytest
 
 from gateway import probes
-from harness.probes import PySpyGil, TreeSampler, parse_pyspy_raw
+from harness.infra.probes import PySpyGil, TreeSampler, parse_pyspy_raw
 
 
 @pytest.fixture

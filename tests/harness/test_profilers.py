@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.launch import start_gateway
-from harness.native_procs import run_load, start_mock
+from gateway.serving.launch import start_gateway
+from harness.infra.native_procs import run_load, start_mock
+from harness.infra.targets import PERF, PYSPY, TARGETS, flamegraph_tools
 from harness.profilers import cachegrind, perf
-from harness.targets import PERF, PYSPY, TARGETS, flamegraph_tools
 
 pytestmark = pytest.mark.slow
 
@@ -178,7 +178,7 @@ def _cachegrind_life(mock, n: int, workdir: Path) -> list[Path]:
         "valgrind",
         "--tool=cachegrind",
         "--cache-sim=no",
-        "--trace-children=yes",  # gateway/server.py execs the binary: follow it
+        "--trace-children=yes",  # gateway/serving/server.py execs the binary: follow it
         f"--cachegrind-out-file={out}/cachegrind.out.%p",
         f"--log-file={out}/valgrind.%p.log",
     ]
@@ -338,7 +338,7 @@ def test_cachegrind_files_are_valgrind_output(cg_runs):
 def test_report_lists_the_flamegraphs_by_path():
     import pandas as pd
 
-    from harness.report import _flamegraphs_md
+    from harness.results.report import _flamegraphs_md
 
     cells = pd.DataFrame(
         [

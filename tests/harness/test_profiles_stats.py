@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from gateway.errors import ConfigError
-from harness import schema
-from harness.profiles import parse_cpu_list, resolve
-from harness.stats import bootstrap_ci, compare_tables, mann_whitney, summarize
-from harness.sweep import parse_concurrency
+from harness.infra.profiles import parse_cpu_list, resolve
+from harness.infra.sweep import parse_concurrency
+from harness.results import schema
+from harness.results.stats import bootstrap_ci, compare_tables, mann_whitney, summarize
 
 
 def test_xeon_4c_is_clamped_on_two_cores_and_says_so():
@@ -100,7 +100,7 @@ def _cells(scale: float, seed: int, noise: float = 0.03) -> pd.DataFrame:
 
 
 def test_compare_aa_flags_nothing_and_flags_a_slowdown():
-    # 3x slower: beyond every throughput/latency threshold (harness.stats.FACTORS, from the A/A spread)
+    # 3x slower: beyond every throughput/latency threshold (harness.results.stats.FACTORS, from the A/A spread)
     a, a2, slow = _cells(1.0, 1), _cells(1.0, 2), _cells(3.0, 3)
     for other in (a, a2):  # the same table, and an independent A/A with noise
         verdicts, _ = compare_tables(a, other)
@@ -117,7 +117,7 @@ def test_sweep_cli_options_map_onto_run_sweep():
     import inspect
 
     from harness.commands import sweep as cmd
-    from harness.sweep import run_sweep
+    from harness.infra.sweep import run_sweep
 
     p = argparse.ArgumentParser()
     cmd.add_arguments(p)

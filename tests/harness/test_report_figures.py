@@ -1,4 +1,4 @@
-"""The sweep report's figures (harness/report.py) pass the figure check (harness/figcheck.py)
+"""The sweep report's figures (harness/results/report.py) pass the figure check (harness/results/figcheck.py)
 that every notebook export passes: a closed-loop sweep over c and an open-loop ladder over
 rates, drawn from synthetic cells in headless Chromium."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness import report
-from harness.figcheck import check_figures
+from harness.results import report
+from harness.results.figcheck import check_figures
 
 pytestmark = pytest.mark.browser
 

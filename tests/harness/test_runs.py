@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from gateway.twins import Switches
-from harness import meta, runs
+from harness.results import meta, runs
 
 META_KEYS = {
     "git_sha",

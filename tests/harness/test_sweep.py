@@ -11,11 +11,11 @@ import json
 import psutil
 import pytest
 
-from harness import schema
 from harness.cli import main as cli_main
 from harness.commands.compare import compare_runs
-from harness.profiles import resolve
-from harness.sweep import run_sweep
+from harness.infra.profiles import resolve
+from harness.infra.sweep import run_sweep
+from harness.results import schema
 
 pytestmark = pytest.mark.slow
 

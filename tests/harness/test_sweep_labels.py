@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from harness import targets
-from harness.sweep import PROBES_OUTSIDE, run_sweep
+from harness.infra import targets
+from harness.infra.sweep import PROBES_OUTSIDE, run_sweep
 from lab_ext.nb import NotMeasured, gated, label_cells, values_at
 
 pytestmark = pytest.mark.slow

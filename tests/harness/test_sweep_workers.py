@@ -1,4 +1,4 @@
-"""The worker axis of a sweep (harness/sweep.py `workers`; docs/workers.md): every rung runs
+"""The worker axis of a sweep (harness/infra/sweep.py `workers`; docs/workers.md): every rung runs
 with 1 and N gateway processes, the cells table says how many and where, and a placement
 the machine cannot give (workers sharing cores with each other or with the mock and the
 load generator) is recorded per cell and on the report's figures."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.profiles import place_workers, resolve
-from harness.sweep import run_sweep
+from harness.infra.profiles import place_workers, resolve
+from harness.infra.sweep import run_sweep
 
 
 def test_worker_axis_in_cells_with_clamping_recorded(tmp_path):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from harness.native_procs import start_mock
+from harness.infra.native_procs import start_mock
 
 # Two cores: the mock on the last CPU, the load generator on the first (clamped to what exists).
 _CPUS = sorted(os.sched_getaffinity(0))

@@ -13,7 +13,7 @@ import pytest
 
 from gateway import twins
 from gateway.errors import InvalidInput
-from harness.native_procs import run_load
+from harness.infra.native_procs import run_load
 
 LOAD_CPUS = [min(os.sched_getaffinity(0))]  # the mock fixtures take the last CPU
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from harness.native_procs import NativeProcessError, start_mock
+from harness.infra.native_procs import NativeProcessError, start_mock
 
 MESSAGES = [{"role": "user", "content": "Say something about gateways."}]
 

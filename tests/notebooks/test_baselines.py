@@ -481,7 +481,7 @@ def test_severe_regression_fails_a_blind_spot_gate(tmp_path, capsys, notebook, c
 def test_a_run_with_an_injected_regression_is_never_recorded(monkeypatch, capsys):
     """GATEWAYLAB_INJECT (gateway/inject.py) is test-only: --record refuses a run that has it,
     before anything runs, and run metadata names it."""
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     monkeypatch.setenv("GATEWAYLAB_INJECT", "waf-twice")
     assert nbs.main(["--profile", "ci", "--only", "01_mmr_speedup", "--record"]) == 2

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from harness.figcheck import FigureCheckError, check_figures
+from harness.results.figcheck import FigureCheckError, check_figures
 from lab_ext.export import BlogExport, figure_stamp, stamped
 
 pytestmark = pytest.mark.browser

@@ -17,7 +17,7 @@ import papermill
 import pytest
 
 from harness import notebooks as nbs
-from harness.sweep import round_order
+from harness.infra.sweep import round_order
 
 NB = "03_concurrency_knee"  # a notebook name the runner accepts; nothing of it runs here
 OTHER = "02_spawn_cost"

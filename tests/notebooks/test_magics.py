@@ -197,7 +197,7 @@ def test_profile_cell_magic_with_perf_on_the_rs_server_gateway(ip, tmp_path, cap
     ip.run_cell_magic(
         "profile",
         f"--tool perf --target gateway --out {tmp_path}",
-        "from harness.native_procs import run_load\n"
+        "from harness.infra.native_procs import run_load\n"
         "r = run_load(_url + '/v1/chat/completions', concurrency=4, duration_s=1.5, "
         "body={'model': 'm', 'messages': [{'role': 'user', 'content': 'hi'}]}, "
         "headers={'authorization': 'Bearer ' + _key, 'content-type': 'application/json'})",

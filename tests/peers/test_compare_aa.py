@@ -1,5 +1,5 @@
 """`compare` at a small size: an A/A pair of real sweeps flags nothing unless the machine
-itself swung between them, a pair whose B has an injected 20% slowdown (harness.aa:
+itself swung between them, a pair whose B has an injected 20% slowdown (harness.studies.aa:
 GATEWAYLAB_INJECT_DELAY_US, calibrated) is never called better and costs more CPU per
 request; one repeat can never flag; a run folder without a table and a load run in
 which every request failed each give one line and a non-zero exit."""
@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from harness import schema
-from harness.aa import study
 from harness.cli import main as cli_main
-from harness.stats import compare_tables
+from harness.results import schema
+from harness.results.stats import compare_tables
+from harness.studies.aa import study
 
 
 @pytest.mark.slow
@@ -137,14 +137,14 @@ def test_a_slower_gateway_on_a_steady_machine_is_flagged():
 
 
 def test_pool_repeats_renumbers_each_runs_repeats():
-    from harness.stats import pool_repeats
+    from harness.results.stats import pool_repeats
 
     pooled = pool_repeats([_run(1.0, 1.0, repeats=1)[0], _run(1.0, 1.0, repeats=2)[0], None])
     assert sorted(set(pooled["repeat"])) == [0, 1, 2] and len(pooled) == 9
 
 
 def test_compare_pools_comma_separated_runs_per_side(tmp_path, capsys):
-    from harness.runs import create_run
+    from harness.results.runs import create_run
 
     def write(name, scale, direct):
         cells, base = _run(scale, direct, repeats=1)
@@ -166,8 +166,8 @@ def test_factors_are_derived_from_the_recorded_aa_study():
     import json
     from pathlib import Path
 
-    from harness.aa import derive_factors
-    from harness.stats import FACTORS, METRICS
+    from harness.results.stats import FACTORS, METRICS
+    from harness.studies.aa import derive_factors
 
     study = json.loads(
         (Path(__file__).resolve().parents[2] / "data" / "aa" / "20261201-interleaved.json").read_text()
@@ -220,7 +220,7 @@ def test_compare_a_folder_without_a_table_is_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_load_in_which_every_request_failed_exits_non_zero(capsys):
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=1) as mock:  # a POST endpoint loaded without --body: every answer is a 4xx
         code = cli_main(

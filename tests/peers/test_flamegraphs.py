@@ -1,5 +1,5 @@
 """`sweep --flamegraph` on every kind of process (`make test` installs the peers first): py-spy on
-the Python threads and perf on every thread, per `harness.targets.flamegraph_tools`. rs-core
+the Python threads and perf on every thread, per `harness.infra.targets.flamegraph_tools`. rs-core
 gets both (its Python thread, and its Tokio and ledger threads), rs-server and Noveum (native
 binaries) and Portkey (node, its JIT named through node's perf map) get perf, LiteLLM (Python)
 gets py-spy; each flamegraph carries its label (sampled, rate, process, threads)."""
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from harness.sweep import run_sweep
-from harness.targets import PERF, PYSPY, flamegraph_tools
+from harness.infra.sweep import run_sweep
+from harness.infra.targets import PERF, PYSPY, flamegraph_tools
 
 pytestmark = pytest.mark.slow
 

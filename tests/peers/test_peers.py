@@ -11,7 +11,7 @@ import pytest
 
 from harness import peers
 from harness.cli import main as cli_main
-from harness.sweep import run_sweep
+from harness.infra.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def test_open_loop_ladder_stops_at_the_first_unsustained_rate(tmp_path):
     t = res.table.sort_values("rate")
     assert list(t["status"]) == ["ok", "skipped", "skipped"]
     assert "ladder stopped at 10/s" in t["error"].iloc[1]
-    from harness.stats import sustainable_rates
+    from harness.results.stats import sustainable_rates
 
     s = sustainable_rates(res.table, p99_cap_us=1.0)
     assert s["sustainable_rate"].isna().all() and s["first_failed_rate"].iloc[0] == 10

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.errors import ConfigError
 from harness.cli import main as cli_main
-from harness.sweep import parse_rates
-from harness.targets import RUNGS, TARGETS, kind, parse_targets
+from harness.infra.sweep import parse_rates
+from harness.infra.targets import RUNGS, TARGETS, kind, parse_targets
 
 
 def test_rungs_and_peers_are_one_table():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,6 @@ from gateway.pipeline import (
     Request,
     parse_stages,
 )
-from gateway.rs_core import pipeline_config
 from gateway.stages.auth import hash_key
 from gateway.twins import Switches
 
@@ -89,7 +89,9 @@ class Twins:
     def __init__(self, stages: str = "all", audit: bool = True):
         self.py = Pipeline(config("py", stages, audit), parse_stages(stages), audit)
         self.pyrs = Pipeline(config("py+rs", stages, audit), parse_stages(stages), audit)
-        self.rs = _native.Pipeline(pipeline_config(config("py", stages, audit)))
+        self.rs = _native.Pipeline(
+            orjson.dumps(config("py", stages, audit).normalized()["pipeline"]).decode()
+        )
         self.t = 1_000_000_000
 
     def check(self, headers, body, method="POST", path="/v1/chat/completions"):

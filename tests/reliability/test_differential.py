@@ -1,5 +1,5 @@
 """Differential fuzzing: the same random input into both twins of every pair gives the same
-answer or the same error class (DESIGN.md "Reliability").
+answer or the same error class (docs/reliability.md).
 
 The parity tests beside each twin (tests/audit/test_parity.py, tests/gateway/test_*_parity.py)
 draw well-formed inputs; these targets draw hostile ones — raw bytes, mutated documents, lone

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gateway.audit.wal import WriteAheadLog
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from tests.reliability.rungs import DURABLE_ACK_RUNGS
 
@@ -114,13 +114,14 @@ def test_a_ledger_that_cannot_be_written_answers_503_and_loses_no_acknowledged_r
 
 def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock, tmp_path):
     """Started from a shell (SIGXFSZ at its default action, which kills), not through
-    `python -m gateway.server` (whose interpreter ignores it before the exec): the binary
+    `python -m gateway.serving.server` (whose interpreter ignores it before the exec): the binary
     ignores SIGXFSZ itself, so the limit is a 503, not a dead gateway."""
     import subprocess
     import time
 
-    from gateway.launch import free_port
-    from gateway.rs_server import binary_path
+    from gateway.options import ServeOptions, build_config
+    from gateway.rungs import rs_server
+    from gateway.serving.launch import free_port
 
     ledger = tmp_path / "ledger"
     cfg = tmp_path / "gw.yaml"
@@ -135,9 +136,12 @@ def test_the_rs_server_binary_started_directly_survives_the_file_size_limit(mock
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    opts = ServeOptions(config=str(cfg), mode="rs-server", port=port)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(rs_server.spec(opts, build_config(opts))))
     # restore_signals (the default) puts SIGXFSZ back to SIG_DFL in the child, as a shell would
     proc = subprocess.Popen(
-        [binary_path(), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+        [rs_server.binary_path(), "--spec", str(spec)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         restore_signals=True,

@@ -1,6 +1,6 @@
 """ledger.ack durable: an answer leaves only once its record is durable (the WAL's
 durable_count already covers it), with one fsync shared by the batch; `background` (the
-seeds' order) answers first. On every rung: the Python background path (py, py+rs) and the
+published order, docs/claims.md `answer-first`) answers first. On every rung: the Python background path (py, py+rs) and the
 Rust ledger thread (rs-core, rs-server) complete the answer after the batch's group commit."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from tests.reliability.rungs import DURABLE_ACK_RUNGS
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.stages.auth import hash_key
 from tests.gateway.helpers import assert_openai_error, http
 from tests.reliability.rungs import RUNGS
@@ -71,7 +71,7 @@ def _in_flight(url: str) -> float:
 
 @pytest.fixture(scope="module")
 def slow_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(latency_ms=1500, seed=12) as m:
         yield m

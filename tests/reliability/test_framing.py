@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.launch import start_gateway
+from gateway.serving.launch import start_gateway
 from gateway.twins import NO_INTERPRETER_MODES
 from tests.reliability.framing_cases import BARE, CASES, LIMITS, good_request, run_case
 from tests.reliability.rungs import RUNGS
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=9) as m:
         yield m
@@ -37,7 +37,7 @@ def gateway(request, mock, tmp_path_factory):
         mock.url,
         KEY,
         mode=mode,
-        server="uvicorn" if mode in NO_INTERPRETER_MODES else server,
+        server=None if mode in NO_INTERPRETER_MODES else server,
         ledger_dir=str(tmp_path_factory.mktemp("ledger")),
     )
     yield gw, server
@@ -68,7 +68,7 @@ def test_case_is_held(gateway, mock, case):
 def test_pipelined_requests_are_each_answered(gateway, mock):
     """Three requests in one write (chunked with an extension and a trailer, Content-Length,
     chunked in many small chunks): three 200s in order, three forwards. The uvicorn protocol
-    cuts the stream itself to count extensions and trailers (gateway/framing.py); this is the
+    cuts the stream itself to count extensions and trailers (gateway/serving/framing.py); this is the
     case where a cut in the wrong place would show."""
     import socket
     import time

@@ -1,4 +1,4 @@
-"""Simulated power loss (DESIGN.md "Reliability"): nothing acknowledged as durable is lost.
+"""Simulated power loss (docs/reliability.md): nothing acknowledged as durable is lost.
 
 kill -9 keeps the page cache, so it never tests fsync. Here a WAL twin writes a random mix of
 appends, batches, flushes and pauses (so the group-commit thread gets to fsync); after every
@@ -206,9 +206,9 @@ def test_power_loss_keeps_every_durably_acknowledged_answer(mode, fsync, tmp_pat
 
     import yaml
 
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
     from gateway.stages.auth import hash_key
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     key = "sk-gatewaylab-powerloss"
     body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "power"}]}).encode()

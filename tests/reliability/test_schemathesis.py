@@ -1,5 +1,5 @@
 """The gateway against its OpenAPI description (docs/openapi.yaml), by schemathesis, on the
-Python rung and the Rust server at a small budget (harness/api_fuzz.py says what is checked;
+Python rung and the Rust server at a small budget (harness/infra/api_fuzz.py says what is checked;
 `make api-fuzz` runs every rung at a larger one)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from harness import api_fuzz
+from harness.infra import api_fuzz
 from tests.reliability.rungs import RUNGS
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,8 @@ def test_answers_match_the_openapi_description(mode):
 
 def test_a_wrong_description_is_caught(tmp_path):
     """The checks bite: a description that asks /health for a field it does not serve fails."""
-    from gateway.launch import start_gateway
-    from harness.native_procs import start_mock
+    from gateway.serving.launch import start_gateway
+    from harness.infra.native_procs import start_mock
 
     with open(api_fuzz.SPEC, encoding="utf-8") as f:
         spec = f.read()
@@ -52,8 +52,8 @@ def test_proof_indexes_beyond_64_bits_are_out_of_range_not_500(mode, tmp_path):
     import urllib.error
     import urllib.request
 
-    from gateway.launch import start_gateway
-    from harness.native_procs import start_mock
+    from gateway.serving.launch import start_gateway
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=3) as mock:
         gw = start_gateway(mock.url, api_fuzz.API_KEY, mode=mode, ledger_dir=str(tmp_path / "ledger"))

@@ -1,6 +1,6 @@
 """`gatewaylab soak` and its scenarios at a small size: a 20-second steady soak that checks
 the tool, one overload step, one chaos step and 1,000 slow connections, on every rung where
-it is cheap enough (harness/soak.py)."""
+it is cheap enough (harness/infra/soak.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from harness import soak
+from harness.infra import soak
 from tests.reliability.rungs import RUNGS
 
 pytestmark = pytest.mark.slow

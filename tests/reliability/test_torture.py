@@ -1,5 +1,5 @@
 """`gatewaylab torture` at a small size on every rung: a few SIGKILLs under load, each
-followed by the checks of harness/torture.py (WAL verifies, nothing durable lost, every
+followed by the checks of harness/infra/torture.py (WAL verifies, nothing durable lost, every
 observed root a prefix, restart on the same ledger)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness.torture import TortureError, run_torture
+from harness.infra.torture import TortureError, run_torture
 from tests.reliability.rungs import DURABLE_ACK_RUNGS, RUNGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

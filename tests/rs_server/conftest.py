@@ -1,6 +1,6 @@
 """Fixtures for rung 3 (`rs-server`, the Rust gateway binary): the gateway tests' counting
 upstream and native mock, and gateways started the way users start them
-(`gateway.launch.start_gateway(mode="rs-server")` -> `python -m gateway.server` -> exec)."""
+(`gateway.serving.launch.start_gateway(mode="rs-server")` -> `python -m gateway.serving.server` -> exec)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from gateway.rs_server import DEFAULT_BIN
+from gateway.rungs.rs_server import DEFAULT_BIN
 from tests.gateway.helpers import API_KEY
 from tests.gateway.upstream import FixtureUpstream
 
@@ -27,7 +27,7 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def native_mock():
-    from harness.native_procs import start_mock
+    from harness.infra.native_procs import start_mock
 
     with start_mock(seed=7) as mock:
         yield mock
@@ -37,7 +37,7 @@ def native_mock():
 def gateway_factory(tmp_path):
     """start(upstream_url, **kw) -> GatewayProcess (mode rs-server unless given); every one
     started is stopped at teardown."""
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
 
     started = []
 

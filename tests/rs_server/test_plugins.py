@@ -42,7 +42,7 @@ def _post(gw, content: str):
 
 @pytest.mark.parametrize("mode", ["py", "rs-server"])
 def test_a_hook_rejects_passes_or_fails_the_same_on_both_rungs(upstream, tmp_path, mode):
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
 
     cfg = _config(tmp_path, upstream.url, ["plugin_hooks:deny_secrets", "plugin_hooks:slow_or_broken"])
     with start_gateway(None, None, mode=mode, config=cfg, env={"PYTHONPATH": HERE}) as gw:
@@ -60,7 +60,7 @@ def test_a_hook_rejects_passes_or_fails_the_same_on_both_rungs(upstream, tmp_pat
 
 
 def test_a_slow_then_dead_sidecar_gives_5xx_and_the_server_goes_on(upstream, tmp_path):
-    from gateway.launch import start_gateway
+    from gateway.serving.launch import start_gateway
 
     cfg = _config(tmp_path, upstream.url, ["plugin_hooks:slow_or_broken"], timeout_ms=300)
     with start_gateway(None, None, mode="rs-server", config=cfg, env={"PYTHONPATH": HERE}) as gw:

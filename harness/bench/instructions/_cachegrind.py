@@ -72,7 +72,7 @@ def command(out_dir: str | os.PathLike, trace_children: bool = True) -> list[str
         "--cache-sim=no",
         "--branch-sim=no",
         f"--trace-children={'yes' if trace_children else 'no'}",
-        # a program that execs another (gateway.server -> the rs-server binary) keeps its pid:
+        # a program that execs another (gateway.serving.server -> the rs-server binary) keeps its pid:
         # the exec'd program's counts replace the launcher's in the same file
         f"--cachegrind-out-file={Path(out_dir) / OUT_PREFIX}%p",
         "--log-file=" + str(Path(out_dir) / "valgrind.%p.log"),

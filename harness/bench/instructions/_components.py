@@ -211,7 +211,7 @@ def measure_components(
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             run.components += list(pool.map(lambda t: one(*t), todo))
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     run.meta = collect(
         parameters={"components": list(components), "impls": list(impls), "repeat": repeat, "jobs": jobs}

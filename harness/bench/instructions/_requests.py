@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError, GatewayLabError
+from gateway.ladder import RUNGS
 from harness.bench.instructions import _cachegrind as cg
 from harness.bench.instructions._common import one_line, precompile
 from harness.bench.instructions._results import PEER_GOVERNANCE, InstructionRun, key, run_meta
@@ -28,7 +29,7 @@ from harness.bench.instructions._sha256 import (
     sha256_calibration,
     skew_fields,
 )
-from harness.sweep import GOVERNANCE  # governance -> (--stages, --audit): the sweep's axis
+from harness.infra.sweep import GOVERNANCE  # governance -> (--stages, --audit): the sweep's axis
 
 RUNG_TARGETS = ("py", "py+rs", "rs-core", "rs-server")
 N1, N2 = 200, 600
@@ -125,14 +126,14 @@ class _Bench:
     """The native mock (pinned, shared by every target) and one target's life under Cachegrind."""
 
     def __init__(self, profile, server: str, shell: str):
-        from harness.profiles import resolve
+        from harness.infra.profiles import resolve
 
         self.profile = resolve(profile)
         self.server, self.shell = server, shell
         self.mock = None
 
     def __enter__(self):
-        from harness.native_procs import start_mock
+        from harness.infra.native_procs import start_mock
 
         self.mock = start_mock(cpus=self.profile.mock_cpus, latency_ms=0)
         return self
@@ -142,8 +143,8 @@ class _Bench:
             self.mock.stop()
 
     def _shape(self, spec: Spec):
+        from harness.infra.targets import target
         from harness.peers._base import RequestShape
-        from harness.targets import target
 
         if spec.kind == "peer":
             return target(spec.target).request(API_KEY, self.mock.url)
@@ -158,7 +159,7 @@ class _Bench:
         serving at least this long (from ready to stop) before stopping it, so that work on
         a timer (uvicorn's 10 Hz tick costs a py gateway ~120 k Ir a second, idle) is the
         same in both runs of a pair and cancels."""
-        from harness.native_procs import run_load
+        from harness.infra.native_procs import run_load
 
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / "cachegrind"
@@ -172,7 +173,7 @@ class _Bench:
         proc = None
         try:
             if spec.kind == "peer":
-                from harness.targets import target
+                from harness.infra.targets import target
 
                 proc = target(spec.target).start(
                     self.mock.url,
@@ -182,17 +183,18 @@ class _Bench:
                     ready_timeout_s=READY_TIMEOUT_S,
                 )
             else:
-                from gateway.launch import start_gateway
-                from harness.targets import write_bench_config
+                from gateway.serving.launch import start_gateway
+                from harness.infra.targets import write_bench_config
 
                 stages, audit = GOVERNANCE[spec.governance]
                 config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
+                rung = RUNGS[spec.target]  # a rung that serves HTTP itself takes no --shell/--server
                 proc = start_gateway(
                     None,
                     None,
                     mode=spec.target,
-                    shell=self.shell,
-                    server=self.server,
+                    shell=self.shell if rung.shells else None,
+                    server=self.server if rung.servers else None,
                     ledger_dir=str(ledger),
                     config=str(config),
                     cpus=self.profile.gateway_cpus,
@@ -327,7 +329,7 @@ def _head(spec: Spec, rep: int, server: str) -> dict[str, Any]:
 
 def specs(targets: Sequence[str], governance: Sequence[str]) -> list[Spec]:
     """Rungs x governance settings, peers once (as shipped); ConfigError on an unknown name."""
-    from harness.targets import kind, parse_targets, target
+    from harness.infra.targets import kind, parse_targets, target
 
     for g in governance:
         if g not in GOVERNANCE:
@@ -368,7 +370,7 @@ def measure(
     governance on only). A target valgrind cannot run is reported in `unfollowable` (one
     line) and the rest go on; a configuration that fails otherwise gets a failed row with
     its error."""
-    from harness.profiles import resolve
+    from harness.infra.profiles import resolve
 
     cg.valgrind()
     check_sizes(n1, n2, repeat)

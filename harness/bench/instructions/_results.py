@@ -94,7 +94,7 @@ class InstructionRun:
 
     # -- tables
     def frame(self, table: str = "instructions"):
-        from harness import schema
+        from harness.results import schema
 
         rows = self.rows if table == "instructions" else self.components
         return schema.frame(table, [{"run_id": self.meta.get("run_id", ""), **r} for r in rows])
@@ -113,7 +113,7 @@ class InstructionRun:
 
     def save(self, out: str | os.PathLike | None = None, name: str = "instructions") -> Path:
         """A run folder (harness.runs) with the tables as Parquet, the JSON and report.md."""
-        from harness.runs import create_run
+        from harness.results.runs import create_run
 
         run = create_run(
             name, parameters=self.meta.get("parameters"), root=out, extra={"kind": "instructions"}
@@ -260,7 +260,7 @@ def markdown(run: InstructionRun) -> str:
 
 
 def run_meta(params: dict[str, Any], profile) -> dict[str, Any]:
-    from harness.meta import collect
+    from harness.results.meta import collect
 
     m = collect(
         parameters=params,

@@ -2,11 +2,11 @@
 //!
 //! The Python twin is `gateway/audit/job.py` (`RecordAssembler.record`); both give the same
 //! payload bytes for the same job. A job is the request's `AuditMaterial` plus the answer.
-use crate::adapter::{self, Json};
-use crate::entropy::{entropy_millibits, text_entropy_millibits, PySum};
+use crate::entropy::{doc_entropy_bits, parse_body, text_entropy_millibits, to_millibits, PySum};
 use crate::hash::sha256_hex;
 use crate::pipeline::AuditMaterial;
 use crate::record::{encode_record, Value};
+use crate::stages::adapter::{self, Json};
 
 #[derive(Debug, Clone)]
 pub enum Answer {
@@ -62,13 +62,15 @@ fn count(v: Option<&Json<'_>>, default: i64) -> Result<i64, ()> {
 
 /// (entropy, prompt_tokens, completion_tokens) of a non-streamed 2xx body; what cannot be
 /// read leaves entropy 0 and keeps the counts read so far (the Python twin's try block).
+/// The body is parsed once: the entropy and the usage counts read the same document.
 fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64) {
-    let Ok(entropy) = entropy_millibits(body, mode) else {
+    let Ok(doc) = parse_body(body) else {
         return (0, prompt_tokens, 0);
     };
-    let Ok(doc @ Json::Obj(_)) = adapter::parse(body) else {
+    let entropy = to_millibits(doc_entropy_bits(&doc, mode));
+    if !matches!(doc, Json::Obj(_)) {
         return (0, prompt_tokens, 0);
-    };
+    }
     let usage = doc.get("usage");
     let empty = Json::Obj(Vec::new());
     let usage = match usage {
@@ -121,24 +123,25 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
         }
     };
     let request_sha = sha256_hex(&m.request_body);
+    // in key order already (encode_record sorts; a sorted list costs it one pass)
     let mut entries = vec![
-        ("seq", Value::Int(seq as i64)),
-        ("time_ns", Value::Int(m.time_ns)),
-        ("request_id", Value::Str(&m.request_id)),
+        ("completion_tokens", Value::Int(completion_tokens)),
+        ("entropy_mbits", Value::Int(entropy)),
         ("key_id", Value::Str(&m.key_id)),
+        ("latency_us", Value::Int(job.latency_us)),
         ("model", Value::Str(&m.model)),
-        ("status", Value::Int(job.status as i64)),
+        ("prompt_tokens", Value::Int(prompt_tokens)),
+        ("request_id", Value::Str(&m.request_id)),
         ("request_sha256", Value::Str(&request_sha)),
         ("response_sha256", Value::Str(&response_sha)),
-        ("entropy_mbits", Value::Int(entropy)),
-        ("prompt_tokens", Value::Int(prompt_tokens)),
-        ("completion_tokens", Value::Int(completion_tokens)),
-        ("latency_us", Value::Int(job.latency_us)),
+        ("seq", Value::Int(seq as i64)),
+        ("status", Value::Int(job.status as i64)),
+        ("time_ns", Value::Int(m.time_ns)),
         ("waf", Value::Str(&m.waf)),
     ];
     // only a traced (sampled) request's record has it: every other record is as before
     if !m.trace_id.is_empty() {
-        entries.push(("trace_id", Value::Str(&m.trace_id)));
+        entries.insert(12, ("trace_id", Value::Str(&m.trace_id)));
     }
     encode_record(&mut entries)
 }

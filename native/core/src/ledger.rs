@@ -9,7 +9,9 @@
 //! any rung or twin continues under any other and both write the same bytes.
 //!
 //! `LedgerThread` takes audit jobs over a channel and appends them in batches (one WAL write
-//! and, under fsync "group", one group commit per batch): the hot path only sends a message.
+//! per batch): the hot path only sends a message. Under fsync "group", a batch that carries
+//! an `Ack` is fsynced before its acks are called; a batch nobody waits on joins the WAL's
+//! pending group, which its flusher fsyncs within `group_delay_ms`.
 //! A job may carry an `Ack` (`ledger.ack: durable`): the thread calls it once the batch
 //! holding the job's record has been written and fsynced as the policy promises (one fsync
 //! per batch under "group", one per record under "always", none under "none"), or with the
@@ -226,9 +228,24 @@ impl Ledger {
         crate::hash::to_hex(&self.mmr.root())
     }
 
-    /// WAL first, then the MMR; returns the new count.
+    /// WAL first, then the MMR; returns the new count. The batch is durable when it
+    /// returns (as the fsync policy promises).
     pub fn append_many(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
-        self.wal.append_many(payloads)?;
+        self.append_batch(payloads, true)
+    }
+
+    /// `append_many` whose WAL batch joins the pending group commit (`WalWriter::
+    /// append_many_grouped`): durable within `group_delay_ms` under "group", not on return.
+    pub fn append_many_grouped(&mut self, payloads: &[&[u8]]) -> Result<u64, WalError> {
+        self.append_batch(payloads, false)
+    }
+
+    fn append_batch(&mut self, payloads: &[&[u8]], durable_now: bool) -> Result<u64, WalError> {
+        if durable_now {
+            self.wal.append_many(payloads)?;
+        } else {
+            self.wal.append_many_grouped(payloads)?;
+        }
         let n = self
             .mmr
             .append_many(payloads.iter().copied())
@@ -365,15 +382,16 @@ impl LedgerThread {
         })
     }
 
-    /// Hand a job over; false once the thread has been stopped.
-    pub fn submit(&self, job: AuditJob) -> bool {
-        self.send(job, None).is_ok()
+    /// Hand a job over (boxed or not: the channel carries it boxed); false once the thread
+    /// has been stopped.
+    pub fn submit(&self, job: impl Into<Box<AuditJob>>) -> bool {
+        self.send(job.into(), None).is_ok()
     }
 
     /// Hand a job over and have `ack` called once its record is durable (or failed). Once the
     /// thread has been stopped the job is refused and `ack` is called at once with the error.
-    pub fn submit_acked(&self, job: AuditJob, ack: Ack) -> bool {
-        match self.send(job, Some(ack)) {
+    pub fn submit_acked(&self, job: impl Into<Box<AuditJob>>, ack: Ack) -> bool {
+        match self.send(job.into(), Some(ack)) {
             Ok(()) => true,
             Err(ack) => {
                 if let Some(ack) = ack {
@@ -384,12 +402,12 @@ impl LedgerThread {
         }
     }
 
-    fn send(&self, job: AuditJob, ack: Option<Ack>) -> Result<(), Option<Ack>> {
+    fn send(&self, job: Box<AuditJob>, ack: Option<Ack>) -> Result<(), Option<Ack>> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = tx.as_ref() else {
             return Err(ack);
         };
-        match tx.send(Msg::Job(Box::new(job), ack)) {
+        match tx.send(Msg::Job(job, ack)) {
             Ok(()) => {
                 self.stats.submitted.fetch_add(1, Relaxed);
                 Ok(())
@@ -443,6 +461,7 @@ impl Drop for LedgerThread {
 
 /// Append the batch (one `append_many`: one write, and the fsync the policy promises), then
 /// call the acks of its jobs, outside the ledger's lock.
+#[allow(clippy::vec_box)] // the jobs arrive boxed (a small channel message); unboxing would copy each
 fn append_batch(
     ledger: &Mutex<Ledger>,
     stats: &LedgerStats,
@@ -462,7 +481,13 @@ fn append_batch(
             .map(|(i, j)| record_payload(base + i as u64, j, mode))
             .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        led.append_many(&refs)
+        if acks.is_empty() {
+            // nobody waits on this batch (ack background): it joins the group commit, so a
+            // low rate does not pay one fsync per request
+            led.append_many_grouped(&refs)
+        } else {
+            led.append_many(&refs)
+        }
     };
     let result = match result {
         Ok(_) => {
@@ -485,6 +510,46 @@ fn append_batch(
     batch.clear();
 }
 
+/// How long a batch nobody waits on (no `Ack`) may wait for more jobs before it is written:
+/// fewer, larger batches (one wake-up, one write and one MMR pass each) at a cost only to
+/// when the record is written, never to an answer (ack background answers first).
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+/// A batch this large is written at once.
+const GATHER_ENOUGH: usize = 32;
+
+/// Take one message into the batch; the Stop's reply channel if it was one.
+#[allow(clippy::vec_box)] // as append_batch
+fn take(
+    m: Msg,
+    batch: &mut Vec<Box<AuditJob>>,
+    acks: &mut Vec<Ack>,
+) -> Option<Sender<Result<(), String>>> {
+    match m {
+        Msg::Job(j, ack) => {
+            batch.push(j);
+            acks.extend(ack);
+            None
+        }
+        Msg::Stop(ack) => Some(ack),
+    }
+}
+
+/// Take every message already queued (up to a full batch).
+#[allow(clippy::vec_box)] // as append_batch
+fn take_queued(
+    rx: &Receiver<Msg>,
+    batch: &mut Vec<Box<AuditJob>>,
+    acks: &mut Vec<Ack>,
+    stop: &mut Option<Sender<Result<(), String>>>,
+) {
+    while stop.is_none() && batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(m) => *stop = take(m, batch, acks),
+            Err(_) => break,
+        }
+    }
+}
+
 fn run(
     rx: Receiver<Msg>,
     ledger: &Mutex<Ledger>,
@@ -495,20 +560,12 @@ fn run(
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
     let mut acks: Vec<Ack> = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut take = |m: Msg, batch: &mut Vec<Box<AuditJob>>| match m {
-            Msg::Job(j, ack) => {
-                batch.push(j);
-                acks.extend(ack);
-                None
-            }
-            Msg::Stop(ack) => Some(ack),
-        };
-        let mut stop = take(first, &mut batch);
-        while stop.is_none() && batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => stop = take(m, &mut batch),
-                Err(_) => break,
-            }
+        let mut stop = take(first, &mut batch, &mut acks);
+        take_queued(&rx, &mut batch, &mut acks, &mut stop);
+        if stop.is_none() && acks.is_empty() && batch.len() < GATHER_ENOUGH {
+            // nobody waits on this batch: let it gather the jobs of the next moment
+            std::thread::sleep(GATHER);
+            take_queued(&rx, &mut batch, &mut acks, &mut stop);
         }
         if !batch_delay.is_zero() && !batch.is_empty() {
             std::thread::sleep(batch_delay);

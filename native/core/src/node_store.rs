@@ -187,7 +187,7 @@ impl StoreFile {
             .iter()
             .filter_map(|&o| Checkpoint::decode(&head[o as usize..o as usize + SLOT_LEN]))
             .collect();
-        checkpoints.sort_by(|a, b| b.seq.cmp(&a.seq));
+        checkpoints.sort_by_key(|c| std::cmp::Reverse(c.seq));
         Ok(Self {
             path: path.to_path_buf(),
             file,

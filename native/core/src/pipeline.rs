@@ -12,18 +12,28 @@
 //! Audited: every request that passed auth and whose body parsed. Guard, auth and
 //! malformed-body rejections are not (no identity or model to account for).
 //!
+//! Laid out as the Python twin is: the guard is `stages/guard.rs` (gateway/stages/guard.py),
+//! the error answers `errors.rs` (gateway/errors.py), `decide` and `respond` here and the
+//! stream relay in `pipeline/relay.rs` (gateway/pipeline.py's StreamRelay).
+//!
 //! Each stage counts the times it ran (`Pipeline::stage_runs`, [`RUN_STAGES`]; relaxed atomic
 //! adds), as the Python twin does: `ratelimit` counts only checks against a key that has
 //! limits, `forward`/`respond` count upstream answers handed back (`respond` for a whole answer,
 //! `relay` for a stream). The rungs export them as `gateway_stage_runs_total{stage}`.
-use crate::adapter::{self, Adapter, Json, Kind};
-use crate::auth::ApiKeyAuth;
-use crate::ratelimit::{RateLimiter, Tokens};
-use crate::waf::{Rule, RuleKind, Waf};
+pub mod relay;
+
+use crate::errors::{error_body, py_repr, UpstreamFailure};
+use crate::stages::adapter::{self, Adapter, Json, Kind};
+use crate::stages::auth::ApiKeyAuth;
+use crate::stages::guard::{check_headers, GuardError};
+use crate::stages::ratelimit::{RateLimiter, Tokens};
+use crate::stages::waf::{Rule, RuleKind, Waf};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+
+pub use relay::StreamRelay;
 
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 pub const STAGES: [&str; 5] = ["auth", "parse", "waf", "ratelimit", "adapter"];
@@ -168,6 +178,19 @@ pub struct Rejection {
     pub audit: Option<AuditMaterial>,
 }
 
+/// The guard's refusals: never audited.
+impl From<GuardError> for Rejection {
+    fn from(g: GuardError) -> Self {
+        Rejection {
+            status: g.status,
+            code: g.code,
+            message: g.message,
+            headers: g.headers,
+            audit: None,
+        }
+    }
+}
+
 impl Rejection {
     pub fn body(&self) -> Vec<u8> {
         error_body(self.status, &self.message, self.code)
@@ -195,130 +218,7 @@ pub enum Decision {
     Forward(Forwarding),
 }
 
-/// An upstream answer the gateway cannot pass on (the Python twin's UpstreamError classes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamFailure {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl UpstreamFailure {
-    pub fn unavailable(detail: &str) -> Self {
-        Self {
-            status: 502,
-            code: "upstream_unavailable",
-            message: format!("upstream connection failed: {detail}"),
-        }
-    }
-    pub fn timeout(secs: f64) -> Self {
-        Self {
-            status: 504,
-            code: "upstream_timeout",
-            message: format!("upstream timed out after {}s", fmt_g(secs)),
-        }
-    }
-    /// A non-2xx status where a stream was expected, or a 5xx/1xx/3xx answer.
-    pub fn status(status: u16) -> Self {
-        let http = if (400..500).contains(&status) {
-            status
-        } else {
-            502
-        };
-        Self {
-            status: http,
-            code: "upstream_status",
-            message: format!("upstream answered HTTP {status}"),
-        }
-    }
-    /// The router found no deployment of `model` it could send to (all cooling down or at
-    /// their rate limits).
-    pub fn no_deployment(model: &str) -> Self {
-        Self {
-            status: 503,
-            code: "no_deployment_available",
-            message: format!(
-                "no deployment of model {} is available (cooling down or at its rate limit)",
-                py_repr(model)
-            ),
-        }
-    }
-    pub fn malformed(what: &str, detail: &str) -> Self {
-        Self {
-            status: 502,
-            code: "upstream_malformed",
-            message: format!("upstream sent a malformed {what}: {detail}"),
-        }
-    }
-    pub fn body(&self) -> Vec<u8> {
-        error_body(self.status, &self.message, self.code)
-    }
-}
-
-/// Python's `f"{x:g}"` for the timeouts we print (plain numbers of seconds).
-fn fmt_g(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e16 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x}")
-    }
-}
-
-/// The OpenAI `type` below 500, by HTTP status (gateway/errors.py ERROR_TYPES).
-pub const ERROR_TYPES: &[(u16, &str)] = &[
-    (400, "invalid_request_error"),
-    (401, "authentication_error"),
-    (403, "permission_error"),
-    (404, "invalid_request_error"),
-    (413, "invalid_request_error"),
-    (429, "rate_limit_error"),
-];
-
-/// The codes of a 5xx that is the upstream's failure (gateway/errors.py UPSTREAM_CODES);
-/// every other 5xx is the gateway's own (`overloaded`, `audit_unavailable`, ...).
-pub const UPSTREAM_CODES: &[&str] = &[
-    "upstream_error",
-    "upstream_unavailable",
-    "upstream_timeout",
-    "upstream_malformed",
-    "upstream_status",
-    "no_deployment_available",
-];
-
-/// The OpenAI `type` of an error answer (gateway/errors.py error_type): by status below 500;
-/// a 5xx is `upstream_error` when its code says the upstream failed, else `server_error`
-/// (503 is both `overloaded` and `no_deployment_available`: the status alone cannot say).
-pub fn error_type(status: u16, code: &str) -> &'static str {
-    if status >= 500 {
-        return if UPSTREAM_CODES.contains(&code) {
-            "upstream_error"
-        } else {
-            "server_error"
-        };
-    }
-    ERROR_TYPES
-        .iter()
-        .find(|(s, _)| *s == status)
-        .map_or("invalid_request_error", |(_, t)| t)
-}
-
-/// `{"error": {"message", "type", "code"}}`, written as orjson writes it.
-pub fn error_body(status: u16, message: &str, code: &str) -> Vec<u8> {
-    Json::Obj(vec![(
-        "error".into(),
-        Json::Obj(vec![
-            ("message".into(), Json::Str(message.into())),
-            ("type".into(), Json::Str(error_type(status, code).into())),
-            ("code".into(), Json::Str(code.into())),
-        ]),
-    )])
-    .to_bytes()
-    .unwrap_or_default() // two levels deep
-}
-
-// --- the guard --------------------------------------------------------------------------
-
-fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
+pub(crate) fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Rejection {
     Rejection {
         status,
         code,
@@ -326,142 +226,6 @@ fn reject(status: u16, code: &'static str, message: impl Into<String>) -> Reject
         headers: Vec::new(),
         audit: None,
     }
-}
-
-/// hyper's default (rs-server, granian): a head with more header fields is refused with 431.
-pub const MAX_HEADER_FIELDS: usize = 100;
-
-/// 431 (RFC 6585 §5), closing the connection as hyper does for a head over its buffer.
-fn too_large_head(message: String) -> Rejection {
-    Rejection {
-        status: 431,
-        code: "headers_too_large",
-        message,
-        headers: vec![("connection", "close".into())],
-        audit: None,
-    }
-}
-
-fn framing(code: &'static str, message: &str) -> Rejection {
-    Rejection {
-        status: 400,
-        code,
-        message: message.into(),
-        headers: vec![("connection", "close".into())],
-        audit: None,
-    }
-}
-
-fn token_byte(b: u8) -> bool {
-    matches!(
-        b,
-        b'!' | b'#'
-            | b'$'
-            | b'%'
-            | b'&'
-            | b'\''
-            | b'*'
-            | b'+'
-            | b'-'
-            | b'.'
-            | b'^'
-            | b'_'
-            | b'`'
-            | b'|'
-            | b'~'
-    ) || b.is_ascii_digit()
-        || b.is_ascii_lowercase()
-}
-
-fn ascii_strip(v: &[u8]) -> &[u8] {
-    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
-    let start = v.iter().position(|b| !ws(b)).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
-    &v[start..end]
-}
-
-/// The smuggling guard's verdicts on a request head (gateway/stages/guard.py, the same
-/// checks in the same order): the Authorization value, or the rejection.
-pub fn check_headers<'h>(
-    headers: &[(&'h [u8], &'h [u8])],
-    max_header_bytes: u64,
-    max_body_bytes: u64,
-) -> Result<Option<&'h [u8]>, Rejection> {
-    let mut content_length: Option<u64> = None;
-    let mut authorization = None;
-    let mut te: Option<&[u8]> = None;
-    let mut total: u64 = 0;
-    for &(name, value) in headers {
-        total += (name.len() + value.len() + 4) as u64;
-        if name == b"content-length" {
-            if content_length.is_some() {
-                return Err(framing(
-                    "duplicate_content_length",
-                    "duplicate Content-Length header",
-                ));
-            }
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 18 {
-                return Err(framing(
-                    "invalid_content_length",
-                    "Content-Length is not a decimal integer",
-                ));
-            }
-            content_length = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok());
-        } else if name == b"authorization" {
-            authorization = Some(value);
-        } else if name == b"transfer-encoding" {
-            if te.is_some() {
-                return Err(framing(
-                    "unsupported_transfer_encoding",
-                    "more than one Transfer-Encoding header",
-                ));
-            }
-            te = Some(value);
-        }
-        if name.is_empty() || !name.iter().all(|&b| token_byte(b)) {
-            return Err(framing("invalid_header", "invalid bytes in a header name"));
-        }
-        if value
-            .iter()
-            .any(|&b| b <= 0x08 || (0x0a..=0x1f).contains(&b) || b == 0x7f)
-        {
-            return Err(framing("invalid_header", "invalid bytes in a header value"));
-        }
-    }
-    if total > max_header_bytes {
-        return Err(too_large_head(format!(
-            "request headers exceed {max_header_bytes} bytes"
-        )));
-    }
-    if headers.len() > MAX_HEADER_FIELDS {
-        return Err(too_large_head(format!(
-            "more than {MAX_HEADER_FIELDS} header fields"
-        )));
-    }
-    if let Some(te) = te {
-        if content_length.is_some() {
-            return Err(framing(
-                "ambiguous_framing",
-                "Content-Length together with Transfer-Encoding",
-            ));
-        }
-        if !ascii_strip(te).eq_ignore_ascii_case(b"chunked") {
-            return Err(framing(
-                "unsupported_transfer_encoding",
-                "Transfer-Encoding other than chunked",
-            ));
-        }
-    }
-    if let Some(cl) = content_length {
-        if cl > max_body_bytes {
-            return Err(reject(
-                413,
-                "body_too_large",
-                format!("request body exceeds {max_body_bytes} bytes"),
-            ));
-        }
-    }
-    Ok(authorization)
 }
 
 // --- validation -------------------------------------------------------------------------
@@ -579,35 +343,6 @@ fn prompt_text(req: &Json<'_>) -> Result<String, BadRequest> {
     })
 }
 
-/// Python's `repr()` of a str, for messages that quote a model name.
-pub fn py_repr(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(q);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == q => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(q);
-    out
-}
-
 pub fn upstream_headers(kind: Kind, api_key: Option<&str>) -> Vec<(String, String)> {
     let mut h = vec![("Content-Type".to_string(), "application/json".to_string())];
     let key = api_key.filter(|k| !k.is_empty());
@@ -648,14 +383,15 @@ pub struct Pipeline {
     auth: ApiKeyAuth,
     waf: Waf,
     ratelimit: Mutex<RateLimiter>,
-    routes: HashMap<String, Route>,
+    /// model name -> route; keyed by the configured names (fixed at start): foldhash, not SipHash
+    routes: HashMap<String, Route, foldhash::fast::RandomState>,
     /// Model names in configuration order (passthrough goes to the first).
     order: Vec<String>,
     passthrough: bool,
     openai: Adapter,
     anthropic: Adapter,
     /// group -> its deployments (the router picks the index), when the router is on
-    targets: HashMap<String, Vec<Route>>,
+    targets: HashMap<String, Vec<Route>, foldhash::fast::RandomState>,
     /// times each stage ran (RUN_STAGES)
     runs: [AtomicU64; RUN_STAGES.len()],
     /// test-only: extra WAF scans of every prompt (`GATEWAYLAB_INJECT=waf-twice`: one,
@@ -735,7 +471,7 @@ impl Pipeline {
         if cfg.models.is_empty() {
             return Err("model_list: needs at least one model".into());
         }
-        let mut routes = HashMap::new();
+        let mut routes = HashMap::default();
         let mut order = Vec::new();
         for m in &cfg.models {
             let kind = Kind::parse(&m.kind).ok_or_else(|| {
@@ -756,7 +492,7 @@ impl Pipeline {
             );
             order.push(m.name.clone());
         }
-        let mut targets: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut targets: HashMap<String, Vec<Route>, _> = HashMap::default();
         for d in &cfg.deployments {
             let kind = Kind::parse(&d.kind).ok_or_else(|| {
                 format!(
@@ -883,6 +619,8 @@ impl Pipeline {
         }
     }
 
+    // a Decision carries either one: boxing the rejection would only add an allocation
+    #[allow(clippy::result_large_err)]
     fn decide_inner(&self, req: &Request<'_>, ctx: &Context<'_>) -> Result<Forwarding, Rejection> {
         if req.path != CHAT_PATH {
             return Err(reject(
@@ -1041,6 +779,7 @@ impl Pipeline {
                 });
             }
         }
+        let stream = matches!(parsed.get("stream"), Some(Json::Bool(true)));
         let up_body = if self.adapt_on {
             stage.enter("adapter");
             self.ran(ADAPTER);
@@ -1048,8 +787,9 @@ impl Pipeline {
                 Kind::OpenAi => "openai",
                 Kind::Anthropic => "anthropic",
             };
+            // the document the parse stage read: the body is parsed once
             self.adapter(route.kind)
-                .to_upstream(body, &upstream_model)
+                .to_upstream_doc(parsed, &upstream_model)
                 .map_err(|e| Rejection {
                     audit: audit.clone(),
                     ..reject(
@@ -1065,7 +805,7 @@ impl Pipeline {
             url: route.url.clone(),
             headers: route.headers.clone(),
             body: up_body,
-            stream: matches!(parsed.get("stream"), Some(Json::Bool(true))),
+            stream,
             kind: route.kind,
             public_model: model,
             adapt: self.adapt_on,
@@ -1112,12 +852,10 @@ impl Pipeline {
 
     pub fn relay(&self, fwd: &Forwarding) -> StreamRelay {
         self.ran(FORWARD);
-        StreamRelay {
-            adapter: fwd.adapt.then(|| Adapter::new(fwd.kind)),
-            model: fwd.public_model.clone(),
-            buf: Vec::new(),
-            collected: Vec::new(),
-        }
+        StreamRelay::new(
+            fwd.adapt.then(|| Adapter::new(fwd.kind)),
+            fwd.public_model.clone(),
+        )
     }
 }
 
@@ -1125,92 +863,6 @@ fn is_openai_error(body: &[u8]) -> bool {
     match adapter::parse(body) {
         Ok(v @ Json::Obj(_)) => matches!(v.get("error"), Some(Json::Obj(_))),
         _ => false,
-    }
-}
-
-/// Upstream SSE bytes -> OpenAI SSE events, as each upstream chunk arrives; `collected`
-/// holds every OpenAI chunk JSON sent (for the audit record).
-pub struct StreamRelay {
-    adapter: Option<Adapter>,
-    model: String,
-    buf: Vec<u8>,
-    pub collected: Vec<Vec<u8>>,
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-/// The `data:` payload of one SSE event block (several data lines joined by \n).
-fn sse_data(event: &[u8]) -> Option<Vec<u8>> {
-    let strip = |l: &[u8]| {
-        let l = &l[5..];
-        let s = l.iter().position(|&b| b != b' ').unwrap_or(l.len());
-        l[s..].to_vec()
-    };
-    if event.starts_with(b"data:") && !event.contains(&b'\n') {
-        return Some(strip(event));
-    }
-    let lines: Vec<Vec<u8>> = event
-        .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"data:"))
-        .map(strip)
-        .collect();
-    (!lines.is_empty()).then(|| lines.join(&b'\n'))
-}
-
-impl StreamRelay {
-    /// The bytes to send now for one upstream chunk; an event the adapter cannot read is an error.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, UpstreamFailure> {
-        if chunk.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Some(adapter) = &self.adapter else {
-            return Ok(chunk.to_vec());
-        };
-        if chunk.contains(&b'\r') {
-            let mut c = Vec::with_capacity(chunk.len());
-            let mut i = 0;
-            while i < chunk.len() {
-                if chunk[i] == b'\r' && chunk.get(i + 1) == Some(&b'\n') {
-                    c.push(b'\n');
-                    i += 2;
-                } else {
-                    c.push(chunk[i]);
-                    i += 1;
-                }
-            }
-            self.buf.extend_from_slice(&c);
-        } else {
-            self.buf.extend_from_slice(chunk);
-        }
-        let mut out = Vec::new();
-        let mut start = 0;
-        while let Some(end) = find(&self.buf[start..], b"\n\n") {
-            let event = &self.buf[start..start + end];
-            start += end + 2;
-            if let Some(data) = sse_data(event) {
-                let chunks = adapter
-                    .stream_event(&data, &self.model)
-                    .map_err(|e| UpstreamFailure::malformed("stream event", &e.0))?;
-                for c in chunks {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&c);
-                    out.extend_from_slice(b"\n\n");
-                    self.collected.push(c);
-                }
-            }
-        }
-        self.buf.drain(..start);
-        Ok(out)
-    }
-
-    pub fn done(&self) -> &'static [u8] {
-        if self.adapter.is_some() {
-            b"data: [DONE]\n\n"
-        } else {
-            b""
-        }
     }
 }
 
@@ -1222,7 +874,7 @@ mod tests {
         PipelineConfig {
             keys: vec![KeyConfig {
                 id: "k".into(),
-                sha256: crate::auth::sha256_hex(b"sk"),
+                sha256: crate::stages::auth::sha256_hex(b"sk"),
                 rpm: None,
                 tpm: None,
             }],
@@ -1386,26 +1038,5 @@ mod tests {
         );
         assert_eq!(r.collected.len(), 1);
         assert!(r.feed(b"data: {bad\n\n").is_err());
-    }
-
-    #[test]
-    fn error_body_shape() {
-        assert_eq!(
-            error_body(429, "x\"y", "c"),
-            br#"{"error":{"message":"x\"y","type":"rate_limit_error","code":"c"}}"#.to_vec()
-        );
-    }
-
-    #[test]
-    fn a_5xx_type_follows_its_code() {
-        assert_eq!(error_type(503, "overloaded"), "server_error");
-        assert_eq!(error_type(503, "audit_unavailable"), "server_error");
-        assert_eq!(error_type(503, "no_deployment_available"), "upstream_error");
-        assert_eq!(error_type(502, "upstream_unavailable"), "upstream_error");
-        assert_eq!(error_type(502, "plugin_unavailable"), "server_error");
-        assert_eq!(error_type(504, "upstream_timeout"), "upstream_error");
-        assert_eq!(error_type(500, "internal_error"), "server_error");
-        assert_eq!(error_type(429, "upstream_status"), "rate_limit_error"); // an upstream 4xx keeps its status's type
-        assert_eq!(error_type(422, "x"), "invalid_request_error");
     }
 }

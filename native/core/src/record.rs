@@ -35,12 +35,31 @@ pub fn encode_record(entries: &mut [(&str, Value<'_>)]) -> Vec<u8> {
         write_json_string(&mut out, k);
         out.push(b':');
         match v {
-            Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Value::Int(n) => write_int(&mut out, *n),
             Value::Str(s) => write_json_string(&mut out, s),
         }
     }
     out.push(b'}');
     out
+}
+
+/// `str(n)` in decimal, written in place (no String per integer).
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -54,29 +73,47 @@ fn push_u_escape(out: &mut Vec<u8>, u: u32) {
 
 /// A JSON string exactly as CPython's `ensure_ascii` encoder writes it: printable ASCII
 /// as is, the short escapes `\" \\ \b \f \n \r \t`, everything else `\uXXXX` in lowercase
-/// hex (UTF-16 surrogate pairs above U+FFFF).
+/// hex (UTF-16 surrogate pairs above U+FFFF). Runs of printable ASCII are copied whole.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    for c in s.chars() {
-        let u = c as u32;
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{08}' => out.extend_from_slice(b"\\b"),
-            '\u{0c}' => out.extend_from_slice(b"\\f"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            ' '..='~' => out.push(u as u8),
-            _ if u >= 0x10000 => {
-                let v = u - 0x10000;
-                push_u_escape(out, 0xd800 | (v >> 10));
-                push_u_escape(out, 0xdc00 | (v & 0x3ff));
-            }
-            _ => push_u_escape(out, u),
+    let b = s.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        let c = b[i];
+        if (b' '..=b'~').contains(&c) && c != b'"' && c != b'\\' {
+            i += 1;
+            continue;
         }
+        out.extend_from_slice(&b[start..i]);
+        // `i` is a char boundary: only whole chars are stepped over, and a printable ASCII
+        // byte is never inside a multi-byte one
+        let ch = s[i..].chars().next().unwrap_or_default();
+        write_escaped(out, ch);
+        i += ch.len_utf8();
+        start = i;
     }
+    out.extend_from_slice(&b[start..]);
     out.push(b'"');
+}
+
+/// One char that is not printable ASCII, or is `"` or `\`, as `ensure_ascii` writes it.
+fn write_escaped(out: &mut Vec<u8>, c: char) {
+    let u = c as u32;
+    match c {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\u{08}' => out.extend_from_slice(b"\\b"),
+        '\u{0c}' => out.extend_from_slice(b"\\f"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        '\t' => out.extend_from_slice(b"\\t"),
+        _ if u >= 0x10000 => {
+            let v = u - 0x10000;
+            push_u_escape(out, 0xd800 | (v >> 10));
+            push_u_escape(out, 0xdc00 | (v & 0x3ff));
+        }
+        _ => push_u_escape(out, u),
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +147,46 @@ mod tests {
             )]),
             r#"{"k":"q\"\\\b\f\n\r\t\u0000\u007f \u00e9\u20ac\ud83d\ude00~ "}"#
         );
+    }
+
+    /// The writer as it was, one char at a time: the run-copying one must match it.
+    fn write_json_string_by_char(out: &mut Vec<u8>, s: &str) {
+        out.push(b'"');
+        for c in s.chars() {
+            match c {
+                ' '..='~' if c != '"' && c != '\\' => out.push(c as u8),
+                _ => write_escaped(out, c),
+            }
+        }
+        out.push(b'"');
+    }
+
+    #[test]
+    fn run_copying_writer_matches_the_char_writer() {
+        let mut all: Vec<char> = (0u32..0x3000).filter_map(char::from_u32).collect();
+        all.extend(['\u{ffff}', '\u{10000}', '😀', '\u{10ffff}']);
+        let samples: Vec<String> = vec![
+            String::new(),
+            all.iter().collect(),
+            "plain ascii run".into(),
+            "a\"b\\c\u{7f}d\u{0}e\té😀f".into(),
+            "😀".into(),
+            "\"".into(),
+            "tail\u{1}".into(),
+        ];
+        let mut chunks: Vec<String> = all.chunks(7).map(|c| c.iter().collect()).collect();
+        chunks.extend(samples);
+        for s in &chunks {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_json_string(&mut a, s);
+            write_json_string_by_char(&mut b, s);
+            assert_eq!(a, b, "{s:?}");
+        }
+        for n in [0, 7, -7, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
     }
 
     #[test]

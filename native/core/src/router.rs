@@ -4,6 +4,7 @@
 //! `allowed_fails` failures in a window with one half-open probe, per-deployment rpm/tpm.
 //! No I/O, no clock: the caller passes monotonic nanoseconds in. Same config, outcomes and
 //! clock -> the same choices as the Python twin, draw for draw (splitmix64).
+use crate::errors::{py_repr, py_repr_json};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 
@@ -26,35 +27,6 @@ const INTS: [(&str, u64, u64); 9] = [
 ];
 const MINUTE_NS: u64 = 60_000_000_000;
 
-/// Python's repr of a JSON value, for error messages identical to the Python twin's.
-pub fn py_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        Value::Number(n) => {
-            if n.is_f64() {
-                let f = n.as_f64().unwrap_or(0.0);
-                if f.fract() == 0.0 && f.abs() < 1e16 {
-                    format!("{f:.1}")
-                } else {
-                    format!("{f}")
-                }
-            } else {
-                n.to_string()
-            }
-        }
-        Value::String(s) => crate::pipeline::py_repr(s),
-        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(o) => format!(
-            "{{{}}}",
-            o.iter()
-                .map(|(k, v)| format!("{}: {}", crate::pipeline::py_repr(k), py_repr(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub strategy: String,
@@ -73,9 +45,9 @@ pub struct Settings {
 fn int_field(v: &Value, w: &str, min: u64) -> Result<u64, String> {
     let Some(n) = v.as_u64().filter(|_| v.is_u64() || v.is_i64()) else {
         if v.is_i64() {
-            return Err(format!("{w}: must be >= {min}, got {}", py_repr(v)));
+            return Err(format!("{w}: must be >= {min}, got {}", py_repr_json(v)));
         }
-        return Err(format!("{w}: expected int, got {}", py_repr(v)));
+        return Err(format!("{w}: expected int, got {}", py_repr_json(v)));
     };
     if n < min {
         return Err(format!("{w}: must be >= {min}, got {n}"));
@@ -93,7 +65,7 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
         other => {
             return Err(format!(
                 "router: expected a mapping, got {}",
-                py_repr(other)
+                py_repr_json(other)
             ))
         }
     };
@@ -116,7 +88,7 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
             return Err(format!(
                 "router.strategy: expected one of {}, got {}",
                 STRATEGIES.join(", "),
-                py_repr(v)
+                py_repr_json(v)
             ))
         }
     };
@@ -143,28 +115,22 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
                     _ => {
                         return Err(format!(
                             "{w}: expected a one-key mapping {{model: [fallback models]}}, got {}",
-                            py_repr(item)
+                            py_repr_json(item)
                         ))
                     }
                 };
                 if !groups.contains(&src.as_str()) {
-                    return Err(format!(
-                        "{w}: unknown model {}",
-                        crate::pipeline::py_repr(src)
-                    ));
+                    return Err(format!("{w}: unknown model {}", py_repr(src)));
                 }
                 if fallbacks.iter().any(|(s, _)| s == src) {
-                    return Err(format!(
-                        "{w}: duplicate model {}",
-                        crate::pipeline::py_repr(src)
-                    ));
+                    return Err(format!("{w}: duplicate model {}", py_repr(src)));
                 }
                 let names = match dst.as_array() {
                     Some(a) if !a.is_empty() => a,
                     _ => {
                         return Err(format!(
                             "{w}.{src}: expected a non-empty list of model names, got {}",
-                            py_repr(dst)
+                            py_repr_json(dst)
                         ))
                     }
                 };
@@ -180,7 +146,10 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
                             out.push(n.to_string());
                         }
                         _ => {
-                            return Err(format!("{w}.{src}[{j}]: unknown model {}", py_repr(name)))
+                            return Err(format!(
+                                "{w}.{src}[{j}]: unknown model {}",
+                                py_repr_json(name)
+                            ))
                         }
                     }
                 }
@@ -190,7 +159,7 @@ pub fn parse_settings(section: &Value, groups: &[&str]) -> Result<Settings, Stri
         Some(v) => {
             return Err(format!(
                 "router.fallbacks: expected a list of {{model: [fallback models]}}, got {}",
-                py_repr(v)
+                py_repr_json(v)
             ))
         }
     }
@@ -379,15 +348,12 @@ impl Router {
             let mut specs = Vec::new();
             for d in deps {
                 let o = d.as_object().ok_or_else(|| {
-                    bad(&format!(
-                        "deployments of {} must be objects",
-                        crate::pipeline::py_repr(name)
-                    ))
+                    bad(&format!("deployments of {} must be objects", py_repr(name)))
                 })?;
                 let lim = || {
                     bad(&format!(
                         "deployment of {}: weight, rpm and tpm must be ints >= 1",
-                        crate::pipeline::py_repr(name)
+                        py_repr(name)
                     ))
                 };
                 let int = |k: &str, default: Option<u64>| -> Result<Option<u64>, String> {
@@ -477,10 +443,7 @@ impl Router {
 
     pub fn begin(&self, group: &str, tokens: u64, now_ns: u64) -> Result<Attempt, String> {
         if !self.has_group(group) {
-            return Err(bad(&format!(
-                "unknown model group {}",
-                crate::pipeline::py_repr(group)
-            )));
+            return Err(bad(&format!("unknown model group {}", py_repr(group))));
         }
         let mut chain = vec![group.to_string()];
         if let Some(f) = self.fallbacks.get(group) {
@@ -613,18 +576,13 @@ impl Router {
     }
 
     fn dep(&mut self, group: &str, index: usize) -> Result<&mut Deployment, String> {
-        let g = *self.index.get(group).ok_or_else(|| {
-            bad(&format!(
-                "unknown model group {}",
-                crate::pipeline::py_repr(group)
-            ))
-        })?;
-        self.groups[g].get_mut(index).ok_or_else(|| {
-            bad(&format!(
-                "{} has no deployment {index}",
-                crate::pipeline::py_repr(group)
-            ))
-        })
+        let g = *self
+            .index
+            .get(group)
+            .ok_or_else(|| bad(&format!("unknown model group {}", py_repr(group))))?;
+        self.groups[g]
+            .get_mut(index)
+            .ok_or_else(|| bad(&format!("{} has no deployment {index}", py_repr(group))))
     }
 
     pub fn health(&mut self, group: &str, index: usize, now: u64) -> Result<Health, String> {
@@ -824,6 +782,11 @@ impl Drop for Running<'_> {
 /// timeout, connection error) along with what to answer; `sleep(ns)` waits out a backoff;
 /// `clock()` is monotonic nanoseconds. Returns the last attempt's result, or None when no
 /// deployment was available at all.
+/// A failure the router retries: 429, 5xx (timeouts and connection errors too).
+pub fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
 pub async fn drive<R, C, S, SF, W, WF>(
     router: &std::sync::Mutex<Router>,
     group: &str,

@@ -4,7 +4,7 @@
 use crate::convert::type_name;
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use gatewaylab_core::adapter::{self, Kind};
+use gatewaylab_core::stages::adapter::{self, Kind};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 use std::borrow::Cow;
@@ -107,6 +107,7 @@ impl PyAdapter {
         })
     }
 
+    #[allow(clippy::wrong_self_convention)] // the Python twin's method name (Adapter.from_upstream)
     fn from_upstream<'py>(
         &self,
         py: Python<'py>,

@@ -4,7 +4,7 @@
 use crate::convert::type_name;
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use gatewaylab_core::auth;
+use gatewaylab_core::stages::auth;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMapping, PyString};
 

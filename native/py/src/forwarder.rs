@@ -1,12 +1,17 @@
-//! Forwarder twin, native half: a pooled reqwest (hyper) client on a shared Tokio runtime,
-//! awaited from asyncio through pyo3-async-runtimes. The asyncio loop awaits a plain
-//! future while the request runs on the Tokio threads, so the GIL is free the whole time.
+//! Forwarder twin, native half: `native/net`'s pooled upstream client (the one HTTP client of
+//! the Rust rungs) on a shared Tokio runtime, awaited from asyncio through
+//! pyo3-async-runtimes. The asyncio loop awaits a plain future while the request runs on the
+//! Tokio threads, so the GIL is free the whole time.
 //!
 //! Errors are builtin exceptions that `gateway/stages/rust_forwarder.py` maps to the
 //! gateway's UpstreamError classes: `TimeoutError` (no answer / no data in time),
-//! `ConnectionError` (refused, reset, closed early), `InvalidInput` (a bad URL or header).
+//! `ConnectionError` (refused, reset, closed early), `InvalidInput` (a bad URL or header,
+//! raised by the call itself: nothing is sent).
 use crate::entry;
 use crate::errors::{guard, invalid_input};
+use bytes::Bytes;
+use gatewaylab_net::client::{Failure, Upstream};
+use hyper::body::Incoming;
 use pyo3::exceptions::{PyConnectionError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -28,40 +33,11 @@ fn init_runtime() {
     });
 }
 
-/// An error with its chain of causes, as one line (`a: b: c`).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
-/// The pooled upstream client both Rust rungs use (the forwarder twin and rs-core).
-pub(crate) fn upstream_client(
-    connect_timeout: Duration,
-    pool: usize,
-) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_max_idle_per_host(pool)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-}
-
-fn map_err(e: reqwest::Error, what: &str) -> PyErr {
-    let msg = error_chain(&e);
-    if e.is_timeout() {
-        PyTimeoutError::new_err(format!("{what}: {msg}"))
-    } else if e.is_builder() {
-        invalid_input(format!("{what}: {msg}"))
-    } else {
-        PyConnectionError::new_err(format!("{what}: {msg}"))
+fn py_err(f: Failure, what: &str) -> PyErr {
+    match f {
+        Failure::Timeout(m) => PyTimeoutError::new_err(format!("{what}: {m}")),
+        Failure::Unavailable(m) => PyConnectionError::new_err(format!("{what}: {m}")),
+        Failure::Invalid(m) => invalid_input(format!("forwarder: {m}")),
     }
 }
 
@@ -71,7 +47,7 @@ fn timeout_err(what: &str, secs: f64) -> PyErr {
 
 #[pyclass(name = "NativeForwarder", module = "gateway._native", frozen)]
 pub struct PyNativeForwarder {
-    client: std::sync::Mutex<Option<reqwest::Client>>,
+    client: std::sync::Mutex<Option<Upstream>>,
     timeout: Duration,
 }
 
@@ -87,34 +63,30 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 }
 
 impl PyNativeForwarder {
-    fn request(
-        &self,
-        url: &str,
-        body: &[u8],
-        headers: Vec<(String, String)>,
-    ) -> PyResult<reqwest::RequestBuilder> {
+    fn client(&self) -> PyResult<Upstream> {
+        // the error object is made after the lock is released (docs/interpreters.md)
         let client = self
             .client
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))?;
-        let mut rb = client.post(url).body(body.to_vec());
-        if body.is_empty() {
-            // hyper sends no Content-Length for an empty body; RFC 9110 (8.6) wants one on a
-            // POST, and the Python twin (aiohttp) sends `Content-Length: 0`
-            rb = rb.header(reqwest::header::CONTENT_LENGTH, "0");
-        }
-        for (k, v) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| invalid_input(format!("forwarder: bad header name {k:?}")))?;
-            let value = reqwest::header::HeaderValue::from_str(&v)
-                .map_err(|_| invalid_input(format!("forwarder: bad value for header {k:?}")))?;
-            rb = rb.header(name, value);
-        }
-        Ok(rb)
+            .clone();
+        client.ok_or_else(|| PyConnectionError::new_err("forwarder is closed"))
+    }
+
+    /// The client and the request, made now: a bad URL or header raises here, unsent.
+    fn prepare(
+        &self,
+        url: &str,
+        body: &[u8],
+        headers: &[(String, String)],
+    ) -> PyResult<(Upstream, Request)> {
+        let req = Upstream::request(url, headers, Bytes::copy_from_slice(body))
+            .map_err(|f| py_err(f, "upstream request"))?;
+        Ok((self.client()?, req))
     }
 }
+
+type Request = hyper::Request<http_body_util::Full<Bytes>>;
 
 #[pymethods]
 impl PyNativeForwarder {
@@ -126,11 +98,9 @@ impl PyNativeForwarder {
             init_runtime();
             let timeout = secs("timeout_s", timeout_s)?;
             let connect = secs("connect_timeout_s", connect_timeout_s)?;
-            // reqwest's client spawns nothing until used; building it needs no runtime context.
-            let client = upstream_client(connect, pool)
-                .map_err(|e| invalid_input(format!("NativeForwarder: {e}")))?;
+            // the client spawns nothing until used; building it needs no runtime context
             Ok(Self {
-                client: std::sync::Mutex::new(Some(client)),
+                client: std::sync::Mutex::new(Some(Upstream::new(pool, timeout, connect))),
                 timeout,
             })
         })
@@ -146,24 +116,24 @@ impl PyNativeForwarder {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.send");
         guard(|| {
-            let rb = self.request(url, body, headers)?.timeout(self.timeout);
-            let total = self.timeout.as_secs_f64();
+            let (up, req) = self.prepare(url, body, &headers)?;
+            let total = self.timeout;
             pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                let fut = async {
-                    let r = rb
-                        .send()
+                let exchange = async {
+                    let r = up
+                        .send(req)
                         .await
-                        .map_err(|e| map_err(e, "upstream request failed"))?;
+                        .map_err(|f| py_err(f, "upstream request failed"))?;
                     let status = r.status().as_u16();
-                    let b = r
-                        .bytes()
+                    let b = up
+                        .collect(&mut r.into_body())
                         .await
-                        .map_err(|e| map_err(e, "upstream body failed"))?;
-                    Ok::<_, PyErr>((status, b.to_vec()))
+                        .map_err(|f| py_err(f, "upstream body failed"))?;
+                    Ok::<_, PyErr>((status, b))
                 };
-                let (status, b) = tokio::time::timeout(Duration::from_secs_f64(total), fut)
+                let (status, b) = tokio::time::timeout(total, exchange)
                     .await
-                    .map_err(|_| timeout_err("upstream request", total))??;
+                    .map_err(|_| timeout_err("upstream request", total.as_secs_f64()))??;
                 Ok((status, BytesOut(b)))
             })
         })
@@ -180,19 +150,18 @@ impl PyNativeForwarder {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.open_stream");
         guard(|| {
-            let rb = self.request(url, body, headers)?;
-            let timeout = self.timeout;
+            let (up, req) = self.prepare(url, body, &headers)?;
             pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                let r = tokio::time::timeout(timeout, rb.send())
+                let r = up
+                    .send(req)
                     .await
-                    .map_err(|_| timeout_err("upstream stream", timeout.as_secs_f64()))?
-                    .map_err(|e| map_err(e, "upstream request failed"))?;
+                    .map_err(|f| py_err(f, "upstream request failed"))?;
                 let status = r.status().as_u16();
                 Ok((
                     status,
                     PyNativeStream {
-                        resp: Arc::new(Mutex::new(Some(r))),
-                        timeout,
+                        body: Arc::new(Mutex::new(Some(r.into_body()))),
+                        up,
                     },
                 ))
             })
@@ -206,8 +175,8 @@ impl PyNativeForwarder {
     }
 }
 
-/// `Vec<u8>` returned as `bytes`.
-struct BytesOut(Vec<u8>);
+/// `Bytes` returned as `bytes`.
+struct BytesOut(Bytes);
 
 impl<'py> IntoPyObject<'py> for BytesOut {
     type Target = PyBytes;
@@ -222,30 +191,26 @@ impl<'py> IntoPyObject<'py> for BytesOut {
 /// arrives (None at the end), each read within timeout_s.
 #[pyclass(name = "NativeStream", module = "gateway._native", frozen)]
 pub struct PyNativeStream {
-    resp: Arc<Mutex<Option<reqwest::Response>>>,
-    timeout: Duration,
+    body: Arc<Mutex<Option<Incoming>>>,
+    up: Upstream,
 }
 
 #[pymethods]
 impl PyNativeStream {
     fn next_chunk<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.next_chunk");
-        let resp = self.resp.clone();
-        let timeout = self.timeout;
+        let (body, up) = (Arc::clone(&self.body), self.up.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut guard = resp.lock().await;
-            let Some(r) = guard.as_mut() else {
+            let mut guard = body.lock().await;
+            let Some(b) = guard.as_mut() else {
                 return Ok(None);
             };
             loop {
-                let c = tokio::time::timeout(timeout, r.chunk())
-                    .await
-                    .map_err(|_| timeout_err("upstream stream", timeout.as_secs_f64()))?
-                    .map_err(|e| map_err(e, "upstream stream failed"))?;
-                match c {
-                    Some(b) if b.is_empty() => continue,
-                    Some(b) => return Ok(Some(BytesOut(b.to_vec()))),
-                    None => {
+                match up.next_chunk(b).await {
+                    Err(f) => return Err(py_err(f, "upstream stream failed")),
+                    Ok(Some(c)) if c.is_empty() => continue,
+                    Ok(Some(c)) => return Ok(Some(BytesOut(c))),
+                    Ok(None) => {
                         guard.take();
                         return Ok(None);
                     }
@@ -257,25 +222,23 @@ impl PyNativeStream {
     /// The rest of the body at once (for an error status).
     fn read_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let _c = entry!("forwarder.read_all");
-        let resp = self.resp.clone();
-        let timeout = self.timeout;
+        let (body, up) = (Arc::clone(&self.body), self.up.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let r = resp.lock().await.take();
-            let Some(r) = r else {
-                return Ok(BytesOut(Vec::new()));
+            let Some(mut b) = body.lock().await.take() else {
+                return Ok(BytesOut(Bytes::new()));
             };
-            let b = tokio::time::timeout(timeout, r.bytes())
+            let all = up
+                .collect(&mut b)
                 .await
-                .map_err(|_| timeout_err("upstream stream", timeout.as_secs_f64()))?
-                .map_err(|e| map_err(e, "upstream body failed"))?;
-            Ok(BytesOut(b.to_vec()))
+                .map_err(|f| py_err(f, "upstream body failed"))?;
+            Ok(BytesOut(all))
         })
     }
 
     /// Drop the response now (closing its connection if unfinished).
     fn close(&self) {
         let _c = entry!("forwarder.stream_close");
-        if let Ok(mut g) = self.resp.try_lock() {
+        if let Ok(mut g) = self.body.try_lock() {
             g.take();
         }
     }
@@ -291,69 +254,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn forwarder(timeout_s: f64) -> PyNativeForwarder {
+    #[test]
+    fn failures_map_to_timeout_connection_and_invalid_input() {
         crate::test_python();
-        PyNativeForwarder::new(timeout_s, 4, 1.0).unwrap()
-    }
-
-    #[test]
-    fn every_post_carries_its_content_length() {
-        let f = forwarder(1.0);
-        for body in [&b""[..], b"{}", &[7u8; 3000][..]] {
-            let req = f
-                .request(
-                    "http://127.0.0.1:9/v1/x?y=1",
-                    body,
-                    vec![("x-a".into(), "b".into())],
-                )
-                .unwrap()
-                .build()
-                .unwrap();
-            assert_eq!(req.method(), reqwest::Method::POST);
-            assert_eq!(req.headers()["x-a"], "b");
-            if body.is_empty() {
-                assert_eq!(req.headers()["content-length"], "0");
-            }
-        }
-    }
-
-    #[test]
-    fn bad_header_and_closed_forwarder_are_errors_of_the_right_class() {
-        let f = forwarder(1.0);
-        Python::attach(|py| {
-            let e = f
-                .request(
-                    "http://127.0.0.1:9/",
-                    b"",
-                    vec![("bad header".into(), "v".into())],
-                )
-                .err()
-                .unwrap();
-            assert!(
-                e.get_type(py)
-                    .name()
-                    .unwrap()
-                    .to_string()
-                    .contains("InvalidInput"),
-                "{e}"
-            );
-            let e = f
-                .request(
-                    "http://127.0.0.1:9/",
-                    b"",
-                    vec![("x-ok".into(), "line\nbreak".into())],
-                )
-                .err()
-                .unwrap();
-            assert!(e.to_string().contains("bad value for header"), "{e}");
-            f.close();
-            let e = f.request("http://127.0.0.1:9/", b"", vec![]).err().unwrap();
-            assert!(e.is_instance_of::<PyConnectionError>(py), "{e}");
-        });
-    }
-
-    #[test]
-    fn errors_map_to_timeout_and_connection_classes() {
         // an upstream that accepts and never answers -> timeout; a closed port -> connection error
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let silent_url = format!("http://{}/", silent.local_addr().unwrap());
@@ -366,33 +269,42 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed_url = format!("http://{}/", closed.local_addr().unwrap());
         drop(closed);
-
-        let f = forwarder(0.2);
+        let up = Upstream::new(4, Duration::from_millis(200), Duration::from_secs(1));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let timeout = rt.block_on(async {
-            f.request(&silent_url, b"{}", vec![])
-                .unwrap()
-                .timeout(f.timeout)
-                .send()
-                .await
-        });
-        let refused =
-            rt.block_on(async { f.request(&closed_url, b"{}", vec![]).unwrap().send().await });
-        let (timeout, refused) = (timeout.err().unwrap(), refused.err().unwrap());
+        let timeout = rt.block_on(up.post(&silent_url, &[], Bytes::from_static(b"{}")));
+        let refused = rt.block_on(up.post(&closed_url, &[], Bytes::from_static(b"{}")));
+        let bad = Upstream::request(
+            "http://127.0.0.1:9/",
+            &[("bad header".into(), "v".into())],
+            Bytes::new(),
+        );
         Python::attach(|py| {
-            let t = map_err(timeout, "upstream request failed");
+            let t = py_err(timeout.err().unwrap(), "upstream request failed");
             assert!(t.is_instance_of::<PyTimeoutError>(py), "{t}");
-            let c = map_err(refused, "upstream request failed");
+            let c = py_err(refused.err().unwrap(), "upstream request failed");
             assert!(c.is_instance_of::<PyConnectionError>(py), "{c}");
             assert!(
                 c.to_string()
                     .starts_with("ConnectionError: upstream request failed: "),
                 "{c}"
             );
+            let e = py_err(bad.err().unwrap(), "upstream request");
+            let name = e.get_type(py).name().unwrap().to_string();
+            assert!(name.contains("InvalidInput"), "{e}");
         });
         held.join().unwrap();
+        // a closed forwarder refuses at once
+        let f = PyNativeForwarder::new(1.0, 4, 1.0).unwrap();
+        f.close();
+        Python::attach(|py| {
+            assert!(f
+                .client()
+                .err()
+                .unwrap()
+                .is_instance_of::<PyConnectionError>(py))
+        });
     }
 }

@@ -1,10 +1,12 @@
-//! gateway._native — the Rust twins, one binding file per core module (mirrors gatewaylab-core).
+//! gateway._native — the Rust twins, one binding file per core module (mirrors gatewaylab-core),
+//! and rung 2: the engine (native/engine) behind the Python shell, `engine.rs`.
 //! Each module file exposes `register(m)`; this file only wires them together.
 use pyo3::prelude::*;
 
 pub mod adapter;
 pub mod auth;
 pub mod convert;
+pub mod engine;
 pub mod entropy;
 pub mod errors;
 pub mod forwarder;
@@ -73,6 +75,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     adapter::register(m)?;
     forwarder::register(m)?;
     pipeline::register(m)?;
+    engine::register(m)?;
     router::register(m)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! the Python twin's float arithmetic, operation for operation. Sub-microsecond: keeps the GIL.
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use gatewaylab_core::ratelimit::{self, Tokens};
+use gatewaylab_core::stages::ratelimit::{self, Tokens};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyMapping, PyString};
 use std::sync::Mutex;

@@ -102,7 +102,7 @@ impl PyRouter {
             let o = Outcome::parse(outcome).ok_or_else(|| {
                 invalid_input(format!(
                     "Router.report: outcome must be one of ok, fail, cancel, got {}",
-                    gatewaylab_core::pipeline::py_repr(outcome)
+                    gatewaylab_core::errors::py_repr(outcome)
                 ))
             })?;
             let (lat, now) = (nonneg(latency_us, "latency_us")?, nonneg(now_ns, "now_ns")?);

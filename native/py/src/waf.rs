@@ -3,7 +3,7 @@
 use crate::convert::type_name;
 use crate::entry;
 use crate::errors::{guard, invalid_input};
-use gatewaylab_core::waf::{self, Rule, RuleKind};
+use gatewaylab_core::stages::waf::{self, Rule, RuleKind};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyMapping, PyString, PyTuple};
 

@@ -4,7 +4,7 @@
 //!
 //! A whole body can carry an `after_send` action (the audit hand-off): it runs when hyper is
 //! done with the body, as a task queued behind the connection's own work, so the response
-//! bytes go out before the ledger thread is woken (seeds 000/001: the response first, the
+//! bytes go out before the ledger thread is woken (docs/claims.md `answer-first`: the response first, the
 //! record after; on a one-core gateway an earlier wake-up would run the ledger first).
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! Python `pre_call` plugins in a sidecar process (seed 002), protocol in `gateway/plugins.py`.
+//! Python `pre_call` plugins in a sidecar process (docs/claims.md `plugins-sidecar`), protocol in `gateway/plugins.py`.
 //!
 //! The binary binds a Unix socket in a private temp directory, starts
 //! `PYTHON -m gateway.plugins --socket PATH --hook ...` and accepts its one connection.
@@ -261,4 +261,37 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+/// The engine's plugin hooks, run in this sidecar.
+impl gatewaylab_engine::PreCall for Sidecar {
+    fn check<'a>(
+        &'a self,
+        key_id: &'a str,
+        model: &'a str,
+        body: &'a [u8],
+    ) -> futures_util::future::BoxFuture<'a, gatewaylab_engine::Verdict> {
+        use gatewaylab_engine::Verdict as V;
+        let refuse = |status, code, message, call_failed| V::Refuse {
+            status,
+            code,
+            message,
+            call_failed,
+        };
+        Box::pin(async move {
+            match self.pre_call(key_id, model, body).await {
+                Ok(Verdict::Pass) => V::Pass,
+                Ok(Verdict::Reject(m)) => refuse(403, "plugin_rejected", m, false),
+                Ok(Verdict::Failed(m)) => refuse(500, "plugin_failed", m, false),
+                Err(e) => {
+                    let (status, code, message) = e.answer();
+                    refuse(status, code, message, true)
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"sidecar_pid": self.pid(), "sidecar_alive": self.alive()})
+    }
 }

@@ -503,7 +503,7 @@ impl Recorder {
 pub struct Percentiles {
     pub p50: u64,
     pub p90: u64,
-    /// Seed 004 reports p95 against the arrival rate.
+    /// The published open-loop figures give p95 against the arrival rate (docs/claims.md `open-loop-p95`).
     #[serde(default)]
     pub p95: u64,
     pub p99: u64,

@@ -341,9 +341,12 @@ pub enum MockBody {
     Paced(Paced),
 }
 
+/// A pause before the next chunk, and that chunk.
+type Pending = (Pin<Box<dyn Future<Output = ()> + Send>>, Bytes);
+
 pub struct Paced {
     chunks: std::collections::VecDeque<(Duration, Bytes)>,
-    sleep: Option<(Pin<Box<dyn Future<Output = ()> + Send>>, Bytes)>,
+    sleep: Option<Pending>,
 }
 
 impl MockBody {

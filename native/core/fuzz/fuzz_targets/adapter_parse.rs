@@ -19,7 +19,7 @@
 mod contract;
 
 use contract::*;
-use gatewaylab_core::adapter::{Adapter, Json, Kind};
+use gatewaylab_core::stages::adapter::{Adapter, Json, Kind};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! and its verdict keeps the error contract and the routing:
 //! - a rejection's status is the one its code has (the table below: the codes decide can
 //!   give), its body is exactly `{"error": {"message", "type", "code"}}` with the OpenAI type
-//!   of `pipeline::ERROR_TYPES` (the Rust copy of `gateway/errors.py`'s table, checked equal
+//!   of `errors::ERROR_TYPES` (the Rust copy of `gateway/errors.py`'s table, checked equal
 //!   to it by tests/pipeline/test_decide_parity.py), and its extra headers are the framing
 //!   guard's `connection: close` and the limiter's `retry-after`, nowhere else;
 //! - a forwarded request goes to the model's route (a named model to its own upstream model
@@ -24,12 +24,13 @@
 mod contract;
 
 use contract::{assert_anthropic_request, assert_model_swapped, openai_request, parsed, text};
-use gatewaylab_core::adapter::{Json, Kind};
-use gatewaylab_core::auth::sha256_hex;
+use gatewaylab_core::errors::{error_type, ERROR_TYPES, UPSTREAM_CODES};
 use gatewaylab_core::pipeline::{
-    error_type, Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig,
-    Rejection, Request, RuleConfig, CHAT_PATH, ERROR_TYPES, STAGES, UPSTREAM_CODES,
+    Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Rejection,
+    Request, RuleConfig, CHAT_PATH, STAGES,
 };
+use gatewaylab_core::stages::adapter::{Json, Kind};
+use gatewaylab_core::stages::auth::sha256_hex;
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +43,7 @@ const CODES: &[(&str, u16)] = &[
     ("invalid_content_length", 400),
     ("unsupported_transfer_encoding", 400),
     ("invalid_header", 400),
-    ("headers_too_large", 400),
+    ("headers_too_large", 431),
     ("ambiguous_framing", 400),
     ("body_too_large", 413),
     ("not_found", 404),
@@ -59,7 +60,8 @@ const CODES: &[(&str, u16)] = &[
     ("tokens_exceed_limit", 429),
     ("rate_limit_exceeded", 429),
 ];
-/// The guard's framing errors: after one, nothing more on the connection can be trusted.
+/// The guard's framing errors and its oversized head (431): after one, nothing more on the
+/// connection can be trusted.
 const FRAMING: &[&str] = &[
     "duplicate_content_length",
     "invalid_content_length",

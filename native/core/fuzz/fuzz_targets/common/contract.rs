@@ -6,7 +6,7 @@
 //! output's shape (keys, their order, fixed values) as the twins' byte parity needs it.
 #![allow(dead_code)] // each target uses part of it
 
-use gatewaylab_core::adapter::{parse, Json};
+use gatewaylab_core::stages::adapter::{parse, Json};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use serde_json::{json, Number, Value};
 use std::borrow::Cow;
