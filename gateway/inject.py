@@ -24,7 +24,7 @@ one silently; `python -m harness.notebooks --record` refuses to record a run tha
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from gateway.errors import ConfigError
 
@@ -33,11 +33,11 @@ PYTHON_AS_RUST = "python-as-rust:"
 SIMPLE = ("mmr-batch-per-leaf", "waf-twice")
 
 
-def active(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+def active(components: Collection[str], env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The injections `GATEWAYLAB_INJECT` asks for (empty when unset); ConfigError on an
-    unknown one, so a typo never measures a clean build under an injected label."""
-    from gateway.twins import REGISTRY
-
+    unknown one, so a typo never measures a clean build under an injected label.
+    `components`: the twins' component names (gateway.twins.REGISTRY, which imports this
+    module, so it is passed in rather than imported)."""
     raw = (os.environ if env is None else env).get(ENV, "")
     out = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
     for name in out:
@@ -45,17 +45,17 @@ def active(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
             continue
         if name.startswith("waf-extra:") and name.removeprefix("waf-extra:").isdigit():
             continue
-        if name.startswith(PYTHON_AS_RUST) and name.removeprefix(PYTHON_AS_RUST) in REGISTRY:
+        if name.startswith(PYTHON_AS_RUST) and name.removeprefix(PYTHON_AS_RUST) in components:
             continue
         raise ConfigError(
             f"{ENV}: unknown injection {name!r}; known: {', '.join(SIMPLE)}, waf-extra:N, "
-            f"{PYTHON_AS_RUST}COMPONENT ({', '.join(REGISTRY)})"
+            f"{PYTHON_AS_RUST}COMPONENT ({', '.join(components)})"
         )
     return out
 
 
-def python_as_rust(component: str) -> bool:
-    return PYTHON_AS_RUST + component in active()
+def python_as_rust(component: str, components: Collection[str]) -> bool:
+    return PYTHON_AS_RUST + component in active(components)
 
 
 def batch_per_leaf(mmr_class: type) -> type:

@@ -784,8 +784,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.record:
         from gateway import inject
+        from gateway.twins import REGISTRY
 
-        if inject.active():  # a recorded run sets thresholds: it never carries an injected regression
+        if inject.active(REGISTRY):  # a recorded run sets thresholds: it never carries an injected regression
             print(
                 f"python -m harness.notebooks: --record refuses a run with {inject.ENV}="
                 f"{os.environ.get(inject.ENV)!r} set (test-only injected regressions)",

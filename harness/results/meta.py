@@ -144,8 +144,9 @@ def collect(
         "platform": platform.platform(),
     }
     from gateway import inject
+    from gateway.twins import REGISTRY
 
-    injected = inject.active()
+    injected = inject.active(REGISTRY)
     if injected:  # test-only regressions (gateway/inject.py): never carried silently
         meta["inject"] = list(injected)
     if extra:

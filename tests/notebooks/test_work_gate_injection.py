@@ -21,6 +21,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import inject
+from gateway.twins import REGISTRY
 from harness import notebooks as nbs
 from harness import work_gates
 
@@ -69,7 +70,7 @@ def _clean_runs_pass(notebook: str, gate: str, injected: float) -> None:
 def test_an_unknown_injection_is_refused(monkeypatch):
     monkeypatch.setenv(inject.ENV, "waf-thrice")
     with pytest.raises(Exception, match="unknown injection"):
-        inject.active()
+        inject.active(REGISTRY)
 
 
 def test_mmr_python_twin_under_the_rust_label_fails_the_per_leaf_work_gate(tmp_path, capsys, monkeypatch):
