@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import inject
 from gateway.errors import ConfigError, RustTwinUnavailable
 from gateway.ladder import RUNGS, refusal
 
@@ -154,6 +155,9 @@ def load(component: str, impl: str) -> Any:
         raise ConfigError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
     if impl not in IMPLS:
         raise ConfigError(f"impl {impl!r}: expected 'python' or 'rust'")
+    # test-only regressions (GATEWAYLAB_INJECT), off by default
+    if impl == RUST and inject.python_as_rust(component, REGISTRY):
+        impl = PYTHON  # injected: the Rust label loads the Python twin
     path = REGISTRY[component][IMPLS.index(impl)]
     if impl == RUST:
         native()  # clear error when the extension is missing
@@ -165,4 +169,6 @@ def load(component: str, impl: str) -> Any:
                 f"the built extension has no Rust twin for {component!r} ({path}); rebuild with `make dev`"
             )
         raise ImportError(f"{path} not found")
+    if impl == RUST and component == "mmr" and "mmr-batch-per-leaf" in inject.active(REGISTRY):
+        return inject.batch_per_leaf(obj)  # injected: the batch path removed
     return obj

@@ -183,8 +183,20 @@ def median_over_rounds(rounds: list[Mapping[str, Mapping[str, Any]]]) -> dict[st
 # The noise margin is itself derived, per gate: the smallest step of 5% (at least 15%) for
 # which no recorded run trips the gate derived from the *other* recorded runs
 # (leave-one-out). `derive_margin` computes it and the baseline file records it.
+#
+# A `work` gate (an instruction-count ratio, tier "work") follows the same rule with two
+# numbers changed, because a count does not move with load: it sits where WORK_LOSS (5%) of
+# the distance between the median and `neutral` is lost, m - 0.05 (m - neutral) for a floor
+# and m + 0.05 |m - neutral| for a ceiling, unless the recorded spread needs more room: then
+# at the noise bound, the worst recorded value with a margin derived by the same
+# leave-one-out rule in steps of WORK_MARGIN_STEP from WORK_MARGIN_STEP. Whichever is looser
+# wins, and the margin is stored in the gate. A work gate takes the `advantage` rule (it
+# needs its neutral point).
 RULES = ("advantage", "cost", "exact")
 MIN_MARGIN = 0.15  # the least room beyond the worst recorded value, as a fraction of it
+WORK_LOSS = 0.05  # a work gate fails once this share of the median's distance from neutral is lost
+WORK_MARGIN_STEP = 0.005  # a work gate's noise margin: from 0.5%, in steps of 0.5%
+WORK_MIN_RUNS = 5  # recorded values a work gate is derived from, at the least (the aim: 20; README)
 
 
 @dataclass
@@ -306,17 +318,34 @@ def recorded_values(runs: list[dict], notebook: str, metric_name: str) -> list[f
     ]
 
 
-def derive_threshold(check: Mapping[str, Any], values: list[float], margin: float = MIN_MARGIN) -> float:
-    """The threshold `check`'s rule gives for these recorded values (see RULES above)."""
+def fmt_margin(margin: float) -> str:
+    """A margin as the README and `--derive` print it: 15%, 0.5%."""
+    return f"{round(margin * 100, 3):g}%"
+
+
+def _min_margin(check: Mapping[str, Any]) -> float:
+    return WORK_MARGIN_STEP if check.get("tier") == "work" else MIN_MARGIN
+
+
+def derive_threshold(check: Mapping[str, Any], values: list[float], margin: float | None = None) -> float:
+    """The threshold `check`'s rule gives for these recorded values (see RULES above);
+    `margin` defaults to the least one of the gate's tier."""
     rule, op = check.get("rule", "exact"), check["op"]
     if rule == "exact":
         return float(check["threshold"])
     if not values:
         raise ValueError(f"{check['metric']}: no recorded values to derive a threshold from")
+    margin = _min_margin(check) if margin is None else margin
     vs = sorted(values)
     med = vs[len(vs) // 2] if len(vs) % 2 else (vs[len(vs) // 2 - 1] + vs[len(vs) // 2]) / 2
     higher_is_better = op.startswith(">")
     noise = vs[0] * (1 - margin) if higher_is_better else vs[-1] * (1 + margin)
+    if check.get("tier") == "work":
+        if rule != "advantage":
+            raise ValueError(f"{check['metric']}: a work gate takes the advantage rule, not {rule!r}")
+        step = WORK_LOSS * abs(med - float(check["neutral"]))
+        loss = med - step if higher_is_better else med + step
+        return round(min(loss, noise) if higher_is_better else max(loss, noise), 4)
     if rule == "cost":
         return round(noise, 3)
     neutral = float(check["neutral"])
@@ -464,6 +493,10 @@ def record_run(
     out = Path(runs_dir) if runs_dir is not None else RECORDED_RUNS_DIR
     out.mkdir(parents=True, exist_ok=True)
     p = out / f"{stamp}.json"
+    for i in range(2, 100):  # two runs recorded in the same second (parallel --work-only loops) keep both
+        if not p.exists():
+            break
+        p = out / f"{stamp}-{i}.json"
     p.write_text(
         json.dumps(
             {
@@ -511,10 +544,12 @@ def loo_alarms(check: Mapping[str, Any], values: list[float], margin: float) -> 
 
 
 def derive_margin(check: Mapping[str, Any], values: list[float]) -> float:
-    """The smallest margin (5% steps, from MIN_MARGIN) with no leave-one-out false alarm."""
-    m = MIN_MARGIN
+    """The smallest margin with no leave-one-out false alarm: 5% steps from MIN_MARGIN for a
+    timing gate, WORK_MARGIN_STEP steps from WORK_MARGIN_STEP for a work gate."""
+    step = WORK_MARGIN_STEP if check.get("tier") == "work" else 0.05
+    m = _min_margin(check)
     while loo_alarms(check, values, m) and m < 0.95:
-        m = round(m + 0.05, 2)
+        m = round(m + step, 3)
     return m
 
 
@@ -544,7 +579,7 @@ def derive_all(baseline_dir: Path | str = BASELINE_DIR, runs_dir: Path | str | N
                     "false_alarms": sum(not OPS[c["op"]](v, float(c["threshold"])) for v in vals),
                     # leave-one-out at the least margin: how often a run would trip a gate
                     # derived from the others if the margin were not widened to prevent it
-                    "loo_at_min_margin": loo_alarms(c, vals, MIN_MARGIN),
+                    "loo_at_min_margin": loo_alarms(c, vals, _min_margin(c)),
                     "runs": len(vals),
                 }
             )
@@ -694,6 +729,13 @@ def main(argv: list[str] | None = None) -> int:
         help="after the run, record its metrics in data/baselines/runs/ (to derive thresholds from)",
     )
     p.add_argument(
+        "--work-only",
+        action="store_true",
+        help="measure only the work gates (instruction counts, harness.work_gates) of the notebooks "
+        "that have them, without papermill (and without what no gate reads: 07's Noveum row), and "
+        "check those gates",
+    )
+    p.add_argument(
         "--derive",
         action="store_true",
         help="do not run; print the thresholds the recorded runs give and their false alarms",
@@ -718,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
                         r["rule"],
                         f"{r['op']} {r['committed']:.4g}",
                         "-" if r["derived"] is None else f"{r['derived']:.4g}",
-                        "-" if r["margin"] is None else f"{r['margin']:.0%}",
+                        "-" if r["margin"] is None else fmt_margin(r["margin"]),
                         ", ".join(f"{v:.3g}" for v in r["values"]),
                         f"{r['false_alarms']}/{r['runs']}",
                         f"{r['loo_at_min_margin']}/{r['runs']}",
@@ -734,11 +776,25 @@ def main(argv: list[str] | None = None) -> int:
                     "margin",
                     "recorded",
                     "false alarms",
-                    f"LOO at {MIN_MARGIN:.0%}",
+                    f"LOO at least margin ({fmt_margin(MIN_MARGIN)}; work {fmt_margin(WORK_MARGIN_STEP)})",
                 ],
             )
         )
         return 0
+
+    if args.record:
+        from gateway import inject
+        from gateway.twins import REGISTRY
+
+        if inject.active(REGISTRY):  # a recorded run sets thresholds: it never carries an injected regression
+            print(
+                f"python -m harness.notebooks: --record refuses a run with {inject.ENV}="
+                f"{os.environ.get(inject.ENV)!r} set (test-only injected regressions)",
+                file=sys.stderr,
+            )
+            return 2
+    if args.work_only:
+        return _work_only(args, names)
 
     t0 = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -851,6 +907,56 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[notebooks] {done}{len(checks)} check(s) passed")
     print(f"notebooks: {n_ok} passed, 0 failed")
     return 0
+
+
+def _work_only(args: argparse.Namespace, names: list[str]) -> int:
+    """`--work-only`: each notebook's work-gate measurement (harness.work_gates), the very one
+    the notebook makes, written as its metrics and checked against its work gates."""
+    from harness import work_gates
+
+    t0 = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = Path(args.out) if args.out else RUNS_DIR / f"{stamp}-work-{args.profile}"
+    todo = [nb for nb in names if nb in work_gates.MEASURES]
+    runs: list[NotebookRun] = []
+    for nb in todo:
+        print(f"[notebooks] measuring the work gates of {nb} (profile={args.profile}) ...", flush=True)
+        t = time.perf_counter()
+        try:
+            w = work_gates.measure(nb, args.profile, gated_only=True)
+            write_metrics(root / nb, nb, args.profile, w.metrics)
+            (root / nb / "instructions.json").write_text(json.dumps(w.run.to_json(), indent=1, default=str))
+            runs.append(NotebookRun(nb, time.perf_counter() - t, True))
+        except Exception as e:  # noqa: BLE001 - reported as the notebook's failure, in one line
+            runs.append(NotebookRun(nb, time.perf_counter() - t, False, f"{type(e).__name__}: {e}"[:800]))
+    checks = [c for c in check_results(root, args.baselines, todo) if c.tier == "work"]
+    total = time.perf_counter() - t0
+    print()
+    print(summary(runs, checks))
+    print()
+    for c in checks:
+        if not c.ok:
+            print(c.message())
+    for r in runs:
+        if not r.ok:
+            print(f"FAIL {r.notebook}: work measurement failed: {r.error}")
+    print(f"[notebooks] work gates: results in {root}; total {total:.1f} s")
+    if args.record and all(r.ok for r in runs):
+        rec = record_run(
+            root,
+            notebooks=todo,
+            extra={
+                "work_only": True,
+                "total_seconds": round(total, 1),
+                "load_average_start": load_start,
+                "executed": {r.notebook: r.ok for r in runs},
+            },
+        )
+        print(f"[notebooks] recorded this run's metrics in {rec}")
+    failures = [r for r in runs if not r.ok] + [c for c in checks if not c.ok]
+    print(f"notebooks: {sum(r.ok for r in runs) + sum(c.ok for c in checks)} passed, {len(failures)} failed")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

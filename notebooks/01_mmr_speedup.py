@@ -43,6 +43,8 @@ import plotly.graph_objects as go
 import pyperf
 from IPython.display import Markdown, display
 
+from harness import work_gates
+from harness.bench import instructions
 from harness.bench.mmr import gate_metrics
 from harness.notebooks import median_over_rounds, write_metrics
 from lab_ext.export import export, machine_line
@@ -208,6 +210,26 @@ display(
         "leaf) and memory traffic; the per-leaf gap to the batch API is the FFI call per leaf."
     )
 )
+
+# %% [markdown]
+# ## Instructions per leaf (the work gates)
+#
+# The same twins counted by Cachegrind (`harness.work_gates`, `gatewaylab bench instructions
+# --components mmr`): user-space instructions per leaf appended, by the difference of two
+# sizes, so interpreter start-up cancels. A count does not move with the machine's load, so the
+# two ratios below are gated tightly (`work` gates, data/baselines/README.md): the Rust twin's
+# per-leaf advantage over the Python twin, and the batch API's over the per-leaf API (one FFI
+# call per leaf against one call for all). Valgrind's CPU hides SHA-NI: the SHA-256 share of
+# each count is the portable path's (the skew column says how much more that is than native).
+# A confirmation (confirm_rounds > 0) re-measures timing only: a work gate is never confirmed.
+
+# %%
+if not confirm_rounds:
+    work = work_gates.measure(NOTEBOOK, profile)
+    run.write_json("instructions.json", work.run.to_json())
+    METRICS.update(work.metrics)
+    display(Markdown(instructions.markdown(work.run)))
+    display(pd.DataFrame(work.metrics).T[["value", "min", "max", "desc"]])
 
 # %% [markdown]
 # ## Blog export

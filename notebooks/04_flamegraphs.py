@@ -36,14 +36,14 @@
 # cell's measured window, so no profiler ever runs while throughput is measured.
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# **How it is measured.** `harness.infra.sweep.run_sweep`: the native mock upstream and the native
 # load generator run as separate processes pinned to their own cores (the hardware profile is
 # clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
 # cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
 # comes from the load generator's HDR histogram (**exact**), overhead is gateway pXX minus
 # direct-to-mock pXX at the same c in the same run. The load generator's capacity against the
 # mock is measured beside the sweep so it is never the bottleneck unnoticed. Which profiler a
-# target gets is `harness.targets.flamegraph_tools`; perf and inferno are installed by
+# target gets is `harness.infra.targets.flamegraph_tools`; perf and inferno are installed by
 # `make flame-tools` (a missing one is one line in `probes_missing`).
 
 # %% tags=["parameters"]

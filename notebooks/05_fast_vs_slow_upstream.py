@@ -32,7 +32,7 @@
 # with an error it did not set out to cause is not used.
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# **How it is measured.** `harness.infra.sweep.run_sweep`: the native mock upstream and the native
 # load generator run as separate processes pinned to their own cores (the hardware profile is
 # clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
 # cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency

@@ -28,7 +28,7 @@
 # an error it did not set out to cause is not used (a metric that needs it is reported missing).
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# **How it is measured.** `harness.infra.sweep.run_sweep`: the native mock upstream and the native
 # load generator run as separate processes pinned to their own cores (the hardware profile is
 # clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
 # cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
@@ -49,6 +49,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
+from harness import work_gates
+from harness.bench import instructions
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
@@ -311,6 +313,27 @@ def summary_text():
 display(Markdown(shown(summary_text)))
 display(write_missing(run.path, MISSING))
 pd.DataFrame(METRICS).T
+
+# %% [markdown]
+# ## Each twin's advantage in instructions (the work gates)
+#
+# Timing at ci size cannot tell a Rust twin from its Python twin inside a whole request (the
+# Python shell dominates, and the machine's load moves the rest). Cachegrind can
+# (`harness.work_gates`, `gatewaylab bench instructions --components`): user-space
+# instructions per call of each stage twin (auth, the WAF on a short prompt and on 4 KiB, the
+# rate limiter), per audit record (entropy, canonical record, hashes, ledger append) and per
+# WAL record, by the difference of two sizes. Each ratio Python / Rust is a `work` gate
+# (data/baselines/README.md): a count does not move with load, so the gate sits a few percent
+# from its recorded value. SHA-256 runs its portable path under valgrind (the skew column).
+# A confirmation (confirm_rounds > 0) re-measures timing only: a work gate is never confirmed.
+
+# %%
+if not confirm_rounds:
+    work = work_gates.measure(NOTEBOOK, profile)
+    run.write_json("instructions.json", work.run.to_json())
+    METRICS.update(work.metrics)
+    display(Markdown(instructions.markdown(work.run)))
+    display(pd.DataFrame(work.metrics).T[["value", "min", "max", "desc"]])
 
 # %% [markdown]
 # ## Blog export

@@ -31,7 +31,7 @@
 # `rs-server`.
 #
 # **What the labels mean.** "Every stage on" is shown, not assumed: the key carries rpm/tpm
-# limits far above the load (`harness.targets.bench_config`), so the rate limiter does its
+# limits far above the load (`harness.infra.targets.bench_config`), so the rate limiter does its
 # bucket work on every request, and after each cell the gateway's own counters
 # (`gateway_stage_runs_total`) must show every stage ran once per request, or the cell fails.
 # CPU per request is over successful answers; a cell with any error it did not set out to cause
@@ -39,7 +39,7 @@
 # why). No probe runs inside any rung here (`gil=False`): the compared set is measured alike.
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep`: the native mock upstream and the native
+# **How it is measured.** `harness.infra.sweep.run_sweep`: the native mock upstream and the native
 # load generator run as separate processes pinned to their own cores (the hardware profile is
 # clamped to this machine and says so in `meta.json`); the gateway runs pinned to the gateway
 # cores. Each cell is a **closed-loop** window at fixed concurrency c after a warm-up; latency
@@ -61,6 +61,8 @@ import plotly.express as px
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
+from harness import work_gates
+from harness.bench import instructions
 from harness.notebooks import metric, write_metrics
 from lab_ext.export import export, machine_line
 from lab_ext.magics import run_sweep_with_panel
@@ -323,7 +325,7 @@ prof = resolve(S["hw_profile"])
 
 
 def gw_config(mock_url, tag, ledger=None, **more):
-    """The benchmark config against the mock (harness.targets.bench_config: one passthrough
+    """The benchmark config against the mock (harness.infra.targets.bench_config: one passthrough
     model, the sweep's key with limits far above the load), its ledger under the run folder;
     `ledger` adds ledger keys, `more` top-level sections."""
     return write_bench_config(
@@ -466,6 +468,176 @@ for rung, d in acks.groupby("rung", sort=False):
     rows.append(row)
 ack_table = pd.DataFrame(rows)
 ack_table
+
+
+# %% [markdown]
+# ## The ladder in instructions per request (the work gates)
+#
+# Wall-clock ratios between rungs at ci size are set by this machine's load; the work each
+# request costs is not. Each rung runs under Cachegrind (`harness.work_gates`, `gatewaylab
+# bench instructions`) with every governance setting: all stages and the ledger (`on`),
+# none (`off`: the passthrough), the stages alone (`stages-only`) and the ledger alone
+# (`audit-only`), and Noveum as shipped beside them where it is installed. Instructions per
+# request are user-space instructions of every gateway process and thread, the background
+# audit included, by the difference of two sizes (closed loop, c = 1), so start-up cancels.
+#
+# The parts of a request, per rung: the **passthrough** floor is `rs-server@off` (the Rust
+# server forwarding, nothing else); **shell and crossing** is what the rung's own
+# passthrough costs above it (the Python server, the interpreter, the FFI crossings); the
+# **stages** are `stages-only − off`, the **ledger** `audit-only − off`, and **both
+# together** what `on` costs beyond the sum (negative when the two share work). The ci
+# profile counts the Python rungs with everything on only (a configuration under Cachegrind
+# takes most of a minute on a loaded machine): their bars are not split there; full splits all. What the
+# count does not see: waits (GIL, idle loop), system calls, cache misses; valgrind's CPU
+# hides SHA-NI, so the hashing (auth, the ledger) counts its portable path (the skew column
+# says by how much). Each rung's advantage over the rung below and rs-server against its own
+# passthrough are `work` gates: a confirmation (confirm_rounds > 0) re-measures timing only.
+
+# %%
+work = None if confirm_rounds else work_gates.measure(NOTEBOOK, profile)
+instr_figures = {}
+if work is not None:
+    wrun = work.run
+    run.write_json("instructions.json", wrun.to_json())
+    METRICS.update(work.metrics)
+    IR = {s["key"]: s for s in wrun.summary if s["status"] == "ok"}
+    W = work_gates.SIZES[profile]
+    WORK_HOW = (
+        f"Cachegrind, exact: user-space instructions per request, closed loop c = 1, "
+        f"n = {W['n2']} − {W['n1']} requests, median of {W['repeat']} repeat(s)"
+    )
+
+    def ir(name):
+        if name not in IR:
+            raise NotMeasured(f"{name}: not counted ({[u['reason'] for u in wrun.unfollowable] or 'failed'})")
+        return IR[name]["median"]
+
+    def counted(rung, setting="off"):
+        """`rung` was counted with `setting` too (ci counts the settings for rs-server only)."""
+        return f"{rung}@{setting}" in IR
+
+    def parts(rung):
+        """The parts of `rung`'s instructions per request, as far as its settings were counted."""
+        floor, on = ir("rs-server@off"), ir(rung)
+        out = {"passthrough (rs-server@off)": floor}
+        if counted(rung):
+            off = ir(f"{rung}@off")
+            out["shell and crossing"] = off - floor
+            if counted(rung, "stages-only"):
+                out["stages"] = ir(f"{rung}@stages-only") - off
+            if counted(rung, "audit-only"):
+                out["ledger"] = ir(f"{rung}@audit-only") - off
+        split = all(counted(rung, g) for g in ("off", "stages-only", "audit-only"))
+        out["stages and ledger together" if split else "the rest (not split at this size)"] = on - sum(
+            out.values()
+        )
+        return out
+
+    part_rows = []
+    for rung in S["rungs"]:
+        try:
+            for part, v in parts(rung).items():
+                part_rows.append({"target": rung, "part": part, "instructions per request": v})
+        except NotMeasured as e:
+            print(f"{rung}: parts not shown: {e}")
+    if "noveum" in IR:
+        part_rows.append(
+            {
+                "target": "noveum (as shipped)",
+                "part": "Noveum, as shipped",
+                "instructions per request": ir("noveum"),
+            }
+        )
+    instr_parts = pd.DataFrame(part_rows)
+    fig_instr = px.bar(
+        instr_parts,
+        y="target",
+        x="instructions per request",
+        color="part",
+        orientation="h",
+        barmode="relative",
+        category_orders={
+            "part": [
+                "passthrough (rs-server@off)",
+                "shell and crossing",
+                "stages",
+                "ledger",
+                "stages and ledger together",
+                "the rest (not split at this size)",
+                "Noveum, as shipped",
+            ]
+        },
+        title="Where each rung's work goes, every stage and the ledger on",
+    )
+    fig_instr.update_layout(
+        title_subtitle_text=WORK_HOW + "; SHA-256 at valgrind's portable path",
+        height=480,
+        margin_t=110,
+        yaxis=dict(autorange="reversed", title=None),
+        xaxis_title="instructions per request",
+    )
+    instr_figures["ladder_instructions"] = fig_instr
+
+    tax_rows = []
+    for rung in S["rungs"]:
+        if not counted(rung):
+            tax_rows.append(
+                {
+                    "rung": rung,
+                    "Ir/request, governance on": shown(
+                        lambda r: fmt_si((ir(r), IR[r]["min"], IR[r]["max"])), rung
+                    ),
+                    "off (passthrough)": f"not counted at profile {profile} (a Python rung's life under Cachegrind is slow)",
+                }
+            )
+            continue
+        on, off = ir(rung), ir(f"{rung}@off")
+        sk = IR[rung].get("sha256_skew_share")
+        tax_rows.append(
+            {
+                "rung": rung,
+                "Ir/request, governance on": fmt_si((on, IR[rung]["min"], IR[rung]["max"])),
+                "off (passthrough)": fmt_si((off, IR[f"{rung}@off"]["min"], IR[f"{rung}@off"]["max"])),
+                "stages-only": fmt_si((ir(f"{rung}@stages-only"),) * 3)
+                if counted(rung, "stages-only")
+                else "–",
+                "audit-only": fmt_si((ir(f"{rung}@audit-only"),) * 3) if counted(rung, "audit-only") else "–",
+                "governance tax on/off": f"{on / off:.2f}x",
+                "governance Ir/request": f"{(on - off) / 1e3:,.1f} k",
+                "SHA-256 skew share (on)": "–" if sk is None else f"{sk:.1%}",
+            }
+        )
+    if "noveum" in IR:
+        nv = ir("noveum")
+        tax_rows.append(
+            {
+                "rung": "noveum (as shipped: no key check, WAF, limiter or ledger)",
+                "Ir/request, governance on": "–",
+                "off (passthrough)": fmt_si((nv, IR["noveum"]["min"], IR["noveum"]["max"])),
+                "governance tax on/off": f"{nv / ir('rs-server@off'):.2f}x rs-server@off, "
+                f"{nv / ir('rs-server'):.2f}x rs-server (on)",
+            }
+        )
+    instr_table = pd.DataFrame(tax_rows)
+    fig_tax = px.bar(
+        pd.DataFrame(
+            [
+                {"rung": r, "governance tax (on / off)": ir(r) / ir(f"{r}@off")}
+                for r in S["rungs"]
+                if r in IR and counted(r)
+            ]
+        ),
+        x="rung",
+        y="governance tax (on / off)",
+        title="The governance tax per rung: instructions per request with everything on / passthrough",
+    )
+    fig_tax.update_layout(title_subtitle_text=WORK_HOW, height=420, yaxis_title="ratio on / off (x)")
+    instr_figures["governance_tax_instructions"] = fig_tax
+    display(Markdown(instructions.markdown(wrun)))
+    display(instr_table)
+    display(fig_instr)
+    display(fig_tax)
+    display(pd.DataFrame(work.metrics).T[["value", "min", "max", "desc"]])
 
 
 # %%
@@ -631,9 +803,20 @@ written = export(
             ack_table,
             "ledger.ack durable against background (fsync group): c=1 p50 and c=16 req/s, per rung",
         ),
+        **(
+            {
+                "instructions": (
+                    instr_table,
+                    "Instructions per request per rung and governance setting (Cachegrind)",
+                )
+            }
+            if work is not None
+            else {}
+        ),
     },
     figures={
         "ladder": fig_ladder,
+        **instr_figures,
     },
     profile=profile,
     meta=run.meta,

@@ -36,10 +36,10 @@
 # below says so; the closing section says what would change on the named hardware.
 
 # %% [markdown]
-# **How it is measured.** `harness.sweep.run_sweep(workers=...)`: the native mock upstream and
+# **How it is measured.** `harness.infra.sweep.run_sweep(workers=...)`: the native mock upstream and
 # the native load generator run as separate processes pinned to their cores; the gateway
 # runs as one plain process (workers = 1) or as a unit of N workers sharing one listening
-# socket, worker k pinned to the k-th core `harness.profiles.place_workers` gives it. Each cell
+# socket, worker k pinned to the k-th core `harness.infra.profiles.place_workers` gives it. Each cell
 # is a **closed-loop** window at fixed concurrency c after a warm-up; configurations alternate
 # inside each repeat. The knee of a curve is the first c after which the next step of c
 # adds less than 10% throughput (`knee()` below).

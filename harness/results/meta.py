@@ -143,6 +143,12 @@ def collect(
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }
+    from gateway import inject
+    from gateway.twins import REGISTRY
+
+    injected = inject.active(REGISTRY)
+    if injected:  # test-only regressions (gateway/inject.py): never carried silently
+        meta["inject"] = list(injected)
     if extra:
         meta.update(extra)
     return meta

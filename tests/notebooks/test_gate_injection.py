@@ -4,11 +4,11 @@ bench mmr`, pyperf worker processes) with a regression planted in every process 
 (`harness.bench.mmr.gate_metrics`), then checked against the committed gates.
 
 the Python MMR twin loaded under the Rust label (the registry entry silently points at the
-Python class): the batch-speedup and share-of-bound gates must fail. (A removed batch path is not measurable at
-this level on this machine -- append_many is 0.7-1.1x the per-leaf API by best-of values,
-see data/baselines/README.md -- and is caught deterministically instead: the registry entry
-would not be native (tests/test_twins.py) and append_many must run with the GIL released
-(tests/audit/test_rust_discipline.py).)
+Python class): the batch-speedup and share-of-bound gates must fail. (A removed batch path is
+not measurable by timing on this machine -- append_many is 0.7-1.1x the per-leaf API by
+best-of values, see data/baselines/README.md -- and is measured in instructions instead:
+tests/notebooks/test_work_gate_injection.py removes it for real, GATEWAYLAB_INJECT=
+mmr-batch-per-leaf, and the work gate `mmr_work_batch_over_per_leaf` fails.)
 
 Small N and pyperf's quick mode keep each run to seconds; no timing is asserted beyond the
 gates themselves, which are ratios measured within one run."""

@@ -137,10 +137,13 @@ def measure_components(
     repeat: int = 2,
     sizes: dict[str, tuple[int, int]] | None = None,
     log: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> InstructionRun:
     """Instructions per unit of each component twin: a driver under Cachegrind at two sizes
     (harness/bench/_instr_driver.py), differenced like requests. Units: a stage call, an MMR
-    leaf, a WAL record, an audit record (entropy + record + hashes + MMR + WAL), a SHA-256 block."""
+    leaf, a WAL record, an audit record (entropy + record + hashes + MMR + WAL), a SHA-256 block.
+    `jobs` > 1 runs that many driver lives at once (an instruction count does not depend on
+    what else runs; the wall time does)."""
     cg.valgrind()
     if not isinstance(repeat, int) or repeat < 1:
         raise ConfigError(f"repeat: need an integer >= 1, got {repeat!r}")
@@ -158,52 +161,61 @@ def measure_components(
     cal = sha256_calibration()
     run = InstructionRun(sha256=cal)
     t_start = time.monotonic()
-    rec_blocks: float | None = None
-    for rep in range(repeat):
-        for c in cases:
-            n1, n2 = sizes[c["kind"]]
-            name = _component_name(c)
-            head = {
-                "component": name,
-                "impl": c["impl"],
-                "api": c["api"],
-                "unit": _UNIT[c["kind"]],
-                "repeat": rep,
-                "n1": n1,
-                "n2": n2,
-                "label": cg.LABEL,
-            }
-            case = {**c, "sizes": [n1, n2]}
-            try:
-                a = run_driver(case, n1)
-                b = run_driver(case, n2)
-            except (GatewayLabError, subprocess.TimeoutExpired) as e:
-                run.components.append({**head, "status": "failed", "error": one_line(e)})
-                log(f"{name}.{c['impl']}.{c['api']} r{rep}: failed: {one_line(e)}")
-                continue
-            units = (n2 - n1) * c.get("calls", 1)
-            per = (b.total - a.total) / units
-            blocks, himpl = _component_blocks(c, n1, n2)
-            if c["kind"] == "record":
-                if rec_blocks is None:
-                    rec_blocks = _record_blocks(n1, n2)
-                blocks = rec_blocks
-            by_symbol = (b.matching(cg.SHA256_SYMBOLS) - a.matching(cg.SHA256_SYMBOLS)) / units
-            run.components.append(
-                {
-                    **head,
-                    "status": "ok",
-                    "error": "",
-                    "ir_n1": a.total,
-                    "ir_n2": b.total,
-                    "ir_per_unit": per,
-                    **skew_fields(blocks, himpl, per, by_symbol, cal),
-                }
-            )
-            log(f"{name}.{c['impl']}.{c['api']} r{rep}: {per:,.0f} Ir/{_UNIT[c['kind']]}")
+    rec_blocks: dict[tuple[int, int], float] = {}
+
+    def one(rep: int, c: dict[str, Any]) -> dict[str, Any]:
+        n1, n2 = sizes[c["kind"]]
+        name = _component_name(c)
+        head = {
+            "component": name,
+            "impl": c["impl"],
+            "api": c["api"],
+            "unit": _UNIT[c["kind"]],
+            "repeat": rep,
+            "n1": n1,
+            "n2": n2,
+            "label": cg.LABEL,
+        }
+        case = {**c, "sizes": [n1, n2]}
+        try:
+            a = run_driver(case, n1)
+            b = run_driver(case, n2)
+        except (GatewayLabError, subprocess.TimeoutExpired) as e:
+            log(f"{name}.{c['impl']}.{c['api']} r{rep}: failed: {one_line(e)}")
+            return {**head, "status": "failed", "error": one_line(e)}
+        units = (n2 - n1) * c.get("calls", 1)
+        per = (b.total - a.total) / units
+        blocks, himpl = _component_blocks(c, n1, n2)
+        if c["kind"] == "record":
+            blocks = rec_blocks[(n1, n2)]
+        by_symbol = (b.matching(cg.SHA256_SYMBOLS) - a.matching(cg.SHA256_SYMBOLS)) / units
+        log(f"{name}.{c['impl']}.{c['api']} r{rep}: {per:,.0f} Ir/{_UNIT[c['kind']]}")
+        return {
+            **head,
+            "status": "ok",
+            "error": "",
+            "ir_n1": a.total,
+            "ir_n2": b.total,
+            "ir_per_unit": per,
+            **skew_fields(blocks, himpl, per, by_symbol, cal),
+        }
+
+    for c in cases:
+        if c["kind"] == "record" and sizes["record"] not in rec_blocks:
+            rec_blocks[sizes["record"]] = _record_blocks(*sizes["record"])
+    todo = [(rep, c) for rep in range(repeat) for c in cases]
+    if jobs <= 1:
+        run.components += [one(rep, c) for rep, c in todo]
+    else:  # counts do not depend on what else runs: the driver runs may overlap
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            run.components += list(pool.map(lambda t: one(*t), todo))
     from harness.results.meta import collect
 
-    run.meta = collect(parameters={"components": list(components), "impls": list(impls), "repeat": repeat})
+    run.meta = collect(
+        parameters={"components": list(components), "impls": list(impls), "repeat": repeat, "jobs": jobs}
+    )
     run.meta.update(
         label=cg.LABEL,
         valgrind=cg.version(),

@@ -362,16 +362,23 @@ def measure(
     shell: str = "asgi",
     log: Callable[[str], None] | None = None,
     workdir: str | os.PathLike | None = None,
+    governance_of: dict[str, Sequence[str]] | None = None,
 ) -> InstructionRun:
     """Instructions per request of every target (rungs x governance, peers as shipped), each
     run under Cachegrind at n1 and n2 requests, `repeat` times (repeats the outer loop).
-    A target valgrind cannot run is reported in `unfollowable` (one line) and the rest go on;
-    a configuration that fails otherwise gets a failed row with its error."""
+    `governance_of` narrows the settings of the rungs it names ({"py": ["on"]}: py with
+    governance on only). A target valgrind cannot run is reported in `unfollowable` (one
+    line) and the rest go on; a configuration that fails otherwise gets a failed row with
+    its error."""
     from harness.infra.profiles import resolve
 
     cg.valgrind()
     check_sizes(n1, n2, repeat)
     todo = specs(targets, governance)
+    if governance_of:
+        todo = [
+            s for s in todo if s.kind == "peer" or s.governance in governance_of.get(s.target, governance)
+        ]
     log = log or (lambda s: None)
     prof = resolve(profile)
     precompile()
@@ -385,6 +392,7 @@ def measure(
         "profile": prof.name,
         "server": server,
         "shell": shell,
+        **({"governance_of": {k: list(v) for k, v in governance_of.items()}} if governance_of else {}),
     }
     run = InstructionRun(sha256=cal)
     skip: dict[Spec, str] = {}

@@ -62,6 +62,11 @@ class InstructionRun:
                 return s
         raise KeyError(f"{name!r} was not measured; measured: {', '.join(s['key'] for s in every)}")
 
+    def stats(self, name: str) -> dict[str, Any]:
+        """The summary of `name` (a request configuration's or a component's key): median,
+        min, max, spread over the ok repeats; KeyError when it has none."""
+        return self._find(name)
+
     def per_request(self, target: str, governance: str = "on") -> float:
         """Median instructions per request of `target` under `governance` (a peer: as shipped)."""
         return self._find(key(target, governance))["median"]

@@ -394,6 +394,25 @@ pub struct Pipeline {
     targets: HashMap<String, Vec<Route>, foldhash::fast::RandomState>,
     /// times each stage ran (RUN_STAGES)
     runs: [AtomicU64; RUN_STAGES.len()],
+    /// test-only: extra WAF scans of every prompt (`GATEWAYLAB_INJECT=waf-twice`: one,
+    /// `waf-extra:N`: N), a stage doing extra work for the work gates' injection tests
+    /// (gateway/inject.py); 0 unless injected
+    waf_extra: u32,
+}
+
+/// The extra WAF scans the test-only `GATEWAYLAB_INJECT` asks for (gateway/inject.py).
+fn injected_waf_extra() -> u32 {
+    let v = std::env::var("GATEWAYLAB_INJECT").unwrap_or_default();
+    v.split(',')
+        .map(str::trim)
+        .map(|p| match p {
+            "waf-twice" => 1,
+            _ => p
+                .strip_prefix("waf-extra:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+        .sum()
 }
 
 /// The span of the stage running now (`tracing`, exported by native/trace when a gateway
@@ -510,6 +529,7 @@ impl Pipeline {
             anthropic: Adapter::new(Kind::Anthropic),
             targets,
             runs: std::array::from_fn(|_| AtomicU64::new(0)),
+            waf_extra: injected_waf_extra(),
         })
     }
 
@@ -683,6 +703,9 @@ impl Pipeline {
         if self.waf_on {
             stage.enter("waf");
             self.ran(WAF);
+            for _ in 0..self.waf_extra {
+                std::hint::black_box(self.waf.scan(std::hint::black_box(&text)));
+            }
             if let Some(rule) = self.waf.scan(&text) {
                 if let Some(a) = audit.as_mut() {
                     a.waf = format!("block:{rule}");
