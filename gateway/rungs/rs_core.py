@@ -79,7 +79,8 @@ class RsCoreGateway(GatewayBase):
     def _submit(self, request: Request) -> asyncio.Future:
         """Queue the request; every request read in this loop iteration is handed to Rust in
         one call (one wake-up of the runtime) when the iteration's callbacks are done."""
-        token, fut = self._future()
+        token = next(self._tokens)  # _future(), inlined: once per request
+        fut = self._pending[token] = self._loop.create_future()
         self._outbox.append((token, request.headers, request.body))
         if len(self._outbox) == 1:
             self._loop.call_soon(self._flush)
@@ -95,15 +96,16 @@ class RsCoreGateway(GatewayBase):
         return fut
 
     # --- chat -----------------------------------------------------------------------------
-    async def admitted_chat(self, request: Request, t0: int) -> Response | StreamResponse:
-        """Admission control is the engine's (a shed answer completes like any other)."""
-        return await self.chat(request, t0)
-
     async def chat(self, request: Request, t0: int) -> Response | StreamResponse:
+        """Admission control is the engine's (a shed answer completes like any other), so
+        the shells' entry point is this coroutine itself: no second coroutine to create, and
+        to pass through again when the answer wakes the request's task."""
         status, headers, body, stream_id = await self._submit(request)
         if stream_id is None:
             return Response(status, body, [JSON_HEADER, *headers])
         return StreamResponse(self._chunks(stream_id), [*SSE_HEADERS, *headers])
+
+    admitted_chat = chat
 
     async def _chunks(self, stream_id: int):
         try:
