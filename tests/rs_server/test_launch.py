@@ -67,4 +67,4 @@ def test_rs_server_is_one_sweep_configuration_whatever_the_shells():
     from harness.infra.sweep import _configs
 
     cfgs = _configs(["py", "rs-server"], None, ["asgi", "fastapi"])
-    assert [(c.mode, c.shell) for c in cfgs] == [("py", "asgi"), ("py", "fastapi"), ("rs-server", "asgi")]
+    assert [(c.mode, c.shell) for c in cfgs] == [("py", "asgi"), ("py", "fastapi"), ("rs-server", "-")]
