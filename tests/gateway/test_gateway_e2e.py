@@ -185,6 +185,9 @@ def test_client_leaving_mid_stream_is_audited(upstream, gateway_factory, shell, 
     while b"gateway_streams_abandoned_total 1.0" not in http("GET", gw.url + "/metrics")[2]:
         assert time.monotonic() < deadline, "the gateway never noticed the client leaving"
         time.sleep(0.02)
+    # noticed while the upstream still holds its stream (it gives up after 10 s and sends the
+    # rest): a gateway that noticed only on its next write would pass the loop above, late
+    assert upstream.gate_opened_in_time is None, "noticed only when the upstream wrote again"
     upstream.open_gate()
     root = wait_for_count(gw.url, 1)
     assert root["count"] == 1

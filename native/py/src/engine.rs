@@ -85,7 +85,15 @@ struct Submitted {
     t0: Instant,
 }
 
-type Chunks = Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>;
+/// A stream's chunks as the crossing holds them: the receiver, and the client's hang-up.
+/// A `next_chunk` waiting on the receiver holds the slot, so removing it from the map is not
+/// enough to drop the receiver (and so tell the relay): `close_stream` wakes the waiter too.
+struct StreamSlot {
+    rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    gone: tokio::sync::Notify,
+}
+
+type Chunks = Arc<StreamSlot>;
 
 struct Shared {
     engine: Arc<Engine>,
@@ -145,7 +153,13 @@ impl Shared {
                 self.streams
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(sid, Arc::new(tokio::sync::Mutex::new(chunks)));
+                    .insert(
+                        sid,
+                        Arc::new(StreamSlot {
+                            rx: tokio::sync::Mutex::new(chunks),
+                            gone: tokio::sync::Notify::new(),
+                        }),
+                    );
                 self.complete(token, Done::Stream { sid, request_id });
             }
         }
@@ -356,7 +370,12 @@ impl PyRsCore {
             };
             let rt = self.handle()?;
             let task = async move {
-                let c = rx.lock().await.recv().await;
+                // one waiter at a time (Python awaits each chunk before asking for the next):
+                // a hang-up before this waits leaves a permit, so it is never missed
+                let c = tokio::select! {
+                    c = async { rx.rx.lock().await.recv().await } => c,
+                    _ = rx.gone.notified() => None,
+                };
                 if c.is_none() {
                     let mut streams = sh.streams.lock().unwrap_or_else(|e| e.into_inner());
                     streams.remove(&stream_id);
@@ -376,7 +395,9 @@ impl PyRsCore {
             .streams
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        streams.remove(&stream_id);
+        if let Some(slot) = streams.remove(&stream_id) {
+            slot.gone.notify_one(); // a waiting next_chunk lets go of the receiver
+        }
     }
 
     /// Every completion waiting, as a list of (token, value); resets the eventfd first, so a
