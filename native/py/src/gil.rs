@@ -144,6 +144,14 @@ mod tests {
     use std::sync::mpsc::channel;
     use std::time::Duration;
 
+    /// `gil_stats(reset = true)` resets every entry: a test reading its counters while another
+    /// resets them (during a detached sleep, say) would lose calls. One test at a time.
+    static STATS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        STATS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn snapshot(py: Python<'_>, name: &str, reset: bool) -> (u64, u64, u64, u64, u64) {
         let all = gil_stats(py, reset).unwrap();
         let d = all
@@ -163,6 +171,7 @@ mod tests {
 
     #[test]
     fn detached_time_and_calls_are_counted_and_reset() {
+        let _one = one_at_a_time();
         crate::test_python();
         static S: EntryStats = EntryStats::new("test.detach");
         Python::attach(|py| {
@@ -203,6 +212,7 @@ mod tests {
     fn waiting_to_reacquire_the_gil_is_counted() {
         // While the call is detached, another thread takes the GIL and keeps it for 100 ms
         // after the detached work has ended: the call must wait for it to come back.
+        let _one = one_at_a_time();
         crate::test_python();
         static S: EntryStats = EntryStats::new("test.reacquire");
         let (go_tx, go_rx) = channel::<()>();
