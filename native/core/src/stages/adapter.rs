@@ -414,7 +414,9 @@ impl<'de> Visitor<'de> for Seed {
 /// serde_json reads the integer `-0` as the float -0.0; orjson (Python) as the int 0. Blank
 /// the sign of every `-0` integer token (outside strings) so both read 0; positions stay.
 fn negative_zero_as_int(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !data.windows(2).any(|w| w == b"-0") {
+    // memchr finds the few '-' (vectorised); a byte-pair window over every byte cost about
+    // 13 instructions a byte, on every body parsed
+    if !memchr::memchr_iter(b'-', data).any(|i| data.get(i + 1) == Some(&b'0')) {
         return std::borrow::Cow::Borrowed(data);
     }
     let mut out = data.to_vec();
@@ -880,6 +882,15 @@ mod tests {
             r#"[-0.0,-0.0,"-0",0]"#
         );
         assert!(parse(b"-01").is_err());
+        assert_eq!(parse(b"-0").unwrap(), Json::I64(0));
+        assert_eq!(
+            parse(b"[1,-0]").unwrap(),
+            Json::Arr(vec![Json::I64(1), Json::I64(0)])
+        );
+        assert_eq!(
+            parse(b"[-1,-2.5]").unwrap().to_bytes().unwrap(),
+            b"[-1,-2.5]"
+        );
         assert!(parse(b"1e400").is_err());
         let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
         assert!(parse(&deep(1024)).is_ok());
