@@ -82,10 +82,10 @@ def protocol_class():
             self._seen.append("message")
             super().on_message_complete()
 
-        def on_header(self, name: bytes, value: bytes) -> None:
-            if self._state == _TRAILER:
-                return  # a trailer field (counted from the raw lines): never a request header
-            super().on_header(name, value)
+        # Trailer fields (counted from the raw lines) never become request headers: while they
+        # are read, uvicorn's `on_header` appends to a list nobody reads (`_step`, entering
+        # _TRAILER), not to the request's (the scope's, which `on_message_begin` made). No
+        # override of `on_header`: a Python call per header of every request saved.
 
         # --- the stream, cut into pieces ----------------------------------------------------
         def data_received(self, data: bytes) -> None:
@@ -132,22 +132,26 @@ def protocol_class():
                 if not self._feed(end + 4, "head"):
                     return False
                 self._ext = self._trailer_bytes = self._trailer_fields = 0
-                te = cl = None
-                for name, value in self.headers:
-                    if name == b"transfer-encoding":
-                        te = value
-                    elif name == b"content-length":
-                        cl = value
-                if te is not None:  # llhttp frames it by the chunked coding (or refused it)
+                framing = dict(self.headers)  # one pass in C; the last of repeated names, as before
+                if b"transfer-encoding" in framing:  # llhttp frames it by the chunked coding (or refused it)
                     self._state = _SIZE_LINE
-                elif cl is not None:  # llhttp read it as a decimal length
-                    if not cl.strip().isdigit():
-                        return self._refuse(
-                            400, "bad_http_framing", "malformed HTTP request: inconsistent framing"
-                        )
-                    if int(cl):
-                        self._state, self._left = _BODY, int(cl)
-                return True  # no body: llhttp completed the message with the head
+                    return True
+                cl = framing.get(b"content-length")
+                if cl is None:
+                    return True  # no body: llhttp completed the message with the head
+                # llhttp read it as a decimal length
+                if not cl.strip().isdigit():
+                    return self._refuse(
+                        400, "bad_http_framing", "malformed HTTP request: inconsistent framing"
+                    )
+                left = int(cl)
+                if not left:
+                    return True
+                if len(self._pending) < left:
+                    self._state, self._left = _BODY, left
+                    return True
+                # the whole body has arrived (the usual case): its piece now, as the next step would
+                return self._feed(left, "message")
             if st == _BODY or st == _DATA:
                 n = min(self._left, len(self._pending))
                 self._left -= n
@@ -182,6 +186,7 @@ def protocol_class():
                     self._state, self._left = _DATA, size + 2
                 else:
                     self._state = _TRAILER
+                    self.headers = []  # trailer fields go here, not into the request's headers
                 return True
             # a trailer field line, or the blank line that ends the message
             blank = lf >= 0 and self._line <= 2

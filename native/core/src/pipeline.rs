@@ -29,6 +29,7 @@ use crate::stages::guard::{check_headers, GuardError};
 use crate::stages::ratelimit::{RateLimiter, Tokens};
 use crate::stages::waf::{Rule, RuleKind, Waf};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -211,6 +212,9 @@ pub struct Forwarding {
     pub key_id: String,
     pub audit: Option<AuditMaterial>,
 }
+
+/// What `Pipeline::respond` answers: (status, body, error code if the gateway wrote the body).
+pub type Answered<'b> = (u16, Cow<'b, [u8]>, Option<&'static str>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -572,6 +576,7 @@ impl Pipeline {
             self.adapter(r.kind)
                 .to_upstream(request_body, &r.model)
                 .map_err(|e| UpstreamFailure::malformed("request", &e.0))?
+                .into_owned()
         } else {
             // decide() already adapted the body for this upstream model (or the adapter is off)
             fwd.body.clone()
@@ -789,7 +794,7 @@ impl Pipeline {
             };
             // the document the parse stage read: the body is parsed once
             self.adapter(route.kind)
-                .to_upstream_doc(parsed, &upstream_model)
+                .to_upstream_doc(parsed, body, &upstream_model)
                 .map_err(|e| Rejection {
                     audit: audit.clone(),
                     ..reject(
@@ -798,6 +803,7 @@ impl Pipeline {
                         format!("request cannot be sent to a {kind_name} upstream: {e}"),
                     )
                 })?
+                .into_owned()
         } else {
             body.to_vec()
         };
@@ -815,13 +821,14 @@ impl Pipeline {
     }
 
     /// An upstream answer -> (status, body, error code if the gateway wrote the body), or the
-    /// failure to answer with (a 5xx/1xx/3xx, or a 2xx the adapter cannot read).
-    pub fn respond(
+    /// failure to answer with (a 5xx/1xx/3xx, or a 2xx the adapter cannot read). The body is
+    /// the upstream's own (`Cow::Borrowed`) wherever the answer passes unchanged.
+    pub fn respond<'b>(
         &self,
-        fwd: &Forwarding,
+        fwd: &'b Forwarding,
         status: u16,
-        body: &[u8],
-    ) -> Result<(u16, Vec<u8>, Option<&'static str>), UpstreamFailure> {
+        body: &'b [u8],
+    ) -> Result<Answered<'b>, UpstreamFailure> {
         self.ran(FORWARD);
         self.ran(RESPOND);
         if !(200..500).contains(&status) || (300..400).contains(&status) {
@@ -829,20 +836,20 @@ impl Pipeline {
         }
         if status >= 400 {
             if is_openai_error(body) {
-                return Ok((status, body.to_vec(), None));
+                return Ok((status, Cow::Borrowed(body), None));
             }
             return Ok((
                 status,
-                error_body(
+                Cow::Owned(error_body(
                     status,
                     &format!("upstream answered HTTP {status}"),
                     "upstream_status",
-                ),
+                )),
                 Some("upstream_status"),
             ));
         }
         if !fwd.adapt {
-            return Ok((200, body.to_vec(), None));
+            return Ok((200, Cow::Borrowed(body), None));
         }
         self.adapter(fwd.kind)
             .from_upstream(body, &fwd.public_model)

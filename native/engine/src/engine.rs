@@ -10,6 +10,7 @@
 //!
 //! Shells own the wire: rs-core's binding completes replies through its eventfd queue, the
 //! rs-server binary writes them with hyper. Neither decides anything.
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -359,7 +360,7 @@ impl Engine {
                 if r.code == "waf_blocked" {
                     self.metrics.incr(Counter::WafBlocks);
                 }
-                let out = r.body();
+                let out = r.body().into();
                 return self.finish(r.status, r.headers, out, r.audit, t0).await;
             }
             Decision::Forward(f) => f,
@@ -380,7 +381,7 @@ impl Engine {
                 if call_failed {
                     self.metrics.incr(Counter::PluginErrors);
                 }
-                let out = error_body(status, &message, code);
+                let out = error_body(status, &message, code).into();
                 return self.finish(status, Vec::new(), out, fwd.audit, t0).await;
             }
         }
@@ -407,7 +408,17 @@ impl Engine {
             Ok(Got::Stream(up, first)) => return self.relay(fwd, up, first, permit, rid, t0),
             Ok(Got::Whole(status, _)) if fwd.stream => Err(UpstreamFailure::status(status)),
             Ok(Got::Whole(status, b)) => {
-                let r = self.pipeline.respond(&fwd, status, &b);
+                // an answer passing unchanged is sent as the upstream's own buffer
+                let r = self
+                    .pipeline
+                    .respond(&fwd, status, &b)
+                    .map(|(s, out, code)| {
+                        let out = match out {
+                            Cow::Borrowed(_) => b.clone(),
+                            Cow::Owned(v) => Bytes::from(v),
+                        };
+                        (s, out, code)
+                    });
                 self.metrics
                     .observe(Stage::Respond, t2.elapsed().as_nanos() as u64);
                 r
@@ -424,7 +435,7 @@ impl Engine {
             }
             Err(f) => {
                 self.metrics.incr(Counter::UpstreamErrors);
-                let out = f.body();
+                let out = f.body().into();
                 self.finish(f.status, Vec::new(), out, fwd.audit, t0).await
             }
         }
@@ -438,7 +449,7 @@ impl Engine {
         self: &Arc<Self>,
         status: u16,
         headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
+        body: Bytes,
         audit: Option<AuditMaterial>,
         t0: Instant,
     ) -> Reply {
@@ -448,11 +459,10 @@ impl Engine {
             return Reply::Whole {
                 status,
                 headers,
-                body: body.into(),
+                body,
                 handoff: None,
             };
         };
-        let body = Bytes::from(body);
         let job = Box::new(AuditJob {
             material,
             status,

@@ -100,7 +100,7 @@ impl PyAdapter {
                 "adapter",
                 body,
                 upstream_model,
-                |a, b, m| a.to_upstream(b, m),
+                |a, b, m| a.to_upstream(b, m).map(Cow::into_owned),
                 &mut c,
             )?;
             Ok(PyBytes::new(py, &out))
@@ -121,7 +121,7 @@ impl PyAdapter {
                 "adapter upstream response",
                 body,
                 public_model,
-                |a, b, m| a.from_upstream(b, m),
+                |a, b, m| a.from_upstream(b, m).map(Cow::into_owned),
                 &mut c,
             )?;
             Ok(PyBytes::new(py, &out))

@@ -155,6 +155,104 @@ impl<'a> Json<'a> {
 
 use std::io::Write as _;
 
+/// Decimal digits of `u` at the end of `buf`; the slice written.
+fn digits(u: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let (mut u, mut at) = (u, buf.len());
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Whether `raw[*pos..]` starts with `s`; if so `pos` moves past it.
+fn eat(raw: &[u8], pos: &mut usize, s: &[u8]) -> bool {
+    let ok = raw.get(*pos..*pos + s.len()) == Some(s);
+    if ok {
+        *pos += s.len();
+    }
+    ok
+}
+
+/// Whether `write_str(s)` gives the bytes of `raw` at `pos` (moved past them if so).
+fn str_writes_at(s: &str, raw: &[u8], pos: &mut usize) -> bool {
+    // A string `parse` borrowed from `raw` (`Cow::Borrowed`; an owned one is never in `raw`)
+    // sits between its quotes in `raw` as it is: serde_json borrows only a string without
+    // escape sequences, and refuses raw control characters, so it holds nothing `write_str`
+    // escapes. Its place proves its bytes.
+    let start = *pos + 1;
+    let end = start + s.len();
+    if raw.get(*pos) == Some(&b'"')
+        && raw.get(end) == Some(&b'"')
+        && std::ptr::eq(raw.as_ptr().wrapping_add(start), s.as_ptr())
+    {
+        *pos = end + 1;
+        return true;
+    }
+    let mut out = Vec::with_capacity(s.len() + 2);
+    write_str(&mut out, s);
+    eat(raw, pos, &out)
+}
+
+impl Json<'_> {
+    /// Whether `to_bytes` would give exactly `raw`, the bytes `parse` read this value from;
+    /// `false` also where `to_bytes` gives nothing (nested too deeply to write). Checked without
+    /// writing: a string borrowed from `raw` by its place, every other token by its bytes.
+    /// A value not read from `raw` is compared byte for byte (correct, only slower).
+    pub fn writes_as(&self, raw: &[u8]) -> bool {
+        let mut pos = 0;
+        self.writes_at(raw, &mut pos, 0) && pos == raw.len()
+    }
+
+    fn writes_at(&self, raw: &[u8], pos: &mut usize, depth: usize) -> bool {
+        if matches!(self, Json::Arr(_) | Json::Obj(_)) && depth >= MAX_WRITE_DEPTH {
+            return false;
+        }
+        let mut buf = [0u8; 20];
+        match self {
+            Json::Null => eat(raw, pos, b"null"),
+            Json::Bool(true) => eat(raw, pos, b"true"),
+            Json::Bool(false) => eat(raw, pos, b"false"),
+            Json::I64(n) => {
+                (*n >= 0 || eat(raw, pos, b"-"))
+                    && eat(raw, pos, digits(n.unsigned_abs(), &mut buf))
+            }
+            Json::U64(n) => eat(raw, pos, digits(*n, &mut buf)),
+            Json::F64(f) => eat(raw, pos, format_float(*f).as_bytes()),
+            Json::Str(s) => str_writes_at(s, raw, pos),
+            Json::Arr(a) => {
+                if !eat(raw, pos, b"[") {
+                    return false;
+                }
+                for (i, v) in a.iter().enumerate() {
+                    if (i > 0 && !eat(raw, pos, b",")) || !v.writes_at(raw, pos, depth + 1) {
+                        return false;
+                    }
+                }
+                eat(raw, pos, b"]")
+            }
+            Json::Obj(kv) => {
+                if !eat(raw, pos, b"{") {
+                    return false;
+                }
+                for (i, (k, v)) in kv.iter().enumerate() {
+                    if (i > 0 && !eat(raw, pos, b","))
+                        || !str_writes_at(k, raw, pos)
+                        || !eat(raw, pos, b":")
+                        || !v.writes_at(raw, pos, depth + 1)
+                    {
+                        return false;
+                    }
+                }
+                eat(raw, pos, b"}")
+            }
+        }
+    }
+}
+
 fn write_str(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly as orjson does: \" \\ \b \f \n \r \t, other controls as \u00xx.
     if serde_json::to_writer(&mut *out, s).is_err() {
@@ -316,7 +414,9 @@ impl<'de> Visitor<'de> for Seed {
 /// serde_json reads the integer `-0` as the float -0.0; orjson (Python) as the int 0. Blank
 /// the sign of every `-0` integer token (outside strings) so both read 0; positions stay.
 fn negative_zero_as_int(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !data.windows(2).any(|w| w == b"-0") {
+    // memchr finds the few '-' (vectorised); a byte-pair window over every byte cost about
+    // 13 instructions a byte, on every body parsed
+    if !memchr::memchr_iter(b'-', data).any(|i| data.get(i + 1) == Some(&b'0')) {
         return std::borrow::Cow::Borrowed(data);
     }
     let mut out = data.to_vec();
@@ -438,34 +538,47 @@ impl Adapter {
         Self { kind }
     }
 
-    pub fn to_upstream(&self, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, AdapterError> {
-        self.to_upstream_doc(load_obj(body, "adapter")?, upstream_model)
+    /// The upstream request for an OpenAI chat request `body`: `body` itself where the
+    /// adapter would write the same bytes (see `to_upstream_doc`).
+    pub fn to_upstream<'a>(
+        &self,
+        body: &'a [u8],
+        upstream_model: &'a str,
+    ) -> Result<Cow<'a, [u8]>, AdapterError> {
+        self.to_upstream_doc(load_obj(body, "adapter")?, body, upstream_model)
     }
 
-    /// `to_upstream` of a request body the caller has parsed already (with `parse`: the
-    /// pipeline's parse stage), so it is not parsed twice.
+    /// `to_upstream` of a request body the caller has parsed already (`doc`, read from `raw`
+    /// by `parse`: the pipeline's parse stage), so it is not parsed twice. An OpenAI upstream
+    /// whose model is the one the request names gets `raw` itself when writing the document
+    /// back would give the same bytes (compact, no duplicate key, numbers and escapes as the
+    /// writer writes them): the bytes every rung sends are the same either way.
     pub fn to_upstream_doc<'a>(
         &self,
         doc: Json<'a>,
+        raw: &'a [u8],
         upstream_model: &'a str,
-    ) -> Result<Vec<u8>, AdapterError> {
+    ) -> Result<Cow<'a, [u8]>, AdapterError> {
         if !matches!(doc, Json::Obj(_)) {
             return err("adapter: expected a JSON object");
         }
         match self.kind {
-            Kind::OpenAi => {
-                let mut obj = doc;
-                obj.set("model", Json::Str(upstream_model.into()));
-                dump(obj)
-            }
-            Kind::Anthropic => anthropic_request(doc, upstream_model),
+            Kind::OpenAi => swap_doc(doc, raw, upstream_model),
+            Kind::Anthropic => anthropic_request(doc, upstream_model).map(Cow::Owned),
         }
     }
 
-    pub fn from_upstream(&self, body: &[u8], public_model: &str) -> Result<Vec<u8>, AdapterError> {
+    /// The client's answer for an upstream answer `body`: `body` itself where the adapter
+    /// would write the same bytes (an OpenAI answer already naming the public model, written
+    /// as the writer writes it).
+    pub fn from_upstream<'a>(
+        &self,
+        body: &'a [u8],
+        public_model: &'a str,
+    ) -> Result<Cow<'a, [u8]>, AdapterError> {
         match self.kind {
-            Kind::OpenAi => swap_model(body, public_model),
-            Kind::Anthropic => anthropic_response(body, public_model),
+            Kind::OpenAi => swap_doc(load_obj(body, "adapter")?, body, public_model),
+            Kind::Anthropic => anthropic_response(body, public_model).map(Cow::Owned),
         }
     }
 
@@ -481,10 +594,18 @@ impl Adapter {
     }
 }
 
-fn swap_model<'a>(body: &'a [u8], model: &'a str) -> Result<Vec<u8>, AdapterError> {
-    let mut obj = load_obj(body, "adapter")?;
+/// `obj` (an object `parse` read from `raw`) with its `model` set to `model`, written; `raw`
+/// itself when that changes nothing.
+fn swap_doc<'a>(
+    mut obj: Json<'a>,
+    raw: &'a [u8],
+    model: &'a str,
+) -> Result<Cow<'a, [u8]>, AdapterError> {
+    if obj.get("model").is_some_and(|m| m.str_eq(model)) && obj.writes_as(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
     obj.set("model", Json::Str(model.into()));
-    dump(obj)
+    dump(obj).map(Cow::Owned)
 }
 
 fn strip_ascii(b: &[u8]) -> &[u8] {
@@ -499,8 +620,13 @@ fn openai_event<'a>(event: &'a [u8], public_model: &'a str) -> Result<Vec<Vec<u8
         return Ok(vec![]);
     }
     let mut obj = load_obj(event, "adapter stream event")?;
-    if obj.get("model").is_some() {
-        obj.set("model", Json::Str(public_model.into()));
+    match obj.get("model") {
+        None if obj.writes_as(event) => return Ok(vec![event.to_vec()]),
+        Some(m) if m.str_eq(public_model) && obj.writes_as(event) => {
+            return Ok(vec![event.to_vec()])
+        }
+        None => {}
+        Some(_) => obj.set("model", Json::Str(public_model.into())),
     }
     Ok(vec![dump(obj)?])
 }
@@ -756,6 +882,15 @@ mod tests {
             r#"[-0.0,-0.0,"-0",0]"#
         );
         assert!(parse(b"-01").is_err());
+        assert_eq!(parse(b"-0").unwrap(), Json::I64(0));
+        assert_eq!(
+            parse(b"[1,-0]").unwrap(),
+            Json::Arr(vec![Json::I64(1), Json::I64(0)])
+        );
+        assert_eq!(
+            parse(b"[-1,-2.5]").unwrap().to_bytes().unwrap(),
+            b"[-1,-2.5]"
+        );
         assert!(parse(b"1e400").is_err());
         let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
         assert!(parse(&deep(1024)).is_ok());
@@ -769,6 +904,175 @@ mod tests {
                 .unwrap()),
             "\"\\n\u{7f}é\""
         );
+    }
+
+    /// Random JSON texts: compact or spaced, strings with and without escapes, duplicate
+    /// keys, numbers in every spelling.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+        fn pick<'s>(&mut self, xs: &[&'s str]) -> &'s str {
+            xs[self.next(xs.len())]
+        }
+        fn ws(&mut self, out: &mut String) {
+            if self.next(8) == 0 {
+                out.push_str(self.pick(&[" ", "\n", "\t", "  "]));
+            }
+        }
+        fn string(&mut self, out: &mut String) {
+            out.push('"');
+            for _ in 0..self.next(4) {
+                out.push_str(self.pick(&[
+                    "a",
+                    "model",
+                    "é",
+                    "\\n",
+                    "\\u00e9",
+                    "\\\"",
+                    "\\/",
+                    "\\u0041",
+                    " ",
+                    "\u{7f}",
+                    "\\ud83d\\ude00",
+                    "😀",
+                    "\\\\",
+                    "-0",
+                ]));
+            }
+            out.push('"');
+        }
+        fn value(&mut self, out: &mut String, depth: usize) {
+            self.ws(out);
+            match self.next(if depth > 3 { 4 } else { 6 }) {
+                0 => out.push_str(self.pick(&["null", "true", "false"])),
+                1 => out.push_str(self.pick(&[
+                    "0",
+                    "-0",
+                    "1",
+                    "-1",
+                    "10",
+                    "1.0",
+                    "1e2",
+                    "0.1",
+                    "-0.0",
+                    "100.0",
+                    "1.5E-7",
+                    "1.5e-7",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "0.30000000000000004",
+                ])),
+                2 | 3 => self.string(out),
+                4 => {
+                    out.push('[');
+                    for i in 0..self.next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push(']');
+                }
+                _ => {
+                    out.push('{');
+                    for i in 0..self.next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.ws(out);
+                        out.push_str(self.pick(&["\"model\"", "\"a\"", "\"b\"", "\"\\u0061\""]));
+                        self.ws(out);
+                        out.push(':');
+                        self.value(out, depth + 1);
+                    }
+                    self.ws(out);
+                    out.push('}');
+                }
+            }
+            self.ws(out);
+        }
+    }
+
+    #[test]
+    fn writes_as_says_what_writing_would_give() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut same, mut differ) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            g.value(&mut text, 0);
+            let Ok(v) = parse(text.as_bytes()) else {
+                continue;
+            };
+            let written = v.to_bytes();
+            let want = written.as_deref() == Some(text.as_bytes());
+            assert_eq!(v.writes_as(text.as_bytes()), want, "{text}");
+            if want {
+                same += 1;
+            } else {
+                differ += 1;
+            }
+            // a value compared with bytes it was not read from: byte for byte
+            if let Some(w) = &written {
+                assert!(v.writes_as(w), "{text}");
+            }
+        }
+        assert!(same > 1000 && differ > 1000, "{same} {differ}");
+        let deep = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
+        assert!(parse(&deep(254)).unwrap().writes_as(&deep(254)));
+        assert!(!parse(&deep(255)).unwrap().writes_as(&deep(255)));
+    }
+
+    #[test]
+    fn borrowed_strings_need_no_escape() {
+        // what `writes_as` stands on: serde_json refuses raw control characters in strings,
+        // and borrows only strings without escape sequences
+        for c in 0u8..0x20 {
+            assert!(parse(&[b'"', c, b'"']).is_err(), "{c:#x}");
+        }
+        assert!(matches!(parse(br#""a\nb""#), Ok(Json::Str(Cow::Owned(_)))));
+        assert!(matches!(
+            parse(br#""a/b""#),
+            Ok(Json::Str(Cow::Borrowed(_)))
+        ));
+    }
+
+    #[test]
+    fn unchanged_bytes_pass_through() {
+        let a = Adapter::new(Kind::OpenAi);
+        let compact = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let out = a.to_upstream(compact, "m").unwrap();
+        assert!(matches!(out, Cow::Borrowed(b) if std::ptr::eq(b, &compact[..])));
+        for (body, model) in [
+            (&br#"{"model": "m","messages":[]}"#[..], "m"), // spaced
+            (br#"{"model":"m","messages":[]}"#, "up"),      // another model
+            (br#"{"model":"x","model":"m"}"#, "m"),         // a duplicate key
+            (br#"{"model":"m","n":-0}"#, "m"),              // -0 is written 0
+            (br#"{"model":"m","t":1E2}"#, "m"),             // 100.0
+        ] {
+            let out = a.to_upstream(body, model).unwrap();
+            assert!(matches!(out, Cow::Owned(_)), "{}", s(body));
+            assert_ne!(&*out, body);
+        }
+        let resp = br#"{"id":"c","model":"pub","choices":[{"message":{"content":"a\nb"}}]}"#;
+        assert!(matches!(
+            a.from_upstream(resp, "pub").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            s(&a.from_upstream(resp, "other").unwrap()),
+            r#"{"id":"c","model":"other","choices":[{"message":{"content":"a\nb"}}]}"#
+        );
+        let ev = br#"{"id":"c","choices":[]}"#;
+        assert_eq!(a.stream_event(ev, "pub").unwrap(), vec![ev.to_vec()]);
     }
 
     #[test]

@@ -79,10 +79,13 @@ fn assert_keys(v: &J, order: &[&str], required: &[&str], what: &str) {
 /// `model`, in place or last; and swapping the input's own model back gives the input.
 pub fn assert_model_swapped(input: &[u8], output: &[u8], model: &str) {
     let (i, o) = (parsed(input, "input"), parsed(output, "adapter output"));
+    let want = with_key(&i, "model", s(model));
+    assert_eq!(o, want, "only the model may change");
+    // byte for byte what the writer writes (the input itself where that is the input)
     assert_eq!(
-        o,
-        with_key(&i, "model", s(model)),
-        "only the model may change"
+        Some(output),
+        want.to_bytes().as_deref(),
+        "the writer's bytes"
     );
 }
 
@@ -413,6 +416,11 @@ pub fn assert_openai_event(event: &[u8], chunks: &[Vec<u8>], model: &str) {
         i
     };
     assert_eq!(o, want, "an OpenAI event changes only its model");
+    assert_eq!(
+        Some(chunks[0].as_slice()),
+        want.to_bytes().as_deref(),
+        "the writer's bytes"
+    );
 }
 
 // --- generators of valid messages ---------------------------------------------------------
