@@ -435,7 +435,8 @@ def cell_verdict(
 def claimed_stages(cfg: Config, stream: bool) -> tuple[str, ...]:
     """The stages a rung cell's label claims ran for every request (gateway_stage_runs_total
     names): the guard, the --stages that are on (parse and route whenever a stage needs the
-    parsed body), forward, respond (whole answers; a stream is relayed), audit (--audit on)."""
+    parsed body), forward, respond (whole answers; a stream is relayed), audit (--audit on);
+    ratelimit only when the key has limits (a key without them gives it no bucket to consult)."""
     if cfg.kind == "peer":
         return ()
     from gateway.pipeline import parse_stages
@@ -447,7 +448,8 @@ def claimed_stages(cfg: Config, stream: bool) -> tuple[str, ...]:
     out += ["parse"] if parse else []
     out += ["waf"] if "waf" in on else []
     out += ["route"] if parse else []
-    out += ["ratelimit"] if "ratelimit" in on else []
+    # a key without limits (`on-unlimited`) gives the limiter no bucket to consult: not claimed
+    out += ["ratelimit"] if "ratelimit" in on and cfg.limited else []
     out += ["adapter"] if "adapter" in on else []
     out += ["forward"] + ([] if stream else ["respond"]) + (["audit"] if cfg.audit else [])
     return tuple(out)

@@ -10,13 +10,16 @@ Both verdicts come from one cell's own numbers, so they are exact for that measu
 The limiter's part is a measurement of its own: a sweep with `--governance on,on-unlimited`
 runs everything on with the key's limits (the limiter runs) and without them (how "on" ran
 before: the limiter looks the key up and returns at once), interleaved; `limiter_pairs`
-sets each `on` cell beside its `on-unlimited` twin (same target, concurrency, repeat).
+sets each `on` cell beside its `on-unlimited` twin (same target, concurrency, repeat) and
+says whether the unlimited cell would have passed the stage check under the old label, which
+claimed the limiter ran (`ratelimit` counts a bucket consulted: with no limits, none is).
 
     gatewaylab verdicts RUN_DIR [RUN_DIR ...] [--json OUT]
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -134,6 +137,7 @@ def limiter_pairs(tables: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
             a, b = on.loc[k], un.loc[k]
             row = dict(zip(key, k if isinstance(k, tuple) else (k,), strict=True))
             rps_a, rps_b = _num(a.get("rps")), _num(b.get("rps"))
+            runs_b = json.loads(b.get("stage_runs") or "{}")
             cpu_a, cpu_b = _num(a.get("cpu_us_per_req")), _num(b.get("cpu_us_per_req"))
             row.update(
                 run=str(path.parent),
@@ -141,6 +145,11 @@ def limiter_pairs(tables: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
                 status_unlimited=b.get("status"),
                 gov_ratelimit_on=bool(a.get("gov_ratelimit")),
                 gov_ratelimit_unlimited=bool(b.get("gov_ratelimit")),
+                # the claim "on" made before: the limiter ran once per answer; did it?
+                ratelimit_runs_unlimited=int(runs_b.get("ratelimit", 0)),
+                on_label_holds_unlimited=int(runs_b.get("ratelimit", 0))
+                >= (_num(b.get("requests")) or 0)
+                > 0,
                 rps_on=rps_a,
                 rps_unlimited=rps_b,
                 rps_ratio=(rps_a / rps_b) if rps_a and rps_b else None,
@@ -182,6 +191,8 @@ def summary(judged: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, Any]:
                     "cpu_ratio_min": float(cr.min()) if len(cr) else None,
                     "cpu_ratio_max": float(cr.max()) if len(cr) else None,
                     "status_changed": int((g["status_on"] != g["status_unlimited"]).sum()),
+                    "on_label_fails": int((~g["on_label_holds_unlimited"].astype(bool)).sum()),
+                    "ratelimit_runs_unlimited": int(g["ratelimit_runs_unlimited"].sum()),
                 }
             )
         out["limiter"] = by
@@ -220,13 +231,15 @@ def markdown(s: dict[str, Any]) -> str:
             "The limiter, measured: `on` (the key's limits never reached: it runs) over `on-unlimited` "
             "(no limits: it returns at once), same run, interleaved; median (range) over repeats.",
             "",
-            "| target | c | pairs | req/s on / unlimited | CPU µs/req on / unlimited | status changed |",
-            "|---|---|---|---|---|---|",
+            "| target | c | pairs | req/s on / unlimited | CPU µs/req on / unlimited | status changed "
+            "| unlimited cells the old `on` label fails (limiter runs) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in s["limiter"]:
             lines.append(
                 f"| {r['mode']} | {r['concurrency']} | {r['pairs']} | {_f(r['rps_ratio_median'])} "
                 f"({_f(r['rps_ratio_min'])}–{_f(r['rps_ratio_max'])}) | {_f(r['cpu_ratio_median'])} "
-                f"({_f(r['cpu_ratio_min'])}–{_f(r['cpu_ratio_max'])}) | {r['status_changed']} |"
+                f"({_f(r['cpu_ratio_min'])}–{_f(r['cpu_ratio_max'])}) | {r['status_changed']} "
+                f"| {r['on_label_fails']} of {r['pairs']} (ratelimit ran {r['ratelimit_runs_unlimited']} times) |"
             )
     return "\n".join(lines)

@@ -30,8 +30,13 @@ def _cell(**kw):
         cpu_sys_s=0.1,
         rps=300.0,
         gov_ratelimit=True,
+        stage_runs=None,
     )
     row.update(kw)
+    if row["stage_runs"] is None:
+        n = row["requests"] or 0
+        runs = {"guard": n, "auth": n} | ({"ratelimit": n} if row["gov_ratelimit"] else {})
+        row["stage_runs"] = json.dumps(runs)
     row["cpu_us_per_req"] = (
         (row["cpu_user_s"] + row["cpu_sys_s"]) / row["requests"] * 1e6 if row["requests"] else None
     )
@@ -94,6 +99,9 @@ def test_limiter_pairs_set_on_beside_on_unlimited_of_the_same_run(tmp_path):
     (lim,) = s["limiter"]
     assert lim["pairs"] == 3 and lim["rps_ratio_median"] == pytest.approx(0.96)
     assert lim["rps_ratio_min"] == pytest.approx(0.95) and lim["status_changed"] == 0
+    # the unlimited cells' limiter consulted no bucket: the old "on" label's claim fails on each
+    assert lim["on_label_fails"] == 3 and lim["ratelimit_runs_unlimited"] == 0
+    assert not pairs["on_label_holds_unlimited"].any()
     assert "req/s on / unlimited" in V.markdown(s)
 
 
