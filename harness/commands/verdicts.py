@@ -23,6 +23,11 @@ def run(args: argparse.Namespace) -> int:
     s = V.summary(judged, pairs)
     print(V.markdown(s))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(s, f, indent=1, default=str)
+        from gateway.errors import InvalidInput
+
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(s, f, indent=1, default=str)
+        except OSError as e:
+            raise InvalidInput(f"--json {args.json}: {e.strerror}") from None
     return 0

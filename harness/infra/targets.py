@@ -173,7 +173,7 @@ def rung_governance(
 ) -> Governance:
     """What one of our rungs runs on `bench_config` with these options (`stages`: a set of
     gateway.pipeline.STAGES, or "all"/"none"; `limited`: the key has rpm/tpm limits, else
-    the rate-limit stage runs but has nothing to count)."""
+    the limiter looks the key up and returns at once: no bucket consulted, not rate limiting)."""
     from gateway.pipeline import parse_stages
 
     on = parse_stages(stages) if isinstance(stages, str) else frozenset(stages)

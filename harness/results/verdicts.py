@@ -44,7 +44,10 @@ def cell_tables(paths: Iterable[str | Path]) -> list[tuple[Path, pd.DataFrame]]:
         if not found:
             raise InvalidInput(f"{p}: no cells.parquet under it (a sweep run folder, or a folder of them)")
         for f in found:
-            d = pd.read_parquet(f)
+            try:
+                d = pd.read_parquet(f)
+            except Exception as e:  # noqa: BLE001 - a damaged table is one line, not a traceback
+                raise InvalidInput(f"{f}: not a readable cells table ({type(e).__name__}: {e})") from None
             ids = set(d["run_id"].astype(str)) if "run_id" in d else {str(f)}
             if ids and ids <= seen:
                 continue

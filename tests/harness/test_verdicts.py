@@ -134,3 +134,12 @@ def test_the_command_prints_the_counts_writes_json_and_refuses_a_folder_without_
         and "no cells.parquet" in err
         and len(err.splitlines()) == 1
     )
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cells.parquet").write_bytes(b"not parquet")
+    assert main(["verdicts", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable cells table" in err and len(err.splitlines()) == 1
+    assert main(["verdicts", str(d), "--json", str(tmp_path / "missing" / "v.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gatewaylab verdicts: error: --json") and len(err.splitlines()) == 1
