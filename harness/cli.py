@@ -18,6 +18,7 @@ COMMANDS = {
     "bench": "microbenchmarks: mmr|spawn|wal|hash|entropy|stages|...; instructions (Cachegrind)",
     "report": "write report.md / report.html for a run folder",
     "compare": "compare two run folders (significance and factor)",
+    "verdicts": "judge a run's cells by the label rules now and before; the limiter's pairs",
     "audit": "append/verify/prove/consistency on a WAL file",
     "torture": "kill -9 the gateway under load; check the ledger after every kill",
     "soak": "steady soak (RSS, CPU, p99, audit lag), overload, upstream chaos, idle connections",

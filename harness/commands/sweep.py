@@ -72,8 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--governance",
         nargs="+",
         default=None,
-        help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only "
-        "(default on)",
+        help="comma list of on (every stage + audit), off (plain forwarding), stages-only, audit-only, "
+        "on-unlimited (on with a key without limits: the limiter returns at once) (default on)",
     )
     p.add_argument(
         "--tracing",

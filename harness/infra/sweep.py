@@ -110,7 +110,22 @@ GOVERNANCE = {
     "off": ("none", "off"),
     "stages-only": ("all", "off"),
     "audit-only": ("none", "on"),
+    "on-unlimited": ("all", "on"),
 }
+
+# Every setting's key carries rpm/tpm limits no run reaches (the limiter runs on every request),
+# except "on-unlimited": everything on with a key that has no limits, so the limiter looks the
+# key up and returns at once. That is how "on" ran before the limiter was made to run; it is a
+# setting of its own so that the two can be compared in one interleaved run (and it is labelled
+# as not rate limiting).
+UNLIMITED_KEY = frozenset({"on-unlimited"})
+
+
+def key_limits(governance: str) -> dict[str, int]:
+    """The rpm/tpm of the benchmark key under a governance setting ({}: none)."""
+    from harness.infra.targets import unreachable_limits
+
+    return {} if governance in UNLIMITED_KEY else unreachable_limits()
 
 
 # peers run as shipped: what that includes is their governance matrix (harness.peers._base.Governance)
@@ -172,6 +187,11 @@ class Config:
     @property
     def audit(self) -> bool:
         return GOVERNANCE[self.governance][1] == "on"
+
+    @property
+    def limited(self) -> bool:
+        """Whether the benchmark key carries rpm/tpm limits (`key_limits`)."""
+        return bool(key_limits(self.governance))
 
 
 def parse_concurrency(spec: str | int | Iterable[int]) -> list[int]:
@@ -415,7 +435,8 @@ def cell_verdict(
 def claimed_stages(cfg: Config, stream: bool) -> tuple[str, ...]:
     """The stages a rung cell's label claims ran for every request (gateway_stage_runs_total
     names): the guard, the --stages that are on (parse and route whenever a stage needs the
-    parsed body), forward, respond (whole answers; a stream is relayed), audit (--audit on)."""
+    parsed body), forward, respond (whole answers; a stream is relayed), audit (--audit on);
+    ratelimit only when the key has limits (a key without them gives it no bucket to consult)."""
     if cfg.kind == "peer":
         return ()
     from gateway.pipeline import parse_stages
@@ -427,7 +448,8 @@ def claimed_stages(cfg: Config, stream: bool) -> tuple[str, ...]:
     out += ["parse"] if parse else []
     out += ["waf"] if "waf" in on else []
     out += ["route"] if parse else []
-    out += ["ratelimit"] if "ratelimit" in on else []
+    # a key without limits (`on-unlimited`) gives the limiter no bucket to consult: not claimed
+    out += ["ratelimit"] if "ratelimit" in on and cfg.limited else []
     out += ["adapter"] if "adapter" in on else []
     out += ["forward"] + ([] if stream else ["respond"]) + (["audit"] if cfg.audit else [])
     return tuple(out)
@@ -619,8 +641,6 @@ class Sweep:
 
     # ------------------------------------------------------------------ params / run folder
     def parameters(self) -> dict[str, Any]:
-        from harness.infra.targets import unreachable_limits
-
         return {
             "modes": list(self.modes),
             "configs": [
@@ -658,7 +678,7 @@ class Sweep:
             "scalene": self.scalene,
             "upstream": self.upstream,
             "upstreams": self.upstreams if len(self.upstreams) > 1 or "" not in self.upstreams else None,
-            "key_limits": unreachable_limits(),
+            "key_limits": {g: key_limits(g) for g in dict.fromkeys(c.governance for c in self.configs)},
             "probes": self.probes_description(),
             "server": self.server,
             "pyspy_rate": self.pyspy_rate,
@@ -824,8 +844,13 @@ class Sweep:
         ledger = self.run.artefact(f"ledgers/{cfg.stem}")
         ledger.mkdir(parents=True, exist_ok=True)
         # the benchmark config: the key's limits far above the load, so the rate limiter runs
+        # (none under "on-unlimited": `key_limits`)
         config = write_bench_config(
-            self.run.artefact(f"configs/{cfg.stem}.yaml"), self.mocks[cfg.upstream].url, API_KEY, ledger
+            self.run.artefact(f"configs/{cfg.stem}.yaml"),
+            self.mocks[cfg.upstream].url,
+            API_KEY,
+            ledger,
+            limits=key_limits(cfg.governance),
         )
         stages, audit = GOVERNANCE[cfg.governance]
         if cfg.workers > 1:  # a unit of workers, one per placed core (docs/workers.md)
@@ -1088,7 +1113,7 @@ class Sweep:
 
         if cfg.kind == "peer":
             return target(cfg.mode).governance
-        return rung_governance(cfg.stages, cfg.audit, cfg.tracing)
+        return rung_governance(cfg.stages, cfg.audit, cfg.tracing, limited=cfg.limited)
 
     def measure_cell(self, cfg: Config, rep: int, c: float) -> dict[str, Any]:
         key = cfg.key(c, self.loop)

@@ -135,14 +135,17 @@ def bench_config(
     """The gateway config every benchmark runs (a mapping for `gateway.config.from_mapping`,
     the same YAML every rung reads): zero-config's model and key, the key limited by `limits`
     (default `unreachable_limits()`), the ledger in `ledger_dir` plus `ledger` keys, and any
-    other top-level `sections` (plugins, limits, ...)."""
+    other top-level `sections` (plugins, limits, ...). `limits={}`: a key without limits
+    (the limiter looks it up and returns at once)."""
     from gateway.stages.auth import hash_key
 
     lim = dict(unreachable_limits() if limits is None else limits)
+    if set(lim) not in (set(), {"rpm", "tpm"}):
+        raise ValueError(f"bench_config limits: rpm and tpm together, or neither; got {sorted(lim)}")
     return {
         "model_list": [{"model_name": "mock", "upstream": {"kind": "openai", "base_url": upstream_url}}],
         "passthrough": True,
-        "keys": [{"id": "default", "sha256": hash_key(api_key), "rpm": lim["rpm"], "tpm": lim["tpm"]}],
+        "keys": [{"id": "default", "sha256": hash_key(api_key), **lim}],
         "ledger": {"dir": str(ledger_dir), **dict(ledger or {})},
         **sections,
     }
@@ -161,10 +164,16 @@ def write_bench_config(path: str | os.PathLike, upstream_url: str, api_key: str,
 
 
 def rung_governance(
-    stages: Iterable[str] | str, audit: bool, tracing: str = "off", fsync: str = "group"
+    stages: Iterable[str] | str,
+    audit: bool,
+    tracing: str = "off",
+    fsync: str = "group",
+    *,
+    limited: bool = True,
 ) -> Governance:
     """What one of our rungs runs on `bench_config` with these options (`stages`: a set of
-    gateway.pipeline.STAGES, or "all"/"none")."""
+    gateway.pipeline.STAGES, or "all"/"none"; `limited`: the key has rpm/tpm limits, else
+    the limiter looks the key up and returns at once: no bucket consulted, not rate limiting)."""
     from gateway.pipeline import parse_stages
 
     on = parse_stages(stages) if isinstance(stages, str) else frozenset(stages)
@@ -172,7 +181,7 @@ def rung_governance(
     return Governance(
         auth="auth" in on,
         waf="waf" in on,
-        ratelimit="ratelimit" in on,
+        ratelimit="ratelimit" in on and limited,
         ledger=ledger,
         tracing=tracing != "off",
         notes="; ".join(
@@ -180,7 +189,11 @@ def rung_governance(
             for n in (
                 "auth: SHA-256 key check" if "auth" in on else "",
                 "waf: the shipped rule set" if "waf" in on else "",
-                f"ratelimit: token buckets, limits {UNREACHABLE_RPM:.0e} rpm (never reached)"
+                (
+                    f"ratelimit: token buckets, limits {UNREACHABLE_RPM:.0e} rpm (never reached)"
+                    if limited
+                    else "ratelimit: the key has no limits (the stage returns at once)"
+                )
                 if "ratelimit" in on
                 else "",
                 f"ledger: MMR + WAL, fsync {fsync}" if audit else "",

@@ -41,7 +41,8 @@ CELLS: dict[str, tuple[str, str]] = {
     ),
     "governance": (
         "string",
-        "rungs: on (every stage, audit on), off (no stage, no audit), stages-only or audit-only; "
+        "rungs: on (every stage, audit on), off (no stage, no audit), stages-only, audit-only or "
+        "on-unlimited (on with a key without rpm/tpm: the limiter returns at once); "
         "peers: shipped (what that includes: the gov_* columns)",
     ),
     **{
@@ -304,7 +305,8 @@ INSTRUCTIONS: dict[str, tuple[str, str]] = {
     "target_kind": ("string", "rung or peer"),
     "governance": (
         "string",
-        "rungs: on (every stage + ledger), off (--stages none --audit off), stages-only, audit-only; "
+        "rungs: on (every stage + ledger), off (--stages none --audit off), stages-only, audit-only, "
+        "on-unlimited (on, the key without limits); "
         "peers: as-shipped",
     ),
     "stages": ("string", "--stages given to the rung ('' for peers)"),

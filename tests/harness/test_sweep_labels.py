@@ -61,7 +61,7 @@ def test_every_cell_shows_its_claimed_stages_ran_the_limiter_included(labelled):
         assert row["expected_errors"] == "none" and json.loads(row["errors_by_kind"]) == {}
         assert row["cpu_us_per_req"] == pytest.approx(_cpu_per_ok(row))
     meta = labelled.meta["parameters"]
-    assert meta["key_limits"] == targets.unreachable_limits()
+    assert meta["key_limits"] == {"on": targets.unreachable_limits()}
     cfg = (labelled.dir / "configs").glob("*.yaml")
     assert all(f"rpm: {targets.UNREACHABLE_RPM}" in p.read_text() for p in cfg)
 
@@ -144,3 +144,31 @@ def test_errors_the_cell_set_out_to_cause_leave_it_ok(tmp_path):
     # every request was decided, forwarded and answered (502 for the upstream's 500s), and audited
     assert runs["guard"] == runs["ratelimit"] == runs["forward"] == runs["audit"] == finished
     assert not math.isnan(row["cpu_us_per_req"])
+
+
+def test_on_unlimited_runs_everything_but_the_limits_and_says_so(tmp_path):
+    """`on-unlimited` is `on` with a key without rpm/tpm (how "on" ran before the limiter was
+    made to run): labelled as not rate limiting, its config holds no limits, every claimed
+    stage ran (the limiter is not claimed: it has no bucket to consult, and its counter stays
+    at 0), and `gatewaylab verdicts` pairs it with the `on` cell of the same run."""
+    from harness.results import verdicts as V
+
+    res = run_sweep(
+        modes=("rs-server",), governance=("on", "on-unlimited"), out=tmp_path, name="unlimited", **SMALL
+    )
+    t = res.table
+    assert (t["status"] == "ok").all(), t[["cell", "status", "error"]].to_string()
+    on, un = t[t["governance"] == "on"].iloc[0], t[t["governance"] == "on-unlimited"].iloc[0]
+    assert on["gov_ratelimit"] and not un["gov_ratelimit"]
+    assert "returns at once" in un["governance_notes"] and "never reached" in on["governance_notes"]
+    # the limiter has no bucket to consult: not claimed, and its counter shows it did not run
+    assert un["claimed_stages"].split(",") == [x for x in on["claimed_stages"].split(",") if x != "ratelimit"]
+    assert json.loads(un["stage_runs"]).get("ratelimit", 0) == 0
+    assert json.loads(on["stage_runs"])["ratelimit"] == on["requests"]
+    assert res.meta["parameters"]["key_limits"] == {"on": targets.unreachable_limits(), "on-unlimited": {}}
+    texts = {p.name: p.read_text() for p in (res.dir / "configs").glob("*.yaml")}
+    assert [n for n, x in texts.items() if "rpm" in x] == [n for n in texts if "unlimited" not in n]
+    pairs = V.limiter_pairs(V.cell_tables([res.dir]))
+    assert len(pairs) == 1 and pairs.iloc[0]["rps_ratio"] > 0
+    assert pairs.iloc[0]["gov_ratelimit_on"] and not pairs.iloc[0]["gov_ratelimit_unlimited"]
+    assert not pairs.iloc[0]["on_label_holds_unlimited"]  # the old "on" label's claim fails

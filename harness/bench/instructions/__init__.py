@@ -110,7 +110,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--targets", nargs="+", help="more targets (peers: noveum, litellm-chat, portkey, ...; or rungs)"
     )
-    p.add_argument("--governance", nargs="+", help="rungs: on,off,stages-only,audit-only (default on)")
+    p.add_argument(
+        "--governance", nargs="+", help="rungs: on,off,stages-only,audit-only,on-unlimited (default on)"
+    )
     p.add_argument(
         "--components",
         nargs="*",

@@ -29,7 +29,7 @@ from harness.bench.instructions._sha256 import (
     sha256_calibration,
     skew_fields,
 )
-from harness.infra.sweep import GOVERNANCE  # governance -> (--stages, --audit): the sweep's axis
+from harness.infra.sweep import GOVERNANCE, key_limits  # governance -> (--stages, --audit): the sweep's axis
 
 RUNG_TARGETS = ("py", "py+rs", "rs-core", "rs-server")
 N1, N2 = 200, 600
@@ -187,7 +187,13 @@ class _Bench:
                 from harness.infra.targets import write_bench_config
 
                 stages, audit = GOVERNANCE[spec.governance]
-                config = write_bench_config(workdir / "gateway.yaml", self.mock.url, API_KEY, ledger)
+                config = write_bench_config(
+                    workdir / "gateway.yaml",
+                    self.mock.url,
+                    API_KEY,
+                    ledger,
+                    limits=key_limits(spec.governance),
+                )
                 rung = RUNGS[spec.target]  # a rung that serves HTTP itself takes no --shell/--server
                 proc = start_gateway(
                     None,
