@@ -125,8 +125,9 @@ def test_python_audit_twins_on_pyrs_fail_the_py_over_pyrs_work_gate(tmp_path, ca
 
 def test_waf_scanning_more_on_rs_server_fails_the_stages_work_gate(tmp_path, capsys, monkeypatch):
     # four extra WAF scans per prompt in the Rust pipeline: ~13 k instructions per request, 7%
-    # of rs-server's governance work. One extra scan (waf-twice, ~3.3 k, 1.2% of the request)
-    # lies inside the request-level spread of this loaded machine (README, "Work gates").
+    # of rs-server's governance work. One extra scan (waf-twice, ~3.3 k, 1.5% of the request)
+    # was measured past the gate by 1.1%, once: too close to the request-level spread of this
+    # loaded machine to assert (README, "Work gates").
     injection = "waf-extra:4"
     kw = dict(noveum=False, rungs=("rs-server",), governance=("on", "off", "stages-only"))
     w = _measure(monkeypatch, injection, work_gates.measure_07, **kw)
