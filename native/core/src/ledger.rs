@@ -208,6 +208,10 @@ impl Ledger {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The WAL's group-commit delay (`group_delay_ms`).
+    pub fn group_delay(&self) -> std::time::Duration {
+        self.wal.group_delay()
+    }
     pub fn count(&self) -> u64 {
         self.mmr.leaf_count()
     }
@@ -511,11 +515,14 @@ fn append_batch(
 }
 
 /// How long a batch nobody waits on (no `Ack`) may wait for more jobs before it is written:
-/// fewer, larger batches (one wake-up, one write and one MMR pass each) at a cost only to
-/// when the record is written, never to an answer (ack background answers first).
-const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+/// the WAL's group delay, at most `GATHER_MAX`. Fewer, larger batches (one wake-up of this
+/// thread, one write, one MMR pass and one group commit each) at a cost only to when the
+/// record is written, never to an answer (ack background answers first): a record is written
+/// within the gather and fsynced within `group_delay_ms` after that. On one gateway core the
+/// wake-ups were the tax's largest native part (docs/rs_server.md); 500 µs gave way to this.
+const GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 /// A batch this large is written at once.
-const GATHER_ENOUGH: usize = 32;
+const GATHER_ENOUGH: usize = 128;
 
 /// Take one message into the batch; the Stop's reply channel if it was one.
 #[allow(clippy::vec_box)] // as append_batch
@@ -559,12 +566,17 @@ fn run(
 ) {
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
     let mut acks: Vec<Ack> = Vec::new();
+    let gather = ledger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .group_delay()
+        .min(GATHER_MAX);
     while let Ok(first) = rx.recv() {
         let mut stop = take(first, &mut batch, &mut acks);
         take_queued(&rx, &mut batch, &mut acks, &mut stop);
         if stop.is_none() && acks.is_empty() && batch.len() < GATHER_ENOUGH {
             // nobody waits on this batch: let it gather the jobs of the next moment
-            std::thread::sleep(GATHER);
+            std::thread::sleep(gather);
             take_queued(&rx, &mut batch, &mut acks, &mut stop);
         }
         if !batch_delay.is_zero() && !batch.is_empty() {
