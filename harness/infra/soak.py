@@ -507,9 +507,19 @@ def run_overload(
             ms = (time.perf_counter() - t0) * 1000
             streak = streak + 1 if (status == 200 and ms <= bound_ms) else 0
             if streak >= 10:
-                h = rig.health()
-                if h["queue"]["depth"] == 0 and h["audit"]["spawned"] == h["audit"]["records"]:
-                    recovered_at = time.monotonic()
+                # the last answer's record may still be on its way (ack background: the Rust
+                # ledger thread gathers a batch for up to 2 ms first), so give the queue a
+                # moment to empty without new requests before calling the next one
+                settle = time.monotonic() + 0.5
+                while True:
+                    h = rig.health()
+                    if h["queue"]["depth"] == 0 and h["audit"]["spawned"] == h["audit"]["records"]:
+                        recovered_at = time.monotonic()
+                        break
+                    if time.monotonic() > settle:
+                        break
+                    time.sleep(0.005)
+                if recovered_at is not None:
                     break
         peak = max(peak, _rss_mb(rig.app_pid))
         final = rig.metrics()
