@@ -6,7 +6,6 @@ Each subcommand is a module `harness.commands.<name>` with
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -50,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gatewaylab: command {name!r} is not available in this build", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"gatewaylab {name}", description=COMMANDS[name])
+    from harness.commands import OneLineParser
+
+    parser = OneLineParser(prog=f"gatewaylab {name}", description=COMMANDS[name])
     mod.add_arguments(parser)
     args = parser.parse_args(rest)
     from gateway.errors import GatewayLabError

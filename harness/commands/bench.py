@@ -11,6 +11,8 @@ import importlib
 import pkgutil
 import sys
 
+from harness.commands import OneLineParser
+
 
 def _available() -> list[str]:
     import harness.bench as pkg
@@ -26,14 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="versions or paths, e.g. 3.11,3.12,3.13: run on each (docs/interpreters.md)",
     )
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """A benchmark's options: a usage mistake is one line on stderr and exit status 2."""
-
-    def error(self, message: str):
-        print(f"{self.prog}: {message} (--help for usage)", file=sys.stderr)
-        sys.exit(2)
 
 
 def parser(name: str) -> argparse.ArgumentParser:
