@@ -10,6 +10,7 @@
     gatewaylab sweep --raw --modes py,py+rs     # lean install (no pandas): JSON rows, `gatewaylab import` later
     gatewaylab sweep --modes py,py+rs,rs-core --pythons 3.11,3.12,3.13   # the interpreter axis
     gatewaylab sweep --targets rs-server,noveum --concurrency 16 --repeat 8 --order alternate --no-gil
+    gatewaylab sweep --targets rs-server,noveum --concurrency 1 --cpu-latency-us 0   # CPUs poll, never idle
 
 Lists accept commas or spaces (`--modes py,py+rs` or `--modes py py+rs`); `--concurrency`
 takes ranges and lists (`1..16`, `1,2,4,8,16`). Each `--impl` value is one switches set
@@ -29,6 +30,16 @@ def _csv(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [v for item in values for v in item.split(",") if v.strip()]
+
+
+def _microseconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole microseconds, 0 or more")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,6 +124,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fixed (default) or alternate: every other repeat measures the configurations in reverse (A B C, C B A), "
         "so a drift in the machine's load falls on every configuration alike (interleaved rounds)",
     )
+    p.add_argument(
+        "--cpu-latency-us",
+        type=_microseconds,
+        default=None,
+        metavar="US",
+        help="hold a CPU latency request (PM QoS, /dev/cpu_dma_latency) for the run: 0 keeps the CPUs "
+        "polling instead of idling, so a wake-up does not cost an idle state's exit (needs root; "
+        "default: leave the machine as it is; meta.json cpu_idle records it either way)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--gil",
@@ -167,6 +187,7 @@ def sweep_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "repeat": args.repeat,
         "order": args.order,
+        "cpu_latency_us": args.cpu_latency_us,
         "gil": args.gil,
         "flamegraph": args.flamegraph,
         "scalene": args.scalene,

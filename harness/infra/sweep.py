@@ -546,6 +546,7 @@ class Sweep:
         order="fixed",
         upstreams=None,
         pythons=None,
+        cpu_latency_us=None,
     ):
         from harness.infra.targets import RUNGS, parse_targets, target
         from harness.results.raw_results import RESULTS
@@ -610,6 +611,7 @@ class Sweep:
         self.placements = {w: place_workers(self.profile, w) for w in self.workers}
         self.duration_s, self.warmup_s, self.repeat = float(duration_s), float(warmup_s), int(repeat)
         self.order = order
+        self.cpu_latency_us = cpu_latency_us
         round_order(self.configs, 0, order)  # validates
         self.gil, self.flamegraph, self.scalene = gil, flamegraph, scalene
         if flamegraph:  # said once here; each cell's probes_missing says it again
@@ -673,6 +675,7 @@ class Sweep:
             "stream": self.stream,
             "repeat": self.repeat,
             "order": self.order,
+            "cpu_latency_us": self.cpu_latency_us,
             "gil": self.gil,
             "flamegraph": self.flamegraph,
             "scalene": self.scalene,
@@ -1605,6 +1608,15 @@ class Sweep:
             self._stop_gateway()
 
     def execute(self) -> RunResult:
+        """Hold the CPU latency request (if asked) for the whole run, then run it."""
+        if self.cpu_latency_us is None:
+            return self._execute()
+        from harness.infra import cpuidle
+
+        with cpuidle.hold_latency(self.cpu_latency_us):
+            return self._execute()
+
+    def _execute(self) -> RunResult:
         self._open_run()
         partial, interrupted, error = True, False, None
         old_aff = os.sched_getaffinity(0)
@@ -1736,6 +1748,7 @@ def run_sweep(
     order: str = "fixed",
     upstreams: Mapping[str, Mapping[str, Any]] | None = None,
     pythons: str | Sequence[str] | None = None,
+    cpu_latency_us: int | None = None,
 ) -> RunResult:
     """Run a concurrency sweep and return its run folder and cells table (see module docstring).
 
@@ -1769,6 +1782,9 @@ def run_sweep(
     axis: each rung with an interpreter (py, py+rs, rs-core) runs once per interpreter, in that
     interpreter's venv; rs-server and peers run once (meta.json `interpreters.not_on_axis`).
     The cells' `python` column names the interpreter of every cell that has one.
+    `cpu_latency_us` holds a PM QoS CPU latency request for the whole run (0: the CPUs poll
+    instead of idling; harness.infra.cpuidle.hold_latency); meta.json's `cpu_idle` says how
+    the CPUs idled either way, and `parameters.cpu_latency_us` what was asked.
     """
     if ci:
         if isinstance(concurrency, range) and concurrency == range(1, 17):
@@ -1812,5 +1828,6 @@ def run_sweep(
         order=order,
         upstreams=upstreams,
         pythons=pythons,
+        cpu_latency_us=cpu_latency_us,
     )
     return sweep.execute()

@@ -6,11 +6,13 @@ API (small on purpose; everything returns plain JSON-able values):
             profile_satisfied=None, cores_used=None, start_time=None, extra=None) -> dict
         git sha and dirty flag, build profile of gateway._native, Python and rustc versions,
         CPU model, cores available/used, CPU affinity, hardware profile, mode and
-        per-component switches, shell, parameters, start time (UTC, ISO 8601), host.
+        per-component switches, shell, parameters, start time (UTC, ISO 8601), host, and how
+        the CPUs idle (`cpu_idle`: harness.infra.cpuidle.describe).
         `switches` is a gateway.twins.Switches (default: Switches.resolve(), i.e. the
         environment). Expensive probes (git, rustc) are cached per process.
     describe(meta) -> str
-        one line for reports: "AMD EPYC ... · 2/2 cores · release build · py · CPython 3.11.7 · rustc 1.xx · load 0.3 · abc1234+dirty"
+        one line for reports: "AMD EPYC ... · 2/2 cores · release build · py · CPython 3.11.7 · rustc 1.xx · load 0.3 ·
+         idle haltpoll/haltpoll (poll 0 ns), QoS none · abc1234+dirty"
     build_profile() -> str | None      "release" / "debug", None when the extension is missing
     git_info(root=REPO) -> {"git_sha", "git_dirty"}
 
@@ -106,6 +108,7 @@ def collect(
 ) -> dict[str, Any]:
     """Everything docs/architecture.md asks to store with a result (see module docstring)."""
     from gateway.twins import Switches
+    from harness.infra import cpuidle
     from harness.infra.bundle import provenance
     from harness.infra.interpreters import running_label
 
@@ -140,6 +143,7 @@ def collect(
         "parameters": dict(parameters or {}),
         "start_time": start_time or utc_now(),
         "load_average": load_average(),
+        "cpu_idle": cpuidle.describe(),  # idle states and the PM QoS limit: c = 1 latency depends on them
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }
@@ -172,6 +176,10 @@ def describe(meta: Mapping[str, Any]) -> str:
         parts.append(meta["rustc_version"].split(" (")[0])
     if meta.get("load_average"):
         parts.append(f"load {meta['load_average'][0]:.1f}")
+    if meta.get("cpu_idle"):
+        from harness.infra import cpuidle
+
+        parts.append(cpuidle.line(meta["cpu_idle"]))
     sha = (meta.get("git_sha") or "nogit")[:10]
     parts.append(sha + ("+dirty" if meta.get("git_dirty") else ""))
     if meta.get("peers"):  # peer gateways measured in the run, at their installed versions
