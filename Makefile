@@ -4,12 +4,13 @@ PY    := .venv/bin/python
 VENV_STAMP   := .venv/.deps-stamp
 NATIVE_STAMP := .venv/.native-stamp
 SYS_STAMP    := .venv/.sys-stamp
-RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) -print)
+RUST_SRC := $(shell find native -path native/target -prune -o \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' \) -print) .cargo/config.toml
 # Debian packages the studies and tests use: wrk (a second opinion on the mock), chromium (browser test, static figures),
 # python3-dev (libpython to link the binding crate's cargo tests against, for Debian's python3),
 # valgrind (Cachegrind: `gatewaylab bench instructions`, instructions per request),
-# linux-perf (native flamegraphs: perf record -e cpu-clock)
-SYS_PKGS := wrk chromium python3-dev valgrind linux-perf
+# linux-perf (native flamegraphs: perf record -e cpu-clock),
+# libssl-dev (the native crates hash with OpenSSL's libcrypto, as hashlib does, linked statically: .cargo/config.toml)
+SYS_PKGS := wrk chromium python3-dev valgrind linux-perf libssl-dev
 
 .PHONY: dev demo lint test test-rust test-py test-notebooks test-fuzz test-bundle fuzz fuzz-tools flame-tools api-fuzz lab clean sysdeps peers
 
@@ -32,14 +33,15 @@ $(SYS_STAMP): Makefile
 	fi
 	@touch $@
 
-$(VENV_STAMP): pyproject.toml
+# the system packages first (order only): the native build links libcrypto
+$(VENV_STAMP): pyproject.toml | $(SYS_STAMP)
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q -U pip 'maturin>=1.9,<2'
 	.venv/bin/maturin develop --release --extras analysis,dev
 	cd native && cargo build --release -p gatewaylab-server
 	@touch $@ $(NATIVE_STAMP)
 
-$(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC)
+$(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC) | $(SYS_STAMP)
 	.venv/bin/maturin develop --release --skip-install
 	cd native && cargo build --release -p gatewaylab-server   # rung 3: native/target/release/gatewaylab-server
 	@touch $@

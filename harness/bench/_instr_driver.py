@@ -18,7 +18,8 @@ Cases (`kind`):
   record   {impl}                   one audit record: entropy + canonical record + request and
                                     response hashes (RecordAssembler) + ledger append (WAL + MMR)
   sha256   {impl: openssl|rust, calls}  one 64-byte block: `calls` hashes of a message of
-                                    UNITS blocks (hashlib / sha2)
+                                    UNITS blocks (hashlib / the Rust twin;
+                                    both OpenSSL's libcrypto underneath)
   time_sha256 {impl}                natively: print the seconds one message of UNITS blocks
                                     takes to hash (best of 5)
 """

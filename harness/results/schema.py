@@ -294,7 +294,8 @@ _SKEW: dict[str, tuple[str, str]] = {
     "sha256_skew_share": ("float64", "sha256_skew_per_unit / ir_per_unit"),
     "sha256_ir_by_symbol_per_unit": (
         "float64",
-        "Ir in functions named like SHA-256 (Rust sha2; OpenSSL here has no symbols): a cross-check",
+        "Ir in SHA-256's block functions by name (the Rust twins' statically linked OpenSSL; "
+        "the shared libcrypto under hashlib has no symbols): a cross-check",
     ),
     "sha256_method": ("string", "how the native side of the skew was obtained"),
 }

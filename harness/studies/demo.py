@@ -59,7 +59,7 @@ def step_mmr(ctx: Context) -> str:
         f"At N = {r['n']:,}: Rust/Python per leaf **{r.get('rust_over_python_per_leaf', float('nan')):.1f}x** "
         f"(the seed reports 3.34x); Rust batch/Python **{r.get('batch_over_python', float('nan')):.1f}x**; "
         f"Rust batch reaches **{r.get('batch_share_of_sha256_bound', float('nan')):.0%}** of the SHA-256 bound "
-        "(leaf hashing alone, sha2 in Rust).",
+        "(leaf hashing alone, OpenSSL's libcrypto from Rust).",
         "",
         "Artefacts: `mmr.json`, `mmr.pyperf.json` (`python -m pyperf compare_to` works on it), `mmr.parquet`, "
         "`mmr_sha256_bound.parquet`.",

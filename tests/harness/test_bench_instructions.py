@@ -170,9 +170,14 @@ def test_every_figure_carries_its_sha256_skew_and_the_model_matches_the_rust_sym
             r["sha256_ir_per_unit"] - r["sha256_native_ir_est_per_unit"]
         )
         assert r["sha256_method"] == cal["method_short"]
-    # rs-server's sha2 functions have symbols: the block model agrees with what they executed
+    # rs-server's SHA-256 block functions have symbols: the block model agrees with what they
+    # executed. The model is blocks x Ir per block of a long message; OpenSSL's block function
+    # is called once for a message's full blocks and once more in SHA256_Final, and each call
+    # has its own entry and exit (~250 Ir: measured, 2,038 Ir for a 1-block message against
+    # 1,795 a block in a 64-block one), ~10 calls a request: the named count sits 0-12% above
+    # the model (one block fewer or more than the model counts would move it ~5%).
     for r in (r for r in run.rows if r["target"] == "rs-server"):
-        assert r["sha256_ir_by_symbol_per_unit"] == pytest.approx(r["sha256_ir_per_unit"], rel=0.05)
+        assert 1.0 <= r["sha256_ir_by_symbol_per_unit"] / r["sha256_ir_per_unit"] <= 1.12, r
     text = I.markdown(run)
     assert "skew" in text and "exact: cachegrind Ir, user space" in text
 

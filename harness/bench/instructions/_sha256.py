@@ -181,5 +181,7 @@ def skew_fields(blocks: float | None, impl: str | None, ir_per_unit: float | Non
 
 
 def hash_impl(target: str) -> str:
-    """Which SHA-256 a rung hashes with: OpenSSL (hashlib) on py, Rust sha2 on the others."""
+    """Which SHA-256 a rung hashes with: hashlib on py, the Rust twins' on the others (both are
+    OpenSSL's libcrypto underneath; the two calibrate apart, since the calls around the block
+    code differ)."""
     return "openssl" if target == "py" else "rust"

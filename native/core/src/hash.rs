@@ -1,8 +1,16 @@
 //! SHA-256 helpers and the MMR v2 domain-separated hashes (docs/formats.md):
 //! `leaf = H(0x00‖payload)`, `node = H(0x01‖left‖right)`, `root = H(0x02‖peaks…)`,
 //! empty root = 32 zero bytes. Hex is lowercase.
-use sha2::digest::generic_array::GenericArray;
-use sha2::{Digest, Sha256};
+//!
+//! SHA-256 is OpenSSL's libcrypto (the `openssl` crate's low-level `SHA256_*` calls), the
+//! library the Python twin's `hashlib` uses: on a CPU with SHA-NI both it and the `sha2`
+//! crate it replaced use the SHA extensions (the same ~0.8 µs for a request's 19 blocks
+//! here); on one without (Xeons before Ice Lake, and valgrind's simulated CPU) OpenSSL's
+//! vectorised path needs ~2,000 instructions a block where `sha2`'s portable Rust needed
+//! ~3,500 (docs/rs_server.md, "SHA-256 from OpenSSL"). Linked statically from Debian's
+//! libcrypto.a (.cargo/config.toml at the repository's root): nothing to install where the
+//! extension or the rs-server binary runs.
+use openssl::sha::Sha256;
 
 pub type Hash = [u8; 32];
 
@@ -14,7 +22,11 @@ pub const EMPTY_ROOT: Hash = [0u8; 32];
 /// Plain SHA-256 of `data`.
 #[inline]
 pub fn sha256(data: &[u8]) -> Hash {
-    Sha256::digest(data).into()
+    // SHA256_Init/Update/Final, not the crate's one-shot `sha256`: OpenSSL 3's one-shot
+    // `SHA256()` goes through EVP and fetches the algorithm from a provider on every call
+    let mut h = Sha256::new();
+    h.update(data);
+    h.finish()
 }
 
 /// Lowercase hex SHA-256 of `data` (the hashing twin of `hashlib.sha256(data).hexdigest()`).
@@ -22,65 +34,23 @@ pub fn sha256_hex(data: &[u8]) -> String {
     to_hex(&sha256(data))
 }
 
-/// SHA-256 initial state.
-const IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
-#[inline(always)]
-fn state_bytes(st: &[u32; 8]) -> Hash {
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(st) {
-        o.copy_from_slice(&w.to_be_bytes());
-    }
-    out
-}
-
-/// SHA-256 of `tag‖data` for short inputs (at most 2 blocks), padded by hand on the stack
-/// and compressed in one call: the MMR's leaf and node hashes are all this size, and one
-/// `compress256` over pre-padded blocks skips the streaming API's buffering (node hashes
-/// measure ~1.5x faster this way; the result is the same SHA-256).
-#[inline(always)]
-fn tagged_short(tag: u8, parts: &[&[u8]], len: usize) -> Hash {
-    debug_assert!(len + 1 + 9 <= 128);
-    let mut buf = [0u8; 128];
-    buf[0] = tag;
-    let mut at = 1;
-    for p in parts {
-        buf[at..at + p.len()].copy_from_slice(p);
-        at += p.len();
-    }
-    buf[at] = 0x80;
-    let blocks = if at + 9 <= 64 { 1 } else { 2 };
-    let end = blocks * 64;
-    buf[end - 8..end].copy_from_slice(&((at as u64) * 8).to_be_bytes());
-    let mut st = IV;
-    let (b0, rest) = buf.split_at(64);
-    let b0 = GenericArray::clone_from_slice(b0);
-    if blocks == 1 {
-        sha2::compress256(&mut st, &[b0]);
-    } else {
-        sha2::compress256(&mut st, &[b0, GenericArray::clone_from_slice(&rest[..64])]);
-    }
-    state_bytes(&st)
-}
-
 /// `H(0x00‖payload)`.
 #[inline]
 pub fn leaf_hash(payload: &[u8]) -> Hash {
-    if payload.len() + 10 <= 128 {
-        return tagged_short(LEAF_TAG, &[payload], payload.len() + 1);
-    }
     let mut h = Sha256::new();
-    h.update([LEAF_TAG]);
+    h.update(&[LEAF_TAG]);
     h.update(payload);
-    h.finalize().into()
+    h.finish()
 }
 
-/// `H(0x01‖left‖right)`: 65 bytes, two blocks, one compress call.
+/// `H(0x01‖left‖right)`: 65 bytes, two blocks, hashed from one buffer on the stack.
 #[inline]
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    tagged_short(NODE_TAG, &[left, right], 65)
+    let mut buf = [0u8; 65];
+    buf[0] = NODE_TAG;
+    buf[1..33].copy_from_slice(left);
+    buf[33..].copy_from_slice(right);
+    sha256(&buf)
 }
 
 /// `H(0x02‖peak_0‖…‖peak_k)`, or 32 zero bytes when there are no peaks.
@@ -90,11 +60,11 @@ pub fn root_of_peaks<'a>(peaks: impl IntoIterator<Item = &'a Hash>) -> Hash {
         return EMPTY_ROOT;
     }
     let mut h = Sha256::new();
-    h.update([ROOT_TAG]);
+    h.update(&[ROOT_TAG]);
     for p in it {
         h.update(p);
     }
-    h.finalize().into()
+    h.finish()
 }
 
 /// The hashing an MMR append does, and nothing else: one leaf hash per payload and, with
@@ -196,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn hand_padded_equals_streaming_for_every_short_length() {
+    fn tagged_hashes_equal_sha256_of_the_concatenation_for_every_short_length() {
         let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
         for n in 0..300 {
             let mut tagged = vec![0u8];

@@ -1,5 +1,5 @@
 //! Auth twin (`gateway.stages.auth.ApiKeyAuth`): bearer secrets hashed with SHA-256 and
-//! compared in constant time (sha2 + subtle). A check is a few hundred nanoseconds, so it
+//! compared in constant time (OpenSSL + subtle). A check is a few hundred nanoseconds, so it
 //! keeps the GIL.
 use crate::convert::type_name;
 use crate::entry;

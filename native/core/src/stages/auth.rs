@@ -1,6 +1,5 @@
 //! API-key auth: bearer secrets are hashed (SHA-256) and compared in constant time against
 //! the stored hashes, so neither the secrets nor a timing side channel leak.
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,7 +41,7 @@ impl ApiKeyAuth {
     /// token, or unknown. Every stored key is compared (no early exit), in constant time.
     pub fn check(&self, authorization: Option<&[u8]>) -> Option<&str> {
         let token = bearer_token(authorization?)?;
-        let digest: [u8; 32] = Sha256::digest(token).into();
+        let digest = crate::hash::sha256(token);
         let mut found: Option<&str> = None;
         for (id, h) in &self.keys {
             if bool::from(h.ct_eq(&digest)) && found.is_none() {
@@ -92,7 +91,7 @@ fn strip(mut b: &[u8]) -> &[u8] {
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
+    hex::encode(crate::hash::sha256(b))
 }
 
 #[cfg(test)]
