@@ -881,7 +881,7 @@ mod tests {
         PipelineConfig {
             keys: vec![KeyConfig {
                 id: "k".into(),
-                sha256: crate::stages::auth::sha256_hex(b"sk"),
+                sha256: crate::hash::sha256_hex(b"sk"),
                 rpm: None,
                 tpm: None,
             }],

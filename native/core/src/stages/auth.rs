@@ -90,13 +90,10 @@ fn strip(mut b: &[u8]) -> &[u8] {
     b
 }
 
-pub fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(crate::hash::sha256(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hash::sha256_hex;
 
     fn auth() -> ApiKeyAuth {
         ApiKeyAuth::new([
