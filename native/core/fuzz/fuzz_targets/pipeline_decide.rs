@@ -25,12 +25,12 @@ mod contract;
 
 use contract::{assert_anthropic_request, assert_model_swapped, openai_request, parsed, text};
 use gatewaylab_core::errors::{error_type, ERROR_TYPES, UPSTREAM_CODES};
+use gatewaylab_core::hash::sha256_hex;
 use gatewaylab_core::pipeline::{
     Context, Decision, Forwarding, KeyConfig, ModelConfig, Pipeline, PipelineConfig, Rejection,
     Request, RuleConfig, CHAT_PATH, STAGES,
 };
 use gatewaylab_core::stages::adapter::{Json, Kind};
-use gatewaylab_core::stages::auth::sha256_hex;
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicU64, Ordering};
