@@ -51,12 +51,16 @@ $(NATIVE_STAMP): $(VENV_STAMP) $(RUST_SRC) | $(SYS_STAMP)
 # errors) over the workspace. Clippy only checks, so the binding crate keeps its default
 # features (extension-module); PYO3_PYTHON is the venv's, as for maturin, so pyo3's build
 # script is not re-run for another interpreter.
+# native/core/fuzz is a workspace of its own (cargo-fuzz builds it on nightly): it gets the
+# same checks on stable, with its lock file held (--locked), so that a change to the core crate
+# that breaks a fuzz target fails here, not minutes into `make test-fuzz`.
 lint: dev
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	cd native && cargo fmt --all --check
 	cd native && PYO3_PYTHON=$(CURDIR)/$(PY) cargo clippy --release --workspace --all-targets -- -D warnings
+	cd native/core/fuzz && cargo fmt --check && cargo clippy --locked --bins -- -D warnings
 
 # The binding crate's tests run in an embedded interpreter: built without `extension-module`
 # so that they link the venv interpreter's libpython (found through LD_LIBRARY_PATH).
