@@ -266,15 +266,40 @@ where
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let busy = Busy::new(self.activity.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|body| TrackedBody { body, _busy: busy }))
-        })
+        TrackedFuture {
+            fut: self.inner.call(req),
+            busy: Some(busy),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future and its request's count, unboxed: hyper keeps the service's
+    /// future in its connection's own slot, so a box here was one more allocation and copy
+    /// of the whole (kilobytes-large) handler future per request.
+    struct TrackedFuture<F> {
+        #[pin]
+        fut: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.fut.poll(cx));
+        // the count ends with the response body, or here when the handler failed
+        let busy = this.busy.take().expect("polled after completion");
+        Poll::Ready(out.map(|resp| resp.map(|body| TrackedBody { body, _busy: busy })))
     }
 }
 
