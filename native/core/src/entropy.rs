@@ -178,12 +178,18 @@ fn deeper_than(v: &Json<'_>, limit: usize) -> bool {
     }
 }
 
+/// Whether `parse_body` keeps `doc`, a document `adapter::parse` read: the one check it adds
+/// to the adapter's parse (nesting within `MAX_JSON_DEPTH`).
+pub fn body_doc_ok(doc: &Json<'_>) -> bool {
+    !deeper_than(doc, MAX_JSON_DEPTH)
+}
+
 /// A response body as the entropy reads it: the adapter's document (orjson's reading, the
 /// one the record's usage counts come from too), or why it is not JSON (in serde_json's
 /// words, as the entropy has always said it).
 pub fn parse_body(body: &[u8]) -> Result<Json<'_>, InvalidJson> {
     match adapter::parse(body) {
-        Ok(doc) if !deeper_than(&doc, MAX_JSON_DEPTH) => Ok(doc),
+        Ok(doc) if body_doc_ok(&doc) => Ok(doc),
         // the rare path: ask serde_json for its own message
         _ => Err(InvalidJson(
             match serde_json::from_slice::<serde_json::Value>(body) {

@@ -2,7 +2,7 @@
 //!
 //! The Python twin is `gateway/audit/job.py` (`RecordAssembler.record`); both give the same
 //! payload bytes for the same job. A job is the request's `AuditMaterial` plus the answer.
-use crate::entropy::{doc_entropy_bits, parse_body, text_entropy_millibits, to_millibits, PySum};
+use crate::entropy::{body_doc_ok, doc_entropy_bits, text_entropy_millibits, to_millibits, PySum};
 use crate::hash::sha256_hex;
 use crate::pipeline::AuditMaterial;
 use crate::record::{encode_record, Value};
@@ -22,7 +22,14 @@ pub struct AuditJob {
     pub status: u16,
     pub answer: Answer,
     pub latency_us: i64,
+    /// A 2xx `Answer::Body`'s figures, read on the request path from the document the
+    /// response adapter parsed (`doc_figures`), so the ledger does not parse the body again;
+    /// `None`: the ledger reads them from the body (`body_figures`). Either way the same.
+    pub figures: Option<Figures>,
 }
+
+/// What a 2xx body gives its record: (entropy_mbits, prompt_tokens, completion_tokens).
+pub type Figures = (i64, i64, i64);
 
 /// `orjson.loads(chunk)["choices"][0]["delta"].get("content")` when it is a non-empty str.
 fn delta_content(chunk: &[u8]) -> Option<String> {
@@ -63,11 +70,20 @@ fn count(v: Option<&Json<'_>>, default: i64) -> Result<i64, ()> {
 /// (entropy, prompt_tokens, completion_tokens) of a non-streamed 2xx body; what cannot be
 /// read leaves entropy 0 and keeps the counts read so far (the Python twin's try block).
 /// The body is parsed once: the entropy and the usage counts read the same document.
-fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> (i64, i64, i64) {
-    let Ok(doc) = parse_body(body) else {
-        return (0, prompt_tokens, 0);
-    };
-    let entropy = to_millibits(doc_entropy_bits(&doc, mode));
+pub fn body_figures(body: &[u8], prompt_tokens: i64, mode: PySum) -> Figures {
+    match adapter::parse(body) {
+        Ok(doc) => doc_figures(&doc, prompt_tokens, mode),
+        Err(_) => (0, prompt_tokens, 0),
+    }
+}
+
+/// `body_figures` of a body from the document `adapter::parse` read from it (or from bytes
+/// that parse to the same document: the adapter's writing of it), without parsing again.
+pub fn doc_figures(doc: &Json<'_>, prompt_tokens: i64, mode: PySum) -> Figures {
+    if !body_doc_ok(doc) {
+        return (0, prompt_tokens, 0); // entropy::parse_body's reading: not JSON it reads
+    }
+    let entropy = to_millibits(doc_entropy_bits(doc, mode));
     if !matches!(doc, Json::Obj(_)) {
         return (0, prompt_tokens, 0);
     }
@@ -115,7 +131,8 @@ pub fn record_payload(seq: u64, job: &AuditJob, mode: PySum) -> Vec<u8> {
         }
         Answer::Body(b) => {
             let (e, p, c) = if (200..300).contains(&job.status) {
-                body_figures(b, m.prompt_tokens, mode)
+                job.figures
+                    .unwrap_or_else(|| body_figures(b, m.prompt_tokens, mode))
             } else {
                 (0, m.prompt_tokens, 0)
             };
@@ -170,6 +187,7 @@ mod tests {
             status: 200,
             answer: Answer::Body(body.to_vec()),
             latency_us: 7,
+            figures: None,
         };
         let p = record_payload(
             0,
@@ -196,12 +214,44 @@ mod tests {
     }
 
     #[test]
+    fn figures_of_the_adapters_document_are_the_bodys() {
+        use crate::stages::adapter::{Adapter, Kind};
+        let deep = format!(
+            r#"{{"model":"up","choices":[{{"message":{{"content":"x"}}}}],"z":{}1{}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        let bodies: Vec<&[u8]> = vec![
+            br#"{"model":"pub","choices":[{"message":{"content":"hello hello world"}}],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#,
+            br#"{"model":"up","choices":[{"message":{"content":"caf\u00e9 \"q\" \n"}}],"usage":{"completion_tokens":4}}"#,
+            br#"{"model":"up","choices":[{"logprobs":{"content":[{"top_logprobs":[{"logprob":-0.1},{"logprob":-2.5e-7}]}]}}],"usage":{"prompt_tokens":-0,"completion_tokens":1.0}}"#,
+            br#"{"usage":{"prompt_tokens":"x","completion_tokens":2},"choices":[]}"#,
+            br#"{"usage":[1],"model":"up","model":"pub"}"#,
+            br#"{"choices":{"message":1},"usage":0}"#,
+            br#"{ "model" : "up" , "choices" : [ ] }"#,
+            deep.as_bytes(),
+        ];
+        let a = Adapter::new(Kind::OpenAi);
+        for body in bodies {
+            for mode in [PySum::Plain, PySum::Neumaier] {
+                let mut seen = None;
+                let out = a
+                    .from_upstream_read(body, "pub", |d| seen = Some(doc_figures(d, 3, mode)))
+                    .unwrap();
+                let want = body_figures(&out, 3, mode);
+                assert_eq!(seen, Some(want), "{}", String::from_utf8_lossy(body));
+            }
+        }
+    }
+
+    #[test]
     fn trace_id_only_when_traced() {
         let mut job = AuditJob {
             material: material(),
             status: 404,
             answer: Answer::Body(b"{}".to_vec()),
             latency_us: 7,
+            figures: None,
         };
         let plain = String::from_utf8(record_payload(0, &job, PySum::Plain)).unwrap();
         assert!(!plain.contains("trace_id"), "{plain}");
@@ -224,6 +274,7 @@ mod tests {
             status: 200,
             answer: Answer::Chunks(chunks),
             latency_us: 1,
+            figures: None,
         };
         let s = String::from_utf8(record_payload(1, &job, PySum::Plain)).unwrap();
         assert!(

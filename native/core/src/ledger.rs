@@ -617,6 +617,7 @@ mod tests {
             status: 200,
             answer: Answer::Body(b"{}".to_vec()),
             latency_us: 1,
+            figures: None,
         }
     }
 

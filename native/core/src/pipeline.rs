@@ -823,11 +823,15 @@ impl Pipeline {
     /// An upstream answer -> (status, body, error code if the gateway wrote the body), or the
     /// failure to answer with (a 5xx/1xx/3xx, or a 2xx the adapter cannot read). The body is
     /// the upstream's own (`Cow::Borrowed`) wherever the answer passes unchanged.
+    ///
+    /// `read` sees the document the response adapter parsed from a 2xx OpenAI answer (see
+    /// `Adapter::from_upstream_read`); it is not called where nothing was parsed.
     pub fn respond<'b>(
         &self,
         fwd: &'b Forwarding,
         status: u16,
         body: &'b [u8],
+        read: impl FnOnce(&Json<'b>),
     ) -> Result<Answered<'b>, UpstreamFailure> {
         self.ran(FORWARD);
         self.ran(RESPOND);
@@ -852,7 +856,7 @@ impl Pipeline {
             return Ok((200, Cow::Borrowed(body), None));
         }
         self.adapter(fwd.kind)
-            .from_upstream(body, &fwd.public_model)
+            .from_upstream_read(body, &fwd.public_model, read)
             .map(|b| (200, b, None))
             .map_err(|e| UpstreamFailure::malformed("response", &e.0))
     }
@@ -994,6 +998,7 @@ mod tests {
             &f,
             200,
             br#"{"id":"x","object":"chat.completion","choices":[]}"#,
+            |_| {},
         )
         .ok();
         let _ = p.relay(&f);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use gatewaylab_core::errors::{error_body, UpstreamFailure};
-use gatewaylab_core::job::{Answer, AuditJob};
+use gatewaylab_core::job::{doc_figures, Answer, AuditJob, Figures};
 use gatewaylab_core::ledger::{Ledger, LedgerThread};
 use gatewaylab_core::pipeline::{
     AuditMaterial, Context, Decision, Forwarding, Pipeline, Request, CHAT_PATH,
@@ -361,7 +361,9 @@ impl Engine {
                     self.metrics.incr(Counter::WafBlocks);
                 }
                 let out = r.body().into();
-                return self.finish(r.status, r.headers, out, r.audit, t0).await;
+                return self
+                    .finish(r.status, r.headers, out, r.audit, None, t0)
+                    .await;
             }
             Decision::Forward(f) => f,
         };
@@ -382,7 +384,9 @@ impl Engine {
                     self.metrics.incr(Counter::PluginErrors);
                 }
                 let out = error_body(status, &message, code).into();
-                return self.finish(status, Vec::new(), out, fwd.audit, t0).await;
+                return self
+                    .finish(status, Vec::new(), out, fwd.audit, None, t0)
+                    .await;
             }
         }
         let got = self.forward(&mut fwd, &body, traced).await;
@@ -403,15 +407,25 @@ impl Engine {
         t2: Instant,
     ) -> Reply {
         use crate::forward::Got;
+        // a 2xx answer's record figures, read from the document the response adapter parsed:
+        // the ledger does not parse the body again
+        let mut figures = None;
         let answer = match got {
             Err(f) => Err(f),
             Ok(Got::Stream(up, first)) => return self.relay(fwd, up, first, permit, rid, t0),
             Ok(Got::Whole(status, _)) if fwd.stream => Err(UpstreamFailure::status(status)),
             Ok(Got::Whole(status, b)) => {
                 // an answer passing unchanged is sent as the upstream's own buffer
+                let (prompt_tokens, mode) = (
+                    fwd.audit.as_ref().map(|m| m.prompt_tokens),
+                    self.options.float_sum.into(),
+                );
+                let read = |doc: &gatewaylab_core::stages::adapter::Json<'_>| {
+                    figures = prompt_tokens.map(|p| doc_figures(doc, p, mode));
+                };
                 let r = self
                     .pipeline
-                    .respond(&fwd, status, &b)
+                    .respond(&fwd, status, &b, read)
                     .map(|(s, out, code)| {
                         let out = match out {
                             Cow::Borrowed(_) => b.clone(),
@@ -431,12 +445,14 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                self.finish(status, headers, out, fwd.audit, t0).await
+                self.finish(status, headers, out, fwd.audit, figures, t0)
+                    .await
             }
             Err(f) => {
                 self.metrics.incr(Counter::UpstreamErrors);
                 let out = f.body().into();
-                self.finish(f.status, Vec::new(), out, fwd.audit, t0).await
+                self.finish(f.status, Vec::new(), out, fwd.audit, None, t0)
+                    .await
             }
         }
     }
@@ -451,6 +467,7 @@ impl Engine {
         headers: Vec<(&'static str, String)>,
         body: Bytes,
         audit: Option<AuditMaterial>,
+        figures: Option<Figures>,
         t0: Instant,
     ) -> Reply {
         let Some(material) = audit else {
@@ -468,6 +485,7 @@ impl Engine {
             status,
             answer: Answer::Body(body.to_vec()),
             latency_us: t0.elapsed().as_micros() as i64,
+            figures,
         });
         let reply = if self.config.ledger.ack == Ack::Durable {
             let (tx, rx) = tokio::sync::oneshot::channel();

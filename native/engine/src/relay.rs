@@ -104,6 +104,7 @@ impl Engine {
                 status,
                 answer: Answer::Chunks(std::mem::take(&mut relay.collected)),
                 latency_us: t0.elapsed().as_micros() as i64,
+                figures: None,
             });
         }
         self.metrics

@@ -1,7 +1,8 @@
 //! The adapter, both kinds, all three directions: never panics, and whatever it writes says
 //! what its input said, read back in the input's terms (common/contract.rs):
 //! - OpenAI upstream: the request, response or stream event with only `model` replaced (in
-//!   place, or last), and swapping the input's own model back gives the input again;
+//!   place, or last), and swapping the input's own model back gives the input again; a
+//!   response's record figures read from the adapter's document are its answer's;
 //! - Anthropic request: the Messages request read back as an OpenAI conversation is the
 //!   input's (system messages joined, every other message's role and content in order,
 //!   max_tokens or 1024, temperature, top_p, stop as a list, stream only when true);
@@ -19,6 +20,8 @@
 mod contract;
 
 use contract::*;
+use gatewaylab_core::entropy::PySum;
+use gatewaylab_core::job::{body_figures, doc_figures};
 use gatewaylab_core::stages::adapter::{Adapter, Json, Kind};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -62,8 +65,13 @@ fn raw(sel: u8, body: &[u8]) {
             }
         }
         (1, Kind::OpenAi) => {
-            if let Ok(out) = a.from_upstream(body, PUB) {
+            // the record's figures read from the document parsed here are the answer's own
+            let mut seen = None;
+            let read = |d: &Json<'_>| seen = Some(doc_figures(d, 3, PySum::Neumaier));
+            if let Ok(out) = a.from_upstream_read(body, PUB, read) {
                 check_openai_swap(&a, body, &out, PUB);
+                let want = body_figures(&out, 3, PySum::Neumaier);
+                assert_eq!(seen, Some(want), "figures");
             }
         }
         (1, Kind::Anthropic) => {

@@ -576,8 +576,25 @@ impl Adapter {
         body: &'a [u8],
         public_model: &'a str,
     ) -> Result<Cow<'a, [u8]>, AdapterError> {
+        self.from_upstream_read(body, public_model, |_| {})
+    }
+
+    /// `from_upstream`, showing `read` the document it parsed from an OpenAI upstream's
+    /// `body` before writing the answer (which is `body` itself, or that document with its
+    /// `model` set, written: bytes that parse to the same document but for `model`). An
+    /// Anthropic answer is written from another document: `read` is not called.
+    pub fn from_upstream_read<'a>(
+        &self,
+        body: &'a [u8],
+        public_model: &'a str,
+        read: impl FnOnce(&Json<'a>),
+    ) -> Result<Cow<'a, [u8]>, AdapterError> {
         match self.kind {
-            Kind::OpenAi => swap_doc(load_obj(body, "adapter")?, body, public_model),
+            Kind::OpenAi => {
+                let doc = load_obj(body, "adapter")?;
+                read(&doc);
+                swap_doc(doc, body, public_model)
+            }
             Kind::Anthropic => anthropic_response(body, public_model).map(Cow::Owned),
         }
     }
