@@ -1,5 +1,6 @@
 """uvicorn's HTTP/1 protocol (httptools, i.e. llhttp) with the limits llhttp lacks and the
-other servers have, and OpenAI-shaped answers for what it refuses.
+other servers have, OpenAI-shaped answers for what it refuses, and each response written in
+one send (`JoinedWrites`, at the end).
 
 llhttp reads a request head of any size (uvicorn buffers it whole before the gateway's guard
 can judge it), chunk extensions of any length (it skips them without counting: they do not
@@ -26,11 +27,19 @@ LF, each chunk's data and CRLF, each trailer line. After each piece llhttp must 
 event that piece ends (headers complete, chunk header, chunk complete, message complete);
 if it does not, the two readings disagree and the request is refused (400), never forwarded.
 llhttp stays the only judge of the grammar; the cuts only count.
+
+uvicorn's cycle writes a response's head and then its body, and uvloop sends each write at once:
+two sends per answer, each a trip through the kernel's TCP stack on the gateway's core. The
+cycle's transport is a `JoinedWrites`, which holds a write until the next one (the two go out
+as one send), the end of the loop iteration, or a close; the protocol's own refusals flush it
+first, so a connection's bytes keep their order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 
 MAX_HEAD_BYTES = 64 * 1024  # hyper's default read buffer under rs-server's net layer is 36 KiB
 MAX_CHUNK_EXT_BYTES = 16 * 1024  # hyper's CHUNKED_EXTENSIONS_LIMIT (all chunks of one request)
@@ -52,6 +61,75 @@ def answer(status: int, code: str, message: str) -> bytes:
     ) + body
 
 
+class JoinedWrites(asyncio.Transport):
+    """The transport a response is written through (uvicorn's cycle writes its head and then
+    its body, each a send of its own on uvloop): a write is held until the next one, which goes
+    out joined with it, or until the end of the loop iteration, or a close, whichever comes
+    first. A response with a body is one send; a stream's head goes with its first chunk, or
+    alone at the end of the iteration that wrote it."""
+
+    __slots__ = ("_transport", "_flusher", "_held")
+
+    def __init__(self, transport: asyncio.Transport, flusher: _Flusher) -> None:
+        super().__init__()
+        self._transport = transport
+        self._flusher = flusher
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            self._held = data if type(data) is bytes else bytes(data)
+            self._flusher.add(self)
+        else:
+            self._held = None
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():  # the client is gone: nobody to send it to
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
+class _Flusher:
+    """One callback per loop iteration flushes every response still holding a write."""
+
+    __slots__ = ("_loop", "_held")
+
+    def __init__(self, loop) -> None:
+        self._loop = loop
+        self._held: list[JoinedWrites] = []
+
+    def add(self, w: JoinedWrites) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(w)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        for w in held:
+            w.flush()
+
+
+_FLUSHERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _flusher(loop) -> _Flusher:
+    f = _FLUSHERS.get(loop)
+    if f is None:
+        f = _FLUSHERS[loop] = _Flusher(loop)
+    return f
+
+
 def protocol_class():
     """The uvicorn protocol class (`uvicorn.Config(http=...)`)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -66,11 +144,15 @@ def protocol_class():
             self._line_start = b""  # its first bytes (a size line's hex digits)
             self._ext = self._trailer_bytes = self._trailer_fields = 0
             self._seen: list[str] = []  # llhttp's events in this piece: head, chunk, chunk_done, message
+            self._joined = JoinedWrites(transport, _flusher(self.loop))
 
         # --- llhttp's events, noted so that each piece is checked against its event --------
         def on_headers_complete(self) -> None:
             self._seen.append("head")
+            before = self.cycle
             super().on_headers_complete()
+            if self.cycle is not before:  # a request's cycle (not an upgrade): its writes joined
+                self.cycle.transport = self._joined
 
         def on_chunk_header(self) -> None:
             self._seen.append("chunk")
@@ -110,6 +192,7 @@ def protocol_class():
         def _refuse(self, status: int, code: str, message: str) -> bool:
             self._state = _CLOSED
             self._pending = b""
+            self._joined.flush()  # a response's write still held goes first
             self.transport.write(answer(status, code, message))
             self.transport.close()
             return False
@@ -212,6 +295,7 @@ def protocol_class():
         def send_400_response(self, msg: str) -> None:
             # llhttp refused the bytes: an OpenAI-shaped 400 instead of uvicorn's plain text
             self._state = _CLOSED
+            self._joined.flush()
             self.transport.write(answer(400, "bad_http_framing", f"malformed HTTP request: {msg}"))
             self.transport.close()
 
