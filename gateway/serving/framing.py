@@ -292,6 +292,17 @@ def protocol_class():
                 self._state = _HEAD
             return True
 
+        # uvicorn closes the connection itself, not through the cycle, when the server shuts
+        # down after a response and when a kept-alive connection idles: the response's last
+        # write may still be held (a stream's terminating chunk), so it goes first
+        def shutdown(self) -> None:
+            self._joined.flush()
+            super().shutdown()
+
+        def timeout_keep_alive_handler(self) -> None:
+            self._joined.flush()
+            super().timeout_keep_alive_handler()
+
         def send_400_response(self, msg: str) -> None:
             # llhttp refused the bytes: an OpenAI-shaped 400 instead of uvicorn's plain text
             self._state = _CLOSED

@@ -102,6 +102,45 @@ def test_close_sends_what_is_held_first_and_a_gone_client_gets_nothing():
     asyncio.run(go())
 
 
+class SocketRecorder(Recorder):
+    """A transport as uvicorn's protocol sees it on connection_made."""
+
+    def get_extra_info(self, name: str, default=None):
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def set_protocol(self, protocol) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("closer", ["shutdown", "timeout_keep_alive_handler"])
+def test_the_protocols_own_close_sends_what_is_held_first(closer):
+    """uvicorn closes the connection itself (not through the cycle) on a graceful shutdown
+    after a response and when a kept-alive connection idles; a response's last write may still
+    be held then (a stream's terminating chunk) and must not be lost."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from gateway.serving.framing import protocol_class
+
+    async def go():
+        config = uvicorn.Config(app=None, log_level="warning")
+        config.load()
+        p = protocol_class()(config=config, server_state=ServerState(), app_state={})
+        t = SocketRecorder()
+        p.connection_made(t)
+        p._joined.write(b"0\r\n\r\n")  # held: the last write of a stream, as the cycle writes it
+        getattr(p, closer)()
+        assert t.sends == [b"0\r\n\r\n"] and t.closing
+
+    asyncio.run(go())
+
+
 # --- through the server -----------------------------------------------------------------------
 
 KEY = "sk-gatewaylab-joined"
