@@ -106,12 +106,14 @@ class _Flusher:
     __slots__ = ("_loop", "_held")
 
     def __init__(self, loop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # weak: `_FLUSHERS` drops the flusher with its loop
         self._held: list[JoinedWrites] = []
 
     def add(self, w: JoinedWrites) -> None:
         if not self._held:
-            self._loop.call_soon(self._flush)
+            loop = self._loop()
+            assert loop is not None  # a connection writing keeps its loop running
+            loop.call_soon(self._flush)
         self._held.append(w)
 
     def _flush(self) -> None:

@@ -249,3 +249,18 @@ def test_a_stream_arrives_head_first_and_whole(gateway):
     head, _, rest = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head.lower()
     assert b"data: [DONE]" in rest
+
+
+def test_a_loops_flusher_goes_with_its_loop():
+    import gc
+
+    from gateway.serving import framing
+
+    async def go():
+        framing._flusher(asyncio.get_running_loop())
+
+    before = len(framing._FLUSHERS)
+    for _ in range(3):
+        asyncio.run(go())
+    gc.collect()
+    assert len(framing._FLUSHERS) == before
