@@ -46,6 +46,17 @@ MAX_FRAME = 64 * 1024 * 1024
 POLICIES = ("always", "group", "none")
 
 
+def background_thread() -> None:
+    """Put the calling thread under Linux's `SCHED_BATCH`: the group-commit thread keeps its
+    fair share of the CPU, but its wake-ups never preempt the thread serving requests (the
+    Rust twin's `sched::background_thread`, docs/architecture.md "Background threads yield on
+    wake-up"). A hint: where the call is refused the thread runs under the default policy."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
+    except OSError:
+        pass
+
+
 def magic(version: int) -> bytes:
     if version == 1:
         return MAGIC_V1
@@ -342,6 +353,7 @@ class WriteAheadLog:
             return self._count
 
     def _flush_loop(self) -> None:
+        background_thread()
         with self._cond:
             while not self._closed:
                 if self._count == self._durable or self._failed is not None:

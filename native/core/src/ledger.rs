@@ -564,6 +564,8 @@ fn run(
     mode: PySum,
     batch_delay: std::time::Duration,
 ) {
+    // background work: its wake-ups never preempt the request path (a hint; src/sched.rs)
+    let _ = crate::sched::background_thread();
     let mut batch: Vec<Box<AuditJob>> = Vec::with_capacity(BATCH);
     let mut acks: Vec<Ack> = Vec::new();
     let gather = ledger

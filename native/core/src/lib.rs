@@ -10,6 +10,7 @@ pub mod node_store;
 pub mod pipeline;
 pub mod record;
 pub mod router;
+pub mod sched;
 pub mod shards;
 pub mod stages;
 pub mod wal;

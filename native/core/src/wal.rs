@@ -726,6 +726,8 @@ impl Drop for WalWriter {
 /// Group commit: fsync once `group_delay` after the first pending record (appends that hit
 /// `group_max_records` or a batch fsync inline and clear the pending mark).
 fn group_flusher(sh: &Shared, delay: Duration) {
+    // background work: its wake-ups never preempt the request path (a hint; src/sched.rs)
+    let _ = crate::sched::background_thread();
     let mut st = sh.lock();
     loop {
         if st.closed {
