@@ -4,10 +4,11 @@
 //! policy (`SCHED_OTHER`) a wake-up may preempt the thread that caused it, so on a gateway
 //! with one core every batch stopped the request path mid-iteration: the thread serving
 //! requests was descheduled for the ledger's work and then woken again. Linux's `SCHED_BATCH`
-//! keeps the thread's fair share of the CPU (same weight, so it is never starved and the queue
-//! never grows without bound) but a wake-up never preempts the running thread: the ledger runs
-//! when the request path blocks or its slice ends. docs/architecture.md, "Background threads
-//! yield on wake-up", gives the measurement; the Python twin's WAL flusher does the same.
+//! keeps the thread's weight in the fair scheduler, but a wake-up never preempts the running
+//! thread: the ledger runs when the request path blocks or its slice ends. Deferred, it can
+//! fall behind on a saturated core, so the ledger's hand-over bounds its backlog (`YIELD_AT`
+//! in ledger.rs). docs/architecture.md, "Background threads yield on wake-up", gives the
+//! measurement; the Python twin's WAL flusher does the same.
 
 /// Put the calling thread under `SCHED_BATCH` (Linux schedules threads, so pid 0 is this thread
 /// alone). The policy is a hint: an error (a sandbox that forbids the call) leaves the thread
