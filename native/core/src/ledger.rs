@@ -429,7 +429,7 @@ impl LedgerThread {
             // The thread runs under SCHED_BATCH (src/sched.rs): its wake-ups do not preempt
             // the sender, so on a saturated core it may wait for the sender's time slice to
             // end while jobs pile up. Past YIELD_AT jobs waiting, the sender gives the CPU
-            // way (without the channel's lock held), which keeps the backlog, and the memory
+            // up (without the channel's lock held), which keeps the backlog, and the memory
             // it holds, near the bound.
             self.stats.yielded.fetch_add(1, Relaxed);
             std::thread::yield_now();

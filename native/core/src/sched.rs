@@ -25,16 +25,15 @@ pub fn background_thread() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The calling thread's policy (Linux): `libc::SCHED_OTHER`, `libc::SCHED_BATCH`, ...
-#[cfg(target_os = "linux")]
-pub fn policy() -> i32 {
-    // SAFETY: no arguments besides pid 0, the caller.
-    unsafe { libc::sched_getscheduler(0) }
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The calling thread's policy: `libc::SCHED_OTHER`, `libc::SCHED_BATCH`, ...
+    fn policy() -> i32 {
+        // SAFETY: no arguments besides pid 0, the caller.
+        unsafe { libc::sched_getscheduler(0) }
+    }
 
     #[test]
     fn a_background_thread_runs_under_sched_batch_and_others_are_untouched() {
