@@ -92,12 +92,12 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lowercase hex of a 32-byte hash.
 pub fn to_hex(h: &Hash) -> String {
-    let mut s = String::with_capacity(64);
-    for b in h {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(h) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 15) as usize];
     }
-    s
+    std::str::from_utf8(&hex).expect("hex digits are ASCII").to_owned()
 }
 
 /// Parse exactly 64 lowercase hex digits (the only form the formats allow) into a hash.

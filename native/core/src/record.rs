@@ -79,10 +79,9 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     let (mut start, mut i) = (0, 0);
     while i < b.len() {
-        let c = b[i];
-        if (b' '..=b'~').contains(&c) && c != b'"' && c != b'\\' {
-            i += 1;
-            continue;
+        i = plain_run_end(b, i);
+        if i == b.len() {
+            break;
         }
         out.extend_from_slice(&b[start..i]);
         // `i` is a char boundary: only whole chars are stepped over, and a printable ASCII
@@ -94,6 +93,54 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&b[start..]);
     out.push(b'"');
+}
+
+/// A byte `ensure_ascii` writes as it is: printable ASCII but `"` and `\\`.
+#[inline]
+fn is_plain(c: u8) -> bool {
+    (b' '..=b'~').contains(&c) && c != b'"' && c != b'\\'
+}
+
+/// Whether all eight bytes of `w` are plain. Each test is the classic any-byte-in-a-word
+/// check, exact as a yes/no answer: a byte below 0x20, a byte above 0x7e, a `"`, a `\\`.
+#[inline]
+fn word_is_plain(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let above_tilde = w.wrapping_add(ONES) | w;
+    let quote = w ^ (ONES * b'"' as u64);
+    let backslash = w ^ (ONES * b'\\' as u64);
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v;
+    (below_space | above_tilde | zero_in(quote) | zero_in(backslash)) & HIGH == 0
+}
+
+/// The end of the run of plain bytes in `b` from `i`: eight bytes a step while whole words
+/// are plain (the record's hashes, ids and keys are), the last few as one word padded with
+/// a plain byte, and byte by byte only in a word that holds something to escape.
+#[inline]
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
+    while let Some(w) = b.get(i..i + 8) {
+        if !word_is_plain(word(w)) {
+            break;
+        }
+        i += 8;
+    }
+    let rest = &b[i..];
+    if rest.len() < 8 {
+        let mut padded = [b' '; 8];
+        for (p, c) in padded.iter_mut().zip(rest) {
+            *p = *c;
+        }
+        if word_is_plain(word(&padded)) {
+            return b.len();
+        }
+    }
+    while i < b.len() && is_plain(b[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// One char that is not printable ASCII, or is `"` or `\`, as `ensure_ascii` writes it.
@@ -186,6 +233,28 @@ mod tests {
             let mut out = Vec::new();
             write_int(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_byte_to_escape_at_every_offset() {
+        // one special char at each place of runs longer than a word, between plain bytes
+        // on both sides of every test in `word_is_plain` (0x1f/0x20, 0x7e/0x7f, '"', '\\')
+        let specials = ['"', '\\', '\u{0}', '\u{1f}', '\u{7f}', 'é', '😀', '!', '#', '[', ']'];
+        let plain = [' ', '~', '!', '#', '[', ']', 'a'];
+        for len in 0..=26 {
+            for at in 0..=len {
+                for (k, sp) in specials.iter().enumerate() {
+                    let p = plain[(len + at + k) % plain.len()];
+                    let s: String = (0..len)
+                        .map(|j| if j == at { *sp } else { p })
+                        .collect();
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    write_json_string(&mut a, &s);
+                    write_json_string_by_char(&mut b, &s);
+                    assert_eq!(a, b, "{s:?}");
+                }
+            }
         }
     }
 
