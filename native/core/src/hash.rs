@@ -97,7 +97,9 @@ pub fn to_hex(h: &Hash) -> String {
         pair[0] = HEX[(b >> 4) as usize];
         pair[1] = HEX[(b & 15) as usize];
     }
-    std::str::from_utf8(&hex).expect("hex digits are ASCII").to_owned()
+    std::str::from_utf8(&hex)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// Parse exactly 64 lowercase hex digits (the only form the formats allow) into a hash.

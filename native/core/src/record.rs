@@ -240,15 +240,15 @@ mod tests {
     fn the_word_scan_finds_every_byte_to_escape_at_every_offset() {
         // one special char at each place of runs longer than a word, between plain bytes
         // on both sides of every test in `word_is_plain` (0x1f/0x20, 0x7e/0x7f, '"', '\\')
-        let specials = ['"', '\\', '\u{0}', '\u{1f}', '\u{7f}', 'é', '😀', '!', '#', '[', ']'];
+        let specials = [
+            '"', '\\', '\u{0}', '\u{1f}', '\u{7f}', 'é', '😀', '!', '#', '[', ']',
+        ];
         let plain = [' ', '~', '!', '#', '[', ']', 'a'];
         for len in 0..=26 {
             for at in 0..=len {
                 for (k, sp) in specials.iter().enumerate() {
                     let p = plain[(len + at + k) % plain.len()];
-                    let s: String = (0..len)
-                        .map(|j| if j == at { *sp } else { p })
-                        .collect();
+                    let s: String = (0..len).map(|j| if j == at { *sp } else { p }).collect();
                     let (mut a, mut b) = (Vec::new(), Vec::new());
                     write_json_string(&mut a, &s);
                     write_json_string_by_char(&mut b, &s);
